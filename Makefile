@@ -1,0 +1,52 @@
+# volmerge: one-command set-up.  `make test` and `make demo` bootstrap
+# everything they need on a fresh Debian 12 machine (as root: apt packages).
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEB_PACKAGES := runc busybox-static podman skopeo umoci zstd nftables sqlite3 \
+                postgresql-15 postgresql-client-15 iproute2 git uidmap
+export PATH := /usr/lib/postgresql/15/bin:$(PATH)
+
+.PHONY: install deps venv test demo bench lint clean
+
+install: deps $(STAMP)
+
+# Debian packages: install only what is missing, only when root.
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
+	  done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages: $$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else \
+	    echo "warning: missing Debian packages (run as root to install): $$missing" >&2; \
+	  fi; \
+	fi
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(STAMP): $(VENV)/bin/python pyproject.toml
+	$(PY) -m pip install -q -e '.[test,pg16]'
+	@touch $(STAMP)
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: install
+	$(VENV)/bin/volmerge --root $${VOLMERGE_ROOT:-/var/lib/volmerge-demo} demo
+
+bench: install
+	$(PY) -m bench
+
+lint: install
+	$(PY) -m ruff check volmerge runtime strategies fixtures tests bench || true
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,103 @@
+"""Small file-system primitives: never write state in place (STYLE.md 3)."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o644) -> None:
+    """Write ``path.lock`` with O_EXCL, fsync, rename over, fsync the directory."""
+    path = Path(path)
+    if isinstance(data, str):
+        data = data.encode()
+    tmp = path.with_name(path.name + ".lock")
+    with contextlib.suppress(FileNotFoundError):
+        # A stale lock file can only be left by a crash: we hold the object lock.
+        os.unlink(tmp)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+    fsync_dir(path.parent)
+
+
+def rmtree(path: str | os.PathLike[str]) -> None:
+    """Remove a tree, including read-only directories; missing is fine."""
+    path = Path(path)
+    if not os.path.lexists(path):
+        return
+    if path.is_symlink() or not path.is_dir():
+        path.unlink()
+        return
+
+    def onerror(func, p, exc_info):  # type: ignore[no-untyped-def]
+        exc = exc_info[1]
+        if isinstance(exc, FileNotFoundError):
+            return
+        if isinstance(exc, PermissionError):
+            os.chmod(os.path.dirname(p), 0o700)
+            func(p)
+            return
+        raise exc
+
+    shutil.rmtree(path, onerror=onerror)
+
+
+@contextlib.contextmanager
+def flock(path: str | os.PathLike[str], *, blocking: bool = True) -> Iterator[int]:
+    """An exclusive advisory lock on ``path`` (created if missing).
+
+    Raises BlockingIOError when ``blocking`` is false and another process
+    holds it.  The lock dies with the process, so a crash never leaves it held.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        flags = fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB)
+        try:
+            fcntl.flock(fd, flags)
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise BlockingIOError(exc.errno, f"locked: {path}") from None
+            raise
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def dir_size(path: str | os.PathLike[str]) -> int:
+    """Bytes used by regular files below ``path`` (no symlink is followed)."""
+    total = 0
+    seen: set[tuple[int, int]] = set()
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except FileNotFoundError:
+                continue
+            if st.st_nlink > 1:
+                key = (st.st_dev, st.st_ino)
+                if key in seen:
+                    continue
+                seen.add(key)
+            total += st.st_blocks * 512 if st.st_blocks else st.st_size
+    return total

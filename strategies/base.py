@@ -1,0 +1,90 @@
+"""The strategy protocol (STYLE.md point 7).
+
+A strategy is a pure function from (base, ours, theirs) to a merged result
+plus a report.  Content strategies merge one file's bytes; the tree merge
+(strategies.tree) walks three directory trees and dispatches each path that
+changed on both sides to the content strategy the policy picks.
+
+Built-in strategies register through the entry-point group
+``volmerge.strategies`` exactly as a third-party package would::
+
+    [project.entry-points."volmerge.strategies"]
+    text = "strategies.text:TextStrategy"
+
+The entry point names a class (or factory) taking no arguments whose instances
+satisfy :class:`Strategy`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+Action = Literal[
+    "unchanged", "kept-ours", "took-theirs", "merged", "added", "deleted", "conflict", "kept-both"
+]
+ACTIONS: tuple[str, ...] = (
+    "unchanged", "kept-ours", "took-theirs", "merged", "added", "deleted", "conflict", "kept-both",
+)
+OnConflict = Literal["fail", "ours", "theirs", "markers", "keep-both"]
+
+
+@dataclass
+class ConflictInfo:
+    """Where a conflict is: ``location`` is a line range ("lines 3-5") for text,
+    a dotted key path ("server.port") for structured data, a table/column for SQL."""
+
+    location: str
+    message: str
+    ours: Any = None
+    theirs: Any = None
+    base: Any = None
+
+
+@dataclass
+class FileReport:
+    path: str  # relative to the tree root, '/'-separated (non-UTF-8 bytes as surrogateescape)
+    action: Action
+    strategy: str
+    conflicts: list[ConflictInfo] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # e.g. "fell back to text: YAML does not parse"
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["path"] = self.path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        return d
+
+
+@dataclass
+class MergeResult:
+    """The merged content of one file.  ``content`` is None when the merge
+    decided the file must not exist (deleted) or when a conflict left no
+    result (and on_conflict was ``fail``)."""
+
+    content: bytes | None
+    report: FileReport
+
+
+@dataclass
+class MergeOptions:
+    on_conflict: OnConflict = "fail"
+    diff3: bool = False  # markers with the base section (|||||||)
+    options: dict[str, Any] = field(default_factory=dict)  # per-rule options from the policy
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    """A content strategy.  ``name`` is its registry name."""
+
+    name: str
+
+    def handles(self, path: str, sample: bytes) -> bool:
+        """Whether this strategy can merge ``path`` whose first bytes are
+        ``sample`` (used by detection when no policy rule names a strategy)."""
+        ...
+
+    def merge(self, path: str, base: bytes | None, ours: bytes, theirs: bytes,
+              opts: MergeOptions) -> MergeResult:
+        """Merge three versions of one file.  ``base`` is None when the file
+        did not exist in base (added on both sides)."""
+        ...

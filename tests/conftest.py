@@ -1,0 +1,166 @@
+"""Test-wide set-up: a private mount namespace and a leak guard.
+
+The whole session runs in its own mount namespace (everything mounted by a
+test, a CLI subprocess or a container supervisor stays invisible to the host
+and dies with the session).  After every test the guard checks that the test
+left no mount, process, network interface or temporary file behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT_DIR = Path(__file__).resolve().parent.parent
+os.environ["PATH"] = "/usr/lib/postgresql/15/bin:" + os.environ.get("PATH", "")
+
+# A tag that every process started by the suite inherits: the guard finds
+# stray processes by it.
+TEST_TAG = os.environ.setdefault("VOLMERGE_TEST_TAG", uuid.uuid4().hex)
+
+
+def _enter_private_mount_ns() -> None:
+    if os.environ.get("VOLMERGE_TEST_MNTNS") == str(os.getpid()):
+        return
+    from runtime import sys as rsys
+
+    rsys.unshare(rsys.CLONE_NEWNS)
+    rsys.make_private("/")
+    os.environ["VOLMERGE_TEST_MNTNS"] = str(os.getpid())
+
+
+if os.geteuid() == 0:
+    _enter_private_mount_ns()
+
+# The session's own scratch space: removed at the end, so pytest's kept
+# tmp_path directories never accumulate.
+SESSION_TMP = Path(tempfile.mkdtemp(prefix="volmerge-tests-"))
+os.environ["TMPDIR"] = str(SESSION_TMP / "tmp")
+(SESSION_TMP / "tmp").mkdir()
+tempfile.tempdir = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not config.option.basetemp:
+        config.option.basetemp = str(SESSION_TMP / "pytest")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    from runtime import sys as rsys
+
+    rsys.umount_tree(SESSION_TMP)
+    shutil.rmtree(SESSION_TMP, ignore_errors=True)
+
+
+requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+
+def _mounts() -> set[str]:
+    with open("/proc/self/mountinfo") as f:
+        return {line.split()[4] for line in f}
+
+
+def _tagged_processes() -> set[int]:
+    me = os.getpid()
+    found = set()
+    needle = f"VOLMERGE_TEST_TAG={TEST_TAG}".encode()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == me:
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = f.read()
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if needle in env and state != b"Z":
+            found.add(int(pid))
+    return found
+
+
+def _interfaces() -> set[str]:
+    return {name for _i, name in socket.if_nameindex()}
+
+
+def _tmp_entries() -> set[str]:
+    out = set()
+    for d in ("/tmp", "/dev/shm", str(SESSION_TMP / "tmp")):
+        try:
+            out |= {f"{d}/{e}" for e in os.listdir(d)}
+        except OSError:
+            pass
+    return out
+
+
+@pytest.fixture(autouse=True)
+def leak_guard(request: pytest.FixtureRequest):
+    before = (_mounts(), _tagged_processes(), _interfaces(), _tmp_entries())
+    yield
+    deadline = time.monotonic() + 5
+    while True:
+        after = (_mounts(), _tagged_processes(), _interfaces(), _tmp_entries())
+        leaked = {
+            "mounts": sorted(after[0] - before[0]),
+            "processes": sorted(after[1] - before[1]),
+            "interfaces": sorted(after[2] - before[2]),
+            "temp files": sorted(after[3] - before[3]),
+        }
+        leaked = {k: v for k, v in leaked.items() if v}
+        if not leaked or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    if leaked:
+        # Clean up so one leak does not cascade into every later test.
+        from runtime import sys as rsys
+
+        for mp in leaked.get("mounts", []):
+            try:
+                rsys.umount(mp, rsys.MNT_DETACH)
+            except OSError:
+                pass
+        for pid in leaked.get("processes", []):
+            try:
+                os.kill(pid, 9)
+            except OSError:
+                pass
+        for p in leaked.get("temp files", []):
+            shutil.rmtree(p, ignore_errors=True) if os.path.isdir(p) else Path(p).unlink(missing_ok=True)
+        pytest.fail(f"test leaked: {leaked}")
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """A fresh store root for one test, torn down with all its mounts."""
+    r = tmp_path / "root"
+    yield r
+    from runtime import sys as rsys
+
+    rsys.umount_tree(r)
+
+
+@pytest.fixture
+def cli(root: Path):
+    """Run the real ``volmerge`` CLI in a subprocess against the test's root."""
+
+    def run(*args: str, input: str | None = None, check: bool | None = None,
+            timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        full_env = dict(os.environ, VOLMERGE_ROOT=str(root), **(env or {}))
+        proc = subprocess.run(
+            [sys.executable, "-m", "volmerge", *args],
+            input=input, capture_output=True, text=True, timeout=timeout, env=full_env,
+        )
+        if check or (check is None and False):
+            assert proc.returncode == 0, proc.stderr
+        return proc
+
+    return run

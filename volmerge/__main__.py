@@ -1,0 +1,3 @@
+from volmerge.cli import entry
+
+entry()

@@ -1,0 +1,70 @@
+"""Shared bits of the CLI: the store from the global options, output helpers.
+
+Commands are thin: parse arguments, call the library, print (STYLE.md 5).
+Heavy modules are imported inside commands, so `volmerge --help` and hot
+commands stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import typer
+
+
+@dataclass
+class Globals:
+    root: str | None = None
+    _store: Any = None
+
+    def store(self):  # type: ignore[no-untyped-def]
+        if self._store is None:
+            from runtime.store import Store
+
+            self._store = Store(self.root)
+        return self._store
+
+
+def g(ctx: typer.Context) -> Globals:
+    obj = ctx.find_root().obj
+    if obj is None:
+        obj = ctx.find_root().obj = Globals()
+    return obj
+
+
+def store(ctx: typer.Context):  # type: ignore[no-untyped-def]
+    return g(ctx).store()
+
+
+def emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def console(stderr: bool = False):  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def table(columns: list[str], rows: list[list[Any]]) -> None:
+    """Docker-style plain columns (no box), readable in a pipe."""
+    widths = [len(c) for c in columns]
+    srows = [["" if v is None else str(v) for v in r] for r in rows]
+    for r in srows:
+        for i, v in enumerate(r):
+            widths[i] = max(widths[i], len(v))
+    fmt = "   ".join("{:<%d}" % w for w in widths)
+    print(fmt.format(*columns).rstrip())
+    for r in srows:
+        print(fmt.format(*r).rstrip())
+
+
+def human_size(n: int | float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.3g}{unit}"
+        n /= 1000
+    return f"{n}"
