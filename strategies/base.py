@@ -88,3 +88,18 @@ class Strategy(Protocol):
         """Merge three versions of one file.  ``base`` is None when the file
         did not exist in base (added on both sides)."""
         ...
+
+
+@runtime_checkable
+class FileStrategy(Protocol):
+    """A strategy that works on files rather than bytes in memory (databases,
+    large binary formats).  When a strategy has ``merge_files`` the tree merge
+    calls it instead of ``merge``: ``base`` may be None (no base version);
+    ``out`` does not exist yet and must be written complete (or not at all)."""
+
+    name: str
+
+    def handles(self, path: str, sample: bytes) -> bool: ...
+
+    def merge_files(self, path: str, base: str | None, ours: str, theirs: str, out: str,
+                    opts: MergeOptions) -> FileReport: ...

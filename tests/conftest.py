@@ -164,3 +164,12 @@ def cli(root: Path):
         return proc
 
     return run
+
+
+@pytest.fixture(scope="session")
+def fixture_image():
+    """``fixture_image("busybox")`` -> Path of a cached oci-archive built from
+    the host's own files by fixtures/ (kinds: busybox, python, postgres15, ...)."""
+    from fixtures.images import image_archive
+
+    return image_archive

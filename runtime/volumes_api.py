@@ -1,0 +1,54 @@
+"""How the runtime gets named volumes: an interface the volume manager fills in.
+
+The engine asks a provider for a host directory to bind-mount at the
+container's mount path.  runtime ships :class:`PlainDirVolumes` (a plain
+directory in the store, seeded by copy); volmerge passes its layered volume
+manager (volmerge.volumes), which satisfies the same protocol.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+
+@runtime_checkable
+class VolumeProvider(Protocol):
+    def attach(self, name: str, container_id: str, seed: Path | None, *,
+               readonly: bool = False) -> Path:
+        """Return a host directory holding volume ``name`` for the container.
+
+        If the volume does not exist yet it is created and, when ``seed`` is
+        an existing directory (the image's content at the mount path, read
+        through the container's root file system), seeded from it; that
+        content is recorded as the volume's seed layer."""
+        ...
+
+    def detach(self, name: str, container_id: str) -> None:
+        """The container no longer uses the volume (stopped or removed)."""
+        ...
+
+
+class PlainDirVolumes:
+    """The fallback provider: ``<root>/volumes/<name>/_data``, seeded by copy."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def attach(self, name: str, container_id: str, seed: Path | None, *,
+               readonly: bool = False) -> Path:
+        d = self.root / "volumes" / name / "_data"
+        if not d.exists():
+            tmp = d.with_name("_data.new")
+            shutil.rmtree(tmp, ignore_errors=True)
+            if seed is not None and seed.is_dir() and not seed.is_symlink():
+                shutil.copytree(seed, tmp, symlinks=True)
+            else:
+                tmp.mkdir(parents=True)
+            os.rename(tmp, d)
+        return d
+
+    def detach(self, name: str, container_id: str) -> None:
+        return None
