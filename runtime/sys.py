@@ -239,3 +239,79 @@ def path_in_root(root: Path, rel: str) -> Path:
             continue
         resolved.append(part)
     return root.joinpath(*resolved)
+
+
+# -- process attributes for the builtin executor (prctl, capabilities) --------
+
+PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_PDEATHSIG = 1
+
+CAPABILITIES = {
+    "CAP_CHOWN": 0, "CAP_DAC_OVERRIDE": 1, "CAP_DAC_READ_SEARCH": 2, "CAP_FOWNER": 3,
+    "CAP_FSETID": 4, "CAP_KILL": 5, "CAP_SETGID": 6, "CAP_SETUID": 7, "CAP_SETPCAP": 8,
+    "CAP_LINUX_IMMUTABLE": 9, "CAP_NET_BIND_SERVICE": 10, "CAP_NET_BROADCAST": 11,
+    "CAP_NET_ADMIN": 12, "CAP_NET_RAW": 13, "CAP_IPC_LOCK": 14, "CAP_IPC_OWNER": 15,
+    "CAP_SYS_MODULE": 16, "CAP_SYS_RAWIO": 17, "CAP_SYS_CHROOT": 18, "CAP_SYS_PTRACE": 19,
+    "CAP_SYS_PACCT": 20, "CAP_SYS_ADMIN": 21, "CAP_SYS_BOOT": 22, "CAP_SYS_NICE": 23,
+    "CAP_SYS_RESOURCE": 24, "CAP_SYS_TIME": 25, "CAP_SYS_TTY_CONFIG": 26, "CAP_MKNOD": 27,
+    "CAP_LEASE": 28, "CAP_AUDIT_WRITE": 29, "CAP_AUDIT_CONTROL": 30, "CAP_SETFCAP": 31,
+    "CAP_MAC_OVERRIDE": 32, "CAP_MAC_ADMIN": 33, "CAP_SYSLOG": 34, "CAP_WAKE_ALARM": 35,
+    "CAP_BLOCK_SUSPEND": 36, "CAP_AUDIT_READ": 37, "CAP_PERFMON": 38, "CAP_BPF": 39,
+    "CAP_CHECKPOINT_RESTORE": 40,
+}
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    return _check(
+        _libc.prctl(option, ctypes.c_ulong(arg2), ctypes.c_ulong(arg3), ctypes.c_ulong(arg4),
+                    ctypes.c_ulong(arg5)),
+        "prctl",
+    )
+
+
+def cap_last_cap() -> int:
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            return int(f.read())
+    except OSError:
+        return max(CAPABILITIES.values())
+
+
+def drop_bounding_set(keep: list[str]) -> None:
+    """Drop every capability not named in ``keep`` from the bounding set."""
+    wanted = {CAPABILITIES[c] for c in keep if c in CAPABILITIES}
+    for cap in range(cap_last_cap() + 1):
+        if cap not in wanted:
+            prctl(PR_CAPBSET_DROP, cap)
+
+
+# -- detached mounts: move a mount into another mount namespace (volumes) -----
+# Appended by the volume manager: a snapshot of a volume that a running
+# container uses swaps the container's mount for a new overlay.  The overlay is
+# mounted in the host namespace, cloned into a detached tree with open_tree(),
+# and a forked child that setns()-ed into the container's namespace attaches it
+# with move_mount().
+SYS_open_tree = 428
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+AT_RECURSIVE = 0x8000
+
+
+def open_tree_clone(path: str | os.PathLike[str]) -> int:
+    """A detached copy of the mount at ``path`` (same superblock), as an fd."""
+    return _check(
+        _libc.syscall(SYS_open_tree, -100, _b(str(path)), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC),
+        "open_tree",
+        path,
+    )
+
+
+def move_mount_fd(fd: int, target: str | os.PathLike[str]) -> None:
+    """Attach the detached mount ``fd`` at ``target`` in the caller's namespace."""
+    _check(
+        _libc.syscall(SYS_move_mount, fd, b"", -100, _b(str(target)), MOVE_MOUNT_F_EMPTY_PATH),
+        "move_mount",
+        target,
+    )
