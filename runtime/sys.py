@@ -315,3 +315,14 @@ def move_mount_fd(fd: int, target: str | os.PathLike[str]) -> None:
         "move_mount",
         target,
     )
+
+
+def syncfs(path: str | os.PathLike[str]) -> None:
+    """syncfs(2) on the file system holding ``path``: makes a freshly
+    extracted tree durable before it is renamed into place (one call instead
+    of an fsync per file)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _check(_libc.syncfs(fd), "syncfs", path)
+    finally:
+        os.close(fd)
