@@ -1,0 +1,225 @@
+"""File-tree work on layer directories: seeding copies, overlay-aware squashing,
+safe walks.  Nothing here ever follows a symlink found inside a layer.
+
+Squashing is a *hard-link farm*: frozen layers are immutable (overlayfs never
+writes to a lower layer; a write copies the file up into the live layer), so
+the squashed layer can link the very same inodes instead of copying bytes.
+That makes compaction cost O(entries) instead of O(bytes) and preserves modes,
+owners, xattrs, hard links and sparse files exactly, because they *are* the
+same inodes.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import BadInput, NotDone
+
+OPAQUE = "trusted.overlay.opaque"
+OVERLAY_XATTR_PREFIX = "trusted.overlay."
+
+
+def is_whiteout(st: os.stat_result) -> bool:
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def is_opaque(path: str | os.PathLike[str]) -> bool:
+    try:
+        return os.getxattr(path, OPAQUE, follow_symlinks=False) == b"y"
+    except OSError:
+        return False
+
+
+def kind_of(st: os.stat_result) -> str:
+    if stat.S_ISDIR(st.st_mode):
+        return "dir"
+    if stat.S_ISREG(st.st_mode):
+        return "file"
+    if stat.S_ISLNK(st.st_mode):
+        return "symlink"
+    return "other"
+
+
+def walk(top: str | os.PathLike[str], rel: str = "") -> Iterator[tuple[str, os.stat_result]]:
+    """Yield ``(relative path, lstat)`` for every entry below ``top``, parents
+    before children, never descending through a symlink."""
+    stack = [rel]
+    top = os.fspath(top)
+    while stack:
+        d = stack.pop()
+        try:
+            it = os.scandir(os.path.join(top, d) if d else top)
+        except FileNotFoundError:
+            continue
+        with it:
+            entries = sorted(it, key=lambda e: e.name)
+        subdirs = []
+        for e in entries:
+            r = f"{d}/{e.name}" if d else e.name
+            st = e.stat(follow_symlinks=False)
+            yield r, st
+            if stat.S_ISDIR(st.st_mode):
+                subdirs.append(r)
+        stack.extend(reversed(subdirs))
+
+
+def safe_lstat(root: str | os.PathLike[str], rel: str) -> os.stat_result | None:
+    """lstat ``root/rel`` only if every ancestor inside ``root`` is a real
+    directory (not a symlink): never resolves a path out of the tree."""
+    parts = [p for p in rel.split("/") if p]
+    if any(p in (".", "..") for p in parts):
+        raise BadInput(f"invalid path in volume: {rel!r}")
+    cur = os.fspath(root)
+    for i, part in enumerate(parts):
+        cur = os.path.join(cur, part)
+        try:
+            st = os.lstat(cur)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if i < len(parts) - 1 and not stat.S_ISDIR(st.st_mode):
+            return None
+    return os.lstat(cur) if parts else os.lstat(root)
+
+
+def copy_tree(src: Path, dst: Path) -> None:
+    """Copy the *content* of ``src`` into the existing empty dir ``dst`` with
+    every attribute (``cp -a``: modes, owners, xattrs, hard links, sparse
+    files; symlinks are copied as links, never followed)."""
+    if src.is_symlink() or not src.is_dir():
+        raise BadInput(f"seed {src} is not a directory")
+    proc = subprocess.run(
+        ["cp", "-a", "--sparse=always", "--no-target-directory", f"{src}/.", str(dst)],
+        capture_output=True, text=True,
+    )
+    if proc.returncode != 0:
+        raise NotDone(f"copying {src}: {proc.stderr.strip().splitlines()[-1:]}")
+    st = os.lstat(src)
+    os.chown(dst, st.st_uid, st.st_gid)
+    os.chmod(dst, stat.S_IMODE(st.st_mode))
+
+
+def copy_meta(src: str, dst: str, st: os.stat_result, *, keep_opaque: bool = False) -> None:
+    """Make directory ``dst`` carry ``src``'s owner, mode and xattrs."""
+    os.chown(dst, st.st_uid, st.st_gid, follow_symlinks=False)
+    os.chmod(dst, stat.S_IMODE(st.st_mode))
+    want = {k: os.getxattr(src, k, follow_symlinks=False)
+            for k in os.listxattr(src, follow_symlinks=False)}
+    for k in os.listxattr(dst, follow_symlinks=False):
+        if k not in want and not (keep_opaque and k == OPAQUE):
+            os.removexattr(dst, k, follow_symlinks=False)
+    for k, v in want.items():
+        os.setxattr(dst, k, v, follow_symlinks=False)
+
+
+def _remove(path: str) -> None:
+    from runtime.fsutil import rmtree
+
+    rmtree(path)
+
+
+def _link(src: str, dst: str, st: os.stat_result) -> None:
+    try:
+        os.link(src, dst, follow_symlinks=False)
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EMLINK, errno.EXDEV):
+            raise
+    if is_whiteout(st):
+        os.mknod(dst, stat.S_IFCHR | 0o000, 0)
+        return
+    proc = subprocess.run(["cp", "-a", "--sparse=always", src, dst], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise NotDone(f"copying {src}: {proc.stderr.strip()}")
+
+
+def apply_layer(layer: Path, out: Path) -> None:
+    """Apply overlay diff ``layer`` on top of diff ``out`` so that ``out``
+    becomes the squash of both (still a diff: whiteouts and opaque dirs kept,
+    so the layers *below* stay hidden where they were)."""
+    dir_times: list[tuple[str, os.stat_result]] = []
+    top = os.fspath(layer)
+    skip: str | None = None
+    for rel, st in walk(top):
+        if skip is not None and (rel == skip or rel.startswith(skip + "/")):
+            continue
+        skip = None
+        src = os.path.join(top, rel)
+        dst = os.path.join(out, rel)
+        try:
+            dst_st: os.stat_result | None = os.lstat(dst)
+        except FileNotFoundError:
+            dst_st = None
+        if stat.S_ISDIR(st.st_mode):
+            if is_opaque(src):
+                if dst_st is not None:
+                    _remove(dst)
+                os.mkdir(dst)
+                copy_meta(src, dst, st)
+            elif dst_st is not None and stat.S_ISDIR(dst_st.st_mode):
+                copy_meta(src, dst, st, keep_opaque=True)
+            else:
+                if dst_st is not None:  # a file or whiteout in the run hid what is below
+                    _remove(dst)
+                    os.mkdir(dst)
+                    copy_meta(src, dst, st)
+                    os.setxattr(dst, OPAQUE, b"y", follow_symlinks=False)
+                else:
+                    os.mkdir(dst)
+                    copy_meta(src, dst, st)
+            dir_times.append((dst, st))
+        else:
+            if dst_st is not None:
+                _remove(dst)
+            _link(src, dst, st)
+    for dst, st in reversed(dir_times):
+        os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+
+
+def squash(layers_bottom_first: list[Path], out: Path) -> None:
+    """Build in the empty dir ``out`` one diff equal to the given run of diffs."""
+    for layer in layers_bottom_first:
+        apply_layer(layer, out)
+    top = layers_bottom_first[-1]
+    st = os.lstat(top)
+    copy_meta(os.fspath(top), os.fspath(out), st)
+    os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def same_content(a: str, b: str, sa: os.stat_result, sb: os.stat_result) -> bool:
+    """Compare two entries of the same kind, never following symlinks."""
+    if (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino):
+        return True
+    if stat.S_IFMT(sa.st_mode) != stat.S_IFMT(sb.st_mode):
+        return False
+    if (stat.S_IMODE(sa.st_mode), sa.st_uid, sa.st_gid) != (
+        stat.S_IMODE(sb.st_mode), sb.st_uid, sb.st_gid,
+    ):
+        return False
+    if stat.S_ISLNK(sa.st_mode):
+        return os.readlink(a) == os.readlink(b)
+    if stat.S_ISDIR(sa.st_mode):
+        return True
+    if not stat.S_ISREG(sa.st_mode):
+        return sa.st_rdev == sb.st_rdev
+    if sa.st_size != sb.st_size:
+        return False
+    fa = os.open(a, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        fb = os.open(b, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            while True:
+                ca = os.read(fa, 1 << 20)
+                cb = os.read(fb, 1 << 20)
+                if ca != cb:
+                    return False
+                if not ca:
+                    return True
+        finally:
+            os.close(fb)
+    finally:
+        os.close(fa)
