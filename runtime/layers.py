@@ -1,0 +1,167 @@
+"""The content-addressed layer store: ``layers/<diff_id hex>/diff``.
+
+A layer is extracted once and shared by every image that lists its diff_id.
+Extraction happens in a directory under the store's ``tmp/`` (whose lock
+file marks it as work in progress), is verified against the diff_id, synced,
+and then renamed into place, so a crash never leaves a partial layer where a
+reader could find it.  The row in the ``layers`` table is written under the
+layer's lock right after the rename; the sweeper removes directories without
+a row and rows without a user (an image) whose lock nobody holds.
+
+Callers hold :meth:`LayerStore.locked` for every layer they are about to
+reference until their image row is committed; removal takes the same lock,
+so a layer is never deleted under a load that counts on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+from . import fsutil
+from .errors import BadInput, NotDone
+from .store import Store
+from .tarsafe import Extracted, extract_layer
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@contextlib.contextmanager
+def work_dir(store: Store, prefix: str) -> Iterator[Path]:
+    """A directory under ``tmp/`` marked in progress by its held lock file
+    (``locks/tmp-<name>.lock``, which the store's sweeper respects)."""
+    name = f"{prefix}{secrets.token_hex(6)}"
+    lockname = f"tmp-{name}"
+    with store.lock(lockname):
+        d = store.path("tmp", name)
+        d.mkdir()
+        try:
+            yield d
+        finally:
+            fsutil.rmtree(d)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(store.path("locks", f"{lockname}.lock"))
+
+
+class LayerStore:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def dir(self, diff_id: str) -> Path:
+        return self.store.path("layers", _hex(diff_id))
+
+    def path(self, diff_id: str) -> Path:
+        """The overlay-ready tree of the layer (what goes into lowerdir)."""
+        return self.dir(diff_id) / "diff"
+
+    @contextlib.contextmanager
+    def locked(self, diff_ids: Iterable[str]) -> Iterator[None]:
+        """Hold the locks of ``diff_ids`` (taken in sorted order: no deadlock)."""
+        with contextlib.ExitStack() as stack:
+            for d in sorted(set(diff_ids)):
+                stack.enter_context(self.store.lock(f"layer-{_hex(d)}"))
+            yield
+
+    def present(self, diff_id: str) -> bool:
+        row = self.store.db.execute("SELECT 1 FROM layers WHERE diff_id = ?", (diff_id,)).fetchone()
+        return row is not None and self.path(diff_id).is_dir()
+
+    def ensure(self, diff_id: str, blob: Path, *, label: str,
+               progress: Callable[[int, int], None] | None = None) -> bool:
+        """Make the layer present, extracting ``blob`` if needed.  The caller
+        holds :meth:`locked` for ``diff_id``.  Returns True if it extracted."""
+        if self.present(diff_id):
+            return False
+        final = self.dir(diff_id)
+        if os.path.lexists(final):  # a directory without a row: a crash leftover
+            self._discard_dir(final)
+        with work_dir(self.store, "layer-") as work:
+            tree = work / "diff"
+            tree.mkdir()
+            try:
+                got: Extracted = extract_layer(blob, tree, label=label, progress=progress)
+            except OSError as exc:
+                raise NotDone(f"extracting {label} failed: {exc.strerror or exc}") from None
+            if got.diff_id != diff_id:
+                raise BadInput(
+                    f"digest mismatch for {label}: the image config says diff_id {diff_id}, "
+                    f"the uncompressed layer is {got.diff_id}"
+                )
+            from . import sys as rsys
+
+            rsys.syncfs(work)
+            os.rename(work, final)
+            fsutil.fsync_dir(final.parent)
+        with self.store.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO layers(diff_id, size, entries, created_at) VALUES (?, ?, ?, ?)",
+                (diff_id, got.size, got.entries, time.time()),
+            )
+        return True
+
+    def size(self, diff_id: str) -> int:
+        row = self.store.db.execute("SELECT size FROM layers WHERE diff_id = ?", (diff_id,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def remove_unused(self, diff_ids: Iterable[str], *, blocking: bool = True) -> list[str]:
+        """Remove each layer that no image references any more."""
+        removed = []
+        for d in sorted(set(diff_ids)):
+            try:
+                with self.store.lock(f"layer-{_hex(d)}", blocking=blocking):
+                    with self.store.transaction() as db:
+                        used = db.execute("SELECT 1 FROM image_layers WHERE diff_id = ? LIMIT 1", (d,)).fetchone()
+                        if used:
+                            continue
+                        db.execute("DELETE FROM layers WHERE diff_id = ?", (d,))
+                    self._discard_dir(self.dir(d))
+                    removed.append(d)
+            except BlockingIOError:
+                continue
+        return removed
+
+    def _discard_dir(self, path: Path) -> None:
+        """Rename into tmp/ first (atomic), then delete: a crash mid-delete
+        leaves a tmp/ leftover, never a half-deleted layer."""
+        if not os.path.lexists(path):
+            return
+        trash = self.store.path("tmp", f"trash-layer-{secrets.token_hex(6)}")
+        os.rename(path, trash)
+        fsutil.rmtree(trash)
+
+    def sweep(self) -> None:
+        """Crash leftovers: dirs without a row, rows without a user (unlocked)."""
+        db = self.store.db
+        rows = {r[0] for r in db.execute("SELECT diff_id FROM layers")}
+        for name in os.listdir(self.store.path("layers")):
+            d = "sha256:" + name
+            if not _HEX64.match(name) or d in rows:
+                continue
+            try:
+                with self.store.lock(f"layer-{name}", blocking=False):
+                    if db.execute(
+                        "SELECT 1 FROM layers WHERE diff_id = ?", (d,)
+                    ).fetchone():
+                        continue
+                    self._discard_dir(self.store.path("layers", name))
+            except BlockingIOError:
+                continue
+        orphans = [
+            r[0] for r in db.execute(
+                "SELECT diff_id FROM layers WHERE diff_id NOT IN (SELECT diff_id FROM image_layers)"
+            )
+        ]
+        if orphans:
+            self.remove_unused(orphans, blocking=False)
+
+
+def _hex(diff_id: str) -> str:
+    hx = diff_id.split(":", 1)[1] if diff_id.startswith("sha256:") else diff_id
+    if not _HEX64.match(hx):
+        raise BadInput(f"invalid layer digest {diff_id!r}")
+    return hx
