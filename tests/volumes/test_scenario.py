@@ -6,19 +6,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-
-from runtime.store import Store
 from volmerge.volumes import VolumeManager
 
 from .helpers import digest, seed_dir, write
-
-
-@pytest.fixture
-def vm(root: Path):
-    store = Store(root)
-    yield VolumeManager(store)
-    store.close()
 
 
 def test_seed_write_snapshot_write_rollback(vm: VolumeManager, tmp_path: Path) -> None:
