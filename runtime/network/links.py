@@ -1,0 +1,157 @@
+"""Links over netlink (pyroute2): bridges, veth pairs, addresses, routes.
+
+Every link volmerge makes carries an ``ifalias`` ``volmerge:<store tag>:...``
+so that reconcile() can tell its own leftovers from anything else on the host
+(another store root, another tool) without a naming convention doing it.
+pyroute2 is imported here and only here; it costs ~120 ms to import, so the
+manager imports this module lazily.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+ALIAS_PREFIX = "volmerge:"
+
+
+def open_host() -> IPRoute:
+    """Netlink in the caller's own network namespace (no event groups)."""
+    return IPRoute(groups=0)
+
+
+def open_in(sock: socket.socket) -> IPRoute:
+    """Netlink through a socket created inside another namespace."""
+    return IPRoute(use_socket=sock, groups=0)
+
+
+@dataclass(frozen=True)
+class LinkInfo:
+    index: int
+    name: str
+    kind: str | None
+    alias: str | None
+    master: int | None
+
+
+def links(ipr: IPRoute) -> Iterator[LinkInfo]:
+    for msg in ipr.get_links():
+        info = msg.get("IFLA_LINKINFO")
+        kind = info.get("IFLA_INFO_KIND") if info is not None else None
+        yield LinkInfo(
+            index=msg["index"],
+            name=msg.get("IFLA_IFNAME"),
+            kind=kind,
+            alias=msg.get("IFLA_IFALIAS"),
+            master=msg.get("IFLA_MASTER"),
+        )
+
+
+def lookup(ipr: IPRoute, name: str) -> int | None:
+    found = ipr.link_lookup(ifname=name)
+    return found[0] if found else None
+
+
+def delete(ipr: IPRoute, name: str) -> bool:
+    """Delete a link by name; deleting one end of a veth removes both."""
+    idx = lookup(ipr, name)
+    if idx is None:
+        return False
+    try:
+        ipr.link("del", index=idx)
+    except NetlinkError as exc:
+        if exc.code != errno.ENODEV:
+            raise
+        return False
+    return True
+
+
+def ensure_bridge(ipr: IPRoute, name: str, gateway: str, prefixlen: int, alias: str) -> bool:
+    """Make the bridge exist, carry the gateway address and be up.  Returns
+    True when it had to be created (first use, or after a reboot)."""
+    created = False
+    idx = lookup(ipr, name)
+    if idx is None:
+        try:
+            ipr.link("add", ifname=name, kind="bridge")
+            created = True
+        except NetlinkError as exc:
+            if exc.code != errno.EEXIST:
+                raise
+        idx = lookup(ipr, name)
+        assert idx is not None
+    have = {
+        (a.get("IFA_ADDRESS"), a["prefixlen"])
+        for a in ipr.get_addr(family=socket.AF_INET, index=idx)
+    }
+    if (gateway, prefixlen) not in have:
+        try:
+            ipr.addr("add", index=idx, address=gateway, prefixlen=prefixlen)
+        except NetlinkError as exc:
+            if exc.code != errno.EEXIST:
+                raise
+    ipr.link("set", index=idx, state="up", ifalias=alias)
+    # Loopback clients reach published ports through DNAT to this bridge.
+    sysctl(f"net/ipv4/conf/{name}/route_localnet", "1")
+    return created
+
+
+def add_veth(ipr: IPRoute, host_name: str, bridge: str, netns_fd: int, mac: str,
+             alias: str) -> None:
+    """A veth pair whose far end is born inside the namespace as ``eth0``
+    (created there directly: no window with a stray ``eth0`` on the host)."""
+    ipr.link("add", ifname=host_name, kind="veth",
+             peer={"ifname": "eth0", "net_ns_fd": netns_fd, "address": mac})
+    idx = lookup(ipr, host_name)
+    br = lookup(ipr, bridge)
+    if idx is None or br is None:
+        raise OSError(errno.ENODEV, f"link {host_name} or bridge {bridge} vanished")
+    ipr.link("set", index=idx, master=br, state="up", ifalias=alias)
+    # hairpin: a container reaching its own published port through a host
+    # address is DNATed back out of the port it came in on
+    ipr.brport("set", index=idx, mode=1)
+
+
+def configure_inside(ipr: IPRoute, ip: str | None, prefixlen: int | None,
+                     gateway: str | None) -> None:
+    """Inside the container's namespace: lo up; eth0 addressed, up, routed."""
+    lo = lookup(ipr, "lo")
+    if lo is not None:
+        ipr.link("set", index=lo, state="up")
+    if ip is None:
+        return
+    eth0 = lookup(ipr, "eth0")
+    if eth0 is None:
+        raise OSError(errno.ENODEV, "eth0 is missing in the container namespace")
+    ipr.addr("add", index=eth0, address=ip, prefixlen=prefixlen)
+    ipr.link("set", index=eth0, state="up")
+    if gateway:
+        ipr.route("add", dst="0.0.0.0/0", gateway=gateway, oif=eth0)
+
+
+def mac_for(ip: str) -> str:
+    """A locally administered MAC derived from the address (docker's 02:42
+    habit): a successor taking over an address also keeps the MAC, so the
+    neighbours' ARP caches stay right across an upgrade."""
+    b = ipaddress.IPv4Address(ip).packed
+    return "02:42:" + ":".join(f"{x:02x}" for x in b)
+
+
+def sysctl(key: str, value: str) -> None:
+    """Write /proc/sys/<key> of the caller's network namespace if it differs."""
+    path = os.path.join("/proc/sys", key)
+    try:
+        with open(path) as f:
+            if f.read().strip() == value:
+                return
+    except FileNotFoundError:
+        return
+    with open(path, "w") as f:
+        f.write(value)
