@@ -1,0 +1,169 @@
+"""The replay plan: the schema diff, the mapping, rows and losses — data.
+
+``plan_replay`` reads everything and decides everything; ``replay`` only
+executes a plan.  A dry run is the plan printed (STYLE.md 2: dry run lives in
+one place).  A plan owns scratch space (staged dumps); close it, or use it as
+a context manager.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import weakref
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from strategies.errors import BadInput, NotDone
+
+from .diff import Loss, Merged, SqlConflict, TableMap, merge_schemas
+from .readers import kind_of, read_schema
+from .schema import Schema
+from .sources import Source, open_source
+
+
+@dataclass
+class ReplayPlan:
+    src: str
+    schema_spec: str
+    base_spec: str | None
+    from_dialect: str
+    to_dialect: str
+    merged: Merged
+    ours: Source
+    theirs: Source
+    losses: list[Loss] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # NOT NULL target columns with no value
+    allow_data_loss: bool = False
+    workdir: str | None = None
+    _finalizer: Any = field(default=None, repr=False)
+
+    @property
+    def target(self) -> Schema:
+        return self.merged.target
+
+    @property
+    def tables(self) -> list[TableMap]:
+        return self.merged.tables
+
+    @property
+    def conflicts(self) -> list[SqlConflict]:
+        return self.merged.conflicts
+
+    def problems(self) -> list[str]:
+        """Why this plan cannot be replayed (empty when it can)."""
+        out = [f"conflict: {c.location}: {c.message}" for c in self.conflicts]
+        if self.missing:
+            out.append("NOT NULL column(s) with no default and no value given: "
+                       + ", ".join(self.missing)
+                       + " (give one with --default TABLE.COLUMN=SQL_EXPR or [sql] defaults)")
+        if self.losses and not self.allow_data_loss:
+            out.append("data loss refused: " + "; ".join(_loss_text(x) for x in self.losses)
+                       + " (--allow-data-loss to accept)")
+        return out
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems()
+
+    def check(self) -> None:
+        probs = self.problems()
+        if probs:
+            raise NotDone("; ".join(probs), problems=probs)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "src": self.src,
+            "schema": self.schema_spec,
+            "base": self.base_spec,
+            "from_dialect": self.from_dialect,
+            "to_dialect": self.to_dialect,
+            "diff": self.merged.diff.to_json(),
+            "tables": [
+                {
+                    "table": t.target, "from": t.source, "origin": t.origin, "status": t.status,
+                    "rows": t.rows,
+                    "columns": [asdict(c) for c in t.columns],
+                }
+                for t in self.tables
+            ],
+            "losses": [asdict(x) for x in self.losses],
+            "missing": self.missing,
+            "conflicts": [asdict(c) for c in self.conflicts],
+            "notes": self.merged.notes,
+            "problems": self.problems(),
+            "rows_total": sum(t.rows for t in self.tables),
+        }
+
+    def close(self) -> None:
+        if self._finalizer is not None:
+            self._finalizer()
+
+    def __enter__(self) -> "ReplayPlan":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Scratch:
+    """Owns a plan's scratch directory: removed on close() or when collected."""
+
+
+def _loss_text(x: Loss) -> str:
+    if x.column is None:
+        return f"table {x.table} ({x.count} rows, {x.reason})"
+    return f"column {x.table}.{x.column} ({x.count} values, {x.reason})"
+
+
+def plan_replay(src: str, schema: str, base: str | None = None, maps: dict[str, str] | None = None,
+                defaults: dict[str, str] | None = None, allow_data_loss: bool = False,
+                from_dialect: str | None = None, to_dialect: str | None = None,
+                bookkeeping: list[str] | tuple[str, ...] = (), workdir: str | None = None) -> ReplayPlan:
+    """Plan the replay of ``src``'s rows into the schema ``schema`` (NEW).
+
+    ``src``/``schema``/``base``: SQLite files, .sql files or postgresql:// URLs.
+    ``maps``: rename hints {"table.old": "new", "oldtable": "newtable"};
+    ``defaults``: {"table.column": "SQL expression"} for new NOT NULL columns
+    (evaluated in the source engine); ``bookkeeping``: more migration tables.
+    """
+    for d in (from_dialect, to_dialect):
+        if d is not None and d not in ("sqlite", "postgres", "mysql"):
+            raise BadInput(f"unknown dialect {d!r} (sqlite, postgres or mysql)")
+    kind_of(src)
+    kind_of(schema)
+    base_schema = read_schema(base, dialect=None) if base else None
+    wd = tempfile.mkdtemp(prefix="volmerge-sql-", dir=workdir)
+    holder = _Scratch()
+    fin = weakref.finalize(holder, shutil.rmtree, wd, True)
+    try:
+        ours = open_source(src, from_dialect, wd, "ours")
+        theirs = open_source(schema, None, wd, "theirs")
+        if to_dialect is None:
+            to_dialect = theirs.schema.dialect if theirs.schema.dialect != "mysql" else "sqlite"
+        merged = merge_schemas(base_schema, ours.schema, theirs.schema, renames=maps, defaults=defaults,
+                               bookkeeping=bookkeeping, engine=ours.engine)
+        plan = ReplayPlan(src, schema, base, ours.schema.dialect, to_dialect, merged, ours, theirs,
+                          allow_data_loss=allow_data_loss, workdir=wd, _finalizer=fin)
+        plan._scratch = holder  # type: ignore[attr-defined]
+        for tm in merged.tables:
+            if tm.origin == "ours" and tm.source:
+                tm.rows = ours.count(tm.source)
+            elif tm.origin == "theirs" and theirs.schema.table(tm.target) is not None:
+                tm.rows = theirs.count(tm.target)
+            if tm.rows:
+                plan.missing += [f"{tm.target}.{c.target}" for c in tm.columns if c.how == "missing"]
+            elif any(c.how == "missing" for c in tm.columns):
+                merged.notes.append(f"{tm.target}: NOT NULL column(s) without default, but no rows to carry")
+        for t in merged.dropped_tables:
+            n = ours.count(t)
+            if n:
+                plan.losses.append(Loss(t, None, n, "table dropped by the new schema"))
+        for t, c in merged.dropped_columns:
+            n = ours.count_values(t, c)
+            if n:
+                plan.losses.append(Loss(t, c, n, "column dropped by the new schema"))
+        return plan
+    except BaseException:
+        fin()
+        raise

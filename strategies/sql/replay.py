@@ -1,0 +1,58 @@
+"""``replay(plan, dst)``: execute a plan into a SQLite file, a PostgreSQL
+database or a .sql dump file; nothing is left behind on failure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .plan import ReplayPlan
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class ReplayResult:
+    dst: str
+    tables: list[dict[str, Any]] = field(default_factory=list)  # table, rows, checksum, seconds
+    seconds: float = 0.0
+    verified: bool = False
+
+    @property
+    def rows(self) -> int:
+        return sum(t.get("rows", 0) for t in self.tables)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"dst": self.dst, "verified": self.verified, "seconds": self.seconds,
+                "rows": self.rows, "tables": self.tables}
+
+
+def dst_kind(dst: str) -> str:
+    if dst.startswith(("postgresql://", "postgres://")):
+        return "postgres"
+    if dst.endswith(".sql") or dst.endswith(".dump"):
+        return "dump"
+    return "sqlite"
+
+
+def replay(plan: ReplayPlan, dst: str, progress: Progress | None = None) -> ReplayResult:
+    """Replay ``plan`` into ``dst``.  Raises NotDone (conflict, missing
+    values, refused loss, constraint violation, verification mismatch) or
+    BadInput; in every failure nothing is written."""
+    kind = dst_kind(dst)
+    if kind == "sqlite":
+        plan.to_dialect = "sqlite"
+        from .replay_sqlite import replay_sqlite
+
+        out = replay_sqlite(plan, dst, progress)
+    elif kind == "postgres":
+        if plan.to_dialect != "postgres":
+            plan.to_dialect = "postgres"
+        from .replay_pg import replay_pg
+
+        out = replay_pg(plan, dst, progress)
+    else:
+        from .dumpwrite import replay_dump
+
+        out = replay_dump(plan, dst, progress)
+    return ReplayResult(out["dst"], out["tables"], out["seconds"], bool(out["verified"]))

@@ -1,0 +1,297 @@
+"""Replay into a fresh SQLite file: set-based, one transaction, verified.
+
+The source is ATTACHed read-only and every table is one
+``INSERT INTO main.t (...) SELECT <mapping expressions> FROM src.t``: SQLite
+does the work in C, and an identity mapping takes SQLite's transfer
+optimisation (records copied without decoding).  The whole replay — schema,
+rows, sequences, indexes, checks, verification — is one transaction inside
+which the source is one consistent snapshot.  The file is built beside the
+destination and renamed into place only when verified.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+import uuid
+from typing import Any, Callable
+
+from strategies.errors import BadInput, NotDone
+
+from . import render, verify
+from .diff import TableMap
+from .schema import quote
+
+Progress = Callable[[str, int, int], None]  # (table, rows done, rows total)
+
+
+def _attach_uri(path: str) -> str:
+    from urllib.parse import quote as q
+
+    return f"file:{q(os.path.abspath(path))}?mode=ro"
+
+
+def replay_sqlite(plan: Any, dst: str, progress: Progress | None = None) -> dict[str, Any]:
+    from .plan import ReplayPlan
+
+    assert isinstance(plan, ReplayPlan)
+    plan.check()
+    dst = os.path.abspath(dst)
+    if os.path.lexists(dst):
+        raise BadInput(f"{dst}: already exists (the replay writes a new database)")
+    d = os.path.dirname(dst)
+    if not os.path.isdir(d):
+        raise BadInput(f"{d}: no such directory")
+    tmp = os.path.join(d, f".{os.path.basename(dst)}.volmerge-{uuid.uuid4().hex[:8]}.tmp")
+    t0 = time.monotonic()
+    try:
+        result = _build(plan, tmp, progress)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, dst)
+        dfd = os.open(d, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except BaseException:
+        for p in (tmp, tmp + "-journal", tmp + "-wal", tmp + "-shm"):
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
+        raise
+    result["seconds"] = round(time.monotonic() - t0, 3)
+    result["dst"] = dst
+    return result
+
+
+def _key_exprs(plan: Any, tm: TableMap) -> list[str]:
+    """Source expressions that identify a row in messages: its primary key, else rowid."""
+    src_t = plan.ours.schema.table(tm.source)
+    if src_t is not None and src_t.pk:
+        return [quote(c) for c in src_t.pk]
+    return ["rowid"]
+
+
+def _build(plan: Any, tmp: str, progress: Progress | None) -> dict[str, Any]:
+    conn = sqlite3.connect(tmp, isolation_level=None)
+    verify.register(conn)
+    tables_out: list[dict[str, Any]] = []
+    try:
+        # MEMORY, not OFF: a failed statement must roll back (the row probe
+        # relies on it); pages of a fresh file are not journaled anyway.
+        conn.execute("PRAGMA journal_mode=MEMORY")
+        conn.execute("PRAGMA synchronous=OFF")
+        conn.execute("PRAGMA cache_size=-65536")
+        conn.execute("PRAGMA foreign_keys=OFF")
+        src_engine = plan.ours.engine
+        if src_engine == "sqlite":
+            conn.execute("ATTACH ? AS src", (_attach_uri(plan.ours.path),))
+        if any(t.origin == "theirs" and t.rows for t in plan.tables):
+            conn.execute("ATTACH ? AS th", (_attach_uri(plan.theirs.path),))
+        conn.execute("BEGIN")
+        target = plan.target
+        for t in target.tables.values():
+            try:
+                conn.execute(render.table_ddl(t, target.dialect, "sqlite"))
+            except sqlite3.Error as e:
+                raise BadInput(f"target schema: table {t.name}: {e}") from None
+        if src_engine == "sqlite":
+            _validate_casts(conn, plan)
+        for tm in plan.tables:
+            t1 = time.monotonic()
+            if progress:
+                progress(tm.target, 0, tm.rows)
+            if tm.origin == "ours" and tm.source:
+                if src_engine == "sqlite":
+                    _insert_select(conn, plan, tm)
+                else:
+                    from .pg import copy_pg_to_sqlite
+
+                    copy_pg_to_sqlite(plan, tm, conn)
+            elif tm.origin == "theirs" and tm.rows:
+                cols = [quote(c.name) for c in plan.target.tables[tm.target].columns
+                        if plan.theirs.schema.table(tm.target).col(c.name) is not None]
+                conn.execute(f"INSERT INTO main.{quote(tm.target)} ({', '.join(cols)}) "
+                             f"SELECT {', '.join(cols)} FROM th.{quote(tm.target)}")
+            if progress:
+                progress(tm.target, tm.rows, tm.rows)
+            tables_out.append({"table": tm.target, "from": tm.source, "origin": tm.origin,
+                               "rows": tm.rows, "seconds": round(time.monotonic() - t1, 3)})
+        _sequences(conn, plan)
+        for ix in target.indexes.values():
+            ddl = render.index_ddl(ix, target.dialect, "sqlite")
+            if ddl is None:
+                continue
+            try:
+                conn.execute(ddl)
+            except sqlite3.IntegrityError as e:
+                raise NotDone(f"constraint violation: index {ix.name} on {ix.table}: {e}") from None
+            except sqlite3.Error as e:
+                raise NotDone(f"index {ix.name} on {ix.table}: {e}") from None
+        for v in target.views.values():
+            ddl = render.view_ddl(v, target.dialect, "sqlite")
+            if ddl:
+                try:
+                    conn.execute(ddl)
+                except sqlite3.Error as e:
+                    raise NotDone(f"view {v.name}: {e}") from None
+        for tr in target.triggers.values():
+            ddl = render.trigger_ddl(tr, target.dialect, "sqlite")
+            if ddl:
+                try:
+                    conn.execute(ddl)
+                except sqlite3.Error as e:
+                    raise NotDone(f"trigger {tr.name}: {e}") from None
+        fk = conn.execute("PRAGMA main.foreign_key_check").fetchone()
+        if fk is not None:
+            table, rowid, parent, _ = fk
+            raise NotDone(f"constraint violation: table {table} row {rowid}: foreign key to {parent} "
+                          f"has no matching row")
+        checks = verify_sqlite(conn, plan, tables_out)
+        conn.execute("COMMIT")
+        bad = conn.execute("PRAGMA quick_check").fetchone()[0]
+        if bad != "ok":
+            raise NotDone(f"integrity check failed on the new database: {bad}")
+        conn.execute("PRAGMA journal_mode=DELETE")
+        return {"tables": tables_out, "verified": checks}
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        conn.close()
+
+
+def _validate_casts(conn: sqlite3.Connection, plan: Any) -> None:
+    for tm in plan.tables:
+        if tm.origin != "ours" or not tm.rows:
+            continue
+        for c in tm.columns:
+            if c.check and c.source:
+                keys = _key_exprs(plan, tm)
+                row = conn.execute(
+                    f"SELECT {', '.join(keys)}, {quote(c.source)} FROM src.{quote(tm.source)} "
+                    f"WHERE vm_bad({quote(c.source)}, ?) LIMIT 1", (c.check,)).fetchone()
+                if row is not None:
+                    key = ", ".join(f"{k.strip(chr(34))}={v!r}" for k, v in zip(keys, row[:-1]))
+                    raise NotDone(f"value does not convert: table {tm.source} row {key}: column "
+                                  f"{c.source} value {row[-1]!r} is not {c.check} ({c.from_type} -> "
+                                  f"{c.to_type})")
+
+
+def _identity(plan: Any, tm: TableMap) -> bool:
+    src_t = plan.ours.schema.table(tm.source)
+    tgt_t = plan.target.tables[tm.target]
+    return (len(tm.columns) == len(tgt_t.columns) == len(src_t.columns)
+            and all(c.how == "same" and c.source == sc.name and c.target == tc.name
+                    for c, sc, tc in zip(tm.columns, src_t.columns, tgt_t.columns)))
+
+
+def _insert_select(conn: sqlite3.Connection, plan: Any, tm: TableMap) -> None:
+    carried = tm.carried
+    if _identity(plan, tm):
+        sql = f"INSERT INTO main.{quote(tm.target)} SELECT * FROM src.{quote(tm.source)}"
+    else:
+        sql = (f"INSERT INTO main.{quote(tm.target)} ({', '.join(quote(c.target) for c in carried)}) "
+               f"SELECT {', '.join(c.expr for c in carried)} FROM src.{quote(tm.source)}")  # type: ignore[misc]
+    try:
+        conn.execute(sql)
+    except sqlite3.IntegrityError as e:
+        raise NotDone(_find_bad_row(conn, plan, tm, str(e))) from None
+    except sqlite3.Error as e:
+        raise NotDone(f"replay of table {tm.target}: {e}") from None
+
+
+def _find_bad_row(conn: sqlite3.Connection, plan: Any, tm: TableMap, error: str) -> str:
+    """The first source row the target refuses (only on the failure path)."""
+    carried = tm.carried
+    keys = _key_exprs(plan, tm)
+    cur = conn.execute(f"SELECT {', '.join(keys)}, {', '.join(c.expr for c in carried)} "  # type: ignore[misc]
+                       f"FROM src.{quote(tm.source)}")
+    ins = (f"INSERT INTO main.{quote(tm.target)} ({', '.join(quote(c.target) for c in carried)}) "
+           f"VALUES ({', '.join('?' * len(carried))})")
+    conn.execute("SAVEPOINT vm_probe")
+    try:
+        for row in cur:
+            try:
+                conn.execute(ins, row[len(keys):])
+            except sqlite3.IntegrityError as e:
+                key = ", ".join(f"{k.strip(chr(34))}={v!r}" for k, v in zip(keys, row[:len(keys)]))
+                return f"constraint violation: table {tm.target} row {key}: {e}"
+    finally:
+        conn.execute("ROLLBACK TO vm_probe")
+        conn.execute("RELEASE vm_probe")
+    return f"constraint violation: table {tm.target}: {error}"
+
+
+def _sequences(conn: sqlite3.Connection, plan: Any) -> None:
+    """AUTOINCREMENT counters continue from the source's, never reuse an id."""
+    auto = [t for t in plan.target.tables.values()
+            if any(c.autoincrement for c in t.columns) and render.table_ddl(
+                t, plan.target.dialect, "sqlite").upper().find("AUTOINCREMENT") >= 0]
+    for t in auto:
+        tm = next((m for m in plan.tables if m.target == t.name), None)
+        if tm is None:
+            continue
+        seqs = plan.ours.schema.sequences if tm.origin == "ours" else plan.theirs.schema.sequences
+        src_name = tm.source if tm.origin == "ours" else tm.target
+        want = seqs.get(src_name or "")
+        if want is None:
+            continue
+        conn.execute("INSERT INTO sqlite_sequence (name, seq) SELECT ?, 0 WHERE NOT EXISTS "
+                     "(SELECT 1 FROM sqlite_sequence WHERE name = ?)", (t.name, t.name))
+        conn.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = ?", (want, t.name))
+
+
+def verify_sqlite(conn: sqlite3.Connection, plan: Any, tables_out: list[dict[str, Any]]) -> bool:
+    """Row counts and checksums of every carried column, both sides."""
+    by_name = {t["table"]: t for t in tables_out}
+    for tm in plan.tables:
+        out = by_name[tm.target]
+        if tm.origin == "ours" and tm.source:
+            carried = tm.carried
+            if plan.ours.engine == "sqlite":
+                src = verify.sqlite_checksum(conn, [c.expr for c in carried],  # type: ignore[misc]
+                                             f"src.{quote(tm.source)}")
+            else:
+                from .pg import pg_checksum_py
+
+                src = pg_checksum_py(plan, tm)
+            dst = verify.sqlite_checksum(conn, [quote(c.target) for c in carried],
+                                         f"main.{quote(tm.target)}")
+            if plan.ours.engine != "sqlite":
+                dst = verify.py_checksum(conn.execute(
+                    f"SELECT {', '.join(quote(c.target) for c in carried) or 'NULL'} "
+                    f"FROM main.{quote(tm.target)}"))
+        elif tm.origin == "theirs" and tm.rows:
+            cols = [quote(c.name) for c in plan.target.tables[tm.target].columns
+                    if plan.theirs.schema.table(tm.target).col(c.name) is not None]
+            src = verify.sqlite_checksum(conn, cols, f"th.{quote(tm.target)}")
+            dst = verify.sqlite_checksum(conn, cols, f"main.{quote(tm.target)}")
+        else:
+            continue
+        out["checksum"] = src.hex()
+        if src.rows != dst.rows:
+            raise NotDone(f"verification failed: table {tm.target}: {src.rows} rows in the source, "
+                          f"{dst.rows} in the destination")
+        if src.digest != dst.digest:
+            cols = _mismatched_columns(conn, plan, tm)
+            raise NotDone(f"verification failed: table {tm.target}: checksum differs"
+                          + (f" in column(s) {', '.join(cols)}" if cols else ""))
+    return True
+
+
+def _mismatched_columns(conn: sqlite3.Connection, plan: Any, tm: TableMap) -> list[str]:
+    if plan.ours.engine != "sqlite" or tm.origin != "ours":
+        return []
+    bad = []
+    for c in tm.carried:
+        a = verify.sqlite_checksum(conn, [c.expr], f"src.{quote(tm.source)}")  # type: ignore[list-item]
+        b = verify.sqlite_checksum(conn, [quote(c.target)], f"main.{quote(tm.target)}")
+        if a.digest != b.digest:
+            bad.append(c.target)
+    return bad

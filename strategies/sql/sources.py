@@ -1,0 +1,74 @@
+"""Where rows come from: a SQLite file, a staged dump, or a PostgreSQL database.
+
+Every source is reduced to one of two engines: SQLite (a SQLite file, read
+inside one read transaction so it is a consistent snapshot, or the staging
+file a dump was streamed into) or PostgreSQL (a live database, read in one
+REPEATABLE READ transaction).  The mapping expressions run in the source
+engine, set-based.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from dataclasses import dataclass, field
+
+from strategies.errors import BadInput
+
+from .readers import connect_ro, kind_of, read_sqlite, stage_dump
+from .schema import Schema, quote
+
+
+@dataclass
+class Source:
+    spec: str
+    kind: str  # sqlite | dump | postgres
+    engine: str  # sqlite | postgres
+    schema: Schema
+    path: str | None = None  # the SQLite file rows are read from (the original or the staging file)
+    url: str | None = None
+    _counts: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def count(self, table: str) -> int:
+        if table not in self._counts:
+            self._counts[table] = int(self.scalar(f"SELECT count(*) FROM {quote(table)}"))
+        return self._counts[table]
+
+    def count_values(self, table: str, column: str) -> int:
+        return int(self.scalar(f"SELECT count({quote(column)}) FROM {quote(table)}"))
+
+    def scalar(self, sql: str):  # type: ignore[no-untyped-def]
+        if self.engine == "sqlite":
+            assert self.path is not None
+            conn = connect_ro(self.path)
+            try:
+                return conn.execute(sql).fetchone()[0]
+            finally:
+                conn.close()
+        from .pg import pg_connect
+
+        with pg_connect(self.url) as conn:  # type: ignore[arg-type]
+            return conn.execute(sql).fetchone()[0]
+
+
+def open_source(spec: str, dialect: str | None, workdir: str, role: str) -> Source:
+    """Open ``spec`` as a row source; dumps are staged under ``workdir``."""
+    kind = kind_of(spec)
+    if kind == "postgres":
+        from .pg import read_pg
+
+        return Source(spec, kind, "postgres", read_pg(spec), url=spec)
+    if kind == "sqlite":
+        return Source(spec, kind, "sqlite", read_sqlite(spec), path=spec)
+    staging = os.path.join(workdir, f"{role}.staging.db")
+    schema, _ = stage_dump(spec, dialect=dialect, staging=staging)
+    return Source(spec, kind, "sqlite", schema, path=staging)
+
+
+def sqlite_ok(path: str) -> None:
+    try:
+        conn = sqlite3.connect(path)
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1")
+        conn.close()
+    except sqlite3.DatabaseError as e:
+        raise BadInput(f"{path}: not a database ({e})") from None

@@ -1,0 +1,224 @@
+"""SQLite -> SQLite replay: mapping, defaults, casts, bookkeeping, verification."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+import pytest
+
+from strategies.errors import BadInput, NotDone
+from strategies.sql import plan_replay, replay
+
+from .helpers import make_db, rows, trio
+
+HINTS = {"notes.body": "notes.content"}
+DEFAULTS = {"notes.pinned": "0"}
+
+
+def test_replay_maps_renames_defaults_and_casts(tmp_path):
+    base, live, new = trio(tmp_path)
+    out = tmp_path / "out.db"
+    with plan_replay(str(live), schema=str(new), base=str(base), maps=HINTS, defaults=DEFAULTS) as plan:
+        assert plan.ok, plan.problems()
+        d = plan.to_json()["diff"]
+        assert d["columns_renamed"] == {"notes.body": "notes.content"}
+        assert "notes.pinned" in d["columns_added"] and "users.email" in d["columns_added"]
+        assert d["columns_retyped"] == {"notes.score": "TEXT -> INTEGER"}
+        result = replay(plan, str(out))
+    assert result.verified
+    assert rows(out, "SELECT id, user_id, content, score, pinned FROM notes ORDER BY id") == [
+        (1, 1, "hello", 3, 0), (2, 2, "world", 4, 0), (3, 1, "third", None, 0)]
+    assert rows(out, "SELECT typeof(score) FROM notes WHERE id = 1") == [("integer",)]
+    assert rows(out, "SELECT id, name, email FROM users ORDER BY id") == [(1, "ann", None), (2, "bob", None)]
+    # the AUTOINCREMENT counter continues from the source's (3 was handed out, then deleted)
+    assert rows(out, "SELECT seq FROM sqlite_sequence WHERE name = 'users'") == [(3,)]
+    # bookkeeping: the new version's rows win
+    assert rows(out, "SELECT version_num FROM alembic_version") == [("v2",)]
+    assert rows(out, "SELECT name FROM sqlite_master WHERE type = 'index'") == [("ix_notes_user",)]
+    assert [p.name for p in tmp_path.iterdir() if ".tmp" in p.name] == []
+
+
+def test_missing_not_null_values_name_every_column(tmp_path):
+    base, live, new = trio(tmp_path)
+    conn = sqlite3.connect(new)
+    conn.execute("ALTER TABLE users ADD COLUMN role TEXT NOT NULL DEFAULT 'x'")
+    conn.execute("CREATE TABLE t2(a INTEGER)")
+    conn.commit()
+    conn.close()
+    with plan_replay(str(live), schema=str(new), base=str(base), maps=HINTS) as plan:
+        assert plan.missing == ["notes.pinned"]
+        with pytest.raises(NotDone, match=r"notes\.pinned"):
+            replay(plan, str(tmp_path / "out.db"))
+    assert not (tmp_path / "out.db").exists()
+
+
+def test_two_missing_columns_both_named(tmp_path):
+    base, live, new = trio(tmp_path)
+    conn = sqlite3.connect(new)
+    conn.execute("CREATE TABLE x(a)")
+    conn.execute("ALTER TABLE users ADD COLUMN role TEXT NOT NULL DEFAULT 'x'")
+    conn.commit()
+    conn.close()
+    make_db(tmp_path / "new2.db", "CREATE TABLE users(id INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+                                  "tz TEXT NOT NULL); CREATE TABLE notes(id INTEGER PRIMARY KEY, "
+                                  "user_id INTEGER, content TEXT, score INTEGER, pinned BOOLEAN NOT NULL);"
+                                  "CREATE TABLE alembic_version(version_num TEXT NOT NULL);")
+    with plan_replay(str(live), schema=str(tmp_path / "new2.db"), base=str(base), maps=HINTS) as plan:
+        with pytest.raises(NotDone) as ei:
+            plan.check()
+    assert "users.tz" in str(ei.value) and "notes.pinned" in str(ei.value)
+
+
+def test_dropped_column_with_data_is_refused_and_counted(tmp_path):
+    base, live, new = trio(tmp_path)
+    with plan_replay(str(live), schema=str(new), base=str(base), defaults=DEFAULTS) as plan:
+        # without the rename hint, body is dropped and content is new
+        assert [(x.table, x.column, x.count) for x in plan.losses] == [("notes", "body", 3)]
+        with pytest.raises(NotDone, match="data loss refused"):
+            replay(plan, str(tmp_path / "out.db"))
+    assert not (tmp_path / "out.db").exists()
+    with plan_replay(str(live), schema=str(new), base=str(base), defaults=DEFAULTS,
+                     allow_data_loss=True) as plan:
+        replay(plan, str(tmp_path / "out.db"))
+    assert rows(tmp_path / "out.db", "SELECT count(*), count(content) FROM notes") == [(3, 0)]
+
+
+def test_dropped_table_rows_counted(tmp_path):
+    base, live, new = trio(tmp_path)
+    make_db(tmp_path / "new2.db", "CREATE TABLE users(id INTEGER PRIMARY KEY, name TEXT NOT NULL);")
+    with plan_replay(str(live), schema=str(tmp_path / "new2.db"), base=str(base)) as plan:
+        assert [(x.table, x.column, x.count) for x in plan.losses] == [("notes", None, 3)]
+        assert not plan.ok
+
+
+def test_operator_additions_are_kept(tmp_path):
+    extra = ("CREATE TABLE my_tags(id INTEGER PRIMARY KEY, tag TEXT); INSERT INTO my_tags VALUES (1, 'x');"
+             "ALTER TABLE notes ADD COLUMN color TEXT; UPDATE notes SET color = 'red' WHERE id = 1;"
+             "CREATE INDEX my_ix ON notes(color); CREATE VIEW my_view AS SELECT id FROM notes;")
+    base, live, new = trio(tmp_path, extra)
+    out = tmp_path / "out.db"
+    with plan_replay(str(live), schema=str(new), base=str(base), maps=HINTS, defaults=DEFAULTS) as plan:
+        d = plan.to_json()["diff"]
+        assert d["tables_kept_from_ours"] == ["my_tags"]
+        assert d["columns_kept_from_ours"] == ["notes.color"]
+        assert d["indexes_kept_from_ours"] == ["my_ix"]
+        assert d["views_kept_from_ours"] == ["my_view"]
+        replay(plan, str(out))
+    assert rows(out, "SELECT color FROM notes WHERE id = 1") == [("red",)]
+    assert rows(out, "SELECT * FROM my_tags") == [(1, "x")]
+    assert rows(out, "SELECT count(*) FROM my_view") == [(3,)]
+
+
+def test_clashing_additions_conflict(tmp_path):
+    extra = "CREATE INDEX ix_new ON notes(body);"
+    base, live, new = trio(tmp_path, extra)
+    conn = sqlite3.connect(new)
+    conn.execute("CREATE INDEX ix_new ON notes(score)")
+    conn.commit()
+    conn.close()
+    with plan_replay(str(live), schema=str(new), base=str(base), maps=HINTS, defaults=DEFAULTS) as plan:
+        assert [c.location for c in plan.conflicts] == ["index ix_new"]
+        with pytest.raises(NotDone, match="conflict"):
+            replay(plan, str(tmp_path / "out.db"))
+
+
+def test_value_that_does_not_convert_names_table_key_value(tmp_path):
+    base, live, new = trio(tmp_path, "INSERT INTO notes VALUES (7, 1, 'x', 'abc');")
+    with plan_replay(str(live), schema=str(new), base=str(base), maps=HINTS, defaults=DEFAULTS) as plan:
+        with pytest.raises(NotDone, match=r"table notes row id=7: column score value 'abc'"):
+            replay(plan, str(tmp_path / "out.db"))
+    assert sorted(os.listdir(tmp_path)) == ["base.db", "live.db", "new.db"]
+
+
+def test_constraint_violation_names_table_and_row(tmp_path):
+    base, live, new = trio(tmp_path, "INSERT INTO notes VALUES (8, 1, 'dup', NULL);")
+    conn = sqlite3.connect(new)
+    conn.execute("CREATE UNIQUE INDEX ux_content ON notes(content)")
+    conn.commit()
+    conn.close()
+    make_db(tmp_path / "new2.db", "CREATE TABLE users(id INTEGER PRIMARY KEY, name TEXT NOT NULL);"
+                                  "CREATE TABLE notes(id INTEGER PRIMARY KEY, user_id INTEGER, "
+                                  "body TEXT NOT NULL, score TEXT);")
+    conn = sqlite3.connect(live)
+    conn.execute("UPDATE notes SET body = NULL WHERE id = 2")
+    conn.commit()
+    conn.close()
+    with plan_replay(str(live), schema=str(tmp_path / "new2.db"), base=str(base),
+                     allow_data_loss=True) as plan:
+        with pytest.raises(NotDone, match=r"constraint violation: table notes row id=2"):
+            replay(plan, str(tmp_path / "out.db"))
+    assert not (tmp_path / "out.db").exists()
+
+
+def test_foreign_key_violation_detected(tmp_path):
+    base, live, new = trio(tmp_path, "INSERT INTO notes VALUES (9, 42, 'orphan', NULL);")
+    with plan_replay(str(live), schema=str(new), base=str(base), maps=HINTS, defaults=DEFAULTS) as plan:
+        with pytest.raises(NotDone, match=r"constraint violation: table notes row 9: foreign key to users"):
+            replay(plan, str(tmp_path / "out.db"))
+
+
+def test_verification_detects_a_changed_value(tmp_path):
+    """A trigger in the new schema that rewrites rows as they arrive is caught
+    by the checksum (and the destination is not written)."""
+    base, live, new = trio(tmp_path)
+    make_db(tmp_path / "new2.db", "CREATE TABLE users(id INTEGER PRIMARY KEY, name TEXT NOT NULL);"
+                                  "CREATE TABLE notes(id INTEGER PRIMARY KEY, user_id INTEGER, body TEXT, "
+                                  "score TEXT);")
+    from strategies.sql import replay_sqlite
+
+    original = replay_sqlite._insert_select
+
+    def sabotage(conn, plan, tm):
+        original(conn, plan, tm)
+        conn.execute("UPDATE main.notes SET body = 'tampered' WHERE id = 2")
+
+    replay_sqlite._insert_select = sabotage
+    try:
+        with plan_replay(str(live), schema=str(tmp_path / "new2.db"), base=str(base)) as plan:
+            with pytest.raises(NotDone, match=r"verification failed: table notes: checksum differs in "
+                                              r"column\(s\) body"):
+                replay(plan, str(tmp_path / "out.db"))
+    finally:
+        replay_sqlite._insert_select = original
+    assert not (tmp_path / "out.db").exists()
+
+
+def test_table_rename_hint(tmp_path):
+    base, live, new = trio(tmp_path)
+    make_db(tmp_path / "new2.db", "CREATE TABLE people(id INTEGER PRIMARY KEY, name TEXT NOT NULL);"
+                                  "CREATE TABLE notes(id INTEGER PRIMARY KEY, user_id INTEGER, body TEXT, "
+                                  "score TEXT); CREATE TABLE alembic_version(version_num TEXT NOT NULL);")
+    with plan_replay(str(live), schema=str(tmp_path / "new2.db"), base=str(base),
+                     maps={"users": "people"}) as plan:
+        replay(plan, str(tmp_path / "out.db"))
+    assert rows(tmp_path / "out.db", "SELECT name FROM people ORDER BY id") == [("ann",), ("bob",)]
+
+
+def test_destination_exists_is_bad_input(tmp_path):
+    base, live, new = trio(tmp_path)
+    (tmp_path / "out.db").write_bytes(b"keep me")
+    with plan_replay(str(live), schema=str(new), base=str(base), maps=HINTS, defaults=DEFAULTS) as plan:
+        with pytest.raises(BadInput, match="already exists"):
+            replay(plan, str(tmp_path / "out.db"))
+    assert (tmp_path / "out.db").read_bytes() == b"keep me"
+
+
+def test_not_a_database_is_bad_input(tmp_path):
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"\x00\x01 definitely not sqlite" * 10)
+    base, live, new = trio(tmp_path)
+    with pytest.raises(BadInput, match="not a database"):
+        plan_replay(str(junk), schema=str(new))
+
+
+def test_bad_rename_hint_is_bad_input(tmp_path):
+    base, live, new = trio(tmp_path)
+    with pytest.raises(BadInput, match="no column notes.nope"):
+        plan_replay(str(live), schema=str(new), maps={"notes.nope": "content"})
+
+
+def test_no_base_treats_ours_only_as_dropped(tmp_path):
+    base, live, new = trio(tmp_path, "CREATE TABLE mine(a); INSERT INTO mine VALUES (1);")
+    with plan_replay(str(live), schema=str(new), maps=HINTS, defaults=DEFAULTS) as plan:
+        assert [(x.table, x.count) for x in plan.losses] == [("mine", 1)]
