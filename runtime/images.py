@@ -294,19 +294,27 @@ class ImageStore:
                 raise BadInput(f"{path} holds {len(staged)} images; --tag needs exactly one")
             plans = [self._plan(s) for s in staged]
             all_layers = {d for p in plans for d, _b in p.layers}
-            with self.layers.locked(all_layers):
-                n = sum(len(p.layers) for p in plans)
-                k = 0
-                for p in plans:
-                    for diff_id, blob in p.layers:
-                        k += 1
-                        label = f"layer {k}/{n} ({blob.digest[7:19]})"
-                        cb = None
-                        if progress is not None:
-                            cb = (lambda done, total, _l=label: progress(_l, done, total))
-                        self.layers.ensure(diff_id, blob.path, label=label, progress=cb)
-                with self.store.lock("images"):
-                    self._commit(plans, new_tag)
+            extracted: list[str] = []
+            try:
+                with self.layers.locked(all_layers):
+                    n = sum(len(p.layers) for p in plans)
+                    k = 0
+                    for p in plans:
+                        for diff_id, blob in p.layers:
+                            k += 1
+                            label = f"layer {k}/{n} ({blob.digest[7:19]})"
+                            cb = None
+                            if progress is not None:
+                                cb = (lambda done, total, _l=label: progress(_l, done, total))
+                            if self.layers.ensure(diff_id, blob.path, label=label, progress=cb):
+                                extracted.append(diff_id)
+                    with self.store.lock("images"):
+                        self._commit(plans, new_tag)
+            except BaseException:
+                # nothing partial: layers this load extracted for an image that
+                # never got committed go again (unless someone else uses them now)
+                self.layers.remove_unused(extracted)
+                raise
         out = [self._load_row(p.staged.config.digest[7:]) for p in plans]
         return [img for img in out if img is not None]
 

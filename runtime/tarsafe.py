@@ -174,8 +174,10 @@ def extract_layer(blob: str | os.PathLike[str], dest: str | os.PathLike[str], *,
 
 
 def _why(exc: BaseException) -> str:
-    msg = str(exc) or type(exc).__name__
-    return msg.splitlines()[0]
+    msg = (str(exc) or type(exc).__name__).splitlines()[0]
+    if "unexpected end of data" in msg or isinstance(exc, EOFError):
+        return f"truncated ({msg})"
+    return msg
 
 
 def _check_end(reader: _HashingReader, offset: int, label: str) -> None:
