@@ -164,6 +164,10 @@ def _build(plan: Any, tmp: str, progress: Progress | None) -> dict[str, Any]:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         conn.close()
+        pgc = getattr(plan, "_pg_src_conn", None)
+        if pgc is not None:
+            pgc.close()
+            plan._pg_src_conn = None
 
 
 def _validate_casts(conn: sqlite3.Connection, plan: Any) -> None:

@@ -1,0 +1,325 @@
+"""Replay into a PostgreSQL database with COPY, in one transaction.
+
+Tables are created without foreign keys, loaded with COPY, then indexed;
+foreign keys are added afterwards (PostgreSQL validates them then, and names
+the offending key), sequences are set to the source's values, and the
+checksums of both sides are compared — all inside one transaction on the
+destination, so a failure leaves nothing (a database the replay created is
+dropped again).
+
+From SQLite (a file or a staged dump) each row is formatted as a COPY text
+line by SQLite itself (one SQL expression per column, escapes included), so
+Python only moves buffers; reals go through repr() for exact round trips.
+From PostgreSQL, ``COPY (SELECT <mapping>) TO STDOUT`` streams straight into
+``COPY ... FROM STDIN``.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from strategies.errors import BadInput, NotDone
+
+from . import render, verify
+from .pg import pg_connect, redact, to_sqlite_value
+from .schema import quote
+
+Progress = Callable[[str, int, int], None]
+BATCH = 5000
+
+
+def _fmt(col: str) -> str:
+    """SQLite expression: a value as one field of PostgreSQL's COPY text format."""
+    return (f"CASE typeof({col}) WHEN 'null' THEN '\\N' WHEN 'integer' THEN CAST({col} AS TEXT) "
+            f"WHEN 'real' THEN vm_real({col}) WHEN 'blob' THEN '\\\\x' || hex({col}) "
+            f"ELSE replace(replace(replace(replace({col}, '\\', '\\\\'), char(9), '\\t'), "
+            f"char(10), '\\n'), char(13), '\\r') END")
+
+
+def _dbname(url: str) -> str:
+    path = urlsplit(url).path.lstrip("/")
+    if not path:
+        raise BadInput(f"{redact(url)}: the URL names no database")
+    return path
+
+
+def _open_dst(url: str) -> tuple[Any, bool]:
+    """Connect to the destination database, creating it when missing."""
+    import psycopg
+
+    try:
+        return pg_connect(url), False
+    except BadInput as e:
+        if "does not exist" not in str(e):
+            raise
+    name = _dbname(url)
+    admin = pg_connect(url, autocommit=True, dbname="postgres")
+    try:
+        admin.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
+    finally:
+        admin.close()
+    return pg_connect(url), True
+
+
+def _drop_db(url: str) -> None:
+    import psycopg
+
+    admin = pg_connect(url, autocommit=True, dbname="postgres")
+    try:
+        admin.execute(psycopg.sql.SQL("DROP DATABASE IF EXISTS {}").format(
+            psycopg.sql.Identifier(_dbname(url))))
+    finally:
+        admin.close()
+
+
+def replay_pg(plan: Any, dst: str, progress: Progress | None = None) -> dict[str, Any]:
+    plan.check()
+    t0 = time.monotonic()
+    conn, created = _open_dst(dst)
+    src_sqlite = src_pg = None
+    try:
+        existing = {r[0] for r in conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = current_schema()").fetchall()}
+        clash = sorted(set(plan.target.tables) & existing)
+        if clash:
+            raise BadInput(f"{redact(dst)}: table(s) {', '.join(clash)} already exist "
+                           f"(the replay writes into an empty database)")
+        if plan.ours.engine == "sqlite":
+            src_sqlite = _sqlite_src(plan)
+        else:
+            src_pg = pg_connect(plan.ours.url)
+            src_pg.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        tables_out = _load(plan, conn, src_sqlite, src_pg, progress)
+        conn.commit()
+    except BaseException:
+        try:
+            conn.rollback()
+        finally:
+            conn.close()
+            if created:
+                _drop_db(dst)
+        raise
+    finally:
+        for c in (src_sqlite, src_pg):
+            if c is not None:
+                c.close()
+    conn.close()
+    return {"dst": redact(dst), "tables": tables_out, "verified": True,
+            "seconds": round(time.monotonic() - t0, 3)}
+
+
+def _sqlite_src(plan: Any) -> sqlite3.Connection:
+    from urllib.parse import quote as q
+
+    conn = sqlite3.connect(f"file:{q(os.path.abspath(plan.ours.path))}?mode=ro", uri=True,
+                           isolation_level=None)
+    verify.register(conn)
+    conn.create_function("vm_real", 1, repr, deterministic=True)
+    conn.execute("BEGIN")  # one read transaction: one snapshot for rows and checksums
+    if any(t.origin == "theirs" and t.rows for t in plan.tables):
+        conn.execute("ATTACH ? AS th", (f"file:{q(os.path.abspath(plan.theirs.path))}?mode=ro",))
+    return conn
+
+
+def _pg_error(e: Exception) -> str:
+    diag = getattr(e, "diag", None)
+    parts = [str(getattr(diag, "message_primary", None) or e).strip().splitlines()[0]]
+    detail = getattr(diag, "message_detail", None)
+    if detail:
+        parts.append(detail)
+    ctx = getattr(diag, "context", None)
+    if ctx and "COPY" in ctx:
+        parts.append(ctx.strip().splitlines()[0])
+    return "; ".join(parts)
+
+
+def _load(plan: Any, conn: Any, src_sqlite: sqlite3.Connection | None, src_pg: Any,
+          progress: Progress | None) -> list[dict[str, Any]]:
+    import psycopg
+
+    target = plan.target
+    for t in target.tables.values():
+        ddl = render.table_ddl(t, target.dialect, "postgres", with_fks=False)
+        try:
+            conn.execute(ddl)
+        except psycopg.Error as e:
+            raise BadInput(f"target schema: table {t.name}: {_pg_error(e)}") from None
+    out = []
+    for tm in plan.tables:
+        t1 = time.monotonic()
+        if progress:
+            progress(tm.target, 0, tm.rows)
+        if tm.origin == "ours" and tm.source or tm.origin == "theirs" and tm.rows:
+            try:
+                _copy_table(plan, tm, conn, src_sqlite, src_pg, progress)
+            except psycopg.Error as e:
+                raise NotDone(f"constraint violation: table {tm.target}: {_pg_error(e)}") from None
+        if progress:
+            progress(tm.target, tm.rows, tm.rows)
+        out.append({"table": tm.target, "from": tm.source, "origin": tm.origin, "rows": tm.rows,
+                    "seconds": round(time.monotonic() - t1, 3)})
+    _sequences(plan, conn)
+    for ix in target.indexes.values():
+        ddl = render.index_ddl(ix, target.dialect, "postgres")
+        if ddl is None:
+            continue
+        try:
+            with conn.transaction():
+                conn.execute(ddl)
+        except psycopg.errors.UniqueViolation as e:
+            raise NotDone(f"constraint violation: index {ix.name} on {ix.table}: {_pg_error(e)}") from None
+        except psycopg.Error as e:
+            raise NotDone(f"index {ix.name} on {ix.table}: {_pg_error(e)}") from None
+    for t in target.tables.values():
+        for fk in t.fks:
+            try:
+                conn.execute(f"ALTER TABLE {quote(t.name)} ADD {render.fk_clause(fk)}")
+            except psycopg.Error as e:
+                raise NotDone(f"constraint violation: table {t.name}: {_pg_error(e)}") from None
+    for v in target.views.values():
+        ddl = render.view_ddl(v, target.dialect, "postgres")
+        if ddl:
+            try:
+                conn.execute(ddl)
+            except psycopg.Error as e:
+                raise NotDone(f"view {v.name}: {_pg_error(e)}") from None
+    _verify(plan, conn, src_sqlite, src_pg, out)
+    return out
+
+
+def _pg_exprs(plan: Any, tm: Any) -> list[str]:
+    """Source expressions cast to the destination's exact type when the
+    declared types differ (so both sides print values alike)."""
+    tgt = plan.target.tables[tm.target]
+    out = []
+    for c in tm.carried:
+        tc = tgt.col(c.target)
+        want = render.render_type(tc, tgt.dialect or plan.target.dialect, "postgres") if tc else None
+        if want and c.from_type and c.from_type.lower() != want.lower() and c.how != "policy-default":
+            out.append(f"CAST({c.expr} AS {want})")
+        else:
+            out.append(c.expr)
+    return out
+
+
+def _copy_table(plan: Any, tm: Any, conn: Any, src_sqlite: sqlite3.Connection | None, src_pg: Any,
+                progress: Progress | None) -> None:
+    if tm.origin == "theirs":
+        th = plan.theirs.schema.table(tm.target)
+        cols = [c.name for c in plan.target.tables[tm.target].columns if th.col(c.name) is not None]
+        exprs = [quote(c) for c in cols]
+        from_sql = f"th.{quote(tm.target)}"
+        if plan.theirs.engine != "sqlite":
+            return _copy_pg_theirs(plan, tm, conn, cols)
+    else:
+        cols = [c.target for c in tm.carried]
+        exprs = [c.expr for c in tm.carried] if src_sqlite is not None else _pg_exprs(plan, tm)
+        from_sql = quote(tm.source)
+    copy_sql = f"COPY {quote(tm.target)} ({', '.join(quote(c) for c in cols)}) FROM STDIN"
+    if not cols:
+        return None
+    cur = conn.cursor()
+    if src_sqlite is not None:
+        names = [f"c{i}" for i in range(len(exprs))]
+        inner = ", ".join(f"{e} AS {n}" for e, n in zip(exprs, names))
+        line = " || char(9) || ".join(_fmt(n) for n in names)
+        rows = src_sqlite.execute(f"SELECT {line} FROM (SELECT {inner} FROM {from_sql})")
+        done = 0
+        with cur.copy(copy_sql) as cp:
+            while True:
+                batch = rows.fetchmany(BATCH)
+                if not batch:
+                    break
+                cp.write("\n".join(r[0] for r in batch) + "\n")
+                done += len(batch)
+                if progress:
+                    progress(tm.target, done, tm.rows)
+    else:
+        select = f"SELECT {', '.join(exprs)} FROM {from_sql}"
+        with src_pg.cursor().copy(f"COPY ({select}) TO STDOUT") as out, cur.copy(copy_sql) as cp:
+            for data in out:
+                cp.write(data)
+    return None
+
+
+def _copy_pg_theirs(plan: Any, tm: Any, conn: Any, cols: list[str]) -> None:
+    th = pg_connect(plan.theirs.url)
+    try:
+        sel = f"SELECT {', '.join(quote(c) for c in cols)} FROM {quote(tm.target)}"
+        with th.cursor().copy(f"COPY ({sel}) TO STDOUT") as out, conn.cursor().copy(
+                f"COPY {quote(tm.target)} ({', '.join(quote(c) for c in cols)}) FROM STDIN") as cp:
+            for data in out:
+                cp.write(data)
+    finally:
+        th.close()
+
+
+def _sequences(plan: Any, conn: Any) -> None:
+    """Identity sequences continue from the source's value (or the highest key)."""
+    for tm in plan.tables:
+        t = plan.target.tables[tm.target]
+        for c in t.columns:
+            if not c.autoincrement:
+                continue
+            seqs = plan.ours.schema.sequences if tm.origin == "ours" else plan.theirs.schema.sequences
+            want = seqs.get((tm.source if tm.origin == "ours" else tm.target) or "", 0)
+            row = conn.execute("SELECT pg_get_serial_sequence(%s, %s)", (quote(t.name), c.name)).fetchone()
+            if not row or not row[0]:
+                continue
+            top = conn.execute(f"SELECT max({quote(c.name)}) FROM {quote(t.name)}").fetchone()[0] or 0
+            value = max(int(want or 0), int(top))
+            if value > 0:
+                conn.execute("SELECT setval(%s, %s, true)", (row[0], value))
+
+
+def _verify(plan: Any, conn: Any, src_sqlite: sqlite3.Connection | None, src_pg: Any,
+            out: list[dict[str, Any]]) -> None:
+    by = {t["table"]: t for t in out}
+    for tm in plan.tables:
+        if tm.origin == "ours" and tm.source:
+            cols = [c.target for c in tm.carried]
+            if src_pg is not None:
+                exprs = _pg_exprs(plan, tm)
+                src = _pg_sum(src_pg, exprs, quote(tm.source))
+                dst = _pg_sum(conn, [quote(c) for c in cols], quote(tm.target))
+            else:
+                exprs = [c.expr for c in tm.carried]
+                src = verify.py_checksum(src_sqlite.execute(  # type: ignore[union-attr]
+                    f"SELECT {', '.join(exprs) or 'NULL'} FROM {quote(tm.source)}"))
+                dst = _pg_py(conn, cols, tm.target)
+        elif tm.origin == "theirs" and tm.rows:
+            th = plan.theirs.schema.table(tm.target)
+            cols = [c.name for c in plan.target.tables[tm.target].columns if th.col(c.name) is not None]
+            if src_sqlite is None or plan.theirs.engine != "sqlite":
+                continue
+            src = verify.py_checksum(src_sqlite.execute(
+                f"SELECT {', '.join(quote(c) for c in cols)} FROM th.{quote(tm.target)}"))
+            dst = _pg_py(conn, cols, tm.target)
+        else:
+            continue
+        by[tm.target]["checksum"] = src.hex()
+        if src.rows != dst.rows:
+            raise NotDone(f"verification failed: table {tm.target}: {src.rows} rows in the source, "
+                          f"{dst.rows} in the destination")
+        if src.digest != dst.digest:
+            raise NotDone(f"verification failed: table {tm.target}: checksum differs")
+
+
+def _pg_sum(conn: Any, exprs: list[str], from_sql: str) -> verify.Checksum:
+    if not exprs:
+        return verify.Checksum(conn.execute(f"SELECT count(*) FROM {from_sql}").fetchone()[0], 0)
+    row = conn.execute(f"SELECT count(*), coalesce(sum(hashtextextended(ROW({', '.join(exprs)})::text, 0)), 0)"
+                       f" FROM {from_sql}").fetchone()
+    return verify.Checksum(int(row[0]), int(row[1]))
+
+
+def _pg_py(conn: Any, cols: list[str], table: str) -> verify.Checksum:
+    with conn.cursor(name=f"vm_ck_{abs(hash(table))}") as cur:
+        cur.itersize = 5000
+        cur.execute(f"SELECT {', '.join(quote(c) for c in cols) or 'NULL'} FROM {quote(table)}")
+        return verify.py_checksum(tuple(to_sqlite_value(v) for v in r) for r in cur)

@@ -1,0 +1,76 @@
+"""A real PostgreSQL 15 server for the SQL tests, started once per session.
+
+It runs as an unprivileged system user (PostgreSQL refuses root), listens
+only on a unix socket in the session's scratch directory and keeps its
+dynamic shared memory in its data directory, so nothing appears in /tmp or
+/dev/shm.  Each test gets a fresh database, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+PG15_BIN = "/usr/lib/postgresql/15/bin"
+_counter = itertools.count()
+
+
+def pg16_bindir() -> str | None:
+    try:
+        import pgserver  # noqa: F401
+    except ImportError:
+        return None
+    import importlib.util
+
+    spec = importlib.util.find_spec("pgserver")
+    assert spec and spec.origin
+    d = Path(spec.origin).parent / "pginstall" / "bin"
+    return str(d) if (d / "postgres").exists() else None
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory):
+    if not os.path.exists(os.path.join(PG15_BIN, "postgres")):
+        pytest.skip("PostgreSQL 15 server binaries are not installed")
+    from strategies.sql.pgtemp import PgServer, local_runner
+
+    d = tmp_path_factory.mktemp("pg15")
+    server = PgServer(PG15_BIN, str(d / "data"), str(d / "sock"), local_runner(),
+                      options={"fsync": "off", "full_page_writes": "off", "synchronous_commit": "off"})
+    server.initdb()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_db(pg_server):
+    """A fresh, empty database: (url, psycopg connection factory)."""
+    import psycopg
+
+    name = f"t{os.getpid()}_{next(_counter)}"
+    admin = psycopg.connect(pg_server.url("postgres"), autocommit=True)
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield pg_server.url(name)
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture
+def pg_url(pg_server):
+    """A URL naming a database that does not exist yet (the replay creates it)."""
+    import psycopg
+
+    name = f"n{os.getpid()}_{next(_counter)}"
+    yield pg_server.url(name)
+    with psycopg.connect(pg_server.url("postgres"), autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
