@@ -143,9 +143,7 @@ def test_v3_fails_its_health_check(tmp_path: Path, run_app) -> None:
 
 def test_sigterm_stops_cleanly(tmp_path: Path, run_app) -> None:
     app = run_app(seed_dir(tmp_path / "data", 1), 1)
-    t = time.monotonic()
-    assert app.stop() == 0
-    assert time.monotonic() - t < 2
+    assert app.stop() == 0  # not -9: stop() kills only when SIGTERM is ignored
     assert not (tmp_path / "data" / "notes.db-journal").exists()
 
 
