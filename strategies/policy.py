@@ -1,0 +1,171 @@
+"""Merge policies: ordered glob rules choosing a strategy per path.
+
+A policy is a TOML file::
+
+    [[rule]]
+    glob = "*.conf"            # no '/': matches the file name at any depth
+    strategy = "structured"
+    on_conflict = "ours"       # optional, overrides --on-conflict for these paths
+
+    [[rule]]
+    glob = "data/**/*.db"      # with '/': matched against the whole relative path
+    strategy = "sql"
+    options = { keep = true }  # handed to the strategy as MergeOptions.options
+
+    [sql]                      # any other top-level table is kept for the
+    rename = { users = "accounts" }   # strategy that reads it (policy.table("sql"))
+
+The first matching rule wins.  Several policies combine in order (the
+operator's ``--policy`` before the image's), see :meth:`Policy.combined`.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import BadInput
+
+ON_CONFLICT = ("fail", "ours", "theirs", "markers", "keep-both")
+
+
+def glob_to_regex(glob: str) -> re.Pattern[str]:
+    """gitignore-like globs: ``*`` and ``?`` stay inside one path segment,
+    ``**`` spans segments, ``[...]`` is a class; no '/' means 'any depth'."""
+    g = glob.strip()
+    anchored = "/" in g.rstrip("/")
+    g = g.lstrip("/")
+    i, out = 0, []
+    while i < len(g):
+        c = g[i]
+        if g.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif g.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif c == "*":
+            out.append("[^/]*")
+            i += 1
+        elif c == "?":
+            out.append("[^/]")
+            i += 1
+        elif c == "[":
+            j = g.find("]", i + 1)
+            if j < 0:
+                out.append(re.escape(c))
+                i += 1
+            else:
+                body = g[i + 1 : j]
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                out.append("[" + body.replace("\\", "\\\\") + "]")
+                i = j + 1
+        else:
+            out.append(re.escape(c))
+            i += 1
+    body = "".join(out)
+    prefix = "" if anchored else "(?:.*/)?"
+    return re.compile(f"^{prefix}{body}$", re.DOTALL)
+
+
+@dataclass
+class Rule:
+    glob: str
+    strategy: str
+    on_conflict: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+    _rx: re.Pattern[str] | None = field(default=None, repr=False, compare=False)
+
+    def matches(self, relpath: str) -> bool:
+        if self._rx is None:
+            self._rx = glob_to_regex(self.glob)
+        return bool(self._rx.match(relpath))
+
+
+@dataclass
+class Policy:
+    rules: list[Rule] = field(default_factory=list)
+    tables: dict[str, Any] = field(default_factory=dict)  # other top-level tables ([sql] ...)
+    source: str = ""
+
+    def rule_for(self, relpath: str) -> Rule | None:
+        for r in self.rules:
+            if r.matches(relpath):
+                return r
+        return None
+
+    def table(self, name: str) -> dict[str, Any]:
+        t = self.tables.get(name, {})
+        return t if isinstance(t, dict) else {}
+
+    @classmethod
+    def combined(cls, *policies: Policy | None) -> Policy:
+        """Rules of the first policy first; tables merged, earlier wins per key."""
+        rules: list[Rule] = []
+        tables: dict[str, Any] = {}
+        for p in policies:
+            if p is None:
+                continue
+            rules.extend(p.rules)
+            for k, v in p.tables.items():
+                if isinstance(v, dict) and isinstance(tables.get(k), dict):
+                    tables[k] = {**v, **tables[k]}
+                else:
+                    tables.setdefault(k, v)
+        return cls(rules, tables, "+".join(p.source for p in policies if p is not None))
+
+
+def parse_policy(text: str, source: str = "<policy>", check_strategies: bool = True) -> Policy:
+    """Parse policy TOML; BadInput with a one-line reason when it is unusable."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise BadInput(f"policy {source} does not parse: {exc}") from None
+    raw_rules = data.pop("rule", [])
+    if not isinstance(raw_rules, list):
+        raise BadInput(f"policy {source}: 'rule' must be an array of tables ([[rule]])")
+    rules = []
+    for n, r in enumerate(raw_rules, 1):
+        if not isinstance(r, dict):
+            raise BadInput(f"policy {source}: rule {n} is not a table")
+        unknown = set(r) - {"glob", "strategy", "on_conflict", "options"}
+        if unknown:
+            raise BadInput(f"policy {source}: rule {n} has unknown key(s) {', '.join(sorted(unknown))}")
+        glob, strat = r.get("glob"), r.get("strategy")
+        if not isinstance(glob, str) or not glob.strip():
+            raise BadInput(f"policy {source}: rule {n} needs a glob string")
+        if not isinstance(strat, str) or not strat:
+            raise BadInput(f"policy {source}: rule {n} needs a strategy name")
+        oc = r.get("on_conflict")
+        if oc is not None and oc not in ON_CONFLICT:
+            raise BadInput(
+                f"policy {source}: rule {n} on_conflict must be one of {', '.join(ON_CONFLICT)}"
+            )
+        opts = r.get("options", {})
+        if not isinstance(opts, dict):
+            raise BadInput(f"policy {source}: rule {n} options must be a table")
+        if check_strategies:
+            from .registry import get_strategy
+
+            try:
+                get_strategy(strat)
+            except BadInput as exc:
+                raise BadInput(f"policy {source}: rule {n}: {exc}") from None
+        rules.append(Rule(glob, strat, oc, opts, source))
+    return Policy(rules, data, source)
+
+
+def load_policy(path: str | Path, check_strategies: bool = True) -> Policy:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BadInput(f"policy file {p} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"policy file {p} cannot be read: {exc}") from None
+    return parse_policy(text, str(p), check_strategies)

@@ -1,0 +1,115 @@
+"""`volmerge merge` and `volmerge strategies`: three-way merge of files or
+directories with the strategies of the ``strategies`` package."""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import typer
+
+from .common import emit_json
+
+ON_CONFLICT_HELP = "What to do with a conflict: fail (write nothing, exit 1), ours, theirs, markers, keep-both."
+
+
+def merge(
+    base: str = typer.Argument(..., help="Common ancestor (the old image's content)."),
+    ours: str = typer.Argument(..., help="The live data with the operator's edits."),
+    theirs: str = typer.Argument(..., help="The new image's content."),
+    out: Optional[str] = typer.Option(None, "-o", "--output", metavar="OUT",
+                                      help="Where the result goes; must not exist (or be an empty directory)."),
+    policy: Optional[str] = typer.Option(None, "--policy", metavar="FILE",
+                                         help="TOML policy: ordered [[rule]] glob -> strategy."),
+    on_conflict: str = typer.Option("fail", "--on-conflict", metavar="MODE", help=ON_CONFLICT_HELP),
+    diff3: bool = typer.Option(False, "--diff3", help="Conflict markers include the base section."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Write nothing; show per file the action and a diff OURS -> result."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Three-way merge BASE, OURS and THEIRS (three files or three directories) into OUT.
+
+    Example: volmerge merge old/etc live/etc new/etc -o merged/etc --on-conflict keep-both
+    """
+    from strategies.errors import BadInput
+    from strategies.policy import ON_CONFLICT, load_policy
+    from strategies.tree import MergeConflict, merge_trees
+
+    if on_conflict not in ON_CONFLICT:
+        raise BadInput(f"--on-conflict must be one of {', '.join(ON_CONFLICT)}")
+    if out is None and not dry_run:
+        raise BadInput("missing -o OUT (or use --dry-run)")
+    pol = load_policy(policy) if policy else None
+    try:
+        report = merge_trees(base, ours, theirs, out or ".", policy=pol, on_conflict=on_conflict,
+                             dry_run=dry_run, diff=dry_run, diff3=diff3)
+    except MergeConflict as exc:
+        _show(exc.report, as_json, False)
+        raise
+    _show(report, as_json, dry_run)
+    if dry_run and report.summary["conflicts"] and on_conflict == "fail":
+        from strategies.errors import NotDone
+
+        raise NotDone(f"{report.summary['conflicts']} conflict(s) would stop this merge")
+
+
+def _show(report, as_json: bool, dry_run: bool) -> None:  # type: ignore[no-untyped-def]
+    if as_json:
+        emit_json(report.to_json())
+        return
+    from .common import console
+
+    con = console()
+    colour = sys.stdout.isatty()
+    width = max([len(f.action) for f in report.files] + [7])
+    for f in report.files:
+        path = f.path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        path = path.replace("\n", "\\n")
+        line = f"{f.action:<{width}}  {path}  ({f.strategy})"
+        for c in f.conflicts:
+            line += f"\n{'':<{width}}    conflict at {c.location}: {c.message}"
+        for n in f.notes:
+            line += f"\n{'':<{width}}    {n}"
+        con.print(line, style=_STYLE.get(f.action) if colour else None, markup=False, highlight=False,
+                  soft_wrap=True)
+        d = report.diffs.get(f.path)
+        if d:
+            for dl in d.splitlines():
+                st = ("green" if dl.startswith("+") else "red" if dl.startswith("-") else
+                      "cyan" if dl.startswith("@@") else None) if colour else None
+                con.print(dl, style=st, markup=False, highlight=False, soft_wrap=True)
+    s = report.summary
+    parts = [f"{s[a]} {a}" for a in ("merged", "took-theirs", "added", "deleted", "kept-ours",
+                                     "kept-both", "conflict", "unchanged") if s.get(a)]
+    verb = "would write" if dry_run else "wrote"
+    con.print(f"summary: {', '.join(parts) or 'nothing to merge'}; {s['conflicts']} conflict(s); "
+              f"{verb} {s['written']} path(s)", markup=False, highlight=False, soft_wrap=True)
+
+
+_STYLE = {"conflict": "bold red", "kept-both": "yellow", "merged": "cyan", "took-theirs": "green",
+          "added": "green", "deleted": "red", "kept-ours": "yellow"}
+
+
+def strategies_cmd(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+    """List the registered merge strategies (entry-point group volmerge.strategies).
+
+    Example: volmerge strategies --json
+    """
+    from strategies.registry import registry
+
+    rows = []
+    for name, reg in sorted(registry().items()):
+        rows.append({"name": name, "entry_point": reg.value, "distribution": reg.distribution,
+                     "status": "ok" if reg.error is None else "error", "error": reg.error,
+                     "description": reg.description})
+    if as_json:
+        emit_json(rows)
+        return
+    from .common import table
+
+    table(["NAME", "STATUS", "ENTRY POINT", "DESCRIPTION"],
+          [[r["name"], r["status"], r["entry_point"], r["description"] or (r["error"] or "")] for r in rows])
+
+
+def register(app: typer.Typer) -> None:
+    app.command("merge", no_args_is_help=True)(merge)
+    app.command("strategies")(strategies_cmd)
