@@ -58,6 +58,8 @@ def _run(cmd: list[str], *, what: str, stdin: int | None = None, stdout: int | N
          bad: bool = False) -> None:
     proc = subprocess.run(cmd, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE)
     if proc.returncode != 0:
-        lines = proc.stderr.decode(errors="replace").strip().splitlines()
+        lines = [ln for ln in proc.stderr.decode(errors="replace").strip().splitlines()
+                 if "Exiting with failure status" not in ln]
+        lines.sort(key=lambda ln: "Removing leading" in ln)  # the real error first
         msg = lines[0] if lines else f"tar exited with {proc.returncode}"
         raise (BadInput if bad else NotDone)(f"{what} failed: {msg}")
