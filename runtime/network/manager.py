@@ -634,6 +634,13 @@ def _attachment(r: sqlite3.Row | None) -> Attachment:
     )
 
 
+def _listdir(path: Path) -> list[str]:
+    try:
+        return os.listdir(path)
+    except FileNotFoundError:
+        return []
+
+
 def _sweep(store: Store) -> None:
     """Store sweeper: finish what a crash left, cheaply when nothing did
     (one query; pyroute2 is only imported when there is work)."""
@@ -648,12 +655,28 @@ def _sweep(store: Store) -> None:
     pending = store.db.execute(
         "SELECT 1 FROM network_attachments WHERE state != 'up' LIMIT 1").fetchone()
     if pending is None:
-        return
+        # a namespace pin or hosts file no row names: a disconnect that ran in
+        # another mount namespace, or a crash between its steps
+        ns_dir, hosts_dir = store.path("network", "ns"), store.path("network", "hosts")
+        files = {str(ns_dir / e) for e in _listdir(ns_dir)} | {
+            str(hosts_dir / e) for e in _listdir(hosts_dir)}
+        if not files:
+            return
+        known = set()
+        for r in store.db.execute("SELECT netns_path, hosts_path FROM network_attachments"):
+            known.update(p for p in r if p)
+        if files <= known:
+            return
     try:
         with store.lock("network", blocking=False):
             NetworkManager(store)._reconcile_locked(None)
     except BlockingIOError:
         return  # someone is changing networks right now; they finish their own work
+    except Exception as exc:  # never make every command fail over a network sweep
+        import sys
+
+        msg = " ".join(str(exc).split())
+        sys.stderr.write(f"volmerge: warning: network reconcile failed: {msg}\n")
 
 
 register_sweeper("networks", _sweep)

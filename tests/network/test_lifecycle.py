@@ -184,3 +184,38 @@ def test_reconnect_replaces_old_attachment(nm) -> None:  # type: ignore[no-untyp
     rules = nm.nat_rules()
     assert "8081" in rules and "8080" not in rules
     assert run_in(b, ["ip", "-o", "link"]).stdout.count("eth0") == 1
+
+
+OTHER_MNTNS = r"""
+import sys
+from runtime import sys as rsys
+from runtime.store import Store
+from runtime.network import NetworkManager
+rsys.unshare(rsys.CLONE_NEWNS)
+rsys.make_private("/")
+NetworkManager(Store(sys.argv[1])).disconnect("c1", release=True)
+"""
+
+
+def test_disconnect_from_another_mount_namespace_leaves_nothing(nm, root: Path) -> None:  # type: ignore[no-untyped-def]
+    """unlink() of the pin file detaches its mounts in every mount namespace
+    (Linux >= 3.18), so a supervisor with a private mount namespace can
+    disconnect; the sweeper would catch a pin left anyway."""
+    nm.ensure_default()
+    before = _store_state(nm)
+    att = nm.connect("c1", None, "one")
+    proc = subprocess.run([sys.executable, "-c", OTHER_MNTNS, str(root)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert not rsys.mounts_below(att.netns_path)
+    assert _store_state(nm) == before
+
+
+def test_sweeper_removes_unnamed_pins_and_hosts_files(nm, root: Path) -> None:  # type: ignore[no-untyped-def]
+    from runtime.network import netns
+
+    nm.ensure_default()
+    netns.create(nm.ns_dir / "orphan").close()  # a pinned namespace no row names
+    (nm.hosts_dir / "orphan").write_text("x")
+    Store(root).close()
+    assert os.listdir(nm.ns_dir) == [] and os.listdir(nm.hosts_dir) == []
+    assert not rsys.mounts_below(nm.ns_dir / "orphan")
