@@ -93,8 +93,10 @@ def _interfaces() -> set[str]:
 
 
 def _tmp_entries() -> set[str]:
+    # Only the session's own TMPDIR (every test and every subprocess it starts
+    # inherits it): /tmp is shared with whatever else runs on the machine.
     out = set()
-    for d in ("/tmp", "/dev/shm", str(SESSION_TMP / "tmp")):
+    for d in (str(SESSION_TMP / "tmp"),):
         try:
             out |= {f"{d}/{e}" for e in os.listdir(d)}
         except OSError:

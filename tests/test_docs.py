@@ -6,22 +6,26 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import click
 import typer.main
+
+try:  # typer >= 0.29 vendors click
+    from typer import _click as click
+except ImportError:  # pragma: no cover
+    import click  # type: ignore[no-redef]
 
 from volmerge.cli import app
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
 
-def _commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
+def _commands(group, prefix: str = "") -> list:  # type: ignore[no-untyped-def]
     out = []
-    ctx = click.Context(group)
+    ctx = click.core.Context(group)
     for name in group.list_commands(ctx):
         cmd = group.get_command(ctx, name)
         full = f"{prefix} {name}".strip()
         out.append((full, cmd))
-        if isinstance(cmd, click.Group):
+        if isinstance(cmd, click.core.Group):
             out.extend(_commands(cmd, full))
     return out
 
