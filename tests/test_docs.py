@@ -20,12 +20,12 @@ README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
 def _commands(group, prefix: str = "") -> list:  # type: ignore[no-untyped-def]
     out = []
-    ctx = click.core.Context(group)
+    ctx = click.Context(group)
     for name in group.list_commands(ctx):
         cmd = group.get_command(ctx, name)
         full = f"{prefix} {name}".strip()
         out.append((full, cmd))
-        if isinstance(cmd, click.core.Group):
+        if hasattr(cmd, "list_commands"):
             out.extend(_commands(cmd, full))
     return out
 
