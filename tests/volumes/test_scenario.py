@@ -103,3 +103,17 @@ def test_layers_are_collected(vm: VolumeManager, root: Path) -> None:
     vm.rollback("v", to="seed")
     vm.remove("v")
     assert os.listdir(root / "volumes" / "_layers") == []
+
+
+def test_cli_rollback_reaps_dropped_layers_after_answering(cli, root: Path) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    assert cli("volume", "create", "v").returncode == 0
+    assert cli("volume", "snapshot", "v", "--tag", "a").returncode == 0
+    assert cli("volume", "snapshot", "v", "--tag", "b").returncode == 0
+    assert cli("volume", "rollback", "v", "--to", "seed").returncode == 0
+    layers = root / "volumes" / "_layers"
+    deadline = time.monotonic() + 10
+    while any(e.startswith("~") for e in os.listdir(layers)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(os.listdir(layers)) == 2  # seed and the new live layer

@@ -27,6 +27,8 @@ def _vm(ctx: typer.Context, with_hooks_for: str | None = None):  # type: ignore[
 
     st = store(ctx)
     vm = VolumeManager(st)
+    vm.pool.reap_now = False  # dropped layers are deleted after the command answers
+    ctx.call_on_close(vm.pool.reap_in_background)
     if with_hooks_for is not None and vm.exists(with_hooks_for) and vm.users(with_hooks_for):
         from volmerge.volumes.hooks import hooks_for_store
 

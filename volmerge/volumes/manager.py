@@ -89,6 +89,7 @@ class VolumeManager:
                     rsys.umount_tree(self.pool.vdir(e))
                 self.pool.delete(e)
             self.pool.collect()
+            self.pool.reap()
             for name in self.pool.names():
                 m = self.pool.read(name)
                 if m is not None and m.users and not rsys.is_mountpoint(self.pool.merged(name)):

@@ -27,9 +27,13 @@ from runtime import fsutil
 from .model import Manifest, new_id
 
 
+TRASH = "~"
+
+
 class Pool:
     def __init__(self, store) -> None:  # type: ignore[no-untyped-def]
         self.store = store
+        self.reap_now = True
         self.root = store.path("volumes")
         self.layers = self.root / "_layers"
         self.journal = self.root / "_journal"
@@ -208,14 +212,50 @@ class Pool:
         return used
 
     def collect(self, candidates: set[str] | None = None) -> list[str]:
-        """Remove unreferenced layers (commit lock held).  ``candidates``
-        limits the scan to layers an operation just released."""
+        """Drop unreferenced layers (commit lock held).  ``candidates``
+        limits the scan to layers an operation just released.
+
+        A dropped layer is first renamed to ``_layers/~<id>`` (O(1), so a
+        rollback that discards 10 GB stays instant) and deleted by
+        :meth:`reap`, right away or, when ``reap_now`` is off (the CLI), by a
+        background process after the command has answered."""
         refs = self.referenced() | self.mounted_layers()
-        pool = set(os.listdir(self.layers)) if candidates is None else candidates
+        pool = {e for e in os.listdir(self.layers) if not e.startswith(TRASH)} \
+            if candidates is None else candidates
         gone = []
         for lid in sorted(pool - refs):
             if self.layer(lid).exists():
-                fsutil.rmtree(self.layer(lid))
+                os.rename(self.layer(lid), self.layers / f"{TRASH}{lid}")
                 gone.append(lid)
+        if gone and self.reap_now:
+            self.reap()
         return gone
+
+    def reap(self) -> None:
+        """Delete dropped layers (no lock needed: nothing names them)."""
+        for e in os.listdir(self.layers):
+            if e.startswith(TRASH):
+                with contextlib.suppress(FileNotFoundError):
+                    fsutil.rmtree(self.layers / e)
+
+    def has_trash(self) -> bool:
+        return any(e.startswith(TRASH) for e in os.listdir(self.layers))
+
+    def reap_in_background(self) -> None:
+        """Delete dropped layers in a detached grandchild process, so that the
+        command's time does not depend on how much data it discarded."""
+        if not self.has_trash():
+            return
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - child
+            try:
+                os.setsid()
+                if os.fork() == 0:
+                    null = os.open(os.devnull, os.O_RDWR)
+                    for fd in (0, 1, 2):
+                        os.dup2(null, fd)
+                    self.reap()
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
 
