@@ -43,7 +43,7 @@ _CREATE = re.compile(r"^\s*CREATE\s+(?:OR\s+REPLACE\s+)?(?:(?:GLOBAL|LOCAL)\s+)?
                      r"(UNIQUE\s+INDEX|INDEX|TABLE|VIEW|MATERIALIZED\s+VIEW|TRIGGER|SEQUENCE)\b", re.I)
 _ALTER_TABLE = re.compile(r"^\s*ALTER\s+TABLE\b", re.I)
 _ADD_IDENTITY = re.compile(r"^\s*ALTER\s+TABLE\s+(?:ONLY\s+)?(\S+)\s+ALTER\s+COLUMN\s+(\S+)\s+ADD\s+GENERATED\s+"
-                           r"\w+(?:\s+BY\s+DEFAULT)?\s+AS\s+IDENTITY(?:\s*\(\s*SEQUENCE\s+NAME\s+(\S+))?", re.I | re.S)
+                           r"(?:ALWAYS|BY\s+DEFAULT)\s+AS\s+IDENTITY(?:\s*\(\s*SEQUENCE\s+NAME\s+(\S+))?", re.I | re.S)
 _OWNED_BY = re.compile(r"^\s*ALTER\s+SEQUENCE\s+(\S+)\s+OWNED\s+BY\s+(\S+)\s*$", re.I)
 _CREATE_AS = re.compile(r"\)\s*AS\s+SELECT\b|^\s*CREATE\s+TABLE\s+\S+\s+AS\b", re.I)
 
@@ -207,6 +207,9 @@ def table_from_ast(e: exp.Expression, dialect: str, st: Statement) -> Table:
         if isinstance(item, exp.Constraint):
             for sub in item.expressions:
                 _table_constraint(t, sub, pk_cols, st)
+            continue
+        if isinstance(node, exp.Identifier):  # a column without a type (SQLite)
+            t.columns.append(Column(name=node.name))
             continue
         if isinstance(node, exp.ColumnDef):
             col = Column(name=node.name, type=_type_sql(node.args.get("kind"), dialect))

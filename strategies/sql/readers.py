@@ -175,6 +175,7 @@ def stage_dump(path: str, dialect: str | None = None, staging: str | None = None
             conn.execute("PRAGMA synchronous=OFF")
             conn.execute("BEGIN")
         created: dict[str, Table] = {}
+        check = sqlite3.connect(":memory:")  # SQLite's own parser has the last word on SQLite DDL
         try:
             for st in iter_statements(f, dialect):
                 kind = ddl.classify(st)
@@ -184,6 +185,8 @@ def stage_dump(path: str, dialect: str | None = None, staging: str | None = None
                     ddl.apply_sequence(schema, st)
                 elif kind == "ddl":
                     ddl.apply_ddl(schema, st, dialect)
+                    if dialect == "sqlite":
+                        _check_sqlite_ddl(check, st)
                 elif kind == "unsupported":
                     raise BadInput(f"unsupported statement at line {st.line}: {st.head}")
                 elif conn is None:
@@ -203,6 +206,7 @@ def stage_dump(path: str, dialect: str | None = None, staging: str | None = None
                     _ensure_staged(conn, created, t)
                 conn.execute("COMMIT")
         finally:
+            check.close()
             if conn is not None:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
@@ -210,9 +214,18 @@ def stage_dump(path: str, dialect: str | None = None, staging: str | None = None
     return schema, staging
 
 
+def _check_sqlite_ddl(check: sqlite3.Connection, st: Statement) -> None:
+    try:
+        check.execute(st.text)
+    except sqlite3.Error as e:
+        raise BadInput(f"schema does not parse at line {st.line}: {st.head}: {e}") from None
+
+
 def _ensure_staged(conn: sqlite3.Connection, created: dict[str, Table], t: Table) -> None:
     if t.name in created:
         return
+    if not t.columns:
+        raise BadInput(f"schema: table {t.name} has no columns")
     cols = ", ".join(f"{quote(c.name)} {staging_type(c)}" for c in t.columns)
     conn.execute(f"CREATE TABLE {quote(t.name)} ({cols})")
     created[t.name] = t

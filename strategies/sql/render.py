@@ -144,12 +144,8 @@ def index_ddl(ix: Index, schema_dialect: str, dst: str) -> str | None:
     src = ix.dialect or schema_dialect
     if ix.sql and src == dst:
         return ix.sql
-    if ix.sql:
-        out = _expr(ix.sql, src, dst)
-        if out:
-            return out
     if any(c == "<expr>" for c in ix.columns):
-        return None
+        return _unqualified(ix.sql, src, dst) if ix.sql else None
     s = (f"CREATE {'UNIQUE ' if ix.unique else ''}INDEX {quote(ix.name)} ON {quote(ix.table)} "
          f"({', '.join(quote(c) for c in ix.columns)})")
     if ix.where:
@@ -160,9 +156,21 @@ def index_ddl(ix: Index, schema_dialect: str, dst: str) -> str | None:
     return s
 
 
+def _unqualified(sql: str, src: str, dst: str) -> str | None:
+    """Transpile a statement, dropping schema qualifiers (public.t -> t)."""
+    try:
+        tree = sqlglot.parse_one(sql, read=src)
+        for t in tree.find_all(exp.Table):
+            t.set("db", None)
+            t.set("catalog", None)
+        return tree.sql(dialect=dst)
+    except Exception:  # noqa: BLE001
+        return None
+
+
 def view_ddl(v: View, schema_dialect: str, dst: str) -> str | None:
     src = v.dialect or schema_dialect
-    return v.sql if src == dst else _expr(v.sql, src, dst)
+    return v.sql if src == dst else _unqualified(v.sql, src, dst)
 
 
 def trigger_ddl(t: Trigger, schema_dialect: str, dst: str) -> str | None:

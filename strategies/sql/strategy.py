@@ -1,0 +1,98 @@
+"""The ``sql`` strategy: a database file in a volume is replayed, not merged.
+
+base = the old image's seed database (schema base), ours = the live
+database (its rows are carried), theirs = the new image's database (the
+target schema; its rows win in bookkeeping tables and new tables).  Options
+come from the policy's ``[sql]`` table and the rule's own ``options`` (the
+rule wins), or a plain dict::
+
+    [sql]
+    rename = {"notes.body" = "notes.content"}
+    defaults = {"notes.pinned" = "0"}
+    allow_data_loss = false
+    bookkeeping_tables = ["my_migrations"]
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Any
+
+from strategies.base import ConflictInfo, FileReport, MergeOptions
+from strategies.errors import BadInput, NotDone
+
+from .readers import SQLITE_MAGIC
+
+
+def sql_options(opts: MergeOptions | dict[str, Any] | None) -> dict[str, Any]:
+    """The [sql] table of the policy overlaid with the rule's options."""
+    if opts is None:
+        return {}
+    raw = opts.options if isinstance(opts, MergeOptions) else dict(opts)
+    out: dict[str, Any] = {}
+    pol = raw.get("policy")
+    if pol is not None and callable(getattr(pol, "table", None)):
+        out.update(pol.table("sql"))
+    elif isinstance(raw.get("sql"), dict):
+        out.update(raw["sql"])
+    out.update({k: v for k, v in raw.items() if k not in ("policy", "sql")})
+    for key in ("rename", "defaults"):
+        if key in out and not isinstance(out[key], dict):
+            raise BadInput(f"[sql] {key} must be a table of \"TABLE.COLUMN\" = value")
+    if "bookkeeping_tables" in out and not isinstance(out["bookkeeping_tables"], (list, tuple)):
+        raise BadInput("[sql] bookkeeping_tables must be a list of table names")
+    return out
+
+
+class SqlReplayStrategy:
+    name = "sql"
+
+    def handles(self, path: str, sample: bytes) -> bool:
+        return sample.startswith(SQLITE_MAGIC) or path.endswith(".sql")
+
+    def merge_files(self, path: str, base: str | None, ours: str, theirs: str, out: str,
+                    opts: MergeOptions) -> FileReport:
+        from .plan import plan_replay
+        from .replay import replay
+
+        try:
+            o = sql_options(opts)
+            with plan_replay(ours, schema=theirs, base=base, maps=o.get("rename"),
+                             defaults={k: str(v) for k, v in (o.get("defaults") or {}).items()},
+                             allow_data_loss=bool(o.get("allow_data_loss", False)),
+                             bookkeeping=tuple(o.get("bookkeeping_tables") or ()),
+                             ) as plan:
+                notes = _summary(plan)
+                if not plan.ok:
+                    return self._conflict(path, ours, theirs, out, opts, plan.problems(), notes)
+                result = replay(plan, out)
+        except (NotDone, BadInput) as e:
+            return self._conflict(path, ours, theirs, out, opts, [str(e)], [])
+        notes.append(f"replayed {result.rows} rows into {len(result.tables)} tables, verified")
+        return FileReport(path, "merged", self.name, [], notes)
+
+    def _conflict(self, path: str, ours: str, theirs: str, out: str, opts: MergeOptions,
+                  problems: list[str], notes: list[str]) -> FileReport:
+        conflicts = [ConflictInfo(location=path, message=p) for p in problems]
+        if opts.on_conflict in ("ours", "theirs"):
+            shutil.copyfile(ours if opts.on_conflict == "ours" else theirs, out)
+            action = "kept-ours" if opts.on_conflict == "ours" else "took-theirs"
+            return FileReport(path, action, self.name, conflicts,
+                              notes + [f"replay not possible; on_conflict={opts.on_conflict}"])
+        return FileReport(path, "conflict", self.name, conflicts, notes)
+
+
+def _summary(plan: Any) -> list[str]:
+    d = plan.merged.diff
+    notes = []
+    for label, items in (("tables added", d.tables_added), ("tables dropped", d.tables_dropped),
+                         ("columns added", d.columns_added), ("columns dropped", d.columns_dropped),
+                         ("kept from ours", d.tables_kept_from_ours + d.columns_kept_from_ours)):
+        if items:
+            notes.append(f"{label}: {', '.join(items)}")
+    if d.columns_renamed:
+        notes.append("renamed: " + ", ".join(f"{a} -> {b}" for a, b in d.columns_renamed.items()))
+    if d.columns_retyped:
+        notes.append("retyped: " + ", ".join(f"{a} ({b})" for a, b in d.columns_retyped.items()))
+    return notes + list(plan.merged.notes)
