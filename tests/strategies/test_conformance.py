@@ -1,0 +1,44 @@
+"""Every registered strategy (entry-point group volmerge.strategies) passes
+the conformance suite; broken entry points are reported, not fatal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from strategies.base import FileStrategy, Strategy
+from strategies.registry import all_strategies, get_strategy, load_errors, registry
+from strategies.errors import BadInput
+
+from .conformance import check_strategy
+
+NAMES = sorted(all_strategies())
+# Known deviations, reported to their owners; strict=False so a fix shows as XPASS.
+KNOWN = {
+    "sql": "SQL replay puts ours' rows into theirs' schema even when only theirs changed "
+           "(strategies/sql owner; the tree merge never calls it in that case)",
+}
+
+
+def test_builtins_are_registered() -> None:
+    assert {"text", "structured", "ours", "theirs", "binary"} <= set(NAMES)
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.xfail(reason=KNOWN[n], strict=False)) if n in KNOWN else n
+    for n in NAMES])
+def test_conformance(name: str, tmp_path: Path) -> None:
+    s = get_strategy(name)
+    assert isinstance(s, (Strategy, FileStrategy)) and s.name == name
+    handled = check_strategy(s, tmp_path)
+    assert handled, f"{name} handles none of the conformance samples"
+
+
+def test_load_errors_are_reported_not_raised() -> None:
+    for name, err in load_errors().items():
+        assert registry()[name].strategy is None and err
+        with pytest.raises(BadInput, match="failed to load"):
+            get_strategy(name)
+    with pytest.raises(BadInput, match="unknown merge strategy"):
+        get_strategy("no-such-strategy")
