@@ -160,6 +160,12 @@ def mount_overlay(target: str | os.PathLike[str], lowers: list[str], upper: str 
     of layers is limited only by the kernel's 500 and not by the 4096-byte
     option page; falls back to mount(2) on kernels without ``lowerdir+``.
     """
+    if len(lowers) == 1 and upper is None:
+        # overlayfs wants two lowers without an upper: one layer alone is a
+        # read-only bind mount of it (a bottom layer holds no whiteouts).
+        mount(lowers[0], target, None, MS_BIND)
+        mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+        return
     try:
         fd = _check(_libc.syscall(SYS_fsopen, b"overlay", FSOPEN_CLOEXEC), "fsopen overlay")
     except OSError:

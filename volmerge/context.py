@@ -1,0 +1,67 @@
+"""The product's wiring: one store, and the engine with volmerge's layered
+volumes and the network manager plugged in.
+
+``make_engine`` is also the engine *factory* handed to container supervisors
+(``Engine(factory="volmerge.context:make_engine")``), so that a supervisor
+restarting a container uses the same volume and network providers as the CLI.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+
+FACTORY = "volmerge.context:make_engine"
+
+
+class Context:
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    @cached_property
+    def images(self) -> Any:
+        from runtime.images import ImageStore
+
+        return ImageStore(self.store)
+
+    @cached_property
+    def network(self) -> Any:
+        from runtime.network import NetworkManager
+
+        return NetworkManager(self.store)
+
+    @cached_property
+    def volumes(self) -> Any:
+        from volmerge.volumes import ContainerHooks, VolumeManager
+
+        # The hooks reach the engine lazily: the engine itself needs the volumes.
+        def pid_of(cid: str) -> int | None:
+            try:
+                c = self.engine.get(cid)
+            except Exception:
+                return None
+            return c.pid if c.state in ("running", "paused") and c.pid else None
+
+        def name_of(cid: str) -> str:
+            try:
+                return str(self.engine.get(cid).name)
+            except Exception:
+                return cid[:12]
+
+        hooks = ContainerHooks(
+            pid_of=pid_of,
+            pause=lambda cid: self.engine.pause(cid),
+            resume=lambda cid: self.engine.unpause(cid),
+            name_of=name_of,
+        )
+        return VolumeManager(self.store, hooks=hooks)
+
+    @cached_property
+    def engine(self) -> Any:
+        from runtime.containers import Engine
+
+        return Engine(self.store, volumes=self.volumes, network=self.network, factory=FACTORY)
+
+
+def make_engine(store: Any) -> Any:
+    return Context(store).engine
