@@ -10,7 +10,6 @@ manager imports this module lazily.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import os
 import socket
 from collections.abc import Iterator
@@ -78,6 +77,8 @@ def ensure_bridge(ipr: IPRoute, name: str, gateway: str, prefixlen: int, alias: 
     True when it had to be created (first use, or after a reboot)."""
     created = False
     idx = lookup(ipr, name)
+    if idx is not None and ipr.get_links(idx)[0]["flags"] & 1:  # IFF_UP: the common case
+        return False
     if idx is None:
         try:
             ipr.link("add", ifname=name, kind="bridge")
@@ -134,14 +135,6 @@ def configure_inside(ipr: IPRoute, ip: str | None, prefixlen: int | None,
     ipr.link("set", index=eth0, state="up")
     if gateway:
         ipr.route("add", dst="0.0.0.0/0", gateway=gateway, oif=eth0)
-
-
-def mac_for(ip: str) -> str:
-    """A locally administered MAC derived from the address (docker's 02:42
-    habit): a successor taking over an address also keeps the MAC, so the
-    neighbours' ARP caches stay right across an upgrade."""
-    b = ipaddress.IPv4Address(ip).packed
-    return "02:42:" + ":".join(f"{x:02x}" for x in b)
 
 
 def sysctl(key: str, value: str) -> None:

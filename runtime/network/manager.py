@@ -53,6 +53,8 @@ class NetworkManager:
         self.hosts_dir = store.path("network", "hosts")
         self.ns_dir.mkdir(parents=True, exist_ok=True)
         self.hosts_dir.mkdir(parents=True, exist_ok=True)
+        self._ipr: Any = None  # one netlink socket per locked operation
+        self._depth = 0
 
     # -- plumbing ------------------------------------------------------------
     @property
@@ -62,13 +64,33 @@ class NetworkManager:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         with self.store.lock("network"):
+            with self._session():
+                yield
+
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[None]:
+        """Share one host netlink socket between the steps of an operation."""
+        self._depth += 1
+        try:
             yield
+        finally:
+            self._depth -= 1
+            if self._depth == 0 and self._ipr is not None:
+                self._ipr.close()
+                self._ipr = None
 
     @contextlib.contextmanager
     def _host(self) -> Iterator[Any]:
         from . import links
 
+        if self._ipr is not None:
+            yield self._ipr
+            return
         ipr = links.open_host()
+        if self._depth:
+            self._ipr = ipr
+            yield ipr
+            return
         try:
             yield ipr
         finally:
@@ -350,14 +372,16 @@ class NetworkManager:
                 )
                 want = ipaddress.IPv4Address(addr)
             addr = str(want)
+            mac = _mac_for(addr)
+            nspath = str(self.ns_dir / cid)
+            hosts_path = str(self.hosts_dir / cid)
+            veth = self._veth_name(cid)
+            # same transaction: one fsync'd commit for the lease and the marker
+            self._insert_attachment(cid, name, nspath, veth, addr, net.gateway,
+                                    subnet.prefixlen, mac, hostname, aliases, hosts_path,
+                                    publish)
         from . import links
 
-        mac = links.mac_for(addr)
-        nspath = str(self.ns_dir / cid)
-        hosts_path = str(self.hosts_dir / cid)
-        veth = self._veth_name(cid)
-        self._insert_attachment(cid, name, nspath, veth, addr, net.gateway, subnet.prefixlen,
-                                mac, hostname, aliases, hosts_path, publish)
         try:
             created = self._ensure_bridge(net)
             sock = netns.create(Path(nspath))
@@ -597,6 +621,13 @@ class NetworkManager:
 
 # -- module helpers ------------------------------------------------------------------
 
+def _mac_for(ip: str) -> str:
+    """A locally administered MAC derived from the address (docker's 02:42
+    habit): a successor taking over an address also keeps the MAC, so the
+    neighbours' ARP caches stay right across an upgrade."""
+    return "02:42:" + ":".join(f"{x:02x}" for x in ipaddress.IPv4Address(ip).packed)
+
+
 def _check_cid(cid: str) -> str:
     if not isinstance(cid, str) or not CID_RE.match(cid):
         raise BadInput(f"container id {cid!r} is invalid")
@@ -669,7 +700,9 @@ def _sweep(store: Store) -> None:
             return
     try:
         with store.lock("network", blocking=False):
-            NetworkManager(store)._reconcile_locked(None)
+            mgr = NetworkManager(store)
+            with mgr._session():
+                mgr._reconcile_locked(None)
     except BlockingIOError:
         return  # someone is changing networks right now; they finish their own work
     except Exception as exc:  # never make every command fail over a network sweep
