@@ -402,7 +402,8 @@ class NetworkManager:
                 if sock is not None:
                     sock.close()
             self._refresh_hosts(name)
-            if publish or created:
+            if created or (publish and not ports.add_elements(
+                    self.table, [ports.NatPort(p, addr, net.bridge) for p in publish])):
                 self._apply_nat()
             self._mark_up(cid)
         except BaseException:

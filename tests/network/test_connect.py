@@ -51,9 +51,10 @@ def test_published_port_from_host(nm, container, www: Path) -> None:  # type: ig
     other = nm.connect("client1", None, "client")
     assert wget(other, f"http://{gw}:8080/") == "hello from web\n"
     assert wget(att, f"http://{gw}:8080/") == "hello from web\n"
-    assert "dport 8080" in nm.nat_rules()
+    assert "tcp . 8080 : " in nm.nat_rules()
+    assert f"127.0.0.1 . tcp . 8081 : {att.ip} . 80" in nm.nat_rules()
     nm.disconnect("web1")
-    assert "dport 8080" not in nm.nat_rules()
+    assert "8080" not in nm.nat_rules() and "8081" not in nm.nat_rules()
 
 
 def test_published_udp_port(nm, container) -> None:  # type: ignore[no-untyped-def]
@@ -217,3 +218,17 @@ def test_networks_are_isolated(nm, container, www: Path) -> None:  # type: ignor
     assert wget(None, f"http://{x.ip}/") == "hello from web\n"
     with pytest.raises(Exception):
         run_in(y, ["busybox", "wget", "-qO-", f"http://{x.ip}/"], timeout=1).check_returncode()
+
+
+def test_incremental_port_publication_matches_full_rebuild(nm) -> None:  # type: ignore[no-untyped-def]
+    import re
+
+    def elements() -> set[str]:
+        return set(re.findall(r"[\w.]+ \. [\w.]+(?: \. \d+)? : [\d.]+ \. \d+", nm.nat_rules()))
+
+    nm.connect("a", None, "a", ports=["8080:80", "127.0.0.1:8081:81"])
+    nm.connect("b", None, "b", ports=["5353:53/udp"])
+    incremental = elements()
+    assert len(incremental) == 3
+    nm.reconcile()  # rebuilds the table from the database
+    assert elements() == incremental

@@ -115,5 +115,5 @@ def test_nft_render_is_empty_without_networks() -> None:
     full = ports.render("t", [ports.NatNetwork("vmb-a", "10.1.0.0/24"),
                               ports.NatNetwork("vmb-b", "10.2.0.0/24")],
                         [ports.NatPort(PortSpec.parse("127.0.0.1:80:8080"), "10.1.0.2", "vmb-a")])
-    assert "ip daddr 127.0.0.1 tcp dport 80 dnat to 10.1.0.2:8080" in full
+    assert "elements = { 127.0.0.1 . tcp . 80 : 10.1.0.2 . 8080 }" in full
     assert 'iifname "vmb-a" oifname { "vmb-b" } drop' in full
