@@ -1,0 +1,150 @@
+"""Planning an upgrade: what changes, with which strategy, checked how.
+
+The plan is computed the same way for ``--dry-run``, ``--rehearse`` and the
+real upgrade; only what is done with it differs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import BadInput
+
+POLICY_LABEL = "io.volmerge.policy"
+POLICY_FILE = "/etc/volmerge/policy.toml"
+ON_CONFLICT = ("fail", "ours", "theirs", "markers", "keep-both")
+
+
+@dataclass
+class UpgradeOptions:
+    container: str
+    to_image: str
+    policy_file: str | None = None
+    on_conflict: str = "fail"
+    health_cmd: str | None = None
+    health_http: str | None = None
+    health_tcp: int | None = None
+    health_timeout: float = 60.0
+    stop_timeout: float = 10.0
+
+
+@dataclass
+class VolumePlan:
+    name: str
+    target: str
+    readonly: bool = False
+    theirs: bool = True            # the new image has content at the target
+    declared: bool = True          # the new image declares the target a volume
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class UpgradePlan:
+    container: str
+    container_id: str
+    old_image: str
+    old_image_id: str
+    new_image: str
+    new_image_id: str
+    volumes: list[VolumePlan]
+    health: dict[str, Any] | None          # HealthConfig as JSON; None: the image's own
+    health_source: str
+    policy_sources: list[str]
+    options: UpgradeOptions
+    notes: list[str] = field(default_factory=list)
+    policy: Any = None                      # strategies.policy.Policy (not serialised)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "container": self.container, "container_id": self.container_id,
+            "from": {"image": self.old_image, "id": self.old_image_id},
+            "to": {"image": self.new_image, "id": self.new_image_id},
+            "volumes": [v.to_json() for v in self.volumes],
+            "health": {"source": self.health_source, "check": self.health},
+            "policy": self.policy_sources, "on_conflict": self.options.on_conflict,
+            "health_timeout": self.options.health_timeout, "notes": self.notes,
+        }
+
+
+def health_override(opts: UpgradeOptions) -> Any:
+    from runtime.options import HealthConfig
+
+    if opts.health_cmd:
+        return HealthConfig(test=["CMD-SHELL", opts.health_cmd], interval=0.5, timeout=5,
+                            retries=3)
+    if opts.health_http:
+        return HealthConfig(http_url=opts.health_http, interval=0.5, timeout=5, retries=3)
+    if opts.health_tcp:
+        return HealthConfig(tcp_port=opts.health_tcp, interval=0.5, timeout=5, retries=3)
+    return None
+
+
+def make_plan(ctx: Any, opts: UpgradeOptions) -> UpgradePlan:
+    from strategies.policy import Policy, load_policy, parse_policy
+
+    from .imageview import image_root, inside, read_file
+
+    if opts.on_conflict not in ON_CONFLICT:
+        raise BadInput(f"--on-conflict must be one of {', '.join(ON_CONFLICT)}")
+    if opts.health_timeout <= 0:
+        raise BadInput("--health-timeout must be positive")
+    operator = load_policy(opts.policy_file) if opts.policy_file else None
+    c = ctx.engine.get(opts.container)
+    old = ctx.images.get(c.image_id)
+    new = ctx.images.get(opts.to_image)
+    notes: list[str] = []
+    if new.id == old.id:
+        notes.append("the new image is the same as the running one: data is carried as is")
+    cfg = (new.config or {}).get("config") or {}
+    declared = set((cfg.get("Volumes") or {}).keys())
+    sources = []
+    image_policy: Policy | None = None
+    vols: list[VolumePlan] = []
+    with image_root(ctx.store, new) as root:
+        text = (cfg.get("Labels") or {}).get(POLICY_LABEL)
+        src = f"label {POLICY_LABEL} of {opts.to_image}"
+        if not text:
+            raw = read_file(root, POLICY_FILE)
+            if raw is not None:
+                text, src = raw.decode("utf-8", "replace"), f"{POLICY_FILE} in {opts.to_image}"
+        if text:
+            image_policy = parse_policy(text, src)
+            sources.append(src)
+        for m in c.options.mounts:
+            if m.kind != "volume":
+                continue
+            vp = VolumePlan(name=m.source, target=m.target, readonly=m.readonly)
+            vp.declared = m.target.rstrip("/") in {d.rstrip("/") for d in declared}
+            vp.theirs = inside(root, m.target) is not None
+            if not vp.declared:
+                vp.notes.append(
+                    f"{opts.to_image} no longer declares {m.target} as a volume: "
+                    f"volume {m.source} stays mounted there"
+                )
+            if not vp.theirs:
+                vp.notes.append(
+                    f"{opts.to_image} has nothing at {m.target}: the live data is kept as is"
+                )
+            vols.append(vp)
+    if operator is not None:
+        sources.insert(0, f"--policy {opts.policy_file}")
+    policy = Policy.combined(operator, image_policy) if (operator or image_policy) else None
+    override = health_override(opts)
+    if override is not None:
+        health, hsrc = dataclasses.asdict(override), "upgrade options"
+    elif c.options.health is not None and not c.options.health.disabled:
+        health, hsrc = dataclasses.asdict(c.options.health), "the container's run options"
+    elif (cfg.get("Healthcheck") or {}).get("Test") and cfg["Healthcheck"]["Test"][0] != "NONE":
+        health, hsrc = None, f"HEALTHCHECK of {opts.to_image}"
+    else:
+        health, hsrc = None, f"none: the new container must stay up for {opts.health_timeout:g}s"
+    return UpgradePlan(
+        container=c.name, container_id=c.id, old_image=c.image_ref, old_image_id=str(old.id),
+        new_image=opts.to_image, new_image_id=str(new.id), volumes=vols, health=health,
+        health_source=hsrc, policy_sources=sources, options=opts, notes=notes, policy=policy,
+    )
