@@ -229,3 +229,13 @@ def test_bad_input(tmp_path: Path, bad: str) -> None:
     with pytest.raises(BadInput):
         merge_trees(b, o, t, out)
     assert read(tmp_path / "ours") == {"a": b"1"}
+
+
+def test_many_files_read_in_parallel(tmp_path: Path) -> None:
+    """A directory big enough for the parallel prefetch of contents."""
+    base = {f"f{i}": b"%d\n" % (i % 10) for i in range(150)}
+    ours = dict(base, f3=b"o\n")
+    theirs = dict(base, f4=b"t\n", f5=b"5\n")  # f5: same size, different content
+    out, rep = run(tmp_path, base, ours, theirs)
+    assert out == dict(base, f3=b"o\n", f4=b"t\n", f5=b"5\n")
+    assert actions(rep) == {"f4": "took-theirs", "f5": "took-theirs"}
