@@ -61,7 +61,7 @@ def _pg_dump(conn: sqlite3.Connection, plan: Any, f: Any) -> None:
     target = plan.target
     f.write("-- volmerge sql replay: PostgreSQL dialect\nSET client_encoding = 'UTF8';\nBEGIN;\n")
     for t in target.tables.values():
-        f.write(render.table_ddl(t, target.dialect, "postgres", with_fks=False) + ";\n")
+        f.write(render.table_ddl(t, target.dialect, "postgres", with_fks=False, with_keys=False) + ";\n")
     for t in target.tables.values():
         cols = [c.name for c in t.columns]
         f.write(f"COPY {quote(t.name)} ({', '.join(quote(c) for c in cols)}) FROM stdin;\n")
@@ -73,6 +73,9 @@ def _pg_dump(conn: sqlite3.Connection, plan: Any, f: Any) -> None:
             if c.autoincrement:
                 f.write(f"SELECT setval(pg_get_serial_sequence('{quote(t.name)}', '{c.name}'), "
                         f"(SELECT coalesce(max({quote(c.name)}), 1) FROM {quote(t.name)}));\n")
+    for t in target.tables.values():
+        for clause in render.key_clauses(t):
+            f.write(f"ALTER TABLE {quote(t.name)} ADD {clause};\n")
     for ix in target.indexes.values():
         ddl = render.index_ddl(ix, target.dialect, "postgres")
         if ddl:

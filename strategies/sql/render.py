@@ -88,7 +88,8 @@ def _expr(text: str, src: str, dst: str) -> str | None:
         return None
 
 
-def table_ddl(t: Table, schema_dialect: str, dst: str, with_fks: bool = True) -> str:
+def table_ddl(t: Table, schema_dialect: str, dst: str, with_fks: bool = True,
+              with_keys: bool = True) -> str:
     src = t.dialect or schema_dialect
     if t.sql and src == dst and dst == "sqlite":
         return t.sql
@@ -116,10 +117,8 @@ def table_ddl(t: Table, schema_dialect: str, dst: str, with_fks: bool = True) ->
             if d is not None:
                 parts.append(f"DEFAULT {d}")
         lines.append(" ".join(parts))
-    if pk and inline_pk is None:
-        lines.append(f"PRIMARY KEY ({', '.join(quote(c) for c in pk)})")
-    for u in t.uniques:
-        lines.append(f"UNIQUE ({', '.join(quote(c) for c in u)})")
+    if with_keys:
+        lines.extend(key_clauses(t, skip_pk=inline_pk is not None))
     if with_fks:
         lines.extend(fk_clause(fk) for fk in t.fks)
     for chk in t.checks:
@@ -128,6 +127,15 @@ def table_ddl(t: Table, schema_dialect: str, dst: str, with_fks: bool = True) ->
             lines.append(f"CHECK ({e})")
     tail = " WITHOUT ROWID" if dst == "sqlite" and t.without_rowid else ""
     return f"CREATE TABLE {quote(t.name)} (\n  " + ",\n  ".join(lines) + f"\n){tail}"
+
+
+def key_clauses(t: Table, skip_pk: bool = False) -> list[str]:
+    out = []
+    if t.pk and not skip_pk:
+        out.append(f"PRIMARY KEY ({', '.join(quote(c) for c in t.pk)})")
+    for u in t.uniques:
+        out.append(f"UNIQUE ({', '.join(quote(c) for c in u)})")
+    return out
 
 
 def fk_clause(fk) -> str:  # type: ignore[no-untyped-def]

@@ -108,6 +108,7 @@ def replay_pg(plan: Any, dst: str, progress: Progress | None = None) -> dict[str
         for c in (src_sqlite, src_pg):
             if c is not None:
                 c.close()
+        plan._pg_snapshot = None
     conn.close()
     return {"dst": redact(dst), "tables": tables_out, "verified": True,
             "seconds": round(time.monotonic() - t0, 3)}
@@ -144,7 +145,7 @@ def _load(plan: Any, conn: Any, src_sqlite: sqlite3.Connection | None, src_pg: A
 
     target = plan.target
     for t in target.tables.values():
-        ddl = render.table_ddl(t, target.dialect, "postgres", with_fks=False)
+        ddl = render.table_ddl(t, target.dialect, "postgres", with_fks=False, with_keys=False)
         try:
             conn.execute(ddl)
         except psycopg.Error as e:
@@ -164,6 +165,13 @@ def _load(plan: Any, conn: Any, src_sqlite: sqlite3.Connection | None, src_pg: A
         out.append({"table": tm.target, "from": tm.source, "origin": tm.origin, "rows": tm.rows,
                     "seconds": round(time.monotonic() - t1, 3)})
     _sequences(plan, conn)
+    for t in target.tables.values():  # keys after the load, as pg_dump does: one index build each
+        for clause in render.key_clauses(t):
+            try:
+                with conn.transaction():
+                    conn.execute(f"ALTER TABLE {quote(t.name)} ADD {clause}")
+            except psycopg.Error as e:
+                raise NotDone(f"constraint violation: table {t.name}: {_pg_error(e)}") from None
     for ix in target.indexes.values():
         ddl = render.index_ddl(ix, target.dialect, "postgres")
         if ddl is None:
@@ -241,10 +249,49 @@ def _copy_table(plan: Any, tm: Any, conn: Any, src_sqlite: sqlite3.Connection | 
                     progress(tm.target, done, tm.rows)
     else:
         select = f"SELECT {', '.join(exprs)} FROM {from_sql}"
-        with src_pg.cursor().copy(f"COPY ({select}) TO STDOUT") as out, cur.copy(copy_sql) as cp:
-            for data in out:
-                cp.write(data)
+        with cur.copy(copy_sql) as cp:
+            if not _psql_copy_out(plan, src_pg, select, cp):
+                with src_pg.cursor().copy(f"COPY ({select}) TO STDOUT") as out:
+                    for data in out:
+                        cp.write(data)
     return None
+
+
+def _psql_copy_out(plan: Any, src_pg: Any, select: str, cp: Any) -> bool:
+    """Stream ``COPY (select) TO STDOUT`` through a psql child in 1 MB chunks
+    (psycopg hands out COPY data one row per call, which costs more than the
+    copy itself); the child imports our exported snapshot, so it reads
+    exactly what the rest of the replay reads.  False when psql is missing."""
+    import shutil
+    import subprocess
+
+    psql = shutil.which("psql") or (os.path.join(os.path.dirname(plan._pg_bindir), "psql")
+                                    if getattr(plan, "_pg_bindir", None) else None)
+    if not psql:
+        return False
+    snap = getattr(plan, "_pg_snapshot", None)
+    if snap is None:
+        snap = plan._pg_snapshot = src_pg.execute("SELECT pg_export_snapshot()").fetchone()[0]
+    proc = subprocess.Popen(
+        [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", plan.ours.url,
+         "-c", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+         "-c", f"SET TRANSACTION SNAPSHOT '{snap}'", "-c", f"COPY ({select}) TO STDOUT"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None
+        while True:
+            chunk = proc.stdout.read(1 << 20)
+            if not chunk:
+                break
+            cp.write(chunk)
+    finally:
+        if proc.poll() is None and proc.stdout is not None:
+            proc.stdout.close()
+        err = proc.stderr.read().decode("utf-8", "replace") if proc.stderr else ""
+        rc = proc.wait()
+    if rc != 0:
+        raise NotDone(f"reading the source failed: {err.strip().splitlines()[-1] if err.strip() else rc}")
+    return True
 
 
 def _copy_pg_theirs(plan: Any, tm: Any, conn: Any, cols: list[str]) -> None:

@@ -82,6 +82,15 @@ def _build(plan: Any, tmp: str, progress: Progress | None) -> dict[str, Any]:
     conn = sqlite3.connect(tmp, isolation_level=None)
     verify.register(conn)
     tables_out: list[dict[str, Any]] = []
+    phases: dict[str, float] = {}
+    mark = time.monotonic()
+
+    def phase(name: str) -> None:
+        nonlocal mark
+        now = time.monotonic()
+        phases[name] = round(phases.get(name, 0.0) + now - mark, 3)
+        mark = now
+
     try:
         # MEMORY, not OFF: a failed statement must roll back (the row probe
         # relies on it); pages of a fresh file are not journaled anyway.
@@ -95,6 +104,7 @@ def _build(plan: Any, tmp: str, progress: Progress | None) -> dict[str, Any]:
         if any(t.origin == "theirs" and t.rows for t in plan.tables):
             conn.execute("ATTACH ? AS th", (_attach_uri(plan.theirs.path),))
         conn.execute("BEGIN")
+        phase("open")
         target = plan.target
         for t in target.tables.values():
             try:
@@ -124,6 +134,7 @@ def _build(plan: Any, tmp: str, progress: Progress | None) -> dict[str, Any]:
             tables_out.append({"table": tm.target, "from": tm.source, "origin": tm.origin,
                                "rows": tm.rows, "seconds": round(time.monotonic() - t1, 3)})
         _sequences(conn, plan)
+        phase("rows")
         for ix in target.indexes.values():
             ddl = render.index_ddl(ix, target.dialect, "sqlite")
             if ddl is None:
@@ -148,18 +159,22 @@ def _build(plan: Any, tmp: str, progress: Progress | None) -> dict[str, Any]:
                     conn.execute(ddl)
                 except sqlite3.Error as e:
                     raise NotDone(f"trigger {tr.name}: {e}") from None
+        phase("indexes")
         fk = conn.execute("PRAGMA main.foreign_key_check").fetchone()
         if fk is not None:
             table, rowid, parent, _ = fk
             raise NotDone(f"constraint violation: table {table} row {rowid}: foreign key to {parent} "
                           f"has no matching row")
+        phase("foreign keys")
         checks = verify_sqlite(conn, plan, tables_out)
+        phase("verify")
         conn.execute("COMMIT")
         bad = conn.execute("PRAGMA quick_check").fetchone()[0]
         if bad != "ok":
             raise NotDone(f"integrity check failed on the new database: {bad}")
         conn.execute("PRAGMA journal_mode=DELETE")
-        return {"tables": tables_out, "verified": checks}
+        phase("integrity")
+        return {"tables": tables_out, "verified": checks, "phases": phases}
     finally:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
