@@ -235,7 +235,7 @@ def test_many_files_read_in_parallel(tmp_path: Path) -> None:
     """A directory big enough for the parallel prefetch of contents."""
     base = {f"f{i}": b"%d\n" % (i % 10) for i in range(150)}
     ours = dict(base, f3=b"o\n")
-    theirs = dict(base, f4=b"t\n", f5=b"5\n")  # f5: same size, different content
+    theirs = dict(base, f4=b"t\n", f6=b"7\n")  # f6: same size, other content
     out, rep = run(tmp_path, base, ours, theirs)
-    assert out == dict(base, f3=b"o\n", f4=b"t\n", f5=b"5\n")
-    assert actions(rep) == {"f4": "took-theirs", "f5": "took-theirs"}
+    assert out == dict(base, f3=b"o\n", f4=b"t\n", f6=b"7\n")
+    assert actions(rep) == {"f4": "took-theirs", "f6": "took-theirs"}
