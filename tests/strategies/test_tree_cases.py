@@ -239,3 +239,26 @@ def test_many_files_read_in_parallel(tmp_path: Path) -> None:
     out, rep = run(tmp_path, base, ours, theirs)
     assert out == dict(base, f3=b"o\n", f4=b"t\n", f6=b"7\n")
     assert actions(rep) == {"f4": "took-theirs", "f6": "took-theirs"}
+
+
+def test_databases_go_to_the_sql_strategy(tmp_path: Path) -> None:
+    """Detection without a policy: SQLite files go to `sql` (when it loads)
+    and are handed over by path; the report lists them under "sql"."""
+    import sqlite3
+
+    from strategies.registry import find_strategy
+
+    if find_strategy("sql") is None:
+        pytest.skip("the sql strategy does not load in this checkout")
+    b, o, t = three(tmp_path, {}, {}, {})
+    for d, rows, extra in ((b, ["a"], ""), (o, ["a", "ours"], ""), (t, ["a"], ", w text default 'x'")):
+        con = sqlite3.connect(d / "app.db")
+        con.execute(f"create table t (v text{extra})")
+        con.executemany("insert into t(v) values (?)", [(r,) for r in rows])
+        con.commit()
+        con.close()
+    rep = merge_trees(b, o, t, tmp_path / "out")
+    assert rep.to_json()["sql"][0]["path"] == "app.db"
+    con = sqlite3.connect(tmp_path / "out" / "app.db")
+    assert con.execute("select v, w from t order by v").fetchall() == [("a", "x"), ("ours", "x")]
+    con.close()
