@@ -1,0 +1,90 @@
+"""The executor protocol: what the engine needs from a container runtime.
+
+An executor takes a bundle (``config.json`` + ``rootfs``) that the engine
+prepared, and runs its process in the foreground of the caller: the caller
+(the CLI for a foreground run, the supervisor for a detached one) owns the
+stdio and waits for the exit code.  One conformance suite
+(tests/runtime/test_lifecycle.py) runs every executor.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Protocol
+
+
+@dataclass
+class Stdio:
+    stdin: int | IO[bytes] | None = None
+    stdout: int | IO[bytes] | None = None
+    stderr: int | IO[bytes] | None = None
+
+
+class Running(Protocol):
+    """A started container process, owned by the caller."""
+
+    pid: int  # the process the caller waits on (not necessarily the container's init)
+
+    def wait(self) -> int:
+        """Block until the container exits; its exit code (128+N if killed by signal N)."""
+        ...
+
+    def poll(self) -> int | None:
+        ...
+
+    def init_pid(self, timeout: float = 5.0) -> int | None:
+        """The host pid of the container's first process, once it exists."""
+        ...
+
+
+class Executor(Protocol):
+    name: str
+
+    def start(self, cid: str, bundle: Path, stdio: Stdio) -> Running:
+        """Create the container from ``bundle`` and start its process."""
+        ...
+
+    def kill(self, cid: str, init_pid: int, sig: int) -> None:
+        ...
+
+    def exec(self, cid: str, init_pid: int, argv: list[str], *, env: list[str], uid: int,
+             gid: int, cwd: str, stdio: Stdio, timeout: float | None = None) -> int:
+        """Run ``argv`` inside the running container; its exit code.
+        TimeoutError after ``timeout`` seconds (the command is killed)."""
+        ...
+
+    def pause(self, cid: str) -> None:
+        ...
+
+    def unpause(self, cid: str) -> None:
+        ...
+
+    def cleanup(self, cid: str) -> None:
+        """Forget the container: runtime state and cgroups.  Idempotent."""
+        ...
+
+
+def exit_code(status: int) -> int:
+    """A waitpid status as a shell-style exit code."""
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def read_pid_file(path: Path, alive: "callable[[], bool]", timeout: float) -> int | None:  # type: ignore[valid-type]
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while True:
+        try:
+            text = path.read_text().strip()
+            if text:
+                return int(text)
+        except (FileNotFoundError, ValueError):
+            pass
+        if not alive() or time.monotonic() > deadline:
+            return None
+        time.sleep(delay)
+        delay = min(delay * 2, 0.02)

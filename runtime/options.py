@@ -1,0 +1,241 @@
+"""Everything ``run`` accepts, as plain JSON-serialisable dataclasses.
+
+RunOptions holds only what the operator said.  Image defaults (Cmd,
+Entrypoint, Env, WorkingDir, User, Healthcheck) are applied when the spec is
+built, so an upgrade can start a successor with
+``dataclasses.replace(old.options, image=new_ref)`` and get the *new* image's
+defaults wherever the operator did not override them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import BadInput
+
+_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
+_VOLUME_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
+MOUNT_MODES = ("ro", "rw")
+
+
+@dataclass
+class Mount:
+    """One ``-v`` or ``--tmpfs`` mount.  kind: "bind" | "volume" | "tmpfs"."""
+
+    kind: str
+    target: str
+    source: str = ""
+    readonly: bool = False
+    options: list[str] = field(default_factory=list)
+
+    def spec_string(self) -> str:
+        if self.kind == "tmpfs":
+            return self.target
+        return f"{self.source}:{self.target}" + (":ro" if self.readonly else "")
+
+
+@dataclass
+class PortSpec:
+    """``-p [HOST_IP:]HOST_PORT:CONTAINER_PORT[/PROTO]``."""
+
+    host_port: int
+    container_port: int
+    proto: str = "tcp"
+    host_ip: str = ""
+
+
+@dataclass
+class HealthConfig:
+    """A health check.  ``test`` follows Docker: ["CMD", argv...],
+    ["CMD-SHELL", "cmd"], or ["NONE"]; ``tcp_port``/``http_url`` are probes
+    run from the host side inside the container's network namespace."""
+
+    test: list[str] = field(default_factory=list)
+    interval: float = 30.0
+    timeout: float = 30.0
+    retries: int = 3
+    start_period: float = 0.0
+    tcp_port: int | None = None
+    http_url: str | None = None
+
+    @property
+    def disabled(self) -> bool:
+        return (not self.test or self.test[0] == "NONE") and self.tcp_port is None \
+            and not self.http_url
+
+
+@dataclass
+class RestartPolicy:
+    """``--restart no|on-failure[:N]|always`` (N = 0 means no limit)."""
+
+    name: str = "no"
+    max_retries: int = 0
+
+
+@dataclass
+class RunOptions:
+    image: str
+    name: str | None = None
+    command: list[str] | None = None          # None: the image's Cmd
+    entrypoint: list[str] | None = None       # None: the image's Entrypoint
+    env: dict[str, str] = field(default_factory=dict)
+    workdir: str | None = None
+    user: str | None = None
+    mounts: list[Mount] = field(default_factory=list)
+    ports: list[PortSpec] = field(default_factory=list)
+    network: str | None = None                # None / "none" / "host" / a network name
+    ip: str | None = None
+    hostname: str | None = None
+    health: HealthConfig | None = None        # None: the image's Healthcheck
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
+    runtime: str | None = None                # "runc" | "builtin" | None (auto)
+    rm: bool = False
+    detach: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+    memory: int | None = None                 # bytes
+    pids_limit: int | None = None
+
+    # -- JSON ----------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> RunOptions:
+        d = dict(d)
+        d["mounts"] = [Mount(**m) for m in d.get("mounts") or []]
+        d["ports"] = [PortSpec(**p) for p in d.get("ports") or []]
+        if d.get("health") is not None:
+            d["health"] = HealthConfig(**d["health"])
+        d["restart"] = RestartPolicy(**(d.get("restart") or {}))
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+# -- parsers for the CLI syntax (each raises BadInput with one line) -----------
+
+def check_name(name: str) -> str:
+    if not _NAME_RE.match(name):
+        raise BadInput(f"invalid container name {name!r}: use letters, digits, '_', '.', '-'")
+    return name
+
+
+def parse_volume(spec: str) -> Mount:
+    """``/host:/ctr[:ro|rw]`` (bind) or ``NAME:/ctr[:ro|rw]`` (named volume)."""
+    parts = spec.split(":")
+    if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
+        raise BadInput(f"bad mount spec {spec!r}: expected SOURCE:/PATH[:ro]")
+    src, target = parts[0], parts[1]
+    mode = parts[2] if len(parts) == 3 else "rw"
+    if mode not in MOUNT_MODES:
+        raise BadInput(f"bad mount spec {spec!r}: mode must be ro or rw, not {mode!r}")
+    _check_target(target, spec)
+    if src.startswith("/"):
+        import os
+
+        if not os.path.exists(src):
+            raise BadInput(f"bad mount spec {spec!r}: host path {src} does not exist")
+        return Mount("bind", target, os.path.realpath(src), mode == "ro")
+    if src.startswith("."):
+        raise BadInput(f"bad mount spec {spec!r}: host paths must be absolute")
+    if not _VOLUME_NAME_RE.match(src):
+        raise BadInput(f"bad mount spec {spec!r}: invalid volume name {src!r}")
+    return Mount("volume", target, src, mode == "ro")
+
+
+def parse_tmpfs(spec: str) -> Mount:
+    target, _, opts = spec.partition(":")
+    _check_target(target, spec)
+    options = [o for o in opts.split(",") if o]
+    for o in options:
+        if not re.match(r"^(size=\d+[kmgKMG]?|mode=[0-7]{3,4}|ro|rw|noexec|exec|nosuid|nodev)$", o):
+            raise BadInput(f"bad tmpfs spec {spec!r}: unknown option {o!r}")
+    return Mount("tmpfs", target, "tmpfs", "ro" in options, [o for o in options if o != "ro"])
+
+
+def _check_target(target: str, spec: str) -> None:
+    if not target.startswith("/"):
+        raise BadInput(f"bad mount spec {spec!r}: container path must be absolute")
+    if any(p == ".." for p in target.split("/")):
+        raise BadInput(f"bad mount spec {spec!r}: container path must not contain '..'")
+    if target.rstrip("/") == "":
+        raise BadInput(f"bad mount spec {spec!r}: cannot mount over /")
+
+
+def parse_port(spec: str) -> PortSpec:
+    proto = "tcp"
+    body = spec
+    if "/" in spec:
+        body, proto = spec.rsplit("/", 1)
+    if proto not in ("tcp", "udp"):
+        raise BadInput(f"bad port spec {spec!r}: protocol must be tcp or udp")
+    parts = body.split(":")
+    try:
+        if len(parts) == 1:
+            hp = cp = int(parts[0])
+            ip = ""
+        elif len(parts) == 2:
+            ip, hp, cp = "", int(parts[0]), int(parts[1])
+        elif len(parts) == 3:
+            ip, hp, cp = parts[0], int(parts[1]), int(parts[2])
+        else:
+            raise ValueError
+    except ValueError:
+        raise BadInput(f"bad port spec {spec!r}: expected [IP:]HOST_PORT:CONTAINER_PORT") from None
+    for p in (hp, cp):
+        if not 0 < p < 65536:
+            raise BadInput(f"bad port spec {spec!r}: port {p} out of range")
+    return PortSpec(hp, cp, proto, ip)
+
+
+def parse_restart(spec: str) -> RestartPolicy:
+    name, _, n = spec.partition(":")
+    if name in ("no", "always", "unless-stopped") and not n:
+        return RestartPolicy("always" if name == "unless-stopped" else name)
+    if name == "on-failure":
+        try:
+            k = int(n) if n else 0
+            if k < 0:
+                raise ValueError
+        except ValueError:
+            raise BadInput(f"bad restart policy {spec!r}: retry count must be a number >= 0") from None
+        return RestartPolicy("on-failure", k)
+    raise BadInput(f"bad restart policy {spec!r}: expected no, on-failure[:N] or always")
+
+
+def parse_env(items: list[str], environ: dict[str, str] | None = None) -> dict[str, str]:
+    import os
+
+    environ = os.environ if environ is None else environ
+    out: dict[str, str] = {}
+    for item in items:
+        k, sep, v = item.partition("=")
+        if not k or "\0" in item:
+            raise BadInput(f"bad environment variable {item!r}: expected KEY=VALUE")
+        if not sep:  # -e KEY takes the value from the caller's environment
+            if k not in environ:
+                continue
+            v = environ[k]
+        out[k] = v
+    return out
+
+
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def parse_bytes(spec: str) -> int:
+    m = re.match(r"^(\d+)([bkmgBKMG]?)$", spec.strip())
+    if not m:
+        raise BadInput(f"bad size {spec!r}: expected a number with an optional b/k/m/g suffix")
+    return int(m.group(1)) * _UNITS[m.group(2).lower()]
+
+
+def parse_duration(spec: str) -> float:
+    """``30s``, ``1m``, ``500ms``, ``1.5`` (seconds)."""
+    m = re.match(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$", spec.strip())
+    if not m:
+        raise BadInput(f"bad duration {spec!r}: expected e.g. 500ms, 5s, 1m")
+    n = float(m.group(1))
+    return n * {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600}[m.group(2)]

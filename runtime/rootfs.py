@@ -1,0 +1,126 @@
+"""The container's root: an overlay of the image's layers and a container layer.
+
+``containers/<id>/upper`` and ``work`` hold the container layer; it survives
+stop/start and goes with ``rm``.  The overlay is mounted at
+``containers/<id>/bundle/rootfs`` while the container runs.  Mounting uses the
+new mount API (``lowerdir+=``, one layer per call, see runtime.sys), so the
+4096-byte option page is no limit; the kernel's own limit is 500 lower layers
+here (501 fails with EINVAL).  Images with more layers get their bottom layers
+squashed once into ``containers/<id>/squashed`` (a copy through a read-only
+overlay, so whiteouts are applied) and the container mounts at most 500.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import fsutil
+from . import sys as rsys
+from .errors import BadInput, NotFound
+
+
+def max_lowers() -> int:
+    return rsys.overlay_max_lowers()
+
+
+@dataclass
+class RootfsImage:
+    """A plain root file system directory used as a one-layer image (like
+    ``podman run --rootfs``); its config is read from ``<dir>.json`` when
+    that file exists (an OCI image config)."""
+
+    path: Path
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return "rootfs:" + str(self.path)
+
+    def lower_dirs(self) -> list[str]:
+        return [str(self.path)]
+
+
+def load_image(store: Any, ref: str) -> Any:
+    """An image by reference: an absolute directory path is a RootfsImage;
+    anything else comes from the image store."""
+    if ref.startswith("/"):
+        p = Path(ref)
+        if not p.is_dir():
+            raise NotFound(f"image {ref}: no such directory")
+        cfg_path = p.with_name(p.name + ".json")
+        cfg: dict[str, Any] = {}
+        if cfg_path.is_file():
+            try:
+                cfg = json.loads(cfg_path.read_text())
+            except ValueError as exc:
+                raise BadInput(f"image config {cfg_path}: {exc}") from None
+        return RootfsImage(p, cfg)
+    try:
+        from . import images  # type: ignore[attr-defined]
+    except ImportError:
+        raise NotFound(f"image {ref} not found (no image store installed)") from None
+    return images.ImageStore(store, sweep=False).get(ref)
+
+
+def layout(cdir: Path) -> tuple[Path, Path, Path]:
+    """(upper, work, rootfs mount point) of a container directory."""
+    return cdir / "upper", cdir / "work", cdir / "bundle" / "rootfs"
+
+
+def mount_rootfs(cdir: Path, lowers: list[str]) -> Path:
+    """Mount the container's root (idempotent) and return the mount point."""
+    upper, work, target = layout(cdir)
+    for d in (upper, work, target):
+        d.mkdir(parents=True, exist_ok=True)
+    if rsys.is_mountpoint(target):
+        return target
+    if not lowers:
+        raise BadInput("image has no layers")
+    lowers = _fit_lowers(cdir, lowers)
+    rsys.mount_overlay(target, lowers, str(upper), str(work))
+    return target
+
+
+def umount_rootfs(cdir: Path) -> None:
+    """Unmount the root and everything below it (bind mounts of a crashed run)."""
+    rsys.umount_tree(cdir / "bundle" / "rootfs")
+
+
+def _fit_lowers(cdir: Path, lowers: list[str]) -> list[str]:
+    limit = max_lowers()
+    if len(lowers) <= limit:
+        return lowers
+    squashed = cdir / "squashed"
+    keep = lowers[: limit - 1]
+    if not squashed.is_dir():
+        squash(lowers[limit - 1:], squashed, tmp_parent=cdir)
+    return keep + [str(squashed)]
+
+
+def squash(lowers: list[str], dest: Path, *, tmp_parent: Path) -> None:
+    """Merge ``lowers`` (top-most first) into one directory ``dest``."""
+    limit = max_lowers()
+    while len(lowers) > limit:  # squash from the bottom up, 500 at a time
+        part = tmp_parent / f"squash-part-{len(lowers)}"
+        squash(lowers[-limit:], part, tmp_parent=tmp_parent)
+        lowers = lowers[:-limit] + [str(part)]
+    view = tmp_parent / "squash-view"
+    tmp = dest.with_name(dest.name + ".new")
+    fsutil.rmtree(tmp)
+    view.mkdir(exist_ok=True)
+    rsys.mount_overlay(view, lowers, readonly=True)
+    try:
+        subprocess.run(["cp", "-a", "--", f"{view}/.", str(tmp)], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    finally:
+        rsys.umount(view, rsys.MNT_DETACH)
+        os.rmdir(view)
+    os.rename(tmp, dest)
+    for low in lowers:  # intermediate parts are ours to drop
+        if Path(low).parent == tmp_parent and Path(low).name.startswith("squash-part-"):
+            fsutil.rmtree(low)

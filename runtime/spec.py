@@ -1,0 +1,270 @@
+"""The OCI runtime spec (``config.json``) from image config + run options.
+
+The spec is the contract between the engine and every executor: runc reads
+it as is, the builtin executor implements the subset written here.  Image
+defaults are applied here and nowhere else (see runtime.options).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import BadInput
+from .options import RunOptions
+
+# Docker's default capability set (moby oci/caps/defaults.go).
+DEFAULT_CAPS = [
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
+    "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+]
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+MASKED_PATHS = [
+    "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+    "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+]
+READONLY_PATHS = [
+    "/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+]
+
+
+@dataclass
+class ResolvedMount:
+    """A mount with its source on the host and its target resolved inside the
+    rootfs (no symlink left in it), ready for either executor."""
+
+    kind: str          # bind | volume | tmpfs
+    source: str        # host path ("tmpfs" for tmpfs)
+    target: str        # absolute path inside the container, symlink-free
+    readonly: bool = False
+    options: tuple[str, ...] = ()
+    name: str = ""     # volume name
+
+
+@dataclass
+class Process:
+    args: list[str]
+    env: list[str]
+    cwd: str
+    uid: int
+    gid: int
+    additional_gids: list[int]
+
+
+# -- paths inside the image ------------------------------------------------------
+
+def resolve_in_root(rootfs: Path, path: str, *, what: str = "path") -> str:
+    """Resolve ``path`` inside ``rootfs`` following the image's symlinks as the
+    container would see them; return the symlink-free absolute path.
+
+    Absolute symlinks are rooted at the rootfs (like in the container).  A
+    relative symlink whose ``..`` climbs above the root is an attempt to
+    escape: BadInput, rather than silently clamping it.
+    """
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    resolved: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if not resolved:
+                raise BadInput(f"{what} {path} escapes the container's root file system")
+            resolved.pop()
+            continue
+        candidate = rootfs.joinpath(*resolved, part)
+        if candidate.is_symlink():
+            hops += 1
+            if hops > 40:
+                raise BadInput(f"{what} {path}: too many levels of symbolic links in the image")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                resolved = []
+            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+            continue
+        resolved.append(part)
+    return "/" + "/".join(resolved)
+
+
+def find_executable(rootfs: Path, argv0: str, path_env: str) -> str | None:
+    """Where ``argv0`` is in the image (as execvp would find it), or None."""
+    if "/" in argv0:
+        cands = [argv0 if argv0.startswith("/") else "/" + argv0]
+    else:
+        cands = [f"{d.rstrip('/')}/{argv0}" for d in path_env.split(":") if d.startswith("/")]
+    for c in cands:
+        try:
+            real = rootfs / resolve_in_root(rootfs, c, what="command").lstrip("/")
+        except BadInput:
+            continue
+        if real.is_file() and os.access(real, os.X_OK):
+            return c
+    return None
+
+
+def _read_db(rootfs: Path, rel: str) -> list[list[str]]:
+    try:
+        p = rootfs / resolve_in_root(rootfs, rel).lstrip("/")
+        with open(p, encoding="utf-8", errors="replace") as f:
+            return [line.rstrip("\n").split(":") for line in f if line.strip() and not line.startswith("#")]
+    except (OSError, BadInput):
+        return []
+
+
+def resolve_user(rootfs: Path, user: str) -> tuple[int, int, list[int], str]:
+    """``user[:group]`` (names or numbers) -> uid, gid, supplementary gids,
+    home, read from the image's /etc/passwd and /etc/group."""
+    if not user:
+        user = "0"
+    name, _, group = user.partition(":")
+    passwd = _read_db(rootfs, "/etc/passwd")
+    uid: int | None = None
+    gid: int | None = None
+    home = "/"
+    username = None
+    for row in passwd:
+        if len(row) < 6:
+            continue
+        if row[0] == name or (name.isdigit() and row[2] == name):
+            try:
+                uid, gid = int(row[2]), int(row[3])
+            except ValueError:
+                continue
+            home, username = row[5] or "/", row[0]
+            break
+    if uid is None:
+        if not name.isdigit():
+            raise BadInput(f"user {name!r} not found in the image's /etc/passwd")
+        uid, gid = int(name), 0 if not group else 0
+        if uid == 0:
+            home = "/root"
+    groups = _read_db(rootfs, "/etc/group")
+    if group:
+        gid = None
+        for row in groups:
+            if len(row) >= 3 and (row[0] == group or (group.isdigit() and row[2] == group)):
+                gid = int(row[2])
+                break
+        if gid is None:
+            if not group.isdigit():
+                raise BadInput(f"group {group!r} not found in the image's /etc/group")
+            gid = int(group)
+    extra: list[int] = []
+    if username is not None and not group:
+        for row in groups:
+            if len(row) >= 4 and username in row[3].split(",") and row[2].isdigit():
+                g = int(row[2])
+                if g != gid and g not in extra:
+                    extra.append(g)
+    assert gid is not None
+    return uid, gid, extra, home
+
+
+def resolve_process(rootfs: Path, image_config: dict[str, Any], opts: RunOptions,
+                    hostname: str) -> Process:
+    """argv, env, cwd and user: the operator's options over the image's defaults."""
+    cfg = image_config.get("config") or {}
+    if opts.entrypoint is not None:
+        argv = [a for a in opts.entrypoint] + list(opts.command or [])
+    else:
+        cmd = opts.command if opts.command else (cfg.get("Cmd") or [])
+        argv = list(cfg.get("Entrypoint") or []) + list(cmd)
+    if not argv or not argv[0]:
+        raise BadInput(f"no command specified: image {opts.image} has no Cmd or Entrypoint")
+    env: dict[str, str] = {}
+    for item in cfg.get("Env") or []:
+        k, _, v = item.partition("=")
+        env[k] = v
+    env.update(opts.env)
+    env.setdefault("PATH", DEFAULT_PATH)
+    env["HOSTNAME"] = hostname
+    uid, gid, extra, home = resolve_user(rootfs, opts.user or cfg.get("User") or "")
+    env.setdefault("HOME", home)
+    if find_executable(rootfs, argv[0], env["PATH"]) is None:
+        raise BadInput(f"command {argv[0]!r} not found in image {opts.image}")
+    cwd = opts.workdir or cfg.get("WorkingDir") or "/"
+    if not cwd.startswith("/"):
+        raise BadInput(f"working directory {cwd!r} must be absolute")
+    return Process(argv, [f"{k}={v}" for k, v in env.items()], cwd, uid, gid, extra)
+
+
+def _rlimit_nofile() -> int:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return 1048576 if hard == resource.RLIM_INFINITY else min(1048576, hard)
+
+
+def build_spec(proc: Process, *, hostname: str, mounts: list[ResolvedMount],
+               netns: str | None, share_host_net: bool, cgroups_path: str,
+               memory: int | None = None, pids_limit: int | None = None,
+               hosts_path: str | None = None, readonly_root: bool = False) -> dict[str, Any]:
+    """The OCI runtime spec for one container (rootfs is ``bundle/rootfs``)."""
+    caps = list(DEFAULT_CAPS)
+    nofile = _rlimit_nofile()
+    spec_mounts: list[dict[str, Any]] = [
+        {"destination": "/proc", "type": "proc", "source": "proc",
+         "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+         "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+         "options": ["nosuid", "noexec", "nodev", "ro"]},
+    ]
+    if hosts_path:
+        spec_mounts.append({"destination": "/etc/hosts", "type": "bind", "source": hosts_path,
+                            "options": ["rbind", "rprivate", "ro"]})
+    for m in mounts:
+        if m.kind == "tmpfs":
+            opts = ["nosuid", "nodev", *m.options]
+            if not any(o.startswith("mode=") for o in opts):
+                opts.append("mode=1777")
+            if m.readonly:
+                opts.append("ro")
+            spec_mounts.append({"destination": m.target, "type": "tmpfs", "source": "tmpfs",
+                                "options": opts})
+        else:
+            spec_mounts.append({"destination": m.target, "type": "bind", "source": m.source,
+                                "options": ["rbind", "rprivate", "ro" if m.readonly else "rw"]})
+    namespaces: list[dict[str, str]] = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
+    if not share_host_net:
+        namespaces.append({"type": "network", "path": netns} if netns else {"type": "network"})
+    resources: dict[str, Any] = {"devices": [{"allow": False, "access": "rwm"}]}
+    if memory:
+        resources["memory"] = {"limit": memory}
+    if pids_limit:
+        resources["pids"] = {"limit": pids_limit}
+    root_user = proc.uid == 0
+    return {
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": False,
+            "user": {"uid": proc.uid, "gid": proc.gid, "additionalGids": proc.additional_gids},
+            "args": proc.args,
+            "env": proc.env,
+            "cwd": proc.cwd,
+            "capabilities": {
+                "bounding": caps,
+                "effective": caps if root_user else [],
+                "permitted": caps if root_user else [],
+            },
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}],
+            "noNewPrivileges": True,
+        },
+        "root": {"path": "rootfs", "readonly": readonly_root},
+        "hostname": hostname,
+        "mounts": spec_mounts,
+        "linux": {
+            "namespaces": namespaces,
+            "resources": resources,
+            "cgroupsPath": cgroups_path,
+            "maskedPaths": MASKED_PATHS,
+            "readonlyPaths": READONLY_PATHS,
+        },
+    }

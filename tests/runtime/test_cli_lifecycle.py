@@ -1,0 +1,145 @@
+"""The issue's "done when", through the real CLI, for both executors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+from runtime import sys as rsys
+
+LOOP = "trap 'echo bye; exit 3' TERM; echo started; while true; do sleep 0.05; done"
+
+
+def _rt(executor: str) -> list[str]:
+    return ["--runtime", executor]
+
+
+def test_run_foreground_prints_and_propagates_exit_code(cli, image, executor, root):
+    p = cli("run", "--rm", *_rt(executor), image, "/bin/sh", "-c", "echo hi; echo err >&2; exit 7")
+    assert p.returncode == 7, p.stderr
+    assert p.stdout == "hi\n"
+    assert "err" in p.stderr
+    assert os.listdir(root / "containers") == []
+
+
+def test_run_uses_image_cmd_and_env(cli, image, executor):
+    p = cli("run", "--rm", *_rt(executor), "-e", "FOO=bar", image, "/bin/sh", "-c",
+            "echo $FOO $PATH; pwd; id -u")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0] == "bar /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    assert lines[1:] == ["/", "0"]
+
+
+def test_detached_lifecycle_leaves_nothing_behind(cli, image, executor, root):
+    p = cli("run", "-d", "--name", "web", *_rt(executor), image, "/bin/sh", "-c", LOOP)
+    assert p.returncode == 0, p.stderr
+    cid = p.stdout.strip()
+    assert len(cid) == 64
+    # the container outlives the CLI process that started it
+    ps = cli("ps", "--json")
+    [c] = json.loads(ps.stdout)
+    assert c["name"] == "web" and c["state"] == "running" and c["pid"]
+    assert rsys.is_mountpoint(root / "containers" / cid / "bundle" / "rootfs")
+    assert cli("ps", "-q").stdout.split() == [cid[:12]]
+
+    t0 = time.monotonic()
+    assert cli("stop", "-t", "5", "web").returncode == 0
+    assert time.monotonic() - t0 < 5
+    [c] = json.loads(cli("ps", "-a", "--json").stdout)
+    assert c["state"] == "exited" and c["exit_code"] == 3
+    assert cli("ps", "-q").stdout == ""
+    assert not rsys.is_mountpoint(root / "containers" / cid / "bundle" / "rootfs")
+    logs = cli("logs", "web")
+    assert logs.stdout.split() == ["started", "bye"]
+
+    assert cli("start", "web").returncode == 0
+    assert json.loads(cli("inspect", "--json", "web").stdout)[0]["state"] == "running"
+    assert cli("restart", "-t", "5", "web").returncode == 0
+    assert json.loads(cli("inspect", "--json", "web").stdout)[0]["state"] == "running"
+    p = cli("rm", "web")
+    assert p.returncode == 2 and "stop it first" in p.stderr
+    assert cli("rm", "-f", "web").returncode == 0
+    assert cli("ps", "-a", "-q").stdout == ""
+    assert os.listdir(root / "containers") == []
+
+
+def test_stop_kills_after_timeout(cli, image, executor):
+    # pid 1 ignores SIGTERM without a handler: stop must fall back to SIGKILL
+    cid = cli("run", "-d", *_rt(executor), image, "/bin/sleep", "60").stdout.strip()
+    t0 = time.monotonic()
+    assert cli("stop", "-t", "0.5", cid).returncode == 0
+    assert time.monotonic() - t0 < 4
+    [c] = json.loads(cli("inspect", "--json", cid).stdout)
+    assert c["state"] == "exited" and c["exit_code"] == 137
+    assert cli("rm", cid).returncode == 0
+
+
+def test_exec_kill_wait(cli, image, executor):
+    cid = cli("run", "-d", *_rt(executor), "-e", "A=1", image, "/bin/sh", "-c", LOOP).stdout.strip()
+    p = cli("exec", "-e", "B=2", cid, "/bin/sh", "-c", "echo $A$B $(hostname); exit 5")
+    assert p.returncode == 5
+    assert p.stdout.split() == ["12", cid[:12]]
+    p = cli("exec", "-u", "1234:1234", cid, "id")
+    assert p.stdout.split()[:2] == ["uid=1234", "gid=1234"]
+    assert cli("kill", "-s", "TERM", cid).returncode == 0
+    w = cli("wait", cid)
+    assert w.stdout.strip() == "3"
+    p = cli("exec", cid, "true")
+    assert p.returncode == 2 and "not running" in p.stderr
+    assert cli("rm", cid).returncode == 0
+
+
+def test_supervisor_killed_is_reconciled(cli, image, executor, root):
+    cid = cli("run", "-d", *_rt(executor), image, "/bin/sh", "-c", LOOP).stdout.strip()
+    [c] = json.loads(cli("inspect", "--json", cid).stdout)
+    from runtime.containers import Engine
+    from runtime.store import Store
+
+    st = Store(root, sweep=False)
+    owner = Engine(st).get(cid).owner_pid
+    st.close()
+    os.kill(owner, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while os.path.exists(f"/proc/{owner}") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    [c] = json.loads(cli("ps", "-a", "--json").stdout)
+    assert c["state"] == "exited" and c["exit_code"] == 137
+    assert "reconciled" in c["error"]
+    assert not rsys.is_mountpoint(root / "containers" / cid / "bundle" / "rootfs")
+    assert cli("rm", cid).returncode == 0
+
+
+def test_container_process_died_shows_exit_code(cli, image, executor):
+    cid = cli("run", "-d", *_rt(executor), image, "/bin/sh", "-c", LOOP).stdout.strip()
+    pid = json.loads(cli("inspect", "--json", cid).stdout)[0]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    assert cli("wait", "--timeout", "10", cid).stdout.strip() == "137"
+    [c] = json.loads(cli("ps", "-a", "--json").stdout)
+    assert c["state"] == "exited" and c["exit_code"] == 137
+    assert cli("rm", cid).returncode == 0
+
+
+def test_pause_unpause(cli, image, executor):
+    cid = cli("run", "-d", *_rt(executor), image, "/bin/sh", "-c", LOOP).stdout.strip()
+    assert cli("pause", cid).returncode == 0
+    assert json.loads(cli("inspect", "--json", cid).stdout)[0]["state"] == "paused"
+    assert "Paused" in cli("ps").stdout
+    assert cli("unpause", cid).returncode == 0
+    p = cli("exec", cid, "echo", "alive")
+    assert p.stdout.strip() == "alive"
+    assert cli("pause", cid).returncode == 0
+    assert cli("rm", "-f", cid).returncode == 0
+
+
+def test_help_texts():
+    import subprocess
+    import sys
+
+    for verb in ("run", "ps", "stop", "start", "restart", "kill", "rm", "logs", "exec",
+                 "inspect", "wait", "pause", "unpause", "create"):
+        p = subprocess.run([sys.executable, "-m", "volmerge", verb, "--help"],
+                           capture_output=True, text=True)
+        assert p.returncode == 0 and "Usage" in p.stdout, verb

@@ -1,0 +1,338 @@
+"""Container verbs at the top level, Docker-style: run ps stop start restart
+kill rm logs exec inspect wait pause unpause (and create).
+
+Thin: parse, call runtime.containers.Engine, print.  The runtime is imported
+inside each command so that ``volmerge run`` does not pay for what it does
+not use.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import List, Optional
+
+import typer
+
+from .common import emit_json, store, table
+
+_PASSTHRU = {"allow_interspersed_args": False}
+
+
+def _engine(ctx: typer.Context):  # type: ignore[no-untyped-def]
+    """The one place the CLI builds an Engine (the lead wires the layered
+    volume manager and the network manager here)."""
+    from runtime.containers import Engine
+
+    return Engine(store(ctx))
+
+
+def _ago(ts: float | None) -> str:
+    if not ts:
+        return ""
+    d = max(0, time.time() - ts)
+    for unit, n in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if d >= n:
+            k = int(d // n)
+            return f"{k} {unit}{'s' if k != 1 else ''}"
+    k = int(d)
+    return "Less than a second" if k == 0 else f"{k} second{'s' if k != 1 else ''}"
+
+
+def _status(c) -> str:  # type: ignore[no-untyped-def]
+    if c.state == "running":
+        h = f" ({c.health})" if c.health else ""
+        return f"Up {_ago(c.started_at)}{h}"
+    if c.state == "paused":
+        return f"Up {_ago(c.started_at)} (Paused)"
+    if c.state == "restarting":
+        return f"Restarting ({c.exit_code}) {_ago(c.finished_at or c.started_at)} ago"
+    if c.state == "exited":
+        return f"Exited ({c.exit_code}) {_ago(c.finished_at)} ago"
+    return c.state.capitalize()
+
+
+def _command(c) -> str:  # type: ignore[no-untyped-def]
+    cfg = c.image_config.get("config") or {}
+    o = c.options
+    if o.entrypoint is not None:
+        argv = list(o.entrypoint) + list(o.command or [])
+    else:
+        argv = list(cfg.get("Entrypoint") or []) + list(o.command or cfg.get("Cmd") or [])
+    s = " ".join(argv)
+    return '"' + (s if len(s) <= 20 else s[:19] + "…") + '"'
+
+
+def _run_options(image: str, command: list[str] | None, **kw) -> object:  # type: ignore[no-untyped-def]
+    from runtime import options as o
+
+    health = None
+    if kw["no_healthcheck"]:
+        health = o.HealthConfig(test=["NONE"])
+    elif any(kw[k] is not None for k in ("health_cmd", "health_tcp", "health_http")):
+        health = o.HealthConfig(
+            test=["CMD-SHELL", kw["health_cmd"]] if kw["health_cmd"] else [],
+            interval=o.parse_duration(kw["health_interval"] or "30s"),
+            timeout=o.parse_duration(kw["health_timeout"] or "30s"),
+            retries=kw["health_retries"] if kw["health_retries"] is not None else 3,
+            start_period=o.parse_duration(kw["health_start_period"] or "0s"),
+            tcp_port=kw["health_tcp"], http_url=kw["health_http"],
+        )
+    mounts = [o.parse_volume(v) for v in kw["volume"] or []]
+    mounts += [o.parse_tmpfs(t) for t in kw["tmpfs"] or []]
+    labels = {}
+    for item in kw["label"] or []:
+        k, _, v = item.partition("=")
+        labels[k] = v
+    return o.RunOptions(
+        image=image, name=kw["name"], command=list(command) if command else None,
+        entrypoint=None if kw["entrypoint"] is None else ([kw["entrypoint"]] if kw["entrypoint"] else []),
+        env=o.parse_env(kw["env"] or []), workdir=kw["workdir"], user=kw["user"], mounts=mounts,
+        ports=[o.parse_port(p) for p in kw["publish"] or []], network=kw["network"], ip=kw["ip"],
+        hostname=kw["hostname"], health=health,
+        restart=o.parse_restart(kw["restart"] or "no"), runtime=kw["runtime"], rm=kw["rm"],
+        detach=kw["detach"], labels=labels,
+        memory=o.parse_bytes(kw["memory"]) if kw["memory"] else None, pids_limit=kw["pids_limit"],
+    )
+
+
+def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function below
+    def run_opts(f):  # type: ignore[no-untyped-def]
+        return f
+
+    @app.command(context_settings=_PASSTHRU, no_args_is_help=True)
+    def run(
+        ctx: typer.Context,
+        image: str = typer.Argument(..., help="Image reference (or an absolute rootfs directory)."),
+        command: Optional[List[str]] = typer.Argument(None, help="Command and arguments (default: the image's)."),
+        detach: bool = typer.Option(False, "-d", "--detach", help="Run in the background; print the id."),
+        rm: bool = typer.Option(False, "--rm", help="Remove the container when it exits."),
+        name: Optional[str] = typer.Option(None, "--name", help="Container name."),
+        env: Optional[List[str]] = typer.Option(None, "-e", "--env", help="KEY=VALUE (repeatable)."),
+        workdir: Optional[str] = typer.Option(None, "-w", "--workdir", help="Working directory."),
+        user: Optional[str] = typer.Option(None, "-u", "--user", help="USER[:GROUP] (names or ids)."),
+        entrypoint: Optional[str] = typer.Option(None, "--entrypoint", help="Override the image's entrypoint."),
+        volume: Optional[List[str]] = typer.Option(None, "-v", "--volume", help="/host:/path[:ro] or NAME:/path[:ro]."),
+        tmpfs: Optional[List[str]] = typer.Option(None, "--tmpfs", help="/path[:size=64m,mode=1777]."),
+        publish: Optional[List[str]] = typer.Option(None, "-p", "--publish", help="[IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]."),
+        network: Optional[str] = typer.Option(None, "--network", help="none (default), host, or a network name."),
+        ip: Optional[str] = typer.Option(None, "--ip", help="Address on the network."),
+        hostname: Optional[str] = typer.Option(None, "--hostname", help="Host name (default: short id)."),
+        health_cmd: Optional[str] = typer.Option(None, "--health-cmd", help="Health check command (run by /bin/sh -c)."),
+        health_interval: Optional[str] = typer.Option(None, "--health-interval", help="Time between checks (30s)."),
+        health_timeout: Optional[str] = typer.Option(None, "--health-timeout", help="Time a check may take (30s)."),
+        health_retries: Optional[int] = typer.Option(None, "--health-retries", help="Failures in a row until unhealthy (3)."),
+        health_start_period: Optional[str] = typer.Option(None, "--health-start-period", help="Grace period after start (0s)."),
+        health_tcp: Optional[int] = typer.Option(None, "--health-tcp", help="Healthy when this TCP port accepts."),
+        health_http: Optional[str] = typer.Option(None, "--health-http", help="Healthy when this URL answers 2xx/3xx."),
+        no_healthcheck: bool = typer.Option(False, "--no-healthcheck", help="Disable the image's health check."),
+        restart: Optional[str] = typer.Option(None, "--restart", help="no | on-failure[:N] | always."),
+        runtime: Optional[str] = typer.Option(None, "--runtime", help="runc | builtin (default: runc when installed)."),
+        label: Optional[List[str]] = typer.Option(None, "-l", "--label", help="KEY=VALUE (repeatable)."),
+        memory: Optional[str] = typer.Option(None, "-m", "--memory", help="Memory limit (e.g. 256m)."),
+        pids_limit: Optional[int] = typer.Option(None, "--pids-limit", help="Maximum number of processes."),
+    ) -> None:
+        """Run a command in a new container (foreground unless -d)."""
+        kw = dict(locals())
+        kw.pop("ctx"), kw.pop("image"), kw.pop("command")
+        opts = _run_options(image, command, **kw)
+        eng = _engine(ctx)
+        if detach:
+            c = eng.create(opts)
+            try:
+                eng.start(c.id)
+            except Exception:
+                from runtime.errors import BadInput
+
+                if isinstance(sys.exc_info()[1], BadInput):
+                    eng.remove(c.id, force=True)
+                raise
+            print(c.id)
+            return
+        code = eng.run(opts)
+        raise typer.Exit(code)
+
+    @app.command(context_settings=_PASSTHRU, no_args_is_help=True)
+    def create(
+        ctx: typer.Context,
+        image: str = typer.Argument(..., help="Image reference."),
+        command: Optional[List[str]] = typer.Argument(None, help="Command and arguments."),
+        name: Optional[str] = typer.Option(None, "--name", help="Container name."),
+        env: Optional[List[str]] = typer.Option(None, "-e", "--env", help="KEY=VALUE (repeatable)."),
+        volume: Optional[List[str]] = typer.Option(None, "-v", "--volume", help="/host:/path[:ro] or NAME:/path[:ro]."),
+        runtime: Optional[str] = typer.Option(None, "--runtime", help="runc | builtin."),
+        restart: Optional[str] = typer.Option(None, "--restart", help="no | on-failure[:N] | always."),
+    ) -> None:
+        """Create a container without starting it; print its id."""
+        from runtime import options as o
+
+        opts = o.RunOptions(image=image, name=name, command=list(command) if command else None,
+                            env=o.parse_env(env or []),
+                            mounts=[o.parse_volume(v) for v in volume or []],
+                            runtime=runtime, restart=o.parse_restart(restart or "no"))
+        print(_engine(ctx).create(opts).id)
+
+    @app.command()
+    def ps(
+        ctx: typer.Context,
+        all: bool = typer.Option(False, "-a", "--all", help="Show stopped containers too."),
+        quiet: bool = typer.Option(False, "-q", "--quiet", help="Only ids."),
+        json_: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    ) -> None:
+        """List containers (running ones unless -a)."""
+        cs = _engine(ctx).list(all=all)
+        if json_:
+            emit_json([c.to_json() for c in cs])
+        elif quiet:
+            for c in cs:
+                print(c.short_id)
+        else:
+            table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"],
+                  [[c.short_id, c.image_ref, _command(c), _ago(c.created) + " ago", _status(c), c.name]
+                   for c in cs])
+
+    @app.command(no_args_is_help=True)
+    def stop(
+        ctx: typer.Context,
+        containers: List[str] = typer.Argument(..., help="Names or ids."),
+        time_: float = typer.Option(10, "-t", "--time", "--timeout", help="Seconds before SIGKILL."),
+    ) -> None:
+        """Stop running containers (SIGTERM, then SIGKILL after the timeout)."""
+        eng = _engine(ctx)
+        for ref in containers:
+            eng.stop(ref, time_)
+            print(ref)
+
+    @app.command(no_args_is_help=True)
+    def start(
+        ctx: typer.Context,
+        containers: List[str] = typer.Argument(..., help="Names or ids."),
+        attach: bool = typer.Option(False, "-a", "--attach", help="Run in the foreground (one container)."),
+    ) -> None:
+        """Start stopped containers."""
+        eng = _engine(ctx)
+        if attach:
+            if len(containers) != 1:
+                from runtime.errors import BadInput
+
+                raise BadInput("--attach takes exactly one container")
+            raise typer.Exit(int(eng.start(containers[0], attach=True) or 0))
+        for ref in containers:
+            eng.start(ref)
+            print(ref)
+
+    @app.command(no_args_is_help=True)
+    def restart(
+        ctx: typer.Context,
+        containers: List[str] = typer.Argument(..., help="Names or ids."),
+        time_: float = typer.Option(10, "-t", "--time", "--timeout", help="Seconds before SIGKILL."),
+    ) -> None:
+        """Stop and start containers again."""
+        eng = _engine(ctx)
+        for ref in containers:
+            eng.restart(ref, time_)
+            print(ref)
+
+    @app.command(no_args_is_help=True)
+    def kill(
+        ctx: typer.Context,
+        containers: List[str] = typer.Argument(..., help="Names or ids."),
+        signal_: str = typer.Option("KILL", "-s", "--signal", help="Signal name or number."),
+    ) -> None:
+        """Send a signal to running containers (default SIGKILL)."""
+        eng = _engine(ctx)
+        for ref in containers:
+            eng.kill(ref, signal_)
+            print(ref)
+
+    @app.command(no_args_is_help=True)
+    def rm(
+        ctx: typer.Context,
+        containers: List[str] = typer.Argument(..., help="Names or ids."),
+        force: bool = typer.Option(False, "-f", "--force", help="Kill running containers first."),
+    ) -> None:
+        """Remove containers and their container layers."""
+        eng = _engine(ctx)
+        for ref in containers:
+            eng.remove(ref, force=force)
+            print(ref)
+
+    @app.command(no_args_is_help=True)
+    def logs(
+        ctx: typer.Context,
+        container: str = typer.Argument(..., help="Name or id."),
+        follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing until it exits."),
+    ) -> None:
+        """Print the output of a detached container."""
+        out, err = sys.stdout, sys.stderr
+        for stream, text in _engine(ctx).logs(container, follow=follow):
+            f = err if stream == "stderr" else out
+            f.write(text)
+            if follow:
+                f.flush()
+
+    @app.command("exec", context_settings=_PASSTHRU, no_args_is_help=True)
+    def exec_(
+        ctx: typer.Context,
+        container: str = typer.Argument(..., help="Name or id."),
+        command: List[str] = typer.Argument(..., help="Command and arguments."),
+        env: Optional[List[str]] = typer.Option(None, "-e", "--env", help="KEY=VALUE (repeatable)."),
+        user: Optional[str] = typer.Option(None, "-u", "--user", help="USER[:GROUP]."),
+        workdir: Optional[str] = typer.Option(None, "-w", "--workdir", help="Working directory."),
+    ) -> None:
+        """Run a command in a running container; exit with its code."""
+        from runtime.options import parse_env
+
+        code = _engine(ctx).exec(container, list(command), env=parse_env(env or []), user=user,
+                                 workdir=workdir)
+        raise typer.Exit(code)
+
+    @app.command(no_args_is_help=True)
+    def inspect(
+        ctx: typer.Context,
+        containers: List[str] = typer.Argument(..., help="Names or ids."),
+        json_: bool = typer.Option(False, "--json", help="JSON (the default prints key: value)."),
+    ) -> None:
+        """Show the state, options and mounts of containers."""
+        eng = _engine(ctx)
+        data = [eng.get(ref).to_json() for ref in containers]
+        if json_:
+            emit_json(data)
+            return
+        for d in data:
+            for k in ("id", "name", "image", "state", "runtime", "pid", "exit_code", "health",
+                      "restart_count", "error", "rootfs", "upper", "log"):
+                print(f"{k}: {'' if d[k] is None else d[k]}")
+            for m in d["mounts"]:
+                print(f"mount: {m['kind']} {m['source']} -> {m['target']}"
+                      + (" (ro)" if m.get("readonly") else ""))
+            print()
+
+    @app.command(no_args_is_help=True)
+    def wait(
+        ctx: typer.Context,
+        containers: List[str] = typer.Argument(..., help="Names or ids."),
+        healthy: bool = typer.Option(False, "--healthy", help="Wait until healthy instead of until exit."),
+        timeout: Optional[float] = typer.Option(None, "--timeout", help="Give up (exit 1) after S seconds."),
+    ) -> None:
+        """Wait until containers exit (print exit codes) or, with --healthy,
+        until they pass their health check (exit 1 if they do not in time)."""
+        eng = _engine(ctx)
+        for ref in containers:
+            print(eng.wait(ref, healthy=healthy, timeout=timeout))
+
+    @app.command(no_args_is_help=True)
+    def pause(ctx: typer.Context, containers: List[str] = typer.Argument(..., help="Names or ids.")) -> None:
+        """Freeze every process of running containers."""
+        eng = _engine(ctx)
+        for ref in containers:
+            eng.pause(ref)
+            print(ref)
+
+    @app.command(no_args_is_help=True)
+    def unpause(ctx: typer.Context, containers: List[str] = typer.Argument(..., help="Names or ids.")) -> None:
+        """Thaw paused containers."""
+        eng = _engine(ctx)
+        for ref in containers:
+            eng.unpause(ref)
+            print(ref)
