@@ -155,6 +155,6 @@ def check_name(name: str) -> str:
 
 
 def check_hostname(name: str) -> str:
-    if not re.match(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,62})$", name or ""):
-        raise BadInput(f"hostname {name!r} is invalid: use 1-63 letters, digits, '_', '.', '-'")
+    if not re.match(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,252})$", name or ""):
+        raise BadInput(f"hostname {name!r} is invalid: use 1-253 letters, digits, '_', '.', '-'")
     return name

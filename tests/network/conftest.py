@@ -30,9 +30,11 @@ def host_state() -> dict[str, object]:
 
     with IPRoute(groups=0) as ipr:
         links = sorted(m.get("IFLA_IFNAME") for m in ipr.get_links())
+        # IPv6 link-local addresses come and go by autoconfiguration, at
+        # their own pace: not state that volmerge makes
         addrs = sorted(
             (m.get("IFA_LABEL") or str(m["index"]), m.get("IFA_ADDRESS"), m["prefixlen"])
-            for m in ipr.get_addr()
+            for m in ipr.get_addr() if not str(m.get("IFA_ADDRESS")).startswith("fe80:")
         )
         routes = sorted(
             (m.get("RTA_TABLE"), str(m.get("RTA_DST")), m["dst_len"], str(m.get("RTA_GATEWAY")))

@@ -219,3 +219,28 @@ def test_sweeper_removes_unnamed_pins_and_hosts_files(nm, root: Path) -> None:  
     Store(root).close()
     assert os.listdir(nm.ns_dir) == [] and os.listdir(nm.hosts_dir) == []
     assert not rsys.mounts_below(nm.ns_dir / "orphan")
+
+
+PARALLEL = r"""
+import sys
+from runtime.store import Store
+from runtime.network import NetworkManager
+nm = NetworkManager(Store(sys.argv[1]))
+for i in range(8):
+    nm.connect(f"{sys.argv[2]}{i}", None, f"{sys.argv[2]}{i}")
+"""
+
+
+def test_parallel_connects_from_two_processes(nm, root: Path) -> None:  # type: ignore[no-untyped-def]
+    nm.ensure_default()
+    procs = [subprocess.Popen([sys.executable, "-c", PARALLEL, str(root), tag],
+                              stderr=subprocess.PIPE, text=True) for tag in ("a", "b")]
+    for p in procs:
+        assert p.wait(timeout=120) == 0, p.stderr.read() if p.stderr else ""
+        if p.stderr:
+            p.stderr.close()
+    leases = nm.leases()
+    assert len(leases) == 16 and len({lease.ip for lease in leases}) == 16
+    assert len([li for li in host_state()["links"] if li.startswith("vmh-")]) == 16
+    text = Path(nm.attachment("a0").hosts_path).read_text()
+    assert all(f"\t{t}{i}\n" in text for t in "ab" for i in range(8))
