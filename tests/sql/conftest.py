@@ -20,14 +20,11 @@ _counter = itertools.count()
 
 
 def pg16_bindir() -> str | None:
-    try:
-        import pgserver  # noqa: F401
-    except ImportError:
-        return None
     import importlib.util
 
-    spec = importlib.util.find_spec("pgserver")
-    assert spec and spec.origin
+    spec = importlib.util.find_spec("pgserver")  # located, not imported (its import writes files)
+    if spec is None or not spec.origin:
+        return None
     d = Path(spec.origin).parent / "pginstall" / "bin"
     return str(d) if (d / "postgres").exists() else None
 
