@@ -185,8 +185,8 @@ def mount_overlay(target: str | os.PathLike[str], lowers: list[str], upper: str 
         if upper is not None:
             _fsconfig(fd, FSCONFIG_SET_STRING, "upperdir", upper)
             _fsconfig(fd, FSCONFIG_SET_STRING, "workdir", work)
-        for k, v in (extra or {}).items():
-            _fsconfig(fd, FSCONFIG_SET_STRING, k, v)
+        for k, v in (extra or {}).items():  # a value of None sets a flag (e.g. volatile)
+            _fsconfig(fd, FSCONFIG_SET_FLAG if v is None else FSCONFIG_SET_STRING, k, v)
         _fsconfig(fd, FSCONFIG_CMD_CREATE, None, None)
         attr = 0x00000001 if readonly else 0  # MOUNT_ATTR_RDONLY
         mfd = _check(_libc.syscall(SYS_fsmount, fd, FSMOUNT_CLOEXEC, attr), "fsmount overlay")
