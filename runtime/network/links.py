@@ -108,8 +108,15 @@ def add_veth(ipr: IPRoute, host_name: str, bridge: str, netns_fd: int, mac: str,
              alias: str) -> None:
     """A veth pair whose far end is born inside the namespace as ``eth0``
     (created there directly: no window with a stray ``eth0`` on the host)."""
-    ipr.link("add", ifname=host_name, kind="veth",
-             peer={"ifname": "eth0", "net_ns_fd": netns_fd, "address": mac})
+    spec = {"ifname": host_name, "kind": "veth",
+            "peer": {"ifname": "eth0", "net_ns_fd": netns_fd, "address": mac}}
+    try:
+        ipr.link("add", **spec)
+    except NetlinkError as exc:
+        if exc.code != errno.EEXIST:
+            raise
+        delete(ipr, host_name)  # a leftover of a crash: the name is ours
+        ipr.link("add", **spec)
     idx = lookup(ipr, host_name)
     br = lookup(ipr, bridge)
     if idx is None or br is None:

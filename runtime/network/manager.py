@@ -311,6 +311,7 @@ class NetworkManager:
             if nspath is not None:
                 from . import links
 
+                netns.remove(nspath)
                 sock = netns.create(Path(nspath))
                 ipr = links.open_in(sock)
                 try:
@@ -384,6 +385,7 @@ class NetworkManager:
 
         try:
             created = self._ensure_bridge(net)
+            netns.remove(nspath)  # a pin no row named (crash): ours to replace, under the lock
             sock = netns.create(Path(nspath))
             try:
                 fd = os.open(nspath, os.O_RDONLY | os.O_CLOEXEC)

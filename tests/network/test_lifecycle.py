@@ -244,3 +244,15 @@ def test_parallel_connects_from_two_processes(nm, root: Path) -> None:  # type: 
     assert len([li for li in host_state()["links"] if li.startswith("vmh-")]) == 16
     text = Path(nm.attachment("a0").hosts_path).read_text()
     assert all(f"\t{t}{i}\n" in text for t in "ab" for i in range(8))
+
+
+def test_connect_replaces_unnamed_leftovers_of_its_own(nm) -> None:  # type: ignore[no-untyped-def]
+    from runtime.network import links, netns
+
+    nm.ensure_default()
+    netns.create(nm.ns_dir / "c1").close()  # a pin and a veth a crash left, no row
+    with links.open_host() as ipr:
+        ipr.link("add", ifname=nm._veth_name("c1"), kind="veth", peer="vmh-peer")
+    att = nm.connect("c1", None, "one")
+    assert run_in(att, ["ip", "-o", "-4", "addr", "show", "eth0"]).stdout.count(att.ip) == 1
+    assert "vmh-peer" not in host_state()["links"]
