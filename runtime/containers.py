@@ -287,7 +287,7 @@ class Engine:
         from .cgroups import cgroups_path
 
         try:
-            rootfs = rootfs_mod.mount_rootfs(c.dir, c.lowers)
+            rootfs = rootfs_mod.mount_rootfs(c.dir, c.lowers, volatile=c.options.rm)
             hostname = c.options.hostname or c.short_id
             proc = spec_mod.resolve_process(rootfs, c.image_config, c.options, hostname)
             mounts = self._resolve_mounts(c, rootfs)

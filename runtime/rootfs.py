@@ -72,8 +72,12 @@ def layout(cdir: Path) -> tuple[Path, Path, Path]:
     return cdir / "upper", cdir / "work", cdir / "bundle" / "rootfs"
 
 
-def mount_rootfs(cdir: Path, lowers: list[str]) -> Path:
-    """Mount the container's root (idempotent) and return the mount point."""
+def mount_rootfs(cdir: Path, lowers: list[str], *, volatile: bool = False) -> Path:
+    """Mount the container's root (idempotent) and return the mount point.
+
+    ``volatile`` (for ``--rm`` containers, whose layer is thrown away) skips
+    overlay's sync of the upper file system: unmounting then takes ~1 ms
+    instead of 35-200 ms here."""
     upper, work, target = layout(cdir)
     for d in (upper, work, target):
         d.mkdir(parents=True, exist_ok=True)
@@ -82,7 +86,8 @@ def mount_rootfs(cdir: Path, lowers: list[str]) -> Path:
     if not lowers:
         raise BadInput("image has no layers")
     lowers = _fit_lowers(cdir, lowers)
-    rsys.mount_overlay(target, lowers, str(upper), str(work))
+    rsys.mount_overlay(target, lowers, str(upper), str(work),
+                       extra={"volatile": None} if volatile else None)
     return target
 
 

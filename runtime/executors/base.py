@@ -87,4 +87,4 @@ def read_pid_file(path: Path, alive: "callable[[], bool]", timeout: float) -> in
         if not alive() or time.monotonic() > deadline:
             return None
         time.sleep(delay)
-        delay = min(delay * 2, 0.02)
+        delay = min(delay * 2, 0.005)
