@@ -332,3 +332,17 @@ def syncfs(path: str | os.PathLike[str]) -> None:
         _check(_libc.syncfs(fd), "syncfs", path)
     finally:
         os.close(fd)
+
+
+def loopback_up() -> None:
+    """Bring ``lo`` up in the calling thread's network namespace (a new
+    network namespace starts with it down; runc does the same)."""
+    import fcntl
+    import socket
+    import struct
+
+    SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        req = struct.pack("16sh22x", b"lo", 0)
+        flags = struct.unpack("16sh22x", fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, req))[1]
+        fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack("16sh22x", b"lo", flags | IFF_UP))
