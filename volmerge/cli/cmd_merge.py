@@ -14,9 +14,9 @@ ON_CONFLICT_HELP = "What to do with a conflict: fail (write nothing, exit 1), ou
 
 
 def merge(
-    base: str = typer.Argument(..., help="Common ancestor (the old image's content)."),
-    ours: str = typer.Argument(..., help="The live data with the operator's edits."),
-    theirs: str = typer.Argument(..., help="The new image's content."),
+    base: str = typer.Argument(..., metavar="BASE", help="Common ancestor (the old image's content)."),
+    ours: str = typer.Argument(..., metavar="OURS", help="The live data with the operator's edits."),
+    theirs: str = typer.Argument(..., metavar="THEIRS", help="The new image's content."),
     out: Optional[str] = typer.Option(None, "-o", "--output", metavar="OUT",
                                       help="Where the result goes; must not exist (or be an empty directory)."),
     policy: Optional[str] = typer.Option(None, "--policy", metavar="FILE",
