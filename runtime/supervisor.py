@@ -99,7 +99,8 @@ def supervise(engine: Any, cid: str, *, foreground: bool, notify_fd: int | None 
             engine._update(cid, state="running", pid=init, owner_pid=me,
                            owner_start=proc_start_time(me), started_at=time.time(),
                            finished_at=None, exit_code=None, restart_count=restarts,
-                           health=None, health_detail=None)
+                           health=health_mod.STARTING if hc is not None else None,
+                           health_detail=None)
             notifier.send("ok")
             monitor = None
             if hc is not None and init:

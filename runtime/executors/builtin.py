@@ -217,6 +217,8 @@ def _keeper(spec: dict[str, Any], bundle: Path, cg: Cgroup, stdio: Stdio, w: int
         elif ns["type"] in _NS_FLAGS:
             flags |= _NS_FLAGS[ns["type"]]
     rsys.unshare(flags)
+    if flags & rsys.CLONE_NEWNET:
+        rsys.loopback_up()
     if netns_path:
         fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
         rsys.setns(fd, rsys.CLONE_NEWNET)
