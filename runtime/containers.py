@@ -473,15 +473,20 @@ class Engine:
                       + (f": {detail}" if detail else ""))
 
     def stop(self, ref: str, timeout: float = 10) -> Container:
-        """SIGTERM, then SIGKILL after ``timeout`` seconds; the restart policy
-        does not restart a container stopped this way."""
+        """The image's StopSignal (default SIGTERM), then SIGKILL after
+        ``timeout`` seconds; the restart policy does not restart a container
+        stopped this way."""
         c = self.get(ref)
         if c.state not in LIVE_STATES:
             return c
         self._update(c.id, stop_requested=1)
         if c.state == "paused":
             self.unpause(c.id)
-        self._signal(c, signal.SIGTERM)
+        try:  # the image's STOPSIGNAL (e.g. SIGINT for PostgreSQL's fast shutdown)
+            stopsig = parse_signal((c.image_config.get("config") or {}).get("StopSignal") or "TERM")
+        except BadInput:
+            stopsig = signal.SIGTERM
+        self._signal(c, stopsig)
         if self._wait_stopped(c, timeout):
             return self.get(c.id)
         self._signal(self.get(c.id), signal.SIGKILL)
