@@ -569,6 +569,9 @@ class StructuredStrategy:
             o, t = cls(ours), cls(theirs)
         except ParseError as exc:
             return self._fallback(path, base, ours, theirs, opts, str(exc))
+        except Exception as exc:  # noqa: BLE001 - a parser's surprise on hostile input
+            return self._fallback(path, base, ours, theirs, opts,
+                                  f"{fmt.upper()} does not parse: {type(exc).__name__}")
         if not all(isinstance(x.plain, (dict, list)) for x in (o, t)):
             return self._fallback(path, base, ours, theirs, opts, "not a mapping or list at the top")
         plan = plan_merge(b.plain if b is not None else MISSING, o.plain, t.plain)
@@ -596,7 +599,7 @@ class StructuredStrategy:
             for op in ops:
                 o.apply(op, t)
             out = o.dump()
-        except (ParseError, KeyError, IndexError, TypeError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - never lose the file over a round-trip quirk
             return self._fallback(path, base, ours, theirs, opts, f"cannot apply the merge: {exc}")
         changed = [dotted(op.path) for op in ops]
         if changed:

@@ -169,3 +169,15 @@ def test_yaml_merge_equals_plain_merge(base: dict, ours: dict, theirs: dict) -> 
 def test_plan_reports_dotted_paths() -> None:
     p = plan_merge({"a": {"b": 1}}, {"a": {"b": 2}}, {"a": {"b": 3}})
     assert [c.location for c, _ in p.conflicts] == ["a.b"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(["x.json", "x.yaml", "x.toml", "x.ini"]),
+       st.lists(st.sampled_from([b"a", b": ", b"=", b"[s]", b"\n", b"- ", b"  ", b"{", b"}", b'"', b"#", b"1",
+                                 b"\xff", b",", b"[", b"]", b"---", b"&x", b"*x"]), max_size=12).map(b"".join),
+       st.lists(st.sampled_from([b"a", b": ", b"=", b"[s]", b"\n", b"1", b"b", b"- "]), max_size=10).map(b"".join),
+       st.lists(st.sampled_from([b"a", b": ", b"=", b"[s]", b"\n", b"2", b"c", b"  "]), max_size=10).map(b"".join))
+def test_hostile_inputs_never_crash(path: str, base: bytes, ours: bytes, theirs: bytes) -> None:
+    r = S.merge(path, base, ours, theirs, MergeOptions(on_conflict="markers"))
+    assert r.report.action in ("merged", "conflict", "unchanged", "took-theirs")
+    assert r.content is not None
