@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from . import fsutil, oci
-from .errors import BadInput, Conflict, NotFound
+from .errors import BadInput, Conflict, NotDone, NotFound
 from .layers import LayerStore, work_dir
 from .store import Store, register_sweeper
 
@@ -537,6 +537,10 @@ class ImageStore:
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
             os.rename(tmp, out)
+        except FileNotFoundError as exc:  # the image was removed while we read it
+            raise NotFound(f"image {ref} went away while it was being saved ({exc.filename})") from None
+        except OSError as exc:
+            raise NotDone(f"cannot write {out}: {exc.strerror or exc}") from None
         finally:
             if tmp.exists():
                 tmp.unlink()

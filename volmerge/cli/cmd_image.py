@@ -91,9 +91,10 @@ def load(
     tag: Optional[str] = typer.Option(None, "--tag", "-t", metavar="NAME:TAG",
                                       help="Name the loaded image (single-image sources only)."),
 ) -> None:
-    """Load an image from an OCI layout, an oci-archive or a docker-archive (podman/docker save).
+    """Load an image from an archive or OCI layout.
 
-    Every blob is verified; layers are extracted once into the shared layer
+    PATH is an OCI image layout directory, an oci-archive or a docker-archive
+    (as written by docker save / podman save).  Every blob is verified; layers are extracted once into the shared layer
     store.  Example: volmerge image load busybox.tar --tag busybox:1
     """
     imgs = _images(ctx)
@@ -116,7 +117,10 @@ def ls(
     json_: bool = typer.Option(False, "--json", help="Print a JSON list."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only print image ids."),
 ) -> None:
-    """List images: repository, tag, id, created, size (one row per tag)."""
+    """List images.
+
+    One row per tag: repository, tag, image id, created, size.
+    """
     imgs = _images(ctx).list()
     if json_:
         emit_json([
@@ -182,7 +186,10 @@ def tag(
     ref: str = typer.Argument(..., metavar="REF", help="Existing image name[:tag] or id."),
     new: str = typer.Argument(..., metavar="NEW", help="New name[:tag] (default tag: latest)."),
 ) -> None:
-    """Give an image another name (moves the name if another image had it)."""
+    """Give an image another name.
+
+    If another image had the name NEW, the name moves to this one.
+    """
     _images(ctx).tag(ref, new)
 
 
@@ -194,7 +201,10 @@ def rm(
                                help="Remove an image by id even if it has several tags "
                                     "(never one a container uses)."),
 ) -> None:
-    """Remove images (or just a tag, when the image has other tags).
+    """Remove images or tags.
+
+    A name whose image has other names only removes that name (Untagged);
+    otherwise the image goes (Deleted), with the layers no other image uses.
 
     Refuses while a container uses the image; all REFs are checked first, so
     either all are removed or none.
@@ -210,7 +220,11 @@ def save(
     output: str = typer.Option(..., "--output", "-o", metavar="FILE",
                                help="Where to write the oci-archive."),
 ) -> None:
-    """Write an image as an oci-archive (loads in podman load, skopeo, volmerge)."""
+    """Save an image as an oci-archive.
+
+    The archive loads in podman load, skopeo and volmerge image load, with
+    the same digests.  Example: volmerge image save busybox:1 -o busybox.tar
+    """
     _images(ctx).save(ref, output)
 
 
