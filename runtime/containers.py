@@ -239,7 +239,7 @@ class Engine:
             raise BadInput(f"unknown runtime {runtime!r}: expected one of {', '.join(executors.NAMES)}")
         if opts.rm and opts.restart.name != "no":
             raise BadInput("--rm and --restart cannot be combined")
-        if opts.ports and (self.network is None or opts.network in (None, "none", "host")):
+        if opts.ports and (self.network is None or opts.network in ("none", "host")):
             raise BadInput("publishing ports needs a container network (--network NAME)")
         if opts.network not in (None, "none", "host") and self.network is None:
             raise BadInput(f"network {opts.network!r}: no network manager is configured")
@@ -286,6 +286,7 @@ class Engine:
         from . import spec as spec_mod
         from .cgroups import cgroups_path
 
+        mounts: list[Any] = []
         try:
             rootfs = rootfs_mod.mount_rootfs(c.dir, c.lowers, volatile=c.options.rm)
             hostname = c.options.hostname or c.short_id
@@ -307,6 +308,12 @@ class Engine:
             self._update(c.id, mounts=[m.__dict__ for m in mounts])
         except BaseException:
             self.teardown(c)
+            for m in mounts:  # attached but not yet recorded
+                if m.kind == "volume":
+                    try:
+                        self.volumes.detach(m.name, c.id)
+                    except Exception:  # noqa: BLE001 - undo continues
+                        pass
             raise
 
     def _resolve_mounts(self, c: Container, rootfs: Path) -> list[ResolvedMount]:
@@ -358,10 +365,13 @@ class Engine:
         net = c.options.network
         if net == "host":
             return None, True, None
-        if net in (None, "none") or self.network is None:
+        if net == "none" or self.network is None:
             return None, False, None
+        # net None: the default network (created on first use by the manager)
+        ports = [f"{p.host_ip + ':' if p.host_ip else ''}{p.host_port}:{p.container_port}/{p.proto}"
+                 for p in c.options.ports]
         att = self.network.connect(c.id, net, hostname, ip=c.options.ip,
-                                   ports=c.options.ports, aliases=[c.name])
+                                   ports=ports, aliases=[c.name])
         return str(att.netns_path), False, (str(att.hosts_path) if att.hosts_path else None)
 
     def netns_of(self, c: Container) -> str | None:
@@ -385,7 +395,7 @@ class Engine:
                     self.volumes.detach(m["name"], c.id)
                 except Exception:  # noqa: BLE001 - teardown continues
                     pass
-        if self.network is not None and c.options.network not in (None, "none", "host"):
+        if self.network is not None and c.options.network not in ("none", "host"):
             try:
                 self.network.disconnect(c.id)
             except Exception:  # noqa: BLE001
@@ -542,6 +552,8 @@ class Engine:
             c = self.get(c.id)
         with self.store.lock("container-" + c.id):
             self.teardown(c)
+            if self.network is not None and c.options.network not in ("none", "host"):
+                self.network.disconnect(c.id, release=True)  # the address is free again
             with self.store.transaction() as db:
                 db.execute("DELETE FROM containers WHERE id = ?", (c.id,))
             try:
@@ -549,6 +561,22 @@ class Engine:
             except OSError:
                 rootfs_mod.umount_rootfs(c.dir)
                 fsutil.rmtree(c.dir)
+
+    def rename(self, ref: str, new_name: str) -> Container:
+        """Give a container another name (the upgrade keeps an old generation
+        as ``NAME.genN``).  Conflict when the name is taken."""
+        check_name(new_name)
+        c = self._lookup(ref)
+        with self.store.lock("containers"), self.store.transaction() as db:
+            other = db.execute("SELECT id FROM containers WHERE name = ?", (new_name,)).fetchone()
+            if other is not None and other[0] != c.id:
+                raise Conflict(f"container name {new_name!r} is already in use")
+            opts = json.loads(db.execute("SELECT options FROM containers WHERE id = ?",
+                                         (c.id,)).fetchone()[0])
+            opts["name"] = new_name
+            db.execute("UPDATE containers SET name = ?, options = ? WHERE id = ?",
+                       (new_name, json.dumps(opts), c.id))
+        return self._lookup(c.id)
 
     def pause(self, ref: str) -> None:
         c = self.get(ref)

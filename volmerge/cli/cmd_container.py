@@ -22,9 +22,9 @@ _PASSTHRU = {"allow_interspersed_args": False}
 def _engine(ctx: typer.Context):  # type: ignore[no-untyped-def]
     """The one place the CLI builds an Engine (the lead wires the layered
     volume manager and the network manager here)."""
-    from runtime.containers import Engine
+    from volmerge.context import make_engine
 
-    return Engine(store(ctx))
+    return make_engine(store(ctx))
 
 
 def _ago(ts: float | None) -> str:
@@ -115,7 +115,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
         volume: Optional[List[str]] = typer.Option(None, "-v", "--volume", help="/host:/path[:ro] or NAME:/path[:ro]."),
         tmpfs: Optional[List[str]] = typer.Option(None, "--tmpfs", help="/path[:size=64m,mode=1777]."),
         publish: Optional[List[str]] = typer.Option(None, "-p", "--publish", help="[IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]."),
-        network: Optional[str] = typer.Option(None, "--network", help="none (default), host, or a network name."),
+        network: Optional[str] = typer.Option(None, "--network", help="Network to join: a network name (default: the default network, created on first use), none, or host."),
         ip: Optional[str] = typer.Option(None, "--ip", help="Address on the network."),
         hostname: Optional[str] = typer.Option(None, "--hostname", help="Host name (default: short id)."),
         health_cmd: Optional[str] = typer.Option(None, "--health-cmd", help="Health check command (run by /bin/sh -c)."),

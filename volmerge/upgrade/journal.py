@@ -132,9 +132,10 @@ class Journal:
 
     @classmethod
     def begin(cls, store: Any, *, container: str, kind: str, from_image: str, to_image: str,
-              plan: dict[str, Any], steps: list[tuple[str, dict[str, Any]]]) -> Journal:
+              plan: dict[str, Any], steps: list[tuple[str, dict[str, Any]]],
+              jid: str | None = None) -> Journal:
         ensure(store)
-        jid = new_id()
+        jid = jid or new_id()
         with store.transaction() as db:
             db.execute(
                 "INSERT INTO upgrade_journal (id, container, kind, state, from_image, to_image,"

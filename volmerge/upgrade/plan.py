@@ -84,6 +84,20 @@ def health_override(opts: UpgradeOptions) -> Any:
     return None
 
 
+def volume_mounts(c: Any) -> list[Any]:
+    """The container's named volumes: what it was run with plus the volumes
+    the engine made for image VOLUMEs nobody mounted (recorded once started)."""
+    from runtime.options import Mount
+
+    out = [m for m in c.options.mounts if m.kind == "volume"]
+    have = {m.target.rstrip("/") for m in c.options.mounts}
+    for r in c.mounts or []:
+        if r.get("kind") == "volume" and r.get("target", "").rstrip("/") not in have:
+            out.append(Mount("volume", r["target"], r["name"], bool(r.get("readonly"))))
+            have.add(r["target"].rstrip("/"))
+    return out
+
+
 def make_plan(ctx: Any, opts: UpgradeOptions) -> UpgradePlan:
     from strategies.policy import Policy, load_policy, parse_policy
 
@@ -115,9 +129,7 @@ def make_plan(ctx: Any, opts: UpgradeOptions) -> UpgradePlan:
         if text:
             image_policy = parse_policy(text, src)
             sources.append(src)
-        for m in c.options.mounts:
-            if m.kind != "volume":
-                continue
+        for m in volume_mounts(c):
             vp = VolumePlan(name=m.source, target=m.target, readonly=m.readonly)
             vp.declared = m.target.rstrip("/") in {d.rstrip("/") for d in declared}
             vp.theirs = inside(root, m.target) is not None

@@ -73,7 +73,14 @@ def build_steps(ctx: Any, plan: UpgradePlan, jid: str, gen: int) -> list[st.Step
                                         image=plan.new_image, on_conflict=opts.on_conflict))
     for v in plan.volumes:
         steps.append(st.SnapshotVolume(volume=v.name, tag=post, restore=False))
-    new_opts = dataclasses.replace(c.options, image=plan.new_image, name=c.name)
+    from .plan import volume_mounts
+
+    # Every volume by name, so the successor mounts the same data even where
+    # the old container's volumes were made implicitly for image VOLUMEs.
+    vmounts = volume_mounts(c)
+    others = [m for m in c.options.mounts if m.kind != "volume"]
+    new_opts = dataclasses.replace(c.options, image=plan.new_image, name=c.name,
+                                   mounts=others + vmounts)
     if plan.health is not None:
         from runtime.options import HealthConfig
 
@@ -108,9 +115,8 @@ def upgrade(ctx: Any, opts: UpgradeOptions, progress: Progress = _noop) -> dict[
         journal = jr.Journal.begin(
             ctx.store, container=plan.container, kind="upgrade", from_image=plan.old_image,
             to_image=plan.new_image, plan={**plan.to_json(), "id": jid, "gen": gen},
-            steps=[s.to_journal() for s in steps],
+            steps=[s.to_journal() for s in steps], jid=jid,
         )
-        tx.jid = journal.id
         progress("begin", f"journal {journal.id}: plan recorded", time.monotonic() - t_begin)
         applied: list[tuple[int, st.Step, dict[str, Any]]] = []
         t_down = None
@@ -290,11 +296,10 @@ def rehearse(ctx: Any, opts: UpgradeOptions, progress: Progress = _noop) -> dict
     created = None
     try:
         t0 = time.monotonic()
-        mounts = []
-        for m in c.options.mounts:
-            if m.kind != "volume":
-                mounts.append(m)
-                continue
+        from .plan import volume_mounts
+
+        mounts = [m for m in c.options.mounts if m.kind != "volume"]
+        for m in volume_mounts(c):
             running = bool(ctx.volumes.users(m.source))
             snap = ctx.volumes.snapshot(m.source, pause=running)
             clone = f"{m.source}-rehearsal-{tag}"
