@@ -175,3 +175,20 @@ def fixture_image():
     from fixtures.images import image_archive
 
     return image_archive
+
+
+@pytest.fixture
+def own_netns():
+    """Run the test (and every subprocess it starts) in a fresh network
+    namespace with only loopback up: bridges, addresses and published ports
+    the test makes never touch the host's network."""
+    from runtime import sys as rsys
+
+    saved = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        rsys.unshare(rsys.CLONE_NEWNET)
+        subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+        yield
+    finally:
+        rsys.setns(saved, rsys.CLONE_NEWNET)
+        os.close(saved)

@@ -165,12 +165,10 @@ def rollback(ctx: Any, container: str, *, to: int | None = None, discard_new_dat
 
         recover(ctx, container=name, locked=True)
         gens = jr.generations(ctx.store, name)
-        current = [g for g in gens if g.state == "current"]
+        current = [g for g in gens if g.state == "current" and g.container_id == cur_c.id]
         if not current:
             raise NotFound(f"{name} has no committed upgrade to roll back")
         cur = current[-1]
-        if cur.container_id != cur_c.id:
-            raise Conflict(f"{name} is not the container of generation {cur.gen}")
         live = [g for g in gens if g.state in ("previous",)]
         target = None
         if to is None:

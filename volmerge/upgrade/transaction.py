@@ -52,9 +52,19 @@ def _lock(ctx: Any, container: str) -> Any:
     return lock
 
 
-def _current_gen(ctx: Any, name: str) -> int:
-    gens = [g for g in jr.generations(ctx.store, name) if g.state == "current"]
-    return gens[-1].gen if gens else 1
+def _current_gen(ctx: Any, name: str, cid: str | None = None, *, write: bool = False) -> int:
+    """The generation number of the running container ``cid``.  History
+    recorded under this name for another container (one that was removed and
+    replaced by hand) is not this container's: it is marked ``orphaned``."""
+    gens = jr.generations(ctx.store, name)
+    cur = [g for g in gens if g.state == "current"]
+    if cur and (cid is None or cur[-1].container_id == cid):
+        return cur[-1].gen
+    stale = [g for g in gens if g.state != "orphaned"]
+    if stale and write:
+        with ctx.store.transaction() as db:
+            db.execute("UPDATE generations SET state = 'orphaned' WHERE container = ?", (name,))
+    return max((g.gen for g in gens), default=0) + 1
 
 
 def build_steps(ctx: Any, plan: UpgradePlan, jid: str, gen: int) -> list[st.Step]:
@@ -107,7 +117,7 @@ def upgrade(ctx: Any, opts: UpgradeOptions, progress: Progress = _noop) -> dict[
     try:
         recover(ctx, container=c.name, locked=True)
         plan = make_plan(ctx, opts)
-        gen = _current_gen(ctx, plan.container)
+        gen = _current_gen(ctx, plan.container, plan.container_id, write=True)
         jid = jr.new_id()
         steps = build_steps(ctx, plan, jid, gen)
         tx = Tx(jid=jid, plan=plan, new_image=ctx.images.get(plan.new_image), policy=plan.policy)
@@ -173,7 +183,8 @@ def undo_steps(ctx: Any, journal: jr.Journal, applied: list[tuple[int, st.Step, 
             st.fault(f"upgrade.undo-{step.kind}")
             step.undo(ctx, undo)
             journal.step_state(i, "undone")
-            progress("undo", f"undo: {step.describe()}", None)
+            if type(step).undo is not st.Step.undo:
+                progress("undo", f"undo: {step.describe()}", None)
         except Exception as exc:  # keep undoing the rest; report all
             errors.append(f"{step.kind}: {exc}")
     if errors:
@@ -250,7 +261,7 @@ def preview(ctx: Any, opts: UpgradeOptions) -> dict[str, Any]:
     per volume the merge report with a diff of every changed file."""
     plan = make_plan(ctx, opts)
     new = ctx.images.get(plan.new_image)
-    steps = build_steps(ctx, plan, "preview", _current_gen(ctx, plan.container))
+    steps = build_steps(ctx, plan, "preview", _current_gen(ctx, plan.container, plan.container_id))
     vols: dict[str, Any] = {}
     files: list[dict[str, Any]] = []
     sql: list[dict[str, Any]] = []

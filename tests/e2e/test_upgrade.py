@@ -1,0 +1,191 @@
+"""The upgrade as one transaction, end to end through the real CLI: real
+images, overlay layers, runc, a bridge network in the test's own network
+namespace, the demo app's SQLite schema change and config merges."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from typing import Any
+
+import pytest
+
+from .conftest import APP, DEMO, volume_digest
+
+PORT = 18080
+
+
+def http(path: str, data: bytes | None = None, port: int = PORT) -> Any:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", data=data, timeout=5) as r:
+        return json.loads(r.read())
+
+
+def one_line_error(p) -> None:  # type: ignore[no-untyped-def]
+    """The error is one line (progress lines of a long command may precede it)."""
+    errors = [ln for ln in p.stderr.splitlines() if ln.startswith("volmerge: error: ")]
+    assert len(errors) == 1 and p.stderr.splitlines()[-1] == errors[0], p.stderr
+
+
+def test_upgrade_story_demo_app(vm) -> None:  # type: ignore[no-untyped-def]
+    vm("run", "-d", "--name", "notes", "-p", f"{PORT}:8080", "-v", "notes-data:/data", DEMO[1],
+       check=True)
+    vm("wait", "--healthy", "notes", "--timeout", "30", check=True)
+    for text in ("first", "second", "third"):
+        http("/notes", text.encode())
+    # The operator edits settings, as an operator would.
+    vm("exec", "notes", "sh", "-c",
+       "sed -i 's/^greeting = .*/greeting = Hello from Ops/' /data/settings.ini && "
+       "sed -i 's/^title: .*/title: Team notes/' /data/settings.yaml", check=True)
+
+    # Preview: the CLI contract, and nothing changes.
+    p = vm("upgrade", "notes", "--to", DEMO[2], "--dry-run", "--json")
+    assert p.returncode == 0, p.stderr
+    rep = json.loads(p.stdout)
+    assert rep["summary"]["conflicts"] == 0
+    by = {f["path"]: f for f in rep["files"]}
+    assert by["notes.db"]["strategy"] == "sql" and by["notes.db"]["action"] == "merged"
+    assert by["settings.ini"]["action"] == "merged" and by["settings.yaml"]["action"] == "merged"
+    assert all({"path", "action", "strategy"} <= set(f) for f in rep["files"])
+    assert "sql" in rep
+    assert http("/version")["version"] == 1
+
+    # Rehearsal on clones: passes, leaves nothing, live container untouched.
+    p = vm("upgrade", "notes", "--to", DEMO[2], "--rehearse")
+    assert p.returncode == 0, p.stderr
+    assert len(vm("ps", "-aq").stdout.split()) == 1
+    assert vm("volume", "ls", "-q").stdout.split() == ["notes-data"]
+    assert http("/version")["version"] == 1
+
+    # The upgrade.
+    p = vm("upgrade", "notes", "--to", DEMO[2], "--json")
+    assert p.returncode == 0, p.stderr
+    up = json.loads(p.stdout)
+    assert up["generation"] == 2 and "downtime" in up["timings"]
+    assert http("/version")["version"] == 2
+    notes = http("/notes")
+    assert notes["count"] == 3 and [n["text"] for n in notes["notes"]] == ["first", "second", "third"]
+    s = http("/settings")
+    flat = json.dumps(s)
+    assert "Hello from Ops" in flat and "Team notes" in flat          # operator's edits kept
+    assert "language" in flat and "date_format" in flat               # new settings arrived
+    assert "dark" in flat                                              # changed default taken
+
+    # A broken release: health check fails, automatic rollback, data intact.
+    http("/notes", b"fourth")
+    p = vm("upgrade", "notes", "--to", DEMO[3], "--health-timeout", "5")
+    assert p.returncode == 1
+    one_line_error(p)
+    assert "rolled back" in p.stderr
+    vm("wait", "--healthy", "notes", "--timeout", "30", check=True)
+    assert http("/version")["version"] == 2
+    assert http("/notes")["count"] == 4
+
+    # Roll back to v1: new data must be accounted for.
+    p = vm("rollback", "notes")
+    assert p.returncode == 2 and "--discard-new-data" in p.stderr and "row" in p.stderr
+    one_line_error(p)
+    p = vm("rollback", "notes", "--keep-new-data-as", "notes-v2", "--json")
+    assert p.returncode == 0, p.stderr
+    vm("wait", "--healthy", "notes", "--timeout", "30", check=True)
+    assert http("/version")["version"] == 1
+    assert http("/notes")["count"] == 3
+    assert "notes-v2" in vm("volume", "ls", "-q").stdout.split()
+    hist = json.loads(vm("history", "notes", "--json").stdout)
+    gens = {h["generation"]: h["state"] for h in hist if h["type"] == "generation"}
+    assert gens == {1: "current", 2: "discarded"}
+    kinds = [(h["type"], h["state"]) for h in hist if h["type"] != "generation"]
+    assert kinds == [("upgrade", "done"), ("upgrade", "rolled-back"), ("rollback", "done")]
+
+
+def _start_app(vm, name: str = "app") -> None:  # type: ignore[no-untyped-def]
+    vm("run", "-d", "--name", name, "-v", f"{name}-data:/data", APP[1], check=True)
+    vm("exec", name, "sh", "-c", "echo '{\n  \"a\": 10,\n  \"b\": 2\n}' > /data/settings.json && "
+       "echo mine > /data/user.txt", check=True)
+
+
+def test_conflict_stops_the_upgrade_and_changes_nothing(vm) -> None:  # type: ignore[no-untyped-def]
+    vm("run", "-d", "--name", "app", "-v", "app-data:/data", APP[1], check=True)
+    vm("exec", "app", "sh", "-c", "echo '{\n  \"a\": 1,\n  \"b\": 20\n}' > /data/settings.json",
+       check=True)
+    before = volume_digest(vm.root, "app-data")
+    p = vm("upgrade", "app", "--to", APP[2], "--dry-run", "--json")
+    assert p.returncode == 1
+    rep = json.loads(p.stdout)
+    assert rep["summary"]["conflicts"] == 1 and rep["would_stop"]
+    conflict = [f for f in rep["files"] if f["action"] == "conflict"][0]
+    assert conflict["path"] == "settings.json" and conflict["conflicts"][0]["location"] == "b"
+    p = vm("upgrade", "app", "--to", APP[2], "--health-timeout", "0.5")
+    assert p.returncode == 1 and "conflict" in p.stderr
+    one_line_error(p)
+    c = json.loads(vm("inspect", "app", "--json").stdout)[0]
+    assert c["image"] == APP[1] and c["state"] == "running"
+    assert volume_digest(vm.root, "app-data") == before
+    p = vm("upgrade", "app", "--to", APP[2], "--on-conflict", "ours", "--health-timeout", "0.5")
+    assert p.returncode == 0, p.stderr
+
+
+def test_volume_path_the_new_image_no_longer_declares_stays_mounted(vm) -> None:  # type: ignore[no-untyped-def]
+    _start_app(vm)
+    before = volume_digest(vm.root, "app-data")
+    rep = json.loads(vm("upgrade", "app", "--to", APP[3], "--dry-run", "--json").stdout)
+    notes = " ".join(n for v in rep["plan"]["volumes"] for n in v["notes"])
+    assert "no longer declares /data" in notes
+    p = vm("upgrade", "app", "--to", APP[3], "--health-timeout", "0.5")
+    assert p.returncode == 0, p.stderr
+    assert volume_digest(vm.root, "app-data") == before
+    assert vm("exec", "app", "cat", "/data/user.txt").stdout == "mine\n"
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["upgrade", "app", "--to", "localhost/nope:1"], "nope"),
+    (["upgrade", "ghost", "--to", APP[2]], "ghost"),
+    (["upgrade", "app", "--to", APP[2], "--on-conflict", "maybe"], "on-conflict"),
+    (["upgrade", "app", "--to", APP[2], "--health-timeout", "-1"], "health-timeout"),
+    (["upgrade", "app", "--to", APP[2], "--dry-run", "--rehearse"], "exclude"),
+    (["rollback", "app"], "no committed upgrade"),
+    (["rollback", "app", "--discard-new-data", "--keep-new-data-as", "x"], "exclude"),
+])
+def test_bad_input_exit_2_nothing_changed(vm, args: list[str], needle: str) -> None:  # type: ignore[no-untyped-def]
+    _start_app(vm)
+    before = volume_digest(vm.root, "app-data")
+    p = vm(*args)
+    assert p.returncode == 2, p.stderr
+    one_line_error(p)
+    assert needle in p.stderr
+    assert volume_digest(vm.root, "app-data") == before
+    assert json.loads(vm("inspect", "app", "--json").stdout)[0]["image"] == APP[1]
+
+
+def test_policy_that_does_not_parse(vm, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _start_app(vm)
+    bad = tmp_path / "policy.toml"
+    bad.write_text("[[rule]\nglob = \n")
+    p = vm("upgrade", "app", "--to", APP[2], "--policy", str(bad))
+    assert p.returncode == 2 and "does not parse" in p.stderr
+    one_line_error(p)
+
+
+def test_second_upgrade_while_one_runs_is_refused(vm) -> None:  # type: ignore[no-untyped-def]
+    from runtime.store import Store
+
+    _start_app(vm)
+    st = Store(vm.root)
+    try:
+        with st.lock("upgrade-app", blocking=False):
+            p = vm("upgrade", "app", "--to", APP[2])
+    finally:
+        st.close()
+    assert p.returncode == 2 and "another upgrade" in p.stderr
+    one_line_error(p)
+    assert json.loads(vm("inspect", "app", "--json").stdout)[0]["image"] == APP[1]
+
+
+def test_operator_policy_wins(vm, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _start_app(vm)
+    pol = tmp_path / "policy.toml"
+    pol.write_text('[[rule]]\nglob = "settings.json"\nstrategy = "ours"\n')
+    rep = json.loads(vm("upgrade", "app", "--to", APP[2], "--dry-run", "--json",
+                        "--policy", str(pol)).stdout)
+    f = [f for f in rep["files"] if f["path"] == "settings.json"][0]
+    assert f["strategy"] == "ours" and f["action"] == "kept-ours"
