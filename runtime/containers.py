@@ -389,12 +389,15 @@ class Engine:
         except (BadInput, OSError):
             pass
         rootfs_mod.umount_rootfs(c.dir)
-        for m in self._lookup_mounts(c):
-            if m.get("kind") == "volume":
-                try:
-                    self.volumes.detach(m["name"], c.id)
-                except Exception:  # noqa: BLE001 - teardown continues
-                    pass
+        # Every volume the container may have attached: the recorded mounts,
+        # plus what it asked for (a start cut short attaches before recording).
+        names = {m["name"] for m in self._lookup_mounts(c) if m.get("kind") == "volume"}
+        names |= {m.source for m in c.options.mounts if m.kind == "volume"}
+        for name in sorted(names):
+            try:
+                self.volumes.detach(name, c.id)
+            except Exception:  # noqa: BLE001 - teardown continues
+                pass
         if self.network is not None and c.options.network not in ("none", "host"):
             try:
                 self.network.disconnect(c.id)

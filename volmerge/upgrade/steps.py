@@ -97,7 +97,17 @@ class SnapshotVolume(Step):
             return
         vol, tag = self.args["volume"], self.args["tag"]
         if any(s.tag == tag for s in ctx.volumes.snapshots(vol)):
+            drop_stale_users(ctx, vol)
             ctx.volumes.rollback(vol, to=tag)
+
+
+def drop_stale_users(ctx: Any, volume: str) -> None:
+    """Forget users of a volume that no longer exist or do not run (a crash
+    can cut a container's start short after it attached the volume)."""
+    for cid in ctx.volumes.users(volume):
+        c = _container(ctx, cid)
+        if c is None or c.state not in ("running", "paused", "restarting"):
+            ctx.volumes.detach(volume, cid)
 
 
 class MergeVolume(Step):

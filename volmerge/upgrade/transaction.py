@@ -177,18 +177,20 @@ def upgrade(ctx: Any, opts: UpgradeOptions, progress: Progress = _noop) -> dict[
 
 def undo_steps(ctx: Any, journal: jr.Journal, applied: list[tuple[int, st.Step, dict[str, Any]]],
                progress: Progress = _noop) -> None:
-    errors = []
+    # Strictly in reverse, stopping at the first failure: undoing a later
+    # step (restarting the old container) on top of a failed earlier undo
+    # (its volume not rolled back) would mix generations.  The journal stays
+    # ``begun`` and the next recover continues from here.
     for i, step, undo in reversed(applied):
         try:
             st.fault(f"upgrade.undo-{step.kind}")
             step.undo(ctx, undo)
-            journal.step_state(i, "undone")
-            if type(step).undo is not st.Step.undo:
-                progress("undo", f"undo: {step.describe()}", None)
-        except Exception as exc:  # keep undoing the rest; report all
-            errors.append(f"{step.kind}: {exc}")
-    if errors:
-        raise NotDone("rollback incomplete (run `volmerge recover`): " + "; ".join(errors))
+        except Exception as exc:
+            raise NotDone(f"rollback stopped at '{step.describe()}': {exc}; "
+                          "run `volmerge recover` to finish it") from None
+        journal.step_state(i, "undone")
+        if type(step).undo is not st.Step.undo:
+            progress("undo", f"undo: {step.describe()}", None)
 
 
 def commit(ctx: Any, journal: jr.Journal, tx: Tx, gen: int, steps: list[st.Step]) -> None:
