@@ -84,15 +84,21 @@ class Store:
             conn = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA busy_timeout = 60000")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if mode != "wal":  # pragma: no cover - depends on the file system
-                raise BadInput(f"state database {self.db_path} cannot use WAL mode")
-            conn.execute("PRAGMA foreign_keys = ON")
-            conn.execute("PRAGMA synchronous = FULL")
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_version ("
-                " component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
-            )
+
+            def setup() -> None:
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if mode != "wal":  # pragma: no cover - depends on the file system
+                    raise BadInput(f"state database {self.db_path} cannot use WAL mode")
+                conn.execute("PRAGMA foreign_keys = ON")
+                conn.execute("PRAGMA synchronous = FULL")
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_version ("
+                    " component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+                )
+
+            # Switching a new database to WAL takes an exclusive lock that a
+            # racing process may answer with SQLITE_BUSY at once: try again.
+            _retry_locked(setup)
             self._local.conn = conn
         return conn
 
@@ -127,6 +133,9 @@ class Store:
         """
         if component in self._schemas_done:
             return
+        # Inside a caller's transaction the migration commits (or rolls back)
+        # with it: only remember it as done when it committed by itself.
+        nested = self.db.in_transaction
         with self.transaction() as conn:
             row = conn.execute(
                 "SELECT version FROM schema_version WHERE component = ?", (component,)
@@ -145,7 +154,8 @@ class Store:
                 " ON CONFLICT(component) DO UPDATE SET version = excluded.version",
                 (component, len(migrations)),
             )
-        self._schemas_done.add(component)
+        if not nested:
+            self._schemas_done.add(component)
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -176,6 +186,18 @@ class Store:
                 _force_remove(p)
             for fn in list(_SWEEPERS.values()):
                 fn(self)
+
+
+def _retry_locked(fn: Callable[[], None], seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fn()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def _force_remove(p: Path) -> None:

@@ -38,8 +38,22 @@ def _enter_private_mount_ns() -> None:
     os.environ["VOLMERGE_TEST_MNTNS"] = str(os.getpid())
 
 
+def _enter_private_net_ns() -> None:
+    """The whole session gets a network namespace of its own (loopback up):
+    bridges, veths, nft tables and published ports made by any test, CLI run
+    or container stay inside it; the host's network is never touched."""
+    if os.environ.get("VOLMERGE_TEST_NETNS") == str(os.getpid()):
+        return
+    from runtime import sys as rsys
+
+    rsys.unshare(rsys.CLONE_NEWNET)
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    os.environ["VOLMERGE_TEST_NETNS"] = str(os.getpid())
+
+
 if os.geteuid() == 0:
     _enter_private_mount_ns()
+    _enter_private_net_ns()
 
 # The session's own scratch space: removed at the end, so pytest's kept
 # tmp_path directories never accumulate.
@@ -147,7 +161,32 @@ def root(tmp_path: Path) -> Path:
     yield r
     from runtime import sys as rsys
 
+    _remove_networks(r)
     rsys.umount_tree(r)
+
+
+def _remove_networks(r: Path) -> None:
+    """Bridges outlive containers (like docker0): a test's root takes its
+    networks with it."""
+    if not (r / "state.db").exists():
+        return
+    import sqlite3
+
+    with sqlite3.connect(r / "state.db") as db:
+        has = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'networks'").fetchone()
+    if not has:
+        return
+    from runtime.network import NetworkManager
+    from runtime.store import Store
+
+    st = Store(r)
+    try:
+        nm = NetworkManager(st)
+        nm.reconcile(alive=lambda cid: False)
+        for n in nm.list():
+            nm.remove(n.name)
+    finally:
+        st.close()
 
 
 @pytest.fixture

@@ -87,7 +87,7 @@ def test_mount_target_escaping_through_symlink(cli, make_image, root, tmp_path):
     (["-p", "80:99999"], "out of range"),
     (["--name", "bad/name"], "invalid container name"),
     (["--rm", "--restart", "always"], "cannot be combined"),
-    (["--network", "backend"], "no network manager"),
+    (["--network", "backend"], "does not exist"),
     (["-u", "nosuchuser"], "not found in the image"),
     (["--health-interval", "soon", "--health-cmd", "true"], "bad duration"),
     (["-m", "lots"], "bad size"),
