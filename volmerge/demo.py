@@ -110,6 +110,199 @@ def demo_steps(ctx: DemoContext, kinds: tuple[str, ...] = DEMO_KINDS) -> list[St
     return [_load_step(ctx, k) for k in kinds]
 
 
+STORY_KINDS = ("demo-v1", "demo-v2", "demo-v3")
+PORT = 18080
+V = {1: "localhost/volmerge-demo/notes:1", 2: "localhost/volmerge-demo/notes:2",
+     3: "localhost/volmerge-demo/notes:3"}
+
+
+def _http(path: str, data: bytes | None = None) -> Any:
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{PORT}{path}", data=data, timeout=5) as r:
+        return json.loads(r.read())
+
+
+def _check(cond: bool, claim: str) -> None:
+    if not cond:
+        raise AssertionError(claim)
+
+
+class Story:
+    """The upgrade story on the demo notes app, each claim checked."""
+
+    def __init__(self, ctx: DemoContext) -> None:
+        from volmerge.context import Context
+
+        self.c = Context(ctx.store)
+        self.facts: dict[str, Any] = {}
+
+    def _opts(self, image: str, **kw: Any) -> Any:
+        from volmerge.upgrade import UpgradeOptions
+
+        return UpgradeOptions(container="notes", to_image=image, **kw)
+
+    def clean(self) -> tuple[str, dict[str, Any]]:
+        """Leftovers of an earlier run of the demo in this store go first."""
+        eng, vm = self.c.engine, self.c.volumes
+        gone = []
+        for cont in eng.list(all=True):
+            if cont.name == "notes" or cont.name.startswith("notes."):
+                eng.remove(cont.id, force=True)
+                gone.append(cont.name)
+        for v in ("notes-data", "notes-v2-data"):
+            if vm.exists(v):
+                vm.remove(v, force=True)
+                gone.append(v)
+        return ("removed " + ", ".join(gone)) if gone else "nothing left from earlier runs", {}
+
+    def run_v1(self) -> tuple[str, dict[str, Any]]:
+        from runtime.options import Mount, PortSpec, RunOptions
+
+        eng = self.c.engine
+        c = eng.create(RunOptions(image=V[1], name="notes", detach=True,
+                                  mounts=[Mount("volume", "/data", "notes-data")],
+                                  ports=[PortSpec(PORT, 8080)]))
+        eng.start(c.id)
+        eng.wait(c.id, healthy=True, timeout=30)
+        _check(_http("/version")["version"] == 1, "v1 answers on the published port")
+        ip = self.c.network.attachment(c.id).ip
+        self.facts["ip"] = ip
+        return f"volmerge run -d --name notes -p {PORT}:8080 -v notes-data:/data {V[1]}  ({ip}, healthy)", {}
+
+    def write(self) -> tuple[str, dict[str, Any]]:
+        for text in ("buy milk", "call the plumber", "renew the TLS certificate"):
+            _http("/notes", text.encode())
+        import os
+
+        from runtime.executors.base import Stdio
+
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            code = self.c.engine.exec(
+                "notes", ["sh", "-c", "sed -i 's/^greeting = .*/greeting = Hello from the ops team/' "
+                          "/data/settings.ini"], stdio=Stdio(null, null, null))
+        finally:
+            os.close(null)
+        _check(code == 0, "the operator's edit ran")
+        notes = _http("/notes")["count"]
+        greeting = _http("/settings")
+        _check(notes == 3, "3 notes stored")
+        _check("Hello from the ops team" in str(greeting), "the operator's greeting is live")
+        return "3 notes written; operator set greeting = Hello from the ops team in settings.ini", {}
+
+    def preview(self) -> tuple[str, dict[str, Any]]:
+        from volmerge.upgrade import preview
+
+        rep = preview(self.c, self._opts(V[2]))
+        by = {f["path"]: f for f in rep["files"]}
+        _check(rep["summary"]["conflicts"] == 0, "no conflicts")
+        _check(by["notes.db"]["strategy"] == "sql" and by["notes.db"]["action"] == "merged",
+               "notes.db is replayed into the v2 schema")
+        _check(by["settings.ini"]["action"] == "merged", "settings.ini is merged key by key")
+        _check(_http("/version")["version"] == 1, "the preview changed nothing")
+        lines = [f"{f['action']:<11} {f['path']} [{f['strategy']}]" +
+                 (f"  {'; '.join(f.get('notes') or [])}" if f.get("notes") else "")
+                 for f in rep["files"] if f["action"] != "unchanged"]
+        return "upgrade --dry-run: " + " | ".join(lines), {"preview": rep["summary"]}
+
+    def rehearse(self) -> tuple[str, dict[str, Any]]:
+        from volmerge.upgrade import rehearse
+
+        rep = rehearse(self.c, self._opts(V[2], health_timeout=30))
+        _check(rep["ok"], "the rehearsal passed its health check")
+        _check(_http("/version")["version"] == 1, "v1 kept serving during the rehearsal")
+        _check(not [v for v in self.c.volumes.list() if "rehearsal" in v.name], "clones thrown away")
+        t = rep["timings"]
+        return (f"upgrade --rehearse: clones {t['clone'] * 1000:.0f} ms, merge {t['merge'] * 1000:.0f} ms, "
+                f"healthy after {t['health'] * 1000:.0f} ms; clones thrown away, v1 kept serving"), {}
+
+    def upgrade(self) -> tuple[str, dict[str, Any]]:
+        from volmerge.upgrade import upgrade
+
+        rep = upgrade(self.c, self._opts(V[2], health_timeout=30))
+        _check(_http("/version")["version"] == 2, "v2 answers on the same port")
+        notes = _http("/notes")
+        _check(notes["count"] == 3, "every note carried into the new schema")
+        _check([n["text"] for n in notes["notes"]] ==
+               ["buy milk", "call the plumber", "renew the TLS certificate"], "note texts intact")
+        st = str(_http("/settings"))
+        _check("Hello from the ops team" in st, "the operator's setting kept")
+        _check("language" in st and "date_format" in st, "the new settings added")
+        _check("'page_size': 50" in st or '"page_size": 50' in st or "50" in st,
+               "the changed default (page_size 50) taken")
+        c = self.c.engine.get("notes")
+        _check(self.c.network.attachment(c.id).ip == self.facts["ip"], "same address")
+        t = rep["timings"]
+        return (f"upgraded to v2: 3 notes replayed (body -> content, +pinned, +tags), operator's "
+                f"greeting kept, new settings added; downtime {t['downtime'] * 1000:.0f} ms "
+                f"(stop {t['stop'] * 1000:.0f}, merge {t['merge'] * 1000:.0f}, start "
+                f"{t['start'] * 1000:.0f}, health {t['health'] * 1000:.0f})"), {"timings": t}
+
+    def broken(self) -> tuple[str, dict[str, Any]]:
+        from volmerge.errors import NotDone
+        from volmerge.upgrade import upgrade
+
+        _http("/notes", b"written on v2")
+        try:
+            upgrade(self.c, self._opts(V[3], health_timeout=5))
+        except NotDone as exc:
+            reason = str(exc)
+        else:
+            raise AssertionError("the broken v3 was committed")
+        self.c.engine.wait("notes", healthy=True, timeout=30)
+        _check(_http("/version")["version"] == 2, "back on v2")
+        _check(_http("/notes")["count"] == 4, "all 4 notes intact")
+        return f"v3 failed its health check and was rolled back automatically: v2 serves 4 notes", \
+            {"reason": reason}
+
+    def rollback(self) -> tuple[str, dict[str, Any]]:
+        from volmerge.errors import BadInput
+        from volmerge.upgrade import rollback
+
+        try:
+            rollback(self.c, "notes")
+        except BadInput:
+            pass
+        else:
+            raise AssertionError("a rollback that loses data went ahead without being told")
+        rep = rollback(self.c, "notes", keep_new_data_as="notes-v2-data")
+        self.c.engine.wait("notes", healthy=True, timeout=30)
+        _check(_http("/version")["version"] == 1, "v1 again")
+        _check(_http("/notes")["count"] == 3, "v1's 3 notes")
+        _check(self.c.volumes.exists("notes-v2-data"), "v2's data kept as a volume")
+        rows = rep["new_data"]["notes-data"]["rows"]
+        return ("rollback --keep-new-data-as notes-v2-data: back on v1 with its 3 notes; "
+                f"data written since the upgrade ({rows}) kept in volume notes-v2-data"), {}
+
+    def cleanup(self) -> tuple[str, dict[str, Any]]:
+        self.clean()
+        return "removed the demo's containers and volumes (images stay in the store)", {}
+
+
+def story_steps(ctx: DemoContext) -> list[Step]:
+    s = Story(ctx)
+    return [
+        Step("clean", s.clean), Step("run v1", s.run_v1), Step("use it", s.write),
+        Step("preview", s.preview), Step("rehearse", s.rehearse), Step("upgrade", s.upgrade),
+        Step("try v3", s.broken), Step("rollback", s.rollback), Step("cleanup", s.cleanup),
+    ]
+
+
+def enter_sandbox() -> None:
+    """The demo publishes a port and makes a bridge network: it does so in a
+    network (and mount) namespace of its own, so the host's network is never
+    touched.  Everything it starts is removed before it ends."""
+    import subprocess
+
+    from runtime import sys as rsys
+
+    rsys.unshare(rsys.CLONE_NEWNET | rsys.CLONE_NEWNS)
+    rsys.make_private("/")
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+
+
 def check_kinds(kinds: tuple[str, ...]) -> None:
     """BadInput (exit 2) for a kind that is not a fixture image."""
     from fixtures.images import KINDS
@@ -122,15 +315,18 @@ def check_kinds(kinds: tuple[str, ...]) -> None:
 
 
 def run_demo(store: Store, kinds: tuple[str, ...] = DEMO_KINDS,
-             report: Callable[[StepResult], None] | None = None) -> DemoResult:
+             report: Callable[[StepResult], None] | None = None, *,
+             story: bool = False) -> DemoResult:
     """Run the demo's steps against ``store``; stop at the first failure.
 
+    ``story``: after loading the images, tell the upgrade story.
     ``report`` is called after each step (the CLI prints it).
     """
     check_kinds(kinds)
     ctx = DemoContext(store)
     results: list[StepResult] = []
-    for step in demo_steps(ctx, kinds):
+    steps = demo_steps(ctx, kinds) + (story_steps(ctx) if story else [])
+    for step in steps:
         t0 = time.monotonic()
         try:
             detail, data = step.run()
