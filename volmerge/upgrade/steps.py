@@ -125,21 +125,30 @@ class MergeVolume(Step):
     def apply(self, ctx: Any, tx: Any) -> dict[str, Any]:
         report = merge_volume(ctx, tx.new_image, self.args["volume"], self.args["target"],
                               at=self.args["at"], out=ctx.volumes.live_upper(self.args["volume"]),
-                              policy=tx.policy, on_conflict=self.args["on_conflict"])
+                              policy=tx.policy, on_conflict=self.args["on_conflict"],
+                              old_image=ctx.images.get(tx.plan.old_image_id))
         tx.reports[self.args["volume"]] = report
         return {}
 
 
 def merge_volume(ctx: Any, image: Any, volume: str, target: str, *, at: str | None, out: Any,
-                 policy: Any, on_conflict: str, dry_run: bool = False) -> dict[str, Any]:
+                 policy: Any, on_conflict: str, dry_run: bool = False,
+                 old_image: Any = None) -> dict[str, Any]:
     """The merge of one volume (shared by the upgrade, the preview and the
     rehearsal).  Returns the tree report as JSON."""
     from strategies.tree import MergeConflict, merge_trees
 
+    from . import pgdata
     from .imageview import image_root, inside
 
     with image_root(ctx.store, image) as root:
         theirs = inside(root, target)
+        with ctx.volumes.view(volume, at=at) as ours:
+            pg = pgdata.maybe_upgrade(ctx, old_image=old_image, new_image=image, volume=volume,
+                                      target=target, ours=ours, theirs=theirs, out=out,
+                                      dry_run=dry_run)
+            if pg is not None:
+                return pg
         if theirs is None:
             return {"summary": {"conflicts": 0}, "files": [], "sql": [],
                     "note": f"the new image has nothing at {target}: data kept as is"}

@@ -271,7 +271,8 @@ def preview(ctx: Any, opts: UpgradeOptions) -> dict[str, Any]:
         scratch = ctx.store.tmpdir("preview-")
         try:
             rep = st.merge_volume(ctx, new, v.name, v.target, at=None, out=scratch / "out",
-                                  policy=plan.policy, on_conflict=opts.on_conflict, dry_run=True)
+                                  policy=plan.policy, on_conflict=opts.on_conflict, dry_run=True,
+                                  old_image=ctx.images.get(plan.old_image_id))
         finally:
             from runtime import fsutil
 
@@ -326,7 +327,8 @@ def rehearse(ctx: Any, opts: UpgradeOptions, progress: Progress = _noop) -> dict
             if v.theirs:
                 reports[v.name] = st.merge_volume(
                     ctx, new, clone, v.target, at=None, out=ctx.volumes.live_upper(clone),
-                    policy=plan.policy, on_conflict=opts.on_conflict)
+                    policy=plan.policy, on_conflict=opts.on_conflict,
+                    old_image=ctx.images.get(plan.old_image_id))
         timings["merge"] = time.monotonic() - t0
         progress("step", "merged into the clones", timings["merge"])
         new_opts = dataclasses.replace(
