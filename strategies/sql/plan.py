@@ -119,26 +119,29 @@ def _loss_text(x: Loss) -> str:
 def plan_replay(src: str, schema: str, base: str | None = None, maps: dict[str, str] | None = None,
                 defaults: dict[str, str] | None = None, allow_data_loss: bool = False,
                 from_dialect: str | None = None, to_dialect: str | None = None,
-                bookkeeping: list[str] | tuple[str, ...] = (), workdir: str | None = None) -> ReplayPlan:
+                bookkeeping: list[str] | tuple[str, ...] = (), workdir: str | None = None,
+                frozen: bool = False) -> ReplayPlan:
     """Plan the replay of ``src``'s rows into the schema ``schema`` (NEW).
 
     ``src``/``schema``/``base``: SQLite files, .sql files or postgresql:// URLs.
     ``maps``: rename hints {"table.old": "new", "oldtable": "newtable"};
     ``defaults``: {"table.column": "SQL expression"} for new NOT NULL columns
-    (evaluated in the source engine); ``bookkeeping``: more migration tables.
+    (evaluated in the source engine); ``bookkeeping``: more migration tables;
+    ``frozen``: the SQLite inputs cannot change (snapshots, image layers): they
+    are opened immutable, so nothing is ever created beside them.
     """
     for d in (from_dialect, to_dialect):
         if d is not None and d not in ("sqlite", "postgres", "mysql"):
             raise BadInput(f"unknown dialect {d!r} (sqlite, postgres or mysql)")
     kind_of(src)
     kind_of(schema)
-    base_schema = read_schema(base, dialect=None) if base else None
     wd = tempfile.mkdtemp(prefix="volmerge-sql-", dir=workdir)
     holder = _Scratch()
     fin = weakref.finalize(holder, shutil.rmtree, wd, True)
     try:
-        ours = open_source(src, from_dialect, wd, "ours")
-        theirs = open_source(schema, None, wd, "theirs")
+        base_schema = read_schema(base, dialect=None, frozen=frozen) if base else None
+        ours = open_source(src, from_dialect, wd, "ours", frozen)
+        theirs = open_source(schema, None, wd, "theirs", frozen)
         if to_dialect is None:
             to_dialect = theirs.schema.dialect if theirs.schema.dialect != "mysql" else "sqlite"
         merged = merge_schemas(base_schema, ours.schema, theirs.schema, renames=maps, defaults=defaults,

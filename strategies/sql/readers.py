@@ -45,38 +45,103 @@ def kind_of(src: str) -> str:
     raise BadInput(f"{src}: not a database (neither a SQLite file, a .sql dump nor a postgresql:// URL)")
 
 
-def read_schema(src: str, dialect: str | None = None) -> Schema:
-    """The schema model of ``src`` (SQLite file, .sql file, postgresql:// URL)."""
+def read_schema(src: str, dialect: str | None = None, frozen: bool = False) -> Schema:
+    """The schema model of ``src`` (SQLite file, .sql file, postgresql:// URL).
+    ``frozen``: the file cannot change and may sit on a read-only mount (see
+    :func:`ro_uri`)."""
     kind = kind_of(src)
     if kind == "postgres":
         from .pg import read_pg
 
         return read_pg(src)
     if kind == "sqlite":
-        return read_sqlite(src)
+        if frozen and has_sidecar(src):
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="volmerge-sql-") as wd:
+                return read_sqlite(recovered_copy(src, wd), frozen=True)
+        return read_sqlite(src, frozen=frozen)
     schema, _ = stage_dump(src, dialect=dialect, staging=None)
     return schema
 
 
-def connect_ro(path: str) -> sqlite3.Connection:
+def ro_uri(path: str, frozen: bool = False) -> str:
+    """The URI that opens an input database read-only.
+
+    ``frozen`` (a snapshot, a layer of an image, a file under /proc/self/fd/N/):
+    ``immutable=1`` as well, so SQLite takes no locks and never creates a
+    -journal, -wal or -shm file beside it (the directory may be a read-only
+    overlay mount).  A frozen file with a WAL or a hot journal beside it is
+    first recovered into a private copy (:func:`recovered_copy`): read as
+    immutable, those committed (or half-written) pages would be ignored.
+    Otherwise (a live database) ``mode=ro`` alone: SQLite's locks give one
+    consistent snapshot while the application keeps running."""
     from urllib.parse import quote as q
 
+    uri = f"file:{q(os.path.abspath(path))}?mode=ro"
+    return uri + "&immutable=1" if frozen else uri
+
+
+def has_sidecar(path: str) -> bool:
+    """A non-empty -wal or -journal beside ``path``: pages that are not in the file itself."""
+    for ext in ("-wal", "-journal"):
+        try:
+            if os.path.getsize(path + ext) > 0:
+                return True
+        except OSError:
+            pass
+    return False
+
+
+def recovered_copy(path: str, workdir: str) -> str:
+    """Copy ``path`` and its -wal/-journal into ``workdir`` and let SQLite
+    recover the copy there (checkpoint the WAL, roll back a hot journal): the
+    database as a reader would see it, in one file, without writing beside the
+    original."""
+    import shutil
+    import uuid
+
+    d = os.path.join(workdir, f"recovered-{uuid.uuid4().hex[:8]}")
+    os.mkdir(d)
+    copy = os.path.join(d, os.path.basename(path) or "db")
+    shutil.copyfile(path, copy)
+    for ext in ("-wal", "-journal"):
+        if os.path.exists(path + ext):
+            shutil.copyfile(path + ext, copy + ext)
     try:
-        conn = sqlite3.connect(f"file:{q(os.path.abspath(path))}?mode=ro", uri=True,
+        conn = sqlite3.connect(copy, isolation_level=None)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            conn.execute("PRAGMA journal_mode=DELETE").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as e:
+        raise BadInput(f"{path}: not a database ({e})") from None
+    return copy
+
+
+def connect_ro(path: str, frozen: bool = False) -> sqlite3.Connection:
+    try:
+        conn = sqlite3.connect(ro_uri(path, frozen), uri=True,
                                isolation_level=None, check_same_thread=False)
+    except sqlite3.DatabaseError as e:
+        raise BadInput(f"{path}: not a database ({e})") from None
+    try:
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.DatabaseError as e:
+        conn.close()
         raise BadInput(f"{path}: not a database ({e})") from None
     return conn
 
 
-def read_sqlite(path: str, conn: sqlite3.Connection | None = None, prefix: str = "") -> Schema:
+def read_sqlite(path: str, conn: sqlite3.Connection | None = None, prefix: str = "",
+                frozen: bool = False) -> Schema:
     """Model of a SQLite database, from its catalog (PRAGMAs are authoritative
     for types, keys and defaults; the original CREATE text is kept)."""
     own = conn is None
     if conn is None:
         kind_of(path)
-        conn = connect_ro(path)
+        conn = connect_ro(path, frozen)
     p = f"{prefix}." if prefix else ""
     try:
         return _read_sqlite(conn, p, path)

@@ -115,15 +115,12 @@ def replay_pg(plan: Any, dst: str, progress: Progress | None = None) -> dict[str
 
 
 def _sqlite_src(plan: Any) -> sqlite3.Connection:
-    from urllib.parse import quote as q
-
-    conn = sqlite3.connect(f"file:{q(os.path.abspath(plan.ours.path))}?mode=ro", uri=True,
-                           isolation_level=None)
+    conn = sqlite3.connect(plan.ours.uri(), uri=True, isolation_level=None)
     verify.register(conn)
     conn.create_function("vm_real", 1, repr, deterministic=True)
     conn.execute("BEGIN")  # one read transaction: one snapshot for rows and checksums
     if any(t.origin == "theirs" and t.rows for t in plan.tables):
-        conn.execute("ATTACH ? AS th", (f"file:{q(os.path.abspath(plan.theirs.path))}?mode=ro",))
+        conn.execute("ATTACH ? AS th", (plan.theirs.uri(),))
     return conn
 
 

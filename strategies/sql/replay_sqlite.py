@@ -26,12 +26,6 @@ from .schema import quote
 Progress = Callable[[str, int, int], None]  # (table, rows done, rows total)
 
 
-def _attach_uri(path: str) -> str:
-    from urllib.parse import quote as q
-
-    return f"file:{q(os.path.abspath(path))}?mode=ro"
-
-
 def replay_sqlite(plan: Any, dst: str, progress: Progress | None = None) -> dict[str, Any]:
     from .plan import ReplayPlan
 
@@ -100,9 +94,9 @@ def _build(plan: Any, tmp: str, progress: Progress | None) -> dict[str, Any]:
         conn.execute("PRAGMA foreign_keys=OFF")
         src_engine = plan.ours.engine
         if src_engine == "sqlite":
-            conn.execute("ATTACH ? AS src", (_attach_uri(plan.ours.path),))
+            conn.execute("ATTACH ? AS src", (plan.ours.uri(),))
         if any(t.origin == "theirs" and t.rows for t in plan.tables):
-            conn.execute("ATTACH ? AS th", (_attach_uri(plan.theirs.path),))
+            conn.execute("ATTACH ? AS th", (plan.theirs.uri(),))
         conn.execute("BEGIN")
         phase("open")
         target = plan.target

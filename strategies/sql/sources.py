@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from strategies.errors import BadInput
 
-from .readers import connect_ro, kind_of, read_sqlite, stage_dump
+from .readers import connect_ro, has_sidecar, kind_of, read_sqlite, recovered_copy, ro_uri, stage_dump
 from .schema import Schema, quote
 
 
@@ -27,6 +27,7 @@ class Source:
     schema: Schema
     path: str | None = None  # the SQLite file rows are read from (the original or the staging file)
     url: str | None = None
+    frozen: bool = False  # the SQLite file cannot change: opened immutable (readers.ro_uri)
     _counts: dict[str, int] = field(default_factory=dict, repr=False)
 
     def count(self, table: str) -> int:
@@ -37,10 +38,15 @@ class Source:
     def count_values(self, table: str, column: str) -> int:
         return int(self.scalar(f"SELECT count({quote(column)}) FROM {quote(table)}"))
 
+    def uri(self) -> str:
+        """The read-only URI to ATTACH or open this SQLite source with."""
+        assert self.path is not None
+        return ro_uri(self.path, self.frozen)
+
     def scalar(self, sql: str):  # type: ignore[no-untyped-def]
         if self.engine == "sqlite":
             assert self.path is not None
-            conn = connect_ro(self.path)
+            conn = connect_ro(self.path, self.frozen)
             try:
                 return conn.execute(sql).fetchone()[0]
             finally:
@@ -51,18 +57,21 @@ class Source:
             return conn.execute(sql).fetchone()[0]
 
 
-def open_source(spec: str, dialect: str | None, workdir: str, role: str) -> Source:
-    """Open ``spec`` as a row source; dumps are staged under ``workdir``."""
+def open_source(spec: str, dialect: str | None, workdir: str, role: str, frozen: bool = False) -> Source:
+    """Open ``spec`` as a row source; dumps are staged under ``workdir``.
+    ``frozen``: a SQLite file that cannot change, opened immutable (a WAL or
+    hot journal beside it is recovered into a copy under ``workdir`` first)."""
     kind = kind_of(spec)
     if kind == "postgres":
         from .pg import read_pg
 
         return Source(spec, kind, "postgres", read_pg(spec), url=spec)
     if kind == "sqlite":
-        return Source(spec, kind, "sqlite", read_sqlite(spec), path=spec)
+        path = recovered_copy(spec, workdir) if frozen and has_sidecar(spec) else spec
+        return Source(spec, kind, "sqlite", read_sqlite(path, frozen=frozen), path=path, frozen=frozen)
     staging = os.path.join(workdir, f"{role}.staging.db")
     schema, _ = stage_dump(spec, dialect=dialect, staging=staging)
-    return Source(spec, kind, "sqlite", schema, path=staging)
+    return Source(spec, kind, "sqlite", schema, path=staging, frozen=True)
 
 
 def sqlite_ok(path: str) -> None:

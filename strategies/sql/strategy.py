@@ -53,16 +53,25 @@ class SqlReplayStrategy:
 
     def merge_files(self, path: str, base: str | None, ours: str, theirs: str, out: str,
                     opts: MergeOptions) -> FileReport:
+        """Replay ours into theirs' schema — unless one side is the base (or
+        both sides are the same), when the answer is a copy (the conformance
+        identities).  Inputs are frozen trees, possibly read-only mounts:
+        they are opened immutable and nothing is written beside them."""
         from .plan import plan_replay
         from .replay import replay
 
+        trivial = _trivial(base, ours, theirs)
+        if trivial is not None:
+            pick, action, note = trivial
+            _copy_new(ours if pick == "ours" else theirs, out)
+            return FileReport(path, action, self.name, [], [note] if note else [])
         try:
             o = sql_options(opts)
             with plan_replay(ours, schema=theirs, base=base, maps=o.get("rename"),
                              defaults={k: str(v) for k, v in (o.get("defaults") or {}).items()},
                              allow_data_loss=bool(o.get("allow_data_loss", False)),
                              bookkeeping=tuple(o.get("bookkeeping_tables") or ()),
-                             ) as plan:
+                             frozen=True) as plan:
                 notes = _summary(plan)
                 if not plan.ok:
                     return self._conflict(path, ours, theirs, out, opts, plan.problems(), notes)
@@ -81,6 +90,54 @@ class SqlReplayStrategy:
             return FileReport(path, action, self.name, conflicts,
                               notes + [f"replay not possible; on_conflict={opts.on_conflict}"])
         return FileReport(path, "conflict", self.name, conflicts, notes)
+
+
+def same_bytes(a: str, b: str) -> bool:
+    """Byte-identical files (sizes first, then 1 MB blocks)."""
+    try:
+        if os.path.getsize(a) != os.path.getsize(b):
+            return False
+    except OSError:
+        return False
+    if os.path.samefile(a, b):
+        return True
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            x = fa.read(1 << 20)
+            if x != fb.read(1 << 20):
+                return False
+            if not x:
+                return True
+
+
+def _trivial(base: str | None, ours: str, theirs: str) -> tuple[str, str, str] | None:
+    """(side to copy, action, note) when no replay is needed, as in
+    strategies.identity: same on both sides -> that; one side still the base
+    -> the other side exactly."""
+    from .readers import has_sidecar
+
+    if any(has_sidecar(p) for p in (base, ours, theirs) if p):
+        return None  # pages in a -wal/-journal: the files alone do not say what they hold
+    if same_bytes(ours, theirs):
+        changed = base is None or not same_bytes(base, ours)
+        return "ours", "unchanged", "same change on both sides" if changed else ""
+    if base is not None and same_bytes(base, theirs):
+        return "ours", "unchanged", "only ours changed: the live database is kept as it is"
+    if base is not None and same_bytes(base, ours):
+        return "theirs", "took-theirs", "the live database was never written: the new one is taken"
+    return None
+
+
+def _copy_new(src: str, out: str) -> None:
+    """Write ``out`` (which must not exist) complete or not at all."""
+    tmp = f"{out}.volmerge-copy.tmp"
+    try:
+        shutil.copyfile(src, tmp)
+        os.rename(tmp, out)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def _summary(plan: Any) -> list[str]:

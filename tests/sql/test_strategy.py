@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
 import shutil
+import sqlite3
 from importlib.metadata import entry_points
+from pathlib import Path
 
 from strategies.base import FileStrategy, MergeOptions
 from strategies.sql.strategy import SqlReplayStrategy, sql_options
@@ -64,3 +69,81 @@ def test_plain_dict_options(tmp_path):
     # without a base, nothing can be told apart from dropped: still fine here (no ours-only data)
     assert fr.action == "merged", fr
     assert rows(out, "SELECT DISTINCT pinned FROM notes") == [(1,)]
+
+
+# -- the identities (conformance) and frozen, read-only inputs -----------------
+
+def _tree_state(d: Path) -> dict[str, tuple[int, str, int]]:
+    return {p.name: (p.stat().st_size, hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for p in sorted(d.iterdir())}
+
+
+@contextlib.contextmanager
+def read_only_inputs(tmp: Path, files: dict[str, Path]):
+    """Each input in its own directory, bind-mounted read-only, reached the way
+    the tree merge passes it: /proc/self/fd/N/name."""
+    from runtime import sys as rsys
+
+    MS_BIND, MS_RDONLY, MS_REMOUNT = 4096, 1, 32
+    dirs, fds, paths = [], [], {}
+    try:
+        for role, src in files.items():
+            d = tmp / f"in-{role}"
+            d.mkdir(parents=True)
+            for ext in ("", "-wal", "-journal"):  # the file and any -wal / -journal beside it
+                if Path(f"{src}{ext}").exists():
+                    shutil.copyfile(f"{src}{ext}", d / f"db{ext}")
+            rsys.mount(str(d), d, None, MS_BIND)
+            dirs.append(d)
+            rsys.mount(None, d, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+            fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+            fds.append(fd)
+            paths[role] = f"/proc/self/fd/{fd}/db"
+        before = {d.name: _tree_state(d) for d in dirs}
+        yield paths
+        assert {d.name: _tree_state(d) for d in dirs} == before, "an input directory changed"
+    finally:
+        for fd in fds:
+            os.close(fd)
+        for d in dirs:
+            rsys.umount(d)
+
+
+def test_identities_copy_instead_of_replaying(tmp_path):
+    base, live, new = trio(tmp_path)
+    s = SqlReplayStrategy()
+    cases = [("all same", base, base, base, base, "unchanged"),
+             ("only ours changed", base, live, base, live, "unchanged"),
+             ("only theirs changed", base, base, new, new, "took-theirs"),
+             ("same change on both", base, live, live, live, "unchanged")]
+    for label, b, o, t, want, action in cases:
+        out = tmp_path / f"{label.replace(' ', '-')}.db"
+        with read_only_inputs(tmp_path / label.replace(" ", "-"), {"b": b, "o": o, "t": t}) as p:
+            fr = s.merge_files("app.db", p["b"], p["o"], p["t"], str(out), MergeOptions(options={}))
+        assert fr.action == action, (label, fr)
+        assert out.read_bytes() == want.read_bytes(), label
+
+
+def test_replay_from_read_only_inputs_with_a_wal(tmp_path):
+    """A live database in WAL mode whose last commits are only in its -wal:
+    they are carried, and nothing is created in (or written to) the inputs."""
+    base, live, new = trio(tmp_path)
+    wal = tmp_path / "wal" / "live.db"
+    wal.parent.mkdir()
+    shutil.copyfile(live, wal)
+    conn = sqlite3.connect(wal)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    conn.execute("INSERT INTO notes VALUES (4, 2, 'only in the wal', '7')")
+    conn.commit()
+    try:
+        assert (wal.parent / "live.db-wal").stat().st_size > 0
+        out = tmp_path / "out.db"
+        opts = MergeOptions(options={"rename": {"notes.body": "content"}, "defaults": {"notes.pinned": 0}})
+        with read_only_inputs(tmp_path, {"b": base, "o": wal, "t": new}) as p:
+            fr = SqlReplayStrategy().merge_files("app.db", p["b"], p["o"], p["t"], str(out), opts)
+    finally:
+        conn.close()
+    assert fr.action == "merged", fr
+    assert rows(out, "SELECT id, content FROM notes ORDER BY id")[-1] == (4, "only in the wal")
+    assert sorted(os.listdir(tmp_path / "in-o")) == ["db", "db-wal"]

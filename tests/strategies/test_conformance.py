@@ -15,10 +15,7 @@ from .conformance import check_strategy
 
 NAMES = sorted(all_strategies())
 # Known deviations, reported to their owners; strict=False so a fix shows as XPASS.
-KNOWN = {
-    "sql": "SQL replay puts ours' rows into theirs' schema even when only theirs changed "
-           "(strategies/sql owner; the tree merge never calls it in that case)",
-}
+KNOWN: dict[str, str] = {}
 
 
 def test_builtins_are_registered() -> None:
