@@ -1,0 +1,620 @@
+"""Downtime of an upgrade of the demo app: ``volmerge upgrade`` (and its
+automatic rollback of a broken release, and ``volmerge rollback``) against the
+manual path an operator takes with a docker-like CLI: stop, tar the volume,
+start the new image, and restore from the tar when the new version fails.
+
+Run as root: ``.venv/bin/python bench/bench_upgrade.py [-n ROUNDS] [--notes N]``.
+
+The script re-executes itself under ``unshare --net --mount --propagation
+private`` so that the bridge, the published port, the nft table and every
+mount live in namespaces of its own; the store root is a temporary directory
+that is unmounted and removed at the end.  The only traffic is the poller's
+HTTP on 127.0.0.1 inside that network namespace.
+
+Each round starts each side from the same fresh state (notes v1 with N notes
+and an operator's settings edit) and runs three scenarios per side:
+
+  upgrade   v1 -> v2 (the schema changes: the data must be carried over)
+  failed    v2 -> v3 (v3 fails its health check): back on v2 with the data
+  back      v2 -> v1 (return to the previous version, dropping newer data)
+
+A client thread polls GET /health every 5 ms; downtime is the longest gap
+between two successful (HTTP 200) answers.  Sides alternate which goes first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(HERE))
+
+INNER = "VOLMERGE_BENCH_UPGRADE_INNER"
+DEMO = {1: "localhost/volmerge-demo/notes:1", 2: "localhost/volmerge-demo/notes:2",
+        3: "localhost/volmerge-demo/notes:3"}
+NAME, VOL, PORT = "notes", "notes-data", 18080
+HEALTH_TIMEOUT = 5.0  # both sides give the broken release the same 5 s
+
+# v1 -> v2 schema change, written by hand as an operator would (the manual
+# side's migration; volmerge derives it from the two schemas instead).
+MIGRATE = """\
+import sqlite3
+c = sqlite3.connect('/data/notes.db')
+c.executescript('''
+BEGIN;
+ALTER TABLE notes RENAME COLUMN body TO content;
+ALTER TABLE notes ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE tags (id INTEGER PRIMARY KEY,
+  note_id INTEGER NOT NULL REFERENCES notes(id) ON DELETE CASCADE, name TEXT NOT NULL);
+PRAGMA user_version = 2;
+COMMIT;
+''')
+c.close()
+"""
+
+FILL = """\
+import sqlite3, sys
+n = int(sys.argv[1])
+c = sqlite3.connect('/data/notes.db', timeout=10)
+with c:
+    c.executemany('INSERT INTO notes (body, created) VALUES (?, ?)',
+                  [(f'note {i}: ' + 'lorem ipsum dolor sit amet ' * 4, '2024-01-01T00:00:00Z')
+                   for i in range(n)])
+c.close()
+"""
+
+
+# --------------------------------------------------------------------------
+# Namespaces
+# --------------------------------------------------------------------------
+
+
+def reexec_in_namespaces() -> None:
+    """Start over inside a new network namespace and a private mount namespace."""
+    if os.environ.get(INNER) == "1":
+        return
+    if os.geteuid() != 0:
+        raise SystemExit("bench_upgrade: run as root (namespaces, overlay mounts, runc)")
+    env = dict(os.environ, **{INNER: "1"})
+    os.execvpe("unshare", ["unshare", "--net", "--mount", "--propagation", "private", "--",
+                           sys.executable, os.path.abspath(__file__), *sys.argv[1:]], env)
+
+
+# --------------------------------------------------------------------------
+# The CLI and the poller
+# --------------------------------------------------------------------------
+
+
+class Fail(RuntimeError):
+    pass
+
+
+@dataclass
+class VM:
+    root: Path
+
+    def __call__(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+        env = dict(os.environ, VOLMERGE_ROOT=str(self.root))
+        p = subprocess.run([sys.executable, "-m", "volmerge", *args], capture_output=True,
+                           text=True, env=env, timeout=timeout)
+        if check and p.returncode != 0:
+            raise Fail(f"volmerge {' '.join(args)} -> {p.returncode}: {p.stderr.strip()[-800:]}")
+        return p
+
+
+def probe(path: str = "/health") -> int:
+    """HTTP status of one GET on a new connection (0: no answer).  A short
+    connect timeout: while no container is behind the DNAT the SYN vanishes."""
+    try:
+        s = socket.create_connection(("127.0.0.1", PORT), timeout=0.025)
+    except OSError:
+        return 0
+    try:
+        s.settimeout(2.0)
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while b"\r\n" not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        parts = data.split(b" ", 2)
+        return int(parts[1]) if data.startswith(b"HTTP/") and len(parts) > 1 else 0
+    except (OSError, ValueError):
+        return 0
+    finally:
+        s.close()
+
+
+def get_json(path: str) -> dict:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{PORT}{path}", timeout=5) as r:
+        return json.loads(r.read())
+
+
+class Poller:
+    """Polls /health every ``interval`` s from start() until a success after
+    finish(); the downtime is the longest gap between two successes."""
+
+    def __init__(self, interval: float = 0.005) -> None:
+        self.interval = interval
+        self.oks: list[float] = []
+        self.tries = 0
+        self._finish_at: float | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        nxt = time.perf_counter()
+        while True:
+            self.tries += 1
+            ok = probe() == 200
+            now = time.perf_counter()
+            if ok:
+                self.oks.append(now)
+                if self._finish_at is not None and now >= self._finish_at:
+                    break
+            if self._done.is_set():
+                break
+            nxt += self.interval
+            delay = nxt - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            else:
+                nxt = time.perf_counter()
+
+    def start(self) -> Poller:
+        self._thread.start()
+        deadline = time.perf_counter() + 10
+        while not self.oks:  # the service must be up before we measure
+            if time.perf_counter() > deadline:
+                raise Fail("service not answering before the measurement")
+            time.sleep(0.005)
+        return self
+
+    def finish(self, timeout: float = 30) -> float:
+        self._finish_at = time.perf_counter()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._done.set()
+            self._thread.join()
+            raise Fail("service did not come back")
+        gaps = [b - a for a, b in zip(self.oks, self.oks[1:])]
+        return max(gaps) if gaps else 0.0
+
+
+# --------------------------------------------------------------------------
+# State
+# --------------------------------------------------------------------------
+
+
+def run_notes(vm: VM, version: int) -> None:
+    vm("run", "-d", "--name", NAME, "-p", f"{PORT}:8080", "-v", f"{VOL}:/data", DEMO[version])
+
+
+def setup(vm: VM, notes: int) -> None:
+    """Fresh state: notes v1 on a fresh volume, N notes, an operator's edit."""
+    run_notes(vm, 1)
+    vm("wait", "--healthy", NAME, "--timeout", "30")
+    for i in range(10):  # a few through the app itself
+        import urllib.request
+
+        urllib.request.urlopen(f"http://127.0.0.1:{PORT}/notes", data=f"http note {i}".encode(),
+                               timeout=5).read()
+    vm("exec", NAME, "python3", "-c", FILL, str(notes - 10))
+    vm("exec", NAME, "sh", "-c",
+       "sed -i 's/^greeting = .*/greeting = Hello from Ops/' /data/settings.ini")
+    have = get_json("/notes")["count"]
+    if have != notes:
+        raise Fail(f"setup wrote {have} notes, wanted {notes}")
+
+
+def teardown(vm: VM) -> None:
+    ids = vm("ps", "-aq", check=False).stdout.split()
+    if ids:
+        vm("rm", "-f", *ids, check=False)
+    vols = vm("volume", "ls", "-q", check=False).stdout.split()
+    if vols:
+        vm("volume", "rm", "-f", *vols, check=False)
+
+
+def expect(version: int, notes: int, ops_edit: bool = True) -> None:
+    v = get_json("/version")["version"]
+    n = get_json("/notes")["count"]
+    if v != version or n != notes:
+        raise Fail(f"expected v{version} with {notes} notes, found v{v} with {n}")
+    if ops_edit and "Hello from Ops" not in json.dumps(get_json("/settings")):
+        raise Fail("the operator's settings edit is gone")
+
+
+@dataclass
+class Sample:
+    downtime: float
+    total: float
+    steps: dict[str, float] = field(default_factory=dict)
+
+
+def measure(action) -> Sample:  # type: ignore[no-untyped-def]
+    """Run ``action()`` (returns per-step timings) under the poller."""
+    poller = Poller().start()
+    t0 = time.perf_counter()
+    try:
+        steps = action()
+    finally:
+        total = time.perf_counter() - t0
+        down = poller.finish()
+    return Sample(down, total, steps)
+
+
+class Steps:
+    """Times named steps of the manual path."""
+
+    def __init__(self) -> None:
+        self.t: dict[str, float] = {}
+
+    def __call__(self, label: str, fn, *a, **kw):  # type: ignore[no-untyped-def]
+        t0 = time.perf_counter()
+        try:
+            return fn(*a, **kw)
+        finally:
+            self.t[label] = self.t.get(label, 0.0) + time.perf_counter() - t0
+
+
+# --------------------------------------------------------------------------
+# The volmerge side
+# --------------------------------------------------------------------------
+
+
+def last_attempt_timings(vm: VM) -> dict[str, float]:
+    hist = json.loads(vm("history", NAME, "--json").stdout)
+    attempts = [h for h in hist if h["type"] != "generation"]
+    return dict(attempts[-1]["timings"]) if attempts else {}
+
+
+def volmerge_side(vm: VM, notes: int) -> dict[str, Sample]:
+    out: dict[str, Sample] = {}
+
+    def upgrade() -> dict[str, float]:
+        p = vm("upgrade", NAME, "--to", DEMO[2], "--json")
+        return dict(json.loads(p.stdout)["timings"])
+
+    out["upgrade"] = measure(upgrade)
+    expect(2, notes)
+
+    def failed() -> dict[str, float]:
+        p = vm("upgrade", NAME, "--to", DEMO[3], "--health-timeout", str(HEALTH_TIMEOUT),
+               check=False)
+        if p.returncode != 1 or "rolled back" not in p.stderr:
+            raise Fail(f"upgrade to v3 should roll back (exit 1): {p.returncode} {p.stderr[-400:]}")
+        vm("wait", "--healthy", NAME, "--timeout", "30")
+        return last_attempt_timings(vm)
+
+    out["failed"] = measure(failed)
+    expect(2, notes)
+
+    def back() -> dict[str, float]:
+        p = vm("rollback", NAME, "--discard-new-data", "--json")
+        t = dict(json.loads(p.stdout).get("timings", {}))
+        vm("wait", "--healthy", NAME, "--timeout", "30")
+        return t
+
+    out["back"] = measure(back)
+    expect(1, notes)
+    return out
+
+
+# --------------------------------------------------------------------------
+# The manual side: a docker-like CLI, tar backups, restore on failure
+# --------------------------------------------------------------------------
+
+
+class CliOps:
+    """The manual path as an operator types it: one CLI command per step
+    (each pays the CLI's start-up, ~200 ms for this Python CLI)."""
+
+    def __init__(self, vm: VM) -> None:
+        self.vm = vm
+
+    def stop(self) -> None:
+        self.vm("stop", NAME)
+
+    def rm(self, force: bool = False) -> None:
+        self.vm("rm", *(["-f"] if force else []), NAME)
+
+    def export(self, tar: Path) -> None:
+        self.vm("volume", "export", VOL, "-o", str(tar))
+
+    def import_(self, tar: Path) -> None:
+        self.vm("volume", "rm", "-f", VOL)
+        self.vm("volume", "import", VOL, str(tar))
+
+    def migrate(self) -> None:
+        self.vm("run", "--rm", "--network", "none", "-v", f"{VOL}:/data", DEMO[2],
+                "python3", "-c", MIGRATE)
+
+    def run(self, version: int) -> None:
+        run_notes(self.vm, version)
+
+    def healthy(self, timeout: float) -> bool:
+        return self.vm("wait", "--healthy", NAME, "--timeout", str(timeout),
+                       check=False).returncode == 0
+
+
+class LibOps:
+    """The same steps through volmerge's library in one warm process: the
+    manual path's best case (no per-command start-up, as with a compiled
+    CLI talking to a daemon, or a script on top of the library)."""
+
+    def __init__(self, root: Path) -> None:
+        from runtime import options as o
+        from runtime.store import Store
+        from volmerge.context import Context
+
+        self.o = o
+        self.ctx = Context(Store(root))
+        self.eng, self.vols = self.ctx.engine, self.ctx.volumes
+        self.eng.get(NAME)  # warm: database, imports
+        import runtime.health  # noqa: F401
+        import volmerge.volumes.export  # noqa: F401
+
+    def _opts(self, image: str, **kw):  # type: ignore[no-untyped-def]
+        return self.o.RunOptions(image=image, mounts=[self.o.parse_volume(f"{VOL}:/data")], **kw)
+
+    def stop(self) -> None:
+        self.eng.stop(NAME, 10)
+
+    def rm(self, force: bool = False) -> None:
+        self.eng.remove(NAME, force=force)
+
+    def export(self, tar: Path) -> None:
+        self.vols.export(VOL, str(tar))
+
+    def import_(self, tar: Path) -> None:
+        self.vols.remove(VOL, force=True)
+        self.vols.import_(VOL, str(tar))
+
+    def migrate(self) -> None:
+        code = self.eng.run(self._opts(DEMO[2], command=["python3", "-c", MIGRATE],
+                                       network="none", rm=True))
+        if code != 0:
+            raise Fail(f"migration exited {code}")
+
+    def run(self, version: int) -> None:
+        opts = self._opts(DEMO[version], name=NAME, detach=True,
+                          ports=[self.o.parse_port(f"{PORT}:8080")])
+        c = self.eng.create(opts)
+        self.eng.start(c.id)
+
+    def healthy(self, timeout: float) -> bool:
+        from runtime.errors import NotDone
+
+        try:
+            self.eng.wait(NAME, healthy=True, timeout=timeout)
+            return True
+        except NotDone:
+            return False
+
+
+def restore(ops, s: Steps, tar: Path, version: int) -> None:  # type: ignore[no-untyped-def]
+    """Failure path: throw the container and the volume away, restore the
+    tar into a new volume, start the known-good version again."""
+    s("rm", ops.rm, force=True)
+    s("restore tar", ops.import_, tar)
+    s("start old", ops.run, version)
+    if not s("health old", ops.healthy, 30):
+        raise Fail(f"v{version} unhealthy after the restore")
+
+
+def manual(ops, scenario: str, work: Path) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """One scenario of the manual path; returns its step timings."""
+    bk = {"naive": work / "before-naive.tar", "upgrade": work / "before-v2.tar",
+          "failed": work / "before-v3.tar"}
+    s = Steps()
+    if scenario == "back":  # the backup taken before the upgrade is the way back
+        s("stop", ops.stop)
+        restore(ops, s, bk["upgrade"], 1)
+        return s.t
+    s("stop", ops.stop)
+    s("tar backup", ops.export, bk[scenario])
+    if scenario == "upgrade":
+        s("migrate", ops.migrate)
+    s("rm", ops.rm)
+    new = {"naive": 2, "upgrade": 2, "failed": 3}[scenario]
+    s("start", ops.run, new)
+    ok = s("health", ops.healthy, 30 if scenario == "upgrade" else HEALTH_TIMEOUT)
+    if scenario == "upgrade":
+        if not ok:
+            raise Fail("v2 unhealthy after the manual migration")
+        return s.t
+    if ok:
+        raise Fail(f"v{new} passed its health check in scenario {scenario}")
+    restore(ops, s, bk[scenario], 1 if scenario == "naive" else 2)
+    return s.t
+
+
+MANUAL_ORDER = (("naive", 1), ("upgrade", 2), ("failed", 2), ("back", 1))
+
+
+def manual_side(vm: VM, notes: int, work: Path, lib: bool) -> dict[str, Sample]:
+    """The manual scenarios in order; ``lib``: each scenario in one fresh
+    process of this script (--worker), started before the poller measures,
+    as `volmerge upgrade` is."""
+    out: dict[str, Sample] = {}
+    ops = CliOps(vm)
+    for scenario, after in MANUAL_ORDER:
+        if lib:
+            def act(sc: str = scenario) -> dict[str, float]:
+                env = dict(os.environ, VOLMERGE_ROOT=str(vm.root))
+                p = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", sc,
+                                    "--work", str(work)], capture_output=True, text=True, env=env)
+                if p.returncode != 0:
+                    raise Fail(f"worker {sc}: {p.stderr[-800:]}")
+                return dict(json.loads(p.stdout))
+        else:
+            def act(sc: str = scenario) -> dict[str, float]:
+                return manual(ops, sc, work)
+        out[scenario] = measure(act)
+        expect(after, notes)
+    for f in work.glob("before-*.tar"):
+        f.unlink()
+    return out
+
+
+def worker(scenario: str, work: Path) -> None:
+    ops = LibOps(Path(os.environ["VOLMERGE_ROOT"]))
+    print(json.dumps(manual(ops, scenario, work)))
+
+
+# --------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------
+
+SCENARIOS = {
+    "upgrade": "v1 -> v2, data carried into the new schema",
+    "failed": f"v2 -> v3 (fails health, {HEALTH_TIMEOUT:g} s timeout), back on v2",
+    "back": "v2 -> v1, newer data dropped",
+    "naive": "manual only: v1 -> v2 without migration, refused, restore v1",
+}
+
+
+def med(xs: list[float]) -> float:
+    return statistics.median(xs) * 1000
+
+
+SIDES = {
+    "volmerge": "volmerge upgrade / its automatic rollback / volmerge rollback (one CLI call each)",
+    "manual": "manual path through the library in one warm process (no per-command start-up)",
+    "manual-cli": "manual path as typed: one volmerge CLI command per step",
+}
+
+
+def report(results: dict[str, list[dict[str, Sample]]], notes: int, rounds: int) -> dict:
+    print(f"\nDemo app, {notes} notes, {rounds} rounds per side, medians (ms); downtime = "
+          "longest gap between two 200 answers of GET /health polled every 5 ms\n")
+    hdr = (f"{'scenario':<9} {'side':<11} {'downtime':>9} {'command':>9} {'min-max downtime':>17}"
+           f" {'x downtime':>11} {'x command':>10}")
+    print(hdr)
+    print("-" * len(hdr))
+    summary: dict = {}
+    for key in ("upgrade", "failed", "back", "naive"):
+        row: dict = {}
+        for side in SIDES:
+            xs = [r[key] for r in results[side] if key in r]
+            if not xs:
+                continue
+            d = [x.downtime for x in xs]
+            r = row[side] = {
+                "downtime_ms": med(d), "total_ms": med([x.total for x in xs]),
+                "min_ms": min(d) * 1000, "max_ms": max(d) * 1000,
+                "steps_ms": {k: med([x.steps.get(k, 0.0) for x in xs]) for k in xs[0].steps}}
+            ratio = ""
+            if side != "volmerge" and "volmerge" in row:
+                v = row["volmerge"]
+                r["ratio_downtime"] = r["downtime_ms"] / v["downtime_ms"]
+                r["ratio_total"] = r["total_ms"] / v["total_ms"]
+                ratio = f"{r['ratio_downtime']:>10.2f}x {r['ratio_total']:>9.2f}x"
+            mm = f"{r['min_ms']:.0f}-{r['max_ms']:.0f}"
+            print(f"{key:<9} {side:<11} {r['downtime_ms']:>9.0f} {r['total_ms']:>9.0f} {mm:>17} {ratio}")
+        summary[key] = row
+    print("\n(x: manual / volmerge, > 1 means volmerge is faster)")
+    print("\nScenarios:")
+    for k, v in SCENARIOS.items():
+        print(f"  {k:<8} {v}")
+    print("Sides:")
+    for k, v in SIDES.items():
+        print(f"  {k:<11} {v}")
+    print("\nPer-step medians (ms):")
+    for key, row in summary.items():
+        for side in SIDES:
+            if side in row:
+                steps = ", ".join(f"{k} {v:.0f}" for k, v in row[side]["steps_ms"].items())
+                print(f"  {key:<8} {side:<11} {steps}")
+    return summary
+
+
+# --------------------------------------------------------------------------
+
+
+def cli_floor(vm: VM, n: int = 5) -> float:
+    """Median wall time of a trivial CLI call (Python start + imports):
+    the fixed cost each manual step pays once per command."""
+    xs = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        vm("ps", "-q")
+        xs.append(time.perf_counter() - t0)
+    return statistics.median(xs)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("-n", "--rounds", type=int, default=5, help="rounds per side (>= 3)")
+    ap.add_argument("--notes", type=int, default=2000, help="notes in the database")
+    ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--work", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        worker(args.worker, Path(args.work))
+        return
+    if args.rounds < 3 or args.notes < 10:
+        raise SystemExit("bench_upgrade: --rounds >= 3 and --notes >= 10")
+    reexec_in_namespaces()
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+
+    from fixtures import image_archive
+    from runtime import sys as rsys
+
+    work = Path(tempfile.mkdtemp(prefix="bench-upgrade-"))
+    vm = VM(work / "root")
+    try:
+        t0 = time.perf_counter()
+        for kind in ("demo-v1", "demo-v2", "demo-v3"):
+            vm("image", "load", str(image_archive(kind)))
+        print(f"images loaded in {time.perf_counter() - t0:.1f} s; store {vm.root}", flush=True)
+        floor = cli_floor(vm)
+        results: dict[str, list[dict[str, Sample]]] = {k: [] for k in SIDES}
+        sides = list(SIDES)
+        for i in range(args.rounds):
+            for side in sides[i % 3:] + sides[:i % 3]:  # rotate who goes first
+                setup(vm, args.notes)
+                if side == "volmerge":
+                    r = volmerge_side(vm, args.notes)
+                else:
+                    r = manual_side(vm, args.notes, work, lib=side == "manual")
+                results[side].append(r)
+                teardown(vm)
+                print(f"round {i + 1} {side:<11} " + ", ".join(
+                    f"{k} {s.downtime * 1000:.0f}/{s.total * 1000:.0f} ms" for k, s in r.items()),
+                    flush=True)
+        summary = report(results, args.notes, args.rounds)
+        print(f"\nOne trivial volmerge CLI call (`volmerge ps -q`): {floor * 1000:.0f} ms "
+              "(manual-cli pays it once per command)")
+        if args.json:
+            Path(args.json).write_text(json.dumps({"notes": args.notes, "rounds": args.rounds,
+                                                   "cli_call_ms": floor * 1000,
+                                                   "results": summary}, indent=1))
+    finally:
+        teardown(vm)
+        nets = vm("network", "ls", "-q", check=False).stdout.split()
+        if nets:
+            vm("network", "rm", *nets, check=False)
+        rsys.umount_tree(work)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
