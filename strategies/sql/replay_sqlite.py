@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from strategies.errors import BadInput, NotDone
 
-from . import render, verify
+from . import keyed, render, verify
 from .diff import TableMap
 from .schema import quote
 
@@ -163,10 +163,10 @@ def _build(plan: Any, tmp: str, progress: Progress | None) -> dict[str, Any]:
         checks = verify_sqlite(conn, plan, tables_out)
         phase("verify")
         conn.execute("COMMIT")
-        bad = conn.execute("PRAGMA quick_check").fetchone()[0]
+        bad = conn.execute("PRAGMA main.quick_check").fetchone()[0]
         if bad != "ok":
             raise NotDone(f"integrity check failed on the new database: {bad}")
-        conn.execute("PRAGMA journal_mode=DELETE")
+        conn.execute("PRAGMA main.journal_mode=DELETE")
         phase("integrity")
         return {"tables": tables_out, "verified": checks, "phases": phases}
     finally:
@@ -260,11 +260,38 @@ def _sequences(conn: sqlite3.Connection, plan: Any) -> None:
         conn.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = ?", (want, t.name))
 
 
+def _keyed(conn: sqlite3.Connection, plan: Any, tm: TableMap) -> keyed.KeyedCheck | None:
+    """The keyed comparison for a table whose source is ATTACHed, when it has a usable key."""
+    if tm.origin == "ours" and tm.source and plan.ours.engine == "sqlite":
+        pairs = [(c.target, c.expr, c.source if c.how in ("same", "renamed") else None)
+                 for c in tm.carried]
+        return keyed.keyed_check(conn, tm.target, "src", tm.source, pairs)  # type: ignore[arg-type]
+    if tm.origin == "theirs" and tm.rows:
+        cols = [c.name for c in plan.target.tables[tm.target].columns
+                if plan.theirs.schema.table(tm.target).col(c.name) is not None]
+        return keyed.keyed_check(conn, tm.target, "th", tm.target, [(c, quote(c), c) for c in cols])
+    return None
+
+
 def verify_sqlite(conn: sqlite3.Connection, plan: Any, tables_out: list[dict[str, Any]]) -> bool:
-    """Row counts and checksums of every carried column, both sides."""
+    """Every carried column of every row, both sides: by key in one join
+    where the table has a usable key (keyed.py), else row counts and
+    order-independent checksums (verify.py)."""
     by_name = {t["table"]: t for t in tables_out}
     for tm in plan.tables:
         out = by_name[tm.target]
+        kc = _keyed(conn, plan, tm)
+        if kc is not None:
+            n_src, n_dst, n_same = conn.execute(kc.sql()).fetchone()
+            out["verified_by"] = "key"
+            out["checksum"] = f"{n_src}:keyed"
+            if n_src != n_dst:
+                raise NotDone(f"verification failed: table {tm.target}: {n_src} rows in the source, "
+                              f"{n_dst} in the destination")
+            if n_same != n_src:
+                raise NotDone(f"verification failed: table {tm.target}: {n_src - n_same} row(s) differ, "
+                              f"first {kc.first_mismatch(conn)}")
+            continue
         if tm.origin == "ours" and tm.source:
             carried = tm.carried
             if plan.ours.engine == "sqlite":
@@ -287,6 +314,7 @@ def verify_sqlite(conn: sqlite3.Connection, plan: Any, tables_out: list[dict[str
             dst = verify.sqlite_checksum(conn, cols, f"main.{quote(tm.target)}")
         else:
             continue
+        out["verified_by"] = "checksum"
         out["checksum"] = src.hex()
         if src.rows != dst.rows:
             raise NotDone(f"verification failed: table {tm.target}: {src.rows} rows in the source, "

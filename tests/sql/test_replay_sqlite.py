@@ -160,7 +160,7 @@ def test_foreign_key_violation_detected(tmp_path):
 
 def test_verification_detects_a_changed_value(tmp_path):
     """A trigger in the new schema that rewrites rows as they arrive is caught
-    by the checksum (and the destination is not written)."""
+    by the verification (and the destination is not written)."""
     base, live, new = trio(tmp_path)
     make_db(tmp_path / "new2.db", "CREATE TABLE users(id INTEGER PRIMARY KEY, name TEXT NOT NULL);"
                                   "CREATE TABLE notes(id INTEGER PRIMARY KEY, user_id INTEGER, body TEXT, "
@@ -176,8 +176,8 @@ def test_verification_detects_a_changed_value(tmp_path):
     replay_sqlite._insert_select = sabotage
     try:
         with plan_replay(str(live), schema=str(tmp_path / "new2.db"), base=str(base)) as plan:
-            with pytest.raises(NotDone, match=r"verification failed: table notes: checksum differs in "
-                                              r"column\(s\) body"):
+            with pytest.raises(NotDone, match=r"verification failed: table notes: 1 row\(s\) differ, "
+                                              r"first row id=2 differs in column\(s\) body"):
                 replay(plan, str(tmp_path / "out.db"))
     finally:
         replay_sqlite._insert_select = original
