@@ -236,7 +236,7 @@ class VolumeManager:
             faults.point("create.layers-built")
             with self.pool.commit_lock():
                 seed_id = self.pool.adopt(built) if built else self.pool.new_layer(live=False)
-                live = self.pool.new_layer(live=True)
+                live = self.pool.new_layer(live=True, like=seed_id)
                 faults.point("create.layers-in-pool")
                 m = Manifest(name=name, seed=seed_id, base=seed_id, live=live,
                              labels=dict(labels or {}))
@@ -384,7 +384,7 @@ class VolumeManager:
                 f"volume {m.name!r} is used by {self._who(m)} and this command cannot reach "
                 "the container engine to swap its mount; stop the container first"
             )
-        new_live = self.pool.new_layer(live=True)
+        new_live = self.pool.new_layer(live=True, like=m.live)
         faults.point("snapshot.layer-made")
         ns_mounts = []
         if mounted:
@@ -445,7 +445,8 @@ class VolumeManager:
                 raise Conflict(f"volume {keep_as!r} already exists")
             with self.pool.commit_lock():
                 new = replace(m, generations=m.generations[: idx + 1],
-                              live=self.pool.new_layer(live=True), users={})
+                              live=self.pool.new_layer(live=True, like=m.frozen_layers()[idx + 1]),
+                              users={})
                 faults.point("rollback.layer-made")
                 if keep_as is not None:
                     kept = replace(copy.deepcopy(m), name=keep_as, users={}, created=time.time())
@@ -481,7 +482,8 @@ class VolumeManager:
                 raise Conflict(f"volume {new!r} already exists")
             gens = m.generations if idx is None else m.generations[: idx + 1]
             with self.pool.commit_lock():
-                c = Manifest(name=new, seed=m.seed, base=m.base, live=self.pool.new_layer(live=True),
+                top = gens[-1].layer if gens else m.seed
+                c = Manifest(name=new, seed=m.seed, base=m.base, live=self.pool.new_layer(live=True, like=top),
                              generations=copy.deepcopy(gens), labels=dict(m.labels))
                 faults.point("clone.layer-made")
                 self.pool.write(c)
@@ -604,7 +606,7 @@ class VolumeManager:
                     data = self.pool.adopt(d)
                     seed = self.pool.new_layer(live=False)
                     m = Manifest(name=name, seed=seed, base=seed,
-                                 live=self.pool.new_layer(live=True),
+                                 live=self.pool.new_layer(live=True, like=data),
                                  generations=[Generation(new_id(6), data, None)],
                                  labels=dict(labels or {}))
                     self.pool.write(m)

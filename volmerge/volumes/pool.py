@@ -137,12 +137,18 @@ class Pool:
                 p.unlink()
 
     # -- layers -----------------------------------------------------------------
-    def new_layer(self, *, live: bool) -> str:
+    def new_layer(self, *, live: bool, like: str | None = None) -> str:
         """An empty layer, made in place: call with the commit lock held, so no
-        collector can take it for garbage before the manifest names it."""
+        collector can take it for garbage before the manifest names it.
+        ``like``: the layer below it, whose root owner and mode it takes (an
+        overlay's root shows the upper's, e.g. a 0700 postgres data dir)."""
         lid = new_id()
         os.mkdir(self.layer(lid))
         os.mkdir(self.diff(lid), 0o755)
+        if like is not None:
+            st = os.stat(self.diff(like))
+            os.chown(self.diff(lid), st.st_uid, st.st_gid)
+            os.chmod(self.diff(lid), st.st_mode & 0o7777)
         if live:
             os.mkdir(self.work(lid), 0o700)
         fsutil.fsync_dir(self.layer(lid))
