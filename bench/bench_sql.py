@@ -110,9 +110,13 @@ def sqlite_bench(work: str, rows: int, runs: int) -> dict[str, float]:
         c.execute("COMMIT")
         c.close()
 
+    phases: dict[str, list[float]] = {}
+
     def ours() -> None:
         with plan_replay(old, schema=new_schema) as plan:
-            replay(plan, out)
+            r = replay(plan, out)
+        for k, v in r.phases.items():
+            phases.setdefault(k, []).append(v)
 
     def ours_mapped() -> None:
         with plan_replay(old, schema=v2_schema, maps={"posts.title": "headline"},
@@ -125,6 +129,7 @@ def sqlite_bench(work: str, rows: int, runs: int) -> dict[str, float]:
     res["volmerge replay (identity schema)"] = median_of(runs, lambda: rm(out), ours)
     res["volmerge replay (rename, retype, new column)"] = median_of(runs, lambda: rm(out), ours_mapped)
     rm(out)
+    res.update({f"  phase: {k}": statistics.median(v) for k, v in phases.items()})
     return res
 
 

@@ -17,6 +17,7 @@ class ReplayResult:
     tables: list[dict[str, Any]] = field(default_factory=list)  # table, rows, checksum, seconds
     seconds: float = 0.0
     verified: bool = False
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per phase (SQLite destinations)
 
     @property
     def rows(self) -> int:
@@ -24,7 +25,7 @@ class ReplayResult:
 
     def to_json(self) -> dict[str, Any]:
         return {"dst": self.dst, "verified": self.verified, "seconds": self.seconds,
-                "rows": self.rows, "tables": self.tables}
+                "rows": self.rows, "tables": self.tables, "phases": self.phases}
 
 
 def dst_kind(dst: str) -> str:
@@ -55,4 +56,5 @@ def replay(plan: ReplayPlan, dst: str, progress: Progress | None = None) -> Repl
         from .dumpwrite import replay_dump
 
         out = replay_dump(plan, dst, progress)
-    return ReplayResult(out["dst"], out["tables"], out["seconds"], bool(out["verified"]))
+    return ReplayResult(out["dst"], out["tables"], out["seconds"], bool(out["verified"]),
+                        dict(out.get("phases") or {}))
