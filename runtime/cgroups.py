@@ -16,7 +16,11 @@ import time
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-PARENT = "volmerge"
+# The parent of every container cgroup; a test session sets its own so that
+# its leak checks never see containers of another volmerge on the machine.
+PARENT = os.environ.get("VOLMERGE_CGROUP_PARENT", "volmerge")
+if not PARENT or not all(ch.isalnum() or ch in "-_." for ch in PARENT) or PARENT in (".", ".."):
+    PARENT = "volmerge"
 V1_CONTROLLERS = ("memory", "pids", "freezer", "devices")
 # Devices a container may use (runc's default allow list).
 ALLOWED_DEVICES = ["c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm",
@@ -164,3 +168,14 @@ def _write(path: Path, value: str, *, optional: bool = False) -> None:
     except OSError:
         if not optional:
             raise
+
+
+def remove_parent() -> None:
+    """Remove the (empty) parent cgroups, e.g. at the end of a test session."""
+    bases = [CGROUP_ROOT / PARENT] if is_v2() else \
+        [p / PARENT for p in CGROUP_ROOT.iterdir() if p.is_dir()] if CGROUP_ROOT.is_dir() else []
+    for b in bases:
+        try:
+            os.rmdir(b)
+        except OSError:
+            pass

@@ -26,6 +26,8 @@ os.environ["PATH"] = "/usr/lib/postgresql/15/bin:" + os.environ.get("PATH", "")
 # A tag that every process started by the suite inherits: the guard finds
 # stray processes by it.
 TEST_TAG = os.environ.setdefault("VOLMERGE_TEST_TAG", uuid.uuid4().hex)
+# Container cgroups of this session live under a parent of their own.
+os.environ.setdefault("VOLMERGE_CGROUP_PARENT", f"volmerge-test-{TEST_TAG[:12]}")
 
 
 def _enter_private_mount_ns() -> None:
@@ -73,6 +75,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
     rsys.umount_tree(SESSION_TMP)
     shutil.rmtree(SESSION_TMP, ignore_errors=True)
+    from runtime import cgroups
+
+    cgroups.remove_parent()
 
 
 requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import sys as rsys
-from ..cgroups import Cgroup
+from ..cgroups import Cgroup, cgroups_path
 from ..errors import NotDone
 from .base import Stdio, exit_code, read_pid_file
 
@@ -89,7 +89,7 @@ class BuiltinExecutor:
         spec = json.loads((bundle / "config.json").read_text())
         linux = spec.get("linux", {})
         res = linux.get("resources", {})
-        cg = Cgroup(linux.get("cgroupsPath") or f"/volmerge/{cid}")
+        cg = Cgroup(linux.get("cgroupsPath") or cgroups_path(cid))
         cg.create(memory=(res.get("memory") or {}).get("limit"),
                   pids=(res.get("pids") or {}).get("limit"))
         pid_file = bundle.parent / "init.pid"
@@ -147,13 +147,13 @@ class BuiltinExecutor:
         return exit_code(status)
 
     def pause(self, cid: str) -> None:
-        Cgroup(f"/volmerge/{cid}").freeze()
+        Cgroup(cgroups_path(cid)).freeze()
 
     def unpause(self, cid: str) -> None:
-        Cgroup(f"/volmerge/{cid}").thaw()
+        Cgroup(cgroups_path(cid)).thaw()
 
     def cleanup(self, cid: str) -> None:
-        Cgroup(f"/volmerge/{cid}").remove()
+        Cgroup(cgroups_path(cid)).remove()
 
 
 def _wait_deadline(pid: int, timeout: float | None) -> int | None:

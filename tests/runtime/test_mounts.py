@@ -141,9 +141,9 @@ def test_exec_sees_limits_and_caps(engine, busybox_rootfs, tmp_path):
     assert "CapBnd:\t00000000a80425fb" in text
     for dev in ("null", "zero", "full", "random", "urandom", "tty", "pts", "shm"):
         assert dev in text.split()
-    from runtime.cgroups import CGROUP_ROOT
+    from runtime.cgroups import CGROUP_ROOT, PARENT
 
-    assert (CGROUP_ROOT / "pids" / "volmerge" / c.id / "pids.max").read_text().strip() == "50"
-    assert int((CGROUP_ROOT / "memory" / "volmerge" / c.id / "memory.limit_in_bytes")
+    assert (CGROUP_ROOT / "pids" / PARENT / c.id / "pids.max").read_text().strip() == "50"
+    assert int((CGROUP_ROOT / "memory" / PARENT / c.id / "memory.limit_in_bytes")
                .read_text()) == 64 << 20
     engine.remove(c.id, force=True)
