@@ -28,6 +28,7 @@ with EXPLAIN QUERY PLAN); otherwise the caller falls back to the checksum.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from dataclasses import dataclass
 
@@ -107,7 +108,7 @@ class KeyedCheck:
     def is_lookup(self, conn: sqlite3.Connection) -> bool:
         plan = " ".join(str(r[-1]) for r in conn.execute(
             f"EXPLAIN QUERY PLAN SELECT count(*) {self._join()} WHERE {self.same}"))
-        return "SEARCH d USING" in plan
+        return re.search(r"\bSEARCH (TABLE )?d USING\b", plan) is not None  # (TABLE: SQLite < 3.36)
 
     def first_mismatch(self, conn: sqlite3.Connection) -> str:
         """Which row and columns differ, for the message (failure path only)."""
