@@ -109,6 +109,13 @@ def test_pg15_to_16_upgrade_and_rollback(pgvm) -> None:  # type: ignore[no-untyp
     assert before.startswith("50|500|") and "|1014|500|" in before
     assert psql(pgvm, "SHOW server_version_num").startswith("15")
 
+    # a rehearsal on a clone first: the live 15 keeps serving, nothing is left
+    p = pgvm("upgrade", "pg", "--to", PG16, "--rehearse", "--health-timeout", "60")
+    assert p.returncode == 0, p.stderr
+    assert psql(pgvm, "SHOW server_version_num").startswith("15")
+    assert len(pgvm("ps", "-aq").stdout.split()) == 1
+    assert pgvm("volume", "ls", "-q").stdout.split() == ["pgdata"]
+
     p = pgvm("upgrade", "pg", "--to", PG16, "--health-timeout", "60", "--json")
     assert p.returncode == 0, p.stderr
     up = json.loads(p.stdout)

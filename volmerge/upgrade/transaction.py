@@ -314,14 +314,15 @@ def rehearse(ctx: Any, opts: UpgradeOptions, progress: Progress = _noop) -> dict
 
         mounts = [m for m in c.options.mounts if m.kind != "volume"]
         for m in volume_mounts(c):
-            running = bool(ctx.volumes.users(m.source))
-            snap = ctx.volumes.snapshot(m.source, pause=running)
             clone = f"{m.source}-rehearsal-{tag}"
-            ctx.volumes.clone(m.source, clone, from_=snap.id)
+            # The live volume is left exactly as it is: frozen layers shared,
+            # the live layer copied while its container is paused.
+            ctx.volumes.clone_live(m.source, clone)
             clones.append(clone)
             mounts.append(dataclasses.replace(m, source=clone))
         timings["clone"] = time.monotonic() - t0
-        progress("step", f"cloned {len(clones)} volume(s) (O(1))", timings["clone"])
+        progress("step", f"cloned {len(clones)} volume(s) (frozen layers shared, live changes copied)",
+                 timings["clone"])
         t0 = time.monotonic()
         for v, clone in zip([v for v in plan.volumes], clones):
             if v.theirs:

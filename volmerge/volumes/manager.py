@@ -490,6 +490,46 @@ class VolumeManager:
                 faults.point("clone.committed")
         return self.get(new, sizes=False)
 
+    def clone_live(self, name: str, new: str, *, pause: bool = True) -> Volume:
+        """A clone of the volume's state *now*, without touching the volume:
+        the frozen layers are shared (O(1)) and the live layer's content (only
+        what changed since the last snapshot) is copied into the clone's top
+        generation while the volume's running users are paused.  Used by the
+        upgrade rehearsal, which must leave the live volume and its container
+        exactly as they were (a snapshot would swap the container's mount)."""
+        from .tree import copy_tree
+
+        check_name(name)
+        check_name(new)
+        if name == new or self.pool.exists(new):
+            raise Conflict(f"volume {new!r} already exists")
+        with self.pool.volume_lock(name), self.pool.volume_lock(new):
+            m = self._read(name)
+            writers = [cid for cid, mode in m.users.items() if mode == "rw"]
+            running = self._running_users(m) if writers else {}
+            paused: list[str] = []
+            with self.pool.building("vol-clone-") as built:
+                try:
+                    if pause and self.hooks:
+                        for cid in writers:
+                            if cid in running:
+                                self.hooks.pause(cid)
+                                paused.append(cid)
+                    if rsys.is_mountpoint(self.pool.merged(name)):
+                        rsys.syncfs(self.pool.merged(name))
+                    copy_tree(self.pool.diff(m.live), built / "diff")
+                finally:
+                    for cid in paused:
+                        self.hooks.resume(cid)  # type: ignore[union-attr]
+                with self.pool.commit_lock():
+                    top = self.pool.adopt(built)
+                    gens = copy.deepcopy(m.generations) + [Generation(id=new_id(6), layer=top)]
+                    c = Manifest(name=new, seed=m.seed, base=m.base,
+                                 live=self.pool.new_layer(live=True, like=top),
+                                 generations=gens, labels=dict(m.labels))
+                    self.pool.write(c)
+        return self.get(new, sizes=False)
+
     # -- compaction -----------------------------------------------------------------
     def compact(self, name: str) -> tuple[int, int]:
         """Squash untagged generations (each run up to the next tagged one);
