@@ -254,7 +254,7 @@ class Story:
         self.c.engine.wait("notes", healthy=True, timeout=30)
         _check(_http("/version")["version"] == 2, "back on v2")
         _check(_http("/notes")["count"] == 4, "all 4 notes intact")
-        return f"v3 failed its health check and was rolled back automatically: v2 serves 4 notes", \
+        return "v3 failed its health check and was rolled back automatically: v2 serves 4 notes", \
             {"reason": reason}
 
     def rollback(self) -> tuple[str, dict[str, Any]]:

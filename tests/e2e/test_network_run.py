@@ -4,8 +4,6 @@ container from the (test's own) host namespace, addresses are stable."""
 
 from __future__ import annotations
 
-import json
-import socket
 import time
 import urllib.request
 

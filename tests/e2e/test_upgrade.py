@@ -5,7 +5,6 @@ namespace, the demo app's SQLite schema change and config merges."""
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 from typing import Any
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import BadInput, Conflict, NotDone, NotFound
+from ..errors import BadInput, NotDone, NotFound
 from . import journal as jr
 from . import steps as st
 
