@@ -4,6 +4,7 @@ container from the (test's own) host namespace, addresses are stable."""
 
 from __future__ import annotations
 
+import json
 import time
 import urllib.request
 
@@ -41,6 +42,11 @@ def test_two_containers_talk_by_name_and_a_port_is_published(cli, bb, runtime: s
     p = cli("run", "--rm", "--runtime", runtime, "--network", "web", bb, "ping", "-c", "1", "-W", "2",
             "httpd")
     assert p.returncode == 0, p.stdout + p.stderr
+    # ps and inspect show the address and the published port
+    assert "0.0.0.0:18081->80/tcp" in cli("ps").stdout
+    info = json.loads(cli("inspect", "httpd", "--json").stdout)[0]
+    assert info["network"] == "web" and info["ip"].startswith("10.66.0.")
+    assert info["ports"] == ["0.0.0.0:18081->80/tcp"]
     # the published port, from the host side (the test session's namespace)
     with urllib.request.urlopen("http://127.0.0.1:18081/", timeout=5) as r:
         assert r.read() == b"hello-from-httpd\n"

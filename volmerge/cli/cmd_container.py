@@ -27,6 +27,24 @@ def _engine(ctx: typer.Context):  # type: ignore[no-untyped-def]
     return make_engine(store(ctx))
 
 
+def _net(eng, c) -> dict:  # type: ignore[no-untyped-def]
+    """Network, address and published ports of a container (its lease when
+    stopped: the address it keeps across stop/start)."""
+    net = c.options.network
+    if net in ("none", "host") or eng.network is None:
+        return {"network": net or "none", "ip": None, "ports": []}
+    att = eng.network.attachment(c.id)
+    if att is not None:
+        name, ip, ports = att.network, att.ip, att.ports
+    else:
+        leases = eng.network.leases(container_id=c.id)
+        if not leases:
+            return {"network": net or "bridge", "ip": None, "ports": []}
+        name, ip, ports = leases[0].network, leases[0].ip, leases[0].ports
+    return {"network": name, "ip": ip,
+            "ports": [f"{p.host_ip}:{p.host_port}->{p.container_port}/{p.proto}" for p in ports]}
+
+
 def _ago(ts: float | None) -> str:
     if not ts:
         return ""
@@ -180,15 +198,17 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
         json_: bool = typer.Option(False, "--json", help="Machine-readable output."),
     ) -> None:
         """List containers (running ones unless -a)."""
-        cs = _engine(ctx).list(all=all)
+        eng = _engine(ctx)
+        cs = eng.list(all=all)
         if json_:
-            emit_json([c.to_json() for c in cs])
+            emit_json([{**c.to_json(), **_net(eng, c)} for c in cs])
         elif quiet:
             for c in cs:
                 print(c.short_id)
         else:
-            table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"],
-                  [[c.short_id, c.image_ref, _command(c), _ago(c.created) + " ago", _status(c), c.name]
+            table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"],
+                  [[c.short_id, c.image_ref, _command(c), _ago(c.created) + " ago", _status(c),
+                    ", ".join(_net(eng, c)["ports"]) if c.state == "running" else "", c.name]
                    for c in cs])
 
     @app.command(no_args_is_help=True)
@@ -295,13 +315,16 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
     ) -> None:
         """Show the state, options and mounts of containers."""
         eng = _engine(ctx)
-        data = [eng.get(ref).to_json() for ref in containers]
+        data = []
+        for ref in containers:
+            c = eng.get(ref)
+            data.append({**c.to_json(), **_net(eng, c)})
         if json_:
             emit_json(data)
             return
         for d in data:
             for k in ("id", "name", "image", "state", "runtime", "pid", "exit_code", "health",
-                      "restart_count", "error", "rootfs", "upper", "log"):
+                      "restart_count", "error", "network", "ip", "ports", "rootfs", "upper", "log"):
                 print(f"{k}: {'' if d[k] is None else d[k]}")
             for m in d["mounts"]:
                 print(f"mount: {m['kind']} {m['source']} -> {m['target']}"
