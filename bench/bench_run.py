@@ -1,9 +1,13 @@
 """Container start-up: ``volmerge run --rm IMAGE /bin/true`` against bare
 ``runc run`` on an equivalent bundle and ``podman run --rm`` of the same image.
 
-Run as root: ``.venv/bin/python bench/bench_run.py [-n RUNS]``.  Everything
-happens in a private mount namespace and temporary directories (podman gets
-its own storage root); prints the medians and the ratios.
+Run as root: ``.venv/bin/python bench/bench_run.py [-n RUNS] [--network none|bridge]``.
+Everything happens in a private mount and network namespace (loopback up) and
+temporary directories (podman gets its own storage root); prints the medians
+and the ratios.  ``--network none`` (the default) gives every container an
+empty network namespace, as bare ``runc run`` of a ``runc spec`` bundle has;
+``--network bridge`` runs volmerge on its default bridge network (a veth, an
+address, a hosts file) and podman on its default network.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ HERE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(HERE))
 
 PODMAN = ["podman", "--cgroup-manager=cgroupfs", "--runtime", "runc", "--events-backend", "file"]
-PODMAN_RUN = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", "--network", "none"]
+PODMAN_RUN = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]
 
 
 def timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
@@ -43,12 +47,16 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", "--runs", type=int, default=15)
     ap.add_argument("--no-podman", action="store_true")
+    ap.add_argument("--network", choices=("none", "bridge"), default="none")
     args = ap.parse_args()
+    vm_net = ["--network", "none"] if args.network == "none" else []
+    pm_net = ["--network", args.network]
 
     from runtime import sys as rsys
 
-    rsys.unshare(rsys.CLONE_NEWNS)
+    rsys.unshare(rsys.CLONE_NEWNS | rsys.CLONE_NEWNET)
     rsys.make_private("/")
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     from fixtures.images import REFS, image_archive
 
     archive = image_archive("busybox")
@@ -92,21 +100,22 @@ def main() -> None:
         # one warm-up each, then interleaved runs (fair to caches and noise)
         for i in range(args.runs + 1):
             samples = {
-                "volmerge (runc)": lambda: timed([*vm, "run", "--rm", "--runtime", "runc", ref,
-                                                  "/bin/true"], env),
+                "volmerge (runc)": lambda: timed([*vm, "run", "--rm", "--runtime", "runc", *vm_net,
+                                                  ref, "/bin/true"], env),
                 "volmerge (builtin)": lambda: timed([*vm, "run", "--rm", "--runtime", "builtin",
-                                                     ref, "/bin/true"], env),
+                                                     *vm_net, ref, "/bin/true"], env),
                 "runc run": lambda: timed(["runc", "--root", str(runc_root), "run", "--bundle",
                                            str(bundle), f"bench-{i}"]),
             }
             if podman_base is not None:
                 samples["podman run"] = lambda: timed([*podman_base, "run", "--rm", *PODMAN_RUN,
-                                                       ref, "/bin/true"])
+                                                       *pm_net, ref, "/bin/true"])
             for name, fn in samples.items():
                 dt = fn()
                 if i > 0:
                     results[name].append(dt)
-        print(f"container start-up, /bin/true, median of {args.runs} runs:")
+        print(f"container start-up, /bin/true, --network {args.network},"
+              f" median of {args.runs} runs:")
         for name, s in results.items():
             print(f"  {name:20s} {median_ms(s):7.1f} ms   (min {min(s)*1000:.1f}, max {max(s)*1000:.1f})")
         vm_ms = median_ms(results["volmerge (runc)"])
