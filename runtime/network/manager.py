@@ -86,7 +86,7 @@ class NetworkManager:
         if self._ipr is not None:
             yield self._ipr
             return
-        ipr = links.open_rtnl()
+        ipr = links.open_host()
         if self._depth:
             self._ipr = ipr
             yield ipr
@@ -313,7 +313,7 @@ class NetworkManager:
 
                 netns.remove(nspath)
                 sock = netns.create(Path(nspath))
-                ipr = links.open_rtnl(sock)
+                ipr = links.open_in(sock)
                 try:
                     links.configure_inside(ipr, None, None, None)
                 finally:
@@ -394,7 +394,7 @@ class NetworkManager:
                         links.add_veth(ipr, veth, net.bridge, fd, mac, self._alias("veth", cid))
                 finally:
                     os.close(fd)
-                inside = links.open_rtnl(sock)
+                inside = links.open_in(sock)
                 sock = None
                 try:
                     links.configure_inside(inside, addr, subnet.prefixlen, net.gateway)
@@ -677,7 +677,7 @@ def _listdir(path: Path) -> list[str]:
 
 def _sweep(store: Store) -> None:
     """Store sweeper: finish what a crash left, cheaply when nothing did
-    (one query; netlink is only opened when there is work)."""
+    (one query; pyroute2 is only imported when there is work)."""
     try:
         have = store.db.execute(
             "SELECT version FROM schema_version WHERE component = ?", (COMPONENT,)
