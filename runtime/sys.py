@@ -13,7 +13,16 @@ import errno
 import os
 from pathlib import Path
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+def _load_libc() -> ctypes.CDLL:
+    # find_library runs `ldconfig -p` (~8 ms at every start): try the usual
+    # name first.
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
+_libc = _load_libc()
 
 # mount(2) flags
 MS_RDONLY = 1
