@@ -80,6 +80,15 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     cgroups.remove_parent()
 
 
+# Property tests draw the same examples on every run (CI is deterministic:
+# a failure is a regression, never a lucky draw); set
+# VOLMERGE_HYPOTHESIS=explore locally to search new examples.
+from hypothesis import settings as _hsettings  # noqa: E402
+
+_hsettings.register_profile("ci", derandomize=True, database=None)
+_hsettings.register_profile("explore")
+_hsettings.load_profile("explore" if os.environ.get("VOLMERGE_HYPOTHESIS") == "explore" else "ci")
+
 requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 
