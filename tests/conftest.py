@@ -85,7 +85,12 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 # VOLMERGE_HYPOTHESIS=explore locally to search new examples.
 from hypothesis import settings as _hsettings  # noqa: E402
 
-_hsettings.register_profile("ci", derandomize=True, database=None)
+from hypothesis import HealthCheck as _HC  # noqa: E402
+
+# No per-example deadline and no too-slow health check: a loaded CI machine
+# must not turn a correct property into a failure.
+_hsettings.register_profile("ci", derandomize=True, database=None, deadline=None,
+                            suppress_health_check=[_HC.too_slow])
 _hsettings.register_profile("explore")
 _hsettings.load_profile("explore" if os.environ.get("VOLMERGE_HYPOTHESIS") == "explore" else "ci")
 
