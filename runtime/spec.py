@@ -7,6 +7,7 @@ defaults are applied here and nowhere else (see runtime.options).
 
 from __future__ import annotations
 
+import errno
 import os
 import resource
 from dataclasses import dataclass
@@ -65,28 +66,18 @@ def resolve_in_root(rootfs: Path, path: str, *, what: str = "path") -> str:
     relative symlink whose ``..`` climbs above the root is an attempt to
     escape: BadInput, rather than silently clamping it.
     """
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    resolved: list[str] = []
-    hops = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if not resolved:
-                raise BadInput(f"{what} {path} escapes the container's root file system")
-            resolved.pop()
-            continue
-        candidate = rootfs.joinpath(*resolved, part)
-        if candidate.is_symlink():
-            hops += 1
-            if hops > 40:
-                raise BadInput(f"{what} {path}: too many levels of symbolic links in the image")
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                resolved = []
-            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
-            continue
-        resolved.append(part)
-    return "/" + "/".join(resolved)
+    from . import sys as rsys
+
+    try:
+        p = rsys.path_in_root(rootfs, path, clamp=False)
+    except rsys.PathEscape:
+        raise BadInput(f"{what} {path} escapes the container's root file system") from None
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise BadInput(f"{what} {path}: too many levels of symbolic links in the image") from None
+    rel = p.relative_to(rootfs).as_posix()
+    return "/" if rel == "." else "/" + rel
 
 
 def find_executable(rootfs: Path, argv0: str, path_env: str) -> str | None:

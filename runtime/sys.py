@@ -229,9 +229,17 @@ def overlay_max_lowers() -> int:
     return 500
 
 
-def path_in_root(root: Path, rel: str) -> Path:
+class PathEscape(OSError):
+    """A relative symlink or ``..`` climbs above the root (``clamp=False``)."""
+
+
+def path_in_root(root: Path, rel: str, *, clamp: bool = True) -> Path:
     """Resolve ``rel`` inside ``root`` without ever leaving it (symlinks are
-    resolved as if ``root`` were ``/``), like libpathrs / securejoin."""
+    resolved as if ``root`` were ``/``), like libpathrs / securejoin.
+
+    ``clamp``: a ``..`` above the root stays at the root (as the kernel does
+    for ``/..``); with ``clamp=False`` it raises PathEscape instead.  More
+    than 40 symlinks raise OSError(ELOOP)."""
     root = Path(root)
     parts = [p for p in rel.split("/") if p not in ("", ".")]
     resolved: list[str] = []
@@ -241,6 +249,8 @@ def path_in_root(root: Path, rel: str) -> Path:
         if part == "..":
             if resolved:
                 resolved.pop()
+            elif not clamp:
+                raise PathEscape(errno.EXDEV, "escapes the root", rel)
             continue
         candidate = root.joinpath(*resolved, part)
         if candidate.is_symlink():

@@ -55,29 +55,11 @@ class Context:
 
     @cached_property
     def volumes(self) -> Any:
-        from volmerge.volumes import ContainerHooks, VolumeManager
+        from volmerge.volumes import VolumeManager
+        from volmerge.volumes.hooks import engine_hooks
 
         # The hooks reach the engine lazily: the engine itself needs the volumes.
-        def pid_of(cid: str) -> int | None:
-            try:
-                c = self.engine.get(cid)
-            except Exception:
-                return None
-            return c.pid if c.state in ("running", "paused") and c.pid else None
-
-        def name_of(cid: str) -> str:
-            try:
-                return str(self.engine.get(cid).name)
-            except Exception:
-                return cid[:12]
-
-        hooks = ContainerHooks(
-            pid_of=pid_of,
-            pause=lambda cid: self.engine.pause(cid),
-            resume=lambda cid: self.engine.unpause(cid),
-            name_of=name_of,
-        )
-        return VolumeManager(self.store, hooks=hooks)
+        return VolumeManager(self.store, hooks=engine_hooks(_Lazy(lambda: self.engine)))
 
     @cached_property
     def engine(self) -> Any:

@@ -14,17 +14,13 @@ from strategies.errors import BadInput
 from .conformance import check_strategy
 
 NAMES = sorted(all_strategies())
-# Known deviations, reported to their owners; strict=False so a fix shows as XPASS.
-KNOWN: dict[str, str] = {}
 
 
 def test_builtins_are_registered() -> None:
     assert {"text", "structured", "ours", "theirs", "binary"} <= set(NAMES)
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(reason=KNOWN[n], strict=False)) if n in KNOWN else n
-    for n in NAMES])
+@pytest.mark.parametrize("name", NAMES)
 def test_conformance(name: str, tmp_path: Path) -> None:
     s = get_strategy(name)
     assert isinstance(s, (Strategy, FileStrategy)) and s.name == name

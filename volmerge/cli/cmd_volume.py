@@ -22,17 +22,18 @@ def register(app: typer.Typer) -> None:
     app.add_typer(volume_app, name="volume")
 
 
-def _vm(ctx: typer.Context, with_hooks_for: str | None = None):  # type: ignore[no-untyped-def]
-    from volmerge.volumes.manager import VolumeManager
+def _vm(ctx: typer.Context, *, hooks: bool = False):  # type: ignore[no-untyped-def]
+    """The volume manager wired as everywhere else (volmerge.context).
+    Without ``hooks`` it cannot reach containers, so every user of a volume
+    counts as a running writer (the safe reading); ``snapshot --pause/--force``
+    asks for them."""
+    from volmerge.context import Context
 
-    st = store(ctx)
-    vm = VolumeManager(st)
+    vm = Context(store(ctx)).volumes
+    if not hooks:
+        vm.hooks = None
     vm.pool.reap_now = False  # dropped layers are deleted after the command answers
     ctx.call_on_close(vm.pool.reap_in_background)
-    if with_hooks_for is not None and vm.exists(with_hooks_for) and vm.users(with_hooks_for):
-        from volmerge.volumes.hooks import hooks_for_store
-
-        vm.hooks = hooks_for_store(st)
     return vm
 
 
@@ -155,7 +156,7 @@ def snapshot(
     force: bool = typer.Option(False, "--force", help="Snapshot even while a container writes to the volume."),
 ) -> None:
     """Freeze the live layer as a snapshot and start an empty one (O(1), no copy)."""
-    snap = _vm(ctx, with_hooks_for=name if (pause or force) else None).snapshot(
+    snap = _vm(ctx, hooks=pause or force).snapshot(
         name, tag, pause=pause, force=force)
     print(snap.tag or snap.id)
 

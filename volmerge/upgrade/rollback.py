@@ -222,7 +222,6 @@ def rollback(ctx: Any, container: str, *, to: int | None = None, discard_new_dat
             to_image=target.image_ref, plan={**plan, "target_gen": target.gen, "from_gen": cur.gen},
             steps=[s.to_journal() for s in steps],
         )
-        tx = _RbTx()
         applied: list[tuple[int, st.Step, dict[str, Any]]] = []
         timings: dict[str, float] = {}
         past_return = False
@@ -234,7 +233,7 @@ def rollback(ctx: Any, container: str, *, to: int | None = None, discard_new_dat
                     past_return = True
                 applied.append((i, step, {}))
                 t0 = time.monotonic()
-                u = step.apply(ctx, tx)
+                u = step.apply(ctx, None)  # rollback steps share no transaction state
                 timings[f"{step.kind}#{i}"] = time.monotonic() - t0
                 journal.step_state(i, "applied", u)
         except BaseException as exc:
@@ -250,11 +249,6 @@ def rollback(ctx: Any, container: str, *, to: int | None = None, discard_new_dat
         return {**plan, "id": journal.id, "kept_as": keep_new_data_as, "timings": timings}
     finally:
         lock.__exit__(None, None, None)
-
-
-class _RbTx:
-    new_id = None
-    reports: dict[str, Any] = {}
 
 
 def _commit(ctx: Any, journal: jr.Journal, name: str, cur_gen: int, target_gen: int) -> None:
@@ -283,13 +277,12 @@ def finish_rollback(ctx: Any, jid: str) -> None:
 
 def roll_forward(ctx: Any, j: jr.Journal, steps: list[dict[str, Any]]) -> None:
     """A crash after the point of no return: apply the remaining steps."""
-    tx = _RbTx()
     for s in steps:
         if s["state"] == "applied":
             continue
         step = st.from_journal(s["kind"], s["args"])
         j.step_state(s["idx"], "applying")
-        u = step.apply(ctx, tx)
+        u = step.apply(ctx, None)
         j.step_state(s["idx"], "applied", u)
     row = j.row()
     plan = json.loads(row["plan"])

@@ -141,28 +141,26 @@ def merge_volume(ctx: Any, image: Any, volume: str, target: str, *, at: str | No
     from . import pgdata
     from .imageview import image_root, inside
 
-    with image_root(ctx.store, image) as root:
+    with image_root(ctx.store, image) as root, ctx.volumes.view(volume, at=at) as ours:
         theirs = inside(root, target)
-        with ctx.volumes.view(volume, at=at) as ours:
-            pg = pgdata.maybe_upgrade(ctx, old_image=old_image, new_image=image, volume=volume,
-                                      target=target, ours=ours, theirs=theirs, out=out,
-                                      dry_run=dry_run)
-            if pg is not None:
-                return pg
+        pg = pgdata.maybe_upgrade(ctx, old_image=old_image, new_image=image, volume=volume,
+                                  target=target, ours=ours, theirs=theirs, out=out,
+                                  dry_run=dry_run)
+        if pg is not None:
+            return pg
         if theirs is None:
             return {"summary": {"conflicts": 0}, "files": [], "sql": [],
                     "note": f"the new image has nothing at {target}: data kept as is"}
         base = ctx.volumes.base_path(volume)
-        with ctx.volumes.view(volume, at=at) as ours:
-            try:
-                rep = merge_trees(base, ours, theirs, out, policy=policy, on_conflict=on_conflict,
-                                  mode="upper", dry_run=dry_run, diff=dry_run)
-            except MergeConflict as exc:
-                raise NotDone(
-                    f"volume {volume}: {len(exc.report.conflicts)} conflict(s), first at "
-                    f"{_first_conflict(exc.report)}; nothing was changed",
-                    report=exc.report.to_json(),
-                ) from None
+        try:
+            rep = merge_trees(base, ours, theirs, out, policy=policy, on_conflict=on_conflict,
+                              mode="upper", dry_run=dry_run, diff=dry_run)
+        except MergeConflict as exc:
+            raise NotDone(
+                f"volume {volume}: {len(exc.report.conflicts)} conflict(s), first at "
+                f"{_first_conflict(exc.report)}; nothing was changed",
+                report=exc.report.to_json(),
+            ) from None
     return rep.to_json()
 
 

@@ -22,16 +22,7 @@ def engine_hooks(engine: Any) -> ContainerHooks:
         except Exception:
             return cid[:12]
 
-    return ContainerHooks(pid_of=pid_of, pause=engine.pause, resume=engine.unpause, name_of=name_of)
-
-
-def hooks_for_store(store: Any) -> ContainerHooks | None:
-    """Hooks from the engine of this store, or None when it is not available."""
-    try:
-        from runtime.containers import Engine
-    except ImportError:
-        return None
-    try:
-        return engine_hooks(Engine(store))
-    except Exception:
-        return None
+    # Attribute lookups happen at call time, so ``engine`` may be a lazy
+    # stand-in that is only built when a hook is actually used.
+    return ContainerHooks(pid_of=pid_of, pause=lambda cid: engine.pause(cid),
+                          resume=lambda cid: engine.unpause(cid), name_of=name_of)
