@@ -39,8 +39,22 @@ def replay_sqlite(plan: Any, dst: str, progress: Progress | None = None) -> dict
         raise BadInput(f"{d}: no such directory")
     tmp = os.path.join(d, f".{os.path.basename(dst)}.volmerge-{uuid.uuid4().hex[:8]}.tmp")
     t0 = time.monotonic()
+    # From an ATTACHed SQLite source the read-only checks run after the
+    # commit, side by side on their own connections; they read the source
+    # again, so a source written meanwhile (a live file, not a frozen one)
+    # sends the replay round again with everything in one transaction.
+    parallel = plan.ours.engine == "sqlite" and _cpus() > 1
     try:
-        result = _build(plan, tmp, progress)
+        guard = _SourceGuard(plan) if parallel else None
+        try:
+            result = _build(plan, tmp, progress, parallel)
+            if guard is not None and guard.changed():
+                _remove(tmp)
+                result = _build(plan, tmp, progress, False)
+                result["source_changed"] = True
+        finally:
+            if guard is not None:
+                guard.close()
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -53,15 +67,47 @@ def replay_sqlite(plan: Any, dst: str, progress: Progress | None = None) -> dict
         finally:
             os.close(dfd)
     except BaseException:
-        for p in (tmp, tmp + "-journal", tmp + "-wal", tmp + "-shm"):
-            try:
-                os.unlink(p)
-            except FileNotFoundError:
-                pass
+        _remove(tmp)
         raise
     result["seconds"] = round(time.monotonic() - t0, 3)
     result["dst"] = dst
     return result
+
+
+def _remove(tmp: str) -> None:
+    for p in (tmp, tmp + "-journal", tmp + "-wal", tmp + "-shm"):
+        try:
+            os.unlink(p)
+        except FileNotFoundError:
+            pass
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+class _SourceGuard:
+    """Tells whether a live (not frozen) SQLite input was written while the
+    replay ran: ``PRAGMA data_version`` of one connection changes when any
+    other connection — any process — commits to the file."""
+
+    def __init__(self, plan: Any) -> None:
+        self._conns: list[tuple[sqlite3.Connection, int]] = []
+        for src in (plan.ours, plan.theirs):
+            if src is None or src.engine != "sqlite" or src.frozen or src.path is None:
+                continue
+            c = sqlite3.connect(src.uri(), uri=True)
+            self._conns.append((c, c.execute("PRAGMA data_version").fetchone()[0]))
+
+    def changed(self) -> bool:
+        return any(c.execute("PRAGMA data_version").fetchone()[0] != v for c, v in self._conns)
+
+    def close(self) -> None:
+        for c, _v in self._conns:
+            c.close()
 
 
 def _key_exprs(plan: Any, tm: TableMap) -> list[str]:
@@ -72,7 +118,7 @@ def _key_exprs(plan: Any, tm: TableMap) -> list[str]:
     return ["rowid"]
 
 
-def _build(plan: Any, tmp: str, progress: Progress | None) -> dict[str, Any]:
+def _build(plan: Any, tmp: str, progress: Progress | None, parallel: bool) -> dict[str, Any]:
     conn = sqlite3.connect(tmp, isolation_level=None)
     verify.register(conn)
     tables_out: list[dict[str, Any]] = []
@@ -92,6 +138,7 @@ def _build(plan: Any, tmp: str, progress: Progress | None) -> dict[str, Any]:
         conn.execute("PRAGMA synchronous=OFF")
         conn.execute("PRAGMA cache_size=-65536")
         conn.execute("PRAGMA foreign_keys=OFF")
+        conn.execute(f"PRAGMA threads={min(4, _cpus())}")  # sorter threads for CREATE INDEX
         src_engine = plan.ours.engine
         if src_engine == "sqlite":
             conn.execute("ATTACH ? AS src", (plan.ours.uri(),))
@@ -154,26 +201,22 @@ def _build(plan: Any, tmp: str, progress: Progress | None) -> dict[str, Any]:
                 except sqlite3.Error as e:
                     raise NotDone(f"trigger {tr.name}: {e}") from None
         phase("indexes")
-        # only tables that have foreign keys (as the new file itself says)
-        for (child,) in conn.execute("SELECT DISTINCT m.name FROM main.sqlite_master AS m, "
-                                     "pragma_foreign_key_list(m.name, 'main') WHERE m.type = 'table'"
-                                     ).fetchall():
-            fk = conn.execute(f"PRAGMA main.foreign_key_check({quote(child)})").fetchone()
-            if fk is not None:
-                table, rowid, parent, _ = fk
-                raise NotDone(f"constraint violation: table {table} row {rowid}: foreign key to {parent} "
-                              f"has no matching row")
+        if parallel:
+            # the checks read only: run them after the commit, side by side
+            # (integrity here on the warm connection, the rest on their own)
+            kcs = {tm.target: _keyed(conn, plan, tm) for tm in plan.tables}
+            conn.execute("COMMIT")
+            phase("commit")
+            checks = _parallel_checks(conn, plan, tmp, tables_out, kcs, phases)
+            phase("checks (parallel)")
+            return {"tables": tables_out, "verified": checks, "phases": phases}
+        for child in _fk_children(conn):
+            _fk_check(conn, child)
         phase("foreign keys")
         checks = verify_sqlite(conn, plan, tables_out)
         phase("verify")
         conn.execute("COMMIT")
-        # quick_check, not integrity_check: what the latter adds (index entries
-        # against table rows) is a given for indexes SQLite has just built
-        # from those rows; b-tree soundness and NOT NULL/CHECK are checked
-        bad = conn.execute("PRAGMA main.quick_check").fetchone()[0]
-        if bad != "ok":
-            raise NotDone(f"integrity check failed on the new database: {bad}")
-        conn.execute("PRAGMA main.journal_mode=DELETE")
+        _quick_check(conn)
         phase("integrity")
         return {"tables": tables_out, "verified": checks, "phases": phases}
     finally:
@@ -286,50 +329,172 @@ def verify_sqlite(conn: sqlite3.Connection, plan: Any, tables_out: list[dict[str
     order-independent checksums (verify.py)."""
     by_name = {t["table"]: t for t in tables_out}
     for tm in plan.tables:
-        out = by_name[tm.target]
-        kc = _keyed(conn, plan, tm)
-        if kc is not None:
-            n_src, n_dst, n_same = conn.execute(kc.sql()).fetchone()
-            out["verified_by"] = "key"
-            out["checksum"] = f"{n_src}:keyed"
-            if n_src != n_dst:
-                raise NotDone(f"verification failed: table {tm.target}: {n_src} rows in the source, "
-                              f"{n_dst} in the destination")
-            if n_same != n_src:
-                raise NotDone(f"verification failed: table {tm.target}: {n_src - n_same} row(s) differ, "
-                              f"first {kc.first_mismatch(conn)}")
-            continue
-        if tm.origin == "ours" and tm.source:
-            carried = tm.carried
-            if plan.ours.engine == "sqlite":
-                src = verify.sqlite_checksum(conn, [c.expr for c in carried],  # type: ignore[misc]
-                                             f"src.{quote(tm.source)}")
-            else:
-                from .pg import pg_checksum_py
+        _verify_table(conn, plan, tm, by_name[tm.target], _keyed(conn, plan, tm))
+    return True
 
-                src = pg_checksum_py(plan, tm)
-            dst = verify.sqlite_checksum(conn, [quote(c.target) for c in carried],
-                                         f"main.{quote(tm.target)}")
-            if plan.ours.engine != "sqlite":
-                dst = verify.py_checksum(conn.execute(
-                    f"SELECT {', '.join(quote(c.target) for c in carried) or 'NULL'} "
-                    f"FROM main.{quote(tm.target)}"))
-        elif tm.origin == "theirs" and tm.rows:
-            cols = [quote(c.name) for c in plan.target.tables[tm.target].columns
-                    if plan.theirs.schema.table(tm.target).col(c.name) is not None]
-            src = verify.sqlite_checksum(conn, cols, f"th.{quote(tm.target)}")
-            dst = verify.sqlite_checksum(conn, cols, f"main.{quote(tm.target)}")
+
+def _verify_table(conn: sqlite3.Connection, plan: Any, tm: TableMap, out: dict[str, Any],
+                  kc: keyed.KeyedCheck | None) -> None:
+    if kc is not None:
+        n_src, n_dst, n_same = conn.execute(kc.sql()).fetchone()
+        out["verified_by"] = "key"
+        out["checksum"] = f"{n_src}:keyed"
+        if n_src != n_dst:
+            raise NotDone(f"verification failed: table {tm.target}: {n_src} rows in the source, "
+                          f"{n_dst} in the destination")
+        if n_same != n_src:
+            raise NotDone(f"verification failed: table {tm.target}: {n_src - n_same} row(s) differ, "
+                          f"first {kc.first_mismatch(conn)}")
+        return
+    if tm.origin == "ours" and tm.source:
+        carried = tm.carried
+        if plan.ours.engine == "sqlite":
+            src = verify.sqlite_checksum(conn, [c.expr for c in carried],  # type: ignore[misc]
+                                         f"src.{quote(tm.source)}")
         else:
-            continue
-        out["verified_by"] = "checksum"
-        out["checksum"] = src.hex()
-        if src.rows != dst.rows:
-            raise NotDone(f"verification failed: table {tm.target}: {src.rows} rows in the source, "
-                          f"{dst.rows} in the destination")
-        if src.digest != dst.digest:
-            cols = _mismatched_columns(conn, plan, tm)
-            raise NotDone(f"verification failed: table {tm.target}: checksum differs"
-                          + (f" in column(s) {', '.join(cols)}" if cols else ""))
+            from .pg import pg_checksum_py
+
+            src = pg_checksum_py(plan, tm)
+        dst = verify.sqlite_checksum(conn, [quote(c.target) for c in carried],
+                                     f"main.{quote(tm.target)}")
+        if plan.ours.engine != "sqlite":
+            dst = verify.py_checksum(conn.execute(
+                f"SELECT {', '.join(quote(c.target) for c in carried) or 'NULL'} "
+                f"FROM main.{quote(tm.target)}"))
+    elif tm.origin == "theirs" and tm.rows:
+        cols = [quote(c.name) for c in plan.target.tables[tm.target].columns
+                if plan.theirs.schema.table(tm.target).col(c.name) is not None]
+        src = verify.sqlite_checksum(conn, cols, f"th.{quote(tm.target)}")
+        dst = verify.sqlite_checksum(conn, cols, f"main.{quote(tm.target)}")
+    else:
+        return
+    out["verified_by"] = "checksum"
+    out["checksum"] = src.hex()
+    if src.rows != dst.rows:
+        raise NotDone(f"verification failed: table {tm.target}: {src.rows} rows in the source, "
+                      f"{dst.rows} in the destination")
+    if src.digest != dst.digest:
+        cols = _mismatched_columns(conn, plan, tm)
+        raise NotDone(f"verification failed: table {tm.target}: checksum differs"
+                      + (f" in column(s) {', '.join(cols)}" if cols else ""))
+
+
+def _fk_children(conn: sqlite3.Connection) -> list[str]:
+    """Tables that have foreign keys, as the new file itself says."""
+    return [r[0] for r in conn.execute(
+        "SELECT DISTINCT m.name FROM main.sqlite_master AS m, "
+        "pragma_foreign_key_list(m.name, 'main') WHERE m.type = 'table' ORDER BY m.rowid")]
+
+
+def _fk_check(conn: sqlite3.Connection, child: str) -> None:
+    fk = conn.execute(f"PRAGMA main.foreign_key_check({quote(child)})").fetchone()
+    if fk is not None:
+        table, rowid, parent, _ = fk
+        raise NotDone(f"constraint violation: table {table} row {rowid}: foreign key to {parent} "
+                      f"has no matching row")
+
+
+def _quick_check(conn: sqlite3.Connection) -> None:
+    # quick_check, not integrity_check: what the latter adds (index entries
+    # against table rows) is a given for indexes SQLite has just built from
+    # those rows; b-tree soundness and NOT NULL/CHECK are checked
+    bad = conn.execute("PRAGMA main.quick_check").fetchone()[0]
+    if bad != "ok":
+        raise NotDone(f"integrity check failed on the new database: {bad}")
+
+
+def _parallel_checks(conn: sqlite3.Connection, plan: Any, tmp: str, tables_out: list[dict[str, Any]],
+                     kcs: dict[str, keyed.KeyedCheck | None], phases: dict[str, float]) -> bool:
+    """Foreign keys, verification and integrity of the committed file, side
+    by side: every check only reads, and SQLite runs each query without the
+    GIL, so they take about the time of the longest instead of their sum.
+    ``quick_check`` runs here on the writer's connection (its cache is warm);
+    the others on per-thread read-only connections with the same ATTACHes;
+    the file's fsync runs meanwhile too.  The first failure in the
+    sequential order (foreign keys, then tables in plan order, then
+    integrity) is the one raised, so messages do not depend on timing."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .readers import ro_uri
+
+    local = threading.local()
+    opened: list[sqlite3.Connection] = []
+    lock = threading.Lock()
+    attach = [("src", plan.ours.uri())]
+    if any(t.origin == "theirs" and t.rows for t in plan.tables):
+        attach.append(("th", plan.theirs.uri()))
+
+    def reader() -> sqlite3.Connection:
+        c = getattr(local, "conn", None)
+        if c is None:
+            c = sqlite3.connect(ro_uri(tmp), uri=True, isolation_level=None, check_same_thread=False)
+            verify.register(c)
+            for name, uri in attach:
+                c.execute(f"ATTACH ? AS {name}", (uri,))
+            for db in ["main"] + [n for n, _u in attach]:
+                c.execute(f"PRAGMA {db}.mmap_size={1 << 30}")
+            c.execute("PRAGMA cache_size=-16384")
+            local.conn = c
+            with lock:
+                opened.append(c)
+        return c
+
+    def timed(name: str, fn: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            t = time.monotonic()
+            try:
+                fn()
+            finally:
+                with lock:
+                    phases[f"  {name}"] = round(time.monotonic() - t, 3)
+        return run
+
+    by_name = {t["table"]: t for t in tables_out}
+    jobs: list[tuple[int, str, Callable[[], None]]] = []  # (rows, name, job)
+    rows = {tm.target: tm.rows for tm in plan.tables}
+    for child in _fk_children(conn):
+        jobs.append((rows.get(child, 0) // 2, f"fk {child}", lambda ch=child: _fk_check(reader(), ch)))
+    for tm in plan.tables:
+        jobs.append((tm.rows, f"verify {tm.target}",
+                     lambda tm=tm: _verify_table(reader(), plan, tm, by_name[tm.target], kcs[tm.target])))
+
+    def fsync() -> None:
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    synced: list[BaseException] = []
+
+    def sync_job() -> None:
+        try:
+            fsync()
+        except BaseException as e:  # noqa: BLE001 - re-raised below
+            synced.append(e)
+
+    sync = threading.Thread(target=sync_job, name="volmerge-fsync")
+    sync.start()
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), _cpus()))) as pool:
+            futures = {name: pool.submit(timed(name, job))
+                       for _n, name, job in sorted(jobs, key=lambda j: -j[0])}
+            integrity: BaseException | None = None
+            try:
+                timed("integrity", lambda: _quick_check(conn))()
+            except NotDone as e:
+                integrity = e
+            for _n, name, _job in jobs:  # the sequential order
+                futures[name].result()
+            if integrity is not None:
+                raise integrity
+    finally:
+        sync.join()
+        for c in opened:
+            c.close()
+    if synced:
+        raise synced[0]
     return True
 
 
