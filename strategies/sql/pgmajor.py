@@ -1,13 +1,20 @@
-"""PostgreSQL major-version upgrade of a data directory, by dump and replay.
+"""PostgreSQL major-version upgrade of a data directory, by dump and restore.
 
 PostgreSQL major versions cannot read each other's data directories.  Here
 the frozen old data is never touched: it is cloned, a temporary server of
-the *old* version runs on the clone (private unix socket, no TCP), every
-database is dumped with the old version's own pg_dump, a new data directory
-is initialised with the *new* version's initdb, the dumps are replayed into
-it (streamed, COPY, verified), and finally every table is compared old
-server against new server (row counts and an order-independent checksum of
-every column).  On any failure the new data directory is removed.
+the *old* version runs on the clone (private unix socket, no TCP), roles are
+carried, every database is dumped with the old version's own pg_dump
+(archive format: owners, grants, sequences, functions, types, views,
+triggers all carried), a new data directory is initialised with the *new*
+version's initdb and each dump is restored by the *new* pg_restore; finally
+every database is compared old server against new server (every table's row
+count and an order-independent checksum of its rows, every sequence's
+state, the number of objects of each kind).  On any failure the new data
+directory is removed.
+
+This is the one implementation: ``upgrade_datadir`` (library level) and
+the upgrade transaction (volmerge.upgrade.pgdata, which runs each version
+inside its own image) both call ``dump_replay_verify``.
 
 Who runs the binaries is injected: ``old_runner``/``new_runner`` run an argv
 as an unprivileged user (PostgreSQL refuses root).  The default runs them on
@@ -21,6 +28,7 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,7 +74,8 @@ def upgrade_datadir(old_data: str, new_data: str, old_bindir: str, new_bindir: s
                     workdir: str, old_runner: Runner | None = None, new_runner: Runner | None = None,
                     superuser: str = "postgres") -> PgMajorResult:
     """Upgrade the PostgreSQL data directory ``old_data`` (frozen, left
-    untouched) into the new data directory ``new_data`` (must not exist)."""
+    untouched) into the new data directory ``new_data`` (must not exist).
+    ``result.databases`` holds one ``verify_database`` dict per database."""
     t0 = time.monotonic()
     old_ver = data_version(old_data)
     if os.path.lexists(new_data):
@@ -74,38 +83,79 @@ def upgrade_datadir(old_data: str, new_data: str, old_bindir: str, new_bindir: s
     for b in (old_bindir, new_bindir):
         if not os.path.exists(os.path.join(b, "postgres")):
             raise BadInput(f"{b}: no PostgreSQL server binaries there")
-    old_runner = old_runner or local_runner()
-    new_runner = new_runner or local_runner()
     os.makedirs(workdir, exist_ok=True)
-    clone = os.path.join(workdir, "old-data")
-    old_srv = PgServer(old_bindir, clone, os.path.join(workdir, "old-sock"), old_runner, port=5432,
+    dbs = dump_replay_verify(old_data, new_data, workdir, old_bindir, new_bindir,
+                             old_runner or local_runner(), new_runner or local_runner(),
+                             superuser=superuser)
+    result = PgMajorResult(old_ver, data_version(new_data), new_data, dbs)
+    result.seconds = round(time.monotonic() - t0, 3)
+    return result
+
+
+Timing = Callable[[str, float], None]
+
+
+def dump_replay_verify(old_data: str | os.PathLike[str], new_data: str | os.PathLike[str],
+                       workdir: str | os.PathLike[str], old_bindir: str, new_bindir: str,
+                       old_runner: Runner, new_runner: Runner, *, timing: Timing | None = None,
+                       superuser: str = "postgres") -> list[dict[str, Any]]:
+    """The old server on a copy of ``old_data``; roles carried, then every
+    database dumped with the old pg_dump (archive format, owners and grants
+    kept) and restored by the new pg_restore (everything pg_dump carries:
+    sequences, functions, types, views, triggers...); then old server
+    against new, database by database (``verify_database``).  ``new_data``
+    is removed on any failure; ``timing(step, seconds)``, when given, hears
+    how long the copy and the verification took."""
+    work = os.fspath(workdir)
+    new_data = os.fspath(new_data)
+    clone = os.path.join(work, "old-data")
+    old_srv = PgServer(old_bindir, clone, os.path.join(work, "old-sock"), old_runner, port=5432,
                        superuser=superuser)
-    new_srv = PgServer(new_bindir, new_data, os.path.join(workdir, "new-sock"), new_runner, port=5433,
+    new_srv = PgServer(new_bindir, new_data, os.path.join(work, "new-sock"), new_runner, port=5433,
                        superuser=superuser)
+    tick = timing or (lambda step, seconds: None)
     started: list[PgServer] = []
     try:
-        clone_datadir(old_data, clone)
+        t0 = time.monotonic()
+        clone_datadir(os.fspath(old_data), clone)
         give(clone, old_runner)
+        tick("copy data", time.monotonic() - t0)
         old_srv.start()
         started.append(old_srv)
         enc, collate = _cluster_settings(old_srv)
         _initdb(new_srv, enc, collate)
         new_srv.start()
         started.append(new_srv)
-        new_ver = new_srv.version()
-        result = PgMajorResult(old_ver, new_ver, new_data)
-        _roles(old_srv, new_srv, workdir)
+        _roles(old_srv, new_srv)
+        dumps = os.path.join(work, "dumps")
+        os.makedirs(dumps)
+        give(dumps, old_runner)
+        out = []
         for db in _databases(old_srv):
-            result.databases.append(_one_database(old_srv, new_srv, db, workdir))
-        for s in reversed(started):
-            s.stop()
+            # The archive format, restored straight into the new server by
+            # its pg_restore: no psql meta-commands ever run from a dump.
+            dump = os.path.join(dumps, f"{len(out)}.dump")
+            create = db != "postgres"
+            _ok(old_runner([os.path.join(old_bindir, "pg_dump"), "-h", old_srv.sockdir,
+                            "-p", str(old_srv.port), "-U", superuser, "-Fc", "-Z", "0",
+                            "-f", dump, db]),
+                f"pg_dump of {db} (old version)")
+            _ok(new_runner([os.path.join(new_bindir, "pg_restore"), "--exit-on-error",
+                            "-h", new_srv.sockdir, "-p", str(new_srv.port), "-U", superuser]
+                           + (["--create", "-d", "postgres"] if create else ["-d", db]) + [dump]),
+                f"restore of {db} (new version)")
+            os.unlink(dump)
+            t0 = time.monotonic()
+            out.append(verify_database(old_srv, new_srv, db))
+            tick("verify", time.monotonic() - t0)
+        for srv in reversed(started):
+            srv.stop()
         started.clear()
-        result.seconds = round(time.monotonic() - t0, 3)
-        return result
+        return out
     except BaseException:
-        for s in reversed(started):
+        for srv in reversed(started):
             try:
-                s.stop()
+                srv.stop()
             except Exception:  # noqa: BLE001 - keep the original error
                 pass
         shutil.rmtree(new_data, ignore_errors=True)
@@ -113,7 +163,13 @@ def upgrade_datadir(old_data: str, new_data: str, old_bindir: str, new_bindir: s
     finally:
         shutil.rmtree(clone, ignore_errors=True)
         for d in ("old-sock", "new-sock", "dumps"):
-            shutil.rmtree(os.path.join(workdir, d), ignore_errors=True)
+            shutil.rmtree(os.path.join(work, d), ignore_errors=True)
+
+
+def _ok(proc: subprocess.CompletedProcess, what: str) -> None:
+    if proc.returncode != 0:
+        msg = [ln for ln in (proc.stderr or proc.stdout or "").strip().splitlines() if ln.strip()]
+        raise NotDone(f"{what} failed: {msg[-1] if msg else 'exit ' + str(proc.returncode)}")
 
 
 def _initdb(srv: PgServer, enc: str, collate: str) -> None:
@@ -142,7 +198,7 @@ def _databases(srv: PgServer) -> list[str]:
                                         "datname <> 'template1' ORDER BY datname").fetchall()]
 
 
-def _roles(old: PgServer, new: PgServer, workdir: str) -> None:
+def _roles(old: PgServer, new: PgServer) -> None:
     """Roles with the old pg_dumpall; the bootstrap superuser exists already."""
     import psycopg
 
@@ -163,45 +219,69 @@ def _roles(old: PgServer, new: PgServer, workdir: str) -> None:
                 pass
 
 
-def _one_database(old: PgServer, new: PgServer, db: str, workdir: str) -> dict[str, Any]:
+# -- verification: old server against new ------------------------------------------
+
+_USER_NS = ("n.nspname NOT IN ('pg_catalog', 'information_schema') "
+            "AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'")
+_OBJECTS = f"""
+SELECT 'relation ' || c.relkind::text, count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE {_USER_NS} GROUP BY c.relkind
+UNION ALL SELECT 'function', count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+ WHERE {_USER_NS}
+UNION ALL SELECT 'type', count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+ WHERE {_USER_NS} AND t.typtype IN ('e', 'd', 'r')
+UNION ALL SELECT 'trigger', count(*) FROM pg_trigger WHERE NOT tgisinternal
+UNION ALL SELECT 'constraint', count(*) FROM pg_constraint o JOIN pg_namespace n
+ ON n.oid = o.connamespace WHERE {_USER_NS} AND o.contype IN ('p', 'u', 'f', 'c', 'x')
+"""
+
+
+def _names(c: Any, kinds: str) -> list[str]:
+    return [r[0] for r in c.execute(
+        "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n "
+        f"ON n.oid = c.relnamespace WHERE c.relkind IN ({kinds}) AND {_USER_NS} ORDER BY 1").fetchall()]
+
+
+def _table_sum(c: Any, t: str) -> tuple[int, str]:
+    """Row count and an order-independent checksum of every row's text."""
+    r = c.execute(
+        "SELECT count(*), coalesce(sum(('x' || substr(h, 1, 15))::bit(60)::bigint), 0), "
+        "coalesce(sum(('x' || substr(h, 16, 15))::bit(60)::bigint), 0) "
+        f"FROM (SELECT md5(t::text) AS h FROM ONLY {t} t) s").fetchone()
+    return int(r[0]), f"{r[1]}:{r[2]}"
+
+
+def verify_database(old: PgServer, new: PgServer, db: str) -> dict[str, Any]:
+    """Old server against new: the same tables (``schema.table`` names), each
+    table's row count and checksum, each sequence's state, and the number of
+    objects of each kind.  NotDone on any difference."""
     import psycopg
 
-    from .plan import plan_replay
-    from .replay import replay
-    from .replay_pg import _pg_sum
-
-    dumps = os.path.join(workdir, "dumps")
-    os.makedirs(dumps, exist_ok=True)
-    give(dumps, old.runner)
-    dump = os.path.join(dumps, f"dump-{db}.sql")
-    proc = old.runner([os.path.join(old.bindir, "pg_dump"), "-h", old.sockdir, "-p", str(old.port),
-                       "-U", old.superuser, "--no-owner", "--no-privileges", "-f", dump, db])
-    if proc.returncode != 0:
-        raise NotDone(f"pg_dump of {db} (old version) failed: {proc.stderr.strip()[-300:]}")
-    try:
-        if db != "postgres":
-            with psycopg.connect(new.url("postgres"), autocommit=True) as c:
-                c.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(db)))
-        with plan_replay(dump, schema=dump, from_dialect="postgres", workdir=workdir) as plan:
-            result = replay(plan, new.url(db))
-            tables = [t.target for t in plan.tables]
-    finally:
-        os.unlink(dump)
-    # end to end: the old server against the new one, table by table
-    checked = []
     with psycopg.connect(old.url(db)) as a, psycopg.connect(new.url(db)) as b:
+        tables = _names(a, "'r', 'p'")
+        if _names(b, "'r', 'p'") != tables:
+            raise NotDone(f"verification failed: database {db}: the new server has other tables")
+        checked = []
         for t in tables:
-            q = '"' + t.replace('"', '""') + '"'
-            cols = [r[0] for r in a.execute(
-                "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
-                "AND NOT attisdropped ORDER BY attnum", (q,)).fetchall()]
-            exprs = ['"' + c.replace('"', '""') + '"' for c in cols]
-            x, y = _pg_sum(a, exprs, q), _pg_sum(b, exprs, q)
-            if (x.rows, x.digest) != (y.rows, y.digest):
+            x, y = _table_sum(a, t), _table_sum(b, t)
+            if x != y:
                 raise NotDone(f"verification failed: database {db} table {t}: old server "
-                              f"{x.rows} rows, new server {y.rows} rows or checksums differ")
-            checked.append({"table": t, "rows": x.rows})
-    return {"database": db, "rows": result.rows, "tables": checked, "verified": True}
+                              f"{x[0]} rows, new server {y[0]} rows, or their checksums differ")
+            checked.append({"table": t, "rows": x[0]})
+        seqs = []
+        for s in _names(a, "'S'"):
+            x = a.execute(f"SELECT last_value, is_called FROM {s}").fetchone()
+            y = b.execute(f"SELECT last_value, is_called FROM {s}").fetchone()
+            if tuple(x) != tuple(y):
+                raise NotDone(f"verification failed: database {db} sequence {s}: old {tuple(x)}, "
+                              f"new {tuple(y)}")
+            seqs.append({"sequence": s, "last_value": int(x[0]), "is_called": bool(x[1])})
+        ox = dict(a.execute(_OBJECTS).fetchall())
+        oy = dict(b.execute(_OBJECTS).fetchall())
+        if ox != oy:
+            diff = sorted(k for k in set(ox) | set(oy) if ox.get(k) != oy.get(k))
+            raise NotDone(f"verification failed: database {db}: object counts differ ({', '.join(diff)})")
+    return {"database": db, "tables": checked, "sequences": seqs, "objects": ox, "verified": True}
 
 
 def pg_upgrade_copy(old_data: str, new_data: str, old_bindir: str, new_bindir: str, *,

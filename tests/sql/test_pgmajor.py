@@ -1,15 +1,18 @@
-"""PostgreSQL 15 -> 16 data directory upgrade by dump and replay, compared
-with pg_upgrade --copy from the same binaries (same rows, same sequences)."""
+"""PostgreSQL 15 -> 16 data directory upgrade by dump and restore, compared
+with pg_upgrade --copy from the same binaries (same rows, same sequences,
+same functions)."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import psycopg
 import pytest
 
 from strategies.errors import BadInput
-from strategies.sql.pgmajor import pg_upgrade_copy, upgrade_datadir
+from strategies.sql.pgmajor import PgMajorResult, pg_upgrade_copy, upgrade_datadir
 from strategies.sql.pgtemp import PgServer, local_runner
 
 from .conftest import PG15_BIN, pg16_bindir
@@ -24,12 +27,45 @@ def _snapshot(url: str) -> dict:
             "users": c.execute("SELECT id, name, active, balance::text FROM users ORDER BY id").fetchall(),
             "notes": c.execute("SELECT id, user_id, body FROM notes ORDER BY id").fetchall(),
             "seq": c.execute("SELECT sequencename, last_value FROM pg_sequences ORDER BY 1").fetchall(),
+            "standalone": c.execute("SELECT last_value, is_called FROM s").fetchone(),
+            "function": c.execute("SELECT pg_get_functiondef('add_one(int)'::regprocedure)").fetchone(),
         }
 
 
-@pytest.fixture
-def old_cluster(tmp_path):
-    srv = PgServer(PG15_BIN, str(tmp_path / "old"), str(tmp_path / "s15"), local_runner(),
+_AFTER = ("SELECT nextval(pg_get_serial_sequence('users', 'id')), nextval('s'), add_one(41), "
+          "current_setting('server_version_num')::int / 10000")
+
+
+@dataclass
+class Upgraded:
+    old_data: str
+    frozen: list[str]
+    before: dict
+    result: PgMajorResult
+    got: dict          # the new data directory of upgrade_datadir, read by a 16 server
+    theirs: dict       # the same of pg_upgrade --copy
+    got_after: tuple   # _AFTER on each (nextval moves the sequences: read once)
+    theirs_after: tuple
+
+
+def _read(data: str, sock: str) -> tuple[dict, tuple]:
+    srv = PgServer(PG16_BIN, data, sock, local_runner(), options={"fsync": "off"})
+    srv.start()
+    try:
+        snap = _snapshot(srv.url("app"))
+        with psycopg.connect(srv.url("app")) as c:
+            after = tuple(c.execute(_AFTER).fetchone())
+    finally:
+        srv.stop()
+    return snap, after
+
+
+@pytest.fixture(scope="module")
+def upgraded(tmp_path_factory) -> Iterator[Upgraded]:
+    """One 15 cluster (tables, serial and identity sequences, a standalone
+    sequence, a SQL function), upgraded once by each path; the tests read."""
+    tmp = tmp_path_factory.mktemp("pgmajor")
+    srv = PgServer(PG15_BIN, str(tmp / "old"), str(tmp / "s15"), local_runner(),
                    options={"fsync": "off"})
     srv.initdb()
     srv.start()
@@ -47,46 +83,51 @@ def old_cluster(tmp_path):
             c.execute("INSERT INTO notes (user_id, body) SELECT 1 + g % 50, 'note ' || g || E'\\t\\n' "
                       "FROM generate_series(1, 300) g")
             c.execute("DELETE FROM notes WHERE id > 290")
+            c.execute("CREATE SEQUENCE s")  # owned by no column
+            c.execute("SELECT setval('s', 42)")
+            c.execute("CREATE FUNCTION add_one(i int) RETURNS int LANGUAGE sql IMMUTABLE "
+                      "AS 'SELECT i + 1'")
         before = _snapshot(srv.url("app"))
     finally:
         srv.stop()
-    return srv.datadir, before
-
-
-def _start(bindir: str, data: str, sock: str) -> PgServer:
-    srv = PgServer(bindir, data, sock, local_runner(), options={"fsync": "off"})
-    srv.start()
-    return srv
-
-
-def test_upgrade_15_to_16_matches_pg_upgrade(tmp_path, old_cluster):
-    old_data, before = old_cluster
+    old_data = srv.datadir
     frozen = sorted(os.listdir(old_data))
-    result = upgrade_datadir(old_data, str(tmp_path / "new"), PG15_BIN, PG16_BIN,
-                             workdir=str(tmp_path / "work"))
-    assert (result.old_version, result.new_version) == ("15", "16")
-    app = next(d for d in result.databases if d["database"] == "app")
-    assert {t["table"]: t["rows"] for t in app["tables"]} == {"users": 50, "notes": 290}
-    assert sorted(os.listdir(old_data)) == frozen  # the frozen data was never started on
+    result = upgrade_datadir(old_data, str(tmp / "new"), PG15_BIN, PG16_BIN, workdir=str(tmp / "work"))
+    pg_upgrade_copy(old_data, str(tmp / "pgu"), PG15_BIN, PG16_BIN, workdir=str(tmp / "work2"))
+    got, got_after = _read(str(tmp / "new"), str(tmp / "s16a"))
+    theirs, theirs_after = _read(str(tmp / "pgu"), str(tmp / "s16b"))
+    yield Upgraded(old_data, frozen, before, result, got, theirs, got_after, theirs_after)
 
-    pg_upgrade_copy(old_data, str(tmp_path / "pgu"), PG15_BIN, PG16_BIN, workdir=str(tmp_path / "work2"))
 
-    ours = _start(PG16_BIN, str(tmp_path / "new"), str(tmp_path / "s16a"))
-    try:
-        got = _snapshot(ours.url("app"))
-        with psycopg.connect(ours.url("app")) as c:
-            assert c.execute("SELECT nextval(pg_get_serial_sequence('users', 'id'))").fetchone() == (51,)
-            assert c.execute("SHOW server_version").fetchone()[0].startswith("16")
-    finally:
-        ours.stop()
-    peer = _start(PG16_BIN, str(tmp_path / "pgu"), str(tmp_path / "s16b"))
-    try:
-        theirs = _snapshot(peer.url("app"))
-    finally:
-        peer.stop()
-    assert got["users"] == before["users"] == theirs["users"]
-    assert got["notes"] == before["notes"] == theirs["notes"]
-    assert got["seq"] == theirs["seq"] == before["seq"]
+def _app(u: Upgraded) -> dict:
+    return next(d for d in u.result.databases if d["database"] == "app")
+
+
+def test_upgrade_15_to_16_matches_pg_upgrade(upgraded):
+    u = upgraded
+    assert (u.result.old_version, u.result.new_version) == ("15", "16")
+    app = _app(u)
+    assert app["verified"] is True
+    assert {t["table"]: t["rows"] for t in app["tables"]} == {"public.users": 50, "public.notes": 290}
+    assert sorted(os.listdir(u.old_data)) == u.frozen  # the frozen data was never started on
+    assert u.got["users"] == u.before["users"] == u.theirs["users"]
+    assert u.got["notes"] == u.before["notes"] == u.theirs["notes"]
+    assert u.got["seq"] == u.theirs["seq"] == u.before["seq"]
+    assert u.got_after[0] == u.theirs_after[0] == 51
+    assert u.got_after[3] == u.theirs_after[3] == 16
+
+
+def test_standalone_sequence_and_function_survive_like_pg_upgrade(upgraded):
+    """What a plain --no-owner SQL replay used to lose: a sequence owned by
+    no column and a SQL function, with the same values as pg_upgrade --copy."""
+    u = upgraded
+    app = _app(u)
+    seqs = {s["sequence"]: (s["last_value"], s["is_called"]) for s in app["sequences"]}
+    assert seqs["public.s"] == (42, True)
+    assert app["objects"]["function"] == 1
+    assert u.got["standalone"] == u.theirs["standalone"] == u.before["standalone"] == (42, True)
+    assert u.got["function"] == u.theirs["function"] == u.before["function"]
+    assert u.got_after[1:3] == u.theirs_after[1:3] == (43, 42)
 
 
 def test_not_a_data_directory(tmp_path):

@@ -14,6 +14,10 @@ process) get one store tmpdir bind-mounted at the *same* path as on the
 host, so that the paths strategies.sql.pgmajor hands to its runners mean the
 same thing on both sides: the old server's clone of the data, the new data
 directory, the unix sockets psycopg connects to from the host, the dumps.
+The dump, restore and verification themselves are
+strategies.sql.pgmajor.dump_replay_verify (one implementation, also behind
+the library-level ``upgrade_datadir``); this module adds the images, the
+containers, the configuration and the overlay upper.
 A runner execs the argv in the right container through the engine.
 ``ours`` is only read (copied into the tmpdir); the new data directory is
 then moved into ``out`` as an overlay upper: top-level directories opaque,
@@ -334,6 +338,8 @@ def _fake_bindir(work: Path, name: str) -> str:
 
 def _convert(ctx: Any, old: ImagePg, new: ImagePg, old_image: Any, new_image: Any,
              ours: Path, out: Path) -> dict[str, Any]:
+    from strategies.sql.pgmajor import dump_replay_verify
+
     timer = Timer()
     t_all = time.monotonic()
     work = _workdir(ctx)
@@ -349,7 +355,8 @@ def _convert(ctx: Any, old: ImagePg, new: ImagePg, old_image: Any, new_image: An
         old_fake, new_fake = _fake_bindir(work, "bin-old"), _fake_bindir(work, "bin-new")
         old_run, new_run = boxes[0].runner(old_fake, timer), boxes[1].runner(new_fake, timer)
         t0 = time.monotonic()
-        dbs = dump_replay_verify(ours, new_data, work, old_fake, new_fake, old_run, new_run, timer)
+        dbs = dump_replay_verify(ours, new_data, work, old_fake, new_fake, old_run, new_run,
+                                 timing=timer.add)
         timer.add("dump, replay, verify (total)", time.monotonic() - t0)
         t0 = time.monotonic()
         carried = carry_config(ours, new_data, new_run, new_fake)
@@ -383,138 +390,6 @@ def _convert(ctx: Any, old: ImagePg, new: ImagePg, old_image: Any, new_image: An
     return _report(entry, {"old_version": old.major, "new_version": new.major,
                            "new_server": new.full, "tables": tables, "rows": rows,
                            "databases": dbs, "timings": timer.steps})
-
-
-def dump_replay_verify(ours: Path, new_data: Path, work: Path, old_bindir: str, new_bindir: str,
-                       old_run: Any, new_run: Any, timer: Timer) -> list[dict[str, Any]]:
-    """The old server on a copy of ``ours``; roles carried, then every
-    database dumped with the old pg_dump (owners and grants kept) and
-    restored by the new pg_restore (everything pg_dump carries: sequences,
-    functions, types, views, triggers...); then old server against new, database by database:
-    every table's row count and checksum, every sequence's state, the number
-    of objects of each kind.  ``new_data`` is removed on any failure."""
-    from strategies.sql.pgmajor import _cluster_settings, _databases, _initdb, _roles, clone_datadir
-    from strategies.sql.pgtemp import PgServer, give
-
-    clone = str(work / "old-data")
-    old_srv = PgServer(old_bindir, clone, str(work / "old-sock"), old_run, port=5432)
-    new_srv = PgServer(new_bindir, str(new_data), str(work / "new-sock"), new_run, port=5433)
-    started: list[Any] = []
-    try:
-        t0 = time.monotonic()
-        clone_datadir(str(ours), clone)
-        give(clone, old_run)
-        timer.add("copy data", time.monotonic() - t0)
-        old_srv.start()
-        started.append(old_srv)
-        enc, collate = _cluster_settings(old_srv)
-        _initdb(new_srv, enc, collate)
-        new_srv.start()
-        started.append(new_srv)
-        _roles(old_srv, new_srv, str(work))
-        dumps = work / "dumps"
-        dumps.mkdir()
-        give(str(dumps), old_run)
-        out = []
-        for db in _databases(old_srv):
-            # The archive format, restored straight into the new server by
-            # its pg_restore: no psql meta-commands ever run from a dump.
-            dump = str(dumps / f"{len(out)}.dump")
-            create = db != "postgres"
-            _ok(old_run([old_bindir + "/pg_dump", "-h", old_srv.sockdir, "-p", str(old_srv.port),
-                         "-U", old_srv.superuser, "-Fc", "-Z", "0", "-f", dump, db]),
-                f"pg_dump of {db} (old version)")
-            _ok(new_run([new_bindir + "/pg_restore", "--exit-on-error", "-h", new_srv.sockdir,
-                         "-p", str(new_srv.port), "-U", new_srv.superuser]
-                        + (["--create", "-d", "postgres"] if create else ["-d", db]) + [dump]),
-                f"restore of {db} (new version)")
-            os.unlink(dump)
-            t0 = time.monotonic()
-            out.append(verify_database(old_srv, new_srv, db))
-            timer.add("verify", time.monotonic() - t0)
-        for srv in reversed(started):
-            srv.stop()
-        started.clear()
-        return out
-    except BaseException:
-        for srv in reversed(started):
-            try:
-                srv.stop()
-            except Exception:  # noqa: BLE001 - keep the original error
-                pass
-        shutil.rmtree(new_data, ignore_errors=True)
-        raise
-    finally:
-        shutil.rmtree(clone, ignore_errors=True)
-        for d in ("old-sock", "new-sock", "dumps"):
-            shutil.rmtree(work / d, ignore_errors=True)
-
-
-def _ok(proc: subprocess.CompletedProcess, what: str) -> None:
-    if proc.returncode != 0:
-        msg = [ln for ln in (proc.stderr or proc.stdout or "").strip().splitlines() if ln.strip()]
-        raise NotDone(f"{what} failed: {msg[-1] if msg else 'exit ' + str(proc.returncode)}")
-
-
-_USER_NS = ("n.nspname NOT IN ('pg_catalog', 'information_schema') "
-            "AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'")
-_OBJECTS = f"""
-SELECT 'relation ' || c.relkind::text, count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE {_USER_NS} GROUP BY c.relkind
-UNION ALL SELECT 'function', count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
- WHERE {_USER_NS}
-UNION ALL SELECT 'type', count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
- WHERE {_USER_NS} AND t.typtype IN ('e', 'd', 'r')
-UNION ALL SELECT 'trigger', count(*) FROM pg_trigger WHERE NOT tgisinternal
-UNION ALL SELECT 'constraint', count(*) FROM pg_constraint o JOIN pg_namespace n
- ON n.oid = o.connamespace WHERE {_USER_NS} AND o.contype IN ('p', 'u', 'f', 'c', 'x')
-"""
-
-
-def _names(c: Any, kinds: str) -> list[str]:
-    return [r[0] for r in c.execute(
-        "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n "
-        f"ON n.oid = c.relnamespace WHERE c.relkind IN ({kinds}) AND {_USER_NS} ORDER BY 1").fetchall()]
-
-
-def _table_sum(c: Any, t: str) -> tuple[int, str]:
-    """Row count and an order-independent checksum of every row's text."""
-    r = c.execute(
-        "SELECT count(*), coalesce(sum(('x' || substr(h, 1, 15))::bit(60)::bigint), 0), "
-        "coalesce(sum(('x' || substr(h, 16, 15))::bit(60)::bigint), 0) "
-        f"FROM (SELECT md5(t::text) AS h FROM ONLY {t} t) s").fetchone()
-    return int(r[0]), f"{r[1]}:{r[2]}"
-
-
-def verify_database(old: Any, new: Any, db: str) -> dict[str, Any]:
-    """Old server against new: tables, sequences, object counts equal."""
-    import psycopg
-
-    with psycopg.connect(old.url(db)) as a, psycopg.connect(new.url(db)) as b:
-        tables = _names(a, "'r', 'p'")
-        if _names(b, "'r', 'p'") != tables:
-            raise NotDone(f"verification failed: database {db}: the new server has other tables")
-        checked = []
-        for t in tables:
-            x, y = _table_sum(a, t), _table_sum(b, t)
-            if x != y:
-                raise NotDone(f"verification failed: database {db} table {t}: old server "
-                              f"{x[0]} rows, new server {y[0]} rows, or their checksums differ")
-            checked.append({"table": t, "rows": x[0]})
-        seqs = []
-        for s in _names(a, "'S'"):
-            x = a.execute(f"SELECT last_value, is_called FROM {s}").fetchone()
-            y = b.execute(f"SELECT last_value, is_called FROM {s}").fetchone()
-            if tuple(x) != tuple(y):
-                raise NotDone(f"verification failed: database {db} sequence {s}: old {tuple(x)}, "
-                              f"new {tuple(y)}")
-            seqs.append({"sequence": s, "last_value": int(x[0]), "is_called": bool(x[1])})
-        ox = dict(a.execute(_OBJECTS).fetchall())
-        oy = dict(b.execute(_OBJECTS).fetchall())
-        if ox != oy:
-            diff = sorted(k for k in set(ox) | set(oy) if ox.get(k) != oy.get(k))
-            raise NotDone(f"verification failed: database {db}: object counts differ ({', '.join(diff)})")
-    return {"database": db, "tables": checked, "sequences": seqs, "objects": ox, "verified": True}
 
 
 # -- configuration ---------------------------------------------------------------
