@@ -18,6 +18,9 @@ class ReplayResult:
     seconds: float = 0.0
     verified: bool = False
     phases: dict[str, float] = field(default_factory=dict)  # seconds per phase (SQLite destinations)
+    # a live SQLite source was written during the replay: it was done again
+    # in one transaction (one snapshot of the source)
+    source_changed: bool = False
 
     @property
     def rows(self) -> int:
@@ -25,7 +28,8 @@ class ReplayResult:
 
     def to_json(self) -> dict[str, Any]:
         return {"dst": self.dst, "verified": self.verified, "seconds": self.seconds,
-                "rows": self.rows, "tables": self.tables, "phases": self.phases}
+                "rows": self.rows, "tables": self.tables, "phases": self.phases,
+                "source_changed": self.source_changed}
 
 
 def dst_kind(dst: str) -> str:
@@ -57,4 +61,4 @@ def replay(plan: ReplayPlan, dst: str, progress: Progress | None = None) -> Repl
 
         out = replay_dump(plan, dst, progress)
     return ReplayResult(out["dst"], out["tables"], out["seconds"], bool(out["verified"]),
-                        dict(out.get("phases") or {}))
+                        dict(out.get("phases") or {}), bool(out.get("source_changed")))

@@ -47,8 +47,15 @@ def replay_sqlite(plan: Any, dst: str, progress: Progress | None = None) -> dict
     try:
         guard = _SourceGuard(plan) if parallel else None
         try:
-            result = _build(plan, tmp, progress, parallel)
-            if guard is not None and guard.changed():
+            try:
+                result = _build(plan, tmp, progress, parallel)
+                again = guard is not None and guard.changed()
+            except NotDone:
+                # a check that failed because the source moved on is no verdict
+                if guard is None or not guard.changed():
+                    raise
+                again = True
+            if again:
                 _remove(tmp)
                 result = _build(plan, tmp, progress, False)
                 result["source_changed"] = True

@@ -222,3 +222,36 @@ def test_no_base_treats_ours_only_as_dropped(tmp_path):
     base, live, new = trio(tmp_path, "CREATE TABLE mine(a); INSERT INTO mine VALUES (1);")
     with plan_replay(str(live), schema=str(new), maps=HINTS, defaults=DEFAULTS) as plan:
         assert [(x.table, x.count) for x in plan.losses] == [("mine", 1)]
+
+
+def test_live_source_written_during_the_replay_is_replayed_again_in_one_snapshot(tmp_path):
+    """The checks after the commit read the source again; when the live
+    source (WAL mode, so the application can commit while the replay reads)
+    changed meanwhile, the replay is done again in one transaction and the
+    result holds the source as it was then, verified."""
+    base, live, new = trio(tmp_path)
+    app = sqlite3.connect(live)
+    app.execute("PRAGMA journal_mode=WAL")
+    writes = []
+
+    def progress(table, done, total):
+        if not writes and done == total:
+            app.execute("INSERT INTO users VALUES (77, 'written meanwhile')")
+            app.commit()
+            writes.append(table)
+
+    try:
+        with plan_replay(str(live), schema=str(new), base=str(base), maps=HINTS, defaults=DEFAULTS) as plan:
+            res = replay(plan, str(tmp_path / "out.db"), progress=progress)
+    finally:
+        app.close()
+    assert writes and res.source_changed and res.verified
+    assert (77, "written meanwhile") in rows(tmp_path / "out.db", "SELECT id, name FROM users")
+
+
+def test_unchanged_source_is_replayed_once(tmp_path):
+    base, live, new = trio(tmp_path)
+    with plan_replay(str(live), schema=str(new), base=str(base), maps=HINTS, defaults=DEFAULTS) as plan:
+        res = replay(plan, str(tmp_path / "out.db"))
+    assert res.verified and not res.source_changed
+    assert "checks (parallel)" in res.phases
