@@ -168,12 +168,19 @@ def pg_bench(work: str, rows: int, runs: int) -> dict[str, float]:
             subprocess.run(f"pg_dump '{src}' | psql -q -v ON_ERROR_STOP=1 '{target['url']}' >/dev/null",
                            shell=True, check=True)
 
+        phases: dict[str, list[float]] = {}
+
         def ours() -> None:
+            t = time.perf_counter()
             with plan_replay(src, schema=src) as plan:
-                replay(plan, target["url"])
+                phases.setdefault("plan (catalogs, counts)", []).append(time.perf_counter() - t)
+                r = replay(plan, target["url"])
+            for k, v in r.phases.items():
+                phases.setdefault(k, []).append(v)
 
         res = {"pg_dump | psql": median_of(runs, setup, dump_pipe),
                "volmerge replay PG->PG (with verification)": median_of(runs, setup, ours)}
+        res.update({f"  phase: {k}": statistics.median(v) for k, v in phases.items()})
         admin.close()
         return res
     finally:
@@ -220,18 +227,20 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--dump-mb", type=int, default=1024)
     ap.add_argument("--skip-pg", action="store_true")
+    ap.add_argument("--skip-sqlite", action="store_true")
     ap.add_argument("--skip-dump", action="store_true")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="volmerge-bench-sql-", dir="/var/tmp")
     try:
-        print(f"SQLite -> SQLite, {args.rows:,} rows in 3 tables, median of {args.runs}:")
-        r = sqlite_bench(work, args.rows, args.runs)
-        for k, v in r.items():
-            print(f"  {k:<48} {v:7.2f} s")
-        bare = r["bare ATTACH + INSERT...SELECT"]
-        for k in ("volmerge replay (identity schema)", "volmerge replay (rename, retype, new column)"):
-            print(f"  ratio {k[16:]:<42} {r[k] / bare:5.2f}x bare, "
-                  f"{r['sqlite3 .dump | sqlite3'] / r[k]:5.1f}x faster than .dump | sqlite3")
+        if not args.skip_sqlite:
+            print(f"SQLite -> SQLite, {args.rows:,} rows in 3 tables, median of {args.runs}:")
+            r = sqlite_bench(work, args.rows, args.runs)
+            for k, v in r.items():
+                print(f"  {k:<48} {v:7.2f} s")
+            bare = r["bare ATTACH + INSERT...SELECT"]
+            for k in ("volmerge replay (identity schema)", "volmerge replay (rename, retype, new column)"):
+                print(f"  ratio {k[16:]:<42} {r[k] / bare:5.2f}x bare, "
+                      f"{r['sqlite3 .dump | sqlite3'] / r[k]:5.1f}x faster than .dump | sqlite3")
         if not args.skip_pg:
             print(f"PostgreSQL 15 -> PostgreSQL 15, {args.rows:,} rows, median of {args.runs}:")
             p = pg_bench(work, args.rows, args.runs)

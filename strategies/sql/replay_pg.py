@@ -79,6 +79,7 @@ def _drop_db(url: str) -> None:
 def replay_pg(plan: Any, dst: str, progress: Progress | None = None) -> dict[str, Any]:
     plan.check()
     t0 = time.monotonic()
+    phases: dict[str, float] = {}
     conn, created = _open_dst(dst)
     src_sqlite = src_pg = None
     try:
@@ -94,8 +95,10 @@ def replay_pg(plan: Any, dst: str, progress: Progress | None = None) -> dict[str
         else:
             src_pg = pg_connect(plan.ours.url)
             src_pg.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        tables_out = _load(plan, conn, src_sqlite, src_pg, progress)
+        tables_out = _load(plan, conn, src_sqlite, src_pg, progress, phases)
+        t1 = time.monotonic()
         conn.commit()
+        phases["commit"] = time.monotonic() - t1
     except BaseException:
         try:
             conn.rollback()
@@ -111,7 +114,8 @@ def replay_pg(plan: Any, dst: str, progress: Progress | None = None) -> dict[str
         plan._pg_snapshot = None
     conn.close()
     return {"dst": redact(dst), "tables": tables_out, "verified": True,
-            "seconds": round(time.monotonic() - t0, 3)}
+            "seconds": round(time.monotonic() - t0, 3),
+            "phases": {k: round(v, 3) for k, v in phases.items()}}
 
 
 def _sqlite_src(plan: Any) -> sqlite3.Connection:
@@ -137,16 +141,24 @@ def _pg_error(e: Exception) -> str:
 
 
 def _load(plan: Any, conn: Any, src_sqlite: sqlite3.Connection | None, src_pg: Any,
-          progress: Progress | None) -> list[dict[str, Any]]:
+          progress: Progress | None, phases: dict[str, float]) -> list[dict[str, Any]]:
     import psycopg
 
     target = plan.target
+    clock = [time.monotonic()]
+
+    def lap(name: str) -> None:
+        now = time.monotonic()
+        phases[name] = phases.get(name, 0.0) + now - clock[0]
+        clock[0] = now
+
     for t in target.tables.values():
         ddl = render.table_ddl(t, target.dialect, "postgres", with_fks=False, with_keys=False)
         try:
             conn.execute(ddl)
         except psycopg.Error as e:
             raise BadInput(f"target schema: table {t.name}: {_pg_error(e)}") from None
+    lap("tables")
     out = []
     for tm in plan.tables:
         t1 = time.monotonic()
@@ -161,7 +173,9 @@ def _load(plan: Any, conn: Any, src_sqlite: sqlite3.Connection | None, src_pg: A
             progress(tm.target, tm.rows, tm.rows)
         out.append({"table": tm.target, "from": tm.source, "origin": tm.origin, "rows": tm.rows,
                     "seconds": round(time.monotonic() - t1, 3)})
+    lap("rows")
     _sequences(plan, conn)
+    lap("sequences")
     for t in target.tables.values():  # keys after the load, as pg_dump does: one index build each
         for clause in render.key_clauses(t):
             try:
@@ -169,6 +183,7 @@ def _load(plan: Any, conn: Any, src_sqlite: sqlite3.Connection | None, src_pg: A
                     conn.execute(f"ALTER TABLE {quote(t.name)} ADD {clause}")
             except psycopg.Error as e:
                 raise NotDone(f"constraint violation: table {t.name}: {_pg_error(e)}") from None
+    lap("keys")
     for ix in target.indexes.values():
         ddl = render.index_ddl(ix, target.dialect, "postgres")
         if ddl is None:
@@ -180,6 +195,7 @@ def _load(plan: Any, conn: Any, src_sqlite: sqlite3.Connection | None, src_pg: A
             raise NotDone(f"constraint violation: index {ix.name} on {ix.table}: {_pg_error(e)}") from None
         except psycopg.Error as e:
             raise NotDone(f"index {ix.name} on {ix.table}: {_pg_error(e)}") from None
+    lap("indexes")
     for t in target.tables.values():
         for fk in t.fks:
             try:
@@ -193,7 +209,9 @@ def _load(plan: Any, conn: Any, src_sqlite: sqlite3.Connection | None, src_pg: A
                 conn.execute(ddl)
             except psycopg.Error as e:
                 raise NotDone(f"view {v.name}: {_pg_error(e)}") from None
+    lap("foreign keys, views")
     _verify(plan, conn, src_sqlite, src_pg, out)
+    lap("verify")
     return out
 
 
@@ -255,8 +273,8 @@ def _copy_table(plan: Any, tm: Any, conn: Any, src_sqlite: sqlite3.Connection | 
 
 
 def _psql_copy_out(plan: Any, src_pg: Any, select: str, cp: Any) -> bool:
-    """Stream ``COPY (select) TO STDOUT`` through a psql child in 1 MB chunks
-    (psycopg hands out COPY data one row per call, which costs more than the
+    """Stream ``COPY (select) TO STDOUT`` through a psql child in chunks of
+    up to 1 MB (psycopg hands out COPY data one row per call, which costs more than the
     copy itself); the child imports our exported snapshot, so it reads
     exactly what the rest of the replay reads.  False when psql is missing."""
     import shutil
@@ -277,7 +295,10 @@ def _psql_copy_out(plan: Any, src_pg: Any, select: str, cp: Any) -> bool:
     try:
         assert proc.stdout is not None
         while True:
-            chunk = proc.stdout.read(1 << 20)
+            # read1: whatever the pipe holds now (up to 1 MB).  read(1 MB)
+            # would wait for a full MB while psql blocks on the full pipe, so
+            # the two sides would take turns instead of running together.
+            chunk = proc.stdout.read1(1 << 20)
             if not chunk:
                 break
             cp.write(chunk)
