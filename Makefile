@@ -34,6 +34,8 @@ $(VENV)/bin/python:
 
 $(STAMP): $(VENV)/bin/python pyproject.toml
 	$(PY) -m pip install -q -e '.[test,pg16]'
+	# start-up reads bytecode even where PYTHONDONTWRITEBYTECODE is set
+	$(PY) -m compileall -q volmerge runtime strategies fixtures >/dev/null
 	@touch $(STAMP)
 
 test: install

@@ -15,13 +15,11 @@ makes the socket there), so they work on ``--network none`` too.
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from .options import HealthConfig
 
@@ -58,8 +56,12 @@ def effective(opts_health: HealthConfig | None, image_config: dict[str, Any]) ->
     return hc
 
 
-def socket_in_netns(netns: str | None, family: int = socket.AF_INET) -> socket.socket:
-    """A TCP socket created inside the network namespace at path ``netns``."""
+def socket_in_netns(netns: str | None, family: int | None = None) -> "socket.socket":
+    """A TCP socket created inside the network namespace at path ``netns``
+    (``family`` default AF_INET)."""
+    import socket
+
+    family = socket.AF_INET if family is None else family
     if netns is None:
         return socket.socket(family, socket.SOCK_STREAM)
     box: dict[str, Any] = {}
@@ -102,6 +104,7 @@ def probe_tcp(netns: str | None, host: str, port: int, timeout: float) -> tuple[
 
 def probe_http(netns: str | None, url: str, timeout: float) -> tuple[bool, str]:
     import http.client
+    from urllib.parse import urlsplit
 
     u = urlsplit(url if "://" in url else "http://" + url)
     host = u.hostname or "127.0.0.1"

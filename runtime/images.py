@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tarfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -395,6 +394,8 @@ class ImageStore:
             raise BadInput(f"{src} is not a directory")
         with work_dir(self.store, "import-") as work:
             layer = work / "layer.tar"
+            import tarfile
+
             with tarfile.open(layer, "w", format=tarfile.PAX_FORMAT) as tf:
                 for entry in sorted(os.listdir(src)):
                     tf.add(src / entry, arcname=entry, recursive=True)

@@ -8,10 +8,10 @@ one place.  Thin ctypes wrappers over libc; errors become OSError with errno.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 from pathlib import Path
+
 
 def _load_libc() -> ctypes.CDLL:
     # find_library runs `ldconfig -p` (~8 ms at every start): try the usual
@@ -19,7 +19,9 @@ def _load_libc() -> ctypes.CDLL:
     try:
         return ctypes.CDLL("libc.so.6", use_errno=True)
     except OSError:
-        return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        from ctypes.util import find_library
+
+        return ctypes.CDLL(find_library("c"), use_errno=True)
 
 
 _libc = _load_libc()

@@ -1,68 +1,41 @@
 """The ``volmerge`` command line.  Docker-like verbs (DESIGN.md, CLI contract).
 
-Each command group lives in its own module and registers itself on ``app``.
-Library errors become a one-line message on stderr and their exit code:
-2 bad input, 1 not done (rolled back), anything else is a bug.
+The typer application lives in root.py.  ``volmerge run`` with ordinary
+arguments takes a fast path (fastrun.py) that parses them without importing
+typer: container start-up is what users time.  Help, errors and every other
+command go through typer.  Library errors become a one-line message on
+stderr and their exit code: 2 bad input, 1 not done (rolled back), anything
+else is a bug.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import Optional
-
-import typer
-
-from .common import Globals
-
-app = typer.Typer(
-    name="volmerge",
-    help="Upgrade stateful containers without losing data.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-    rich_markup_mode=None,
-)
+from typing import Any
 
 
-def _version(value: bool) -> None:
-    if value:
-        from volmerge import __version__
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        from .root import app
 
-        print(f"volmerge {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _main(
-    ctx: typer.Context,
-    root: Optional[str] = typer.Option(
-        None, "--root", envvar="VOLMERGE_ROOT", metavar="PATH",
-        help="Store root (default /var/lib/volmerge).",
-    ),
-    version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
-    ),
-) -> None:
-    """Upgrade stateful containers without losing data."""
-    ctx.obj = Globals(root=root)
-
-
-def _register() -> None:
-    from . import commands_registry
-
-    commands_registry.register_all(app)
-
-
-_register()
+        return app
+    raise AttributeError(name)
 
 
 def main(argv: list[str] | None = None) -> int:
     from volmerge.errors import exit_code_of, known_error_types
 
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
-        app(args=argv, prog_name="volmerge", standalone_mode=True)
+        from .fastrun import fast_run
+
+        code = fast_run(args)
+        if code is not None:
+            return code
+        from .root import app
+
+        app(args=args, prog_name="volmerge", standalone_mode=True)
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)

@@ -81,39 +81,6 @@ def _command(c) -> str:  # type: ignore[no-untyped-def]
     return '"' + (s if len(s) <= 20 else s[:19] + "…") + '"'
 
 
-def _run_options(image: str, command: list[str] | None, **kw) -> object:  # type: ignore[no-untyped-def]
-    from runtime import options as o
-
-    health = None
-    if kw["no_healthcheck"]:
-        health = o.HealthConfig(test=["NONE"])
-    elif any(kw[k] is not None for k in ("health_cmd", "health_tcp", "health_http")):
-        health = o.HealthConfig(
-            test=["CMD-SHELL", kw["health_cmd"]] if kw["health_cmd"] else [],
-            interval=o.parse_duration(kw["health_interval"] or "30s"),
-            timeout=o.parse_duration(kw["health_timeout"] or "30s"),
-            retries=kw["health_retries"] if kw["health_retries"] is not None else 3,
-            start_period=o.parse_duration(kw["health_start_period"] or "0s"),
-            tcp_port=kw["health_tcp"], http_url=kw["health_http"],
-        )
-    mounts = [o.parse_volume(v) for v in kw["volume"] or []]
-    mounts += [o.parse_tmpfs(t) for t in kw["tmpfs"] or []]
-    labels = {}
-    for item in kw["label"] or []:
-        k, _, v = item.partition("=")
-        labels[k] = v
-    return o.RunOptions(
-        image=image, name=kw["name"], command=list(command) if command else None,
-        entrypoint=None if kw["entrypoint"] is None else ([kw["entrypoint"]] if kw["entrypoint"] else []),
-        env=o.parse_env(kw["env"] or []), workdir=kw["workdir"], user=kw["user"], mounts=mounts,
-        ports=[o.parse_port(p) for p in kw["publish"] or []], network=kw["network"], ip=kw["ip"],
-        hostname=kw["hostname"], health=health,
-        restart=o.parse_restart(kw["restart"] or "no"), runtime=kw["runtime"], rm=kw["rm"],
-        detach=kw["detach"], labels=labels,
-        memory=o.parse_bytes(kw["memory"]) if kw["memory"] else None, pids_limit=kw["pids_limit"],
-    )
-
-
 def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function below
     def run_opts(f):  # type: ignore[no-untyped-def]
         return f
@@ -151,24 +118,11 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
         pids_limit: Optional[int] = typer.Option(None, "--pids-limit", help="Maximum number of processes."),
     ) -> None:
         """Run a command in a new container (foreground unless -d)."""
+        from .runopts import run_container, run_options
+
         kw = dict(locals())
         kw.pop("ctx"), kw.pop("image"), kw.pop("command")
-        opts = _run_options(image, command, **kw)
-        eng = _engine(ctx)
-        if detach:
-            c = eng.create(opts)
-            try:
-                eng.start(c.id)
-            except Exception:
-                from runtime.errors import BadInput
-
-                if isinstance(sys.exc_info()[1], BadInput):
-                    eng.remove(c.id, force=True)
-                raise
-            print(c.id)
-            return
-        code = eng.run(opts)
-        raise typer.Exit(code)
+        raise typer.Exit(run_container(store(ctx), run_options(image, command, **kw)))
 
     @app.command(context_settings=_PASSTHRU, no_args_is_help=True)
     def create(

@@ -9,41 +9,12 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
 from typing import Any
 
 import typer
 
 
-@dataclass
-class Globals:
-    root: str | None = None
-    _store: Any = None
-
-    def store(self):  # type: ignore[no-untyped-def]
-        if self._store is None:
-            from runtime.store import Store
-
-            self._store = Store(self.root)
-            recover_pending(self._store)
-        return self._store
-
-
-def recover_pending(st) -> None:  # type: ignore[no-untyped-def]
-    """Every command first finishes or undoes a transaction a crash cut short
-    (a cheap query when there is none)."""
-    try:
-        row = st.db.execute(
-            "SELECT 1 FROM upgrade_journal WHERE state IN ('begun', 'committed') LIMIT 1"
-        ).fetchone()
-    except Exception:  # no journal table yet: nothing was ever upgraded
-        return
-    if row is None:
-        return
-    from volmerge.context import Context
-    from volmerge.upgrade import recover
-
-    recover(Context(st))
+from .state import Globals, recover_pending  # noqa: E402,F401 - re-exported
 
 
 def g(ctx: typer.Context) -> Globals:

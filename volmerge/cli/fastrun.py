@@ -1,0 +1,128 @@
+"""``volmerge run`` without typer: container start-up is what users time.
+
+Importing typer (and the pydantic it brings) and letting it convert run's
+thirty options cost about 90 ms, three times what runc itself needs to start
+a container.  This module reads ``[--root PATH] run [OPTIONS] IMAGE
+[COMMAND...]`` by the table below and hands the same keyword arguments the
+typer command receives to the same code (runopts.py).
+
+It only takes argument lists it reads exactly as typer would: anything else
+— ``--help``, an unknown or malformed option, a missing value, an integer
+that does not parse, short options run together — returns None and the
+caller goes through typer, which prints the help or the error.  A test
+holds this table equal to the typer command's options and checks, on
+generated argument lists, that both parsers give the same arguments.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+# option spelling -> (keyword, kind); kinds: flag, str, int, list
+OPTIONS: dict[str, tuple[str, str]] = {}
+
+
+def _opt(kind: str, key: str, *names: str) -> None:
+    for n in names:
+        OPTIONS[n] = (key, kind)
+
+
+_opt("flag", "detach", "-d", "--detach")
+_opt("flag", "rm", "--rm")
+_opt("flag", "no_healthcheck", "--no-healthcheck")
+_opt("str", "name", "--name")
+_opt("str", "workdir", "-w", "--workdir")
+_opt("str", "user", "-u", "--user")
+_opt("str", "entrypoint", "--entrypoint")
+_opt("str", "network", "--network")
+_opt("str", "ip", "--ip")
+_opt("str", "hostname", "--hostname")
+_opt("str", "health_cmd", "--health-cmd")
+_opt("str", "health_interval", "--health-interval")
+_opt("str", "health_timeout", "--health-timeout")
+_opt("str", "health_start_period", "--health-start-period")
+_opt("str", "health_http", "--health-http")
+_opt("str", "restart", "--restart")
+_opt("str", "runtime", "--runtime")
+_opt("str", "memory", "-m", "--memory")
+_opt("int", "health_retries", "--health-retries")
+_opt("int", "health_tcp", "--health-tcp")
+_opt("int", "pids_limit", "--pids-limit")
+_opt("list", "env", "-e", "--env")
+_opt("list", "volume", "-v", "--volume")
+_opt("list", "tmpfs", "--tmpfs")
+_opt("list", "publish", "-p", "--publish")
+_opt("list", "label", "-l", "--label")
+
+KEYS: dict[str, str] = {key: kind for key, kind in OPTIONS.values()}
+
+
+def parse(args: list[str]) -> tuple[str | None, str, list[str], dict[str, Any]] | None:
+    """(root, image, command, keyword arguments) of a ``run`` argument list,
+    or None when typer should read it."""
+    root = os.environ.get("VOLMERGE_ROOT") or None
+    i = 0
+    while i < len(args) and args[i] != "run":
+        a = args[i]
+        if a == "--root" and i + 1 < len(args) and not args[i + 1].startswith("-"):
+            root, i = args[i + 1], i + 2
+        elif a.startswith("--root="):
+            root, i = a[len("--root="):], i + 1
+        else:
+            return None
+    if i >= len(args):
+        return None
+    i += 1
+    kw: dict[str, Any] = {key: (False if kind == "flag" else None) for key, kind in KEYS.items()}
+    positional: list[str] = []
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            positional = args[i + 1:]
+            break
+        if not a.startswith("-") or a == "-":
+            positional = args[i:]
+            break
+        name, eq, inline = a.partition("=") if a.startswith("--") else (a, "", "")
+        spec = OPTIONS.get(name)
+        if spec is None:
+            return None  # --help, -h, unknown, or short options run together
+        key, kind = spec
+        if kind == "flag":
+            if eq:
+                return None
+            kw[key] = True
+            i += 1
+            continue
+        if eq:
+            value, i = inline, i + 1
+        elif i + 1 < len(args) and not args[i + 1].startswith("-"):
+            value, i = args[i + 1], i + 2
+        else:
+            return None  # a missing value, or one typer may read otherwise
+        if kind == "int":
+            try:
+                kw[key] = int(value)
+            except ValueError:
+                return None
+        elif kind == "list":
+            kw[key] = (kw[key] or []) + [value]
+        else:
+            kw[key] = value
+    if not positional:
+        return None
+    return root, positional[0], positional[1:], kw
+
+
+def fast_run(args: list[str]) -> int | None:
+    """Run the container when ``args`` is a plain ``run``; else None."""
+    parsed = parse(args)
+    if parsed is None:
+        return None
+    root, image, command, kw = parsed
+    from .runopts import run_container, run_options
+    from .state import Globals
+
+    opts = run_options(image, command or None, **kw)
+    return run_container(Globals(root=root).store(), opts)

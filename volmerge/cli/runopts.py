@@ -1,0 +1,62 @@
+"""``volmerge run``'s arguments to RunOptions, and the run itself: one
+implementation for the typer command and the fast path (fastrun.py).
+Imports nothing heavy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def run_options(image: str, command: list[str] | None, **kw: Any) -> Any:
+    """RunOptions from the parsed ``run`` arguments (names as the typer command's)."""
+    from runtime import options as o
+
+    health = None
+    if kw["no_healthcheck"]:
+        health = o.HealthConfig(test=["NONE"])
+    elif any(kw[k] is not None for k in ("health_cmd", "health_tcp", "health_http")):
+        health = o.HealthConfig(
+            test=["CMD-SHELL", kw["health_cmd"]] if kw["health_cmd"] else [],
+            interval=o.parse_duration(kw["health_interval"] or "30s"),
+            timeout=o.parse_duration(kw["health_timeout"] or "30s"),
+            retries=kw["health_retries"] if kw["health_retries"] is not None else 3,
+            start_period=o.parse_duration(kw["health_start_period"] or "0s"),
+            tcp_port=kw["health_tcp"], http_url=kw["health_http"],
+        )
+    mounts = [o.parse_volume(v) for v in kw["volume"] or []]
+    mounts += [o.parse_tmpfs(t) for t in kw["tmpfs"] or []]
+    labels = {}
+    for item in kw["label"] or []:
+        k, _, v = item.partition("=")
+        labels[k] = v
+    return o.RunOptions(
+        image=image, name=kw["name"], command=list(command) if command else None,
+        entrypoint=None if kw["entrypoint"] is None else ([kw["entrypoint"]] if kw["entrypoint"] else []),
+        env=o.parse_env(kw["env"] or []), workdir=kw["workdir"], user=kw["user"], mounts=mounts,
+        ports=[o.parse_port(p) for p in kw["publish"] or []], network=kw["network"], ip=kw["ip"],
+        hostname=kw["hostname"], health=health,
+        restart=o.parse_restart(kw["restart"] or "no"), runtime=kw["runtime"], rm=kw["rm"],
+        detach=kw["detach"], labels=labels,
+        memory=o.parse_bytes(kw["memory"]) if kw["memory"] else None, pids_limit=kw["pids_limit"],
+    )
+
+
+def run_container(st: Any, opts: Any) -> int:
+    """Run in the foreground (the container's exit code) or, with -d,
+    create, start and print the id (0)."""
+    from volmerge.context import make_engine
+
+    eng = make_engine(st)
+    if not opts.detach:
+        return int(eng.run(opts))
+    c = eng.create(opts)
+    try:
+        eng.start(c.id)
+    except BaseException as exc:
+        from runtime.errors import BadInput
+
+        if isinstance(exc, BadInput):
+            eng.remove(c.id, force=True)
+        raise
+    print(c.id)
+    return 0
