@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from strategies.errors import BadInput, NotDone
@@ -176,6 +179,24 @@ def _load(plan: Any, conn: Any, src_sqlite: sqlite3.Connection | None, src_pg: A
     lap("rows")
     _sequences(plan, conn)
     lap("sequences")
+    # The source side of the verification runs on the source connection in
+    # a thread while this connection builds keys, indexes and foreign keys.
+    sums = _SourceSums(src_pg, _pg_checks(plan, conn, src_pg)) if src_pg is not None else None
+    try:
+        _build(plan, conn, lap)
+        _verify(plan, conn, src_sqlite, sums, out)
+        lap("verify")
+    finally:
+        if sums is not None:
+            sums.stop()
+    return out
+
+
+def _build(plan: Any, conn: Any, lap: Callable[[str], None]) -> None:
+    """Keys, indexes, foreign keys and views, after the rows."""
+    import psycopg
+
+    target = plan.target
     for t in target.tables.values():  # keys after the load, as pg_dump does: one index build each
         for clause in render.key_clauses(t):
             try:
@@ -210,9 +231,6 @@ def _load(plan: Any, conn: Any, src_sqlite: sqlite3.Connection | None, src_pg: A
             except psycopg.Error as e:
                 raise NotDone(f"view {v.name}: {_pg_error(e)}") from None
     lap("foreign keys, views")
-    _verify(plan, conn, src_sqlite, src_pg, out)
-    lap("verify")
-    return out
 
 
 def _pg_exprs(plan: Any, tm: Any) -> list[str]:
@@ -342,21 +360,116 @@ def _sequences(plan: Any, conn: Any) -> None:
                 conn.execute("SELECT setval(%s, %s, true)", (row[0], value))
 
 
-def _verify(plan: Any, conn: Any, src_sqlite: sqlite3.Connection | None, src_pg: Any,
+@dataclass
+class _Check:
+    """One table's verification: the same hash over the source's mapping
+    expressions and over the destination's stored columns."""
+
+    target: str
+    source: str             # the source table, quoted
+    source_sql: list[str]   # expressions over it
+    dest_sql: list[str]     # the destination's columns
+    typed: bool             # typed hashes (else the row's text)
+
+
+def _dest_types(conn: Any, table: str, cols: list[str]) -> list[str] | None:
+    """The destination columns' exact types, when every one is a built-in
+    type (so the name means the same on the source server) with an extended
+    hash function and a deterministic collation; else None."""
+    import psycopg
+
+    rows = dict((r[0], r[1:]) for r in conn.execute(
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.atttypid < 16384 AND "
+        "coalesce((SELECT collisdeterministic FROM pg_collation WHERE oid = a.attcollation), true) "
+        "FROM pg_attribute a WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped",
+        (quote(table),)).fetchall())
+    types = []
+    for c in cols:
+        if c not in rows or not rows[c][1]:
+            return None
+        types.append(rows[c][0])
+    try:
+        with conn.transaction():  # the type lookups happen even for NULL fields
+            conn.execute(f"SELECT hash_record_extended(ROW({', '.join(f'NULL::{t}' for t in types)}), 0)")
+    except psycopg.Error:
+        return None
+    return types
+
+
+def _pg_checks(plan: Any, conn: Any, src_pg: Any) -> list[_Check]:
+    """What to verify for a PostgreSQL source.  Typed hashes
+    (``hash_record_extended``, PostgreSQL 14+) hash each value with its
+    type's own hash function, about twice as fast as hashing the row's text;
+    the source expressions are cast to the destination's exact types so
+    equal values hash alike.  Otherwise the row's text is hashed."""
+    typed_ok = min(conn.info.server_version, src_pg.info.server_version) >= 140000
+    out = []
+    for tm in plan.tables:
+        if not (tm.origin == "ours" and tm.source):
+            continue
+        cols = [c.target for c in tm.carried]
+        types = _dest_types(conn, tm.target, cols) if typed_ok and cols else None
+        if types is not None:
+            src = [f"CAST({c.expr} AS {t})" for c, t in zip(tm.carried, types)]
+        else:
+            src = _pg_exprs(plan, tm)
+        out.append(_Check(tm.target, quote(tm.source), src, [quote(c) for c in cols],
+                          types is not None))
+    return out
+
+
+class _SourceSums:
+    """The source checksums, computed in a thread on the source connection
+    (psycopg releases the GIL while the server works).  ``stop`` cancels
+    and joins, so the connection can be closed safely."""
+
+    def __init__(self, conn: Any, checks: list[_Check]) -> None:
+        self.conn, self.checks = conn, checks
+        self.sums: dict[str, verify.Checksum] = {}
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="volmerge-source-checksums", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            for ck in self.checks:
+                self.sums[ck.target] = _pg_sum(self.conn, ck.source_sql, ck.source, ck.typed)
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread
+            self.error = e
+
+    def result(self) -> dict[str, verify.Checksum]:
+        self.thread.join()
+        if self.error is not None:
+            raise NotDone(f"verification failed: reading the source: {_pg_error(self.error)}")
+        return self.sums
+
+    def stop(self) -> None:
+        if self.thread.is_alive():
+            try:
+                self.conn.cancel()
+            except Exception:  # noqa: BLE001 - joining is what matters
+                pass
+        self.thread.join()
+
+
+def _verify(plan: Any, conn: Any, src_sqlite: sqlite3.Connection | None, sums: _SourceSums | None,
             out: list[dict[str, Any]]) -> None:
     by = {t["table"]: t for t in out}
+    if sums is not None:
+        dst_sums = {ck.target: _pg_sum(conn, ck.dest_sql, quote(ck.target), ck.typed)
+                    for ck in sums.checks}
+        src_sums = sums.result()
+        for ck in sums.checks:
+            _compare(by, ck.target, src_sums[ck.target], dst_sums[ck.target])
     for tm in plan.tables:
         if tm.origin == "ours" and tm.source:
+            if sums is not None:
+                continue
             cols = [c.target for c in tm.carried]
-            if src_pg is not None:
-                exprs = _pg_exprs(plan, tm)
-                src = _pg_sum(src_pg, exprs, quote(tm.source))
-                dst = _pg_sum(conn, [quote(c) for c in cols], quote(tm.target))
-            else:
-                exprs = [c.expr for c in tm.carried]
-                src = verify.py_checksum(src_sqlite.execute(  # type: ignore[union-attr]
-                    f"SELECT {', '.join(exprs) or 'NULL'} FROM {quote(tm.source)}"))
-                dst = _pg_py(conn, cols, tm.target)
+            exprs = [c.expr for c in tm.carried]
+            src = verify.py_checksum(src_sqlite.execute(  # type: ignore[union-attr]
+                f"SELECT {', '.join(exprs) or 'NULL'} FROM {quote(tm.source)}"))
+            dst = _pg_py(conn, cols, tm.target)
         elif tm.origin == "theirs" and tm.rows:
             th = plan.theirs.schema.table(tm.target)
             cols = [c.name for c in plan.target.tables[tm.target].columns if th.col(c.name) is not None]
@@ -367,19 +480,29 @@ def _verify(plan: Any, conn: Any, src_sqlite: sqlite3.Connection | None, src_pg:
             dst = _pg_py(conn, cols, tm.target)
         else:
             continue
-        by[tm.target]["checksum"] = src.hex()
-        if src.rows != dst.rows:
-            raise NotDone(f"verification failed: table {tm.target}: {src.rows} rows in the source, "
-                          f"{dst.rows} in the destination")
-        if src.digest != dst.digest:
-            raise NotDone(f"verification failed: table {tm.target}: checksum differs")
+        _compare(by, tm.target, src, dst)
 
 
-def _pg_sum(conn: Any, exprs: list[str], from_sql: str) -> verify.Checksum:
+def _compare(by: dict[str, dict[str, Any]], table: str, src: verify.Checksum, dst: verify.Checksum) -> None:
+    by[table]["checksum"] = src.hex()
+    if src.rows != dst.rows:
+        raise NotDone(f"verification failed: table {table}: {src.rows} rows in the source, "
+                      f"{dst.rows} in the destination")
+    if src.digest != dst.digest:
+        raise NotDone(f"verification failed: table {table}: checksum differs")
+
+
+def _pg_sum(conn: Any, exprs: list[str], from_sql: str, typed: bool = False) -> verify.Checksum:
+    """Row count and the sum of a 64-bit hash per row.  Typed:
+    ``hash_record_extended`` combines the fields linearly (h * 31 + field),
+    so summed over rows it would only see each column's multiset of values;
+    hashing that hash again (non-linear) ties the values of a row together."""
     if not exprs:
         return verify.Checksum(conn.execute(f"SELECT count(*) FROM {from_sql}").fetchone()[0], 0)
-    row = conn.execute(f"SELECT count(*), coalesce(sum(hashtextextended(ROW({', '.join(exprs)})::text, 0)), 0)"
-                       f" FROM {from_sql}").fetchone()
+    row_ = f"ROW({', '.join(exprs)})"
+    h = (f"hashint8extended(hash_record_extended({row_}, 0), 0)" if typed
+         else f"hashtextextended({row_}::text, 0)")
+    row = conn.execute(f"SELECT count(*), coalesce(sum({h}), 0) FROM {from_sql}").fetchone()
     return verify.Checksum(int(row[0]), int(row[1]))
 
 
