@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -26,7 +25,6 @@ from pathlib import Path
 from . import fsutil
 from .errors import BadInput, NotDone
 from .store import Store
-from .tarsafe import Extracted, extract_layer
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -35,7 +33,7 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 def work_dir(store: Store, prefix: str) -> Iterator[Path]:
     """A directory under ``tmp/`` marked in progress by its held lock file
     (``locks/tmp-<name>.lock``, which the store's sweeper respects)."""
-    name = f"{prefix}{secrets.token_hex(6)}"
+    name = f"{prefix}{os.urandom(6).hex()}"
     lockname = f"tmp-{name}"
     with store.lock(lockname):
         d = store.path("tmp", name)
@@ -83,6 +81,8 @@ class LayerStore:
         with work_dir(self.store, "layer-") as work:
             tree = work / "diff"
             tree.mkdir()
+            from .tarsafe import Extracted, extract_layer
+
             try:
                 got: Extracted = extract_layer(blob, tree, label=label, progress=progress)
             except OSError as exc:
@@ -130,7 +130,7 @@ class LayerStore:
         leaves a tmp/ leftover, never a half-deleted layer."""
         if not os.path.lexists(path):
             return
-        trash = self.store.path("tmp", f"trash-layer-{secrets.token_hex(6)}")
+        trash = self.store.path("tmp", f"trash-layer-{os.urandom(6).hex()}")
         os.rename(path, trash)
         fsutil.rmtree(trash)
 

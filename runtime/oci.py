@@ -12,18 +12,19 @@ names are derived from validated digests.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
 import re
-import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from .errors import BadInput, NotFound
+
+# hashlib and tarfile are imported inside the functions that use them: a
+# container start (`volmerge run`) reads images but never parses archives.
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -58,6 +59,8 @@ def digest_hex(digest: object, what: str = "digest") -> str:
 
 
 def sha256_bytes(data: bytes) -> str:
+    import hashlib
+
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
@@ -114,6 +117,9 @@ class _Stager:
         self.done: dict[str, Blob] = {}
 
     def put(self, src: BinaryIO, expected: str | None, size: int | None, what: str) -> Blob:
+        import hashlib
+        import tarfile
+
         if expected is not None and expected in self.done:
             return self.done[expected]
         tmp = self.staging / f"incoming-{len(self.done)}-{os.getpid()}"
@@ -153,6 +159,8 @@ class _Source:
         raise NotImplementedError
 
     def read_small(self, name: str, what: str) -> bytes | None:
+        import tarfile
+
         f = self.open(name)
         if f is None:
             return None
@@ -187,6 +195,8 @@ class _DirSource(_Source):
 
 class _TarSource(_Source):
     def __init__(self, path: Path) -> None:
+        import tarfile
+
         try:
             self.tf = tarfile.open(path, "r:*")
             members = self.tf.getmembers()
@@ -223,6 +233,8 @@ class _TarSource(_Source):
         return None
 
     def open(self, name: str) -> BinaryIO | None:
+        import tarfile
+
         m = self._resolve(name)
         if m is None:
             return None
@@ -412,6 +424,8 @@ def write_oci_archive(out: Path, manifest_digest: str, manifest_media_type: str,
     """Write an oci-archive (OCI layout in a tar) to the already opened path
     ``out``: ``oci-layout``, ``index.json`` (one entry per name, annotated with
     ``org.opencontainers.image.ref.name``), ``blobs/sha256/*``."""
+    import tarfile
+
     entries = []
     for name in names or [None]:
         d: dict[str, Any] = {
