@@ -35,6 +35,10 @@ class ColumnMap:
     from_type: str | None = None
     to_type: str | None = None
     check: str | None = None  # a family the source values must convert to (validated before replay)
+    # the policy's expression filling this column (policy-default, coalesce);
+    # plan.fold_fills evaluates one that reads no column once per replay
+    fill: str | None = None
+    base: str | None = None  # coalesce: the source value COALESCE'd with the fill
 
 
 @dataclass
@@ -268,14 +272,16 @@ def merge_schemas(base: Schema | None, ours: Schema, theirs: Schema, *,
                 if expr != _qi(oc.name):
                     how = "cast"
                     diff.columns_retyped[f"{tt.name}.{tc.name}"] = f"{oc.type or '(none)'} -> {tc.type}"
+                base = None
                 if pdef is not None:
-                    expr = f"COALESCE({expr}, {pdef})"
+                    base, expr = expr, f"COALESCE({expr}, {pdef})"
                     how = "coalesce"
-                tm.columns.append(ColumnMap(tc.name, oc.name, expr, how, oc.type, tc.type, check))
+                tm.columns.append(ColumnMap(tc.name, oc.name, expr, how, oc.type, tc.type, check,
+                                            fill=pdef, base=base))
                 continue
             diff.columns_added.append(f"{tt.name}.{tc.name}")
             if pdef is not None:
-                tm.columns.append(ColumnMap(tc.name, None, pdef, "policy-default", None, tc.type))
+                tm.columns.append(ColumnMap(tc.name, None, pdef, "policy-default", None, tc.type, fill=pdef))
             elif tc.default is not None or tc.autoincrement or _rowid_alias(tgt, tc):
                 tm.columns.append(ColumnMap(tc.name, None, None, "default", None, tc.type))
             elif not tc.notnull:

@@ -158,6 +158,7 @@ def plan_replay(src: str, schema: str, base: str | None = None, maps: dict[str, 
                 plan.missing += [f"{tm.target}.{c.target}" for c in tm.columns if c.how == "missing"]
             elif any(c.how == "missing" for c in tm.columns):
                 merged.notes.append(f"{tm.target}: NOT NULL column(s) without default, but no rows to carry")
+        fold_fills(merged.tables, ours)
         for t in merged.dropped_tables:
             n = ours.count(t)
             if n:
@@ -170,3 +171,60 @@ def plan_replay(src: str, schema: str, base: str | None = None, maps: dict[str, 
     except BaseException:
         fin()
         raise
+
+
+def fold_fills(tables: list[Any], src: Any) -> None:
+    """Evaluate, once per replay, each policy fill expression that reads no
+    column of the row (``CURRENT_TIMESTAMP``, ``now()``, ``random()``, a
+    literal) and put its value in the mapping as a literal.
+
+    Every row then gets one value, as PostgreSQL's ``ALTER TABLE ... ADD
+    COLUMN ... DEFAULT now()`` gives existing rows; and the verification,
+    which evaluates the mapping again on the source, sees the same value
+    instead of a later clock or another random number.  An expression that
+    reads the row (``name || ' (old)'``) stays per row."""
+    import sqlglot
+    from sqlglot import exp
+
+    dialect = "postgres" if src.engine == "postgres" else "sqlite"
+    folded: dict[str, str] = {}
+    for tm in tables:
+        for c in tm.columns:
+            if c.fill is None:
+                continue
+            if c.fill not in folded:
+                try:
+                    tree = sqlglot.parse_one(c.fill, read=dialect)
+                except sqlglot.errors.ParseError:
+                    continue
+                if tree is None or any(True for _ in tree.find_all(exp.Column, exp.Select)):
+                    continue
+                folded[c.fill] = _literal(src, c.fill)
+            lit = folded[c.fill]
+            c.expr = lit if c.how == "policy-default" else f"COALESCE({c.base}, {lit})"
+
+
+def _literal(src: Any, expr: str) -> str:
+    """The value of a row-free expression, evaluated once in the source
+    engine, as an SQL literal of that engine."""
+    if src.engine == "postgres":
+        from .pg import pg_connect
+
+        with pg_connect(src.url) as conn:
+            value, typ = conn.execute(f"SELECT ({expr})::text, pg_typeof({expr})::text").fetchone()
+        if value is None:
+            return "NULL"
+        return f"CAST('{value.replace(chr(39), chr(39) * 2)}' AS {typ})"
+    value = src.scalar(f"SELECT {expr}")
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value) if value == value and value not in (float("inf"), float("-inf")) else "NULL"
+    if isinstance(value, bytes):
+        return f"X'{value.hex()}'"
+    return "'" + str(value).replace("'", "''") + "'"
+

@@ -89,3 +89,19 @@ def test_postgres_destination_with_tables_is_refused(tmp_path, pg_db):
 def test_unreachable_postgres_is_bad_input(tmp_path):
     with pytest.raises(BadInput, match="cannot connect"):
         read_schema(f"postgresql:///x?host={tmp_path}&port=1")
+
+
+def test_postgres_volatile_fill_is_evaluated_once(tmp_path, pg_db, pg_url):
+    """now() and random() for a new NOT NULL column: one value for every row,
+    verified (the verification evaluates the mapping again on the source)."""
+    with psycopg.connect(pg_db) as c:
+        c.execute("CREATE TABLE t (id int PRIMARY KEY, a text)")
+        c.execute("INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 40) g")
+    new = tmp_path / "new.sql"
+    new.write_text("CREATE TABLE t (id int PRIMARY KEY, a text, at timestamptz NOT NULL, "
+                   "r double precision NOT NULL);\n")
+    with plan_replay(pg_db, schema=str(new), from_dialect="postgres",
+                     defaults={"t.at": "clock_timestamp()", "t.r": "random()"}) as plan:
+        result = replay(plan, pg_url)
+    assert result.verified
+    assert q(pg_url, "SELECT count(DISTINCT at), count(DISTINCT r), count(*) FROM t") == [(1, 1, 40)]

@@ -255,3 +255,35 @@ def test_unchanged_source_is_replayed_once(tmp_path):
         res = replay(plan, str(tmp_path / "out.db"))
     assert res.verified and not res.source_changed
     assert "checks (parallel)" in res.phases
+
+
+@pytest.mark.parametrize("fill", ["random()", "CURRENT_TIMESTAMP", "strftime('%f', 'now')", "randomblob(4)"])
+def test_a_fill_that_reads_no_column_is_evaluated_once(tmp_path, fill):
+    """A volatile policy value for a new NOT NULL column: every row gets the
+    same value (as ALTER TABLE ... ADD COLUMN ... DEFAULT does) and the
+    verification, which evaluates the mapping again, agrees."""
+    make_db(tmp_path / "old.db", "CREATE TABLE t(id INTEGER PRIMARY KEY, a TEXT);"
+                                 + "".join(f"INSERT INTO t VALUES ({i}, 'v{i}');" for i in range(50)))
+    make_db(tmp_path / "new.db", "CREATE TABLE t(id INTEGER PRIMARY KEY, a TEXT, r NOT NULL);")
+    with plan_replay(str(tmp_path / "old.db"), schema=str(tmp_path / "new.db"),
+                     defaults={"t.r": fill}) as plan:
+        col = next(c for c in plan.tables[0].columns if c.target == "r")
+        assert col.fill == fill and col.expr != fill
+        res = replay(plan, str(tmp_path / "out.db"))
+    assert res.verified
+    assert len(rows(tmp_path / "out.db", "SELECT DISTINCT r FROM t")) == 1
+
+
+def test_a_fill_that_reads_the_row_stays_per_row_and_coalesce_keeps_values(tmp_path):
+    make_db(tmp_path / "old.db", "CREATE TABLE t(id INTEGER PRIMARY KEY, a TEXT, b TEXT);"
+                                 "INSERT INTO t VALUES (1, 'x', NULL), (2, 'y', 'kept');")
+    make_db(tmp_path / "new.db", "CREATE TABLE t(id INTEGER PRIMARY KEY, a TEXT, b TEXT NOT NULL, "
+                                 "c TEXT NOT NULL);")
+    with plan_replay(str(tmp_path / "old.db"), schema=str(tmp_path / "new.db"),
+                     defaults={"t.c": "a || '!'", "t.b": "hex(randomblob(2))"}) as plan:
+        cols = {c.target: c for c in plan.tables[0].columns}
+        assert cols["c"].expr == "a || '!'" and cols["b"].how == "coalesce"
+        res = replay(plan, str(tmp_path / "out.db"))
+    assert res.verified
+    got = rows(tmp_path / "out.db", "SELECT id, b, c FROM t ORDER BY id")
+    assert [r[2] for r in got] == ["x!", "y!"] and got[1][1] == "kept" and len(got[0][1]) == 4

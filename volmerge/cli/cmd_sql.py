@@ -126,6 +126,8 @@ def _print_plan(d: dict) -> None:
         for c in t["columns"]:
             if c["how"] != "same":
                 src = c["expr"] if c["expr"] is not None else "-"
+                if c.get("fill") and c["fill"] not in src:  # evaluated once for every row
+                    src += f"  (= {c['fill']}, evaluated once)"
                 print(f"    {c['target']:<20} <- {src}  [{c['how']}]")
     for x in d["losses"]:
         what = f"{x['table']}.{x['column']}: {x['count']} values" if x["column"] else \
