@@ -272,12 +272,12 @@ def merge_schemas(base: Schema | None, ours: Schema, theirs: Schema, *,
                 if expr != _qi(oc.name):
                     how = "cast"
                     diff.columns_retyped[f"{tt.name}.{tc.name}"] = f"{oc.type or '(none)'} -> {tc.type}"
-                base = None
+                carried = None
                 if pdef is not None:
-                    base, expr = expr, f"COALESCE({expr}, {pdef})"
+                    carried, expr = expr, f"COALESCE({expr}, {pdef})"
                     how = "coalesce"
                 tm.columns.append(ColumnMap(tc.name, oc.name, expr, how, oc.type, tc.type, check,
-                                            fill=pdef, base=base))
+                                            fill=pdef, base=carried))
                 continue
             diff.columns_added.append(f"{tt.name}.{tc.name}")
             if pdef is not None:
