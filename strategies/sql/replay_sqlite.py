@@ -1,12 +1,20 @@
-"""Replay into a fresh SQLite file: set-based, one transaction, verified.
+"""Replay into a fresh SQLite file: set-based, verified, renamed into place.
 
 The source is ATTACHed read-only and every table is one
 ``INSERT INTO main.t (...) SELECT <mapping expressions> FROM src.t``: SQLite
 does the work in C, and an identity mapping takes SQLite's transfer
-optimisation (records copied without decoding).  The whole replay — schema,
-rows, sequences, indexes, checks, verification — is one transaction inside
-which the source is one consistent snapshot.  The file is built beside the
-destination and renamed into place only when verified.
+optimisation (records copied without decoding).  The file is built beside
+the destination under a temporary name and renamed into place only when
+verified; any failure deletes it, so nothing is ever half done.
+
+From a SQLite source on a machine with more than one core, each table is
+committed into that file as soon as it is loaded and checked on another
+core while the next one loads (:class:`_Checker`); the checks read the
+source again, so a live source that was written meanwhile (``PRAGMA
+data_version``) sends the replay round again the sequential way: schema,
+rows, sequences, indexes, checks and verification in one transaction,
+inside which the source is one consistent snapshot.  A PostgreSQL source
+always goes that way.
 """
 
 from __future__ import annotations
@@ -39,10 +47,7 @@ def replay_sqlite(plan: Any, dst: str, progress: Progress | None = None) -> dict
         raise BadInput(f"{d}: no such directory")
     tmp = os.path.join(d, f".{os.path.basename(dst)}.volmerge-{uuid.uuid4().hex[:8]}.tmp")
     t0 = time.monotonic()
-    # From an ATTACHed SQLite source the read-only checks run after the
-    # commit, side by side on their own connections; they read the source
-    # again, so a source written meanwhile (a live file, not a frozen one)
-    # sends the replay round again with everything in one transaction.
+    # see the module's docstring
     parallel = plan.ours.engine == "sqlite" and _cpus() > 1
     try:
         guard = _SourceGuard(plan) if parallel else None
@@ -126,7 +131,9 @@ def _key_exprs(plan: Any, tm: TableMap) -> list[str]:
 
 
 def _build(plan: Any, tmp: str, progress: Progress | None, parallel: bool) -> dict[str, Any]:
-    conn = sqlite3.connect(tmp, isolation_level=None)
+    # readers of the committed tables may hold the file for a moment while
+    # the next table commits: wait for them (parallel mode)
+    conn = sqlite3.connect(tmp, isolation_level=None, timeout=600)
     verify.register(conn)
     tables_out: list[dict[str, Any]] = []
     phases: dict[str, float] = {}
@@ -138,6 +145,7 @@ def _build(plan: Any, tmp: str, progress: Progress | None, parallel: bool) -> di
         phases[name] = round(phases.get(name, 0.0) + now - mark, 3)
         mark = now
 
+    checker: _Checker | None = None
     try:
         # MEMORY, not OFF: a failed statement must roll back (the row probe
         # relies on it); pages of a fresh file are not journaled anyway.
@@ -161,8 +169,16 @@ def _build(plan: Any, tmp: str, progress: Progress | None, parallel: bool) -> di
                 raise BadInput(f"target schema: table {t.name}: {e}") from None
         if src_engine == "sqlite":
             _validate_casts(conn, plan)
+        if parallel:
+            # Table by table: each is committed (into the file nobody sees
+            # until it is renamed) and checked on another core while the
+            # next one loads.
+            conn.execute("COMMIT")
+            checker = _Checker(conn, plan, tmp, tables_out, phases)
         for tm in plan.tables:
             t1 = time.monotonic()
+            if checker is not None:
+                conn.execute("BEGIN")
             if progress:
                 progress(tm.target, 0, tm.rows)
             if tm.origin == "ours" and tm.source:
@@ -181,6 +197,11 @@ def _build(plan: Any, tmp: str, progress: Progress | None, parallel: bool) -> di
                 progress(tm.target, tm.rows, tm.rows)
             tables_out.append({"table": tm.target, "from": tm.source, "origin": tm.origin,
                                "rows": tm.rows, "seconds": round(time.monotonic() - t1, 3)})
+            if checker is not None:
+                conn.execute("COMMIT")
+                checker.loaded(tm)
+        if checker is not None:
+            conn.execute("BEGIN")
         _sequences(conn, plan)
         phase("rows")
         for ix in target.indexes.values():
@@ -208,14 +229,11 @@ def _build(plan: Any, tmp: str, progress: Progress | None, parallel: bool) -> di
                 except sqlite3.Error as e:
                     raise NotDone(f"trigger {tr.name}: {e}") from None
         phase("indexes")
-        if parallel:
-            # the checks read only: run them after the commit, side by side
-            # (integrity here on the warm connection, the rest on their own)
-            kcs = {tm.target: _keyed(conn, plan, tm) for tm in plan.tables}
+        if checker is not None:
             conn.execute("COMMIT")
             phase("commit")
-            checks = _parallel_checks(conn, plan, tmp, tables_out, kcs, phases)
-            phase("checks (parallel)")
+            checks = checker.finish()
+            phase("checks (after the load)")
             return {"tables": tables_out, "verified": checks, "phases": phases}
         for child in _fk_children(conn):
             _fk_check(conn, child)
@@ -227,6 +245,8 @@ def _build(plan: Any, tmp: str, progress: Progress | None, parallel: bool) -> di
         phase("integrity")
         return {"tables": tables_out, "verified": checks, "phases": phases}
     finally:
+        if checker is not None:
+            checker.close()
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         conn.close()
@@ -410,99 +430,157 @@ def _quick_check(conn: sqlite3.Connection) -> None:
         raise NotDone(f"integrity check failed on the new database: {bad}")
 
 
-def _parallel_checks(conn: sqlite3.Connection, plan: Any, tmp: str, tables_out: list[dict[str, Any]],
-                     kcs: dict[str, keyed.KeyedCheck | None], phases: dict[str, float]) -> bool:
-    """Foreign keys, verification and integrity of the committed file, side
-    by side: every check only reads, and SQLite runs each query without the
-    GIL, so they take about the time of the longest instead of their sum.
-    ``quick_check`` runs here on the writer's connection (its cache is warm);
-    the others on per-thread read-only connections with the same ATTACHes;
-    the file's fsync runs meanwhile too.  The first failure in the
-    sequential order (foreign keys, then tables in plan order, then
-    integrity) is the one raised, so messages do not depend on timing."""
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
+class _Checker:
+    """Checks a replay's file on another core while it is being written.
 
-    from .readers import ro_uri
+    As soon as a table is committed, while the next one loads, it is
+    verified against the source; a child table's foreign keys are checked
+    once its parent tables are in.  What depends on the indexes waits for
+    them: the verification of a table that gets a UNIQUE index (it may be
+    the key of the comparison), foreign keys whose parent key is such an
+    index, and the ``quick_check`` of the whole file, which runs last on
+    the writer's connection while the fsync runs too.  Every check only
+    reads, on its own read-only connection with the same ATTACHes, and
+    SQLite runs each query without the GIL.  ``finish`` raises the first
+    failure in the sequential order (foreign keys, tables in plan order,
+    integrity), so a message does not depend on timing."""
 
-    local = threading.local()
-    opened: list[sqlite3.Connection] = []
-    lock = threading.Lock()
-    attach = [("src", plan.ours.uri())]
-    if any(t.origin == "theirs" and t.rows for t in plan.tables):
-        attach.append(("th", plan.theirs.uri()))
+    def __init__(self, conn: sqlite3.Connection, plan: Any, tmp: str,
+                 tables_out: list[dict[str, Any]], phases: dict[str, float]) -> None:
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
 
-    def reader() -> sqlite3.Connection:
-        c = getattr(local, "conn", None)
+        self.conn, self.plan, self.tmp, self.phases = conn, plan, tmp, phases
+        self.out = tables_out
+        self.local = threading.local()
+        self.lock = threading.Lock()
+        self.opened: list[sqlite3.Connection] = []
+        self.attach = [("src", plan.ours.uri())]
+        if any(t.origin == "theirs" and t.rows for t in plan.tables):
+            self.attach.append(("th", plan.theirs.uri()))
+        self.unique_later = {ix.table for ix in plan.target.indexes.values() if ix.unique}
+        self.loaded_tables = {r[0] for r in conn.execute("SELECT name FROM main.sqlite_master WHERE type = "
+                                                         "'table'")} - {t.target for t in plan.tables}
+        self.fk_parents = {child: self._parents(child) for child in _fk_children(conn)}
+        self.futures: dict[str, Any] = {}  # "fk X" / "verify X" -> future
+        self.pool = ThreadPoolExecutor(max_workers=max(1, _cpus() - 1), thread_name_prefix="volmerge-check")
+        self.closed = False
+
+    def _parents(self, child: str) -> set[str] | None:
+        """The parent tables of ``child``'s foreign keys, or None when one of
+        their keys only gets its unique index with the indexes."""
+        parents: set[str] = set()
+        for fk in self.conn.execute("SELECT DISTINCT \"table\", \"to\" FROM pragma_foreign_key_list(?, 'main')",
+                                    (child,)).fetchall():
+            parent = fk[0]
+            parents.add(parent)
+            key = [r[0] for r in self.conn.execute(
+                "SELECT \"to\" FROM pragma_foreign_key_list(?, 'main') WHERE \"table\" = ?", (child, parent))]
+            if any(k is None for k in key):  # the parent's primary key
+                continue
+            pk = [r[1] for r in sorted((r for r in self.conn.execute(
+                f"PRAGMA main.table_info({quote(parent)})") if r[5]), key=lambda r: r[5])]
+            uniques = [[r[2] for r in self.conn.execute(f"PRAGMA main.index_info({quote(ix[1])})")]
+                       for ix in self.conn.execute(f"PRAGMA main.index_list({quote(parent)})") if ix[2]]
+            if set(key) != set(pk) and not any(set(key) == set(u) for u in uniques):
+                return None
+        return parents
+
+    def _reader(self) -> sqlite3.Connection:
+        c = getattr(self.local, "conn", None)
         if c is None:
-            c = sqlite3.connect(ro_uri(tmp), uri=True, isolation_level=None, check_same_thread=False)
+            from .readers import ro_uri
+
+            c = sqlite3.connect(ro_uri(self.tmp), uri=True, isolation_level=None,
+                                check_same_thread=False, timeout=600)
             verify.register(c)
-            for name, uri in attach:
+            for name, uri in self.attach:
                 c.execute(f"ATTACH ? AS {name}", (uri,))
-            for db in ["main"] + [n for n, _u in attach]:
-                c.execute(f"PRAGMA {db}.mmap_size={1 << 30}")
             c.execute("PRAGMA cache_size=-16384")
-            local.conn = c
-            with lock:
-                opened.append(c)
+            self.local.conn = c
+            with self.lock:
+                self.opened.append(c)
         return c
 
-    def timed(name: str, fn: Callable[[], None]) -> Callable[[], None]:
+    def _submit(self, name: str, fn: Callable[[], None]) -> None:
         def run() -> None:
             t = time.monotonic()
             try:
                 fn()
             finally:
-                with lock:
-                    phases[f"  {name}"] = round(time.monotonic() - t, 3)
-        return run
+                with self.lock:
+                    self.phases[f"  {name}"] = round(time.monotonic() - t, 3)
+        self.futures[name] = self.pool.submit(run)
 
-    by_name = {t["table"]: t for t in tables_out}
-    jobs: list[tuple[int, str, Callable[[], None]]] = []  # (rows, name, job)
-    rows = {tm.target: tm.rows for tm in plan.tables}
-    for child in _fk_children(conn):
-        jobs.append((rows.get(child, 0) // 2, f"fk {child}", lambda ch=child: _fk_check(reader(), ch)))
-    for tm in plan.tables:
-        jobs.append((tm.rows, f"verify {tm.target}",
-                     lambda tm=tm: _verify_table(reader(), plan, tm, by_name[tm.target], kcs[tm.target])))
+    def _verify(self, tm: TableMap) -> None:
+        out = next(t for t in self.out if t["table"] == tm.target)
+        self._submit(f"verify {tm.target}", lambda: _verify_table(
+            self._reader(), self.plan, tm, out, _keyed(self._reader(), self.plan, tm)))
 
-    def fsync() -> None:
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    def _ready_fks(self, final: bool) -> None:
+        for child, parents in list(self.fk_parents.items()):
+            if final or (parents is not None and parents | {child} <= self.loaded_tables):
+                del self.fk_parents[child]
+                self._submit(f"fk {child}", lambda ch=child: _fk_check(self._reader(), ch))
 
-    synced: list[BaseException] = []
+    def loaded(self, tm: TableMap) -> None:
+        """``tm``'s rows are committed."""
+        self.loaded_tables.add(tm.target)
+        if tm.target not in self.unique_later:
+            self._verify(tm)
+        self._ready_fks(final=False)
 
-    def sync_job() -> None:
-        try:
-            fsync()
-        except BaseException as e:  # noqa: BLE001 - re-raised below
-            synced.append(e)
+    def finish(self) -> bool:
+        """Everything is committed: the remaining checks, then the verdict."""
+        import threading
 
-    sync = threading.Thread(target=sync_job, name="volmerge-fsync")
-    sync.start()
-    try:
-        with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), _cpus()))) as pool:
-            futures = {name: pool.submit(timed(name, job))
-                       for _n, name, job in sorted(jobs, key=lambda j: -j[0])}
-            integrity: BaseException | None = None
+        for tm in self.plan.tables:
+            if tm.target in self.unique_later:
+                self._verify(tm)
+        self._ready_fks(final=True)
+        synced: list[BaseException] = []
+
+        def fsync() -> None:
             try:
-                timed("integrity", lambda: _quick_check(conn))()
-            except NotDone as e:
-                integrity = e
-            for _n, name, _job in jobs:  # the sequential order
-                futures[name].result()
-            if integrity is not None:
-                raise integrity
-    finally:
+                fd = os.open(self.tmp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except BaseException as e:  # noqa: BLE001 - re-raised below
+                synced.append(e)
+
+        sync = threading.Thread(target=fsync, name="volmerge-fsync")
+        sync.start()
+        # the whole file, here on the writer's warm connection
+        t = time.monotonic()
+        integrity: NotDone | None = None
+        try:
+            _quick_check(self.conn)
+        except NotDone as e:
+            integrity = e
+        self.phases["  integrity"] = round(time.monotonic() - t, 3)
         sync.join()
-        for c in opened:
+        try:
+            order = ([n for n in self.futures if n.startswith("fk ")]
+                     + [f"verify {t.target}" for t in self.plan.tables if f"verify {t.target}" in self.futures])
+            for n in order:
+                self.futures[n].result()  # the first failure in the sequential order
+        finally:
+            self.close()
+        if integrity is not None:
+            raise integrity
+        if synced:
+            raise synced[0]
+        return True
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.pool.shutdown(wait=True)
+        for c in self.opened:
             c.close()
-    if synced:
-        raise synced[0]
-    return True
 
 
 def _mismatched_columns(conn: sqlite3.Connection, plan: Any, tm: TableMap) -> list[str]:

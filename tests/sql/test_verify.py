@@ -5,6 +5,7 @@ of tampering with a carried value, and nothing is written when it does."""
 from __future__ import annotations
 
 import contextlib
+import re
 
 import pytest
 
@@ -29,18 +30,23 @@ INSERT INTO log VALUES ('started', 1), ('started', 1), ('stopped', 2);
 
 @contextlib.contextmanager
 def tampering(sql: str):
-    """Run ``sql`` on the new database right after the rows are copied."""
-    original = replay_sqlite._sequences
+    """Run ``sql`` (statements separated by ``;``) on the new database right
+    after the rows of the table it names are copied, before that table is
+    committed and verified."""
+    table = re.search(r"(?:UPDATE|DELETE FROM|INSERT INTO)\s+(\w+)", sql).group(1)
+    original = replay_sqlite._insert_select
 
-    def sabotage(conn, plan):
-        original(conn, plan)
-        conn.execute(sql)
+    def sabotage(conn, plan, tm):
+        original(conn, plan, tm)
+        if tm.target == table:
+            for st in sql.split(";"):
+                conn.execute(st)
 
-    replay_sqlite._sequences = sabotage
+    replay_sqlite._insert_select = sabotage
     try:
         yield
     finally:
-        replay_sqlite._sequences = original
+        replay_sqlite._insert_select = original
 
 
 def _replay(tmp_path, name="out.db"):
@@ -74,26 +80,10 @@ def test_keyed_where_a_key_exists_checksum_elsewhere(tmp_path):
      r"table log: checksum differs in column\(s\) msg, at"),
 ])
 def test_tampering_is_caught_and_nothing_written(tmp_path, sql, message):
-    with tampering(sql.split(";")[0]) if ";" not in sql else _script(sql):
+    with tampering(sql):
         with pytest.raises(NotDone, match="verification failed: .*" + message):
             _replay(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src.db"]
-
-
-@contextlib.contextmanager
-def _script(sql: str):
-    original = replay_sqlite._sequences
-
-    def sabotage(conn, plan):
-        original(conn, plan)
-        for st in sql.split(";"):
-            conn.execute(st)
-
-    replay_sqlite._sequences = sabotage
-    try:
-        yield
-    finally:
-        replay_sqlite._sequences = original
 
 
 def test_mapped_columns_are_compared_after_the_mapping(tmp_path):
