@@ -183,6 +183,8 @@ def fold_fills(tables: list[Any], src: Any) -> None:
     which evaluates the mapping again on the source, sees the same value
     instead of a later clock or another random number.  An expression that
     reads the row (``name || ' (old)'``) stays per row."""
+    if not any(c.fill is not None for tm in tables for c in tm.columns):
+        return
     import sqlglot
     from sqlglot import exp
 
