@@ -330,7 +330,7 @@ class Engine:
         out: list[ResolvedMount] = []
         try:
             for m in wanted:
-                target = resolve_in_root(rootfs, m.target, what=f"mount target")
+                target = resolve_in_root(rootfs, m.target, what="mount target")
                 if target == "/":
                     raise BadInput(f"mount target {m.target} resolves to / in the image")
                 host_target = rootfs / target.lstrip("/")

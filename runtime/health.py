@@ -19,9 +19,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .options import HealthConfig
+
+if TYPE_CHECKING:
+    import socket
 
 STARTING, HEALTHY, UNHEALTHY = "starting", "healthy", "unhealthy"
 
@@ -56,7 +59,7 @@ def effective(opts_health: HealthConfig | None, image_config: dict[str, Any]) ->
     return hc
 
 
-def socket_in_netns(netns: str | None, family: int | None = None) -> "socket.socket":
+def socket_in_netns(netns: str | None, family: int | None = None) -> socket.socket:
     """A TCP socket created inside the network namespace at path ``netns``
     (``family`` default AF_INET)."""
     import socket

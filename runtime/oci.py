@@ -19,9 +19,12 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .errors import BadInput, NotFound
+
+if TYPE_CHECKING:
+    import tarfile
 
 # hashlib and tarfile are imported inside the functions that use them: a
 # container start (`volmerge run`) reads images but never parses archives.

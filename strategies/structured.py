@@ -397,7 +397,6 @@ class TomlDoc:
         return node
 
     def apply(self, op: Op, theirs: TomlDoc) -> None:
-        import tomlkit
 
         if op.kind == "append":
             src = theirs.get(op.path)

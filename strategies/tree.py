@@ -468,7 +468,7 @@ class _Walk:
             return 1
         if o is None:
             return self._conflict(rel, name, o, t, od, td, taken,
-                                  ConflictInfo("delete/modify", f"deleted in ours, directory in theirs"))
+                                  ConflictInfo("delete/modify", "deleted in ours, directory in theirs"))
         return self._conflict(rel, name, o, t, od, td, taken,
                               ConflictInfo("type", f"{ko} in ours, directory in theirs"))
 

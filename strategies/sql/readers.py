@@ -19,7 +19,7 @@ from typing import Iterator
 from strategies.errors import BadInput
 
 from .dumpstream import Statement, iter_statements, open_text, sniff_dialect
-from .schema import Column, ForeignKey, Index, Schema, Table, Trigger, View, family, has_autoincrement, \
+from .schema import Column, ForeignKey, Index, Schema, Table, Trigger, View, has_autoincrement, \
     is_without_rowid, quote
 
 SQLITE_MAGIC = b"SQLite format 3\x00"

@@ -8,7 +8,7 @@ import pytest
 from strategies.errors import BadInput, NotDone
 from strategies.sql import plan_replay, read_schema, replay
 
-from .helpers import make_db, rows, trio
+from .helpers import rows, trio
 
 HINTS = {"notes.body": "notes.content"}
 DEFAULTS = {"notes.pinned": "0"}
