@@ -9,6 +9,8 @@ plus ``<root>/containers/<id>/``::
     init.pid            host pid of the container's first process
     log                 json-lines output of a detached container
     hosts               /etc/hosts when no network manager provides one
+    hostname            /etc/hostname
+    resolv.conf         /etc/resolv.conf (the host's, loopback resolvers dropped)
 
 A detached container is owned by a supervisor process (runtime.supervisor);
 a foreground one by the CLI process that runs it.  Either way the owner's pid
@@ -296,12 +298,20 @@ class Engine:
                 hosts = str(c.dir / "hosts")
                 Path(hosts).write_text(f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n"
                                        f"127.0.1.1\t{hostname}\n")
+            (c.dir / "hostname").write_text(hostname + "\n")
+            (c.dir / "resolv.conf").write_text(spec_mod.host_resolv_conf(host_net))
+            # as the container will see them: an image's symlinks followed
+            # inside its root (never out of it), so the mounts land there
+            files = [(spec_mod.special_file_target(rootfs, dest), src, ro) for dest, src, ro in (
+                [("/etc/hosts", hosts, True)] if hosts else []) + [
+                ("/etc/hostname", str(c.dir / "hostname"), False),
+                ("/etc/resolv.conf", str(c.dir / "resolv.conf"), False)]]
             cwd_rel = spec_mod.resolve_in_root(rootfs, proc.cwd, what="working directory")
             (rootfs / cwd_rel.lstrip("/")).mkdir(parents=True, exist_ok=True)
             spec = spec_mod.build_spec(
                 proc, hostname=hostname, mounts=mounts, netns=netns, share_host_net=host_net,
                 cgroups_path=cgroups_path(c.id), memory=c.options.memory,
-                pids_limit=c.options.pids_limit, hosts_path=hosts,
+                pids_limit=c.options.pids_limit, files=files,
             )
             # written again at every start, so no fsync (it cost each start ~1-2 ms)
             (c.bundle / "config.json").write_text(json.dumps(spec, indent=1))

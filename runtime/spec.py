@@ -58,6 +58,16 @@ class Process:
 
 # -- paths inside the image ------------------------------------------------------
 
+def special_file_target(rootfs: Path, path: str) -> str:
+    """Where a file the engine provides (/etc/hosts, /etc/hostname,
+    /etc/resolv.conf) is mounted: ``path`` with the image's symlinks followed
+    inside the root, ``..`` above it staying at it (as runc's securejoin)."""
+    from . import sys as rsys
+
+    rel = rsys.path_in_root(rootfs, path, clamp=True).relative_to(rootfs).as_posix()
+    return "/" + rel
+
+
 def resolve_in_root(rootfs: Path, path: str, *, what: str = "path") -> str:
     """Resolve ``path`` inside ``rootfs`` following the image's symlinks as the
     container would see them; return the symlink-free absolute path.
@@ -187,11 +197,61 @@ def _rlimit_nofile() -> int:
     return 1048576 if hard == resource.RLIM_INFINITY else min(1048576, hard)
 
 
+# Docker's fallback when the host only names resolvers on its own loopback
+# (unreachable from a container's network namespace)
+FALLBACK_NAMESERVERS = ("8.8.8.8", "8.8.4.4")
+
+
+def container_resolv_conf(host: str, systemd_upstream: str | None, *, share_host_net: bool) -> str:
+    """The container's /etc/resolv.conf from the host's, as Docker makes it.
+
+    Sharing the host's network: the host's file as it is.  Otherwise the
+    nameservers on the host's loopback (a local stub such as
+    systemd-resolved's 127.0.0.53) are dropped — the container has a
+    loopback of its own; when none is left, systemd-resolved's upstream list
+    (``/run/systemd/resolve/resolv.conf``) is used, else Docker's public
+    fallback.  search/options lines are kept."""
+    if share_host_net:
+        return host
+
+    def servers(text: str) -> list[str]:
+        out = []
+        for line in text.splitlines():
+            f = line.split()
+            if len(f) >= 2 and f[0] == "nameserver":
+                ip = f[1].split("%")[0]
+                if not (ip.startswith("127.") or ip == "::1" or ip == "0.0.0.0"):
+                    out.append(f[1])
+        return out
+
+    keep = [line for line in host.splitlines()
+            if line.split()[:1] and line.split()[0] in ("search", "domain", "options")]
+    found = servers(host) or (servers(systemd_upstream) if systemd_upstream else []) \
+        or list(FALLBACK_NAMESERVERS)
+    return "\n".join(keep + [f"nameserver {ip}" for ip in found]) + "\n"
+
+
+def host_resolv_conf(share_host_net: bool) -> str:
+    """container_resolv_conf from this host's files."""
+    def read(path: str) -> str | None:
+        try:
+            with open(path) as f:
+                return f.read()
+        except OSError:
+            return None
+
+    return container_resolv_conf(read("/etc/resolv.conf") or "",
+                                 read("/run/systemd/resolve/resolv.conf"), share_host_net=share_host_net)
+
+
 def build_spec(proc: Process, *, hostname: str, mounts: list[ResolvedMount],
                netns: str | None, share_host_net: bool, cgroups_path: str,
                memory: int | None = None, pids_limit: int | None = None,
-               hosts_path: str | None = None, readonly_root: bool = False) -> dict[str, Any]:
-    """The OCI runtime spec for one container (rootfs is ``bundle/rootfs``)."""
+               hosts_path: str | None = None, readonly_root: bool = False,
+               files: list[tuple[str, str, bool]] = ()) -> dict[str, Any]:
+    """The OCI runtime spec for one container (rootfs is ``bundle/rootfs``).
+    ``files``: (destination, host file, read-only) bind mounts of single
+    files such as /etc/hostname; ``hosts_path``: /etc/hosts, read-only."""
     caps = list(DEFAULT_CAPS)
     nofile = _rlimit_nofile()
     spec_mounts: list[dict[str, Any]] = [
@@ -209,8 +269,10 @@ def build_spec(proc: Process, *, hostname: str, mounts: list[ResolvedMount],
          "options": ["nosuid", "noexec", "nodev", "ro"]},
     ]
     if hosts_path:
-        spec_mounts.append({"destination": "/etc/hosts", "type": "bind", "source": hosts_path,
-                            "options": ["rbind", "rprivate", "ro"]})
+        files = [("/etc/hosts", hosts_path, True), *files]
+    for dest, src, ro in files:
+        spec_mounts.append({"destination": dest, "type": "bind", "source": src,
+                            "options": ["rbind", "rprivate", "ro" if ro else "rw"]})
     for m in mounts:
         if m.kind == "tmpfs":
             opts = ["nosuid", "nodev", *m.options]

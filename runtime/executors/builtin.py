@@ -282,7 +282,8 @@ def _init(spec: dict[str, Any], bundle: Path, cg: Cgroup, w: int, has_netns: boo
     # The rootfs must be a mount point of its own for pivot_root.
     rsys.mount(rootfs, rootfs, None, rsys.MS_BIND | rsys.MS_REC)
     for m in spec.get("mounts", []):
-        dest = rootfs + m["destination"]
+        # the image's symlinks followed inside the root, never to the host
+        dest = str(rsys.path_in_root(Path(rootfs), m["destination"], clamp=True))
         typ = m.get("type")
         flags, data = _mount_flags(m.get("options", []))
         if typ == "bind":

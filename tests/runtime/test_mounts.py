@@ -147,3 +147,52 @@ def test_exec_sees_limits_and_caps(engine, busybox_rootfs, tmp_path):
     assert int((CGROUP_ROOT / "memory" / PARENT / c.id / "memory.limit_in_bytes")
                .read_text()) == 64 << 20
     engine.remove(c.id, force=True)
+
+
+def test_hostname_hosts_and_resolv_conf(engine, busybox_rootfs, tmp_path):
+    """/etc/hostname, /etc/hosts and /etc/resolv.conf, as Docker gives them."""
+    opts = RunOptions(image=str(busybox_rootfs), hostname="web1",
+                      command=["/bin/sh", "-c", "cat /etc/hostname; grep web1 /etc/hosts; "
+                               "grep -c nameserver /etc/resolv.conf; echo nameserver 9.9.9.9 >> /etc/resolv.conf"])
+    code, out = _run(engine, tmp_path, opts)
+    lines = out.splitlines()
+    assert code == 0, out
+    assert lines[0] == "web1" and "web1" in lines[1] and int(lines[2]) >= 1
+
+
+def test_special_files_follow_image_symlinks_inside_the_root(engine, make_image, tmp_path):
+    """An image whose /etc/hosts, /etc/hostname and /etc/resolv.conf are
+    (dangling, absolute or climbing) symlinks: the files land inside the
+    container's root, never on the host."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    img = make_image({"config": {}}, f"special-links-{os.getpid()}", {
+        "etc/hosts": f"->{outside}/hosts",
+        "etc/hostname": f"->../../../../../../..{outside}/hostname",
+        "etc/resolv.conf": "->/run/resolv.conf",
+    })
+    opts = RunOptions(image=img, hostname="linked",
+                      command=["/bin/sh", "-c", "cat /etc/hostname; grep -c linked /etc/hosts; "
+                               "grep -c nameserver /run/resolv.conf"])
+    code, out = _run(engine, tmp_path, opts)
+    assert code == 0, out
+    assert out.splitlines()[:2] == ["linked", "1"]
+    assert list(outside.iterdir()) == []
+
+
+def test_container_resolv_conf_drops_loopback_servers():
+    from runtime.spec import container_resolv_conf
+
+    host = "# generated\nsearch corp.example\nnameserver 127.0.0.53\nnameserver 10.1.2.3\noptions edns0\n"
+    out = container_resolv_conf(host, None, share_host_net=False)
+    assert "127.0.0.53" not in out and "nameserver 10.1.2.3" in out and "search corp.example" in out
+    assert container_resolv_conf(host, None, share_host_net=True) == host
+    # only a local stub: systemd-resolved's upstream list, else Docker's public fallback
+    stub = "nameserver 127.0.0.53\nsearch lan\n"
+    upstream = "nameserver 192.168.1.1\n"
+    assert "nameserver 192.168.1.1" in container_resolv_conf(stub, upstream, share_host_net=False)
+    fallback = container_resolv_conf(stub, None, share_host_net=False)
+    assert "nameserver 8.8.8.8" in fallback and "search lan" in fallback
+    assert "nameserver 8.8.8.8" in container_resolv_conf("", None, share_host_net=False)
+    assert container_resolv_conf("nameserver ::1\nnameserver fd00::1\n", None,
+                                 share_host_net=False) == "nameserver fd00::1\n"
