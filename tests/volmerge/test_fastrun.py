@@ -35,6 +35,13 @@ def _fast_parse(args: list[str]) -> dict | None:
     return {**kw, "image": image, "command": command or None}
 
 
+def _is_int(p) -> bool:  # type: ignore[no-untyped-def]
+    t = getattr(p, "type", None)  # click's parameter type (typer < 0.29)
+    if t is not None:
+        return t.name in ("integer", "int")
+    return p.type_descriptor.annotation is int  # typer 0.29
+
+
 def test_the_table_is_the_typer_command():
     kinds = {}
     for p in _typer_run().params:
@@ -45,7 +52,7 @@ def test_the_table_is_the_typer_command():
                 kind = "flag"
             elif getattr(p, "multiple", False):
                 kind = "list"
-            elif p.type_descriptor.annotation is int:
+            elif _is_int(p):
                 kind = "int"
             else:
                 kind = "str"
