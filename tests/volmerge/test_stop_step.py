@@ -1,0 +1,48 @@
+"""The upgrade's stop step, undone after the upgrade was killed in the middle
+of stopping the old container (found by the random-kill test: a kill that
+landed after the stop signal left the app exited once recovery was done)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from runtime.options import RunOptions
+
+BUSYBOX_REF = "localhost/volmerge-fixture/busybox:latest"
+# slow to stop: ~1 s between SIGTERM and the exit
+SLOW = ["sh", "-c", "trap 'sleep 1; exit 0' TERM; while :; do sleep 0.05; done"]
+STOP = ("import sys\nfrom runtime.store import Store\nfrom volmerge.context import Context\n"
+        "Context(Store(sys.argv[1])).engine.stop(sys.argv[2], timeout=5)\n")
+
+
+def test_undo_of_a_stop_cut_short_lets_it_finish_then_restarts(root, fixture_image):
+    from runtime.store import Store
+    from volmerge.context import Context
+    from volmerge.upgrade.steps import StopContainer
+
+    st = Store(root)
+    ctx = Context(st)
+    try:
+        ctx.images.load(fixture_image("busybox"))
+        c = ctx.engine.create(RunOptions(image=BUSYBOX_REF, name="slow", network="none", command=SLOW))
+        ctx.engine.start(c.id)
+        # the stop as the upgrade begins it; the process killed right after the signal
+        proc = subprocess.Popen([sys.executable, "-c", STOP, str(root), c.id])
+        deadline = time.monotonic() + 10
+        while not ctx.engine.get(c.id).stop_requested and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)
+        proc.kill()
+        proc.wait()
+        assert ctx.engine.get(c.id).state == "running"  # still in its 1 s shutdown
+        StopContainer(id=c.id, name="slow", timeout=5).undo(ctx, {})
+        assert ctx.engine.get(c.id).state == "running"
+        time.sleep(1.3)  # when the old stop would have completed on its own
+        c = ctx.engine.get(c.id)
+        assert c.state == "running" and not c.stop_requested
+    finally:
+        for x in ctx.engine.list(all=True):
+            ctx.engine.remove(x.id, force=True)
+        st.close()
