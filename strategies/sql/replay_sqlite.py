@@ -578,7 +578,7 @@ class _Checker:
         if self.closed:
             return
         self.closed = True
-        self.pool.shutdown(wait=True)
+        self.pool.shutdown(wait=True, cancel_futures=True)  # on a failure: no need to go on
         for c in self.opened:
             c.close()
 
