@@ -311,7 +311,7 @@ class Engine:
             spec = spec_mod.build_spec(
                 proc, hostname=hostname, mounts=mounts, netns=netns, share_host_net=host_net,
                 cgroups_path=cgroups_path(c.id), memory=c.options.memory,
-                pids_limit=c.options.pids_limit, files=files,
+                pids_limit=c.options.pids_limit, files=files, readonly_root=c.options.read_only,
             )
             # written again at every start, so no fsync (it cost each start ~1-2 ms)
             (c.bundle / "config.json").write_text(json.dumps(spec, indent=1))

@@ -97,6 +97,7 @@ class RunOptions:
     labels: dict[str, str] = field(default_factory=dict)
     memory: int | None = None                 # bytes
     pids_limit: int | None = None
+    read_only: bool = False                   # the root file system mounted read-only
 
     # -- JSON ----------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
@@ -219,6 +220,27 @@ def parse_env(items: list[str], environ: dict[str, str] | None = None) -> dict[s
                 continue
             v = environ[k]
         out[k] = v
+    return out
+
+
+def read_env_file(path: str) -> list[str]:
+    """``--env-file``: KEY=VALUE lines as Docker reads them (``#`` comments
+    and blank lines skipped, a bare KEY takes the caller's value), in order,
+    to come before the ``-e`` options."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"env file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    out = []
+    for n, line in enumerate(text.splitlines(), 1):
+        item = line.lstrip()
+        if not item or item.startswith("#"):
+            continue
+        key = item.partition("=")[0]
+        if not key or any(ch.isspace() for ch in key):
+            raise BadInput(f"env file {path}: line {n}: bad variable {line.strip()!r}: expected KEY=VALUE")
+        out.append(item)
     return out
 
 

@@ -101,3 +101,12 @@ def test_unknown_container(cli, root):
     for verb in ("stop", "start", "rm", "logs", "inspect", "kill", "wait", "pause"):
         _one_line_error(cli(verb, "nosuch"), "no such container")
     _one_line_error(cli("exec", "nosuch", "true"), "no such container")
+
+
+def test_bad_env_file(cli, image, root, tmp_path):
+    _one_line_error(cli("run", "--rm", "--env-file", str(tmp_path / "missing.env"), image, "true"),
+                    "missing.env")
+    bad = tmp_path / "bad.env"
+    bad.write_text("OK=1\nBAD KEY=2\n")
+    _one_line_error(cli("run", "--rm", "--env-file", str(bad), image, "true"), "line 2")
+    _nothing_left(cli, root)

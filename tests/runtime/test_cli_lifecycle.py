@@ -143,3 +143,20 @@ def test_help_texts():
         p = subprocess.run([sys.executable, "-m", "volmerge", verb, "--help"],
                            capture_output=True, text=True)
         assert p.returncode == 0 and "Usage" in p.stdout, verb
+
+
+def test_read_only_root_with_a_tmpfs(cli, image, executor):
+    p = cli("run", "--rm", *_rt(executor), "--read-only", "--tmpfs", "/scratch", image, "/bin/sh", "-c",
+            "touch /x 2>/dev/null && echo writable || echo read-only; touch /scratch/y && echo scratch-ok; "
+            "cat /etc/hostname >/dev/null && echo files-ok")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines() == ["read-only", "scratch-ok", "files-ok"]
+
+
+def test_env_file(cli, image, executor, tmp_path):
+    f = tmp_path / "app.env"
+    f.write_text("# settings\n\nA=from file\nB=file\n  C=x=y\nPASSED\nUNSET_ONE\n")
+    p = cli("run", "--rm", *_rt(executor), "--env-file", str(f), "-e", "B=option", image,
+            "/bin/sh", "-c", 'echo "$A|$B|$C|$PASSED|${UNSET_ONE-unset}"', env={"PASSED": "from caller"})
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "from file|option|x=y|from caller|unset\n"

@@ -93,7 +93,8 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
         detach: bool = typer.Option(False, "-d", "--detach", help="Run in the background; print the id."),
         rm: bool = typer.Option(False, "--rm", help="Remove the container when it exits."),
         name: Optional[str] = typer.Option(None, "--name", help="Container name."),
-        env: Optional[List[str]] = typer.Option(None, "-e", "--env", help="KEY=VALUE (repeatable)."),
+        env: Optional[List[str]] = typer.Option(None, "-e", "--env", help="KEY=VALUE, or KEY to pass the caller's value (repeatable)."),
+        env_file: Optional[List[str]] = typer.Option(None, "--env-file", help="A file of KEY=VALUE lines (repeatable; -e wins)."),
         workdir: Optional[str] = typer.Option(None, "-w", "--workdir", help="Working directory."),
         user: Optional[str] = typer.Option(None, "-u", "--user", help="USER[:GROUP] (names or ids)."),
         entrypoint: Optional[str] = typer.Option(None, "--entrypoint", help="Override the image's entrypoint."),
@@ -116,6 +117,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
         label: Optional[List[str]] = typer.Option(None, "-l", "--label", help="KEY=VALUE (repeatable)."),
         memory: Optional[str] = typer.Option(None, "-m", "--memory", help="Memory limit (e.g. 256m)."),
         pids_limit: Optional[int] = typer.Option(None, "--pids-limit", help="Maximum number of processes."),
+        read_only: bool = typer.Option(False, "--read-only", help="Mount the root file system read-only (add --tmpfs for scratch space)."),
     ) -> None:
         """Run a command in a new container (foreground unless -d)."""
         from .runopts import run_container, run_options

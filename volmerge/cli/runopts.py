@@ -23,6 +23,7 @@ def run_options(image: str, command: list[str] | None, **kw: Any) -> Any:
             start_period=o.parse_duration(kw["health_start_period"] or "0s"),
             tcp_port=kw["health_tcp"], http_url=kw["health_http"],
         )
+    env = [e for f in kw["env_file"] or [] for e in o.read_env_file(f)] + (kw["env"] or [])
     mounts = [o.parse_volume(v) for v in kw["volume"] or []]
     mounts += [o.parse_tmpfs(t) for t in kw["tmpfs"] or []]
     labels = {}
@@ -32,12 +33,13 @@ def run_options(image: str, command: list[str] | None, **kw: Any) -> Any:
     return o.RunOptions(
         image=image, name=kw["name"], command=list(command) if command else None,
         entrypoint=None if kw["entrypoint"] is None else ([kw["entrypoint"]] if kw["entrypoint"] else []),
-        env=o.parse_env(kw["env"] or []), workdir=kw["workdir"], user=kw["user"], mounts=mounts,
+        env=o.parse_env(env), workdir=kw["workdir"], user=kw["user"], mounts=mounts,
         ports=[o.parse_port(p) for p in kw["publish"] or []], network=kw["network"], ip=kw["ip"],
         hostname=kw["hostname"], health=health,
         restart=o.parse_restart(kw["restart"] or "no"), runtime=kw["runtime"], rm=kw["rm"],
         detach=kw["detach"], labels=labels,
         memory=o.parse_bytes(kw["memory"]) if kw["memory"] else None, pids_limit=kw["pids_limit"],
+        read_only=kw["read_only"],
     )
 
 
