@@ -292,6 +292,8 @@ class Engine:
             rootfs = rootfs_mod.mount_rootfs(c.dir, c.lowers, volatile=c.options.rm)
             hostname = c.options.hostname or c.short_id
             proc = spec_mod.resolve_process(rootfs, c.image_config, c.options, hostname)
+            if c.options.tty and not any(e.startswith("TERM=") for e in proc.env):
+                proc.env.append("TERM=xterm")  # as docker run -t
             mounts = self._resolve_mounts(c, rootfs)
             netns, host_net, hosts = self._network_setup(c, hostname)
             if hosts is None and not host_net:
@@ -312,6 +314,7 @@ class Engine:
                 proc, hostname=hostname, mounts=mounts, netns=netns, share_host_net=host_net,
                 cgroups_path=cgroups_path(c.id), memory=c.options.memory,
                 pids_limit=c.options.pids_limit, files=files, readonly_root=c.options.read_only,
+                terminal=c.options.tty,
             )
             # written again at every start, so no fsync (it cost each start ~1-2 ms)
             (c.bundle / "config.json").write_text(json.dumps(spec, indent=1))

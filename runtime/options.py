@@ -98,6 +98,7 @@ class RunOptions:
     memory: int | None = None                 # bytes
     pids_limit: int | None = None
     read_only: bool = False                   # the root file system mounted read-only
+    tty: bool = False                         # a pseudo-terminal (foreground runs only)
 
     # -- JSON ----------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:

@@ -248,7 +248,7 @@ def build_spec(proc: Process, *, hostname: str, mounts: list[ResolvedMount],
                netns: str | None, share_host_net: bool, cgroups_path: str,
                memory: int | None = None, pids_limit: int | None = None,
                hosts_path: str | None = None, readonly_root: bool = False,
-               files: list[tuple[str, str, bool]] = ()) -> dict[str, Any]:
+               files: list[tuple[str, str, bool]] = (), terminal: bool = False) -> dict[str, Any]:
     """The OCI runtime spec for one container (rootfs is ``bundle/rootfs``).
     ``files``: (destination, host file, read-only) bind mounts of single
     files such as /etc/hostname; ``hosts_path``: /etc/hosts, read-only."""
@@ -297,7 +297,7 @@ def build_spec(proc: Process, *, hostname: str, mounts: list[ResolvedMount],
     return {
         "ociVersion": "1.0.2",
         "process": {
-            "terminal": False,
+            "terminal": terminal,
             "user": {"uid": proc.uid, "gid": proc.gid, "additionalGids": proc.additional_gids},
             "args": proc.args,
             "env": proc.env,

@@ -47,10 +47,18 @@ def _fd(x: Any) -> int | None:
 
 
 class BuiltinRunning:
-    def __init__(self, pid: int, pid_file: Path) -> None:
+    def __init__(self, pid: int, pid_file: Path, relay: Any = None) -> None:
         self.pid = pid
         self.pid_file = pid_file
         self._code: int | None = None
+        self._relay = relay  # runtime.terminal.Relay of a -t container
+
+    def _exited(self, code: int) -> int:
+        self._code = code
+        if self._relay is not None:
+            self._relay.close()
+            self._relay = None
+        return code
 
     def wait(self) -> int:
         while self._code is None:
@@ -59,9 +67,8 @@ class BuiltinRunning:
             except InterruptedError:
                 continue
             except ChildProcessError:
-                self._code = 255
-                break
-            self._code = exit_code(status)
+                return self._exited(255)
+            self._exited(exit_code(status))
         return self._code
 
     def poll(self) -> int | None:
@@ -69,10 +76,9 @@ class BuiltinRunning:
             try:
                 pid, status = os.waitpid(self.pid, os.WNOHANG)
             except ChildProcessError:
-                self._code = 255
-                return self._code
+                return self._exited(255)
             if pid:
-                self._code = exit_code(status)
+                self._exited(exit_code(status))
         return self._code
 
     def init_pid(self, timeout: float = 5.0) -> int | None:
@@ -94,21 +100,40 @@ class BuiltinExecutor:
                   pids=(res.get("pids") or {}).get("limit"))
         pid_file = bundle.parent / "init.pid"
         pid_file.unlink(missing_ok=True)
+        parent_sock = child_sock = None
+        if spec["process"].get("terminal"):
+            # the container's first process opens a pty in its own /dev/pts
+            # and sends the master back here (runc's console socket)
+            import socket
+
+            parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         r, w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:  # keeper
             os.close(r)
             try:
-                _keeper(spec, bundle, cg, stdio, w, pid_file)
+                if parent_sock is not None:
+                    parent_sock.close()
+                _keeper(spec, bundle, cg, stdio, w, pid_file,
+                        child_sock.fileno() if child_sock is not None else None)
             except BaseException as exc:  # noqa: BLE001 - report anything, then die
                 _report(w, exc)
             os._exit(127)
         os.close(w)
+        relay = None
+        if parent_sock is not None:
+            from ..terminal import Relay, receive_fd
+
+            child_sock.close()  # type: ignore[union-attr]
+            master = receive_fd(parent_sock)  # None: the start failed before
+            parent_sock.close()
+            if master is not None:
+                relay = Relay(master, _fd(stdio.stdin) or 0, _fd(stdio.stdout) or 1)
         err = b""
         while chunk := os.read(r, 65536):
             err += chunk
         os.close(r)
-        running = BuiltinRunning(pid, pid_file)
+        running = BuiltinRunning(pid, pid_file, relay)
         if err:
             running.wait()
             cg.remove()
@@ -185,7 +210,7 @@ def _report(w: int, exc: BaseException) -> None:
         pass
 
 
-def _setup_stdio(stdio: Stdio, keep: int) -> None:
+def _setup_stdio(stdio: Stdio, keep: int, keep2: int | None = None) -> None:
     """Put the container's stdio on 0-2 and close every other descriptor but
     ``keep``: a forked keeper never execs, so close-on-exec does not help,
     and an inherited pipe (the supervisor's start notification, log pipes)
@@ -196,7 +221,7 @@ def _setup_stdio(stdio: Stdio, keep: int) -> None:
             os.dup2(fd, target)
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
-        if fd > 2 and fd != keep:
+        if fd > 2 and fd not in (keep, keep2):
             try:
                 os.close(fd)
             except OSError:
@@ -204,11 +229,11 @@ def _setup_stdio(stdio: Stdio, keep: int) -> None:
 
 
 def _keeper(spec: dict[str, Any], bundle: Path, cg: Cgroup, stdio: Stdio, w: int,
-            pid_file: Path) -> None:
+            pid_file: Path, console: int | None = None) -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
         signal.signal(s, signal.SIG_DFL)
-    _setup_stdio(stdio, w)
+    _setup_stdio(stdio, w, console)
     flags = 0
     netns_path = None
     for ns in spec["linux"]["namespaces"]:
@@ -227,12 +252,15 @@ def _keeper(spec: dict[str, Any], bundle: Path, cg: Cgroup, stdio: Stdio, w: int
     child = os.fork()
     if child == 0:
         try:
-            _init(spec, bundle, cg, w, has_netns=bool(flags & rsys.CLONE_NEWNET) or bool(netns_path))
+            _init(spec, bundle, cg, w, has_netns=bool(flags & rsys.CLONE_NEWNET) or bool(netns_path),
+                  console=console)
         except BaseException as exc:  # noqa: BLE001
             _report(w, exc)
         os._exit(127)
     pid_file.write_text(str(child))
     os.close(w)
+    if console is not None:
+        os.close(console)
     # Forward termination signals to the container, as runc run does.
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(s, lambda sig, _f: _safe_kill(child, sig))
@@ -272,8 +300,14 @@ def _mkdir_p(path: str) -> None:
     os.makedirs(path, exist_ok=True)
 
 
-def _init(spec: dict[str, Any], bundle: Path, cg: Cgroup, w: int, has_netns: bool) -> None:
+def _init(spec: dict[str, Any], bundle: Path, cg: Cgroup, w: int, has_netns: bool,
+          console: int | None = None) -> None:
     os.setsid()
+    if console is not None:
+        # imported before pivot_root: the host's files are out of reach after it
+        import socket  # noqa: F401 - used by container_pty
+
+        from ..terminal import container_pty
     cg.add(0)
     rootfs = str((bundle / spec["root"]["path"]).resolve())
     proc = spec["process"]
@@ -311,6 +345,9 @@ def _init(spec: dict[str, Any], bundle: Path, cg: Cgroup, w: int, has_netns: boo
     rsys.pivot_root(".", ".")
     rsys.umount(".", rsys.MNT_DETACH)
     os.chdir("/")
+    if console is not None:
+        user = proc.get("user", {})
+        container_pty(console, user.get("uid", 0), user.get("gid", 0))
     linux = spec.get("linux", {})
     for p in linux.get("maskedPaths", []):
         _mask(p)

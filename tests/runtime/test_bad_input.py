@@ -110,3 +110,9 @@ def test_bad_env_file(cli, image, root, tmp_path):
     bad.write_text("OK=1\nBAD KEY=2\n")
     _one_line_error(cli("run", "--rm", "--env-file", str(bad), image, "true"), "line 2")
     _nothing_left(cli, root)
+
+
+def test_tty_needs_a_terminal_and_the_foreground(cli, image, root):
+    _one_line_error(cli("run", "-t", "--rm", image, "true", input=""), "not a TTY")
+    _one_line_error(cli("run", "-d", "-t", image, "true", input=""), "-d with -t")
+    assert not (root / "containers").exists() or os.listdir(root / "containers") == []

@@ -160,3 +160,52 @@ def test_env_file(cli, image, executor, tmp_path):
             "/bin/sh", "-c", 'echo "$A|$B|$C|$PASSED|${UNSET_ONE-unset}"', env={"PASSED": "from caller"})
     assert p.returncode == 0, p.stderr
     assert p.stdout == "from file|option|x=y|from caller|unset\n"
+
+
+def _in_pty(argv: list[str], env: dict[str, str], after: bytes = b"", send: bytes = b"") -> tuple[int, str]:
+    """Run ``argv`` with a pseudo-terminal as its stdin/stdout/stderr; type
+    ``send`` once the output shows ``after``."""
+    import pty
+
+    pid, fd = pty.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.execvpe(argv[0], argv, env)
+    out = b""
+    while send:
+        data = os.read(fd, 65536)
+        out += data
+        if after in out:
+            os.write(fd, send)
+            break
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:  # EIO: the child side is closed
+            break
+        if not data:
+            break
+        out += data
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), out.decode(errors="replace")
+
+
+def test_run_with_a_terminal(image, executor, root):
+    import sys
+
+    code, out = _in_pty([sys.executable, "-m", "volmerge", "run", "-it", "--rm", *_rt(executor), image,
+                         "/bin/sh", "-c", "tty; test -t 0 && test -t 1 && echo in-a-tty; echo TERM=$TERM; "
+                         "exit 3"], dict(os.environ, VOLMERGE_ROOT=str(root)))
+    assert code == 3, out
+    assert "/dev/pts/0" in out and "in-a-tty" in out and "TERM=xterm" in out, out
+    assert os.listdir(root / "containers") == []
+
+
+def test_interactive_shell_on_a_terminal(image, executor, root):
+    import sys
+
+    code, out = _in_pty([sys.executable, "-m", "volmerge", "run", "-it", "--rm", *_rt(executor), image,
+                         "/bin/sh"], dict(os.environ, VOLMERGE_ROOT=str(root)),
+                        after=b"# ", send=b"echo typed-$((40 + 2))\nexit 5\n")
+    assert code == 5, out
+    assert "typed-42" in out, out

@@ -91,6 +91,8 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
         image: str = typer.Argument(..., help="Image reference (or an absolute rootfs directory)."),
         command: Optional[List[str]] = typer.Argument(None, help="Command and arguments (default: the image's)."),
         detach: bool = typer.Option(False, "-d", "--detach", help="Run in the background; print the id."),
+        interactive: bool = typer.Option(False, "-i", "--interactive", help="Keep stdin attached (a foreground run always does)."),
+        tty: bool = typer.Option(False, "-t", "--tty", help="Give the container a terminal (foreground; stdin must be one)."),
         rm: bool = typer.Option(False, "--rm", help="Remove the container when it exits."),
         name: Optional[str] = typer.Option(None, "--name", help="Container name."),
         env: Optional[List[str]] = typer.Option(None, "-e", "--env", help="KEY=VALUE, or KEY to pass the caller's value (repeatable)."),

@@ -29,6 +29,8 @@ def _opt(kind: str, key: str, *names: str) -> None:
 
 
 _opt("flag", "detach", "-d", "--detach")
+_opt("flag", "interactive", "-i", "--interactive")
+_opt("flag", "tty", "-t", "--tty")
 _opt("flag", "rm", "--rm")
 _opt("flag", "no_healthcheck", "--no-healthcheck")
 _opt("flag", "read_only", "--read-only")

@@ -39,15 +39,22 @@ def run_options(image: str, command: list[str] | None, **kw: Any) -> Any:
         restart=o.parse_restart(kw["restart"] or "no"), runtime=kw["runtime"], rm=kw["rm"],
         detach=kw["detach"], labels=labels,
         memory=o.parse_bytes(kw["memory"]) if kw["memory"] else None, pids_limit=kw["pids_limit"],
-        read_only=kw["read_only"],
+        read_only=kw["read_only"], tty=kw["tty"],
     )
 
 
 def run_container(st: Any, opts: Any) -> int:
     """Run in the foreground (the container's exit code) or, with -d,
     create, start and print the id (0)."""
+    import os
+
+    from runtime.errors import BadInput
     from volmerge.context import make_engine
 
+    if opts.tty and opts.detach:
+        raise BadInput("-t needs a foreground run: -d with -t is not supported")
+    if opts.tty and not os.isatty(0):
+        raise BadInput("the input device is not a TTY (-t needs a terminal on stdin)")
     eng = make_engine(st)
     if not opts.detach:
         return int(eng.run(opts))
