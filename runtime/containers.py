@@ -609,8 +609,10 @@ class Engine:
         self._update(c.id, state="running")
 
     def exec(self, ref: str, argv: list[str], env: dict[str, str] | None = None,
-             user: str | None = None, workdir: str | None = None, stdio: Any = None) -> int:
-        """Run ``argv`` in the running container; its exit code."""
+             user: str | None = None, workdir: str | None = None, stdio: Any = None,
+             tty: bool = False) -> int:
+        """Run ``argv`` in the running container; its exit code.  ``tty``: on
+        a pseudo-terminal of the container's (the caller's stdin must be one)."""
         from .executors.base import Stdio
         from .spec import resolve_user
 
@@ -623,13 +625,15 @@ class Engine:
         proc = spec["process"]
         envd = dict(e.split("=", 1) for e in proc["env"] if "=" in e)
         envd.update(env or {})
+        if tty:
+            envd.setdefault("TERM", "xterm")
         if user:
             uid, gid, _extra, _home = resolve_user(c.rootfs, user)
         else:
             uid, gid = proc["user"]["uid"], proc["user"]["gid"]
         return self.executor_for(c).exec(
             c.id, c.pid, argv, env=[f"{k}={v}" for k, v in envd.items()], uid=uid, gid=gid,
-            cwd=workdir or proc["cwd"], stdio=stdio or Stdio(0, 1, 2))
+            cwd=workdir or proc["cwd"], stdio=stdio or Stdio(0, 1, 2), tty=tty)
 
     def wait(self, ref: str, *, healthy: bool = False, timeout: float | None = None) -> int | str:
         """Until the container exits (its exit code) or, with ``healthy``,

@@ -51,9 +51,10 @@ class Executor(Protocol):
         ...
 
     def exec(self, cid: str, init_pid: int, argv: list[str], *, env: list[str], uid: int,
-             gid: int, cwd: str, stdio: Stdio, timeout: float | None = None) -> int:
+             gid: int, cwd: str, stdio: Stdio, timeout: float | None = None, tty: bool = False) -> int:
         """Run ``argv`` inside the running container; its exit code.
-        TimeoutError after ``timeout`` seconds (the command is killed)."""
+        TimeoutError after ``timeout`` seconds (the command is killed).
+        ``tty``: on a pseudo-terminal of the container's, relayed to stdio."""
         ...
 
     def pause(self, cid: str) -> None:

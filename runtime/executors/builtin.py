@@ -148,23 +148,44 @@ class BuiltinExecutor:
             pass
 
     def exec(self, cid: str, init_pid: int, argv: list[str], *, env: list[str], uid: int,
-             gid: int, cwd: str, stdio: Stdio, timeout: float | None = None) -> int:
+             gid: int, cwd: str, stdio: Stdio, timeout: float | None = None, tty: bool = False) -> int:
         spec = json.loads((self.root / "containers" / cid / "bundle" / "config.json").read_text())
+        parent_sock = child_sock = None
+        if tty:
+            import socket
+
+            parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         r, w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:
             os.close(r)
             try:
-                _exec_keeper(spec, init_pid, argv, env, uid, gid, cwd, stdio, w)
+                if parent_sock is not None:
+                    parent_sock.close()
+                _exec_keeper(spec, init_pid, argv, env, uid, gid, cwd, stdio, w,
+                             child_sock.fileno() if child_sock is not None else None)
             except BaseException as exc:  # noqa: BLE001
                 _report(w, exc)
             os._exit(127)
         os.close(w)
+        relay = None
+        if parent_sock is not None:
+            from ..terminal import Relay, receive_fd
+
+            child_sock.close()  # type: ignore[union-attr]
+            master = receive_fd(parent_sock)
+            parent_sock.close()
+            if master is not None:
+                relay = Relay(master, _fd(stdio.stdin) or 0, _fd(stdio.stdout) or 1)
         err = b""
         while chunk := os.read(r, 65536):
             err += chunk
         os.close(r)
-        status = _wait_deadline(pid, timeout)
+        try:
+            status = _wait_deadline(pid, timeout)
+        finally:
+            if relay is not None:
+                relay.close()
         if status is None:
             raise TimeoutError(f"exec in {cid} timed out")
         if err:
@@ -405,12 +426,16 @@ def _readonly(path: str) -> None:
 
 
 def _exec_keeper(spec: dict[str, Any], init_pid: int, argv: list[str], env: list[str], uid: int,
-                 gid: int, cwd: str, stdio: Stdio, w: int) -> None:
+                 gid: int, cwd: str, stdio: Stdio, w: int, console: int | None = None) -> None:
     """Enter the container's namespaces, root and cgroup; run ``argv``."""
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
         signal.signal(s, signal.SIG_DFL)
-    _setup_stdio(stdio, w)
+    _setup_stdio(stdio, w, console)
+    if console is not None:
+        import socket  # noqa: F401 - imported before chroot, used by container_pty
+
+        from ..terminal import container_pty
     cg = Cgroup(spec.get("linux", {}).get("cgroupsPath") or "")
     cg.add(0)
     fds = {}
@@ -430,6 +455,9 @@ def _exec_keeper(spec: dict[str, Any], init_pid: int, argv: list[str], env: list
     child = os.fork()
     if child == 0:
         try:
+            if console is not None:
+                os.setsid()
+                container_pty(console, uid, gid)
             proc = spec["process"]
             caps = proc.get("capabilities", {}).get("bounding")
             if caps is not None:
@@ -446,6 +474,8 @@ def _exec_keeper(spec: dict[str, Any], init_pid: int, argv: list[str], env: list
             _report(w, exc)
         os._exit(127)
     os.close(w)
+    if console is not None:
+        os.close(console)
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(s, lambda sig, _f: _safe_kill(child, sig))
     while True:

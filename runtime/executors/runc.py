@@ -57,8 +57,8 @@ class RuncExecutor:
                        stderr=subprocess.DEVNULL, check=False)
 
     def exec(self, cid: str, init_pid: int, argv: list[str], *, env: list[str], uid: int,
-             gid: int, cwd: str, stdio: Stdio, timeout: float | None = None) -> int:
-        cmd = self._cmd("exec", "--user", f"{uid}:{gid}", "--cwd", cwd)
+             gid: int, cwd: str, stdio: Stdio, timeout: float | None = None, tty: bool = False) -> int:
+        cmd = self._cmd("exec", "--user", f"{uid}:{gid}", "--cwd", cwd, *(["--tty"] if tty else []))
         for e in env:
             cmd += ["--env", e]
         cmd += [cid, *argv]

@@ -209,3 +209,20 @@ def test_interactive_shell_on_a_terminal(image, executor, root):
                         after=b"# ", send=b"echo typed-$((40 + 2))\nexit 5\n")
     assert code == 5, out
     assert "typed-42" in out, out
+
+
+def test_exec_on_a_terminal(cli, image, executor, root):
+    import sys
+
+    p = cli("run", "-d", "--name", "shell", *_rt(executor), image, "/bin/sh", "-c", LOOP)
+    assert p.returncode == 0, p.stderr
+    try:
+        code, out = _in_pty([sys.executable, "-m", "volmerge", "exec", "-it", "shell", "/bin/sh"],
+                            dict(os.environ, VOLMERGE_ROOT=str(root)),
+                            after=b"# ", send=b"tty; echo TERM=$TERM; exit 4\n")
+        assert code == 4, out
+        assert "/dev/pts/" in out and "TERM=xterm" in out and "not a tty" not in out, out
+        p = cli("exec", "-t", "shell", "true", input="")
+        assert p.returncode == 2 and "not a TTY" in p.stderr
+    finally:
+        cli("rm", "-f", "shell")

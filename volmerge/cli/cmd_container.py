@@ -257,12 +257,19 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
         env: Optional[List[str]] = typer.Option(None, "-e", "--env", help="KEY=VALUE (repeatable)."),
         user: Optional[str] = typer.Option(None, "-u", "--user", help="USER[:GROUP]."),
         workdir: Optional[str] = typer.Option(None, "-w", "--workdir", help="Working directory."),
+        interactive: bool = typer.Option(False, "-i", "--interactive", help="Keep stdin attached (always is)."),
+        tty: bool = typer.Option(False, "-t", "--tty", help="On a terminal (stdin must be one)."),
     ) -> None:
         """Run a command in a running container; exit with its code."""
+        import os
+
+        from runtime.errors import BadInput
         from runtime.options import parse_env
 
+        if tty and not os.isatty(0):
+            raise BadInput("the input device is not a TTY (-t needs a terminal on stdin)")
         code = _engine(ctx).exec(container, list(command), env=parse_env(env or []), user=user,
-                                 workdir=workdir)
+                                 workdir=workdir, tty=tty)
         raise typer.Exit(code)
 
     @app.command(no_args_is_help=True)
