@@ -673,10 +673,20 @@ class Engine:
 
     def logs(self, ref: str, follow: bool = False) -> Iterator[tuple[str, str]]:
         """(stream, text) chunks of a detached container's output."""
+        for stream, text, _t in self.log_entries(ref, follow=follow):
+            yield stream, text
+
+    def log_entries(self, ref: str, follow: bool = False, tail: int | None = None,
+                    since: float | None = None) -> Iterator[tuple[str, str, float]]:
+        """(stream, text, unix time) of a detached container's output, a line
+        each (a very long line in pieces): with ``since``, only what was
+        written from then on; with ``tail``, only the last ``tail`` of what is
+        there now; with ``follow``, then what comes until the container exits."""
         c = self.get(ref)
         path = c.log_path
         pos = 0
         buf = b""
+        first = True
         while True:
             try:
                 with open(path, "rb") as f:
@@ -687,12 +697,19 @@ class Engine:
                 data = b""
             buf += data
             *lines, buf = buf.split(b"\n")
+            entries = []
             for line in lines:
                 try:
                     rec = json.loads(line)
                 except ValueError:
                     continue
-                yield rec.get("s", "stdout"), rec.get("d", "")
+                t = float(rec.get("t") or 0)
+                if since is None or t >= since:
+                    entries.append((rec.get("s", "stdout"), rec.get("d", ""), t))
+            if first and tail is not None:
+                entries = entries[len(entries) - tail:] if tail > 0 else []
+            first = False
+            yield from entries
             if not follow:
                 return
             if not data:

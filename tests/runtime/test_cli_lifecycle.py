@@ -226,3 +226,29 @@ def test_exec_on_a_terminal(cli, image, executor, root):
         assert p.returncode == 2 and "not a TTY" in p.stderr
     finally:
         cli("rm", "-f", "shell")
+
+
+def test_logs_tail_since_and_timestamps(cli, image, executor):
+    import re
+
+    p = cli("run", "-d", "--name", "talk", *_rt(executor), image, "/bin/sh", "-c",
+            "for i in 1 2 3 4; do echo line$i; done; echo oops >&2; sleep 1; echo late")
+    assert p.returncode == 0, p.stderr
+    try:
+        deadline = time.time() + 10
+        while "oops" not in cli("logs", "talk").stderr and time.time() < deadline:
+            time.sleep(0.05)
+        mid = time.time()
+        assert cli("wait", "talk").stdout.strip() == "0"
+        assert cli("logs", "talk").stdout.split() == ["line1", "line2", "line3", "line4", "late"]
+        tail = cli("logs", "--tail", "2", "talk")
+        assert (tail.stdout.split(), tail.stderr.split()) == (["late"], ["oops"])
+        assert cli("logs", "-n", "0", "talk").stdout == ""
+        assert len(cli("logs", "--tail", "all", "talk").stdout.split()) == 5
+        assert cli("logs", "--since", f"{mid:.6f}", "talk").stdout.split() == ["late"]
+        stamped = cli("logs", "-t", "talk").stdout.splitlines()
+        assert all(re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z line|^\d{4}-.* late$", s) for s in stamped)
+        bad = cli("logs", "--tail", "lots", "talk")
+        assert bad.returncode == 2 and "--tail" in bad.stderr
+    finally:
+        cli("rm", "-f", "talk")

@@ -240,11 +240,35 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
         ctx: typer.Context,
         container: str = typer.Argument(..., help="Name or id."),
         follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing until it exits."),
+        tail: Optional[str] = typer.Option(None, "-n", "--tail", help="Only the last N lines (all: every line)."),
+        since: Optional[str] = typer.Option(None, "--since", help="Only lines written since: a duration ago (10m, 2h) or a unix time."),
+        timestamps: bool = typer.Option(False, "-t", "--timestamps", help="Prefix each line with its time (RFC 3339, UTC)."),
     ) -> None:
         """Print the output of a detached container."""
+        import datetime
+
+        from runtime.errors import BadInput
+        from runtime.options import parse_duration
+
+        n = None
+        if tail is not None and tail != "all":
+            if not tail.isdigit():
+                raise BadInput(f"bad --tail {tail!r}: a number of lines or 'all'")
+            n = int(tail)
+        t0 = None
+        if since is not None:
+            try:
+                t0 = float(since)
+            except ValueError:
+                t0 = time.time() - parse_duration(since)
         out, err = sys.stdout, sys.stderr
-        for stream, text in _engine(ctx).logs(container, follow=follow):
+        at_line_start = {"stdout": True, "stderr": True}
+        for stream, text, t in _engine(ctx).log_entries(container, follow=follow, tail=n, since=t0):
             f = err if stream == "stderr" else out
+            if timestamps and at_line_start.get(stream, True):
+                stamp = datetime.datetime.fromtimestamp(t, datetime.timezone.utc)
+                f.write(stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ") + " ")
+            at_line_start[stream] = text.endswith("\n")
             f.write(text)
             if follow:
                 f.flush()
