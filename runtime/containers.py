@@ -301,7 +301,8 @@ class Engine:
                 Path(hosts).write_text(f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n"
                                        f"127.0.1.1\t{hostname}\n")
             (c.dir / "hostname").write_text(hostname + "\n")
-            (c.dir / "resolv.conf").write_text(spec_mod.host_resolv_conf(host_net))
+            (c.dir / "resolv.conf").write_text(spec_mod.host_resolv_conf(
+                host_net, c.options.dns, c.options.dns_search))
             # as the container will see them: an image's symlinks followed
             # inside its root (never out of it), so the mounts land there
             files = [(spec_mod.special_file_target(rootfs, dest), src, ro) for dest, src, ro in (

@@ -99,6 +99,8 @@ class RunOptions:
     pids_limit: int | None = None
     read_only: bool = False                   # the root file system mounted read-only
     tty: bool = False                         # a pseudo-terminal (foreground runs only)
+    dns: list[str] = field(default_factory=list)          # nameservers instead of the host's
+    dns_search: list[str] = field(default_factory=list)   # search domains instead of the host's
 
     # -- JSON ----------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
@@ -221,6 +223,19 @@ def parse_env(items: list[str], environ: dict[str, str] | None = None) -> dict[s
                 continue
             v = environ[k]
         out[k] = v
+    return out
+
+
+def parse_dns(items: list[str]) -> list[str]:
+    """``--dns``: IP addresses (v4 or v6)."""
+    import ipaddress
+
+    out = []
+    for item in items:
+        try:
+            out.append(str(ipaddress.ip_address(item.strip())))
+        except ValueError:
+            raise BadInput(f"bad --dns {item!r}: expected an IP address") from None
     return out
 
 

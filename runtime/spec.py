@@ -231,8 +231,23 @@ def container_resolv_conf(host: str, systemd_upstream: str | None, *, share_host
     return "\n".join(keep + [f"nameserver {ip}" for ip in found]) + "\n"
 
 
-def host_resolv_conf(share_host_net: bool) -> str:
-    """container_resolv_conf from this host's files."""
+def host_resolv_conf(share_host_net: bool, dns: list[str] | None = None,
+                     dns_search: list[str] | None = None) -> str:
+    """container_resolv_conf from this host's files; ``dns`` / ``dns_search``
+    (``run --dns`` / ``--dns-search``) replace its nameservers / search line."""
+    text = _host_resolv_conf(share_host_net)
+    if not dns and not dns_search:
+        return text
+    lines = text.splitlines()
+    if dns_search:
+        lines = [x for x in lines if x.split()[:1] not in (["search"], ["domain"])]
+        lines.insert(0, "search " + " ".join(dns_search))
+    if dns:
+        lines = [x for x in lines if x.split()[:1] != ["nameserver"]] + [f"nameserver {ip}" for ip in dns]
+    return "\n".join(lines) + "\n"
+
+
+def _host_resolv_conf(share_host_net: bool) -> str:
     def read(path: str) -> str | None:
         try:
             with open(path) as f:

@@ -116,3 +116,8 @@ def test_tty_needs_a_terminal_and_the_foreground(cli, image, root):
     _one_line_error(cli("run", "-t", "--rm", image, "true", input=""), "not a TTY")
     _one_line_error(cli("run", "-d", "-t", image, "true", input=""), "-d with -t")
     assert not (root / "containers").exists() or os.listdir(root / "containers") == []
+
+
+def test_bad_dns(cli, image, root):
+    _one_line_error(cli("run", "--rm", "--dns", "not-an-ip", image, "true"), "--dns")
+    _nothing_left(cli, root)

@@ -252,3 +252,13 @@ def test_logs_tail_since_and_timestamps(cli, image, executor):
         assert bad.returncode == 2 and "--tail" in bad.stderr
     finally:
         cli("rm", "-f", "talk")
+
+
+def test_dns_options(cli, image, executor):
+    p = cli("run", "--rm", *_rt(executor), "--dns", "192.0.2.53", "--dns", "2001:db8::53",
+            "--dns-search", "corp.example", image, "cat", "/etc/resolv.conf")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0] == "search corp.example"
+    assert [x for x in lines if x.startswith("nameserver")] == ["nameserver 192.0.2.53",
+                                                                "nameserver 2001:db8::53"]

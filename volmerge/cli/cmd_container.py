@@ -106,6 +106,8 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
         network: Optional[str] = typer.Option(None, "--network", help="Network to join: a network name (default: the default network, created on first use), none, or host."),
         ip: Optional[str] = typer.Option(None, "--ip", help="Address on the network."),
         hostname: Optional[str] = typer.Option(None, "--hostname", help="Host name (default: short id)."),
+        dns: Optional[List[str]] = typer.Option(None, "--dns", help="Nameserver for /etc/resolv.conf instead of the host's (repeatable)."),
+        dns_search: Optional[List[str]] = typer.Option(None, "--dns-search", help="Search domain instead of the host's (repeatable)."),
         health_cmd: Optional[str] = typer.Option(None, "--health-cmd", help="Health check command (run by /bin/sh -c)."),
         health_interval: Optional[str] = typer.Option(None, "--health-interval", help="Time between checks (30s)."),
         health_timeout: Optional[str] = typer.Option(None, "--health-timeout", help="Time a check may take (30s)."),

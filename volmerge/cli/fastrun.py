@@ -58,6 +58,8 @@ _opt("list", "volume", "-v", "--volume")
 _opt("list", "tmpfs", "--tmpfs")
 _opt("list", "publish", "-p", "--publish")
 _opt("list", "label", "-l", "--label")
+_opt("list", "dns", "--dns")
+_opt("list", "dns_search", "--dns-search")
 
 KEYS: dict[str, str] = {key: kind for key, kind in OPTIONS.values()}
 

@@ -40,6 +40,7 @@ def run_options(image: str, command: list[str] | None, **kw: Any) -> Any:
         detach=kw["detach"], labels=labels,
         memory=o.parse_bytes(kw["memory"]) if kw["memory"] else None, pids_limit=kw["pids_limit"],
         read_only=kw["read_only"], tty=kw["tty"],
+        dns=o.parse_dns(kw["dns"] or []), dns_search=list(kw["dns_search"] or []),
     )
 
 
