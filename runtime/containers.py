@@ -441,11 +441,17 @@ class Engine:
                 except NotFound:
                     pass
 
-    def start(self, ref: str, *, attach: bool = False) -> int | None:
+    def start(self, ref: str, *, attach: bool = False, stop_timeout: float = 10) -> int | None:
         """Start a created or exited container.  ``attach``: run it in this
         process with its stdio and return its exit code; else hand it to a
-        supervisor and return once it runs."""
-        with self.store.lock("container-" + self._lookup(ref).id):
+        supervisor and return once it runs.  A container whose stop is under
+        way (its caller may have been killed after the signal) is first seen
+        through that stop (SIGKILL after ``stop_timeout``): left alone it
+        would exit after this start returned, and not be restarted."""
+        c = self._lookup(ref)
+        if c.state in LIVE_STATES and c.stop_requested:
+            self.stop(c.id, timeout=stop_timeout)
+        with self.store.lock("container-" + c.id):
             c = self.get(ref)
             if c.state in LIVE_STATES:
                 if attach:
@@ -672,12 +678,7 @@ class Engine:
         d = c.health_detail or {}
         return HealthStatus(c.health, int(d.get("failing_streak", 0)), list(d.get("log", [])))
 
-    def logs(self, ref: str, follow: bool = False) -> Iterator[tuple[str, str]]:
-        """(stream, text) chunks of a detached container's output."""
-        for stream, text, _t in self.log_entries(ref, follow=follow):
-            yield stream, text
-
-    def log_entries(self, ref: str, follow: bool = False, tail: int | None = None,
+    def logs(self, ref: str, follow: bool = False, tail: int | None = None,
                     since: float | None = None) -> Iterator[tuple[str, str, float]]:
         """(stream, text, unix time) of a detached container's output, a line
         each (a very long line in pieces): with ``since``, only what was

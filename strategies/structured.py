@@ -177,7 +177,36 @@ class ParseError(Exception):
     pass
 
 
-class JsonDoc:
+class _TreeDoc:
+    """What JSON, YAML and TOML documents share: paths into a tree, and the
+    ops that are the same on each (append to a list, replace the whole
+    document); the rest is ``_apply_at`` on the parent of the path."""
+
+    doc: Any
+
+    def get(self, path: list[Any]) -> Any:
+        node = self.doc
+        for p in path:
+            node = node[p]
+        return node
+
+    def apply(self, op: Op, theirs: Any) -> None:
+        if op.kind == "append":
+            src = theirs.get(op.path)
+            dst = self.get(op.path)
+            for item in list(src)[len(src) - op.count:]:
+                dst.append(item)
+            return
+        if not op.path:
+            self.doc = theirs.doc
+            return
+        self._apply_at(self.get(op.path[:-1]), op.path[-1], op, theirs)
+
+    def _apply_at(self, parent: Any, k: Any, op: Op, theirs: Any) -> None:
+        raise NotImplementedError
+
+
+class JsonDoc(_TreeDoc):
     def __init__(self, data: bytes) -> None:
         try:
             self.text = data.decode("utf-8")
@@ -186,21 +215,7 @@ class JsonDoc:
             raise ParseError(f"JSON does not parse: {exc}") from None
         self.plain = self.doc
 
-    def get(self, path: list[Any]) -> Any:
-        node = self.doc
-        for p in path:
-            node = node[p]
-        return node
-
-    def apply(self, op: Op, theirs: JsonDoc) -> None:
-        if op.kind == "append":
-            src = theirs.get(op.path)
-            self.get(op.path).extend(src[len(src) - op.count:])
-            return
-        if not op.path:
-            self.doc = theirs.doc
-            return
-        parent, k = self.get(op.path[:-1]), op.path[-1]
+    def _apply_at(self, parent: Any, k: Any, op: Op, theirs: Any) -> None:
         if op.kind == "set":
             parent[k] = theirs.get(op.path)
         elif op.kind == "del":
@@ -224,7 +239,7 @@ class JsonDoc:
         return (s + trail).encode("utf-8")
 
 
-class YamlDoc:
+class YamlDoc(_TreeDoc):
     def __init__(self, data: bytes) -> None:
         from ruamel.yaml import YAML
         from ruamel.yaml.error import YAMLError
@@ -244,23 +259,7 @@ class YamlDoc:
             raise ParseError(f"YAML does not parse: {str(exc).splitlines()[0] if str(exc) else exc}") from None
         self.plain = _plainify(self.doc)
 
-    def get(self, path: list[Any]) -> Any:
-        node = self.doc
-        for p in path:
-            node = node[p]
-        return node
-
-    def apply(self, op: Op, theirs: YamlDoc) -> None:
-        if op.kind == "append":
-            src = theirs.get(op.path)
-            dst = self.get(op.path)
-            for item in src[len(src) - op.count:]:
-                dst.append(item)
-            return
-        if not op.path:
-            self.doc = theirs.doc
-            return
-        parent, k = self.get(op.path[:-1]), op.path[-1]
+    def _apply_at(self, parent: Any, k: Any, op: Op, theirs: Any) -> None:
         if op.kind == "set":
             parent[k] = theirs.get(op.path)
         elif op.kind == "del":
@@ -379,7 +378,7 @@ def _plainify(v: Any) -> Any:
     return v
 
 
-class TomlDoc:
+class TomlDoc(_TreeDoc):
     def __init__(self, data: bytes) -> None:
         import tomlkit
         from tomlkit.exceptions import TOMLKitError
@@ -390,24 +389,7 @@ class TomlDoc:
             raise ParseError(f"TOML does not parse: {exc}") from None
         self.plain = _plainify(self.doc.unwrap())
 
-    def get(self, path: list[Any]) -> Any:
-        node: Any = self.doc
-        for p in path:
-            node = node[p]
-        return node
-
-    def apply(self, op: Op, theirs: TomlDoc) -> None:
-
-        if op.kind == "append":
-            src = theirs.get(op.path)
-            dst = self.get(op.path)
-            for item in list(src)[len(src) - op.count:]:
-                dst.append(item)
-            return
-        if not op.path:
-            self.doc = theirs.doc
-            return
-        parent, k = self.get(op.path[:-1]), op.path[-1]
+    def _apply_at(self, parent: Any, k: Any, op: Op, theirs: Any) -> None:
         tparent = theirs.get(op.path[:-1])
         if op.kind == "set":
             new = tparent[k]

@@ -209,6 +209,16 @@ def _remove_networks(r: Path) -> None:
 
 
 @pytest.fixture
+def store(root: Path):
+    """The Store at ``root``, closed after the test."""
+    from runtime.store import Store
+
+    s = Store(root)
+    yield s
+    s.close()
+
+
+@pytest.fixture
 def cli(root: Path):
     """Run the real ``volmerge`` CLI in a subprocess against the test's root."""
 

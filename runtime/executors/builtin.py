@@ -21,7 +21,8 @@ import resource
 import signal
 import stat
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 from .. import sys as rsys
 from ..cgroups import Cgroup, cgroups_path
@@ -100,39 +101,9 @@ class BuiltinExecutor:
                   pids=(res.get("pids") or {}).get("limit"))
         pid_file = bundle.parent / "init.pid"
         pid_file.unlink(missing_ok=True)
-        parent_sock = child_sock = None
-        if spec["process"].get("terminal"):
-            # the container's first process opens a pty in its own /dev/pts
-            # and sends the master back here (runc's console socket)
-            import socket
-
-            parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        r, w = os.pipe2(os.O_CLOEXEC)
-        pid = os.fork()
-        if pid == 0:  # keeper
-            os.close(r)
-            try:
-                if parent_sock is not None:
-                    parent_sock.close()
-                _keeper(spec, bundle, cg, stdio, w, pid_file,
-                        child_sock.fileno() if child_sock is not None else None)
-            except BaseException as exc:  # noqa: BLE001 - report anything, then die
-                _report(w, exc)
-            os._exit(127)
-        os.close(w)
-        relay = None
-        if parent_sock is not None:
-            from ..terminal import Relay, receive_fd
-
-            child_sock.close()  # type: ignore[union-attr]
-            master = receive_fd(parent_sock)  # None: the start failed before
-            parent_sock.close()
-            if master is not None:
-                relay = Relay(master, _fd(stdio.stdin) or 0, _fd(stdio.stdout) or 1)
-        err = b""
-        while chunk := os.read(r, 65536):
-            err += chunk
-        os.close(r)
+        pid, err, relay = _fork_keeper(
+            lambda w, console: _keeper(spec, bundle, cg, stdio, w, pid_file, console),
+            stdio, tty=bool(spec["process"].get("terminal")))
         running = BuiltinRunning(pid, pid_file, relay)
         if err:
             running.wait()
@@ -150,37 +121,9 @@ class BuiltinExecutor:
     def exec(self, cid: str, init_pid: int, argv: list[str], *, env: list[str], uid: int,
              gid: int, cwd: str, stdio: Stdio, timeout: float | None = None, tty: bool = False) -> int:
         spec = json.loads((self.root / "containers" / cid / "bundle" / "config.json").read_text())
-        parent_sock = child_sock = None
-        if tty:
-            import socket
-
-            parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        r, w = os.pipe2(os.O_CLOEXEC)
-        pid = os.fork()
-        if pid == 0:
-            os.close(r)
-            try:
-                if parent_sock is not None:
-                    parent_sock.close()
-                _exec_keeper(spec, init_pid, argv, env, uid, gid, cwd, stdio, w,
-                             child_sock.fileno() if child_sock is not None else None)
-            except BaseException as exc:  # noqa: BLE001
-                _report(w, exc)
-            os._exit(127)
-        os.close(w)
-        relay = None
-        if parent_sock is not None:
-            from ..terminal import Relay, receive_fd
-
-            child_sock.close()  # type: ignore[union-attr]
-            master = receive_fd(parent_sock)
-            parent_sock.close()
-            if master is not None:
-                relay = Relay(master, _fd(stdio.stdin) or 0, _fd(stdio.stdout) or 1)
-        err = b""
-        while chunk := os.read(r, 65536):
-            err += chunk
-        os.close(r)
+        pid, err, relay = _fork_keeper(
+            lambda w, console: _exec_keeper(spec, init_pid, argv, env, uid, gid, cwd, stdio, w, console),
+            stdio, tty=tty)
         try:
             status = _wait_deadline(pid, timeout)
         finally:
@@ -222,6 +165,63 @@ def _wait_deadline(pid: int, timeout: float | None) -> int | None:
             return None
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
+
+
+def _fork_keeper(run: Callable[[int, int | None], None], stdio: Stdio,
+                 tty: bool) -> tuple[int, bytes, Any]:
+    """Fork a keeper doing ``run(w, console)``: ``w`` reports an error before
+    the exec (close-on-exec, so EOF means the exec happened); with ``tty``,
+    ``console`` is the socket on which the container's process sends its pty
+    master (runc's console socket), relayed here to ``stdio``.
+    Returns (pid, the error reported, the Relay or None)."""
+    parent_sock = child_sock = None
+    if tty:
+        import socket
+
+        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    r, w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # keeper
+        os.close(r)
+        try:
+            if parent_sock is not None:
+                parent_sock.close()
+            run(w, child_sock.fileno() if child_sock is not None else None)
+        except BaseException as exc:  # noqa: BLE001 - report anything, then die
+            _report(w, exc)
+        os._exit(127)
+    os.close(w)
+    relay = None
+    if parent_sock is not None:
+        from ..terminal import Relay, receive_fd
+
+        child_sock.close()  # type: ignore[union-attr]
+        master = receive_fd(parent_sock)  # None: the start failed before
+        parent_sock.close()
+        if master is not None:
+            relay = Relay(master, _fd(stdio.stdin) or 0, _fd(stdio.stdout) or 1)
+    err = b""
+    while chunk := os.read(r, 65536):
+        err += chunk
+    os.close(r)
+    return pid, err, relay
+
+
+def _reap(child: int, w: int, console: int | None) -> NoReturn:
+    """A keeper's last part: forward termination signals to ``child``, as
+    runc run does, and exit with its code."""
+    os.close(w)
+    if console is not None:
+        os.close(console)
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(s, lambda sig, _f: _safe_kill(child, sig))
+    while True:
+        try:
+            _, status = os.waitpid(child, 0)
+            break
+        except InterruptedError:
+            continue
+    os._exit(exit_code(status))
 
 
 def _report(w: int, exc: BaseException) -> None:
@@ -279,19 +279,7 @@ def _keeper(spec: dict[str, Any], bundle: Path, cg: Cgroup, stdio: Stdio, w: int
             _report(w, exc)
         os._exit(127)
     pid_file.write_text(str(child))
-    os.close(w)
-    if console is not None:
-        os.close(console)
-    # Forward termination signals to the container, as runc run does.
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
-        signal.signal(s, lambda sig, _f: _safe_kill(child, sig))
-    while True:
-        try:
-            _, status = os.waitpid(child, 0)
-            break
-        except InterruptedError:
-            continue
-    os._exit(exit_code(status))
+    _reap(child, w, console)
 
 
 def _safe_kill(pid: int, sig: int) -> None:
@@ -473,15 +461,4 @@ def _exec_keeper(spec: dict[str, Any], init_pid: int, argv: list[str], env: list
         except BaseException as exc:  # noqa: BLE001
             _report(w, exc)
         os._exit(127)
-    os.close(w)
-    if console is not None:
-        os.close(console)
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
-        signal.signal(s, lambda sig, _f: _safe_kill(child, sig))
-    while True:
-        try:
-            _, status = os.waitpid(child, 0)
-            break
-        except InterruptedError:
-            continue
-    os._exit(exit_code(status))
+    _reap(child, w, console)

@@ -39,26 +39,23 @@ def parse_subnet(text: str) -> IPv4Net:
     return net
 
 
-def parse_gateway(net: IPv4Net, text: str | None) -> IPv4Addr:
-    if text is None:
-        return next(net.hosts())
+def _host_address(net: IPv4Net, text: str, what: str) -> IPv4Addr:
     try:
-        gw = IPv4Addr(text)
+        ip = IPv4Addr(text)
     except ValueError:
-        raise BadInput(f"gateway {text!r} is not an IPv4 address") from None
-    if gw not in net or gw in (net.network_address, net.broadcast_address):
-        raise BadInput(f"gateway {gw} is not a host address of {net}")
-    return gw
+        raise BadInput(f"{what} {text!r} is not an IPv4 address") from None
+    if ip not in net or ip in (net.network_address, net.broadcast_address):
+        raise BadInput(f"{what} {ip} is not a host address of {net}")
+    return ip
+
+
+def parse_gateway(net: IPv4Net, text: str | None) -> IPv4Addr:
+    return next(net.hosts()) if text is None else _host_address(net, text, "gateway")
 
 
 def check_address(net: IPv4Net, gateway: IPv4Addr, text: str) -> IPv4Addr:
     """A container address the caller asked for (``--ip``)."""
-    try:
-        ip = IPv4Addr(text)
-    except ValueError:
-        raise BadInput(f"address {text!r} is not an IPv4 address") from None
-    if ip not in net or ip in (net.network_address, net.broadcast_address):
-        raise BadInput(f"address {ip} is not a host address of {net}")
+    ip = _host_address(net, text, "address")
     if ip == gateway:
         raise Conflict(f"address {ip} is the gateway of the network")
     return ip

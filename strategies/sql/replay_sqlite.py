@@ -214,20 +214,15 @@ def _build(plan: Any, tmp: str, progress: Progress | None, parallel: bool) -> di
                 raise NotDone(f"constraint violation: index {ix.name} on {ix.table}: {e}") from None
             except sqlite3.Error as e:
                 raise NotDone(f"index {ix.name} on {ix.table}: {e}") from None
-        for v in target.views.values():
-            ddl = render.view_ddl(v, target.dialect, "sqlite")
-            if ddl:
-                try:
-                    conn.execute(ddl)
-                except sqlite3.Error as e:
-                    raise NotDone(f"view {v.name}: {e}") from None
-        for tr in target.triggers.values():
-            ddl = render.trigger_ddl(tr, target.dialect, "sqlite")
-            if ddl:
-                try:
-                    conn.execute(ddl)
-                except sqlite3.Error as e:
-                    raise NotDone(f"trigger {tr.name}: {e}") from None
+        for what, objects, ddl_of in (("view", target.views, render.view_ddl),
+                                      ("trigger", target.triggers, render.trigger_ddl)):
+            for obj in objects.values():
+                ddl = ddl_of(obj, target.dialect, "sqlite")
+                if ddl:
+                    try:
+                        conn.execute(ddl)
+                    except sqlite3.Error as e:
+                        raise NotDone(f"{what} {obj.name}: {e}") from None
         phase("indexes")
         if checker is not None:
             conn.execute("COMMIT")

@@ -3,6 +3,7 @@ the test's own network namespace, and small busybox images for crash tests."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
@@ -54,31 +55,40 @@ def loaded_root(tmp_path_factory, fixture_image) -> Path:
     rsys.umount_tree(root)
 
 
-@pytest.fixture
-def vm(loaded_root: Path, own_netns):  # type: ignore[no-untyped-def]
-    """``vm("upgrade", ...)`` runs the CLI against the loaded store, in the
-    test's network namespace; everything it made is removed afterwards."""
+@contextlib.contextmanager
+def cli_session(root: Path):  # type: ignore[no-untyped-def]
+    """``run("upgrade", ...)`` runs the CLI against the store at ``root``;
+    every container, volume and network left is removed afterwards."""
 
     def run(*args: str, env: dict[str, str] | None = None, timeout: float = 180,
             check: bool = False) -> subprocess.CompletedProcess:
-        full = dict(os.environ, VOLMERGE_ROOT=str(loaded_root), **(env or {}))
+        full = dict(os.environ, VOLMERGE_ROOT=str(root), **(env or {}))
         p = subprocess.run([sys.executable, "-m", "volmerge", *args], capture_output=True,
                            text=True, env=full, timeout=timeout)
         if check:
             assert p.returncode == 0, f"volmerge {' '.join(args)}: {p.stderr}"
         return p
 
-    run.root = loaded_root  # type: ignore[attr-defined]
-    yield run
-    ids = run("ps", "-aq").stdout.split()
-    if ids:
-        run("rm", "-f", *ids)
-    vols = run("volume", "ls", "-q").stdout.split()
-    if vols:
-        run("volume", "rm", "-f", *vols)
-    nets = [n for n in run("network", "ls", "-q").stdout.split()]
-    if nets:
-        run("network", "rm", *nets)
+    run.root = root  # type: ignore[attr-defined]
+    try:
+        yield run
+    finally:
+        ids = run("ps", "-aq").stdout.split()
+        if ids:
+            run("rm", "-f", *ids)
+        vols = run("volume", "ls", "-q").stdout.split()
+        if vols:
+            run("volume", "rm", "-f", *vols)
+        nets = run("network", "ls", "-q").stdout.split()
+        if nets:
+            run("network", "rm", *nets)
+
+
+@pytest.fixture
+def vm(loaded_root: Path, own_netns):  # type: ignore[no-untyped-def]
+    """The CLI against the loaded store, in the test's network namespace."""
+    with cli_session(loaded_root) as run:
+        yield run
 
 
 def tree_digest(path: Path) -> dict[str, str]:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import cli_session
+
 PG15 = "localhost/volmerge-fixture/postgres:15"
 PG16 = "localhost/volmerge-fixture/postgres:16"
 SOCK = "/var/run/postgresql"
@@ -52,20 +54,8 @@ def pg_root(tmp_path_factory, fixture_image) -> Path:
 
 @pytest.fixture
 def pgvm(pg_root: Path, own_netns):  # type: ignore[no-untyped-def]
-    def run(*args: str, check: bool = False, timeout: float = 180) -> subprocess.CompletedProcess:
-        p = subprocess.run([sys.executable, "-m", "volmerge", *args], capture_output=True, text=True,
-                           env=dict(os.environ, VOLMERGE_ROOT=str(pg_root)), timeout=timeout)
-        if check:
-            assert p.returncode == 0, f"volmerge {' '.join(args)}: {p.stderr}"
-        return p
-
-    yield run
-    ids = run("ps", "-aq").stdout.split()
-    if ids:
-        run("rm", "-f", *ids)
-    vols = run("volume", "ls", "-q").stdout.split()
-    if vols:
-        run("volume", "rm", "-f", *vols)
+    with cli_session(pg_root) as run:
+        yield run
 
 
 def psql(vm, sql: str, db: str = "postgres") -> str:  # type: ignore[no-untyped-def]

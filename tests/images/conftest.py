@@ -12,13 +12,6 @@ from runtime.store import Store
 
 
 @pytest.fixture
-def store(root: Path):
-    s = Store(root)
-    yield s
-    s.close()
-
-
-@pytest.fixture
 def images(store: Store) -> ImageStore:
     return ImageStore(store)
 

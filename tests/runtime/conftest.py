@@ -104,15 +104,6 @@ def make_image(busybox_rootfs: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture
-def store(root: Path):
-    from runtime.store import Store
-
-    s = Store(root)
-    yield s
-    s.close()
-
-
-@pytest.fixture
 def image(store, fixture_image) -> str:
     """The fixture busybox image, loaded into this test's store."""
     from runtime.images import ImageStore

@@ -265,7 +265,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
                 t0 = time.time() - parse_duration(since)
         out, err = sys.stdout, sys.stderr
         at_line_start = {"stdout": True, "stderr": True}
-        for stream, text, t in _engine(ctx).log_entries(container, follow=follow, tail=n, since=t0):
+        for stream, text, t in _engine(ctx).logs(container, follow=follow, tail=n, since=t0):
             f = err if stream == "stderr" else out
             if timestamps and at_line_start.get(stream, True):
                 stamp = datetime.datetime.fromtimestamp(t, datetime.timezone.utc)

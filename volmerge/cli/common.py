@@ -13,8 +13,7 @@ from typing import Any
 
 import typer
 
-
-from .state import Globals, recover_pending  # noqa: E402,F401 - re-exported
+from .state import Globals
 
 
 def g(ctx: typer.Context) -> Globals:

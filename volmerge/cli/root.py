@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from .common import Globals
+from .state import Globals
 
 app = typer.Typer(
     name="volmerge",

@@ -74,15 +74,8 @@ class StopContainer(Step):
         if not data.get("was_running", self.args.get("running", True)):
             return
         c = _container(ctx, self.args["id"])
-        if c is None:
-            return
-        if c.state in ("running", "paused") and c.stop_requested:
-            # The stop this step began is still under way (the upgrade was
-            # killed after the signal): let it finish, or the container
-            # would be left exited once its supervisor records the exit.
-            c = ctx.engine.stop(c.id, timeout=self.args["timeout"])
-        if c.state not in ("running", "paused"):
-            ctx.engine.start(c.id)
+        if c is not None:  # start sees a stop this step began (and was killed in) through first
+            ctx.engine.start(c.id, stop_timeout=self.args["timeout"])
 
 
 class SnapshotVolume(Step):
