@@ -208,25 +208,12 @@ def fold_fills(tables: list[Any], src: Any) -> None:
 
 def _literal(src: Any, expr: str) -> str:
     """The value of a row-free expression, evaluated once in the source
-    engine, as an SQL literal of that engine."""
+    engine, as an SQL literal of that engine (the engine writes it)."""
     if src.engine == "postgres":
         from .pg import pg_connect
 
         with pg_connect(src.url) as conn:
-            value, typ = conn.execute(f"SELECT ({expr})::text, pg_typeof({expr})::text").fetchone()
-        if value is None:
-            return "NULL"
-        return f"CAST('{value.replace(chr(39), chr(39) * 2)}' AS {typ})"
-    value = src.scalar(f"SELECT {expr}")
-    if value is None:
-        return "NULL"
-    if isinstance(value, bool):
-        return str(int(value))
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return repr(value) if value == value and value not in (float("inf"), float("-inf")) else "NULL"
-    if isinstance(value, bytes):
-        return f"X'{value.hex()}'"
-    return "'" + str(value).replace("'", "''") + "'"
-
+            return str(conn.execute(
+                "SELECT CASE WHEN v IS NULL THEN 'NULL' ELSE format('CAST(%L AS %s)', v::text, pg_typeof(v)) "
+                f"END FROM (SELECT ({expr}) AS v) AS s").fetchone()[0])
+    return str(src.scalar(f"SELECT quote(({expr}))"))
