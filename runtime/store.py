@@ -136,6 +136,15 @@ class Store:
         # Inside a caller's transaction the migration commits (or rolls back)
         # with it: only remember it as done when it committed by itself.
         nested = self.db.in_transaction
+        # Up to date (every open but the first): a read, not a write
+        # transaction and its fsync.
+        row = self.db.execute(
+            "SELECT version FROM schema_version WHERE component = ?", (component,)
+        ).fetchone()
+        if row is not None and row[0] == len(migrations):
+            if not nested:
+                self._schemas_done.add(component)
+            return
         with self.transaction() as conn:
             row = conn.execute(
                 "SELECT version FROM schema_version WHERE component = ?", (component,)
