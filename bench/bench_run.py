@@ -4,7 +4,10 @@
 Run as root: ``.venv/bin/python bench/bench_run.py [-n RUNS] [--network none|bridge]``.
 Everything happens in a private mount and network namespace (loopback up) and
 temporary directories (podman gets its own storage root); prints the medians
-and the ratios.  ``--network none`` (the default) gives every container an
+and the ratios.  volmerge is timed as users run it (the ``volmerge`` script)
+with the store's warm command server (server.py; any command starts it) and
+without it (VOLMERGE_SERVER=0: a fresh interpreter imports everything).
+``--network none`` (the default) gives every container an
 empty network namespace, as bare ``runc run`` of a ``runc spec`` bundle has;
 ``--network bridge`` runs volmerge on its default bridge network (a veth, an
 address, a hosts file) and podman on its default network.
@@ -65,8 +68,10 @@ def main() -> None:
     try:
         # volmerge: the image in a fresh store
         root = work / "vm"
-        env = dict(os.environ, VOLMERGE_ROOT=str(root))
-        vm = [sys.executable, "-m", "volmerge"]
+        env = dict(os.environ, VOLMERGE_ROOT=str(root), VOLMERGE_SERVER="1")
+        cold_env = dict(env, VOLMERGE_SERVER="0")
+        script = Path(sys.executable).parent / "volmerge"  # what users run
+        vm = [str(script)] if script.exists() else [sys.executable, "-m", "volmerge"]
         subprocess.run([*vm, "image", "load", str(archive)], check=True, env=env,
                        stdout=subprocess.DEVNULL)
         # runc: the same layer as a plain bundle, spec from `runc spec`
@@ -88,8 +93,10 @@ def main() -> None:
         (bundle / "config.json").write_text(json.dumps(spec))
         runc_root = work / "runc"
 
+        # the store's warm command server (started by any command; here at once)
+        subprocess.run([*vm, "server", "start"], check=True, env=env, stdout=subprocess.DEVNULL)
         results: dict[str, list[float]] = {"volmerge (runc)": [], "volmerge (builtin)": [],
-                                           "runc run": []}
+                                           "volmerge (runc, no server)": [], "runc run": []}
         podman_base = None
         if not args.no_podman and shutil.which("podman"):
             results["podman run"] = []
@@ -104,6 +111,8 @@ def main() -> None:
                                                   ref, "/bin/true"], env),
                 "volmerge (builtin)": lambda: timed([*vm, "run", "--rm", "--runtime", "builtin",
                                                      *vm_net, ref, "/bin/true"], env),
+                "volmerge (runc, no server)": lambda: timed(
+                    [*vm, "run", "--rm", "--runtime", "runc", *vm_net, ref, "/bin/true"], cold_env),
                 "runc run": lambda: timed(["runc", "--root", str(runc_root), "run", "--bundle",
                                            str(bundle), f"bench-{i}"]),
             }
@@ -122,10 +131,14 @@ def main() -> None:
         runc_ms = median_ms(results["runc run"])
         print(f"volmerge (runc) / runc run   = {vm_ms / runc_ms:.2f}x  (goal <= 3x)")
         print(f"volmerge (builtin) / runc run = {median_ms(results['volmerge (builtin)']) / runc_ms:.2f}x")
+        cold_ms = median_ms(results["volmerge (runc, no server)"])
+        print(f"volmerge (runc, no server) / runc run = {cold_ms / runc_ms:.2f}x")
         if "podman run" in results:
             pm = median_ms(results["podman run"])
             print(f"volmerge (runc) / podman run = {vm_ms / pm:.2f}x  (goal < 0.5x)")
+            print(f"volmerge (runc, no server) / podman run = {cold_ms / pm:.2f}x")
     finally:
+        subprocess.run([*vm, "server", "stop"], env=env, stdout=subprocess.DEVNULL)
         rsys.umount_tree(work)
         shutil.rmtree(work, ignore_errors=True)
 

@@ -26,6 +26,10 @@ os.environ["PATH"] = "/usr/lib/postgresql/15/bin:" + os.environ.get("PATH", "")
 # A tag that every process started by the suite inherits: the guard finds
 # stray processes by it.
 TEST_TAG = os.environ.setdefault("VOLMERGE_TEST_TAG", uuid.uuid4().hex)
+# Commands run in the process the test starts: a warm command server
+# (volmerge/cli/server.py) would outlive the test.  tests/volmerge/
+# test_cli_server.py turns it on where it is the subject.
+os.environ["VOLMERGE_SERVER"] = "0"
 # Container cgroups of this session live under a parent of their own.
 os.environ.setdefault("VOLMERGE_CGROUP_PARENT", f"volmerge-test-{TEST_TAG[:12]}")
 

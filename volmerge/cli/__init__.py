@@ -8,14 +8,12 @@ stderr and their exit code: 2 bad input, 1 not done (rolled back), anything
 else is a bug.
 """
 
-from __future__ import annotations
 
 import os
 import sys
-from typing import Any
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name == "app":
         from .root import app
 
@@ -23,19 +21,42 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, served: bool = False) -> int:
+    """Run one command; its exit code.  Unless ``served`` (already inside
+    the command server) or VOLMERGE_SERVER=0, the store's warm command
+    server runs it (client.py); without a server this process does, and
+    starts one in the background for the next command."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    start_server = False
+    if not served:
+        from . import client
+
+        if client.enabled() and not client.server_command(args):
+            result = client.run_on_server(args)
+            if isinstance(result, int):
+                return result
+            start_server = result == client.ABSENT
+    try:
+        return _main(args)
+    finally:
+        if start_server:
+            from .server import start_background
+
+            start_background(client.store_root(args))
+
+
+def _main(args: list[str]) -> int:
     from volmerge.errors import exit_code_of, known_error_types
 
-    args = sys.argv[1:] if argv is None else list(argv)
     try:
         from .fastrun import fast_run
 
         code = fast_run(args)
         if code is not None:
             return code
-        from .root import app
+        from .root import run
 
-        app(args=args, prog_name="volmerge", standalone_mode=True)
+        run(args)
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
