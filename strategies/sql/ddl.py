@@ -18,7 +18,7 @@ from sqlglot.errors import ParseError, TokenError
 from strategies.errors import BadInput
 
 from .dumpstream import Statement
-from .schema import (Column, ForeignKey, Index, Schema, Table, Trigger, View,
+from .schema import (SETTINGS, Column, ForeignKey, Index, Schema, Table, Trigger, View,
                      has_autoincrement, is_without_rowid)
 
 _IGNORED = re.compile(
@@ -48,11 +48,46 @@ _OWNED_BY = re.compile(r"^\s*ALTER\s+SEQUENCE\s+(\S+)\s+OWNED\s+BY\s+(\S+)\s*$",
 _CREATE_AS = re.compile(r"\)\s*AS\s+SELECT\b|^\s*CREATE\s+TABLE\s+\S+\s+AS\b", re.I)
 
 
+_SETTING = re.compile(r"^\s*PRAGMA\s+(?:\"?main\"?\.)?\"?(\w+)\"?\s*(?:=\s*(\S+?)|\(\s*(\S+?)\s*\))\s*;?\s*$",
+                      re.I)
+_AUTO_VACUUM = {"none": 0, "full": 1, "incremental": 2}
+
+
+def _setting(text: str) -> tuple[str, int] | None:
+    """``PRAGMA user_version = 5`` (a setting of SETTINGS) -> ("user_version", 5)."""
+    m = _SETTING.match(text)
+    if m is None or m.group(1).lower() not in SETTINGS:
+        return None
+    name, raw = m.group(1).lower(), (m.group(2) or m.group(3)).strip("'\"")
+    if name == "auto_vacuum" and raw.lower() in _AUTO_VACUUM:
+        return name, _AUTO_VACUUM[raw.lower()]
+    try:
+        return name, int(raw, 0)
+    except ValueError:
+        return None
+
+
+def apply_setting(schema: Schema, st: Statement) -> None:
+    found = _setting(st.text)
+    text = " ".join(st.text.split())[:80]
+    if found is None:
+        raise BadInput(f"setting at line {st.line} is not a number: {text}")
+    name, value = found
+    valid = {"page_size": lambda v: 512 <= v <= 65536 and v & (v - 1) == 0,
+             "auto_vacuum": lambda v: v in (0, 1, 2)}.get(name, lambda v: -2**31 <= v < 2**31)
+    if not valid(value):
+        raise BadInput(f"setting at line {st.line} is out of range: {text}")
+    schema.settings[name] = value
+
+
 def classify(st: Statement) -> str:
-    """'ignore', 'insert', 'copy', 'sequence', 'ddl' or 'unsupported'."""
+    """'ignore', 'insert', 'copy', 'sequence', 'setting', 'ddl' or 'unsupported'."""
     text = st.text
     if st.copy_lines is not None:
         return "copy"
+    m = _SETTING.match(text)
+    if m is not None and m.group(1).lower() in SETTINGS:
+        return "setting"
     if _INSERT.match(text):
         return "sequence" if _SQLITE_SEQ.match(text) else "insert"
     if _SETVAL.match(text) or _OWNED_BY.match(text):

@@ -36,6 +36,7 @@ class ReplayPlan:
     missing: list[str] = field(default_factory=list)  # NOT NULL target columns with no value
     allow_data_loss: bool = False
     workdir: str | None = None
+    settings_from: dict[str, str] = field(default_factory=dict)  # setting -> "ours" | "theirs"
     _finalizer: Any = field(default=None, repr=False)
 
     @property
@@ -93,6 +94,8 @@ class ReplayPlan:
             "notes": self.merged.notes,
             "problems": self.problems(),
             "rows_total": sum(t.rows for t in self.tables),
+            "settings": {k: {"value": v, "from": self.settings_from.get(k)}
+                         for k, v in self.target.settings.items()} if self.to_dialect == "sqlite" else {},
         }
 
     def close(self) -> None:
@@ -159,6 +162,7 @@ def plan_replay(src: str, schema: str, base: str | None = None, maps: dict[str, 
             elif any(c.how == "missing" for c in tm.columns):
                 merged.notes.append(f"{tm.target}: NOT NULL column(s) without default, but no rows to carry")
         fold_fills(merged.tables, ours)
+        merged.target.settings, plan.settings_from = target_settings(ours.schema, theirs.schema)
         for t in merged.dropped_tables:
             n = ours.count(t)
             if n:
@@ -171,6 +175,20 @@ def plan_replay(src: str, schema: str, base: str | None = None, maps: dict[str, 
     except BaseException:
         fin()
         raise
+
+
+def target_settings(ours: Schema, theirs: Schema) -> tuple[dict[str, int], dict[str, str]]:
+    """The new database's settings (schema.SETTINGS) and where each comes
+    from: the new version's (its database, or the PRAGMAs of its .sql
+    file), else the live database's.  user_version is the schema's version
+    number to apps that migrate by it, so it goes with the schema: a new
+    file left at 0 would send such an app into its first-run migrations."""
+    values: dict[str, int] = {}
+    origin: dict[str, str] = {}
+    for side, schema in (("ours", ours), ("theirs", theirs)):
+        for k, v in schema.settings.items():
+            values[k], origin[k] = v, side
+    return values, origin
 
 
 def fold_fills(tables: list[Any], src: Any) -> None:

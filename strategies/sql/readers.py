@@ -19,8 +19,8 @@ from typing import Iterator
 from strategies.errors import BadInput
 
 from .dumpstream import Statement, iter_statements, open_text, sniff_dialect
-from .schema import Column, ForeignKey, Index, Schema, Table, Trigger, View, has_autoincrement, \
-    is_without_rowid, quote
+from .schema import SETTINGS, Column, ForeignKey, Index, Schema, Table, Trigger, View, \
+    has_autoincrement, is_without_rowid, quote
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -200,6 +200,8 @@ def _read_sqlite(conn: sqlite3.Connection, p: str, path: str) -> Schema:
             s.sequences[name] = int(seq)
     except sqlite3.OperationalError:
         pass
+    for name in SETTINGS:
+        s.settings[name] = int(conn.execute(f"PRAGMA {p}{name}").fetchone()[0])
     return s
 
 
@@ -248,6 +250,8 @@ def stage_dump(path: str, dialect: str | None = None, staging: str | None = None
                     continue
                 if kind == "sequence":
                     ddl.apply_sequence(schema, st)
+                elif kind == "setting":
+                    ddl.apply_setting(schema, st)
                 elif kind == "ddl":
                     ddl.apply_ddl(schema, st, dialect)
                     if dialect == "sqlite":

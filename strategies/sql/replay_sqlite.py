@@ -149,6 +149,7 @@ def _build(plan: Any, tmp: str, progress: Progress | None, parallel: bool) -> di
     try:
         # MEMORY, not OFF: a failed statement must roll back (the row probe
         # relies on it); pages of a fresh file are not journaled anyway.
+        _settings(conn, plan, ("page_size", "auto_vacuum"))  # before the file's first page
         conn.execute("PRAGMA journal_mode=MEMORY")
         conn.execute("PRAGMA synchronous=OFF")
         conn.execute("PRAGMA cache_size=-65536")
@@ -167,6 +168,7 @@ def _build(plan: Any, tmp: str, progress: Progress | None, parallel: bool) -> di
                 conn.execute(render.table_ddl(t, target.dialect, "sqlite"))
             except sqlite3.Error as e:
                 raise BadInput(f"target schema: table {t.name}: {e}") from None
+        _settings(conn, plan, ("user_version", "application_id"))
         if src_engine == "sqlite":
             _validate_casts(conn, plan)
         if parallel:
@@ -228,6 +230,7 @@ def _build(plan: Any, tmp: str, progress: Progress | None, parallel: bool) -> di
             conn.execute("COMMIT")
             phase("commit")
             checks = checker.finish()
+            _check_settings(conn, plan)
             phase("checks (after the load)")
             return {"tables": tables_out, "verified": checks, "phases": phases}
         for child in _fk_children(conn):
@@ -237,6 +240,7 @@ def _build(plan: Any, tmp: str, progress: Progress | None, parallel: bool) -> di
         phase("verify")
         conn.execute("COMMIT")
         _quick_check(conn)
+        _check_settings(conn, plan)
         phase("integrity")
         return {"tables": tables_out, "verified": checks, "phases": phases}
     finally:
@@ -249,6 +253,21 @@ def _build(plan: Any, tmp: str, progress: Progress | None, parallel: bool) -> di
         if pgc is not None:
             pgc.close()
             plan._pg_src_conn = None
+
+
+def _settings(conn: sqlite3.Connection, plan: Any, names: tuple[str, ...]) -> None:
+    """The target's database settings (plan.target_settings) of ``names``."""
+    for name in names:
+        value = plan.target.settings.get(name)
+        if value is not None:
+            conn.execute(f"PRAGMA main.{name} = {int(value)}")
+
+
+def _check_settings(conn: sqlite3.Connection, plan: Any) -> None:
+    for name, want in plan.target.settings.items():
+        got = conn.execute(f"PRAGMA main.{name}").fetchone()[0]
+        if got != want:
+            raise NotDone(f"the new database's {name} is {got}, not {want}")
 
 
 def _validate_casts(conn: sqlite3.Connection, plan: Any) -> None:

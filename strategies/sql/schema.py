@@ -122,6 +122,12 @@ class Trigger:
     dialect: str | None = None
 
 
+#: What a SQLite database says about itself besides its tables: the
+#: application's schema version and id (apps that migrate by user_version
+#: read it first thing) and the file's physical layout.
+SETTINGS = ("user_version", "application_id", "page_size", "auto_vacuum")
+
+
 @dataclass
 class Schema:
     dialect: str = "sqlite"
@@ -132,6 +138,9 @@ class Schema:
     sequences: dict[str, int] = field(default_factory=dict)  # table -> last value handed out
     source: str = ""
     seq_tables: dict[str, str] = field(default_factory=dict, repr=False)  # sequence -> its table
+    #: SQLite database settings (SETTINGS): a database file's, or the
+    #: ``PRAGMA name = N`` statements of a .sql file
+    settings: dict[str, int] = field(default_factory=dict)
 
     def table(self, name: str) -> Table | None:
         t = self.tables.get(name)
@@ -160,6 +169,7 @@ class Schema:
             "views": [asdict(v) for v in self.views.values()],
             "triggers": [asdict(t) for t in self.triggers.values()],
             "sequences": self.sequences,
+            "settings": self.settings,
         }
 
 

@@ -93,3 +93,28 @@ def test_schema_and_diff_commands(tmp_path, cli):
     assert json.loads(p.stdout)["diff"]["columns_kept_from_ours"] == ["notes.color"]
     assert sorted(os.listdir(tmp_path)) == ["base.db", "live.db", "new.db", "root"] or \
         sorted(os.listdir(tmp_path)) == ["base.db", "live.db", "new.db"]
+
+
+def test_dry_run_shows_the_new_databases_settings(tmp_path, cli):
+    import sqlite3
+
+    base, live, new = trio(tmp_path)
+    for path, uv in ((live, 3), (new, 4)):
+        conn = sqlite3.connect(path)
+        conn.execute(f"PRAGMA user_version = {uv}")
+        conn.close()
+    p = cli("sql", "replay", str(live), "--schema", str(new), "--base", str(base), "--dry-run",
+            "--map", "notes.body=content", "--default", "notes.pinned=0")
+    assert p.returncode == 0, p.stderr
+    assert "settings: user_version 4 (new version)" in p.stdout
+
+
+def test_a_bad_setting_in_the_schema_file_exits_2(tmp_path, cli):
+    base, live, new = trio(tmp_path)
+    schema = tmp_path / "s.sql"
+    schema.write_text("PRAGMA page_size = 3;\nCREATE TABLE t(a INTEGER);\n")
+    p = cli("sql", "replay", str(live), "--schema", str(schema), "-o", str(tmp_path / "o.db"))
+    assert p.returncode == 2, p.stderr
+    assert "setting at line 1 is out of range: PRAGMA page_size = 3" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o.db").exists()

@@ -287,3 +287,76 @@ def test_a_fill_that_reads_the_row_stays_per_row_and_coalesce_keeps_values(tmp_p
     assert res.verified
     got = rows(tmp_path / "out.db", "SELECT id, b, c FROM t ORDER BY id")
     assert [r[2] for r in got] == ["x!", "y!"] and got[1][1] == "kept" and len(got[0][1]) == 4
+
+
+def _settings(path) -> dict[str, int]:
+    return {k: rows(path, f"PRAGMA {k}")[0][0]
+            for k in ("user_version", "application_id", "page_size", "auto_vacuum")}
+
+
+@pytest.mark.parametrize("rows_in_live", [True, False])
+def test_database_settings_follow_the_new_version(tmp_path, rows_in_live):
+    """user_version is the schema's version number to apps that migrate by
+    it: the new file gets the new version's, as it gets its schema (left at
+    0 such an app would run its first-run migrations on a full database)."""
+    base, live, new = trio(tmp_path)
+    for path, uv in ((live, 1), (new, 2)):
+        conn = sqlite3.connect(path)
+        conn.execute(f"PRAGMA user_version = {uv}")
+        conn.execute(f"PRAGMA application_id = {0x564D00 + uv}")
+        conn.close()
+    # the new version's file layout too (VACUUM applies page size and auto_vacuum)
+    conn = sqlite3.connect(new, isolation_level=None)
+    conn.execute("PRAGMA page_size = 8192")
+    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    conn.execute("VACUUM")
+    conn.close()
+    if not rows_in_live:
+        conn = sqlite3.connect(live)
+        conn.executescript("DELETE FROM notes; DELETE FROM users;")
+        conn.close()
+    out = tmp_path / "out.db"
+    with plan_replay(str(live), schema=str(new), base=str(base), maps=HINTS, defaults=DEFAULTS) as plan:
+        s = plan.to_json()["settings"]
+        assert s["user_version"] == {"value": 2, "from": "theirs"}
+        assert s["page_size"] == {"value": 8192, "from": "theirs"}
+        replay(plan, str(out))
+    assert _settings(out) == {"user_version": 2, "application_id": 0x564D02, "page_size": 8192,
+                              "auto_vacuum": 2}
+
+
+def test_settings_from_a_schema_file_and_else_from_the_live_database(tmp_path):
+    base, live, new = trio(tmp_path)
+    conn = sqlite3.connect(live)
+    conn.execute("PRAGMA user_version = 7")
+    conn.execute("PRAGMA application_id = 42")
+    conn.close()
+    schema_sql = "\n".join(r[0] + ";" for r in rows(
+        new, "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%'"))
+    plain = tmp_path / "new.sql"
+    plain.write_text(schema_sql + "\n")
+    versioned = tmp_path / "new-v8.sql"
+    versioned.write_text("PRAGMA user_version = 8;\nPRAGMA main.page_size=16384;\n" + schema_sql + "\n")
+    for schema, want in ((plain, {"user_version": 7, "application_id": 42, "page_size": 4096}),
+                         (versioned, {"user_version": 8, "application_id": 42, "page_size": 16384})):
+        out = tmp_path / f"out-{schema.stem}.db"
+        with plan_replay(str(live), schema=str(schema), base=str(base), maps=HINTS,
+                         defaults=DEFAULTS) as plan:
+            assert plan.to_json()["settings"]["user_version"]["from"] == (
+                "theirs" if schema is versioned else "ours")
+            replay(plan, str(out))
+        got = _settings(out)
+        assert {k: got[k] for k in want} == want
+
+
+@pytest.mark.parametrize("pragma, message", [
+    ("PRAGMA user_version = seven;", "is not a number"),
+    ("PRAGMA page_size = 1000;", "out of range"),
+    ("PRAGMA auto_vacuum = 5;", "out of range"),
+])
+def test_a_bad_setting_in_a_schema_file_is_bad_input(tmp_path, pragma, message):
+    base, live, new = trio(tmp_path)
+    schema = tmp_path / "bad.sql"
+    schema.write_text("CREATE TABLE t(a INTEGER);\n" + pragma + "\n")
+    with pytest.raises(BadInput, match=f"line 2 {message}|at line 2 .*{message}"):
+        plan_replay(str(live), schema=str(schema))

@@ -129,6 +129,12 @@ def _print_plan(d: dict) -> None:
                 if c.get("fill") and c["fill"] not in src:  # evaluated once for every row
                     src += f"  (= {c['fill']}, evaluated once)"
                 print(f"    {c['target']:<20} <- {src}  [{c['how']}]")
+    shown_settings = {k: v for k, v in d.get("settings", {}).items()
+                      if k in ("user_version", "application_id") or v["from"] == "theirs"}
+    if shown_settings:
+        print("settings: " + ", ".join(
+            f"{k} {v['value']} ({'new version' if v['from'] == 'theirs' else 'live database'})"
+            for k, v in shown_settings.items()))
     for x in d["losses"]:
         what = f"{x['table']}.{x['column']}: {x['count']} values" if x["column"] else \
             f"{x['table']}: {x['count']} rows"
