@@ -37,6 +37,11 @@ def replay_dump(plan: Any, dst: str, progress: Any = None) -> dict[str, Any]:
         try:
             with open(tmp, "x", encoding="utf-8") as f:
                 if dialect == "sqlite":
+                    # the database settings first: page_size and auto_vacuum
+                    # only apply before the first table
+                    for name in ("page_size", "auto_vacuum", "user_version", "application_id"):
+                        if name in plan.target.settings:
+                            f.write(f"PRAGMA {name} = {int(plan.target.settings[name])};\n")
                     for line in conn.iterdump():
                         f.write(line + "\n")
                 else:

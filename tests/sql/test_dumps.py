@@ -187,3 +187,25 @@ def test_streaming_keeps_memory_flat(tmp_path):
         tracemalloc.stop()
     assert rows(tmp_path / "out.db", "SELECT count(*) FROM t") == [(60000,)]
     assert peak < size / 5, (peak, size)
+
+
+def test_a_sqlite_dump_written_by_the_replay_keeps_the_settings(tmp_path):
+    import sqlite3
+
+    base, live, new = trio(tmp_path)
+    conn = sqlite3.connect(new, isolation_level=None)
+    conn.execute("PRAGMA user_version = 9")
+    conn.execute("PRAGMA page_size = 8192")
+    conn.execute("VACUUM")
+    conn.close()
+    kw = dict(schema=str(new), base=str(base), maps={"notes.body": "content"}, defaults={"notes.pinned": "0"})
+    with plan_replay(str(live), **kw) as plan:
+        replay(plan, str(tmp_path / "out.sql"))
+    text = (tmp_path / "out.sql").read_text()
+    assert text.startswith("PRAGMA page_size = 8192;\n")
+    loaded = tmp_path / "loaded.db"
+    subprocess.run(["sqlite3", str(loaded)], input=text, text=True, check=True)
+    assert rows(loaded, "PRAGMA user_version") == [(9,)] and rows(loaded, "PRAGMA page_size") == [(8192,)]
+    # and read back as a source, the dump says the same
+    with plan_replay(str(tmp_path / "out.sql"), schema=str(new)) as plan:
+        assert plan.ours.schema.settings["user_version"] == 9
