@@ -247,3 +247,51 @@ def test_a_killed_server_costs_the_running_command_nothing(served, image, root):
     p = _vm(served, "run", "--rm", "--network", "none", image, "/bin/sh", "-c", "exit 9")
     assert p.returncode == 9, p.stderr
     assert _status(served)["served"] == 1
+
+
+def _command_process(server_pid: int) -> int:
+    """The served command's process: the server's child."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for pid in os.listdir("/proc"):
+            if pid.isdigit():
+                try:
+                    stat = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()
+                except OSError:
+                    continue
+                if int(stat[1]) == server_pid and stat[0] != b"Z":
+                    return int(pid)
+        time.sleep(0.02)
+    raise AssertionError("no command process")
+
+
+def _gone(pid: int, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state == b"Z":
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_a_command_killed_by_a_signal_kills_its_client_alike(served, image):
+    with _started(served, "run", "--rm", "--network", "none", image, "/bin/sh", "-c",
+                  "echo started; sleep 30") as proc:
+        os.kill(_command_process(_status(served)["pid"]), signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL  # as if the CLI process itself had been killed
+    assert _vm(served, "rm", "-f", *_vm(served, "ps", "-aq").stdout.split()).returncode == 0
+
+
+def test_a_killed_client_takes_its_command_with_it(served, image):
+    with _started(served, "run", "--rm", "--network", "none", image, "/bin/sh", "-c",
+                  "echo started; sleep 30") as proc:
+        command = _command_process(_status(served)["pid"])
+        proc.kill()
+        proc.wait(timeout=30)
+        assert _gone(command)  # as the CLI process it stands for would be
+    assert _vm(served, "rm", "-f", *_vm(served, "ps", "-aq").stdout.split()).returncode == 0

@@ -179,5 +179,16 @@ def _await(sock: object) -> int | None:
                 forwarder.started(int(value))
             elif kind == b"X":
                 return int(value)
+            elif kind == b"K":  # the command died of a signal: so does this process
+                sig = int(value)
+                forwarder.restore()
+                sys.stdout.flush()
+                sys.stderr.flush()
+                try:
+                    forwarder._signal.signal(sig, forwarder._signal.SIG_DFL)
+                except (OSError, ValueError):  # SIGKILL, SIGSTOP: not to be caught anyway
+                    pass
+                os.kill(os.getpid(), sig)
+                return 128 + sig  # a signal this process cannot die of
     finally:
         forwarder.restore()

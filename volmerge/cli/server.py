@@ -251,8 +251,8 @@ class Server:
         _, status = os.waitpid(pid, 0)
         code = os.waitstatus_to_exitcode(status)
         with socket.socket(fileno=connfd) as conn:
-            try:
-                conn.sendall(b"X %d\n" % (128 - code if code < 0 else code))
+            try:  # a signal's death: the client dies of the same signal
+                conn.sendall(b"K %d\n" % -code if code < 0 else b"X %d\n" % code)
             except OSError:
                 pass
 
@@ -292,9 +292,21 @@ class Server:
             while True:
                 events = sel.select(timeout=min(self.idle, 10.0))
                 for key, _ in events:
-                    if key.fileobj is not listener:
-                        sel.unregister(key.fd)
-                        self.reap(key.fd)
+                    if key.data is not None:
+                        kind, pidfd = key.data
+                        if kind == "exit":
+                            sel.unregister(pidfd)
+                            connfd = self.children[pidfd][1]
+                            if connfd in sel.get_map():
+                                sel.unregister(connfd)
+                            self.reap(pidfd)
+                        else:
+                            # the client is gone (it never writes after its
+                            # request): its command dies with it, as the
+                            # command would have died with the client's
+                            # process — SIGKILL, not a chance to clean up
+                            sel.unregister(key.fd)
+                            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
                         continue
                     try:
                         conn, _ = listener.accept()
@@ -305,7 +317,8 @@ class Server:
                     keep = self.handle(conn)
                     conn.close()  # a detached one is the command's, until it ends
                     for pidfd in set(self.children) - before:
-                        sel.register(pidfd, selectors.EVENT_READ)
+                        sel.register(pidfd, selectors.EVENT_READ, ("exit", pidfd))
+                        sel.register(self.children[pidfd][1], selectors.EVENT_READ, ("client", pidfd))
                     if not keep:
                         self.stopping = True
                         sel.unregister(listener)
