@@ -295,3 +295,23 @@ def test_a_killed_client_takes_its_command_with_it(served, image):
         proc.wait(timeout=30)
         assert _gone(command)  # as the CLI process it stands for would be
     assert _vm(served, "rm", "-f", *_vm(served, "ps", "-aq").stdout.split()).returncode == 0
+
+
+def test_a_server_whose_code_changed_declines_and_goes(root, image, tmp_path):
+    """A package installed or upgraded on sys.path (here: a file added to a
+    directory on PYTHONPATH) makes the running server stale: the next
+    command runs in its own process and the server exits."""
+    libdir = tmp_path / "lib"
+    libdir.mkdir()
+    env = _env(root, PYTHONPATH=str(libdir))
+    assert _vm(env, "server", "start").returncode == 0
+    pid = _status(env)["pid"]
+    assert _vm(env, "ps").returncode == 0
+    assert _status(env)["served"] == 1
+    (libdir / "newpkg.py").write_text("")  # the directory changed
+    p = _vm(env, "ps", "-q")
+    assert p.returncode == 0, p.stderr
+    assert _gone(pid)
+    assert _server_pids(root) == [] and not (root / "cli.sock").exists()
+    # that command found a server (a stale one), so it started none itself
+    assert _vm(env, "server", "status").returncode == 1

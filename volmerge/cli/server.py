@@ -48,6 +48,7 @@ PRELOAD = (
     "typer._click.decorators",
 )
 OUR_PACKAGES = ("volmerge", "runtime", "strategies")
+MAX_REQUEST = 8 << 20  # arguments and environment: Linux caps both together far lower
 
 
 def lock_path(root: str) -> str:
@@ -75,9 +76,17 @@ def preload() -> None:
 
 
 def fingerprint() -> dict[str, tuple[int, int]]:
-    """(mtime, size) of every file of ours this process loaded: a server
-    whose code changed on disk stops serving."""
+    """(mtime, size) of every file of ours this process loaded, and of the
+    directories on sys.path (a package installed, upgraded or removed there
+    changes its directory): a server whose code changed on disk stops
+    serving."""
     out = {}
+    for d in sys.path:
+        try:
+            st = os.stat(d or ".")
+        except OSError:
+            continue
+        out[d or "."] = (st.st_mtime_ns, st.st_size)
     for name, mod in list(sys.modules.items()):
         path = getattr(mod, "__file__", None)
         if path and name.split(".")[0] in OUR_PACKAGES:
@@ -152,7 +161,7 @@ def read_request(conn: socket.socket) -> Request:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds += [int.from_bytes(data[i:i + 4], sys.byteorder) for i in range(0, len(data) - 3, 4)]
     try:
-        if len(msg) != 4 or len(fds) != 3:
+        if len(msg) != 4 or len(fds) != 3 or int.from_bytes(msg, "big") > MAX_REQUEST:
             raise ConnectionError("malformed request")
         return Request(fds, _recv_exact(conn, int.from_bytes(msg, "big")))
     except BaseException:
