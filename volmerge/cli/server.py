@@ -411,7 +411,9 @@ def start_background(root: str) -> None:
         return  # no store here yet: nothing to serve
     devnull = os.open(os.devnull, os.O_RDWR)
     try:
-        os.posix_spawn(sys.executable, [sys.executable, "-m", "volmerge.cli.server", root],
+        # -P: nothing imported from the directory the command ran in (a
+        # root process must not; and it is not part of the code to watch)
+        os.posix_spawn(sys.executable, [sys.executable, "-P", "-m", "volmerge.cli.server", root],
                        dict(os.environ), setsid=True,
                        file_actions=[(os.POSIX_SPAWN_DUP2, devnull, 0),
                                      (os.POSIX_SPAWN_DUP2, devnull, 1),
