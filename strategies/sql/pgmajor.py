@@ -93,6 +93,8 @@ def upgrade_datadir(old_data: str, new_data: str, old_bindir: str, new_bindir: s
 
 
 Timing = Callable[[str, float], None]
+#: the settings pg_upgrade starts its servers with for the bulk work
+BULK = {"fsync": "off", "full_page_writes": "off", "synchronous_commit": "off"}
 
 
 def dump_replay_verify(old_data: str | os.PathLike[str], new_data: str | os.PathLike[str],
@@ -109,10 +111,13 @@ def dump_replay_verify(old_data: str | os.PathLike[str], new_data: str | os.Path
     work = os.fspath(workdir)
     new_data = os.fspath(new_data)
     clone = os.path.join(work, "old-data")
+    # Both servers run as pg_upgrade runs the new one: nothing fsynced
+    # along the way (the clone is thrown away; a failure removes the new
+    # directory), the new directory synced once at the end.
     old_srv = PgServer(old_bindir, clone, os.path.join(work, "old-sock"), old_runner, port=5432,
-                       superuser=superuser)
+                       superuser=superuser, options=dict(BULK))
     new_srv = PgServer(new_bindir, new_data, os.path.join(work, "new-sock"), new_runner, port=5433,
-                       superuser=superuser)
+                       superuser=superuser, options=dict(BULK))
     tick = timing or (lambda step, seconds: None)
     started: list[PgServer] = []
     try:
@@ -151,6 +156,10 @@ def dump_replay_verify(old_data: str | os.PathLike[str], new_data: str | os.Path
         for srv in reversed(started):
             srv.stop()
         started.clear()
+        t0 = time.monotonic()
+        _ok(new_runner([os.path.join(new_bindir, "initdb"), "--sync-only", "-D", new_data]),
+            "sync of the new data directory")
+        tick("sync", time.monotonic() - t0)
         return out
     except BaseException:
         for srv in reversed(started):
@@ -176,7 +185,7 @@ def _initdb(srv: PgServer, enc: str, collate: str) -> None:
     os.makedirs(srv.datadir, mode=0o700)
     give(srv.datadir, srv.runner)
     proc = srv.runner([os.path.join(srv.bindir, "initdb"), "-D", srv.datadir, "-U", srv.superuser,
-                       "--auth=trust", "-E", enc, f"--locale={collate}"])
+                       "--auth=trust", "-E", enc, f"--locale={collate}", "--no-sync"])
     if proc.returncode != 0:
         raise NotDone(f"initdb (new version) failed: {(proc.stderr or proc.stdout).strip()[-300:]}")
 
