@@ -315,3 +315,52 @@ def test_a_server_whose_code_changed_declines_and_goes(root, image, tmp_path):
     assert _server_pids(root) == [] and not (root / "cli.sock").exists()
     # that command found a server (a stale one), so it started none itself
     assert _vm(env, "server", "status").returncode == 1
+
+
+def _fake_server(root: Path):
+    """A listener on the store's socket that the test answers by hand."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(str(root / "cli.sock"))
+    s.listen(1)
+    return s
+
+
+def test_a_declined_command_runs_in_its_own_process(root, image):
+    env = _env(root)
+    listener = _fake_server(root)
+    try:
+        proc = subprocess.Popen([*VM, "ps", "-q"], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        conn, _ = listener.accept()
+        conn.recv(1 << 16)
+        conn.sendall(b"N other namespaces\n")
+        out, err = proc.communicate(timeout=60)
+        conn.close()
+    finally:
+        listener.close()
+        (root / "cli.sock").unlink()
+    assert proc.returncode == 0, err
+    assert out == "" and err == ""
+    time.sleep(0.3)
+    assert _server_pids(root) == []  # a server was there: none started
+
+
+def test_ctrl_c_before_the_command_started_interrupts_the_client(root, image):
+    env = _env(root)
+    listener = _fake_server(root)
+    try:
+        proc = subprocess.Popen([*VM, "run", "--rm", "--network", "none", image, "true"], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        conn, _ = listener.accept()
+        conn.recv(1 << 16)  # the request: the client now waits for the answer
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.2)
+        conn.close()  # the server went away before starting anything
+        out, err = proc.communicate(timeout=60)
+    finally:
+        listener.close()
+        (root / "cli.sock").unlink()
+    assert proc.returncode == 130, err
+    assert err == "volmerge: interrupted\n"
+    assert os.listdir(root / "containers") == []

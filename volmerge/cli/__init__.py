@@ -32,7 +32,11 @@ def main(argv: list[str] | None = None, *, served: bool = False) -> int:
         from . import client
 
         if client.enabled() and not client.server_command(args):
-            result = client.run_on_server(args)
+            try:
+                result = client.run_on_server(args)
+            except KeyboardInterrupt:  # before anything was done
+                sys.stderr.write("volmerge: interrupted\n")
+                return 130
             if isinstance(result, int):
                 return result
             start_server = result == client.ABSENT

@@ -128,16 +128,21 @@ class _Forwarder:
 
 def run_on_server(args: list[str]) -> int | str | None:
     """The command's exit code when the server ran it; ABSENT when no server
-    listens; None when one declined (the caller runs the command)."""
+    listens; None when one declined (the caller runs the command).  A
+    signal that arrives before the command started is delivered to this
+    process again when it runs the command itself."""
     path = socket_path(store_root(args))
     import _socket
 
+    forwarder = _Forwarder()
+    result: int | str | None = None
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         try:
             at_socket(sock, "connect", path)
         except OSError:
-            return ABSENT
+            result = ABSENT
+            return result
         try:
             data = _payload(args)
             fds = b"".join(fd.to_bytes(4, sys.byteorder) for fd in (0, 1, 2))
@@ -146,49 +151,50 @@ def run_on_server(args: list[str]) -> int | str | None:
             sock.sendall(data)
         except OSError:  # a closed standard stream, a vanished cwd, a server gone
             return None
-        return _await(sock)
+        result = _await(sock, forwarder)
+        return result
     finally:
         sock.close()
+        forwarder.restore()
+        if not isinstance(result, int):
+            for sig in forwarder.pending:  # as if they came now (KeyboardInterrupt...)
+                os.kill(os.getpid(), sig)
 
 
-def _await(sock: object) -> int | None:
-    forwarder = _Forwarder()
+def _await(sock: object, forwarder: _Forwarder) -> int | None:
     buf = b""
     started = False
-    try:
-        while True:
-            nl = buf.find(b"\n")
-            if nl < 0:
-                try:
-                    chunk = sock.recv(256)  # type: ignore[attr-defined]
-                except OSError:
-                    chunk = b""
-                if not chunk:
-                    if not started:
-                        return None
-                    sys.stderr.write("volmerge: error: the command server went away\n")
-                    return 1
-                buf += chunk
-                continue
-            line, buf = buf[:nl], buf[nl + 1:]
-            kind, _, value = line.partition(b" ")
-            if kind == b"N":  # declined: nothing was done
-                return None
-            if kind == b"P":
-                started = True
-                forwarder.started(int(value))
-            elif kind == b"X":
-                return int(value)
-            elif kind == b"K":  # the command died of a signal: so does this process
-                sig = int(value)
-                forwarder.restore()
-                sys.stdout.flush()
-                sys.stderr.flush()
-                try:
-                    forwarder._signal.signal(sig, forwarder._signal.SIG_DFL)
-                except (OSError, ValueError):  # SIGKILL, SIGSTOP: not to be caught anyway
-                    pass
-                os.kill(os.getpid(), sig)
-                return 128 + sig  # a signal this process cannot die of
-    finally:
-        forwarder.restore()
+    while True:
+        nl = buf.find(b"\n")
+        if nl < 0:
+            try:
+                chunk = sock.recv(256)  # type: ignore[attr-defined]
+            except OSError:
+                chunk = b""
+            if not chunk:
+                if not started:
+                    return None
+                sys.stderr.write("volmerge: error: the command server went away\n")
+                return 1
+            buf += chunk
+            continue
+        line, buf = buf[:nl], buf[nl + 1:]
+        kind, _, value = line.partition(b" ")
+        if kind == b"N":  # declined: nothing was done
+            return None
+        if kind == b"P":
+            started = True
+            forwarder.started(int(value))
+        elif kind == b"X":
+            return int(value)
+        elif kind == b"K":  # the command died of a signal: so does this process
+            sig = int(value)
+            forwarder.restore()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            try:
+                forwarder._signal.signal(sig, forwarder._signal.SIG_DFL)
+            except (OSError, ValueError):  # SIGKILL, SIGSTOP: not to be caught anyway
+                pass
+            os.kill(os.getpid(), sig)
+            return 128 + sig  # a signal this process cannot die of
