@@ -364,3 +364,12 @@ def test_ctrl_c_before_the_command_started_interrupts_the_client(root, image):
     assert proc.returncode == 130, err
     assert err == "volmerge: interrupted\n"
     assert os.listdir(root / "containers") == []
+
+
+def test_stop_right_after_a_command_stops_the_server_it_started(root, image):
+    env = _env(root)
+    assert _vm(env, "ps").returncode == 0  # no server: it runs here and starts one
+    p = _vm(env, "server", "stop")  # while that one may still be importing
+    assert p.returncode == 0
+    assert p.stdout.startswith("stopped command server pid"), p.stdout
+    assert _server_pids(root) == [] and not (root / "cli.sock").exists()

@@ -84,9 +84,16 @@ def start(ctx: typer.Context) -> None:
 def stop(ctx: typer.Context) -> None:
     """Stop the command server for this store: it takes no new command and
     exits when the running ones have finished (their clients get their exit
-    codes).  Nothing to do is not an error."""
+    codes).  One still starting is waited for and stopped.  Nothing to do
+    is not an error."""
     from .server import control
+
+    from .server import starting
 
     root = _root(ctx)
     info = control(root, "stop")
+    deadline = time.monotonic() + 30
+    while info is None and starting(root) and time.monotonic() < deadline:
+        time.sleep(0.02)  # one is starting (it holds the lock, not yet listening)
+        info = control(root, "stop")
     typer.echo(f"stopped command server pid {info['pid']}" if info else f"no command server for {root}")

@@ -424,6 +424,21 @@ def start_background(root: str) -> None:
         os.close(devnull)
 
 
+def starting(root: str) -> bool:
+    """A server for this store holds its lock (it may not listen yet)."""
+    try:
+        fd = os.open(lock_path(root), os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # (closing also releases a lock taken here)
+    return False
+
+
 def control(root: str, command: str) -> dict | None:
     """Ask the server of this store for its status, or to stop (its status
     before stopping); None when no server listens."""
