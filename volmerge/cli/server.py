@@ -14,8 +14,9 @@ the same namespaces (mount, network, PID, IPC, UTS, user, cgroup), root
 directory, cgroups, resource limits, locale and Python settings, and the
 same installed client module; anything else is declined and the client runs
 the command itself.  The server never opens the store or runs a command
-itself: each command gets a fresh fork of the freshly imported state, whose
-process group the client signals.
+itself: each command gets a fresh fork of the freshly imported state, in a
+process group of its own; the client's signals go to it, its exit code (or
+its death by a signal) to the client, and a client that dies takes it along.
 """
 
 from __future__ import annotations
@@ -243,7 +244,7 @@ class Server:
             conn.setblocking(True)
             try:
                 conn.sendall(b"P %d\n" % child)
-            except OSError:  # the client went away: the command still runs to its end
+            except OSError:  # the client went away: noticed in serve(), and the command killed
                 pass
             self.children[os.pidfd_open(child)] = (child, conn.detach())
             return True
