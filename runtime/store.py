@@ -138,18 +138,12 @@ class Store:
         nested = self.db.in_transaction
         # Up to date (every open but the first): a read, not a write
         # transaction and its fsync.
-        row = self.db.execute(
-            "SELECT version FROM schema_version WHERE component = ?", (component,)
-        ).fetchone()
-        if row is not None and row[0] == len(migrations):
+        if _schema_version(self.db, component) == len(migrations):
             if not nested:
                 self._schemas_done.add(component)
             return
         with self.transaction() as conn:
-            row = conn.execute(
-                "SELECT version FROM schema_version WHERE component = ?", (component,)
-            ).fetchone()
-            have = row[0] if row else 0
+            have = _schema_version(conn, component)  # again: another process may have migrated
             if have > len(migrations):
                 raise BadInput(
                     f"state database {self.db_path} was written by a newer volmerge "
@@ -195,6 +189,11 @@ class Store:
                 _force_remove(p)
             for fn in list(_SWEEPERS.values()):
                 fn(self)
+
+
+def _schema_version(conn: sqlite3.Connection, component: str) -> int:
+    row = conn.execute("SELECT version FROM schema_version WHERE component = ?", (component,)).fetchone()
+    return row[0] if row else 0
 
 
 def _retry_locked(fn: Callable[[], None], seconds: float = 60) -> None:

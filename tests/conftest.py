@@ -111,6 +111,30 @@ def _mounts() -> set[str]:
         return {line.split()[4] for line in f}
 
 
+def proc_stat(pid: int | str) -> list[bytes] | None:
+    """The fields of /proc/PID/stat after the command name (state, ppid,
+    ...); None when there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def alive(pid: int | str) -> bool:
+    """Running, not a zombie."""
+    stat = proc_stat(pid)
+    return stat is not None and stat[0] != b"Z"
+
+
+def cmdline(pid: int | str) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
 def _tagged_processes() -> set[int]:
     me = os.getpid()
     found = set()
@@ -121,11 +145,9 @@ def _tagged_processes() -> set[int]:
         try:
             with open(f"/proc/{pid}/environ", "rb") as f:
                 env = f.read()
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                state = f.read().rsplit(b")", 1)[1].split()[0]
         except OSError:
             continue
-        if needle in env and state != b"Z":
+        if needle in env and alive(pid):
             found.add(int(pid))
     return found
 
@@ -206,7 +228,7 @@ def stop_servers() -> None:
     command shows its name only once it has exec'd."""
     for _ in range(10):
         time.sleep(0.05)
-        pids = [p for p in _tagged_processes() if b"volmerge.cli.server" in _cmdline(p)]
+        pids = [p for p in _tagged_processes() if b"volmerge.cli.server" in cmdline(p)]
         if not pids:
             return
         for pid in pids:
@@ -215,24 +237,8 @@ def stop_servers() -> None:
             except OSError:
                 pass
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        while time.monotonic() < deadline and any(alive(p) for p in pids):
             time.sleep(0.02)
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read()
-    except OSError:
-        return b""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except OSError:
-        return False
 
 
 @pytest.fixture

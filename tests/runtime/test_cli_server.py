@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import alive, cmdline, proc_stat
+
 from .test_cli_lifecycle import LOOP, _in_pty
 
 VM = [sys.executable, "-m", "volmerge"]
@@ -59,10 +61,7 @@ def _server_pids(root: Path) -> list[int]:
     out = []
     for pid in os.listdir("/proc"):
         if pid.isdigit():
-            try:
-                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
+            cmd = cmdline(pid).split(b"\0")
             if b"volmerge.cli.server" in cmd and os.fsencode(str(root)) in cmd:
                 out.append(int(pid))
     return out
@@ -254,13 +253,9 @@ def _command_process(server_pid: int) -> int:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         for pid in os.listdir("/proc"):
-            if pid.isdigit():
-                try:
-                    stat = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()
-                except OSError:
-                    continue
-                if int(stat[1]) == server_pid and stat[0] != b"Z":
-                    return int(pid)
+            stat = proc_stat(pid) if pid.isdigit() else None
+            if stat is not None and int(stat[1]) == server_pid and stat[0] != b"Z":
+                return int(pid)
         time.sleep(0.02)
     raise AssertionError("no command process")
 
@@ -268,11 +263,7 @@ def _command_process(server_pid: int) -> int:
 def _gone(pid: int, timeout: float = 10) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
-        except OSError:
-            return True
-        if state == b"Z":
+        if not alive(pid):
             return True
         time.sleep(0.02)
     return False

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from .helpers import rows, trio
+from .helpers import make_db, rows, trio
 
 
 def test_replay_cli_writes_and_reports_json(tmp_path, cli):
@@ -96,13 +96,9 @@ def test_schema_and_diff_commands(tmp_path, cli):
 
 
 def test_dry_run_shows_the_new_databases_settings(tmp_path, cli):
-    import sqlite3
-
     base, live, new = trio(tmp_path)
     for path, uv in ((live, 3), (new, 4)):
-        conn = sqlite3.connect(path)
-        conn.execute(f"PRAGMA user_version = {uv}")
-        conn.close()
+        make_db(path, f"PRAGMA user_version = {uv};")
     p = cli("sql", "replay", str(live), "--schema", str(new), "--base", str(base), "--dry-run",
             "--map", "notes.body=content", "--default", "notes.pinned=0")
     assert p.returncode == 0, p.stderr

@@ -190,14 +190,8 @@ def test_streaming_keeps_memory_flat(tmp_path):
 
 
 def test_a_sqlite_dump_written_by_the_replay_keeps_the_settings(tmp_path):
-    import sqlite3
-
     base, live, new = trio(tmp_path)
-    conn = sqlite3.connect(new, isolation_level=None)
-    conn.execute("PRAGMA user_version = 9")
-    conn.execute("PRAGMA page_size = 8192")
-    conn.execute("VACUUM")
-    conn.close()
+    make_db(new, "PRAGMA user_version = 9; PRAGMA page_size = 8192; VACUUM;")
     kw = dict(schema=str(new), base=str(base), maps={"notes.body": "content"}, defaults={"notes.pinned": "0"})
     with plan_replay(str(live), **kw) as plan:
         replay(plan, str(tmp_path / "out.sql"))

@@ -301,20 +301,11 @@ def test_database_settings_follow_the_new_version(tmp_path, rows_in_live):
     0 such an app would run its first-run migrations on a full database)."""
     base, live, new = trio(tmp_path)
     for path, uv in ((live, 1), (new, 2)):
-        conn = sqlite3.connect(path)
-        conn.execute(f"PRAGMA user_version = {uv}")
-        conn.execute(f"PRAGMA application_id = {0x564D00 + uv}")
-        conn.close()
+        make_db(path, f"PRAGMA user_version = {uv}; PRAGMA application_id = {0x564D00 + uv};")
     # the new version's file layout too (VACUUM applies page size and auto_vacuum)
-    conn = sqlite3.connect(new, isolation_level=None)
-    conn.execute("PRAGMA page_size = 8192")
-    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
-    conn.execute("VACUUM")
-    conn.close()
+    make_db(new, "PRAGMA page_size = 8192; PRAGMA auto_vacuum = INCREMENTAL; VACUUM;")
     if not rows_in_live:
-        conn = sqlite3.connect(live)
-        conn.executescript("DELETE FROM notes; DELETE FROM users;")
-        conn.close()
+        make_db(live, "DELETE FROM notes; DELETE FROM users;")
     out = tmp_path / "out.db"
     with plan_replay(str(live), schema=str(new), base=str(base), maps=HINTS, defaults=DEFAULTS) as plan:
         s = plan.to_json()["settings"]
@@ -327,10 +318,7 @@ def test_database_settings_follow_the_new_version(tmp_path, rows_in_live):
 
 def test_settings_from_a_schema_file_and_else_from_the_live_database(tmp_path):
     base, live, new = trio(tmp_path)
-    conn = sqlite3.connect(live)
-    conn.execute("PRAGMA user_version = 7")
-    conn.execute("PRAGMA application_id = 42")
-    conn.close()
+    make_db(live, "PRAGMA user_version = 7; PRAGMA application_id = 42;")
     schema_sql = "\n".join(r[0] + ";" for r in rows(
         new, "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%'"))
     plain = tmp_path / "new.sql"

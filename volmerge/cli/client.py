@@ -30,11 +30,10 @@ def enabled() -> bool:
     return os.environ.get("VOLMERGE_SERVER", "1").lower() not in ("0", "off", "no", "false")
 
 
-def store_root(args: list[str]) -> str:
-    """The store root the command will use: a leading ``--root PATH`` /
-    ``--root=PATH``, else $VOLMERGE_ROOT, else the default."""
-    root = os.environ.get("VOLMERGE_ROOT") or DEFAULT_ROOT
-    i = 0
+def _globals(args: list[str]) -> tuple[str | None, int]:
+    """The leading ``--root PATH`` / ``--root=PATH`` (None: not given) and
+    the index of the command after the global options."""
+    root, i = None, 0
     while i < len(args):
         a = args[i]
         if a == "--root" and i + 1 < len(args):
@@ -43,14 +42,19 @@ def store_root(args: list[str]) -> str:
             root, i = a[len("--root="):], i + 1
         else:
             break
+    return root, i
+
+
+def store_root(args: list[str]) -> str:
+    """The store root the command will use: a leading ``--root PATH`` /
+    ``--root=PATH``, else $VOLMERGE_ROOT, else the default."""
+    root = _globals(args)[0] or os.environ.get("VOLMERGE_ROOT") or DEFAULT_ROOT
     return os.path.abspath(root)
 
 
 def server_command(args: list[str]) -> bool:
     """``volmerge [--root PATH] server ...``: run here, not on the server."""
-    i = 0
-    while i < len(args) and args[i].startswith("--root"):
-        i += 1 if "=" in args[i] else 2
+    i = _globals(args)[1]
     return args[i:i + 1] == ["server"]
 
 
@@ -79,6 +83,18 @@ def _payload(args: list[str]) -> bytes:
               b"%d" % len(args), *(os.fsencode(a) for a in args),
               *(k + b"=" + v for k, v in os.environb.items())]
     return b"\0".join(fields)
+
+
+def send(sock: object, args: list[str]) -> None:
+    """The request for ``args``: its length with this process's stdin,
+    stdout and stderr attached, then the payload."""
+    import _socket
+
+    data = _payload(args)
+    fds = b"".join(fd.to_bytes(4, sys.byteorder) for fd in (0, 1, 2))
+    sock.sendmsg([len(data).to_bytes(4, "big")],  # type: ignore[attr-defined]
+                 [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fds)])
+    sock.sendall(data)  # type: ignore[attr-defined]
 
 
 class _Forwarder:
@@ -144,11 +160,7 @@ def run_on_server(args: list[str]) -> int | str | None:
             result = ABSENT
             return result
         try:
-            data = _payload(args)
-            fds = b"".join(fd.to_bytes(4, sys.byteorder) for fd in (0, 1, 2))
-            sock.sendmsg([len(data).to_bytes(4, "big")],
-                         [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fds)])
-            sock.sendall(data)
+            send(sock, args)
         except OSError:  # a closed standard stream, a vanished cwd, a server gone
             return None
         result = _await(sock, forwarder)

@@ -76,38 +76,27 @@ def preload() -> None:
     gc.freeze()  # the imported objects stay shared with every fork
 
 
-def fingerprint() -> dict[str, tuple[int, int]]:
+def _signature(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+def fingerprint() -> dict[str, tuple[int, int] | None]:
     """(mtime, size) of every file of ours this process loaded, and of the
     directories on sys.path (a package installed, upgraded or removed there
     changes its directory): a server whose code changed on disk stops
     serving."""
-    out = {}
-    for d in sys.path:
-        try:
-            st = os.stat(d or ".")
-        except OSError:
-            continue
-        out[d or "."] = (st.st_mtime_ns, st.st_size)
-    for name, mod in list(sys.modules.items()):
-        path = getattr(mod, "__file__", None)
-        if path and name.split(".")[0] in OUR_PACKAGES:
-            try:
-                st = os.stat(path)
-            except OSError:
-                continue
-            out[path] = (st.st_mtime_ns, st.st_size)
-    return out
+    paths = [d or "." for d in sys.path]
+    paths += [mod.__file__ for name, mod in list(sys.modules.items())
+              if getattr(mod, "__file__", None) and name.split(".")[0] in OUR_PACKAGES]
+    return {p: sig for p in paths if (sig := _signature(p)) is not None}
 
 
-def _stale(prints: dict[str, tuple[int, int]]) -> bool:
-    for path, sig in prints.items():
-        try:
-            st = os.stat(path)
-        except OSError:
-            return True
-        if (st.st_mtime_ns, st.st_size) != sig:
-            return True
-    return False
+def _stale(prints: dict[str, tuple[int, int] | None]) -> bool:
+    return any(_signature(p) != sig for p, sig in prints.items())
 
 
 def _read(path: str) -> bytes:
@@ -216,15 +205,12 @@ class Server:
         except (OSError, ValueError, IndexError):
             return True
         try:
-            if req.args[:1] == ["__server__"]:
+            if req.args[:1] == ["__server__"]:  # status, stop (after the reply)
                 if uid != os.geteuid():
                     conn.sendall(b"N another user\n")
                     return True
-                if req.args[1:2] == ["stop"]:
-                    conn.sendall(b"S " + json.dumps(self.status()).encode() + b"\n")
-                    return False
                 conn.sendall(b"S " + json.dumps(self.status()).encode() + b"\n")
-                return True
+                return req.args[1:2] != ["stop"]
             reason = self.decline_reason(req, pid, uid)
             if reason:
                 conn.sendall(b"N " + reason.encode() + b"\n")
@@ -450,10 +436,7 @@ def control(root: str, command: str) -> dict | None:
         except OSError:
             return None
         s.settimeout(5.0)
-        data = b"\0".join([client.PROTOCOL, b"", b"/", b"18", b"2", b"__server__", command.encode()])
-        fds = b"".join(fd.to_bytes(4, sys.byteorder) for fd in (0, 1, 2))
-        s.sendmsg([len(data).to_bytes(4, "big")], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
-        s.sendall(data)
+        client.send(s, ["__server__", command])
         buf = b""
         while not buf.endswith(b"\n"):
             chunk = s.recv(4096)
