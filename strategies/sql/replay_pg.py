@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 from strategies.errors import BadInput, NotDone
 
-from . import render, verify
+from . import pgstage, render, verify
 from .pg import pg_connect, redact, to_sqlite_value
 from .schema import quote
 
@@ -93,12 +93,19 @@ def replay_pg(plan: Any, dst: str, progress: Progress | None = None) -> dict[str
         if clash:
             raise BadInput(f"{redact(dst)}: table(s) {', '.join(clash)} already exist "
                            f"(the replay writes into an empty database)")
-        if plan.ours.engine == "sqlite":
-            src_sqlite = _sqlite_src(plan)
-        else:
-            src_pg = pg_connect(plan.ours.url)
-            src_pg.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        tables_out = _load(plan, conn, src_sqlite, src_pg, progress, phases)
+        tables_out = None
+        if pgstage.applies(plan):
+            try:
+                tables_out = pgstage.build(plan, conn, dst, progress, phases)
+            except pgstage.Unavailable:
+                conn.autocommit = False
+        if tables_out is None:
+            if plan.ours.engine == "sqlite":
+                src_sqlite = _sqlite_src(plan)
+            else:
+                src_pg = pg_connect(plan.ours.url)
+                src_pg.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            tables_out = _load(plan, conn, src_sqlite, src_pg, progress, phases)
         t1 = time.monotonic()
         conn.commit()
         phases["commit"] = time.monotonic() - t1
@@ -155,12 +162,7 @@ def _load(plan: Any, conn: Any, src_sqlite: sqlite3.Connection | None, src_pg: A
         phases[name] = phases.get(name, 0.0) + now - clock[0]
         clock[0] = now
 
-    for t in target.tables.values():
-        ddl = render.table_ddl(t, target.dialect, "postgres", with_fks=False, with_keys=False)
-        try:
-            conn.execute(ddl)
-        except psycopg.Error as e:
-            raise BadInput(f"target schema: table {t.name}: {_pg_error(e)}") from None
+    _create_tables(target, conn)
     lap("tables")
     out = []
     for tm in plan.tables:
@@ -198,24 +200,10 @@ def _build(plan: Any, conn: Any, lap: Callable[[str], None]) -> None:
 
     target = plan.target
     for t in target.tables.values():  # keys after the load, as pg_dump does: one index build each
-        for clause in render.key_clauses(t):
-            try:
-                with conn.transaction():
-                    conn.execute(f"ALTER TABLE {quote(t.name)} ADD {clause}")
-            except psycopg.Error as e:
-                raise NotDone(f"constraint violation: table {t.name}: {_pg_error(e)}") from None
+        _keys(t, conn)
     lap("keys")
     for ix in target.indexes.values():
-        ddl = render.index_ddl(ix, target.dialect, "postgres")
-        if ddl is None:
-            continue
-        try:
-            with conn.transaction():
-                conn.execute(ddl)
-        except psycopg.errors.UniqueViolation as e:
-            raise NotDone(f"constraint violation: index {ix.name} on {ix.table}: {_pg_error(e)}") from None
-        except psycopg.Error as e:
-            raise NotDone(f"index {ix.name} on {ix.table}: {_pg_error(e)}") from None
+        _index(ix, target, conn)
     lap("indexes")
     for t in target.tables.values():
         for fk in t.fks:
@@ -231,6 +219,45 @@ def _build(plan: Any, conn: Any, lap: Callable[[str], None]) -> None:
             except psycopg.Error as e:
                 raise NotDone(f"view {v.name}: {_pg_error(e)}") from None
     lap("foreign keys, views")
+
+
+def _create_tables(target: Any, conn: Any) -> None:
+    """The target's tables, without keys and foreign keys (they come after the rows)."""
+    import psycopg
+
+    for t in target.tables.values():
+        ddl = render.table_ddl(t, target.dialect, "postgres", with_fks=False, with_keys=False)
+        try:
+            conn.execute(ddl)
+        except psycopg.Error as e:
+            raise BadInput(f"target schema: table {t.name}: {_pg_error(e)}") from None
+
+
+def _keys(t: Any, conn: Any) -> None:
+    """Table ``t``'s primary key and unique constraints."""
+    import psycopg
+
+    for clause in render.key_clauses(t):
+        try:
+            with conn.transaction():
+                conn.execute(f"ALTER TABLE {quote(t.name)} ADD {clause}")
+        except psycopg.Error as e:
+            raise NotDone(f"constraint violation: table {t.name}: {_pg_error(e)}") from None
+
+
+def _index(ix: Any, target: Any, conn: Any) -> None:
+    import psycopg
+
+    ddl = render.index_ddl(ix, target.dialect, "postgres")
+    if ddl is None:
+        return
+    try:
+        with conn.transaction():
+            conn.execute(ddl)
+    except psycopg.errors.UniqueViolation as e:
+        raise NotDone(f"constraint violation: index {ix.name} on {ix.table}: {_pg_error(e)}") from None
+    except psycopg.Error as e:
+        raise NotDone(f"index {ix.name} on {ix.table}: {_pg_error(e)}") from None
 
 
 def _pg_exprs(plan: Any, tm: Any) -> list[str]:

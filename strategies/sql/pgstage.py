@@ -1,0 +1,319 @@
+"""Replay from PostgreSQL into PostgreSQL on several connections at once.
+
+The one-transaction replay (replay_pg.py) runs every step on one
+connection, one after the other: rows, keys, indexes, foreign keys,
+verification.  Here, as ``pg_restore --jobs`` does, the work is spread
+over one connection per core: each table is copied, keyed, indexed and
+read back for its checksum on a worker while the others load theirs, and
+the foreign keys are validated side by side (added ``NOT VALID`` first, so
+each validation only locks its own two tables lightly).
+
+What makes it as safe as one transaction is where it is built: a private
+staging schema, ``volmerge_stage_<random>``, in the destination database.
+Nothing appears under the tables' real names until everything is loaded,
+keyed, validated and verified; then one short transaction moves the tables
+into the destination schema (``ALTER TABLE ... SET SCHEMA`` takes their
+indexes, constraints and owned sequences along), creates the views and
+drops the empty staging schema.  Any failure drops the staging schema, so
+nothing is left behind — the file-system replay's "written beside the
+destination, renamed into place when verified", in PostgreSQL terms.
+
+Every worker reads the source in the snapshot the replay exported, so the
+tables and their checksums are one consistent state of the source, as in
+the one-transaction replay.  Used when the source is PostgreSQL, the
+machine has more than one core (``VOLMERGE_PG_JOBS=N`` sets the number of
+connections; 1 means the one-transaction replay) and the destination user
+may create a schema; otherwise (:class:`Unavailable`) the one-transaction
+replay runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ClassVar
+
+from strategies.errors import NotDone
+
+from . import render
+from .pg import pg_connect
+from .schema import quote
+
+Progress = Callable[[str, int, int], None]
+
+
+class Unavailable(Exception):
+    """The staged build does not apply here; nothing was written."""
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def jobs() -> int:
+    """Connections to build on: ``VOLMERGE_PG_JOBS``, else one per core."""
+    raw = os.environ.get("VOLMERGE_PG_JOBS", "").strip()
+    if not raw:
+        return _cpus()
+    if not raw.isdigit() or int(raw) < 1:
+        from strategies.errors import BadInput
+
+        raise BadInput(f"VOLMERGE_PG_JOBS={raw!r}: not a positive whole number")
+    return int(raw)
+
+
+def applies(plan: Any) -> bool:
+    """A PostgreSQL source, more than one connection to build on, and
+    nothing to read from a non-PostgreSQL new version (its shipped rows
+    come through SQLite)."""
+    if plan.ours.engine != "postgres" or jobs() < 2:
+        return False
+    return not any(t.origin == "theirs" and t.rows and plan.theirs.engine != "postgres" for t in plan.tables)
+
+
+class _Failures:
+    """Failures from the workers, raised in the order the one-transaction
+    replay would meet them (phase, then table), not in the order they came."""
+
+    RANK: ClassVar[dict[str, int]] = {"rows": 0, "keys": 1, "indexes": 2, "foreign keys": 3, "verify": 4}
+
+    def __init__(self, tables: list[str]) -> None:
+        self.tables = tables
+        self.lock = threading.Lock()
+        self.seen: list[tuple[int, int, int, BaseException]] = []
+
+    def add(self, phase: str, table: str, e: BaseException) -> None:
+        with self.lock:
+            pos = self.tables.index(table) if table in self.tables else len(self.tables)
+            self.seen.append((self.RANK[phase], pos, len(self.seen), e))
+
+    def __bool__(self) -> bool:
+        return bool(self.seen)
+
+    def raise_first(self) -> None:
+        if self.seen:
+            raise min(self.seen, key=lambda s: s[:3])[3]
+
+
+def build(plan: Any, conn: Any, dst: str, progress: Progress | None,
+          phases: dict[str, float]) -> list[dict[str, Any]]:
+    """Replay ``plan`` into the database ``conn`` is connected to (which
+    holds none of the target's tables).  Raises :class:`Unavailable` before
+    writing anything when the staging schema cannot be made."""
+    import psycopg
+
+    from . import replay_pg as R
+
+    conn.rollback()
+    conn.autocommit = True
+    target_schema = conn.execute("SELECT current_schema()").fetchone()[0]
+    if target_schema is None:
+        raise Unavailable("no current schema")
+    search_path = conn.execute("SHOW search_path").fetchone()[0]
+    stage = f"volmerge_stage_{uuid.uuid4().hex[:12]}"
+    try:
+        conn.execute(f"CREATE SCHEMA {stage}")
+    except psycopg.Error as e:
+        raise Unavailable(R._pg_error(e)) from None
+    stage_path = f"{stage}, {quote(target_schema)}"
+    conn.execute(f"SET search_path TO {stage_path}")
+    clock = [time.monotonic()]
+
+    def lap(name: str) -> None:
+        now = time.monotonic()
+        phases[name] = phases.get(name, 0.0) + now - clock[0]
+        clock[0] = now
+
+    opened: list[Any] = []
+    lock = threading.Lock()
+    local = threading.local()
+    sums = None
+    moved = False
+    try:
+        target = plan.target
+        R._create_tables(target, conn)
+        # the source: one snapshot, exported by this connection (kept open
+        # in its transaction until the end) and imported by every reader
+        src = pg_connect(plan.ours.url)
+        opened.append(src)
+        src.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        snapshot = plan._pg_snapshot = src.execute("SELECT pg_export_snapshot()").fetchone()[0]
+
+        def source() -> Any:
+            c = pg_connect(plan.ours.url)
+            with lock:
+                opened.append(c)
+            c.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            c.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+            return c
+
+        checks = {ck.target: ck for ck in R._pg_checks(plan, conn, src)}
+        sums = R._SourceSums(source(), list(checks.values()))
+        lap("tables")
+
+        def worker() -> tuple[Any, Any]:
+            w = getattr(local, "conns", None)
+            if w is None:
+                d = pg_connect(dst, autocommit=True)
+                with lock:
+                    opened.append(d)
+                d.execute(f"SET search_path TO {stage_path}")
+                w = local.conns = (d, source())
+            return w
+
+        out = {tm.target: {"table": tm.target, "from": tm.source, "origin": tm.origin, "rows": tm.rows}
+               for tm in plan.tables}
+        failures = _Failures([tm.target for tm in plan.tables])
+        dst_sums: dict[str, Any] = {}
+        say = threading.Lock()
+
+        def told(table: str, done: int, total: int) -> None:
+            if progress:
+                with say:
+                    progress(table, done, total)
+
+        def one_table(tm: Any) -> None:
+            """Rows, keys and indexes of one table."""
+            if failures:
+                return  # another table failed: no need to go on
+            d, s = worker()
+            t1 = time.monotonic()
+            step = "rows"
+            try:
+                told(tm.target, 0, tm.rows)
+                if tm.origin == "ours" and tm.source or tm.origin == "theirs" and tm.rows:
+                    try:
+                        R._copy_table(plan, tm, d, None, s, None)
+                    except psycopg.Error as e:
+                        raise NotDone(f"constraint violation: table {tm.target}: {R._pg_error(e)}") from None
+                told(tm.target, tm.rows, tm.rows)
+                out[tm.target]["seconds"] = round(time.monotonic() - t1, 3)
+                step = "keys"
+                R._keys(target.tables[tm.target], d)
+                step = "indexes"
+                for ix in target.indexes.values():
+                    if ix.table == tm.target:
+                        R._index(ix, target, d)
+            except BaseException as e:  # noqa: BLE001 - raised in order below
+                failures.add(step, tm.target, e)
+
+        def dest_sum(tm: Any) -> None:
+            ck = checks.get(tm.target)
+            if ck is None or failures:
+                return
+            d, _s = worker()
+            try:
+                dst_sums[tm.target] = R._pg_sum(d, ck.dest_sql, quote(ck.target), ck.typed)
+            except BaseException as e:  # noqa: BLE001 - raised in order below
+                failures.add("verify", tm.target, e)
+
+        # a foreign key is validated as soon as its two tables are loaded
+        # and keyed, beside the other tables' work: declared NOT VALID
+        # (instant; one at a time, so two never wait on each other's
+        # tables), then validated, which locks its tables only lightly
+        planned = {tm.target for tm in plan.tables}
+        fks = [(t.name, fk) for t in target.tables.values() for fk in t.fks]
+        waiting = list(fks)
+        ready_tables = set(target.tables) - planned
+        adding = threading.Lock()
+        pool = ThreadPoolExecutor(max_workers=max(2, min(jobs(), len(plan.tables))),
+                                  thread_name_prefix="volmerge-pg")
+        futures: list[Any] = []
+
+        def validate(table: str, fk: Any) -> None:
+            if failures:
+                return
+            d, _s = worker()
+            try:
+                with adding:
+                    d.execute(f"ALTER TABLE {quote(table)} ADD {render.fk_clause(fk)} NOT VALID")
+                    name = d.execute(
+                        "SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'f' "
+                        "AND NOT convalidated ORDER BY oid DESC LIMIT 1", (quote(table),)).fetchone()[0]
+                d.execute(f"ALTER TABLE {quote(table)} VALIDATE CONSTRAINT {quote(name)}")
+            except psycopg.Error as e:
+                failures.add("foreign keys", table,
+                             NotDone(f"constraint violation: table {table}: {R._pg_error(e)}"))
+
+        def keyed(table: str) -> None:
+            with lock:
+                ready_tables.add(table)
+                now = [(c, fk) for c, fk in waiting if {c, fk.ref_table} <= ready_tables]
+                for x in now:
+                    waiting.remove(x)
+            for c, fk in now:
+                futures.append(pool.submit(validate, c, fk))
+
+        def table_then_keys(tm: Any) -> None:
+            one_table(tm)
+            keyed(tm.target)
+            futures.append(pool.submit(dest_sum, tm))
+
+        try:
+            for t in target.tables.values():  # tables without rows to replay
+                if t.name not in planned:
+                    R._keys(t, conn)
+                    for ix in target.indexes.values():
+                        if ix.table == t.name:
+                            R._index(ix, target, conn)
+            loads = [pool.submit(table_then_keys, tm) for tm in sorted(plan.tables, key=lambda m: -m.rows)]
+            for f in loads:
+                f.result()
+            lap("rows, keys, indexes")
+            for c, fk in list(waiting):  # a parent outside the target: PostgreSQL says what is wrong
+                futures.append(pool.submit(validate, c, fk))
+            while futures:
+                futures.pop(0).result()
+            failures.raise_first()
+            lap("foreign keys")
+        except BaseException:
+            # Ctrl-C, or a failure: stop what the workers run now instead of waiting for it
+            for c in opened[:]:  # a copy: a worker may still open one
+                with contextlib.suppress(Exception):
+                    c.cancel()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        R._sequences(plan, conn)
+        src_sums = sums.result()
+        for ck in checks.values():
+            R._compare(out, ck.target, src_sums[ck.target], dst_sums[ck.target])
+        lap("verify")
+        # into place, in one short transaction
+        with conn.transaction():
+            for t in target.tables.values():
+                conn.execute(f"ALTER TABLE {stage}.{quote(t.name)} SET SCHEMA {quote(target_schema)}")
+            conn.execute(f"SET LOCAL search_path TO {search_path}")
+            for v in target.views.values():
+                ddl = render.view_ddl(v, target.dialect, "postgres")
+                if ddl:
+                    try:
+                        conn.execute(ddl)
+                    except psycopg.Error as e:
+                        raise NotDone(f"view {v.name}: {R._pg_error(e)}") from None
+            conn.execute(f"DROP SCHEMA {stage}")  # empty by now; RESTRICT says so
+        moved = True
+        lap("move into place")
+        return [out[tm.target] for tm in plan.tables]
+    finally:
+        if sums is not None:
+            sums.stop()
+        for c in opened:
+            with contextlib.suppress(Exception):  # closing is what matters
+                c.cancel()
+            c.close()
+        plan._pg_snapshot = None
+        if not moved:
+            # the message is the first failure; the caller drops a database it created
+            with contextlib.suppress(psycopg.Error):
+                if conn.info.transaction_status != 0:  # not idle: a failed move
+                    conn.rollback()
+                conn.execute(f"DROP SCHEMA IF EXISTS {stage} CASCADE")
