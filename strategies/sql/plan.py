@@ -152,6 +152,8 @@ def plan_replay(src: str, schema: str, base: str | None = None, maps: dict[str, 
         plan = ReplayPlan(src, schema, base, ours.schema.dialect, to_dialect, merged, ours, theirs,
                           allow_data_loss=allow_data_loss, workdir=wd, _finalizer=fin)
         plan._scratch = holder  # type: ignore[attr-defined]
+        ours.count_all([tm.source for tm in merged.tables if tm.origin == "ours" and tm.source]
+                       + list(merged.dropped_tables))
         for tm in merged.tables:
             if tm.origin == "ours" and tm.source:
                 tm.rows = ours.count(tm.source)
