@@ -69,12 +69,16 @@ def timed(fn) -> float:  # type: ignore[no-untyped-def]
     return time.perf_counter() - t
 
 
-def median_of(runs: int, setup, fn) -> float:  # type: ignore[no-untyped-def]
-    out = []
+def medians(runs: int, setup, peers: dict) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """Each peer ``runs`` times, interleaved (a, b, c, a, b, c, ...) so that
+    whatever the machine does meanwhile falls on every peer alike; the
+    median of each.  ``setup`` runs before every timed run, untimed."""
+    out: dict[str, list[float]] = {name: [] for name in peers}
     for _ in range(runs):
-        setup()
-        out.append(timed(fn))
-    return statistics.median(out)
+        for name, fn in peers.items():
+            setup()
+            out[name].append(timed(fn))
+    return {name: statistics.median(v) for name, v in out.items()}
 
 
 def rm(*paths: str) -> None:
@@ -123,11 +127,11 @@ def sqlite_bench(work: str, rows: int, runs: int) -> dict[str, float]:
                          defaults={"users.active": "1"}) as plan:
             replay(plan, out)
 
-    res = {}
-    res["sqlite3 .dump | sqlite3"] = median_of(max(1, runs - 1), lambda: rm(out), dump_pipe)
-    res["bare ATTACH + INSERT...SELECT"] = median_of(runs, lambda: rm(out), bare)
-    res["volmerge replay (identity schema)"] = median_of(runs, lambda: rm(out), ours)
-    res["volmerge replay (rename, retype, new column)"] = median_of(runs, lambda: rm(out), ours_mapped)
+    res = medians(max(1, runs // 2), lambda: rm(out), {"sqlite3 .dump | sqlite3": dump_pipe})
+    res.update(medians(runs, lambda: rm(out), {
+        "bare ATTACH + INSERT...SELECT": bare,
+        "volmerge replay (identity schema)": ours,
+        "volmerge replay (rename, retype, new column)": ours_mapped}))
     rm(out)
     res.update({f"  phase: {k}": statistics.median(v) for k, v in phases.items()})
     return res
@@ -151,21 +155,17 @@ def pg_bench(work: str, rows: int, runs: int) -> dict[str, float]:
         with plan_replay(old, schema=old) as plan:
             replay(plan, src)
         admin = psycopg.connect(server.url("postgres"), autocommit=True)
-        n = iter(range(1000))
-
-        def fresh() -> str:
-            name = f"dst{next(n)}"
-            admin.execute(f"DROP DATABASE IF EXISTS {name}")
-            admin.execute(f"CREATE DATABASE {name}")
-            return server.url(name)
-
         target = {}
 
         def setup() -> None:
-            target["url"] = fresh()
-            # every run, either peer, starts with no WAL left to flush: a
-            # checkpoint falling inside one run but not the other is noise
+            # a fresh, empty destination (the last run's dropped: no pile of
+            # databases for autovacuum to work through meanwhile), and no WAL
+            # left to flush: a checkpoint falling inside one run but not the
+            # other is noise
+            admin.execute("DROP DATABASE IF EXISTS dst")
+            admin.execute("CREATE DATABASE dst")
             admin.execute("CHECKPOINT")
+            target["url"] = server.url("dst")
 
         def dump_pipe() -> None:
             subprocess.run(f"pg_dump '{src}' | psql -q -v ON_ERROR_STOP=1 '{target['url']}' >/dev/null",
@@ -181,8 +181,12 @@ def pg_bench(work: str, rows: int, runs: int) -> dict[str, float]:
             for k, v in r.phases.items():
                 phases.setdefault(k, []).append(v)
 
-        res = {"pg_dump | psql": median_of(runs, setup, dump_pipe),
-               "volmerge replay PG->PG (with verification)": median_of(runs, setup, ours)}
+        # the source's tables vacuumed and analysed first, as a live
+        # database's are, rather than by autovacuum in the middle of a run
+        with psycopg.connect(src, autocommit=True) as c:
+            c.execute("VACUUM ANALYZE")
+        res = medians(runs, setup, {"pg_dump | psql": dump_pipe,
+                                    "volmerge replay PG->PG (with verification)": ours})
         res.update({f"  phase: {k}": statistics.median(v) for k, v in phases.items()})
         admin.close()
         return res
