@@ -211,7 +211,7 @@ def build(plan: Any, conn: Any, dst: str, progress: Progress | None,
                 return
             d, _s = worker()
             try:
-                dst_sums[tm.target] = R._pg_sum(d, ck.dest_sql, quote(ck.target), ck.typed)
+                dst_sums[tm.target] = R._pg_sum(d, ck.dest_sql, quote(ck.target), ck.typed, ck.types)
             except BaseException as e:  # noqa: BLE001 - raised in order below
                 failures.add("verify", tm.target, e)
 

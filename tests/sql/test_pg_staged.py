@@ -131,8 +131,8 @@ def test_a_verification_failure_removes_the_staging_schema(pg_db, pg_server, mon
     _source(pg_db)
     real = replay_pg._pg_sum
 
-    def off_by_one(conn, exprs, from_sql, typed=False):  # type: ignore[no-untyped-def]
-        s = real(conn, exprs, from_sql, typed)
+    def off_by_one(conn, exprs, from_sql, typed=False, types=None):  # type: ignore[no-untyped-def]
+        s = real(conn, exprs, from_sql, typed, types)
         if from_sql == '"posts"' and "volmerge_stage_" in conn.execute("SHOW search_path").fetchone()[0]:
             s = type(s)(s.rows, s.digest + 1)  # the destination's side of one table
         return s

@@ -33,6 +33,33 @@ def test_checksum_is_order_independent_but_binds_rows(pg_db, typed):
     assert a.rows == c.rows and a.digest != c.digest
 
 
+def test_per_column_typed_hashes_bind_values_to_columns_and_rows(pg_db):
+    """The typed checksum with the columns' types: each value by its type's
+    own hash, seeded by its column — order-independent, but a value moved to
+    another column or row, or a NULL for a value, is a difference."""
+    cols = "(i int, j int, n numeric(6,2), t varchar(5), b boolean, d date, ts timestamptz, a int[])"
+    rows = {
+        "a": "(1, 2, 1.5, 'x', true, '2024-01-02', '2024-01-02 03:04:05+00', '{1,2}'), "
+             "(3, 4, NULL, 'y', false, NULL, NULL, NULL)",
+        "b": "(3, 4, NULL, 'y', false, NULL, NULL, NULL), "   # the same rows, other order
+             "(1, 2, 1.50, 'x', true, '2024-01-02', '2024-01-02 04:04:05+01', '{1,2}')",
+        "c": "(2, 1, 1.5, 'x', true, '2024-01-02', '2024-01-02 03:04:05+00', '{1,2}'), "  # i, j swapped
+             "(3, 4, NULL, 'y', false, NULL, NULL, NULL)",
+        "d": "(1, 4, 1.5, 'x', true, '2024-01-02', '2024-01-02 03:04:05+00', '{1,2}'), "  # j across rows
+             "(3, 2, NULL, 'y', false, NULL, NULL, NULL)",
+        "e": "(1, 2, 1.5, 'x', true, '2024-01-02', '2024-01-02 03:04:05+00', '{1,2}'), "  # a NULL for 4
+             "(3, NULL, NULL, 'y', false, NULL, NULL, NULL)",
+    }
+    _exec(pg_db, *[f"CREATE TABLE {t} {cols}" for t in rows], *[f"INSERT INTO {t} VALUES {v}" for t, v in rows.items()])
+    names = ["i", "j", "n", "t", "b", "d", "ts", "a"]
+    with psycopg.connect(pg_db) as conn:
+        types = _dest_types(conn, "a", names)
+        assert types is not None
+        sums = {t: _pg_sum(conn, names, t, True, types) for t in rows}
+    assert sums["a"] == sums["b"]
+    assert len({sums[t].digest for t in ("a", "c", "d", "e")}) == 4
+
+
 def test_typed_only_for_builtin_hashable_types(pg_db):
     _exec(pg_db, "CREATE TYPE mood AS ENUM ('sad', 'ok')",
           "CREATE TABLE t (i bigint, n numeric(10,2), s varchar(9), ts timestamptz, a int[], "
