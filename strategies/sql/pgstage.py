@@ -35,7 +35,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any, ClassVar
 
 from strategies.errors import NotDone
@@ -103,6 +103,56 @@ class _Failures:
             raise min(self.seen, key=lambda s: s[:3])[3]
 
 
+class _Pool:
+    """Worker threads taking the most urgent task first (lowest priority
+    number, then first come): a foreign key's validation, long and on the
+    way to the end, before a checksum that can wait."""
+
+    def __init__(self, workers: int) -> None:
+        import itertools
+        import queue
+
+        self.q: queue.PriorityQueue[tuple[int, int, Any, Any]] = queue.PriorityQueue()
+        self.seq = itertools.count()
+        self.threads = [threading.Thread(target=self._work, name=f"volmerge-pg-{i}", daemon=True)
+                        for i in range(workers)]
+        for t in self.threads:
+            t.start()
+
+    def _work(self) -> None:
+        while True:
+            _p, _n, fut, fn = self.q.get()
+            if fut is None:
+                return
+            if fut.set_running_or_notify_cancel():
+                try:
+                    fut.set_result(fn())
+                except BaseException as e:  # noqa: BLE001 - the future carries it
+                    fut.set_exception(e)
+
+    def submit(self, priority: int, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        fut: Future[Any] = Future()
+        self.q.put((priority, next(self.seq), fut, lambda: fn(*args)))
+        return fut
+
+    def shutdown(self) -> None:
+        """Cancel what has not started, wait for what has."""
+        while True:
+            try:
+                _p, _n, fut, _fn = self.q.get_nowait()
+            except Exception:  # noqa: BLE001 - queue.Empty
+                break
+            if fut is not None:
+                fut.cancel()
+        for _ in self.threads:
+            self.q.put((1 << 30, next(self.seq), None, None))
+        for t in self.threads:
+            t.join()
+
+
+VALIDATE, LOAD, CHECKSUM = 0, 1, 2  # task priorities
+
+
 def build(plan: Any, conn: Any, dst: str, progress: Progress | None,
           phases: dict[str, float]) -> list[dict[str, Any]]:
     """Replay ``plan`` into the database ``conn`` is connected to (which
@@ -166,7 +216,8 @@ def build(plan: Any, conn: Any, dst: str, progress: Progress | None,
                 with lock:
                     opened.append(d)
                 d.execute(f"SET search_path TO {stage_path}")
-                w = local.conns = (d, source())
+                # its own source connection, only for reading without psql
+                w = local.conns = (d, source() if R.psql_path(plan) is None else None)
             return w
 
         out = {tm.target: {"table": tm.target, "from": tm.source, "origin": tm.origin, "rows": tm.rows}
@@ -224,8 +275,7 @@ def build(plan: Any, conn: Any, dst: str, progress: Progress | None,
         waiting = list(fks)
         ready_tables = set(target.tables) - planned
         adding = threading.Lock()
-        pool = ThreadPoolExecutor(max_workers=max(2, min(jobs(), len(plan.tables))),
-                                  thread_name_prefix="volmerge-pg")
+        pool = _Pool(max(2, min(jobs(), len(plan.tables))))
         futures: list[Any] = []
 
         def validate(table: str, fk: Any) -> None:
@@ -250,12 +300,12 @@ def build(plan: Any, conn: Any, dst: str, progress: Progress | None,
                 for x in now:
                     waiting.remove(x)
             for c, fk in now:
-                futures.append(pool.submit(validate, c, fk))
+                futures.append(pool.submit(VALIDATE, validate, c, fk))
 
         def table_then_keys(tm: Any) -> None:
             one_table(tm)
             keyed(tm.target)
-            futures.append(pool.submit(dest_sum, tm))
+            futures.append(pool.submit(CHECKSUM, dest_sum, tm))
 
         try:
             for t in target.tables.values():  # tables without rows to replay
@@ -264,12 +314,12 @@ def build(plan: Any, conn: Any, dst: str, progress: Progress | None,
                     for ix in target.indexes.values():
                         if ix.table == t.name:
                             R._index(ix, target, conn)
-            loads = [pool.submit(table_then_keys, tm) for tm in sorted(plan.tables, key=lambda m: -m.rows)]
+            loads = [pool.submit(LOAD, table_then_keys, tm) for tm in sorted(plan.tables, key=lambda m: -m.rows)]
             for f in loads:
                 f.result()
             lap("rows, keys, indexes")
             for c, fk in list(waiting):  # a parent outside the target: PostgreSQL says what is wrong
-                futures.append(pool.submit(validate, c, fk))
+                futures.append(pool.submit(VALIDATE, validate, c, fk))
             while futures:
                 futures.pop(0).result()
             failures.raise_first()
@@ -281,7 +331,7 @@ def build(plan: Any, conn: Any, dst: str, progress: Progress | None,
                     c.cancel()
             raise
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown()
         R._sequences(plan, conn)
         src_sums = sums.result()
         for ck in checks.values():

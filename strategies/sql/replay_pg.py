@@ -318,16 +318,22 @@ def _copy_table(plan: Any, tm: Any, conn: Any, src_sqlite: sqlite3.Connection | 
     return None
 
 
+def psql_path(plan: Any) -> str | None:
+    """The psql to read the source with: on PATH, else beside the source's server binaries."""
+    import shutil
+
+    return shutil.which("psql") or (os.path.join(os.path.dirname(plan._pg_bindir), "psql")
+                                    if getattr(plan, "_pg_bindir", None) else None)
+
+
 def _psql_copy_out(plan: Any, src_pg: Any, select: str, cp: Any) -> bool:
     """Stream ``COPY (select) TO STDOUT`` through a psql child in chunks of
     up to 1 MB (psycopg hands out COPY data one row per call, which costs more than the
     copy itself); the child imports our exported snapshot, so it reads
     exactly what the rest of the replay reads.  False when psql is missing."""
-    import shutil
     import subprocess
 
-    psql = shutil.which("psql") or (os.path.join(os.path.dirname(plan._pg_bindir), "psql")
-                                    if getattr(plan, "_pg_bindir", None) else None)
+    psql = psql_path(plan)
     if not psql:
         return False
     snap = getattr(plan, "_pg_snapshot", None)

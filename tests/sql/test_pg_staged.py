@@ -167,3 +167,15 @@ def test_no_right_to_create_a_schema_means_one_transaction(pg_db, pg_server):
         assert _schemas(dst) == []
     finally:
         _exec(admin, "DROP DATABASE staged_app WITH (FORCE)", "DROP ROLE vm_app")
+
+
+def test_without_psql_each_worker_reads_the_source_itself(pg_db, pg_url, monkeypatch):
+    """No psql to stream the source through: every worker reads its tables
+    on a source connection of its own, in the same snapshot."""
+    _source(pg_db)
+    monkeypatch.setattr(replay_pg, "psql_path", lambda plan: None)
+    with plan_replay(pg_db, schema=pg_db) as plan:
+        result = replay(plan, pg_url)
+    assert result.verified and "move into place" in result.phases
+    assert q(pg_url, "SELECT count(*), sum(post_id) FROM comments") == q(
+        pg_db, "SELECT count(*), sum(post_id) FROM comments")
