@@ -456,9 +456,10 @@ class _Checker:
     index, and the ``quick_check`` of the whole file, which runs last on
     the writer's connection while the fsync runs too; the writer then
     takes over the checks no worker has started.  Every check only reads,
-    on its own read-only connection with the same ATTACHes (memory-mapped:
-    pages come straight from the OS's cache, without a read and a copy
-    each), and SQLite runs each query without the GIL.  The writer and the
+    on its own read-only connection with the same ATTACHes, and SQLite
+    runs each query without the GIL.  (Memory-mapping the files for the
+    checks saves them 15-35% of their CPU but no wall time, and maps count
+    in the resident memory: 2 GB for a 1 GB dump instead of 115 MB.)  The writer and the
     checks take turns on the file here (:meth:`commit`), not in SQLite's
     busy handler.  ``finish`` raises the first failure in the sequential
     order (foreign keys, tables in plan order, integrity), so a message
@@ -522,9 +523,6 @@ class _Checker:
             for name, uri in self.attach:
                 c.execute(f"ATTACH ? AS {name}", (uri,))
             c.execute("PRAGMA cache_size=-16384")
-            for name in ["main"] + [n for n, _u in self.attach]:
-                # read through the OS's page cache, without a copy per page
-                c.execute(f"PRAGMA {name}.mmap_size = {1 << 40}")  # capped at SQLite's maximum
             self.local.conn = c
             with self.lock:
                 self.opened.append(c)
