@@ -206,7 +206,6 @@ def build(plan: Any, conn: Any, dst: str, progress: Progress | None,
             return c
 
         checks = {ck.target: ck for ck in R._pg_checks(plan, conn, src)}
-        sums = R._SourceSums(source(), list(checks.values()))
         lap("tables")
 
         def worker() -> tuple[Any, Any]:
@@ -315,6 +314,8 @@ def build(plan: Any, conn: Any, dst: str, progress: Progress | None,
                         if ix.table == t.name:
                             R._index(ix, target, conn)
             loads = [pool.submit(LOAD, table_then_keys, tm) for tm in sorted(plan.tables, key=lambda m: -m.rows)]
+            # the source's checksums, beside the loads (once they have started)
+            sums = R._SourceSums(source(), list(checks.values()))
             for f in loads:
                 f.result()
             lap("rows, keys, indexes")

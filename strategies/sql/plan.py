@@ -8,10 +8,11 @@ a context manager.
 
 from __future__ import annotations
 
+import copy
 import shutil
 import tempfile
 import weakref
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from strategies.errors import BadInput, NotDone
@@ -144,7 +145,12 @@ def plan_replay(src: str, schema: str, base: str | None = None, maps: dict[str, 
     try:
         base_schema = read_schema(base, dialect=None, frozen=frozen) if base else None
         ours = open_source(src, from_dialect, wd, "ours", frozen)
-        theirs = open_source(schema, None, wd, "theirs", frozen)
+        if ours.engine == "postgres" and schema == src:
+            # the same database as the new schema (a copy to a fresh one, or a
+            # major upgrade): read once
+            theirs = replace(ours, schema=copy.deepcopy(ours.schema), _counts={})
+        else:
+            theirs = open_source(schema, None, wd, "theirs", frozen)
         if to_dialect is None:
             to_dialect = theirs.schema.dialect if theirs.schema.dialect != "mysql" else "sqlite"
         merged = merge_schemas(base_schema, ours.schema, theirs.schema, renames=maps, defaults=defaults,
