@@ -185,8 +185,21 @@ def pg_bench(work: str, rows: int, runs: int) -> dict[str, float]:
         # database's are, rather than by autovacuum in the middle of a run
         with psycopg.connect(src, autocommit=True) as c:
             c.execute("VACUUM ANALYZE")
+        def one_transaction() -> None:  # the replay on one connection, for comparison
+            was = os.environ.get("VOLMERGE_PG_JOBS")
+            os.environ["VOLMERGE_PG_JOBS"] = "1"
+            try:
+                with plan_replay(src, schema=src) as plan:
+                    replay(plan, target["url"])
+            finally:
+                if was is None:
+                    del os.environ["VOLMERGE_PG_JOBS"]
+                else:
+                    os.environ["VOLMERGE_PG_JOBS"] = was
+
         res = medians(runs, setup, {"pg_dump | psql": dump_pipe,
-                                    "volmerge replay PG->PG (with verification)": ours})
+                                    "volmerge replay PG->PG (with verification)": ours,
+                                    "  the same in one transaction, one connection": one_transaction})
         res.update({f"  phase: {k}": statistics.median(v) for k, v in phases.items()})
         admin.close()
         return res
@@ -253,7 +266,8 @@ def main() -> None:
             p = pg_bench(work, args.rows, args.runs)
             for k, v in p.items():
                 print(f"  {k:<48} {v:7.2f} s")
-            print(f"  ratio volmerge / pg_dump|psql {p['volmerge replay PG->PG (with verification)'] / p['pg_dump | psql']:.2f}x")
+            print(f"  ratio volmerge / pg_dump|psql {p['volmerge replay PG->PG (with verification)'] / p['pg_dump | psql']:.2f}x"
+                  f" (one transaction: {p['  the same in one transaction, one connection'] / p['pg_dump | psql']:.2f}x)")
         if not args.skip_dump:
             d = dump_bench(work, args.dump_mb)
             print(f"dump streaming: {d['dump MB']:.0f} MB, {d['rows']:,} rows replayed in {d['seconds']:.1f} s, "
