@@ -24,7 +24,8 @@ import sqlite3
 import threading
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from strategies.errors import BadInput, NotDone
 
@@ -228,6 +229,7 @@ def _build(plan: Any, tmp: str, progress: Progress | None, parallel: bool) -> di
                         raise NotDone(f"{what} {obj.name}: {e}") from None
         phase("indexes")
         if checker is not None:
+            checker.check_integrity()
             checker.commit()
             phase("commit")
             checks = checker.finish()
@@ -452,18 +454,22 @@ class _Checker:
     verified against the source; a child table's foreign keys are checked
     once its parent tables are in.  What depends on the indexes waits for
     them: the verification of a table that gets a UNIQUE index (it may be
-    the key of the comparison), foreign keys whose parent key is such an
-    index, and the ``quick_check`` of the whole file, which runs last on
-    the writer's connection while the fsync runs too; the writer then
-    takes over the checks no worker has started.  Every check only reads,
-    on its own read-only connection with the same ATTACHes, and SQLite
-    runs each query without the GIL.  (Memory-mapping the files for the
-    checks saves them 15-35% of their CPU but no wall time, and maps count
-    in the resident memory: 2 GB for a 1 GB dump instead of 115 MB.)  The writer and the
-    checks take turns on the file here (:meth:`commit`), not in SQLite's
-    busy handler.  ``finish`` raises the first failure in the sequential
-    order (foreign keys, tables in plan order, integrity), so a message
-    does not depend on timing."""
+    the key of the comparison) and foreign keys whose parent key is such
+    an index.  The ``quick_check`` of the whole file runs on the writer's
+    connection inside its last transaction (:meth:`check_integrity`: the
+    file as it is about to be committed, every page in that connection's
+    cache) while the workers verify the last tables; after the last
+    commit the writer takes over the checks no worker has started.  Each
+    commit starts an fsync in the background, so the last one has only the
+    last commit's pages to write.  Every check only reads, on its own
+    read-only connection with the same ATTACHes, and SQLite runs each
+    query without the GIL.  (Memory-mapping the files for the checks saves
+    them 15-35% of their CPU but no wall time, and maps count in the
+    resident memory: 2 GB for a 1 GB dump instead of 115 MB.)  The writer
+    and the checks take turns on the file here (:meth:`commit`), not in
+    SQLite's busy handler.  ``finish`` raises the first failure in the
+    sequential order (foreign keys, tables in plan order, integrity), so a
+    message does not depend on timing."""
 
     def __init__(self, conn: sqlite3.Connection, plan: Any, tmp: str,
                  tables_out: list[dict[str, Any]], phases: dict[str, float]) -> None:
@@ -478,6 +484,10 @@ class _Checker:
         self.committing = False
         self.writer = threading.get_ident()
         self.runs: dict[str, Callable[[], None]] = {}
+        self.integrity: NotDone | None = None
+        self.flushing: threading.Thread | None = None
+        self.flush_again = False
+        self.flush_errors: list[BaseException] = []
         self.opened: list[sqlite3.Connection] = []
         self.attach = [("src", plan.ours.uri())]
         if any(t.origin == "theirs" and t.rows for t in plan.tables):
@@ -543,6 +553,35 @@ class _Checker:
             with self.turns:
                 self.committing = False
                 self.turns.notify_all()
+        self._flush()
+
+    def _flush(self) -> None:
+        """fsync the file in the background, so that by the end only the
+        last commit's pages are left to write."""
+        with self.lock:
+            if self.flushing is not None and self.flushing.is_alive():
+                self.flush_again = True
+                return
+            self.flush_again = False
+
+        def run() -> None:
+            while True:
+                try:
+                    fd = os.open(self.tmp, os.O_RDONLY)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+                except BaseException as e:  # noqa: BLE001 - raised by finish
+                    self.flush_errors.append(e)
+                    return
+                with self.lock:
+                    if not self.flush_again:
+                        return
+                    self.flush_again = False
+
+        self.flushing = threading.Thread(target=run, name="volmerge-fsync")
+        self.flushing.start()
 
     def _submit(self, name: str, fn: Callable[[], None]) -> None:
         def run() -> None:
@@ -596,36 +635,27 @@ class _Checker:
             self._verify(tm)
         self._ready_fks(final=False)
 
+    def check_integrity(self) -> None:
+        """``quick_check`` of the whole file on the writer's warm connection,
+        inside its last transaction — the file as it is about to be
+        committed, every page of it in this connection's cache — while the
+        workers verify the last tables; the verdict waits for ``finish``."""
+        t = time.monotonic()
+        try:
+            _quick_check(self.conn)
+        except NotDone as e:
+            self.integrity = e
+        self.phases["  integrity"] = round(time.monotonic() - t, 3)
+
     def finish(self) -> bool:
         """Everything is committed: the remaining checks, then the verdict."""
         for tm in self.plan.tables:
             if tm.target in self.unique_later:
                 self._verify(tm)
         self._ready_fks(final=True)
-        synced: list[BaseException] = []
-
-        def fsync() -> None:
-            try:
-                fd = os.open(self.tmp, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            except BaseException as e:  # noqa: BLE001 - re-raised below
-                synced.append(e)
-
-        sync = threading.Thread(target=fsync, name="volmerge-fsync")
-        sync.start()
-        # the whole file, here on the writer's warm connection
-        t = time.monotonic()
-        integrity: NotDone | None = None
-        try:
-            _quick_check(self.conn)
-        except NotDone as e:
-            integrity = e
-        self.phases["  integrity"] = round(time.monotonic() - t, 3)
         self._take_over()
-        sync.join()
+        if self.flushing is not None:
+            self.flushing.join()
         try:
             order = ([n for n in self.futures if n.startswith("fk ")]
                      + [f"verify {t.target}" for t in self.plan.tables if f"verify {t.target}" in self.futures])
@@ -633,10 +663,10 @@ class _Checker:
                 self.futures[n].result()  # the first failure in the sequential order
         finally:
             self.close()
-        if integrity is not None:
-            raise integrity
-        if synced:
-            raise synced[0]
+        if self.integrity is not None:
+            raise self.integrity
+        if self.flush_errors:
+            raise self.flush_errors[0]
         return True
 
     def close(self) -> None:
