@@ -1,5 +1,9 @@
 """Replay into a PostgreSQL database with COPY, in one transaction.
 
+(From a PostgreSQL source on more than one core, pgstage.py builds the
+same thing on several connections in a staging schema instead, with the
+helpers here.)
+
 Tables are created without foreign keys, loaded with COPY, then indexed;
 foreign keys are added afterwards (PostgreSQL validates them then, and names
 the offending key), sequences are set to the source's values, and the
