@@ -14,6 +14,7 @@ to keep the operator's own additions.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -47,8 +48,26 @@ class TableMap:
     source: str | None  # the ours table rows come from (None: no ours rows)
     origin: str  # ours | theirs | none
     columns: list[ColumnMap] = field(default_factory=list)
-    rows: int = 0
+    _rows: int | None = 0
     status: str = "same"  # same | changed | added | operator | renamed | bookkeeping
+    counter: Callable[[], int] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def rows(self) -> int:
+        """Rows to replay; counted on first use when the plan left it to
+        later (``counter``: a PostgreSQL source, whose replay on several
+        connections gets its counts from its own checksums instead)."""
+        if self._rows is None:
+            self._rows = self.counter() if self.counter is not None else 0
+        return self._rows
+
+    @rows.setter
+    def rows(self, value: int) -> None:
+        self._rows = value
+
+    @property
+    def counted(self) -> bool:
+        return self._rows is not None
 
     @property
     def carried(self) -> list[ColumnMap]:

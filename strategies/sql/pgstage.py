@@ -219,8 +219,20 @@ def build(plan: Any, conn: Any, dst: str, progress: Progress | None,
                 w = local.conns = (d, source() if R.psql_path(plan) is None else None)
             return w
 
-        out = {tm.target: {"table": tm.target, "from": tm.source, "origin": tm.origin, "rows": tm.rows}
-               for tm in plan.tables}
+        out: dict[str, dict[str, Any]] = {
+            tm.target: {"table": tm.target, "from": tm.source, "origin": tm.origin} for tm in plan.tables}
+        # sizes, not counts, to order the loads by and to size progress bars
+        # with (the exact counts come with the checksums)
+        size, guess = {}, {}
+        for name, nbytes, tuples in src.execute(
+                "SELECT c.relname, pg_relation_size(c.oid), greatest(c.reltuples, 0)::bigint FROM pg_class c "
+                "WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p')").fetchall():
+            size[name], guess[name] = int(nbytes), int(tuples)
+
+        copied: dict[str, int] = {}  # table -> rows COPY loaded
+
+        def expected(tm: Any) -> int:
+            return tm.rows if tm.counted or tm.origin != "ours" else int(guess.get(tm.source, 0))
         failures = _Failures([tm.target for tm in plan.tables])
         dst_sums: dict[str, Any] = {}
         say = threading.Lock()
@@ -238,13 +250,16 @@ def build(plan: Any, conn: Any, dst: str, progress: Progress | None,
             t1 = time.monotonic()
             step = "rows"
             try:
-                told(tm.target, 0, tm.rows)
+                told(tm.target, 0, expected(tm))
                 if tm.origin == "ours" and tm.source or tm.origin == "theirs" and tm.rows:
                     try:
-                        R._copy_table(plan, tm, d, None, s, None)
+                        n = R._copy_table(plan, tm, d, None, s, None)
+                        if n is not None:
+                            copied[tm.target] = n
                     except psycopg.Error as e:
                         raise NotDone(f"constraint violation: table {tm.target}: {R._pg_error(e)}") from None
-                told(tm.target, tm.rows, tm.rows)
+                n = copied.get(tm.target, expected(tm))
+                told(tm.target, n, n)
                 out[tm.target]["seconds"] = round(time.monotonic() - t1, 3)
                 step = "keys"
                 R._keys(target.tables[tm.target], d)
@@ -313,7 +328,9 @@ def build(plan: Any, conn: Any, dst: str, progress: Progress | None,
                     for ix in target.indexes.values():
                         if ix.table == t.name:
                             R._index(ix, target, conn)
-            loads = [pool.submit(LOAD, table_then_keys, tm) for tm in sorted(plan.tables, key=lambda m: -m.rows)]
+            biggest_first = sorted(plan.tables, key=lambda m: -(
+                size.get(m.source or "", 0) if m.origin == "ours" else m.rows * 100))
+            loads = [pool.submit(LOAD, table_then_keys, tm) for tm in biggest_first]
             # the source's checksums, beside the loads (once they have started)
             sums = R._SourceSums(source(), list(checks.values()))
             for f in loads:
@@ -337,6 +354,10 @@ def build(plan: Any, conn: Any, dst: str, progress: Progress | None,
         src_sums = sums.result()
         for ck in checks.values():
             R._compare(out, ck.target, src_sums[ck.target], dst_sums[ck.target])
+            out[ck.target]["rows"] = src_sums[ck.target].rows  # counted in the snapshot read
+        for tm in plan.tables:
+            if "rows" not in out[tm.target]:  # no checksum (no carried column): counted
+                out[tm.target]["rows"] = copied.get(tm.target, tm.rows)
         lap("verify")
         # into place, in one short transaction
         with conn.transaction():

@@ -158,17 +158,27 @@ def plan_replay(src: str, schema: str, base: str | None = None, maps: dict[str, 
         plan = ReplayPlan(src, schema, base, ours.schema.dialect, to_dialect, merged, ours, theirs,
                           allow_data_loss=allow_data_loss, workdir=wd, _finalizer=fin)
         plan._scratch = holder  # type: ignore[attr-defined]
-        ours.count_all([tm.source for tm in merged.tables if tm.origin == "ours" and tm.source]
-                       + list(merged.dropped_tables))
+        # A PostgreSQL source's tables are counted when first asked (the
+        # dry run, a replay on one connection); a replay on several takes
+        # the exact counts from its checksums, in its own snapshot, instead
+        # of scanning every table once more before it starts.
+        lazy = ours.engine == "postgres"
+        if not lazy:
+            ours.count_all([tm.source for tm in merged.tables if tm.origin == "ours" and tm.source])
+        ours.count_all(list(merged.dropped_tables))
         for tm in merged.tables:
             if tm.origin == "ours" and tm.source:
-                tm.rows = ours.count(tm.source)
+                if lazy:
+                    tm._rows, tm.counter = None, (lambda t=tm.source: ours.count(t))
+                else:
+                    tm.rows = ours.count(tm.source)
             elif tm.origin == "theirs" and theirs.schema.table(tm.target) is not None:
                 tm.rows = theirs.count(tm.target)
-            if tm.rows:
-                plan.missing += [f"{tm.target}.{c.target}" for c in tm.columns if c.how == "missing"]
-            elif any(c.how == "missing" for c in tm.columns):
-                merged.notes.append(f"{tm.target}: NOT NULL column(s) without default, but no rows to carry")
+            if any(c.how == "missing" for c in tm.columns):
+                if tm.rows:
+                    plan.missing += [f"{tm.target}.{c.target}" for c in tm.columns if c.how == "missing"]
+                else:
+                    merged.notes.append(f"{tm.target}: NOT NULL column(s) without default, but no rows to carry")
         fold_fills(merged.tables, ours)
         merged.target.settings, plan.settings_from = target_settings(ours.schema, theirs.schema)
         for t in merged.dropped_tables:

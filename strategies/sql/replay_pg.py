@@ -281,7 +281,9 @@ def _pg_exprs(plan: Any, tm: Any) -> list[str]:
 
 
 def _copy_table(plan: Any, tm: Any, conn: Any, src_sqlite: sqlite3.Connection | None, src_pg: Any,
-                progress: Progress | None) -> None:
+                progress: Progress | None) -> int | None:
+    """Table ``tm``'s rows into ``conn``; how many (as COPY counted them),
+    or None when that is not known."""
     if tm.origin == "theirs":
         th = plan.theirs.schema.table(tm.target)
         cols = [c.name for c in plan.target.tables[tm.target].columns if th.col(c.name) is not None]
@@ -319,7 +321,7 @@ def _copy_table(plan: Any, tm: Any, conn: Any, src_sqlite: sqlite3.Connection | 
                 with src_pg.cursor().copy(f"COPY ({select}) TO STDOUT") as out:
                     for data in out:
                         cp.write(data)
-    return None
+    return cur.rowcount if cur.rowcount >= 0 else None
 
 
 def psql_path(plan: Any) -> str | None:

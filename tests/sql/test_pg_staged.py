@@ -179,3 +179,18 @@ def test_without_psql_each_worker_reads_the_source_itself(pg_db, pg_url, monkeyp
     assert result.verified and "move into place" in result.phases
     assert q(pg_url, "SELECT count(*), sum(post_id) FROM comments") == q(
         pg_db, "SELECT count(*), sum(post_id) FROM comments")
+
+
+def test_rows_are_counted_by_the_checksums_not_beforehand(pg_db, pg_url):
+    """The plan of a PostgreSQL source leaves the counts to whoever needs
+    them: the staged build takes them from its checksums (in its own
+    snapshot) without counting the source first; the dry run counts."""
+    _source(pg_db)
+    with plan_replay(pg_db, schema=pg_db) as plan:
+        assert not any(tm.counted for tm in plan.tables)
+        result = replay(plan, pg_url)
+        assert not any(tm.counted for tm in plan.tables)
+    want = {"users": 300, "posts": 2000, "comments": 5000}
+    assert {t["table"]: t["rows"] for t in result.tables} == want and result.rows == 7300
+    with plan_replay(pg_db, schema=pg_db) as plan:
+        assert {t["table"]: t["rows"] for t in plan.to_json()["tables"]} == want
