@@ -153,6 +153,37 @@ class _Pool:
 VALIDATE, LOAD, CHECKSUM = 0, 1, 2  # task priorities
 
 
+STAGE_LOCKS = 0x766D_7374  # advisory-lock space of staging schemas ("vmst")
+
+
+def lock_key(schema_oid: int) -> int:
+    """The advisory lock a build holds on its staging schema."""
+    return (STAGE_LOCKS << 32) | int(schema_oid)
+
+
+def sweep(conn: Any) -> list[str]:
+    """Drop the staging schemas that replays which died (killed, a crash)
+    left in this database: a live build holds its schema's advisory lock,
+    a dead one's went with its connection.  Schemas this user may not drop
+    are left alone.  Returns the names dropped."""
+    import psycopg
+
+    gone = []
+    for name, oid in conn.execute("SELECT nspname, oid FROM pg_namespace WHERE nspname LIKE %s",
+                                  ("volmerge\\_stage\\_%",)).fetchall():
+        key = lock_key(oid)
+        if not conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
+            continue  # a build is running there
+        try:
+            conn.execute(f"DROP SCHEMA IF EXISTS {quote(name)} CASCADE")
+            gone.append(name)
+        except psycopg.Error:
+            pass  # another user's: theirs to sweep
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+    return gone
+
+
 def build(plan: Any, conn: Any, dst: str, progress: Progress | None,
           phases: dict[str, float]) -> list[dict[str, Any]]:
     """Replay ``plan`` into the database ``conn`` is connected to (which
@@ -169,8 +200,17 @@ def build(plan: Any, conn: Any, dst: str, progress: Progress | None,
         raise Unavailable("no current schema")
     search_path = conn.execute("SHOW search_path").fetchone()[0]
     stage = f"volmerge_stage_{uuid.uuid4().hex[:12]}"
+    sweep(conn)
     try:
-        conn.execute(f"CREATE SCHEMA {stage}")
+        with conn.transaction():
+            conn.execute(f"CREATE SCHEMA {stage}")
+            # held by this connection for as long as the build runs (and let
+            # go with it, however the process ends): how a later replay tells
+            # a live build's staging schema from one left by a replay that
+            # died.  Taken before the schema is committed, so no sweep ever
+            # sees it unlocked.
+            oid = conn.execute("SELECT oid FROM pg_namespace WHERE nspname = %s", (stage,)).fetchone()[0]
+            conn.execute("SELECT pg_advisory_lock(%s)", (lock_key(oid),))
     except psycopg.Error as e:
         raise Unavailable(R._pg_error(e)) from None
     stage_path = f"{stage}, {quote(target_schema)}"
@@ -383,6 +423,8 @@ def build(plan: Any, conn: Any, dst: str, progress: Progress | None,
                 c.cancel()
             c.close()
         plan._pg_snapshot = None
+        with contextlib.suppress(psycopg.Error):
+            conn.execute("SELECT pg_advisory_unlock(%s)", (lock_key(oid),))
         if not moved:
             # the message is the first failure; the caller drops a database it created
             with contextlib.suppress(psycopg.Error):

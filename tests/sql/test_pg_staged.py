@@ -41,7 +41,8 @@ def _source(url: str) -> None:
 
 
 def _schemas(url: str) -> list[str]:
-    return [r[0] for r in q(url, "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'volmerge_stage_%'")]
+    return [r[0] for r in q(url, "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'volmerge\\_stage\\_%' "
+                                 "ORDER BY 1")]
 
 
 @pytest.mark.parametrize("into", ["new database", "empty database"])
@@ -194,3 +195,28 @@ def test_rows_are_counted_by_the_checksums_not_beforehand(pg_db, pg_url):
     assert {t["table"]: t["rows"] for t in result.tables} == want and result.rows == 7300
     with plan_replay(pg_db, schema=pg_db) as plan:
         assert {t["table"]: t["rows"] for t in plan.to_json()["tables"]} == want
+
+
+def test_staging_schemas_of_dead_replays_are_swept_live_ones_kept(pg_db, pg_server):
+    """A replay killed mid-build leaves its staging schema behind; the next
+    replay into that database drops it — but not the schema of a build
+    still running (it holds its advisory lock)."""
+    from strategies.sql.pgstage import lock_key
+
+    _source(pg_db)
+    dst = pg_server.url("staged_sweep")
+    _exec(pg_server.url("postgres"), "CREATE DATABASE staged_sweep")
+    _exec(dst, "CREATE SCHEMA volmerge_stage_dead00000000",
+          "CREATE TABLE volmerge_stage_dead00000000.posts (id int)",
+          "CREATE SCHEMA volmerge_stage_live00000000", "CREATE SCHEMA volmerge_stagex_other")
+    live = psycopg.connect(dst, autocommit=True)
+    try:
+        oid = live.execute("SELECT oid FROM pg_namespace WHERE nspname = 'volmerge_stage_live00000000'").fetchone()[0]
+        live.execute("SELECT pg_advisory_lock(%s)", (lock_key(oid),))
+        with plan_replay(pg_db, schema=pg_db) as plan:
+            assert replay(plan, dst).verified
+        assert _schemas(dst) == ["volmerge_stage_live00000000"]
+        assert q(dst, "SELECT count(*) FROM pg_namespace WHERE nspname = 'volmerge_stagex_other'") == [(1,)]
+    finally:
+        live.close()
+        _exec(pg_server.url("postgres"), "DROP DATABASE staged_sweep WITH (FORCE)")
