@@ -213,7 +213,7 @@ def build(plan: Any, conn: Any, dst: str, progress: Progress | None,
             conn.execute("SELECT pg_advisory_lock(%s)", (lock_key(oid),))
     except psycopg.Error as e:
         raise Unavailable(R._pg_error(e)) from None
-    stage_path = f"{stage}, {quote(target_schema)}"
+    stage_path = f"{stage}, {search_path}"  # the staging schema first, then whatever the user had
     conn.execute(f"SET search_path TO {stage_path}")
     clock = [time.monotonic()]
 

@@ -220,3 +220,24 @@ def test_staging_schemas_of_dead_replays_are_swept_live_ones_kept(pg_db, pg_serv
     finally:
         live.close()
         _exec(pg_server.url("postgres"), "DROP DATABASE staged_sweep WITH (FORCE)")
+
+
+def test_the_destination_users_search_path_decides_where_tables_land(pg_db, pg_server):
+    """A database whose search_path starts with another schema: the staged
+    build lands everything there (its current schema), as one transaction
+    would, and keeps the rest of the path for what it resolves."""
+    _source(pg_db)
+    dst = pg_server.url("staged_path")
+    _exec(pg_server.url("postgres"), "CREATE DATABASE staged_path")
+    try:
+        _exec(dst, "CREATE SCHEMA app", "ALTER DATABASE staged_path SET search_path = app, public")
+        with plan_replay(pg_db, schema=pg_db) as plan:
+            result = replay(plan, dst)
+        assert "move into place" in result.phases
+        assert q(dst, "SELECT relname, relnamespace::regnamespace::text FROM pg_class "
+                      "WHERE relname IN ('users', 'posts', 'comments', 'busy') ORDER BY relname") == [
+            ("busy", "app"), ("comments", "app"), ("posts", "app"), ("users", "app")]
+        assert q(dst, "SELECT pg_get_serial_sequence('app.users', 'id')") == [("app.users_id_seq",)]
+        assert _schemas(dst) == []
+    finally:
+        _exec(pg_server.url("postgres"), "DROP DATABASE staged_path WITH (FORCE)")
