@@ -47,7 +47,10 @@ def replay_sqlite(plan: Any, dst: str, progress: Progress | None = None) -> dict
     d = os.path.dirname(dst)
     if not os.path.isdir(d):
         raise BadInput(f"{d}: no such directory")
-    tmp = os.path.join(d, f".{os.path.basename(dst)}.volmerge-{uuid.uuid4().hex[:8]}.tmp")
+    _sweep(d, os.path.basename(dst))
+    stem = os.path.join(d, f".{os.path.basename(dst)}.volmerge-{uuid.uuid4().hex[:8]}")
+    tmp = stem + ".tmp"
+    lock = _hold(stem + ".lock")
     t0 = time.monotonic()
     # see the module's docstring
     parallel = plan.ours.engine == "sqlite" and _cpus() > 1
@@ -83,9 +86,83 @@ def replay_sqlite(plan: Any, dst: str, progress: Progress | None = None) -> dict
     except BaseException:
         _remove(tmp)
         raise
+    finally:
+        _let_go(stem + ".lock", lock)
     result["seconds"] = round(time.monotonic() - t0, 3)
     result["dst"] = dst
     return result
+
+
+def _hold(path: str) -> int:
+    """A lock file beside the temporary file, flock()ed for as long as the
+    replay runs (and let go with the process, however it ends): how a later
+    replay tells a live build's files from those of one that was killed."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def _let_go(path: str, fd: int) -> None:
+    try:
+        os.unlink(path)  # first: a file without its lock file is a dead one's
+    except FileNotFoundError:
+        pass
+    os.close(fd)
+
+
+STALE = 10.0  # seconds: younger unlocked files may be a build between creating its lock and taking it
+
+
+def _sweep(d: str, base: str) -> list[str]:
+    """Remove what replays into ``d/base`` that were killed left beside it
+    (a temporary database, its journal, a lock file nobody holds).  Returns
+    the paths removed."""
+    import fcntl
+    import glob
+
+    gone: list[str] = []
+    now = time.time()
+    stems: dict[str, list[str]] = {}
+    for path in glob.glob(os.path.join(glob.escape(d), f".{glob.escape(base)}.volmerge-*")):
+        name = os.path.basename(path)[len(base) + 2:]  # ".BASE." off: volmerge-XXXXXXXX.tmp[-journal] | .lock
+        stem = name.split(".", 1)[0]
+        stems.setdefault(stem, []).append(path)
+    for paths in stems.values():
+        try:
+            if any(now - os.lstat(p).st_mtime < STALE for p in paths):
+                continue
+        except FileNotFoundError:
+            continue
+        lock = next((p for p in paths if p.endswith(".lock")), None)
+        if lock is not None:
+            try:
+                fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue  # a replay is running there
+            try:
+                for p in sorted(paths, key=lambda p: p == lock):  # the lock file last
+                    try:
+                        os.unlink(p)
+                        gone.append(p)
+                    except OSError:
+                        pass
+            finally:
+                os.close(fd)
+        else:
+            for p in paths:
+                try:
+                    os.unlink(p)
+                    gone.append(p)
+                except OSError:
+                    pass
+    return gone
 
 
 def _remove(tmp: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 
 import pytest
 
@@ -348,3 +349,33 @@ def test_a_bad_setting_in_a_schema_file_is_bad_input(tmp_path, pragma, message):
     schema.write_text("CREATE TABLE t(a INTEGER);\n" + pragma + "\n")
     with pytest.raises(BadInput, match=f"line 2 {message}|at line 2 .*{message}"):
         plan_replay(str(live), schema=str(schema))
+
+
+def test_files_of_a_killed_replay_are_swept_live_ones_kept(tmp_path):
+    """A replay killed mid-build leaves its temporary database (and journal,
+    and lock file) beside the destination; the next replay to that
+    destination removes them — not those of a replay still running (its
+    lock file is flock()ed), nor files younger than a few seconds, nor
+    another destination's."""
+    import fcntl
+
+    base, live, new = trio(tmp_path)
+    stale = time.time() - 60
+    dead = [tmp_path / ".out.db.volmerge-dead0000.tmp", tmp_path / ".out.db.volmerge-dead0000.tmp-journal",
+            tmp_path / ".out.db.volmerge-dead0000.lock", tmp_path / ".out.db.volmerge-orphan00.tmp"]
+    running = [tmp_path / ".out.db.volmerge-live0000.tmp", tmp_path / ".out.db.volmerge-live0000.lock"]
+    young = tmp_path / ".out.db.volmerge-young000.tmp"
+    other = tmp_path / ".other.db.volmerge-dead1111.tmp"
+    for p in [*dead, *running, young, other]:
+        p.write_bytes(b"x")
+        if p is not young:
+            os.utime(p, (stale, stale))
+    fd = os.open(running[1], os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        with plan_replay(str(live), schema=str(new), base=str(base), maps=HINTS, defaults=DEFAULTS) as plan:
+            assert replay(plan, str(tmp_path / "out.db")).verified
+    finally:
+        os.close(fd)
+    left = sorted(p.name for p in tmp_path.iterdir() if ".volmerge-" in p.name)
+    assert left == sorted(p.name for p in [*running, young, other])
