@@ -404,13 +404,7 @@ def build(plan: Any, conn: Any, dst: str, progress: Progress | None,
             for t in target.tables.values():
                 conn.execute(f"ALTER TABLE {stage}.{quote(t.name)} SET SCHEMA {quote(target_schema)}")
             conn.execute(f"SET LOCAL search_path TO {search_path}")
-            for v in target.views.values():
-                ddl = render.view_ddl(v, target.dialect, "postgres")
-                if ddl:
-                    try:
-                        conn.execute(ddl)
-                    except psycopg.Error as e:
-                        raise NotDone(f"view {v.name}: {R._pg_error(e)}") from None
+            R._views(target, conn)
             conn.execute(f"DROP SCHEMA {stage}")  # empty by now; RESTRICT says so
         moved = True
         lap("move into place")

@@ -216,13 +216,7 @@ def _build(plan: Any, conn: Any, lap: Callable[[str], None]) -> None:
                 conn.execute(f"ALTER TABLE {quote(t.name)} ADD {render.fk_clause(fk)}")
             except psycopg.Error as e:
                 raise NotDone(f"constraint violation: table {t.name}: {_pg_error(e)}") from None
-    for v in target.views.values():
-        ddl = render.view_ddl(v, target.dialect, "postgres")
-        if ddl:
-            try:
-                conn.execute(ddl)
-            except psycopg.Error as e:
-                raise NotDone(f"view {v.name}: {_pg_error(e)}") from None
+    _views(target, conn)
     lap("foreign keys, views")
 
 
@@ -236,6 +230,19 @@ def _create_tables(target: Any, conn: Any) -> None:
             conn.execute(ddl)
         except psycopg.Error as e:
             raise BadInput(f"target schema: table {t.name}: {_pg_error(e)}") from None
+
+
+def _views(target: Any, conn: Any) -> None:
+    """The target's views (after the tables they read)."""
+    import psycopg
+
+    for v in target.views.values():
+        ddl = render.view_ddl(v, target.dialect, "postgres")
+        if ddl:
+            try:
+                conn.execute(ddl)
+            except psycopg.Error as e:
+                raise NotDone(f"view {v.name}: {_pg_error(e)}") from None
 
 
 def _keys(t: Any, conn: Any) -> None:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 from urllib.parse import urlsplit
 
 import psycopg
@@ -10,6 +12,8 @@ import pytest
 
 from strategies.errors import BadInput, NotDone
 from strategies.sql import plan_replay, read_schema, replay, replay_pg
+
+_dbs = itertools.count()
 
 
 def _exec(url: str, *sql: str) -> None:
@@ -38,6 +42,27 @@ def _source(url: str) -> None:
           "INSERT INTO posts (user_id, title) SELECT 1 + g % 300, 'post ' || g FROM generate_series(1, 2000) g",
           "INSERT INTO comments SELECT g, 1 + g % 2000, 1 + g % 300, 'c' || g FROM generate_series(1, 5000) g",
           "DELETE FROM posts WHERE id > 1990 AND id NOT IN (SELECT post_id FROM comments)")
+
+
+@pytest.fixture
+def empty_db(pg_server):
+    """A second fresh, empty database (the destination; pg_db is the source)."""
+    name = f"dst_{os.getpid()}_{next(_dbs)}"
+    _exec(pg_server.url("postgres"), f'CREATE DATABASE "{name}"')
+    try:
+        yield pg_server.url(name)
+    finally:
+        _exec(pg_server.url("postgres"), f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _refused(src: str, url: str, error: type[Exception], match: str) -> None:
+    """Replaying ``src`` into the new database ``url`` fails with ``error``,
+    and the database the replay created is gone again."""
+    with plan_replay(src, schema=src) as plan:
+        with pytest.raises(error, match=match):
+            replay(plan, url)
+    with pytest.raises(BadInput, match="does not exist"):
+        read_schema(url)
 
 
 def _schemas(url: str) -> list[str]:
@@ -90,28 +115,19 @@ def test_same_result_on_one_connection(pg_db, pg_url, monkeypatch):
 def test_bad_job_count_is_bad_input(pg_db, pg_url, monkeypatch, value):
     _source(pg_db)
     monkeypatch.setenv("VOLMERGE_PG_JOBS", value)
-    with plan_replay(pg_db, schema=pg_db) as plan:
-        with pytest.raises(BadInput, match="VOLMERGE_PG_JOBS"):
-            replay(plan, pg_url)
-    with pytest.raises(BadInput, match="does not exist"):
-        read_schema(pg_url)
+    _refused(pg_db, pg_url, BadInput, "VOLMERGE_PG_JOBS")
 
 
-def test_unique_violation_leaves_the_empty_database_empty(tmp_path, pg_db, pg_server):
+def test_unique_violation_leaves_the_empty_database_empty(tmp_path, pg_db, empty_db):
     _exec(pg_db, "CREATE TABLE t (id int PRIMARY KEY, code text)",
           "INSERT INTO t SELECT g, 'c' || (g % 50) FROM generate_series(1, 500) g")
     new = tmp_path / "new.sql"
     new.write_text("CREATE TABLE t (id int PRIMARY KEY, code text);\nCREATE UNIQUE INDEX t_code ON t(code);\n")
-    dst = pg_server.url("staged_empty")
-    _exec(pg_server.url("postgres"), "CREATE DATABASE staged_empty")
-    try:
-        with plan_replay(pg_db, schema=str(new), from_dialect="postgres") as plan:
-            with pytest.raises(NotDone, match=r"constraint violation: index t_code on t: .*\(code\)="):
-                replay(plan, dst)
-        assert _schemas(dst) == []
-        assert q(dst, "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace") == [(0,)]
-    finally:
-        _exec(pg_server.url("postgres"), "DROP DATABASE staged_empty WITH (FORCE)")
+    with plan_replay(pg_db, schema=str(new), from_dialect="postgres") as plan:
+        with pytest.raises(NotDone, match=r"constraint violation: index t_code on t: .*\(code\)="):
+            replay(plan, empty_db)
+    assert _schemas(empty_db) == []
+    assert q(empty_db, "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace") == [(0,)]
 
 
 def test_a_failed_move_moves_nothing(tmp_path, pg_db, pg_url):
@@ -121,14 +137,10 @@ def test_a_failed_move_moves_nothing(tmp_path, pg_db, pg_url):
     _exec(pg_db, "CREATE FUNCTION twice(int) RETURNS int LANGUAGE sql AS 'SELECT $1 * 2'",
           "CREATE TABLE t (id int PRIMARY KEY)", "INSERT INTO t VALUES (1), (2)",
           "CREATE VIEW v AS SELECT twice(id) AS x FROM t")
-    with plan_replay(pg_db, schema=pg_db) as plan:
-        with pytest.raises(NotDone, match="view v: .*twice"):
-            replay(plan, pg_url)
-    with pytest.raises(BadInput, match="does not exist"):
-        read_schema(pg_url)
+    _refused(pg_db, pg_url, NotDone, "view v: .*twice")
 
 
-def test_a_verification_failure_removes_the_staging_schema(pg_db, pg_server, monkeypatch):
+def test_a_verification_failure_removes_the_staging_schema(pg_db, empty_db, monkeypatch):
     _source(pg_db)
     real = replay_pg._pg_sum
 
@@ -139,16 +151,11 @@ def test_a_verification_failure_removes_the_staging_schema(pg_db, pg_server, mon
         return s
 
     monkeypatch.setattr(replay_pg, "_pg_sum", off_by_one)
-    dst = pg_server.url("staged_verify")
-    _exec(pg_server.url("postgres"), "CREATE DATABASE staged_verify")
-    try:
-        with plan_replay(pg_db, schema=pg_db) as plan:
-            with pytest.raises(NotDone, match="verification failed: table posts: checksum differs"):
-                replay(plan, dst)
-        assert _schemas(dst) == []
-        assert q(dst, "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace") == [(0,)]
-    finally:
-        _exec(pg_server.url("postgres"), "DROP DATABASE staged_verify WITH (FORCE)")
+    with plan_replay(pg_db, schema=pg_db) as plan:
+        with pytest.raises(NotDone, match="verification failed: table posts: checksum differs"):
+            replay(plan, empty_db)
+    assert _schemas(empty_db) == []
+    assert q(empty_db, "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace") == [(0,)]
 
 
 def test_no_right_to_create_a_schema_means_one_transaction(pg_db, pg_server):
@@ -197,47 +204,37 @@ def test_rows_are_counted_by_the_checksums_not_beforehand(pg_db, pg_url):
         assert {t["table"]: t["rows"] for t in plan.to_json()["tables"]} == want
 
 
-def test_staging_schemas_of_dead_replays_are_swept_live_ones_kept(pg_db, pg_server):
+def test_staging_schemas_of_dead_replays_are_swept_live_ones_kept(pg_db, empty_db):
     """A replay killed mid-build leaves its staging schema behind; the next
     replay into that database drops it — but not the schema of a build
     still running (it holds its advisory lock)."""
     from strategies.sql.pgstage import lock_key
 
     _source(pg_db)
-    dst = pg_server.url("staged_sweep")
-    _exec(pg_server.url("postgres"), "CREATE DATABASE staged_sweep")
-    _exec(dst, "CREATE SCHEMA volmerge_stage_dead00000000",
+    _exec(empty_db, "CREATE SCHEMA volmerge_stage_dead00000000",
           "CREATE TABLE volmerge_stage_dead00000000.posts (id int)",
           "CREATE SCHEMA volmerge_stage_live00000000", "CREATE SCHEMA volmerge_stagex_other")
-    live = psycopg.connect(dst, autocommit=True)
-    try:
+    with psycopg.connect(empty_db, autocommit=True) as live:
         oid = live.execute("SELECT oid FROM pg_namespace WHERE nspname = 'volmerge_stage_live00000000'").fetchone()[0]
         live.execute("SELECT pg_advisory_lock(%s)", (lock_key(oid),))
         with plan_replay(pg_db, schema=pg_db) as plan:
-            assert replay(plan, dst).verified
-        assert _schemas(dst) == ["volmerge_stage_live00000000"]
-        assert q(dst, "SELECT count(*) FROM pg_namespace WHERE nspname = 'volmerge_stagex_other'") == [(1,)]
-    finally:
-        live.close()
-        _exec(pg_server.url("postgres"), "DROP DATABASE staged_sweep WITH (FORCE)")
+            assert replay(plan, empty_db).verified
+    assert _schemas(empty_db) == ["volmerge_stage_live00000000"]
+    assert q(empty_db, "SELECT count(*) FROM pg_namespace WHERE nspname = 'volmerge_stagex_other'") == [(1,)]
 
 
-def test_the_destination_users_search_path_decides_where_tables_land(pg_db, pg_server):
+def test_the_destination_users_search_path_decides_where_tables_land(pg_db, empty_db):
     """A database whose search_path starts with another schema: the staged
     build lands everything there (its current schema), as one transaction
     would, and keeps the rest of the path for what it resolves."""
     _source(pg_db)
-    dst = pg_server.url("staged_path")
-    _exec(pg_server.url("postgres"), "CREATE DATABASE staged_path")
-    try:
-        _exec(dst, "CREATE SCHEMA app", "ALTER DATABASE staged_path SET search_path = app, public")
-        with plan_replay(pg_db, schema=pg_db) as plan:
-            result = replay(plan, dst)
-        assert "move into place" in result.phases
-        assert q(dst, "SELECT relname, relnamespace::regnamespace::text FROM pg_class "
-                      "WHERE relname IN ('users', 'posts', 'comments', 'busy') ORDER BY relname") == [
-            ("busy", "app"), ("comments", "app"), ("posts", "app"), ("users", "app")]
-        assert q(dst, "SELECT pg_get_serial_sequence('app.users', 'id')") == [("app.users_id_seq",)]
-        assert _schemas(dst) == []
-    finally:
-        _exec(pg_server.url("postgres"), "DROP DATABASE staged_path WITH (FORCE)")
+    name = urlsplit(empty_db).path.lstrip("/")
+    _exec(empty_db, "CREATE SCHEMA app", f'ALTER DATABASE "{name}" SET search_path = app, public')
+    with plan_replay(pg_db, schema=pg_db) as plan:
+        result = replay(plan, empty_db)
+    assert "move into place" in result.phases
+    assert q(empty_db, "SELECT relname, relnamespace::regnamespace::text FROM pg_class "
+                       "WHERE relname IN ('users', 'posts', 'comments', 'busy') ORDER BY relname") == [
+        ("busy", "app"), ("comments", "app"), ("posts", "app"), ("users", "app")]
+    assert q(empty_db, "SELECT pg_get_serial_sequence('app.users', 'id')") == [("app.users_id_seq",)]
+    assert _schemas(empty_db) == []
