@@ -42,27 +42,19 @@ from strategies.errors import NotDone
 
 from . import render
 from .pg import pg_connect
+from .replay import Progress, cpus
 from .schema import quote
-
-Progress = Callable[[str, int, int], None]
 
 
 class Unavailable(Exception):
     """The staged build does not apply here; nothing was written."""
 
 
-def _cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 def jobs() -> int:
     """Connections to build on: ``VOLMERGE_PG_JOBS``, else one per core."""
     raw = os.environ.get("VOLMERGE_PG_JOBS", "").strip()
     if not raw:
-        return _cpus()
+        return cpus()
     if not raw.isdigit() or int(raw) < 1:
         from strategies.errors import BadInput
 
@@ -304,9 +296,7 @@ def build(plan: Any, conn: Any, dst: str, progress: Progress | None,
                 step = "keys"
                 R._keys(target.tables[tm.target], d)
                 step = "indexes"
-                for ix in target.indexes.values():
-                    if ix.table == tm.target:
-                        R._index(ix, target, d)
+                R._indexes_of(tm.target, target, d)
             except BaseException as e:  # noqa: BLE001 - raised in order below
                 failures.add(step, tm.target, e)
 
@@ -325,8 +315,7 @@ def build(plan: Any, conn: Any, dst: str, progress: Progress | None,
         # (instant; one at a time, so two never wait on each other's
         # tables), then validated, which locks its tables only lightly
         planned = {tm.target for tm in plan.tables}
-        fks = [(t.name, fk) for t in target.tables.values() for fk in t.fks]
-        waiting = list(fks)
+        waiting = [(t.name, fk) for t in target.tables.values() for fk in t.fks]
         ready_tables = set(target.tables) - planned
         adding = threading.Lock()
         pool = _Pool(max(2, min(jobs(), len(plan.tables))))
@@ -365,9 +354,7 @@ def build(plan: Any, conn: Any, dst: str, progress: Progress | None,
             for t in target.tables.values():  # tables without rows to replay
                 if t.name not in planned:
                     R._keys(t, conn)
-                    for ix in target.indexes.values():
-                        if ix.table == t.name:
-                            R._index(ix, target, conn)
+                    R._indexes_of(t.name, target, conn)
             biggest_first = sorted(plan.tables, key=lambda m: -(
                 size.get(m.source or "", 0) if m.origin == "ours" else m.rows * 100))
             loads = [pool.submit(LOAD, table_then_keys, tm) for tm in biggest_first]

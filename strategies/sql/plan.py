@@ -163,8 +163,6 @@ def plan_replay(src: str, schema: str, base: str | None = None, maps: dict[str, 
         # the exact counts from its checksums, in its own snapshot, instead
         # of scanning every table once more before it starts.
         lazy = ours.engine == "postgres"
-        if not lazy:
-            ours.count_all([tm.source for tm in merged.tables if tm.origin == "ours" and tm.source])
         ours.count_all(list(merged.dropped_tables))
         for tm in merged.tables:
             if tm.origin == "ours" and tm.source:

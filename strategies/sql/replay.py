@@ -8,7 +8,17 @@ from typing import Any, Callable
 
 from .plan import ReplayPlan
 
-Progress = Callable[[str, int, int], None]
+Progress = Callable[[str, int, int], None]  # (table, rows done, rows total)
+
+
+def cpus() -> int:
+    """The cores this process may run on (its affinity, not the machine's)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 @dataclass

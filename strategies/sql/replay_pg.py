@@ -257,6 +257,13 @@ def _keys(t: Any, conn: Any) -> None:
             raise NotDone(f"constraint violation: table {t.name}: {_pg_error(e)}") from None
 
 
+def _indexes_of(table: str, target: Any, conn: Any) -> None:
+    """The target's indexes on ``table``."""
+    for ix in target.indexes.values():
+        if ix.table == table:
+            _index(ix, target, conn)
+
+
 def _index(ix: Any, target: Any, conn: Any) -> None:
     import psycopg
 
@@ -552,15 +559,13 @@ _HASH = {"smallint": "hashint2extended({}, {})", "integer": "hashint4extended({}
          "uuid": "uuid_hash_extended({}, {})", "jsonb": "jsonb_hash_extended({}, {})",
          "boolean": "hashint4extended(CAST({} AS integer), {})",
          "date": "hashint4extended({} - DATE '2000-01-01', {})",
-         "timestamp without time zone": "timestamp_hash_extended({}, {})"}
+         "timestamp without time zone": "timestamp_hash_extended({}, {})",
+         "character varying": "hashtextextended({}, {})", "numeric": "hash_numeric_extended({}, {})",
+         "character": "hashbpcharextended({}, {})"}
 
 
 def _column_hash(expr: str, typ: str, seed: int) -> str:
-    base = re.sub(r"\(.*\)$", "", typ).strip()  # numeric(10,2) -> numeric, character varying(9) -> ...
-    if base in ("character varying",):
-        base = "text"
-    fn = _HASH.get(base) or {"numeric": "hash_numeric_extended({}, {})",
-                             "character": "hashbpcharextended({}, {})"}.get(base)
+    fn = _HASH.get(re.sub(r"\(.*\)$", "", typ).strip())  # numeric(10,2) -> numeric, ...
     h = fn.format(expr, seed) if fn else f"hash_record_extended(ROW({expr}), {seed})"
     return f"coalesce({h}, {-1 - seed})"  # NULL: a constant of its own per column
 

@@ -31,9 +31,8 @@ from strategies.errors import BadInput, NotDone
 
 from . import keyed, render, verify
 from .diff import TableMap
+from .replay import Progress, cpus
 from .schema import quote
-
-Progress = Callable[[str, int, int], None]  # (table, rows done, rows total)
 
 
 def replay_sqlite(plan: Any, dst: str, progress: Progress | None = None) -> dict[str, Any]:
@@ -53,7 +52,7 @@ def replay_sqlite(plan: Any, dst: str, progress: Progress | None = None) -> dict
     lock = _hold(stem + ".lock")
     t0 = time.monotonic()
     # see the module's docstring
-    parallel = plan.ours.engine == "sqlite" and _cpus() > 1
+    parallel = plan.ours.engine == "sqlite" and cpus() > 1
     try:
         guard = _SourceGuard(plan) if parallel else None
         try:
@@ -105,10 +104,7 @@ def _hold(path: str) -> int:
 
 
 def _let_go(path: str, fd: int) -> None:
-    try:
-        os.unlink(path)  # first: a file without its lock file is a dead one's
-    except FileNotFoundError:
-        pass
+    _unlink([path])  # first: a file without its lock file is a dead one's
     os.close(fd)
 
 
@@ -147,37 +143,28 @@ def _sweep(d: str, base: str) -> list[str]:
                 os.close(fd)
                 continue  # a replay is running there
             try:
-                for p in sorted(paths, key=lambda p: p == lock):  # the lock file last
-                    try:
-                        os.unlink(p)
-                        gone.append(p)
-                    except OSError:
-                        pass
+                gone += _unlink(sorted(paths, key=lambda p: p == lock))  # the lock file last
             finally:
                 os.close(fd)
         else:
-            for p in paths:
-                try:
-                    os.unlink(p)
-                    gone.append(p)
-                except OSError:
-                    pass
+            gone += _unlink(paths)
+    return gone
+
+
+def _unlink(paths: list[str]) -> list[str]:
+    """Remove what exists of ``paths``; the ones removed."""
+    gone = []
+    for p in paths:
+        try:
+            os.unlink(p)
+            gone.append(p)
+        except OSError:
+            pass
     return gone
 
 
 def _remove(tmp: str) -> None:
-    for p in (tmp, tmp + "-journal", tmp + "-wal", tmp + "-shm"):
-        try:
-            os.unlink(p)
-        except FileNotFoundError:
-            pass
-
-
-def _cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
+    _unlink([tmp, tmp + "-journal", tmp + "-wal", tmp + "-shm"])
 
 
 class _SourceGuard:
@@ -233,7 +220,7 @@ def _build(plan: Any, tmp: str, progress: Progress | None, parallel: bool) -> di
         conn.execute("PRAGMA synchronous=OFF")
         conn.execute("PRAGMA cache_size=-65536")
         conn.execute("PRAGMA foreign_keys=OFF")
-        conn.execute(f"PRAGMA threads={min(4, _cpus())}")  # sorter threads for CREATE INDEX
+        conn.execute(f"PRAGMA threads={min(4, cpus())}")  # sorter threads for CREATE INDEX
         src_engine = plan.ours.engine
         if src_engine == "sqlite":
             conn.execute("ATTACH ? AS src", (plan.ours.uri(),))
@@ -574,7 +561,7 @@ class _Checker:
                                                          "'table'")} - {t.target for t in plan.tables}
         self.fk_parents = {child: self._parents(child) for child in _fk_children(conn)}
         self.futures: dict[str, Any] = {}  # "fk X" / "verify X" -> future
-        self.pool = ThreadPoolExecutor(max_workers=max(1, _cpus() - 1), thread_name_prefix="volmerge-check")
+        self.pool = ThreadPoolExecutor(max_workers=max(1, cpus() - 1), thread_name_prefix="volmerge-check")
         self.closed = False
 
     def _parents(self, child: str) -> set[str] | None:

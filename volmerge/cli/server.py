@@ -350,7 +350,7 @@ def _run_command(req: Request, conn: socket.socket) -> None:
         os.umask(req.umask)
         os.environb.clear()
         os.environb.update(req.env)
-        for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGPIPE):
+        for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
             signal.signal(s, signal.SIG_DFL)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # as the interpreter starts
         signal.signal(signal.SIGINT, signal.default_int_handler)
