@@ -1,6 +1,6 @@
 """Error roots of the runtime.
 
-Every error carries the process exit code the CLI must use (DESIGN.md):
+Every error carries the process exit code the CLI must use (docs/architecture.md):
 ``2`` bad input, nothing changed; ``1`` not done, everything rolled back or
 left untouched.  Messages are one line, meant for an operator.
 """

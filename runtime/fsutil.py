@@ -1,4 +1,4 @@
-"""Small file-system primitives: never write state in place (STYLE.md 3)."""
+"""Small file-system primitives: never write state in place (architecture.md, principle 3)."""
 
 from __future__ import annotations
 

@@ -39,7 +39,7 @@ _SWEEPERS: dict[str, Sweeper] = {}
 
 def register_sweeper(name: str, fn: Sweeper) -> None:
     """Register a function run when a store is opened for writing, to remove
-    or finish work that a crash left marked incomplete (STYLE.md point 4)."""
+    or finish work that a crash left marked incomplete (architecture.md, principle 4)."""
     _SWEEPERS[name] = fn
 
 

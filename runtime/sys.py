@@ -1,4 +1,4 @@
-"""The kernel behind one seam (STYLE.md point 9).
+"""The kernel behind one seam (architecture.md, principle 9).
 
 Every mount, unmount, unshare, setns and pivot_root in volmerge goes through
 this module, so that ordering can be unit-tested and the real calls audited in

@@ -1,4 +1,4 @@
-"""The strategy protocol (STYLE.md point 7).
+"""The strategy protocol (architecture.md, principle 7).
 
 A strategy is a pure function from (base, ours, theirs) to a merged result
 plus a report.  Content strategies merge one file's bytes; the tree merge

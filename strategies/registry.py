@@ -1,5 +1,5 @@
 """The strategy registry: every strategy, built-in or third-party, comes from
-the entry-point group ``volmerge.strategies`` (STYLE.md 7).
+the entry-point group ``volmerge.strategies`` (architecture.md, principle 7).
 
 An entry point that fails to load (missing module, import error, a class that
 does not satisfy the protocol) is recorded in :func:`load_errors` and left

@@ -3,7 +3,7 @@ a writer applies: ``FullWriter`` builds the complete result tree,
 ``UpperWriter`` writes only what differs from ours into an overlay upper
 layer (whiteouts for deletions, opaque directories for replacements), and
 ``DryWriter`` writes nothing and records diffs.  Dry run lives here and only
-here (STYLE.md 2): the walk never asks whether it is a dry run.
+here (architecture.md, principle 2): the walk never asks whether it is a dry run.
 
 All writes go through directory file descriptors of directories this writer
 created itself, with O_EXCL/O_NOFOLLOW, and sources are read through the

@@ -1,4 +1,4 @@
-"""The docs are tested (STYLE.md point 10): every command has help text and
+"""The docs are tested (architecture.md, principle 10): every command has help text and
 appears in README.md."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""One error root for the product, with exit codes (STYLE.md point 6).
+"""One error root for the product, with exit codes (architecture.md, principle 6).
 
 ``runtime`` and ``strategies`` cannot import this package, so they have error
 roots of their own with the same ``exit_code`` contract; :func:`exit_code_of`

@@ -1,7 +1,7 @@
 """/etc/hosts files for containers, kept current in place.
 
 The engine bind-mounts a container's hosts file at /etc/hosts.  A bind mount
-pins the inode, so a rename-over (the usual safe write, STYLE.md point 3)
+pins the inode, so a rename-over (the usual safe write, architecture.md, principle 3)
 would leave the container reading the old file forever: here the content is
 rewritten in place instead (pwrite of the whole content, then truncate).  A
 reader can at worst see a torn file for the microseconds of one write; the

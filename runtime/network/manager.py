@@ -4,7 +4,7 @@ One flock (``locks/network.lock``) serialises every change, across processes;
 the state database is the truth, and links, namespaces, hosts files and the
 nft table are derived from it (reconcile() re-derives them after a crash).
 
-Order of work (STYLE.md point 4): an attachment row is written ``pending``
+Order of work (architecture.md, principle 4): an attachment row is written ``pending``
 before any link or namespace exists, flipped to ``up`` when all of it
 exists, and deleted only after all of it is gone.  A crash therefore leaves
 a row that names what to undo, and reconcile() (also run as a store sweeper

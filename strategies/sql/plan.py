@@ -1,7 +1,7 @@
 """The replay plan: the schema diff, the mapping, rows and losses — data.
 
 ``plan_replay`` reads everything and decides everything; ``replay`` only
-executes a plan.  A dry run is the plan printed (STYLE.md 2: dry run lives in
+executes a plan.  A dry run is the plan printed (architecture.md, principle 2: dry run lives in
 one place).  A plan owns scratch space (staged dumps); close it, or use it as
 a context manager.
 """

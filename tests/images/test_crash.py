@@ -1,5 +1,5 @@
 """A load killed mid-extraction leaves nothing a reader could see, and the
-next open of the store sweeps what it left (STYLE.md 4)."""
+next open of the store sweeps what it left (architecture.md, principle 4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The conformance suite every strategy runs (STYLE.md 8): the identities.
+"""The conformance suite every strategy runs (architecture.md, principle 8): the identities.
 
 base = ours = theirs gives it back unchanged; only ours changed gives ours
 exactly; only theirs changed gives theirs exactly.  Also used by the plugin

@@ -1,4 +1,4 @@
-"""The ``volmerge`` command line.  Docker-like verbs (DESIGN.md, CLI contract).
+"""The ``volmerge`` command line.  Docker-like verbs (docs/architecture.md, the CLI contract).
 
 The typer application lives in root.py.  ``volmerge run`` with ordinary
 arguments takes a fast path (fastrun.py) that parses them without importing

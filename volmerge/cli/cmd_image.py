@@ -1,6 +1,6 @@
 """`volmerge image ...`: load, list, inspect, tag, remove and save images.
 
-Thin commands over :mod:`runtime.images` (STYLE.md 5).
+Thin commands over :mod:`runtime.images` (architecture.md, principle 5).
 """
 
 from __future__ import annotations

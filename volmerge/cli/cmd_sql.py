@@ -1,5 +1,5 @@
 """`volmerge sql ...`: replay a database's rows into a new schema, inspect and
-diff schemas.  Thin: the work is in strategies.sql (STYLE.md 5)."""
+diff schemas.  Thin: the work is in strategies.sql (architecture.md, principle 5)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Shared bits of the CLI: the store from the global options, output helpers.
 
-Commands are thin: parse arguments, call the library, print (STYLE.md 5).
+Commands are thin: parse arguments, call the library, print (architecture.md, principle 5).
 Heavy modules are imported inside commands, so `volmerge --help` and hot
 commands stay fast.
 """

@@ -1,5 +1,5 @@
 """The steps of an upgrade: data that knows how to describe, apply and undo
-itself (STYLE.md 1).
+itself (architecture.md, principle 1).
 
 A step is rebuilt from ``(kind, args)`` as stored in the journal, so that
 recovery after a crash can undo it without the process that started it.

@@ -5,7 +5,7 @@ upper, mounted as one overlay while a container uses the volume.  Snapshot,
 rollback and clone only change which layer ids a manifest names: no byte of
 data is copied, so they cost the same for 1 MB and 100 GB.
 
-Every mutating operation follows one pattern (STYLE.md 3 and 4): build new
+Every mutating operation follows one pattern (architecture.md, principles 3 and 4): build new
 layers where no manifest names them (the pool, or the store's tmp/), then one
 commit point (an atomic manifest rename, or a journal record when two volumes
 change), then clean-up that the next command redoes if a crash cut it short
