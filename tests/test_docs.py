@@ -52,3 +52,51 @@ def test_every_command_is_in_the_readme() -> None:
 
 def test_readme_keeps_the_two_commands() -> None:
     assert "make demo" in README and "make test" in README
+
+
+ROOT = Path(__file__).resolve().parent.parent
+ARCHITECTURE = (ROOT / "docs" / "architecture.md").read_text()
+
+
+def _module_map_names() -> set[str]:
+    """Every module the architecture page's module map names, as a path
+    relative to the repository ("runtime/network/hosts.py"); a row may
+    name several (``a.py`` / ``b.py``) and a package's folder names its
+    files in the row's text."""
+    names: set[str] = set()
+    section = None
+    for line in ARCHITECTURE.splitlines():
+        m = re.match(r"### (\w+)/$", line)
+        if m:
+            section = m.group(1)
+            continue
+        if line.startswith("## "):
+            section = None
+        if section and line.startswith("| `"):
+            cells = line.split("|")
+            first, rest = cells[1], "|".join(cells[2:])
+            for mod in re.findall(r"`([\w/]+(?:\.py)?)`", first):
+                names.add(f"{section}/{mod}")
+            folder = re.findall(r"`([\w/]+/)`", first)
+            for sub in folder:
+                for mod in re.findall(r"`(\w+\.py)`", rest):
+                    names.add(f"{section}/{sub}{mod}")
+                names.add(f"{section}/{sub}")
+    return names
+
+
+def test_every_module_is_in_the_architecture_page() -> None:
+    named = _module_map_names()
+    missing = [
+        rel for pkg in ("volmerge", "runtime", "strategies")
+        for rel in (p.relative_to(ROOT).as_posix() for p in sorted((ROOT / pkg).rglob("*.py")))
+        # a package's __init__.py needs no row of its own
+        if rel not in named and not rel.endswith("/__init__.py")
+    ]
+    assert not missing, f"modules missing from docs/architecture.md's module map: {missing}"
+
+
+def test_architecture_page_names_no_missing_module() -> None:
+    named = _module_map_names()
+    gone = sorted(n for n in named if not (ROOT / n).exists())
+    assert not gone, f"docs/architecture.md names modules that do not exist: {gone}"
