@@ -92,9 +92,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 # Property tests draw the same examples on every run (CI is deterministic:
 # a failure is a regression, never a lucky draw); set
 # VOLMERGE_HYPOTHESIS=explore locally to search new examples.
-from hypothesis import settings as _hsettings  # noqa: E402
-
 from hypothesis import HealthCheck as _HC  # noqa: E402
+from hypothesis import settings as _hsettings  # noqa: E402
 
 # No per-example deadline and no too-slow health check: a loaded CI machine
 # must not turn a correct property into a failure.
