@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -84,9 +85,28 @@ class Podman:
         from runtime import sys as rsys
 
         self("rm", "-a", "-f", "-t", "0", check=False)
+        # conmon outlives `podman rm` a little and writes below the store as
+        # it exits: wait for it before deleting.
+        deadline = time.monotonic() + 10
+        while self._processes() and time.monotonic() < deadline:
+            time.sleep(0.05)
         for d in (self.base, self.runroot):
             rsys.umount_tree(d)
-            shutil.rmtree(d, ignore_errors=True)
+            shutil.rmtree(d)
+
+    def _processes(self) -> list[str]:
+        """Processes (conmon, the containers' runc) whose command line names this store."""
+        needles = (str(self.base).encode(), str(self.runroot).encode())
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmd = f.read()
+            except OSError:
+                continue
+            if any(n in cmd for n in needles):
+                found.append(pid)
+        return found
 
 
 def skopeo(*args: str) -> dict:
