@@ -1,10 +1,12 @@
 """The podman helper (tests/podman.py) behaves alike on a machine where
 podman never ran: run in a mount namespace where podman's default state
-directories are empty, a load and two runs use none of them and leave no
-interface, nft table or mount (.ci/host-state) behind."""
+directories are empty, a load and runs use none of them, leave no
+interface, nft table or mount (.ci/host-state) behind, and leave the host's
+podman networks alone."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -24,6 +26,12 @@ DEFAULT_STATE = ("/var/lib/containers", "/run/containers", "/run/libpod", "/run/
 # podman 4.3 has no option for the directory of its blob-info cache (root:
 # /var/lib/containers/cache); a cache of digests, not state.
 ALLOWED = {"/var/lib/containers/cache", "/var/lib/containers/cache/blob-info-cache-v1.boltdb"}
+
+# A network of the host's (as `podman network create keep` writes it): a
+# `podman system reset` on any --root would delete it.
+KEEP = json.dumps({"cniVersion": "0.4.0", "name": "keep", "plugins": [
+    {"type": "bridge", "bridge": "cni-podman9", "isGateway": True,
+     "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.89.9.0/24"}]]}}]})
 
 SCRIPT = """
 from pathlib import Path
@@ -45,14 +53,16 @@ def test_podman_uses_no_default_state(tmp_path: Path, fixture_image) -> None:
                        ref=REFS["busybox"])
     snap = tmp_path / "state"
     sh = (f"for d in {' '.join(sorted(existed))}; do mount -t tmpfs fresh $d; done\n"
+          "[ ! -d /etc/cni/net.d ] || echo \"$KEEP\" > /etc/cni/net.d/keep.conflist\n"
           f".ci/host-state snapshot {snap}\n"
           f"{sys.executable} -c \"$PY\"\n"
           f".ci/host-state compare {snap}\n"
           f"find {' '.join(sorted(existed))} -mindepth 1\n")
     proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-euc", sh],
-                          cwd=ROOT_DIR, env=dict(os.environ, PY=py), capture_output=True,
+                          cwd=ROOT_DIR, env=dict(os.environ, PY=py, KEEP=KEEP), capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert set(proc.stdout.split()) <= ALLOWED
+    kept = {"/etc/cni/net.d/keep.conflist"} if "/etc/cni/net.d" in existed else set()
+    assert set(proc.stdout.split()) - ALLOWED == kept
     assert {d for d in DEFAULT_STATE if os.path.isdir(d)} == existed  # none created
     assert not (tmp_path / "podman").exists()
