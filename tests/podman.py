@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-# Limits this host's podman would otherwise take from the (large) defaults of
-# the test process.
+# No network; limits that podman would otherwise take from the (large) ones
+# of the test process.
 RUN_OPTS = ("--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024")
 
 
@@ -99,6 +99,8 @@ class Podman:
         needles = (str(self.base).encode(), str(self.runroot).encode())
         found = []
         for pid in filter(str.isdigit, os.listdir("/proc")):
+            if int(pid) == os.getpid():
+                continue
             try:
                 with open(f"/proc/{pid}/cmdline", "rb") as f:
                     cmd = f.read()
