@@ -48,7 +48,7 @@ bench: install
 	$(PY) -m bench
 
 lint: install
-	$(PY) -m ruff check volmerge runtime strategies fixtures tests bench || true
+	$(PY) -m ruff check volmerge runtime strategies fixtures tests bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info

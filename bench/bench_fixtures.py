@@ -44,7 +44,10 @@ def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 3
     work = Path(tempfile.mkdtemp(prefix="vm-bench-fx-", dir="/var/tmp"))
     runroot = Path(tempfile.mkdtemp(prefix="vm-pm-", dir="/tmp"))
+    # a network config dir of its own: `system reset` below removes every
+    # network in it (by default the host's, /etc/cni/net.d)
     podman = ["podman", "--root", str(work / "pm"), "--runroot", str(runroot),
+              "--network-config-dir", str(work / "networks"),
               "--cgroup-manager=cgroupfs", "--runtime", "runc"]
     try:
         print(f"{'kind':<11} {'size':>8} {'volmerge':>9} {'tar floor':>10} {'podman':>8} "

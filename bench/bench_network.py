@@ -118,7 +118,10 @@ def bench_podman(work: Path, runs: int) -> dict[str, list[float]] | str:
         archive = image_archive("busybox")
     except Exception as exc:  # pragma: no cover - depends on the host
         return f"no busybox fixture image: {exc}"
+    # a network config dir of its own: `system reset` below removes every
+    # network in it (by default the host's, /etc/cni/net.d)
     base = ["podman", "--root", str(work / "storage"), "--runroot", str(work / "run"),
+            "--network-config-dir", str(work / "networks"),
             "--cgroup-manager=cgroupfs", "--runtime", "runc"]
     load = subprocess.run(base + ["load", "-q", "-i", f"{archive}"], capture_output=True, text=True)
     if load.returncode != 0:

@@ -3,7 +3,7 @@
 The whole session runs in its own mount namespace (everything mounted by a
 test, a CLI subprocess or a container supervisor stays invisible to the host
 and dies with the session).  After every test the guard checks that the test
-left no mount, process, network interface or temporary file behind.
+left no mount, process, network interface, nft table or temporary file behind.
 """
 
 from __future__ import annotations
@@ -92,9 +92,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 # Property tests draw the same examples on every run (CI is deterministic:
 # a failure is a regression, never a lucky draw); set
 # VOLMERGE_HYPOTHESIS=explore locally to search new examples.
-from hypothesis import settings as _hsettings  # noqa: E402
-
 from hypothesis import HealthCheck as _HC  # noqa: E402
+from hypothesis import settings as _hsettings  # noqa: E402
 
 # No per-example deadline and no too-slow health check: a loaded CI machine
 # must not turn a correct property into a failure.
@@ -156,6 +155,24 @@ def _interfaces() -> set[str]:
     return {name for _i, name in socket.if_nameindex()}
 
 
+_NFPROTO = {1: "inet", 2: "ip", 3: "arp", 5: "netdev", 7: "bridge", 10: "ip6"}
+
+
+def _nft_tables() -> set[str]:
+    """The nft tables of the session's network namespace ("FAMILY NAME"),
+    read over netlink in-process (~1 ms; nft(8) takes ~5).  None where the
+    kernel has no nf_tables: then no test can leave one."""
+    from pyroute2.netlink.exceptions import NetlinkError
+    from pyroute2.nftables.main import NFTables
+
+    try:
+        with NFTables(nfgen_family=0) as nft:
+            return {f"{_NFPROTO.get(m['nfgen_family'], m['nfgen_family'])} "
+                    f"{m.get_attr('NFTA_TABLE_NAME')}" for m in nft.get_tables()}
+    except (OSError, NetlinkError):
+        return set()
+
+
 def _tmp_entries() -> set[str]:
     # Only the session's own TMPDIR (every test and every subprocess it starts
     # inherits it): /tmp is shared with whatever else runs on the machine.
@@ -170,16 +187,17 @@ def _tmp_entries() -> set[str]:
 
 @pytest.fixture(autouse=True)
 def leak_guard(request: pytest.FixtureRequest):
-    before = (_mounts(), _tagged_processes(), _interfaces(), _tmp_entries())
+    before = (_mounts(), _tagged_processes(), _interfaces(), _tmp_entries(), _nft_tables())
     yield
     deadline = time.monotonic() + 5
     while True:
-        after = (_mounts(), _tagged_processes(), _interfaces(), _tmp_entries())
+        after = (_mounts(), _tagged_processes(), _interfaces(), _tmp_entries(), _nft_tables())
         leaked = {
             "mounts": sorted(after[0] - before[0]),
             "processes": sorted(after[1] - before[1]),
             "interfaces": sorted(after[2] - before[2]),
             "temp files": sorted(after[3] - before[3]),
+            "nft tables": sorted(after[4] - before[4]),
         }
         leaked = {k: v for k, v in leaked.items() if v}
         if not leaked or time.monotonic() > deadline:
@@ -201,6 +219,8 @@ def leak_guard(request: pytest.FixtureRequest):
                 pass
         for p in leaked.get("temp files", []):
             shutil.rmtree(p, ignore_errors=True) if os.path.isdir(p) else Path(p).unlink(missing_ok=True)
+        for table in leaked.get("nft tables", []):
+            subprocess.run(["nft", "delete", "table", *table.split()], capture_output=True)
         pytest.fail(f"test leaked: {leaked}")
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fixtures import REFS, image_archive
 
-from .conftest import PODMAN_RUN_OPTS, skopeo_config, skopeo_inspect
+from .conftest import skopeo_config, skopeo_inspect
 
 
 def test_busybox_archive_is_read_by_skopeo(tmp_path: Path) -> None:
@@ -62,9 +62,8 @@ def test_busybox_runs_in_podman(tmp_path: Path, podman) -> None:
     archive = image_archive("busybox", tmp_path / "cache")
     out = podman("load", "-i", str(archive)).stdout
     assert REFS["busybox"] in out
-    podman("run", "--rm", *PODMAN_RUN_OPTS, REFS["busybox"], "/bin/busybox", "true")
-    proc = podman("run", "--rm", *PODMAN_RUN_OPTS, REFS["busybox"],
-                  "sh", "-c", "stat -c %a /tmp; id -u user; echo ok")
+    podman.run(REFS["busybox"], "/bin/busybox", "true")
+    proc = podman.run(REFS["busybox"], "sh", "-c", "stat -c %a /tmp; id -u user; echo ok")
     assert proc.stdout.split() == ["1777", "1000", "ok"]
 
 

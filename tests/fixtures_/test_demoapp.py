@@ -101,7 +101,7 @@ def test_v1_first_start_creates_db_and_settings(tmp_path: Path, run_app) -> None
 
 def test_v1_notes_settings_version(tmp_path: Path, run_app) -> None:
     app = run_app(seed_dir(tmp_path / "data", 1), 1)
-    code, note = app.request("POST", "/notes", "buy milk".encode())
+    code, note = app.request("POST", "/notes", b"buy milk")
     assert code == 201 and note["id"] == 1
     app.request("POST", "/notes", json.dumps({"text": "call mum"}).encode(), "application/json")
     code, notes = app.request("GET", "/notes")

@@ -19,7 +19,7 @@ import pytest
 from fixtures import REFS, Dir, File, Hardlink, Symlink, build_image, image_archive, images
 from fixtures.images import FixtureError
 
-from .conftest import PODMAN_RUN_OPTS, skopeo_config, skopeo_inspect
+from .conftest import skopeo_config, skopeo_inspect
 
 HAVE_PGSERVER = importlib.util.find_spec("pgserver") is not None
 LAYERS = {"busybox": 1, "python": 2, "postgres15": 2, "postgres16": 2,
@@ -148,7 +148,7 @@ def test_build_image_on_busybox_runs_in_podman(tmp_path: Path, podman) -> None:
                       "localhost/test/hello:1")
     assert skopeo_inspect(out)["Layers"][0] == bb.digest
     podman("load", "-i", str(out))
-    assert podman("run", "--rm", *PODMAN_RUN_OPTS, "localhost/test/hello:1").stdout == "hi there\n"
+    assert podman.run("localhost/test/hello:1").stdout == "hi there\n"
 
 
 def test_bad_layer_entries_are_refused(tmp_path: Path) -> None:
@@ -164,15 +164,15 @@ def test_bad_layer_entries_are_refused(tmp_path: Path) -> None:
 
 def test_python_image_runs_stdlib_in_podman(fixture_image, podman) -> None:
     podman("load", "-i", str(fixture_image("python")))
-    proc = podman("run", "--rm", *PODMAN_RUN_OPTS, REFS["python"], "python3", "-c",
-                  "import sqlite3, json, http.server, ssl, ctypes, lzma, zlib, decimal;"
-                  "c = sqlite3.connect(':memory:'); print(c.execute('select 41+1').fetchone()[0])")
+    proc = podman.run(REFS["python"], "python3", "-c",
+                      "import sqlite3, json, http.server, ssl, ctypes, lzma, zlib, decimal;"
+                      "c = sqlite3.connect(':memory:'); print(c.execute('select 41+1').fetchone()[0])")
     assert proc.stdout.strip() == "42"
 
 
 def test_demo_image_serves_in_podman(fixture_image, podman) -> None:
     podman("load", "-i", str(fixture_image("demo-v2")))
-    podman("run", "-d", "--name", "notes", "--network", "none", *PODMAN_RUN_OPTS, REFS["demo-v2"])
+    podman.run("-d", "--name", "notes", REFS["demo-v2"], rm=False)
     try:
         # The image's own health check command, run inside the container.
         cfg = raw_config(fixture_image("demo-v2"))["config"]  # skopeo drops Healthcheck
@@ -192,7 +192,7 @@ def test_demo_image_serves_in_podman(fixture_image, podman) -> None:
 @pytest.mark.parametrize("kind", [k for k in kinds() if "postgres" in k.values[0]])
 def test_postgres_image_initdb_and_serve_in_podman(kind: str, fixture_image, podman) -> None:
     podman("load", "-i", str(fixture_image(kind)))
-    podman("run", "-d", "--name", "pg", "--network", "none", *PODMAN_RUN_OPTS, REFS[kind])
+    podman.run("-d", "--name", "pg", REFS[kind], rm=False)
     try:
         for _ in range(100):
             if podman("exec", "pg", "pg_isready", "-h", "127.0.0.1", "-U", "postgres", check=False).returncode == 0:

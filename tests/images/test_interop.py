@@ -59,7 +59,7 @@ def test_podman_and_skopeo_images_load_bit_identical(
     assert len(img.layers) == 1
     if form == "docker-archive":
         assert img.tags == [name]
-    podman_id = podman("images", "--no-trunc", "--format", "{{.ID}}", name).strip()
+    podman_id = podman("images", "--no-trunc", "--format", "{{.ID}}", name).stdout.strip()
     assert podman_id.removeprefix("sha256:") == img.id
     _same_tree(img.layers[0].path, rootfs)
 
@@ -72,11 +72,11 @@ def test_volmerge_save_loads_and_runs_in_podman(podman, cli, tmp_path: Path) -> 
     out = tmp_path / "saved.tar"
     r = cli("image", "save", "vm:1", "-o", str(out))
     assert r.returncode == 0, r.stderr
-    assert "localhost/vm:1" in podman("load", "-i", str(out))
+    assert "localhost/vm:1" in podman("load", "-i", str(out)).stdout
     podman.run("localhost/vm:1", "/bin/busybox", "true")
-    assert podman.run("localhost/vm:1", "/bin/cat", "/etc/motd") == "hello\n"
+    assert podman.run("localhost/vm:1", "/bin/cat", "/etc/motd").stdout == "hello\n"
     # and skopeo reads it by name
-    info = json.loads(podman("inspect", f"oci-archive:{out}", tool="skopeo"))
+    info = json.loads(podman("inspect", f"oci-archive:{out}", tool="skopeo").stdout)
     assert len(info["Layers"]) == 1
 
 
@@ -90,7 +90,7 @@ def test_whiteouts_through_podman_become_overlay_whiteouts(
     top = layer_tar([E("etc", "dir"), E("etc/.wh.motd"), E("var", "dir"), E("var/.wh..wh..opq"),
                      E("var/new", data=b"n")])
     podman("load", "-i", str(write_tar(image_files([base, top], ref="localhost/wh:1"), tmp_path / "wh.tar")))
-    assert podman.run("localhost/wh:1", "/bin/ls", "/var").split() == ["new"]
+    assert podman.run("localhost/wh:1", "/bin/ls", "/var").stdout.split() == ["new"]
     out = tmp_path / "podman-wh.tar"
     podman("save", "--format", "oci-archive", "-o", str(out), "localhost/wh:1")
     img = images.load(out)
