@@ -249,4 +249,12 @@ def restrict_image_policy(policy: Policy, origin: str) -> Policy:
             policy.warnings.append(
                 f"{origin} asks for allow_data_loss; ignored: only --allow-data-loss or the "
                 "operator's --policy can allow data loss")
+    if isinstance(sql, dict) and sql.get("bookkeeping_tables"):
+        # kept (an image names its own migration table), but the live rows of
+        # such a table are replaced by the image's, so the operator must see it
+        names = sql["bookkeeping_tables"]
+        shown = ", ".join(map(str, names)) if isinstance(names, (list, tuple)) else str(names)
+        policy.warnings.append(
+            f"{origin} declares bookkeeping tables ({shown}): their live rows are replaced by "
+            "the new image's; check that they hold no data of yours")
     return policy

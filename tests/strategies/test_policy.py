@@ -94,6 +94,9 @@ def test_image_policy_is_restricted() -> None:
     assert len(pol.warnings) == 4 and text.count("allow_data_loss; ignored") == 2
     assert "'app.conf' asks for strategy 'theirs'" in text
     assert "'app.conf' asks for on_conflict 'theirs'" in text
+    pol = restrict_image_policy(parse_policy('[sql]\nbookkeeping_tables = ["notes"]\n'), IMAGE)
+    assert pol.table("sql") == {"bookkeeping_tables": ["notes"]}
+    assert "declares bookkeeping tables (notes)" in pol.warnings[0]
 
 
 def test_operator_policy_and_flag_win_over_the_image(tmp_path: Path) -> None:
