@@ -260,6 +260,7 @@ def test_image_policy_cannot_drop_data_or_discard_operator_edits(vm, tmp_path) -
     # The upgrade refuses as it would without any policy; nothing changed.
     p = vm("upgrade", "notes", "--to", HOSTILE, "--health-timeout", "20")
     assert p.returncode == 1 and "data loss refused" in p.stderr, p.stderr
+    assert "warning: image:/etc/volmerge/policy.toml asks for allow_data_loss; ignored" in p.stderr
     one_line_error(p)
     assert json.loads(vm("inspect", "notes", "--json").stdout)[0]["image"] == DEMO[1]
     assert volume_digest(vm.root, "notes-data") == before
