@@ -42,7 +42,8 @@ ON_CONFLICT = ("fail", "ours", "theirs", "markers", "keep-both")
 DISCARDING_STRATEGIES = ("theirs",)
 DISCARDING_ON_CONFLICT = ("theirs",)
 DEFAULT_ORIGIN = "default"
-ONLY_OPERATOR = "only the operator's --policy or --on-conflict theirs can discard the operator's edits"
+ONLY_OPERATOR = ("only the operator's --policy or --on-conflict theirs can discard the "
+                 "operator's edits")
 
 
 def glob_to_regex(glob: str) -> re.Pattern[str]:
@@ -233,8 +234,8 @@ def restrict_image_policy(policy: Policy, origin: str) -> Policy:
         if r.strategy in DISCARDING_STRATEGIES:
             r.ignored["strategy"], r.strategy = r.strategy, ""
             policy.warnings.append(
-                f"{origin} rule {r.glob!r} asks for strategy {r.ignored['strategy']!r}; ignored where "
-                f"the operator changed the file: {ONLY_OPERATOR}")
+                f"{origin} rule {r.glob!r} asks for strategy {r.ignored['strategy']!r}; "
+                f"ignored where the operator changed the file: {ONLY_OPERATOR}")
         if r.on_conflict in DISCARDING_ON_CONFLICT:
             r.ignored["on_conflict"], r.on_conflict = r.on_conflict, None
             policy.warnings.append(f"{r.ignored_note('on_conflict')}")

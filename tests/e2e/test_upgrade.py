@@ -226,7 +226,8 @@ def _hostile_image(out) -> str:  # type: ignore[no-untyped-def]
     return str(out)
 
 
-def test_image_policy_cannot_drop_data_or_discard_operator_edits(vm, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_image_policy_cannot_drop_data_or_discard_operator_edits(  # type: ignore[no-untyped-def]
+        vm, tmp_path) -> None:
     vm("image", "load", _hostile_image(tmp_path / "hostile.tar"), check=True)
     vm("run", "-d", "--name", "notes", "-p", f"{PORT}:8080", "-v", "notes-data:/data", DEMO[1],
        check=True)

@@ -75,10 +75,11 @@ def test_policy_rule(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-de
     p = cli("merge", str(b), str(o), str(t), "-o", str(tmp_path / "out"), "--policy", str(tmp_path / "p.toml"))
     assert p.returncode == 0, p.stderr
     assert (tmp_path / "out" / "notes.txt").read_bytes() == b"a\nX\nc\n"
-    p = cli("merge", str(b), str(o), str(t), "--dry-run", "--json", "--policy", str(tmp_path / "p.toml"))
+    pol = str(tmp_path / "p.toml")
+    p = cli("merge", str(b), str(o), str(t), "--dry-run", "--json", "--policy", pol)
     by = {f["path"]: f for f in json.loads(p.stdout)["files"]}
     f = by["notes.txt"]
-    assert (f["policy"], f["rule"], f["overridden"]) == (f"operator:{tmp_path / 'p.toml'}", "*.txt", [])
+    assert (f["policy"], f["rule"], f["overridden"]) == (f"operator:{pol}", "*.txt", [])
     assert (by["app.yaml"]["policy"], by["app.yaml"]["rule"]) == ("default", None)
     p = cli("merge", str(b), str(o), str(t), "--dry-run", "--policy", str(tmp_path / "p.toml"))
     assert f"[policy operator:{tmp_path / 'p.toml'} rule '*.txt']" in p.stdout

@@ -106,7 +106,8 @@ def test_operator_policy_and_flag_win_over_the_image(tmp_path: Path) -> None:
     assert flag.table("sql")["allow_data_loss"] is True
     assert flag.table("sql")["rename"] == {"t.a": "t.a2"} and flag.warnings == img.warnings
     p = tmp_path / "mine.toml"
-    p.write_text('[sql]\nallow_data_loss = true\n[[rule]]\nglob = "app.conf"\nstrategy = "theirs"\n')
+    p.write_text('[sql]\nallow_data_loss = true\n'
+                 '[[rule]]\nglob = "app.conf"\nstrategy = "theirs"\n')
     both = Policy.combined(load_policy(p), img)
     rule = both.rule_for("etc/app.conf")
     assert (rule.strategy, rule.source) == ("theirs", f"operator:{p}")
@@ -162,7 +163,8 @@ def test_image_cannot_drop_data_or_discard_the_operators_edit(tmp_path: Path) ->
     # the operator's --allow-data-loss lets the replay drop b; the edit still survives
     rep = merge_trees(b, o, t, tmp_path / "out",
                       policy=Policy.combined(allow_data_loss_policy(), None, img))
-    assert (tmp_path / "out" / "app.conf").read_text() == "[app]\nport = 8080\nname = demo\nlang = en\n"
+    merged = (tmp_path / "out" / "app.conf").read_text()
+    assert merged == "[app]\nport = 8080\nname = demo\nlang = en\n"
     con = sqlite3.connect(tmp_path / "out" / "app.db")
     assert con.execute("select id, a from t order by id").fetchall() == [(1, "x"), (2, "mine")]
     con.close()
@@ -171,7 +173,8 @@ def test_image_cannot_drop_data_or_discard_the_operators_edit(tmp_path: Path) ->
 def test_operator_policy_may_discard(tmp_path: Path) -> None:
     b, o, t = _trees(tmp_path)
     mine = tmp_path / "mine.toml"
-    mine.write_text('[sql]\nallow_data_loss = true\n[[rule]]\nglob = "*.conf"\nstrategy = "theirs"\n')
+    mine.write_text('[sql]\nallow_data_loss = true\n'
+                    '[[rule]]\nglob = "*.conf"\nstrategy = "theirs"\n')
     img = restrict_image_policy(parse_policy(HOSTILE), IMAGE)
     rep = merge_trees(b, o, t, tmp_path / "out", policy=Policy.combined(load_policy(mine), img),
                       dry_run=True)

@@ -83,7 +83,8 @@ def register(app: typer.Typer) -> None:
         if dry_run and rehearse:
             raise BadInput("--dry-run and --rehearse exclude each other")
         opts = UpgradeOptions(container=container, to_image=to, policy_file=policy,
-                              allow_data_loss=allow_data_loss, on_conflict=on_conflict, health_cmd=health_cmd,
+                              allow_data_loss=allow_data_loss,
+                              on_conflict=on_conflict, health_cmd=health_cmd,
                               health_http=health_http, health_tcp=health_tcp,
                               health_timeout=health_timeout, stop_timeout=stop_timeout)
         c = _ctx(ctx)

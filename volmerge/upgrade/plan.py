@@ -69,7 +69,8 @@ class UpgradePlan:
             "volumes": [v.to_json() for v in self.volumes],
             "health": {"source": self.health_source, "check": self.health},
             "policy": self.policy_sources, "policy_warnings": self.policy_warnings,
-            "allow_data_loss": self.options.allow_data_loss, "on_conflict": self.options.on_conflict,
+            "allow_data_loss": self.options.allow_data_loss,
+            "on_conflict": self.options.on_conflict,
             "health_timeout": self.options.health_timeout, "notes": self.notes,
         }
 
