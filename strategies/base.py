@@ -48,6 +48,11 @@ class FileReport:
     strategy: str
     conflicts: list[ConflictInfo] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # e.g. "fell back to text: YAML does not parse"
+    # which policy decided the path: the origin of the rule consulted
+    # ("operator:FILE", "image:/etc/volmerge/policy.toml") or "default" (no rule)
+    policy: str = "default"
+    rule: str | None = None  # that rule's glob
+    overridden: list[str] = field(default_factory=list)  # image requests ignored here
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)

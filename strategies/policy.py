@@ -17,6 +17,12 @@ A policy is a TOML file::
 
 The first matching rule wins.  Several policies combine in order (the
 operator's ``--policy`` before the image's), see :meth:`Policy.combined`.
+
+Every rule carries its origin (``operator:FILE``, ``image:/etc/volmerge/policy.toml``,
+``image:label io.volmerge.policy``) so a report can say which policy decided
+a path.  A policy shipped by an image is the image author's wish, not the
+operator's: :func:`restrict_image_policy` takes out of it what would lower
+the operator's safety (allowing data loss, discarding the operator's edits).
 """
 
 from __future__ import annotations
@@ -30,6 +36,14 @@ from typing import Any
 from .errors import BadInput
 
 ON_CONFLICT = ("fail", "ours", "theirs", "markers", "keep-both")
+# What an image's policy may not ask for on its own: a strategy is consulted
+# only for a file changed on both sides, and a conflict only arises where the
+# operator changed something, so these always throw away the operator's edit.
+DISCARDING_STRATEGIES = ("theirs",)
+DISCARDING_ON_CONFLICT = ("theirs",)
+DEFAULT_ORIGIN = "default"
+ONLY_OPERATOR = ("only the operator's --policy or --on-conflict theirs can discard the "
+                 "operator's edits")
 
 
 def glob_to_regex(glob: str) -> re.Pattern[str]:
@@ -78,8 +92,18 @@ class Rule:
     strategy: str
     on_conflict: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
-    source: str = ""
+    source: str = ""  # origin: "operator:FILE", "image:...", as reported per path
+    # what an image asked for and does not get: {"strategy": "theirs", ...};
+    # an ignored strategy leaves ``strategy`` empty (detection decides)
+    ignored: dict[str, str] = field(default_factory=dict)
     _rx: re.Pattern[str] | None = field(default=None, repr=False, compare=False)
+
+    def ignored_note(self, key: str) -> str | None:
+        """The report note for an ignored request of this rule (None: nothing ignored)."""
+        if key not in self.ignored:
+            return None
+        return (f"{self.source} rule {self.glob!r} asks for {key} {self.ignored[key]!r}; "
+                f"ignored: {ONLY_OPERATOR}")
 
     def matches(self, relpath: str) -> bool:
         if self._rx is None:
@@ -92,6 +116,7 @@ class Policy:
     rules: list[Rule] = field(default_factory=list)
     tables: dict[str, Any] = field(default_factory=dict)  # other top-level tables ([sql] ...)
     source: str = ""
+    warnings: list[str] = field(default_factory=list)  # image requests that were ignored
 
     def rule_for(self, relpath: str) -> Rule | None:
         for r in self.rules:
@@ -108,20 +133,25 @@ class Policy:
         """Rules of the first policy first; tables merged, earlier wins per key."""
         rules: list[Rule] = []
         tables: dict[str, Any] = {}
+        warnings: list[str] = []
         for p in policies:
             if p is None:
                 continue
             rules.extend(p.rules)
+            warnings.extend(p.warnings)
             for k, v in p.tables.items():
                 if isinstance(v, dict) and isinstance(tables.get(k), dict):
                     tables[k] = {**v, **tables[k]}
                 else:
                     tables.setdefault(k, v)
-        return cls(rules, tables, "+".join(p.source for p in policies if p is not None))
+        return cls(rules, tables, "+".join(p.source for p in policies if p is not None), warnings)
 
 
-def parse_policy(text: str, source: str = "<policy>", check_strategies: bool = True) -> Policy:
-    """Parse policy TOML; BadInput with a one-line reason when it is unusable."""
+def parse_policy(text: str, source: str = "<policy>", check_strategies: bool = True,
+                 origin: str | None = None) -> Policy:
+    """Parse policy TOML; BadInput with a one-line reason when it is unusable.
+    ``source`` names the policy in errors, ``origin`` (default: ``source``) in
+    the per-path reports."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -156,11 +186,14 @@ def parse_policy(text: str, source: str = "<policy>", check_strategies: bool = T
                 get_strategy(strat)
             except BadInput as exc:
                 raise BadInput(f"policy {source}: rule {n}: {exc}") from None
-        rules.append(Rule(glob, strat, oc, opts, source))
+        rules.append(Rule(glob, strat, oc, opts, origin or source))
     return Policy(rules, data, source)
 
 
-def load_policy(path: str | Path, check_strategies: bool = True) -> Policy:
+def load_policy(path: str | Path, check_strategies: bool = True,
+                origin: str | None = None) -> Policy:
+    """The policy in file ``path`` (the operator's ``--policy``: its rules
+    report ``operator:PATH`` unless ``origin`` says otherwise)."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -168,4 +201,61 @@ def load_policy(path: str | Path, check_strategies: bool = True) -> Policy:
         raise BadInput(f"policy file {p} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise BadInput(f"policy file {p} cannot be read: {exc}") from None
-    return parse_policy(text, str(p), check_strategies)
+    return parse_policy(text, str(p), check_strategies, origin or f"operator:{p}")
+
+
+def allow_data_loss_policy(source: str = "--allow-data-loss") -> Policy:
+    """The operator's ``--allow-data-loss`` as a policy to combine first: its
+    ``[sql] allow_data_loss`` wins over every later policy's."""
+    return Policy([], {"sql": {"allow_data_loss": True}}, source)
+
+
+def restrict_image_policy(policy: Policy, origin: str) -> Policy:
+    """Take out of an image's policy what would lower the operator's safety.
+
+    An image may choose strategies for its files, rename columns and give
+    defaults, but on its own it may not
+
+    - allow data loss (``[sql] allow_data_loss``, a rule's ``options.allow_data_loss``):
+      dropped; the replay refuses losses unless the operator allows them;
+    - discard the operator's edits: a rule's ``strategy = "theirs"`` (a strategy
+      is only consulted for a file the operator changed too, where the tree
+      merge has not already taken theirs) leaves the strategy to detection,
+      and ``on_conflict = "theirs"`` falls back to the operator's --on-conflict.
+
+    Every ignored request is listed in ``warnings`` (shown by the preview) and
+    the rule keeps it in ``ignored`` for the note on the paths it affects.
+    The operator's own ``--policy`` is not restricted and, combined before
+    the image's, wins over it.  Modifies and returns ``policy``.
+    """
+    policy.source = origin
+    for r in policy.rules:
+        r.source = origin
+        if r.strategy in DISCARDING_STRATEGIES:
+            r.ignored["strategy"], r.strategy = r.strategy, ""
+            policy.warnings.append(
+                f"{origin} rule {r.glob!r} asks for strategy {r.ignored['strategy']!r}; "
+                f"ignored where the operator changed the file: {ONLY_OPERATOR}")
+        if r.on_conflict in DISCARDING_ON_CONFLICT:
+            r.ignored["on_conflict"], r.on_conflict = r.on_conflict, None
+            policy.warnings.append(f"{r.ignored_note('on_conflict')}")
+        if "allow_data_loss" in r.options:
+            if r.options.pop("allow_data_loss"):
+                policy.warnings.append(
+                    f"{origin} rule {r.glob!r} asks for allow_data_loss; ignored: only "
+                    "--allow-data-loss or the operator's --policy can allow data loss")
+    sql = policy.tables.get("sql")
+    if isinstance(sql, dict) and "allow_data_loss" in sql:
+        if sql.pop("allow_data_loss"):
+            policy.warnings.append(
+                f"{origin} asks for allow_data_loss; ignored: only --allow-data-loss or the "
+                "operator's --policy can allow data loss")
+    if isinstance(sql, dict) and sql.get("bookkeeping_tables"):
+        # kept (an image names its own migration table), but the live rows of
+        # such a table are replaced by the image's, so the operator must see it
+        names = sql["bookkeeping_tables"]
+        shown = ", ".join(map(str, names)) if isinstance(names, (list, tuple)) else str(names)
+        policy.warnings.append(
+            f"{origin} declares bookkeeping tables ({shown}): their live rows are replaced by "
+            "the new image's; check that they hold no data of yours")
+    return policy

@@ -34,6 +34,7 @@ class _Missing:
 
 
 MISSING: Any = _Missing()
+MAX_YAML_NODES = 100_000  # at least; more for a big file (see _bound_expansion)
 FORMATS = {".json": "json", ".yaml": "yaml", ".yml": "yaml", ".toml": "toml",
            ".ini": "ini", ".cfg": "ini", ".conf": "ini"}
 
@@ -257,6 +258,7 @@ class YamlDoc(_TreeDoc):
             self.doc = y.load(self.text)
         except (UnicodeDecodeError, YAMLError, ValueError, TypeError) as exc:
             raise ParseError(f"YAML does not parse: {str(exc).splitlines()[0] if str(exc) else exc}") from None
+        _bound_expansion(self.doc, max(MAX_YAML_NODES, 2 * len(data)))
         self.plain = _plainify(self.doc)
 
     def _apply_at(self, parent: Any, k: Any, op: Op, theirs: Any) -> None:
@@ -271,6 +273,30 @@ class YamlDoc(_TreeDoc):
         buf = io.StringIO()
         self.yaml.dump(self.doc, buf)
         return buf.getvalue().encode("utf-8")
+
+
+def _bound_expansion(doc: Any, limit: int) -> None:
+    """ParseError when ``doc`` has more than ``limit`` nodes with its aliases
+    expanded.  ruamel.yaml loads an alias as a second reference to the anchored
+    node, so a 500-byte "billion laughs" document loads instantly, but every
+    walk of the data after it (plainify, the three-way plan, equality) visits
+    each reference again: 9**9 nodes.  Counting is iterative and stops at the
+    bound, so it costs at most ``limit`` steps (a self-referencing alias too).
+    Without aliases a document has fewer nodes than bytes, hence the bound
+    relative to the input size."""
+    seen = 0
+    stack = [doc]
+    while stack:
+        v = stack.pop()
+        seen += 1
+        if seen > limit:
+            raise ParseError(f"YAML expands to more than {limit} nodes through its aliases "
+                             "(an alias bomb?)")
+        if isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, (list, tuple)):
+            stack.extend(v)
 
 
 def _tail(container: Any, key: Any) -> tuple[Any, Any]:

@@ -22,7 +22,7 @@ from typing import Any
 from .base import ACTIONS, ConflictInfo, FileReport, MergeOptions
 from .errors import BadInput, NotDone
 from .nodes import SMALL, DirHandle, Node, content_equal, deep_equal, root_node, same
-from .policy import ON_CONFLICT, Policy
+from .policy import ON_CONFLICT, Policy, Rule
 from .writers import DryWriter, FullWriter, UpperWriter
 
 MAX_CONTENT = 64 * 1024 * 1024  # bigger files are never loaded for a content merge
@@ -103,6 +103,9 @@ class _Walk:
         self.report = report
         self.unresolved = 0
         self._pool: Any = None
+        # per path: the policy rule consulted (None: none matched) and the
+        # image requests ignored there; moved onto the path's report by _rep
+        self._consulted: dict[str, tuple[Rule | None, list[str]]] = {}
 
     def close(self) -> None:
         if self._pool is not None:
@@ -111,6 +114,16 @@ class _Walk:
 
     # -- reporting --------------------------------------------------------
     def _rep(self, fr: FileReport) -> None:
+        used = self._consulted.pop(fr.path, None)
+        if used is not None:
+            rule, ignored = used
+            if rule is not None:
+                fr.policy, fr.rule = rule.source or "policy", rule.glob
+                note = rule.ignored_note("on_conflict")
+                if note and fr.conflicts:
+                    ignored.append(note)
+            fr.overridden = ignored
+            fr.notes.extend(ignored)
         self.report.counts[fr.action] += 1
         if fr.action != "unchanged" or fr.conflicts or fr.notes:
             self.report.files.append(fr)
@@ -126,7 +139,11 @@ class _Walk:
         self.w.active = False
 
     def _oc(self, rel: str) -> tuple[str, Any]:
+        """The on_conflict for ``rel`` and the rule that decides it; every
+        decision that a policy can change asks here, which is how the report
+        knows which policy decided the path."""
         rule = self.policy.rule_for(rel) if self.policy is not None else None
+        self._consulted.setdefault(rel, (rule, []))
         return (rule.on_conflict if rule and rule.on_conflict else self.on_conflict), rule
 
     # -- the walk ---------------------------------------------------------
@@ -266,9 +283,12 @@ class _Walk:
         opts = MergeOptions(on_conflict=oc, diff3=self.diff3,  # type: ignore[arg-type]
                             options=dict(rule.options) if rule else {})
         if self.policy is not None:
-            opts.options.setdefault("policy", self.policy)
-        if rule is not None:
+            opts.options["policy"] = self.policy  # a rule's options never stand in for it
+        if rule is not None and rule.strategy:
             return get_strategy(rule.strategy), opts, f"policy rule {rule.glob!r}"
+        note = rule.ignored_note("strategy") if rule is not None else None
+        if note:
+            self._consulted[rel][1].append(note)
         so, st = o.sample(), t.sample()
         for n in DETECT_ORDER:
             s = find_strategy(n)

@@ -188,3 +188,94 @@ def test_operator_policy_wins(vm, tmp_path) -> None:  # type: ignore[no-untyped-
                         "--policy", str(pol)).stdout)
     f = [f for f in rep["files"] if f["path"] == "settings.json"][0]
     assert f["strategy"] == "ours" and f["action"] == "kept-ours"
+
+
+HOSTILE = "localhost/volmerge-test/notes-hostile:2"
+HOSTILE_POLICY = """
+# An image asking for more than it may: data loss and its own settings.ini.
+[sql]
+defaults = {"notes.pinned" = "0", "notes.content" = "'(lost)'"}
+allow_data_loss = true
+
+[[rule]]
+glob = "settings.ini"
+strategy = "theirs"
+
+[[rule]]
+glob = "*.db"
+strategy = "sql"
+options = { allow_data_loss = true }
+"""
+
+
+def _hostile_image(out) -> str:  # type: ignore[no-untyped-def]
+    """The demo app v2 without the rename hint (so notes.body, holding every
+    note, is dropped) and a policy in /etc/volmerge/policy.toml (no label)
+    that allows the loss and takes its own settings.ini over the operator's."""
+    from fixtures.images import _cached_layer, _demo_entries, cache_root, demo_config, recipe
+    from fixtures.oci_writer import make_layer, write_archive
+
+    cache = cache_root().resolve()
+    blobs = [_cached_layer(layer, cache, "none") for layer in recipe("demo-v2").layers[:2]]
+    entries = _demo_entries(2)
+    entries["etc/volmerge/policy.toml"] = HOSTILE_POLICY
+    blobs.append(make_layer(entries, out.with_name("demo-layer.tar")))
+    cfg = demo_config(2)
+    del cfg["Labels"]["io.volmerge.policy"]
+    write_archive(out, blobs, cfg, HOSTILE)
+    return str(out)
+
+
+def test_image_policy_cannot_drop_data_or_discard_operator_edits(  # type: ignore[no-untyped-def]
+        vm, tmp_path) -> None:
+    vm("image", "load", _hostile_image(tmp_path / "hostile.tar"), check=True)
+    vm("run", "-d", "--name", "notes", "-p", f"{PORT}:8080", "-v", "notes-data:/data", DEMO[1],
+       check=True)
+    vm("wait", "--healthy", "notes", "--timeout", "30", check=True)
+    for text in ("first", "second"):
+        http("/notes", text.encode())
+    vm("exec", "notes", "sed", "-i", "s/^greeting = .*/greeting = Hello from Ops/",
+       "/data/settings.ini", check=True)
+    before = volume_digest(vm.root, "notes-data")
+    origin = "image:/etc/volmerge/policy.toml"
+
+    p = vm("upgrade", "notes", "--to", HOSTILE, "--dry-run", "--json")
+    assert p.returncode == 1, p.stderr
+    rep = json.loads(p.stdout)
+    assert rep["would_stop"]
+    warnings = "\n".join(rep["plan"]["policy_warnings"])
+    assert warnings.count("asks for allow_data_loss; ignored") == 2
+    assert "'settings.ini' asks for strategy 'theirs'" in warnings
+    by = {f["path"]: f for f in rep["files"]}
+    ini, db = by["settings.ini"], by["notes.db"]
+    assert ini["action"] == "merged" and ini["strategy"] == "structured"
+    assert (ini["policy"], ini["rule"]) == (origin, "settings.ini") and ini["overridden"]
+    assert "-greeting = Hello from Ops" not in ini["diff"]           # the operator's edit stays
+    assert db["action"] == "conflict" and (db["policy"], db["rule"]) == (origin, "*.db")
+    assert "data loss refused" in db["conflicts"][0]["message"]
+    p = vm("upgrade", "notes", "--to", HOSTILE, "--dry-run")
+    assert p.returncode == 1
+    assert "warning: image:/etc/volmerge/policy.toml asks for allow_data_loss; ignored" in p.stdout
+    assert f"[policy {origin} rule 'settings.ini']" in p.stdout
+
+    # The upgrade refuses as it would without any policy; nothing changed.
+    p = vm("upgrade", "notes", "--to", HOSTILE, "--health-timeout", "20")
+    assert p.returncode == 1 and "data loss refused" in p.stderr, p.stderr
+    assert "warning: image:/etc/volmerge/policy.toml asks for allow_data_loss; ignored" in p.stderr
+    one_line_error(p)
+    assert json.loads(vm("inspect", "notes", "--json").stdout)[0]["image"] == DEMO[1]
+    assert volume_digest(vm.root, "notes-data") == before
+
+    # The operator's own policy may allow it (preview only) ...
+    mine = tmp_path / "mine.toml"
+    mine.write_text("[sql]\nallow_data_loss = true\n")
+    p = vm("upgrade", "notes", "--to", HOSTILE, "--dry-run", "--json", "--policy", str(mine))
+    assert p.returncode == 0, p.stderr
+    assert {f["path"]: f for f in json.loads(p.stdout)["files"]}["notes.db"]["action"] == "merged"
+    # ... and so may --allow-data-loss; the operator's settings edit survives either way.
+    p = vm("upgrade", "notes", "--to", HOSTILE, "--allow-data-loss", "--health-timeout", "20")
+    assert p.returncode == 0, p.stderr
+    assert http("/version")["version"] == 2
+    assert http("/notes")["count"] == 2
+    ini = vm("exec", "notes", "cat", "/data/settings.ini", check=True).stdout
+    assert "greeting = Hello from Ops" in ini and "language = en" in ini

@@ -75,6 +75,14 @@ def test_policy_rule(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-de
     p = cli("merge", str(b), str(o), str(t), "-o", str(tmp_path / "out"), "--policy", str(tmp_path / "p.toml"))
     assert p.returncode == 0, p.stderr
     assert (tmp_path / "out" / "notes.txt").read_bytes() == b"a\nX\nc\n"
+    pol = str(tmp_path / "p.toml")
+    p = cli("merge", str(b), str(o), str(t), "--dry-run", "--json", "--policy", pol)
+    by = {f["path"]: f for f in json.loads(p.stdout)["files"]}
+    f = by["notes.txt"]
+    assert (f["policy"], f["rule"], f["overridden"]) == (f"operator:{pol}", "*.txt", [])
+    assert (by["app.yaml"]["policy"], by["app.yaml"]["rule"]) == ("default", None)
+    p = cli("merge", str(b), str(o), str(t), "--dry-run", "--policy", str(tmp_path / "p.toml"))
+    assert f"[policy operator:{tmp_path / 'p.toml'} rule '*.txt']" in p.stdout
 
 
 @pytest.mark.parametrize("bad,message", [
@@ -120,3 +128,23 @@ def test_strategies_listing(cli) -> None:  # type: ignore[no-untyped-def]
     assert p.returncode == 0 and p.stdout.startswith("NAME")
     rows = {r["name"]: r for r in json.loads(cli("strategies", "--json").stdout)}
     assert rows["text"]["status"] == "ok" and rows["text"]["entry_point"] == "strategies.text:TextStrategy"
+
+
+def test_allow_data_loss_flag(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import sqlite3
+
+    b, o, t = three(tmp_path, {}, {}, {})
+    for d, cols, rows in ((b, "a, gone", [("x", None)]), (o, "a, gone", [("x", "kept?")]),
+                          (t, "a", [("y",)])):
+        con = sqlite3.connect(d / "app.db")
+        con.execute(f"create table t ({cols})")
+        con.executemany(f"insert into t values ({', '.join('?' * len(rows[0]))})", rows)
+        con.commit()
+        con.close()
+    p = cli("merge", str(b), str(o), str(t), "-o", str(tmp_path / "out"))
+    assert p.returncode == 1 and "conflict" in p.stderr and not (tmp_path / "out").exists()
+    p = cli("merge", str(b), str(o), str(t), "-o", str(tmp_path / "out"), "--allow-data-loss")
+    assert p.returncode == 0, p.stderr
+    con = sqlite3.connect(tmp_path / "out" / "app.db")
+    assert con.execute("select a from t").fetchall() == [("x",)]
+    con.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import tomllib
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
@@ -96,6 +97,34 @@ def test_ini_new_option_and_section() -> None:
 def test_unparsable_falls_back_to_text() -> None:
     r = merge("c.json", '{"a": 1,\n"b": 2}\n', '{"a": 5,\n"b": 2}\n', '{"a": 1,\n"b": 2,,}\n')
     assert r.report.strategy == "text" and "fell back to text: JSON does not parse" in r.report.notes[0]
+
+
+def _alias_bomb() -> str:
+    """A "billion laughs" YAML document: 9 levels of 9 aliases, 9**9 leaves."""
+    lines = ['a0: &a0 "lol"']
+    for i in range(1, 10):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.timeout(20)
+def test_yaml_alias_bomb_falls_back_to_text() -> None:
+    bomb = _alias_bomb()
+    assert len(bomb) <= 500
+    r = merge("c.yaml", "x: 1\n", "x: 1\ny: 2\n", bomb)
+    assert r.report.strategy == "text"
+    assert "fell back to text" in r.report.notes[0] and "alias" in r.report.notes[0]
+    assert r.content is None and r.report.action == "conflict"   # text: both changed the file
+    r = merge("c.yaml", bomb, bomb + "y: 1\n", "z: 1\n" + bomb)   # the bomb in every version
+    assert r.report.strategy == "text" and r.report.action == "merged"
+    assert r.content == ("z: 1\n" + bomb + "y: 1\n").encode()
+
+
+def test_yaml_shared_aliases_below_the_bound_still_merge() -> None:
+    base = "d: &d {k: 1}\nuse: [*d, *d]\nv: 1\n"
+    r = merge("c.yaml", base, base.replace("v: 1", "v: 2"), base + "w: 3\n")
+    assert r.report.strategy == "structured" and r.report.action == "merged"
+    assert b"v: 2" in r.content and b"w: 3" in r.content
 
 
 def test_types_are_not_confused() -> None:

@@ -21,6 +21,8 @@ def merge(
                                       help="Where the result goes; must not exist (or be an empty directory)."),
     policy: Optional[str] = typer.Option(None, "--policy", metavar="FILE",
                                          help="TOML policy: ordered [[rule]] glob -> strategy."),
+    allow_data_loss: bool = typer.Option(False, "--allow-data-loss",
+                                         help="SQL replay even though the new schema drops data."),
     on_conflict: str = typer.Option("fail", "--on-conflict", metavar="MODE", help=ON_CONFLICT_HELP),
     diff3: bool = typer.Option(False, "--diff3", help="Conflict markers include the base section."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Write nothing; show per file the action and a diff OURS -> result."),
@@ -31,7 +33,7 @@ def merge(
     Example: volmerge merge old/etc live/etc new/etc -o merged/etc --on-conflict keep-both
     """
     from strategies.errors import BadInput
-    from strategies.policy import ON_CONFLICT, load_policy
+    from strategies.policy import ON_CONFLICT, Policy, allow_data_loss_policy, load_policy
     from strategies.tree import MergeConflict, merge_trees
 
     if on_conflict not in ON_CONFLICT:
@@ -39,6 +41,8 @@ def merge(
     if out is None and not dry_run:
         raise BadInput("missing -o OUT (or use --dry-run)")
     pol = load_policy(policy) if policy else None
+    if allow_data_loss:
+        pol = Policy.combined(allow_data_loss_policy(), pol)
     try:
         report = merge_trees(base, ours, theirs, out or ".", policy=pol, on_conflict=on_conflict,
                              dry_run=dry_run, diff=dry_run, diff3=diff3)
@@ -65,6 +69,8 @@ def _show(report, as_json: bool, dry_run: bool) -> None:  # type: ignore[no-unty
         path = f.path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
         path = path.replace("\n", "\\n")
         line = f"{f.action:<{width}}  {path}  ({f.strategy})"
+        if f.rule:
+            line += f"  [policy {f.policy} rule {f.rule!r}]"
         for c in f.conflicts:
             line += f"\n{'':<{width}}    conflict at {c.location}: {c.message}"
         for n in f.notes:

@@ -38,6 +38,8 @@ def _print_files(files: list[dict], show_diff: bool) -> None:
         vol = f.get("volume", "")
         where = f"{vol}:{f.get('target', '').rstrip('/')}/{f['path']}" if vol else f["path"]
         line = f"  {f['action']:<12} {where}  [{f['strategy']}]"
+        if f.get("rule"):
+            line += f"  [policy {f.get('policy')} rule {f['rule']!r}]"
         for n in f.get("notes", []) or []:
             line += f"  ({n})"
         print(line)
@@ -57,6 +59,7 @@ def register(app: typer.Typer) -> None:
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and what the data will become; change nothing."),
         rehearse: bool = typer.Option(False, "--rehearse", help="Run the whole upgrade on O(1) clones of the volumes on an isolated network, then throw them away."),
         policy: Optional[str] = typer.Option(None, "--policy", metavar="FILE", help="Merge policy (TOML); wins over the image's own."),
+        allow_data_loss: bool = typer.Option(False, "--allow-data-loss", help="Replay databases even though the new schema drops tables/columns that hold data (an image's policy cannot allow this)."),
         on_conflict: str = typer.Option("fail", "--on-conflict", help=ON_CONFLICT_HELP),
         health_cmd: Optional[str] = typer.Option(None, "--health-cmd", help="Health check command for the new container."),
         health_http: Optional[str] = typer.Option(None, "--health-http", metavar="URL", help="Healthy when this URL answers 2xx/3xx."),
@@ -80,6 +83,7 @@ def register(app: typer.Typer) -> None:
         if dry_run and rehearse:
             raise BadInput("--dry-run and --rehearse exclude each other")
         opts = UpgradeOptions(container=container, to_image=to, policy_file=policy,
+                              allow_data_loss=allow_data_loss,
                               on_conflict=on_conflict, health_cmd=health_cmd,
                               health_http=health_http, health_tcp=health_tcp,
                               health_timeout=health_timeout, stop_timeout=stop_timeout)
@@ -99,6 +103,8 @@ def register(app: typer.Typer) -> None:
                 print(f"Health check: {p['health']['source']}")
                 if p["policy"]:
                     print(f"Policy: {', '.join(p['policy'])}")
+                for w in p.get("policy_warnings", []):
+                    print(f"  warning: {w}")
                 print("Steps:")
                 for i, s in enumerate(rep["steps"], 1):
                     print(f"  {i}. {s}")

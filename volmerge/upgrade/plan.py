@@ -22,6 +22,7 @@ class UpgradeOptions:
     container: str
     to_image: str
     policy_file: str | None = None
+    allow_data_loss: bool = False           # the operator's --allow-data-loss
     on_conflict: str = "fail"
     health_cmd: str | None = None
     health_http: str | None = None
@@ -58,6 +59,7 @@ class UpgradePlan:
     options: UpgradeOptions
     notes: list[str] = field(default_factory=list)
     policy: Any = None                      # strategies.policy.Policy (not serialised)
+    policy_warnings: list[str] = field(default_factory=list)  # image requests ignored
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -66,7 +68,9 @@ class UpgradePlan:
             "to": {"image": self.new_image, "id": self.new_image_id},
             "volumes": [v.to_json() for v in self.volumes],
             "health": {"source": self.health_source, "check": self.health},
-            "policy": self.policy_sources, "on_conflict": self.options.on_conflict,
+            "policy": self.policy_sources, "policy_warnings": self.policy_warnings,
+            "allow_data_loss": self.options.allow_data_loss,
+            "on_conflict": self.options.on_conflict,
             "health_timeout": self.options.health_timeout, "notes": self.notes,
         }
 
@@ -99,7 +103,13 @@ def volume_mounts(c: Any) -> list[Any]:
 
 
 def make_plan(ctx: Any, opts: UpgradeOptions) -> UpgradePlan:
-    from strategies.policy import Policy, load_policy, parse_policy
+    from strategies.policy import (
+        Policy,
+        allow_data_loss_policy,
+        load_policy,
+        parse_policy,
+        restrict_image_policy,
+    )
 
     from .imageview import image_root, inside, read_file
 
@@ -121,13 +131,15 @@ def make_plan(ctx: Any, opts: UpgradeOptions) -> UpgradePlan:
     vols: list[VolumePlan] = []
     with image_root(ctx.store, new) as root:
         text = (cfg.get("Labels") or {}).get(POLICY_LABEL)
-        src = f"label {POLICY_LABEL} of {opts.to_image}"
+        src, origin = f"label {POLICY_LABEL} of {opts.to_image}", f"image:label {POLICY_LABEL}"
         if not text:
             raw = read_file(root, POLICY_FILE)
             if raw is not None:
                 text, src = raw.decode("utf-8", "replace"), f"{POLICY_FILE} in {opts.to_image}"
+                origin = f"image:{POLICY_FILE}"
         if text:
-            image_policy = parse_policy(text, src)
+            # the image's wish, not the operator's: never lowers the operator's safety
+            image_policy = restrict_image_policy(parse_policy(text, src), origin)
             sources.append(src)
         for m in volume_mounts(c):
             vp = VolumePlan(name=m.source, target=m.target, readonly=m.readonly)
@@ -145,7 +157,11 @@ def make_plan(ctx: Any, opts: UpgradeOptions) -> UpgradePlan:
             vols.append(vp)
     if operator is not None:
         sources.insert(0, f"--policy {opts.policy_file}")
-    policy = Policy.combined(operator, image_policy) if (operator or image_policy) else None
+    loss = allow_data_loss_policy() if opts.allow_data_loss else None
+    if loss is not None:
+        sources.insert(0, "--allow-data-loss")
+    policy = (Policy.combined(loss, operator, image_policy)
+              if (loss or operator or image_policy) else None)
     override = health_override(opts)
     if override is not None:
         health, hsrc = dataclasses.asdict(override), "upgrade options"
@@ -159,4 +175,5 @@ def make_plan(ctx: Any, opts: UpgradeOptions) -> UpgradePlan:
         container=c.name, container_id=c.id, old_image=c.image_ref, old_image_id=str(old.id),
         new_image=opts.to_image, new_image_id=str(new.id), volumes=vols, health=health,
         health_source=hsrc, policy_sources=sources, options=opts, notes=notes, policy=policy,
+        policy_warnings=list(image_policy.warnings) if image_policy is not None else [],
     )

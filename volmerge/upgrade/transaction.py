@@ -117,6 +117,8 @@ def upgrade(ctx: Any, opts: UpgradeOptions, progress: Progress = _noop) -> dict[
     try:
         recover(ctx, container=c.name, locked=True)
         plan = make_plan(ctx, opts)
+        for w in plan.policy_warnings:
+            progress("note", f"warning: {w}", None)
         gen = _current_gen(ctx, plan.container, plan.container_id, write=True)
         jid = jr.new_id()
         steps = build_steps(ctx, plan, jid, gen)
