@@ -24,7 +24,7 @@ VOLUME_NAME_RE = NAME_RE
 _LABEL_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 # A user or group name as useradd accepts it (a trailing '$' for machine accounts).
 _ACCOUNT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?")
-MAX_ID = 2**32 - 2          # (uid_t)-1 means "no change" to the kernel
+MAX_ID = 2**31 - 1          # runc refuses larger ids ((uid_t)-1 is "no change" to the kernel)
 MOUNT_MODES = ("ro", "rw")
 
 
@@ -300,7 +300,7 @@ def check_hostname(name: str) -> str:
 
 
 def check_user(spec: str) -> str:
-    """``-u USER[:GROUP]``: each a name or a number in 0..2**32-2.  Names
+    """``-u USER[:GROUP]``: each a name or a number in 0..2**31-1 (runc's range).  Names
     are looked up in the image when the container is built."""
     user, sep, group = spec.partition(":")
     for part, what in ((user, "user"), (group, "group")):
