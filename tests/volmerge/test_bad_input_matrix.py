@@ -172,10 +172,15 @@ def test_rollback_to_seed_explicitly(cli, root: Path) -> None:  # type: ignore[n
 # -- -o FILE: a planted symlink redirects nothing -------------------------------------
 
 def _plant(out: Path, victim: Path) -> None:
-    """A hostile user's symlinks at the old temporary name and a few guesses."""
+    """A hostile user's symlinks at the names the writers used: export's
+    ``.NAME.partial``, and save's ``.NAME.volmerge-PID`` for the next few
+    thousand pids (the CLI's pid is one of them)."""
     victim.write_text("precious\n")
-    for name in (f".{out.name}.partial", f".{out.name}.volmerge-{os.getpid()}", f".{out.name}.tmp"):
-        os.symlink(victim, out.with_name(name))
+    os.symlink(victim, out.with_name(f".{out.name}.partial"))
+    with open("/proc/sys/kernel/ns_last_pid") as f:
+        last = int(f.read())
+    for pid in range(last + 1, last + 5000):
+        os.symlink(victim, out.with_name(f".{out.name}.volmerge-{pid}"))
 
 
 def _check(out: Path, victim: Path, first_member: str) -> None:
