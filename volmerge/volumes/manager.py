@@ -443,13 +443,13 @@ class VolumeManager:
             if to is not None:
                 check_name(to, "snapshot")
                 idx = m.find(to)
-            elif not m.generations:
-                raise BadInput(f"volume {name!r} has no snapshot to roll back to; "
-                               "--to seed discards all its data")
             else:
                 idx = len(m.generations) - 1
             if m.users:
                 raise Conflict(f"volume {name!r} is in use by {self._who(m)}; stop it first")
+            if to is None and not m.generations:
+                raise BadInput(f"volume {name!r} has no snapshot to roll back to; "
+                               "--to seed discards all its data")
             if keep_as is not None and self.pool.exists(keep_as):
                 raise Conflict(f"volume {keep_as!r} already exists")
             with self.pool.commit_lock():
