@@ -67,6 +67,8 @@ def _check_input(what: str, path: str) -> None:
     try:
         st = os.stat(path)
         pseudo = fs_type(path) in PSEUDO_FS
+    except FileNotFoundError:
+        raise BadInput(f"{what} {path} does not exist") from None
     except OSError as exc:
         raise BadInput(f"{what} {path}: {exc.strerror or exc}") from None
     if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
