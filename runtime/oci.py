@@ -53,7 +53,7 @@ def digest_hex(digest: object, what: str = "digest") -> str:
     """The hex of a ``sha256:<64 hex>`` digest; anything else is bad input."""
     if not isinstance(digest, str):
         raise BadInput(f"invalid {what} {digest!r}")
-    m = _DIGEST.match(digest)
+    m = _DIGEST.fullmatch(digest)
     if not m:
         if isinstance(digest, str) and ":" in digest and not digest.startswith("sha256:"):
             raise BadInput(f"unsupported digest algorithm in {digest!r} (only sha256)")
@@ -414,7 +414,7 @@ def _named(src: _Source, stager: _Stager, name: str, what: str) -> Blob:
         if stem.endswith(suffix):
             stem = stem[: -len(suffix)]
     expected = None
-    if _HEX64.match(stem) and (key.endswith(".json") or key.startswith("blobs/sha256/")):
+    if _HEX64.fullmatch(stem) and (key.endswith(".json") or key.startswith("blobs/sha256/")):
         expected = "sha256:" + stem
     with f:
         return stager.put(f, expected, None, f"{what} ({name})")

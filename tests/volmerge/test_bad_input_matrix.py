@@ -282,3 +282,14 @@ def test_new_image_name(ref: str, ok: bool) -> None:
     else:
         with pytest.raises(BadInput):
             new_name(ref)
+
+
+def test_digest_with_a_newline_refused() -> None:
+    """``$`` matches before a final newline: a hostile manifest's digest
+    ``sha256:<hex>\\n`` must not pass as ``sha256:<hex>``."""
+    from runtime.errors import BadInput
+    from runtime.oci import digest_hex
+
+    assert digest_hex("sha256:" + "a" * 64) == "a" * 64
+    with pytest.raises(BadInput):
+        digest_hex("sha256:" + "a" * 64 + "\n")
