@@ -98,6 +98,7 @@ CASES: dict[str, tuple[list[str], str]] = {
     "run ip 1.2.3 makes no network": (["run", "--rm", "--ip", "1.2.3", IMG, "true"], "--ip"),
     "run volume name with newline": (["run", "--rm", "-v", "v\n:/data", IMG, "true"],
                                      "invalid volume name"),
+    "exec uid out of range": (["exec", "-u", "99999999999", "web", "true"], "out of range"),
     "upgrade health-tcp 0": (["upgrade", "web", "--to", IMG, "--health-tcp", "0"], "1..65535"),
     "upgrade health-http not a url": (["upgrade", "web", "--to", IMG, "--health-http", "a b"],
                                       "--health-http"),
