@@ -70,10 +70,12 @@ def prepared(cli, root: Path, fixture_image, tmp_path: Path) -> dict[str, str]:
 
 CASES: dict[str, tuple[list[str], str]] = {
     # run: checked in runopts, reached by the fast path and by typer (-d, --rm)
-    "run name with newline": (["run", "--rm", "--name", "x\n", IMG, "true"], "invalid container name"),
+    "run name with newline": (["run", "--rm", "--name", "x\n", IMG, "true"],
+                              "invalid container name"),
     "run name with newline (-d)": (["run", "-d", "--name", "web\n", IMG, "true"],
                                    "invalid container name"),
-    "create name with newline": (["create", "--name", "web\n", IMG, "true"], "invalid container name"),
+    "create name with newline": (["create", "--name", "web\n", IMG, "true"],
+                                 "invalid container name"),
     "run pids-limit -5": (["run", "--rm", "--pids-limit", "-5", IMG, "true"], "--pids-limit"),
     "run pids-limit 0": (["run", "--rm", "--pids-limit", "0", IMG, "true"], "--pids-limit"),
     "run health-retries -1": (["run", "--rm", "--health-cmd", "true", "--health-retries", "-1",
@@ -125,8 +127,8 @@ CASES: dict[str, tuple[list[str], str]] = {
     "sql replay default not sql": (["sql", "replay", "{db}", "--schema", "{new}",
                                     "--default", "t.v=)))(((", "-o", "{tmp}/out.db"],
                                    "not a valid SQL expression"),
-    "sql replay default two statements": (["sql", "replay", "{db}", "--schema", "{new}",
-                                           "--default", "t.v=1; DROP TABLE t", "-o", "{tmp}/out.db"],
+    "sql replay default two statements": (["sql", "replay", "{db}", "--schema", "{new}", "--default",
+                                           "t.v=1; DROP TABLE t", "-o", "{tmp}/out.db"],
                                           "not a valid SQL expression"),
     "merge /proc/self/mem": (["merge", "{f}", "/proc/self/mem", "{f}", "-o", "{tmp}/out"],
                              "kernel file system"),
@@ -138,7 +140,8 @@ CASES: dict[str, tuple[list[str], str]] = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_bad_input(case: str, cli, root: Path, prepared: dict[str, str], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_bad_input(case: str, cli, root: Path, prepared: dict[str, str],  # type: ignore[no-untyped-def]
+                   tmp_path: Path) -> None:
     argv, needle = CASES[case]
     args = [a.format(**prepared) for a in argv]
     before = fingerprint(root)

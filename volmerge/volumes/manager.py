@@ -433,8 +433,9 @@ class VolumeManager:
     # -- rollback -----------------------------------------------------------------
     def rollback(self, name: str, to: str | None = None, *, keep_as: str | None = None) -> Snapshot | None:
         """Return to snapshot ``to`` (default: the latest, refused when there
-        is none; ``seed`` for the seed) by dropping the layers above it.  ``keep_as`` keeps the dropped
-        state as a new volume.  Returns the snapshot rolled back to."""
+        is none: the seed discards all data, so it must be asked for; ``seed``
+        for the seed) by dropping the layers above it.  ``keep_as`` keeps the
+        dropped state as a new volume.  Returns the snapshot rolled back to."""
         check_name(name)
         if keep_as is not None:
             check_name(keep_as)
