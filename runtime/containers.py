@@ -177,7 +177,7 @@ class Engine:
         self.default_runtime = runtime
         self.factory = factory
         store.ensure_schema("containers", MIGRATIONS)
-        _register_image_check()
+        register_image_check()
 
     # -- rows -------------------------------------------------------------------
     def _row_to_container(self, row: Any) -> Container:
@@ -779,8 +779,9 @@ def parse_signal(sig: str | int) -> int:
 _IMAGE_CHECK_DONE = False
 
 
-def _register_image_check() -> None:
-    """Tell the image store which containers use an image (image rm refuses)."""
+def register_image_check() -> None:
+    """Tell the image store which containers use an image (image rm refuses);
+    ``image rm`` calls it, as it makes no Engine."""
     global _IMAGE_CHECK_DONE
     if _IMAGE_CHECK_DONE:
         return

@@ -154,7 +154,7 @@ class Image:
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?/)"
 _NAME_RE = re.compile(rf"^(?:{_DOMAIN})?{_COMPONENT}(?:/{_COMPONENT})*$")
-_TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
+_TAG_RE = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
 _HEXPFX = re.compile(r"^[0-9a-f]{4,64}$")
 
 
@@ -168,15 +168,31 @@ def parse_ref(ref: str) -> tuple[str, str]:
     last = ref.rsplit("/", 1)[-1]
     if ":" in last:
         name, tag = ref.rsplit(":", 1)
-    if len(name) > 255 or not _NAME_RE.match(name):
+    if len(name) > 255 or not _NAME_RE.fullmatch(name):
         raise BadInput(f"invalid image reference {ref!r}: bad repository name {name!r}")
-    if not _TAG_RE.match(tag):
+    if not _TAG_RE.fullmatch(tag):
         raise BadInput(f"invalid image reference {ref!r}: bad tag {tag!r}")
     return name, tag
 
 
 def normalize_ref(ref: str) -> str:
     name, tag = parse_ref(ref)
+    return f"{name}:{tag}"
+
+
+_DIGEST_ALGORITHMS = ("sha256", "sha384", "sha512")
+
+
+def new_name(ref: str) -> str:
+    """``normalize_ref`` for a name about to be given to an image: refuses
+    (as Docker does) names that would read as a digest or an image id, such
+    as ``sha256:abcd`` or 64 hex digits, which lookups resolve otherwise."""
+    name, tag = parse_ref(ref)
+    if name in _DIGEST_ALGORITHMS:
+        raise BadInput(f"refusing to create an ambiguous tag {ref!r} using a digest algorithm "
+                       "as the name")
+    if _HEX64.fullmatch(name):
+        raise BadInput(f"invalid image name {ref!r}: 64 hex digits read as an image id")
     return f"{name}:{tag}"
 
 
@@ -228,7 +244,7 @@ class ImageStore:
                         f"image reference {ref!r} is ambiguous: "
                         + ", ".join(sorted(r[0] for r in rows))
                     )
-        if _HEXPFX.match(raw):
+        if _HEXPFX.fullmatch(raw):
             rows = db.execute(
                 "SELECT id FROM images WHERE id >= ? AND id < ? LIMIT 2",
                 (raw, raw + "g"),
@@ -286,7 +302,7 @@ class ImageStore:
 
     def load_all(self, path: str | os.PathLike[str], tag: str | None = None,
                  progress: Progress | None = None) -> list[Image]:
-        new_tag = normalize_ref(tag) if tag is not None else None
+        new_tag = new_name(tag) if tag is not None else None
         with work_dir(self.store, "load-") as staging:
             staged = oci.read_source(path, staging)
             if new_tag is not None and len(staged) > 1:
@@ -341,7 +357,7 @@ class ImageStore:
             if "/" not in n and ":" not in n:
                 continue  # an OCI ref.name that is only a tag ("latest"): no repository
             try:
-                names.append(normalize_ref(n))
+                names.append(new_name(n))
             except BadInput:
                 continue  # e.g. a bare "latest" from an OCI layout: not a full name
         created = cfg.get("created") if isinstance(cfg.get("created"), str) else None
@@ -434,7 +450,7 @@ class ImageStore:
     # -- tag / remove / save --------------------------------------------------------
     def tag(self, ref: str, new_ref: str) -> str:
         """Point ``new_ref`` at the image ``ref`` names; returns the full new name."""
-        name = normalize_ref(new_ref)
+        name = new_name(new_ref)
         with self.store.transaction() as db:
             image_id = self._resolve(ref)[0]
             db.execute(
@@ -508,7 +524,7 @@ class ImageStore:
         used = self._referenced_blobs()
         d = self.store.path("blobs", "sha256")
         for name in os.listdir(d):
-            if _HEX64.match(name) and name not in used:
+            if _HEX64.fullmatch(name) and name not in used:
                 (d / name).unlink(missing_ok=True)
 
     def save(self, ref: str, out_path: str | os.PathLike[str]) -> Path:
@@ -518,11 +534,9 @@ class ImageStore:
         img = self._load_row(image_id)
         if img is None:
             raise NotFound(f"no such image: {ref}")
-        out = Path(out_path)
-        if out.is_dir():
-            raise BadInput(f"{out} is a directory; give a file name with -o")
-        if not out.parent.is_dir():
-            raise BadInput(f"directory {out.parent} does not exist")
+        from .outfile import atomic_output, check_target
+
+        out = check_target(out_path)
         names = [by_tag] if by_tag else img.tags
         blob_dir = self.store.path("blobs", "sha256")
         blobs = [(img.manifest_digest, blob_dir / img.manifest_digest[7:]),
@@ -531,20 +545,14 @@ class ImageStore:
         for digest, p in blobs:
             if not p.is_file():
                 raise NotFound(f"blob {digest} of image {img.short_id} is missing from the store")
-        tmp = out.with_name(f".{out.name}.volmerge-{os.getpid()}")
         try:
-            oci.write_oci_archive(tmp, img.manifest_digest, img.manifest_media_type,
-                                  img.manifest_size, blobs, names)
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            os.rename(tmp, out)
+            with atomic_output(out) as fd, os.fdopen(fd, "wb", closefd=False) as f:
+                oci.write_oci_archive(f, img.manifest_digest, img.manifest_media_type,
+                                      img.manifest_size, blobs, names)
         except FileNotFoundError as exc:  # the image was removed while we read it
             raise NotFound(f"image {ref} went away while it was being saved ({exc.filename})") from None
         except OSError as exc:
             raise NotDone(f"cannot write {out}: {exc.strerror or exc}") from None
-        finally:
-            if tmp.exists():
-                tmp.unlink()
         return out
 
     # -- crash sweeping ---------------------------------------------------------------

@@ -140,7 +140,7 @@ class LayerStore:
         rows = {r[0] for r in db.execute("SELECT diff_id FROM layers")}
         for name in os.listdir(self.store.path("layers")):
             d = "sha256:" + name
-            if not _HEX64.match(name) or d in rows:
+            if not _HEX64.fullmatch(name) or d in rows:
                 continue
             try:
                 with self.store.lock(f"layer-{name}", blocking=False):
@@ -162,6 +162,6 @@ class LayerStore:
 
 def _hex(diff_id: str) -> str:
     hx = diff_id.split(":", 1)[1] if diff_id.startswith("sha256:") else diff_id
-    if not _HEX64.match(hx):
+    if not _HEX64.fullmatch(hx):
         raise BadInput(f"invalid layer digest {diff_id!r}")
     return hx

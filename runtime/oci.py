@@ -53,7 +53,7 @@ def digest_hex(digest: object, what: str = "digest") -> str:
     """The hex of a ``sha256:<64 hex>`` digest; anything else is bad input."""
     if not isinstance(digest, str):
         raise BadInput(f"invalid {what} {digest!r}")
-    m = _DIGEST.match(digest)
+    m = _DIGEST.fullmatch(digest)
     if not m:
         if isinstance(digest, str) and ":" in digest and not digest.startswith("sha256:"):
             raise BadInput(f"unsupported digest algorithm in {digest!r} (only sha256)")
@@ -414,7 +414,7 @@ def _named(src: _Source, stager: _Stager, name: str, what: str) -> Blob:
         if stem.endswith(suffix):
             stem = stem[: -len(suffix)]
     expected = None
-    if _HEX64.match(stem) and (key.endswith(".json") or key.startswith("blobs/sha256/")):
+    if _HEX64.fullmatch(stem) and (key.endswith(".json") or key.startswith("blobs/sha256/")):
         expected = "sha256:" + stem
     with f:
         return stager.put(f, expected, None, f"{what} ({name})")
@@ -422,9 +422,9 @@ def _named(src: _Source, stager: _Stager, name: str, what: str) -> Blob:
 
 # -- writing an oci-archive ------------------------------------------------------------
 
-def write_oci_archive(out: Path, manifest_digest: str, manifest_media_type: str,
+def write_oci_archive(out: Path | BinaryIO, manifest_digest: str, manifest_media_type: str,
                       manifest_size: int, blobs: list[tuple[str, Path]], names: list[str]) -> None:
-    """Write an oci-archive (OCI layout in a tar) to the already opened path
+    """Write an oci-archive (OCI layout in a tar) to the path or open file
     ``out``: ``oci-layout``, ``index.json`` (one entry per name, annotated with
     ``org.opencontainers.image.ref.name``), ``blobs/sha256/*``."""
     import tarfile
@@ -440,7 +440,8 @@ def write_oci_archive(out: Path, manifest_digest: str, manifest_media_type: str,
             d["annotations"] = {REF_NAME: name}
         entries.append(d)
     index = canonical_json({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries})
-    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tf:
+    where = {"name": out} if isinstance(out, (str, os.PathLike)) else {"fileobj": out}
+    with tarfile.open(mode="w", format=tarfile.PAX_FORMAT, **where) as tf:
         def add_bytes(name: str, data: bytes) -> None:
             ti = tarfile.TarInfo(name)
             ti.size = len(data)

@@ -16,8 +16,15 @@ from typing import Any
 
 from .errors import BadInput
 
-_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
-_VOLUME_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
+# Names are checked with ``fullmatch``: ``$`` also matches before a final
+# newline, so ``re.match`` with ``^...$`` let ``web\n`` pass beside ``web``.
+NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}")   # containers (Docker's rule)
+VOLUME_NAME_RE = NAME_RE
+# RFC 1123 host names: dot-separated labels of letters, digits and inner '-'.
+_LABEL_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+# A user or group name as useradd accepts it (a trailing '$' for machine accounts).
+_ACCOUNT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?")
+MAX_ID = 2**31 - 1          # runc refuses larger ids ((uid_t)-1 is "no change" to the kernel)
 MOUNT_MODES = ("ro", "rw")
 
 
@@ -121,7 +128,7 @@ class RunOptions:
 # -- parsers for the CLI syntax (each raises BadInput with one line) -----------
 
 def check_name(name: str) -> str:
-    if not _NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise BadInput(f"invalid container name {name!r}: use letters, digits, '_', '.', '-'")
     return name
 
@@ -144,7 +151,7 @@ def parse_volume(spec: str) -> Mount:
         return Mount("bind", target, os.path.realpath(src), mode == "ro")
     if src.startswith("."):
         raise BadInput(f"bad mount spec {spec!r}: host paths must be absolute")
-    if not _VOLUME_NAME_RE.match(src):
+    if not VOLUME_NAME_RE.fullmatch(src):
         raise BadInput(f"bad mount spec {spec!r}: invalid volume name {src!r}")
     return Mount("volume", target, src, mode == "ro")
 
@@ -154,7 +161,7 @@ def parse_tmpfs(spec: str) -> Mount:
     _check_target(target, spec)
     options = [o for o in opts.split(",") if o]
     for o in options:
-        if not re.match(r"^(size=\d+[kmgKMG]?|mode=[0-7]{3,4}|ro|rw|noexec|exec|nosuid|nodev)$", o):
+        if not re.fullmatch(r"size=\d+[kmgKMG]?|mode=[0-7]{3,4}|ro|rw|noexec|exec|nosuid|nodev", o):
             raise BadInput(f"bad tmpfs spec {spec!r}: unknown option {o!r}")
     return Mount("tmpfs", target, "tmpfs", "ro" in options, [o for o in options if o != "ro"])
 
@@ -264,7 +271,7 @@ _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
 
 def parse_bytes(spec: str) -> int:
-    m = re.match(r"^(\d+)([bkmgBKMG]?)$", spec.strip())
+    m = re.fullmatch(r"(\d+)([bkmgBKMG]?)", spec.strip())
     if not m:
         raise BadInput(f"bad size {spec!r}: expected a number with an optional b/k/m/g suffix")
     return int(m.group(1)) * _UNITS[m.group(2).lower()]
@@ -272,8 +279,84 @@ def parse_bytes(spec: str) -> int:
 
 def parse_duration(spec: str) -> float:
     """``30s``, ``1m``, ``500ms``, ``1.5`` (seconds)."""
-    m = re.match(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$", spec.strip())
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h)?", spec.strip())
     if not m:
         raise BadInput(f"bad duration {spec!r}: expected e.g. 500ms, 5s, 1m")
     n = float(m.group(1))
     return n * {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+# -- checks of single values (each raises BadInput with one line) ---------------
+
+def check_hostname(name: str) -> str:
+    """An RFC 1123 host name: labels of 1-63 letters, digits and inner '-',
+    joined by '.', 253 characters at most (what the kernel's UTS name and
+    every resolver accept)."""
+    if (not isinstance(name, str) or not 0 < len(name) <= 253
+            or not all(_LABEL_RE.fullmatch(label) for label in name.split("."))):
+        raise BadInput(f"invalid hostname {name!r}: use dot-separated labels of letters, "
+                       "digits and '-' (RFC 1123)")
+    return name
+
+
+def check_user(spec: str) -> str:
+    """``-u USER[:GROUP]``: each a name or a number in 0..2**31-1 (runc's range).  Names
+    are looked up in the image when the container is built."""
+    user, sep, group = spec.partition(":")
+    for part, what in ((user, "user"), (group, "group")):
+        if part == "" and (what == "group" and not sep):
+            continue
+        if part.isascii() and part.isdigit():
+            if int(part) > MAX_ID:
+                raise BadInput(f"invalid -u {spec!r}: {what} id {part} out of range 0..{MAX_ID}")
+        elif not _ACCOUNT_RE.fullmatch(part):
+            raise BadInput(f"invalid -u {spec!r}: expected USER[:GROUP], names or ids 0..{MAX_ID}")
+    return spec
+
+
+def check_port(port: int, what: str) -> int:
+    if not 0 < port < 65536:
+        raise BadInput(f"invalid {what} {port}: a port is 1..65535")
+    return port
+
+
+def check_http_url(url: str) -> str:
+    """``--health-http``: ``http://HOST[:PORT]/PATH`` or ``HOST[:PORT]/PATH``
+    (what runtime.health.probe_http requests: plain HTTP only)."""
+    from urllib.parse import urlsplit
+
+    bad = f"invalid --health-http {url!r}: expected http://HOST[:PORT][/PATH]"
+    if not url or any(ch.isspace() or not ch.isprintable() for ch in url):
+        raise BadInput(bad)
+    try:
+        u = urlsplit(url if "://" in url else "http://" + url)
+        port = u.port
+    except ValueError:
+        raise BadInput(bad) from None
+    if u.scheme != "http" or not u.hostname or (port is not None and not 0 < port < 65536):
+        raise BadInput(bad)
+    host = u.hostname
+    try:
+        import ipaddress
+
+        ipaddress.ip_address(host)
+    except ValueError:
+        check_hostname(host)
+    return url
+
+
+def check_ip(ip: str) -> str:
+    """``--ip``: an IPv4 address (networks are IPv4)."""
+    import ipaddress
+
+    try:
+        return str(ipaddress.IPv4Address(ip))
+    except ValueError:
+        raise BadInput(f"invalid --ip {ip!r}: expected an IPv4 address") from None
+
+
+def check_pids_limit(n: int) -> int:
+    """``--pids-limit``: N > 0, or -1 (Docker's "unlimited")."""
+    if n == 0 or n < -1:
+        raise BadInput(f"invalid --pids-limit {n}: expected a number > 0, or -1 for no limit")
+    return n

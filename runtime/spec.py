@@ -161,6 +161,10 @@ def resolve_user(rootfs: Path, user: str) -> tuple[int, int, list[int], str]:
                 if g != gid and g not in extra:
                     extra.append(g)
     assert gid is not None
+    from .options import MAX_ID
+
+    if max(uid, gid, *extra) > MAX_ID:  # the image's User or /etc/passwd, say
+        raise BadInput(f"user {user!r} resolves to an id beyond {MAX_ID} (uid {uid}, gid {gid})")
     return uid, gid, extra, home
 
 

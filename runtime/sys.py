@@ -367,3 +367,17 @@ def loopback_up() -> None:
         req = struct.pack("16sh22x", b"lo", 0)
         flags = struct.unpack("16sh22x", fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, req))[1]
         fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack("16sh22x", b"lo", flags | IFF_UP))
+
+
+# Kernel interfaces that look like files (proc, sysfs, debugfs, tracefs,
+# securityfs, cgroup v1/v2, bpf, configfs, efivarfs): reading them is not
+# reading data (/proc/self/mem fails with EIO; others block or change state).
+PSEUDO_FS = {0x9FA0, 0x62656572, 0x64626720, 0x74726163, 0x73636673, 0x27E0EB, 0x63677270,
+             0xCAFE4A11, 0x62656570, 0xDE5E81E4}
+
+
+def fs_type(path: str | os.PathLike[str]) -> int:
+    """statfs(2)'s f_type (the file system's magic number) for ``path``."""
+    buf = ctypes.create_string_buffer(256)  # struct statfs; f_type (a long) comes first
+    _check(_libc.statfs(os.fsencode(path), buf), "statfs", path)
+    return int.from_bytes(buf.raw[: ctypes.sizeof(ctypes.c_long)], "little")

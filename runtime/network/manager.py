@@ -632,7 +632,7 @@ def _mac_for(ip: str) -> str:
 
 
 def _check_cid(cid: str) -> str:
-    if not isinstance(cid, str) or not CID_RE.match(cid):
+    if not isinstance(cid, str) or not CID_RE.fullmatch(cid):
         raise BadInput(f"container id {cid!r} is invalid")
     return cid
 

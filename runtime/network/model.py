@@ -145,7 +145,7 @@ class Attachment:
 
 
 def check_name(name: str) -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise BadInput(
             f"network name {name!r} is invalid: use 1-64 letters, digits, '_', '.', '-'"
         )
@@ -155,6 +155,6 @@ def check_name(name: str) -> str:
 
 
 def check_hostname(name: str) -> str:
-    if not re.match(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,252})$", name or ""):
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,252}", name or ""):
         raise BadInput(f"hostname {name!r} is invalid: use 1-253 letters, digits, '_', '.', '-'")
     return name

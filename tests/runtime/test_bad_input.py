@@ -121,3 +121,14 @@ def test_tty_needs_a_terminal_and_the_foreground(cli, image, root):
 def test_bad_dns(cli, image, root):
     _one_line_error(cli("run", "--rm", "--dns", "not-an-ip", image, "true"), "--dns")
     _nothing_left(cli, root)
+
+
+def test_image_user_beyond_the_id_range(cli, make_image, root):
+    """A hostile image's User (or /etc/passwd) names an id runc cannot take:
+    refused as bad input before runc, not a runc failure (exit 1)."""
+    img = make_image({"config": {"Cmd": ["/bin/true"], "User": "99999999999"}}, "bigid")
+    _one_line_error(cli("run", "--rm", img), "beyond")
+    img = make_image({"config": {"Cmd": ["/bin/true"], "User": "huge"}}, "bigpasswd",
+                     {"etc/passwd": "root:x:0:0::/root:/bin/sh\nhuge:x:4294967295:0::/:/bin/sh\n"})
+    _one_line_error(cli("run", "--rm", img), "beyond")
+    _nothing_left(cli, root)

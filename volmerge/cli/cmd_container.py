@@ -290,8 +290,10 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
         import os
 
         from runtime.errors import BadInput
-        from runtime.options import parse_env
+        from runtime.options import check_user, parse_env
 
+        if user is not None:
+            check_user(user)
         if tty and not os.isatty(0):
             raise BadInput("the input device is not a TTY (-t needs a terminal on stdin)")
         code = _engine(ctx).exec(container, list(command), env=parse_env(env or []), user=user,

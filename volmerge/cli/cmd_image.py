@@ -206,9 +206,12 @@ def rm(
     A name whose image has other names only removes that name (Untagged);
     otherwise the image goes (Deleted), with the layers no other image uses.
 
-    Refuses while a container uses the image; all REFs are checked first, so
-    either all are removed or none.
+    Refuses (exit 2) while a container, in any state, uses the image, even
+    with --force; all REFs are checked first, so either all are removed or none.
     """
+    from runtime.containers import register_image_check
+
+    register_image_check()  # the containers' images are in use: refused, whatever their state
     for line in _images(ctx).remove(refs, force=force):
         print(line)
 

@@ -40,6 +40,8 @@ def merge(
         raise BadInput(f"--on-conflict must be one of {', '.join(ON_CONFLICT)}")
     if out is None and not dry_run:
         raise BadInput("missing -o OUT (or use --dry-run)")
+    for what, path in (("BASE", base), ("OURS", ours), ("THEIRS", theirs)):
+        _check_input(what, path)
     pol = load_policy(policy) if policy else None
     if allow_data_loss:
         pol = Policy.combined(allow_data_loss_policy(), pol)
@@ -54,6 +56,29 @@ def merge(
         from strategies.errors import NotDone
 
         raise NotDone(f"{report.summary['conflicts']} conflict(s) would stop this merge")
+
+
+def _check_input(what: str, path: str) -> None:
+    """An input is a regular file or a directory on a real file system:
+    not a device, FIFO or socket, nor a kernel interface such as
+    /proc/self/mem, which is "regular" but whose read fails or blocks."""
+    import os
+    import stat
+
+    from runtime.sys import PSEUDO_FS, fs_type
+    from strategies.errors import BadInput
+
+    try:
+        st = os.stat(path)
+        pseudo = fs_type(path) in PSEUDO_FS
+    except FileNotFoundError:
+        raise BadInput(f"{what} {path} does not exist") from None
+    except OSError as exc:
+        raise BadInput(f"{what} {path}: {exc.strerror or exc}") from None
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        raise BadInput(f"{what} {path} is neither a regular file nor a directory")
+    if pseudo:
+        raise BadInput(f"{what} {path} is on a kernel file system (proc, sysfs, ...), not data")
 
 
 def _show(report, as_json: bool, dry_run: bool) -> None:  # type: ignore[no-untyped-def]

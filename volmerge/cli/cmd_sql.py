@@ -24,6 +24,38 @@ def _pairs(values: list[str], what: str) -> dict[str, str]:
     return out
 
 
+def _check_dialect(d: str | None, option: str) -> None:
+    from strategies.errors import BadInput
+    from strategies.sql.schema import DIALECTS
+
+    if d is not None and d not in DIALECTS:
+        raise BadInput(f"{option} {d!r}: unknown dialect (use {', '.join(DIALECTS)})")
+
+
+def _check_expressions(defaults: dict[str, str], dialect: str | None) -> None:
+    """Each default must parse as one SQL expression (in ``dialect``, or in
+    any dialect when none is given): bad input is refused before a replay
+    starts, not found as a syntax error half-way through one."""
+    import sqlglot
+    from sqlglot import exp
+    from sqlglot.errors import ParseError, TokenError
+
+    from strategies.errors import BadInput
+    from strategies.sql.schema import DIALECTS
+
+    for key, expr in defaults.items():
+        for d in [dialect] if dialect else [None, *DIALECTS]:
+            try:
+                tree = sqlglot.parse_one(f"SELECT {expr}", read=d)
+            except (ParseError, TokenError, ValueError):
+                continue
+            if (isinstance(tree, exp.Select) and len(tree.expressions) == 1
+                    and {k for k, v in tree.args.items() if v} == {"expressions"}):
+                break  # one expression: no FROM, WHERE, a second column, ...
+        else:
+            raise BadInput(f"--default {key}={expr!r}: not a valid SQL expression")
+
+
 def _progress():  # type: ignore[no-untyped-def]
     """A rich progress bar per table on a terminal (stderr); None otherwise."""
     if not sys.stderr.isatty():
@@ -74,6 +106,9 @@ def replay_cmd(
     dflt = {k: str(v) for k, v in (opts.get("defaults") or {}).items()}
     dflt.update(_pairs(defaults, "--default"))
     loss = allow_data_loss or bool(opts.get("allow_data_loss", False))
+    _check_dialect(from_dialect, "--from-dialect")
+    _check_dialect(to_dialect, "--to-dialect")
+    _check_expressions(dflt, from_dialect)
     if not dry_run and not out:
         raise BadInput("missing -o DST (or use --dry-run)")
     with plan_replay(src, schema=schema, base=base, maps=rename, defaults=dflt, allow_data_loss=loss,
@@ -157,6 +192,7 @@ def schema_cmd(
 
     from .common import emit_json
 
+    _check_dialect(dialect, "--dialect")
     s = read_schema(src, dialect=dialect)
     if as_json:
         emit_json(s.to_json())

@@ -82,6 +82,12 @@ def register(app: typer.Typer) -> None:
 
         if dry_run and rehearse:
             raise BadInput("--dry-run and --rehearse exclude each other")
+        from runtime.options import check_http_url, check_port
+
+        if health_http is not None:
+            check_http_url(health_http)
+        if health_tcp is not None:
+            check_port(health_tcp, "--health-tcp port")
         opts = UpgradeOptions(container=container, to_image=to, policy_file=policy,
                               allow_data_loss=allow_data_loss,
                               on_conflict=on_conflict, health_cmd=health_cmd,
@@ -180,13 +186,17 @@ def register(app: typer.Typer) -> None:
 
         from volmerge.upgrade import history
 
+        from runtime.errors import NotFound
+
         c = _ctx(ctx)
-        name = container
+        name, found = container, True
         try:
             name = c.engine.get(container).name
-        except Exception:
-            pass
+        except NotFound:  # a removed container keeps its history
+            found = False
         rows = history(c.store, name)
+        if not rows and not found:
+            raise NotFound(f"no such container: {container}")
         if as_json:
             emit_json(rows)
             return

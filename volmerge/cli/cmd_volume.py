@@ -165,7 +165,7 @@ def snapshot(
 def rollback(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Volume name."),
-    to: Optional[str] = typer.Option(None, "--to", help="Snapshot tag or id (default: the latest; 'seed': the seed)."),
+    to: Optional[str] = typer.Option(None, "--to", help="Snapshot tag or id (default: the latest, refused if none; 'seed': the seed, discarding all data)."),
     keep_as: Optional[str] = typer.Option(None, "--keep-as", metavar="NAME2",
                                           help="Keep the discarded state as a new volume NAME2."),
 ) -> None:

@@ -11,6 +11,7 @@ def run_options(image: str, command: list[str] | None, **kw: Any) -> Any:
     """RunOptions from the parsed ``run`` arguments (names as the typer command's)."""
     from runtime import options as o
 
+    _check(o, kw)
     health = None
     if kw["no_healthcheck"]:
         health = o.HealthConfig(test=["NONE"])
@@ -38,10 +39,34 @@ def run_options(image: str, command: list[str] | None, **kw: Any) -> Any:
         hostname=kw["hostname"], health=health,
         restart=o.parse_restart(kw["restart"] or "no"), runtime=kw["runtime"], rm=kw["rm"],
         detach=kw["detach"], labels=labels,
-        memory=o.parse_bytes(kw["memory"]) if kw["memory"] else None, pids_limit=kw["pids_limit"],
+        memory=o.parse_bytes(kw["memory"]) if kw["memory"] else None,
+        pids_limit=None if kw["pids_limit"] == -1 else kw["pids_limit"],
         read_only=kw["read_only"], tty=kw["tty"],
         dns=o.parse_dns(kw["dns"] or []), dns_search=list(kw["dns_search"] or []),
     )
+
+
+def _check(o: Any, kw: dict[str, Any]) -> None:
+    """Every value that needs no image or store, checked before anything is
+    made (a network, a container, a lock): bad input changes nothing."""
+    from runtime.errors import BadInput
+
+    if kw["name"] is not None:
+        o.check_name(kw["name"])
+    if kw["hostname"] is not None:
+        o.check_hostname(kw["hostname"])
+    if kw["user"] is not None:
+        o.check_user(kw["user"])
+    if kw["ip"] is not None:
+        o.check_ip(kw["ip"])
+    if kw["pids_limit"] is not None:
+        o.check_pids_limit(kw["pids_limit"])
+    if kw["health_tcp"] is not None:
+        o.check_port(kw["health_tcp"], "--health-tcp port")
+    if kw["health_http"] is not None:
+        o.check_http_url(kw["health_http"])
+    if kw["health_retries"] is not None and kw["health_retries"] < 0:
+        raise BadInput(f"invalid --health-retries {kw['health_retries']}: expected a number >= 0")
 
 
 def run_container(st: Any, opts: Any) -> int:

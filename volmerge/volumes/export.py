@@ -16,8 +16,9 @@ _COMMON = ["--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls"]
 
 
 def write_tar(src: Path, out: str | os.PathLike[str] | int) -> None:
-    """Archive the content of ``src`` to ``out``: a path (written beside and
-    renamed when complete), ``-`` for stdout, or an open fd."""
+    """Archive the content of ``src`` to ``out``: a path (written to a new
+    file beside it and renamed when complete: runtime.outfile), ``-`` for
+    stdout, or an open fd."""
     cmd = ["tar", "-C", str(src), "--sparse", *_COMMON, "-cf", "-", "."]
     if isinstance(out, int) or out == "-":
         fd = out if isinstance(out, int) else sys.stdout.fileno()
@@ -25,20 +26,10 @@ def write_tar(src: Path, out: str | os.PathLike[str] | int) -> None:
             sys.stdout.flush()
         _run(cmd, stdout=fd, what="export")
         return
-    dest = Path(out)
-    if dest.is_dir():
-        raise BadInput(f"output {dest} is a directory")
-    if not dest.parent.is_dir():
-        raise BadInput(f"output directory {dest.parent} does not exist")
-    part = dest.with_name(f".{dest.name}.partial")
-    try:
-        with open(part, "wb") as f:
-            _run(cmd, stdout=f.fileno(), what="export")
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(part, dest)
-    finally:
-        part.unlink(missing_ok=True)
+    from runtime.outfile import atomic_output
+
+    with atomic_output(out) as fd:  # a new file beside it, never a planted one
+        _run(cmd, stdout=fd, what="export")
 
 
 def read_tar(path: str | os.PathLike[str] | int, dest: Path) -> None:

@@ -104,6 +104,12 @@ class VolumeManager:
             raise NotFound(f"no such volume: {name}")
         return m
 
+    def _lock_existing(self, name: str) -> contextlib.AbstractContextManager[int]:
+        """The volume's lock, for an operation on a volume that must exist:
+        NotFound first, so that a missing name leaves no lock file behind."""
+        self._read(name)
+        return self.pool.volume_lock(name)
+
     def exists(self, name: str) -> bool:
         check_name(name)
         return self.pool.exists(name)
@@ -281,7 +287,7 @@ class VolumeManager:
         """Remove a volume; refused while a container uses it (``force``
         removes it anyway: only for users that are known to be gone)."""
         check_name(name)
-        with self.pool.volume_lock(name):
+        with self._lock_existing(name):
             m = self._read(name)
             if m.users and not force:
                 raise Conflict(f"volume {name!r} is in use by {self._who(m)}")
@@ -323,7 +329,7 @@ class VolumeManager:
         check_name(name)
         if tag is not None:
             check_tag(tag)
-        with self.pool.volume_lock(name):
+        with self._lock_existing(name):
             m = self._read(name)
             if tag is not None and any(g.tag == tag for g in m.generations):
                 raise Conflict(f"volume {name!r} already has a snapshot tagged {tag!r}")
@@ -426,13 +432,14 @@ class VolumeManager:
 
     # -- rollback -----------------------------------------------------------------
     def rollback(self, name: str, to: str | None = None, *, keep_as: str | None = None) -> Snapshot | None:
-        """Return to snapshot ``to`` (default: the latest; ``seed`` for the
-        seed) by dropping the layers above it.  ``keep_as`` keeps the dropped
-        state as a new volume.  Returns the snapshot rolled back to."""
+        """Return to snapshot ``to`` (default: the latest, refused when there
+        is none: the seed discards all data, so it must be asked for; ``seed``
+        for the seed) by dropping the layers above it.  ``keep_as`` keeps the
+        dropped state as a new volume.  Returns the snapshot rolled back to."""
         check_name(name)
         if keep_as is not None:
             check_name(keep_as)
-        with self.pool.volume_lock(name):
+        with self._lock_existing(name):
             m = self._read(name)
             if to is not None:
                 check_name(to, "snapshot")
@@ -441,6 +448,9 @@ class VolumeManager:
                 idx = len(m.generations) - 1
             if m.users:
                 raise Conflict(f"volume {name!r} is in use by {self._who(m)}; stop it first")
+            if to is None and not m.generations:
+                raise BadInput(f"volume {name!r} has no snapshot to roll back to; "
+                               "--to seed discards all its data")
             if keep_as is not None and self.pool.exists(keep_as):
                 raise Conflict(f"volume {keep_as!r} already exists")
             with self.pool.commit_lock():
@@ -469,14 +479,14 @@ class VolumeManager:
             check_name(from_, "snapshot")
         if name == new:
             raise Conflict(f"volume {new!r} already exists")
-        with self.pool.volume_lock(name):
+        with self._lock_existing(name):
             m = self._read(name)
             idx = m.find(from_) if from_ is not None else None
             if self.pool.exists(new):
                 raise Conflict(f"volume {new!r} already exists")
         if idx is None and any(os.scandir(self.pool.diff(m.live))):
             self.snapshot(name)
-        with self.pool.volume_lock(name), self.pool.volume_lock(new):
+        with self._lock_existing(name), self.pool.volume_lock(new):
             m = self._read(name)
             if self.pool.exists(new):
                 raise Conflict(f"volume {new!r} already exists")
@@ -503,7 +513,7 @@ class VolumeManager:
         check_name(new)
         if name == new or self.pool.exists(new):
             raise Conflict(f"volume {new!r} already exists")
-        with self.pool.volume_lock(name), self.pool.volume_lock(new):
+        with self._lock_existing(name), self.pool.volume_lock(new):
             m = self._read(name)
             writers = [cid for cid, mode in m.users.items() if mode == "rw"]
             running = self._running_users(m) if writers else {}
@@ -536,7 +546,7 @@ class VolumeManager:
         returns (layers before, layers after).  Tagged snapshots stay
         restorable; untagged snapshot ids inside a squashed run are gone."""
         check_name(name)
-        with self.pool.volume_lock(name):
+        with self._lock_existing(name):
             m = self._read(name)
             before = len(m.frozen_layers())
             self._compact_locked(m, defer_collect=bool(m.users))
@@ -583,7 +593,7 @@ class VolumeManager:
         base of the next three-way merge; the old base goes if unused."""
         check_name(name)
         src = Path(src)
-        with self.pool.volume_lock(name):
+        with self._lock_existing(name):
             m = self._read(name)
             with self.pool.building("vol-base-") as d:
                 from .tree import copy_tree
