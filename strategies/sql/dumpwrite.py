@@ -18,7 +18,7 @@ import sqlite3
 import uuid
 from typing import Any
 
-from strategies.errors import BadInput
+from strategies.errors import BadInput, NotDone
 
 from . import render
 from .quote import ident, pg_literal, pg_regclass, shell_safe, sqlite_text
@@ -123,6 +123,9 @@ def _pg_dump(conn: sqlite3.Connection, plan: Any, f: Any) -> None:
         f.write(f"COPY {quote(t.name)} ({', '.join(quote(c) for c in cols)}) FROM stdin;\n")
         line = " || char(9) || ".join(_fmt(quote(c)) for c in cols)
         for (text,) in conn.execute(f"SELECT {line} FROM {quote(t.name)}"):
+            if "\x00" in text:  # psql would cut the line there
+                raise NotDone(f"table {t.name}: a text value holds a NUL character, "
+                              f"which PostgreSQL text cannot hold")
             f.write(text + "\n")
         f.write("\\.\n")
         for c in t.columns:
