@@ -25,7 +25,25 @@ _SQLITE_BY_FAMILY = {"integer": "INTEGER", "boolean": "BOOLEAN", "real": "REAL",
                      "timestamp": "TIMESTAMP", "any": ""}
 
 
+# A type name as it may go into DDL: words or quoted identifiers (schema-qualified),
+# with a size, and array brackets; nothing a statement could be smuggled through
+# (SQLite keeps any declared type text, e.g. ``x); DROP TABLE y; --``).
+_W = r'(?:[A-Za-z_][A-Za-z0-9_$]*|"(?:[^"\x00]|"")+")'
+_MOD = r'(?:\s*\(\s*-?\d+\s*(?:,\s*-?\d+\s*)?\))'
+_SAFE_TYPE = re.compile(rf'{_W}{_MOD}?(?:(?:\s+|\s*\.\s*){_W}{_MOD}?)*(?:\s*\[\s*\d*\s*\])*')
+
+
 def render_type(c: Column, src: str, dst: str) -> str:
+    """The column's type in ``dst``'s DDL; a type that is not a plain type
+    name falls back to its family's type."""
+    t = _render_type(c, src, dst)
+    if t and not _SAFE_TYPE.fullmatch(t):
+        by = _PG_BY_FAMILY if dst == "postgres" else _SQLITE_BY_FAMILY
+        return by.get(c.family, "TEXT" if dst == "postgres" else "")
+    return t
+
+
+def _render_type(c: Column, src: str, dst: str) -> str:
     if src == dst:
         return c.type or ("TEXT" if dst == "postgres" else "")
     fam = c.family
