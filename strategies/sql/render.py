@@ -88,20 +88,38 @@ def render_default(c: Column, src: str, dst: str) -> str | None:
         return "TRUE" if d.strip().strip("'") == "1" else "FALSE"
     if dst == "sqlite" and c.family == "boolean" and d.strip().upper() in ("TRUE", "FALSE"):
         return "1" if d.strip().upper() == "TRUE" else "0"
+    tree = _one(d, src)
+    if tree is None:  # an untranslatable default is dropped (and reported)
+        return None
     try:
-        out = sqlglot.transpile(d, read=src, write=dst)[0]
-    except Exception:  # noqa: BLE001 - an untranslatable default is dropped (and reported)
+        out = tree.sql(dialect=dst)
+    except Exception:  # noqa: BLE001
         return None
     if dst == "sqlite" and not _LITERAL.match(out.strip()):
         out = f"({out})"
     return out
 
 
+def _one(text: str, src: str) -> exp.Expression | None:
+    """``text`` parsed as exactly one statement or expression, or None.
+    sqlglot keeps what it cannot parse as a raw ``Command`` (and parses
+    ``a; DROP TABLE t`` as two statements): text from a source database
+    never reaches another dialect's DDL that way."""
+    try:
+        trees = [t for t in sqlglot.parse(text, read=src) if t is not None]
+    except Exception:  # noqa: BLE001
+        return None
+    if len(trees) != 1 or isinstance(trees[0], exp.Command) or trees[0].find(exp.Command):
+        return None
+    return trees[0]
+
+
 def _expr(text: str, src: str, dst: str) -> str | None:
     if src == dst:
         return text
+    tree = _one(text, src)
     try:
-        return sqlglot.transpile(text, read=src, write=dst)[0]
+        return tree.sql(dialect=dst) if tree is not None else None
     except Exception:  # noqa: BLE001
         return None
 
@@ -184,8 +202,10 @@ def index_ddl(ix: Index, schema_dialect: str, dst: str) -> str | None:
 
 def _unqualified(sql: str, src: str, dst: str) -> str | None:
     """Transpile a statement, dropping schema qualifiers (public.t -> t)."""
+    tree = _one(sql, src)
+    if tree is None:
+        return None
     try:
-        tree = sqlglot.parse_one(sql, read=src)
         for t in tree.find_all(exp.Table):
             t.set("db", None)
             t.set("catalog", None)

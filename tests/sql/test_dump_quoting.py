@@ -359,3 +359,22 @@ def test_a_type_that_is_not_a_type_name_is_not_pasted_into_ddl():
     assert render_type(Column("a", "x); DROP TABLE y; --"), "sqlite", "sqlite") == "NUMERIC"
     for ok in ('"char"', "character varying(20)[]", "timestamp(3) with time zone", 'public."My T"'):
         assert render_type(Column("a", ok), "postgres", "postgres") == ok
+
+
+def test_a_tampered_index_text_is_not_run_on_postgres(tmp_path, pg_db, cli):
+    """sqlite_master keeps whatever follows a statement (writable_schema): it
+    must not reach PostgreSQL, where one execute runs several statements."""
+    src = make_db(tmp_path / "src.db", "CREATE TABLE t(a INTEGER); CREATE INDEX i ON t((a + 1));"
+                                       "INSERT INTO t VALUES (1);")
+    conn = sqlite3.connect(src)
+    conn.execute("PRAGMA writable_schema = ON")
+    conn.execute("UPDATE sqlite_master SET sql = sql || '; DROP TABLE keep' WHERE name = 'i'")
+    conn.commit()
+    conn.close()
+    with psycopg.connect(pg_db) as c:
+        c.execute("CREATE TABLE keep(a int)")
+    p = cli("sql", "replay", str(src), "--schema", str(src), "-o", pg_db)
+    assert p.returncode == 0, p.stderr
+    with psycopg.connect(pg_db) as c:
+        assert c.execute("SELECT count(*) FROM keep").fetchone() == (0,)
+        assert c.execute("SELECT a FROM t").fetchall() == [(1,)]
