@@ -37,9 +37,10 @@ _IGNORED = re.compile(
     re.I | re.X,
 )
 _INSERT = re.compile(r"^\s*(?:INSERT|REPLACE)\b", re.I)
-_SETVAL = re.compile(r"^\s*SELECT\s+(?:pg_catalog\.)?setval\(\s*'((?:[^']|'')+)'\s*,\s*(-?\d+)\s*(?:,\s*(\w+)\s*)?\)\s*$",
-                     re.I)
-_COPY = re.compile(rf"^\s*COPY\s+({inserts.QNAME})\s*(\(\s*{inserts.IDENT}(?:\s*,\s*{inserts.IDENT})*\s*\))?"
+_SETVAL = re.compile(r"^\s*SELECT\s+(?:pg_catalog\.)?setval\(\s*'((?:[^']|'')+)'\s*,\s*(-?\d+)\s*"
+                     r"(?:,\s*(\w+)\s*)?\)\s*$", re.I)
+_COPY = re.compile(rf"^\s*COPY\s+({inserts.QNAME})\s*"
+                   rf"(\(\s*{inserts.IDENT}(?:\s*,\s*{inserts.IDENT})*\s*\))?"
                    r"\s+FROM\s+stdin\s*$", re.I | re.S)
 _CREATE = re.compile(r"^\s*CREATE\s+(?:OR\s+REPLACE\s+)?(?:(?:GLOBAL|LOCAL)\s+)?(?:TEMP\w*\s+|UNLOGGED\s+)?"
                      r"(UNIQUE\s+INDEX|INDEX|TABLE|VIEW|MATERIALIZED\s+VIEW|TRIGGER|SEQUENCE)\b", re.I)
@@ -119,7 +120,9 @@ def copy_target(st: Statement) -> tuple[str, list[str] | None]:
     m = _COPY.match(st.text)
     if not m:
         raise BadInput(f"unsupported statement at line {st.line}: {st.head} (COPY form not understood)")
-    cols = [inserts.unquote(c) for c in re.findall(inserts.IDENT, m.group(2)[1:-1])] if m.group(2) else None
+    cols = None
+    if m.group(2):
+        cols = [inserts.unquote(c) for c in re.findall(inserts.IDENT, m.group(2)[1:-1])]
     return inserts.unquote(re.findall(inserts.IDENT, m.group(1))[-1]), cols
 
 

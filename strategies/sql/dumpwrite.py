@@ -64,10 +64,10 @@ def _sqlite_value(col: str) -> str:
     ``quote()``, except for text with a newline, CR or NUL (written as
     ``'a'||char(10)||'b'`` by :func:`sqlite_text`: no raw newline in a dump,
     no NUL cut off) and infinities (``quote()`` gives ``Inf``)."""
-    return (f"CASE typeof({col}) WHEN 'text' THEN iif(instr({col}, char(10)) OR instr({col}, char(13)) "
-            f"OR instr({col}, char(0)), vm_lit({col}), quote({col})) "
-            f"WHEN 'real' THEN iif(abs({col}) = 9e999, iif({col} > 0, '9e999', '-9e999'), quote({col})) "
-            f"ELSE quote({col}) END")
+    return (f"CASE typeof({col}) WHEN 'text' THEN iif(instr({col}, char(10)) "
+            f"OR instr({col}, char(13)) OR instr({col}, char(0)), vm_lit({col}), quote({col})) "
+            f"WHEN 'real' THEN iif(abs({col}) = 9e999, iif({col} > 0, '9e999', '-9e999'), "
+            f"quote({col})) ELSE quote({col}) END")
 
 
 def _sqlite_dump(conn: sqlite3.Connection, settings: dict[str, int], f: Any) -> None:
@@ -130,7 +130,8 @@ def _pg_dump(conn: sqlite3.Connection, plan: Any, f: Any) -> None:
         f.write("\\.\n")
         for c in t.columns:
             if c.autoincrement:
-                f.write(f"SELECT setval(pg_get_serial_sequence({pg_regclass(t.name)}, {pg_literal(c.name)}), "
+                seq = f"pg_get_serial_sequence({pg_regclass(t.name)}, {pg_literal(c.name)})"
+                f.write(f"SELECT setval({seq}, "
                         f"(SELECT coalesce(max({quote(c.name)}), 1) FROM {quote(t.name)}));\n")
     for t in target.tables.values():
         for clause in render.key_clauses(t):

@@ -33,7 +33,8 @@ _HEAD = re.compile(rf"\s*((?:INSERT|REPLACE)\s+(?:OR\s+[A-Za-z]+\s+)?INTO)\s+({Q
                    rf"(\s*\(\s*{IDENT}(?:\s*,\s*{IDENT})*\s*\))?\s*", re.I)
 _PART = re.compile(IDENT)
 
-_LIT = r"(?>'[^']*+(?:''[^']*+)*+'|[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|NULL|TRUE|FALSE|[xX]'[0-9A-Fa-f]*')"
+_LIT = (r"(?>'[^']*+(?:''[^']*+)*+'|[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
+        r"|NULL|TRUE|FALSE|[xX]'[0-9A-Fa-f]*')")
 _TUPLE = rf"\(\s*+(?:{_LIT}(?:\s*+,\s*+{_LIT})*+)?\s*+\)"
 _FAST = re.compile(rf"VALUES\s*+{_TUPLE}(?:\s*+,\s*+{_TUPLE})*+\s*+", re.I)
 

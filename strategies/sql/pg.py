@@ -84,7 +84,8 @@ def _read(conn: Any, url: str) -> Schema:
             elif contype == "u":
                 t.uniques.append(cols)
             elif contype == "f":
-                t.fks.append(ForeignKey(cols, confrel, list(confkey or []),  # the name, not a quoted regclass
+                # confrel: the table's name (a regclass text would be quoted, maybe qualified)
+                t.fks.append(ForeignKey(cols, confrel, list(confkey or []),
                                         _FK_ACTION.get(deltype), _FK_ACTION.get(updtype)))
             elif contype == "c":
                 t.checks.append(re.sub(r"^CHECK\s*\((.*)\)$", r"\1", condef, flags=re.S))

@@ -103,8 +103,9 @@ def pg_regclass(name: str) -> str:
 
 # What the sqlite3 shell looks at, line by line: quotes, bracketed names and
 # comments, in which a line start is not a line start for it.
-_SHELL_TOKEN = re.compile(r"--[^\n]*|/\*.*?(?:\*/|\Z)|'(?:[^']|'')*(?:'|\Z)|\"(?:[^\"]|\"\")*(?:\"|\Z)"
-                          r"|`(?:[^`]|``)*(?:`|\Z)|\[[^\]]*(?:\]|\Z)|\n", re.S)
+_SHELL_TOKEN = re.compile(r"--[^\n]*|/\*.*?(?:\*/|\Z)|'(?:[^']|'')*(?:'|\Z)"
+                          r"|\"(?:[^\"]|\"\")*(?:\"|\Z)|`(?:[^`]|``)*(?:`|\Z)|\[[^\]]*(?:\]|\Z)"
+                          r"|\n", re.S)
 _TERMINATOR = re.compile(r"[ \t\v\f\r]*(?:/|[gG][oO])")
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import sqlite3
 import subprocess
 
@@ -34,8 +35,18 @@ names = st.lists(st.sampled_from(HOSTILE) | st.text(_chars, min_size=1, max_size
     lambda n: len(n.encode()) <= 60 and not n.lower().startswith("sqlite_") and n.lower() != "keep")
 
 
+PSQL = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1"]
+HC = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+NOT_LITERAL = "line 4: .*the values are not literals"
+
+
 def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def _py(row):
+    """A psycopg row with bytea as bytes (as sqlite3 gives BLOBs)."""
+    return tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
 
 
 # ---------------------------------------------------------------------------
@@ -82,7 +93,8 @@ def test_pg_literal_and_identifier_read_back(pg_db, values):
         for off in ("on", "off"):
             c.execute(f"SET standard_conforming_strings = {off}")
             for v in values:
-                assert c.execute(f"SELECT {Q.pg_literal(v)} AS {Q.pg_ident(v or 'x')}").fetchone()[0] == v
+                sql = f"SELECT {Q.pg_literal(v)} AS {Q.pg_ident(v or 'x')}"
+                assert c.execute(sql).fetchone()[0] == v
 
 
 # ---------------------------------------------------------------------------
@@ -94,10 +106,12 @@ def _hostile_db(path, names_, view=True, nul="\x00"):
     conn.execute("INSERT INTO keep VALUES (1)")
     for n in names_:
         q = _ident(n)
-        conn.execute(f"CREATE TABLE {q}(id INTEGER PRIMARY KEY AUTOINCREMENT, {q} TEXT, b BLOB, r REAL)")
-        conn.execute(f"INSERT INTO {q} VALUES (5, ?, ?, ?)", (n + "\n.system touch canary\n" + nul + "!", b"\x00'", 1e308))
+        conn.execute(f"CREATE TABLE {q}(id INTEGER PRIMARY KEY AUTOINCREMENT, {q} TEXT, b BLOB, "
+                     f"r REAL)")
+        conn.execute(f"INSERT INTO {q} VALUES (5, ?, ?, ?)",
+                     (n + "\n.system touch canary\n" + nul + "!", b"\x00'", 1e308))
     if view:  # "go" alone on a line ends a statement early in the sqlite3 shell; the next line
-        # runs as a shell command (".output canary" creates the file; valid SQL: go.output AS canary)
+        # runs as a shell command (".output canary" creates the file; as SQL: go.output AS canary)
         conn.execute(f"CREATE TABLE go(output, {_ident(names_[0])})")
         conn.execute("CREATE VIEW v AS SELECT\ngo\n.output canary\nFROM go")
     conn.commit()
@@ -114,8 +128,9 @@ def _tables(conn):
 
 
 def _sqlite3_load(dump, db, cwd):
-    p = subprocess.run(["sqlite3", "-bail", str(db)], stdin=open(dump), capture_output=True, text=True,
-                       cwd=cwd, timeout=60)
+    with open(dump) as f:
+        p = subprocess.run(["sqlite3", "-bail", str(db)], stdin=f, capture_output=True, text=True,
+                           cwd=cwd, timeout=60)
     assert p.returncode == 0 and p.stdout == "" and p.stderr == "", p
     assert "canary" not in os.listdir(cwd)
 
@@ -131,7 +146,8 @@ def test_hostile_names_round_trip_through_the_sqlite3_shell(tmp_path, cli):
     _sqlite3_load(out, work / "back.db", work)
     with sqlite3.connect(src) as a, sqlite3.connect(work / "back.db") as b:
         assert _tables(b) == _tables(a)
-        assert b.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (evil[1],)).fetchone() == (5,)
+        seq = b.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (evil[1],)).fetchone()
+        assert seq == (5,)
     # and the dump reads back through volmerge's own reader
     p = cli("sql", "replay", str(out), "--schema", str(out), "-o", str(tmp_path / "again.db"))
     assert p.returncode == 0, p.stderr
@@ -140,8 +156,9 @@ def test_hostile_names_round_trip_through_the_sqlite3_shell(tmp_path, cli):
 
 
 def test_a_quote_in_a_table_name_replays_everywhere(tmp_path, cli, pg_url):
-    src = make_db(tmp_path / "src.db", "CREATE TABLE \"it's\"(id INTEGER PRIMARY KEY, \"o'k\" TEXT);"
-                                       "INSERT INTO \"it's\" VALUES (1, 'x');")
+    src = make_db(tmp_path / "src.db",
+                  "CREATE TABLE \"it's\"(id INTEGER PRIMARY KEY, \"o'k\" TEXT);"
+                  "INSERT INTO \"it's\" VALUES (1, 'x');")
     for dst in ("out.db", "out.sql"):
         p = cli("sql", "replay", str(src), "--schema", str(src), "-o", str(tmp_path / dst))
         assert p.returncode == 0, p.stderr
@@ -155,19 +172,20 @@ def test_hostile_names_round_trip_through_psql(tmp_path, pg_db):
     evil = ["x'y", "q'); DROP TABLE keep; --", "a\n\\! touch canary\n", 'dq"x', "b\\"]
     src = _hostile_db(tmp_path / "src.db", evil, view=False, nul="")  # PostgreSQL text holds no NUL
     conn = sqlite3.connect(src)
-    conn.execute("UPDATE \"a\n\\! touch canary\n\" SET \"a\n\\! touch canary\n\" = 'v\n\\! touch canary\n\\.'")
+    q = _ident(evil[2])
+    conn.execute(f"UPDATE {q} SET {q} = 'v\n\\! touch canary\n\\.'")
     conn.commit()
     conn.close()
     with plan_replay(str(src), schema=str(src), to_dialect="postgres") as plan:
         replay(plan, str(tmp_path / "out.sql"))
     with psycopg.connect(pg_db) as c:
         c.execute("CREATE TABLE keep(a int)")
-    p = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(tmp_path / "out.sql"), pg_db],
+    p = subprocess.run(PSQL + ["-f", str(tmp_path / "out.sql"), pg_db],
                        capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert p.returncode != 0 and "already exists" in p.stderr  # the dump's own keep table: refused
     with psycopg.connect(pg_db) as c:
         c.execute("DROP TABLE keep")
-    p = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(tmp_path / "out.sql"), pg_db],
+    p = subprocess.run(PSQL + ["-f", str(tmp_path / "out.sql"), pg_db],
                        capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert p.returncode == 0, p.stderr
     assert "canary" not in os.listdir(tmp_path)
@@ -175,8 +193,7 @@ def test_hostile_names_round_trip_through_psql(tmp_path, pg_db):
         want = _tables(a)
         for n in evil + ["keep"]:
             got = c.execute(f"SELECT * FROM {_ident(n)}").fetchall()
-            assert sorted((tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in got),
-                          key=repr) == want[n]
+            assert sorted(map(_py, got), key=repr) == want[n]
             if n != "keep":  # the identity sequence was set by the dump's setval
                 assert c.execute(f"SELECT nextval(pg_get_serial_sequence({Q.pg_regclass(n)}, 'id'))"
                                  ).fetchone() == (6,)
@@ -184,7 +201,8 @@ def test_hostile_names_round_trip_through_psql(tmp_path, pg_db):
 
 # property: arbitrary Unicode names and values, through sqlite3 and psql
 
-_values = st.tuples(st.none() | st.text(_chars | st.just("\x00"), max_size=8), st.none() | st.integers(-2**63, 2**63 - 1),
+_values = st.tuples(st.none() | st.text(_chars | st.just("\x00"), max_size=8),
+                    st.none() | st.integers(-2**63, 2**63 - 1),
                     st.none() | st.floats(allow_nan=False), st.none() | st.binary(max_size=6))
 _tables_st = st.lists(st.tuples(names, st.lists(names, min_size=4, max_size=4,
                                                 unique_by=lambda n: n.lower()),
@@ -201,12 +219,13 @@ def _property_db(path, tables, nul=True):
         conn.execute(f"CREATE TABLE {_ident(name)}("
                      + ", ".join(f"{_ident(c)} {t}" for c, t in zip(cols, types)) + ")")
         conn.executemany(f"INSERT INTO {_ident(name)} VALUES (?, ?, ?, ?)",
-                         [(r[0] if nul or r[0] is None else r[0].replace("\x00", ""),) + r[1:] for r in rows_])
+                         [(r[0] if nul or r[0] is None else r[0].replace("\x00", ""),) + r[1:]
+                          for r in rows_])
     conn.commit()
     conn.close()
 
 
-@settings(max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(max_examples=30, suppress_health_check=HC)
 @given(tables=_tables_st)
 def test_any_names_and_values_load_back_through_the_sqlite3_shell(tmp_path, tables):
     d = tmp_path / f"ex{next(_n)}"
@@ -219,7 +238,7 @@ def test_any_names_and_values_load_back_through_the_sqlite3_shell(tmp_path, tabl
         assert _tables(b) == _tables(a)
 
 
-@settings(max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(max_examples=30, suppress_health_check=HC)
 @given(tables=_tables_st)
 def test_any_names_and_values_load_back_through_psql(tmp_path, pg_db, tables):
     d = tmp_path / f"pg{next(_n)}"
@@ -230,19 +249,19 @@ def test_any_names_and_values_load_back_through_psql(tmp_path, pg_db, tables):
     schema = f"ex{next(_n)}"
     with psycopg.connect(pg_db, autocommit=True) as c:
         c.execute(f"CREATE SCHEMA {schema}")
-    p = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(d / "out.sql"), pg_db],
+    p = subprocess.run(PSQL + ["-f", str(d / "out.sql"), pg_db],
                        capture_output=True, text=True, cwd=d, timeout=60,
                        env=dict(os.environ, PGOPTIONS=f"-c search_path={schema}"))
     assert p.returncode == 0, p.stderr
     assert "canary" not in os.listdir(d)
     with sqlite3.connect(d / "src.db") as a, psycopg.connect(pg_db) as c:
         c.execute(f"SET search_path = {schema}")
-        got = {r[0] for r in c.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,))}
+        got = {r[0] for r in c.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s",
+                                       (schema,))}
         want = _tables(a)
         assert got == set(want)
         for name, rows_ in want.items():
-            back = [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r)
-                    for r in c.execute(f"SELECT * FROM {_ident(name)}").fetchall()]
+            back = [_py(r) for r in c.execute(f"SELECT * FROM {_ident(name)}").fetchall()]
             assert sorted(back, key=repr) == rows_
 
 
@@ -256,12 +275,13 @@ KEEP = "CREATE TABLE t(a);\nCREATE TABLE keep(a);\nINSERT INTO keep VALUES (1);\
     ("INSERT INTO t WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 3000000) "
      "SELECT x FROM c;", "unsupported statement at line 4: INSERT INTO t WITH RECURSIVE"),
     ("INSERT INTO t SELECT a FROM keep;", "unsupported statement at line 4: INSERT INTO t SELECT"),
-    ("INSERT INTO t VALUES ((SELECT count(*) FROM keep));", "line 4: .*the values are not literals"),
-    ("INSERT INTO t VALUES (randomblob(1000000000));", "line 4: .*the values are not literals"),
+    ("INSERT INTO t VALUES ((SELECT count(*) FROM keep));", NOT_LITERAL),
+    ("INSERT INTO t VALUES (randomblob(1000000000));", NOT_LITERAL),
     ("INSERT INTO t VALUES (replace(replace('xx', 'x', 'xxxxxxxx'), 'x', 'xxxxxxxx'));",
-     "line 4: .*the values are not literals"),
-    ("INSERT INTO t VALUES (1) RETURNING (SELECT 1);", r"line 4: INSERT INTO t VALUES \(1\) RETURNING"),
-    ("INSERT INTO t VALUES (1 -- '\n, (SELECT a FROM keep) --'\n);", "line 4: .*the values are not literals"),
+     NOT_LITERAL),
+    ("INSERT INTO t VALUES (1) RETURNING (SELECT 1);",
+     r"line 4: INSERT INTO t VALUES \(1\) RETURNING"),
+    ("INSERT INTO t VALUES (1 -- '\n, (SELECT a FROM keep) --'\n);", NOT_LITERAL),
     ("ATTACH '/etc/passwd.db' AS x;", "unsupported statement at line 4: ATTACH"),
     (".system touch canary", "unsupported statement at line 4: sqlite3 shell command .system"),
     ("SELECT load_extension('x');", "unsupported statement at line 4: SELECT"),
@@ -272,8 +292,6 @@ def test_the_reader_refuses_anything_but_literal_rows(tmp_path, cli, stmt, match
     p = cli("sql", "replay", str(dump), "--schema", str(dump), "-o", str(tmp_path / "out.db"))
     assert p.returncode == 2, p
     assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr, p.stderr
-    import re
-
     assert re.search(match, p.stderr), p.stderr
     assert sorted(os.listdir(tmp_path)) == ["bad.sql"]
 
@@ -281,7 +299,8 @@ def test_the_reader_refuses_anything_but_literal_rows(tmp_path, cli, stmt, match
 def test_the_reader_accepts_the_literal_forms_dumps_write(tmp_path):
     dump = tmp_path / "ok.sql"
     dump.write_text("CREATE TABLE t(a, b);\n"
-                    "INSERT INTO t VALUES(replace('l1\\012l2\\n','\\012',char(10)), X'00ff');\n"  # sqlite3 .dump
+                    # as sqlite3's .dump writes a newline
+                    "INSERT INTO t VALUES(replace('l1\\012l2\\n','\\012',char(10)), X'00ff');\n"
                     "INSERT INTO t VALUES('a'||char(10,0)||'b', -9e999);\n"  # volmerge
                     "INSERT INTO \"t\" (\"b\", a) VALUES (1.5, 'it''s'), (NULL, TRUE);\n")
     with plan_replay(str(dump), schema=str(dump)) as plan:
@@ -294,21 +313,26 @@ def test_the_reader_accepts_the_literal_forms_dumps_write(tmp_path):
 def test_a_trigger_in_a_dump_does_not_fire_while_its_rows_are_read(tmp_path):
     dump = tmp_path / "trig.sql"
     dump.write_text("CREATE TABLE t(a);\nCREATE TABLE log(x);\n"
-                    "CREATE TRIGGER tr AFTER INSERT ON t BEGIN INSERT INTO log VALUES (new.a); END;\n"
+                    "CREATE TRIGGER tr AFTER INSERT ON t BEGIN INSERT INTO log VALUES (new.a); "
+                    "END;\n"
                     "INSERT INTO t VALUES (1);\nINSERT INTO t VALUES (2);\n")
     with plan_replay(str(dump), schema=str(dump)) as plan:
         replay(plan, str(tmp_path / "out.db"))
     with sqlite3.connect(tmp_path / "out.db") as c:
         assert c.execute("SELECT count(*) FROM t").fetchone() == (2,)
-        assert c.execute("SELECT count(*) FROM log").fetchone() == (0,)  # carried rows, not re-fired
-        assert c.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall() == [("tr",)]
+        assert c.execute("SELECT count(*) FROM log").fetchone() == (0,)  # not fired by the rows
+        trig = c.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall()
+        assert trig == [("tr",)]
 
 
 def test_insert_check_unit():
-    assert check("INSERT INTO \"a\"\"b\" (x) VALUES (1), (-2.5e3, 'x''y', X'00', NULL)", 1).table == 'a"b'
-    assert check("INSERT INTO public.t OVERRIDING SYSTEM VALUE VALUES (1, B'01', 'x'::text)", 1).table == "t"
+    ins = check("INSERT INTO \"a\"\"b\" (x) VALUES (1), (-2.5e3, 'x''y', X'00', NULL)", 1)
+    assert ins.table == 'a"b'
+    ins = check("INSERT INTO public.t OVERRIDING SYSTEM VALUE VALUES (1, B'01', 'x'::text)", 1)
+    assert ins.table == "t"
     for bad in ("INSERT INTO t DEFAULT VALUES", "INSERT INTO t VALUES (char(10) || (SELECT 1))",
-                "INSERT INTO t VALUES (unistr(x))", "INSERT INTO t VALUES (replace('x', 'x', char(1, 2)))"):
+                "INSERT INTO t VALUES (unistr(x))",
+                "INSERT INTO t VALUES (replace('x', 'x', char(1, 2)))"):
         with pytest.raises(BadInput):
             check(bad, 1)
 
@@ -328,13 +352,15 @@ def test_hostile_declared_type_and_names_into_postgres(tmp_path, pg_db, cli):
     with psycopg.connect(pg_db) as c:
         assert c.execute("SELECT count(*) FROM keep").fetchone() == (0,)
         assert c.execute('SELECT * FROM "t\'x"').fetchall() == [(1, 2, "three")]
-        assert c.execute("SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
-                         "WHERE attrelid = '\"t''x\"'::regclass AND attname = 'a'").fetchone() == ("numeric",)
+        typ = c.execute("SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+                        "WHERE attrelid = '\"t''x\"'::regclass AND attname = 'a'").fetchone()
+        assert typ == ("numeric",)
 
 
 def test_postgres_source_with_quotes_and_dots_in_names(tmp_path, pg_db, pg_url, cli):
     with psycopg.connect(pg_db) as c:
-        c.execute('CREATE TABLE "p.a""r\'nt"(id int GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, "n\'m" text)')
+        c.execute('CREATE TABLE "p.a""r\'nt"(id int GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, '
+                  '"n\'m" text)')
         c.execute('CREATE TABLE "ch\'ild"(id int PRIMARY KEY, p int REFERENCES "p.a""r\'nt"(id))')
         c.execute('INSERT INTO "p.a""r\'nt"("n\'m") VALUES (\'x\'), (\'y\')')
         c.execute('INSERT INTO "ch\'ild" VALUES (1, 2)')
@@ -342,8 +368,10 @@ def test_postgres_source_with_quotes_and_dots_in_names(tmp_path, pg_db, pg_url, 
         p = cli("sql", "replay", pg_db, "--schema", pg_db, "-o", dst)
         assert p.returncode == 0, p.stderr
     with sqlite3.connect(tmp_path / "out.db") as c:
-        assert c.execute("SELECT \"table\" FROM pragma_foreign_key_list('ch''ild')").fetchall() == [('p.a"r\'nt',)]
-        assert c.execute('SELECT * FROM "p.a""r\'nt" ORDER BY id').fetchall() == [(1, "x"), (2, "y")]
+        parent = c.execute("SELECT \"table\" FROM pragma_foreign_key_list('ch''ild')").fetchall()
+        assert parent == [('p.a"r\'nt',)]
+        got = c.execute('SELECT * FROM "p.a""r\'nt" ORDER BY id').fetchall()
+        assert got == [(1, "x"), (2, "y")]
     with psycopg.connect(pg_url) as c:
         assert c.execute('SELECT * FROM "ch\'ild"').fetchall() == [(1, 2)]
         c.execute('INSERT INTO "p.a""r\'nt"("n\'m") VALUES (\'z\')')
@@ -354,7 +382,8 @@ def test_a_type_that_is_not_a_type_name_is_not_pasted_into_ddl():
     from strategies.sql.render import render_type
     from strategies.sql.schema import Column
 
-    assert render_type(Column("a", "enum('a','b'); DROP TABLE keep; --')"), "mysql", "postgres") == "TEXT"
+    evil = Column("a", "enum('a','b'); DROP TABLE keep; --')")
+    assert render_type(evil, "mysql", "postgres") == "TEXT"
     assert render_type(Column("a", "ENUM('a','b')"), "mysql", "postgres") == "TEXT"
     assert render_type(Column("a", "x); DROP TABLE y; --"), "sqlite", "sqlite") == "NUMERIC"
     for ok in ('"char"', "character varying(20)[]", "timestamp(3) with time zone", 'public."My T"'):
