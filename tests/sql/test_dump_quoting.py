@@ -72,8 +72,12 @@ def test_shell_safe_defuses_terminator_lines_and_refuses_two_statements():
         "CREATE TABLE t(a DEFAULT (4\n/**/  /\n.5))"
     inside = 'CREATE TABLE "a\ngo\n"(x)'  # inside quotes the shell sees no line start
     assert Q.shell_safe(inside) == inside
+    trigger = "CREATE TRIGGER tr AFTER INSERT ON t\nBEGIN\n  DELETE FROM t;\n  SELECT 1;\nEND"
+    assert Q.shell_safe(trigger) == trigger  # its ';' inside BEGIN ... END do not end it
     with pytest.raises(BadInput, match="more than one statement"):
         Q.shell_safe("CREATE TABLE t(a);\n.system id")
+    with pytest.raises(BadInput, match="more than one statement"):
+        Q.shell_safe(trigger + ";\n.system id")
 
 
 @given(st.text(st.characters(blacklist_categories=("Cs",))))
