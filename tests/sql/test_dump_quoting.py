@@ -178,6 +178,10 @@ def test_hostile_names_round_trip_through_psql(tmp_path, pg_db):
     conn = sqlite3.connect(src)
     q = _ident(evil[2])
     conn.execute(f"UPDATE {q} SET {q} = 'v\n\\! touch canary\n\\.'")
+    # the identity column's name goes into the dump's setval(pg_get_serial_sequence(...))
+    seq_col = "c'); DROP TABLE keep; --"
+    conn.execute(f"CREATE TABLE seqt({_ident(seq_col)} INTEGER PRIMARY KEY AUTOINCREMENT)")
+    conn.execute("INSERT INTO seqt VALUES (41)")
     conn.commit()
     conn.close()
     with plan_replay(str(src), schema=str(src), to_dialect="postgres") as plan:
@@ -201,6 +205,8 @@ def test_hostile_names_round_trip_through_psql(tmp_path, pg_db):
             if n != "keep":  # the identity sequence was set by the dump's setval
                 assert c.execute(f"SELECT nextval(pg_get_serial_sequence({Q.pg_regclass(n)}, 'id'))"
                                  ).fetchone() == (6,)
+        assert c.execute("SELECT nextval(pg_get_serial_sequence('seqt', %s))", (seq_col,)
+                         ).fetchone() == (42,)
 
 
 # property: arbitrary Unicode names and values, through sqlite3 and psql
