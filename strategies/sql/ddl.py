@@ -17,6 +17,7 @@ from sqlglot.errors import ParseError, TokenError
 
 from strategies.errors import BadInput
 
+from . import inserts
 from .dumpstream import Statement
 from .schema import (SETTINGS, Column, ForeignKey, Index, Schema, Table, Trigger, View,
                      has_autoincrement, is_without_rowid)
@@ -35,10 +36,12 @@ _IGNORED = re.compile(
     )""",
     re.I | re.X,
 )
-_INSERT = re.compile(r"^\s*(?:INSERT|REPLACE)\s+(?:OR\s+\w+\s+)?INTO\s+((?:[`\"\w.]+|\"[^\"]+\")+)", re.I)
-_SQLITE_SEQ = re.compile(r"^\s*INSERT\s+INTO\s+\"?sqlite_sequence\"?\s+VALUES\s*\(\s*'((?:[^']|'')*)'\s*,\s*(-?\d+)\s*\)\s*$", re.I)
-_SETVAL = re.compile(r"^\s*SELECT\s+(?:pg_catalog\.)?setval\(\s*'([^']+)'\s*,\s*(-?\d+)\s*(?:,\s*(\w+)\s*)?\)\s*$", re.I)
-_COPY = re.compile(r"^\s*COPY\s+((?:\"[^\"]+\"|[\w.])+)\s*(?:\(([^)]*)\))?\s+FROM\s+stdin\s*$", re.I | re.S)
+_INSERT = re.compile(r"^\s*(?:INSERT|REPLACE)\b", re.I)
+_SETVAL = re.compile(r"^\s*SELECT\s+(?:pg_catalog\.)?setval\(\s*'((?:[^']|'')+)'\s*,\s*(-?\d+)\s*"
+                     r"(?:,\s*(\w+)\s*)?\)\s*$", re.I)
+_COPY = re.compile(rf"^\s*COPY\s+({inserts.QNAME})\s*"
+                   rf"(\(\s*{inserts.IDENT}(?:\s*,\s*{inserts.IDENT})*\s*\))?"
+                   r"\s+FROM\s+stdin\s*$", re.I | re.S)
 _CREATE = re.compile(r"^\s*CREATE\s+(?:OR\s+REPLACE\s+)?(?:(?:GLOBAL|LOCAL)\s+)?(?:TEMP\w*\s+|UNLOGGED\s+)?"
                      r"(UNIQUE\s+INDEX|INDEX|TABLE|VIEW|MATERIALIZED\s+VIEW|TRIGGER|SEQUENCE)\b", re.I)
 _ALTER_TABLE = re.compile(r"^\s*ALTER\s+TABLE\b", re.I)
@@ -89,7 +92,7 @@ def classify(st: Statement) -> str:
     if m is not None and m.group(1).lower() in SETTINGS:
         return "setting"
     if _INSERT.match(text):
-        return "sequence" if _SQLITE_SEQ.match(text) else "insert"
+        return "sequence" if insert_table(text) == "sqlite_sequence" else "insert"
     if _SETVAL.match(text) or _OWNED_BY.match(text):
         return "sequence"
     if _IGNORED.match(text):
@@ -109,16 +112,18 @@ def unqualify(name: str) -> str:
 
 
 def insert_table(text: str) -> str | None:
-    m = _INSERT.match(text)
-    return unqualify(m.group(1)) if m else None
+    found = inserts.head(text)
+    return found[1] if found else None
 
 
 def copy_target(st: Statement) -> tuple[str, list[str] | None]:
     m = _COPY.match(st.text)
     if not m:
         raise BadInput(f"unsupported statement at line {st.line}: {st.head} (COPY form not understood)")
-    cols = [unqualify(c.strip()) for c in m.group(2).split(",")] if m.group(2) else None
-    return unqualify(m.group(1)), cols
+    cols = None
+    if m.group(2):
+        cols = [inserts.unquote(c) for c in re.findall(inserts.IDENT, m.group(2)[1:-1])]
+    return inserts.unquote(re.findall(inserts.IDENT, m.group(1))[-1]), cols
 
 
 def apply_sequence(schema: Schema, st: Statement) -> None:
@@ -128,13 +133,15 @@ def apply_sequence(schema: Schema, st: Statement) -> None:
         if len(owner) >= 2:
             schema.seq_tables[unqualify(m.group(1))] = unqualify(".".join(owner[:-1]))
         return
-    m = _SQLITE_SEQ.match(st.text)
-    if m:
-        schema.sequences[m.group(1).replace("''", "'")] = int(m.group(2))
+    if _INSERT.match(st.text):  # INSERT INTO sqlite_sequence VALUES('table', N)
+        for row in inserts.literal_rows(inserts.check(st.text, st.line), st.line):
+            if len(row) != 2 or not isinstance(row[0], str) or not isinstance(row[1], int):
+                raise BadInput(f"malformed dump: line {st.line}: sqlite_sequence row {row!r}")
+            schema.sequences[row[0]] = row[1]
         return
     m = _SETVAL.match(st.text)
     if m:
-        seq = unqualify(m.group(1))
+        seq = unqualify(m.group(1).replace("''", "'"))
         value = int(m.group(2))
         if m.group(3) and m.group(3).lower() == "false":
             value -= 1

@@ -107,6 +107,10 @@ def iter_statements(f: IO[str], dialect: str = "sqlite") -> Iterator[Statement]:
         lineno += 1
         if state is None and start_line == 0 and line.startswith("\\") and dialect == "postgres":
             continue  # a psql meta-command (pg_dump's \\connect, \\restrict)
+        if state is None and start_line == 0 and line.startswith(".") and dialect == "sqlite":
+            # the sqlite3 shell would run it (.system, .shell, .load): a dump is data
+            raise BadInput(f"unsupported statement at line {lineno}: sqlite3 shell command "
+                           f"{line.split()[0][:40]}")
         pos = 0
         n = len(line)
         while pos < n:

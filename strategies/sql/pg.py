@@ -72,7 +72,7 @@ def _read(conn: Any, url: str) -> Schema:
                 c.default = None
             t.columns.append(c)
         for contype, conkey, confrel, confkey, deltype, updtype, condef in cur.execute(
-                "SELECT contype, conkey, confrelid::regclass::text, "
+                "SELECT contype, conkey, (SELECT relname FROM pg_class WHERE oid = confrelid), "
                 "(SELECT array_agg(a.attname ORDER BY k.i) FROM unnest(confkey) WITH ORDINALITY k(n, i) "
                 " JOIN pg_attribute a ON a.attrelid = confrelid AND a.attnum = k.n), "
                 "confdeltype, confupdtype, pg_get_constraintdef(oid) "
@@ -84,7 +84,8 @@ def _read(conn: Any, url: str) -> Schema:
             elif contype == "u":
                 t.uniques.append(cols)
             elif contype == "f":
-                t.fks.append(ForeignKey(cols, confrel.split(".")[-1].strip('"'), list(confkey or []),
+                # confrel: the table's name (a regclass text would be quoted, maybe qualified)
+                t.fks.append(ForeignKey(cols, confrel, list(confkey or []),
                                         _FK_ACTION.get(deltype), _FK_ACTION.get(updtype)))
             elif contype == "c":
                 t.checks.append(re.sub(r"^CHECK\s*\((.*)\)$", r"\1", condef, flags=re.S))

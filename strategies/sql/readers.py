@@ -18,6 +18,7 @@ from typing import Iterator
 
 from strategies.errors import BadInput
 
+from . import inserts
 from .dumpstream import Statement, iter_statements, open_text, sniff_dialect
 from .schema import SETTINGS, Column, ForeignKey, Index, Schema, Table, Trigger, View, \
     has_autoincrement, is_without_rowid, quote
@@ -240,6 +241,7 @@ def stage_dump(path: str, dialect: str | None = None, staging: str | None = None
             conn = sqlite3.connect(staging, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=OFF")
             conn.execute("PRAGMA synchronous=OFF")
+            conn.set_authorizer(inserts.authorize)  # a dump is data: see inserts.py
             conn.execute("BEGIN")
         created: dict[str, Table] = {}
         check = sqlite3.connect(":memory:")  # SQLite's own parser has the last word on SQLite DDL
@@ -308,12 +310,14 @@ def _staged_table(conn, schema, created, name, st) -> Table:  # type: ignore[no-
     return t
 
 
-_MYSQL_STRING = re.compile(r"'((?:[^'\\]|\\.|'')*)'", re.S)
+_MYSQL_STRING = re.compile(r"'((?:[^'\\]|\\.|'')*)'|`((?:[^`]|``)*)`", re.S)
 _MYSQL_ESC = {"0": "\x00", "n": "\n", "r": "\r", "t": "\t", "b": "\b", "Z": "\x1a"}
-_INSERT_HEAD = re.compile(r"^(\s*(?:INSERT|REPLACE)\s+(?:OR\s+\w+\s+)?INTO\s+)((?:[`\"\w.]+|\"[^\"]+\")+)", re.I)
 
 
 def _mysql_literal(m: re.Match[str]) -> str:
+    """A MySQL string literal as a standard one, a `name` as a "name"."""
+    if m.group(1) is None:
+        return quote(m.group(2).replace("``", "`"))
     body = m.group(1)
     if "\\" in body:
         body = re.sub(r"\\(.)|''", _mysql_unescape, body, flags=re.S).replace("'", "''")
@@ -326,18 +330,17 @@ def _mysql_unescape(e: re.Match[str]) -> str:
 
 
 def _stage_insert(conn, schema, created, st: Statement, dialect: str) -> None:  # type: ignore[no-untyped-def]
-    from .ddl import insert_table
-
-    name = insert_table(st.text)
-    t = _staged_table(conn, schema, created, name, st)
-    text = _INSERT_HEAD.sub(lambda m: m.group(1) + quote(t.name), st.text, count=1)
+    text = st.text
     if dialect == "mysql":
-        text = _MYSQL_STRING.sub(_mysql_literal, text).replace("`", '"')
+        text = _MYSQL_STRING.sub(_mysql_literal, text)
+    ins = inserts.check(text, st.line)  # plain INSERT ... VALUES of literals, or BadInput
+    t = _staged_table(conn, schema, created, ins.table, st)
+    text = f"{ins.verb} {quote(t.name)}{ins.columns} {ins.body}"
     try:
         conn.execute(text)
         return
     except sqlite3.Error as first:
-        if dialect == "sqlite":
+        if dialect == "sqlite" or "not authorized" in str(first):
             raise BadInput(f"malformed dump: line {st.line}: {st.head}: {first}") from None
     import sqlglot
 

@@ -25,7 +25,25 @@ _SQLITE_BY_FAMILY = {"integer": "INTEGER", "boolean": "BOOLEAN", "real": "REAL",
                      "timestamp": "TIMESTAMP", "any": ""}
 
 
+# A type name as it may go into DDL: words or quoted identifiers (schema-qualified),
+# with a size, and array brackets; nothing a statement could be smuggled through
+# (SQLite keeps any declared type text, e.g. ``x); DROP TABLE y; --``).
+_W = r'(?:[A-Za-z_][A-Za-z0-9_$]*|"(?:[^"\x00]|"")+")'
+_MOD = r'(?:\s*\(\s*-?\d+\s*(?:,\s*-?\d+\s*)?\))'
+_SAFE_TYPE = re.compile(rf'{_W}{_MOD}?(?:(?:\s+|\s*\.\s*){_W}{_MOD}?)*(?:\s*\[\s*\d*\s*\])*')
+
+
 def render_type(c: Column, src: str, dst: str) -> str:
+    """The column's type in ``dst``'s DDL; a type that is not a plain type
+    name falls back to its family's type."""
+    t = _render_type(c, src, dst)
+    if t and not _SAFE_TYPE.fullmatch(t):
+        by = _PG_BY_FAMILY if dst == "postgres" else _SQLITE_BY_FAMILY
+        return by.get(c.family, "TEXT" if dst == "postgres" else "")
+    return t
+
+
+def _render_type(c: Column, src: str, dst: str) -> str:
     if src == dst:
         return c.type or ("TEXT" if dst == "postgres" else "")
     fam = c.family
@@ -70,20 +88,38 @@ def render_default(c: Column, src: str, dst: str) -> str | None:
         return "TRUE" if d.strip().strip("'") == "1" else "FALSE"
     if dst == "sqlite" and c.family == "boolean" and d.strip().upper() in ("TRUE", "FALSE"):
         return "1" if d.strip().upper() == "TRUE" else "0"
+    tree = _one(d, src)
+    if tree is None:  # an untranslatable default is dropped (and reported)
+        return None
     try:
-        out = sqlglot.transpile(d, read=src, write=dst)[0]
-    except Exception:  # noqa: BLE001 - an untranslatable default is dropped (and reported)
+        out = tree.sql(dialect=dst)
+    except Exception:  # noqa: BLE001
         return None
     if dst == "sqlite" and not _LITERAL.match(out.strip()):
         out = f"({out})"
     return out
 
 
+def _one(text: str, src: str) -> exp.Expression | None:
+    """``text`` parsed as exactly one statement or expression, or None.
+    sqlglot keeps what it cannot parse as a raw ``Command`` (and parses
+    ``a; DROP TABLE t`` as two statements): text from a source database
+    never reaches another dialect's DDL that way."""
+    try:
+        trees = [t for t in sqlglot.parse(text, read=src) if t is not None]
+    except Exception:  # noqa: BLE001
+        return None
+    if len(trees) != 1 or isinstance(trees[0], exp.Command) or trees[0].find(exp.Command):
+        return None
+    return trees[0]
+
+
 def _expr(text: str, src: str, dst: str) -> str | None:
     if src == dst:
         return text
+    tree = _one(text, src)
     try:
-        return sqlglot.transpile(text, read=src, write=dst)[0]
+        return tree.sql(dialect=dst) if tree is not None else None
     except Exception:  # noqa: BLE001
         return None
 
@@ -166,8 +202,10 @@ def index_ddl(ix: Index, schema_dialect: str, dst: str) -> str | None:
 
 def _unqualified(sql: str, src: str, dst: str) -> str | None:
     """Transpile a statement, dropping schema qualifiers (public.t -> t)."""
+    tree = _one(sql, src)
+    if tree is None:
+        return None
     try:
-        tree = sqlglot.parse_one(sql, read=src)
         for t in tree.find_all(exp.Table):
             t.set("db", None)
             t.set("catalog", None)

@@ -14,6 +14,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .quote import ident as _ident
+
 DIALECTS = ("sqlite", "postgres", "mysql")
 
 # Migration bookkeeping tables: the new version's rows win, old rows are not replayed.
@@ -174,8 +176,8 @@ class Schema:
 
 
 def quote(name: str) -> str:
-    """Quote an identifier for SQLite and PostgreSQL alike."""
-    return '"' + name.replace('"', '""') + '"'
+    """Quote an identifier for SQLite and PostgreSQL alike (quote.ident)."""
+    return _ident(name)
 
 
 _AUTOINC = re.compile(r"\bAUTOINCREMENT\b", re.I)
