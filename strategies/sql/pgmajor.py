@@ -143,7 +143,7 @@ def dump_replay_verify(old_data: str | os.PathLike[str], new_data: str | os.Path
             create = db != "postgres"
             _ok(old_runner([os.path.join(old_bindir, "pg_dump"), "-h", old_srv.sockdir,
                             "-p", str(old_srv.port), "-U", superuser, "-Fc", "-Z", "0",
-                            "-f", dump, db]),
+                            "-f", dump, "-d", conninfo_dbname(db)]),
                 f"pg_dump of {db} (old version)")
             _ok(new_runner([os.path.join(new_bindir, "pg_restore"), "--exit-on-error",
                             "-h", new_srv.sockdir, "-p", str(new_srv.port), "-U", superuser]
@@ -197,6 +197,13 @@ def _cluster_settings(srv: PgServer) -> tuple[str, str]:
         enc, coll = c.execute("SELECT pg_encoding_to_char(encoding), datcollate FROM pg_database "
                               "WHERE datname = 'template1'").fetchone()
     return enc, coll
+
+
+def conninfo_dbname(name: str) -> str:
+    """A database name as a libpq connection string: a name read from a
+    (possibly hostile) data directory that starts with ``-`` or holds ``=``
+    is never taken as an option or as connection parameters."""
+    return "dbname='" + name.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _databases(srv: PgServer) -> list[str]:

@@ -136,3 +136,29 @@ def test_not_a_data_directory(tmp_path):
         upgrade_datadir(str(tmp_path / "empty"), str(tmp_path / "new"), PG15_BIN, PG16_BIN,
                         workdir=str(tmp_path / "w"))
     assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("name", ["-Fp", "host=/nonexistent dbname=postgres", "it's \\ odd"])
+def test_database_names_reach_pg_dump_as_names(pg_server, tmp_path, name):
+    """A database name read from an old data directory is handed to pg_dump
+    as a name: one that looks like an option or a connection string dumps
+    that database, never another (issue 14, hostile databases)."""
+    import subprocess
+
+    import psycopg
+    from psycopg import sql
+
+    from strategies.sql.pgmajor import conninfo_dbname
+
+    with psycopg.connect(pg_server.url("postgres"), autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        try:
+            with psycopg.connect(pg_server.url("postgres"), dbname=name, autocommit=True) as c:
+                c.execute("CREATE TABLE marker (v text)")
+            out = subprocess.run(
+                ["pg_dump", "-h", pg_server.sockdir, "-p", str(pg_server.port), "-U", pg_server.superuser, "-s",
+                 "-d", conninfo_dbname(name)],
+                capture_output=True, text=True, check=True, timeout=60)
+            assert "CREATE TABLE public.marker" in out.stdout
+        finally:
+            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
