@@ -32,7 +32,7 @@ from . import fsutil
 from .errors import BadInput
 
 DEFAULT_ROOT = "/var/lib/volmerge"
-SUBDIRS = ("blobs/sha256", "layers", "l", "containers", "volumes", "locks", "tmp")
+SUBDIRS = ("blobs/sha256", "layers", "l", "containers", "volumes", "network", "locks", "tmp")
 
 Sweeper = Callable[["Store"], None]
 _SWEEPERS: dict[str, Sweeper] = {}
