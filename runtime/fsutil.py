@@ -22,7 +22,7 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o644) -> None:
+def atomic_write(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o600) -> None:
     """Write ``path.lock`` with O_EXCL, fsync, rename over, fsync the directory."""
     path = Path(path)
     if isinstance(data, str):

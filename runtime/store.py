@@ -9,8 +9,13 @@ Layout below the root (default ``/var/lib/volmerge``; ``--root`` or
     l/<short>         short symlinks to layer dirs, to keep overlay options small
     containers/<id>/  bundles, container layers, logs, supervisor state
     volumes/<name>/   volume layer stacks
+    network/          network namespaces and hosts files
     locks/            flock files
     tmp/              work in progress; anything here at open is a crash leftover
+
+The root and these directories are 0700, state.db 0600, whatever the umask:
+they hold what root executes (setuid binaries of layers and volumes) and the
+containers' ``-e`` values (docs/runtime.md, "Security: the store's permissions").
 
 Each component owns its tables and migrations and asks the store to bring
 them up to date with :meth:`Store.ensure_schema` before first use, so that

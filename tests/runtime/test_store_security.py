@@ -97,22 +97,26 @@ def test_user_cannot_run_setuid_binaries_or_read_secrets_in_the_store(
     assert _mode(root) == 0o700 and _mode(state_db) == 0o600
 
 
+@pytest.mark.parametrize("umask", [0o000, 0o077])
 @pytest.mark.parametrize("executor", EXECUTORS)
-def test_umask_000_still_makes_a_private_store(public_dir, root, fixture_image, executor):
-    assert _volmerge(root, "image", "load", str(fixture_image("busybox")), umask=0).returncode == 0
+def test_the_callers_umask_changes_nothing(public_dir, root, fixture_image, executor, umask):
+    """umask 000 once made every store directory 0777; 077 made a container's
+    root 0700 (a -u 1000 process could not even list /)."""
+    assert _volmerge(root, "image", "load", str(fixture_image("busybox")),
+                     umask=umask).returncode == 0
     p = _volmerge(root, "run", "-d", "--name", "c", "--runtime", executor, "-u", "1000",
                   "-v", "vol:/data", BUSYBOX_REF, "/bin/sh", "-c",
-                  "umask; stat -c %a /etc/hosts /etc/hostname /etc/resolv.conf; "
-                  "ls -d /data; sleep 60", umask=0)
+                  "umask; stat -c %a /etc/hosts /etc/hostname /etc/resolv.conf / /data; "
+                  "ls / >/dev/null && echo listed; sleep 60", umask=umask)
     assert p.returncode == 0, p.stderr
     cid = p.stdout.strip()
     # a container's own processes get 0022 as under docker and podman, not the caller's umask
-    e = _volmerge(root, "exec", "c", "/bin/sh", "-c", "umask; touch /tmp/e; stat -c %a /tmp/e",
-                  umask=0)
+    e = _volmerge(root, "exec", "-u", "0", "c", "/bin/sh", "-c",
+                  "umask; touch /tmp/e; stat -c %a /tmp/e", umask=umask)
     assert e.stdout.split() == ["0022", "644"], e.stderr
-    assert _volmerge(root, "stop", "-t", "1", "c", umask=0).returncode == 0
+    assert _volmerge(root, "stop", "-t", "1", "c", umask=umask).returncode == 0
     logs = _volmerge(root, "logs", "c").stdout.split()
-    assert logs == ["0022", "644", "644", "644", "/data"], logs
+    assert logs == ["0022", "644", "644", "644", "755", "755", "listed"], logs
 
     assert _mode(root) == 0o700
     for entry in os.scandir(root):
