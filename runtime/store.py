@@ -60,6 +60,8 @@ _PSEUDO_FS = frozenset({
 })
 # Files the store opens by fixed name in its root: never through a link.
 _DB_FILES = ("state.db", "state.db-wal", "state.db-shm", "state.db-journal")
+# What a store root holds: anything else means it is some other directory.
+_STORE_NAMES = frozenset({*(d.split("/")[0] for d in SUBDIRS), *_DB_FILES, "runc", "cli.sock"})
 
 
 def check_root(raw: str | os.PathLike[str]) -> Path:
@@ -82,8 +84,12 @@ def check_root(raw: str | os.PathLike[str]) -> Path:
     if not root.is_absolute():
         root = Path.cwd() / root
     real, missing = _walk_checked(root)
-    fs = _fs_type(real)
-    if fs in _PSEUDO_FS or any(real == Path(k) or Path(k) in real.parents for k in ("/proc", "/sys")):
+    kernel = any(str(real) == k or str(real).startswith(k + "/") for k in ("/proc", "/sys"))
+    # An existing store (its database was written there) is on a real file
+    # system: only a new root costs the look at the mount table.
+    known = not missing and os.path.lexists(real / "state.db")
+    fs = None if known else _fs_type(real)
+    if kernel or fs in _PSEUDO_FS:
         raise BadInput(f"store root {root} is on the kernel's {fs or 'pseudo'} file system: "
                        f"give --root a directory on a disk, e.g. {DEFAULT_ROOT}")
     if not missing:
@@ -91,7 +97,8 @@ def check_root(raw: str | os.PathLike[str]) -> Path:
         if not stat.S_ISDIR(st.st_mode):
             raise BadInput(f"store root {root} is not a directory")
         _check_root_dir(root, st)
-        _check_is_store(root, real)
+        if not known:
+            _check_is_store(root, real)
     return root
 
 
@@ -101,10 +108,10 @@ def _check_is_store(root: Path, real: Path) -> None:
     if real == Path("/"):
         raise BadInput("store root / is refused: give --root a directory of its own")
     with os.scandir(real) as it:
-        names = {e.name for e in it}
-    if names and not names & {"state.db", "locks"}:
+        strange = sorted(e.name for e in it if e.name not in _STORE_NAMES)
+    if strange:  # (a store another process is creating has only its own names)
         raise BadInput(f"store root {root} is a non-empty directory that is not a volmerge store "
-                       f"(no state.db): give --root an empty or new directory")
+                       f"(it has {strange[0]!r}): give --root an empty or new directory")
 
 
 def _walk_checked(path: Path) -> tuple[Path, bool]:
@@ -249,11 +256,14 @@ def _private_dir(root: Path, rootfd: int, sub: str) -> None:
     fd = os.dup(rootfd)
     try:
         for part in sub.split("/"):
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(part, 0o700, dir_fd=fd)
+            flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
             try:
-                nfd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                              dir_fd=fd)
+                try:
+                    nfd = os.open(part, flags, dir_fd=fd)
+                except FileNotFoundError:
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(part, 0o700, dir_fd=fd)
+                    nfd = os.open(part, flags, dir_fd=fd)
             except OSError as exc:
                 raise BadInput(f"store directory {root / sub} is a symlink or not a directory "
                                f"({exc.strerror}); remove it") from None
