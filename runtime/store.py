@@ -168,8 +168,8 @@ def _check_parent(root: Path, p: Path, st: os.stat_result) -> None:
     _check_owner(root, p, st, "directory")
     if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
         raise BadInput(
-            f"store root {root}: directory {p} (mode {stat.S_IMODE(st.st_mode):04o}) is writable by "
-            f"others, who could swap the store; fix: chmod go-w {p}")
+            f"store root {root}: directory {p} (mode {stat.S_IMODE(st.st_mode):04o}) is writable "
+            f"by others, who could swap the store; fix: chmod go-w {p}")
 
 
 def _check_root_dir(root: Path, st: os.stat_result) -> None:
@@ -282,7 +282,8 @@ def _private_dir(root: Path, rootfd: int, sub: str) -> None:
 def _private_file(root: Path, dirfd: int, name: str, *, create: bool) -> None:
     """``name`` in the root as a 0600 regular file of ours, never reached through a
     symlink (O_NOFOLLOW), created empty when ``create``; absent is fine otherwise."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    flags |= os.O_CREAT if create else 0
     try:
         fd = os.open(name, flags, 0o600, dir_fd=dirfd)
     except FileNotFoundError:

@@ -321,7 +321,8 @@ class LocalUser:
         while it execs its argument, so a path only root can reach would run."""
         cmd = ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups",
                "--", "/bin/sh", "-c", 'exec "$@"', "sh", *map(str, argv)]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=60, **kw)  # type: ignore[call-overload]
+        return subprocess.run(  # type: ignore[call-overload]
+            cmd, capture_output=True, text=True, timeout=60, **kw)
 
 
 @pytest.fixture
