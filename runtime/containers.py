@@ -298,11 +298,11 @@ class Engine:
             netns, host_net, hosts = self._network_setup(c, hostname)
             if hosts is None and not host_net:
                 hosts = str(c.dir / "hosts")
-                Path(hosts).write_text(f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n"
-                                       f"127.0.1.1\t{hostname}\n")
-            (c.dir / "hostname").write_text(hostname + "\n")
-            (c.dir / "resolv.conf").write_text(spec_mod.host_resolv_conf(
-                host_net, c.options.dns, c.options.dns_search))
+                _write_file(Path(hosts), f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n"
+                                         f"127.0.1.1\t{hostname}\n", 0o644)
+            _write_file(c.dir / "hostname", hostname + "\n", 0o644)
+            _write_file(c.dir / "resolv.conf", spec_mod.host_resolv_conf(
+                host_net, c.options.dns, c.options.dns_search), 0o644)
             # as the container will see them: an image's symlinks followed
             # inside its root (never out of it), so the mounts land there
             files = [(spec_mod.special_file_target(rootfs, dest), src, ro) for dest, src, ro in (
@@ -318,7 +318,7 @@ class Engine:
                 terminal=c.options.tty,
             )
             # written again at every start, so no fsync (it cost each start ~1-2 ms)
-            (c.bundle / "config.json").write_text(json.dumps(spec, indent=1))
+            _write_file(c.bundle / "config.json", json.dumps(spec, indent=1), 0o600)  # -e values
             self._update(c.id, mounts=[m.__dict__ for m in mounts])
         except BaseException:
             self.teardown(c)
@@ -804,3 +804,13 @@ def _image_users(store: Any, image_id: str) -> list[str]:
 def _pick(words: "Sequence[str]") -> str:
     """A random word (os.urandom: `secrets` costs 4 ms of start-up)."""
     return words[int.from_bytes(os.urandom(4), "little") % len(words)]
+
+
+def _write_file(path: Path, text: str, mode: int) -> None:
+    """Write ``path`` with exactly ``mode`` whatever the caller's umask (a
+    container's /etc/hosts, /etc/resolv.conf are bind-mounted: 0666 would let
+    its non-root users change them), never through a symlink."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(fd, mode)
+        f.write(text)

@@ -7,8 +7,11 @@ import errno
 import fcntl
 import os
 import shutil
+import stat
 from collections.abc import Iterator
 from pathlib import Path
+
+from .errors import BadInput
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
@@ -19,7 +22,7 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o644) -> None:
+def atomic_write(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o600) -> None:
     """Write ``path.lock`` with O_EXCL, fsync, rename over, fsync the directory."""
     path = Path(path)
     if isinstance(data, str):
@@ -65,13 +68,28 @@ def rmtree(path: str | os.PathLike[str]) -> None:
 
 @contextlib.contextmanager
 def flock(path: str | os.PathLike[str], *, blocking: bool = True) -> Iterator[int]:
-    """An exclusive advisory lock on ``path`` (created if missing).
+    """An exclusive advisory lock on ``path`` (created 0600 if missing; a
+    symlink or a file that is not ours is refused, BadInput).
 
     Raises BlockingIOError when ``blocking`` is false and another process
     holds it.  The lock dies with the process, so a crash never leaves it held.
     """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     0o600)
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.ENXIO, errno.EISDIR):
+            raise
+        raise BadInput(f"lock file {path} is a symlink or not a file; remove it") from None
+    try:
+        # Never trust a lock someone else planted: an open lock file shared with
+        # another user would let them block root, or learn when it works.
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+            raise BadInput(f"lock file {path} is not a regular file owned by uid {os.geteuid()} "
+                           f"(owner uid {st.st_uid}); remove it")
+        if stat.S_IMODE(st.st_mode) != 0o600:
+            os.fchmod(fd, 0o600)
         flags = fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB)
         try:
             fcntl.flock(fd, flags)

@@ -81,6 +81,7 @@ class LayerStore:
         with work_dir(self.store, "layer-") as work:
             tree = work / "diff"
             tree.mkdir()
+            os.chmod(tree, 0o755)  # as a layer's "./" entry would, not the caller's umask
             from .tarsafe import Extracted, extract_layer
 
             try:

@@ -80,7 +80,11 @@ def mount_rootfs(cdir: Path, lowers: list[str], *, volatile: bool = False) -> Pa
     instead of 35-200 ms here."""
     upper, work, target = layout(cdir)
     for d in (upper, work, target):
-        d.mkdir(parents=True, exist_ok=True)
+        if not d.is_dir():
+            d.mkdir(parents=True, exist_ok=True)
+            # the overlay's root shows the upper's mode: 0755 as docker's, not
+            # whatever the caller's umask left (0777, or 0700 for a -u 1000 process)
+            os.chmod(d, 0o755 if d == upper else 0o700)
     if rsys.is_mountpoint(target):
         return target
     if not lowers:

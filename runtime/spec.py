@@ -317,7 +317,10 @@ def build_spec(proc: Process, *, hostname: str, mounts: list[ResolvedMount],
         "ociVersion": "1.0.2",
         "process": {
             "terminal": terminal,
-            "user": {"uid": proc.uid, "gid": proc.gid, "additionalGids": proc.additional_gids},
+            # umask 0022 as docker and podman: not the caller's (umask 000 must
+            # not make every file a container creates world-writable)
+            "user": {"uid": proc.uid, "gid": proc.gid, "additionalGids": proc.additional_gids,
+                     "umask": 0o022},
             "args": proc.args,
             "env": proc.env,
             "cwd": proc.cwd,

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -323,6 +324,57 @@ def cli(root: Path):
         return proc
 
     return run
+
+
+@dataclass(frozen=True)
+class LocalUser:
+    """A real unprivileged local user (see the ``unprivileged_user`` fixture)."""
+
+    name: str
+    uid: int
+    gid: int
+
+    def run(self, *argv: str | os.PathLike[str], **kw: object) -> subprocess.CompletedProcess:
+        """Run ``argv`` as this user (no supplementary groups, no capabilities).
+
+        Through ``/bin/sh``: setpriv itself still holds root's capabilities
+        while it execs its argument, so a path only root can reach would run."""
+        cmd = ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups",
+               "--", "/bin/sh", "-c", 'exec "$@"', "sh", *map(str, argv)]
+        return subprocess.run(  # type: ignore[call-overload]
+            cmd, capture_output=True, text=True, timeout=60, **kw)
+
+
+@pytest.fixture
+def unprivileged_user():
+    """A real local user made for the test (useradd: unique name, own group,
+    no home, nologin shell), removed after it (userdel).  Commands run as it
+    with ``user.run(...)``: the attacker of the store's security tests."""
+    name = f"vmt{uuid.uuid4().hex[:12]}"
+    subprocess.run(["useradd", "--no-create-home", "--user-group", "--shell", "/usr/sbin/nologin",
+                    name], check=True, capture_output=True, timeout=60)
+    try:
+        import pwd
+
+        pw = pwd.getpwnam(name)
+        yield LocalUser(name, pw.pw_uid, pw.pw_gid)
+    finally:
+        subprocess.run(["userdel", name], capture_output=True, timeout=60)
+        subprocess.run(["groupdel", name], capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def public_dir():
+    """A fresh root-owned 0755 directory in /tmp that any local user can reach
+    (the session's own temporary directories are 0700: a test that checks what
+    another user cannot reach must put the store here, or it proves nothing)."""
+    d = Path(tempfile.mkdtemp(prefix="volmerge-public-", dir="/tmp"))
+    os.chmod(d, 0o755)
+    yield d
+    from runtime import sys as rsys
+
+    rsys.umount_tree(d)
+    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -374,6 +374,8 @@ def _init(spec: dict[str, Any], bundle: Path, cg: Cgroup, w: int, has_netns: boo
     os.setgroups(list(user.get("additionalGids") or []))
     os.setgid(user.get("gid", 0))
     os.setuid(user.get("uid", 0))
+    if "umask" in user:
+        os.umask(user["umask"])
     if proc.get("noNewPrivileges"):
         rsys.prctl(rsys.PR_SET_NO_NEW_PRIVS, 1)
     os.chdir(proc.get("cwd") or "/")
@@ -453,6 +455,7 @@ def _exec_keeper(spec: dict[str, Any], init_pid: int, argv: list[str], env: list
             os.setgroups([])
             os.setgid(gid)
             os.setuid(uid)
+            os.umask(proc.get("user", {}).get("umask", 0o022))
             if proc.get("noNewPrivileges"):
                 rsys.prctl(rsys.PR_SET_NO_NEW_PRIVS, 1)
             os.chdir(cwd)

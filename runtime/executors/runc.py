@@ -63,7 +63,8 @@ class RuncExecutor:
             cmd += ["--env", e]
         cmd += [cid, *argv]
         try:
-            rc = subprocess.run(cmd, stdin=stdio.stdin, stdout=stdio.stdout,
+            # the container's umask (spec.py), not the caller's: runc exec passes its own on
+            rc = subprocess.run(cmd, stdin=stdio.stdin, stdout=stdio.stdout, umask=0o022,
                                 stderr=stdio.stderr, check=False, timeout=timeout).returncode
         except subprocess.TimeoutExpired:
             raise TimeoutError(f"exec in {cid} timed out") from None

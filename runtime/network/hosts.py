@@ -56,7 +56,10 @@ def write_in_place(path: str | os.PathLike[str], content: str) -> bool:
     data = content.encode()
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
     try:
-        size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        if st.st_mode & 0o777 != 0o644:  # the container's /etc/hosts: not the caller's umask
+            os.fchmod(fd, 0o644)
+        size = st.st_size
         if size == len(data) and os.pread(fd, size, 0) == data:
             return False
         view = memoryview(data)

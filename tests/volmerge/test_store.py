@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -89,3 +90,35 @@ def test_parallel_writers_never_lose_updates(root: Path) -> None:
     assert s.db.execute("SELECT n FROM c WHERE k='x'").fetchone()[0] == 800
     assert s.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     s.close()
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("", "store root is empty"),
+    ("/proc/self/xyz", "kernel's proc file system"),
+    ("/sys/volmerge", "kernel's sysfs file system"),
+    ("/etc/hostname", "is not a directory"),
+    ("/etc/hostname/x", "/etc/hostname is not a directory"),
+])
+def test_bad_store_roots_are_refused_by_the_cli(tmp_path: Path, bad: str, message: str) -> None:
+    """--root "" once made a store in the working directory; /proc paths gave a traceback.
+    (``/`` and ``/etc`` are refused too, but not tried here: a regression would
+    change the host's own directories.)"""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    for args in (["--root", bad, "ps"], ["--root", bad, "run", "img"]):
+        p = subprocess.run([sys.executable, "-m", "volmerge", *args], cwd=cwd, capture_output=True,
+                           text=True, timeout=60, env={k: v for k, v in os.environ.items()
+                                                      if k != "VOLMERGE_ROOT"})
+        assert p.returncode == 2, p.stderr
+        assert p.stderr.startswith("volmerge: error: ") and message in p.stderr, p.stderr
+        assert len(p.stderr.splitlines()) == 1
+    assert os.listdir(cwd) == []
+
+
+def test_a_directory_with_other_content_is_not_made_a_store(tmp_path: Path) -> None:
+    d = tmp_path / "home"
+    d.mkdir(mode=0o755)
+    (d / "notes.txt").write_text("mine")
+    with pytest.raises(BadInput, match="not a volmerge store"):
+        Store(d)
+    assert os.listdir(d) == ["notes.txt"] and stat.S_IMODE(d.stat().st_mode) == 0o755

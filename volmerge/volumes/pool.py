@@ -149,6 +149,8 @@ class Pool:
             st = os.stat(self.diff(like))
             os.chown(self.diff(lid), st.st_uid, st.st_gid)
             os.chmod(self.diff(lid), st.st_mode & 0o7777)
+        else:
+            os.chmod(self.diff(lid), 0o755)  # not the caller's umask: a volume's root
         if live:
             os.mkdir(self.work(lid), 0o700)
         fsutil.fsync_dir(self.layer(lid))
