@@ -59,6 +59,14 @@ class Imports:
         rows = sorted(self.self_us.items(), key=lambda kv: -kv[1])[:n]
         return [(name, us / 1000) for name, us in rows]
 
+    def packages(self, n: int) -> list[tuple[str, float]]:
+        """Self times summed per top-level package (pyroute2, asyncio, runtime...)."""
+        sums: dict[str, int] = {}
+        for name, us in self.self_us.items():
+            top = name.split(".", 1)[0]
+            sums[top] = sums.get(top, 0) + us
+        return [(name, us / 1000) for name, us in sorted(sums.items(), key=lambda kv: -kv[1])[:n]]
+
     def denied(self, deny: tuple[str, ...]) -> list[str]:
         return sorted(m for m in self.self_us
                       if any(m == d or m.startswith(d + ".") for d in deny))
@@ -103,6 +111,7 @@ def report(name: str, walls: list[float], runs: list[Imports], top: int) -> list
     print(f"volmerge {name}: wall {statistics.median(walls) * 1000:.1f} ms, imports"
           f" {mid.total_ms:.1f} ms in {len(mid.self_us)} modules"
           f" (budget {BUDGET_MS[name]:.0f} ms)")
+    print("  by package: " + ", ".join(f"{m} {ms:.1f}" for m, ms in mid.packages(top)))
     for mod, ms in mid.top(top):
         print(f"    {ms:6.2f} ms  {mod}")
     problems = []
