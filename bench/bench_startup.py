@@ -32,8 +32,9 @@ ALWAYS_DENIED = ("rich", "sqlglot", "psycopg", "ruamel", "deepdiff", "tomlkit", 
                  "yaml", "pydantic")
 #: per hot command: what it must not import (a module counts with its submodules)
 DENY: dict[str, tuple[str, ...]] = {
-    # the typer-free path (fastrun.py); no network, so no netlink either
-    "run --network none": (*ALWAYS_DENIED, "typer", "click", "pyroute2"),
+    # the typer-free path (fastrun.py); no network, so no netlink either; typing is
+    # for annotations only (behind TYPE_CHECKING on this path)
+    "run --network none": (*ALWAYS_DENIED, "typer", "click", "pyroute2", "typing"),
     # a bridged run needs netlink, but only pyroute2's core (links.py)
     "run": (*ALWAYS_DENIED, "typer", "click", "pyroute2.ndb", "pyroute2.ipdb",
             "pyroute2.nftables", "pyroute2.ethtool", "pyroute2.netlink.nl80211"),

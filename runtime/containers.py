@@ -28,13 +28,16 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from . import fsutil
 from . import rootfs as rootfs_mod
 from .errors import BadInput, Conflict, NotDone, NotFound
 from .options import Mount, RunOptions, check_name
 from .spec import ResolvedMount
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
+if TYPE_CHECKING:
+    from typing import Any
 
 MIGRATIONS = [
     """

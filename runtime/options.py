@@ -12,9 +12,12 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, field
-from typing import Any
 
 from .errors import BadInput
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
+if TYPE_CHECKING:
+    from typing import Any
 
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
 _VOLUME_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
