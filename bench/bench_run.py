@@ -52,6 +52,11 @@ def median_ms(samples: list[float]) -> float:
 GOAL_PODMAN, GOAL_RUNC = 0.5, 3.0
 
 
+def per_round(a: list[float], b: list[float]) -> float:
+    """The median of a[i] / b[i]: both were measured in the same round."""
+    return statistics.median(x / y for x, y in zip(a, b))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", "--runs", type=int, default=15)
@@ -133,17 +138,22 @@ def main() -> None:
             print(f"  {name:28s} {median_ms(s):7.1f} ms   (min {min(s)*1000:.1f}, max {max(s)*1000:.1f})")
         runc_ms = median_ms(results["runc run"])
         missed = []
+        print("ratios of the medians (in brackets: the median of the ratios within one round,"
+              " steadier when the machine's load drifts):")
         for net in nets:
-            vm_ms = median_ms(results[f"volmerge (runc), {net}"])
+            vm_s = results[f"volmerge (runc), {net}"]
+            vm_ms = median_ms(vm_s)
             ok = vm_ms / runc_ms <= GOAL_RUNC
-            line = f"--network {net}: volmerge / runc = {vm_ms / runc_ms:.2f}x (goal <= {GOAL_RUNC:g}x: " \
+            line = f"--network {net}: volmerge / runc = {vm_ms / runc_ms:.2f}x" \
+                   f" [{per_round(vm_s, results['runc run']):.2f}x] (goal <= {GOAL_RUNC:g}x: " \
                    f"{'met' if ok else 'not met'})"
             if podman_base is not None:
-                pm_ms = median_ms(results[f"podman run, {net}"])
+                pm_s = results[f"podman run, {net}"]
+                pm_ms = median_ms(pm_s)
                 ok_pm = vm_ms / pm_ms <= GOAL_PODMAN
                 ok = ok and ok_pm
-                line += f", volmerge / podman = {vm_ms / pm_ms:.2f}x (goal <= {GOAL_PODMAN:g}x: " \
-                        f"{'met' if ok_pm else 'not met'})"
+                line += f", volmerge / podman = {vm_ms / pm_ms:.2f}x [{per_round(vm_s, pm_s):.2f}x]" \
+                        f" (goal <= {GOAL_PODMAN:g}x: {'met' if ok_pm else 'not met'})"
             print(line)
             if not ok:
                 missed.append(net)
