@@ -73,6 +73,9 @@ def main() -> None:
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     from fixtures.images import REFS, image_archive
 
+    from bench_startup import compile_bytecode
+
+    compile_bytecode()
     archive = image_archive("busybox")
     ref = REFS["busybox"]
     work = Path(tempfile.mkdtemp(prefix="bench-run-"))
