@@ -80,3 +80,20 @@ def test_hot_commands_import_nothing_deny_listed(root, image, name):
     imports = parse_importtime(p.stderr)
     assert "volmerge.cli" in imports.self_us
     assert imports.denied(DENY[name]) == []
+
+
+def test_a_run_rm_commits_five_times(engine, image, store):
+    """Every commit of the state database is an fsync on the run path:
+    create, mounts, running, exited, removed.  A container just created
+    already has what start resets (stop request, error, health, restarts),
+    so start writes nothing for it (it used to: a sixth commit)."""
+    from runtime.options import RunOptions
+
+    statements: list[str] = []
+    store.db.set_trace_callback(statements.append)
+    try:
+        code = engine.run(RunOptions(image=image, command=["/bin/true"], rm=True, network="none"))
+    finally:
+        store.db.set_trace_callback(None)
+    assert code == 0
+    assert [s for s in statements if s.strip().upper() == "COMMIT"] == ["COMMIT"] * 5
