@@ -62,7 +62,8 @@ def main() -> None:
     ap.add_argument("-n", "--runs", type=int, default=15)
     ap.add_argument("--no-podman", action="store_true")
     ap.add_argument("--network", choices=("none", "bridge", "both"), default="both")
-    ap.add_argument("--top", type=int, default=8, help="import-time entries shown for a goal not met")
+    ap.add_argument("--top", type=int, default=8,
+                    help="import-time entries shown for a goal not met")
     args = ap.parse_args()
     nets = ("none", "bridge") if args.network == "both" else (args.network,)
 
@@ -138,7 +139,8 @@ def main() -> None:
         print(f"container start-up, /bin/true, volmerge cold (a fresh process each run),"
               f" median of {args.runs} interleaved runs:")
         for name, s in results.items():
-            print(f"  {name:28s} {median_ms(s):7.1f} ms   (min {min(s)*1000:.1f}, max {max(s)*1000:.1f})")
+            print(f"  {name:28s} {median_ms(s):7.1f} ms"
+                  f"   (min {min(s) * 1000:.1f}, max {max(s) * 1000:.1f})")
         runc_ms = median_ms(results["runc run"])
         missed = []
         print("ratios of the medians (in brackets: the median of the ratios within one round,"
@@ -155,8 +157,9 @@ def main() -> None:
                 pm_ms = median_ms(pm_s)
                 ok_pm = vm_ms / pm_ms <= GOAL_PODMAN
                 ok = ok and ok_pm
-                line += f", volmerge / podman = {vm_ms / pm_ms:.2f}x [{per_round(vm_s, pm_s):.2f}x]" \
-                        f" (goal <= {GOAL_PODMAN:g}x: {'met' if ok_pm else 'not met'})"
+                line += f", volmerge / podman = {vm_ms / pm_ms:.2f}x" \
+                        f" [{per_round(vm_s, pm_s):.2f}x] (goal <= {GOAL_PODMAN:g}x:" \
+                        f" {'met' if ok_pm else 'not met'})"
             print(line)
             if not ok:
                 missed.append(net)
