@@ -43,8 +43,10 @@ DENY: dict[str, tuple[str, ...]] = {
     "ps": (*ALWAYS_DENIED, "pyroute2"),
     "--help": (*ALWAYS_DENIED, "pyroute2"),
 }
-#: budget for the summed import self time (ms) under -X importtime
-BUDGET_MS = {"run --network none": 70.0, "run": 170.0, "ps": 110.0, "--help": 100.0}
+#: budget for the summed import self time (ms) under -X importtime: about twice what this
+#: 2-core VM measures under load (41, 120, 81, 71 ms), as the same VM runs up to 1.8x slower
+#: at times; the deny-list is the precise check, this one catches the sum creeping up
+BUDGET_MS = {"run --network none": 90.0, "run": 220.0, "ps": 150.0, "--help": 130.0}
 
 
 @dataclass
