@@ -40,10 +40,6 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(HERE))
-# Every CLI call here is a fresh process (the figures in the README are);
-# bench_run.py measures the warm command server, which would also outlive
-# the benchmark.
-os.environ.setdefault("VOLMERGE_SERVER", "0")
 
 INNER = "VOLMERGE_BENCH_UPGRADE_INNER"
 DEMO = {1: "localhost/volmerge-demo/notes:1", 2: "localhost/volmerge-demo/notes:2",

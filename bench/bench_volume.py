@@ -30,10 +30,6 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(HERE))
-# Every CLI call here is a fresh process (the figures in the README are);
-# bench_run.py measures the warm command server, which would also outlive
-# the benchmark.
-os.environ.setdefault("VOLMERGE_SERVER", "0")
 
 SIZES = {"1g": (10_000, 100 * 1024, "write"), "10g": (100_000, 100 * 1024, "fallocate"),
          "10m": (100, 100 * 1024, "write")}

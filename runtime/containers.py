@@ -28,13 +28,16 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from . import fsutil
 from . import rootfs as rootfs_mod
 from .errors import BadInput, Conflict, NotDone, NotFound
 from .options import Mount, RunOptions, check_name
 from .spec import ResolvedMount
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
+if TYPE_CHECKING:
+    from typing import Any
 
 MIGRATIONS = [
     """
@@ -457,8 +460,10 @@ class Engine:
                 if attach:
                     raise Conflict(f"container {c.name} is already running")
                 return None
-            self._update(c.id, stop_requested=0, error=None, health=None, health_detail=None,
-                         restart_count=0 if c.state == "created" else c.restart_count)
+            reset = {"stop_requested": 0, "error": None, "health": None, "health_detail": None,
+                     "restart_count": 0 if c.state == "created" else c.restart_count}
+            # a container just created has these already: no commit (an fsync) for nothing
+            self._update(c.id, **{k: v for k, v in reset.items() if getattr(c, k) != v})
             self.prepare(c)
             if not attach:
                 try:

@@ -19,12 +19,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
 from .options import HealthConfig
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
 if TYPE_CHECKING:
     import socket
+    from typing import Any
 
 STARTING, HEALTHY, UNHEALTHY = "starting", "healthy", "unhealthy"
 

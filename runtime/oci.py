@@ -19,12 +19,13 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .errors import BadInput, NotFound
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
 if TYPE_CHECKING:
     import tarfile
+    from typing import Any, BinaryIO
 
 # hashlib and tarfile are imported inside the functions that use them: a
 # container start (`volmerge run`) reads images but never parses archives.

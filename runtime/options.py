@@ -12,9 +12,12 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, field
-from typing import Any
 
 from .errors import BadInput
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
+if TYPE_CHECKING:
+    from typing import Any
 
 # Names are checked with ``fullmatch``: ``$`` also matches before a final
 # newline, so ``re.match`` with ``^...$`` let ``web\n`` pass beside ``web``.

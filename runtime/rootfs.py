@@ -17,11 +17,14 @@ import os
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from . import fsutil
 from . import sys as rsys
 from .errors import BadInput, NotFound
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def max_lowers() -> int:

@@ -12,10 +12,13 @@ import os
 import resource
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from .errors import BadInput
 from .options import RunOptions
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
+if TYPE_CHECKING:
+    from typing import Any
 
 # Docker's default capability set (moby oci/caps/defaults.go).
 DEFAULT_CAPS = [

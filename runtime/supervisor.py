@@ -21,9 +21,12 @@ import selectors
 import signal
 import sys
 import time
-from typing import Any
 
 from .errors import RuntimeFault
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class _Notifier:

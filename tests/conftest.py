@@ -27,15 +27,6 @@ os.environ["PATH"] = "/usr/lib/postgresql/15/bin:" + os.environ.get("PATH", "")
 # A tag that every process started by the suite inherits: the guard finds
 # stray processes by it.
 TEST_TAG = os.environ.setdefault("VOLMERGE_TEST_TAG", uuid.uuid4().hex)
-# Commands run in the process the test starts: a warm command server
-# (volmerge/cli/server.py) would outlive the test.  tests/runtime/
-# test_cli_server.py turns it on where it is the subject.
-# VOLMERGE_TEST_SERVER=1 runs the whole suite with it on (every command
-# after a test's first goes through its store's server; each test's servers
-# are stopped before the leak guard looks): the served and in-process runs
-# of every test must agree.
-SERVED = os.environ.get("VOLMERGE_TEST_SERVER") == "1"
-os.environ["VOLMERGE_SERVER"] = "1" if SERVED else "0"
 # Container cgroups of this session live under a parent of their own.
 os.environ.setdefault("VOLMERGE_CGROUP_PARENT", f"volmerge-test-{TEST_TAG[:12]}")
 
@@ -225,43 +216,6 @@ def leak_guard(request: pytest.FixtureRequest):
         pytest.fail(f"test leaked: {leaked}")
 
 
-@pytest.fixture(autouse=True)
-def stop_command_servers(leak_guard):  # noqa: ARG001 - torn down before the leak guard looks
-    yield
-    if SERVED:
-        stop_servers()
-
-
-def serve_from_the_start(env: dict[str, str]) -> None:
-    """With VOLMERGE_TEST_SERVER=1: the store's server runs before the
-    test's first command on an existing store (else it would only serve
-    commands that come after it finished starting)."""
-    root = env["VOLMERGE_ROOT"]
-    if (SERVED and env.get("VOLMERGE_SERVER") == "1" and os.path.isdir(os.path.join(root, "locks"))
-            and not os.path.exists(os.path.join(root, "cli.sock"))):
-        subprocess.run([sys.executable, "-m", "volmerge", "server", "start"], env=env,
-                       capture_output=True, check=True, timeout=60)
-
-
-def stop_servers() -> None:
-    """SIGTERM to every command server the test started; wait until gone.
-    Again until a look finds none: one being started by the test's last
-    command shows its name only once it has exec'd."""
-    for _ in range(10):
-        time.sleep(0.05)
-        pids = [p for p in _tagged_processes() if b"volmerge.cli.server" in cmdline(p)]
-        if not pids:
-            return
-        for pid in pids:
-            try:
-                os.kill(pid, 15)
-            except OSError:
-                pass
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(alive(p) for p in pids):
-            time.sleep(0.02)
-
-
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
     """A fresh store root for one test, torn down with all its mounts."""
@@ -314,7 +268,6 @@ def cli(root: Path):
     def run(*args: str, input: str | None = None, check: bool | None = None,
             timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         full_env = dict(os.environ, VOLMERGE_ROOT=str(root), **(env or {}))
-        serve_from_the_start(full_env)
         proc = subprocess.run(
             [sys.executable, "-m", "volmerge", *args],
             input=input, capture_output=True, text=True, timeout=timeout, env=full_env,

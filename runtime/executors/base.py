@@ -13,7 +13,12 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
+if TYPE_CHECKING:
+    from typing import IO, Protocol
+else:  # the protocols below are for the type checker; at run time plain classes
+    Protocol = object
 
 
 @dataclass

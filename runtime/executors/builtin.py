@@ -22,12 +22,15 @@ import signal
 import stat
 from pathlib import Path
 from collections.abc import Callable
-from typing import Any, NoReturn
 
 from .. import sys as rsys
 from ..cgroups import Cgroup, cgroups_path
 from ..errors import NotDone
 from .base import Stdio, exit_code, read_pid_file
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
 _NS_FLAGS = {
     "mount": rsys.CLONE_NEWNS, "uts": rsys.CLONE_NEWUTS, "ipc": rsys.CLONE_NEWIPC,

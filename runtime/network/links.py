@@ -3,8 +3,9 @@
 Every link volmerge makes carries an ``ifalias`` ``volmerge:<store tag>:...``
 so that reconcile() can tell its own leftovers from anything else on the host
 (another store root, another tool) without a naming convention doing it.
-pyroute2 is imported here and only here; it costs ~120 ms to import, so the
-manager imports this module lazily.
+pyroute2 is imported here and only here, and only the modules used (see
+_pyroute2_package); it still costs ~80 ms to import (asyncio, ssl and
+multiprocessing come with its core), so the manager imports this module lazily.
 """
 
 from __future__ import annotations
@@ -12,11 +13,53 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+
+def _pyroute2_package() -> None:
+    """Register pyroute2's package without running its ``__init__``.
+
+    That ``__init__`` imports every subsystem (ndb, ipdb, nl80211, ethtool,
+    nftables, ...) to re-export their names, ~20 ms of a bridged ``run``; a
+    submodule import runs it first.  Here the package module is created
+    from its spec but not executed, so ``pyroute2.iproute.linux`` loads only
+    what it needs.  The first access to a name the ``__init__`` defines
+    (``from pyroute2 import NDB`` anywhere else in the process) runs it
+    then, so the package stays complete for every other user."""
+    if "pyroute2" in sys.modules:
+        return
+    import importlib.util
+
+    spec = importlib.util.find_spec("pyroute2")
+    if spec is None or spec.loader is None:
+        return  # the ordinary import below reports the missing package
+    pkg = importlib.util.module_from_spec(spec)
+    where = list(spec.submodule_search_locations or [])
+    state = {"initialised": False}
+
+    def is_submodule(name: str) -> bool:  # ``from pyroute2 import config`` imports it
+        return any(os.path.exists(os.path.join(d, name + ".py"))
+                   or os.path.isdir(os.path.join(d, name)) for d in where)
+
+    def __getattr__(name: str) -> Any:
+        if name.startswith("__") or state["initialised"] or is_submodule(name):
+            raise AttributeError(name)
+        state["initialised"] = True
+        spec.loader.exec_module(pkg)  # type: ignore[union-attr]
+        del pkg.__dict__["__getattr__"]
+        return getattr(pkg, name)
+
+    pkg.__getattr__ = __getattr__  # type: ignore[attr-defined]
+    sys.modules["pyroute2"] = pkg
+
+
+_pyroute2_package()
+
+from pyroute2.iproute.linux import IPRoute  # noqa: E402 - after the package is registered
+from pyroute2.netlink.exceptions import NetlinkError  # noqa: E402
 
 ALIAS_PREFIX = "volmerge:"
 

@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import serve_from_the_start
-
 DEMO = {1: "localhost/volmerge-demo/notes:1", 2: "localhost/volmerge-demo/notes:2",
         3: "localhost/volmerge-demo/notes:3"}
 APP = {1: "localhost/volmerge-test/app:1", 2: "localhost/volmerge-test/app:2",
@@ -65,7 +63,6 @@ def cli_session(root: Path):  # type: ignore[no-untyped-def]
     def run(*args: str, env: dict[str, str] | None = None, timeout: float = 180,
             check: bool = False) -> subprocess.CompletedProcess:
         full = dict(os.environ, VOLMERGE_ROOT=str(root), **(env or {}))
-        serve_from_the_start(full)
         p = subprocess.run([sys.executable, "-m", "volmerge", *args], capture_output=True,
                            text=True, env=full, timeout=timeout)
         if check:

@@ -13,14 +13,13 @@ from .helpers import write
 
 
 def _fingerprint(root: Path) -> list[tuple[str, int]]:
-    """Every path below the store and its size (except lock files, the
-    state database, which other components' sweepers may open on start, and
-    the command server's socket)."""
+    """Every path below the store and its size (except lock files and the
+    state database, which other components' sweepers may open on start)."""
     out = []
     for dirpath, dirs, files in os.walk(root):
         for n in dirs + files:
             p = os.path.join(dirpath, n)
-            if "/locks/" in p or os.path.basename(p).startswith(("state.db", "cli.sock")):
+            if "/locks/" in p or os.path.basename(p).startswith("state.db"):
                 continue
             out.append((os.path.relpath(p, root), 0 if os.path.isdir(p) else os.lstat(p).st_size))
     return sorted(out)

@@ -8,6 +8,7 @@ stderr and their exit code: 2 bad input, 1 not done (rolled back), anything
 else is a bug.
 """
 
+from __future__ import annotations
 
 import os
 import sys
@@ -21,35 +22,10 @@ def __getattr__(name: str) -> object:
     raise AttributeError(name)
 
 
-def main(argv: list[str] | None = None, *, served: bool = False) -> int:
-    """Run one command; its exit code.  Unless ``served`` (already inside
-    the command server) or VOLMERGE_SERVER=0, the store's warm command
-    server runs it (client.py); without a server this process does, and
-    starts one in the background for the next command."""
+def main(argv: list[str] | None = None) -> int:
+    """Run one command in this process; its exit code.  Nothing is left
+    running after it returns (no helper process, no socket)."""
     args = sys.argv[1:] if argv is None else list(argv)
-    start_server = False
-    if not served:
-        from . import client
-
-        if client.enabled() and not client.server_command(args):
-            try:
-                result = client.run_on_server(args)
-            except KeyboardInterrupt:  # before anything was done
-                sys.stderr.write("volmerge: interrupted\n")
-                return 130
-            if isinstance(result, int):
-                return result
-            start_server = result == client.ABSENT
-    try:
-        return _main(args)
-    finally:
-        if start_server:
-            from .server import start_background
-
-            start_background(client.store_root(args))
-
-
-def _main(args: list[str]) -> int:
     from volmerge.errors import exit_code_of, known_error_types
 
     try:

@@ -17,7 +17,10 @@ generated argument lists, that both parsers give the same arguments.
 from __future__ import annotations
 
 import os
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
+if TYPE_CHECKING:
+    from typing import Any
 
 # option spelling -> (keyword, kind); kinds: flag, str, int, list
 OPTIONS: dict[str, tuple[str, str]] = {}

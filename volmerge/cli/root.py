@@ -59,8 +59,7 @@ _command = None
 
 def command():  # type: ignore[no-untyped-def]
     """The click command typer builds from ``app`` (typer rebuilds it on
-    every call, ~12 ms): built once per process, and by the command server
-    once before it forks."""
+    every call, ~12 ms): built once per process."""
     global _command
     if _command is None:
         _command = typer.main.get_command(app)

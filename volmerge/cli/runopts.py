@@ -4,7 +4,10 @@ Imports nothing heavy."""
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
+if TYPE_CHECKING:
+    from typing import Any
+
 
 
 def run_options(image: str, command: list[str] | None, **kw: Any) -> Any:

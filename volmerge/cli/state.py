@@ -4,7 +4,10 @@ shared by the typer commands and the fast ``run`` path (fastrun.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
+if TYPE_CHECKING:
+    from typing import Any
 
 
 @dataclass

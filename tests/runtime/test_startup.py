@@ -1,0 +1,116 @@
+"""A command is one process: nothing of it outlives it, and the hot commands
+import only what they need (the start-up budget's deny-list, bench/bench_startup.py)."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.bench_startup import DENY, commands, parse_importtime
+
+
+def _env(root: Path) -> dict[str, str]:
+    # nothing that once turned a background command server off
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOLMERGE_SERVER")}
+    return {**env, "VOLMERGE_ROOT": str(root)}
+
+
+def _processes_of(root: Path) -> list[int]:
+    """Processes other than this one whose environment or command line names the store."""
+    needle = os.fsencode(str(root))
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = f.read()
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        if b"VOLMERGE_ROOT=" + needle + b"\0" in env or needle in cmd:
+            found.append(int(pid))
+    return found
+
+
+def _sockets_in(root: Path) -> list[str]:
+    out = []
+    for dirpath, dirs, files in os.walk(root):
+        for n in dirs + files:
+            p = os.path.join(dirpath, n)
+            if n == "cli.sock" or stat.S_ISSOCK(os.lstat(p).st_mode):
+                out.append(p)
+    return out
+
+
+@pytest.mark.parametrize("args", [["ps"], ["ps", "-a", "--json"], ["--version"],
+                                  ["run", "--rm", "--network", "none", "IMAGE", "/bin/true"]])
+def test_a_command_leaves_no_process_and_no_socket(root, image, args):
+    args = [image if a == "IMAGE" else a for a in args]
+    env = _env(root)
+    for _ in range(2):  # the first and a later command of the store
+        p = subprocess.run([sys.executable, "-m", "volmerge", *args], env=env,
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        deadline = time.monotonic() + 0.5  # a helper started on the way out shows within this
+        while time.monotonic() < deadline:
+            assert _processes_of(root) == []
+            time.sleep(0.05)
+        assert _sockets_in(root) == []
+    assert not any(Path(root, "locks").glob("cli*"))
+
+
+@pytest.mark.parametrize("name", sorted(DENY))
+def test_hot_commands_import_nothing_deny_listed(root, image, name):
+    """``-X importtime`` of a fresh process: e.g. ``run --network none`` without
+    typer or pyroute2, a bridged ``run`` with pyroute2's core only (not its
+    ndb, ipdb, nftables... that its package __init__ imports), ``ps``
+    without rich or the SQL stack."""
+    argv = commands(image)[name]
+    p = subprocess.run([sys.executable, "-X", "importtime", "-m", "volmerge", *argv],
+                       env=_env(root), capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr[-2000:]
+    imports = parse_importtime(p.stderr)
+    assert "volmerge.cli" in imports.self_us
+    assert imports.denied(DENY[name]) == []
+
+
+def test_a_run_rm_commits_five_times(engine, image, store):
+    """Every commit of the state database is an fsync on the run path:
+    create, mounts, running, exited, removed.  A container just created
+    already has what start resets (stop request, error, health, restarts),
+    so start writes nothing for it (it used to: a sixth commit)."""
+    from runtime.options import RunOptions
+
+    statements: list[str] = []
+    store.db.set_trace_callback(statements.append)
+    try:
+        code = engine.run(RunOptions(image=image, command=["/bin/true"], rm=True, network="none"))
+    finally:
+        store.db.set_trace_callback(None)
+    assert code == 0
+    assert [s for s in statements if s.strip().upper() == "COMMIT"] == ["COMMIT"] * 5
+
+
+def test_pyroute2_without_its_package_init_until_a_name_of_it_is_used():
+    """links.py loads pyroute2's core only; the package's own names (NDB,
+    IPRoute...) still work for anyone else in the process: the first use
+    runs its __init__."""
+    code = (
+        "import sys\n"
+        "import runtime.network.links as links\n"
+        "assert 'pyroute2.ndb' not in sys.modules and 'pyroute2.ipdb' not in sys.modules\n"
+        "from pyroute2 import NDB, IPRoute\n"
+        "import pyroute2\n"
+        "assert IPRoute is links.IPRoute and pyroute2.NDB is NDB and 'pyroute2.ndb' in sys.modules\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       cwd=Path(__file__).resolve().parents[2])
+    assert p.returncode == 0, p.stderr
