@@ -6,8 +6,9 @@ import contextlib
 import errno
 import fcntl
 import os
-import shutil
-from collections.abc import Iterator
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -42,25 +43,206 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o
 
 
 def rmtree(path: str | os.PathLike[str]) -> None:
-    """Remove a tree, including read-only directories; missing is fine."""
+    """Remove a tree, including read-only directories; missing is fine.
+
+    Iterative and descriptor-based (like ``rm -rf``): a tree of any depth a
+    container wrote goes without RecursionError (Python 3.11's shutil.rmtree
+    recurses) or ENAMETOOLONG, and no symlink inside it is ever followed."""
     path = Path(path)
     if not os.path.lexists(path):
         return
     if path.is_symlink() or not path.is_dir():
         path.unlink()
         return
+    root = os.getuid() == 0
+    try:
+        for e in walk(path, post=True):
+            if e.after:
+                _retry_denied(e.dirfd, lambda e=e: os.rmdir(e.name, dir_fd=e.dirfd))
+            elif e.is_dir:
+                if not root and stat.S_IMODE(e.st.st_mode) & 0o700 != 0o700:
+                    _chmod_dir(e.dirfd, e.name)  # unprivileged: make it listable
+            else:
+                _retry_denied(e.dirfd, lambda e=e: os.unlink(e.name, dir_fd=e.dirfd))
+    except FileNotFoundError:
+        if os.path.lexists(path):
+            raise
+        return
+    with contextlib.suppress(FileNotFoundError):
+        os.rmdir(path)
 
-    def onerror(func, p, exc_info):  # type: ignore[no-untyped-def]
-        exc = exc_info[1]
-        if isinstance(exc, FileNotFoundError):
-            return
-        if isinstance(exc, PermissionError):
-            os.chmod(os.path.dirname(p), 0o700)
-            func(p)
-            return
-        raise exc
 
-    shutil.rmtree(path, onerror=onerror)
+def _retry_denied(dirfd: int, op: Callable[[], None]) -> None:
+    """Run ``op`` (an unlink or rmdir in ``dirfd``); a read-only parent is
+    made writable once; an entry already gone is fine."""
+    try:
+        op()
+    except FileNotFoundError:
+        pass
+    except PermissionError:
+        os.fchmod(dirfd, 0o700)
+        with contextlib.suppress(FileNotFoundError):
+            op()
+
+
+def _chmod_dir(dirfd: int, name: str) -> None:
+    """chmod 0700 the directory ``name`` in ``dirfd``, never through a symlink
+    (an O_PATH descriptor: chmod via /proc acts on that very inode)."""
+    with contextlib.suppress(FileNotFoundError):
+        fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dirfd)
+        try:
+            os.chmod(f"/proc/self/fd/{fd}", 0o700)
+        finally:
+            os.close(fd)
+
+
+# -- one walk over trees that containers wrote ---------------------------------------
+
+MAX_OPEN = 64  # directory descriptors one walk keeps open, whatever the depth
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class TreeChanged(OSError):
+    """A directory was moved or replaced while it was being walked."""
+
+
+@dataclass
+class Entry:
+    """One entry met by :func:`walk`.  ``dirfd`` (its parent) and :attr:`rel`
+    are valid only until the walk moves on."""
+
+    dirfd: int
+    name: str
+    st: os.stat_result
+    depth: int  # 1 for the children of the top
+    after: bool = False  # a directory seen again once its children are done
+    skip: bool = False  # set by the consumer: do not descend into this directory
+    _walk: _Walker | None = field(default=None, repr=False)
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.st.st_mode)
+
+    @property
+    def rel(self) -> str:
+        """The '/'-joined path below the top (long at depth: built on demand)."""
+        assert self._walk is not None
+        return self._walk.rel(self)
+
+
+@dataclass
+class _Frame:
+    name: str
+    dev: int
+    ino: int
+    fd: int
+    todo: list[str]  # children still to visit, last first
+    entry: Entry | None  # how the parent saw this directory (None: the top)
+
+
+class _Walker:
+    def __init__(self) -> None:
+        self.stack: list[_Frame] = []
+
+    def rel(self, e: Entry) -> str:
+        names = [f.name for f in self.stack[1:]]
+        return "/".join([*names[: e.depth - 1], e.name])
+
+    def open_dir(self, parent: int, name: str, st: os.stat_result | None) -> int:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+        got = os.fstat(fd)
+        if st is not None and (got.st_dev, got.st_ino) != (st.st_dev, st.st_ino):
+            os.close(fd)
+            raise TreeChanged(errno.ESTALE, f"{short(name)} was replaced while it was walked")
+        return fd
+
+    def push(self, name: str, fd: int, entry: Entry | None) -> None:
+        st = os.fstat(fd)
+        try:
+            todo = sorted(os.listdir(fd), reverse=True)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.stack.append(_Frame(name, st.st_dev, st.st_ino, fd, todo, entry))
+        far = len(self.stack) - MAX_OPEN - 1
+        if far >= 0 and self.stack[far].fd >= 0:
+            os.close(self.stack[far].fd)  # reopened through ".." on the way back
+            self.stack[far].fd = -1
+
+    def pop(self) -> _Frame | None:
+        """Leave the top frame; returns its parent with an open descriptor."""
+        done = self.stack.pop()
+        try:
+            if not self.stack:
+                return None
+            parent = self.stack[-1]
+            if parent.fd < 0:
+                fd = os.open("..", _DIR_FLAGS, dir_fd=done.fd)
+                st = os.fstat(fd)
+                if (st.st_dev, st.st_ino) != (parent.dev, parent.ino):
+                    os.close(fd)
+                    raise TreeChanged(errno.ESTALE, f"{short(parent.name)} was moved while it was walked")
+                parent.fd = fd
+            return parent
+        finally:
+            os.close(done.fd)
+
+    def close(self) -> None:
+        for f in self.stack:
+            if f.fd >= 0:
+                os.close(f.fd)
+                f.fd = -1
+        self.stack.clear()
+
+
+def walk(top: str | os.PathLike[str] | int, *, post: bool = False,
+         on_error: Callable[[OSError, Entry], None] | None = None) -> Iterator[Entry]:
+    """Every entry below ``top`` (a directory path or descriptor, never
+    followed if it is a symlink), depth first, names sorted, parents before
+    children; with ``post`` each directory is met again (``after``) once its
+    children are done, its parent's descriptor still open (so it can be
+    removed).  Iterative, through directory descriptors (O_NOFOLLOW, each
+    checked to be the inode that was listed), with at most MAX_OPEN of them
+    open: depth costs neither recursion nor path length.  An entry that
+    vanishes is skipped; a directory that cannot be opened or listed raises,
+    or is passed to ``on_error`` and skipped."""
+    w = _Walker()
+    try:
+        fd = os.dup(top) if isinstance(top, int) else os.open(top, _DIR_FLAGS)
+        w.push("", fd, None)
+        while w.stack:
+            f = w.stack[-1]
+            if not f.todo:
+                parent = w.pop()
+                if post and parent is not None and f.entry is not None:
+                    f.entry.after = True
+                    f.entry.dirfd = parent.fd
+                    yield f.entry
+                continue
+            name = f.todo.pop()
+            try:
+                st = os.stat(name, dir_fd=f.fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            e = Entry(f.fd, name, st, len(w.stack), _walk=w)
+            yield e
+            if not e.is_dir or e.skip:
+                continue
+            try:
+                w.push(name, w.open_dir(f.fd, name, st), e)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                if on_error is None or isinstance(exc, TreeChanged):
+                    raise
+                on_error(exc, e)
+    finally:
+        w.close()
+
+
+def short(path: str, keep: int = 60) -> str:
+    """A path cut for a one-line message (a hostile tree's paths can be 20 kB)."""
+    return path if len(path) <= 2 * keep else f"{path[:keep]}...{path[-keep:]}"
 
 
 @contextlib.contextmanager
@@ -85,14 +267,14 @@ def flock(path: str | os.PathLike[str], *, blocking: bool = True) -> Iterator[in
 
 
 def dir_size(path: str | os.PathLike[str]) -> int:
-    """Bytes used by regular files below ``path`` (no symlink is followed)."""
+    """Bytes used by regular files below ``path`` (no symlink is followed;
+    an unreadable directory counts as empty)."""
     total = 0
     seen: set[tuple[int, int]] = set()
-    for dirpath, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                st = os.lstat(os.path.join(dirpath, name))
-            except FileNotFoundError:
+    try:
+        for e in walk(path, on_error=lambda exc, e: None):
+            st = e.st
+            if not stat.S_ISREG(st.st_mode):
                 continue
             if st.st_nlink > 1:
                 key = (st.st_dev, st.st_ino)
@@ -100,4 +282,6 @@ def dir_size(path: str | os.PathLike[str]) -> int:
                     continue
                 seen.add(key)
             total += st.st_blocks * 512 if st.st_blocks else st.st_size
+    except FileNotFoundError:
+        pass
     return total
