@@ -57,3 +57,18 @@ def seed_dir(base: Path) -> Path:
     })
     os.symlink("app.conf", s / "etc/link.conf")
     return s
+
+
+def deep_tree(top: Path, levels: int, leaf: str = "f") -> None:
+    """``top/d/d/.../d/<leaf>``, ``levels`` directories deep, built through
+    directory descriptors (its paths are far longer than PATH_MAX)."""
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(levels):
+            os.mkdir("d", dir_fd=fd)
+            sub = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = sub
+        os.close(os.open(leaf, os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
+    finally:
+        os.close(fd)

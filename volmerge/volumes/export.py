@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from runtime import fsutil
+
 from ..errors import BadInput, NotDone
 
 _COMMON = ["--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls"]
@@ -62,4 +64,5 @@ def _run(cmd: list[str], *, what: str, stdin: int | None = None, stdout: int | N
                  if "Exiting with failure status" not in ln]
         lines.sort(key=lambda ln: "Removing leading" in ln)  # the real error first
         msg = lines[0] if lines else f"tar exited with {proc.returncode}"
+        msg = " ".join(fsutil.short(w) for w in msg.split(" "))  # a deep tree's names are long
         raise (BadInput if bad else NotDone)(f"{what} failed: {msg}")

@@ -18,10 +18,13 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+from runtime import fsutil
+
 from ..errors import BadInput, NotDone
 
 OPAQUE = "trusted.overlay.opaque"
 OVERLAY_XATTR_PREFIX = "trusted.overlay."
+PATH_MAX = os.pathconf("/", "PC_PATH_MAX")
 
 
 def is_whiteout(st: os.stat_result) -> bool:
@@ -47,25 +50,26 @@ def kind_of(st: os.stat_result) -> str:
 
 def walk(top: str | os.PathLike[str], rel: str = "") -> Iterator[tuple[str, os.stat_result]]:
     """Yield ``(relative path, lstat)`` for every entry below ``top``, parents
-    before children, never descending through a symlink."""
-    stack = [rel]
+    before children, never descending through a symlink (runtime.fsutil.walk:
+    iterative, through directory descriptors).  The callers then work on
+    paths, so a path longer than the system's limit stops them with NotDone
+    instead of an ENAMETOOLONG traceback."""
     top = os.fspath(top)
-    while stack:
-        d = stack.pop()
-        try:
-            it = os.scandir(os.path.join(top, d) if d else top)
-        except FileNotFoundError:
-            continue
-        with it:
-            entries = sorted(it, key=lambda e: e.name)
-        subdirs = []
-        for e in entries:
-            r = f"{d}/{e.name}" if d else e.name
-            st = e.stat(follow_symlinks=False)
-            yield r, st
-            if stat.S_ISDIR(st.st_mode):
-                subdirs.append(r)
-        stack.extend(reversed(subdirs))
+    base = os.path.join(top, rel) if rel else top
+    if not os.path.isdir(base) or os.path.islink(base):
+        return
+    for e in fsutil.walk(base):
+        r = f"{rel}/{e.rel}" if rel else e.rel
+        check_path_len(top, r)
+        yield r, e.st
+
+
+def check_path_len(top: str | os.PathLike[str], rel: str) -> None:
+    """NotDone when ``top/rel`` is longer than the kernel takes in a path
+    (a container can nest directories far deeper than that)."""
+    if len(os.fsencode(top)) + len(os.fsencode(rel)) + 1 >= PATH_MAX:
+        raise NotDone(f"the volume holds a path nested too deep to process "
+                      f"(over {PATH_MAX} bytes): {fsutil.short(rel)}")
 
 
 def safe_lstat(root: str | os.PathLike[str], rel: str) -> os.stat_result | None:
@@ -97,10 +101,16 @@ def copy_tree(src: Path, dst: Path) -> None:
         capture_output=True, text=True,
     )
     if proc.returncode != 0:
-        raise NotDone(f"copying {src}: {proc.stderr.strip().splitlines()[-1:]}")
+        raise NotDone(f"copying {src}: {_last_line(proc.stderr)}")
     st = os.lstat(src)
     os.chown(dst, st.st_uid, st.st_gid)
     os.chmod(dst, stat.S_IMODE(st.st_mode))
+
+
+def _last_line(stderr: str) -> str:
+    """cp's last complaint, its paths cut (a deep tree's are kilobytes long)."""
+    lines = stderr.strip().splitlines()
+    return " ".join(fsutil.short(w) for w in lines[-1].split(" ")) if lines else "failed"
 
 
 def copy_meta(src: str, dst: str, st: os.stat_result, *, keep_opaque: bool = False) -> None:
@@ -134,7 +144,7 @@ def _link(src: str, dst: str, st: os.stat_result) -> None:
         return
     proc = subprocess.run(["cp", "-a", "--sparse=always", src, dst], capture_output=True, text=True)
     if proc.returncode != 0:
-        raise NotDone(f"copying {src}: {proc.stderr.strip()}")
+        raise NotDone(f"copying {fsutil.short(src)}: {_last_line(proc.stderr)}")
 
 
 def apply_layer(layer: Path, out: Path) -> None:

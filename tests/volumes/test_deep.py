@@ -1,0 +1,153 @@
+"""Hostile content cannot break the store: a tree nested 10,000 levels deep
+(far beyond Python's recursion limit and PATH_MAX) in a volume (issue 14, 4)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from runtime import fsutil
+from runtime.store import Store
+from tests.runtime.conftest import busybox_rootfs  # noqa: F401 - a fixture
+from volmerge.volumes import VolumeManager
+
+from .helpers import deep_tree
+
+DEEP = 10_000
+
+
+@pytest.fixture
+def deep_paths():
+    """Where a test made deep trees: removed with fsutil.rmtree even when the
+    test fails, since the session's clean-up (shutil.rmtree) would recurse."""
+    from runtime import sys as rsys
+
+    made: list[Path] = []
+    yield made
+    for p in made:
+        rsys.umount_tree(p)
+        fsutil.rmtree(p)
+
+
+def _live(root: Path, name: str) -> Path:
+    st = Store(root)
+    try:
+        return VolumeManager(st).live_upper(name)
+    finally:
+        st.close()
+
+
+def _one_line(p, code: int) -> None:  # type: ignore[no-untyped-def]
+    assert p.returncode == code, (p.returncode, p.stderr)
+    assert p.stderr.startswith("volmerge: error: ") and p.stderr.count("\n") == 1, p.stderr
+    assert len(p.stderr) < 400 and "Traceback" not in p.stderr
+
+
+def test_volume_rm_of_a_deep_tree_leaves_the_store_usable(
+        cli, root: Path, busybox_rootfs: Path, tmp_path: Path, deep_paths: list[Path],  # noqa: F811
+) -> None:
+    deep_paths.append(root / "volumes")
+    img = str(busybox_rootfs)
+    p = cli("run", "--rm", "-v", "deep:/data", img, "sh", "-c", "mkdir /data/x")
+    assert p.returncode == 0, p.stderr
+    deep_tree(_live(root, "deep"), DEEP)
+    ls = json.loads(cli("volume", "ls", "--json").stdout)
+    assert [v["name"] for v in ls] == ["deep"]
+    assert cli("volume", "inspect", "deep").returncode == 0  # sizes walk the tree
+    # read-only commands fail cleanly (paths beyond PATH_MAX) or work
+    _one_line(cli("volume", "diff", "deep"), 1)
+    out = tmp_path / "deep.tar"
+    assert cli("volume", "export", "deep", "-o", str(out)).returncode == 0
+    _one_line(cli("volume", "import", "again", str(out)), 2)
+    assert cli("volume", "rm", "deep").returncode == 0
+    # the dropped layers are deleted by the background process
+    layers = root / "volumes" / "_layers"
+    deadline = time.monotonic() + 60
+    while any(e.startswith("~") for e in os.listdir(layers)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(e.startswith("~") for e in os.listdir(layers))
+    # and every later command works
+    assert cli("volume", "ls", "-q").stdout.split() == []
+    assert cli("volume", "create", "next").returncode == 0
+    p = cli("run", "--rm", "-v", "next:/data", img, "sh", "-c", "echo ok > /data/f")
+    assert p.returncode == 0, p.stderr
+    assert cli("volume", "rm", "next").returncode == 0
+
+
+def test_store_reopened_over_a_deep_trash_layer(root: Path, deep_paths: list[Path]) -> None:
+    """A crash (or the old deleter) left a dropped deep layer: opening the
+    volume store deletes it (recover() reaps in the foreground)."""
+    deep_paths.append(root / "volumes")
+    st = Store(root)
+    try:
+        vm = VolumeManager(st)
+        vm.create("v")
+        deep_tree(vm.live_upper("v"), DEEP)
+        vm.pool.reap_now = False
+        vm.remove("v")
+        assert vm.pool.has_trash()
+    finally:
+        st.close()
+    st = Store(root)
+    try:
+        vm = VolumeManager(st)
+        assert not vm.pool.has_trash() and vm.list() == []
+    finally:
+        st.close()
+
+
+def test_compact_and_clone_of_a_deep_volume_fail_cleanly(
+        vm: VolumeManager, root: Path, deep_paths: list[Path]) -> None:
+    from volmerge.errors import NotDone
+
+    deep_paths.append(root / "volumes")
+    vm.create("v")
+    deep_tree(vm.live_upper("v"), DEEP)
+    with pytest.raises(NotDone, match="copying"):
+        vm.clone_live("v", "w", pause=False)  # cp -a stops at PATH_MAX
+    vm.snapshot("v")
+    vm.snapshot("v")
+    before = vm._read("v")
+    with pytest.raises(NotDone, match="too deep"):
+        vm.compact("v")
+    assert vm._read("v") == before
+    assert os.path.isdir(vm.pool.diff(before.live))
+    assert [v.name for v in vm.list()] == ["v"]
+    vm.remove("v")
+    assert os.listdir(root / "tmp") == []
+
+
+def test_rmtree_and_dir_size_at_depth(deep_paths: list[Path], tmp_path: Path) -> None:
+    import resource
+
+    top = tmp_path / "t"
+    top.mkdir()
+    deep_paths.append(top)
+    deep_tree(top, DEEP)
+    (top / "side").write_bytes(b"x" * 5000)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (128, hard))  # the walk needs few descriptors
+    try:
+        assert fsutil.dir_size(top) == 8192 + 0  # "side"; the deep leaf is empty
+        n = sum(1 for _ in fsutil.walk(top))
+        assert n == DEEP + 2
+        fsutil.rmtree(top)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert not top.exists()
+
+
+def test_walk_never_follows_symlinks_and_sees_swaps(tmp_path: Path) -> None:
+    top = tmp_path / "t"
+    (top / "a").mkdir(parents=True)
+    (top / "a" / "f").write_text("1")
+    os.symlink("/etc", top / "l")
+    os.symlink("/etc", top / "a" / "l")
+    seen = [(e.rel, e.after) for e in fsutil.walk(top, post=True)]
+    assert seen == [("a", False), ("a/f", False), ("a/l", False), ("a", True), ("l", False)]
+    fsutil.rmtree(top)
+    assert not top.exists() and os.path.isdir("/etc/ssl") or os.path.isdir("/etc")
