@@ -54,22 +54,42 @@ def rmtree(path: str | os.PathLike[str]) -> None:
     if path.is_symlink() or not path.is_dir():
         path.unlink()
         return
-    root = os.getuid() == 0
     try:
-        for e in walk(path, post=True):
-            if e.after:
-                _retry_denied(e.dirfd, lambda e=e: os.rmdir(e.name, dir_fd=e.dirfd))
-            elif e.is_dir:
-                if not root and stat.S_IMODE(e.st.st_mode) & 0o700 != 0o700:
-                    _chmod_dir(e.dirfd, e.name)  # unprivileged: make it listable
-            else:
-                _retry_denied(e.dirfd, lambda e=e: os.unlink(e.name, dir_fd=e.dirfd))
+        _empty(path)
     except FileNotFoundError:
         if os.path.lexists(path):
             raise
         return
     with contextlib.suppress(FileNotFoundError):
         os.rmdir(path)
+
+
+def rmtree_at(dirfd: int, name: str) -> None:
+    """Remove the tree ``name`` in the directory ``dirfd`` (descriptor-based
+    all the way: for trees whose path would be too long to name)."""
+    st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+    if stat.S_ISDIR(st.st_mode):
+        fd = os.open(name, _DIR_FLAGS, dir_fd=dirfd)
+        try:
+            _empty(fd)
+        finally:
+            os.close(fd)
+        _retry_denied(dirfd, lambda: os.rmdir(name, dir_fd=dirfd))
+    else:
+        _retry_denied(dirfd, lambda: os.unlink(name, dir_fd=dirfd))
+
+
+def _empty(top: str | os.PathLike[str] | int) -> None:
+    """Remove everything below the directory ``top``."""
+    root = os.getuid() == 0
+    for e in walk(top, post=True):
+        if e.after:
+            _retry_denied(e.dirfd, lambda e=e: os.rmdir(e.name, dir_fd=e.dirfd))
+        elif e.is_dir:
+            if not root and stat.S_IMODE(e.st.st_mode) & 0o700 != 0o700:
+                _chmod_dir(e.dirfd, e.name)  # unprivileged: make it listable
+        else:
+            _retry_denied(e.dirfd, lambda e=e: os.unlink(e.name, dir_fd=e.dirfd))
 
 
 def _retry_denied(dirfd: int, op: Callable[[], None]) -> None:

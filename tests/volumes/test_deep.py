@@ -15,22 +15,9 @@ from runtime.store import Store
 from tests.runtime.conftest import busybox_rootfs  # noqa: F401 - a fixture
 from volmerge.volumes import VolumeManager
 
-from .helpers import deep_tree
+from .helpers import deep_paths, deep_tree  # noqa: F401 - deep_paths: a fixture
 
 DEEP = 10_000
-
-
-@pytest.fixture
-def deep_paths():
-    """Where a test made deep trees: removed with fsutil.rmtree even when the
-    test fails, since the session's clean-up (shutil.rmtree) would recurse."""
-    from runtime import sys as rsys
-
-    made: list[Path] = []
-    yield made
-    for p in made:
-        rsys.umount_tree(p)
-        fsutil.rmtree(p)
 
 
 def _live(root: Path, name: str) -> Path:
