@@ -99,3 +99,29 @@ def test_type_change_compares_deep_directories(tmp_path: Path, deep_paths: list[
         deep_tree(base / "x" / Path(*["d"] * 600), MAX_DEPTH)
         deep_tree(ours / "x" / Path(*["d"] * 600), MAX_DEPTH)
         merge_trees(base, ours, theirs, tmp_path / "out2")
+
+
+def test_give_chowns_a_deep_clone_never_a_symlink_target(
+        tmp_path: Path, deep_paths: list[Path]) -> None:  # noqa: F811
+    """give() hands a clone of a container's PostgreSQL data to the server's
+    user: iteratively, and a symlink planted in the data is chowned itself,
+    never what it points at (the host's /etc/shadow, here a sentinel)."""
+    from strategies.sql.pgtemp import give
+
+    sentinel = tmp_path / "shadow"
+    sentinel.write_text("root only\n")
+    data = tmp_path / "pgdata"
+    data.mkdir()
+    deep_paths.append(data)
+    os.symlink(sentinel, data / "evil")
+    deep_tree(data, 2000)
+
+    def runner() -> None:
+        pass
+
+    runner.uid_gid = (999, 998)  # type: ignore[attr-defined]
+    give(str(data), runner)  # type: ignore[arg-type]
+    assert (sentinel.stat().st_uid, sentinel.stat().st_gid) == (0, 0)
+    assert os.lstat(data / "evil").st_uid == 999 and os.lstat(data).st_uid == 999
+    leaf = data / Path(*["d"] * 100)
+    assert (leaf.stat().st_uid, leaf.stat().st_gid) == (999, 998)
