@@ -9,9 +9,12 @@ manager (volmerge.volumes), which satisfies the same protocol.
 from __future__ import annotations
 
 import os
-import shutil
+import subprocess
 from pathlib import Path
 from typing import Protocol, runtime_checkable
+
+from . import fsutil
+from .errors import NotDone
 
 
 @runtime_checkable
@@ -42,9 +45,17 @@ class PlainDirVolumes:
         d = self.root / "volumes" / name / "_data"
         if not d.exists():
             tmp = d.with_name("_data.new")
-            shutil.rmtree(tmp, ignore_errors=True)
+            fsutil.rmtree(tmp)
             if seed is not None and seed.is_dir() and not seed.is_symlink():
-                shutil.copytree(seed, tmp, symlinks=True)
+                # cp -a, not shutil.copytree: an image's tree can be deeper
+                # than Python's recursion limit
+                tmp.parent.mkdir(parents=True, exist_ok=True)
+                proc = subprocess.run(["cp", "-a", "--no-target-directory", str(seed), str(tmp)],
+                                      capture_output=True, text=True)
+                if proc.returncode != 0:
+                    fsutil.rmtree(tmp)
+                    err = proc.stderr.strip().splitlines()[-1:] or ["failed"]
+                    raise NotDone(f"seeding volume {name}: {fsutil.short(err[0], 100)}")
             else:
                 tmp.mkdir(parents=True)
             os.rename(tmp, d)

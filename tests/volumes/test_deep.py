@@ -138,3 +138,17 @@ def test_walk_never_follows_symlinks_and_sees_swaps(tmp_path: Path) -> None:
     assert seen == [("a", False), ("a/f", False), ("a/l", False), ("a", True), ("l", False)]
     fsutil.rmtree(top)
     assert not top.exists() and os.path.isdir("/etc/ssl") or os.path.isdir("/etc")
+
+
+def test_plain_dir_volume_seeded_from_a_deep_image_tree(tmp_path: Path, deep_paths: list[Path]) -> None:
+    """runtime's fallback provider copies an image's tree of 1,500 levels
+    (an image's paths stay under PATH_MAX) with cp -a, not shutil.copytree."""
+    from runtime.volumes_api import PlainDirVolumes
+
+    seed = tmp_path / "seed"
+    seed.mkdir()
+    os.chown(seed, 1000, 1000)
+    deep_paths += [seed, tmp_path / "store"]
+    deep_tree(seed, 1500)
+    d = PlainDirVolumes(tmp_path / "store").attach("v", "c", seed)
+    assert (d / Path(*["d"] * 1500) / "f").exists() and os.stat(d).st_uid == 1000
