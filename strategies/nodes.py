@@ -50,7 +50,8 @@ class Node:
 
     @property
     def where(self) -> str:
-        return f"{self.side}/{self.rel}"
+        """For messages: ``side/rel``, cut when a deep tree makes it long."""
+        return _cut(f"{self.side}/{self.rel}")
 
     # -- metadata ---------------------------------------------------------
     @property
@@ -175,7 +176,8 @@ class DirHandle:
                     self.entries[e.name] = Node(side, r, fd, e.name, st)
         except OSError as exc:
             os.close(fd)
-            raise BadInput(f"cannot list {side}/{rel or '.'}: {exc.strerror}") from None
+            where = _cut(f"{side}/{rel or '.'}")
+            raise BadInput(f"cannot list {where}: {exc.strerror}") from None
 
     @classmethod
     def open_root(cls, side: str, path: str) -> DirHandle:
@@ -211,17 +213,20 @@ def root_node(side: str, path: str) -> tuple[Node, int]:
     return Node(side, name, fd, name, st), fd
 
 
-def check_depth(where: str) -> None:
+def check_depth(node: Node) -> None:
     """BadInput for a directory nested deeper than MAX_DEPTH below its tree.
 
     The merge holds a verified descriptor for every open directory of each
     side (that is what keeps it from being steered by symlinks or swaps), so
     depth costs descriptors; a tree a container nested thousands of levels
     deep is refused, cleanly, before they run out."""
-    if where.count("/") > MAX_DEPTH:
-        cut = where if len(where) <= 120 else f"{where[:60]}...{where[-60:]}"
-        raise BadInput(f"{cut}: directories nested more than {MAX_DEPTH} levels deep "
+    if node.rel.count("/") >= MAX_DEPTH:
+        raise BadInput(f"{node.where}: directories nested more than {MAX_DEPTH} levels deep "
                        f"(volmerge merges trees up to {MAX_DEPTH} levels)")
+
+
+def _cut(path: str) -> str:
+    return path if len(path) <= 120 else f"{path[:60]}...{path[-60:]}"
 
 
 def deep_equal(a: DirHandle, b: DirHandle) -> bool:
@@ -244,7 +249,7 @@ def deep_equal(a: DirHandle, b: DirHandle) -> bool:
             if not same(n, m):
                 return False
             if n.kind == "dir":
-                check_depth(n.where)
+                check_depth(n)
                 cx = x.child(n)
                 try:
                     cy = y.child(m)

@@ -9,20 +9,22 @@ sibling of ``out`` that is renamed into place at the end: all or nothing.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
 import stat
 import tempfile
 from collections import Counter
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Generator
 from typing import Any
 
 from .base import ACTIONS, ConflictInfo, FileReport, MergeOptions
 from .errors import BadInput, NotDone
-from .nodes import SMALL, DirHandle, Node, check_depth, content_equal, deep_equal, root_node, same
+from .nodes import (MAX_DEPTH, SMALL, DirHandle, Node, check_depth, content_equal, deep_equal,
+                    root_node, same)
 from .policy import ON_CONFLICT, Policy
 from .writers import DryWriter, FullWriter, UpperWriter
 
@@ -492,7 +494,7 @@ class _Walk:
                  replaces: Node | None = None) -> Step:
         """Both sides have a directory here, or one side has and the other
         deleted it: merge child by child (git's behaviour)."""
-        check_depth((o or t or b).where)  # type: ignore[union-attr]
+        check_depth(o or t or b)  # type: ignore[arg-type]
         if o is not None and t is not None:
             meta, mconf = self._meta(rel, b if b and b.kind == "dir" else None, o, t)
             if mconf is not None:
@@ -559,6 +561,25 @@ def _run(step: Step) -> int:
             continue
         stack.append(sub)
         value = None
+
+
+@contextlib.contextmanager
+def _descriptors(need: int) -> Iterator[None]:
+    """The walk holds about four descriptors per level of depth (three sides
+    and the writer): raise the soft RLIMIT_NOFILE (never above the hard one)
+    while it runs, so MAX_DEPTH levels fit where the soft limit is 1024."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = need if hard == resource.RLIM_INFINITY else min(need, hard)
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        yield
+        return
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def _digest_quiet(n: Node) -> None:
@@ -650,7 +671,8 @@ def merge_trees(base: Path | str | None, ours: Path | str, theirs: Path | str, o
     walk = _Walk(policy, on_conflict, diff3, writer, report)
     try:
         if is_dir:
-            _merge_dirs(walk, paths, writer)
+            with _descriptors(5 * MAX_DEPTH + 1024):
+                _merge_dirs(walk, paths, writer)
         else:
             _merge_single(walk, paths, outp.name)
         if walk.unresolved and not dry_run:

@@ -156,7 +156,7 @@ class _Base:
     def _open_copy(self, stack: list[tuple[DirHandle, int, Node, Iterator[Node]]], node: Node,
                    parent: int, name: str, src_dir: DirHandle) -> None:
         self.written += 1
-        check_depth(node.where)
+        check_depth(node)
         sub = src_dir.child(node)
         try:
             os.mkdir(name, 0o700, dir_fd=parent)

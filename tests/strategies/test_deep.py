@@ -60,9 +60,13 @@ def test_cli_merge_of_a_deep_tree_is_refused_cleanly(
     assert sorted(os.listdir(tmp_path)) == ["base", "ours", "theirs"]  # no temporary left
 
 
-def test_merge_below_the_limit_is_deep_and_exact(tmp_path: Path, deep_paths: list[Path]) -> None:  # noqa: F811
-    """600 levels: four times what the recursive walk survived."""
-    levels = 600
+def test_merge_at_the_limit_is_exact_with_a_1024_descriptor_limit(
+        tmp_path: Path, deep_paths: list[Path]) -> None:  # noqa: F811
+    """MAX_DEPTH levels, four times what the recursive walk survived, under
+    the usual soft limit of 1024 descriptors (the merge raises it)."""
+    import resource
+
+    levels = MAX_DEPTH - 1
     base, ours, theirs = _trees(tmp_path)
     leaf = Path(*["d"] * levels)
     for side in (base, ours, theirs):
@@ -72,16 +76,22 @@ def test_merge_below_the_limit_is_deep_and_exact(tmp_path: Path, deep_paths: lis
     (ours / leaf / "conf").write_text("a = 10\nb = 2\nc = 3\n")
     (theirs / leaf / "conf").write_text("a = 1\nb = 2\nc = 30\n")
     (theirs / leaf / "new").write_text("from theirs\n")
-    (ours / leaf / "mine").mkdir()
-    deep_tree(ours / leaf / "mine", 300)  # only in ours: copied whole into the full result
+    (ours / "mine").mkdir()
+    deep_tree(ours / "mine", levels - 1)  # only in ours: copied whole into the full result
     out = tmp_path / "out"
     deep_paths.append(out)
-    report = merge_trees(base, ours, theirs, out)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+    try:
+        report = merge_trees(base, ours, theirs, out)
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == 1024  # put back
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert report.written and not report.conflicts
     assert (out / leaf / "conf").read_text() == "a = 10\nb = 2\nc = 30\n"
     assert (out / leaf / "new").read_text() == "from theirs\n"
     assert (out / leaf / "same").exists() and (out / "etc" / "app.conf").read_text() == "port = 81\n"
-    assert (out / leaf / "mine" / Path(*["d"] * 300) / "f").exists()
+    assert (out / "mine" / Path(*["d"] * (levels - 1)) / "f").exists()
 
 
 def test_type_change_compares_deep_directories(tmp_path: Path, deep_paths: list[Path]) -> None:  # noqa: F811
