@@ -201,7 +201,8 @@ class _Walker:
                 st = os.fstat(fd)
                 if (st.st_dev, st.st_ino) != (parent.dev, parent.ino):
                     os.close(fd)
-                    raise TreeChanged(errno.ESTALE, f"{short(parent.name)} was moved while it was walked")
+                    raise TreeChanged(errno.ESTALE,
+                                      f"{short(parent.name)} was moved while it was walked")
                 parent.fd = fd
             return parent
         finally:

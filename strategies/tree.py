@@ -442,7 +442,8 @@ class _Walk:
         kb, ko, kt = (n.kind if n else None for n in (b, o, t))
         if ko in ("dir", None) and kt in ("dir", None) and kb in ("dir", None):
             if ko is None and kb is None:
-                return (yield self._recurse(rel, name, None, None, t, bd, od, td))  # added by theirs
+                # added by theirs
+                return (yield self._recurse(rel, name, None, None, t, bd, od, td))
             if kt is None and kb is None:
                 self.w.keep(rel, name, o, od)  # added by ours
                 self._unchanged(rel)

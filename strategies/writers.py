@@ -160,7 +160,8 @@ class _Base:
         sub = src_dir.child(node)
         try:
             os.mkdir(name, 0o700, dir_fd=parent)
-            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         dir_fd=parent)
         except BaseException:
             sub.close()
             raise

@@ -51,8 +51,8 @@ def test_cli_merge_of_a_deep_tree_is_refused_cleanly(
         deep_paths.append(side)
         deep_tree(side, DEEP)
     out = tmp_path / "out"
-    p = subprocess.run([sys.executable, "-m", "volmerge", "merge", str(base), str(ours), str(theirs),
-                        "-o", str(out)], capture_output=True, text=True, timeout=600)
+    p = subprocess.run([sys.executable, "-m", "volmerge", "merge", str(base), str(ours),
+                        str(theirs), "-o", str(out)], capture_output=True, text=True, timeout=600)
     assert p.returncode == 2, p.stderr
     assert p.stderr.startswith("volmerge: error: ") and p.stderr.count("\n") == 1, p.stderr[-2000:]
     assert f"more than {MAX_DEPTH} levels" in p.stderr and len(p.stderr) < 400
@@ -90,11 +90,13 @@ def test_merge_at_the_limit_is_exact_with_a_1024_descriptor_limit(
     assert report.written and not report.conflicts
     assert (out / leaf / "conf").read_text() == "a = 10\nb = 2\nc = 30\n"
     assert (out / leaf / "new").read_text() == "from theirs\n"
-    assert (out / leaf / "same").exists() and (out / "etc" / "app.conf").read_text() == "port = 81\n"
+    assert (out / leaf / "same").exists()
+    assert (out / "etc" / "app.conf").read_text() == "port = 81\n"
     assert (out / "mine" / Path(*["d"] * (levels - 1)) / "f").exists()
 
 
-def test_type_change_compares_deep_directories(tmp_path: Path, deep_paths: list[Path]) -> None:  # noqa: F811
+def test_type_change_compares_deep_directories(
+        tmp_path: Path, deep_paths: list[Path]) -> None:  # noqa: F811
     """theirs replaced a deep directory ours left as it was (deep_equal)."""
     base, ours, theirs = _trees(tmp_path)
     for side in (base, ours):

@@ -140,7 +140,8 @@ def test_walk_never_follows_symlinks_and_sees_swaps(tmp_path: Path) -> None:
     assert not top.exists() and os.path.isdir("/etc/ssl") or os.path.isdir("/etc")
 
 
-def test_plain_dir_volume_seeded_from_a_deep_image_tree(tmp_path: Path, deep_paths: list[Path]) -> None:
+def test_plain_dir_volume_seeded_from_a_deep_image_tree(
+        tmp_path: Path, deep_paths: list[Path]) -> None:
     """runtime's fallback provider copies an image's tree of 1,500 levels
     (an image's paths stay under PATH_MAX) with cp -a, not shutil.copytree."""
     from runtime.volumes_api import PlainDirVolumes

@@ -39,7 +39,8 @@ def _no_devices(top: Path) -> None:
 
 
 @pytest.mark.parametrize("kind,name", [(tarfile.CHRTYPE, "dev/sda"), (tarfile.BLKTYPE, "dev/vda")])
-def test_a_device_node_refuses_the_import(cli, root: Path, tmp_path: Path, kind: bytes, name: str) -> None:
+def test_a_device_node_refuses_the_import(  # type: ignore[no-untyped-def]
+        cli, root: Path, tmp_path: Path, kind: bytes, name: str) -> None:
     assert cli("volume", "create", "other").returncode == 0
     tar = _tar(tmp_path / "evil.tar", [
         ("dev", tarfile.DIRTYPE, 0o755, 0),
@@ -80,5 +81,6 @@ def test_setuid_bits_are_cleared_and_other_entries_kept(cli, root: Path, tmp_pat
     finally:
         st.close()
     # a clean tar: no warning
-    p = cli("volume", "import", "w", str(_tar(tmp_path / "ok.tar", [("f", tarfile.REGTYPE, 0o644, 0)])))
+    ok = _tar(tmp_path / "ok.tar", [("f", tarfile.REGTYPE, 0o644, 0)])
+    p = cli("volume", "import", "w", str(ok))
     assert p.returncode == 0 and p.stderr == ""
