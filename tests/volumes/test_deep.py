@@ -153,3 +153,31 @@ def test_plain_dir_volume_seeded_from_a_deep_image_tree(
     deep_tree(seed, 1500)
     d = PlainDirVolumes(tmp_path / "store").attach("v", "c", seed)
     assert (d / Path(*["d"] * 1500) / "f").exists() and os.stat(d).st_uid == 1000
+
+
+def test_an_undeletable_trash_layer_does_not_block_the_store(
+        cli, root: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A dropped layer holding an immutable file (chattr +i) cannot be
+    deleted: it waits in the trash, and every later command still works."""
+    import subprocess
+
+    assert cli("volume", "create", "v").returncode == 0
+    f = _live(root, "v") / "stuck"
+    f.write_text("x")
+    if subprocess.run(["chattr", "+i", str(f)], capture_output=True).returncode != 0:
+        pytest.skip("no chattr +i on this filesystem")
+    try:
+        assert cli("volume", "rm", "v").returncode == 0
+        p = cli("volume", "ls", "-q")
+        assert p.returncode == 0 and p.stdout == "" and p.stderr == "", p.stderr
+        assert cli("volume", "create", "w").returncode == 0
+        assert any(e.startswith("~") for e in os.listdir(root / "volumes" / "_layers"))
+    finally:
+        for stuck in (root / "volumes" / "_layers").glob("*/diff/stuck"):
+            subprocess.run(["chattr", "-i", str(stuck)], check=True)
+    st = Store(root)  # the next reap finishes the job
+    try:
+        VolumeManager(st).pool.reap()
+        assert not VolumeManager(st).pool.has_trash()
+    finally:
+        st.close()
