@@ -128,7 +128,7 @@ def test_rmtree_and_dir_size_at_depth(deep_paths: list[Path], tmp_path: Path) ->
     assert not top.exists()
 
 
-def test_walk_never_follows_symlinks_and_sees_swaps(tmp_path: Path) -> None:
+def test_walk_never_follows_symlinks(tmp_path: Path) -> None:
     top = tmp_path / "t"
     (top / "a").mkdir(parents=True)
     (top / "a" / "f").write_text("1")
@@ -137,7 +137,40 @@ def test_walk_never_follows_symlinks_and_sees_swaps(tmp_path: Path) -> None:
     seen = [(e.rel, e.after) for e in fsutil.walk(top, post=True)]
     assert seen == [("a", False), ("a/f", False), ("a/l", False), ("a", True), ("l", False)]
     fsutil.rmtree(top)
-    assert not top.exists() and os.path.isdir("/etc/ssl") or os.path.isdir("/etc")
+    assert not top.exists() and os.path.isdir("/etc")
+
+
+def test_walk_refuses_a_directory_swapped_under_it(tmp_path: Path) -> None:
+    top = tmp_path / "t"
+    (top / "a").mkdir(parents=True)
+    (top / "other").mkdir()
+    (top / "other" / "secret").write_text("x")
+    with pytest.raises(fsutil.TreeChanged):
+        for e in fsutil.walk(top):
+            if e.rel == "a":  # listed as a directory, replaced before the walk opens it
+                os.rmdir(top / "a")
+                os.rename(top / "other", top / "a")
+    (top / "b").mkdir()
+    with pytest.raises(OSError):  # a symlink put in its place is never followed
+        for e in fsutil.walk(top):
+            if e.rel == "b":
+                os.rename(top / "b", top / "c")
+                os.symlink("/etc", top / "b")
+
+
+def test_walk_back_up_through_dotdot_is_checked(tmp_path: Path, deep_paths: list[Path]) -> None:
+    """Past MAX_OPEN levels the walk reopens parents through '..': a
+    directory moved elsewhere meanwhile is noticed, never walked as if it
+    were still in place."""
+    top = tmp_path / "t"
+    (top / "x").mkdir(parents=True)
+    (top / "a").mkdir()
+    deep_paths.append(top)
+    deep_tree(top / "a", fsutil.MAX_OPEN * 3)
+    with pytest.raises(fsutil.TreeChanged):
+        for e in fsutil.walk(top):
+            if e.depth == fsutil.MAX_OPEN * 2:
+                os.rename(top / "a" / "d", top / "x" / "d")  # level 2 leaves level 1
 
 
 def test_plain_dir_volume_seeded_from_a_deep_image_tree(
