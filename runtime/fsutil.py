@@ -261,6 +261,168 @@ def walk(top: str | os.PathLike[str] | int, *, post: bool = False,
         w.close()
 
 
+def copy_tree(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    """Copy the content of directory ``src`` into the existing empty
+    directory ``dst`` like ``cp -a``: types, modes, owners, times, xattrs
+    (ACLs and overlay markers included), hard links inside the tree, holes of
+    sparse files; symlinks are copied, never followed.  Iterative and through
+    descriptors on both sides (fsutil.walk; at most MAX_OPEN more on the
+    destination side), so a tree of any depth is copied."""
+    out = _DstStack(os.open(dst, _DIR_FLAGS))
+    links: dict[tuple[int, int], str] = {}  # a multiply linked inode -> its first copy
+    try:
+        root_fd = os.open(src, _DIR_FLAGS)
+        try:
+            root_st, root_x = os.fstat(root_fd), _xattrs(root_fd)
+        finally:
+            os.close(root_fd)
+        for e in walk(src, post=True):
+            cur = out.top()
+            if e.after:
+                out.finish()
+            elif e.is_dir:
+                os.mkdir(e.name, 0o700, dir_fd=cur)
+                fd = os.open(e.name, _DIR_FLAGS, dir_fd=cur)
+                sfd = os.open(e.name, _DIR_FLAGS, dir_fd=e.dirfd)
+                try:
+                    out.push(fd, e.st, _xattrs(sfd))
+                finally:
+                    os.close(sfd)
+            elif stat.S_ISREG(e.st.st_mode):
+                _copy_file(e, cur, out.root, links)
+            elif stat.S_ISLNK(e.st.st_mode):
+                os.symlink(os.readlink(e.name, dir_fd=e.dirfd), e.name, dir_fd=cur)
+                os.chown(e.name, e.st.st_uid, e.st.st_gid, dir_fd=cur, follow_symlinks=False)
+                os.utime(e.name, ns=(e.st.st_atime_ns, e.st.st_mtime_ns), dir_fd=cur,
+                         follow_symlinks=False)
+            else:  # device, FIFO, socket, overlay whiteout: made, never opened
+                os.mknod(e.name, stat.S_IFMT(e.st.st_mode) | 0o600, e.st.st_rdev, dir_fd=cur)
+                os.chown(e.name, e.st.st_uid, e.st.st_gid, dir_fd=cur, follow_symlinks=False)
+                os.chmod(e.name, stat.S_IMODE(e.st.st_mode), dir_fd=cur)
+                os.utime(e.name, ns=(e.st.st_atime_ns, e.st.st_mtime_ns), dir_fd=cur)
+        _set_dir_meta(out.root, root_st, root_x)
+    finally:
+        out.close()
+
+
+def _xattrs(fd: int) -> dict[str, bytes]:
+    try:
+        return {k: os.getxattr(fd, k) for k in os.listxattr(fd)}
+    except OSError as exc:
+        if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+            return {}
+        raise
+
+
+def _set_dir_meta(fd: int, st: os.stat_result, xattrs: dict[str, bytes]) -> None:
+    os.fchown(fd, st.st_uid, st.st_gid)
+    os.fchmod(fd, stat.S_IMODE(st.st_mode))
+    for k, v in xattrs.items():
+        os.setxattr(fd, k, v)
+    os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _copy_file(e: Entry, parent: int, root: int, links: dict[tuple[int, int], str]) -> None:
+    """One regular file (a hard link to its first copy when it has several)."""
+    key = (e.st.st_dev, e.st.st_ino)
+    if e.st.st_nlink > 1 and key in links:
+        try:
+            os.link(links[key], e.name, src_dir_fd=root, dst_dir_fd=parent, follow_symlinks=False)
+            return
+        except OSError:  # too far to name (PATH_MAX), or too many links: a copy
+            pass
+    src = os.open(e.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+                  dir_fd=e.dirfd)
+    try:
+        st = os.fstat(src)
+        if (st.st_dev, st.st_ino) != key or not stat.S_ISREG(st.st_mode):
+            raise TreeChanged(errno.ESTALE, f"{short(e.name)} was replaced while it was copied")
+        dst = os.open(e.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                      0o600, dir_fd=parent)
+        try:
+            _copy_data(src, dst, st.st_size)
+            os.fchown(dst, st.st_uid, st.st_gid)
+            os.fchmod(dst, stat.S_IMODE(st.st_mode))
+            for k, v in _xattrs(src).items():
+                os.setxattr(dst, k, v)
+            os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+    if e.st.st_nlink > 1:
+        links[key] = e.rel
+
+
+def _copy_data(src: int, dst: int, size: int) -> None:
+    """The data segments only (SEEK_DATA/SEEK_HOLE): holes stay holes."""
+    pos = 0
+    while pos < size:
+        try:
+            start = os.lseek(src, pos, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # only a hole is left
+                break
+            raise
+        end = os.lseek(src, start, os.SEEK_HOLE)
+        while start < end:
+            try:
+                n = os.copy_file_range(src, dst, end - start, start, start)
+            except OSError as exc:  # another filesystem, an old kernel: plain reads
+                if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                    raise
+                data = os.pread(src, min(end - start, 1 << 20), start)
+                n = os.pwrite(dst, data, start) if data else 0
+            if n == 0:
+                break
+            start += n
+        pos = end
+    os.ftruncate(dst, size)
+
+
+class _DstStack:
+    """The destination directories of a copy, one per level of the walk,
+    with at most MAX_OPEN descriptors open (parents reopened through '..')."""
+
+    def __init__(self, root: int) -> None:
+        self.root = root
+        self.frames: list[list] = []  # [fd, dev, ino, stat of the source, its xattrs]
+
+    def top(self) -> int:
+        return self.frames[-1][0] if self.frames else self.root
+
+    def push(self, fd: int, st: os.stat_result, xattrs: dict[str, bytes]) -> None:
+        own = os.fstat(fd)
+        self.frames.append([fd, own.st_dev, own.st_ino, st, xattrs])
+        far = len(self.frames) - MAX_OPEN - 1
+        if far >= 0 and self.frames[far][0] >= 0:
+            os.close(self.frames[far][0])
+            self.frames[far][0] = -1
+
+    def finish(self) -> None:
+        """The top directory's children are done: its metadata, then up."""
+        fd, _dev, _ino, st, xattrs = self.frames.pop()
+        try:
+            if self.frames and self.frames[-1][0] < 0:
+                parent = self.frames[-1]
+                up = os.open("..", _DIR_FLAGS, dir_fd=fd)
+                got = os.fstat(up)
+                if (got.st_dev, got.st_ino) != (parent[1], parent[2]):
+                    os.close(up)
+                    raise TreeChanged(errno.ESTALE, "a copied directory was moved")
+                parent[0] = up
+            _set_dir_meta(fd, st, xattrs)
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        for f in self.frames:
+            if f[0] >= 0:
+                os.close(f[0])
+        self.frames.clear()
+        os.close(self.root)
+
+
 def short(path: str, keep: int = 60) -> str:
     """A path cut for a one-line message (a hostile tree's paths can be 20 kB)."""
     return path if len(path) <= 2 * keep else f"{path[:keep]}...{path[-keep:]}"

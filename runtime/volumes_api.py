@@ -9,7 +9,6 @@ manager (volmerge.volumes), which satisfies the same protocol.
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -47,15 +46,12 @@ class PlainDirVolumes:
             tmp = d.with_name("_data.new")
             fsutil.rmtree(tmp)
             if seed is not None and seed.is_dir() and not seed.is_symlink():
-                # cp -a, not shutil.copytree: an image's tree can be deeper
-                # than Python's recursion limit
-                tmp.parent.mkdir(parents=True, exist_ok=True)
-                proc = subprocess.run(["cp", "-a", "--no-target-directory", str(seed), str(tmp)],
-                                      capture_output=True, text=True)
-                if proc.returncode != 0:
+                tmp.mkdir(parents=True)
+                try:
+                    fsutil.copy_tree(seed, tmp)  # iterative: shutil.copytree recurses
+                except OSError as exc:
                     fsutil.rmtree(tmp)
-                    err = proc.stderr.strip().splitlines()[-1:] or ["failed"]
-                    raise NotDone(f"seeding volume {name}: {fsutil.short(err[0], 100)}")
+                    raise NotDone(f"seeding volume {name}: {exc.strerror or exc}") from None
             else:
                 tmp.mkdir(parents=True)
             os.rename(tmp, d)

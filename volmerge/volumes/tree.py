@@ -92,19 +92,15 @@ def safe_lstat(root: str | os.PathLike[str], rel: str) -> os.stat_result | None:
 
 def copy_tree(src: Path, dst: Path) -> None:
     """Copy the *content* of ``src`` into the existing empty dir ``dst`` with
-    every attribute (``cp -a``: modes, owners, xattrs, hard links, sparse
-    files; symlinks are copied as links, never followed)."""
+    every attribute, like ``cp -a`` (modes, owners, xattrs, hard links, sparse
+    files; symlinks are copied as links, never followed), through directory
+    descriptors: a tree of any depth a container wrote is copied."""
     if src.is_symlink() or not src.is_dir():
         raise BadInput(f"seed {src} is not a directory")
-    proc = subprocess.run(
-        ["cp", "-a", "--sparse=always", "--no-target-directory", f"{src}/.", str(dst)],
-        capture_output=True, text=True,
-    )
-    if proc.returncode != 0:
-        raise NotDone(f"copying {src}: {_last_line(proc.stderr)}")
-    st = os.lstat(src)
-    os.chown(dst, st.st_uid, st.st_gid)
-    os.chmod(dst, stat.S_IMODE(st.st_mode))
+    try:
+        fsutil.copy_tree(src, dst)
+    except OSError as exc:
+        raise NotDone(f"copying {src}: {exc.strerror or exc}") from None
 
 
 def _last_line(stderr: str) -> str:
