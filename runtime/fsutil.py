@@ -268,12 +268,12 @@ def copy_tree(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
     sparse files; symlinks are copied, never followed.  Iterative and through
     descriptors on both sides (fsutil.walk; at most MAX_OPEN more on the
     destination side), so a tree of any depth is copied."""
-    out = _DstStack(os.open(dst, _DIR_FLAGS))
+    out = DirStack(os.open(dst, _DIR_FLAGS))
     links: dict[tuple[int, int], str] = {}  # a multiply linked inode -> its first copy
     try:
         root_fd = os.open(src, _DIR_FLAGS)
         try:
-            root_st, root_x = os.fstat(root_fd), _xattrs(root_fd)
+            root_st, root_x = os.fstat(root_fd), xattrs(root_fd)
         finally:
             os.close(root_fd)
         for e in walk(src, post=True):
@@ -285,27 +285,37 @@ def copy_tree(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
                 fd = os.open(e.name, _DIR_FLAGS, dir_fd=cur)
                 sfd = os.open(e.name, _DIR_FLAGS, dir_fd=e.dirfd)
                 try:
-                    out.push(fd, e.st, _xattrs(sfd))
+                    out.push(fd, e.st, xattrs(sfd))
                 finally:
                     os.close(sfd)
-            elif stat.S_ISREG(e.st.st_mode):
-                _copy_file(e, cur, out.root, links)
-            elif stat.S_ISLNK(e.st.st_mode):
-                os.symlink(os.readlink(e.name, dir_fd=e.dirfd), e.name, dir_fd=cur)
-                os.chown(e.name, e.st.st_uid, e.st.st_gid, dir_fd=cur, follow_symlinks=False)
-                os.utime(e.name, ns=(e.st.st_atime_ns, e.st.st_mtime_ns), dir_fd=cur,
-                         follow_symlinks=False)
-            else:  # device, FIFO, socket, overlay whiteout: made, never opened
-                os.mknod(e.name, stat.S_IFMT(e.st.st_mode) | 0o600, e.st.st_rdev, dir_fd=cur)
-                os.chown(e.name, e.st.st_uid, e.st.st_gid, dir_fd=cur, follow_symlinks=False)
-                os.chmod(e.name, stat.S_IMODE(e.st.st_mode), dir_fd=cur)
-                os.utime(e.name, ns=(e.st.st_atime_ns, e.st.st_mtime_ns), dir_fd=cur)
+            else:
+                copy_entry(e, cur, out.root, links)
         _set_dir_meta(out.root, root_st, root_x)
     finally:
         out.close()
 
 
-def _xattrs(fd: int) -> dict[str, bytes]:
+def copy_entry(e: Entry, parent: int, root: int = -1,
+               links: dict[tuple[int, int], str] | None = None) -> None:
+    """Copy the non-directory ``e`` (met by walk) into the directory
+    ``parent`` under its name, with its attributes; ``links`` (with ``root``,
+    the destination top) makes later names of a multiply linked file hard
+    links to its first copy."""
+    if stat.S_ISREG(e.st.st_mode):
+        _copy_file(e, parent, root, {} if links is None else links)
+    elif stat.S_ISLNK(e.st.st_mode):
+        os.symlink(os.readlink(e.name, dir_fd=e.dirfd), e.name, dir_fd=parent)
+        os.chown(e.name, e.st.st_uid, e.st.st_gid, dir_fd=parent, follow_symlinks=False)
+        os.utime(e.name, ns=(e.st.st_atime_ns, e.st.st_mtime_ns), dir_fd=parent,
+                 follow_symlinks=False)
+    else:  # device, FIFO, socket, overlay whiteout: made, never opened
+        os.mknod(e.name, stat.S_IFMT(e.st.st_mode) | 0o600, e.st.st_rdev, dir_fd=parent)
+        os.chown(e.name, e.st.st_uid, e.st.st_gid, dir_fd=parent, follow_symlinks=False)
+        os.chmod(e.name, stat.S_IMODE(e.st.st_mode), dir_fd=parent)
+        os.utime(e.name, ns=(e.st.st_atime_ns, e.st.st_mtime_ns), dir_fd=parent)
+
+
+def xattrs(fd: int) -> dict[str, bytes]:
     try:
         return {k: os.getxattr(fd, k) for k in os.listxattr(fd)}
     except OSError as exc:
@@ -325,7 +335,7 @@ def _set_dir_meta(fd: int, st: os.stat_result, xattrs: dict[str, bytes]) -> None
 def _copy_file(e: Entry, parent: int, root: int, links: dict[tuple[int, int], str]) -> None:
     """One regular file (a hard link to its first copy when it has several)."""
     key = (e.st.st_dev, e.st.st_ino)
-    if e.st.st_nlink > 1 and key in links:
+    if e.st.st_nlink > 1 and key in links and root >= 0:
         try:
             os.link(links[key], e.name, src_dir_fd=root, dst_dir_fd=parent, follow_symlinks=False)
             return
@@ -343,14 +353,14 @@ def _copy_file(e: Entry, parent: int, root: int, links: dict[tuple[int, int], st
             _copy_data(src, dst, st.st_size)
             os.fchown(dst, st.st_uid, st.st_gid)
             os.fchmod(dst, stat.S_IMODE(st.st_mode))
-            for k, v in _xattrs(src).items():
+            for k, v in xattrs(src).items():
                 os.setxattr(dst, k, v)
             os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
         finally:
             os.close(dst)
     finally:
         os.close(src)
-    if e.st.st_nlink > 1:
+    if e.st.st_nlink > 1 and root >= 0:
         links[key] = e.rel
 
 
@@ -380,9 +390,10 @@ def _copy_data(src: int, dst: int, size: int) -> None:
     os.ftruncate(dst, size)
 
 
-class _DstStack:
-    """The destination directories of a copy, one per level of the walk,
-    with at most MAX_OPEN descriptors open (parents reopened through '..')."""
+class DirStack:
+    """The destination directories of a copy, one per level of the walk
+    (push on entering, finish on leaving), with at most MAX_OPEN descriptors
+    open (parents reopened through '..' and checked)."""
 
     def __init__(self, root: int) -> None:
         self.root = root

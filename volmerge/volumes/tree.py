@@ -14,7 +14,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -103,12 +102,6 @@ def copy_tree(src: Path, dst: Path) -> None:
         raise NotDone(f"copying {src}: {exc.strerror or exc}") from None
 
 
-def _last_line(stderr: str) -> str:
-    """cp's last complaint, its paths cut (a deep tree's are kilobytes long)."""
-    lines = stderr.strip().splitlines()
-    return " ".join(fsutil.short(w) for w in lines[-1].split(" ")) if lines else "failed"
-
-
 def copy_meta(src: str, dst: str, st: os.stat_result, *, keep_opaque: bool = False) -> None:
     """Make directory ``dst`` carry ``src``'s owner, mode and xattrs."""
     os.chown(dst, st.st_uid, st.st_gid, follow_symlinks=False)
@@ -122,68 +115,85 @@ def copy_meta(src: str, dst: str, st: os.stat_result, *, keep_opaque: bool = Fal
         os.setxattr(dst, k, v, follow_symlinks=False)
 
 
-def _remove(path: str) -> None:
-    from runtime.fsutil import rmtree
-
-    rmtree(path)
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def _link(src: str, dst: str, st: os.stat_result) -> None:
+def _meta_at(fd: int, st: os.stat_result, want: dict[str, bytes], *, keep_opaque: bool) -> None:
+    """Make the open directory ``fd`` carry owner, mode and exactly the
+    xattrs ``want`` (plus its opaque marker with ``keep_opaque``)."""
+    os.fchown(fd, st.st_uid, st.st_gid)
+    os.fchmod(fd, stat.S_IMODE(st.st_mode))
+    for k in os.listxattr(fd):
+        if k not in want and not (keep_opaque and k == OPAQUE):
+            os.removexattr(fd, k)
+    for k, v in want.items():
+        os.setxattr(fd, k, v)
+
+
+def _link_at(e: fsutil.Entry, parent: int) -> None:
+    """Hard-link the layer's entry into ``parent`` (a copy when the inode has
+    too many links or lives on another filesystem)."""
     try:
-        os.link(src, dst, follow_symlinks=False)
+        os.link(e.name, e.name, src_dir_fd=e.dirfd, dst_dir_fd=parent, follow_symlinks=False)
         return
     except OSError as exc:
         if exc.errno not in (errno.EMLINK, errno.EXDEV):
             raise
-    if is_whiteout(st):
-        os.mknod(dst, stat.S_IFCHR | 0o000, 0)
+    if is_whiteout(e.st):
+        os.mknod(e.name, stat.S_IFCHR | 0o000, 0, dir_fd=parent)
         return
-    proc = subprocess.run(["cp", "-a", "--sparse=always", src, dst], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise NotDone(f"copying {fsutil.short(src)}: {_last_line(proc.stderr)}")
+    fsutil.copy_entry(e, parent)
 
 
 def apply_layer(layer: Path, out: Path) -> None:
     """Apply overlay diff ``layer`` on top of diff ``out`` so that ``out``
     becomes the squash of both (still a diff: whiteouts and opaque dirs kept,
-    so the layers *below* stay hidden where they were)."""
-    dir_times: list[tuple[str, os.stat_result]] = []
-    top = os.fspath(layer)
-    skip: str | None = None
-    for rel, st in walk(top):
-        if skip is not None and (rel == skip or rel.startswith(skip + "/")):
-            continue
-        skip = None
-        src = os.path.join(top, rel)
-        dst = os.path.join(out, rel)
-        try:
-            dst_st: os.stat_result | None = os.lstat(dst)
-        except FileNotFoundError:
-            dst_st = None
-        if stat.S_ISDIR(st.st_mode):
-            if is_opaque(src):
+    so the layers *below* stay hidden where they were).  Through directory
+    descriptors on both sides (fsutil.walk, fsutil.DirStack): any depth."""
+    dst = fsutil.DirStack(os.open(out, _DIR))
+    try:
+        for e in fsutil.walk(layer, post=True):
+            cur = dst.top()
+            if e.after:
+                dst.finish()  # owner and mode again, then the times, children done
+                continue
+            try:
+                dst_st: os.stat_result | None = os.stat(e.name, dir_fd=cur, follow_symlinks=False)
+            except FileNotFoundError:
+                dst_st = None
+            if not e.is_dir:
                 if dst_st is not None:
-                    _remove(dst)
-                os.mkdir(dst)
-                copy_meta(src, dst, st)
+                    fsutil.rmtree_at(cur, e.name)
+                _link_at(e, cur)
+                continue
+            sfd = os.open(e.name, _DIR, dir_fd=e.dirfd)
+            try:
+                want = fsutil.xattrs(sfd)
+            finally:
+                os.close(sfd)
+            keep_opaque = mark_opaque = False
+            if want.get(OPAQUE) == b"y":
+                if dst_st is not None:
+                    fsutil.rmtree_at(cur, e.name)
+                os.mkdir(e.name, 0o700, dir_fd=cur)
             elif dst_st is not None and stat.S_ISDIR(dst_st.st_mode):
-                copy_meta(src, dst, st, keep_opaque=True)
+                keep_opaque = True
             else:
                 if dst_st is not None:  # a file or whiteout in the run hid what is below
-                    _remove(dst)
-                    os.mkdir(dst)
-                    copy_meta(src, dst, st)
-                    os.setxattr(dst, OPAQUE, b"y", follow_symlinks=False)
-                else:
-                    os.mkdir(dst)
-                    copy_meta(src, dst, st)
-            dir_times.append((dst, st))
-        else:
-            if dst_st is not None:
-                _remove(dst)
-            _link(src, dst, st)
-    for dst, st in reversed(dir_times):
-        os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+                    fsutil.rmtree_at(cur, e.name)
+                    mark_opaque = True
+                os.mkdir(e.name, 0o700, dir_fd=cur)
+            fd = os.open(e.name, _DIR, dir_fd=cur)
+            try:
+                _meta_at(fd, e.st, want, keep_opaque=keep_opaque)
+                if mark_opaque:
+                    os.setxattr(fd, OPAQUE, b"y")
+            except BaseException:
+                os.close(fd)
+                raise
+            dst.push(fd, e.st, {})
+    finally:
+        dst.close()
 
 
 def squash(layers_bottom_first: list[Path], out: Path) -> None:
