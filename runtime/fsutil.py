@@ -282,12 +282,12 @@ def copy_tree(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
                 out.finish()
             elif e.is_dir:
                 os.mkdir(e.name, 0o700, dir_fd=cur)
-                fd = os.open(e.name, _DIR_FLAGS, dir_fd=cur)
                 sfd = os.open(e.name, _DIR_FLAGS, dir_fd=e.dirfd)
                 try:
-                    out.push(fd, e.st, xattrs(sfd))
+                    want = xattrs(sfd)
                 finally:
                     os.close(sfd)
+                out.push(os.open(e.name, _DIR_FLAGS, dir_fd=cur), e.st, want)
             else:
                 copy_entry(e, cur, out.root, links)
         _set_dir_meta(out.root, root_st, root_x)
