@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .errors import BadInput
+from .fsutil import short
 
 WHITEOUT_PREFIX = ".wh."
 WHITEOUT_META_PREFIX = ".wh..wh."
@@ -42,6 +43,7 @@ OPAQUE_XATTR = "trusted.overlay.opaque"
 _CHUNK = 1 << 20
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _GZIP_MAGIC = b"\x1f\x8b"
+_PATH_MAX = os.pathconf("/", "PC_PATH_MAX")
 
 Progress = Callable[[int, int], None]  # (compressed bytes done, total)
 
@@ -300,6 +302,9 @@ class _Extractor:
     def entry(self, tf: tarfile.TarFile, m: tarfile.TarInfo) -> None:
         self.entries += 1
         rel = clean_name(m.name, self.label)
+        if len(os.fsencode(self._p(rel))) >= _PATH_MAX:  # the extraction works on paths
+            raise BadInput(f"{self.label}: entry {short(m.name)} is nested too deep "
+                           f"(its path exceeds {_PATH_MAX} bytes)")
         base = rel.rsplit("/", 1)[-1]
         parent = rel.rsplit("/", 1)[0] if "/" in rel else ""
         if base.startswith(WHITEOUT_PREFIX):

@@ -9,9 +9,11 @@ manager (volmerge.volumes), which satisfies the same protocol.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import Protocol, runtime_checkable
+
+from . import fsutil
+from .errors import NotDone
 
 
 @runtime_checkable
@@ -42,9 +44,14 @@ class PlainDirVolumes:
         d = self.root / "volumes" / name / "_data"
         if not d.exists():
             tmp = d.with_name("_data.new")
-            shutil.rmtree(tmp, ignore_errors=True)
+            fsutil.rmtree(tmp)
             if seed is not None and seed.is_dir() and not seed.is_symlink():
-                shutil.copytree(seed, tmp, symlinks=True)
+                tmp.mkdir(parents=True)
+                try:
+                    fsutil.copy_tree(seed, tmp)  # iterative: shutil.copytree recurses
+                except OSError as exc:
+                    fsutil.rmtree(tmp)
+                    raise NotDone(f"seeding volume {name}: {exc.strerror or exc}") from None
             else:
                 tmp.mkdir(parents=True)
             os.rename(tmp, d)

@@ -19,6 +19,7 @@ from .errors import BadInput
 
 SMALL = 256 * 1024  # files up to this size are compared by content, bigger ones by sha256
 CHUNK = 1024 * 1024
+MAX_DEPTH = 1000  # directory levels a merge descends (see check_depth)
 RD = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
 
 
@@ -49,7 +50,8 @@ class Node:
 
     @property
     def where(self) -> str:
-        return f"{self.side}/{self.rel}"
+        """For messages: ``side/rel``, cut when a deep tree makes it long."""
+        return _cut(f"{self.side}/{self.rel}")
 
     # -- metadata ---------------------------------------------------------
     @property
@@ -174,7 +176,8 @@ class DirHandle:
                     self.entries[e.name] = Node(side, r, fd, e.name, st)
         except OSError as exc:
             os.close(fd)
-            raise BadInput(f"cannot list {side}/{rel or '.'}: {exc.strerror}") from None
+            where = _cut(f"{side}/{rel or '.'}")
+            raise BadInput(f"cannot list {where}: {exc.strerror}") from None
 
     @classmethod
     def open_root(cls, side: str, path: str) -> DirHandle:
@@ -210,20 +213,55 @@ def root_node(side: str, path: str) -> tuple[Node, int]:
     return Node(side, name, fd, name, st), fd
 
 
+def check_depth(node: Node) -> None:
+    """BadInput for a directory nested deeper than MAX_DEPTH below its tree.
+
+    The merge holds a verified descriptor for every open directory of each
+    side (that is what keeps it from being steered by symlinks or swaps), so
+    depth costs descriptors; a tree a container nested thousands of levels
+    deep is refused, cleanly, before they run out."""
+    if node.rel.count("/") >= MAX_DEPTH:
+        raise BadInput(f"{node.where}: directories nested more than {MAX_DEPTH} levels deep "
+                       f"(volmerge merges trees up to {MAX_DEPTH} levels)")
+
+
+def _cut(path: str) -> str:
+    return path if len(path) <= 120 else f"{path[:60]}...{path[-60:]}"
+
+
 def deep_equal(a: DirHandle, b: DirHandle) -> bool:
-    """Two directory subtrees hold the same entries (used for type changes)."""
+    """Two directory subtrees hold the same entries (used for type changes).
+    Iterative: an explicit stack of the open directory pairs."""
     if set(a.entries) != set(b.entries):
         return False
-    for name, x in a.entries.items():
-        y = b.entries[name]
-        if not same(x, y):
-            return False
-        if x.kind == "dir":
-            ca, cb = a.child(x), b.child(y)
-            try:
-                if not deep_equal(ca, cb):
+    stack = [(a, b, iter(list(a.entries)))]
+    try:
+        while stack:
+            x, y, names = stack[-1]
+            name = next(names, None)
+            if name is None:
+                stack.pop()
+                if x is not a:
+                    x.close()
+                    y.close()
+                continue
+            n, m = x.entries[name], y.entries[name]
+            if not same(n, m):
+                return False
+            if n.kind == "dir":
+                check_depth(n)
+                cx = x.child(n)
+                try:
+                    cy = y.child(m)
+                except BaseException:
+                    cx.close()
+                    raise
+                stack.append((cx, cy, iter(list(cx.entries))))
+                if set(cx.entries) != set(cy.entries):
                     return False
-            finally:
-                ca.close()
-                cb.close()
-    return True
+        return True
+    finally:
+        for x, y, _ in stack:
+            if x is not a:
+                x.close()
+                y.close()

@@ -9,19 +9,22 @@ sibling of ``out`` that is renamed into place at the end: all or nothing.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
 import stat
 import tempfile
 from collections import Counter
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .base import ACTIONS, ConflictInfo, FileReport, MergeOptions
 from .errors import BadInput, NotDone
-from .nodes import SMALL, DirHandle, Node, content_equal, deep_equal, root_node, same
+from .nodes import (MAX_DEPTH, SMALL, DirHandle, Node, check_depth, content_equal, deep_equal,
+                    root_node, same)
 from .policy import ON_CONFLICT, Policy, Rule
 from .writers import DryWriter, FullWriter, UpperWriter
 
@@ -29,6 +32,7 @@ MAX_CONTENT = 64 * 1024 * 1024  # bigger files are never loaded for a content me
 DETECT_ORDER = ("sql", "structured", "text", "binary")
 PREFETCH_THREADS = 2
 NEW_SUFFIX = ".volmerge-new"
+Step = Generator["Step", int, int]  # a step of the walk: yields the steps it needs
 
 
 @dataclass
@@ -147,7 +151,10 @@ class _Walk:
         return (rule.on_conflict if rule and rule.on_conflict else self.on_conflict), rule
 
     # -- the walk ---------------------------------------------------------
-    def dir(self, rel: str, b: DirHandle | None, o: DirHandle | None, t: DirHandle | None) -> int:
+    # The walk's steps that descend (dir, entry, _dir_entry, _recurse) are
+    # generators: where they would call each other they yield the call, and
+    # _run() drives them with an explicit stack, so depth costs no recursion.
+    def dir(self, rel: str, b: DirHandle | None, o: DirHandle | None, t: DirHandle | None) -> Step:
         """Merge the children of one directory; returns how many remain."""
         names: set[str] = set()
         for h in (b, o, t):
@@ -161,7 +168,7 @@ class _Walk:
             on = o.entries.get(name) if o else None
             tn = t.entries.get(name) if t else None
             crel = f"{rel}/{name}" if rel else name
-            remain += self.entry(crel, name, bn, on, tn, b, o, t, taken)
+            remain += yield self.entry(crel, name, bn, on, tn, b, o, t, taken)
         return remain
 
     def _prefetch(self, names: set[str], *handles: DirHandle | None) -> None:
@@ -184,10 +191,10 @@ class _Walk:
             pass
 
     def entry(self, rel: str, name: str, b: Node | None, o: Node | None, t: Node | None,
-              bd: DirHandle | None, od: DirHandle | None, td: DirHandle | None, taken: set[str]) -> int:
+              bd: DirHandle | None, od: DirHandle | None, td: DirHandle | None, taken: set[str]) -> Step:
         kb, ko, kt = (n.kind if n else None for n in (b, o, t))
         if ko == "dir" or kt == "dir":
-            return self._dir_entry(rel, name, b, o, t, bd, od, td, taken)
+            return (yield self._dir_entry(rel, name, b, o, t, bd, od, td, taken))
         # neither side is a directory (base may be one)
         if same(o, t):
             self.w.keep(rel, name, o, od)
@@ -451,19 +458,20 @@ class _Walk:
 
     # -- directories --------------------------------------------------------
     def _dir_entry(self, rel: str, name: str, b: Node | None, o: Node | None, t: Node | None,
-                   bd: DirHandle | None, od: DirHandle | None, td: DirHandle | None, taken: set[str]) -> int:
+                   bd: DirHandle | None, od: DirHandle | None, td: DirHandle | None, taken: set[str]) -> Step:
         kb, ko, kt = (n.kind if n else None for n in (b, o, t))
         if ko in ("dir", None) and kt in ("dir", None) and kb in ("dir", None):
             if ko is None and kb is None:
-                return self._recurse(rel, name, None, None, t, bd, od, td)  # added by theirs
+                # added by theirs
+                return (yield self._recurse(rel, name, None, None, t, bd, od, td))
             if kt is None and kb is None:
                 self.w.keep(rel, name, o, od)  # added by ours
                 self._unchanged(rel)
                 return 1
-            return self._recurse(rel, name, b, o, t, bd, od, td)
+            return (yield self._recurse(rel, name, b, o, t, bd, od, td))
         # a directory against something else (or a base of another kind)
         if ko == "dir" and kt == "dir":  # base was a file/link: both replaced it by a directory
-            return self._recurse(rel, name, None, o, t, None, od, td)
+            return (yield self._recurse(rel, name, None, o, t, None, od, td))
         if ko == "dir":
             ours_same = kb == "dir" and self._deep(b, o, bd, od)
             if kt is not None and ours_same:
@@ -481,7 +489,7 @@ class _Walk:
                                   ConflictInfo("type", f"directory in ours, {kt} in theirs"))
         # theirs is a directory, ours is not
         if same(b, o) and (kb != "dir"):
-            return self._recurse(rel, name, None, None, t, None, None, td, replaces=o)
+            return (yield self._recurse(rel, name, None, None, t, None, None, td, replaces=o))
         if kb == "dir" and o is not None and self._deep(b, t, bd, td):
             self.w.keep(rel, name, o, od)
             self._unchanged(rel)
@@ -504,9 +512,10 @@ class _Walk:
 
     def _recurse(self, rel: str, name: str, b: Node | None, o: Node | None, t: Node | None,
                  bd: DirHandle | None, od: DirHandle | None, td: DirHandle | None,
-                 replaces: Node | None = None) -> int:
+                 replaces: Node | None = None) -> Step:
         """Both sides have a directory here, or one side has and the other
         deleted it: merge child by child (git's behaviour)."""
+        check_depth(o or t or b)  # type: ignore[arg-type]
         if o is not None and t is not None:
             meta, mconf = self._meta(rel, b if b and b.kind == "dir" else None, o, t)
             if mconf is not None:
@@ -535,7 +544,7 @@ class _Walk:
                 handles.append(ct)
             srcd = co if src is o else ct
             self.w.begin_dir(rel, name, meta, src, srcd, replaces if replaces is not None else o)
-            n = self.dir(rel, cb, co, ct)
+            n = yield self.dir(rel, cb, co, ct)
             # a directory vanishes only when one side deleted it and nothing is left in it
             remains = n > 0 or b is None or (o is not None and t is not None)
             self.w.end_dir(remains)
@@ -543,6 +552,55 @@ class _Walk:
         finally:
             for h in handles:
                 h.close()
+
+
+def _run(step: Step) -> int:
+    """Drive a walk step and every step it yields, depth first, with an
+    explicit stack of generators instead of the call stack; an exception goes
+    up through each waiting step (so their ``finally`` close descriptors)."""
+    stack = [step]
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            if error is not None:
+                exc, error = error, None
+                sub = stack[-1].throw(exc)
+            else:
+                sub = stack[-1].send(value)
+        except StopIteration as stop:
+            stack.pop()
+            if not stack:
+                return stop.value  # type: ignore[no-any-return]
+            value = stop.value
+            continue
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting step
+            stack.pop()
+            if not stack:
+                raise
+            error = exc
+            continue
+        stack.append(sub)
+        value = None
+
+
+@contextlib.contextmanager
+def _descriptors(need: int) -> Iterator[None]:
+    """The walk holds about four descriptors per level of depth (three sides
+    and the writer): raise the soft RLIMIT_NOFILE (never above the hard one)
+    while it runs, so MAX_DEPTH levels fit where the soft limit is 1024."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = need if hard == resource.RLIM_INFINITY else min(need, hard)
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        yield
+        return
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def _digest_quiet(n: Node) -> None:
@@ -634,7 +692,8 @@ def merge_trees(base: Path | str | None, ours: Path | str, theirs: Path | str, o
     walk = _Walk(policy, on_conflict, diff3, writer, report)
     try:
         if is_dir:
-            _merge_dirs(walk, paths, writer)
+            with _descriptors(5 * MAX_DEPTH + 1024):
+                _merge_dirs(walk, paths, writer)
         else:
             _merge_single(walk, paths, outp.name)
         if walk.unresolved and not dry_run:
@@ -669,7 +728,7 @@ def _merge_dirs(walk: _Walk, paths: dict[str, Path], writer: Any) -> None:
             (stat.S_IMODE(rb.st_mode), rb.st_uid, rb.st_gid) if rb else None,
             (stat.S_IMODE(ro.st_mode), ro.st_uid, ro.st_gid),
             (stat.S_IMODE(rt.st_mode), rt.st_uid, rt.st_gid), rb is not None)
-        walk.dir("", b, o, t)
+        _run(walk.dir("", b, o, t))
         if walk.w.active:
             writer.set_root_meta(meta, None)
             if hasattr(writer, "rootfd") and writer.rootfd >= 0:
@@ -690,7 +749,7 @@ def _merge_single(walk: _Walk, paths: dict[str, Path], name: str) -> None:
         for n in nodes.values():
             n.name = os.path.basename(str(paths[n.side]))
             n.rel = name
-        walk.entry(name, name, b, o, t, None, None, None, {name})
+        _run(walk.entry(name, name, b, o, t, None, None, None, {name}))
     finally:
         for fd in fds:
             os.close(fd)

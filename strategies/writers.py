@@ -12,19 +12,27 @@ verified descriptors of strategies.nodes.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import errno
 import os
-import shutil
 import stat
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .nodes import DirHandle, Node
+from .nodes import DirHandle, Node, check_depth
 
 WR = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 OPAQUE = "trusted.overlay.opaque"
 DIFF_LIMIT = 1024 * 1024
+
+
+def _rmtree(path: str) -> None:
+    """Remove a tree this writer made (iterative: shutil.rmtree recurses)."""
+    from runtime.fsutil import rmtree
+
+    rmtree(path)
 
 
 def _copy_fd(src: int, dst: int, size: int) -> None:
@@ -115,6 +123,52 @@ class _Base:
 
     # -- copies -----------------------------------------------------------
     def _copy(self, node: Node, parent: int, name: str, src_dir: DirHandle | None = None) -> None:
+        """Copy one entry; a directory with everything below it, iteratively
+        (an explicit stack of open source/destination directory pairs)."""
+        if node.kind != "dir":
+            self._copy_entry(node, parent, name)
+            return
+        assert src_dir is not None
+        stack: list[tuple[DirHandle, int, Node, Iterator[Node]]] = []
+        try:
+            self._open_copy(stack, node, parent, name, src_dir)
+            while stack:
+                sub, fd, dnode, children = stack[-1]
+                child = next(children, None)
+                if child is None:
+                    stack.pop()
+                    try:
+                        _set_meta_fd(fd, dnode.meta)
+                        _copy_xattrs(sub.fd, fd)
+                        os.utime(fd, ns=(dnode.st.st_atime_ns, dnode.st.st_mtime_ns))
+                    finally:
+                        os.close(fd)
+                        sub.close()
+                elif child.kind == "dir":
+                    self._open_copy(stack, child, fd, child.name, sub)
+                else:
+                    self._copy_entry(child, fd, child.name)
+        finally:
+            for sub, fd, _, _ in stack:
+                os.close(fd)
+                sub.close()
+
+    def _open_copy(self, stack: list[tuple[DirHandle, int, Node, Iterator[Node]]], node: Node,
+                   parent: int, name: str, src_dir: DirHandle) -> None:
+        self.written += 1
+        check_depth(node)
+        sub = src_dir.child(node)
+        try:
+            os.mkdir(name, 0o700, dir_fd=parent)
+            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         dir_fd=parent)
+        except BaseException:
+            sub.close()
+            raise
+        stack.append((sub, fd, node, iter(list(sub.entries.values()))))
+
+    def _copy_entry(self, node: Node, parent: int, name: str) -> None:
+        """Copy a file, symlink or special file."""
         self.written += 1
         st = node.st
         if node.kind == "file":
@@ -149,23 +203,6 @@ class _Base:
             os.chown(name, st.st_uid, st.st_gid, dir_fd=parent, follow_symlinks=False)
             os.chmod(name, stat.S_IMODE(st.st_mode), dir_fd=parent)
             os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=parent)
-        else:
-            assert src_dir is not None
-            sub = src_dir.child(node)
-            try:
-                os.mkdir(name, 0o700, dir_fd=parent)
-                fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
-                try:
-                    for child in sub.entries.values():
-                        self._copy(child, fd, child.name, sub)
-                    _set_meta_fd(fd, node.meta)
-                    _copy_xattrs(sub.fd, fd)
-                    os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
-                finally:
-                    os.close(fd)
-            finally:
-                sub.close()
-
     def _write(self, name: str, data: bytes, meta: tuple[int, int, int]) -> None:
         self.written += 1
         fd = os.open(name, WR, 0o600, dir_fd=self._parent())
@@ -225,7 +262,8 @@ class _Base:
 
     def abort(self) -> None:
         self.close()
-        shutil.rmtree(self.root, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            _rmtree(self.root)
 
 
 class FullWriter(_Base):
@@ -297,7 +335,9 @@ class UpperWriter(_Base):
             finally:
                 os.close(d.fd)
             if not remains:
-                shutil.rmtree(os.path.join(self.root, *d.rel.split("/")))
+                from runtime.fsutil import rmtree_at
+
+                rmtree_at(self._parent(), d.name)
         if not remains and d.ours is not None:
             self.delete(d.rel, d.name, d.ours)
 
@@ -364,7 +404,8 @@ class DryWriter:
 
     def close(self) -> None:
         if self._scratch is not None:
-            shutil.rmtree(self._scratch, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                _rmtree(self._scratch)
             self._scratch = None
 
     def abort(self) -> None:

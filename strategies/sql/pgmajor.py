@@ -25,7 +25,6 @@ old and the new image through the runtime, the directories bind-mounted.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -34,7 +33,7 @@ from typing import Any
 
 from strategies.errors import BadInput, NotDone
 
-from .pgtemp import PgServer, Runner, give, local_runner
+from .pgtemp import PgServer, Runner, give, local_runner, rmtree_quiet
 
 
 @dataclass
@@ -167,12 +166,12 @@ def dump_replay_verify(old_data: str | os.PathLike[str], new_data: str | os.Path
                 srv.stop()
             except Exception:  # noqa: BLE001 - keep the original error
                 pass
-        shutil.rmtree(new_data, ignore_errors=True)
+        rmtree_quiet(new_data)
         raise
     finally:
-        shutil.rmtree(clone, ignore_errors=True)
+        rmtree_quiet(clone)
         for d in ("old-sock", "new-sock", "dumps"):
-            shutil.rmtree(os.path.join(work, d), ignore_errors=True)
+            rmtree_quiet(os.path.join(work, d))
 
 
 def _ok(proc: subprocess.CompletedProcess, what: str) -> None:
@@ -323,7 +322,7 @@ def pg_upgrade_copy(old_data: str, new_data: str, old_bindir: str, new_bindir: s
     proc = runner(["sh", "-c", f"cd {cwd} && exec {os.path.join(new_bindir, 'pg_upgrade')} "
                                f"-b {old_bindir} -B {new_bindir} -d {clone} -D {new_data} "
                                f"-U {superuser} --copy -s {os.path.join(workdir, 'pgu-sock')}"])
-    shutil.rmtree(clone, ignore_errors=True)
-    shutil.rmtree(cwd, ignore_errors=True)
+    rmtree_quiet(clone)
+    rmtree_quiet(cwd)
     if proc.returncode != 0:
         raise NotDone(f"pg_upgrade failed: {(proc.stdout + proc.stderr).strip()[-400:]}")

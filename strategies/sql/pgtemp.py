@@ -11,6 +11,7 @@ our own, and dynamic shared memory uses mmap files in the data directory
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -57,16 +58,26 @@ def local_runner(user: str = DEFAULT_USER, env: dict[str, str] | None = None) ->
     return run
 
 
+def rmtree_quiet(path: str) -> None:
+    """Best-effort removal of a tree made from a container's data (iterative:
+    shutil.rmtree recurses, and its ignore_errors does not cover RecursionError)."""
+    from runtime.fsutil import rmtree
+
+    with contextlib.suppress(OSError):
+        rmtree(path)
+
+
 def give(path: str, runner: Runner) -> None:
     """Make ``path`` (a directory tree) owned by the runner's user and its
     parents traversable."""
     ids = getattr(runner, "uid_gid", None)
     if ids is None:
         return
-    for root, dirs, files in os.walk(path):
-        os.chown(root, *ids)
-        for f in files:
-            os.chown(os.path.join(root, f), *ids)
+    from runtime.fsutil import walk  # iterative, through descriptors: the tree is a container's
+
+    os.chown(path, *ids, follow_symlinks=False)
+    for e in walk(path):  # a symlink is chowned itself, never its target (say /etc/shadow)
+        os.chown(e.name, *ids, dir_fd=e.dirfd, follow_symlinks=False)
     p = os.path.dirname(os.path.abspath(path))
     while p and p != "/":
         st = os.stat(p)
@@ -124,4 +135,4 @@ class PgServer:
             return f.read().strip()
 
     def remove(self) -> None:
-        shutil.rmtree(self.datadir, ignore_errors=True)
+        rmtree_quiet(self.datadir)

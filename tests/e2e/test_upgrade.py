@@ -279,3 +279,33 @@ def test_image_policy_cannot_drop_data_or_discard_operator_edits(  # type: ignor
     assert http("/notes")["count"] == 2
     ini = vm("exec", "notes", "cat", "/data/settings.ini", check=True).stdout
     assert "greeting = Hello from Ops" in ini and "language = en" in ini
+
+
+def test_upgrade_of_a_volume_holding_a_deep_tree(vm) -> None:  # type: ignore[no-untyped-def]
+    """Issue 14, 4, as reported: the container nests 1,500 directories in its
+    volume; the upgrade merges around them, and removing the volume
+    afterwards (the background deleter) leaves every command working."""
+    import os
+    import time
+
+    _start_app(vm)
+    nest = 'i=0; while [ $i -lt 1500 ]; do mkdir d && cd d || exit 1; i=$((i+1)); done'
+    p = vm("exec", "app", "sh", "-c", f"cd /data && {nest} && echo x > f")
+    assert p.returncode == 0, p.stderr[-300:]
+    p = vm("upgrade", "app", "--to", APP[2], "--health-timeout", "0.5")
+    assert p.returncode == 0, p.stderr[-300:]
+    assert vm("exec", "app", "cat", "/data/settings.json").stdout == \
+        '{\n  "a": 10,\n  "b": 3,\n  "c": 4\n}\n'
+    walk = 'i=0; while [ $i -lt 1500 ]; do cd d || exit 1; i=$((i+1)); done'
+    assert vm("exec", "app", "sh", "-c", f"cd /data && {walk} && cat f").stdout == "x\n"
+    assert vm("rm", "-f", "app").returncode == 0
+    assert vm("volume", "rm", "app-data").returncode == 0
+    layers = vm.root / "volumes" / "_layers"
+    deadline = time.monotonic() + 120
+    while any(e.startswith("~") for e in os.listdir(layers)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(e.startswith("~") for e in os.listdir(layers))
+    p = vm("volume", "ls", "-q")
+    assert p.returncode == 0 and p.stderr == "", p.stderr[-300:]
+    p = vm("run", "--rm", "-v", "after:/data", APP[1], "sh", "-c", "echo ok > /data/f")
+    assert p.returncode == 0, p.stderr[-300:]

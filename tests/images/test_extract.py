@@ -118,3 +118,15 @@ def test_bad_entry_raises_bad_input(tmp_path: Path) -> None:
     (tmp_path / "out").mkdir()
     with pytest.raises(BadInput, match=r"\.\."):
         extract_layer(blob, tmp_path / "out")
+
+
+def test_entry_nested_beyond_path_max_is_bad_input(tmp_path: Path) -> None:
+    """A hostile layer nesting 2,100 directories (a 4,200-byte path): one
+    clean error instead of an ENAMETOOLONG traceback (issue 14, 4)."""
+    name = "/".join(["d"] * 2100)
+    with pytest.raises(BadInput, match="nested too deep") as exc:
+        _extract(tmp_path, [E(name, data=b"x")])
+    assert len(str(exc.value)) < 300
+    from runtime import fsutil
+
+    fsutil.rmtree(tmp_path / "out")  # the half-filled tree: 2,000 levels

@@ -7,6 +7,8 @@ import os
 import stat
 from pathlib import Path
 
+import pytest
+
 
 def digest(root: Path) -> dict[str, tuple]:
     """Every entry below ``root`` with type, mode, owner and content hash
@@ -57,3 +59,32 @@ def seed_dir(base: Path) -> Path:
     })
     os.symlink("app.conf", s / "etc/link.conf")
     return s
+
+
+def deep_tree(top: Path, levels: int, leaf: str = "f") -> None:
+    """``top/d/d/.../d/<leaf>``, ``levels`` directories deep, built through
+    directory descriptors (its paths are far longer than PATH_MAX)."""
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(levels):
+            os.mkdir("d", dir_fd=fd)
+            sub = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = sub
+        os.close(os.open(leaf, os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture
+def deep_paths():
+    """Where a test made deep trees: removed with fsutil.rmtree even when the
+    test fails, since the session's clean-up (shutil.rmtree) would recurse."""
+    from runtime import fsutil
+    from runtime import sys as rsys
+
+    made: list[Path] = []
+    yield made
+    for p in made:
+        rsys.umount_tree(p)
+        fsutil.rmtree(p)

@@ -29,7 +29,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import shutil
 import stat
 import subprocess
 import time
@@ -39,6 +38,18 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NotDone
+
+
+def _rmtree_quiet(path: str | os.PathLike[str]) -> None:
+    """Best-effort removal of a work tree holding a clone of a container's
+    data (iterative: shutil.rmtree recurses, and its ignore_errors does not
+    cover RecursionError)."""
+    import contextlib
+
+    from runtime.fsutil import rmtree
+
+    with contextlib.suppress(OSError):
+        rmtree(path)
 
 OPAQUE = "trusted.overlay.opaque"
 # Written by the temporary servers, meaningless to the real one.
@@ -258,7 +269,7 @@ def _workdir(ctx: Any) -> Path:
     w = ctx.store.tmpdir("pg")
     sock = w / "old-sock" / ".s.PGSQL.5433"
     if len(str(sock)) > UNIX_PATH_MAX - 1:
-        shutil.rmtree(w, ignore_errors=True)
+        _rmtree_quiet(w)
         raise NotDone(f"store root path too long for a PostgreSQL unix socket ({sock})")
     os.chmod(w, 0o711)
     return w
@@ -297,7 +308,7 @@ def _preview(ctx: Any, old: ImagePg, new: ImagePg, old_image: Any, ours: Path) -
                                       "dry_run": True, "databases": []})
     finally:
         box.remove()
-        shutil.rmtree(work, ignore_errors=True)
+        _rmtree_quiet(work)
     rows = sum(t["rows"] for d in dbs for t in d["tables"])
     tables = sum(len(d["tables"]) for d in dbs)
     note = (f"{head}: would replay {len(dbs)} databases, {tables} tables, {rows} rows "
@@ -376,7 +387,7 @@ def _convert(ctx: Any, old: ImagePg, new: ImagePg, old_image: Any, new_image: An
                 b.remove()
             except Exception:  # noqa: BLE001 - the other one and the dir still go
                 pass
-        shutil.rmtree(work, ignore_errors=True)
+        _rmtree_quiet(work)
         timer.add("cleanup", time.monotonic() - t0)
     rows = sum(t["rows"] for d in dbs for t in d["tables"])
     tables = sum(len(d["tables"]) for d in dbs)
@@ -520,7 +531,7 @@ def _empty(out: Path) -> None:
         return
     for e in os.scandir(out):
         if e.is_dir(follow_symlinks=False):
-            shutil.rmtree(e.path, ignore_errors=True)
+            _rmtree_quiet(e.path)
         else:
             try:
                 os.unlink(e.path)

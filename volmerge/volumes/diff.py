@@ -11,7 +11,7 @@ import stat
 from pathlib import Path
 
 from .model import Change
-from .tree import is_opaque, is_whiteout, kind_of, same_content, walk
+from .tree import check_path_len, is_opaque, is_whiteout, kind_of, same_content, walk
 
 
 def resolve(top_first: list[Path], rel: str) -> tuple[str, os.stat_result] | None:
@@ -63,6 +63,7 @@ def subtree(top_first: list[Path], rel: str) -> list[str]:
         d = stack.pop()
         for name in _children(top_first, d):
             r = f"{d}/{name}"
+            check_path_len(top_first[0], r)
             hit = resolve(top_first, r)
             if hit is None:
                 continue

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -651,7 +652,12 @@ class VolumeManager:
             if self.pool.exists(name):
                 raise Conflict(f"volume {name!r} already exists")
             with self.pool.building("vol-import-") as d:
-                read_tar(path, d / "diff")
+                cleared = read_tar(path, d / "diff")
+                if cleared:
+                    sys.stderr.write(
+                        f"volmerge: warning: set-user-ID/set-group-ID bits cleared on "
+                        f"{len(cleared)} file{'s' if len(cleared) > 1 else ''} "
+                        f"(first: {fsutil.short(cleared[0])})\n")
                 with self.pool.commit_lock():
                     data = self.pool.adopt(d)
                     seed = self.pool.new_layer(live=False)

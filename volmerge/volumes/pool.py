@@ -240,10 +240,13 @@ class Pool:
         return gone
 
     def reap(self) -> None:
-        """Delete dropped layers (no lock needed: nothing names them)."""
+        """Delete dropped layers (no lock needed: nothing names them).  Best
+        effort: a layer that cannot be deleted (a file a container made
+        immutable, a mount inside it) stays in the trash for the next reap
+        instead of failing every volume command (recover() reaps too)."""
         for e in os.listdir(self.layers):
             if e.startswith(TRASH):
-                with contextlib.suppress(FileNotFoundError):
+                with contextlib.suppress(OSError):
                     fsutil.rmtree(self.layers / e)
 
     def has_trash(self) -> bool:

@@ -14,14 +14,16 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+
+from runtime import fsutil
 
 from ..errors import BadInput, NotDone
 
 OPAQUE = "trusted.overlay.opaque"
 OVERLAY_XATTR_PREFIX = "trusted.overlay."
+PATH_MAX = os.pathconf("/", "PC_PATH_MAX")
 
 
 def is_whiteout(st: os.stat_result) -> bool:
@@ -47,25 +49,26 @@ def kind_of(st: os.stat_result) -> str:
 
 def walk(top: str | os.PathLike[str], rel: str = "") -> Iterator[tuple[str, os.stat_result]]:
     """Yield ``(relative path, lstat)`` for every entry below ``top``, parents
-    before children, never descending through a symlink."""
-    stack = [rel]
+    before children, never descending through a symlink (runtime.fsutil.walk:
+    iterative, through directory descriptors).  The callers then work on
+    paths, so a path longer than the system's limit stops them with NotDone
+    instead of an ENAMETOOLONG traceback."""
     top = os.fspath(top)
-    while stack:
-        d = stack.pop()
-        try:
-            it = os.scandir(os.path.join(top, d) if d else top)
-        except FileNotFoundError:
-            continue
-        with it:
-            entries = sorted(it, key=lambda e: e.name)
-        subdirs = []
-        for e in entries:
-            r = f"{d}/{e.name}" if d else e.name
-            st = e.stat(follow_symlinks=False)
-            yield r, st
-            if stat.S_ISDIR(st.st_mode):
-                subdirs.append(r)
-        stack.extend(reversed(subdirs))
+    base = os.path.join(top, rel) if rel else top
+    if not os.path.isdir(base) or os.path.islink(base):
+        return
+    for e in fsutil.walk(base):
+        r = f"{rel}/{e.rel}" if rel else e.rel
+        check_path_len(top, r)
+        yield r, e.st
+
+
+def check_path_len(top: str | os.PathLike[str], rel: str) -> None:
+    """NotDone when ``top/rel`` is longer than the kernel takes in a path
+    (a container can nest directories far deeper than that)."""
+    if len(os.fsencode(top)) + len(os.fsencode(rel)) + 1 >= PATH_MAX:
+        raise NotDone(f"the volume holds a path nested too deep to process "
+                      f"(over {PATH_MAX} bytes): {fsutil.short(rel)}")
 
 
 def safe_lstat(root: str | os.PathLike[str], rel: str) -> os.stat_result | None:
@@ -88,19 +91,15 @@ def safe_lstat(root: str | os.PathLike[str], rel: str) -> os.stat_result | None:
 
 def copy_tree(src: Path, dst: Path) -> None:
     """Copy the *content* of ``src`` into the existing empty dir ``dst`` with
-    every attribute (``cp -a``: modes, owners, xattrs, hard links, sparse
-    files; symlinks are copied as links, never followed)."""
+    every attribute, like ``cp -a`` (modes, owners, xattrs, hard links, sparse
+    files; symlinks are copied as links, never followed), through directory
+    descriptors: a tree of any depth a container wrote is copied."""
     if src.is_symlink() or not src.is_dir():
         raise BadInput(f"seed {src} is not a directory")
-    proc = subprocess.run(
-        ["cp", "-a", "--sparse=always", "--no-target-directory", f"{src}/.", str(dst)],
-        capture_output=True, text=True,
-    )
-    if proc.returncode != 0:
-        raise NotDone(f"copying {src}: {proc.stderr.strip().splitlines()[-1:]}")
-    st = os.lstat(src)
-    os.chown(dst, st.st_uid, st.st_gid)
-    os.chmod(dst, stat.S_IMODE(st.st_mode))
+    try:
+        fsutil.copy_tree(src, dst)
+    except OSError as exc:
+        raise NotDone(f"copying {src}: {exc.strerror or exc}") from None
 
 
 def copy_meta(src: str, dst: str, st: os.stat_result, *, keep_opaque: bool = False) -> None:
@@ -116,68 +115,85 @@ def copy_meta(src: str, dst: str, st: os.stat_result, *, keep_opaque: bool = Fal
         os.setxattr(dst, k, v, follow_symlinks=False)
 
 
-def _remove(path: str) -> None:
-    from runtime.fsutil import rmtree
-
-    rmtree(path)
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def _link(src: str, dst: str, st: os.stat_result) -> None:
+def _meta_at(fd: int, st: os.stat_result, want: dict[str, bytes], *, keep_opaque: bool) -> None:
+    """Make the open directory ``fd`` carry owner, mode and exactly the
+    xattrs ``want`` (plus its opaque marker with ``keep_opaque``)."""
+    os.fchown(fd, st.st_uid, st.st_gid)
+    os.fchmod(fd, stat.S_IMODE(st.st_mode))
+    for k in os.listxattr(fd):
+        if k not in want and not (keep_opaque and k == OPAQUE):
+            os.removexattr(fd, k)
+    for k, v in want.items():
+        os.setxattr(fd, k, v)
+
+
+def _link_at(e: fsutil.Entry, parent: int) -> None:
+    """Hard-link the layer's entry into ``parent`` (a copy when the inode has
+    too many links or lives on another filesystem)."""
     try:
-        os.link(src, dst, follow_symlinks=False)
+        os.link(e.name, e.name, src_dir_fd=e.dirfd, dst_dir_fd=parent, follow_symlinks=False)
         return
     except OSError as exc:
         if exc.errno not in (errno.EMLINK, errno.EXDEV):
             raise
-    if is_whiteout(st):
-        os.mknod(dst, stat.S_IFCHR | 0o000, 0)
+    if is_whiteout(e.st):
+        os.mknod(e.name, stat.S_IFCHR | 0o000, 0, dir_fd=parent)
         return
-    proc = subprocess.run(["cp", "-a", "--sparse=always", src, dst], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise NotDone(f"copying {src}: {proc.stderr.strip()}")
+    fsutil.copy_entry(e, parent)
 
 
 def apply_layer(layer: Path, out: Path) -> None:
     """Apply overlay diff ``layer`` on top of diff ``out`` so that ``out``
     becomes the squash of both (still a diff: whiteouts and opaque dirs kept,
-    so the layers *below* stay hidden where they were)."""
-    dir_times: list[tuple[str, os.stat_result]] = []
-    top = os.fspath(layer)
-    skip: str | None = None
-    for rel, st in walk(top):
-        if skip is not None and (rel == skip or rel.startswith(skip + "/")):
-            continue
-        skip = None
-        src = os.path.join(top, rel)
-        dst = os.path.join(out, rel)
-        try:
-            dst_st: os.stat_result | None = os.lstat(dst)
-        except FileNotFoundError:
-            dst_st = None
-        if stat.S_ISDIR(st.st_mode):
-            if is_opaque(src):
+    so the layers *below* stay hidden where they were).  Through directory
+    descriptors on both sides (fsutil.walk, fsutil.DirStack): any depth."""
+    dst = fsutil.DirStack(os.open(out, _DIR))
+    try:
+        for e in fsutil.walk(layer, post=True):
+            cur = dst.top()
+            if e.after:
+                dst.finish()  # owner and mode again, then the times, children done
+                continue
+            try:
+                dst_st: os.stat_result | None = os.stat(e.name, dir_fd=cur, follow_symlinks=False)
+            except FileNotFoundError:
+                dst_st = None
+            if not e.is_dir:
                 if dst_st is not None:
-                    _remove(dst)
-                os.mkdir(dst)
-                copy_meta(src, dst, st)
+                    fsutil.rmtree_at(cur, e.name)
+                _link_at(e, cur)
+                continue
+            sfd = os.open(e.name, _DIR, dir_fd=e.dirfd)
+            try:
+                want = fsutil.xattrs(sfd)
+            finally:
+                os.close(sfd)
+            keep_opaque = mark_opaque = False
+            if want.get(OPAQUE) == b"y":
+                if dst_st is not None:
+                    fsutil.rmtree_at(cur, e.name)
+                os.mkdir(e.name, 0o700, dir_fd=cur)
             elif dst_st is not None and stat.S_ISDIR(dst_st.st_mode):
-                copy_meta(src, dst, st, keep_opaque=True)
+                keep_opaque = True
             else:
                 if dst_st is not None:  # a file or whiteout in the run hid what is below
-                    _remove(dst)
-                    os.mkdir(dst)
-                    copy_meta(src, dst, st)
-                    os.setxattr(dst, OPAQUE, b"y", follow_symlinks=False)
-                else:
-                    os.mkdir(dst)
-                    copy_meta(src, dst, st)
-            dir_times.append((dst, st))
-        else:
-            if dst_st is not None:
-                _remove(dst)
-            _link(src, dst, st)
-    for dst, st in reversed(dir_times):
-        os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+                    fsutil.rmtree_at(cur, e.name)
+                    mark_opaque = True
+                os.mkdir(e.name, 0o700, dir_fd=cur)
+            fd = os.open(e.name, _DIR, dir_fd=cur)
+            try:
+                _meta_at(fd, e.st, want, keep_opaque=keep_opaque)
+                if mark_opaque:
+                    os.setxattr(fd, OPAQUE, b"y")
+            except BaseException:
+                os.close(fd)
+                raise
+            dst.push(fd, e.st, {})
+    finally:
+        dst.close()
 
 
 def squash(layers_bottom_first: list[Path], out: Path) -> None:
