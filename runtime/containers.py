@@ -75,6 +75,8 @@ SIGNALS = {s.name[3:]: int(s) for s in signal.Signals if s.name.startswith("SIG"
 
 @dataclass
 class Container:
+    """A row of the ``containers`` table, decoded, and its directory."""
+
     id: str
     name: str
     image_id: str
