@@ -62,7 +62,11 @@ def spawn(argv: list[str], stdio: Stdio) -> int:
             actions.append((os.POSIX_SPAWN_DUP2, fd, target))
         # Popen's close_fds: ours are close-on-exec (PEP 446), but not what
         # the caller of this process may have passed down
-        for name in os.listdir("/proc/self/fd"):
+        try:
+            names = os.listdir("/proc/self/fd")
+        except OSError:  # no /proc: our own descriptors are close-on-exec all the same
+            names = []
+        for name in names:
             fd = int(name)
             if fd > 2:
                 with contextlib.suppress(OSError):
