@@ -34,8 +34,12 @@ ALWAYS_DENIED = ("rich", "sqlglot", "psycopg", "ruamel", "deepdiff", "tomlkit", 
 #: per hot command: what it must not import (a module counts with its submodules)
 DENY: dict[str, tuple[str, ...]] = {
     # the typer-free path (fastrun.py); no network, so no netlink either; typing is
-    # for annotations only (behind TYPE_CHECKING on this path)
-    "run --network none": (*ALWAYS_DENIED, "typer", "click", "pyroute2", "typing"),
+    # for annotations only (behind TYPE_CHECKING on this path); runc is started by
+    # posix_spawn (no subprocess); inspect is deferred (runtime/deferred.py), so
+    # what executing it imports (ast, dis, tokenize) shows that a dataclass
+    # without a docstring (or anything else) ran it
+    "run --network none": (*ALWAYS_DENIED, "typer", "click", "pyroute2", "typing", "subprocess",
+                           "selectors", "ast", "dis", "tokenize"),
     # a bridged run needs netlink, but only pyroute2's core (links.py)
     "run": (*ALWAYS_DENIED, "typer", "click", "pyroute2.ndb", "pyroute2.ipdb",
             "pyroute2.nftables", "pyroute2.ethtool", "pyroute2.netlink.nl80211"),

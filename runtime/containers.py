@@ -75,6 +75,8 @@ SIGNALS = {s.name[3:]: int(s) for s in signal.Signals if s.name.startswith("SIG"
 
 @dataclass
 class Container:
+    """A row of the ``containers`` table, decoded, and its directory."""
+
     id: str
     name: str
     image_id: str
@@ -210,13 +212,20 @@ class Engine:
         return self._row_to_container(row)
 
     def _update(self, cid: str, **cols: Any) -> None:
+        """Change a container's run state (running, exited, pid, health, mounts,
+        stop request...): not durable (Store.transaction), so a ``run`` pays
+        no fsync for each of them.  After a power loss the last of them may
+        be missing; nothing of that run is left then (no process, no mount,
+        no network), and the reconciliation of a state that still says
+        "running" (its owner is dead) records the exit, as after any crash.
+        A container's existence is durable: create, rename and remove."""
         if not cols:
             return
         for k in ("health_detail", "mounts"):
             if k in cols and not isinstance(cols[k], (str, type(None))):
                 cols[k] = json.dumps(cols[k])
         sets = ", ".join(f"{k} = ?" for k in cols)
-        with self.store.transaction() as db:
+        with self.store.transaction(durable=False) as db:
             db.execute(f"UPDATE containers SET {sets} WHERE id = ?", (*cols.values(), cid))
 
     def get(self, ref: str) -> Container:

@@ -32,6 +32,8 @@ STARTING, HEALTHY, UNHEALTHY = "starting", "healthy", "unhealthy"
 
 @dataclass
 class HealthStatus:
+    """A container's health: status, failing streak, the last checks' log."""
+
     status: str | None                    # None: no health check
     failing_streak: int = 0
     log: list[dict[str, Any]] = field(default_factory=list)

@@ -90,6 +90,8 @@ Progress = Callable[[str, int, int], None]   # (label, bytes done, bytes total)
 
 @dataclass
 class Layer:
+    """One layer of an image: its uncompressed digest and where it is extracted."""
+
     diff_id: str          # sha256:<hex> of the uncompressed tar
     digest: str           # sha256:<hex> of the blob as stored (maybe compressed)
     path: Path            # the extracted, overlay-ready tree
@@ -100,6 +102,8 @@ class Layer:
 
 @dataclass
 class Image:
+    """An image of the store: its config and layers, bottom first."""
+
     id: str               # hex sha256 of the config blob
     manifest_digest: str
     tags: list[str]
@@ -570,6 +574,8 @@ class ImageStore:
 
 @dataclass
 class _Plan:
+    """What an image load will commit: the staged archive and its layers."""
+
     staged: oci.Staged
     config: dict[str, Any]
     layers: list[tuple[str, oci.Blob]]   # (diff_id, blob), bottom-most first

@@ -82,6 +82,8 @@ def media_type_for(head: bytes) -> str:
 
 @dataclass
 class Blob:
+    """A verified blob of the store (content-addressed)."""
+
     digest: str          # sha256:<hex>, verified
     size: int
     path: Path           # staged copy

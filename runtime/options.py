@@ -87,6 +87,8 @@ class RestartPolicy:
 
 @dataclass
 class RunOptions:
+    """Everything ``volmerge run``/``create`` was asked for, checked."""
+
     image: str
     name: str | None = None
     command: list[str] | None = None          # None: the image's Cmd

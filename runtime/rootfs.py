@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,6 +126,8 @@ def squash(lowers: list[str], dest: Path, *, tmp_parent: Path) -> None:
     view.mkdir(exist_ok=True)
     rsys.mount_overlay(view, lowers, readonly=True)
     try:
+        import subprocess
+
         subprocess.run(["cp", "-a", "--", f"{view}/.", str(tmp)], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     finally:

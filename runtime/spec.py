@@ -51,6 +51,8 @@ class ResolvedMount:
 
 @dataclass
 class Process:
+    """The container's process as the OCI spec gets it (image config + options)."""
+
     args: list[str]
     env: list[str]
     cwd: str

@@ -351,7 +351,7 @@ class Store:
                 if mode != "wal":  # pragma: no cover - depends on the file system
                     raise BadInput(f"state database {self.db_path} cannot use WAL mode")
                 conn.execute("PRAGMA foreign_keys = ON")
-                conn.execute("PRAGMA synchronous = FULL")
+                conn.execute("PRAGMA synchronous = FULL")  # see transaction()
                 conn.execute(
                     "CREATE TABLE IF NOT EXISTS schema_version ("
                     " component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
@@ -364,27 +364,55 @@ class Store:
         return conn
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """``BEGIN IMMEDIATE`` … ``COMMIT``: one writer at a time, across processes."""
+    def transaction(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` … ``COMMIT``: one writer at a time, across processes.
+
+        ``durable`` (the default): when the block returns, the commit is on
+        disk (``synchronous = FULL``: the WAL is fsynced at COMMIT), as what
+        the product promises needs: the upgrade journal, generations, volume
+        manifests, image and layer records that say work is done before
+        files go.  ``durable=False`` (``synchronous = NORMAL`` for this one
+        commit) is for a state that may be lost on power loss but never
+        torn: WAL mode keeps the database consistent, and the commit reaches
+        the disk with the next durable commit or checkpoint (at the latest
+        when the last connection closes, i.e. a process exits).  Only the
+        container engine's run state uses it (runtime/containers.py): a lost
+        "running" or "exited" is reconciled from the processes, as ``ps``
+        always is.
+
+        A nested transaction joins the outer one; SQLite cannot raise the
+        safety level inside a transaction, so a durable block inside a
+        non-durable one is refused (RuntimeError: a bug in the caller)."""
         conn = self.db
         if conn.in_transaction:  # nested: join the outer transaction
+            if durable and not getattr(self._local, "durable", True):
+                raise RuntimeError("a durable transaction cannot join a non-durable one")
             yield conn
             return
-        for attempt in range(200):
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                break
-            except sqlite3.OperationalError as exc:  # busy beyond busy_timeout
-                if "locked" not in str(exc) or attempt == 199:
-                    raise
-                time.sleep(0.05)
+        # per transaction, before BEGIN (the only place SQLite allows it)
+        conn.execute("PRAGMA synchronous = FULL" if durable else "PRAGMA synchronous = NORMAL")
+        self._local.durable = durable
         try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        else:
-            conn.execute("COMMIT")
+            for attempt in range(200):
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    break
+                except sqlite3.OperationalError as exc:  # busy beyond busy_timeout
+                    if "locked" not in str(exc) or attempt == 199:
+                        raise
+                    time.sleep(0.05)
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            else:
+                conn.execute("COMMIT")
+        finally:
+            self._local.durable = True
+            if not durable and not conn.in_transaction:
+                # anything outside transaction() (an autocommit statement) stays FULL
+                conn.execute("PRAGMA synchronous = FULL")
 
     def ensure_schema(self, component: str, migrations: Sequence[str]) -> None:
         """Apply the component's migrations it has not had yet, atomically.

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
 import signal
 import sys
 import time
@@ -162,6 +161,8 @@ def _backoff(engine: Any, cid: str, n: int, state: dict[str, Any]) -> bool:
 
 def _pump(pipes: tuple[int, int], log_fd: int | None, running: Any) -> None:
     """Copy the container's stdout/stderr into the log until both close."""
+    import selectors  # a detached container's only: not on a foreground run's path
+
     sel = selectors.DefaultSelector()
     names = {pipes[0]: "stdout", pipes[1]: "stderr"}
     partial = {pipes[0]: b"", pipes[1]: b""}
@@ -257,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
         os.set_inheritable(args.notify_fd, False)
     if os.fork():  # double fork: the CLI waits for this parent only
         os._exit(0)
+    from .deferred import defer
+
+    defer("inspect")  # before the first dataclass (deferred.py)
     from .store import Store
 
     store = Store(args.root, sweep=False)

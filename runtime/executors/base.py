@@ -23,6 +23,8 @@ else:  # the protocols below are for the type checker; at run time plain classes
 
 @dataclass
 class Stdio:
+    """The container process's stdin/stdout/stderr (None: the caller's)."""
+
     stdin: int | IO[bytes] | None = None
     stdout: int | IO[bytes] | None = None
     stderr: int | IO[bytes] | None = None

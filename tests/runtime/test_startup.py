@@ -82,11 +82,13 @@ def test_hot_commands_import_nothing_deny_listed(root, image, name):
     assert imports.denied(DENY[name]) == []
 
 
-def test_a_run_rm_commits_five_times(engine, image, store):
-    """Every commit of the state database is an fsync on the run path:
-    create, mounts, running, exited, removed.  A container just created
-    already has what start resets (stop request, error, health, restarts),
-    so start writes nothing for it (it used to: a sixth commit)."""
+def test_a_run_rm_commits_five_times_and_syncs_two(engine, image, store):
+    """Five commits of the state database on the run path: create, mounts,
+    running, exited, removed.  A container just created already has what
+    start resets (stop request, error, health, restarts), so start writes
+    nothing for it (it used to: a sixth commit).  Only the container's
+    existence (create, remove) is durable (``synchronous = FULL``, an
+    fsync); its run state is not (NORMAL), as reconciliation restores it."""
     from runtime.options import RunOptions
 
     statements: list[str] = []
@@ -97,6 +99,13 @@ def test_a_run_rm_commits_five_times(engine, image, store):
         store.db.set_trace_callback(None)
     assert code == 0
     assert [s for s in statements if s.strip().upper() == "COMMIT"] == ["COMMIT"] * 5
+    at_begin, level = [], "?"  # the level each BEGIN ran at
+    for s in statements:
+        if s.startswith("PRAGMA synchronous ="):
+            level = s.split("=")[1].strip()
+        elif s.startswith("BEGIN"):
+            at_begin.append(level)
+    assert at_begin == ["FULL", "NORMAL", "NORMAL", "NORMAL", "FULL"]
 
 
 def test_pyroute2_without_its_package_init_until_a_name_of_it_is_used():
@@ -110,6 +119,34 @@ def test_pyroute2_without_its_package_init_until_a_name_of_it_is_used():
         "from pyroute2 import NDB, IPRoute\n"
         "import pyroute2\n"
         "assert IPRoute is links.IPRoute and pyroute2.NDB is NDB and 'pyroute2.ndb' in sys.modules\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       cwd=Path(__file__).resolve().parents[2])
+    assert p.returncode == 0, p.stderr
+
+
+def test_a_deferred_module_runs_at_its_first_use_and_is_then_the_module():
+    """runtime/deferred.py: ``inspect`` registered but not executed; dataclasses
+    with docstrings never execute it; the first use (a dataclass without one,
+    ``from inspect import x``) does, once, and the module is complete."""
+    code = (
+        "import sys\n"
+        "from runtime.deferred import defer\n"
+        "defer('inspect')\n"
+        "import dataclasses, inspect\n"
+        "@dataclasses.dataclass\n"
+        "class Documented:\n"
+        "    'A docstring: no signature to compute.'\n"
+        "    a: int = 0\n"
+        "assert 'ast' not in sys.modules and 'signature' not in vars(inspect)\n"
+        "@dataclasses.dataclass\n"
+        "class Bare:\n"
+        "    a: int\n"
+        "assert Bare.__doc__ == 'Bare(a: int)', Bare.__doc__\n"
+        "from inspect import signature, getsource\n"
+        "assert sys.modules['inspect'] is inspect and inspect.signature is signature\n"
+        "assert '__getattr__' not in vars(inspect) and 'ast' in sys.modules\n"
+        "assert str(signature(lambda x, y=1: 0)) == '(x, y=1)'\n"
     )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                        cwd=Path(__file__).resolve().parents[2])

@@ -24,6 +24,64 @@ def test_root_layout_and_pragmas(root: Path) -> None:
     s.close()
 
 
+def _synchronous(db: sqlite3.Connection) -> str:
+    return {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}[db.execute("PRAGMA synchronous").fetchone()[0]]
+
+
+def test_transactions_are_durable_unless_asked_not_to_be(root: Path) -> None:
+    """``synchronous = FULL`` (the WAL fsynced at COMMIT) by default and
+    outside transactions; NORMAL only inside ``durable=False``; a durable
+    block cannot join a non-durable one (SQLite cannot raise the level inside
+    a transaction: it would silently not be durable)."""
+    s = Store(root)
+    s.ensure_schema("demo", ["CREATE TABLE t (a INTEGER);"])
+    assert _synchronous(s.db) == "FULL"
+    with s.transaction() as db:
+        assert _synchronous(db) == "FULL"
+        db.execute("INSERT INTO t VALUES (1)")
+    with s.transaction(durable=False) as db:
+        assert _synchronous(db) == "NORMAL"
+        db.execute("INSERT INTO t VALUES (2)")
+        with s.transaction(durable=False):  # joins
+            db.execute("INSERT INTO t VALUES (3)")
+    assert _synchronous(s.db) == "FULL"
+    with pytest.raises(RuntimeError, match="durable"):
+        with s.transaction(durable=False) as db:
+            db.execute("INSERT INTO t VALUES (4)")
+            with s.transaction():
+                pass
+    assert _synchronous(s.db) == "FULL"
+    assert [r[0] for r in s.db.execute("SELECT a FROM t ORDER BY a")] == [1, 2, 3]  # 4: undone
+    with s.transaction() as db:  # a durable block within a durable one: joins
+        with s.transaction() as inner:
+            assert _synchronous(inner) == "FULL"
+    s.close()
+
+
+def test_the_upgrade_journals_begin_is_durable(root: Path) -> None:
+    """"journal BEGIN durable before anything changes": the commit of its
+    rows runs at ``synchronous = FULL``, whatever transaction came before."""
+    from volmerge.upgrade.journal import Journal
+
+    s = Store(root)
+    with s.transaction(durable=False):  # a container's run state, say
+        pass
+    statements: list[str] = []
+    s.db.set_trace_callback(statements.append)
+    try:
+        Journal.begin(s, container="c", kind="upgrade", from_image="a", to_image="b", plan={},
+                      steps=[("stop", {})])
+    finally:
+        s.db.set_trace_callback(None)
+    first = next(i for i, st in enumerate(statements) if "INSERT INTO upgrade_journal" in st)
+    begin = max(i for i, st in enumerate(statements[:first]) if st.startswith("BEGIN"))
+    level = [st for st in statements[:begin] if st.startswith("PRAGMA synchronous")][-1]
+    assert level == "PRAGMA synchronous = FULL"
+    assert "COMMIT" in statements[first:]
+    assert not any(st.startswith("PRAGMA synchronous") for st in statements[begin:])
+    s.close()
+
+
 def test_migrations_apply_once_and_in_order(root: Path) -> None:
     s = Store(root)
     migs = ["CREATE TABLE t (a INTEGER);", "ALTER TABLE t ADD COLUMN b TEXT;"]

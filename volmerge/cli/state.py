@@ -12,6 +12,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class Globals:
+    """The global options (``--root``) and the store they open, once."""
+
     root: str | None = None
     _store: Any = None
 
