@@ -35,11 +35,9 @@ ALWAYS_DENIED = ("rich", "sqlglot", "psycopg", "ruamel", "deepdiff", "tomlkit", 
 DENY: dict[str, tuple[str, ...]] = {
     # the typer-free path (fastrun.py); no network, so no netlink either; typing is
     # for annotations only (behind TYPE_CHECKING on this path); runc is started by
-    # posix_spawn (no subprocess); inspect is deferred (runtime/deferred.py), so
-    # what executing it imports (ast, dis, tokenize) shows that a dataclass
-    # without a docstring (or anything else) ran it
+    # posix_spawn (no subprocess)
     "run --network none": (*ALWAYS_DENIED, "typer", "click", "pyroute2", "typing", "subprocess",
-                           "selectors", "ast", "dis", "tokenize"),
+                           "selectors"),
     # a bridged run needs netlink, but only pyroute2's core (links.py)
     "run": (*ALWAYS_DENIED, "typer", "click", "pyroute2.ndb", "pyroute2.ipdb",
             "pyroute2.nftables", "pyroute2.ethtool", "pyroute2.netlink.nl80211"),

@@ -258,9 +258,6 @@ def main(argv: list[str] | None = None) -> int:
         os.set_inheritable(args.notify_fd, False)
     if os.fork():  # double fork: the CLI waits for this parent only
         os._exit(0)
-    from .deferred import defer
-
-    defer("inspect")  # before the first dataclass (deferred.py)
     from .store import Store
 
     store = Store(args.root, sweep=False)

@@ -123,31 +123,3 @@ def test_pyroute2_without_its_package_init_until_a_name_of_it_is_used():
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                        cwd=Path(__file__).resolve().parents[2])
     assert p.returncode == 0, p.stderr
-
-
-def test_a_deferred_module_runs_at_its_first_use_and_is_then_the_module():
-    """runtime/deferred.py: ``inspect`` registered but not executed; dataclasses
-    with docstrings never execute it; the first use (a dataclass without one,
-    ``from inspect import x``) does, once, and the module is complete."""
-    code = (
-        "import sys\n"
-        "from runtime.deferred import defer\n"
-        "defer('inspect')\n"
-        "import dataclasses, inspect\n"
-        "@dataclasses.dataclass\n"
-        "class Documented:\n"
-        "    'A docstring: no signature to compute.'\n"
-        "    a: int = 0\n"
-        "assert 'ast' not in sys.modules and 'signature' not in vars(inspect)\n"
-        "@dataclasses.dataclass\n"
-        "class Bare:\n"
-        "    a: int\n"
-        "assert Bare.__doc__ == 'Bare(a: int)', Bare.__doc__\n"
-        "from inspect import signature, getsource\n"
-        "assert sys.modules['inspect'] is inspect and inspect.signature is signature\n"
-        "assert '__getattr__' not in vars(inspect) and 'ast' in sys.modules\n"
-        "assert str(signature(lambda x, y=1: 0)) == '(x, y=1)'\n"
-    )
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                       cwd=Path(__file__).resolve().parents[2])
-    assert p.returncode == 0, p.stderr

@@ -26,9 +26,6 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command in this process; its exit code.  Nothing is left
     running after it returns (no helper process, no socket)."""
     args = sys.argv[1:] if argv is None else list(argv)
-    from runtime.deferred import defer
-
-    defer("inspect")  # before the first dataclass: ~5 ms that only typer's commands use
     from volmerge.errors import exit_code_of, known_error_types
 
     try:
