@@ -38,7 +38,7 @@ PODMAN_RUN = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]
 
 def timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    p = subprocess.run(cmd, capture_output=True, env=env)
     dt = time.perf_counter() - t0
     if p.returncode != 0:
         raise SystemExit(f"{' '.join(cmd[:6])}... failed ({p.returncode}): {p.stderr.decode()[-500:]}")
@@ -72,9 +72,9 @@ def main() -> None:
     rsys.unshare(rsys.CLONE_NEWNS | rsys.CLONE_NEWNET)
     rsys.make_private("/")
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-    from fixtures.images import REFS, image_archive
-
     from bench_startup import compile_bytecode
+
+    from fixtures.images import REFS, image_archive
 
     compile_bytecode()
     archive = image_archive("busybox")

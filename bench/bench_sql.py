@@ -228,10 +228,9 @@ def dump_bench(work: str, megabytes: int) -> dict[str, float]:
         f.write("COMMIT;\n")
     size = os.path.getsize(dump)
     out = os.path.join(work, "big-out.db")
-    code = ("import sys; sys.path.insert(0, %r)\n"
+    code = (f"import sys; sys.path.insert(0, {os.path.dirname(HERE)!r})\n"
             "from strategies.sql import plan_replay, replay\n"
-            "with plan_replay(%r, schema=%r, workdir=%r) as p: replay(p, %r)\n"
-            % (os.path.dirname(HERE), dump, schema, work, out))
+            f"with plan_replay({dump!r}, schema={schema!r}, workdir={work!r}) as p: replay(p, {out!r})\n")
     t = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True)
     secs = time.perf_counter() - t

@@ -815,7 +815,7 @@ def _image_users(store: Any, image_id: str) -> list[str]:
     return [r[0] for r in rows]
 
 
-def _pick(words: "Sequence[str]") -> str:
+def _pick(words: Sequence[str]) -> str:
     """A random word (os.urandom: `secrets` costs 4 ms of start-up)."""
     return words[int.from_bytes(os.urandom(4), "little") % len(words)]
 

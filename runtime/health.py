@@ -216,8 +216,14 @@ def _has_cmd(cfg: HealthConfig) -> bool:
 def wait_healthy(read: Callable[[], tuple[str, str | None]], timeout: float | None) -> str:
     """Poll ``read() -> (state, health)`` until healthy (return it), or raise
     RuntimeError with the reason (exited, unhealthy, timed out)."""
-    from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, stop_never, \
-        wait_exponential
+    from tenacity import (
+        RetryError,
+        Retrying,
+        retry_if_result,
+        stop_after_delay,
+        stop_never,
+        wait_exponential,
+    )
 
     def verdict() -> str | None:
         state, health = read()

@@ -17,6 +17,7 @@ lock) and then deletes what nothing references any more.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -325,9 +326,7 @@ class ImageStore:
                         for diff_id, blob in p.layers:
                             k += 1
                             label = f"layer {k}/{n} ({blob.digest[7:19]})"
-                            cb = None
-                            if progress is not None:
-                                cb = (lambda done, total, _l=label: progress(_l, done, total))
+                            cb = None if progress is None else functools.partial(progress, label)
                             if self.layers.ensure(diff_id, blob.path, label=label, progress=cb):
                                 extracted.append(diff_id)
                     with self.store.lock("images"):

@@ -23,8 +23,17 @@ from typing import Any
 
 from .base import ACTIONS, ConflictInfo, FileReport, MergeOptions
 from .errors import BadInput, NotDone
-from .nodes import (MAX_DEPTH, SMALL, DirHandle, Node, check_depth, content_equal, deep_equal,
-                    root_node, same)
+from .nodes import (
+    MAX_DEPTH,
+    SMALL,
+    DirHandle,
+    Node,
+    check_depth,
+    content_equal,
+    deep_equal,
+    root_node,
+    same,
+)
 from .policy import ON_CONFLICT, Policy, Rule
 from .writers import DryWriter, FullWriter, UpperWriter
 

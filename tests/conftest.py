@@ -354,3 +354,17 @@ def own_netns():
     finally:
         rsys.setns(saved, rsys.CLONE_NEWNET)
         os.close(saved)
+
+
+@pytest.fixture
+def deep_paths():
+    """Where a test made deep trees: removed with fsutil.rmtree even when the
+    test fails, since the session's clean-up (shutil.rmtree) would recurse."""
+    from runtime import fsutil
+    from runtime import sys as rsys
+
+    made: list[Path] = []
+    yield made
+    for p in made:
+        rsys.umount_tree(p)
+        fsutil.rmtree(p)

@@ -92,7 +92,7 @@ def _load_step(ctx: DemoContext, kind: str) -> Step:
         found = ctx.images.get(REFS[kind])
         if found.id != img.id:
             raise AssertionError(f"{REFS[kind]} resolves to {found.short_id}, loaded {img.short_id}")
-        missing = [l.diff_id for l in found.layers if not l.path.is_dir()]
+        missing = [layer.diff_id for layer in found.layers if not layer.path.is_dir()]
         if missing:
             raise AssertionError(f"layers not extracted: {', '.join(missing)}")
         ctx.loaded[kind] = found

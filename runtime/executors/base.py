@@ -82,7 +82,7 @@ def exit_code(status: int) -> int:
     return os.WEXITSTATUS(status)
 
 
-def read_pid_file(path: Path, alive: "callable[[], bool]", timeout: float) -> int | None:  # type: ignore[valid-type]
+def read_pid_file(path: Path, alive: callable[[], bool], timeout: float) -> int | None:  # type: ignore[valid-type]
     deadline = time.monotonic() + timeout
     delay = 0.001
     while True:

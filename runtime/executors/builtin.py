@@ -20,8 +20,8 @@ import os
 import resource
 import signal
 import stat
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 
 from .. import sys as rsys
 from ..cgroups import Cgroup, cgroups_path

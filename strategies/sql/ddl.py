@@ -19,8 +19,18 @@ from strategies.errors import BadInput
 
 from . import inserts
 from .dumpstream import Statement
-from .schema import (SETTINGS, Column, ForeignKey, Index, Schema, Table, Trigger, View,
-                     has_autoincrement, is_without_rowid)
+from .schema import (
+    SETTINGS,
+    Column,
+    ForeignKey,
+    Index,
+    Schema,
+    Table,
+    Trigger,
+    View,
+    has_autoincrement,
+    is_without_rowid,
+)
 
 _IGNORED = re.compile(
     r"""^\s*(?:

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO, Iterator
+from typing import IO
 
 from strategies.errors import BadInput
 
@@ -57,7 +58,7 @@ def sniff_dialect(sample: str) -> str:
 
 
 def open_text(path: str) -> IO[str]:
-    return open(path, "r", encoding="utf-8", errors="surrogateescape", newline="\n")
+    return open(path, encoding="utf-8", errors="surrogateescape", newline="\n")
 
 
 def iter_statements(f: IO[str], dialect: str = "sqlite") -> Iterator[Statement]:

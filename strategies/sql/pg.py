@@ -13,7 +13,8 @@ import decimal
 import json
 import re
 import uuid
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from strategies.errors import BadInput
 

@@ -103,7 +103,7 @@ class ReplayPlan:
         if self._finalizer is not None:
             self._finalizer()
 
-    def __enter__(self) -> "ReplayPlan":
+    def __enter__(self) -> ReplayPlan:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -14,14 +14,25 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
-from typing import Iterator
+from collections.abc import Iterator
 
 from strategies.errors import BadInput
 
 from . import inserts
 from .dumpstream import Statement, iter_statements, open_text, sniff_dialect
-from .schema import SETTINGS, Column, ForeignKey, Index, Schema, Table, Trigger, View, \
-    has_autoincrement, is_without_rowid, quote
+from .schema import (
+    SETTINGS,
+    Column,
+    ForeignKey,
+    Index,
+    Schema,
+    Table,
+    Trigger,
+    View,
+    has_autoincrement,
+    is_without_rowid,
+    quote,
+)
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -163,7 +174,7 @@ def _read_sqlite(conn: sqlite3.Connection, p: str, path: str) -> Schema:
                 raise BadInput(f"{path}: virtual table {name} is not supported")
             t = Table(name=name, sql=sql, without_rowid=is_without_rowid(sql))
             autoinc = has_autoincrement(sql)
-            for cid, cname, ctype, notnull, dflt, pk, hidden in conn.execute(
+            for _cid, cname, ctype, notnull, dflt, pk, hidden in conn.execute(
                     f"PRAGMA {p}table_xinfo({quote(name)})"):
                 if hidden:
                     continue
@@ -181,7 +192,7 @@ def _read_sqlite(conn: sqlite3.Connection, p: str, path: str) -> Schema:
                 if to is not None:
                     fk.ref_columns.append(to)
             t.fks = [fks[k] for k in sorted(fks)]
-            for _seq, iname, unique, origin, _partial in conn.execute(
+            for _seq, iname, _unique, origin, _partial in conn.execute(
                     f"PRAGMA {p}index_list({quote(name)})"):
                 if origin == "u":
                     t.uniques.append([r[2] for r in conn.execute(f"PRAGMA {p}index_info({quote(iname)})")])

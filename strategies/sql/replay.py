@@ -3,8 +3,9 @@ database or a .sql dump file; nothing is left behind on failure."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from .plan import ReplayPlan
 

@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 
 from strategies.errors import BadInput
 
-from .readers import connect_ro, has_sidecar, kind_of, read_sqlite, recovered_copy, ro_uri, stage_dump
+from .readers import (
+    connect_ro,
+    has_sidecar,
+    kind_of,
+    read_sqlite,
+    recovered_copy,
+    ro_uri,
+    stage_dump,
+)
 from .schema import Schema, quote
 
 

@@ -19,8 +19,9 @@ from __future__ import annotations
 import datetime
 import decimal
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 MASK32 = 0xFFFFFFFF
 MASK64 = (1 << 64) - 1

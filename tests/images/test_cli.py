@@ -10,9 +10,18 @@ from pathlib import Path
 import pytest
 
 from runtime.errors import Conflict
-from runtime.images import ImageStore, register_user_check, _USER_CHECKS
+from runtime.images import _USER_CHECKS, ImageStore, register_user_check
 
-from .builders import E, config_digest, docker_files, image_files, layer_tar, sha, write_dir, write_tar
+from .builders import (
+    E,
+    config_digest,
+    docker_files,
+    image_files,
+    layer_tar,
+    sha,
+    write_dir,
+    write_tar,
+)
 
 BASE = layer_tar([E("bin", "dir"), E("bin/tool", data=b"tool", mode=0o755), E("etc", "dir"),
                   E("etc/conf", data=b"a=1\n")])

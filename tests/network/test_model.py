@@ -9,8 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from runtime.errors import BadInput, Conflict
-from runtime.network import PortSpec
-from runtime.network import hosts, ipam, ports
+from runtime.network import PortSpec, hosts, ipam, ports
 
 
 @pytest.mark.parametrize("text, want", [

@@ -14,8 +14,17 @@ from hypothesis import strategies as st
 from runtime import rootfs, spec
 from runtime import sys as rsys
 from runtime.errors import BadInput
-from runtime.options import (HealthConfig, Mount, PortSpec, RestartPolicy, RunOptions,
-                             parse_port, parse_restart, parse_tmpfs, parse_volume)
+from runtime.options import (
+    HealthConfig,
+    Mount,
+    PortSpec,
+    RestartPolicy,
+    RunOptions,
+    parse_port,
+    parse_restart,
+    parse_tmpfs,
+    parse_volume,
+)
 
 IMG = {"config": {"Entrypoint": ["/bin/sh", "-c"], "Cmd": ["echo image"],
                   "Env": ["PATH=/bin", "MODE=image"], "WorkingDir": "/srv", "User": "app"}}

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from strategies.base import FileStrategy, Strategy
-from strategies.registry import all_strategies, get_strategy, load_errors, registry
 from strategies.errors import BadInput
+from strategies.registry import all_strategies, get_strategy, load_errors, registry
 
 from .conformance import check_strategy
 

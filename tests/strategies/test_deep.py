@@ -13,7 +13,7 @@ import pytest
 from strategies.errors import BadInput
 from strategies.nodes import MAX_DEPTH
 from strategies.tree import merge_trees
-from tests.volumes.helpers import deep_paths, deep_tree  # noqa: F401 - deep_paths: a fixture
+from tests.volumes.helpers import deep_tree
 
 DEEP = 10_000
 

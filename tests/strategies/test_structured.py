@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-
 import tomllib
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st

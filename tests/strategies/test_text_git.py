@@ -56,7 +56,7 @@ def triples(draw):  # type: ignore[no-untyped-def]
         s = eol.join(lines)
         return s + eol if lines and final else s
 
-    fb, fo, ft = (draw(st.booleans()) or True, draw(st.booleans()), draw(st.booleans()))
+    _fb, fo, ft = (draw(st.booleans()) or True, draw(st.booleans()), draw(st.booleans()))
     return join(base, True), join(side(), fo or True), join(side(), ft or True)
 
 

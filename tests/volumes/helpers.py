@@ -7,8 +7,6 @@ import os
 import stat
 from pathlib import Path
 
-import pytest
-
 
 def digest(root: Path) -> dict[str, tuple]:
     """Every entry below ``root`` with type, mode, owner and content hash
@@ -74,17 +72,3 @@ def deep_tree(top: Path, levels: int, leaf: str = "f") -> None:
         os.close(os.open(leaf, os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
     finally:
         os.close(fd)
-
-
-@pytest.fixture
-def deep_paths():
-    """Where a test made deep trees: removed with fsutil.rmtree even when the
-    test fails, since the session's clean-up (shutil.rmtree) would recurse."""
-    from runtime import fsutil
-    from runtime import sys as rsys
-
-    made: list[Path] = []
-    yield made
-    for p in made:
-        rsys.umount_tree(p)
-        fsutil.rmtree(p)

@@ -15,7 +15,7 @@ from runtime.store import Store
 from tests.runtime.conftest import busybox_rootfs  # noqa: F401 - a fixture
 from volmerge.volumes import VolumeManager
 
-from .helpers import deep_paths, deep_tree  # noqa: F401 - deep_paths: a fixture
+from .helpers import deep_tree
 
 DEEP = 10_000
 
@@ -35,7 +35,7 @@ def _one_line(p, code: int) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_volume_rm_of_a_deep_tree_leaves_the_store_usable(
-        cli, root: Path, busybox_rootfs: Path, tmp_path: Path, deep_paths: list[Path],  # noqa: F811
+        cli, root: Path, busybox_rootfs: Path, tmp_path: Path, deep_paths: list[Path],  # noqa: F811 - busybox_rootfs
 ) -> None:
     deep_paths.append(root / "volumes")
     img = str(busybox_rootfs)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import List, Optional
 
 import typer
 
@@ -89,38 +88,38 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
     def run(
         ctx: typer.Context,
         image: str = typer.Argument(..., help="Image reference (or an absolute rootfs directory)."),
-        command: Optional[List[str]] = typer.Argument(None, help="Command and arguments (default: the image's)."),
+        command: list[str] | None = typer.Argument(None, help="Command and arguments (default: the image's)."),
         detach: bool = typer.Option(False, "-d", "--detach", help="Run in the background; print the id."),
         interactive: bool = typer.Option(False, "-i", "--interactive", help="Keep stdin attached (a foreground run always does)."),
         tty: bool = typer.Option(False, "-t", "--tty", help="Give the container a terminal (foreground; stdin must be one)."),
         rm: bool = typer.Option(False, "--rm", help="Remove the container when it exits."),
-        name: Optional[str] = typer.Option(None, "--name", help="Container name."),
-        env: Optional[List[str]] = typer.Option(None, "-e", "--env", help="KEY=VALUE, or KEY to pass the caller's value (repeatable)."),
-        env_file: Optional[List[str]] = typer.Option(None, "--env-file", help="A file of KEY=VALUE lines (repeatable; -e wins)."),
-        workdir: Optional[str] = typer.Option(None, "-w", "--workdir", help="Working directory."),
-        user: Optional[str] = typer.Option(None, "-u", "--user", help="USER[:GROUP] (names or ids)."),
-        entrypoint: Optional[str] = typer.Option(None, "--entrypoint", help="Override the image's entrypoint."),
-        volume: Optional[List[str]] = typer.Option(None, "-v", "--volume", help="/host:/path[:ro] or NAME:/path[:ro]."),
-        tmpfs: Optional[List[str]] = typer.Option(None, "--tmpfs", help="/path[:size=64m,mode=1777]."),
-        publish: Optional[List[str]] = typer.Option(None, "-p", "--publish", help="[IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]."),
-        network: Optional[str] = typer.Option(None, "--network", help="Network to join: a network name (default: the default network, created on first use), none, or host."),
-        ip: Optional[str] = typer.Option(None, "--ip", help="Address on the network."),
-        hostname: Optional[str] = typer.Option(None, "--hostname", help="Host name (default: short id)."),
-        dns: Optional[List[str]] = typer.Option(None, "--dns", help="Nameserver for /etc/resolv.conf instead of the host's (repeatable)."),
-        dns_search: Optional[List[str]] = typer.Option(None, "--dns-search", help="Search domain instead of the host's (repeatable)."),
-        health_cmd: Optional[str] = typer.Option(None, "--health-cmd", help="Health check command (run by /bin/sh -c)."),
-        health_interval: Optional[str] = typer.Option(None, "--health-interval", help="Time between checks (30s)."),
-        health_timeout: Optional[str] = typer.Option(None, "--health-timeout", help="Time a check may take (30s)."),
-        health_retries: Optional[int] = typer.Option(None, "--health-retries", help="Failures in a row until unhealthy (3)."),
-        health_start_period: Optional[str] = typer.Option(None, "--health-start-period", help="Grace period after start (0s)."),
-        health_tcp: Optional[int] = typer.Option(None, "--health-tcp", help="Healthy when this TCP port accepts."),
-        health_http: Optional[str] = typer.Option(None, "--health-http", help="Healthy when this URL answers 2xx/3xx."),
+        name: str | None = typer.Option(None, "--name", help="Container name."),
+        env: list[str] | None = typer.Option(None, "-e", "--env", help="KEY=VALUE, or KEY to pass the caller's value (repeatable)."),
+        env_file: list[str] | None = typer.Option(None, "--env-file", help="A file of KEY=VALUE lines (repeatable; -e wins)."),
+        workdir: str | None = typer.Option(None, "-w", "--workdir", help="Working directory."),
+        user: str | None = typer.Option(None, "-u", "--user", help="USER[:GROUP] (names or ids)."),
+        entrypoint: str | None = typer.Option(None, "--entrypoint", help="Override the image's entrypoint."),
+        volume: list[str] | None = typer.Option(None, "-v", "--volume", help="/host:/path[:ro] or NAME:/path[:ro]."),
+        tmpfs: list[str] | None = typer.Option(None, "--tmpfs", help="/path[:size=64m,mode=1777]."),
+        publish: list[str] | None = typer.Option(None, "-p", "--publish", help="[IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]."),
+        network: str | None = typer.Option(None, "--network", help="Network to join: a network name (default: the default network, created on first use), none, or host."),
+        ip: str | None = typer.Option(None, "--ip", help="Address on the network."),
+        hostname: str | None = typer.Option(None, "--hostname", help="Host name (default: short id)."),
+        dns: list[str] | None = typer.Option(None, "--dns", help="Nameserver for /etc/resolv.conf instead of the host's (repeatable)."),
+        dns_search: list[str] | None = typer.Option(None, "--dns-search", help="Search domain instead of the host's (repeatable)."),
+        health_cmd: str | None = typer.Option(None, "--health-cmd", help="Health check command (run by /bin/sh -c)."),
+        health_interval: str | None = typer.Option(None, "--health-interval", help="Time between checks (30s)."),
+        health_timeout: str | None = typer.Option(None, "--health-timeout", help="Time a check may take (30s)."),
+        health_retries: int | None = typer.Option(None, "--health-retries", help="Failures in a row until unhealthy (3)."),
+        health_start_period: str | None = typer.Option(None, "--health-start-period", help="Grace period after start (0s)."),
+        health_tcp: int | None = typer.Option(None, "--health-tcp", help="Healthy when this TCP port accepts."),
+        health_http: str | None = typer.Option(None, "--health-http", help="Healthy when this URL answers 2xx/3xx."),
         no_healthcheck: bool = typer.Option(False, "--no-healthcheck", help="Disable the image's health check."),
-        restart: Optional[str] = typer.Option(None, "--restart", help="no | on-failure[:N] | always."),
-        runtime: Optional[str] = typer.Option(None, "--runtime", help="runc | builtin (default: runc when installed)."),
-        label: Optional[List[str]] = typer.Option(None, "-l", "--label", help="KEY=VALUE (repeatable)."),
-        memory: Optional[str] = typer.Option(None, "-m", "--memory", help="Memory limit (e.g. 256m)."),
-        pids_limit: Optional[int] = typer.Option(None, "--pids-limit", help="Maximum number of processes."),
+        restart: str | None = typer.Option(None, "--restart", help="no | on-failure[:N] | always."),
+        runtime: str | None = typer.Option(None, "--runtime", help="runc | builtin (default: runc when installed)."),
+        label: list[str] | None = typer.Option(None, "-l", "--label", help="KEY=VALUE (repeatable)."),
+        memory: str | None = typer.Option(None, "-m", "--memory", help="Memory limit (e.g. 256m)."),
+        pids_limit: int | None = typer.Option(None, "--pids-limit", help="Maximum number of processes."),
         read_only: bool = typer.Option(False, "--read-only", help="Mount the root file system read-only (add --tmpfs for scratch space)."),
     ) -> None:
         """Run a command in a new container (foreground unless -d)."""
@@ -134,12 +133,12 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
     def create(
         ctx: typer.Context,
         image: str = typer.Argument(..., help="Image reference."),
-        command: Optional[List[str]] = typer.Argument(None, help="Command and arguments."),
-        name: Optional[str] = typer.Option(None, "--name", help="Container name."),
-        env: Optional[List[str]] = typer.Option(None, "-e", "--env", help="KEY=VALUE (repeatable)."),
-        volume: Optional[List[str]] = typer.Option(None, "-v", "--volume", help="/host:/path[:ro] or NAME:/path[:ro]."),
-        runtime: Optional[str] = typer.Option(None, "--runtime", help="runc | builtin."),
-        restart: Optional[str] = typer.Option(None, "--restart", help="no | on-failure[:N] | always."),
+        command: list[str] | None = typer.Argument(None, help="Command and arguments."),
+        name: str | None = typer.Option(None, "--name", help="Container name."),
+        env: list[str] | None = typer.Option(None, "-e", "--env", help="KEY=VALUE (repeatable)."),
+        volume: list[str] | None = typer.Option(None, "-v", "--volume", help="/host:/path[:ro] or NAME:/path[:ro]."),
+        runtime: str | None = typer.Option(None, "--runtime", help="runc | builtin."),
+        restart: str | None = typer.Option(None, "--restart", help="no | on-failure[:N] | always."),
     ) -> None:
         """Create a container without starting it; print its id."""
         from runtime import options as o
@@ -174,7 +173,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
     @app.command(no_args_is_help=True)
     def stop(
         ctx: typer.Context,
-        containers: List[str] = typer.Argument(..., help="Names or ids."),
+        containers: list[str] = typer.Argument(..., help="Names or ids."),
         time_: float = typer.Option(10, "-t", "--time", "--timeout", help="Seconds before SIGKILL."),
     ) -> None:
         """Stop running containers (SIGTERM, then SIGKILL after the timeout)."""
@@ -186,7 +185,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
     @app.command(no_args_is_help=True)
     def start(
         ctx: typer.Context,
-        containers: List[str] = typer.Argument(..., help="Names or ids."),
+        containers: list[str] = typer.Argument(..., help="Names or ids."),
         attach: bool = typer.Option(False, "-a", "--attach", help="Run in the foreground (one container)."),
     ) -> None:
         """Start stopped containers."""
@@ -204,7 +203,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
     @app.command(no_args_is_help=True)
     def restart(
         ctx: typer.Context,
-        containers: List[str] = typer.Argument(..., help="Names or ids."),
+        containers: list[str] = typer.Argument(..., help="Names or ids."),
         time_: float = typer.Option(10, "-t", "--time", "--timeout", help="Seconds before SIGKILL."),
     ) -> None:
         """Stop and start containers again."""
@@ -216,7 +215,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
     @app.command(no_args_is_help=True)
     def kill(
         ctx: typer.Context,
-        containers: List[str] = typer.Argument(..., help="Names or ids."),
+        containers: list[str] = typer.Argument(..., help="Names or ids."),
         signal_: str = typer.Option("KILL", "-s", "--signal", help="Signal name or number."),
     ) -> None:
         """Send a signal to running containers (default SIGKILL)."""
@@ -228,7 +227,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
     @app.command(no_args_is_help=True)
     def rm(
         ctx: typer.Context,
-        containers: List[str] = typer.Argument(..., help="Names or ids."),
+        containers: list[str] = typer.Argument(..., help="Names or ids."),
         force: bool = typer.Option(False, "-f", "--force", help="Kill running containers first."),
     ) -> None:
         """Remove containers and their container layers."""
@@ -242,8 +241,8 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
         ctx: typer.Context,
         container: str = typer.Argument(..., help="Name or id."),
         follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing until it exits."),
-        tail: Optional[str] = typer.Option(None, "-n", "--tail", help="Only the last N lines (all: every line)."),
-        since: Optional[str] = typer.Option(None, "--since", help="Only lines written since: a duration ago (10m, 2h) or a unix time."),
+        tail: str | None = typer.Option(None, "-n", "--tail", help="Only the last N lines (all: every line)."),
+        since: str | None = typer.Option(None, "--since", help="Only lines written since: a duration ago (10m, 2h) or a unix time."),
         timestamps: bool = typer.Option(False, "-t", "--timestamps", help="Prefix each line with its time (RFC 3339, UTC)."),
     ) -> None:
         """Print the output of a detached container."""
@@ -268,7 +267,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
         for stream, text, t in _engine(ctx).logs(container, follow=follow, tail=n, since=t0):
             f = err if stream == "stderr" else out
             if timestamps and at_line_start.get(stream, True):
-                stamp = datetime.datetime.fromtimestamp(t, datetime.timezone.utc)
+                stamp = datetime.datetime.fromtimestamp(t, datetime.UTC)
                 f.write(stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ") + " ")
             at_line_start[stream] = text.endswith("\n")
             f.write(text)
@@ -279,10 +278,10 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
     def exec_(
         ctx: typer.Context,
         container: str = typer.Argument(..., help="Name or id."),
-        command: List[str] = typer.Argument(..., help="Command and arguments."),
-        env: Optional[List[str]] = typer.Option(None, "-e", "--env", help="KEY=VALUE (repeatable)."),
-        user: Optional[str] = typer.Option(None, "-u", "--user", help="USER[:GROUP]."),
-        workdir: Optional[str] = typer.Option(None, "-w", "--workdir", help="Working directory."),
+        command: list[str] = typer.Argument(..., help="Command and arguments."),
+        env: list[str] | None = typer.Option(None, "-e", "--env", help="KEY=VALUE (repeatable)."),
+        user: str | None = typer.Option(None, "-u", "--user", help="USER[:GROUP]."),
+        workdir: str | None = typer.Option(None, "-w", "--workdir", help="Working directory."),
         interactive: bool = typer.Option(False, "-i", "--interactive", help="Keep stdin attached (always is)."),
         tty: bool = typer.Option(False, "-t", "--tty", help="On a terminal (stdin must be one)."),
     ) -> None:
@@ -303,7 +302,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
     @app.command(no_args_is_help=True)
     def inspect(
         ctx: typer.Context,
-        containers: List[str] = typer.Argument(..., help="Names or ids."),
+        containers: list[str] = typer.Argument(..., help="Names or ids."),
         json_: bool = typer.Option(False, "--json", help="JSON (the default prints key: value)."),
     ) -> None:
         """Show the state, options and mounts of containers."""
@@ -327,9 +326,9 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
     @app.command(no_args_is_help=True)
     def wait(
         ctx: typer.Context,
-        containers: List[str] = typer.Argument(..., help="Names or ids."),
+        containers: list[str] = typer.Argument(..., help="Names or ids."),
         healthy: bool = typer.Option(False, "--healthy", help="Wait until healthy instead of until exit."),
-        timeout: Optional[float] = typer.Option(None, "--timeout", help="Give up (exit 1) after S seconds."),
+        timeout: float | None = typer.Option(None, "--timeout", help="Give up (exit 1) after S seconds."),
     ) -> None:
         """Wait until containers exit (print exit codes) or, with --healthy,
         until they pass their health check (exit 1 if they do not in time)."""
@@ -338,7 +337,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
             print(eng.wait(ref, healthy=healthy, timeout=timeout))
 
     @app.command(no_args_is_help=True)
-    def pause(ctx: typer.Context, containers: List[str] = typer.Argument(..., help="Names or ids.")) -> None:
+    def pause(ctx: typer.Context, containers: list[str] = typer.Argument(..., help="Names or ids.")) -> None:
         """Freeze every process of running containers."""
         eng = _engine(ctx)
         for ref in containers:
@@ -346,7 +345,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
             print(ref)
 
     @app.command(no_args_is_help=True)
-    def unpause(ctx: typer.Context, containers: List[str] = typer.Argument(..., help="Names or ids.")) -> None:
+    def unpause(ctx: typer.Context, containers: list[str] = typer.Argument(..., help="Names or ids.")) -> None:
         """Thaw paused containers."""
         eng = _engine(ctx)
         for ref in containers:

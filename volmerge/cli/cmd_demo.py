@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import List, Optional
-
 import typer
 
 from .common import emit_json, human_size, store
@@ -15,7 +13,7 @@ def register(app: typer.Typer) -> None:
 
 def demo(
     ctx: typer.Context,
-    only: Optional[List[str]] = typer.Option(
+    only: list[str] | None = typer.Option(
         None, "--only", metavar="KIND",
         help="Only build and load this fixture image (repeatable), no story: busybox, python, "
              "postgres15, postgres16, demo-v1, demo-v2, demo-v3.",

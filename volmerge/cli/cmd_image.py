@@ -6,7 +6,7 @@ Thin commands over :mod:`runtime.images` (architecture.md, principle 5).
 from __future__ import annotations
 
 import sys
-from typing import Any, List, Optional
+from typing import Any
 
 import typer
 
@@ -29,7 +29,6 @@ def _ago(ts: str | None) -> str:
     if not ts:
         return ""
     import datetime as dt
-
     import re
 
     try:  # Go writes up to 9 fractional digits; Python takes 6
@@ -37,8 +36,8 @@ def _ago(ts: str | None) -> str:
     except ValueError:
         return ts
     if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.timezone.utc)
-    secs = (dt.datetime.now(dt.timezone.utc) - t).total_seconds()
+        t = t.replace(tzinfo=dt.UTC)
+    secs = (dt.datetime.now(dt.UTC) - t).total_seconds()
     for unit, n in (("year", 31536000), ("month", 2592000), ("week", 604800), ("day", 86400),
                     ("hour", 3600), ("minute", 60)):
         if secs >= n:
@@ -65,8 +64,13 @@ class _Bars:
         if total < self.MIN:
             return
         if self.progress is None:
-            from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
-                                       TransferSpeedColumn)
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TransferSpeedColumn,
+            )
 
             from .common import console
 
@@ -88,7 +92,7 @@ def load(
     ctx: typer.Context,
     path: str = typer.Argument(..., metavar="PATH",
                                help="OCI layout directory, oci-archive or docker-archive tar."),
-    tag: Optional[str] = typer.Option(None, "--tag", "-t", metavar="NAME:TAG",
+    tag: str | None = typer.Option(None, "--tag", "-t", metavar="NAME:TAG",
                                       help="Name the loaded image (single-image sources only)."),
 ) -> None:
     """Load an image from an archive or OCI layout.
@@ -196,7 +200,7 @@ def tag(
 @image_app.command("rm")
 def rm(
     ctx: typer.Context,
-    refs: List[str] = typer.Argument(..., metavar="REF...", help="Image names or ids."),
+    refs: list[str] = typer.Argument(..., metavar="REF...", help="Image names or ids."),
     force: bool = typer.Option(False, "--force", "-f",
                                help="Remove an image by id even if it has several tags "
                                     "(never one a container uses)."),

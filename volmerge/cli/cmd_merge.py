@@ -4,7 +4,6 @@ directories with the strategies of the ``strategies`` package."""
 from __future__ import annotations
 
 import sys
-from typing import Optional
 
 import typer
 
@@ -17,9 +16,9 @@ def merge(
     base: str = typer.Argument(..., metavar="BASE", help="Common ancestor (the old image's content)."),
     ours: str = typer.Argument(..., metavar="OURS", help="The live data with the operator's edits."),
     theirs: str = typer.Argument(..., metavar="THEIRS", help="The new image's content."),
-    out: Optional[str] = typer.Option(None, "-o", "--output", metavar="OUT",
+    out: str | None = typer.Option(None, "-o", "--output", metavar="OUT",
                                       help="Where the result goes; must not exist (or be an empty directory)."),
-    policy: Optional[str] = typer.Option(None, "--policy", metavar="FILE",
+    policy: str | None = typer.Option(None, "--policy", metavar="FILE",
                                          help="TOML policy: ordered [[rule]] glob -> strategy."),
     allow_data_loss: bool = typer.Option(False, "--allow-data-loss",
                                          help="SQL replay even though the new schema drops data."),

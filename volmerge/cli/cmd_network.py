@@ -6,8 +6,6 @@ Thin commands over runtime.network.NetworkManager; the manager (and pyroute2,
 
 from __future__ import annotations
 
-from typing import List, Optional
-
 import typer
 
 from .common import emit_json, store, table
@@ -32,11 +30,11 @@ def _nm(ctx: typer.Context):  # type: ignore[no-untyped-def]
 def create(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Network name (letters, digits, '_', '.', '-')."),
-    subnet: Optional[str] = typer.Option(
+    subnet: str | None = typer.Option(
         None, "--subnet", metavar="CIDR",
         help="IPv4 subnet, e.g. 10.89.5.0/24 (default: the first free /24 of 10.89.0.0/16...).",
     ),
-    gateway: Optional[str] = typer.Option(
+    gateway: str | None = typer.Option(
         None, "--gateway", metavar="IP", help="Gateway address (default: the subnet's first host)."
     ),
     json: bool = typer.Option(False, "--json", help="Print the new network as JSON."),
@@ -73,7 +71,7 @@ def ls(
 @network_app.command("inspect")
 def inspect(
     ctx: typer.Context,
-    names: List[str] = typer.Argument(..., help="Network name(s)."),
+    names: list[str] = typer.Argument(..., help="Network name(s)."),
     json: bool = typer.Option(False, "--json", help="Print JSON (a list, one entry per name)."),
 ) -> None:
     """Show networks in detail: subnet, gateway, bridge, containers with addresses and ports."""
@@ -102,7 +100,7 @@ def inspect(
 @network_app.command("rm")
 def rm(
     ctx: typer.Context,
-    names: List[str] = typer.Argument(..., help="Network name(s)."),
+    names: list[str] = typer.Argument(..., help="Network name(s)."),
 ) -> None:
     """Remove networks; refuses a network that any container (even stopped) still uses."""
     from runtime.errors import Conflict

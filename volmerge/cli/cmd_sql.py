@@ -4,7 +4,6 @@ diff schemas.  Thin: the work is in strategies.sql (architecture.md, principle 5
 from __future__ import annotations
 
 import sys
-from typing import List, Optional
 
 import typer
 
@@ -79,13 +78,13 @@ def _progress():  # type: ignore[no-untyped-def]
 def replay_cmd(
     src: str = typer.Argument(..., metavar="SRC", help="The live data: SQLite file, .sql dump or postgresql:// URL."),
     schema: str = typer.Option(..., "--schema", metavar="NEW", help="The new version's schema (SQLite file, .sql file or URL)."),
-    out: Optional[str] = typer.Option(None, "-o", "--output", metavar="DST", help="Where to write: a new SQLite file, .sql file or postgresql:// URL."),
-    maps: List[str] = typer.Option([], "--map", metavar="TABLE.OLD=NEW", help="Rename hint (column TABLE.OLD=NEW, or table OLD=NEW)."),
-    defaults: List[str] = typer.Option([], "--default", metavar="TABLE.COLUMN=SQL_EXPR", help="Value for a new NOT NULL column (SQL over the old row)."),
-    policy: Optional[str] = typer.Option(None, "--policy", metavar="FILE", help="Policy TOML whose [sql] table gives rename/defaults/allow_data_loss."),
-    base: Optional[str] = typer.Option(None, "--base", metavar="OLD_SCHEMA", help="The old version's schema: keeps the operator's own additions."),
-    from_dialect: Optional[str] = typer.Option(None, "--from-dialect", metavar="D", help="Dialect of a SRC dump (sqlite, postgres, mysql; sniffed by default)."),
-    to_dialect: Optional[str] = typer.Option(None, "--to-dialect", metavar="D", help="Dialect of a DST dump (sqlite or postgres)."),
+    out: str | None = typer.Option(None, "-o", "--output", metavar="DST", help="Where to write: a new SQLite file, .sql file or postgresql:// URL."),
+    maps: list[str] = typer.Option([], "--map", metavar="TABLE.OLD=NEW", help="Rename hint (column TABLE.OLD=NEW, or table OLD=NEW)."),
+    defaults: list[str] = typer.Option([], "--default", metavar="TABLE.COLUMN=SQL_EXPR", help="Value for a new NOT NULL column (SQL over the old row)."),
+    policy: str | None = typer.Option(None, "--policy", metavar="FILE", help="Policy TOML whose [sql] table gives rename/defaults/allow_data_loss."),
+    base: str | None = typer.Option(None, "--base", metavar="OLD_SCHEMA", help="The old version's schema: keeps the operator's own additions."),
+    from_dialect: str | None = typer.Option(None, "--from-dialect", metavar="D", help="Dialect of a SRC dump (sqlite, postgres, mysql; sniffed by default)."),
+    to_dialect: str | None = typer.Option(None, "--to-dialect", metavar="D", help="Dialect of a DST dump (sqlite or postgres)."),
     allow_data_loss: bool = typer.Option(False, "--allow-data-loss", help="Replay even though dropped tables/columns hold data."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the diff, mapping, rows and losses; write nothing."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
@@ -184,7 +183,7 @@ def _print_plan(d: dict) -> None:
 @sql_app.command("schema")
 def schema_cmd(
     src: str = typer.Argument(..., metavar="SRC", help="SQLite file, .sql file or postgresql:// URL."),
-    dialect: Optional[str] = typer.Option(None, "--dialect", metavar="D", help="Dialect of a .sql file."),
+    dialect: str | None = typer.Option(None, "--dialect", metavar="D", help="Dialect of a .sql file."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Print the schema model: tables, columns, keys, indexes, views, triggers."""

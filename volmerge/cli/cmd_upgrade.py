@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from typing import Optional
 
 import typer
 
@@ -58,12 +57,12 @@ def register(app: typer.Typer) -> None:
         to: str = typer.Option(..., "--to", metavar="IMAGE", help="The image to upgrade to."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and what the data will become; change nothing."),
         rehearse: bool = typer.Option(False, "--rehearse", help="Run the whole upgrade on O(1) clones of the volumes on an isolated network, then throw them away."),
-        policy: Optional[str] = typer.Option(None, "--policy", metavar="FILE", help="Merge policy (TOML); wins over the image's own."),
+        policy: str | None = typer.Option(None, "--policy", metavar="FILE", help="Merge policy (TOML); wins over the image's own."),
         allow_data_loss: bool = typer.Option(False, "--allow-data-loss", help="Replay databases even though the new schema drops tables/columns that hold data (an image's policy cannot allow this)."),
         on_conflict: str = typer.Option("fail", "--on-conflict", help=ON_CONFLICT_HELP),
-        health_cmd: Optional[str] = typer.Option(None, "--health-cmd", help="Health check command for the new container."),
-        health_http: Optional[str] = typer.Option(None, "--health-http", metavar="URL", help="Healthy when this URL answers 2xx/3xx."),
-        health_tcp: Optional[int] = typer.Option(None, "--health-tcp", metavar="PORT", help="Healthy when this TCP port accepts."),
+        health_cmd: str | None = typer.Option(None, "--health-cmd", help="Health check command for the new container."),
+        health_http: str | None = typer.Option(None, "--health-http", metavar="URL", help="Healthy when this URL answers 2xx/3xx."),
+        health_tcp: int | None = typer.Option(None, "--health-tcp", metavar="PORT", help="Healthy when this TCP port accepts."),
         health_timeout: float = typer.Option(60.0, "--health-timeout", metavar="S", help="Seconds the new container has to become healthy."),
         stop_timeout: float = typer.Option(10.0, "--stop-timeout", metavar="S", help="Seconds between SIGTERM and SIGKILL when stopping."),
         as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
@@ -145,9 +144,9 @@ def register(app: typer.Typer) -> None:
     def rollback_cmd(
         ctx: typer.Context,
         container: str = typer.Argument(..., metavar="CONTAINER", help="Container to roll back."),
-        to: Optional[int] = typer.Option(None, "--to", metavar="GEN", help="Generation to return to (default: the previous one)."),
+        to: int | None = typer.Option(None, "--to", metavar="GEN", help="Generation to return to (default: the previous one)."),
         discard_new_data: bool = typer.Option(False, "--discard-new-data", help="Drop data written since the upgrade."),
-        keep_new_data_as: Optional[str] = typer.Option(None, "--keep-new-data-as", metavar="NAME", help="Keep data written since the upgrade as volume NAME."),
+        keep_new_data_as: str | None = typer.Option(None, "--keep-new-data-as", metavar="NAME", help="Keep data written since the upgrade as volume NAME."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be lost; change nothing."),
         stop_timeout: float = typer.Option(10.0, "--stop-timeout", metavar="S", help="Seconds between SIGTERM and SIGKILL."),
         as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
@@ -184,9 +183,8 @@ def register(app: typer.Typer) -> None:
         """Generations of CONTAINER (image, time, state) and every upgrade attempt."""
         import time as _t
 
-        from volmerge.upgrade import history
-
         from runtime.errors import NotFound
+        from volmerge.upgrade import history
 
         c = _ctx(ctx)
         name, found = container, True

@@ -6,8 +6,6 @@ start-up, so that `volume snapshot` and `volume rollback` stay fast.
 
 from __future__ import annotations
 
-from typing import List, Optional
-
 import typer
 
 from .common import emit_json, store, table
@@ -53,7 +51,7 @@ def _ago(ts: float | None) -> str:
 def create(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Volume name."),
-    label: List[str] = typer.Option([], "--label", "-l", help="KEY=VALUE label (repeatable)."),
+    label: list[str] = typer.Option([], "--label", "-l", help="KEY=VALUE label (repeatable)."),
 ) -> None:
     """Create an empty volume (an empty seed layer and an empty live layer)."""
     from volmerge.errors import BadInput
@@ -122,7 +120,7 @@ def inspect(
 @volume_app.command("rm")
 def rm(
     ctx: typer.Context,
-    names: List[str] = typer.Argument(..., help="Volume names."),
+    names: list[str] = typer.Argument(..., help="Volume names."),
     force: bool = typer.Option(False, "--force", "-f",
                                help="Ignore missing volumes; remove even if containers are recorded as users."),
 ) -> None:
@@ -151,7 +149,7 @@ def prune(ctx: typer.Context) -> None:
 def snapshot(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Volume name."),
-    tag: Optional[str] = typer.Option(None, "--tag", "-t", help="Name the snapshot (kept by compaction)."),
+    tag: str | None = typer.Option(None, "--tag", "-t", help="Name the snapshot (kept by compaction)."),
     pause: bool = typer.Option(False, "--pause", help="Freeze containers using the volume during the snapshot."),
     force: bool = typer.Option(False, "--force", help="Snapshot even while a container writes to the volume."),
 ) -> None:
@@ -165,8 +163,8 @@ def snapshot(
 def rollback(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Volume name."),
-    to: Optional[str] = typer.Option(None, "--to", help="Snapshot tag or id (default: the latest, refused if none; 'seed': the seed, discarding all data)."),
-    keep_as: Optional[str] = typer.Option(None, "--keep-as", metavar="NAME2",
+    to: str | None = typer.Option(None, "--to", help="Snapshot tag or id (default: the latest, refused if none; 'seed': the seed, discarding all data)."),
+    keep_as: str | None = typer.Option(None, "--keep-as", metavar="NAME2",
                                           help="Keep the discarded state as a new volume NAME2."),
 ) -> None:
     """Return a volume to a snapshot by dropping the layers above it (O(1))."""
@@ -179,7 +177,7 @@ def clone(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Source volume."),
     new: str = typer.Argument(..., help="Name of the new volume."),
-    from_: Optional[str] = typer.Option(None, "--from", help="Clone the state at this snapshot."),
+    from_: str | None = typer.Option(None, "--from", help="Clone the state at this snapshot."),
 ) -> None:
     """Make a new volume sharing the source's frozen layers (O(1)); writes stay apart."""
     print(_vm(ctx).clone(name, new, from_=from_).name)
@@ -189,8 +187,8 @@ def clone(
 def diff(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Volume name."),
-    from_: Optional[str] = typer.Option(None, "--from", help="Start point: snapshot, 'seed' (default: latest snapshot)."),
-    to: Optional[str] = typer.Option(None, "--to", help="End point: snapshot, 'live' (default: current state)."),
+    from_: str | None = typer.Option(None, "--from", help="Start point: snapshot, 'seed' (default: latest snapshot)."),
+    to: str | None = typer.Option(None, "--to", help="End point: snapshot, 'live' (default: current state)."),
     json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show paths added, modified and deleted between two points of a volume."""
@@ -208,7 +206,7 @@ def export(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Volume name."),
     output: str = typer.Option(..., "--output", "-o", help="Tar file to write ('-': stdout)."),
-    at: Optional[str] = typer.Option(None, "--at", help="Export the state at this snapshot."),
+    at: str | None = typer.Option(None, "--at", help="Export the state at this snapshot."),
 ) -> None:
     """Write a tar of the volume's merged content (streamed)."""
     import sys

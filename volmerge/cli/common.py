@@ -44,7 +44,7 @@ def table(columns: list[str], rows: list[list[Any]]) -> None:
     for r in srows:
         for i, v in enumerate(r):
             widths[i] = max(widths[i], len(v))
-    fmt = "   ".join("{:<%d}" % w for w in widths)
+    fmt = "   ".join(f"{{:<{w}}}" for w in widths)
     print(fmt.format(*columns).rstrip())
     for r in srows:
         print(fmt.format(*r).rstrip())

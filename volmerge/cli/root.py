@@ -6,8 +6,6 @@ Each command group lives in its own module and registers itself on ``app``
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 from .state import Globals
@@ -34,7 +32,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def _main(
     ctx: typer.Context,
-    root: Optional[str] = typer.Option(
+    root: str | None = typer.Option(
         None, "--root", envvar="VOLMERGE_ROOT", metavar="PATH",
         help="Store root (default /var/lib/volmerge).",
     ),

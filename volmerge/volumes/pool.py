@@ -26,7 +26,6 @@ from runtime import fsutil
 
 from .model import Manifest, new_id
 
-
 TRASH = "~"
 
 
