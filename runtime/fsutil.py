@@ -441,6 +441,36 @@ def short(path: str, keep: int = 60) -> str:
     return path if len(path) <= 2 * keep else f"{path[:keep]}...{path[-keep:]}"
 
 
+def open_private(path: str | os.PathLike[str], flags: int, *, dir_fd: int | None = None,
+                 what: str = "file") -> int:
+    """Open a file the store trusts: never through a symlink (``O_NOFOLLOW``),
+    only a regular file of the effective user (one planted by another user
+    could block root, learn when it works, or be a link to a file root would
+    write), made 0600 (created so when ``flags`` has ``O_CREAT``).  BadInput
+    names it otherwise; FileNotFoundError passes through."""
+    flags |= os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o600, dir_fd=dir_fd)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.ENXIO, errno.EISDIR):
+            raise
+        raise BadInput(f"{what} {path} is a symlink or not a file ({exc.strerror}); "
+                       f"remove it") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+            raise BadInput(f"{what} {path} is not a regular file owned by uid {os.geteuid()} "
+                           f"(owner uid {st.st_uid}); remove it")
+        if stat.S_IMODE(st.st_mode) != 0o600:
+            os.fchmod(fd, 0o600)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 @contextlib.contextmanager
 def flock(path: str | os.PathLike[str], *, blocking: bool = True) -> Iterator[int]:
     """An exclusive advisory lock on ``path`` (created 0600 if missing; a
@@ -449,22 +479,8 @@ def flock(path: str | os.PathLike[str], *, blocking: bool = True) -> Iterator[in
     Raises BlockingIOError when ``blocking`` is false and another process
     holds it.  The lock dies with the process, so a crash never leaves it held.
     """
+    fd = open_private(path, os.O_RDWR | os.O_CREAT, what="lock file")
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                     0o600)
-    except OSError as exc:
-        if exc.errno not in (errno.ELOOP, errno.ENXIO, errno.EISDIR):
-            raise
-        raise BadInput(f"lock file {path} is a symlink or not a file; remove it") from None
-    try:
-        # Never trust a lock someone else planted: an open lock file shared with
-        # another user would let them block root, or learn when it works.
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
-            raise BadInput(f"lock file {path} is not a regular file owned by uid {os.geteuid()} "
-                           f"(owner uid {st.st_uid}); remove it")
-        if stat.S_IMODE(st.st_mode) != 0o600:
-            os.fchmod(fd, 0o600)
         flags = fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB)
         try:
             fcntl.flock(fd, flags)

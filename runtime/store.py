@@ -281,25 +281,13 @@ def _private_dir(root: Path, rootfd: int, sub: str) -> None:
 
 def _private_file(root: Path, dirfd: int, name: str, *, create: bool) -> None:
     """``name`` in the root as a 0600 regular file of ours, never reached through a
-    symlink (O_NOFOLLOW), created empty when ``create``; absent is fine otherwise."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    flags |= os.O_CREAT if create else 0
+    symlink, created empty when ``create``; absent is fine otherwise."""
     try:
-        fd = os.open(name, flags, 0o600, dir_fd=dirfd)
+        fd = fsutil.open_private(name, os.O_RDONLY | (os.O_CREAT if create else 0),
+                                 dir_fd=dirfd, what=f"store file in {root}:")
     except FileNotFoundError:
         return
-    except OSError as exc:
-        raise BadInput(f"store file {root / name} is a symlink or cannot be opened "
-                       f"({exc.strerror}); remove it") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
-            raise BadInput(f"store file {root / name} is not a regular file of "
-                           f"{_user(os.geteuid())} (owner {_user(st.st_uid)}); remove it")
-        if stat.S_IMODE(st.st_mode) != 0o600:
-            os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
+    os.close(fd)
 
 
 class Store:
