@@ -250,12 +250,15 @@ def restrict_image_policy(policy: Policy, origin: str) -> Policy:
             policy.warnings.append(
                 f"{origin} asks for allow_data_loss; ignored: only --allow-data-loss or the "
                 "operator's --policy can allow data loss")
-    if isinstance(sql, dict) and sql.get("bookkeeping_tables"):
-        # kept (an image names its own migration table), but the live rows of
-        # such a table are replaced by the image's, so the operator must see it
-        names = sql["bookkeeping_tables"]
-        shown = ", ".join(map(str, names)) if isinstance(names, (list, tuple)) else str(names)
-        policy.warnings.append(
-            f"{origin} declares bookkeeping tables ({shown}): their live rows are replaced by "
-            "the new image's; check that they hold no data of yours")
+    if isinstance(sql, dict) and "bookkeeping_tables" in sql:
+        # The live rows of a bookkeeping table are replaced by the image's
+        # without counting as a loss: an image naming a data table there would
+        # drop the operator's rows on its own.  The well-known migration tables
+        # (alembic_version, django_migrations, ...) need no declaration.
+        names = sql.pop("bookkeeping_tables")
+        if names:
+            shown = ", ".join(map(str, names)) if isinstance(names, (list, tuple)) else str(names)
+            policy.warnings.append(
+                f"{origin} declares bookkeeping tables ({shown}); ignored: their live rows "
+                "would be replaced by the image's; only the operator's --policy can name them")
     return policy

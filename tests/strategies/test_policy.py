@@ -95,8 +95,8 @@ def test_image_policy_is_restricted() -> None:
     assert "'app.conf' asks for strategy 'theirs'" in text
     assert "'app.conf' asks for on_conflict 'theirs'" in text
     pol = restrict_image_policy(parse_policy('[sql]\nbookkeeping_tables = ["notes"]\n'), IMAGE)
-    assert pol.table("sql") == {"bookkeeping_tables": ["notes"]}
-    assert "declares bookkeeping tables (notes)" in pol.warnings[0]
+    assert pol.table("sql") == {}
+    assert "declares bookkeeping tables (notes); ignored" in pol.warnings[0]
 
 
 def test_operator_policy_and_flag_win_over_the_image(tmp_path: Path) -> None:
@@ -166,6 +166,30 @@ def test_image_cannot_drop_data_or_discard_the_operators_edit(tmp_path: Path) ->
     assert merged == "[app]\nport = 8080\nname = demo\nlang = en\n"
     con = sqlite3.connect(tmp_path / "out" / "app.db")
     assert con.execute("select id, a from t order by id").fetchall() == [(1, "x"), (2, "mine")]
+    con.close()
+
+
+def test_image_cannot_declare_a_data_table_bookkeeping(tmp_path: Path) -> None:
+    """An image naming the operator's data table as a bookkeeping table would
+    have its rows replace the live ones, uncounted: the image's declaration is
+    ignored (the rows are replayed); the operator's --policy may make it."""
+    b, o, t = (tmp_path / n for n in ("base", "ours", "theirs"))
+    for d in (b, o, t):
+        d.mkdir()
+    _db(b / "app.db", "a text", [(1, "x")])
+    _db(o / "app.db", "a text", [(1, "x"), (2, "mine")])
+    _db(t / "app.db", "a text", [(1, "x"), (3, "image's")])
+    hostile = '[sql]\nbookkeeping_tables = ["t"]\n'
+    img = restrict_image_policy(parse_policy(hostile), IMAGE)
+    merge_trees(b, o, t, tmp_path / "out", policy=Policy.combined(None, img))
+    con = sqlite3.connect(tmp_path / "out" / "app.db")
+    assert con.execute("select id, a from t order by id").fetchall() == [(1, "x"), (2, "mine")]
+    con.close()
+    mine = tmp_path / "mine.toml"
+    mine.write_text(hostile)
+    merge_trees(b, o, t, tmp_path / "out2", policy=Policy.combined(load_policy(mine), None))
+    con = sqlite3.connect(tmp_path / "out2" / "app.db")
+    assert con.execute("select id, a from t order by id").fetchall() == [(1, "x"), (3, "image's")]
     con.close()
 
 
