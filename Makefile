@@ -49,6 +49,7 @@ bench: install
 
 lint: install
 	$(PY) -m ruff check volmerge runtime strategies fixtures tests bench
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,7 +1,7 @@
 """Three-way merge of directory trees.
 
 Walks base, ours and theirs together (through directory descriptors, see
-strategies.nodes), decides every path by the table in docs/readme/merge.md,
+strategies.nodes), decides every path by the table in docs/merge.md,
 dispatches paths changed on both sides to a content strategy, and hands each
 decision to a writer (strategies.writers).  Results land in a temporary
 sibling of ``out`` that is renamed into place at the end: all or nothing.

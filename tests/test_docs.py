@@ -100,3 +100,40 @@ def test_architecture_page_names_no_missing_module() -> None:
     named = _module_map_names()
     gone = sorted(n for n in named if not (ROOT / n).exists())
     assert not gone, f"docs/architecture.md names modules that do not exist: {gone}"
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to '-'."""
+    text = re.sub(r"[`*_]", "", heading.strip().lower())
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def test_every_link_in_the_docs_resolves() -> None:
+    """Relative links in README.md and docs/ name files (and headings) that exist."""
+    broken = []
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = doc.read_text()
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue
+            path, _, anchor = target.partition("#")
+            dest = (doc.parent / path).resolve() if path else doc
+            if not dest.exists():
+                broken.append(f"{doc.relative_to(ROOT)}: {target}")
+                continue
+            if anchor and dest.suffix == ".md":
+                slugs = {_slug(h) for h in re.findall(r"^#+ (.+)$", dest.read_text(), re.M)}
+                if anchor not in slugs:
+                    broken.append(f"{doc.relative_to(ROOT)}: {target} (no such heading)")
+    assert not broken, f"broken links: {broken}"
+
+
+def test_every_doc_the_code_names_exists() -> None:
+    """Every docs/NAME.md a module mentions is a file that is there."""
+    missing = []
+    for pkg in ("volmerge", "runtime", "strategies", "fixtures", "tests", "bench"):
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            for ref in re.findall(r"\bdocs/[\w/.-]*\w\.md", path.read_text()):
+                if not (ROOT / ref).exists():
+                    missing.append(f"{path.relative_to(ROOT)}: {ref}")
+    assert not missing, f"code names docs that do not exist: {missing}"

@@ -40,7 +40,7 @@ PortsArg = Iterable[PortSpec | str] | None
 
 
 class NetworkManager:
-    """Networks of one store root.  See docs/readme/network.md for the
+    """Networks of one store root.  See docs/network.md for the
     upgrade sequence that uses :meth:`takeover`."""
 
     def __init__(self, store: Store) -> None:

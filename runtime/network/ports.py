@@ -1,6 +1,6 @@
 """Published ports and outbound NAT as one nftables table per store root.
 
-Decision (see docs/readme/network.md): kernel NAT, no userspace proxy.
+Decision (see docs/network.md): kernel NAT, no userspace proxy.
 ``prerouting`` DNATs packets that arrive for a local address; ``output`` does
 the same for connections the host itself makes, so 127.0.0.1:PORT and the
 host's own addresses both work.  Loopback needs two more things: the bridge
