@@ -129,7 +129,7 @@ def test_every_link_in_the_docs_resolves() -> None:
 
 
 def test_every_doc_the_code_names_exists() -> None:
-    """Every docs/NAME.md a module mentions is a file that is there."""
+    """Every Markdown file under docs/ that a module mentions is there."""
     missing = []
     for pkg in ("volmerge", "runtime", "strategies", "fixtures", "tests", "bench"):
         for path in sorted((ROOT / pkg).rglob("*.py")):
