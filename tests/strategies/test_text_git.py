@@ -56,8 +56,8 @@ def triples(draw):  # type: ignore[no-untyped-def]
         s = eol.join(lines)
         return s + eol if lines and final else s
 
-    _fb, fo, ft = (draw(st.booleans()) or True, draw(st.booleans()), draw(st.booleans()))
-    return join(base, True), join(side(), fo or True), join(side(), ft or True)
+    fb, fo, ft = draw(st.booleans()), draw(st.booleans()), draw(st.booleans())
+    return join(base, fb), join(side(), fo), join(side(), ft)
 
 
 # derandomize: CI runs the same examples every time (a failure is a
