@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.procs import processes_whose
+
 ROOT_DIR = Path(__file__).resolve().parent.parent
 os.environ["PATH"] = "/usr/lib/postgresql/15/bin:" + os.environ.get("PATH", "")
 
@@ -102,45 +104,8 @@ def _mounts() -> set[str]:
         return {line.split()[4] for line in f}
 
 
-def proc_stat(pid: int | str) -> list[bytes] | None:
-    """The fields of /proc/PID/stat after the command name (state, ppid,
-    ...); None when there is no such process."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()
-    except OSError:
-        return None
-
-
-def alive(pid: int | str) -> bool:
-    """Running, not a zombie."""
-    stat = proc_stat(pid)
-    return stat is not None and stat[0] != b"Z"
-
-
-def cmdline(pid: int | str) -> bytes:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read()
-    except OSError:
-        return b""
-
-
 def _tagged_processes() -> set[int]:
-    me = os.getpid()
-    found = set()
-    needle = f"VOLMERGE_TEST_TAG={TEST_TAG}".encode()
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == me:
-            continue
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                env = f.read()
-        except OSError:
-            continue
-        if needle in env and alive(pid):
-            found.add(int(pid))
-    return found
+    return processes_whose("environ", f"VOLMERGE_TEST_TAG={TEST_TAG}".encode())
 
 
 def _interfaces() -> set[str]:

@@ -94,21 +94,11 @@ class Podman:
             rsys.umount_tree(d)
             shutil.rmtree(d)
 
-    def _processes(self) -> list[str]:
+    def _processes(self) -> set[int]:
         """Processes (conmon, the containers' runc) whose command line names this store."""
-        needles = (str(self.base).encode(), str(self.runroot).encode())
-        found = []
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            if int(pid) == os.getpid():
-                continue
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    cmd = f.read()
-            except OSError:
-                continue
-            if any(n in cmd for n in needles):
-                found.append(pid)
-        return found
+        from tests.procs import processes_whose
+
+        return processes_whose("cmdline", str(self.base).encode(), str(self.runroot).encode())
 
 
 def skopeo(*args: str) -> dict:
