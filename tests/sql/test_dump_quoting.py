@@ -350,17 +350,24 @@ def test_insert_check_unit():
 # ---------------------------------------------------------------------------
 # statements executed on connections: a hostile source's names and types
 
-def test_hostile_declared_type_and_names_into_postgres(tmp_path, pg_db, cli):
-    src = make_db(tmp_path / "src.db",
-                  "CREATE TABLE \"t'x\"(id INTEGER PRIMARY KEY AUTOINCREMENT, "
-                  "a \"x); DROP TABLE keep; --\", \"b'); DROP TABLE keep; --\" TEXT);"
-                  "INSERT INTO \"t'x\" VALUES (1, 2, 'three');")
+def _replay_keeping_the_canary(cli, src, pg_db) -> None:  # type: ignore[no-untyped-def]
+    """Replay SQLite ``src`` into ``pg_db`` beside a table ``keep`` that a
+    hostile name or text would drop: the replay succeeds and ``keep`` is there."""
     with psycopg.connect(pg_db) as c:
         c.execute("CREATE TABLE keep(a int)")
     p = cli("sql", "replay", str(src), "--schema", str(src), "-o", pg_db)
     assert p.returncode == 0, p.stderr
     with psycopg.connect(pg_db) as c:
         assert c.execute("SELECT count(*) FROM keep").fetchone() == (0,)
+
+
+def test_hostile_declared_type_and_names_into_postgres(tmp_path, pg_db, cli):
+    src = make_db(tmp_path / "src.db",
+                  "CREATE TABLE \"t'x\"(id INTEGER PRIMARY KEY AUTOINCREMENT, "
+                  "a \"x); DROP TABLE keep; --\", \"b'); DROP TABLE keep; --\" TEXT);"
+                  "INSERT INTO \"t'x\" VALUES (1, 2, 'three');")
+    _replay_keeping_the_canary(cli, src, pg_db)
+    with psycopg.connect(pg_db) as c:
         assert c.execute('SELECT * FROM "t\'x"').fetchall() == [(1, 2, "three")]
         typ = c.execute("SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
                         "WHERE attrelid = '\"t''x\"'::regclass AND attname = 'a'").fetchone()
@@ -410,10 +417,6 @@ def test_a_tampered_index_text_is_not_run_on_postgres(tmp_path, pg_db, cli):
     conn.execute("UPDATE sqlite_master SET sql = sql || '; DROP TABLE keep' WHERE name = 'i'")
     conn.commit()
     conn.close()
+    _replay_keeping_the_canary(cli, src, pg_db)
     with psycopg.connect(pg_db) as c:
-        c.execute("CREATE TABLE keep(a int)")
-    p = cli("sql", "replay", str(src), "--schema", str(src), "-o", pg_db)
-    assert p.returncode == 0, p.stderr
-    with psycopg.connect(pg_db) as c:
-        assert c.execute("SELECT count(*) FROM keep").fetchone() == (0,)
         assert c.execute("SELECT a FROM t").fetchall() == [(1,)]
