@@ -125,7 +125,7 @@ def main() -> None:
     ap.add_argument("--dir", default=None, help="scratch directory (default: a temp dir)")
     args = ap.parse_args()
 
-    from runtime.tarsafe import extract_layer
+    from volmerge.runtime.tarsafe import extract_layer
 
     work = Path(tempfile.mkdtemp(prefix="bench-extract-", dir=args.dir))
     try:

@@ -130,7 +130,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--loop-runs", type=int, default=3)
     args = ap.parse_args()
-    from strategies.tree import merge_trees
+    from volmerge.strategies.tree import merge_trees
 
     root = Path(tempfile.mkdtemp(prefix="volmerge-bench-merge-", dir="/var/tmp"))
     try:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from runtime import sys as rsys  # noqa: E402
+from volmerge.runtime import sys as rsys  # noqa: E402
 
 
 def isolate() -> None:
@@ -43,8 +43,8 @@ def ms(samples: list[float]) -> str:
 
 
 def bench_volmerge(work: Path, cycles: int) -> dict[str, list[float]]:
-    from runtime.network import NetworkManager
-    from runtime.store import Store
+    from volmerge.runtime.network import NetworkManager
+    from volmerge.runtime.store import Store
 
     nm = NetworkManager(Store(work / "root"))
     nm.ensure_default()
@@ -113,7 +113,7 @@ def bench_podman(work: Path, runs: int) -> dict[str, list[float]] | str:
     if shutil.which("podman") is None:
         return "podman not installed"
     try:
-        from fixtures.images import image_archive
+        from volmerge.fixtures.images import image_archive
 
         archive = image_archive("busybox")
     except Exception as exc:  # pragma: no cover - depends on the host

@@ -67,14 +67,13 @@ def main() -> None:
     args = ap.parse_args()
     nets = ("none", "bridge") if args.network == "both" else (args.network,)
 
-    from runtime import sys as rsys
+    from volmerge.runtime import sys as rsys
 
     rsys.unshare(rsys.CLONE_NEWNS | rsys.CLONE_NEWNET)
     rsys.make_private("/")
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     from bench_startup import compile_bytecode
-
-    from fixtures.images import REFS, image_archive
+    from volmerge.fixtures.images import REFS, image_archive
 
     compile_bytecode()
     archive = image_archive("busybox")
@@ -89,8 +88,8 @@ def main() -> None:
         subprocess.run([*vm, "image", "load", str(archive)], check=True, env=env,
                        stdout=subprocess.DEVNULL)
         # runc: the same layer as a plain bundle, spec from `runc spec`
-        from runtime.images import ImageStore
-        from runtime.store import Store
+        from volmerge.runtime.images import ImageStore
+        from volmerge.runtime.store import Store
 
         st = Store(root)
         lower = ImageStore(st).get(ref).lower_dirs()

@@ -89,7 +89,7 @@ def rm(*paths: str) -> None:
 
 
 def sqlite_bench(work: str, rows: int, runs: int) -> dict[str, float]:
-    from strategies.sql import plan_replay, replay
+    from volmerge.strategies.sql import plan_replay, replay
 
     old = os.path.join(work, "old.db")
     new_schema = os.path.join(work, "new-schema.db")
@@ -139,9 +139,8 @@ def sqlite_bench(work: str, rows: int, runs: int) -> dict[str, float]:
 
 def pg_bench(work: str, rows: int, runs: int) -> dict[str, float]:
     import psycopg
-
-    from strategies.sql import plan_replay, replay
-    from strategies.sql.pgtemp import PgServer, local_runner
+    from volmerge.strategies.sql import plan_replay, replay
+    from volmerge.strategies.sql.pgtemp import PgServer, local_runner
 
     server = PgServer("/usr/lib/postgresql/15/bin", os.path.join(work, "pgdata"), os.path.join(work, "pgsock"),
                       local_runner(), port=54329)
@@ -229,7 +228,7 @@ def dump_bench(work: str, megabytes: int) -> dict[str, float]:
     size = os.path.getsize(dump)
     out = os.path.join(work, "big-out.db")
     code = (f"import sys; sys.path.insert(0, {os.path.dirname(HERE)!r})\n"
-            "from strategies.sql import plan_replay, replay\n"
+            "from volmerge.strategies.sql import plan_replay, replay\n"
             f"with plan_replay({dump!r}, schema={schema!r}, workdir={work!r}) as p: replay(p, {out!r})\n")
     t = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True)

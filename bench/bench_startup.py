@@ -154,12 +154,12 @@ def main() -> int:
     ap.add_argument("--top", type=int, default=12)
     args = ap.parse_args()
     sys.path.insert(0, str(HERE))
-    from runtime import sys as rsys
+    from volmerge.runtime import sys as rsys
 
     rsys.unshare(rsys.CLONE_NEWNS | rsys.CLONE_NEWNET)
     rsys.make_private("/")
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-    from fixtures.images import REFS, image_archive
+    from volmerge.fixtures.images import REFS, image_archive
 
     compile_bytecode()
     work = Path(tempfile.mkdtemp(prefix="bench-startup-"))

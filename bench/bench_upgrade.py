@@ -359,15 +359,17 @@ class LibOps:
     CLI talking to a daemon, or a script on top of the library)."""
 
     def __init__(self, root: Path) -> None:
-        from runtime import options as o
-        from runtime.store import Store
+        from volmerge.runtime import options as o
+        from volmerge.runtime.store import Store
+
         from volmerge.context import Context
 
         self.o = o
         self.ctx = Context(Store(root))
         self.eng, self.vols = self.ctx.engine, self.ctx.volumes
         self.eng.get(NAME)  # warm: database, imports
-        import runtime.health  # noqa: F401
+        import volmerge.runtime.health  # noqa: F401
+
         import volmerge.volumes.export  # noqa: F401
 
     def _opts(self, image: str, **kw):  # type: ignore[no-untyped-def]
@@ -399,7 +401,7 @@ class LibOps:
         self.eng.start(c.id)
 
     def healthy(self, timeout: float) -> bool:
-        from runtime.errors import NotDone
+        from volmerge.runtime.errors import NotDone
 
         try:
             self.eng.wait(NAME, healthy=True, timeout=timeout)
@@ -575,8 +577,8 @@ def main() -> None:
     reexec_in_namespaces()
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
 
-    from fixtures import image_archive
-    from runtime import sys as rsys
+    from volmerge.fixtures import image_archive
+    from volmerge.runtime import sys as rsys
 
     work = Path(tempfile.mkdtemp(prefix="bench-upgrade-"))
     vm = VM(work / "root")

@@ -79,7 +79,8 @@ def run(cmd: list[str], **kw) -> None:  # type: ignore[no-untyped-def]
 
 
 def bench_size(label: str, base: Path, runs: int, peer_runs: int) -> dict[str, float]:
-    from runtime.store import Store
+    from volmerge.runtime.store import Store
+
     from volmerge.volumes import ContainerHooks, VolumeManager
 
     n, size, how = SIZES[label]
@@ -157,7 +158,7 @@ def main() -> None:
     ap.add_argument("--peer-runs", type=int, default=5)
     ap.add_argument("--dir", default="/var/tmp/volmerge-bench")
     a = ap.parse_args()
-    from runtime import sys as rsys
+    from volmerge.runtime import sys as rsys
 
     rsys.unshare(rsys.CLONE_NEWNS)
     rsys.make_private("/")
@@ -173,7 +174,7 @@ def main() -> None:
             bench_size(label, base, a.runs, a.peer_runs)
     finally:
         rsys.umount_tree(base)
-        from runtime import fsutil
+        from volmerge.runtime import fsutil
 
         fsutil.rmtree(base)
 

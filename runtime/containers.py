@@ -489,7 +489,7 @@ class Engine:
         import subprocess
 
         r, w = os.pipe()
-        cmd = [sys.executable, "-m", "runtime.supervisor", c.id, "--root", str(self.store.root),
+        cmd = [sys.executable, "-m", "volmerge.runtime.supervisor", c.id, "--root", str(self.store.root),
                "--notify-fd", str(w)]
         if self.factory:
             cmd += ["--factory", self.factory]

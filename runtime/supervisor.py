@@ -248,7 +248,7 @@ def _start_monitor(engine: Any, c: Any, ex: Any, hc: Any, init: int) -> Any:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m runtime.supervisor")
+    ap = argparse.ArgumentParser(prog="python -m volmerge.runtime.supervisor")
     ap.add_argument("container_id")
     ap.add_argument("--root", required=True)
     ap.add_argument("--notify-fd", type=int)

@@ -9,7 +9,7 @@ Built-in strategies register through the entry-point group
 ``volmerge.strategies`` exactly as a third-party package would::
 
     [project.entry-points."volmerge.strategies"]
-    text = "strategies.text:TextStrategy"
+    text = "volmerge.strategies.text:TextStrategy"
 
 The entry point names a class (or factory) taking no arguments whose instances
 satisfy :class:`Strategy`.

@@ -30,7 +30,7 @@ DIFF_LIMIT = 1024 * 1024
 
 def _rmtree(path: str) -> None:
     """Remove a tree this writer made (iterative: shutil.rmtree recurses)."""
-    from runtime.fsutil import rmtree
+    from volmerge.runtime.fsutil import rmtree
 
     rmtree(path)
 
@@ -335,7 +335,7 @@ class UpperWriter(_Base):
             finally:
                 os.close(d.fd)
             if not remains:
-                from runtime.fsutil import rmtree_at
+                from volmerge.runtime.fsutil import rmtree_at
 
                 rmtree_at(self._parent(), d.name)
         if not remains and d.ours is not None:

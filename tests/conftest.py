@@ -36,7 +36,7 @@ os.environ.setdefault("VOLMERGE_CGROUP_PARENT", f"volmerge-test-{TEST_TAG[:12]}"
 def _enter_private_mount_ns() -> None:
     if os.environ.get("VOLMERGE_TEST_MNTNS") == str(os.getpid()):
         return
-    from runtime import sys as rsys
+    from volmerge.runtime import sys as rsys
 
     rsys.unshare(rsys.CLONE_NEWNS)
     rsys.make_private("/")
@@ -49,7 +49,7 @@ def _enter_private_net_ns() -> None:
     or container stay inside it; the host's network is never touched."""
     if os.environ.get("VOLMERGE_TEST_NETNS") == str(os.getpid()):
         return
-    from runtime import sys as rsys
+    from volmerge.runtime import sys as rsys
 
     rsys.unshare(rsys.CLONE_NEWNET)
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
@@ -74,11 +74,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    from runtime import sys as rsys
+    from volmerge.runtime import sys as rsys
 
     rsys.umount_tree(SESSION_TMP)
     shutil.rmtree(SESSION_TMP, ignore_errors=True)
-    from runtime import cgroups
+    from volmerge.runtime import cgroups
 
     cgroups.remove_parent()
 
@@ -162,7 +162,7 @@ def leak_guard(request: pytest.FixtureRequest):
         time.sleep(0.1)
     if leaked:
         # Clean up so one leak does not cascade into every later test.
-        from runtime import sys as rsys
+        from volmerge.runtime import sys as rsys
 
         for mp in leaked.get("mounts", []):
             try:
@@ -186,7 +186,7 @@ def root(tmp_path: Path) -> Path:
     """A fresh store root for one test, torn down with all its mounts."""
     r = tmp_path / "root"
     yield r
-    from runtime import sys as rsys
+    from volmerge.runtime import sys as rsys
 
     _remove_networks(r)
     rsys.umount_tree(r)
@@ -203,8 +203,8 @@ def _remove_networks(r: Path) -> None:
         has = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'networks'").fetchone()
     if not has:
         return
-    from runtime.network import NetworkManager
-    from runtime.store import Store
+    from volmerge.runtime.network import NetworkManager
+    from volmerge.runtime.store import Store
 
     st = Store(r)
     try:
@@ -219,7 +219,7 @@ def _remove_networks(r: Path) -> None:
 @pytest.fixture
 def store(root: Path):
     """The Store at ``root``, closed after the test."""
-    from runtime.store import Store
+    from volmerge.runtime.store import Store
 
     s = Store(root)
     yield s
@@ -289,7 +289,7 @@ def public_dir():
     d = Path(tempfile.mkdtemp(prefix="volmerge-public-", dir="/tmp"))
     os.chmod(d, 0o755)
     yield d
-    from runtime import sys as rsys
+    from volmerge.runtime import sys as rsys
 
     rsys.umount_tree(d)
     shutil.rmtree(d, ignore_errors=True)
@@ -299,7 +299,7 @@ def public_dir():
 def fixture_image():
     """``fixture_image("busybox")`` -> Path of a cached oci-archive built from
     the host's own files by fixtures/ (kinds: busybox, python, postgres15, ...)."""
-    from fixtures.images import image_archive
+    from volmerge.fixtures.images import image_archive
 
     return image_archive
 
@@ -309,7 +309,7 @@ def own_netns():
     """Run the test (and every subprocess it starts) in a fresh network
     namespace with only loopback up: bridges, addresses and published ports
     the test makes never touch the host's network."""
-    from runtime import sys as rsys
+    from volmerge.runtime import sys as rsys
 
     saved = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -325,8 +325,8 @@ def own_netns():
 def deep_paths():
     """Where a test made deep trees: removed with fsutil.rmtree even when the
     test fails, since the session's clean-up (shutil.rmtree) would recurse."""
-    from runtime import fsutil
-    from runtime import sys as rsys
+    from volmerge.runtime import fsutil
+    from volmerge.runtime import sys as rsys
 
     made: list[Path] = []
     yield made

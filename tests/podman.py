@@ -82,7 +82,7 @@ class Podman:
         return self("run", *(["--rm"] if rm else []), *RUN_OPTS, *args, check=check)
 
     def close(self) -> None:
-        from runtime import sys as rsys
+        from volmerge.runtime import sys as rsys
 
         self("rm", "-a", "-f", "-t", "0", check=False)
         # conmon outlives `podman rm` a little and writes below the store as

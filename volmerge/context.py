@@ -46,13 +46,13 @@ class Context:
 
     @cached_property
     def images(self) -> Any:
-        from runtime.images import ImageStore
+        from volmerge.runtime.images import ImageStore
 
         return ImageStore(self.store)
 
     @cached_property
     def network(self) -> Any:
-        from runtime.network import NetworkManager
+        from volmerge.runtime.network import NetworkManager
 
         return NetworkManager(self.store)
 
@@ -66,7 +66,7 @@ class Context:
 
     @cached_property
     def engine(self) -> Any:
-        from runtime.containers import Engine
+        from volmerge.runtime.containers import Engine
 
         return Engine(self.store, volumes=_Lazy(lambda: self.volumes),
                       network=_Lazy(lambda: self.network), factory=FACTORY)

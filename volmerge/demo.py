@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from runtime.store import Store
+from volmerge.runtime.store import Store
 
 # The order the images are loaded in: the bases first, then what is built on them.
 DEMO_KINDS = ("busybox", "python", "postgres15", "postgres16", "demo-v1", "demo-v2", "demo-v3")
@@ -66,7 +66,7 @@ class DemoContext:
     """What the steps share: the store, the image store, loaded images."""
 
     def __init__(self, store: Store) -> None:
-        from runtime.images import ImageStore
+        from volmerge.runtime.images import ImageStore
 
         self.store = store
         self.images = ImageStore(store)
@@ -75,7 +75,7 @@ class DemoContext:
 
 def _load_step(ctx: DemoContext, kind: str) -> Step:
     def run() -> tuple[str, dict[str, Any]]:
-        from fixtures.images import REFS, FixtureError, image_archive
+        from volmerge.fixtures.images import REFS, FixtureError, image_archive
 
         t0 = time.monotonic()
         try:
@@ -158,7 +158,7 @@ class Story:
         return ("removed " + ", ".join(gone)) if gone else "nothing left from earlier runs", {}
 
     def run_v1(self) -> tuple[str, dict[str, Any]]:
-        from runtime.options import Mount, PortSpec, RunOptions
+        from volmerge.runtime.options import Mount, PortSpec, RunOptions
 
         eng = self.c.engine
         c = eng.create(RunOptions(image=V[1], name="notes", detach=True,
@@ -176,7 +176,7 @@ class Story:
             _http("/notes", text.encode())
         import os
 
-        from runtime.executors.base import Stdio
+        from volmerge.runtime.executors.base import Stdio
 
         null = os.open(os.devnull, os.O_RDWR)
         try:
@@ -296,7 +296,7 @@ def enter_sandbox() -> None:
     touched.  Everything it starts is removed before it ends."""
     import subprocess
 
-    from runtime import sys as rsys
+    from volmerge.runtime import sys as rsys
 
     rsys.unshare(rsys.CLONE_NEWNET | rsys.CLONE_NEWNS)
     rsys.make_private("/")
@@ -305,7 +305,7 @@ def enter_sandbox() -> None:
 
 def check_kinds(kinds: tuple[str, ...]) -> None:
     """BadInput (exit 2) for a kind that is not a fixture image."""
-    from fixtures.images import KINDS
+    from volmerge.fixtures.images import KINDS
 
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:

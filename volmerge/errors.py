@@ -41,8 +41,8 @@ class NotDone(VolmergeError):
 
 
 def known_error_types() -> tuple[type[BaseException], ...]:
-    from runtime.errors import RuntimeFault
-    from strategies.errors import MergeError
+    from volmerge.runtime.errors import RuntimeFault
+    from volmerge.strategies.errors import MergeError
 
     return (VolmergeError, RuntimeFault, MergeError)
 

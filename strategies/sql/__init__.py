@@ -2,7 +2,7 @@
 
 Public API (the upgrade transaction and the CLI use it)::
 
-    from strategies.sql import plan_replay, replay, read_schema
+    from volmerge.strategies.sql import plan_replay, replay, read_schema
     with plan_replay(src, schema=new, base=old, maps={...}, defaults={...}) as plan:
         print(plan.to_json())        # the dry run
         result = replay(plan, dst)   # -> ReplayResult

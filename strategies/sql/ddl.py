@@ -14,8 +14,7 @@ import re
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
-
-from strategies.errors import BadInput
+from volmerge.strategies.errors import BadInput
 
 from . import inserts
 from .dumpstream import Statement

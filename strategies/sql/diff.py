@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from strategies.errors import BadInput
+from volmerge.strategies.errors import BadInput
 
 from .schema import BOOKKEEPING, Column, Schema, Table, family
 

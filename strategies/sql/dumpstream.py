@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO
 
-from strategies.errors import BadInput
+from volmerge.strategies.errors import BadInput
 
 MAX_STATEMENT = 256 * 1024 * 1024  # one statement larger than this is not a dump we accept
 

@@ -18,7 +18,7 @@ import sqlite3
 import uuid
 from typing import Any
 
-from strategies.errors import BadInput, NotDone
+from volmerge.strategies.errors import BadInput, NotDone
 
 from . import render
 from .quote import ident, pg_literal, pg_regclass, shell_safe, sqlite_text

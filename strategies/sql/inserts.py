@@ -24,7 +24,7 @@ import re
 import sqlite3
 from dataclasses import dataclass
 
-from strategies.errors import BadInput
+from volmerge.strategies.errors import BadInput
 
 #: one identifier: "quoted" (doubled quotes), `quoted`, [bracketed] or bare
 IDENT = r'(?:"(?:[^"]|"")*"|`(?:[^`]|``)*`|\[[^\]]*\]|[^\s."`\[\](),;\'|]+)'

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from strategies.errors import BadInput
+from volmerge.strategies.errors import BadInput
 
 from .schema import Column, ForeignKey, Index, Schema, Table, View, quote
 
@@ -156,7 +156,7 @@ def copy_pg_to_sqlite(plan: Any, tm: Any, conn: Any) -> None:
     """Rows of a PostgreSQL source table -> the SQLite destination."""
     import sqlite3
 
-    from strategies.errors import NotDone
+    from volmerge.strategies.errors import NotDone
 
     if getattr(plan, "_pg_src_conn", None) is None:
         plan._pg_src_conn = pg_connect(plan.ours.url)

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from strategies.errors import BadInput, NotDone
+from volmerge.strategies.errors import BadInput, NotDone
 
 from .pgtemp import PgServer, Runner, give, local_runner, rmtree_quiet
 

@@ -38,7 +38,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, ClassVar
 
-from strategies.errors import NotDone
+from volmerge.strategies.errors import NotDone
 
 from . import render
 from .pg import pg_connect
@@ -56,7 +56,7 @@ def jobs() -> int:
     if not raw:
         return cpus()
     if not raw.isdigit() or int(raw) < 1:
-        from strategies.errors import BadInput
+        from volmerge.strategies.errors import BadInput
 
         raise BadInput(f"VOLMERGE_PG_JOBS={raw!r}: not a positive whole number")
     return int(raw)

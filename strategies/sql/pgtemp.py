@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from strategies.errors import NotDone
+from volmerge.strategies.errors import NotDone
 
 Runner = Callable[[Sequence[str]], subprocess.CompletedProcess]
 
@@ -60,7 +60,7 @@ def local_runner(user: str = DEFAULT_USER, env: dict[str, str] | None = None) ->
 def rmtree_quiet(path: str) -> None:
     """Best-effort removal of a tree made from a container's data (iterative:
     shutil.rmtree recurses, and its ignore_errors does not cover RecursionError)."""
-    from runtime.fsutil import rmtree
+    from volmerge.runtime.fsutil import rmtree
 
     with contextlib.suppress(OSError):
         rmtree(path)
@@ -72,7 +72,9 @@ def give(path: str, runner: Runner) -> None:
     ids = getattr(runner, "uid_gid", None)
     if ids is None:
         return
-    from runtime.fsutil import walk  # iterative, through descriptors: the tree is a container's
+    from volmerge.runtime.fsutil import (
+        walk,  # iterative, through descriptors: the tree is a container's
+    )
 
     os.chown(path, *ids, follow_symlinks=False)
     for e in walk(path):  # a symlink is chowned itself, never its target (say /etc/shadow)

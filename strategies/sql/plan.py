@@ -15,7 +15,7 @@ import weakref
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from strategies.errors import BadInput, NotDone
+from volmerge.strategies.errors import BadInput, NotDone
 
 from .diff import Loss, Merged, SqlConflict, TableMap, merge_schemas
 from .readers import kind_of, read_schema

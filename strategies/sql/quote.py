@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 import sqlite3
 
-from strategies.errors import BadInput
+from volmerge.strategies.errors import BadInput
 
 _SPECIAL = re.compile(r"[\n\r\x00]+")
 

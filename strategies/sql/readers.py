@@ -16,7 +16,7 @@ import re
 import sqlite3
 from collections.abc import Iterator
 
-from strategies.errors import BadInput
+from volmerge.strategies.errors import BadInput
 
 from . import inserts
 from .dumpstream import Statement, iter_statements, open_text, sniff_dialect

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from strategies.errors import BadInput, NotDone
+from volmerge.strategies.errors import BadInput, NotDone
 
 from . import pgstage, render, verify
 from .pg import pg_connect, redact, to_sqlite_value

@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from strategies.errors import BadInput, NotDone
+from volmerge.strategies.errors import BadInput, NotDone
 
 from . import keyed, render, verify
 from .diff import TableMap

@@ -13,7 +13,7 @@ import os
 import sqlite3
 from dataclasses import dataclass, field
 
-from strategies.errors import BadInput
+from volmerge.strategies.errors import BadInput
 
 from .readers import (
     connect_ro,

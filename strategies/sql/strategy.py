@@ -19,8 +19,8 @@ import os
 import shutil
 from typing import Any
 
-from strategies.base import ConflictInfo, FileReport, MergeOptions
-from strategies.errors import BadInput, NotDone
+from volmerge.strategies.base import ConflictInfo, FileReport, MergeOptions
+from volmerge.strategies.errors import BadInput, NotDone
 
 from .readers import SQLITE_MAGIC
 

@@ -19,8 +19,8 @@ APP = {1: "localhost/volmerge-test/app:1", 2: "localhost/volmerge-test/app:2",
 
 
 def _app_image(out: Path, version: int) -> Path:
-    from fixtures import Dir, build_image
-    from fixtures.images import _busybox_entries
+    from volmerge.fixtures import Dir, build_image
+    from volmerge.fixtures.images import _busybox_entries
 
     script = "trap 'exit 0' TERM; while :; do sleep 0.05; done"
     config: dict = {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh", "-c", script]}
@@ -50,7 +50,7 @@ def loaded_root(tmp_path_factory, fixture_image) -> Path:
         subprocess.run([sys.executable, "-m", "volmerge", "image", "load", str(p)], env=env,
                        check=True, capture_output=True)
     yield root
-    from runtime import sys as rsys
+    from volmerge.runtime import sys as rsys
 
     rsys.umount_tree(root)
 
@@ -107,7 +107,8 @@ def tree_digest(path: Path) -> dict[str, str]:
 
 
 def volume_digest(root: Path, name: str) -> dict[str, str]:
-    from runtime.store import Store
+    from volmerge.runtime.store import Store
+
     from volmerge.volumes import VolumeManager
 
     st = Store(root)

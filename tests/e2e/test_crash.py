@@ -43,8 +43,8 @@ def app(vm):  # type: ignore[no-untyped-def]
 
 
 def _ip(vm) -> str:  # type: ignore[no-untyped-def]
-    from runtime.network import NetworkManager
-    from runtime.store import Store
+    from volmerge.runtime.network import NetworkManager
+    from volmerge.runtime.store import Store
 
     st = Store(vm.root)
     try:

@@ -47,7 +47,7 @@ def pg_root(tmp_path_factory, fixture_image) -> Path:
         subprocess.run([sys.executable, "-m", "volmerge", "image", "load", str(fixture_image(kind))],
                        env=env, check=True, capture_output=True)
     yield root
-    from runtime import sys as rsys
+    from volmerge.runtime import sys as rsys
 
     rsys.umount_tree(root)
 

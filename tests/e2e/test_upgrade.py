@@ -166,7 +166,7 @@ def test_policy_that_does_not_parse(vm, tmp_path) -> None:  # type: ignore[no-un
 
 
 def test_second_upgrade_while_one_runs_is_refused(vm) -> None:  # type: ignore[no-untyped-def]
-    from runtime.store import Store
+    from volmerge.runtime.store import Store
 
     _start_app(vm)
     st = Store(vm.root)
@@ -212,8 +212,14 @@ def _hostile_image(out) -> str:  # type: ignore[no-untyped-def]
     """The demo app v2 without the rename hint (so notes.body, holding every
     note, is dropped) and a policy in /etc/volmerge/policy.toml (no label)
     that allows the loss and takes its own settings.ini over the operator's."""
-    from fixtures.images import _cached_layer, _demo_entries, cache_root, demo_config, recipe
-    from fixtures.oci_writer import make_layer, write_archive
+    from volmerge.fixtures.images import (
+        _cached_layer,
+        _demo_entries,
+        cache_root,
+        demo_config,
+        recipe,
+    )
+    from volmerge.fixtures.oci_writer import make_layer, write_archive
 
     cache = cache_root().resolve()
     blobs = [_cached_layer(layer, cache, "none") for layer in recipe("demo-v2").layers[:2]]

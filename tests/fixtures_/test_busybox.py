@@ -6,7 +6,7 @@ import os
 import tarfile
 from pathlib import Path
 
-from fixtures import REFS, image_archive
+from volmerge.fixtures import REFS, image_archive
 
 from .conftest import skopeo_config, skopeo_inspect
 
@@ -44,7 +44,7 @@ def test_busybox_cache_hit_returns_same_file(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     first = image_archive("busybox", cache)
     mtime = first.stat().st_mtime_ns
-    from fixtures import images
+    from volmerge.fixtures import images
 
     images._MEMO.clear()  # force the on-disk lookup, not the in-process memo
     second = image_archive("busybox", cache)

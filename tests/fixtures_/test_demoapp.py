@@ -17,9 +17,8 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from fixtures.demoapp import server as demo
-from fixtures.images import demo_config, demo_policy, demo_seed
+from volmerge.fixtures.demoapp import server as demo
+from volmerge.fixtures.images import demo_config, demo_policy, demo_seed
 
 SERVER = Path(demo.__file__)
 

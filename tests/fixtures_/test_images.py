@@ -15,9 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-
-from fixtures import REFS, Dir, File, Hardlink, Symlink, build_image, image_archive, images
-from fixtures.images import FixtureError
+from volmerge.fixtures import REFS, Dir, File, Hardlink, Symlink, build_image, image_archive, images
+from volmerge.fixtures.images import FixtureError
 
 from .conftest import skopeo_config, skopeo_inspect
 
@@ -95,7 +94,7 @@ def test_source_change_rebuilds_and_drops_the_stale_archive(tmp_path: Path, monk
 
 def test_parallel_builders_make_one_archive(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    code = f"from fixtures import image_archive; print(image_archive('busybox', {str(cache)!r}))"
+    code = f"from volmerge.fixtures import image_archive; print(image_archive('busybox', {str(cache)!r}))"
     procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
              for _ in range(3)]
     outs = {p.communicate(timeout=60)[0].strip() for p in procs}

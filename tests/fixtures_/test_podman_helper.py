@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from volmerge.fixtures import REFS
 
-from fixtures import REFS
 from tests.conftest import ROOT_DIR
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")

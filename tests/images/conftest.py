@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 
 import pytest
+from volmerge.runtime.images import ImageStore
+from volmerge.runtime.store import Store
 
-from runtime.images import ImageStore
-from runtime.store import Store
 from tests.podman import podman
 
 __all__ = ["podman"]

@@ -8,9 +8,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
-from runtime.errors import Conflict
-from runtime.images import _USER_CHECKS, ImageStore, register_user_check
+from volmerge.runtime.errors import Conflict
+from volmerge.runtime.images import _USER_CHECKS, ImageStore, register_user_check
 
 from .builders import (
     E,
@@ -94,7 +93,7 @@ def test_get_by_ids_and_bad_refs(images: ImageStore, tmp_path: Path) -> None:
     assert images.get("sha256:" + img.id[:8]).id == img.id
     assert images.get(img.id[:4]).id == img.id
     assert images.get("test:1").id == img.id  # localhost/ is implied
-    from runtime.errors import BadInput, NotFound
+    from volmerge.runtime.errors import BadInput, NotFound
 
     with pytest.raises(NotFound):
         images.get("nope")
@@ -152,7 +151,7 @@ def test_sweep_removes_crash_leftovers(images: ImageStore, root: Path, tmp_path:
     (stray / "diff").mkdir(parents=True)
     (root / "blobs" / "sha256" / ("cd" * 32)).write_bytes(b"x")
     (root / "tmp" / "layer-dead").mkdir()
-    from runtime.store import Store
+    from volmerge.runtime.store import Store
 
     Store(root).close()  # opening sweeps
     assert not stray.exists() and not (root / "blobs" / "sha256" / ("cd" * 32)).exists()

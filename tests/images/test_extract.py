@@ -7,11 +7,10 @@ import stat
 from pathlib import Path
 
 import pytest
-
-from runtime import sys as rsys
-from runtime.errors import BadInput
-from runtime.images import ImageStore
-from runtime.tarsafe import extract_layer
+from volmerge.runtime import sys as rsys
+from volmerge.runtime.errors import BadInput
+from volmerge.runtime.images import ImageStore
+from volmerge.runtime.tarsafe import extract_layer
 
 from .builders import MTIME, E, compress, layer_tar, sha
 
@@ -127,6 +126,6 @@ def test_entry_nested_beyond_path_max_is_bad_input(tmp_path: Path) -> None:
     with pytest.raises(BadInput, match="nested too deep") as exc:
         _extract(tmp_path, [E(name, data=b"x")])
     assert len(str(exc.value)) < 300
-    from runtime import fsutil
+    from volmerge.runtime import fsutil
 
     fsutil.rmtree(tmp_path / "out")  # the half-filled tree: 2,000 levels

@@ -11,9 +11,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
-
-from runtime import sys as rsys
-from runtime.images import ImageStore
+from volmerge.runtime import sys as rsys
+from volmerge.runtime.images import ImageStore
 
 from .builders import E, busybox_rootfs, image_files, layer_tar, snapshot, write_tar
 

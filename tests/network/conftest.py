@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from runtime import sys as rsys
+from volmerge.runtime import sys as rsys
 
 requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -141,8 +140,8 @@ def www(tmp_path: Path) -> Path:
 def nm(root: Path):  # type: ignore[no-untyped-def]
     """A NetworkManager on a fresh store; every container is released and
     every network removed at the end, so the host check above sees a clean slate."""
-    from runtime.network import NetworkManager
-    from runtime.store import Store
+    from volmerge.runtime.network import NetworkManager
+    from volmerge.runtime.store import Store
 
     store = Store(root)
     mgr = NetworkManager(store)

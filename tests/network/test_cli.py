@@ -27,8 +27,8 @@ def test_create_ls_inspect_rm(cli, root) -> None:  # type: ignore[no-untyped-def
     assert bridge in host_state()["links"]
 
     # a container holding a lease keeps the network
-    from runtime.network import NetworkManager
-    from runtime.store import Store
+    from volmerge.runtime.network import NetworkManager
+    from volmerge.runtime.store import Store
 
     store = Store(root)
     nm = NetworkManager(store)

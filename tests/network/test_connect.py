@@ -10,9 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from runtime.errors import BadInput, Conflict, NotFound
-from runtime.network import Attachment, PortSpec
+from volmerge.runtime.errors import BadInput, Conflict, NotFound
+from volmerge.runtime.network import Attachment, PortSpec
 
 from .conftest import host_state, run_in, wget
 

@@ -9,11 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from runtime import sys as rsys
-from runtime.errors import BadInput, Conflict, NotFound
-from runtime.network import NetworkManager
-from runtime.store import Store
+from volmerge.runtime import sys as rsys
+from volmerge.runtime.errors import BadInput, Conflict, NotFound
+from volmerge.runtime.network import NetworkManager
+from volmerge.runtime.store import Store
 
 from .conftest import host_state, run_in
 
@@ -98,8 +97,8 @@ def test_default_network_created_on_first_use(nm) -> None:  # type: ignore[no-un
 
 CRASH = r"""
 import os, sys
-from runtime.store import Store
-from runtime.network import NetworkManager, manager
+from volmerge.runtime.store import Store
+from volmerge.runtime.network import NetworkManager, manager
 manager.NetworkManager._mark_up = lambda self, cid: os._exit(9)   # die mid-connect
 nm = NetworkManager(Store(sys.argv[1]))
 nm.connect("crashy", None, "crashy", ports=["8080:80"])
@@ -134,7 +133,7 @@ def test_reconcile_removes_dead_containers_and_strays(nm, root: Path) -> None:  
     nm.disconnect("gone")  # stopped, lease kept
     # a stray namespace file and a stray link carrying our alias (a crashed older run)
     (nm.ns_dir / "stray").touch()
-    from runtime.network import links
+    from volmerge.runtime.network import links
 
     with links.open_host() as ipr:
         ipr.link("add", ifname="vmh-stray", kind="bridge")
@@ -160,7 +159,7 @@ def test_reconcile_removes_dead_containers_and_strays(nm, root: Path) -> None:  
 def test_reconcile_after_reboot_like_loss(nm) -> None:  # type: ignore[no-untyped-def]
     """The namespace pin and the links vanish (reboot); the rows remain."""
     att = nm.connect("c1", None, "one", ports=["8080:80"])
-    from runtime.network import links, netns
+    from volmerge.runtime.network import links, netns
 
     netns.remove(att.netns_path)  # the kernel drops the veth with the namespace
     with links.open_host() as ipr:
@@ -188,9 +187,9 @@ def test_reconnect_replaces_old_attachment(nm) -> None:  # type: ignore[no-untyp
 
 OTHER_MNTNS = r"""
 import sys
-from runtime import sys as rsys
-from runtime.store import Store
-from runtime.network import NetworkManager
+from volmerge.runtime import sys as rsys
+from volmerge.runtime.store import Store
+from volmerge.runtime.network import NetworkManager
 rsys.unshare(rsys.CLONE_NEWNS)
 rsys.make_private("/")
 NetworkManager(Store(sys.argv[1])).disconnect("c1", release=True)
@@ -211,7 +210,7 @@ def test_disconnect_from_another_mount_namespace_leaves_nothing(nm, root: Path) 
 
 
 def test_sweeper_removes_unnamed_pins_and_hosts_files(nm, root: Path) -> None:  # type: ignore[no-untyped-def]
-    from runtime.network import netns
+    from volmerge.runtime.network import netns
 
     nm.ensure_default()
     netns.create(nm.ns_dir / "orphan").close()  # a pinned namespace no row names
@@ -223,8 +222,8 @@ def test_sweeper_removes_unnamed_pins_and_hosts_files(nm, root: Path) -> None:  
 
 PARALLEL = r"""
 import sys
-from runtime.store import Store
-from runtime.network import NetworkManager
+from volmerge.runtime.store import Store
+from volmerge.runtime.network import NetworkManager
 nm = NetworkManager(Store(sys.argv[1]))
 for i in range(8):
     nm.connect(f"{sys.argv[2]}{i}", None, f"{sys.argv[2]}{i}")
@@ -247,7 +246,7 @@ def test_parallel_connects_from_two_processes(nm, root: Path) -> None:  # type: 
 
 
 def test_connect_replaces_unnamed_leftovers_of_its_own(nm) -> None:  # type: ignore[no-untyped-def]
-    from runtime.network import links, netns
+    from volmerge.runtime.network import links, netns
 
     nm.ensure_default()
     netns.create(nm.ns_dir / "c1").close()  # a pin and a veth a crash left, no row

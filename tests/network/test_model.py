@@ -7,9 +7,8 @@ import ipaddress
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from runtime.errors import BadInput, Conflict
-from runtime.network import PortSpec, hosts, ipam, ports
+from volmerge.runtime.errors import BadInput, Conflict
+from volmerge.runtime.network import PortSpec, hosts, ipam, ports
 
 
 @pytest.mark.parametrize("text, want", [

@@ -11,8 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from runtime import cgroups
+from volmerge.runtime import cgroups
 
 BUSYBOX_REF = "localhost/volmerge-fixture/busybox:latest"
 EXECUTORS = ["runc", "builtin"] if shutil.which("runc") else ["builtin"]
@@ -40,8 +39,8 @@ def remove_containers(tmp_path: Path):
     root = tmp_path / "root"
     if not (root / "state.db").exists():
         return
-    from runtime.containers import Engine
-    from runtime.store import Store
+    from volmerge.runtime.containers import Engine
+    from volmerge.runtime.store import Store
 
     st = Store(root, sweep=False)
     try:
@@ -106,7 +105,7 @@ def make_image(busybox_rootfs: Path, tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture
 def image(store, fixture_image) -> str:
     """The fixture busybox image, loaded into this test's store."""
-    from runtime.images import ImageStore
+    from volmerge.runtime.images import ImageStore
 
     ImageStore(store).load(fixture_image("busybox"))
     return BUSYBOX_REF
@@ -119,7 +118,7 @@ def executor(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def engine(store, executor):
-    from runtime.containers import Engine
+    from volmerge.runtime.containers import Engine
 
     eng = Engine(store, runtime=executor)
     yield eng

@@ -29,7 +29,7 @@ def _one_line_error(p, needle: str):
 
 
 def test_unknown_image(cli, root, store):
-    from runtime.images import ImageStore
+    from volmerge.runtime.images import ImageStore
 
     ImageStore(store)  # an empty image store
     _one_line_error(cli("run", "--rm", "no/such:image", "true"), "no such image")

@@ -7,7 +7,7 @@ import os
 import signal
 import time
 
-from runtime import sys as rsys
+from volmerge.runtime import sys as rsys
 
 LOOP = "trap 'echo bye; exit 3' TERM; echo started; while true; do sleep 0.05; done"
 
@@ -95,8 +95,8 @@ def test_exec_kill_wait(cli, image, executor):
 def test_supervisor_killed_is_reconciled(cli, image, executor, root):
     cid = cli("run", "-d", *_rt(executor), image, "/bin/sh", "-c", LOOP).stdout.strip()
     [c] = json.loads(cli("inspect", "--json", cid).stdout)
-    from runtime.containers import Engine
-    from runtime.store import Store
+    from volmerge.runtime.containers import Engine
+    from volmerge.runtime.store import Store
 
     st = Store(root, sweep=False)
     owner = Engine(st).get(cid).owner_pid

@@ -6,9 +6,8 @@ import json
 import time
 
 import pytest
-
-from runtime.errors import NotDone
-from runtime.options import HealthConfig, RestartPolicy, RunOptions
+from volmerge.runtime.errors import NotDone
+from volmerge.runtime.options import HealthConfig, RestartPolicy, RunOptions
 
 LOOP = ["/bin/sh", "-c", "while true; do sleep 0.05; done"]
 

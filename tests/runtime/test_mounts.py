@@ -6,8 +6,8 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from runtime.executors.base import Stdio
-from runtime.options import RunOptions, parse_tmpfs, parse_volume
+from volmerge.runtime.executors.base import Stdio
+from volmerge.runtime.options import RunOptions, parse_tmpfs, parse_volume
 
 
 def _run(engine, tmp_path, opts: RunOptions) -> tuple[int, str]:
@@ -15,7 +15,7 @@ def _run(engine, tmp_path, opts: RunOptions) -> tuple[int, str]:
     with open(out, "wb") as f:
         c = engine.create(opts)
         # a foreground run (what start(attach=True) does), output to a file
-        from runtime.supervisor import supervise
+        from volmerge.runtime.supervisor import supervise
 
         engine._update(c.id, stop_requested=0)
         engine.prepare(engine._lookup(c.id))
@@ -81,7 +81,7 @@ def test_mounts_recorded_for_successor(engine, busybox_rootfs, make_image, tmp_p
 
 
 def test_volume_provider_attach_and_detach(store, executor, busybox_rootfs):
-    from runtime.containers import Engine
+    from volmerge.runtime.containers import Engine
 
     calls = []
 
@@ -141,7 +141,7 @@ def test_exec_sees_limits_and_caps(engine, busybox_rootfs, tmp_path):
     assert "CapBnd:\t00000000a80425fb" in text
     for dev in ("null", "zero", "full", "random", "urandom", "tty", "pts", "shm"):
         assert dev in text.split()
-    from runtime.cgroups import CGROUP_ROOT, PARENT
+    from volmerge.runtime.cgroups import CGROUP_ROOT, PARENT
 
     assert (CGROUP_ROOT / "pids" / PARENT / c.id / "pids.max").read_text().strip() == "50"
     assert int((CGROUP_ROOT / "memory" / PARENT / c.id / "memory.limit_in_bytes")
@@ -181,7 +181,7 @@ def test_special_files_follow_image_symlinks_inside_the_root(engine, make_image,
 
 
 def test_container_resolv_conf_drops_loopback_servers():
-    from runtime.spec import container_resolv_conf
+    from volmerge.runtime.spec import container_resolv_conf
 
     host = "# generated\nsearch corp.example\nnameserver 127.0.0.53\nnameserver 10.1.2.3\noptions edns0\n"
     out = container_resolv_conf(host, None, share_host_net=False)

@@ -7,9 +7,8 @@ import os
 import signal
 
 import pytest
-
-from runtime.executors.base import Stdio
-from runtime.executors.runc import RuncRunning, spawn
+from volmerge.runtime.executors.base import Stdio
+from volmerge.runtime.executors.runc import RuncRunning, spawn
 
 
 def _wait(pid: int) -> int:

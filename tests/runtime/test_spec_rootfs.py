@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from runtime import rootfs, spec
-from runtime import sys as rsys
-from runtime.errors import BadInput
-from runtime.options import (
+from volmerge.runtime import rootfs, spec
+from volmerge.runtime import sys as rsys
+from volmerge.runtime.errors import BadInput
+from volmerge.runtime.options import (
     HealthConfig,
     Mount,
     PortSpec,

@@ -89,7 +89,7 @@ def test_a_run_rm_commits_five_times_and_syncs_two(engine, image, store):
     nothing for it (it used to: a sixth commit).  Only the container's
     existence (create, remove) is durable (``synchronous = FULL``, an
     fsync); its run state is not (NORMAL), as reconciliation restores it."""
-    from runtime.options import RunOptions
+    from volmerge.runtime.options import RunOptions
 
     statements: list[str] = []
     store.db.set_trace_callback(statements.append)
@@ -114,7 +114,7 @@ def test_pyroute2_without_its_package_init_until_a_name_of_it_is_used():
     runs its __init__."""
     code = (
         "import sys\n"
-        "import runtime.network.links as links\n"
+        "import volmerge.runtime.network.links as links\n"
         "assert 'pyroute2.ndb' not in sys.modules and 'pyroute2.ipdb' not in sys.modules\n"
         "from pyroute2 import NDB, IPRoute\n"
         "import pyroute2\n"

@@ -15,8 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from runtime import sys as rsys
+from volmerge.runtime import sys as rsys
 
 from ..conftest import _remove_networks
 from ..images.builders import E, image_files, layer_tar, write_tar
@@ -29,8 +28,8 @@ def root(public_dir: Path) -> Path:
     r = public_dir / "root"
     yield r
     if (r / "state.db").exists():
-        from runtime.containers import Engine
-        from runtime.store import Store
+        from volmerge.runtime.containers import Engine
+        from volmerge.runtime.store import Store
 
         st = Store(r, sweep=False)
         try:

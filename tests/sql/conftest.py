@@ -33,7 +33,7 @@ def pg16_bindir() -> str | None:
 def pg_server(tmp_path_factory):
     if not os.path.exists(os.path.join(PG15_BIN, "postgres")):
         pytest.skip("PostgreSQL 15 server binaries are not installed")
-    from strategies.sql.pgtemp import PgServer, local_runner
+    from volmerge.strategies.sql.pgtemp import PgServer, local_runner
 
     d = tmp_path_factory.mktemp("pg15")
     server = PgServer(PG15_BIN, str(d / "data"), str(d / "sock"), local_runner(),

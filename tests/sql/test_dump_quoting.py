@@ -15,11 +15,10 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from strategies.errors import BadInput
-from strategies.sql import plan_replay, replay
-from strategies.sql import quote as Q
-from strategies.sql.inserts import check
+from volmerge.strategies.errors import BadInput
+from volmerge.strategies.sql import plan_replay, replay
+from volmerge.strategies.sql import quote as Q
+from volmerge.strategies.sql.inserts import check
 
 from .helpers import make_db
 
@@ -396,8 +395,8 @@ def test_postgres_source_with_quotes_and_dots_in_names(tmp_path, pg_db, pg_url, 
 
 
 def test_a_type_that_is_not_a_type_name_is_not_pasted_into_ddl():
-    from strategies.sql.render import render_type
-    from strategies.sql.schema import Column
+    from volmerge.strategies.sql.render import render_type
+    from volmerge.strategies.sql.schema import Column
 
     evil = Column("a", "enum('a','b'); DROP TABLE keep; --')")
     assert render_type(evil, "mysql", "postgres") == "TEXT"

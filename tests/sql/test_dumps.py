@@ -10,10 +10,9 @@ import tracemalloc
 
 import psycopg
 import pytest
-
-from strategies.errors import BadInput
-from strategies.sql import plan_replay, read_schema, replay
-from strategies.sql.dumpstream import iter_statements, statements_of
+from volmerge.strategies.errors import BadInput
+from volmerge.strategies.sql import plan_replay, read_schema, replay
+from volmerge.strategies.sql.dumpstream import iter_statements, statements_of
 
 from .helpers import NEW, make_db, rows, trio
 

@@ -9,9 +9,8 @@ from urllib.parse import urlsplit
 
 import psycopg
 import pytest
-
-from strategies.errors import BadInput, NotDone
-from strategies.sql import plan_replay, read_schema, replay, replay_pg
+from volmerge.strategies.errors import BadInput, NotDone
+from volmerge.strategies.sql import plan_replay, read_schema, replay, replay_pg
 
 _dbs = itertools.count()
 
@@ -208,7 +207,7 @@ def test_staging_schemas_of_dead_replays_are_swept_live_ones_kept(pg_db, empty_d
     """A replay killed mid-build leaves its staging schema behind; the next
     replay into that database drops it — but not the schema of a build
     still running (it holds its advisory lock)."""
-    from strategies.sql.pgstage import lock_key
+    from volmerge.strategies.sql.pgstage import lock_key
 
     _source(pg_db)
     _exec(empty_db, "CREATE SCHEMA volmerge_stage_dead00000000",

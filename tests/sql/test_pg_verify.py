@@ -8,10 +8,9 @@ import threading
 
 import psycopg
 import pytest
-
-from strategies.errors import BadInput, NotDone
-from strategies.sql import plan_replay, read_schema, replay
-from strategies.sql.replay_pg import _dest_types, _pg_sum
+from volmerge.strategies.errors import BadInput, NotDone
+from volmerge.strategies.sql import plan_replay, read_schema, replay
+from volmerge.strategies.sql.replay_pg import _dest_types, _pg_sum
 
 
 def _exec(url: str, *sql: str) -> None:

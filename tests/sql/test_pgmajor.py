@@ -10,10 +10,9 @@ from dataclasses import dataclass
 
 import psycopg
 import pytest
-
-from strategies.errors import BadInput
-from strategies.sql.pgmajor import PgMajorResult, pg_upgrade_copy, upgrade_datadir
-from strategies.sql.pgtemp import PgServer, local_runner
+from volmerge.strategies.errors import BadInput
+from volmerge.strategies.sql.pgmajor import PgMajorResult, pg_upgrade_copy, upgrade_datadir
+from volmerge.strategies.sql.pgtemp import PgServer, local_runner
 
 from .conftest import PG15_BIN, pg16_bindir
 
@@ -147,8 +146,7 @@ def test_database_names_reach_pg_dump_as_names(pg_server, tmp_path, name):
 
     import psycopg
     from psycopg import sql
-
-    from strategies.sql.pgmajor import conninfo_dbname
+    from volmerge.strategies.sql.pgmajor import conninfo_dbname
 
     with psycopg.connect(pg_server.url("postgres"), autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))

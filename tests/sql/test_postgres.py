@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-
-from strategies.errors import BadInput, NotDone
-from strategies.sql import plan_replay, read_schema, replay
+from volmerge.strategies.errors import BadInput, NotDone
+from volmerge.strategies.sql import plan_replay, read_schema, replay
 
 from .helpers import rows, trio
 

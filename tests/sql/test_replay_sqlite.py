@@ -7,9 +7,8 @@ import sqlite3
 import time
 
 import pytest
-
-from strategies.errors import BadInput, NotDone
-from strategies.sql import plan_replay, replay
+from volmerge.strategies.errors import BadInput, NotDone
+from volmerge.strategies.sql import plan_replay, replay
 
 from .helpers import make_db, rows, trio
 
@@ -166,7 +165,7 @@ def test_verification_detects_a_changed_value(tmp_path):
     make_db(tmp_path / "new2.db", "CREATE TABLE users(id INTEGER PRIMARY KEY, name TEXT NOT NULL);"
                                   "CREATE TABLE notes(id INTEGER PRIMARY KEY, user_id INTEGER, body TEXT, "
                                   "score TEXT);")
-    from strategies.sql import replay_sqlite
+    from volmerge.strategies.sql import replay_sqlite
 
     original = replay_sqlite._insert_select
 

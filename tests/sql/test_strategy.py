@@ -10,8 +10,8 @@ import sqlite3
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from strategies.base import FileStrategy, MergeOptions
-from strategies.sql.strategy import SqlReplayStrategy, sql_options
+from volmerge.strategies.base import FileStrategy, MergeOptions
+from volmerge.strategies.sql.strategy import SqlReplayStrategy, sql_options
 
 from .helpers import rows, trio
 
@@ -82,7 +82,7 @@ def _tree_state(d: Path) -> dict[str, tuple[int, str, int]]:
 def read_only_inputs(tmp: Path, files: dict[str, Path]):
     """Each input in its own directory, bind-mounted read-only, reached the way
     the tree merge passes it: /proc/self/fd/N/name."""
-    from runtime import sys as rsys
+    from volmerge.runtime import sys as rsys
 
     MS_BIND, MS_RDONLY, MS_REMOUNT = 4096, 1, 32
     dirs, fds, paths = [], [], {}

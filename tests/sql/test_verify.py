@@ -8,9 +8,8 @@ import contextlib
 import re
 
 import pytest
-
-from strategies.errors import NotDone
-from strategies.sql import plan_replay, replay, replay_sqlite
+from volmerge.strategies.errors import NotDone
+from volmerge.strategies.sql import plan_replay, replay, replay_sqlite
 
 from .helpers import make_db
 

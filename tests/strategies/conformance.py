@@ -11,7 +11,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from strategies.base import MergeOptions
+from volmerge.strategies.base import MergeOptions
 
 
 def _sqlite(path: Path, rows: list[str]) -> bytes:

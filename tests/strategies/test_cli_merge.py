@@ -127,7 +127,7 @@ def test_strategies_listing(cli) -> None:  # type: ignore[no-untyped-def]
     p = cli("strategies")
     assert p.returncode == 0 and p.stdout.startswith("NAME")
     rows = {r["name"]: r for r in json.loads(cli("strategies", "--json").stdout)}
-    assert rows["text"]["status"] == "ok" and rows["text"]["entry_point"] == "strategies.text:TextStrategy"
+    assert rows["text"]["status"] == "ok" and rows["text"]["entry_point"] == "volmerge.strategies.text:TextStrategy"
 
 
 def test_allow_data_loss_flag(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

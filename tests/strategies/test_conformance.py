@@ -6,10 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from strategies.base import FileStrategy, Strategy
-from strategies.errors import BadInput
-from strategies.registry import all_strategies, get_strategy, load_errors, registry
+from volmerge.strategies.base import FileStrategy, Strategy
+from volmerge.strategies.errors import BadInput
+from volmerge.strategies.registry import all_strategies, get_strategy, load_errors, registry
 
 from .conformance import check_strategy
 

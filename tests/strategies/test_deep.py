@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from volmerge.strategies.errors import BadInput
+from volmerge.strategies.nodes import MAX_DEPTH
+from volmerge.strategies.tree import merge_trees
 
-from strategies.errors import BadInput
-from strategies.nodes import MAX_DEPTH
-from strategies.tree import merge_trees
 from tests.volumes.helpers import deep_tree
 
 DEEP = 10_000
@@ -118,7 +118,7 @@ def test_give_chowns_a_deep_clone_never_a_symlink_target(
     """give() hands a clone of a container's PostgreSQL data to the server's
     user: iteratively, and a symlink planted in the data is chowned itself,
     never what it points at (the host's /etc/shadow, here a sentinel)."""
-    from strategies.sql.pgtemp import give
+    from volmerge.strategies.sql.pgtemp import give
 
     sentinel = tmp_path / "shadow"
     sentinel.write_text("root only\n")

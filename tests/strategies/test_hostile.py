@@ -9,9 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from strategies.errors import BadInput
-from strategies.tree import merge_trees
+from volmerge.strategies.errors import BadInput
+from volmerge.strategies.tree import merge_trees
 
 from .treeutil import Link, read, three
 

@@ -12,18 +12,17 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
-from strategies import registry
-from strategies.policy import parse_policy
-from strategies.tree import merge_trees
+from volmerge.strategies import registry
+from volmerge.strategies.policy import parse_policy
+from volmerge.strategies.tree import merge_trees
 
 from .conformance import check_strategy
 from .treeutil import read, three
 
 DIST = "volmerge_testplugin"
 PLUGIN = '''
-from strategies.base import FileReport, MergeResult
-from strategies.identity import trivial_merge
+from volmerge.strategies.base import FileReport, MergeResult
+from volmerge.strategies.identity import trivial_merge
 
 
 class ConcatStrategy:

@@ -6,9 +6,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
-from strategies.errors import BadInput
-from strategies.policy import (
+from volmerge.strategies.errors import BadInput
+from volmerge.strategies.policy import (
     Policy,
     allow_data_loss_policy,
     glob_to_regex,
@@ -16,8 +15,8 @@ from strategies.policy import (
     parse_policy,
     restrict_image_policy,
 )
-from strategies.registry import find_strategy
-from strategies.tree import MergeConflict, merge_trees
+from volmerge.strategies.registry import find_strategy
+from volmerge.strategies.tree import MergeConflict, merge_trees
 
 
 @pytest.mark.parametrize("glob,path,hit", [

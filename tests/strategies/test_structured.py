@@ -9,9 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
-
-from strategies.base import MergeOptions
-from strategies.structured import MISSING, StructuredStrategy, plan_merge
+from volmerge.strategies.base import MergeOptions
+from volmerge.strategies.structured import MISSING, StructuredStrategy, plan_merge
 
 S = StructuredStrategy()
 

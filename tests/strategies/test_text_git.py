@@ -11,9 +11,8 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from strategies.base import MergeOptions
-from strategies.text import merge_text
+from volmerge.strategies.base import MergeOptions
+from volmerge.strategies.text import merge_text
 
 
 def git_merge(tmp: Path, base: bytes, ours: bytes, theirs: bytes, diff3: bool = False) -> tuple[int, bytes]:

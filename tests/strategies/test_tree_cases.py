@@ -7,9 +7,8 @@ import stat
 from pathlib import Path
 
 import pytest
-
-from strategies.errors import BadInput
-from strategies.tree import MergeConflict, merge_trees
+from volmerge.strategies.errors import BadInput
+from volmerge.strategies.tree import MergeConflict, merge_trees
 
 from .treeutil import Link, build, read, three
 
@@ -149,7 +148,7 @@ def test_large_file_streamed(tmp_path: Path) -> None:
 
 
 def test_large_files_changed_on_both_sides_are_whole_file(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import strategies.tree as tree
+    import volmerge.strategies.tree as tree
 
     monkeypatch.setattr(tree, "MAX_CONTENT", 10)
     out, rep = run(tmp_path, {"f": b"a\nb\nc\nd\ne\nf\n"}, {"f": b"A\nb\nc\nd\ne\nf\n"},
@@ -173,7 +172,7 @@ def test_upper_mode_writes_only_changes(tmp_path: Path) -> None:
 
 
 def test_upper_mode_on_a_real_overlay(tmp_path: Path) -> None:
-    from runtime import sys as rsys
+    from volmerge.runtime import sys as rsys
 
     b, o, t = three(tmp_path, {"a": b"1", "gone": b"g", "d": {"k": b"k"}}, {"a": b"1", "gone": b"g", "d": {"k": b"k"}},
                     {"a": b"2", "d": {"k": b"k", "n": b"n"}})
@@ -246,7 +245,7 @@ def test_databases_go_to_the_sql_strategy(tmp_path: Path) -> None:
     and are handed over by path; the report lists them under "sql"."""
     import sqlite3
 
-    from strategies.registry import find_strategy
+    from volmerge.strategies.registry import find_strategy
 
     assert find_strategy("sql") is not None, "the sql strategy does not load (pip install -e .)"
     b, o, t = three(tmp_path, {}, {}, {})

@@ -224,7 +224,7 @@ def test_image_save_ignores_planted_symlinks(cli, tmp_path: Path, fixture_image)
 @pytest.mark.parametrize("good", ["web", "a", "web-1.example.com", "A1", "x" * 63,
                                   ".".join(["a" * 63] * 3) + ".b"])
 def test_hostname_accepted(good: str) -> None:
-    from runtime.options import check_hostname
+    from volmerge.runtime.options import check_hostname
 
     assert check_hostname(good) == good
 
@@ -232,8 +232,8 @@ def test_hostname_accepted(good: str) -> None:
 @pytest.mark.parametrize("bad", ["", "a b", "a/b", "-a", "a-", "a..b", "web\n", "a_b", "x" * 64,
                                  ".".join(["a" * 63] * 4)])
 def test_hostname_refused(bad: str) -> None:
-    from runtime.errors import BadInput
-    from runtime.options import check_hostname
+    from volmerge.runtime.errors import BadInput
+    from volmerge.runtime.options import check_hostname
 
     with pytest.raises(BadInput):
         check_hostname(bad)
@@ -242,7 +242,7 @@ def test_hostname_refused(bad: str) -> None:
 @pytest.mark.parametrize("good", ["0", "root", "1000:1000", "app:extra", "2147483647",
                                   "0:2147483647", "svc$", "_apt"])
 def test_user_accepted(good: str) -> None:
-    from runtime.options import check_user
+    from volmerge.runtime.options import check_user
 
     assert check_user(good) == good
 
@@ -250,8 +250,8 @@ def test_user_accepted(good: str) -> None:
 @pytest.mark.parametrize("bad", ["", ":", "2147483648", "0:4294967295", "99999999999", "a b",
                                  "root:", "root\n", "١٢", "-1", "a:b:c"])
 def test_user_refused(bad: str) -> None:
-    from runtime.errors import BadInput
-    from runtime.options import check_user
+    from volmerge.runtime.errors import BadInput
+    from volmerge.runtime.options import check_user
 
     with pytest.raises(BadInput):
         check_user(bad)
@@ -260,7 +260,7 @@ def test_user_refused(bad: str) -> None:
 @pytest.mark.parametrize("good", ["http://localhost:8080/", "localhost:8080/health", "127.0.0.1/x",
                                   "http://web/?q=1"])
 def test_http_url_accepted(good: str) -> None:
-    from runtime.options import check_http_url
+    from volmerge.runtime.options import check_http_url
 
     assert check_http_url(good) == good
 
@@ -268,8 +268,8 @@ def test_http_url_accepted(good: str) -> None:
 @pytest.mark.parametrize("bad", ["", "not a url", "https://h/", "ftp://h/", "http://h:0/",
                                  "http://h:99999/", "http:///x", "http://a b/", "http://h/\n"])
 def test_http_url_refused(bad: str) -> None:
-    from runtime.errors import BadInput
-    from runtime.options import check_http_url
+    from volmerge.runtime.errors import BadInput
+    from volmerge.runtime.options import check_http_url
 
     with pytest.raises(BadInput):
         check_http_url(bad)
@@ -278,8 +278,8 @@ def test_http_url_refused(bad: str) -> None:
 @pytest.mark.parametrize("ref,ok", [("app:1", True), ("sha256:abcd", False), ("sha512:x", False),
                                     (HEX64, False), ("my/" + HEX64, True), ("sha256x:1", True)])
 def test_new_image_name(ref: str, ok: bool) -> None:
-    from runtime.errors import BadInput
-    from runtime.images import new_name
+    from volmerge.runtime.errors import BadInput
+    from volmerge.runtime.images import new_name
 
     if ok:
         assert new_name(ref).startswith(ref.split(":")[0])
@@ -291,8 +291,8 @@ def test_new_image_name(ref: str, ok: bool) -> None:
 def test_digest_with_a_newline_refused() -> None:
     """``$`` matches before a final newline: a hostile manifest's digest
     ``sha256:<hex>\\n`` must not pass as ``sha256:<hex>``."""
-    from runtime.errors import BadInput
-    from runtime.oci import digest_hex
+    from volmerge.runtime.errors import BadInput
+    from volmerge.runtime.oci import digest_hex
 
     assert digest_hex("sha256:" + "a" * 64) == "a" * 64
     with pytest.raises(BadInput):

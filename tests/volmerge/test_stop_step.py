@@ -8,17 +8,18 @@ import subprocess
 import sys
 import time
 
-from runtime.options import RunOptions
+from volmerge.runtime.options import RunOptions
 
 BUSYBOX_REF = "localhost/volmerge-fixture/busybox:latest"
 # slow to stop: ~1 s between SIGTERM and the exit
 SLOW = ["sh", "-c", "trap 'sleep 1; exit 0' TERM; while :; do sleep 0.05; done"]
-STOP = ("import sys\nfrom runtime.store import Store\nfrom volmerge.context import Context\n"
+STOP = ("import sys\nfrom volmerge.runtime.store import Store\nfrom volmerge.context import Context\n"
         "Context(Store(sys.argv[1])).engine.stop(sys.argv[2], timeout=5)\n")
 
 
 def test_undo_of_a_stop_cut_short_lets_it_finish_then_restarts(root, fixture_image):
-    from runtime.store import Store
+    from volmerge.runtime.store import Store
+
     from volmerge.context import Context
     from volmerge.upgrade.steps import StopContainer
 

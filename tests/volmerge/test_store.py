@@ -10,9 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from runtime.errors import BadInput
-from runtime.store import Store
+from volmerge.runtime.errors import BadInput
+from volmerge.runtime.store import Store
 
 
 def test_root_layout_and_pragmas(root: Path) -> None:
@@ -130,7 +129,7 @@ def test_root_that_is_a_file_is_bad_input(tmp_path: Path) -> None:
 
 WRITER = r"""
 import sys
-from runtime.store import Store
+from volmerge.runtime.store import Store
 s = Store(sys.argv[1])
 s.ensure_schema("counter", ["CREATE TABLE c (k TEXT PRIMARY KEY, n INTEGER NOT NULL);"])
 for i in range(200):

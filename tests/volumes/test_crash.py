@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from volmerge.runtime import sys as rsys
+from volmerge.runtime.store import Store
 
-from runtime import sys as rsys
-from runtime.store import Store
 from volmerge.volumes import ContainerHooks, VolumeManager
 from volmerge.volumes.faults import STEPS
 
@@ -32,7 +32,7 @@ OPS = {
 SCRIPT = """
 import sys
 from pathlib import Path
-from runtime.store import Store
+from volmerge.runtime.store import Store
 from volmerge.volumes import VolumeManager, ContainerHooks
 ROOT, SEED = sys.argv[1], sys.argv[2]
 hooks = ContainerHooks(pid_of=lambda c: None, pause=lambda c: None, resume=lambda c: None)

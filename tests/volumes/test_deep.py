@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
+from volmerge.runtime import fsutil
+from volmerge.runtime.store import Store
 
-from runtime import fsutil
-from runtime.store import Store
 from tests.runtime.conftest import busybox_rootfs  # noqa: F401 - a fixture
 from volmerge.volumes import VolumeManager
 
@@ -180,7 +180,7 @@ def test_plain_dir_volume_seeded_from_a_deep_image_tree(
         tmp_path: Path, deep_paths: list[Path]) -> None:
     """runtime's fallback provider copies an image's tree of 1,500 levels
     (an image's paths stay under PATH_MAX) without recursion, owners kept."""
-    from runtime.volumes_api import PlainDirVolumes
+    from volmerge.runtime.volumes_api import PlainDirVolumes
 
     seed = tmp_path / "seed"
     seed.mkdir()

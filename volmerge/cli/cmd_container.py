@@ -141,7 +141,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
         restart: str | None = typer.Option(None, "--restart", help="no | on-failure[:N] | always."),
     ) -> None:
         """Create a container without starting it; print its id."""
-        from runtime import options as o
+        from volmerge.runtime import options as o
 
         opts = o.RunOptions(image=image, name=name, command=list(command) if command else None,
                             env=o.parse_env(env or []),
@@ -192,7 +192,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
         eng = _engine(ctx)
         if attach:
             if len(containers) != 1:
-                from runtime.errors import BadInput
+                from volmerge.runtime.errors import BadInput
 
                 raise BadInput("--attach takes exactly one container")
             raise typer.Exit(int(eng.start(containers[0], attach=True) or 0))
@@ -248,8 +248,8 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
         """Print the output of a detached container."""
         import datetime
 
-        from runtime.errors import BadInput
-        from runtime.options import parse_duration
+        from volmerge.runtime.errors import BadInput
+        from volmerge.runtime.options import parse_duration
 
         n = None
         if tail is not None and tail != "all":
@@ -288,8 +288,8 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
         """Run a command in a running container; exit with its code."""
         import os
 
-        from runtime.errors import BadInput
-        from runtime.options import check_user, parse_env
+        from volmerge.runtime.errors import BadInput
+        from volmerge.runtime.options import check_user, parse_env
 
         if user is not None:
             check_user(user)

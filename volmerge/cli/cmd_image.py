@@ -20,7 +20,7 @@ image_app = typer.Typer(
 
 
 def _images(ctx: typer.Context):  # type: ignore[no-untyped-def]
-    from runtime.images import ImageStore  # registers the sweeper before the store opens
+    from volmerge.runtime.images import ImageStore  # registers the sweeper before the store opens
 
     return ImageStore(store(ctx))
 
@@ -108,7 +108,7 @@ def load(
     finally:
         if bars is not None:
             bars.close()
-    from runtime.images import normalize_ref
+    from volmerge.runtime.images import normalize_ref
 
     for img in loaded:
         names = [normalize_ref(tag)] if tag else img.tags
@@ -213,7 +213,7 @@ def rm(
     Refuses (exit 2) while a container, in any state, uses the image, even
     with --force; all REFs are checked first, so either all are removed or none.
     """
-    from runtime.containers import register_image_check
+    from volmerge.runtime.containers import register_image_check
 
     register_image_check()  # the containers' images are in use: refused, whatever their state
     for line in _images(ctx).remove(refs, force=force):

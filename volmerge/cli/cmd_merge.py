@@ -31,9 +31,9 @@ def merge(
 
     Example: volmerge merge old/etc live/etc new/etc -o merged/etc --on-conflict keep-both
     """
-    from strategies.errors import BadInput
-    from strategies.policy import ON_CONFLICT, Policy, allow_data_loss_policy, load_policy
-    from strategies.tree import MergeConflict, merge_trees
+    from volmerge.strategies.errors import BadInput
+    from volmerge.strategies.policy import ON_CONFLICT, Policy, allow_data_loss_policy, load_policy
+    from volmerge.strategies.tree import MergeConflict, merge_trees
 
     if on_conflict not in ON_CONFLICT:
         raise BadInput(f"--on-conflict must be one of {', '.join(ON_CONFLICT)}")
@@ -52,7 +52,7 @@ def merge(
         raise
     _show(report, as_json, dry_run)
     if dry_run and report.summary["conflicts"] and on_conflict == "fail":
-        from strategies.errors import NotDone
+        from volmerge.strategies.errors import NotDone
 
         raise NotDone(f"{report.summary['conflicts']} conflict(s) would stop this merge")
 
@@ -64,8 +64,8 @@ def _check_input(what: str, path: str) -> None:
     import os
     import stat
 
-    from runtime.sys import PSEUDO_FS, fs_type
-    from strategies.errors import BadInput
+    from volmerge.runtime.sys import PSEUDO_FS, fs_type
+    from volmerge.strategies.errors import BadInput
 
     try:
         st = os.stat(path)
@@ -124,7 +124,7 @@ def strategies_cmd(as_json: bool = typer.Option(False, "--json", help="Print as 
 
     Example: volmerge strategies --json
     """
-    from strategies.registry import registry
+    from volmerge.strategies.registry import registry
 
     rows = []
     for name, reg in sorted(registry().items()):

@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _nm(ctx: typer.Context):  # type: ignore[no-untyped-def]
-    from runtime.network import NetworkManager
+    from volmerge.runtime.network import NetworkManager
 
     return NetworkManager(store(ctx))
 
@@ -103,7 +103,7 @@ def rm(
     names: list[str] = typer.Argument(..., help="Network name(s)."),
 ) -> None:
     """Remove networks; refuses a network that any container (even stopped) still uses."""
-    from runtime.errors import Conflict
+    from volmerge.runtime.errors import Conflict
 
     nm = _nm(ctx)
     for n in names:  # check all first: a refused name leaves the others untouched

@@ -12,7 +12,7 @@ sql_app = typer.Typer(help="Replay database rows into a new schema; inspect and 
 
 
 def _pairs(values: list[str], what: str) -> dict[str, str]:
-    from strategies.errors import BadInput
+    from volmerge.strategies.errors import BadInput
 
     out = {}
     for v in values:
@@ -24,8 +24,8 @@ def _pairs(values: list[str], what: str) -> dict[str, str]:
 
 
 def _check_dialect(d: str | None, option: str) -> None:
-    from strategies.errors import BadInput
-    from strategies.sql.schema import DIALECTS
+    from volmerge.strategies.errors import BadInput
+    from volmerge.strategies.sql.schema import DIALECTS
 
     if d is not None and d not in DIALECTS:
         raise BadInput(f"{option} {d!r}: unknown dialect (use {', '.join(DIALECTS)})")
@@ -39,8 +39,8 @@ def _check_expressions(defaults: dict[str, str], dialect: str | None) -> None:
     from sqlglot import exp
     from sqlglot.errors import ParseError, TokenError
 
-    from strategies.errors import BadInput
-    from strategies.sql.schema import DIALECTS
+    from volmerge.strategies.errors import BadInput
+    from volmerge.strategies.sql.schema import DIALECTS
 
     for key, expr in defaults.items():
         for d in [dialect] if dialect else [None, *DIALECTS]:
@@ -90,14 +90,14 @@ def replay_cmd(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Carry SRC's rows into a fresh database with the NEW schema, verify, then rename into place."""
-    from strategies.errors import BadInput
-    from strategies.sql import plan_replay, replay
+    from volmerge.strategies.errors import BadInput
+    from volmerge.strategies.sql import plan_replay, replay
 
     from .common import emit_json
 
     opts: dict = {}
     if policy:
-        from strategies.policy import load_policy
+        from volmerge.strategies.policy import load_policy
 
         opts = load_policy(policy, check_strategies=False).table("sql")
     rename = dict(opts.get("rename") or {})
@@ -187,7 +187,7 @@ def schema_cmd(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Print the schema model: tables, columns, keys, indexes, views, triggers."""
-    from strategies.sql import read_schema
+    from volmerge.strategies.sql import read_schema
 
     from .common import emit_json
 
@@ -221,8 +221,8 @@ def diff_cmd(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Three-way schema diff: what the target schema takes from each side, and conflicts."""
-    from strategies.sql import read_schema
-    from strategies.sql.diff import merge_schemas
+    from volmerge.strategies.sql import read_schema
+    from volmerge.strategies.sql.diff import merge_schemas
 
     from .common import emit_json
 

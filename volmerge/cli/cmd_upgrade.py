@@ -81,7 +81,7 @@ def register(app: typer.Typer) -> None:
 
         if dry_run and rehearse:
             raise BadInput("--dry-run and --rehearse exclude each other")
-        from runtime.options import check_http_url, check_port
+        from volmerge.runtime.options import check_http_url, check_port
 
         if health_http is not None:
             check_http_url(health_http)
@@ -183,7 +183,7 @@ def register(app: typer.Typer) -> None:
         """Generations of CONTAINER (image, time, state) and every upgrade attempt."""
         import time as _t
 
-        from runtime.errors import NotFound
+        from volmerge.runtime.errors import NotFound
         from volmerge.upgrade import history
 
         c = _ctx(ctx)

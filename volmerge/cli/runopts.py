@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 def run_options(image: str, command: list[str] | None, **kw: Any) -> Any:
     """RunOptions from the parsed ``run`` arguments (names as the typer command's)."""
-    from runtime import options as o
+    from volmerge.runtime import options as o
 
     _check(o, kw)
     health = None
@@ -52,7 +52,7 @@ def run_options(image: str, command: list[str] | None, **kw: Any) -> Any:
 def _check(o: Any, kw: dict[str, Any]) -> None:
     """Every value that needs no image or store, checked before anything is
     made (a network, a container, a lock): bad input changes nothing."""
-    from runtime.errors import BadInput
+    from volmerge.runtime.errors import BadInput
 
     if kw["name"] is not None:
         o.check_name(kw["name"])
@@ -77,8 +77,8 @@ def run_container(st: Any, opts: Any) -> int:
     create, start and print the id (0)."""
     import os
 
-    from runtime.errors import BadInput
     from volmerge.context import make_engine
+    from volmerge.runtime.errors import BadInput
 
     if opts.tty and opts.detach:
         raise BadInput("-t needs a foreground run: -d with -t is not supported")
@@ -91,7 +91,7 @@ def run_container(st: Any, opts: Any) -> int:
     try:
         eng.start(c.id)
     except BaseException as exc:
-        from runtime.errors import BadInput
+        from volmerge.runtime.errors import BadInput
 
         if isinstance(exc, BadInput):
             eng.remove(c.id, force=True)

@@ -19,7 +19,7 @@ class Globals:
 
     def store(self):  # type: ignore[no-untyped-def]
         if self._store is None:
-            from runtime.store import Store
+            from volmerge.runtime.store import Store
 
             self._store = Store(self.root)
             recover_pending(self._store)

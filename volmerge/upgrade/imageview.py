@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from runtime import fsutil
-from runtime import sys as rsys
+from volmerge.runtime import fsutil
+from volmerge.runtime import sys as rsys
 
 
 @contextlib.contextmanager

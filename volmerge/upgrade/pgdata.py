@@ -46,7 +46,7 @@ def _rmtree_quiet(path: str | os.PathLike[str]) -> None:
     cover RecursionError)."""
     import contextlib
 
-    from runtime.fsutil import rmtree
+    from volmerge.runtime.fsutil import rmtree
 
     with contextlib.suppress(OSError):
         rmtree(path)
@@ -94,7 +94,7 @@ def find_pg(ctx: Any, image: Any) -> ImagePg | None:
     """The image's server binaries: the first PATH directory (image Env) with
     ``postgres`` and its tools, else a usual place; version read from the
     binary's own version string (no need to run it)."""
-    from runtime import sys as rsys
+    from volmerge.runtime import sys as rsys
 
     from .imageview import image_root
 
@@ -149,7 +149,7 @@ class TempContainer:
         self.uid_gid: tuple[int, int] = (999, 999)
 
     def start(self) -> None:
-        from runtime.options import HealthConfig, Mount, RunOptions
+        from volmerge.runtime.options import HealthConfig, Mount, RunOptions
 
         cfg = (self.image.config or {}).get("config") or {}
         mounts = [Mount("bind", str(self.workdir), str(self.workdir))]
@@ -178,7 +178,7 @@ class TempContainer:
 
     def remove(self) -> None:
         if self.id is not None:
-            from runtime.errors import NotFound
+            from volmerge.runtime.errors import NotFound
 
             try:
                 self.ctx.engine.remove(self.id, force=True)
@@ -190,7 +190,7 @@ class TempContainer:
         """A pgtemp Runner: argv[0] under ``fake_bindir`` (a host directory
         that only satisfies pgmajor's checks) runs the image's own binary;
         output captured through files in the workdir."""
-        from runtime.executors.base import Stdio
+        from volmerge.runtime.executors.base import Stdio
 
         def run(argv: Sequence[str]) -> subprocess.CompletedProcess:
             argv = list(argv)
@@ -277,8 +277,8 @@ def _workdir(ctx: Any) -> Path:
 
 def _preview(ctx: Any, old: ImagePg, new: ImagePg, old_image: Any, ours: Path) -> dict[str, Any]:
     """Count what would be replayed: the old server on a copy of the data."""
-    from strategies.sql.pgmajor import clone_datadir
-    from strategies.sql.pgtemp import PgServer, give
+    from volmerge.strategies.sql.pgmajor import clone_datadir
+    from volmerge.strategies.sql.pgtemp import PgServer, give
 
     timer = Timer()
     head = f"PostgreSQL {old.major} -> {new.major}"
@@ -349,7 +349,7 @@ def _fake_bindir(work: Path, name: str) -> str:
 
 def _convert(ctx: Any, old: ImagePg, new: ImagePg, old_image: Any, new_image: Any,
              ours: Path, out: Path) -> dict[str, Any]:
-    from strategies.sql.pgmajor import dump_replay_verify
+    from volmerge.strategies.sql.pgmajor import dump_replay_verify
 
     timer = Timer()
     t_all = time.monotonic()

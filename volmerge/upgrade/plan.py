@@ -76,7 +76,7 @@ class UpgradePlan:
 
 
 def health_override(opts: UpgradeOptions) -> Any:
-    from runtime.options import HealthConfig
+    from volmerge.runtime.options import HealthConfig
 
     if opts.health_cmd:
         return HealthConfig(test=["CMD-SHELL", opts.health_cmd], interval=0.5, timeout=5,
@@ -91,7 +91,7 @@ def health_override(opts: UpgradeOptions) -> Any:
 def volume_mounts(c: Any) -> list[Any]:
     """The container's named volumes: what it was run with plus the volumes
     the engine made for image VOLUMEs nobody mounted (recorded once started)."""
-    from runtime.options import Mount
+    from volmerge.runtime.options import Mount
 
     out = [m for m in c.options.mounts if m.kind == "volume"]
     have = {m.target.rstrip("/") for m in c.options.mounts}
@@ -103,7 +103,7 @@ def volume_mounts(c: Any) -> list[Any]:
 
 
 def make_plan(ctx: Any, opts: UpgradeOptions) -> UpgradePlan:
-    from strategies.policy import (
+    from volmerge.strategies.policy import (
         Policy,
         allow_data_loss_policy,
         load_policy,

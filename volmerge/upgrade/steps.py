@@ -49,7 +49,7 @@ def from_journal(kind: str, args: dict[str, Any]) -> Step:
 
 
 def _container(ctx: Any, ref: str) -> Any:
-    from runtime.errors import NotFound
+    from volmerge.runtime.errors import NotFound
 
     try:
         return ctx.engine.get(ref)
@@ -136,7 +136,7 @@ def merge_volume(ctx: Any, image: Any, volume: str, target: str, *, at: str | No
                  old_image: Any = None) -> dict[str, Any]:
     """The merge of one volume (shared by the upgrade, the preview and the
     rehearsal).  Returns the tree report as JSON."""
-    from strategies.tree import MergeConflict, merge_trees
+    from volmerge.strategies.tree import MergeConflict, merge_trees
 
     from . import pgdata
     from .imageview import image_root, inside
@@ -196,7 +196,7 @@ class CreateContainer(Step):
         return f"create {self.args['name']} from {self.args['image']} with the same mounts, ports and options"
 
     def apply(self, ctx: Any, tx: Any) -> dict[str, Any]:
-        from runtime.options import RunOptions
+        from volmerge.runtime.options import RunOptions
 
         opts = RunOptions.from_json(self.args["options"])
         c = ctx.engine.create(opts)

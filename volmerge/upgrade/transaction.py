@@ -92,7 +92,7 @@ def build_steps(ctx: Any, plan: UpgradePlan, jid: str, gen: int) -> list[st.Step
     new_opts = dataclasses.replace(c.options, image=plan.new_image, name=c.name,
                                    mounts=others + vmounts)
     if plan.health is not None:
-        from runtime.options import HealthConfig
+        from volmerge.runtime.options import HealthConfig
 
         new_opts = dataclasses.replace(new_opts, health=HealthConfig(**plan.health))
     steps.append(st.RenameContainer(id=c.id, old_name=c.name, new_name=f"{c.name}.gen{gen}", gen=gen))
@@ -276,7 +276,7 @@ def preview(ctx: Any, opts: UpgradeOptions) -> dict[str, Any]:
                                   policy=plan.policy, on_conflict=opts.on_conflict, dry_run=True,
                                   old_image=ctx.images.get(plan.old_image_id))
         finally:
-            from runtime import fsutil
+            from volmerge.runtime import fsutil
 
             fsutil.rmtree(scratch)
         vols[v.name] = rep
@@ -339,7 +339,7 @@ def rehearse(ctx: Any, opts: UpgradeOptions, progress: Progress = _noop) -> dict
             ip=None, restart=dataclasses.replace(c.options.restart, name="no"), rm=False,
         )
         if plan.health is not None:
-            from runtime.options import HealthConfig
+            from volmerge.runtime.options import HealthConfig
 
             new_opts = dataclasses.replace(new_opts, health=HealthConfig(**plan.health))
         t0 = time.monotonic()

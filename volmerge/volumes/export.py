@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from runtime import fsutil
+from volmerge.runtime import fsutil
 
 from ..errors import BadInput, NotDone
 
@@ -32,7 +32,7 @@ def write_tar(src: Path, out: str | os.PathLike[str] | int) -> None:
             sys.stdout.flush()
         _run(cmd, stdout=fd, what="export")
         return
-    from runtime.outfile import atomic_output
+    from volmerge.runtime.outfile import atomic_output
 
     with atomic_output(out) as fd:  # a new file beside it, never a planted one
         _run(cmd, stdout=fd, what="export")
@@ -79,7 +79,7 @@ def clear_setid(top: Path) -> list[str]:
 
 
 def _drop_mknod() -> None:  # pragma: no cover - runs in the child, before exec
-    from runtime import sys as rsys
+    from volmerge.runtime import sys as rsys
 
     rsys.prctl(rsys.PR_CAPBSET_DROP, rsys.CAPABILITIES["CAP_MKNOD"])
 

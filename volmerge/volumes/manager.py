@@ -23,9 +23,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from runtime import fsutil
-from runtime import sys as rsys
-from runtime.store import register_sweeper
+from volmerge.runtime import fsutil
+from volmerge.runtime import sys as rsys
+from volmerge.runtime.store import register_sweeper
 
 from ..errors import BadInput, Conflict, NotDone, NotFound
 from . import faults

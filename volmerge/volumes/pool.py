@@ -22,7 +22,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from runtime import fsutil
+from volmerge.runtime import fsutil
 
 from .model import Manifest, new_id
 
@@ -175,7 +175,7 @@ class Pool:
     def adopt(self, built: Path) -> str:
         """Move a scratch layer into the pool (commit lock held)."""
         lid = new_id()
-        from runtime import sys as rsys
+        from volmerge.runtime import sys as rsys
 
         rsys.syncfs(built)
         os.rename(built, self.layer(lid))

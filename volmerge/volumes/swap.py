@@ -29,7 +29,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime import sys as rsys
+from volmerge.runtime import sys as rsys
 
 
 @dataclass(frozen=True)

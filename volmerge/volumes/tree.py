@@ -17,7 +17,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from runtime import fsutil
+from volmerge.runtime import fsutil
 
 from ..errors import BadInput, NotDone
 
