@@ -1,0 +1,73 @@
+"""A volume made from data that lived elsewhere (``volmerge adopt``): the
+image's content at the mount path as its seed — the base of the next
+three-way merge — and the data as one generation above it.
+
+The data layer shows exactly the data, whatever the seed holds: a seed entry
+the data lacks gets a whiteout, and a directory both have is marked opaque,
+so nothing of the seed shows through below it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from pathlib import Path
+
+from volmerge.runtime import fsutil
+
+from ..errors import BadInput, Conflict
+from .model import Generation, Manifest, check_name, new_id
+from .tree import OPAQUE, copy_tree
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .manager import VolumeManager
+
+
+def create_from(vm: VolumeManager, name: str, data: Path, seed: Path | None,
+                labels: dict[str, str] | None = None) -> None:
+    """A new volume ``name`` whose merged view is the tree ``data`` and whose
+    seed (and base) is the tree ``seed`` (None: empty).  Conflict when it
+    exists; nothing is left behind when it fails."""
+    check_name(name)
+    for what, tree in (("data", data), ("seed", seed)):
+        if tree is not None and (tree.is_symlink() or not tree.is_dir()):
+            raise BadInput(f"{what} {tree} is not a directory")
+    pool = vm.pool
+    with pool.volume_lock(name):
+        if pool.exists(name):
+            raise Conflict(f"volume {name!r} already exists")
+        with contextlib.ExitStack() as stack:
+            built_seed = stack.enter_context(pool.building("vol-seed-")) if seed else None
+            if built_seed is not None:
+                copy_tree(seed, built_seed / "diff")  # type: ignore[arg-type]
+            built_data = stack.enter_context(pool.building("vol-adopt-"))
+            copy_tree(data, built_data / "diff")
+            if seed is not None:
+                hide_below(built_data / "diff", seed)
+            with pool.commit_lock():
+                seed_id = pool.adopt(built_seed) if built_seed else pool.new_layer(live=False)
+                data_id = pool.adopt(built_data)
+                m = Manifest(name=name, seed=seed_id, base=seed_id,
+                             live=pool.new_layer(live=True, like=data_id),
+                             generations=[Generation(new_id(6), data_id, None)],
+                             labels=dict(labels or {}))
+                pool.write(m)
+
+
+def hide_below(layer: Path, lower: Path) -> None:
+    """Make the upper layer ``layer`` show only itself over ``lower``: a
+    whiteout for each top-level entry of ``lower`` that ``layer`` lacks, the
+    opaque marker on each directory both have."""
+    for name in sorted(os.listdir(lower)):
+        up, low = layer / name, lower / name
+        if not os.path.lexists(up):
+            os.mknod(up, 0o600 | stat.S_IFCHR, os.makedev(0, 0))  # the overlay whiteout
+        elif _real_dir(up) and _real_dir(low):
+            os.setxattr(up, OPAQUE, b"y", follow_symlinks=False)
+    fsutil.fsync_dir(layer)
+
+
+def _real_dir(p: Path) -> bool:
+    return p.is_dir() and not p.is_symlink()
