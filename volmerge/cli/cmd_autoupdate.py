@@ -1,0 +1,56 @@
+"""``volmerge auto-update``: podman's auto-update, each update a whole
+upgrade with its automatic rollback of image and data.  Thin: the work is
+in volmerge/autoupdate.py."""
+
+from __future__ import annotations
+
+import typer
+
+from .common import emit_json, store, table
+
+
+def register(app: typer.Typer) -> None:
+    app.command("auto-update")(auto_update)
+
+
+def auto_update(
+    ctx: typer.Context,
+    dry_run: bool = typer.Option(False, "--dry-run",
+                                 help="Check and preview each update; change nothing."),
+    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
+) -> None:
+    """Upgrade every container labelled io.containers.autoupdate=registry|local
+    whose image reference names a new image.
+
+    Each update is a full `volmerge upgrade`: the data is merged and replayed,
+    the new container health checked, and a failure rolls back image and data.
+    Exit 1 when any update was rolled back or failed."""
+    import sys
+
+    from volmerge.autoupdate import run
+    from volmerge.context import Context
+
+    def progress(event: str, text: str, seconds: float | None) -> None:
+        if not (quiet or json_out):
+            sys.stderr.write(f"  {text}\n")
+
+    c = Context(store(ctx))
+    updates = run(c, dry_run=dry_run, pull=_puller(c), progress=progress)
+    if json_out:
+        emit_json([u.to_json() for u in updates])
+    else:
+        table(["CONTAINER", "IMAGE", "POLICY", "UPDATED", "DETAIL"],
+              [[u.container, u.image, u.policy, u.updated,
+                u.detail or _brief(u.summary)] for u in updates])
+    if any(u.updated in ("rolled back", "failed") for u in updates):
+        raise typer.Exit(1)
+
+
+def _brief(summary: dict) -> str:  # type: ignore[type-arg]
+    return ", ".join(f"{k} {v}" for k, v in summary.items() if v)
+
+
+def _puller(c):  # type: ignore[no-untyped-def]
+    """The registry policy's pull (None: this build has no registry client)."""
+    return None
