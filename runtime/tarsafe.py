@@ -54,6 +54,7 @@ class Extracted:
     size: int           # bytes of regular file content
     entries: int        # tar entries processed
     compression: str    # "none" | "gzip" | "zstd"
+    devices_skipped: int = 0  # device files left out (never created on the host)
 
 
 class _HashingReader:
@@ -172,7 +173,8 @@ def extract_layer(blob: str | os.PathLike[str], dest: str | os.PathLike[str], *,
         except _decompress_errors() as exc:
             raise BadInput(f"{label} is not a valid (compressed) tar: {_why(exc)}") from None
     return Extracted(diff_id="sha256:" + reader.h.hexdigest(), size=x.size,
-                     entries=x.entries, compression=comp)
+                     entries=x.entries, compression=comp,
+                     devices_skipped=len(x.devices_skipped))
 
 
 def _why(exc: BaseException) -> str:
@@ -221,6 +223,7 @@ class _Extractor:
         self.dirs: list[tuple[str, tarfile.TarInfo]] = []
         self.size = 0
         self.entries = 0
+        self.devices_skipped: list[str] = []
 
     # -- helpers ---------------------------------------------------------------
     def _p(self, rel: str) -> str:
@@ -344,11 +347,12 @@ class _Extractor:
                 self.kinds[rel] = _OTHER
                 self._meta(path, m)
             else:
-                kind = "character" if m.ischr() else "block"
-                raise BadInput(
-                    f"{self.label}: entry {m.name!r} is a {kind} device "
-                    f"{m.devmajor}:{m.devminor} (only 0:0 whiteouts are allowed in a layer)"
-                )
+                # Root file systems made by debootstrap or mmdebstrap carry
+                # /dev/null, /dev/console...; the OCI format allows them and
+                # runtimes give a container its own /dev. A device file from
+                # a layer would open the host's device: it is left out (the
+                # name stays free, as if the entry were not there), counted.
+                self.devices_skipped.append(rel)
         elif m.isfifo():
             os.mkfifo(path, 0o600)
             self.kinds[rel] = _OTHER
