@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEB_PACKAGES := runc busybox-static podman skopeo umoci zstd nftables sqlite3 \
-                postgresql-15 postgresql-client-15 iproute2 git uidmap
+                postgresql-15 postgresql-client-15 iproute2 git uidmap mmdebstrap
 export PATH := /usr/lib/postgresql/15/bin:$(PATH)
 
 .PHONY: install deps venv test demo bench lint clean
