@@ -50,7 +50,7 @@ bench: install
 	$(PY) -m bench
 
 lint: install
-	$(PY) -m ruff check volmerge runtime strategies fixtures tests bench
+	$(PY) -m ruff check --no-cache volmerge runtime strategies fixtures tests bench
 	$(VENV)/bin/lint-imports --no-cache
 
 clean:
