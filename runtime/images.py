@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import atomicfile, fsutil, oci
+from . import atomicfile, oci
 from .errors import BadInput, Conflict, NotDone, NotFound
 from .layers import LayerStore, work_dir
 from .store import Store, register_sweeper

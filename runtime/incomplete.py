@@ -86,11 +86,13 @@ def sweep(parent: str | os.PathLike[str], *, prefix: str = "",
           remove: Callable[[Path], None] = fsutil.rmtree) -> list[str]:
     """Remove every marked entry of ``parent`` (starting with ``prefix``)
     whose builder is dead; the names removed.  Work a live process holds is
-    left alone; ``remove`` deletes one leftover (default: fsutil.rmtree)."""
+    left alone, and so is an entry another user owns or that is not a file
+    or directory (``parent`` may be a shared directory: ``merge -o``);
+    ``remove`` deletes one leftover (default: fsutil.rmtree)."""
     gone: list[str] = []
     try:
         names = os.listdir(parent)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return gone
     for name in names:
         if not name.startswith(prefix) or not is_marked(name):
@@ -103,10 +105,10 @@ def sweep(parent: str | os.PathLike[str], *, prefix: str = "",
         except OSError as exc:
             if exc.errno not in (errno.ELOOP, errno.ENXIO):
                 raise
-            path.unlink(missing_ok=True)  # a symlink or socket with our marker: never ours to keep
-            gone.append(name)
-            continue
+            continue  # a symlink or socket: nothing a builder here makes
         try:
+            if os.fstat(fd).st_uid != os.geteuid():
+                continue  # another user's: never ours to remove (a shared directory)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
