@@ -29,7 +29,6 @@ import os
 import sqlite3
 import stat
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -391,14 +390,15 @@ class Store:
         conn.execute("PRAGMA synchronous = FULL" if durable else "PRAGMA synchronous = NORMAL")
         self._local.durable = durable
         try:
-            for attempt in range(200):
-                try:
-                    conn.execute("BEGIN IMMEDIATE")
-                    break
-                except sqlite3.OperationalError as exc:  # busy beyond busy_timeout
-                    if "locked" not in str(exc) or attempt == 199:
-                        raise
-                    time.sleep(0.05)
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:  # busy beyond busy_timeout
+                if not _is_locked(exc):
+                    raise
+                from .polling import retry
+
+                retry(lambda: conn.execute("BEGIN IMMEDIATE"), when=_is_locked, attempts=199,
+                      interval=0.05, max_interval=0.05)
             try:
                 yield conn
             except BaseException:
@@ -480,16 +480,19 @@ def _schema_version(conn: sqlite3.Connection, component: str) -> int:
     return row[0] if row else 0
 
 
+def _is_locked(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+
+
 def _retry_locked(fn: Callable[[], None], seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            fn()
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
+    try:
+        fn()
+    except sqlite3.OperationalError as exc:
+        if not _is_locked(exc):
+            raise
+        from .polling import retry
+
+        retry(fn, when=_is_locked, timeout=seconds, interval=0.02, max_interval=0.02)
 
 
 def _force_remove(p: Path) -> None:
