@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import stat
 import tempfile
 from collections import Counter
@@ -22,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from volmerge.runtime import incomplete, overlayfmt
+from volmerge.runtime import fsutil, incomplete, overlayfmt
 from volmerge.runtime.atomicfile import fsync_dir
 
 from .base import ACTIONS, ConflictInfo, FileReport, MergeOptions, detection_order, whole_file_pick
@@ -381,7 +380,8 @@ class _Walk:
             produced = os.path.lexists(out_path)
         finally:
             if scratch is not None:
-                shutil.rmtree(scratch, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    fsutil.rmtree(scratch)
         fr.path = rel
         fr.strategy = fr.strategy or getattr(strat, "name", "?")
         fr.notes = notes + list(fr.notes)
