@@ -173,7 +173,7 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str, mode: int | No
 def _create_locked(dfd: int, lock: str, mode: int | None) -> int | None:
     """The file ``lock`` in ``dfd``, made already flock'ed; None if it exists."""
     try:
-        fd = os.open(".", os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600 if mode is None else mode,
+        fd = os.open(".", os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o666 if mode is None else mode,
                      dir_fd=dfd)
     except OSError as exc:
         if exc.errno not in _NO_TMPFILE:
@@ -199,7 +199,7 @@ def _create_locked(dfd: int, lock: str, mode: int | None) -> int | None:
 
 def _create_locked_named(dfd: int, lock: str, mode: int | None) -> int | None:
     tmp = f".{lock[:200]}.{os.urandom(6).hex()}"
-    fd = os.open(tmp, _NEW, 0o600 if mode is None else mode, dir_fd=dfd)
+    fd = os.open(tmp, _NEW, 0o666 if mode is None else mode, dir_fd=dfd)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         _set_mode(fd, mode)
