@@ -119,33 +119,53 @@ class Cgroup:
             raise OSError(errno.ENOTSUP, "no freezer cgroup on this host")
         _write(d / "freezer.state", "FROZEN" if frozen else "THAWED")
         want = "FROZEN" if frozen else "THAWED"
-        for _ in range(200):
-            if (d / "freezer.state").read_text().strip() == want:
-                return
-            time.sleep(0.005)
+        if (d / "freezer.state").read_text().strip() == want:
+            return
+        from .polling import wait_until
+
+        wait_until(lambda: (d / "freezer.state").read_text().strip() == want, timeout=1.0,
+                   interval=0.005, max_interval=0.005)
 
     def remove(self, timeout: float = 5.0) -> None:
         """Kill what is left inside and remove the group from every hierarchy."""
         deadline = time.monotonic() + timeout
         for d in self._all_dirs():
-            while d.exists():
-                try:
-                    os.rmdir(d)
-                except FileNotFoundError:
-                    break
-                except OSError as exc:
-                    if exc.errno != errno.EBUSY or time.monotonic() > deadline:
-                        raise
-                    if not self.v2:
-                        fz = self._dir("freezer")
-                        if fz is not None and fz.exists():
-                            _write(fz / "freezer.state", "THAWED", optional=True)
-                    for pid in self.pids():
-                        try:
-                            os.kill(pid, signal.SIGKILL)
-                        except ProcessLookupError:
-                            pass
-                    time.sleep(0.01)
+            try:
+                os.rmdir(d)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                if exc.errno != errno.EBUSY:
+                    raise
+                from .polling import retry
+
+                self._kill_all()
+                retry(lambda d=d: _rmdir_gone_ok(d), when=_busy,
+                      timeout=max(0.0, deadline - time.monotonic()), interval=0.01,
+                      max_interval=0.01, between=self._kill_all)
+
+    def _kill_all(self) -> None:
+        """Thaw (v1) and SIGKILL what keeps the group busy."""
+        if not self.v2:
+            fz = self._dir("freezer")
+            if fz is not None and fz.exists():
+                _write(fz / "freezer.state", "THAWED", optional=True)
+        for pid in self.pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _busy(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno == errno.EBUSY
+
+
+def _rmdir_gone_ok(d: Path) -> None:
+    try:
+        os.rmdir(d)
+    except FileNotFoundError:
+        pass
 
 
 def leftovers() -> list[str]:

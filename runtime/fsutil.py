@@ -1,4 +1,4 @@
-"""Small file-system primitives: never write state in place (architecture.md, principle 3)."""
+"""Small file-system primitives: iterative, descriptor-based walks, copies and removal."""
 
 from __future__ import annotations
 
@@ -12,36 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import BadInput
-
-
-def fsync_dir(path: str | os.PathLike[str]) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o600) -> None:
-    """Write ``path.lock`` with O_EXCL, fsync, rename over, fsync the directory."""
-    path = Path(path)
-    if isinstance(data, str):
-        data = data.encode()
-    tmp = path.with_name(path.name + ".lock")
-    with contextlib.suppress(FileNotFoundError):
-        # A stale lock file can only be left by a crash: we hold the object lock.
-        os.unlink(tmp)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
-    fsync_dir(path.parent)
 
 
 def rmtree(path: str | os.PathLike[str]) -> None:

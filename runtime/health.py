@@ -2,7 +2,7 @@
 
 The supervisor of a running container runs :class:`HealthMonitor` in a
 thread; the status lives in the state database so that ``ps``, ``inspect``
-and ``wait --healthy`` (a tenacity retry loop, :func:`wait_healthy`) read it
+and ``wait --healthy`` (runtime.polling's wait, :func:`wait_healthy`) read it
 from any process.
 
 Status: ``starting`` until the first success (failures inside the start
@@ -216,14 +216,7 @@ def _has_cmd(cfg: HealthConfig) -> bool:
 def wait_healthy(read: Callable[[], tuple[str, str | None]], timeout: float | None) -> str:
     """Poll ``read() -> (state, health)`` until healthy (return it), or raise
     RuntimeError with the reason (exited, unhealthy, timed out)."""
-    from tenacity import (
-        RetryError,
-        Retrying,
-        retry_if_result,
-        stop_after_delay,
-        stop_never,
-        wait_exponential,
-    )
+    from .polling import wait_until
 
     def verdict() -> str | None:
         state, health = read()
@@ -237,16 +230,7 @@ def wait_healthy(read: Callable[[], tuple[str, str | None]], timeout: float | No
             return "running"  # no health check: running counts as healthy
         return None
 
-    retrying = Retrying(
-        stop=stop_after_delay(timeout) if timeout is not None else stop_never,
-        wait=wait_exponential(multiplier=0.02, max=0.25),
-        retry=retry_if_result(lambda r: r is None),
-        reraise=True,
-    )
-    try:
-        result = retrying(verdict)
-    except RetryError:
-        raise RuntimeError(f"not healthy after {timeout:g}s") from None
+    result = wait_until(verdict, timeout=timeout, interval=0.02, max_interval=0.25)
     if result is None:
         raise RuntimeError(f"not healthy after {timeout:g}s")
     return result

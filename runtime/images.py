@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import fsutil, oci
+from . import atomicfile, oci
 from .errors import BadInput, Conflict, NotDone, NotFound
 from .layers import LayerStore, work_dir
 from .store import Store, register_sweeper
@@ -377,7 +377,7 @@ class ImageStore:
                 final = blobs_dir / b.digest[7:]
                 if not final.exists() and b.path.exists():
                     os.rename(b.path, final)
-        fsutil.fsync_dir(blobs_dir)
+        atomicfile.fsync_dir(blobs_dir)
         now = time.time()
         with self.store.transaction() as db:
             for i, p in enumerate(plans):

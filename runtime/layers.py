@@ -1,8 +1,8 @@
 """The content-addressed layer store: ``layers/<diff_id hex>/diff``.
 
 A layer is extracted once and shared by every image that lists its diff_id.
-Extraction happens in a directory under the store's ``tmp/`` (whose lock
-file marks it as work in progress), is verified against the diff_id, synced,
+Extraction happens in a directory under the store's ``tmp/`` (marked
+incomplete while it is built: runtime.incomplete), is verified against the diff_id, synced,
 and then renamed into place, so a crash never leaves a partial layer where a
 reader could find it.  The row in the ``layers`` table is written under the
 layer's lock right after the rename; the sweeper removes directories without
@@ -22,28 +22,18 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from . import fsutil
+from . import atomicfile, fsutil
 from .errors import BadInput, NotDone
 from .store import Store
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
-@contextlib.contextmanager
-def work_dir(store: Store, prefix: str) -> Iterator[Path]:
-    """A directory under ``tmp/`` marked in progress by its held lock file
-    (``locks/tmp-<name>.lock``, which the store's sweeper respects)."""
-    name = f"{prefix}{os.urandom(6).hex()}"
-    lockname = f"tmp-{name}"
-    with store.lock(lockname):
-        d = store.path("tmp", name)
-        d.mkdir()
-        try:
-            yield d
-        finally:
-            fsutil.rmtree(d)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(store.path("locks", f"{lockname}.lock"))
+def work_dir(store: Store, prefix: str) -> contextlib.AbstractContextManager[Path]:
+    """A directory under ``tmp/`` marked incomplete while the block runs
+    (Store.building: the store's sweeper leaves it alone, and removes it
+    after a crash)."""
+    return store.building(prefix)
 
 
 class LayerStore:
@@ -97,7 +87,7 @@ class LayerStore:
 
             rsys.syncfs(work)
             os.rename(work, final)
-            fsutil.fsync_dir(final.parent)
+            atomicfile.fsync_dir(final.parent)
         with self.store.transaction() as db:
             db.execute(
                 "INSERT OR REPLACE INTO layers(diff_id, size, entries, created_at) VALUES (?, ?, ?, ?)",

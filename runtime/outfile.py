@@ -15,9 +15,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from .atomicfile import AtomicFile
 from .errors import BadInput
-
-_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def check_target(dest: str | os.PathLike[str]) -> Path:
@@ -33,31 +32,8 @@ def check_target(dest: str | os.PathLike[str]) -> Path:
 @contextlib.contextmanager
 def atomic_output(dest: str | os.PathLike[str]) -> Iterator[int]:
     """An fd open for writing; on a normal exit its file is fsync'ed and
-    renamed to ``dest``, on an exception it is removed."""
+    renamed to ``dest``, on an exception it is removed (runtime.atomicfile,
+    ``private``: a random new name, no lock file at a predictable one)."""
     p = check_target(dest)
-    dfd = os.open(p.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        fd, tmp = _create(dfd, p.name)
-        try:
-            yield fd
-            os.fsync(fd)
-            os.rename(tmp, p.name, src_dir_fd=dfd, dst_dir_fd=dfd)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp, dir_fd=dfd)
-            raise
-        finally:
-            os.close(fd)
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
-def _create(dfd: int, name: str) -> tuple[int, str]:
-    for _ in range(100):
-        tmp = f".{name[:200]}.{os.urandom(8).hex()}.tmp"
-        try:
-            return os.open(tmp, _FLAGS, 0o666, dir_fd=dfd), tmp
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"no free temporary name beside {name}")
+    with AtomicFile(p, None, private=True) as f:
+        yield f.fd

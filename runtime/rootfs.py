@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import fsutil
+from . import fsutil, incomplete
 from . import sys as rsys
 from .errors import BadInput, NotFound
 
@@ -121,19 +121,19 @@ def squash(lowers: list[str], dest: Path, *, tmp_parent: Path) -> None:
         squash(lowers[-limit:], part, tmp_parent=tmp_parent)
         lowers = lowers[:-limit] + [str(part)]
     view = tmp_parent / "squash-view"
-    tmp = dest.with_name(dest.name + ".new")
-    fsutil.rmtree(tmp)
+    incomplete.sweep(dest.parent, prefix=dest.name)  # what a crashed squash left
     view.mkdir(exist_ok=True)
-    rsys.mount_overlay(view, lowers, readonly=True)
-    try:
-        import subprocess
+    with incomplete.building(dest.parent, dest.name) as tmp:
+        rsys.mount_overlay(view, lowers, readonly=True)
+        try:
+            import subprocess
 
-        subprocess.run(["cp", "-a", "--", f"{view}/.", str(tmp)], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    finally:
-        rsys.umount(view, rsys.MNT_DETACH)
-        os.rmdir(view)
-    os.rename(tmp, dest)
+            subprocess.run(["cp", "-a", "--", f"{view}/.", str(tmp)], check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        finally:
+            rsys.umount(view, rsys.MNT_DETACH)
+            os.rmdir(view)
+        os.rename(tmp, dest)
     for low in lowers:  # intermediate parts are ours to drop
         if Path(low).parent == tmp_parent and Path(low).name.startswith("squash-part-"):
             fsutil.rmtree(low)

@@ -29,11 +29,10 @@ import os
 import sqlite3
 import stat
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from . import fsutil
+from . import fsutil, incomplete
 from .errors import BadInput
 
 DEFAULT_ROOT = "/var/lib/volmerge"
@@ -296,6 +295,7 @@ class Store:
         _make_root(self.root)
         self._secure_db_files()
         self._local = threading.local()
+        self._held: list[int] = []  # descriptors holding this process's tmpdir()s
         self._schemas_done: set[str] = set()
         if sweep:
             self.sweep()
@@ -320,10 +320,19 @@ class Store:
         return self.root.joinpath(*parts)
 
     def tmpdir(self, prefix: str) -> Path:
-        """A fresh directory under ``tmp/``: crash leftovers are swept on open."""
-        import tempfile
+        """A fresh directory under ``tmp/``, marked incomplete and held (by this
+        process, until :meth:`close`) so that a store opened meanwhile leaves it
+        alone; the caller removes it, a crash leftover is swept on open.  Prefer
+        :meth:`building`, which also removes it."""
+        path, fd = incomplete.make(self.root / "tmp", prefix)
+        self._held.append(fd)
+        return path
 
-        return Path(tempfile.mkdtemp(prefix=prefix, dir=self.root / "tmp"))
+    def building(self, prefix: str) -> contextlib.AbstractContextManager[Path]:
+        """Work in progress: a directory under ``tmp/`` marked incomplete
+        (runtime.incomplete) while the block runs, removed afterwards unless
+        renamed into place inside the block; swept on open after a crash."""
+        return incomplete.building(self.root / "tmp", prefix)
 
     # -- database -------------------------------------------------------------
     @property
@@ -381,14 +390,15 @@ class Store:
         conn.execute("PRAGMA synchronous = FULL" if durable else "PRAGMA synchronous = NORMAL")
         self._local.durable = durable
         try:
-            for attempt in range(200):
-                try:
-                    conn.execute("BEGIN IMMEDIATE")
-                    break
-                except sqlite3.OperationalError as exc:  # busy beyond busy_timeout
-                    if "locked" not in str(exc) or attempt == 199:
-                        raise
-                    time.sleep(0.05)
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:  # busy beyond busy_timeout
+                if not _is_locked(exc):
+                    raise
+                from .polling import retry
+
+                retry(lambda: conn.execute("BEGIN IMMEDIATE"), when=_is_locked, attempts=199,
+                      interval=0.05, max_interval=0.05)
             try:
                 yield conn
             except BaseException:
@@ -438,6 +448,8 @@ class Store:
             self._schemas_done.add(component)
 
     def close(self) -> None:
+        while self._held:  # tmpdir()s of this process: sweepable from now on
+            os.close(self._held.pop())
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
@@ -450,20 +462,15 @@ class Store:
 
     # -- crash sweeping ---------------------------------------------------------
     def sweep(self) -> None:
+        """Crash leftovers: marked work under ``tmp/`` whose builder is dead
+        (runtime.incomplete), anything else there (trash being deleted), then
+        every registered sweeper."""
         with self.lock("sweep"):
             tmp = self.root / "tmp"
+            incomplete.sweep(tmp, remove=_force_remove)
             for entry in os.listdir(tmp):
-                p = tmp / entry
-                # A directory still locked by a live process is work in progress.
-                lockfile = self.root / "locks" / f"tmp-{entry}.lock"
-                if lockfile.exists():
-                    try:
-                        with fsutil.flock(lockfile, blocking=False):
-                            pass
-                    except BlockingIOError:
-                        continue
-                    lockfile.unlink(missing_ok=True)
-                _force_remove(p)
+                if not incomplete.is_marked(entry):
+                    _force_remove(tmp / entry)
             for fn in list(_SWEEPERS.values()):
                 fn(self)
 
@@ -473,16 +480,19 @@ def _schema_version(conn: sqlite3.Connection, component: str) -> int:
     return row[0] if row else 0
 
 
+def _is_locked(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+
+
 def _retry_locked(fn: Callable[[], None], seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            fn()
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
+    try:
+        fn()
+    except sqlite3.OperationalError as exc:
+        if not _is_locked(exc):
+            raise
+        from .polling import retry
+
+        retry(fn, when=_is_locked, timeout=seconds, interval=0.02, max_interval=0.02)
 
 
 def _force_remove(p: Path) -> None:

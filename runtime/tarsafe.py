@@ -25,7 +25,6 @@ import errno
 import gzip
 import hashlib
 import os
-import stat
 import tarfile
 import zlib
 from collections.abc import Callable
@@ -33,13 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from . import overlayfmt
 from .errors import BadInput
 from .fsutil import short
 
-WHITEOUT_PREFIX = ".wh."
-WHITEOUT_META_PREFIX = ".wh..wh."
-OPAQUE_MARKER = ".wh..wh..opq"
-OPAQUE_XATTR = "trusted.overlay.opaque"
 _CHUNK = 1 << 20
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -289,7 +285,7 @@ class _Extractor:
             if not key.startswith("SCHILY.xattr."):
                 continue
             name = key[len("SCHILY.xattr."):]
-            if name.startswith("trusted.overlay."):
+            if overlayfmt.is_overlay_xattr(name):
                 continue
             raw = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
             try:
@@ -310,9 +306,13 @@ class _Extractor:
                            f"(its path exceeds {_PATH_MAX} bytes)")
         base = rel.rsplit("/", 1)[-1]
         parent = rel.rsplit("/", 1)[0] if "/" in rel else ""
-        if base.startswith(WHITEOUT_PREFIX):
+        try:
+            marker = overlayfmt.tar_marker(base)
+        except ValueError:
+            raise BadInput(f"{self.label}: invalid whiteout entry {m.name!r}") from None
+        if marker is not None:
             self._parent_ok(rel, m.name)
-            self._whiteout(parent, base, m)
+            self._whiteout(parent, marker, m)
             return
         if rel == "":
             if not m.isdir():
@@ -343,7 +343,7 @@ class _Extractor:
             self._hardlink(m, rel, path)
         elif m.ischr() or m.isblk():
             if m.ischr() and m.devmajor == 0 and m.devminor == 0:
-                os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(0, 0))
+                overlayfmt.make_whiteout(path, mode=0o600)
                 self.kinds[rel] = _OTHER
                 self._meta(path, m)
             else:
@@ -395,19 +395,16 @@ class _Extractor:
         os.link(self._p(target), path, follow_symlinks=False)
         self.kinds[rel] = kind
 
-    def _whiteout(self, parent: str, base: str, m: tarfile.TarInfo) -> None:
-        if base == OPAQUE_MARKER:
-            os.setxattr(self._p(parent), OPAQUE_XATTR, b"y")
+    def _whiteout(self, parent: str, marker: overlayfmt.TarMarker, m: tarfile.TarInfo) -> None:
+        if marker.kind == "opaque":
+            overlayfmt.set_opaque(self._p(parent))
             return
-        if base.startswith(WHITEOUT_META_PREFIX):
+        if marker.kind != "whiteout":
             return  # other AUFS metadata (.wh..wh.plnk etc.): meaningless here
-        name = base[len(WHITEOUT_PREFIX):]
-        if name in ("", ".", ".."):
-            raise BadInput(f"{self.label}: invalid whiteout entry {m.name!r}")
-        rel = f"{parent}/{name}" if parent else name
+        rel = f"{parent}/{marker.target}" if parent else str(marker.target)
         self._remove(rel)
         path = self._p(rel)
-        os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(0, 0))
+        overlayfmt.make_whiteout(path, mode=0o600)
         os.chown(path, m.uid, m.gid)
         self.kinds[rel] = _OTHER
 

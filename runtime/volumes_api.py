@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from . import fsutil
+from . import fsutil, incomplete
 from .errors import NotDone
 
 
@@ -43,18 +43,15 @@ class PlainDirVolumes:
                readonly: bool = False) -> Path:
         d = self.root / "volumes" / name / "_data"
         if not d.exists():
-            tmp = d.with_name("_data.new")
-            fsutil.rmtree(tmp)
-            if seed is not None and seed.is_dir() and not seed.is_symlink():
-                tmp.mkdir(parents=True)
-                try:
-                    fsutil.copy_tree(seed, tmp)  # iterative: shutil.copytree recurses
-                except OSError as exc:
-                    fsutil.rmtree(tmp)
-                    raise NotDone(f"seeding volume {name}: {exc.strerror or exc}") from None
-            else:
-                tmp.mkdir(parents=True)
-            os.rename(tmp, d)
+            d.parent.mkdir(parents=True, exist_ok=True)
+            incomplete.sweep(d.parent, prefix=d.name)  # what a crashed seeding left
+            with incomplete.building(d.parent, d.name, 0o755) as tmp:
+                if seed is not None and seed.is_dir() and not seed.is_symlink():
+                    try:
+                        fsutil.copy_tree(seed, tmp)  # iterative: shutil.copytree recurses
+                    except OSError as exc:
+                        raise NotDone(f"seeding volume {name}: {exc.strerror or exc}") from None
+                os.rename(tmp, d)
         return d
 
     def detach(self, name: str, container_id: str) -> None:

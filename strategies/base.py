@@ -13,6 +13,17 @@ Built-in strategies register through the entry-point group
 
 The entry point names a class (or factory) taking no arguments whose instances
 satisfy :class:`Strategy`.
+
+Two optional attributes steer how the tree merge uses a strategy:
+
+* ``detect_rank`` (int): the strategy takes part in *detection* (a path no
+  policy rule names goes to the first strategy, lowest rank first, whose
+  ``handles`` accepts both sides).  The built-ins rank sql 10, structured 20,
+  text 30, binary 90 (DEFAULT_RANKS); a plugin without a rank is used only
+  where a policy rule names it.
+* ``pick`` ("ours", "theirs" or None): a *whole-file* strategy, decided from
+  file identity alone, so the content is never read (None: a conflict when
+  both sides changed).  See :func:`whole_file_pick`.
 """
 
 from __future__ import annotations
@@ -27,6 +38,9 @@ ACTIONS: tuple[str, ...] = (
     "unchanged", "kept-ours", "took-theirs", "merged", "added", "deleted", "conflict", "kept-both",
 )
 OnConflict = Literal["fail", "ours", "theirs", "markers", "keep-both"]
+Pick = Literal["ours", "theirs"] | None
+# detection ranks of the built-in strategies, for an instance without ``detect_rank``
+DEFAULT_RANKS: dict[str, int] = {"sql": 10, "structured": 20, "text": 30, "binary": 90}
 
 
 @dataclass
@@ -108,3 +122,29 @@ class FileStrategy(Protocol):
 
     def merge_files(self, path: str, base: str | None, ours: str, theirs: str, out: str,
                     opts: MergeOptions) -> FileReport: ...
+
+
+def detect_rank(strategy: Any) -> int | None:
+    """Where ``strategy`` comes in detection (lower first); None: not at all."""
+    rank = getattr(strategy, "detect_rank", None)
+    if isinstance(rank, int) and not isinstance(rank, bool):
+        return rank
+    return DEFAULT_RANKS.get(getattr(strategy, "name", ""))
+
+
+def detection_order(strategies: dict[str, Any]) -> list[Any]:
+    """The strategies (name -> instance) that take part in detection, in the
+    order detection tries them (rank, then name)."""
+    ranked = [(r, n, s) for n, s in strategies.items() if (r := detect_rank(s)) is not None]
+    return [s for _r, _n, s in sorted(ranked, key=lambda x: (x[0], x[1]))]
+
+
+def whole_file_pick(strategy: Any) -> tuple[bool, Pick]:
+    """(whether ``strategy`` decides whole files by identity, which side it
+    picks when both changed: "ours", "theirs" or None for a conflict)."""
+    if not hasattr(strategy, "pick"):
+        return False, None
+    pick = strategy.pick
+    if pick not in ("ours", "theirs", None):
+        return False, None  # not the whole-file attribute: an unrelated ``pick``
+    return True, pick

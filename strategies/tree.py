@@ -3,16 +3,16 @@
 Walks base, ours and theirs together (through directory descriptors, see
 strategies.nodes), decides every path by the table in docs/merge.md,
 dispatches paths changed on both sides to a content strategy, and hands each
-decision to a writer (strategies.writers).  Results land in a temporary
-sibling of ``out`` that is renamed into place at the end: all or nothing.
+decision to a writer (strategies.writers.TreeWriter).  Results land in a
+sibling of ``out`` marked incomplete (runtime.incomplete: swept by the next
+merge into the same place, or by the store, when a crash leaves it) that is
+renamed into place at the end: all or nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import secrets
-import shutil
 import stat
 import tempfile
 from collections import Counter
@@ -21,7 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .base import ACTIONS, ConflictInfo, FileReport, MergeOptions
+from volmerge.runtime import fsutil, incomplete, overlayfmt
+from volmerge.runtime.atomicfile import fsync_dir
+
+from .base import ACTIONS, ConflictInfo, FileReport, MergeOptions, detection_order, whole_file_pick
 from .errors import BadInput, NotDone
 from .nodes import (
     MAX_DEPTH,
@@ -35,10 +38,9 @@ from .nodes import (
     same,
 )
 from .policy import ON_CONFLICT, Policy, Rule
-from .writers import DryWriter, FullWriter, UpperWriter
+from .writers import DryWriter, FullWriter, TreeWriter, UpperWriter, WriterFactory
 
 MAX_CONTENT = 64 * 1024 * 1024  # bigger files are never loaded for a content merge
-DETECT_ORDER = ("sql", "structured", "text", "binary")
 PREFETCH_THREADS = 2
 NEW_SUFFIX = ".volmerge-new"
 Step = Generator["Step", int, int]  # a step of the walk: yields the steps it needs
@@ -107,7 +109,7 @@ def _m3(b: Any, o: Any, t: Any, has_base: bool) -> tuple[Any, bool]:
 
 
 class _Walk:
-    def __init__(self, policy: Policy | None, on_conflict: str, diff3: bool, writer: Any,
+    def __init__(self, policy: Policy | None, on_conflict: str, diff3: bool, writer: TreeWriter,
                  report: TreeReport) -> None:
         self.policy = policy
         self.on_conflict = on_conflict
@@ -293,7 +295,7 @@ class _Walk:
         return 1
 
     def _strategy(self, rel: str, o: Node, t: Node) -> tuple[Any, MergeOptions, str]:
-        from .registry import find_strategy, get_strategy
+        from .registry import all_strategies, find_strategy, get_strategy
 
         oc, rule = self._oc(rel)
         opts = MergeOptions(on_conflict=oc, diff3=self.diff3,  # type: ignore[arg-type]
@@ -306,9 +308,8 @@ class _Walk:
         if note:
             self._consulted[rel][1].append(note)
         so, st = o.sample(), t.sample()
-        for n in DETECT_ORDER:
-            s = find_strategy(n)
-            if s is not None and s.handles(rel, so) and s.handles(rel, st):
+        for s in detection_order(all_strategies()):
+            if s.handles(rel, so) and s.handles(rel, st):
                 return s, opts, ""
         s = find_strategy("binary")
         if s is None:
@@ -322,11 +323,11 @@ class _Walk:
                  taken: set[str], notes: list[str], mconf: ConflictInfo | None) -> int:
         strat, opts, why = self._strategy(rel, o, t)
         sname = getattr(strat, "name", "?")
-        pick = getattr(strat, "pick", "absent")
-        if pick != "absent" or (not callable(getattr(strat, "merge_files", None))
-                                and max(o.size, t.size, b.size if b else 0) > MAX_CONTENT):
+        whole, pick = whole_file_pick(strat)
+        if whole or (not callable(getattr(strat, "merge_files", None))
+                     and max(o.size, t.size, b.size if b else 0) > MAX_CONTENT):
             # whole-file decision: never load the content
-            if pick == "absent":
+            if not whole:
                 notes.append(f"too large for {sname}: merged as a whole file")
                 pick = None
                 sname = "binary"
@@ -379,7 +380,8 @@ class _Walk:
             produced = os.path.lexists(out_path)
         finally:
             if scratch is not None:
-                shutil.rmtree(scratch, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    fsutil.rmtree(scratch)
         fr.path = rel
         fr.strategy = fr.strategy or getattr(strat, "name", "?")
         fr.notes = notes + list(fr.notes)
@@ -654,14 +656,18 @@ def _inside(child: Path, parent: Path) -> bool:
 
 def merge_trees(base: Path | str | None, ours: Path | str, theirs: Path | str, out: Path | str, *,
                 policy: Policy | None = None, on_conflict: str = "fail", mode: str = "full",
-                dry_run: bool = False, diff: bool = False, diff3: bool = False) -> TreeReport:
+                dry_run: bool = False, diff: bool = False, diff3: bool = False,
+                writer: WriterFactory | None = None) -> TreeReport:
     """Merge three trees (or three files) into ``out``.
 
     mode="full": ``out`` (missing or an empty directory) receives the whole result.
     mode="upper": ``out`` receives only what differs from ``ours``, as an overlay
-    upper layer (whiteouts, opaque directories).  With on_conflict="fail" any
-    conflict raises MergeConflict and nothing is written.  BadInput for unusable
-    input; ``dry_run`` writes nothing (``diff`` adds unified diffs ours -> result).
+    upper layer (whiteouts, opaque directories: runtime.overlayfmt).  ``writer``
+    replaces either: a factory for the TreeWriter that fills the (empty)
+    directory it is given, renamed to ``out`` when the merge succeeds.  With
+    on_conflict="fail" any conflict raises MergeConflict and nothing is
+    written.  BadInput for unusable input; ``dry_run`` writes nothing
+    (``diff`` adds unified diffs ours -> result).
     """
     if on_conflict not in ON_CONFLICT:
         raise BadInput(f"on_conflict must be one of {', '.join(ON_CONFLICT)}")
@@ -677,27 +683,51 @@ def merge_trees(base: Path | str | None, ours: Path | str, theirs: Path | str, o
     is_dir = kinds["ours"] == "dir"
     outp = Path(os.path.abspath(out))
     if not dry_run:
-        if os.path.lexists(outp):
-            if not outp.is_dir() or outp.is_symlink():
-                raise BadInput(f"output {outp} already exists")
-            if any(os.scandir(outp)):
-                raise BadInput(f"output directory {outp} is not empty")
-            if not is_dir:
-                raise BadInput(f"output {outp} already exists")
-        elif not outp.parent.is_dir():
-            raise BadInput(f"output directory {outp.parent} does not exist")
-        for side, p in paths.items():
-            rp = p.resolve()
-            if _inside(outp, rp) or _inside(rp, outp):
-                raise BadInput(f"output {outp} overlaps {side} {p}")
+        _check_out(outp, paths, is_dir)
     report = TreeReport(dry_run=dry_run, mode=mode)
-    tmp = str(outp.parent / f".{outp.name}.volmerge-tmp-{secrets.token_hex(4)}")
     if dry_run:
-        writer: Any = DryWriter(diff)
-    elif mode == "upper" and is_dir:
-        writer = UpperWriter(tmp)
-    else:
-        writer = FullWriter(tmp)
+        _merge_into(DryWriter(diff), report, paths, is_dir, outp, policy, on_conflict, diff3)
+        return report
+    if writer is None:
+        writer = _upper_writer if mode == "upper" and is_dir else FullWriter
+    prefix = f".{outp.name}.volmerge"
+    incomplete.sweep(outp.parent, prefix=prefix)  # what a crashed merge into out left
+    with incomplete.building(outp.parent, prefix) as tmp:
+        w = writer(str(tmp))
+        _merge_into(w, report, paths, is_dir, outp, policy, on_conflict, diff3)
+        if is_dir:
+            os.rename(tmp, outp)  # replaces an empty directory atomically
+        else:
+            _place_single(str(tmp), outp)
+    fsync_dir(outp.parent)
+    report.written = True
+    return report
+
+
+def _upper_writer(root: str) -> TreeWriter:
+    return UpperWriter(root, overlayfmt)
+
+
+def _check_out(outp: Path, paths: dict[str, Path], is_dir: bool) -> None:
+    if os.path.lexists(outp):
+        if not outp.is_dir() or outp.is_symlink():
+            raise BadInput(f"output {outp} already exists")
+        if any(os.scandir(outp)):
+            raise BadInput(f"output directory {outp} is not empty")
+        if not is_dir:
+            raise BadInput(f"output {outp} already exists")
+    elif not outp.parent.is_dir():
+        raise BadInput(f"output directory {outp.parent} does not exist")
+    for side, p in paths.items():
+        rp = p.resolve()
+        if _inside(outp, rp) or _inside(rp, outp):
+            raise BadInput(f"output {outp} overlaps {side} {p}")
+
+
+def _merge_into(writer: TreeWriter, report: TreeReport, paths: dict[str, Path], is_dir: bool,
+                outp: Path, policy: Policy | None, on_conflict: str, diff3: bool) -> None:
+    """The walk through ``writer``: closed when done, aborted on a conflict
+    (MergeConflict) or any error."""
     walk = _Walk(policy, on_conflict, diff3, writer, report)
     try:
         if is_dir:
@@ -705,21 +735,13 @@ def merge_trees(base: Path | str | None, ours: Path | str, theirs: Path | str, o
                 _merge_dirs(walk, paths, writer)
         else:
             _merge_single(walk, paths, outp.name)
-        if walk.unresolved and not dry_run:
+        if walk.unresolved and not report.dry_run:
             writer.abort()
             raise MergeConflict(report)
         writer.close()
         report.paths_written = writer.written
         if isinstance(writer, DryWriter):
             report.diffs = writer.diffs
-            return report
-        if is_dir:
-            os.rename(tmp, outp)  # replaces an empty directory atomically
-        else:
-            _place_single(tmp, outp)
-        _fsync_dir(outp.parent)
-        report.written = True
-        return report
     except BaseException:
         writer.abort()
         raise
@@ -727,7 +749,7 @@ def merge_trees(base: Path | str | None, ours: Path | str, theirs: Path | str, o
         walk.close()
 
 
-def _merge_dirs(walk: _Walk, paths: dict[str, Path], writer: Any) -> None:
+def _merge_dirs(walk: _Walk, paths: dict[str, Path], writer: TreeWriter) -> None:
     handles = {s: DirHandle.open_root(s, str(p)) for s, p in paths.items()}
     try:
         b, o, t = handles.get("base"), handles["ours"], handles["theirs"]
@@ -740,8 +762,9 @@ def _merge_dirs(walk: _Walk, paths: dict[str, Path], writer: Any) -> None:
         _run(walk.dir("", b, o, t))
         if walk.w.active:
             writer.set_root_meta(meta, None)
-            if hasattr(writer, "rootfd") and writer.rootfd >= 0:
-                os.utime(writer.rootfd, ns=(ro.st_atime_ns, ro.st_mtime_ns))
+            rootfd = getattr(writer, "rootfd", -1)
+            if rootfd >= 0:
+                os.utime(rootfd, ns=(ro.st_atime_ns, ro.st_mtime_ns))
     finally:
         for h in handles.values():
             h.close()
@@ -770,12 +793,3 @@ def _place_single(tmp: str, outp: Path) -> None:
         if os.path.lexists(target):
             raise BadInput(f"output {target} already exists")
         os.rename(os.path.join(tmp, entry), target)
-    os.rmdir(tmp)
-
-
-def _fsync_dir(p: Path) -> None:
-    fd = os.open(p, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -1,9 +1,12 @@
 """Where a tree merge's decisions land.  The walk (strategies.tree) decides;
-a writer applies: ``FullWriter`` builds the complete result tree,
-``UpperWriter`` writes only what differs from ours into an overlay upper
-layer (whiteouts for deletions, opaque directories for replacements), and
-``DryWriter`` writes nothing and records diffs.  Dry run lives here and only
-here (architecture.md, principle 2): the walk never asks whether it is a dry run.
+a writer applies, through the interface :class:`TreeWriter`.  Three are
+here: ``FullWriter`` builds the complete result tree, ``UpperWriter`` writes
+only what differs from ours as a diff layer, in the diff format its caller
+supplies (:class:`DiffFormat`: for overlayfs, runtime.overlayfmt, whose
+whiteouts mark deletions and opaque directories replacements), and
+``DryWriter`` writes nothing and records diffs.  A caller may hand
+``merge_trees`` any other writer.  Dry run lives here and only here
+(architecture.md, principle 2): the walk never asks whether it is a dry run.
 
 All writes go through directory file descriptors of directories this writer
 created itself, with O_EXCL/O_NOFOLLOW, and sources are read through the
@@ -18,14 +21,53 @@ import errno
 import os
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
+
+from volmerge.runtime.overlayfmt import is_overlay_xattr
 
 from .nodes import DirHandle, Node, check_depth
 
 WR = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-OPAQUE = "trusted.overlay.opaque"
 DIFF_LIMIT = 1024 * 1024
+Meta = tuple[int, int, int]  # mode, uid, gid
+
+
+class TreeWriter(Protocol):
+    """What the walk calls for each decision (``rel`` the '/'-joined path,
+    ``name`` its last part; ``ours`` the entry ours has there, if any).
+    ``active`` turns false once a conflict stops writing; ``written``
+    counts the paths written."""
+
+    active: bool
+    written: int
+
+    def begin_dir(self, rel: str, name: str, meta: Meta, src: Node | None,
+                  src_dir: DirHandle | None, ours: Node | None) -> None: ...
+    def end_dir(self, remains: bool) -> None: ...
+    def keep(self, rel: str, name: str, ours: Node | None, src_dir: DirHandle | None) -> None: ...
+    def take(self, rel: str, name: str, node: Node, src_dir: DirHandle | None,
+             ours: Node | None) -> None: ...
+    def delete(self, rel: str, name: str, ours: Node | None) -> None: ...
+    def content(self, rel: str, name: str, data: bytes, meta: Meta, ours: Node | None) -> None: ...
+    def file_out(self, rel: str, name: str) -> str: ...
+    def finish_file(self, rel: str, name: str, meta: Meta) -> None: ...
+    def set_root_meta(self, meta: Meta, src: Node | None) -> None: ...
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+# A writer for the empty directory it is given (merge_trees makes it).
+WriterFactory = Callable[[str], TreeWriter]
+
+
+class DiffFormat(Protocol):
+    """How a diff layer spells "deleted" and "replaced" (runtime.overlayfmt
+    is the overlayfs one; the module itself satisfies this protocol)."""
+
+    def make_whiteout(self, name: str, *, dir_fd: int | None = None, mode: int = 0) -> None: ...
+    def set_opaque(self, target: int) -> None: ...
 
 
 def _rmtree(path: str) -> None:
@@ -58,7 +100,7 @@ def _copy_xattrs(src: int, dst: int) -> None:
     except OSError:
         return
     for n in names:
-        if n.startswith("trusted.overlay."):
+        if is_overlay_xattr(n):  # would steer a mount of the result
             continue
         try:
             os.setxattr(dst, n, os.getxattr(src, n))
@@ -88,8 +130,8 @@ class _Base:
     """Shared copying code for the writers that write."""
 
     def __init__(self, root: str) -> None:
+        """``root``: an empty directory that receives the result."""
         self.root = root
-        os.mkdir(root, 0o700)
         self.rootfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.stack: list[_Dir] = []
         self.links: dict[tuple[int, int], tuple[int, str]] = {}  # src inode -> (dirfd, name)
@@ -111,8 +153,11 @@ class _Base:
                 d.fd = os.open(d.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
                                dir_fd=parent)
                 if d.replace and d.ours is not None:
-                    os.setxattr(d.fd, OPAQUE, b"y")
+                    self._replaces(d.fd)
             parent = d.fd
+
+    def _replaces(self, fd: int) -> None:
+        """The new directory ``fd`` replaces what ours had there (a diff marks it)."""
 
     def _finish_dir(self, d: _Dir) -> None:
         _set_meta_fd(d.fd, d.meta)
@@ -295,7 +340,15 @@ class FullWriter(_Base):
 
 
 class UpperWriter(_Base):
-    """Only what differs from ours, as an overlay upper layer over ours."""
+    """Only what differs from ours, as a diff layer over ours in the format
+    ``fmt`` (deletions and replacements marked the way it says)."""
+
+    def __init__(self, root: str, fmt: DiffFormat) -> None:
+        super().__init__(root)
+        self.fmt = fmt
+
+    def _replaces(self, fd: int) -> None:
+        self.fmt.set_opaque(fd)
 
     def keep(self, rel: str, name: str, ours: Node | None, src_dir: DirHandle | None) -> None:
         pass
@@ -303,7 +356,7 @@ class UpperWriter(_Base):
     def delete(self, rel: str, name: str, ours: Node | None) -> None:
         if self.active and ours is not None:
             self.written += 1
-            os.mknod(name, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=self._parent())
+            self.fmt.make_whiteout(name, dir_fd=self._parent())
 
     def take(self, rel, name, node, src_dir, ours) -> None:  # type: ignore[no-untyped-def]
         if not self.active:
@@ -313,7 +366,7 @@ class UpperWriter(_Base):
         if node.kind == "dir" and ours is not None:
             fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
             try:
-                os.setxattr(fd, OPAQUE, b"y")
+                self.fmt.set_opaque(fd)
             finally:
                 os.close(fd)
 

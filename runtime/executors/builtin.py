@@ -152,22 +152,23 @@ def _wait_deadline(pid: int, timeout: float | None) -> int | None:
     """waitpid with a deadline; on expiry the exec is killed, None returned."""
     import time
 
+    from ..polling import wait_until
+
     if timeout is None:
         return os.waitpid(pid, 0)[1]
-    deadline = time.monotonic() + timeout
-    delay = 0.002
-    while True:
+
+    def reaped() -> tuple[int] | None:
         done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return status
-        if time.monotonic() > deadline:
-            _safe_kill(pid, signal.SIGTERM)  # the keeper forwards it to the command
-            time.sleep(0.05)
-            _safe_kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            return None
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
+        return (status,) if done else None  # a tuple: an exit status 0 is falsy
+
+    got = wait_until(reaped, timeout=timeout, interval=0.002, max_interval=0.05)
+    if got is not None:
+        return got[0]
+    _safe_kill(pid, signal.SIGTERM)  # the keeper forwards it to the command
+    time.sleep(0.05)
+    _safe_kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return None
 
 
 def _fork_keeper(run: Callable[[int, int | None], None], stdio: Stdio,

@@ -10,8 +10,10 @@ import os
 import stat
 from pathlib import Path
 
+from volmerge.runtime.overlayfmt import is_opaque, is_whiteout
+
 from .model import Change
-from .tree import check_path_len, is_opaque, is_whiteout, kind_of, same_content, walk
+from .tree import check_path_len, kind_of, same_content, walk
 
 
 def resolve(top_first: list[Path], rel: str) -> tuple[str, os.stat_result] | None:

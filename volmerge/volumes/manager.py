@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from volmerge.runtime import fsutil
+from volmerge.runtime import fsutil, incomplete
 from volmerge.runtime import sys as rsys
 from volmerge.runtime.store import register_sweeper
 
@@ -91,6 +91,8 @@ class VolumeManager:
                 self.pool.delete(e)
             self.pool.collect()
             self.pool.reap()
+            for lid in os.listdir(self.pool.layers):  # a merge's output a crash left half done
+                incomplete.sweep(self.pool.layer(lid))
             for name in self.pool.names():
                 m = self.pool.read(name)
                 if m is not None and m.users and not rsys.is_mountpoint(self.pool.merged(name)):

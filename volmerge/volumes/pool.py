@@ -22,7 +22,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from volmerge.runtime import fsutil
+from volmerge.runtime import atomicfile, fsutil
 
 from .model import Manifest, new_id
 
@@ -92,15 +92,15 @@ class Pool:
         if not d.exists():
             d.mkdir()
             (d / "merged").mkdir()
-            fsutil.fsync_dir(self.root)
-        fsutil.atomic_write(self.manifest_path(m.name), json.dumps(m.to_json(), indent=1))
+            atomicfile.fsync_dir(self.root)
+        atomicfile.atomic_write(self.manifest_path(m.name), json.dumps(m.to_json(), indent=1))
 
     def delete(self, name: str) -> None:
         """Commit point of removal: the manifest goes, then the directory."""
         p = self.manifest_path(name)
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
-            fsutil.fsync_dir(p.parent)
+            atomicfile.fsync_dir(p.parent)
         fsutil.rmtree(self.vdir(name))
 
     # -- journal: atomic change of several manifests ------------------------------
@@ -109,7 +109,7 @@ class Pool:
 
         jid = new_id()
         record = {n: (m.to_json() if m is not None else None) for n, m in changes.items()}
-        fsutil.atomic_write(self.journal / f"{jid}.json", json.dumps(record))
+        atomicfile.atomic_write(self.journal / f"{jid}.json", json.dumps(record))
         faults.point(f"{fault_prefix}.journal-written")
         self._apply(jid, record, fault_prefix)
 
@@ -124,7 +124,7 @@ class Pool:
             if i == 0 and fault_prefix:
                 faults.point(f"{fault_prefix}.applied-one")
         (self.journal / f"{jid}.json").unlink()
-        fsutil.fsync_dir(self.journal)
+        atomicfile.fsync_dir(self.journal)
 
     def replay_journal(self) -> None:
         """Roll forward every operation whose journal record is durable."""
@@ -152,25 +152,18 @@ class Pool:
             os.chmod(self.diff(lid), 0o755)  # not the caller's umask: a volume's root
         if live:
             os.mkdir(self.work(lid), 0o700)
-        fsutil.fsync_dir(self.layer(lid))
-        fsutil.fsync_dir(self.layers)
+        atomicfile.fsync_dir(self.layer(lid))
+        atomicfile.fsync_dir(self.layers)
         return lid
 
     @contextlib.contextmanager
     def building(self, prefix: str) -> Iterator[Path]:
-        """A scratch layer dir (``<dir>/diff``) under the store's tmp/, locked
-        so that a store opened meanwhile by another process leaves it alone;
-        swept after a crash."""
-        d = self.store.tmpdir(prefix)
-        lockfile = self.store.path("locks", f"tmp-{d.name}.lock")
-        with fsutil.flock(lockfile):
-            try:
-                (d / "diff").mkdir()
-                yield d
-            finally:
-                if d.exists():
-                    fsutil.rmtree(d)
-                lockfile.unlink(missing_ok=True)
+        """A scratch layer dir (``<dir>/diff``) under the store's tmp/, marked
+        incomplete (Store.building) so that a store opened meanwhile by
+        another process leaves it alone; swept after a crash."""
+        with self.store.building(prefix) as d:
+            (d / "diff").mkdir()
+            yield d
 
     def adopt(self, built: Path) -> str:
         """Move a scratch layer into the pool (commit lock held)."""
@@ -179,7 +172,7 @@ class Pool:
 
         rsys.syncfs(built)
         os.rename(built, self.layer(lid))
-        fsutil.fsync_dir(self.layers)
+        atomicfile.fsync_dir(self.layers)
         return lid
 
     def drop_work(self, lid: str) -> None:

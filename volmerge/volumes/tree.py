@@ -17,24 +17,11 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from volmerge.runtime import fsutil
+from volmerge.runtime import fsutil, overlayfmt
 
 from ..errors import BadInput, NotDone
 
-OPAQUE = "trusted.overlay.opaque"
-OVERLAY_XATTR_PREFIX = "trusted.overlay."
 PATH_MAX = os.pathconf("/", "PC_PATH_MAX")
-
-
-def is_whiteout(st: os.stat_result) -> bool:
-    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
-
-
-def is_opaque(path: str | os.PathLike[str]) -> bool:
-    try:
-        return os.getxattr(path, OPAQUE, follow_symlinks=False) == b"y"
-    except OSError:
-        return False
 
 
 def kind_of(st: os.stat_result) -> str:
@@ -109,7 +96,7 @@ def copy_meta(src: str, dst: str, st: os.stat_result, *, keep_opaque: bool = Fal
     want = {k: os.getxattr(src, k, follow_symlinks=False)
             for k in os.listxattr(src, follow_symlinks=False)}
     for k in os.listxattr(dst, follow_symlinks=False):
-        if k not in want and not (keep_opaque and k == OPAQUE):
+        if k not in want and not (keep_opaque and k == overlayfmt.OPAQUE_XATTR):
             os.removexattr(dst, k, follow_symlinks=False)
     for k, v in want.items():
         os.setxattr(dst, k, v, follow_symlinks=False)
@@ -124,7 +111,7 @@ def _meta_at(fd: int, st: os.stat_result, want: dict[str, bytes], *, keep_opaque
     os.fchown(fd, st.st_uid, st.st_gid)
     os.fchmod(fd, stat.S_IMODE(st.st_mode))
     for k in os.listxattr(fd):
-        if k not in want and not (keep_opaque and k == OPAQUE):
+        if k not in want and not (keep_opaque and k == overlayfmt.OPAQUE_XATTR):
             os.removexattr(fd, k)
     for k, v in want.items():
         os.setxattr(fd, k, v)
@@ -139,8 +126,8 @@ def _link_at(e: fsutil.Entry, parent: int) -> None:
     except OSError as exc:
         if exc.errno not in (errno.EMLINK, errno.EXDEV):
             raise
-    if is_whiteout(e.st):
-        os.mknod(e.name, stat.S_IFCHR | 0o000, 0, dir_fd=parent)
+    if overlayfmt.is_whiteout(e.st):
+        overlayfmt.make_whiteout(e.name, dir_fd=parent)
         return
     fsutil.copy_entry(e, parent)
 
@@ -172,7 +159,7 @@ def apply_layer(layer: Path, out: Path) -> None:
             finally:
                 os.close(sfd)
             keep_opaque = mark_opaque = False
-            if want.get(OPAQUE) == b"y":
+            if overlayfmt.wants_opaque(want):
                 if dst_st is not None:
                     fsutil.rmtree_at(cur, e.name)
                 os.mkdir(e.name, 0o700, dir_fd=cur)
@@ -187,7 +174,7 @@ def apply_layer(layer: Path, out: Path) -> None:
             try:
                 _meta_at(fd, e.st, want, keep_opaque=keep_opaque)
                 if mark_opaque:
-                    os.setxattr(fd, OPAQUE, b"y")
+                    overlayfmt.set_opaque(fd)
             except BaseException:
                 os.close(fd)
                 raise

@@ -1,0 +1,61 @@
+"""runtime.incomplete: work in progress is marked, crash leftovers swept (no root needed)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from volmerge.runtime import incomplete
+
+
+def test_building_removes_on_error_and_keeps_what_was_renamed(tmp_path):
+    with pytest.raises(RuntimeError), incomplete.building(tmp_path, "job") as d:
+        assert incomplete.is_marked(d.name) and d.name.startswith("job")
+        (d / "half").write_text("x")
+        raise RuntimeError("boom")
+    assert os.listdir(tmp_path) == []
+    with incomplete.building(tmp_path, "job") as d:
+        (d / "done").write_text("x")
+        os.rename(d, tmp_path / "final")
+    assert os.listdir(tmp_path) == ["final"]
+    assert (tmp_path / "final" / "done").read_text() == "x"
+
+
+def test_sweep_leaves_live_work_alone(tmp_path):
+    with incomplete.building(tmp_path, "job") as d:
+        assert incomplete.sweep(tmp_path) == []
+        assert d.is_dir()
+
+
+def test_sweep_removes_what_a_dead_builder_left(tmp_path):
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            path, _fd = incomplete.make(tmp_path, "job")
+            (path / "half").write_text("x")
+        finally:
+            os._exit(0)  # a crash: the flock goes with the process
+    os.waitpid(pid, 0)
+    (tmp_path / "unmarked").mkdir()
+    (leftover,) = [n for n in os.listdir(tmp_path) if incomplete.is_marked(n)]
+    assert incomplete.sweep(tmp_path, prefix="other") == []
+    assert incomplete.sweep(tmp_path, prefix="job") == [leftover]
+    assert os.listdir(tmp_path) == ["unmarked"]
+
+
+def test_sweep_ignores_symlinks(tmp_path):
+    target = tmp_path / "target"
+    target.mkdir()
+    (tmp_path / f"x{incomplete.MARK}1").symlink_to(target)
+    assert incomplete.sweep(tmp_path) == []
+    assert target.is_dir()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs a second owner")
+def test_sweep_ignores_another_users_entries(tmp_path):
+    d = tmp_path / f"x{incomplete.MARK}1"
+    d.mkdir()
+    os.chown(d, 65534, 65534)
+    assert incomplete.sweep(tmp_path) == []
+    assert d.is_dir()

@@ -1,0 +1,41 @@
+"""The store's sweep: crash leftovers go, another live process's work stays."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from volmerge.runtime import incomplete
+from volmerge.runtime.store import Store
+
+
+def test_a_store_opened_meanwhile_leaves_live_tmpdirs_alone(root: Path) -> None:
+    """Before the incomplete marker, opening the store swept every tmp/
+    directory without a lock file, a live process's tmpdir() included."""
+    s1 = Store(root)
+    d = s1.tmpdir("preview-")
+    (d / "work").write_text("in use")
+    with s1.building("load-") as b:
+        s2 = Store(root)  # sweeps on open
+        assert (d / "work").read_text() == "in use"
+        assert b.is_dir()
+        s2.close()
+    assert not b.exists()
+    s1.close()  # the tmpdir is this process's no more: a leftover from now on
+    Store(root).close()
+    assert os.listdir(root / "tmp") == []
+
+
+def test_a_dead_builders_work_and_unmarked_trash_are_swept(root: Path) -> None:
+    Store(root).close()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            incomplete.make(root / "tmp", "layer-")
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    (root / "tmp" / "trash-layer-0").mkdir()
+    assert len(os.listdir(root / "tmp")) == 2
+    Store(root).close()
+    assert os.listdir(root / "tmp") == []
