@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 from pathlib import Path
 
-from volmerge.runtime import fsutil
+from volmerge.runtime import overlayfmt
+from volmerge.runtime.atomicfile import fsync_dir
 
 from ..errors import BadInput, Conflict
 from .model import Generation, Manifest, check_name, new_id
-from .tree import OPAQUE, copy_tree
+from .tree import copy_tree
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -63,10 +63,10 @@ def hide_below(layer: Path, lower: Path) -> None:
     for name in sorted(os.listdir(lower)):
         up, low = layer / name, lower / name
         if not os.path.lexists(up):
-            os.mknod(up, 0o600 | stat.S_IFCHR, os.makedev(0, 0))  # the overlay whiteout
+            overlayfmt.make_whiteout(up)
         elif _real_dir(up) and _real_dir(low):
-            os.setxattr(up, OPAQUE, b"y", follow_symlinks=False)
-    fsutil.fsync_dir(layer)
+            overlayfmt.set_opaque(up)
+    fsync_dir(layer)
 
 
 def _real_dir(p: Path) -> bool:
