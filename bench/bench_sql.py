@@ -140,10 +140,11 @@ def sqlite_bench(work: str, rows: int, runs: int) -> dict[str, float]:
 def pg_bench(work: str, rows: int, runs: int) -> dict[str, float]:
     import psycopg
     from volmerge.strategies.sql import plan_replay, replay
-    from volmerge.strategies.sql.pgtemp import PgServer, local_runner
+    from volmerge.strategies.sql.pgtemp import PgServer
+    from volmerge.upgrade.pgdata import host_tools
 
-    server = PgServer("/usr/lib/postgresql/15/bin", os.path.join(work, "pgdata"), os.path.join(work, "pgsock"),
-                      local_runner(), port=54329)
+    server = PgServer(host_tools("/usr/lib/postgresql/15/bin"), os.path.join(work, "pgdata"),
+                      os.path.join(work, "pgsock"), port=54329)
     server.initdb()
     server.start()
     try:
