@@ -33,13 +33,17 @@ class ServerConf:
 
 def read_conf(conn: Any, datadir: str) -> ServerConf:
     """The settings each configuration file of ``datadir`` sets (the last
-    line of a name wins), read on a superuser connection."""
+    line of a name wins), read on a superuser connection.  Rows with an
+    error count too: a temporary server runs with its own socket and
+    listen addresses on the command line, so the file's values of those
+    are "cannot be changed without restarting" to it — and are exactly
+    what the operator set."""
     files: dict[str, dict[str, str]] = {}
     elsewhere: list[str] = []
     top = os.path.abspath(datadir)
     for source, name, value in conn.execute(
             "SELECT sourcefile, name, setting FROM pg_file_settings "
-            "WHERE error IS NULL AND name IS NOT NULL ORDER BY seqno").fetchall():
+            "WHERE name IS NOT NULL ORDER BY seqno").fetchall():
         name = name.lower()
         base = os.path.basename(source or "")
         if os.path.dirname(source or "") == top and base in SETTINGS_FILES:
