@@ -408,3 +408,22 @@ def test_a_build_holds_its_lock_file_against_a_sweep(tmp_path):
     finally:
         sqlitefiles.let_go(stem, fd)
     assert not os.path.exists(stem + ".lock")
+
+
+def test_a_builder_tells_its_lock_file_from_one_put_in_its_place(tmp_path):
+    """What hold() checks after flock(): the path still names the file it
+    locked.  A sweep that took the lock first removed that file; a file
+    made under the name since is not the builder's."""
+    from volmerge.strategies.sql import sqlitefiles
+
+    path = str(tmp_path / ".out.db.volmerge-race0000.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        assert sqlitefiles._names(path, fd)
+        os.unlink(path)
+        assert not sqlitefiles._names(path, fd)
+        with open(path, "w"):
+            pass
+        assert not sqlitefiles._names(path, fd)
+    finally:
+        os.close(fd)

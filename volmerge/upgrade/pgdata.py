@@ -34,9 +34,12 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import NotDone
+
+if TYPE_CHECKING:
+    from volmerge.strategies.sql.pgtemp import HostTools
 
 
 def _rmtree_quiet(path: str | os.PathLike[str]) -> None:
@@ -60,7 +63,7 @@ HOST_USER = "volmerge-pg"
 _VERSION_RE = re.compile(rb"postgres \(PostgreSQL\) (\d+)(?:\.(\d+))?")
 
 
-def host_tools(bindir: str, user: str = HOST_USER) -> Any:
+def host_tools(bindir: str, user: str = HOST_USER) -> HostTools:
     """pgmajor's tools for this host's ``bindir``: run as the system user
     ``user`` when we are root (created when missing: PostgreSQL refuses
     root, and the strategies library creates no users)."""
