@@ -48,6 +48,10 @@ class HostTools:
     user: UidGid | None = None
     cwd: str = "/"
 
+    def __post_init__(self) -> None:
+        if not os.path.isfile(os.path.join(self.bindir, "postgres")):
+            raise BadInput(f"{self.bindir}: no PostgreSQL server binaries there")
+
     def run(self, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
         if self.user is None and os.geteuid() == 0:
             raise BadInput("PostgreSQL refuses to run as root: name an unprivileged user")

@@ -167,6 +167,13 @@ def test_not_a_data_directory(tmp_path):
     assert not (tmp_path / "new").exists()
 
 
+def test_a_bin_directory_without_a_server_is_bad_input(tmp_path):
+    from volmerge.strategies.sql.pgtemp import HostTools
+
+    with pytest.raises(BadInput, match="no PostgreSQL server binaries there"):
+        HostTools(str(tmp_path))
+
+
 @pytest.mark.parametrize("name", ["-Fp", "host=/nonexistent dbname=postgres", "it's \\ odd"])
 def test_database_names_reach_pg_dump_as_names(pg_server, tmp_path, name):
     """A database name read from an old data directory is handed to pg_dump
