@@ -122,6 +122,17 @@ def sqlite_bench(work: str, rows: int, runs: int) -> dict[str, float]:
         for k, v in r.phases.items():
             phases.setdefault(k, []).append(v)
 
+    def ours_sequential() -> None:  # every check after the load, in one transaction, for comparison
+        from volmerge.strategies.sql import replay_sqlite
+
+        was = replay_sqlite.parallel_checks
+        replay_sqlite.parallel_checks = lambda plan: False
+        try:
+            with plan_replay(old, schema=new_schema) as plan:
+                replay(plan, out)
+        finally:
+            replay_sqlite.parallel_checks = was
+
     def ours_mapped() -> None:
         with plan_replay(old, schema=v2_schema, maps={"posts.title": "headline"},
                          defaults={"users.active": "1"}) as plan:
@@ -131,6 +142,7 @@ def sqlite_bench(work: str, rows: int, runs: int) -> dict[str, float]:
     res.update(medians(runs, lambda: rm(out), {
         "bare ATTACH + INSERT...SELECT": bare,
         "volmerge replay (identity schema)": ours,
+        "  the same, checks after the load (one transaction)": ours_sequential,
         "volmerge replay (rename, retype, new column)": ours_mapped}))
     rm(out)
     res.update({f"  phase: {k}": statistics.median(v) for k, v in phases.items()})
@@ -141,10 +153,11 @@ def pg_bench(work: str, rows: int, runs: int) -> dict[str, float]:
     import psycopg
 
     from volmerge.strategies.sql import plan_replay, replay
-    from volmerge.strategies.sql.pgtemp import PgServer, local_runner
+    from volmerge.strategies.sql.pgtemp import PgServer
+    from volmerge.upgrade.pgdata import host_tools
 
-    server = PgServer("/usr/lib/postgresql/15/bin", os.path.join(work, "pgdata"), os.path.join(work, "pgsock"),
-                      local_runner(), port=54329)
+    server = PgServer(host_tools("/usr/lib/postgresql/15/bin"), os.path.join(work, "pgdata"),
+                      os.path.join(work, "pgsock"), port=54329)
     server.initdb()
     server.start()
     try:

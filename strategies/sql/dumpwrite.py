@@ -16,18 +16,27 @@ from __future__ import annotations
 import os
 import sqlite3
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from volmerge.strategies.errors import BadInput, NotDone
 
 from . import render
+from .pgops import copy_field
 from .quote import ident, pg_literal, pg_regclass, shell_safe, sqlite_text
+from .replaytypes import Progress
 from .schema import quote
 
+if TYPE_CHECKING:
+    from .plan import ReplayPlan
 
-def replay_dump(plan: Any, dst: str, progress: Any = None) -> dict[str, Any]:
+
+def replay_dump(plan: ReplayPlan, dst: str, dialect: str = "sqlite",
+                progress: Progress | None = None) -> dict[str, Any]:
+    """Replay ``plan`` into a new dump file ``dst`` of ``dialect`` (sqlite or postgres)."""
     from .replay_sqlite import replay_sqlite
 
+    if dialect not in ("sqlite", "postgres"):
+        raise BadInput(f"unknown dump dialect {dialect!r} (sqlite or postgres)")
     dst = os.path.abspath(dst)
     if os.path.lexists(dst):
         raise BadInput(f"{dst}: already exists (the replay writes a new dump)")
@@ -35,9 +44,7 @@ def replay_dump(plan: Any, dst: str, progress: Any = None) -> dict[str, Any]:
     tag = uuid.uuid4().hex[:8]
     scratch = os.path.join(d, f".{os.path.basename(dst)}.volmerge-{tag}.db")
     tmp = os.path.join(d, f".{os.path.basename(dst)}.volmerge-{tag}.tmp")
-    dialect = plan.to_dialect if plan.to_dialect in ("sqlite", "postgres") else "sqlite"
     try:
-        plan.to_dialect = "sqlite"
         result = replay_sqlite(plan, scratch, progress)
         conn = sqlite3.connect(scratch)
         try:
@@ -109,9 +116,7 @@ def _sqlite_rows(conn: sqlite3.Connection, table: str, f: Any) -> None:
         f.write(head + text + ");\n")
 
 
-def _pg_dump(conn: sqlite3.Connection, plan: Any, f: Any) -> None:
-    from .replay_pg import _fmt
-
+def _pg_dump(conn: sqlite3.Connection, plan: ReplayPlan, f: Any) -> None:
     conn.create_function("vm_real", 1, repr, deterministic=True)
     target = plan.target
     f.write("-- volmerge sql replay: PostgreSQL dialect\nSET client_encoding = 'UTF8';\n"
@@ -121,7 +126,7 @@ def _pg_dump(conn: sqlite3.Connection, plan: Any, f: Any) -> None:
     for t in target.tables.values():
         cols = [c.name for c in t.columns]
         f.write(f"COPY {quote(t.name)} ({', '.join(quote(c) for c in cols)}) FROM stdin;\n")
-        line = " || char(9) || ".join(_fmt(quote(c)) for c in cols)
+        line = " || char(9) || ".join(copy_field(quote(c)) for c in cols)
         for (text,) in conn.execute(f"SELECT {line} FROM {quote(t.name)}"):
             if "\x00" in text:  # psql would cut the line there
                 raise NotDone(f"table {t.name}: a text value holds a NUL character, "

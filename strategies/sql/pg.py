@@ -143,34 +143,39 @@ def _select(tm: Any) -> str:
             f"FROM {quote(tm.source)}")
 
 
-def _src_rows(plan: Any, tm: Any) -> Iterator[tuple[Any, ...]]:
-    conn = plan._pg_src_conn  # opened by the replay, one snapshot
-    with conn.cursor(name=f"vm_{abs(hash(tm.target))}") as cur:
+def open_pg_source(url: str) -> Any:
+    """A read-only connection to a PostgreSQL source in one repeatable-read
+    transaction: every table and checksum read through it is one state."""
+    conn = pg_connect(url)
+    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    return conn
+
+
+def _src_rows(src: Any, tm: Any) -> Iterator[tuple[Any, ...]]:
+    with src.cursor(name=f"vm_{abs(hash(tm.target))}") as cur:
         cur.itersize = 5000
         cur.execute(_select(tm))
         for row in cur:
             yield tuple(to_sqlite_value(v) for v in row)
 
 
-def copy_pg_to_sqlite(plan: Any, tm: Any, conn: Any) -> None:
-    """Rows of a PostgreSQL source table -> the SQLite destination."""
+def copy_pg_to_sqlite(src: Any, tm: Any, conn: Any) -> None:
+    """Rows of a PostgreSQL source table (read on ``src``, from
+    :func:`open_pg_source`) -> the SQLite destination."""
     import sqlite3
 
     from volmerge.strategies.errors import NotDone
 
-    if getattr(plan, "_pg_src_conn", None) is None:
-        plan._pg_src_conn = pg_connect(plan.ours.url)
-        plan._pg_src_conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
     carried = tm.carried
     ins = (f"INSERT INTO main.{quote(tm.target)} ({', '.join(quote(c.target) for c in carried)}) "
            f"VALUES ({', '.join('?' * len(carried))})")
     try:
-        conn.executemany(ins, _src_rows(plan, tm))
+        conn.executemany(ins, _src_rows(src, tm))
     except sqlite3.IntegrityError as e:
         raise NotDone(f"constraint violation: table {tm.target}: {e}") from None
 
 
-def pg_checksum_py(plan: Any, tm: Any):  # type: ignore[no-untyped-def]
+def pg_checksum_py(src: Any, tm: Any):  # type: ignore[no-untyped-def]
     from . import verify
 
-    return verify.py_checksum(_src_rows(plan, tm))
+    return verify.py_checksum(_src_rows(src, tm))

@@ -4,36 +4,41 @@ PostgreSQL major versions cannot read each other's data directories.  Here
 the frozen old data is never touched: it is cloned, a temporary server of
 the *old* version runs on the clone (private unix socket, no TCP), roles are
 carried, every database is dumped with the old version's own pg_dump
-(archive format: owners, grants, sequences, functions, types, views,
+(custom format: owners, grants, sequences, functions, types, views,
 triggers all carried), a new data directory is initialised with the *new*
-version's initdb and each dump is restored by the *new* pg_restore; finally
-every database is compared old server against new server (every table's row
+version's initdb and each dump is restored by the *new* pg_restore; every
+database is compared old server against new server (every table's row
 count and an order-independent checksum of its rows, every sequence's
-state, the number of objects of each kind).  On any failure the new data
-directory is removed.
+state, the number of objects of each kind), and the operator's
+configuration is carried (pgconf.py, read from the servers'
+``pg_file_settings``).  On any failure the new data directory is removed.
 
-This is the one implementation: ``upgrade_datadir`` (library level) and
-the upgrade transaction (volmerge.upgrade.pgdata, which runs each version
-inside its own image) both call ``dump_replay_verify``.
-
-Who runs the binaries is injected: ``old_runner``/``new_runner`` run an argv
-as an unprivileged user (PostgreSQL refuses root).  The default runs them on
-this host; the upgrade transaction passes runners that execute inside the
-old and the new image through the runtime, the directories bind-mounted.
+This is the one implementation: the library (``upgrade_datadir`` with
+:class:`.pgtemp.HostTools`: this host's programs) and the upgrade
+transaction (volmerge.upgrade.pgdata: each version's programs inside a
+container of its own image) call the same functions with other
+:class:`.pgtemp.Tools`.  ``preview_datadir`` is the dry run: the old server
+on a clone, counted with the same listings, nothing written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from volmerge.strategies.errors import BadInput, NotDone
 
-from .pgtemp import PgServer, Runner, give, local_runner, rmtree_quiet
+from . import pgconf
+from .pgtemp import HostTools, PgServer, Tools, check, give, rmtree_quiet
+
+Timing = Callable[[str, float], None]
+#: the settings pg_upgrade starts its servers with for the bulk work
+BULK = {"fsync": "off", "full_page_writes": "off", "synchronous_commit": "off"}
 
 
 @dataclass
@@ -43,18 +48,28 @@ class PgMajorResult:
     new_data: str
     databases: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    config: pgconf.Carried = field(default_factory=pgconf.Carried)
 
     def to_json(self) -> dict[str, Any]:
         return {"old_version": self.old_version, "new_version": self.new_version,
-                "new_data": self.new_data, "databases": self.databases, "seconds": self.seconds}
+                "new_data": self.new_data, "databases": self.databases, "seconds": self.seconds,
+                "config": {"carried": self.config.carried, "dropped": self.config.dropped}}
 
 
-def data_version(datadir: str) -> str:
+def read_version(datadir: str | os.PathLike[str]) -> str | None:
+    """The major version in ``datadir/PG_VERSION``, or None when it is not a data directory."""
     try:
         with open(os.path.join(datadir, "PG_VERSION")) as f:
-            return f.read().strip()
-    except FileNotFoundError:
-        raise BadInput(f"{datadir}: not a PostgreSQL data directory (no PG_VERSION)") from None
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
+def data_version(datadir: str | os.PathLike[str]) -> str:
+    v = read_version(datadir)
+    if v is None:
+        raise BadInput(f"{datadir}: not a PostgreSQL data directory (no PG_VERSION)")
+    return v
 
 
 def clone_datadir(src: str, dst: str) -> None:
@@ -63,136 +78,142 @@ def clone_datadir(src: str, dst: str) -> None:
     if proc.returncode != 0:
         raise NotDone(f"cloning {src} failed: {proc.stderr.strip()}")
     for stale in ("postmaster.pid", "postmaster.opts"):
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(dst, stale))
-        except FileNotFoundError:
-            pass
 
 
-def upgrade_datadir(old_data: str, new_data: str, old_bindir: str, new_bindir: str, *,
-                    workdir: str, old_runner: Runner | None = None, new_runner: Runner | None = None,
-                    superuser: str = "postgres") -> PgMajorResult:
+@contextlib.contextmanager
+def old_server(old_data: str, old: Tools, work: str, superuser: str,
+               tick: Timing) -> Iterator[PgServer]:
+    """The old version's server running on a clone of ``old_data`` (removed after)."""
+    clone = os.path.join(work, "old-data")
+    srv = PgServer(old, clone, os.path.join(work, "old-sock"), port=5432, superuser=superuser,
+                   options=dict(BULK))
+    started = False
+    try:
+        t0 = time.monotonic()
+        clone_datadir(old_data, clone)
+        give(clone, old.user)
+        tick("copy data", time.monotonic() - t0)
+        srv.start()
+        started = True
+        yield srv
+    finally:
+        if started:
+            with contextlib.suppress(Exception):  # keep the original error
+                srv.stop()
+        rmtree_quiet(clone)
+        rmtree_quiet(os.path.join(work, "old-sock"))
+
+
+def preview_datadir(old_data: str | os.PathLike[str], old: Tools, *, workdir: str | os.PathLike[str],
+                    superuser: str = "postgres", timing: Timing | None = None) -> list[dict[str, Any]]:
+    """The dry run of :func:`upgrade_datadir`: what it would replay — each
+    database's tables and their rows, listed as the upgrade lists them —
+    read from the old server on a clone; nothing else is written."""
+    data_version(old_data)
+    work = os.fspath(workdir)
+    os.makedirs(work, exist_ok=True)
+    with old_server(os.fspath(old_data), old, work, superuser, timing or _no_timing) as srv:
+        out = []
+        for db in _databases(srv):
+            with _connect(srv.url(db)) as c:
+                tables = [{"table": t, "rows": c.execute(f"SELECT count(*) FROM ONLY {t}").fetchone()[0]}
+                          for t in _names(c, "'r', 'p'")]
+            out.append({"database": db, "tables": tables})
+        return out
+
+
+def _no_timing(step: str, seconds: float) -> None:
+    pass
+
+
+def upgrade_datadir(old_data: str | os.PathLike[str], new_data: str | os.PathLike[str], old: Tools,
+                    new: Tools, *, workdir: str | os.PathLike[str], superuser: str = "postgres",
+                    timing: Timing | None = None) -> PgMajorResult:
     """Upgrade the PostgreSQL data directory ``old_data`` (frozen, left
-    untouched) into the new data directory ``new_data`` (must not exist).
-    ``result.databases`` holds one ``verify_database`` dict per database."""
+    untouched) into the new data directory ``new_data`` (must not exist),
+    ``old``'s programs reading and ``new``'s writing.  ``result.databases``
+    holds one ``verify_database`` dict per database; ``timing(step,
+    seconds)``, when given, hears how long the copy, the verification and
+    the sync took.  Both servers run as pg_upgrade runs the new one: nothing
+    fsynced along the way (the clone is thrown away; a failure removes the
+    new directory), the new directory synced once at the end."""
     t0 = time.monotonic()
+    old_data, new_data, work = os.fspath(old_data), os.fspath(new_data), os.fspath(workdir)
     old_ver = data_version(old_data)
     if os.path.lexists(new_data):
         raise BadInput(f"{new_data}: already exists")
-    for b in (old_bindir, new_bindir):
-        if not os.path.exists(os.path.join(b, "postgres")):
-            raise BadInput(f"{b}: no PostgreSQL server binaries there")
-    os.makedirs(workdir, exist_ok=True)
-    dbs = dump_replay_verify(old_data, new_data, workdir, old_bindir, new_bindir,
-                             old_runner or local_runner(), new_runner or local_runner(),
-                             superuser=superuser)
-    result = PgMajorResult(old_ver, data_version(new_data), new_data, dbs)
-    result.seconds = round(time.monotonic() - t0, 3)
-    return result
-
-
-Timing = Callable[[str, float], None]
-#: the settings pg_upgrade starts its servers with for the bulk work
-BULK = {"fsync": "off", "full_page_writes": "off", "synchronous_commit": "off"}
-
-
-def dump_replay_verify(old_data: str | os.PathLike[str], new_data: str | os.PathLike[str],
-                       workdir: str | os.PathLike[str], old_bindir: str, new_bindir: str,
-                       old_runner: Runner, new_runner: Runner, *, timing: Timing | None = None,
-                       superuser: str = "postgres") -> list[dict[str, Any]]:
-    """The old server on a copy of ``old_data``; roles carried, then every
-    database dumped with the old pg_dump (archive format, owners and grants
-    kept) and restored by the new pg_restore (everything pg_dump carries:
-    sequences, functions, types, views, triggers...); then old server
-    against new, database by database (``verify_database``).  ``new_data``
-    is removed on any failure; ``timing(step, seconds)``, when given, hears
-    how long the copy and the verification took."""
-    work = os.fspath(workdir)
-    new_data = os.fspath(new_data)
-    clone = os.path.join(work, "old-data")
-    # Both servers run as pg_upgrade runs the new one: nothing fsynced
-    # along the way (the clone is thrown away; a failure removes the new
-    # directory), the new directory synced once at the end.
-    old_srv = PgServer(old_bindir, clone, os.path.join(work, "old-sock"), old_runner, port=5432,
-                       superuser=superuser, options=dict(BULK))
-    new_srv = PgServer(new_bindir, new_data, os.path.join(work, "new-sock"), new_runner, port=5433,
-                       superuser=superuser, options=dict(BULK))
-    tick = timing or (lambda step, seconds: None)
-    started: list[PgServer] = []
+    os.makedirs(work, exist_ok=True)
+    tick = timing or _no_timing
+    new_srv = PgServer(new, new_data, os.path.join(work, "new-sock"), port=5433, superuser=superuser,
+                       options=dict(BULK))
     try:
-        t0 = time.monotonic()
-        clone_datadir(os.fspath(old_data), clone)
-        give(clone, old_runner)
-        tick("copy data", time.monotonic() - t0)
-        old_srv.start()
-        started.append(old_srv)
-        enc, collate = _cluster_settings(old_srv)
-        _initdb(new_srv, enc, collate)
-        new_srv.start()
-        started.append(new_srv)
-        _roles(old_srv, new_srv)
-        dumps = os.path.join(work, "dumps")
-        os.makedirs(dumps)
-        give(dumps, old_runner)
-        out = []
-        for db in _databases(old_srv):
-            # The archive format, restored straight into the new server by
-            # its pg_restore: no psql meta-commands ever run from a dump.
-            dump = os.path.join(dumps, f"{len(out)}.dump")
-            create = db != "postgres"
-            _ok(old_runner([os.path.join(old_bindir, "pg_dump"), "-h", old_srv.sockdir,
-                            "-p", str(old_srv.port), "-U", superuser, "-Fc", "-Z", "0",
-                            "-f", dump, "-d", conninfo_dbname(db)]),
-                f"pg_dump of {db} (old version)")
-            _ok(new_runner([os.path.join(new_bindir, "pg_restore"), "--exit-on-error",
-                            "-h", new_srv.sockdir, "-p", str(new_srv.port), "-U", superuser]
-                           + (["--create", "-d", "postgres"] if create else ["-d", db]) + [dump]),
-                f"restore of {db} (new version)")
-            os.unlink(dump)
-            t0 = time.monotonic()
-            out.append(verify_database(old_srv, new_srv, db))
-            tick("verify", time.monotonic() - t0)
-        for srv in reversed(started):
-            srv.stop()
-        started.clear()
-        t0 = time.monotonic()
-        _ok(new_runner([os.path.join(new_bindir, "initdb"), "--sync-only", "-D", new_data]),
-            "sync of the new data directory")
-        tick("sync", time.monotonic() - t0)
-        return out
-    except BaseException:
-        for srv in reversed(started):
+        with old_server(old_data, old, work, superuser, tick) as old_srv:
+            enc, collate = _cluster_settings(old_srv)
+            new_srv.initdb(enc, collate)
+            new_srv.start()
             try:
-                srv.stop()
-            except Exception:  # noqa: BLE001 - keep the original error
-                pass
+                _roles(old_srv, new_srv)
+                dbs = [_dump_restore_verify(old_srv, new_srv, db, work, i, tick)
+                       for i, db in enumerate(_databases(old_srv))]
+                old_conf, new_conf, known = _confs(old_srv, new_srv)
+            finally:
+                new_srv.stop()
+        carried = pgconf.carry(old_data, new_data, old_conf, new_conf, known, old_ver)
+        check(new.run("postgres", "-D", new_data, "-C", "data_directory"),
+              "the new server's check of the carried configuration")
+        t1 = time.monotonic()
+        check(new.run("initdb", "--sync-only", "-D", new_data), "sync of the new data directory")
+        tick("sync", time.monotonic() - t1)
+    except BaseException:
         rmtree_quiet(new_data)
         raise
     finally:
-        rmtree_quiet(clone)
-        for d in ("old-sock", "new-sock", "dumps"):
+        for d in ("new-sock", "dumps"):
             rmtree_quiet(os.path.join(work, d))
+    return PgMajorResult(old_ver, data_version(new_data), new_data, dbs,
+                         round(time.monotonic() - t0, 3), carried)
 
 
-def _ok(proc: subprocess.CompletedProcess, what: str) -> None:
-    if proc.returncode != 0:
-        msg = [ln for ln in (proc.stderr or proc.stdout or "").strip().splitlines() if ln.strip()]
-        raise NotDone(f"{what} failed: {msg[-1] if msg else 'exit ' + str(proc.returncode)}")
+def _dump_restore_verify(old: PgServer, new: PgServer, db: str, work: str, n: int,
+                         tick: Timing) -> dict[str, Any]:
+    """One database: the old pg_dump (custom format), restored straight into
+    the new server by its pg_restore — no psql meta-command ever runs from a
+    dump —, then compared."""
+    dumps = os.path.join(work, "dumps")
+    if not os.path.isdir(dumps):
+        os.makedirs(dumps)
+        give(dumps, old.tools.user)
+    dump = os.path.join(dumps, f"{n}.dump")
+    check(old.tools.run("pg_dump", "-h", old.sockdir, "-p", str(old.port), "-U", old.superuser,
+                        "-Fc", "-Z", "0", "-f", dump, "-d", conninfo_dbname(db)),
+          f"pg_dump of {db} (old version)")
+    target = ["--create", "-d", "postgres"] if db != "postgres" else ["-d", db]
+    check(new.tools.run("pg_restore", "--exit-on-error", "-h", new.sockdir, "-p", str(new.port),
+                        "-U", new.superuser, *target, dump), f"restore of {db} (new version)")
+    os.unlink(dump)
+    t0 = time.monotonic()
+    out = verify_database(old, new, db)
+    tick("verify", time.monotonic() - t0)
+    return out
 
 
-def _initdb(srv: PgServer, enc: str, collate: str) -> None:
-    os.makedirs(srv.datadir, mode=0o700)
-    give(srv.datadir, srv.runner)
-    proc = srv.runner([os.path.join(srv.bindir, "initdb"), "-D", srv.datadir, "-U", srv.superuser,
-                       "--auth=trust", "-E", enc, f"--locale={collate}", "--no-sync"])
-    if proc.returncode != 0:
-        raise NotDone(f"initdb (new version) failed: {(proc.stderr or proc.stdout).strip()[-300:]}")
+def _connect(url: str, autocommit: bool = False) -> Any:
+    import psycopg
+
+    return psycopg.connect(url, autocommit=autocommit)
+
+
+def _confs(old: PgServer, new: PgServer) -> tuple[pgconf.ServerConf, pgconf.ServerConf, set[str]]:
+    """Each server's configuration files as it read them, and the settings the new one knows."""
+    with _connect(old.url("postgres")) as a, _connect(new.url("postgres")) as b:
+        return (pgconf.read_conf(a, old.datadir), pgconf.read_conf(b, new.datadir),
+                pgconf.known_settings(b))
 
 
 def _cluster_settings(srv: PgServer) -> tuple[str, str]:
-    import psycopg
-
-    with psycopg.connect(srv.url("postgres")) as c:
+    with _connect(srv.url("postgres")) as c:
         enc, coll = c.execute("SELECT pg_encoding_to_char(encoding), datcollate FROM pg_database "
                               "WHERE datname = 'template1'").fetchone()
     return enc, coll
@@ -206,9 +227,7 @@ def conninfo_dbname(name: str) -> str:
 
 
 def _databases(srv: PgServer) -> list[str]:
-    import psycopg
-
-    with psycopg.connect(srv.url("postgres")) as c:
+    with _connect(srv.url("postgres")) as c:
         return [r[0] for r in c.execute("SELECT datname FROM pg_database WHERE datallowconn AND "
                                         "datname <> 'template1' ORDER BY datname").fetchall()]
 
@@ -217,11 +236,9 @@ def _roles(old: PgServer, new: PgServer) -> None:
     """Roles with the old pg_dumpall; the bootstrap superuser exists already."""
     import psycopg
 
-    proc = old.runner([os.path.join(old.bindir, "pg_dumpall"), "--roles-only", "-h", old.sockdir,
-                       "-p", str(old.port), "-U", old.superuser])
-    if proc.returncode != 0:
-        raise NotDone(f"pg_dumpall --roles-only (old version) failed: {proc.stderr.strip()[-300:]}")
-    with psycopg.connect(new.url("postgres"), autocommit=True) as c:
+    proc = check(old.tools.run("pg_dumpall", "--roles-only", "-h", old.sockdir, "-p", str(old.port),
+                               "-U", old.superuser), "pg_dumpall --roles-only (old version)")
+    with _connect(new.url("postgres"), autocommit=True) as c:
         for line in proc.stdout.splitlines():
             line = line.strip()
             if not line or line.startswith("--") or line.startswith("\\") or line.startswith("SET "):
@@ -270,9 +287,7 @@ def verify_database(old: PgServer, new: PgServer, db: str) -> dict[str, Any]:
     """Old server against new: the same tables (``schema.table`` names), each
     table's row count and checksum, each sequence's state, and the number of
     objects of each kind.  NotDone on any difference."""
-    import psycopg
-
-    with psycopg.connect(old.url(db)) as a, psycopg.connect(new.url(db)) as b:
+    with _connect(old.url(db)) as a, _connect(new.url(db)) as b:
         tables = _names(a, "'r', 'p'")
         if _names(b, "'r', 'p'") != tables:
             raise NotDone(f"verification failed: database {db}: the new server has other tables")
@@ -299,29 +314,28 @@ def verify_database(old: PgServer, new: PgServer, db: str) -> dict[str, Any]:
     return {"database": db, "tables": checked, "sequences": seqs, "objects": ox, "verified": True}
 
 
-def pg_upgrade_copy(old_data: str, new_data: str, old_bindir: str, new_bindir: str, *,
-                    workdir: str, runner: Runner | None = None, superuser: str = "postgres") -> None:
+def pg_upgrade_copy(old_data: str, new_data: str, old: HostTools, new: HostTools, *,
+                    workdir: str, superuser: str = "postgres") -> None:
     """The peer: ``pg_upgrade --copy`` on a clone of ``old_data`` (for
-    comparison in tests and benchmarks)."""
-    runner = runner or local_runner()
+    comparison in tests and benchmarks; this host's programs only)."""
     os.makedirs(workdir, exist_ok=True)
     clone = os.path.join(workdir, "pgu-old")
+    sock = os.path.join(workdir, "pgu-sock")
     clone_datadir(old_data, clone)
-    give(clone, runner)
-    srv = PgServer(old_bindir, clone, os.path.join(workdir, "pgu-sock"), runner, superuser=superuser)
+    give(clone, old.user)
+    srv = PgServer(old, clone, sock, superuser=superuser)
     srv.start()
     try:
         enc, coll = _cluster_settings(srv)
     finally:
         srv.stop()
-    new = PgServer(new_bindir, new_data, os.path.join(workdir, "pgu-sock"), runner, superuser=superuser)
-    _initdb(new, enc, coll)
-    cwd = os.path.join(workdir, "pgu-cwd")
+    PgServer(new, new_data, sock, superuser=superuser).initdb(enc, coll)
+    cwd = os.path.join(workdir, "pgu-cwd")  # pg_upgrade writes its logs where it runs
     os.makedirs(cwd, exist_ok=True)
-    give(cwd, runner)
-    proc = runner(["sh", "-c", f"cd {cwd} && exec {os.path.join(new_bindir, 'pg_upgrade')} "
-                               f"-b {old_bindir} -B {new_bindir} -d {clone} -D {new_data} "
-                               f"-U {superuser} --copy -s {os.path.join(workdir, 'pgu-sock')}"])
+    give(cwd, new.user)
+    proc = HostTools(new.bindir, new.user, cwd).run(
+        "pg_upgrade", "-b", old.bindir, "-B", new.bindir, "-d", clone, "-D", new_data,
+        "-U", superuser, "--copy", "-s", sock)
     rmtree_quiet(clone)
     rmtree_quiet(cwd)
     if proc.returncode != 0:

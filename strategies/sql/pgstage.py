@@ -36,14 +36,19 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from volmerge.strategies.errors import NotDone
 
-from . import render
+from . import pgops
 from .pg import pg_connect
-from .replay import Progress, cpus
+from .replaytypes import Progress, cpus
 from .schema import quote
+
+if TYPE_CHECKING:
+    from .diff import TableMap
+    from .plan import ReplayPlan
+    from .schema import ForeignKey
 
 
 class Unavailable(Exception):
@@ -62,7 +67,7 @@ def jobs() -> int:
     return int(raw)
 
 
-def applies(plan: Any) -> bool:
+def applies(plan: ReplayPlan) -> bool:
     """A PostgreSQL source, more than one connection to build on, and
     nothing to read from a non-PostgreSQL new version (its shipped rows
     come through SQLite)."""
@@ -176,14 +181,12 @@ def sweep(conn: Any) -> list[str]:
     return gone
 
 
-def build(plan: Any, conn: Any, dst: str, progress: Progress | None,
+def build(plan: ReplayPlan, conn: Any, dst: str, progress: Progress | None,
           phases: dict[str, float]) -> list[dict[str, Any]]:
     """Replay ``plan`` into the database ``conn`` is connected to (which
     holds none of the target's tables).  Raises :class:`Unavailable` before
     writing anything when the staging schema cannot be made."""
     import psycopg
-
-    from . import replay_pg as R
 
     conn.rollback()
     conn.autocommit = True
@@ -204,7 +207,7 @@ def build(plan: Any, conn: Any, dst: str, progress: Progress | None,
             oid = conn.execute("SELECT oid FROM pg_namespace WHERE nspname = %s", (stage,)).fetchone()[0]
             conn.execute("SELECT pg_advisory_lock(%s)", (lock_key(oid),))
     except psycopg.Error as e:
-        raise Unavailable(R._pg_error(e)) from None
+        raise Unavailable(pgops.pg_error(e)) from None
     stage_path = f"{stage}, {search_path}"  # the staging schema first, then whatever the user had
     conn.execute(f"SET search_path TO {stage_path}")
     clock = [time.monotonic()]
@@ -221,23 +224,21 @@ def build(plan: Any, conn: Any, dst: str, progress: Progress | None,
     moved = False
     try:
         target = plan.target
-        R._create_tables(target, conn)
+        pgops.create_tables(target, conn)
         # the source: one snapshot, exported by this connection (kept open
         # in its transaction until the end) and imported by every reader
         src = pg_connect(plan.ours.url)
         opened.append(src)
         src.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        snapshot = plan._pg_snapshot = src.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        snapshot = pgops.export_snapshot(src, plan.ours.url)
 
         def source() -> Any:
-            c = pg_connect(plan.ours.url)
+            c = pgops.open_source(snapshot)
             with lock:
                 opened.append(c)
-            c.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            c.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
             return c
 
-        checks = {ck.target: ck for ck in R._pg_checks(plan, conn, src)}
+        checks = {ck.target: ck for ck in pgops.pg_checks(plan, conn, src)}
         lap("tables")
 
         def worker() -> tuple[Any, Any]:
@@ -248,7 +249,7 @@ def build(plan: Any, conn: Any, dst: str, progress: Progress | None,
                     opened.append(d)
                 d.execute(f"SET search_path TO {stage_path}")
                 # its own source connection, only for reading without psql
-                w = local.conns = (d, source() if R.psql_path(plan) is None else None)
+                w = local.conns = (d, source() if snapshot.psql is None else None)
             return w
 
         out: dict[str, dict[str, Any]] = {
@@ -263,7 +264,7 @@ def build(plan: Any, conn: Any, dst: str, progress: Progress | None,
 
         copied: dict[str, int] = {}  # table -> rows COPY loaded
 
-        def expected(tm: Any) -> int:
+        def expected(tm: TableMap) -> int:
             return tm.rows if tm.counted or tm.origin != "ours" else int(guess.get(tm.source, 0))
         failures = _Failures([tm.target for tm in plan.tables])
         dst_sums: dict[str, Any] = {}
@@ -274,7 +275,7 @@ def build(plan: Any, conn: Any, dst: str, progress: Progress | None,
                 with say:
                     progress(table, done, total)
 
-        def one_table(tm: Any) -> None:
+        def one_table(tm: TableMap) -> None:
             """Rows, keys and indexes of one table."""
             if failures:
                 return  # another table failed: no need to go on
@@ -285,28 +286,28 @@ def build(plan: Any, conn: Any, dst: str, progress: Progress | None,
                 told(tm.target, 0, expected(tm))
                 if tm.origin == "ours" and tm.source or tm.origin == "theirs" and tm.rows:
                     try:
-                        n = R._copy_table(plan, tm, d, None, s, None)
+                        n = pgops.copy_table(plan, tm, d, src_pg=s, snapshot=snapshot)
                         if n is not None:
                             copied[tm.target] = n
                     except psycopg.Error as e:
-                        raise NotDone(f"constraint violation: table {tm.target}: {R._pg_error(e)}") from None
+                        raise NotDone(f"constraint violation: table {tm.target}: {pgops.pg_error(e)}") from None
                 n = copied.get(tm.target, expected(tm))
                 told(tm.target, n, n)
                 out[tm.target]["seconds"] = round(time.monotonic() - t1, 3)
                 step = "keys"
-                R._keys(target.tables[tm.target], d)
+                pgops.add_keys(target.tables[tm.target], d)
                 step = "indexes"
-                R._indexes_of(tm.target, target, d)
+                pgops.add_indexes_of(tm.target, target, d)
             except BaseException as e:  # noqa: BLE001 - raised in order below
                 failures.add(step, tm.target, e)
 
-        def dest_sum(tm: Any) -> None:
+        def dest_sum(tm: TableMap) -> None:
             ck = checks.get(tm.target)
             if ck is None or failures:
                 return
             d, _s = worker()
             try:
-                dst_sums[tm.target] = R._pg_sum(d, ck.dest_sql, quote(ck.target), ck.typed, ck.types)
+                dst_sums[tm.target] = pgops.pg_sum(d, ck.dest_sql, quote(ck.target), ck.typed, ck.types)
             except BaseException as e:  # noqa: BLE001 - raised in order below
                 failures.add("verify", tm.target, e)
 
@@ -321,20 +322,22 @@ def build(plan: Any, conn: Any, dst: str, progress: Progress | None,
         pool = _Pool(max(2, min(jobs(), len(plan.tables))))
         futures: list[Any] = []
 
-        def validate(table: str, fk: Any) -> None:
+        def validate(table: str, fk: ForeignKey) -> None:
             if failures:
                 return
             d, _s = worker()
             try:
                 with adding:
-                    d.execute(f"ALTER TABLE {quote(table)} ADD {render.fk_clause(fk)} NOT VALID")
+                    pgops.add_fk(target.tables[table], fk, d, not_valid=True)
                     name = d.execute(
                         "SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'f' "
                         "AND NOT convalidated ORDER BY oid DESC LIMIT 1", (quote(table),)).fetchone()[0]
                 d.execute(f"ALTER TABLE {quote(table)} VALIDATE CONSTRAINT {quote(name)}")
             except psycopg.Error as e:
                 failures.add("foreign keys", table,
-                             NotDone(f"constraint violation: table {table}: {R._pg_error(e)}"))
+                             NotDone(f"constraint violation: table {table}: {pgops.pg_error(e)}"))
+            except NotDone as e:
+                failures.add("foreign keys", table, e)
 
         def keyed(table: str) -> None:
             with lock:
@@ -345,7 +348,7 @@ def build(plan: Any, conn: Any, dst: str, progress: Progress | None,
             for c, fk in now:
                 futures.append(pool.submit(VALIDATE, validate, c, fk))
 
-        def table_then_keys(tm: Any) -> None:
+        def table_then_keys(tm: TableMap) -> None:
             one_table(tm)
             keyed(tm.target)
             futures.append(pool.submit(CHECKSUM, dest_sum, tm))
@@ -353,13 +356,13 @@ def build(plan: Any, conn: Any, dst: str, progress: Progress | None,
         try:
             for t in target.tables.values():  # tables without rows to replay
                 if t.name not in planned:
-                    R._keys(t, conn)
-                    R._indexes_of(t.name, target, conn)
+                    pgops.add_keys(t, conn)
+                    pgops.add_indexes_of(t.name, target, conn)
             biggest_first = sorted(plan.tables, key=lambda m: -(
                 size.get(m.source or "", 0) if m.origin == "ours" else m.rows * 100))
             loads = [pool.submit(LOAD, table_then_keys, tm) for tm in biggest_first]
             # the source's checksums, beside the loads (once they have started)
-            sums = R._SourceSums(source(), list(checks.values()))
+            sums = pgops.SourceSums(source(), list(checks.values()))
             for f in loads:
                 f.result()
             lap("rows, keys, indexes")
@@ -377,10 +380,10 @@ def build(plan: Any, conn: Any, dst: str, progress: Progress | None,
             raise
         finally:
             pool.shutdown()
-        R._sequences(plan, conn)
+        pgops.set_sequences(plan, conn)
         src_sums = sums.result()
         for ck in checks.values():
-            R._compare(out, ck.target, src_sums[ck.target], dst_sums[ck.target])
+            pgops.compare(out, ck.target, src_sums[ck.target], dst_sums[ck.target])
             out[ck.target]["rows"] = src_sums[ck.target].rows  # counted in the snapshot read
         for tm in plan.tables:
             if "rows" not in out[tm.target]:  # no checksum (no carried column): counted
@@ -391,7 +394,7 @@ def build(plan: Any, conn: Any, dst: str, progress: Progress | None,
             for t in target.tables.values():
                 conn.execute(f"ALTER TABLE {stage}.{quote(t.name)} SET SCHEMA {quote(target_schema)}")
             conn.execute(f"SET LOCAL search_path TO {search_path}")
-            R._views(target, conn)
+            pgops.create_views(target, conn)
             conn.execute(f"DROP SCHEMA {stage}")  # empty by now; RESTRICT says so
         moved = True
         lap("move into place")
@@ -403,7 +406,6 @@ def build(plan: Any, conn: Any, dst: str, progress: Progress | None,
             with contextlib.suppress(Exception):  # closing is what matters
                 c.cancel()
             c.close()
-        plan._pg_snapshot = None
         with contextlib.suppress(psycopg.Error):
             conn.execute("SELECT pg_advisory_unlock(%s)", (lock_key(oid),))
         if not moved:

@@ -39,6 +39,7 @@ class ReplayPlan:
     workdir: str | None = None
     settings_from: dict[str, str] = field(default_factory=dict)  # setting -> "ours" | "theirs"
     _finalizer: Any = field(default=None, repr=False)
+    _scratch: Any = field(default=None, repr=False)  # its collection removes the scratch directory
 
     @property
     def target(self) -> Schema:
@@ -156,8 +157,7 @@ def plan_replay(src: str, schema: str, base: str | None = None, maps: dict[str, 
         merged = merge_schemas(base_schema, ours.schema, theirs.schema, renames=maps, defaults=defaults,
                                bookkeeping=bookkeeping, engine=ours.engine)
         plan = ReplayPlan(src, schema, base, ours.schema.dialect, to_dialect, merged, ours, theirs,
-                          allow_data_loss=allow_data_loss, workdir=wd, _finalizer=fin)
-        plan._scratch = holder  # type: ignore[attr-defined]
+                          allow_data_loss=allow_data_loss, workdir=wd, _finalizer=fin, _scratch=holder)
         # A PostgreSQL source's tables are counted when first asked (the
         # dry run, a replay on one connection); a replay on several takes
         # the exact counts from its checksums, in its own snapshot, instead

@@ -1,46 +1,21 @@
 """``replay(plan, dst)``: execute a plan into a SQLite file, a PostgreSQL
-database or a .sql dump file; nothing is left behind on failure."""
+database or a .sql dump file; nothing is left behind on failure.
+
+The backend is chosen by the destination's kind and imported only then
+(each one imports the shared values from :mod:`.replaytypes`, never this
+module).  The plan is only read: what a backend needs besides it (the
+dump's dialect) is passed as an argument."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
-from .plan import ReplayPlan
+from .replaytypes import Progress, ReplayResult, cpus
 
-Progress = Callable[[str, int, int], None]  # (table, rows done, rows total)
+if TYPE_CHECKING:
+    from .plan import ReplayPlan
 
-
-def cpus() -> int:
-    """The cores this process may run on (its affinity, not the machine's)."""
-    import os
-
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-@dataclass
-class ReplayResult:
-    dst: str
-    tables: list[dict[str, Any]] = field(default_factory=list)  # table, rows, checksum, seconds
-    seconds: float = 0.0
-    verified: bool = False
-    phases: dict[str, float] = field(default_factory=dict)  # seconds per phase (SQLite destinations)
-    # a live SQLite source was written during the replay: it was done again
-    # in one transaction (one snapshot of the source)
-    source_changed: bool = False
-
-    @property
-    def rows(self) -> int:
-        return sum(t.get("rows", 0) for t in self.tables)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"dst": self.dst, "verified": self.verified, "seconds": self.seconds,
-                "rows": self.rows, "tables": self.tables, "phases": self.phases,
-                "source_changed": self.source_changed}
+__all__ = ["Progress", "ReplayResult", "cpus", "dst_kind", "replay"]
 
 
 def dst_kind(dst: str) -> str:
@@ -57,19 +32,14 @@ def replay(plan: ReplayPlan, dst: str, progress: Progress | None = None) -> Repl
     BadInput; in every failure nothing is written."""
     kind = dst_kind(dst)
     if kind == "sqlite":
-        plan.to_dialect = "sqlite"
         from .replay_sqlite import replay_sqlite
 
-        out = replay_sqlite(plan, dst, progress)
-    elif kind == "postgres":
-        if plan.to_dialect != "postgres":
-            plan.to_dialect = "postgres"
+        return ReplayResult.of(replay_sqlite(plan, dst, progress))
+    if kind == "postgres":
         from .replay_pg import replay_pg
 
-        out = replay_pg(plan, dst, progress)
-    else:
-        from .dumpwrite import replay_dump
+        return ReplayResult.of(replay_pg(plan, dst, progress))
+    from .dumpwrite import replay_dump
 
-        out = replay_dump(plan, dst, progress)
-    return ReplayResult(out["dst"], out["tables"], out["seconds"], bool(out["verified"]),
-                        dict(out.get("phases") or {}), bool(out.get("source_changed")))
+    dialect = plan.to_dialect if plan.to_dialect in ("sqlite", "postgres") else "sqlite"
+    return ReplayResult.of(replay_dump(plan, dst, dialect, progress))

@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from volmerge.strategies.base import ConflictInfo, FileReport, MergeOptions
 from volmerge.strategies.errors import BadInput, NotDone
 
 from .readers import SQLITE_MAGIC
+
+if TYPE_CHECKING:
+    from .plan import ReplayPlan
 
 
 def sql_options(opts: MergeOptions | dict[str, Any] | None) -> dict[str, Any]:
@@ -140,7 +143,7 @@ def _copy_new(src: str, out: str) -> None:
         raise
 
 
-def _summary(plan: Any) -> list[str]:
+def _summary(plan: ReplayPlan) -> list[str]:
     d = plan.merged.diff
     notes = []
     for label, items in (("tables added", d.tables_added), ("tables dropped", d.tables_dropped),

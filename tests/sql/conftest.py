@@ -33,10 +33,11 @@ def pg16_bindir() -> str | None:
 def pg_server(tmp_path_factory):
     if not os.path.exists(os.path.join(PG15_BIN, "postgres")):
         pytest.skip("PostgreSQL 15 server binaries are not installed")
-    from volmerge.strategies.sql.pgtemp import PgServer, local_runner
+    from volmerge.strategies.sql.pgtemp import PgServer
+    from volmerge.upgrade.pgdata import host_tools
 
     d = tmp_path_factory.mktemp("pg15")
-    server = PgServer(PG15_BIN, str(d / "data"), str(d / "sock"), local_runner(),
+    server = PgServer(host_tools(PG15_BIN), str(d / "data"), str(d / "sock"),
                       options={"fsync": "off", "full_page_writes": "off", "synchronous_commit": "off"})
     server.initdb()
     server.start()

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from volmerge.strategies.errors import BadInput, NotDone
-from volmerge.strategies.sql import plan_replay, read_schema, replay, replay_pg
+from volmerge.strategies.sql import pgops, plan_replay, read_schema, replay
 
 _dbs = itertools.count()
 
@@ -142,7 +142,7 @@ def test_a_failed_move_moves_nothing(tmp_path, pg_db, pg_url):
 
 def test_a_verification_failure_removes_the_staging_schema(pg_db, empty_db, monkeypatch):
     _source(pg_db)
-    real = replay_pg._pg_sum
+    real = pgops.pg_sum
 
     def off_by_one(conn, exprs, from_sql, typed=False, types=None):  # type: ignore[no-untyped-def]
         s = real(conn, exprs, from_sql, typed, types)
@@ -150,7 +150,7 @@ def test_a_verification_failure_removes_the_staging_schema(pg_db, empty_db, monk
             s = type(s)(s.rows, s.digest + 1)  # the destination's side of one table
         return s
 
-    monkeypatch.setattr(replay_pg, "_pg_sum", off_by_one)
+    monkeypatch.setattr(pgops, "pg_sum", off_by_one)
     with plan_replay(pg_db, schema=pg_db) as plan:
         with pytest.raises(NotDone, match="verification failed: table posts: checksum differs"):
             replay(plan, empty_db)
@@ -181,7 +181,7 @@ def test_without_psql_each_worker_reads_the_source_itself(pg_db, pg_url, monkeyp
     """No psql to stream the source through: every worker reads its tables
     on a source connection of its own, in the same snapshot."""
     _source(pg_db)
-    monkeypatch.setattr(replay_pg, "psql_path", lambda plan: None)
+    monkeypatch.setattr(pgops, "psql_path", lambda: None)
     with plan_replay(pg_db, schema=pg_db) as plan:
         result = replay(plan, pg_url)
     assert result.verified and "move into place" in result.phases

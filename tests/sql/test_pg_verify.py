@@ -11,7 +11,8 @@ import pytest
 
 from volmerge.strategies.errors import BadInput, NotDone
 from volmerge.strategies.sql import plan_replay, read_schema, replay
-from volmerge.strategies.sql.replay_pg import _dest_types, _pg_sum
+from volmerge.strategies.sql.pgops import dest_types as _dest_types
+from volmerge.strategies.sql.pgops import pg_sum as _pg_sum
 
 
 def _exec(url: str, *sql: str) -> None:

@@ -13,7 +13,8 @@ import pytest
 
 from volmerge.strategies.errors import BadInput
 from volmerge.strategies.sql.pgmajor import PgMajorResult, pg_upgrade_copy, upgrade_datadir
-from volmerge.strategies.sql.pgtemp import PgServer, local_runner
+from volmerge.strategies.sql.pgtemp import PgServer
+from volmerge.upgrade.pgdata import host_tools
 
 from .conftest import PG15_BIN, pg16_bindir
 
@@ -33,7 +34,7 @@ def _snapshot(url: str) -> dict:
 
 
 _AFTER = ("SELECT nextval(pg_get_serial_sequence('users', 'id')), nextval('s'), add_one(41), "
-          "current_setting('server_version_num')::int / 10000")
+          "current_setting('server_version_num')::int / 10000, current_setting('work_mem')")
 
 
 @dataclass
@@ -49,7 +50,7 @@ class Upgraded:
 
 
 def _read(data: str, sock: str) -> tuple[dict, tuple]:
-    srv = PgServer(PG16_BIN, data, sock, local_runner(), options={"fsync": "off"})
+    srv = PgServer(host_tools(PG16_BIN), data, sock, options={"fsync": "off"})
     srv.start()
     try:
         snap = _snapshot(srv.url("app"))
@@ -65,7 +66,7 @@ def upgraded(tmp_path_factory) -> Iterator[Upgraded]:
     """One 15 cluster (tables, serial and identity sequences, a standalone
     sequence, a SQL function), upgraded once by each path; the tests read."""
     tmp = tmp_path_factory.mktemp("pgmajor")
-    srv = PgServer(PG15_BIN, str(tmp / "old"), str(tmp / "s15"), local_runner(),
+    srv = PgServer(host_tools(PG15_BIN), str(tmp / "old"), str(tmp / "s15"),
                    options={"fsync": "off"})
     srv.initdb()
     srv.start()
@@ -87,13 +88,18 @@ def upgraded(tmp_path_factory) -> Iterator[Upgraded]:
             c.execute("SELECT setval('s', 42)")
             c.execute("CREATE FUNCTION add_one(i int) RETURNS int LANGUAGE sql IMMUTABLE "
                       "AS 'SELECT i + 1'")
+        with psycopg.connect(srv.url("postgres"), autocommit=True) as c:
+            c.execute("ALTER SYSTEM SET work_mem = '7MB'")  # postgresql.auto.conf
+            # a server-start setting: the temporary servers override it on their command line
+            c.execute("ALTER SYSTEM SET listen_addresses = 'localhost'")
         before = _snapshot(srv.url("app"))
     finally:
         srv.stop()
     old_data = srv.datadir
     frozen = sorted(os.listdir(old_data))
-    result = upgrade_datadir(old_data, str(tmp / "new"), PG15_BIN, PG16_BIN, workdir=str(tmp / "work"))
-    pg_upgrade_copy(old_data, str(tmp / "pgu"), PG15_BIN, PG16_BIN, workdir=str(tmp / "work2"))
+    pg15, pg16 = host_tools(PG15_BIN), host_tools(PG16_BIN)
+    result = upgrade_datadir(old_data, str(tmp / "new"), pg15, pg16, workdir=str(tmp / "work"))
+    pg_upgrade_copy(old_data, str(tmp / "pgu"), pg15, pg16, workdir=str(tmp / "work2"))
     got, got_after = _read(str(tmp / "new"), str(tmp / "s16a"))
     theirs, theirs_after = _read(str(tmp / "pgu"), str(tmp / "s16b"))
     yield Upgraded(old_data, frozen, before, result, got, theirs, got_after, theirs_after)
@@ -130,12 +136,42 @@ def test_standalone_sequence_and_function_survive_like_pg_upgrade(upgraded):
     assert u.got_after[1:3] == u.theirs_after[1:3] == (43, 42)
 
 
+def test_the_operators_settings_are_carried_as_the_old_server_read_them(upgraded):
+    """Settings come from the old server's pg_file_settings (no parser of
+    our own): one set by ALTER SYSTEM reaches the new postgresql.auto.conf."""
+    u = upgraded
+    assert {"work_mem", "listen_addresses"} <= set(u.result.config.carried)
+    with open(os.path.join(u.result.new_data, "postgresql.auto.conf")) as f:
+        text = f.read()
+    assert "work_mem = '7MB'" in text and "listen_addresses = 'localhost'" in text
+    assert u.got_after[4] == "7MB"
+
+
+def test_the_dry_run_counts_with_the_upgrades_own_listing(upgraded, tmp_path):
+    """preview_datadir: the old server on a clone, the tables the upgrade
+    verifies, their rows; the frozen data and the workdir are left as they were."""
+    from volmerge.strategies.sql.pgmajor import preview_datadir
+
+    dbs = preview_datadir(upgraded.old_data, host_tools(PG15_BIN), workdir=str(tmp_path / "w"))
+    app = next(d for d in dbs if d["database"] == "app")
+    assert app["tables"] == [{"table": "public.notes", "rows": 290}, {"table": "public.users", "rows": 50}]
+    assert sorted(os.listdir(upgraded.old_data)) == upgraded.frozen
+    assert os.listdir(tmp_path / "w") == []
+
+
 def test_not_a_data_directory(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(BadInput, match="not a PostgreSQL data directory"):
-        upgrade_datadir(str(tmp_path / "empty"), str(tmp_path / "new"), PG15_BIN, PG16_BIN,
-                        workdir=str(tmp_path / "w"))
+        upgrade_datadir(str(tmp_path / "empty"), str(tmp_path / "new"), host_tools(PG15_BIN),
+                        host_tools(PG16_BIN), workdir=str(tmp_path / "w"))
     assert not (tmp_path / "new").exists()
+
+
+def test_a_bin_directory_without_a_server_is_bad_input(tmp_path):
+    from volmerge.strategies.sql.pgtemp import HostTools
+
+    with pytest.raises(BadInput, match="no PostgreSQL server binaries there"):
+        HostTools(str(tmp_path))
 
 
 @pytest.mark.parametrize("name", ["-Fp", "host=/nonexistent dbname=postgres", "it's \\ odd"])

@@ -355,8 +355,8 @@ def test_files_of_a_killed_replay_are_swept_live_ones_kept(tmp_path):
     """A replay killed mid-build leaves its temporary database (and journal,
     and lock file) beside the destination; the next replay to that
     destination removes them — not those of a replay still running (its
-    lock file is flock()ed), nor files younger than a few seconds, nor
-    another destination's."""
+    lock file is flock()ed), nor another destination's.  Age plays no part:
+    a temporary file without a lock file is a dead replay's however young."""
     import fcntl
 
     base, live, new = trio(tmp_path)
@@ -378,4 +378,52 @@ def test_files_of_a_killed_replay_are_swept_live_ones_kept(tmp_path):
     finally:
         os.close(fd)
     left = sorted(p.name for p in tmp_path.iterdir() if ".volmerge-" in p.name)
-    assert left == sorted(p.name for p in [*running, young, other])
+    assert left == sorted(p.name for p in [*running, other])
+
+
+def test_a_lock_file_nobody_holds_is_swept_however_young(tmp_path):
+    """The advisory lock decides, not an age rule: a replay killed a moment
+    ago left a lock file nobody holds (the kernel let its flock go) — the
+    next replay removes it and its temporary database at once."""
+    base, live, new = trio(tmp_path)
+    dead = [tmp_path / ".out.db.volmerge-justnow0.tmp", tmp_path / ".out.db.volmerge-justnow0.lock"]
+    for p in dead:
+        p.write_bytes(b"x")
+    with plan_replay(str(live), schema=str(new), base=str(base), maps=HINTS, defaults=DEFAULTS) as plan:
+        assert replay(plan, str(tmp_path / "out.db")).verified
+    assert [p.name for p in tmp_path.iterdir() if ".volmerge-" in p.name] == []
+
+
+def test_a_build_holds_its_lock_file_against_a_sweep(tmp_path):
+    """hold() returns a lock file that is flock()ed and named by its path;
+    a sweep meanwhile leaves it and its temporary database alone."""
+    from volmerge.strategies.sql import sqlitefiles
+
+    stem, fd = sqlitefiles.hold(str(tmp_path), "out.db")
+    try:
+        (tmp_path / (os.path.basename(stem) + ".tmp")).write_bytes(b"x")
+        assert sqlitefiles.sweep(str(tmp_path), "out.db") == []
+        assert os.path.exists(stem + ".lock") and os.path.exists(stem + ".tmp")
+        os.unlink(stem + ".tmp")
+    finally:
+        sqlitefiles.let_go(stem, fd)
+    assert not os.path.exists(stem + ".lock")
+
+
+def test_a_builder_tells_its_lock_file_from_one_put_in_its_place(tmp_path):
+    """What hold() checks after flock(): the path still names the file it
+    locked.  A sweep that took the lock first removed that file; a file
+    made under the name since is not the builder's."""
+    from volmerge.strategies.sql import sqlitefiles
+
+    path = str(tmp_path / ".out.db.volmerge-race0000.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        assert sqlitefiles._names(path, fd)
+        os.unlink(path)
+        assert not sqlitefiles._names(path, fd)
+        with open(path, "w"):
+            pass
+        assert not sqlitefiles._names(path, fd)
+    finally:
+        os.close(fd)

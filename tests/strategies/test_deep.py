@@ -128,11 +128,7 @@ def test_give_chowns_a_deep_clone_never_a_symlink_target(
     os.symlink(sentinel, data / "evil")
     deep_tree(data, 2000)
 
-    def runner() -> None:
-        pass
-
-    runner.uid_gid = (999, 998)  # type: ignore[attr-defined]
-    give(str(data), runner)  # type: ignore[arg-type]
+    give(str(data), (999, 998))
     assert (sentinel.stat().st_uid, sentinel.stat().st_gid) == (0, 0)
     assert os.lstat(data / "evil").st_uid == 999 and os.lstat(data).st_uid == 999
     leaf = data / Path(*["d"] * 100)

@@ -1,4 +1,4 @@
-"""PostgreSQL data directories across major versions (issue 6 item 7).
+"""PostgreSQL data directories across major versions.
 
 A volume whose root holds a PostgreSQL data directory (``PG_VERSION``)
 cannot be file-merged: the new major version cannot read the old one's
@@ -8,20 +8,20 @@ major version does not change), else it writes the new data directory into
 ``out`` (an overlay upper over ``ours``) and returns a tree-merge-shaped
 report.
 
-How: each image runs *its own* binaries.  Two temporary containers (network
-none, no ports, the image's unprivileged user, an idle shell as their
-process) get one store tmpdir bind-mounted at the *same* path as on the
-host, so that the paths strategies.sql.pgmajor hands to its runners mean the
-same thing on both sides: the old server's clone of the data, the new data
-directory, the unix sockets psycopg connects to from the host, the dumps.
-The dump, restore and verification themselves are
-strategies.sql.pgmajor.dump_replay_verify (one implementation, also behind
-the library-level ``upgrade_datadir``); this module adds the images, the
-containers, the configuration and the overlay upper.
-A runner execs the argv in the right container through the engine.
-``ours`` is only read (copied into the tmpdir); the new data directory is
-then moved into ``out`` as an overlay upper: top-level directories opaque,
-top-level entries the new version lacks whited out.
+The upgrade itself — and its dry run — is strategies.sql.pgmajor's, the
+one implementation (dump, pg_restore, verification, configuration).  What
+this module adds is where the programs run: each image runs *its own*
+binaries, in a temporary container (network none, no ports, the image's
+unprivileged user, an idle shell as its process) with one store tmpdir
+bind-mounted at the *same* path as on the host, so the paths pgmajor hands
+to the programs (the clone of the data, the new data directory, the unix
+sockets psycopg connects to from the host, the dumps) mean the same on
+both sides.  :class:`ContainerTools` is pgmajor's tools interface for such
+a container; :func:`host_tools` the one for this host's programs, with the
+system user it needs.  ``ours`` is only read (copied into the tmpdir); the
+new data directory is then moved into ``out`` as an overlay upper:
+top-level directories opaque, top-level entries the new version lacks
+whited out.
 """
 
 from __future__ import annotations
@@ -32,12 +32,14 @@ import secrets
 import stat
 import subprocess
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import NotDone
+
+if TYPE_CHECKING:
+    from volmerge.strategies.sql.pgtemp import HostTools
 
 
 def _rmtree_quiet(path: str | os.PathLike[str]) -> None:
@@ -54,18 +56,30 @@ def _rmtree_quiet(path: str | os.PathLike[str]) -> None:
 OPAQUE = "trusted.overlay.opaque"
 # Written by the temporary servers, meaningless to the real one.
 SCRATCH_FILES = ("server.log", "postmaster.opts", "postmaster.pid")
-# The client tools the dump and replay need next to the server binary.
+# The programs the upgrade runs from an image (found beside its server).
 TOOLS = ("postgres", "pg_ctl", "initdb", "pg_dump", "pg_dumpall", "pg_restore")
-CONF_FILES_VERBATIM = ("pg_hba.conf", "pg_ident.conf")
 UNIX_PATH_MAX = 107
+HOST_USER = "volmerge-pg"
 _VERSION_RE = re.compile(rb"postgres \(PostgreSQL\) (\d+)(?:\.(\d+))?")
 
 
-def pg_version(path: Path) -> str | None:
+def host_tools(bindir: str, user: str = HOST_USER) -> HostTools:
+    """pgmajor's tools for this host's ``bindir``: run as the system user
+    ``user`` when we are root (created when missing: PostgreSQL refuses
+    root, and the strategies library creates no users)."""
+    import pwd
+
+    from volmerge.strategies.sql.pgtemp import HostTools
+
+    if os.geteuid() != 0:
+        return HostTools(bindir)
     try:
-        return (Path(path) / "PG_VERSION").read_text().strip() or None
-    except OSError:
-        return None
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
+                        "--shell", "/usr/sbin/nologin", user], check=True, capture_output=True)
+        pw = pwd.getpwnam(user)
+    return HostTools(bindir, (pw.pw_uid, pw.pw_gid))
 
 
 # -- finding an image's PostgreSQL ------------------------------------------------
@@ -186,39 +200,44 @@ class TempContainer:
                 pass
             self.id = None
 
-    def runner(self, fake_bindir: str, timer: Timer) -> Any:
-        """A pgtemp Runner: argv[0] under ``fake_bindir`` (a host directory
-        that only satisfies pgmajor's checks) runs the image's own binary;
-        output captured through files in the workdir."""
+
+
+@dataclass(frozen=True)
+class ContainerTools:
+    """pgmajor's tools interface for a running :class:`TempContainer`: the
+    image's own program of that name, exec'd in the container as its user;
+    output captured through files in the workdir, time added to ``timer``."""
+
+    box: TempContainer
+    timer: Timer
+
+    @property
+    def user(self) -> tuple[int, int]:
+        return self.box.uid_gid
+
+    def run(self, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
         from volmerge.runtime.executors.base import Stdio
 
-        def run(argv: Sequence[str]) -> subprocess.CompletedProcess:
-            argv = list(argv)
-            if argv and argv[0].startswith(fake_bindir + "/"):
-                argv[0] = self.pg.bindir + argv[0][len(fake_bindir):]
-            tool = os.path.basename(argv[0]) if argv else "?"
-            if tool == "pg_ctl":
-                tool += " " + argv[-1]
-            base = self.workdir / f".out-{secrets.token_hex(4)}"
-            t0 = time.monotonic()
-            try:
-                with open(f"{base}.1", "w+b") as out, open(f"{base}.2", "w+b") as err:
-                    rc = self.ctx.engine.exec(self.id, argv, workdir="/",
-                                              stdio=Stdio(subprocess.DEVNULL, out, err))
-                    out.seek(0)
-                    err.seek(0)
-                    o, e = out.read().decode(errors="replace"), err.read().decode(errors="replace")
-            finally:
-                for s in (".1", ".2"):
-                    try:
-                        os.unlink(f"{base}{s}")
-                    except FileNotFoundError:
-                        pass
-                timer.add(f"{tool} ({self.pg.major})", time.monotonic() - t0)
-            return subprocess.CompletedProcess(argv, rc, o, e)
-
-        run.uid_gid = self.uid_gid  # type: ignore[attr-defined]
-        return run
+        box = self.box
+        argv = [f"{box.pg.bindir}/{tool}", *args]
+        label = f"{tool} {args[-1]}" if tool == "pg_ctl" and args else tool
+        base = box.workdir / f".out-{secrets.token_hex(4)}"
+        t0 = time.monotonic()
+        try:
+            with open(f"{base}.1", "w+b") as out, open(f"{base}.2", "w+b") as err:
+                rc = box.ctx.engine.exec(box.id, argv, workdir="/",
+                                         stdio=Stdio(subprocess.DEVNULL, out, err))
+                out.seek(0)
+                err.seek(0)
+                o, e = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+        finally:
+            for suffix in (".1", ".2"):
+                try:
+                    os.unlink(f"{base}{suffix}")
+                except FileNotFoundError:
+                    pass
+            self.timer.add(f"{label} ({box.pg.major})", time.monotonic() - t0)
+        return subprocess.CompletedProcess(argv, rc, o, e)
 
 
 # -- the hook ---------------------------------------------------------------------
@@ -228,7 +247,9 @@ def maybe_upgrade(ctx: Any, *, old_image: Any, new_image: Any, volume: str, targ
     """None: not a PostgreSQL data directory changing major version.  Else
     the new data directory is in ``out`` (nothing written in a dry run) and
     the report says what was (would be) replayed."""
-    data_ver = pg_version(ours)
+    from volmerge.strategies.sql.pgmajor import read_version
+
+    data_ver = read_version(ours)
     if data_ver is None:
         return None
     new = find_pg(ctx, new_image)
@@ -276,32 +297,19 @@ def _workdir(ctx: Any) -> Path:
 
 
 def _preview(ctx: Any, old: ImagePg, new: ImagePg, old_image: Any, ours: Path) -> dict[str, Any]:
-    """Count what would be replayed: the old server on a copy of the data."""
-    from volmerge.strategies.sql.pgmajor import clone_datadir
-    from volmerge.strategies.sql.pgtemp import PgServer, give
+    """Count what would be replayed: pgmajor's dry run, the old server on a
+    copy of the data in a container of the old image."""
+    from volmerge.strategies.sql.pgmajor import preview_datadir
 
     timer = Timer()
     head = f"PostgreSQL {old.major} -> {new.major}"
     work = _workdir(ctx)
     box = TempContainer(ctx, old, work, "old", old_image)
-    dbs: list[dict[str, Any]] = []
     try:
         t0 = time.monotonic()
         box.start()
         timer.add("container start", time.monotonic() - t0)
-        fake = _fake_bindir(work, "bin-old")
-        run = box.runner(fake, timer)
-        clone = str(work / "old-data")
-        t0 = time.monotonic()
-        clone_datadir(str(ours), clone)
-        give(clone, run)
-        timer.add("copy data", time.monotonic() - t0)
-        srv = PgServer(fake, clone, str(work / "old-sock"), run, port=5433)
-        srv.start()
-        try:
-            dbs = _count(srv)
-        finally:
-            srv.stop()
+        dbs = preview_datadir(ours, ContainerTools(box, timer), workdir=work, timing=timer.add)
     except NotDone as exc:
         note = f"{head}: dump and replay with verification (counts unavailable: {exc})"
         return _report(_entry(note), {"old_version": old.major, "new_version": new.major,
@@ -317,39 +325,9 @@ def _preview(ctx: Any, old: ImagePg, new: ImagePg, old_image: Any, ours: Path) -
                                   "dry_run": True, "databases": dbs, "timings": timer.steps})
 
 
-def _count(srv: Any) -> list[dict[str, Any]]:
-    import psycopg
-
-    out = []
-    with psycopg.connect(srv.url("postgres")) as c:
-        names = [r[0] for r in c.execute("SELECT datname FROM pg_database WHERE datallowconn AND "
-                                         "datname <> 'template1' ORDER BY datname").fetchall()]
-    for db in names:
-        with psycopg.connect(srv.url(db)) as c:
-            tabs = c.execute(
-                "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n "
-                "ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN "
-                "('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' "
-                "ORDER BY 1").fetchall()
-            tables = [{"table": t, "rows": c.execute(f"SELECT count(*) FROM {t}").fetchone()[0]}
-                      for (t,) in tabs]
-        out.append({"database": db, "tables": tables})
-    return out
-
-
-def _fake_bindir(work: Path, name: str) -> str:
-    """A host directory standing for the image's bin dir: pgmajor checks that
-    ``postgres`` exists there; the runner maps it to the real one."""
-    d = work / name
-    d.mkdir()
-    for t in TOOLS:
-        (d / t).touch()
-    return str(d)
-
-
 def _convert(ctx: Any, old: ImagePg, new: ImagePg, old_image: Any, new_image: Any,
              ours: Path, out: Path) -> dict[str, Any]:
-    from volmerge.strategies.sql.pgmajor import dump_replay_verify
+    from volmerge.strategies.sql.pgmajor import upgrade_datadir
 
     timer = Timer()
     t_all = time.monotonic()
@@ -363,15 +341,11 @@ def _convert(ctx: Any, old: ImagePg, new: ImagePg, old_image: Any, new_image: An
         for b in boxes:
             b.start()
         timer.add("containers start", time.monotonic() - t0)
-        old_fake, new_fake = _fake_bindir(work, "bin-old"), _fake_bindir(work, "bin-new")
-        old_run, new_run = boxes[0].runner(old_fake, timer), boxes[1].runner(new_fake, timer)
         t0 = time.monotonic()
-        dbs = dump_replay_verify(ours, new_data, work, old_fake, new_fake, old_run, new_run,
-                                 timing=timer.add)
+        result = upgrade_datadir(ours, new_data, ContainerTools(boxes[0], timer),
+                                 ContainerTools(boxes[1], timer), workdir=work, timing=timer.add)
         timer.add("dump, replay, verify (total)", time.monotonic() - t0)
-        t0 = time.monotonic()
-        carried = carry_config(ours, new_data, new_run, new_fake)
-        timer.add("config", time.monotonic() - t0)
+        dbs, carried = result.databases, result.config.note()
         t0 = time.monotonic()
         written = True
         write_upper(new_data, ours, out)
@@ -401,93 +375,6 @@ def _convert(ctx: Any, old: ImagePg, new: ImagePg, old_image: Any, new_image: An
     return _report(entry, {"old_version": old.major, "new_version": new.major,
                            "new_server": new.full, "tables": tables, "rows": rows,
                            "databases": dbs, "timings": timer.steps})
-
-
-# -- configuration ---------------------------------------------------------------
-
-_SETTING_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.$-]*)\s*=?\s*('(?:[^'\\]|''|\\.)*'|[^\s#]*)")
-
-
-def settings(text: str) -> dict[str, str]:
-    """Active ``name = value`` lines of a postgresql.conf (last one wins)."""
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        if line.lstrip().startswith("#"):
-            continue
-        m = _SETTING_RE.match(line)
-        if m and m.group(2) != "":
-            out[m.group(1).lower()] = m.group(2)
-    return out
-
-
-def merge_conf(old_text: str, new_text: str, known: set[str] | None,
-               old_major: str) -> tuple[str, list[str], list[str]]:
-    """The new version's file plus the old file's active settings that differ
-    and that the new version knows (extension settings with a dot always)."""
-    new_set = settings(new_text)
-    carried, dropped, lines = [], [], []
-    for name, value in settings(old_text).items():
-        if name.startswith("include"):
-            dropped.append(name)
-            continue
-        if known is not None and name not in known and "." not in name:
-            dropped.append(name)
-            continue
-        if new_set.get(name) == value:
-            continue
-        carried.append(name)
-        lines.append(f"{name} = {value}")
-    if not lines:
-        return new_text, carried, dropped
-    text = new_text.rstrip("\n") + (f"\n\n# Carried from the PostgreSQL {old_major} data directory "
-                                    "by volmerge (pg-major upgrade)\n") + "\n".join(lines) + "\n"
-    return text, carried, dropped
-
-
-def _replace_file(path: Path, text: str) -> None:
-    st = path.stat()
-    tmp = path.with_name(path.name + ".volmerge")
-    tmp.write_text(text)
-    os.chown(tmp, st.st_uid, st.st_gid)
-    os.chmod(tmp, stat.S_IMODE(st.st_mode))
-    os.replace(tmp, path)
-
-
-def carry_config(ours: Path, new_data: Path, new_run: Any, fake_bindir: str) -> str:
-    """Carry the operator's configuration into the new data directory:
-    pg_hba.conf and pg_ident.conf verbatim, postgresql.conf and
-    postgresql.auto.conf settings the new version knows; then have the new
-    server parse the result (``postgres -C``), NotDone if it refuses."""
-    old_major = pg_version(ours) or "?"
-    for name in CONF_FILES_VERBATIM:
-        src, dst = ours / name, new_data / name
-        if src.is_file() and dst.is_file():
-            _replace_file(dst, src.read_text(errors="replace"))
-    known: set[str] | None = None
-    proc = new_run([fake_bindir + "/postgres", "--describe-config"])
-    if proc.returncode == 0:
-        known = {ln.split("\t", 1)[0].lower() for ln in proc.stdout.splitlines() if ln.strip()}
-    carried: list[str] = []
-    dropped: list[str] = []
-    for name in ("postgresql.conf", "postgresql.auto.conf"):
-        src, dst = ours / name, new_data / name
-        if not src.is_file() or not dst.is_file():
-            continue
-        text, c, d = merge_conf(src.read_text(errors="replace"), dst.read_text(errors="replace"),
-                                known, old_major)
-        carried += c
-        dropped += d
-        if c:
-            _replace_file(dst, text)
-    check = new_run([fake_bindir + "/postgres", "-D", str(new_data), "-C", "data_directory"])
-    if check.returncode != 0:
-        msg = (check.stderr or check.stdout).strip().splitlines()
-        raise NotDone("the new server refuses the carried configuration: "
-                      + (msg[-1] if msg else f"exit {check.returncode}"))
-    note = f"configuration carried: pg_hba.conf, pg_ident.conf, settings {', '.join(carried) or 'none'}"
-    if dropped:
-        note += f"; not carried (unknown to the new version): {', '.join(dropped)}"
-    return note
 
 
 # -- the overlay upper -------------------------------------------------------------
@@ -539,5 +426,4 @@ def _empty(out: Path) -> None:
                 pass
 
 
-__all__ = ["maybe_upgrade", "pg_version", "find_pg", "write_upper", "merge_conf", "settings",
-           "carry_config", "ImagePg"]
+__all__ = ["maybe_upgrade", "find_pg", "write_upper", "host_tools", "ImagePg", "ContainerTools"]
