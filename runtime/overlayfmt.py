@@ -65,6 +65,23 @@ def set_opaque(target: PathOrFd) -> None:
         os.setxattr(target, OPAQUE_XATTR, OPAQUE_VALUE, follow_symlinks=False)
 
 
+def shadow(upper: str | os.PathLike[str], lower: str | os.PathLike[str]) -> None:
+    """Make the upper layer ``upper`` show only itself over ``lower``: a
+    whiteout for each top-level entry of ``lower`` that ``upper`` lacks, and
+    each top-level directory of ``upper`` opaque, so nothing of ``lower``
+    shows through (data adopted over an image's seed, a PostgreSQL data
+    directory rebuilt over the old one)."""
+    up, low = os.fspath(upper), os.fspath(lower)
+    have = set(os.listdir(up))
+    for name in sorted(have):
+        st = os.lstat(os.path.join(up, name))
+        if stat.S_ISDIR(st.st_mode):
+            set_opaque(os.path.join(up, name))
+    for name in sorted(os.listdir(low)):
+        if name not in have:
+            make_whiteout(os.path.join(up, name), mode=0o600)
+
+
 def is_overlay_xattr(name: str) -> bool:
     """An xattr of overlayfs itself (``trusted.overlay.*``): input may never
     set one (it would steer the mount), a copy never carries one over."""

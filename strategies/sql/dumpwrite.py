@@ -18,6 +18,7 @@ import sqlite3
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from volmerge.runtime.atomicfile import AtomicFile
 from volmerge.strategies.errors import BadInput, NotDone
 
 from . import render
@@ -43,25 +44,21 @@ def replay_dump(plan: ReplayPlan, dst: str, dialect: str = "sqlite",
     d = os.path.dirname(dst)
     tag = uuid.uuid4().hex[:8]
     scratch = os.path.join(d, f".{os.path.basename(dst)}.volmerge-{tag}.db")
-    tmp = os.path.join(d, f".{os.path.basename(dst)}.volmerge-{tag}.tmp")
     try:
         result = replay_sqlite(plan, scratch, progress)
         conn = sqlite3.connect(scratch)
         try:
-            with open(tmp, "x", encoding="utf-8") as f:
+            # a name the user gave, maybe in a directory others write: private
+            with AtomicFile(dst, None, private=True) as f:
                 if dialect == "sqlite":
                     _sqlite_dump(conn, plan.target.settings, f)
                 else:
                     _pg_dump(conn, plan, f)
-                f.flush()
-                os.fsync(f.fileno())
         finally:
             conn.close()
-        os.rename(tmp, dst)
     finally:
-        for p in (scratch, tmp):
-            if os.path.exists(p):
-                os.unlink(p)
+        if os.path.exists(scratch):
+            os.unlink(scratch)
     result["dst"] = dst
     return result
 

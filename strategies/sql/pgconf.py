@@ -114,24 +114,9 @@ def carry(old_data: str, new_data: str, old: ServerConf, new: ServerConf, known:
 def replace_file(path: str, data: bytes) -> None:
     """Replace ``path`` keeping its owner and mode: written beside it,
     fsynced, renamed over, the directory fsynced."""
-    from volmerge.runtime.fsutil import fsync_dir
+    from volmerge.runtime.atomicfile import AtomicFile
 
     st = os.stat(path, follow_symlinks=False)
-    tmp = path + ".volmerge"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fchown(fd, st.st_uid, st.st_gid)
-            os.fchmod(fd, stat.S_IMODE(st.st_mode))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, path)
-    except BaseException:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        raise
-    fsync_dir(os.path.dirname(path))
+    with AtomicFile(path, stat.S_IMODE(st.st_mode)) as f:
+        f.write(data)
+        os.fchown(f.fd, st.st_uid, st.st_gid)

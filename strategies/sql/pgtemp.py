@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -138,9 +137,10 @@ class PgServer:
         if os.path.exists(os.path.join(self.datadir, "postmaster.pid")):
             check(self.tools.run("pg_ctl", "-D", self.datadir, "-w", "-s", "-t", "60",
                                  "-m", "fast", "stop"), "pg_ctl stop")
-        deadline = time.monotonic() + 10
-        while os.path.exists(os.path.join(self.datadir, "postmaster.pid")) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        from volmerge.runtime.polling import wait_until
+
+        pid = os.path.join(self.datadir, "postmaster.pid")
+        wait_until(lambda: not os.path.exists(pid), timeout=10, interval=0.05)
 
     def url(self, db: str = "postgres") -> str:
         return f"postgresql:///{db}?host={self.sockdir}&port={self.port}&user={self.superuser}"

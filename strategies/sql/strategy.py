@@ -133,14 +133,11 @@ def _trivial(base: str | None, ours: str, theirs: str) -> tuple[str, str, str] |
 
 def _copy_new(src: str, out: str) -> None:
     """Write ``out`` (which must not exist) complete or not at all."""
-    tmp = f"{out}.volmerge-copy.tmp"
-    try:
-        shutil.copyfile(src, tmp)
-        os.rename(tmp, out)
-    except BaseException:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        raise
+    from volmerge.runtime.atomicfile import AtomicFile
+
+    with open(src, "rb") as s, AtomicFile(out, None, private=True) as f:
+        while chunk := s.read(1 << 20):
+            f.write(chunk)
 
 
 def _summary(plan: ReplayPlan) -> list[str]:

@@ -62,3 +62,24 @@ def test_on_disk_round_trip(tmp_path):
         assert overlayfmt.is_opaque(fd)
     finally:
         os.close(fd)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mknod, trusted.* xattrs and mounts need root")
+def test_shadow_makes_the_upper_show_exactly_itself(tmp_path):
+    from volmerge.runtime import sys as rsys
+
+    lower, upper, view = tmp_path / "lower", tmp_path / "upper", tmp_path / "view"
+    for p in ("a", "b/x", "c/deep/f"):
+        (lower / p).parent.mkdir(parents=True, exist_ok=True)
+        (lower / p).write_text("lower")
+    (upper / "b").mkdir(parents=True)
+    (upper / "b" / "y").write_text("upper")
+    (upper / "d").write_text("upper")
+    view.mkdir()
+    overlayfmt.shadow(upper, lower)
+    rsys.mount_overlay(view, [str(upper), str(lower)], readonly=True)
+    try:
+        seen = sorted(str(p.relative_to(view)) for p in view.rglob("*"))
+    finally:
+        rsys.umount(view, rsys.MNT_DETACH)
+    assert seen == ["b", "b/y", "d"]

@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from volmerge.runtime import overlayfmt
+
 from ..errors import NotDone
 
 if TYPE_CHECKING:
@@ -53,7 +55,6 @@ def _rmtree_quiet(path: str | os.PathLike[str]) -> None:
     with contextlib.suppress(OSError):
         rmtree(path)
 
-OPAQUE = "trusted.overlay.opaque"
 # Written by the temporary servers, meaningless to the real one.
 SCRATCH_FILES = ("server.log", "postmaster.opts", "postmaster.pid")
 # The programs the upgrade runs from an image (found beside its server).
@@ -400,12 +401,7 @@ def write_upper(new_data: Path, ours: Path, out: Path) -> None:
         except OSError:
             subprocess.run(["cp", "-a", "--reflink=auto", str(src), str(dst)], check=True,
                            capture_output=True)
-        if dst.is_dir() and not dst.is_symlink():
-            os.setxattr(dst, OPAQUE, b"y", follow_symlinks=False)
-    have = set(names)
-    for name in sorted(os.listdir(ours)):
-        if name not in have:
-            os.mknod(out / name, stat.S_IFCHR | 0o600, os.makedev(0, 0))
+    overlayfmt.shadow(out, ours)
     st = new_data.stat()
     os.chown(out, st.st_uid, st.st_gid)
     os.chmod(out, stat.S_IMODE(st.st_mode))

@@ -10,11 +10,9 @@ so nothing of the seed shows through below it.
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 
 from volmerge.runtime import overlayfmt
-from volmerge.runtime.atomicfile import fsync_dir
 
 from ..errors import BadInput, Conflict
 from .model import Generation, Manifest, check_name, new_id
@@ -45,7 +43,7 @@ def create_from(vm: VolumeManager, name: str, data: Path, seed: Path | None,
             built_data = stack.enter_context(pool.building("vol-adopt-"))
             copy_tree(data, built_data / "diff")
             if seed is not None:
-                hide_below(built_data / "diff", seed)
+                overlayfmt.shadow(built_data / "diff", seed)
             with pool.commit_lock():
                 seed_id = pool.adopt(built_seed) if built_seed else pool.new_layer(live=False)
                 data_id = pool.adopt(built_data)
@@ -54,20 +52,3 @@ def create_from(vm: VolumeManager, name: str, data: Path, seed: Path | None,
                              generations=[Generation(new_id(6), data_id, None)],
                              labels=dict(labels or {}))
                 pool.write(m)
-
-
-def hide_below(layer: Path, lower: Path) -> None:
-    """Make the upper layer ``layer`` show only itself over ``lower``: a
-    whiteout for each top-level entry of ``lower`` that ``layer`` lacks, the
-    opaque marker on each directory both have."""
-    for name in sorted(os.listdir(lower)):
-        up, low = layer / name, lower / name
-        if not os.path.lexists(up):
-            overlayfmt.make_whiteout(up)
-        elif _real_dir(up) and _real_dir(low):
-            overlayfmt.set_opaque(up)
-    fsync_dir(layer)
-
-
-def _real_dir(p: Path) -> bool:
-    return p.is_dir() and not p.is_symlink()
