@@ -47,7 +47,9 @@ class Notice:
     def encode(self) -> bytes:
         if self.ok:
             return b"ok\n"
-        return f"err {self.code} {self.message}".replace("\n", " ").encode() + b"\n"
+        # one line whatever the message (a path may carry undecodable bytes)
+        line = f"err {self.code} {' '.join(self.message.split())}"
+        return line.encode(errors="replace") + b"\n"
 
     @classmethod
     def decode(cls, data: bytes) -> Notice | None:
