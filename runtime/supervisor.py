@@ -1,14 +1,19 @@
 """The owner of a running container: starts it, logs it, records its exit.
 
-Detached containers get a supervisor process (``python -m runtime.supervisor
-<id> --root R``, double-forked, in a session of its own) that outlives the
-CLI; a foreground ``run`` calls :func:`supervise` in the CLI process itself.
-Either way the owner records its pid and start time with the container, so
-a dead owner is noticed (runtime.containers reconciles), writes the
-container's output as json lines to ``containers/<id>/log`` (detached),
-applies the restart policy, runs the health monitor, and on the final exit
-tears the run down *before* recording the exit, so ``exited`` always means
-"nothing left running or mounted".
+Detached containers get a supervisor process (``python -m
+volmerge.runtime.supervisor <id> --root R``, double-forked, in a session of
+its own) that outlives the CLI; a foreground ``run`` calls :func:`supervise`
+in the CLI process itself.  Either way the owner records its pid and start
+time with the container, so a dead owner is noticed (runtime.reconcile),
+writes the container's output to ``containers/<id>/log`` (detached;
+runtime.logfile owns that format), applies the restart policy, runs the
+health monitor, and on the final exit tears the run down *before* recording
+the exit, so ``exited`` always means "nothing left running or mounted".
+
+The supervisor is handed the container records and the bundles (what the
+engine exposes as ``Engine.records`` and ``Engine.bundles``), nothing else
+of the engine.  Both ends of the start notification are here: the engine's
+(:func:`start_detached`) and the supervisor's (:class:`Notice`).
 
 This module must stay light: no typer, no rich (start-up time matters).
 """
