@@ -67,14 +67,22 @@ class Engine:
             from .volumes_api import PlainDirVolumes
 
             volumes = PlainDirVolumes(store.root)
-        self.volumes = volumes
-        self.network = network
         self.default_runtime = runtime
         self.factory = factory
         self.records = ContainerRecords(store)
         self.bundles = Bundles(store, self.records, volumes, network)
         self.lifecycle = Lifecycle(self.records, self.bundles, factory)
         register_image_check()
+
+    @property
+    def volumes(self) -> Any:
+        """The volume provider (one, shared with the bundles)."""
+        return self.bundles.volumes
+
+    @property
+    def network(self) -> Any:
+        """The network manager or None (one, shared with the bundles)."""
+        return self.bundles.network
 
     # -- queries ------------------------------------------------------------------
     def get(self, ref: str) -> Container:
