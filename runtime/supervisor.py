@@ -123,14 +123,13 @@ def supervise(records: ContainerRecords, bundles: Bundles, cid: str, *, foregrou
     """Own container ``cid`` (prepared) until its final exit: start it, record
     it running, log it (detached), restart it by its policy, tear it down and
     record the exit; its exit code.  ``foreground``: with this process's stdio."""
-    from . import health as health_mod
     from .executors.base import Stdio
 
     notifier = _Notifier(notify_fd)
     c = records.lookup(cid)
     ex = bundles.executor_for(c)
     me = os.getpid()
-    hc = health_mod.effective(c.options.health, c.image_config)
+    hc = _health_config(c)
     state: dict[str, Any] = {"running": None, "stop": False}
 
     def forward(sig: int, _frame: Any) -> None:
@@ -179,7 +178,7 @@ def supervise(records: ContainerRecords, bundles: Bundles, cid: str, *, foregrou
             records.update(cid, state="running", pid=init, owner_pid=me,
                            owner_start=proc_start_time(me), started_at=time.time(),
                            finished_at=None, exit_code=None, restart_count=restarts,
-                           health=health_mod.STARTING if hc is not None else None,
+                           health="starting" if hc is not None else None,  # health.STARTING
                            health_detail=None)
             notifier.send(Notice(True))
             monitor = None
@@ -216,6 +215,16 @@ def supervise(records: ContainerRecords, bundles: Bundles, cid: str, *, foregrou
             log.close()
         for s, h in old_handlers.items():
             signal.signal(s, h)
+
+
+def _health_config(c: Container) -> Any:
+    """The container's health check, or None; runtime.health (a module and
+    a dataclass to build) is imported only for a container that has one."""
+    if c.options.health is None and not (c.image_config.get("config") or {}).get("Healthcheck"):
+        return None
+    from . import health
+
+    return health.effective(c.options.health, c.image_config)
 
 
 def _close_stdio(stdio: Any, foreground: bool, pipes: Any) -> None:
