@@ -40,3 +40,11 @@ def test_an_undecodable_path_in_the_message_is_no_crash():
 def test_only_the_first_of_two_notices_is_read():
     """The supervisor sends once: ``ok`` then its final ``err`` must read as ok."""
     assert Notice.decode(Notice(True).encode() + Notice(False, 1, "x").encode()) == Notice(True, 0)
+
+
+def test_a_notice_is_an_immutable_value():
+    n = Notice(False, 2, "x")
+    with pytest.raises(AttributeError):
+        n.ok = True  # type: ignore[misc]
+    assert n == Notice(False, 2, "x") and hash(n) == hash(Notice(False, 2, "x"))
+    assert n != Notice(False, 1, "x") and "code=2" in repr(n)
