@@ -26,7 +26,15 @@ if TYPE_CHECKING:
 
     from .bundle import Bundles
 
-SIGNALS = {s.name[3:]: int(s) for s in signal.Signals if s.name.startswith("SIG") and "_" not in s.name}
+_SIGNALS: dict[str, int] = {}
+
+
+def signals() -> dict[str, int]:
+    """Signal names without ``SIG`` to numbers (built on first use: a run never needs it)."""
+    if not _SIGNALS:
+        _SIGNALS.update((s.name[3:], int(s)) for s in signal.Signals
+                        if s.name.startswith("SIG") and "_" not in s.name)
+    return _SIGNALS
 
 
 def parse_signal(sig: str | int) -> int:
@@ -38,9 +46,9 @@ def parse_signal(sig: str | int) -> int:
         return n
     s = str(sig).upper()
     s = s[3:] if s.startswith("SIG") else s
-    if s not in SIGNALS:
+    if s not in signals():
         raise BadInput(f"invalid signal {sig!r}")
-    return SIGNALS[s]
+    return signals()[s]
 
 
 class Lifecycle:
