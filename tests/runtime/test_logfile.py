@@ -54,7 +54,8 @@ def test_what_is_written_is_read_back(tmp_path_factory, entries, t):
 
 def test_a_long_line_is_cut_on_a_character_boundary():
     line = ("€" * (MAX_PIECE // 3 + 5)).encode()  # 3 bytes a character
-    pieces = _frame([line[:MAX_PIECE + 2], line[MAX_PIECE + 2:] + b"\n"])
+    assert (MAX_PIECE + 1) % 3  # the first chunk ends inside a character
+    pieces = _frame([line[:MAX_PIECE + 1], line[MAX_PIECE + 1:] + b"\n"])
     assert len(pieces) == 2
     assert "".join(p.decode() for p in pieces) == "€" * (MAX_PIECE // 3 + 5) + "\n"
 
