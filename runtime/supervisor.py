@@ -1,14 +1,19 @@
 """The owner of a running container: starts it, logs it, records its exit.
 
-Detached containers get a supervisor process (``python -m runtime.supervisor
-<id> --root R``, double-forked, in a session of its own) that outlives the
-CLI; a foreground ``run`` calls :func:`supervise` in the CLI process itself.
-Either way the owner records its pid and start time with the container, so
-a dead owner is noticed (runtime.containers reconciles), writes the
-container's output as json lines to ``containers/<id>/log`` (detached),
-applies the restart policy, runs the health monitor, and on the final exit
-tears the run down *before* recording the exit, so ``exited`` always means
-"nothing left running or mounted".
+Detached containers get a supervisor process (``python -m
+volmerge.runtime.supervisor <id> --root R``, double-forked, in a session of
+its own) that outlives the CLI; a foreground ``run`` calls :func:`supervise`
+in the CLI process itself.  Either way the owner records its pid and start
+time with the container, so a dead owner is noticed (runtime.reconcile),
+writes the container's output to ``containers/<id>/log`` (detached;
+runtime.logfile owns that format), applies the restart policy, runs the
+health monitor, and on the final exit tears the run down *before* recording
+the exit, so ``exited`` always means "nothing left running or mounted".
+
+The supervisor is handed the container records and the bundles (what the
+engine exposes as ``Engine.records`` and ``Engine.bundles``), nothing else
+of the engine.  Both ends of the start notification are here: the engine's
+(:func:`start_detached`) and the supervisor's (:class:`Notice`).
 
 This module must stay light: no typer, no rich (start-up time matters).
 """
@@ -21,40 +26,128 @@ import signal
 import sys
 import time
 
-from .errors import RuntimeFault
+from .errors import BadInput, NotDone, RuntimeFault
+from .records import proc_start_time
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
 if TYPE_CHECKING:
     from typing import Any
 
+    from .bundle import Bundles
+    from .records import Container, ContainerRecords
+
+
+class Notice:
+    """What a detached start reports on its notification pipe, once: the
+    container runs (``ok``), or it could not be started (``err CODE MSG``,
+    CODE the exit code of the failure: 2 bad input, 1 not done).  Nothing on
+    the pipe (the supervisor died first) decodes to None.
+
+    A value, but not a dataclass: this module is on a foreground ``run``'s
+    path, where building a frozen dataclass costs ~0.5-2 ms of start-up."""
+
+    __slots__ = ("ok", "code", "message")
+
+    def __init__(self, ok: bool, code: int = 1, message: str = "") -> None:
+        object.__setattr__(self, "ok", ok)
+        object.__setattr__(self, "code", code)
+        object.__setattr__(self, "message", message)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Notice is immutable: cannot set {name}")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Notice):
+            return NotImplemented
+        return (self.ok, self.code, self.message) == (other.ok, other.code, other.message)
+
+    def __hash__(self) -> int:
+        return hash((self.ok, self.code, self.message))
+
+    def __repr__(self) -> str:
+        return f"Notice(ok={self.ok!r}, code={self.code!r}, message={self.message!r})"
+
+    def encode(self) -> bytes:
+        if self.ok:
+            return b"ok\n"
+        # one line whatever the message (a path may carry undecodable bytes)
+        line = f"err {self.code} {' '.join(self.message.split())}"
+        return line.encode(errors="replace") + b"\n"
+
+    @classmethod
+    def decode(cls, data: bytes) -> Notice | None:
+        text = data.decode(errors="replace").strip()
+        if text.startswith("ok"):
+            return cls(True, 0)
+        if text.startswith("err "):
+            code, _, message = text[4:].partition(" ")
+            return cls(False, 2 if code == "2" else 1, message)
+        return None
+
 
 class _Notifier:
-    """The pipe on which a detached start reports "ok" or "err CODE MSG"."""
+    """The supervisor's end of the pipe: sends the first notice, ignores the rest."""
 
     def __init__(self, fd: int | None) -> None:
         self.fd = fd
 
-    def send(self, msg: str) -> None:
+    def send(self, notice: Notice) -> None:
         if self.fd is None:
             return
         try:
-            os.write(self.fd, (msg.replace("\n", " ") + "\n").encode())
+            os.write(self.fd, notice.encode())
         except OSError:
             pass
         os.close(self.fd)
         self.fd = None
 
 
-def supervise(engine: Any, cid: str, *, foreground: bool, notify_fd: int | None = None) -> int:
-    from . import health as health_mod
-    from .containers import proc_start_time
+def start_detached(c: Container, root: str, factory: str | None) -> None:
+    """The engine's end: start a supervisor for ``c`` (prepared) and return
+    once it reports the container running; BadInput or NotDone (with the
+    supervisor's last error line when it died) otherwise."""
+    import subprocess
+
+    r, w = os.pipe()
+    cmd = [sys.executable, "-m", "volmerge.runtime.supervisor", c.id, "--root", root,
+           "--notify-fd", str(w)]
+    if factory:
+        cmd += ["--factory", factory]
+    errlog = open(c.dir / "supervisor.err", "ab")
+    try:
+        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=errlog, pass_fds=(w,), start_new_session=True, cwd="/")
+    finally:
+        os.close(w)
+        errlog.close()
+    with os.fdopen(r, "rb") as f:
+        notice = Notice.decode(f.read())
+    p.wait()
+    if notice is not None and notice.ok:
+        return
+    if notice is not None:
+        raise (BadInput if notice.code == 2 else NotDone)(notice.message)
+    detail = ""
+    try:
+        detail = (c.dir / "supervisor.err").read_text().strip().splitlines()[-1]
+    except (OSError, IndexError):
+        pass
+    raise NotDone(f"supervisor of {c.name} failed to start the container"
+                  + (f": {detail}" if detail else ""))
+
+
+def supervise(records: ContainerRecords, bundles: Bundles, cid: str, *, foreground: bool,
+              notify_fd: int | None = None) -> int:
+    """Own container ``cid`` (prepared) until its final exit: start it, record
+    it running, log it (detached), restart it by its policy, tear it down and
+    record the exit; its exit code.  ``foreground``: with this process's stdio."""
     from .executors.base import Stdio
 
     notifier = _Notifier(notify_fd)
-    c = engine._lookup(cid)
-    ex = engine.executor_for(c)
+    c = records.lookup(cid)
+    ex = bundles.executor_for(c)
     me = os.getpid()
-    hc = health_mod.effective(c.options.health, c.image_config)
+    hc = _health_config(c)
     state: dict[str, Any] = {"running": None, "stop": False}
 
     def forward(sig: int, _frame: Any) -> None:
@@ -69,9 +162,11 @@ def supervise(engine: Any, cid: str, *, foreground: bool, notify_fd: int | None 
 
     old_handlers = {s: signal.signal(s, forward)
                     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}
-    log_fd = None
+    log = None
     if not foreground:
-        log_fd = os.open(c.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        from . import logfile  # a detached container's only: not on a foreground run's path
+
+        log = logfile.LogWriter(c.log_path)
     restarts = c.restart_count
     code = 0
     try:
@@ -87,10 +182,10 @@ def supervise(engine: Any, cid: str, *, foreground: bool, notify_fd: int | None 
                 running = ex.start(cid, c.bundle, stdio)
             except RuntimeFault as exc:
                 _close_stdio(stdio, foreground, pipes)
-                engine.teardown(c)
-                engine._update(cid, state="exited", exit_code=127, error=str(exc),
+                bundles.teardown(c)
+                records.update(cid, state="exited", exit_code=127, error=str(exc),
                                finished_at=time.time(), pid=None)
-                notifier.send(f"err {exc.exit_code} {exc}")
+                notifier.send(Notice(False, exc.exit_code, str(exc)))
                 raise
             state["running"] = running
             if not foreground:
@@ -98,22 +193,24 @@ def supervise(engine: Any, cid: str, *, foreground: bool, notify_fd: int | None 
                 os.close(stdio.stdout)  # type: ignore[arg-type]
                 os.close(stdio.stderr)  # type: ignore[arg-type]
             init = running.init_pid()
-            engine._update(cid, state="running", pid=init, owner_pid=me,
+            records.update(cid, state="running", pid=init, owner_pid=me,
                            owner_start=proc_start_time(me), started_at=time.time(),
                            finished_at=None, exit_code=None, restart_count=restarts,
-                           health=health_mod.STARTING if hc is not None else None,
+                           health="starting" if hc is not None else None,  # health.STARTING
                            health_detail=None)
-            notifier.send("ok")
+            notifier.send(Notice(True))
             monitor = None
             if hc is not None and init:
-                monitor = _start_monitor(engine, c, ex, hc, init)
-            if pipes is not None:
-                _pump(pipes, log_fd, running)
+                monitor = _start_monitor(records, c, ex, hc, init)
+            if pipes is not None and log is not None:
+                from . import logfile
+
+                logfile.pump(pipes, log, running)
             code = running.wait()
             state["running"] = None
             if monitor is not None:
                 monitor.stop()
-            cur = engine._lookup(cid)
+            cur = records.lookup(cid)
             stop = state["stop"] or cur.stop_requested
             pol = cur.options.restart
             again = not stop and (pol.name == "always" or (
@@ -122,20 +219,30 @@ def supervise(engine: Any, cid: str, *, foreground: bool, notify_fd: int | None 
             if not again:
                 break
             restarts += 1
-            engine._update(cid, state="restarting", exit_code=code, pid=None, health=None,
+            records.update(cid, state="restarting", exit_code=code, pid=None, health=None,
                            restart_count=restarts)
-            if _backoff(engine, cid, restarts, state):
+            if _backoff(records, cid, restarts, state):
                 break
-        engine.teardown(engine._lookup(cid))
-        engine._update(cid, state="exited", exit_code=code, finished_at=time.time(), pid=None,
+        bundles.teardown(records.lookup(cid))
+        records.update(cid, state="exited", exit_code=code, finished_at=time.time(), pid=None,
                        health=None)
         return code
     finally:
-        notifier.send("err 1 container exited before it was reported running")
-        if log_fd is not None:
-            os.close(log_fd)
+        notifier.send(Notice(False, 1, "container exited before it was reported running"))
+        if log is not None:
+            log.close()
         for s, h in old_handlers.items():
             signal.signal(s, h)
+
+
+def _health_config(c: Container) -> Any:
+    """The container's health check, or None; runtime.health (a module and
+    a dataclass to build) is imported only for a container that has one."""
+    if c.options.health is None and not (c.image_config.get("config") or {}).get("Healthcheck"):
+        return None
+    from . import health
+
+    return health.effective(c.options.health, c.image_config)
 
 
 def _close_stdio(stdio: Any, foreground: bool, pipes: Any) -> None:
@@ -148,73 +255,18 @@ def _close_stdio(stdio: Any, foreground: bool, pipes: Any) -> None:
             pass
 
 
-def _backoff(engine: Any, cid: str, n: int, state: dict[str, Any]) -> bool:
+def _backoff(records: ContainerRecords, cid: str, n: int, state: dict[str, Any]) -> bool:
     """Sleep before restart n (100 ms doubling, at most 10 s); True if a stop
     was requested meanwhile."""
     deadline = time.monotonic() + min(0.1 * 2 ** (n - 1), 10.0)
     while time.monotonic() < deadline:
-        if state["stop"] or engine._lookup(cid).stop_requested:
+        if state["stop"] or records.stop_requested(cid):
             return True
         time.sleep(0.05)
-    return bool(state["stop"] or engine._lookup(cid).stop_requested)
+    return bool(state["stop"] or records.stop_requested(cid))
 
 
-def _pump(pipes: tuple[int, int], log_fd: int | None, running: Any) -> None:
-    """Copy the container's stdout/stderr into the log until both close."""
-    import selectors  # a detached container's only: not on a foreground run's path
-
-    sel = selectors.DefaultSelector()
-    names = {pipes[0]: "stdout", pipes[1]: "stderr"}
-    partial = {pipes[0]: b"", pipes[1]: b""}
-    for fd in pipes:
-        sel.register(fd, selectors.EVENT_READ)
-    open_fds = set(pipes)
-    exited_at = None
-    while open_fds:
-        events = sel.select(timeout=0.5)
-        for key, _ in events:
-            fd = key.fd
-            try:
-                data = os.read(fd, 65536)
-            except InterruptedError:
-                continue
-            if not data:
-                sel.unregister(fd)
-                os.close(fd)
-                open_fds.discard(fd)
-                if partial[fd]:
-                    _write_log(log_fd, names[fd], partial[fd])
-                    partial[fd] = b""
-                continue
-            buf = partial[fd] + data
-            *lines, partial[fd] = buf.split(b"\n")
-            for line in lines:
-                _write_log(log_fd, names[fd], line + b"\n")
-            if len(partial[fd]) > 16384:
-                _write_log(log_fd, names[fd], partial[fd])
-                partial[fd] = b""
-        if not events and running.poll() is not None:
-            # The container is gone; a stray holder of the pipe must not
-            # keep the supervisor forever.
-            exited_at = exited_at or time.monotonic()
-            if time.monotonic() - exited_at > 1.0:
-                break
-    for fd in open_fds:
-        if partial[fd]:
-            _write_log(log_fd, names[fd], partial[fd])
-        sel.unregister(fd)
-        os.close(fd)
-
-
-def _write_log(log_fd: int | None, stream: str, data: bytes) -> None:
-    if log_fd is None:
-        return
-    rec = json.dumps({"t": round(time.time(), 6), "s": stream,
-                      "d": data.decode("utf-8", errors="replace")})
-    os.write(log_fd, rec.encode() + b"\n")
-
-
-def _start_monitor(engine: Any, c: Any, ex: Any, hc: Any, init: int) -> Any:
+def _start_monitor(records: ContainerRecords, c: Container, ex: Any, hc: Any, init: int) -> Any:
     from .executors.base import Stdio
     from .health import HealthMonitor, HealthStatus
 
@@ -236,7 +288,7 @@ def _start_monitor(engine: Any, c: Any, ex: Any, hc: Any, init: int) -> Any:
             return code, out.read(8192).decode(errors="replace")
 
     def record(st: HealthStatus) -> None:
-        engine._update(c.id, health=st.status,
+        records.update(c.id, health=st.status,
                        health_detail={"failing_streak": st.failing_streak, "log": st.log})
 
     netns = None if c.options.network == "host" else f"/proc/{init}/ns/net"
@@ -271,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
 
         engine = Engine(store)
     try:
-        supervise(engine, args.container_id, foreground=False, notify_fd=args.notify_fd)
+        supervise(engine.records, engine.bundles, args.container_id, foreground=False,
+                  notify_fd=args.notify_fd)
     except RuntimeFault:
         return 1
     return 0

@@ -99,8 +99,8 @@ def test_default_network_created_on_first_use(nm) -> None:  # type: ignore[no-un
 CRASH = r"""
 import os, sys
 from volmerge.runtime.store import Store
-from volmerge.runtime.network import NetworkManager, manager
-manager.NetworkManager._mark_up = lambda self, cid: os._exit(9)   # die mid-connect
+from volmerge.runtime.network import NetworkManager, rows
+rows.NetworkRows.mark_up = lambda self, cid: os._exit(9)   # die mid-connect
 nm = NetworkManager(Store(sys.argv[1]))
 nm.connect("crashy", None, "crashy", ports=["8080:80"])
 """
@@ -139,7 +139,7 @@ def test_reconcile_removes_dead_containers_and_strays(nm, root: Path) -> None:  
     with links.open_host() as ipr:
         ipr.link("add", ifname="vmh-stray", kind="bridge")
         idx = ipr.link_lookup(ifname="vmh-stray")[0]
-        ipr.link("set", index=idx, ifalias=nm._alias("veth", "stray"))
+        ipr.link("set", index=idx, ifalias=nm.host.alias("veth", "stray"))
         ipr.link("add", ifname="other0", kind="bridge")  # not ours: left alone
     report = nm.reconcile()  # without alive(): only strays go, leases stay
     assert report["netns"] == ["stray"] and report["attachments"] == []
@@ -252,7 +252,7 @@ def test_connect_replaces_unnamed_leftovers_of_its_own(nm) -> None:  # type: ign
     nm.ensure_default()
     netns.create(nm.ns_dir / "c1").close()  # a pin and a veth a crash left, no row
     with links.open_host() as ipr:
-        ipr.link("add", ifname=nm._veth_name("c1"), kind="veth", peer="vmh-peer")
+        ipr.link("add", ifname=nm.host.veth_name("c1"), kind="veth", peer="vmh-peer")
     att = nm.connect("c1", None, "one")
     assert run_in(att, ["ip", "-o", "-4", "addr", "show", "eth0"]).stdout.count(att.ip) == 1
     assert "vmh-peer" not in host_state()["links"]

@@ -17,13 +17,13 @@ def _run(engine, tmp_path, opts: RunOptions) -> tuple[int, str]:
         # a foreground run (what start(attach=True) does), output to a file
         from volmerge.runtime.supervisor import supervise
 
-        engine._update(c.id, stop_requested=0)
-        engine.prepare(engine._lookup(c.id))
+        engine.records.update(c.id, stop_requested=False)
+        engine.prepare(engine.records.lookup(c.id))
         saved = os.dup(1), os.dup(2)
         os.dup2(f.fileno(), 1)
         os.dup2(f.fileno(), 2)
         try:
-            code = supervise(engine, c.id, foreground=True)
+            code = supervise(engine.records, engine.bundles, c.id, foreground=True)
         finally:
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)

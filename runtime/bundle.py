@@ -1,0 +1,190 @@
+"""A container's run, made and unmade: the root mounted, volumes and network
+attached, the files it sees (``/etc/hosts``, ``/etc/hostname``,
+``/etc/resolv.conf``) and ``bundle/config.json`` written.
+
+:meth:`Bundles.prepare` undoes all of it on any failure; :meth:`Bundles.teardown`
+undoes it after a run and is idempotent (a crash half-way is finished by the
+next call).  The lifecycle, the supervisor and the reconciliation use the
+same object, handed to them by the engine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from . import rootfs as rootfs_mod
+from .errors import BadInput
+from .options import Mount
+from .records import Container, ContainerRecords, pid_alive
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .spec import ResolvedMount
+
+
+class Bundles:
+    """Runs of the containers of one store, with its volume provider and
+    network manager (or None)."""
+
+    def __init__(self, store: Any, records: ContainerRecords, volumes: Any, network: Any) -> None:
+        self.store = store
+        self.records = records
+        self.volumes = volumes
+        self.network = network
+
+    def executor_for(self, c: Container) -> Any:
+        from . import executors
+
+        return executors.get(c.runtime, self.store.root)
+
+    def prepare(self, c: Container) -> None:
+        """Mount the root, attach volumes and network, write config.json.
+        On any failure everything done here is undone."""
+        from . import spec as spec_mod
+        from .cgroups import cgroups_path
+
+        mounts: list[Any] = []
+        try:
+            rootfs = rootfs_mod.mount_rootfs(c.dir, list(c.lowers), volatile=c.options.rm)
+            hostname = c.options.hostname or c.short_id
+            proc = spec_mod.resolve_process(rootfs, c.image_config, c.options, hostname)
+            if c.options.tty and not any(e.startswith("TERM=") for e in proc.env):
+                proc.env.append("TERM=xterm")  # as docker run -t
+            mounts = self._resolve_mounts(c, rootfs)
+            netns, host_net, hosts = self._network_setup(c, hostname)
+            if hosts is None and not host_net:
+                hosts = str(c.dir / "hosts")
+                write_file(Path(hosts), f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n"
+                                        f"127.0.1.1\t{hostname}\n", 0o644)
+            write_file(c.dir / "hostname", hostname + "\n", 0o644)
+            write_file(c.dir / "resolv.conf", spec_mod.host_resolv_conf(
+                host_net, c.options.dns, c.options.dns_search), 0o644)
+            # as the container will see them: an image's symlinks followed
+            # inside its root (never out of it), so the mounts land there
+            files = [(spec_mod.special_file_target(rootfs, dest), src, ro) for dest, src, ro in (
+                [("/etc/hosts", hosts, True)] if hosts else []) + [
+                ("/etc/hostname", str(c.dir / "hostname"), False),
+                ("/etc/resolv.conf", str(c.dir / "resolv.conf"), False)]]
+            cwd_rel = spec_mod.resolve_in_root(rootfs, proc.cwd, what="working directory")
+            (rootfs / cwd_rel.lstrip("/")).mkdir(parents=True, exist_ok=True)
+            spec = spec_mod.build_spec(
+                proc, hostname=hostname, mounts=mounts, netns=netns, share_host_net=host_net,
+                cgroups_path=cgroups_path(c.id), memory=c.options.memory,
+                pids_limit=c.options.pids_limit, files=files, readonly_root=c.options.read_only,
+                terminal=c.options.tty,
+            )
+            # written again at every start, so no fsync (it cost each start ~1-2 ms)
+            write_file(c.bundle / "config.json", json.dumps(spec, indent=1), 0o600)  # -e values
+            self.records.update(c.id, mounts=[m.__dict__ for m in mounts])
+        except BaseException:
+            self.teardown(c)
+            for m in mounts:  # attached but not yet recorded
+                if m.kind == "volume":
+                    try:
+                        self.volumes.detach(m.name, c.id)
+                    except Exception:  # noqa: BLE001 - undo continues
+                        pass
+            raise
+
+    def _resolve_mounts(self, c: Container, rootfs: Path) -> list[ResolvedMount]:
+        from .spec import ResolvedMount, resolve_in_root
+
+        wanted = list(c.options.mounts)
+        covered = {m.target.rstrip("/") for m in wanted}
+        for path in sorted((c.image_config.get("config") or {}).get("Volumes") or {}):
+            # An image VOLUME nobody mounted gets a volume named after the
+            # container, so that a successor of the same name finds its data.
+            if path.rstrip("/") not in covered and path.startswith("/"):
+                slug = "".join(ch if ch.isalnum() else "_" for ch in path.strip("/")) or "root"
+                wanted.append(Mount("volume", path, f"{c.name}_{slug}"))
+        out: list[ResolvedMount] = []
+        try:
+            for m in wanted:
+                target = resolve_in_root(rootfs, m.target, what="mount target")
+                if target == "/":
+                    raise BadInput(f"mount target {m.target} resolves to / in the image")
+                host_target = rootfs / target.lstrip("/")
+                if m.kind == "volume":
+                    seed = host_target if host_target.is_dir() else None
+                    src = str(self.volumes.attach(m.source, c.id, seed, readonly=m.readonly))
+                    out.append(ResolvedMount("volume", src, target, m.readonly, (), m.source))
+                    host_target.mkdir(parents=True, exist_ok=True)
+                elif m.kind == "bind":
+                    if not os.path.exists(m.source):
+                        raise BadInput(f"bind mount source {m.source} does not exist")
+                    if os.path.isdir(m.source):
+                        host_target.mkdir(parents=True, exist_ok=True)
+                    elif not host_target.exists():
+                        host_target.parent.mkdir(parents=True, exist_ok=True)
+                        host_target.touch()
+                    out.append(ResolvedMount("bind", m.source, target, m.readonly))
+                else:
+                    host_target.mkdir(parents=True, exist_ok=True)
+                    out.append(ResolvedMount("tmpfs", "tmpfs", target, m.readonly,
+                                             tuple(m.options)))
+        except BaseException:
+            for r in out:
+                if r.kind == "volume":
+                    self.volumes.detach(r.name, c.id)
+            raise
+        return out
+
+    def _network_setup(self, c: Container, hostname: str) -> tuple[str | None, bool, str | None]:
+        """(netns path or None for a fresh one, share the host's?, hosts file).
+        The one place where the network manager is wired in."""
+        net = c.options.network
+        if net == "host":
+            return None, True, None
+        if net == "none" or self.network is None:
+            return None, False, None
+        # net None: the default network (created on first use by the manager)
+        ports = [f"{p.host_ip + ':' if p.host_ip else ''}{p.host_port}:{p.container_port}/{p.proto}"
+                 for p in c.options.ports]
+        att = self.network.connect(c.id, net, hostname, ip=c.options.ip,
+                                   ports=ports, aliases=[c.name])
+        return str(att.netns_path), False, (str(att.hosts_path) if att.hosts_path else None)
+
+    def teardown(self, c: Container) -> None:
+        """Undo prepare: runtime state, cgroups, mounts, volumes, network."""
+        try:
+            self.executor_for(c).cleanup(c.id)
+        except (BadInput, OSError):
+            pass
+        rootfs_mod.umount_rootfs(c.dir)
+        # Every volume the container may have attached: the recorded mounts,
+        # plus what it asked for (a start cut short attaches before recording).
+        names = {m["name"] for m in self.records.recorded_mounts(c) if m.get("kind") == "volume"}
+        names |= {m.source for m in c.options.mounts if m.kind == "volume"}
+        for name in sorted(names):
+            try:
+                self.volumes.detach(name, c.id)
+            except Exception:  # noqa: BLE001 - teardown continues
+                pass
+        if self.network is not None and c.options.network not in ("none", "host"):
+            try:
+                self.network.disconnect(c.id)
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def netns_of(c: Container) -> str | None:
+    """Where the container's network namespace is seen from the host."""
+    if c.options.network == "host":
+        return None
+    if c.pid and pid_alive(c.pid, None):
+        return f"/proc/{c.pid}/ns/net"
+    return None
+
+
+def write_file(path: Path, text: str, mode: int) -> None:
+    """Write ``path`` with exactly ``mode`` whatever the caller's umask (a
+    container's /etc/hosts, /etc/resolv.conf are bind-mounted: 0666 would let
+    its non-root users change them), never through a symlink."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(fd, mode)
+        f.write(text)

@@ -1,0 +1,253 @@
+"""The lifecycle of created containers: start, stop, kill, pause, exec, wait,
+remove.
+
+Every operation reads the container through :meth:`Lifecycle.get` (its
+record, reconciled when its owner died), changes the record through the
+:class:`~.records.ContainerRecords` and the run through the
+:class:`~.bundle.Bundles` it is handed; a detached start goes to a
+supervisor process (runtime.supervisor), a foreground one is supervised in
+this process.  The engine (runtime.containers) is the facade over it.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+from . import fsutil
+from . import rootfs as rootfs_mod
+from .errors import BadInput, Conflict, NotDone
+from .records import Container, ContainerRecords
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .bundle import Bundles
+
+_SIGNALS: dict[str, int] = {}
+
+
+def signals() -> dict[str, int]:
+    """Signal names without ``SIG`` to numbers (built on first use: a run never needs it)."""
+    if not _SIGNALS:
+        _SIGNALS.update((s.name[3:], int(s)) for s in signal.Signals
+                        if s.name.startswith("SIG") and "_" not in s.name)
+    return _SIGNALS
+
+
+def parse_signal(sig: str | int) -> int:
+    """``9``, ``KILL`` or ``SIGKILL`` to a signal number; BadInput otherwise."""
+    if isinstance(sig, int) or str(sig).isdigit():
+        n = int(sig)
+        if not 0 < n < 65:
+            raise BadInput(f"invalid signal {sig!r}")
+        return n
+    s = str(sig).upper()
+    s = s[3:] if s.startswith("SIG") else s
+    if s not in signals():
+        raise BadInput(f"invalid signal {sig!r}")
+    return signals()[s]
+
+
+class Lifecycle:
+    """Operations on the containers of one store (``factory``: how a detached
+    supervisor builds the same engine, see runtime.containers.Engine)."""
+
+    def __init__(self, records: ContainerRecords, bundles: Bundles,
+                 factory: str | None = None) -> None:
+        self.records = records
+        self.bundles = bundles
+        self.store = records.store
+        self.factory = factory
+
+    def get(self, ref: str) -> Container:
+        """The container by name, id or unique id prefix, reconciled."""
+        return self.reconciled(self.records.lookup(ref))
+
+    def reconciled(self, c: Container) -> Container:
+        if not c.live or c.owner_alive():
+            return c
+        from .reconcile import reconcile_one  # only when an owner died
+
+        return reconcile_one(self.records, self.bundles, c)
+
+    def start(self, ref: str, *, attach: bool = False, stop_timeout: float = 10) -> int | None:
+        """Start a created or exited container.  ``attach``: run it in this
+        process with its stdio and return its exit code; else hand it to a
+        supervisor and return once it runs.  A container whose stop is under
+        way (its caller may have been killed after the signal) is first seen
+        through that stop (SIGKILL after ``stop_timeout``): left alone it
+        would exit after this start returned, and not be restarted."""
+        c = self.records.lookup(ref)
+        if c.live and c.stop_requested:
+            self.stop(c.id, timeout=stop_timeout)
+        with self.store.lock("container-" + c.id):
+            c = self.get(ref)
+            if c.live:
+                if attach:
+                    raise Conflict(f"container {c.name} is already running")
+                return None
+            reset = {"stop_requested": False, "error": None, "health": None,
+                     "health_detail": None,
+                     "restart_count": 0 if c.state == "created" else c.restart_count}
+            # a container just created has these already: no commit (an fsync) for nothing
+            self.records.update(c.id, **{k: v for k, v in reset.items() if getattr(c, k) != v})
+            self.bundles.prepare(c)
+            if not attach:
+                from .supervisor import start_detached
+
+                try:
+                    start_detached(c, str(self.store.root), self.factory)
+                except BaseException:
+                    self.bundles.teardown(self.records.lookup(c.id))
+                    raise
+                return None
+        from .supervisor import supervise
+
+        return supervise(self.records, self.bundles, c.id, foreground=True)
+
+    def stop(self, ref: str, timeout: float = 10) -> Container:
+        """The image's StopSignal (default SIGTERM), then SIGKILL after
+        ``timeout`` seconds; the restart policy does not restart a container
+        stopped this way."""
+        c = self.get(ref)
+        if not c.live:
+            return c
+        self.records.update(c.id, stop_requested=True)
+        if c.state == "paused":
+            self.unpause(c.id)
+        try:  # the image's STOPSIGNAL (e.g. SIGINT for PostgreSQL's fast shutdown)
+            stopsig = parse_signal((c.image_config.get("config") or {}).get("StopSignal") or "TERM")
+        except BadInput:
+            stopsig = signal.SIGTERM
+        self._signal(c, stopsig)
+        if self._wait_stopped(c, timeout):
+            return self.get(c.id)
+        self._signal(self.get(c.id), signal.SIGKILL)
+        if not self._wait_stopped(c, 15):
+            raise NotDone(f"container {c.name} did not stop")
+        return self.get(c.id)
+
+    def _wait_stopped(self, c: Container, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        delay = 0.005
+        while True:
+            if not self.get(c.id).live:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.1)
+
+    def _signal(self, c: Container, sig: int) -> None:
+        if c.pid:
+            self.bundles.executor_for(c).kill(c.id, c.pid, sig)
+
+    def kill(self, ref: str, sig: str | int = "TERM") -> Container:
+        signum = parse_signal(sig)
+        c = self.get(ref)
+        if not c.live or not c.pid:
+            raise Conflict(f"container {c.name} is not running")
+        if signum in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT):
+            self.records.update(c.id, stop_requested=signum == signal.SIGKILL)
+        if c.state == "paused" and signum == signal.SIGKILL:
+            self.unpause(c.id)
+        self._signal(c, signum)
+        return c
+
+    def remove(self, ref: str, force: bool = False) -> None:
+        """Remove a stopped container (``force``: kill it first) and its layer."""
+        c = self.get(ref)
+        if c.live:
+            if not force:
+                raise Conflict(f"container {c.name} is {c.state}: stop it first or use --force")
+            self.records.update(c.id, stop_requested=True)
+            if c.state == "paused":
+                self.unpause(c.id)
+            self._signal(c, signal.SIGKILL)
+            if not self._wait_stopped(c, 15):
+                raise NotDone(f"container {c.name} did not stop")
+            c = self.get(c.id)
+        with self.store.lock("container-" + c.id):
+            self.bundles.teardown(c)
+            network = self.bundles.network
+            if network is not None and c.options.network not in ("none", "host"):
+                network.disconnect(c.id, release=True)  # the address is free again
+            self.records.delete(c.id)
+            try:
+                fsutil.rmtree(c.dir)
+            except OSError:
+                rootfs_mod.umount_rootfs(c.dir)
+                fsutil.rmtree(c.dir)
+
+    def pause(self, ref: str) -> None:
+        c = self.get(ref)
+        if c.state != "running":
+            raise Conflict(f"container {c.name} is not running")
+        self.bundles.executor_for(c).pause(c.id)
+        self.records.update(c.id, state="paused")
+
+    def unpause(self, ref: str) -> None:
+        c = self.get(ref)
+        if c.state != "paused":
+            raise Conflict(f"container {c.name} is not paused")
+        self.bundles.executor_for(c).unpause(c.id)
+        self.records.update(c.id, state="running")
+
+    def exec(self, ref: str, argv: list[str], env: dict[str, str] | None = None,
+             user: str | None = None, workdir: str | None = None, stdio: Any = None,
+             tty: bool = False) -> int:
+        """Run ``argv`` in the running container; its exit code.  ``tty``: on
+        a pseudo-terminal of the container's (the caller's stdin must be one)."""
+        from .executors.base import Stdio
+        from .spec import resolve_user
+
+        c = self.get(ref)
+        if c.state != "running" or not c.pid:
+            raise Conflict(f"container {c.name} is not running")
+        if not argv:
+            raise BadInput("exec needs a command")
+        spec = json.loads((c.bundle / "config.json").read_text())
+        proc = spec["process"]
+        envd = dict(e.split("=", 1) for e in proc["env"] if "=" in e)
+        envd.update(env or {})
+        if tty:
+            envd.setdefault("TERM", "xterm")
+        if user:
+            uid, gid, _extra, _home = resolve_user(c.rootfs, user)
+        else:
+            uid, gid = proc["user"]["uid"], proc["user"]["gid"]
+        return self.bundles.executor_for(c).exec(
+            c.id, c.pid, argv, env=[f"{k}={v}" for k, v in envd.items()], uid=uid, gid=gid,
+            cwd=workdir or proc["cwd"], stdio=stdio or Stdio(0, 1, 2), tty=tty)
+
+    def wait(self, ref: str, *, healthy: bool = False, timeout: float | None = None) -> int | str:
+        """Until the container exits (its exit code) or, with ``healthy``,
+        until its health check passes ("healthy"; "running" when it has no
+        check).  NotDone (exit 1) on timeout, exit or unhealthy."""
+        c = self.records.lookup(ref)
+        if healthy:
+            from .health import wait_healthy
+
+            def read() -> tuple[str, str | None]:
+                cur = self.get(c.id)
+                return cur.state, cur.health
+
+            try:
+                return wait_healthy(read, timeout)
+            except RuntimeError as exc:
+                raise NotDone(f"container {c.name} is not healthy: {exc}") from None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.005
+        while True:
+            cur = self.get(c.id)
+            if not cur.live and cur.state != "created":
+                return cur.exit_code if cur.exit_code is not None else 0
+            if cur.state == "created" and not cur.started_at:
+                return cur.exit_code or 0
+            if deadline is not None and time.monotonic() > deadline:
+                raise NotDone(f"container {c.name} still {cur.state} after {timeout:g}s")
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.2)

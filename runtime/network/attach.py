@@ -1,0 +1,201 @@
+"""Containers attached to networks: a namespace, a veth into the bridge, an
+address, a hosts file, published ports; and all of it undone.
+
+Order of work (architecture.md, principle 4): an attachment row is written
+``pending`` before any link or namespace exists, flipped to ``up`` when all
+of it exists, and deleted only after all of it is gone.  A crash therefore
+leaves a row that names what to undo (runtime/network/reconcile.py).
+Every method here runs under the network lock (:meth:`Host.locked`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+from pathlib import Path
+
+from ..errors import Conflict, NotFound
+from . import hosts, ipam, netns, ports
+from .host import Host
+from .model import Attachment, Lease, Network, PortSpec
+from .rows import AttachmentRecord, NetworkRows
+
+SPECIAL = ("none", "host")
+
+
+def mac_for(ip: str) -> str:
+    """A locally administered MAC derived from the address (docker's 02:42
+    habit): a successor taking over an address also keeps the MAC, so the
+    neighbours' ARP caches stay right across an upgrade."""
+    return "02:42:" + ":".join(f"{x:02x}" for x in ipaddress.IPv4Address(ip).packed)
+
+
+class Attachments:
+    """Connecting and disconnecting the containers of one store."""
+
+    def __init__(self, rows: NetworkRows, host: Host) -> None:
+        self.rows = rows
+        self.host = host
+        self.store = rows.store
+
+    # -- connect -----------------------------------------------------------------------
+    def connect_special(self, cid: str, network: str, hostname: str,
+                        aliases: tuple[str, ...]) -> Attachment:
+        """``none`` (a namespace with only lo up) or ``host`` (no namespace)."""
+        hosts_path = str(self.host.hosts_dir / cid)
+        nspath = None if network == "host" else str(self.host.ns_dir / cid)
+        att = Attachment(netns_path=nspath, ip=None, gateway=None, prefixlen=None,
+                         hosts_path=hosts_path, network=network, container_id=cid,
+                         hostname=hostname, aliases=aliases)
+        with self.store.transaction() as conn:
+            self.rows.insert_attachment(conn, att)
+        try:
+            if nspath is not None:
+                from . import links
+
+                netns.remove(nspath)
+                sock = netns.create(Path(nspath))
+                ipr = links.open_in(sock)
+                try:
+                    links.configure_inside(ipr, None, None, None)
+                finally:
+                    ipr.close()
+                hosts.write_in_place(hosts_path, hosts.render((None, hostname, aliases), ()))
+            else:
+                hosts.write_in_place(hosts_path, hosts.render_host(hostname))
+            self.rows.mark_up(cid)
+        except BaseException:
+            self.teardown_record(self.rows.attachment(cid))
+            raise
+        return self._attached(cid)
+
+    def connect_bridge(self, cid: str, name: str, hostname: str, ip: str | None,
+                       specs: tuple[PortSpec, ...] | None,
+                       aliases: tuple[str, ...]) -> Attachment:
+        net = self.rows.network(name)
+        if net is None:
+            raise NotFound(f"network {name!r} does not exist")
+        subnet = ipaddress.IPv4Network(net.subnet)
+        gateway = ipaddress.IPv4Address(net.gateway)
+        want = None if ip is None else ipam.check_address(subnet, gateway, ip)
+        lease = self.rows.lease(name, cid)
+        publish = specs if specs is not None else (lease.ports if lease is not None else ())
+        self.check_ports(cid, publish)
+        if want is not None:
+            holder = self.rows.lease_holder(name, str(want))
+            if holder is not None and holder != cid:
+                raise Conflict(f"address {want} is taken by container {holder[:12]}")
+
+        # Validation done: from here on the host changes.
+        self.teardown(cid)
+        new_lease = lease is None
+        with self.store.transaction() as conn:
+            if want is None:
+                want = (ipaddress.IPv4Address(lease.ip) if lease is not None else
+                        ipam.allocate(subnet, gateway, self.rows.leased_ips(conn, name)))
+            addr = str(want)
+            self.rows.put_lease(conn, Lease(name, addr, cid, hostname, aliases, publish),
+                                new=new_lease)
+            att = Attachment(netns_path=str(self.host.ns_dir / cid), ip=addr,
+                             gateway=net.gateway, prefixlen=subnet.prefixlen,
+                             hosts_path=str(self.host.hosts_dir / cid), ports=publish,
+                             network=name, container_id=cid, hostname=hostname,
+                             mac=mac_for(addr), host_veth=self.host.veth_name(cid),
+                             aliases=aliases)
+            # same transaction: one fsync'd commit for the lease and the marker
+            self.rows.insert_attachment(conn, att)
+        try:
+            self._plumb(att, net)
+            self.rows.mark_up(cid)
+        except BaseException:
+            self.teardown_record(self.rows.attachment(cid))
+            if new_lease:
+                self.rows.delete_lease(name, cid)
+            raise
+        return self._attached(cid)
+
+    def _plumb(self, att: Attachment, net: Network) -> None:
+        """The namespace, the veth pair, the address and routes inside, the
+        peers' hosts files and the NAT rules of a bridge attachment."""
+        from . import links
+
+        assert att.netns_path is not None and att.host_veth is not None and att.ip is not None
+        created = self.host.ensure_bridge(net)
+        bridge = net.bridge
+        netns.remove(att.netns_path)  # a pin no row named (crash): ours to replace, under the lock
+        sock = netns.create(Path(att.netns_path))
+        try:
+            fd = os.open(att.netns_path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                with self.host.netlink() as ipr:
+                    links.add_veth(ipr, att.host_veth, bridge, fd, att.mac,
+                                   self.host.alias("veth", att.container_id))
+            finally:
+                os.close(fd)
+            inside = links.open_in(sock)
+            sock = None
+            try:
+                links.configure_inside(inside, att.ip, net.prefixlen, att.gateway)
+            finally:
+                inside.close()
+        finally:
+            if sock is not None:
+                sock.close()
+        self.host.refresh_hosts(att.network)
+        if created or (att.ports and not self.host.add_nat_ports(
+                [ports.NatPort(p, att.ip, bridge) for p in att.ports])):
+            self.host.apply_nat()
+
+    def _attached(self, cid: str) -> Attachment:
+        rec = self.rows.attachment(cid)
+        assert rec is not None
+        return rec.attachment
+
+    def check_ports(self, cid: str, specs: tuple[PortSpec, ...]) -> None:
+        """Conflict when two of ``specs``, or one and another container's or a
+        host process's port, would catch the same packets."""
+        for i, a in enumerate(specs):
+            for b in specs[i + 1:]:
+                if a.clashes(b):
+                    raise Conflict(f"ports {a} and {b} publish the same host port")
+        if not specs:
+            return
+        for rec in self.rows.attachments():
+            other = rec.attachment
+            if other.container_id == cid:
+                continue
+            for theirs in other.ports:
+                for mine in specs:
+                    if mine.clashes(theirs):
+                        raise Conflict(
+                            f"port {mine.host_ip}:{mine.host_port}/{mine.proto} is already"
+                            f" published by container {other.container_id[:12]}"
+                        )
+        for mine in specs:
+            if not ports.host_port_free(mine):
+                raise Conflict(
+                    f"port {mine.host_ip}:{mine.host_port}/{mine.proto} is in use by a host process"
+                )
+
+    # -- teardown ----------------------------------------------------------------------
+    def teardown(self, cid: str) -> None:
+        self.teardown_record(self.rows.attachment(cid))
+
+    def teardown_record(self, rec: AttachmentRecord | None) -> None:
+        """Undo one attachment; idempotent, so a crash half-way is finished
+        by the next call.  The row goes last."""
+        if rec is None:
+            return
+        a = rec.attachment
+        if a.host_veth:
+            self.host.delete_link(a.host_veth)
+        if a.netns_path:
+            netns.remove(a.netns_path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(a.hosts_path)
+        self.rows.delete_attachment(a.container_id)
+        if a.ports:
+            self.host.apply_nat()
+        if a.network not in SPECIAL:
+            self.host.refresh_hosts(a.network)
