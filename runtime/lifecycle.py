@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 
 from . import fsutil
 from . import rootfs as rootfs_mod
@@ -131,15 +130,10 @@ class Lifecycle:
         return self.get(c.id)
 
     def _wait_stopped(self, c: Container, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        delay = 0.005
-        while True:
-            if not self.get(c.id).live:
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.1)
+        from .polling import wait_until
+
+        return bool(wait_until(lambda: not self.get(c.id).live, timeout=timeout,
+                               interval=0.005, max_interval=0.1))
 
     def _signal(self, c: Container, sig: int) -> None:
         if c.pid:
@@ -239,15 +233,17 @@ class Lifecycle:
                 return wait_healthy(read, timeout)
             except RuntimeError as exc:
                 raise NotDone(f"container {c.name} is not healthy: {exc}") from None
-        deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.005
-        while True:
+        from .polling import wait_until
+
+        def exited() -> tuple[int] | None:  # a tuple: exit code 0 is an answer too
             cur = self.get(c.id)
             if not cur.live and cur.state != "created":
-                return cur.exit_code if cur.exit_code is not None else 0
+                return (cur.exit_code if cur.exit_code is not None else 0,)
             if cur.state == "created" and not cur.started_at:
-                return cur.exit_code or 0
-            if deadline is not None and time.monotonic() > deadline:
-                raise NotDone(f"container {c.name} still {cur.state} after {timeout:g}s")
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.2)
+                return (cur.exit_code or 0,)
+            return None
+
+        got = wait_until(exited, timeout=timeout, interval=0.005, max_interval=0.2)
+        if got is None:
+            raise NotDone(f"container {c.name} still {self.get(c.id).state} after {timeout:g}s")
+        return got[0]

@@ -258,11 +258,10 @@ def _close_stdio(stdio: Any, foreground: bool, pipes: Any) -> None:
 def _backoff(records: ContainerRecords, cid: str, n: int, state: dict[str, Any]) -> bool:
     """Sleep before restart n (100 ms doubling, at most 10 s); True if a stop
     was requested meanwhile."""
-    deadline = time.monotonic() + min(0.1 * 2 ** (n - 1), 10.0)
-    while time.monotonic() < deadline:
-        if state["stop"] or records.stop_requested(cid):
-            return True
-        time.sleep(0.05)
+    from .polling import wait_until
+
+    wait_until(lambda: state["stop"] or records.stop_requested(cid),
+               timeout=min(0.1 * 2 ** (n - 1), 10.0), interval=0.05, max_interval=0.05)
     return bool(state["stop"] or records.stop_requested(cid))
 
 
