@@ -36,8 +36,9 @@ def _images(ctx: typer.Context):  # type: ignore[no-untyped-def]
 
 
 class Display:
-    """Per-layer progress on stderr: rich bars on a terminal, plain lines
-    otherwise (one per layer and state change), nothing with --quiet."""
+    """Per-layer progress: rich bars on stderr when it is a terminal, else
+    plain lines on stdout (one per layer and state change, as ``docker pull``
+    prints them), so stderr holds nothing but an error; nothing with --quiet."""
 
     _PLAIN = {"exists": "already present", "downloaded": "downloaded", "extracting": None,
               "pushed": "pushed", "done": None, "waiting": None, "downloading": None,
@@ -62,16 +63,13 @@ class Display:
                 self._line(key, status, done, total)
 
     def _line(self, key: str, status: str, done: int, total: int) -> None:
-        if status == "extracting" and done >= total and self.said.get(key) != "extracted":
-            self.said[key] = "extracted"
-            sys.stderr.write(f"{key}: extracted\n")
-            return
         text = self._PLAIN.get(status)
         if text is None or self.said.get(key) == status:
             return
         self.said[key] = status
         size = f" ({human_size(total)})" if total and status in ("downloaded", "pushed") else ""
-        sys.stderr.write(f"{key}: {text}{size}\n")
+        sys.stdout.write(f"{key}: {text}{size}\n")
+        sys.stdout.flush()
 
     def _bar(self, key: str, status: str, done: int, total: int) -> None:
         if self.progress is None:
