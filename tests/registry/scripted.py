@@ -13,7 +13,6 @@ import shutil
 import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 from .server import Pki
 

@@ -10,9 +10,9 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from volmerge.runtime import oci
 
 from tests.images.builders import E, config_digest, image_files, layer_tar, sha, write_tar
+from volmerge.runtime import oci
 
 from .server import Registry
 

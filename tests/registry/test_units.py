@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from volmerge.runtime import oci
 from volmerge.runtime.errors import BadInput
 from volmerge.runtime.registry import auth, manifests, reference

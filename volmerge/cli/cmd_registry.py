@@ -119,7 +119,8 @@ def pull(
     the image is checked and stored exactly as `image load` does.
     Example: volmerge pull registry.example.com:5000/team/app:1.2
     """
-    from volmerge.runtime.registry.pull import PullOptions, pull as do_pull
+    from volmerge.runtime.registry.pull import PullOptions
+    from volmerge.runtime.registry.pull import pull as do_pull
 
     opts = PullOptions(platform=platform, tls=_tls(tls_verify, cert_dir), authfile=authfile)
     images = _images(ctx)
@@ -154,7 +155,8 @@ def push(
     digest.  Blobs the repository has are not uploaded again; the manifest
     goes last.  Example: volmerge push app:1 registry.example.com:5000/team/app:1
     """
-    from volmerge.runtime.registry.push import PushOptions, push as do_push
+    from volmerge.runtime.registry.push import PushOptions
+    from volmerge.runtime.registry.push import push as do_push
 
     opts = PushOptions(tls=_tls(tls_verify, cert_dir), authfile=authfile)
     show = Display(quiet)
