@@ -123,16 +123,22 @@ class Session:
     def stream(self, method: str, path: str, scope: str, *, headers: dict[str, str] | None = None,
                content: Any = None, what: str = "") -> Iterator[httpx.Response]:
         """One request, authenticated for ``scope`` (answering one 401 challenge).
-        Transport errors become Transient (the caller retries) or BadInput."""
+        Transport errors become Transient (the caller retries) or BadInput.
+        Credentials and tokens go only to the registry's own origin (an
+        upload location elsewhere gets none, as httpx does for redirects)."""
+        url = self.url(path)
+        own = url.startswith(self.base + "/")
+        if not own and not url.startswith("https://"):
+            raise BadInput(f"{what}: the registry sent us to {url.split('?')[0]!r}, not https")
         for attempt in range(2):
             h = dict(headers or {})
-            auth = self._auth.get(scope)
+            auth = self._auth.get(scope) if own else None
             if auth:
                 h["Authorization"] = auth
             try:
-                with self.client.stream(method, self.url(path), headers=h,
+                with self.client.stream(method, url, headers=h,
                                         content=content() if callable(content) else content) as r:
-                    if r.status_code == 401 and attempt == 0:
+                    if r.status_code == 401 and attempt == 0 and own:
                         header = r.headers.get("www-authenticate", "")
                         r.read()
                         self._answer(parse_challenge(header), scope, what)

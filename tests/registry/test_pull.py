@@ -194,3 +194,28 @@ def test_index_without_the_platform(cli, registry, two_platforms, env, root: Pat
     assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
     assert "no image for linux/s390x" in r.stderr and _other_arch() in r.stderr
     assert _ls(cli) == []
+
+
+def test_pull_by_digest(cli, registry, seeded, env) -> None:
+    _login(cli, registry, env)
+    digest = cli("pull", seeded["oci"], env=env).stdout.split("Digest: ")[1].split()[0]
+    assert cli("image", "rm", seeded["oci"]).returncode == 0
+    by_digest = f"{seeded['oci'].rsplit(':', 1)[0]}@{digest}"
+    r = cli("pull", by_digest, env=env)
+    assert r.returncode == 0, r.stderr
+    [img] = _ls(cli)
+    assert img["RepoTags"] == [] and img["RepoDigests"] == [by_digest]
+    r = cli("pull", f"{seeded['oci'].rsplit(':', 1)[0]}@sha256:{'0' * 64}", env=env)
+    assert r.returncode == 2 and "not found" in r.stderr, r.stderr
+
+
+def test_tls_verify_false_only_when_asked(cli, registry, seeded, env, tmp_path: Path) -> None:
+    _login(cli, registry, env)
+    env = dict(env, VOLMERGE_CERTS_D=str(tmp_path / "no-certs.d"))
+    r = cli("pull", seeded["oci"], env=env)
+    assert r.returncode == 2 and "not trusted" in r.stderr, r.stderr
+    r = cli("pull", "--tls-verify=false", seeded["oci"], env=env)
+    assert r.returncode == 0, r.stderr
+    # --cert-dir names the host's own directory
+    r = cli("pull", "--cert-dir", str(registry.cert_dir), seeded["v2s2"], env=env)
+    assert r.returncode == 0, r.stderr
