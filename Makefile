@@ -24,6 +24,10 @@ deps:
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian packages: $$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	    case " $$missing " in *" docker-registry "*) \
+	      : "the package enables an open registry on :5000; the tests start their own"; \
+	      if command -v systemctl >/dev/null 2>&1; then systemctl disable --now docker-registry >/dev/null 2>&1 || true; fi;; \
+	    esac; \
 	  else \
 	    echo "warning: missing Debian packages (run as root to install): $$missing" >&2; \
 	  fi; \
