@@ -29,6 +29,8 @@ class Scripted:
         self.blobs: dict[str, bytes] = {}
         self.manifests: dict[str, tuple[bytes, str]] = {}   # tag or digest -> (bytes, type)
         self.cut_once: dict[str, int] = {}                  # digest -> bytes sent before a drop
+        self.ignore_range = False                           # answer a Range with the whole blob
+        self.fail_blobs = 0                                 # answer blob GETs with this (500)
         self.bearer = bearer
         self.basic = (base64.b64encode(f"{user}:{password}".encode()).decode()
                       if user is not None else None)
@@ -69,8 +71,12 @@ class Scripted:
                 data = owner.blobs.get(m.group(3))
                 if data is None:
                     return self._send(404, b"{}")
+                if owner.fail_blobs:
+                    return self._send(owner.fail_blobs, b"{}")
                 start = 0
                 rng = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
+                if owner.ignore_range:
+                    rng = None
                 if rng:
                     start = int(rng.group(1))
                     if start >= len(data):

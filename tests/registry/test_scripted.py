@@ -47,6 +47,33 @@ def test_interrupted_download_resumes_with_a_range(cli, scripted: Scripted, env)
     assert os.path.getsize(Path(data["Layers"][0]["Path"]) / "data" / "blob") == 3 << 20
 
 
+def test_a_registry_that_ignores_the_range_sends_it_all_again(cli, scripted: Scripted,
+                                                             env) -> None:
+    files = image_files([BIG], compression="none", ref=None)
+    ref = scripted.serve_layout(files, "norange/img", "1")
+    layer = json.loads(files["blobs/sha256/" + json.loads(files["index.json"])["manifests"][0][
+        "digest"][7:]])["layers"][0]["digest"]
+    scripted.cut_once[layer] = 1 << 20
+    scripted.ignore_range = True
+    r = cli("pull", ref, env=env)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(cli("image", "inspect", ref, "--json").stdout)["Id"] == config_digest(files)
+
+
+def test_a_failing_registry_is_not_done(cli, scripted: Scripted, env, root: Path) -> None:
+    """5xx on every try: exit 1 after the retries, nothing in the store."""
+    ref = scripted.serve_layout(image_files([layer_tar([E("f", data=b"5xx")])], ref=None),
+                                "down/img", "1")
+    scripted.fail_blobs = 503
+    r = cli("pull", ref, env=env)
+    assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert "gave up after 5 attempts" in r.stderr and "503" in r.stderr
+    gets = [p for m, p, _r in scripted.log if m == "GET" and "/blobs/" in p]
+    assert len(gets) == 5
+    assert json.loads(cli("image", "ls", "--json").stdout) == []
+    assert os.listdir(root / "tmp") == [] and os.listdir(root / "layers") == []
+
+
 @pytest.mark.parametrize("logged_in", [True, False])
 def test_bearer_token_flow(cli, pki, env, logged_in: bool) -> None:
     s = Scripted(pki, bearer=True, user="u", password="p" if logged_in else "other")
