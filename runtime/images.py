@@ -99,9 +99,18 @@ def register_user_check(fn: UserCheck) -> None:
 
 
 Progress = Callable[[str, int, int], None]   # (label, bytes done, bytes total)
-# Called before a staged layer blob is extracted: blocks until the blob is in
-# place and verified (a pull downloads while earlier layers are extracted).
-BlobReady = Callable[["oci.Blob"], None]
+# Called before a staged layer blob is extracted: returns None once the blob is
+# in place and verified, or a stream of it still downloading (a pull extracts
+# while it downloads).
+BlobReady = Callable[["oci.Blob"], "Streaming | None"]
+
+
+class Streaming:
+    """A layer blob being downloaded: ``reader`` gives its bytes as they
+    arrive; ``finish()`` blocks until the whole blob is verified (or raises)."""
+
+    reader: Any
+    def finish(self) -> None: ...  # pragma: no cover - interface
 
 
 @dataclass
@@ -361,14 +370,19 @@ class ImageStore:
                         k += 1
                         label = f"layer {k}/{n} ({blob.digest[7:19]})"
                         cb = None if progress is None else functools.partial(progress, label)
+                        src = None
                         if ready is not None and not self.layers.present(diff_id):
-                            ready(blob)
-                        if self.layers.ensure(diff_id, blob.path, label=label, progress=cb):
+                            src = ready(blob)
+                        if self.layers.ensure(diff_id, blob.path if src is None else src.reader,
+                                              label=label, progress=cb, size=blob.size,
+                                              verified=None if src is None else src.finish):
                             extracted.append(diff_id)
                 if ready is not None:  # every blob, even of a layer that was present
                     for p in plans:
                         for _d, blob in p.layers:
-                            ready(blob)
+                            src = ready(blob)
+                            if src is not None:
+                                src.finish()
                 with self.store.lock("images"):
                     self._commit(plans, new_tag, repo_digest)
         except BaseException:

@@ -10,6 +10,7 @@ only when size and sha256 match: a caller never sees an unverified blob.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 import threading
@@ -41,27 +42,42 @@ class Download:
         self.part = dest.with_name(dest.name + ".part")
         self.h = hashlib.sha256()
         self.got = 0
+        # followers (extraction while downloading) wait on this for bytes
+        self.cond = threading.Condition()
+        self.opened = False
+        self.ended = False
 
     def run(self) -> Path:
-        with open(self.part, "wb") as self.f:
-            for attempt in retrying(self.what):
-                with attempt:
-                    self._once()
-            self.f.flush()
-            os.fsync(self.f.fileno())
-        got = "sha256:" + self.h.hexdigest()
-        if got != self.digest:
-            self.part.unlink()
-            raise BadInput(f"digest mismatch for {self.what}: expected {self.digest}, content is {got}")
-        os.rename(self.part, self.dest)
+        try:
+            with open(self.part, "wb") as self.f:
+                with self.cond:
+                    self.opened = True
+                    self.cond.notify_all()
+                for attempt in retrying(self.what):
+                    with attempt:
+                        self._once()
+                self.f.flush()
+                os.fsync(self.f.fileno())
+            got = "sha256:" + self.h.hexdigest()
+            if got != self.digest:
+                self.part.unlink()
+                raise BadInput(f"digest mismatch for {self.what}: expected {self.digest}, "
+                               f"content is {got}")
+            with self.cond:
+                os.rename(self.part, self.dest)
+        finally:
+            with self.cond:
+                self.ended = True
+                self.cond.notify_all()
         self.report(self.digest, "downloaded", self.size, self.size)
         return self.dest
 
     def _restart(self) -> None:
-        self.f.seek(0)
-        self.f.truncate()
-        self.h = hashlib.sha256()
-        self.got = 0
+        with self.cond:
+            self.f.seek(0)
+            self.f.truncate()
+            self.h = hashlib.sha256()
+            self.got = 0
 
     def _once(self) -> None:
         headers = {"Accept-Encoding": "identity"}
@@ -83,18 +99,83 @@ class Download:
             length = r.headers.get("content-length")
             if length and length.isdigit() and self.got + int(length) > self.size:
                 raise BadInput(f"{self.what} is larger than its descriptor says ({self.size} bytes)")
-            for chunk in r.iter_raw(_CHUNK):
+            for chunk in r.iter_raw():   # as it arrives: a follower extracts it at once
                 if self.cancel.is_set():
                     raise Cancelled(f"{self.what}: cancelled")
                 if self.got + len(chunk) > self.size:
                     raise BadInput(f"{self.what} is larger than its descriptor says "
                                    f"({self.size} bytes)")
-                self.f.write(chunk)
-                self.h.update(chunk)
-                self.got += len(chunk)
+                with self.cond:
+                    self.f.write(chunk)
+                    self.f.flush()
+                    self.h.update(chunk)
+                    self.got += len(chunk)
+                    self.cond.notify_all()
                 self.report(self.digest, "downloading", self.got, self.size)
         if self.got < self.size:
             raise Transient(f"{self.what}: the body ended at {self.got} of {self.size} bytes")
+
+
+class Follower(io.RawIOBase):
+    """Reads a blob while its Download writes it (same offsets, the same
+    bytes even if the download starts over).  Its end is the download's end;
+    a failed download fails the reader.  ``finish()`` waits for the download
+    and raises its error: the caller's check that the blob is verified."""
+
+    def __init__(self, dl: Download, done: Callable[[], object]) -> None:
+        super().__init__()
+        self.dl, self.done = dl, done
+        self.pos = 0
+        self.fd: int | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: memoryview) -> int:  # type: ignore[override]
+        dl = self.dl
+        want = len(b)
+        with dl.cond:
+            while True:
+                if dl.cancel.is_set():
+                    raise Cancelled(f"{dl.what}: cancelled")
+                if dl.opened and (dl.got - self.pos >= min(want, 4, dl.size - self.pos)
+                                  or dl.ended):
+                    break
+                dl.cond.wait(0.5)
+            if dl.ended and dl.got < dl.size:
+                self.done()           # raises the download's error
+            if self.fd is None:
+                self.fd = self._open()
+            n = min(want, dl.got - self.pos)
+            data = os.pread(self.fd, n, self.pos) if n > 0 else b""
+        b[: len(data)] = data
+        self.pos += len(data)
+        return len(data)
+
+    def _open(self) -> int:
+        """The file being written, or its final name once renamed (under the
+        download's lock, so it cannot move between the two tries)."""
+        for path in (self.dl.part, self.dl.dest):
+            try:
+                return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+        self.done()   # gone: the download failed (its error), or
+        raise NotDone(f"{self.dl.what}: the downloaded file went away")
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        super().close()
+
+    def finish(self) -> None:
+        self.done()
+        self.close()
+
+    @property
+    def reader(self) -> io.BufferedReader:
+        return io.BufferedReader(self, buffer_size=_CHUNK)
 
 
 def fetch_small(s: Session, repository: str, scope: str, digest: str, size: int,

@@ -26,7 +26,7 @@ from ..images import Image, ImageStore
 from ..layers import work_dir
 from . import manifests, reference
 from .auth import find_credentials
-from .blobs import Download, Report, fetch_small
+from .blobs import Download, Follower, Report, fetch_small
 from .transport import Session, TlsOptions
 
 JOBS = 3   # parallel downloads, as Docker's max-concurrent-downloads
@@ -104,6 +104,7 @@ def _transfer(images: ImageStore, s: Session, r: reference.Reference, scope: str
     ids = manifests.diff_ids(config) or []
     cancel = threading.Event()
     futures: dict[str, Future[object]] = {}
+    downloads: dict[str, Download] = {}
     reused = 0
     with ThreadPoolExecutor(max_workers=max(1, opts.jobs), thread_name_prefix="pull") as pool:
         try:
@@ -122,12 +123,18 @@ def _transfer(images: ImageStore, s: Session, r: reference.Reference, scope: str
                 report(blob.digest, "waiting", 0, blob.size)
                 dl = Download(s, r.repository, scope, blob.digest, blob.size, blob.path,
                               report, cancel)
+                downloads[blob.digest] = dl
                 futures[blob.digest] = pool.submit(dl.run)
 
-            def ready(blob: oci.Blob) -> None:
+            def ready(blob: oci.Blob) -> Follower | None:
+                """The blob as a stream while it downloads (extraction starts
+                at once; the layer goes into place only once it is verified)."""
                 fut = futures.get(blob.digest)
-                if fut is not None:
-                    fut.result()
+                if fut is None or fut.done():
+                    if fut is not None:
+                        fut.result()
+                    return None
+                return Follower(downloads[blob.digest], fut.result)
 
             def extracting(label: str, done: int, total: int) -> None:
                 m = re.search(r"\(([0-9a-f]{12})\)", label)

@@ -29,6 +29,7 @@ class Scripted:
         self.blobs: dict[str, bytes] = {}
         self.manifests: dict[str, tuple[bytes, str]] = {}   # tag or digest -> (bytes, type)
         self.cut_once: dict[str, int] = {}                  # digest -> bytes sent before a drop
+        self.hold: dict[str, tuple[int, threading.Event]] = {}  # digest -> (offset, go on)
         self.ignore_range = False                           # answer a Range with the whole blob
         self.fail_blobs = 0                                 # answer blob GETs with this (500)
         self.bearer = bearer
@@ -92,6 +93,16 @@ class Scripted:
                     self.wfile.write(data[:cut])
                     self.wfile.flush()
                     self.close_connection = True
+                    return
+                held = owner.hold.pop(m.group(3), None)
+                if held is not None:  # send up to the offset, wait for the test, then the rest
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data[: held[0]])
+                    self.wfile.flush()
+                    held[1].wait(30)
+                    self.wfile.write(data[held[0]:])
                     return
                 return self._send(200, data, {}, head)
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -45,6 +47,43 @@ def test_interrupted_download_resumes_with_a_range(cli, scripted: Scripted, env)
     data = json.loads(cli("image", "inspect", ref, "--json").stdout)
     assert data["Id"] == config_digest(files)
     assert os.path.getsize(Path(data["Layers"][0]["Path"]) / "data" / "blob") == 3 << 20
+
+
+def test_a_layer_is_extracted_while_it_downloads(cli, scripted: Scripted, env,
+                                                 root: Path) -> None:
+    """The registry holds the second half of the blob back until the test
+    has seen the first file of the layer extracted in the store's tmp/."""
+    first, second = os.urandom(1 << 20), os.urandom(2 << 20)
+    layer = layer_tar([E("a", data=first), E("b", data=second)])
+    files = image_files([layer], compression="none", ref=None)
+    ref = scripted.serve_layout(files, "stream/img", "1")
+    digest = json.loads(files["blobs/sha256/" + json.loads(files["index.json"])["manifests"][0][
+        "digest"][7:]])["layers"][0]["digest"]
+    go = threading.Event()
+    scripted.hold[digest] = ((3 << 20) // 2, go)
+    seen = []
+
+    def watch() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not go.is_set():
+            for d in (root / "tmp").glob("layer-*/diff/a") if (root / "tmp").exists() else []:
+                if d.stat().st_size == len(first):
+                    seen.append(d)
+                    go.set()
+            time.sleep(0.02)
+        go.set()
+
+    t = threading.Thread(target=watch)
+    t.start()
+    try:
+        r = cli("pull", ref, env=env)
+    finally:
+        go.set()
+        t.join()
+    assert r.returncode == 0, r.stderr
+    assert seen, "the layer was not extracted while its second half was held back"
+    data = json.loads(cli("image", "inspect", ref, "--json").stdout)
+    assert (Path(data["Layers"][0]["Path"]) / "b").read_bytes() == second
 
 
 def test_a_registry_that_ignores_the_range_sends_it_all_again(cli, scripted: Scripted,
