@@ -73,6 +73,7 @@ def main() -> None:
     rsys.make_private("/")
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     from bench_startup import compile_bytecode
+
     from volmerge.fixtures.images import REFS, image_archive
 
     compile_bytecode()

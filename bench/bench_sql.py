@@ -139,6 +139,7 @@ def sqlite_bench(work: str, rows: int, runs: int) -> dict[str, float]:
 
 def pg_bench(work: str, rows: int, runs: int) -> dict[str, float]:
     import psycopg
+
     from volmerge.strategies.sql import plan_replay, replay
     from volmerge.strategies.sql.pgtemp import PgServer, local_runner
 

@@ -359,17 +359,15 @@ class LibOps:
     CLI talking to a daemon, or a script on top of the library)."""
 
     def __init__(self, root: Path) -> None:
+        from volmerge.context import Context
         from volmerge.runtime import options as o
         from volmerge.runtime.store import Store
-
-        from volmerge.context import Context
 
         self.o = o
         self.ctx = Context(Store(root))
         self.eng, self.vols = self.ctx.engine, self.ctx.volumes
         self.eng.get(NAME)  # warm: database, imports
         import volmerge.runtime.health  # noqa: F401
-
         import volmerge.volumes.export  # noqa: F401
 
     def _opts(self, image: str, **kw):  # type: ignore[no-untyped-def]

@@ -80,7 +80,6 @@ def run(cmd: list[str], **kw) -> None:  # type: ignore[no-untyped-def]
 
 def bench_size(label: str, base: Path, runs: int, peer_runs: int) -> dict[str, float]:
     from volmerge.runtime.store import Store
-
     from volmerge.volumes import ContainerHooks, VolumeManager
 
     n, size, how = SIZES[label]

@@ -14,6 +14,7 @@ import re
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
+
 from volmerge.strategies.errors import BadInput
 
 from . import inserts

@@ -108,7 +108,6 @@ def tree_digest(path: Path) -> dict[str, str]:
 
 def volume_digest(root: Path, name: str) -> dict[str, str]:
     from volmerge.runtime.store import Store
-
     from volmerge.volumes import VolumeManager
 
     st = Store(root)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from volmerge.fixtures.demoapp import server as demo
 from volmerge.fixtures.images import demo_config, demo_policy, demo_seed
 

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from volmerge.fixtures import REFS, Dir, File, Hardlink, Symlink, build_image, image_archive, images
 from volmerge.fixtures.images import FixtureError
 

@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from volmerge.fixtures import REFS
 
 from tests.conftest import ROOT_DIR
+from volmerge.fixtures import REFS
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 

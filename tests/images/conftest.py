@@ -6,10 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
-from volmerge.runtime.images import ImageStore
-from volmerge.runtime.store import Store
 
 from tests.podman import podman
+from volmerge.runtime.images import ImageStore
+from volmerge.runtime.store import Store
 
 __all__ = ["podman"]
 

@@ -8,6 +8,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+
 from volmerge.runtime.errors import Conflict
 from volmerge.runtime.images import _USER_CHECKS, ImageStore, register_user_check
 

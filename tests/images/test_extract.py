@@ -7,6 +7,7 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from volmerge.runtime import sys as rsys
 from volmerge.runtime.errors import BadInput
 from volmerge.runtime.images import ImageStore

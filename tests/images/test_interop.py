@@ -11,6 +11,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
 from volmerge.runtime import sys as rsys
 from volmerge.runtime.images import ImageStore
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from volmerge.runtime import sys as rsys
 
 requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from volmerge.runtime.errors import BadInput, Conflict, NotFound
 from volmerge.runtime.network import Attachment, PortSpec
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from volmerge.runtime import sys as rsys
 from volmerge.runtime.errors import BadInput, Conflict, NotFound
 from volmerge.runtime.network import NetworkManager

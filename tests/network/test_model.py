@@ -7,6 +7,7 @@ import ipaddress
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from volmerge.runtime.errors import BadInput, Conflict
 from volmerge.runtime.network import PortSpec, hosts, ipam, ports
 

@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from volmerge.runtime import cgroups
 
 BUSYBOX_REF = "localhost/volmerge-fixture/busybox:latest"

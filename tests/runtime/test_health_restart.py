@@ -6,6 +6,7 @@ import json
 import time
 
 import pytest
+
 from volmerge.runtime.errors import NotDone
 from volmerge.runtime.options import HealthConfig, RestartPolicy, RunOptions
 

@@ -7,6 +7,7 @@ import os
 import signal
 
 import pytest
+
 from volmerge.runtime.executors.base import Stdio
 from volmerge.runtime.executors.runc import RuncRunning, spawn
 

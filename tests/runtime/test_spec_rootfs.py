@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from volmerge.runtime import rootfs, spec
 from volmerge.runtime import sys as rsys
 from volmerge.runtime.errors import BadInput

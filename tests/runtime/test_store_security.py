@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from volmerge.runtime import sys as rsys
 
 from ..conftest import _remove_networks

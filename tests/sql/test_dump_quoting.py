@@ -15,6 +15,7 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from volmerge.strategies.errors import BadInput
 from volmerge.strategies.sql import plan_replay, replay
 from volmerge.strategies.sql import quote as Q

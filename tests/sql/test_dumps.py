@@ -10,6 +10,7 @@ import tracemalloc
 
 import psycopg
 import pytest
+
 from volmerge.strategies.errors import BadInput
 from volmerge.strategies.sql import plan_replay, read_schema, replay
 from volmerge.strategies.sql.dumpstream import iter_statements, statements_of

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 import psycopg
 import pytest
+
 from volmerge.strategies.errors import BadInput, NotDone
 from volmerge.strategies.sql import plan_replay, read_schema, replay, replay_pg
 

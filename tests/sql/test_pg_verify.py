@@ -8,6 +8,7 @@ import threading
 
 import psycopg
 import pytest
+
 from volmerge.strategies.errors import BadInput, NotDone
 from volmerge.strategies.sql import plan_replay, read_schema, replay
 from volmerge.strategies.sql.replay_pg import _dest_types, _pg_sum

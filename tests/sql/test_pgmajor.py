@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import psycopg
 import pytest
+
 from volmerge.strategies.errors import BadInput
 from volmerge.strategies.sql.pgmajor import PgMajorResult, pg_upgrade_copy, upgrade_datadir
 from volmerge.strategies.sql.pgtemp import PgServer, local_runner
@@ -146,6 +147,7 @@ def test_database_names_reach_pg_dump_as_names(pg_server, tmp_path, name):
 
     import psycopg
     from psycopg import sql
+
     from volmerge.strategies.sql.pgmajor import conninfo_dbname
 
     with psycopg.connect(pg_server.url("postgres"), autocommit=True) as admin:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import psycopg
 import pytest
+
 from volmerge.strategies.errors import BadInput, NotDone
 from volmerge.strategies.sql import plan_replay, read_schema, replay
 

@@ -9,6 +9,7 @@ import sqlite3
 import psycopg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from volmerge.strategies.sql import plan_replay, replay
 
 _n = itertools.count()

@@ -7,6 +7,7 @@ import sqlite3
 import time
 
 import pytest
+
 from volmerge.strategies.errors import BadInput, NotDone
 from volmerge.strategies.sql import plan_replay, replay
 

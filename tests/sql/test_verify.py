@@ -8,6 +8,7 @@ import contextlib
 import re
 
 import pytest
+
 from volmerge.strategies.errors import NotDone
 from volmerge.strategies.sql import plan_replay, replay, replay_sqlite
 

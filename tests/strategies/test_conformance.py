@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from volmerge.strategies.base import FileStrategy, Strategy
 from volmerge.strategies.errors import BadInput
 from volmerge.strategies.registry import all_strategies, get_strategy, load_errors, registry

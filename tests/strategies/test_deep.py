@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.volumes.helpers import deep_tree
 from volmerge.strategies.errors import BadInput
 from volmerge.strategies.nodes import MAX_DEPTH
 from volmerge.strategies.tree import merge_trees
-
-from tests.volumes.helpers import deep_tree
 
 DEEP = 10_000
 

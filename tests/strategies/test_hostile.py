@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from volmerge.strategies.errors import BadInput
 from volmerge.strategies.tree import merge_trees
 

@@ -12,6 +12,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
 from volmerge.strategies import registry
 from volmerge.strategies.policy import parse_policy
 from volmerge.strategies.tree import merge_trees

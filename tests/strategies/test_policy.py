@@ -6,6 +6,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+
 from volmerge.strategies.errors import BadInput
 from volmerge.strategies.policy import (
     Policy,

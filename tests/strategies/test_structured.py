@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
+
 from volmerge.strategies.base import MergeOptions
 from volmerge.strategies.structured import MISSING, StructuredStrategy, plan_merge
 

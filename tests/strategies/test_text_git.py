@@ -11,6 +11,7 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from volmerge.strategies.base import MergeOptions
 from volmerge.strategies.text import merge_text
 

@@ -7,6 +7,7 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from volmerge.strategies.errors import BadInput
 from volmerge.strategies.tree import MergeConflict, merge_trees
 

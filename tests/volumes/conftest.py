@@ -3,8 +3,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from volmerge.runtime.store import Store
 
+from volmerge.runtime.store import Store
 from volmerge.volumes import VolumeManager
 
 

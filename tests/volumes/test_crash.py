@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from volmerge.runtime import sys as rsys
 from volmerge.runtime.store import Store
-
 from volmerge.volumes import ContainerHooks, VolumeManager
 from volmerge.volumes.faults import STEPS
 

@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
-from volmerge.runtime import fsutil
-from volmerge.runtime.store import Store
 
 from tests.runtime.conftest import busybox_rootfs  # noqa: F401 - a fixture
+from volmerge.runtime import fsutil
+from volmerge.runtime.store import Store
 from volmerge.volumes import VolumeManager
 
 from .helpers import deep_tree

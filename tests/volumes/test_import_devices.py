@@ -10,8 +10,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from volmerge.runtime.store import Store
 
+from volmerge.runtime.store import Store
 from volmerge.volumes import VolumeManager
 
 
