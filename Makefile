@@ -7,7 +7,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEB_PACKAGES := runc busybox-static podman skopeo umoci zstd nftables sqlite3 \
-                postgresql-15 postgresql-client-15 iproute2 git uidmap mmdebstrap
+                postgresql-15 postgresql-client-15 iproute2 git uidmap mmdebstrap \
+                docker-registry apache2-utils openssl
 export PATH := /usr/lib/postgresql/15/bin:$(PATH)
 
 .PHONY: install deps venv test demo bench lint clean
@@ -23,6 +24,10 @@ deps:
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian packages: $$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	    case " $$missing " in *" docker-registry "*) \
+	      : "the package enables an open registry on :5000; the tests start their own"; \
+	      if command -v systemctl >/dev/null 2>&1; then systemctl disable --now docker-registry >/dev/null 2>&1 || true; fi;; \
+	    esac; \
 	  else \
 	    echo "warning: missing Debian packages (run as root to install): $$missing" >&2; \
 	  fi; \

@@ -72,6 +72,18 @@ MIGRATIONS = [
     );
     CREATE INDEX tags_image ON tags(image_id);
     """,
+    # v2: where a pulled image came from (`volmerge pull`): the repository and
+    # the digest its tag resolved to there (an index's digest for a
+    # multi-platform image), as `docker images --digests` shows.
+    """
+    CREATE TABLE repo_digests (
+        image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        repository TEXT NOT NULL,            -- registry/name, no tag
+        digest TEXT NOT NULL,                -- sha256:<hex> the registry served
+        pulled_at REAL NOT NULL,
+        PRIMARY KEY (image_id, repository)
+    );
+    """,
 ]
 
 UserCheck = Callable[[Store, str], "list[str]"]
@@ -87,6 +99,18 @@ def register_user_check(fn: UserCheck) -> None:
 
 
 Progress = Callable[[str, int, int], None]   # (label, bytes done, bytes total)
+# Called before a staged layer blob is extracted: returns None once the blob is
+# in place and verified, or a stream of it still downloading (a pull extracts
+# while it downloads).
+BlobReady = Callable[["oci.Blob"], "Streaming | None"]
+
+
+class Streaming:
+    """A layer blob being downloaded: ``reader`` gives its bytes as they
+    arrive; ``finish()`` blocks until the whole blob is verified (or raises)."""
+
+    reader: Any
+    def finish(self) -> None: ...  # pragma: no cover - interface
 
 
 @dataclass
@@ -115,6 +139,7 @@ class Image:
     manifest_media_type: str = oci.OCI_MANIFEST
     manifest_size: int = 0
     loaded_at: float = 0.0
+    repo_digests: list[str] = field(default_factory=list)   # ["registry/name@sha256:..."]
 
     @property
     def short_id(self) -> str:
@@ -135,6 +160,7 @@ class Image:
             "RepoTags": list(self.tags),
             "ManifestDigest": self.manifest_digest,
             "ManifestMediaType": self.manifest_media_type,
+            "RepoDigests": list(self.repo_digests),
             "Created": self.created,
             "Architecture": cfg.get("architecture"),
             "Os": cfg.get("os"),
@@ -285,8 +311,13 @@ class ImageStore:
                 (image_id,),
             )
         ]
+        repo_digests = [f"{r[0]}@{r[1]}" for r in db.execute(
+            "SELECT repository, digest FROM repo_digests WHERE image_id = ?"
+            " ORDER BY pulled_at, repository", (image_id,)
+        )]
         return Image(
             id=row["id"], manifest_digest=row["manifest_digest"], tags=tags,
+            repo_digests=repo_digests,
             config=json.loads(row["config"]), layers=layers, size=int(row["size"]),
             created=row["created"], manifest_media_type=row["manifest_media_type"],
             manifest_size=int(row["manifest_size"]), loaded_at=float(row["loaded_at"]),
@@ -315,29 +346,64 @@ class ImageStore:
             staged = oci.read_source(path, staging)
             if new_tag is not None and len(staged) > 1:
                 raise BadInput(f"{path} holds {len(staged)} images; --tag needs exactly one")
-            plans = [self._plan(s) for s in staged]
-            all_layers = {d for p in plans for d, _b in p.layers}
-            extracted: list[str] = []
-            try:
-                with self.layers.locked(all_layers):
-                    n = sum(len(p.layers) for p in plans)
-                    k = 0
+            return self.load_staged(staged, tag=new_tag, progress=progress)
+
+    def load_staged(self, staged: list[oci.Staged], tag: str | None = None,
+                    progress: Progress | None = None, *, ready: BlobReady | None = None,
+                    repo_digest: tuple[str, str] | None = None) -> list[Image]:
+        """Commit images whose blobs are staged under the store's ``tmp/``:
+        the one way into the store (``load`` and ``pull`` alike), so every
+        image gets the same checks.  ``ready(blob)`` is called before each
+        layer is extracted and may block until that blob is in place and
+        verified; ``repo_digest`` = (repository, digest) records where a
+        pulled image came from."""
+        new_tag = new_name(tag) if tag is not None else None
+        plans = [self._plan(s) for s in staged]
+        all_layers = {d for p in plans for d, _b in p.layers}
+        extracted: list[str] = []
+        try:
+            with self.layers.locked(all_layers):
+                n = sum(len(p.layers) for p in plans)
+                k = 0
+                for p in plans:
+                    for diff_id, blob in p.layers:
+                        k += 1
+                        label = f"layer {k}/{n} ({blob.digest[7:19]})"
+                        cb = None if progress is None else functools.partial(progress, label)
+                        src = None
+                        if ready is not None and not self.layers.present(diff_id):
+                            src = ready(blob)
+                        if self.layers.ensure(diff_id, blob.path if src is None else src.reader,
+                                              label=label, progress=cb, size=blob.size,
+                                              verified=None if src is None else src.finish):
+                            extracted.append(diff_id)
+                if ready is not None:  # every blob, even of a layer that was present
                     for p in plans:
-                        for diff_id, blob in p.layers:
-                            k += 1
-                            label = f"layer {k}/{n} ({blob.digest[7:19]})"
-                            cb = None if progress is None else functools.partial(progress, label)
-                            if self.layers.ensure(diff_id, blob.path, label=label, progress=cb):
-                                extracted.append(diff_id)
-                    with self.store.lock("images"):
-                        self._commit(plans, new_tag)
-            except BaseException:
-                # nothing partial: layers this load extracted for an image that
-                # never got committed go again (unless someone else uses them now)
-                self.layers.remove_unused(extracted)
-                raise
+                        for _d, blob in p.layers:
+                            src = ready(blob)
+                            if src is not None:
+                                src.finish()
+                with self.store.lock("images"):
+                    self._commit(plans, new_tag, repo_digest)
+        except BaseException:
+            # nothing partial: layers this load extracted for an image that
+            # never got committed go again (unless someone else uses them now)
+            self.layers.remove_unused(extracted)
+            raise
         out = [self._load_row(p.staged.config.digest[7:]) for p in plans]
         return [img for img in out if img is not None]
+
+    def blob_for_layer(self, digest: str, diff_id: str) -> Path | None:
+        """The stored blob ``digest`` if an image already has it as the layer
+        ``diff_id`` (so a pull need not download it again), else None."""
+        row = self.store.db.execute(
+            "SELECT 1 FROM image_layers WHERE digest = ? AND diff_id = ? LIMIT 1",
+            (digest, diff_id),
+        ).fetchone()
+        if row is None:
+            return None
+        p = self.store.path("blobs", "sha256", oci.digest_hex(digest))
+        return p if p.is_file() and self.layers.present(diff_id) else None
 
     def _plan(self, s: oci.Staged) -> _Plan:
         cfg = oci.parse_json(s.config_bytes, f"image config {s.config.digest}")
@@ -369,7 +435,8 @@ class ImageStore:
         created = cfg.get("created") if isinstance(cfg.get("created"), str) else None
         return _Plan(s, cfg, list(zip(diff_ids, s.layers)), names, created)
 
-    def _commit(self, plans: list[_Plan], new_tag: str | None) -> None:
+    def _commit(self, plans: list[_Plan], new_tag: str | None,
+                repo_digest: tuple[str, str] | None = None) -> None:
         """Under the ``images`` lock: blobs into place, then one transaction."""
         blobs_dir = self.store.path("blobs", "sha256")
         for p in plans:
@@ -404,6 +471,13 @@ class ImageStore:
                         " ON CONFLICT(name) DO UPDATE SET image_id = excluded.image_id,"
                         " tagged_at = excluded.tagged_at",
                         (name, image_id, now),
+                    )
+                if repo_digest is not None:
+                    db.execute(
+                        "INSERT INTO repo_digests(image_id, repository, digest, pulled_at)"
+                        " VALUES (?, ?, ?, ?) ON CONFLICT(image_id, repository) DO UPDATE"
+                        " SET digest = excluded.digest, pulled_at = excluded.pulled_at",
+                        (image_id, repo_digest[0], repo_digest[1], now),
                     )
 
     def import_dir(self, src: str | os.PathLike[str], tag: str | None = None,

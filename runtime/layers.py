@@ -26,6 +26,10 @@ from . import atomicfile, fsutil
 from .errors import BadInput, NotDone
 from .store import Store
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
+if TYPE_CHECKING:
+    from io import BufferedReader
+
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -59,10 +63,14 @@ class LayerStore:
         row = self.store.db.execute("SELECT 1 FROM layers WHERE diff_id = ?", (diff_id,)).fetchone()
         return row is not None and self.path(diff_id).is_dir()
 
-    def ensure(self, diff_id: str, blob: Path, *, label: str,
-               progress: Callable[[int, int], None] | None = None) -> bool:
+    def ensure(self, diff_id: str, blob: Path | BufferedReader, *, label: str,
+               progress: Callable[[int, int], None] | None = None, size: int | None = None,
+               verified: Callable[[], None] | None = None) -> bool:
         """Make the layer present, extracting ``blob`` if needed.  The caller
-        holds :meth:`locked` for ``diff_id``.  Returns True if it extracted."""
+        holds :meth:`locked` for ``diff_id``.  Returns True if it extracted.
+        ``blob`` may be a stream of ``size`` bytes still being downloaded:
+        ``verified()`` then blocks until the blob's own digest is checked (or
+        raises), before the layer is moved into place."""
         if self.present(diff_id):
             return False
         final = self.dir(diff_id)
@@ -75,7 +83,12 @@ class LayerStore:
             from .tarsafe import Extracted, extract_layer
 
             try:
-                got: Extracted = extract_layer(blob, tree, label=label, progress=progress)
+                got: Extracted = extract_layer(blob, tree, label=label, progress=progress,
+                                               size=size)
+            except BadInput:
+                if verified is not None:
+                    verified()  # a blob failing its own digest is the cause to report
+                raise
             except OSError as exc:
                 raise NotDone(f"extracting {label} failed: {exc.strerror or exc}") from None
             if got.diff_id != diff_id:
@@ -83,6 +96,8 @@ class LayerStore:
                     f"digest mismatch for {label}: the image config says diff_id {diff_id}, "
                     f"the uncompressed layer is {got.diff_id}"
                 )
+            if verified is not None:
+                verified()
             from . import sys as rsys
 
             rsys.syncfs(work)

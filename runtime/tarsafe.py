@@ -21,9 +21,11 @@ their magic bytes, whatever the media type claims.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gzip
 import hashlib
+import io
 import os
 import tarfile
 import zlib
@@ -135,18 +137,23 @@ def _decompress_errors() -> tuple[type[BaseException], ...]:
     return tuple(errs)
 
 
-def extract_layer(blob: str | os.PathLike[str], dest: str | os.PathLike[str], *,
-                  label: str = "layer", progress: Progress | None = None) -> Extracted:
+def extract_layer(blob: str | os.PathLike[str] | io.BufferedReader, dest: str | os.PathLike[str],
+                  *, label: str = "layer", progress: Progress | None = None,
+                  size: int | None = None) -> Extracted:
     """Extract the layer blob at ``blob`` into the existing empty dir ``dest``.
+    ``blob`` may also be an open buffered stream of ``size`` bytes (a pull
+    extracts a layer while it downloads).
 
     Raises BadInput for anything hostile or corrupt; ``dest`` is then left
     half-filled and the caller throws it away (it lives in the store's tmp/).
     """
     dest = Path(dest)
-    total = os.path.getsize(blob)
-    with open(blob, "rb") as raw:
-        head = raw.read(4)
-        raw.seek(0)
+    if isinstance(blob, io.BufferedReader):
+        total, opened = size or 0, contextlib.nullcontext(blob)
+    else:
+        total, opened = os.path.getsize(blob), open(blob, "rb")
+    with opened as raw:
+        head = raw.peek(4)[:4]
         src: BinaryIO = raw
         if progress is not None:
             src = _ProgressReader(raw, total, progress)  # type: ignore[assignment]

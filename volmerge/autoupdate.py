@@ -52,7 +52,8 @@ def policy_of(labels: dict[str, str], image_labels: dict[str, str]) -> str | Non
 
 
 def check(ctx: Any, pull: Callable[[str], None] | None = None) -> list[Update]:
-    """Every labelled container and whether its reference names a new image."""
+    """Every labelled container and whether its reference names a new image
+    (``pull``: how the registry policy brings the reference up to date)."""
     from volmerge.runtime.errors import RuntimeFault
 
     out = []
@@ -67,24 +68,15 @@ def check(ctx: Any, pull: Callable[[str], None] | None = None) -> list[Update]:
             u.updated, u.detail = "failed", f"unknown {LABEL} policy {policy[8:]!r}"
             continue
         try:
-            if policy == "registry":
-                if pull is None:
-                    raise _NoRegistry()
+            if policy == "registry" and pull is not None:
                 pull(c.image_ref)
             u.new = ctx.images.get(c.image_ref).id
-        except _NoRegistry:
-            u.updated, u.detail = "failed", "the registry policy needs `volmerge pull`"
-            continue
         except RuntimeFault as exc:
             u.updated, u.detail = "failed", str(exc)
             continue
         if u.new != u.current:
             u.updated = "pending"
     return out
-
-
-class _NoRegistry(Exception):
-    pass
 
 
 def _kept_generation(ctx: Any, c: Any) -> bool:

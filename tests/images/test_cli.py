@@ -140,7 +140,7 @@ def test_state_database_pragmas_and_schema(images: ImageStore, root: Path) -> No
     assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     raw = sqlite3.connect(root / "state.db")
     try:
-        assert raw.execute("SELECT version FROM schema_version WHERE component='images'").fetchone()[0] == 1
+        assert raw.execute("SELECT version FROM schema_version WHERE component='images'").fetchone()[0] == 2  # v2: repo_digests
     finally:
         raw.close()
 

@@ -52,5 +52,12 @@ def _brief(summary: dict) -> str:  # type: ignore[type-arg]
 
 
 def _puller(c):  # type: ignore[no-untyped-def]
-    """The registry policy's pull (None: this build has no registry client)."""
-    return None
+    """The registry policy's pull: the reference from its registry into the
+    store (layers it has already are not fetched again)."""
+
+    def pull_ref(ref: str) -> None:
+        from volmerge.runtime.registry.pull import pull
+
+        pull(c.images, ref)
+
+    return pull_ref

@@ -120,15 +120,20 @@ def ls(
     ctx: typer.Context,
     json_: bool = typer.Option(False, "--json", help="Print a JSON list."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only print image ids."),
+    digests: bool = typer.Option(False, "--digests",
+                                 help="Add a DIGEST column: the repository digest of a "
+                                      "pulled image."),
 ) -> None:
     """List images.
 
-    One row per tag: repository, tag, image id, created, size.
+    One row per tag: repository, tag, image id, created, size (and, with
+    --digests, the digest the registry served for a pulled image).
     """
     imgs = _images(ctx).list()
     if json_:
         emit_json([
-            {"Id": i.digest, "RepoTags": i.tags, "Created": i.created, "Size": i.size,
+            {"Id": i.digest, "RepoTags": i.tags, "RepoDigests": i.repo_digests,
+             "Created": i.created, "Size": i.size,
              "Layers": len(i.layers), "ManifestDigest": i.manifest_digest}
             for i in imgs
         ])
@@ -139,10 +144,17 @@ def ls(
         return
     rows = []
     for i in imgs:
+        by_repo = dict(d.split("@", 1) for d in i.repo_digests)
         for name in i.tags or ["<none>:<none>"]:
             repo, tag = _split(name)
-            rows.append([repo, tag, i.short_id, _ago(i.created), human_size(i.size)])
-    table(["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], rows)
+            row = [repo, tag, i.short_id, _ago(i.created), human_size(i.size)]
+            if digests:
+                row.insert(2, by_repo.get(repo, "<none>"))
+            rows.append(row)
+    columns = ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]
+    if digests:
+        columns.insert(2, "DIGEST")
+    table(columns, rows)
 
 
 @image_app.command("inspect")

@@ -1,0 +1,8 @@
+"""A client of the OCI distribution API: pull, push, login, logout.
+
+``reference`` parses ``registry/name:tag``; ``auth`` reads and writes the
+credentials file podman and skopeo use and answers auth challenges;
+``transport`` is the HTTP(S) client (TLS, retries, ranges); ``pull`` and
+``push`` move images between a registry and the image store.  Nothing here is
+imported on the ``run`` path: httpx is loaded only by these modules.
+"""

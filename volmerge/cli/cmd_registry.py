@@ -1,0 +1,229 @@
+"""`volmerge pull / push / login / logout`: images to and from registries.
+
+Thin commands over :mod:`runtime.registry` (architecture.md, principle 5);
+httpx is imported only when one of them runs.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import typer
+
+from .common import human_size, store
+
+_TLS_HELP = "Verify the registry's TLS certificate (true|false); false only when you must."
+_CERT_HELP = "Directory with the registry's CA (*.crt) and client certificate (*.cert, *.key)."
+_AUTH_HELP = "Credentials file (default: $REGISTRY_AUTH_FILE, then podman's auth.json)."
+
+
+def _tls(tls_verify: str, cert_dir: str | None):  # type: ignore[no-untyped-def]
+    from volmerge.runtime.errors import BadInput
+    from volmerge.runtime.registry.transport import TlsOptions
+
+    v = tls_verify.strip().lower()
+    if v not in ("true", "false", "1", "0", "yes", "no"):
+        raise BadInput(f"--tls-verify takes true or false, not {tls_verify!r}")
+    return TlsOptions(verify=v in ("true", "1", "yes"), cert_dir=cert_dir)
+
+
+def _images(ctx: typer.Context):  # type: ignore[no-untyped-def]
+    from volmerge.runtime.images import ImageStore
+
+    return ImageStore(store(ctx))
+
+
+class Display:
+    """Per-layer progress: rich bars on stderr when it is a terminal, else
+    plain lines on stdout (one per layer and state change, as ``docker pull``
+    prints them), so stderr holds nothing but an error; nothing with --quiet."""
+
+    _PLAIN = {"exists": "already present", "downloaded": "downloaded", "extracting": None,
+              "pushed": "pushed", "done": None, "waiting": None, "downloading": None,
+              "uploading": None}
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.tty = not quiet and sys.stderr.isatty()
+        self.progress: Any = None
+        self.tasks: dict[str, Any] = {}
+        self.said: dict[str, str] = {}
+        self.lock = __import__("threading").Lock()
+
+    def __call__(self, digest: str, status: str, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        key = digest[7:19] if digest.startswith("sha256:") else digest[:12]
+        with self.lock:
+            if self.tty:
+                self._bar(key, status, done, total)
+            else:
+                self._line(key, status, done, total)
+
+    def _line(self, key: str, status: str, done: int, total: int) -> None:
+        text = self._PLAIN.get(status)
+        if text is None or self.said.get(key) == status:
+            return
+        self.said[key] = status
+        size = f" ({human_size(total)})" if total and status in ("downloaded", "pushed") else ""
+        sys.stdout.write(f"{key}: {text}{size}\n")
+        sys.stdout.flush()
+
+    def _bar(self, key: str, status: str, done: int, total: int) -> None:
+        if self.progress is None:
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TransferSpeedColumn,
+            )
+
+            from .common import console
+
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                     DownloadColumn(), TransferSpeedColumn(),
+                                     console=console(stderr=True))
+            self.progress.start()
+        label = {"exists": "already present", "downloaded": "verified", "done": "done",
+                 "waiting": "waiting"}.get(status, status)
+        if key not in self.tasks:
+            self.tasks[key] = self.progress.add_task(f"{key} {label:<16}", total=total or None)
+        self.progress.update(self.tasks[key], completed=done, total=total or None,
+                             description=f"{key} {label:<16}")
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def pull(
+    ctx: typer.Context,
+    ref: str = typer.Argument(..., metavar="REF", help="[REGISTRY/]NAME[:TAG|@DIGEST]"),
+    platform: str | None = typer.Option(None, "--platform", metavar="OS/ARCH[/VARIANT]",
+                                        help="Which image of a multi-platform index "
+                                             "(default: this host's)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q",
+                               help="No progress; print only the image id."),
+    tls_verify: str = typer.Option("true", "--tls-verify", metavar="BOOL", help=_TLS_HELP),
+    cert_dir: str | None = typer.Option(None, "--cert-dir", metavar="DIR", help=_CERT_HELP),
+    authfile: str | None = typer.Option(None, "--authfile", metavar="FILE", help=_AUTH_HELP),
+) -> None:
+    """Pull an image from a registry into the store.
+
+    Docker schema 2 and OCI manifests, image indexes (the host's platform or
+    --platform), gzip / zstd / plain layers.  Every digest is verified before
+    anything is committed; layers the store has are not downloaded again;
+    the image is checked and stored exactly as `image load` does.
+    Example: volmerge pull registry.example.com:5000/team/app:1.2
+    """
+    from volmerge.runtime.registry.pull import PullOptions
+    from volmerge.runtime.registry.pull import pull as do_pull
+
+    opts = PullOptions(platform=platform, tls=_tls(tls_verify, cert_dir), authfile=authfile)
+    images = _images(ctx)
+    show = Display(quiet)
+    t0 = time.monotonic()
+    try:
+        got = do_pull(images, ref, opts, show)
+    finally:
+        show.close()
+    if quiet:
+        print(got.image.digest)
+        return
+    print(f"Digest: {got.digest}")
+    print(f"Pulled: {got.ref.local_tag or got.ref} (image {got.image.short_id}; "
+          f"{got.downloaded} layer(s) downloaded, {got.reused} already present, "
+          f"{time.monotonic() - t0:.1f}s)")
+
+
+def push(
+    ctx: typer.Context,
+    ref: str = typer.Argument(..., metavar="REF", help="Image of the store: name[:tag] or id."),
+    dest: str | None = typer.Argument(None, metavar="[DEST]",
+                                      help="REGISTRY/NAME[:TAG] (default: REF itself)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress; print only the digest."),
+    tls_verify: str = typer.Option("true", "--tls-verify", metavar="BOOL", help=_TLS_HELP),
+    cert_dir: str | None = typer.Option(None, "--cert-dir", metavar="DIR", help=_CERT_HELP),
+    authfile: str | None = typer.Option(None, "--authfile", metavar="FILE", help=_AUTH_HELP),
+) -> None:
+    """Push an image of the store to a registry.
+
+    The blobs go as stored, so the registry serves the image's own manifest
+    digest.  Blobs the repository has are not uploaded again; the manifest
+    goes last.  Example: volmerge push app:1 registry.example.com:5000/team/app:1
+    """
+    from volmerge.runtime.registry.push import PushOptions
+    from volmerge.runtime.registry.push import push as do_push
+
+    opts = PushOptions(tls=_tls(tls_verify, cert_dir), authfile=authfile)
+    show = Display(quiet)
+    try:
+        got = do_push(_images(ctx), ref, dest, opts, show)
+    finally:
+        show.close()
+    if quiet:
+        print(got.digest)
+        return
+    print(f"Digest: {got.digest}")
+    print(f"Pushed: {got.ref} ({got.uploaded} blob(s) uploaded, {got.skipped} already there)")
+
+
+def login(
+    registry: str = typer.Argument(..., metavar="REGISTRY", help="HOST[:PORT]"),
+    username: str | None = typer.Option(None, "--username", "-u", help="User name."),
+    password: str | None = typer.Option(None, "--password", "-p",
+                                        help="Password (visible to other users: prefer "
+                                             "--password-stdin)."),
+    password_stdin: bool = typer.Option(False, "--password-stdin",
+                                        help="Read the password from standard input."),
+    tls_verify: str = typer.Option("true", "--tls-verify", metavar="BOOL", help=_TLS_HELP),
+    cert_dir: str | None = typer.Option(None, "--cert-dir", metavar="DIR", help=_CERT_HELP),
+    authfile: str | None = typer.Option(None, "--authfile", metavar="FILE", help=_AUTH_HELP),
+) -> None:
+    """Log in to a registry: check the credentials, then store them.
+
+    They go into the auth.json podman and skopeo use, so either tool's
+    login works for the other.  Example: volmerge login -u me --password-stdin reg:5000
+    """
+    from volmerge.runtime.errors import BadInput
+    from volmerge.runtime.registry.session import login as do_login
+
+    if password_stdin:
+        if password is not None:
+            raise BadInput("--password and --password-stdin exclude each other")
+        password = sys.stdin.readline().rstrip("\r\n")
+    if username is None:
+        if not sys.stdin.isatty():
+            raise BadInput("login needs --username (no terminal to ask on)")
+        username = input("Username: ")
+    if password is None:
+        if not sys.stdin.isatty():
+            raise BadInput("login needs --password-stdin or --password (no terminal to ask on)")
+        import getpass
+
+        password = getpass.getpass("Password: ")
+    path = do_login(registry, username, password, tls=_tls(tls_verify, cert_dir),
+                    authfile=authfile)
+    print(f"Login Succeeded! (credentials in {path})")
+
+
+def logout(
+    registry: str | None = typer.Argument(None, metavar="REGISTRY", help="HOST[:PORT]"),
+    all_: bool = typer.Option(False, "--all", "-a", help="Remove every stored login."),
+    authfile: str | None = typer.Option(None, "--authfile", metavar="FILE", help=_AUTH_HELP),
+) -> None:
+    """Remove a registry's stored credentials (or all of them with --all)."""
+    from volmerge.runtime.registry.session import logout as do_logout
+
+    for key in do_logout(registry, all_=all_, authfile=authfile):
+        print(f"Removed login credentials for {key}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("pull", no_args_is_help=True)(pull)
+    app.command("push", no_args_is_help=True)(push)
+    app.command("login", no_args_is_help=True)(login)
+    app.command("logout")(logout)
