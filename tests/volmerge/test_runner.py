@@ -3,6 +3,7 @@ that record what they do, a real store for the lock and the journal."""
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -220,5 +221,5 @@ def test_steps_round_trip_through_the_journal() -> None:
     s = Rec("a", fail=True)
     kind, args = s.to_journal()
     assert from_journal(kind, args) == s
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         s.name = "b"  # type: ignore[misc]

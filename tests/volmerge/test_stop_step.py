@@ -18,9 +18,8 @@ STOP = ("import sys\nfrom volmerge.runtime.store import Store\nfrom volmerge.con
 
 
 def test_undo_of_a_stop_cut_short_lets_it_finish_then_restarts(root, fixture_image):
-    from volmerge.runtime.store import Store
-
     from volmerge.context import Context
+    from volmerge.runtime.store import Store
     from volmerge.upgrade.steps import StopContainer
 
     st = Store(root)

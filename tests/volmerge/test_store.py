@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from volmerge.runtime.errors import BadInput
 from volmerge.runtime.store import Store
 

@@ -16,7 +16,12 @@ import json
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from volmerge.runtime.store import Store
 
 COMPONENT = "upgrades"
 MIGRATIONS = [
@@ -72,7 +77,7 @@ MIGRATIONS = [
 ]
 
 
-def ensure(store: Any) -> None:
+def ensure(store: Store) -> None:
     store.ensure_schema(COMPONENT, MIGRATIONS)
 
 
@@ -101,7 +106,7 @@ class Generation:
         }
 
 
-def _gen(row: Any) -> Generation:
+def _gen(row: sqlite3.Row) -> Generation:
     return Generation(
         container=row["container"], gen=row["gen"], container_id=row["container_id"],
         image_id=row["image_id"], image_ref=row["image_ref"], volumes=json.loads(row["volumes"]),
@@ -110,7 +115,7 @@ def _gen(row: Any) -> Generation:
     )
 
 
-def generations(store: Any, container: str) -> list[Generation]:
+def generations(store: Store, container: str) -> list[Generation]:
     ensure(store)
     rows = store.db.execute(
         "SELECT * FROM generations WHERE container = ? ORDER BY gen", (container,)
@@ -118,7 +123,7 @@ def generations(store: Any, container: str) -> list[Generation]:
     return [_gen(r) for r in rows]
 
 
-def history(store: Any, container: str) -> list[dict[str, Any]]:
+def history(store: Store, container: str) -> list[dict[str, Any]]:
     """Generations plus every attempt (committed, rolled back) on the container."""
     ensure(store)
     gens = generations(store, container)
@@ -156,12 +161,12 @@ class StepRow:
 class Journal:
     """One transaction's journal rows."""
 
-    def __init__(self, store: Any, jid: str) -> None:
+    def __init__(self, store: Store, jid: str) -> None:
         self.store = store
         self.id = jid
 
     @classmethod
-    def begin(cls, store: Any, *, container: str, kind: str, from_image: str, to_image: str,
+    def begin(cls, store: Store, *, container: str, kind: str, from_image: str, to_image: str,
               plan: dict[str, Any], steps: list[tuple[str, dict[str, Any]]],
               jid: str | None = None, no_return: int | None = None) -> Journal:
         ensure(store)
@@ -199,7 +204,7 @@ class Journal:
         return [StepRow(idx=r["idx"], kind=r["kind"], args=json.loads(r["args"]), state=r["state"],
                         undo=json.loads(r["undo"]) if r["undo"] else {}) for r in rows]
 
-    def row(self) -> Any:
+    def row(self) -> sqlite3.Row:
         return self.store.db.execute("SELECT * FROM upgrade_journal WHERE id = ?", (self.id,)).fetchone()
 
     def plan(self) -> dict[str, Any]:
@@ -207,8 +212,8 @@ class Journal:
         return plan
 
     def finish(self, state: str, *, error: str | None = None, timings: dict[str, float] | None = None,
-               report: dict[str, Any] | None = None, db: Any = None) -> None:
-        def write(conn: Any) -> None:
+               report: dict[str, Any] | None = None, db: sqlite3.Connection | None = None) -> None:
+        def write(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "UPDATE upgrade_journal SET state = ?, error = ?, timings = ?,"
                 " report = COALESCE(?, report), finished = ? WHERE id = ?",
@@ -235,7 +240,7 @@ class Journal:
             db.execute("DELETE FROM upgrade_journal WHERE id = ?", (self.id,))
 
 
-def pending(store: Any) -> list[Any]:
+def pending(store: Store) -> list[sqlite3.Row]:
     """Journals a crash left open: ``begun`` (undo) or ``committed`` (finish)."""
     ensure(store)
     return store.db.execute(

@@ -14,12 +14,14 @@ from ..errors import NotDone
 
 if TYPE_CHECKING:
     from volmerge.runtime.images import Image
+    from volmerge.strategies.policy import Policy
+    from volmerge.strategies.tree import TreeReport
 
     from .ctx import Ctx
 
 
 def merge_volume(ctx: Ctx, image: Image | None, volume: str, target: str, *, at: str | None,
-                 out: Path, policy: Any, on_conflict: str, dry_run: bool = False,
+                 out: Path, policy: Policy | None, on_conflict: str, dry_run: bool = False,
                  old_image: Image | None = None) -> dict[str, Any]:
     """Merge ``image``'s content at ``target`` into ``volume`` (as of snapshot
     ``at``), writing the changed paths to ``out``.  Returns the tree report as
@@ -54,7 +56,7 @@ def merge_volume(ctx: Ctx, image: Image | None, volume: str, target: str, *, at:
     return report
 
 
-def _first_conflict(report: Any) -> str:
+def _first_conflict(report: TreeReport) -> str:
     for f in report.conflicts:
         loc = f"{f.path}"
         if f.conflicts:

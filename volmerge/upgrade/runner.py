@@ -274,7 +274,7 @@ def recover(ctx: Ctx, container: str | None = None, *, locked: bool = False) -> 
     return done
 
 
-def _recover_one(ctx: Ctx, row: Any) -> dict[str, Any]:
+def _recover_one(ctx: Ctx, row: sqlite3.Row) -> dict[str, Any]:
     import json
 
     j = jr.Journal(ctx.store, row["id"])

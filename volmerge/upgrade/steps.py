@@ -25,6 +25,7 @@ from ..volumes import faults
 if TYPE_CHECKING:
     from volmerge.runtime.containers import Container
     from volmerge.runtime.images import Image
+    from volmerge.strategies.policy import Policy
 
     from .ctx import Ctx
 
@@ -39,7 +40,7 @@ class Tx:
 
     new_image: Image | None = None
     old_image: Image | None = None
-    policy: Any = None                      # strategies.policy.Policy
+    policy: Policy | None = None
     reports: dict[str, dict[str, Any]] = field(default_factory=dict)
     new_id: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
