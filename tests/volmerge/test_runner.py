@@ -215,6 +215,11 @@ def test_unknown_kind_is_refused(ctx: Ctx) -> None:
     with pytest.raises(NotDone, match="not known"):
         _run(ctx, _prepared(Rec("a")), kind="no-such-kind")
     assert LOG == []
+    _crashed(ctx, "no-such-kind", ["applied"])
+    _crashed(ctx, "test-kind", ["applied"])
+    out = runner.recover(ctx)  # type: ignore[arg-type]
+    assert [d["action"] for d in out] == ["failed", "rolled back"]
+    assert "not known" in out[0]["error"] and LOG == ["undo a a"]
 
 
 def test_steps_round_trip_through_the_journal() -> None:
