@@ -39,8 +39,24 @@ class Rec(Step):
             raise RuntimeError(f"{self.name} broke")
         return {"made": self.name}
 
-    def undo(self, ctx: Any, data: dict[str, Any]) -> None:
-        LOG.append(f"undo {self.name} {data.get('made', '-')}")
+    def reverse(self, data: dict[str, Any]) -> Step | None:
+        return Unrec(name=self.name, made=data.get("made", "-"))
+
+
+@dataclass(frozen=True)
+class Unrec(Step):
+    """Rec's reverse: data built from Rec's fields and what its apply returned."""
+
+    kind = "test-unrec"
+    name: str
+    made: str
+
+    def describe(self) -> str:
+        return f"unrec {self.name}"
+
+    def apply(self, ctx: Any, tx: Tx) -> dict[str, Any]:
+        LOG.append(f"undo {self.name} {self.made}")
+        return {}
 
 
 @dataclass(frozen=True)
@@ -226,5 +242,38 @@ def test_steps_round_trip_through_the_journal() -> None:
     s = Rec("a", fail=True)
     kind, args = s.to_journal()
     assert from_journal(kind, args) == s
+    assert s.reverse({"made": "a"}) == Unrec("a", "a")  # the undo is data too
     with pytest.raises(dataclasses.FrozenInstanceError):
         s.name = "b"  # type: ignore[misc]
+
+
+def test_the_undo_is_reported_per_reversible_step(ctx: Ctx) -> None:
+    events: list[str] = []
+    with pytest.raises(runner.Failed):
+        runner.run_journaled(ctx, "test-kind", "c",  # type: ignore[arg-type]
+                             lambda: _prepared(Rec("a"), Rec("b", fail=True)),
+                             progress=lambda e, t, s: events.append(f"{e} {t}"))
+    assert events[-3:] == ["fail b broke", "undo undo: rec b", "undo undo: rec a"]
+
+
+def test_the_upgrade_steps_reverse_as_data() -> None:
+    from volmerge.upgrade import steps as st
+
+    assert st.StopContainer("c", "app", 5.0).reverse({"was_running": True}) == \
+        st.StartAgain("c", "app", 5.0)
+    assert st.StopContainer("c", "app", 5.0, running=False).reverse({}) is None
+    assert st.StopContainer("c", "app", 5.0).reverse({"was_running": False}) is None
+    assert st.SnapshotVolume("v", "pre", restore=True).reverse({}) == st.RestoreSnapshot("v", "pre")
+    assert st.SnapshotVolume("v", "post").reverse({}) is None
+    assert st.MergeVolume("v", "/data", "pre", "img", "fail").reverse({}) is None
+    assert st.RenameContainer("c", "app", "app.gen1", 1).reverse({}) == \
+        st.NamesBack(names=(("c", "app"),))
+    # cut short before its id was journaled: found by name, never the old container
+    assert st.CreateContainer("app", "img", "c", {}).reverse({}) == st.RemoveContainer("app", "c")
+    assert st.CreateContainer("app", "img", "c", {}).reverse({"id": "n"}) == \
+        st.RemoveContainer("n", "c")
+    assert st.TakeOverNetwork("c", "app", "app").reverse({"new_id": "n"}) == \
+        st.HandBackNetwork("n", "c")
+    assert st.StartContainer("app", "c", 3.0).reverse({}) == st.StopAgain("app", "c", 3.0)
+    assert st.HealthCheck(True, "x", 1.0).reverse({}) is None
+    assert st.CloneVolume("v", "v-r").reverse({}) == st.RemoveVolume("v-r")

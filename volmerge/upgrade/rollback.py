@@ -53,13 +53,8 @@ class SwapNames(Step):
         ctx.engine.rename(self.target_id, self.name)
         return {}
 
-    def undo(self, ctx: Ctx, data: dict[str, Any]) -> None:
-        t = find_container(ctx, self.target_id)
-        if t is not None and t.name != self.target_name:
-            ctx.engine.rename(t.id, self.target_name)
-        c = find_container(ctx, self.current_id)
-        if c is not None and c.name != self.name:
-            ctx.engine.rename(c.id, self.name)
+    def reverse(self, data: dict[str, Any]) -> Step | None:
+        return st.NamesBack(names=((self.target_id, self.target_name), (self.current_id, self.name)))
 
 
 @dataclass(frozen=True)
@@ -76,10 +71,8 @@ class MoveNetwork(Step):
             ctx.network.takeover(self.from_id, self.to_id)
         return {}
 
-    def undo(self, ctx: Ctx, data: dict[str, Any]) -> None:
-        if ctx.network.leases(container_id=self.to_id):
-            ctx.network.disconnect(self.to_id)
-            ctx.network.takeover(self.to_id, self.from_id)
+    def reverse(self, data: dict[str, Any]) -> Step | None:
+        return st.HandBackNetwork(from_ref=self.to_id, to_id=self.from_id)
 
 
 @dataclass(frozen=True)

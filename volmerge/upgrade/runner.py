@@ -206,12 +206,12 @@ def undo_steps(ctx: Ctx, journal: jr.Journal, kind: str,
     for i, step, undo in reversed(applied):
         try:
             fault(f"{kind}.undo-{step.kind}")
-            step.undo(ctx, undo)
+            did = step.undo(ctx, undo)
         except Exception as exc:
             raise NotDone(f"rollback stopped at '{step.describe()}': {exc}; "
                           "run `volmerge recover` to finish it") from None
         journal.step_state(i, "undone")
-        if step.undoable:
+        if did:
             progress("undo", f"undo: {step.describe()}", None)
 
 

@@ -4,9 +4,12 @@ undo itself (architecture.md, principles 1 and 12).
 A step is a frozen dataclass: its typed fields are all it needs, and they go
 to the journal as ``dataclasses.asdict``, so that recovery after a crash can
 rebuild it (``from_journal``) and undo it without the process that started
-it.  Every ``undo`` is idempotent and tolerates a step that was cut short
-half-way (``applying`` in the journal): it inspects the world rather than
-trusting the undo data alone.
+it.  Its undo is itself data, as alembic's ``MigrateOperation.reverse()``:
+``reverse(data)`` returns the step that puts the world back (or None), built
+from the fields and what ``apply`` returned.  Every reverse step is
+idempotent and tolerates a step that was cut short half-way (``applying`` in
+the journal, no undo data): it inspects the world rather than trusting the
+undo data alone.
 
 This module holds the base, the registry of step kinds and the upgrade's
 steps; rollback.py and rehearsal.py add theirs.
@@ -48,9 +51,10 @@ class Tx:
 
 @dataclass(frozen=True)
 class Step:
-    """One change: ``apply`` does it and returns what ``undo`` needs beyond the
-    fields; ``undo`` puts the world back.  A step with no ``undo`` changes
-    nothing that needs putting back (a snapshot kept, a health check)."""
+    """One change: ``apply`` does it and returns what its reverse needs
+    beyond the fields; ``reverse`` is the step that puts the world back.  A
+    step whose reverse is None changes nothing that needs putting back (a
+    snapshot kept, a health check) or is past a point of no return."""
 
     kind: ClassVar[str] = ""
 
@@ -65,12 +69,16 @@ class Step:
     def apply(self, ctx: Ctx, tx: Tx) -> dict[str, Any]:
         raise NotImplementedError
 
-    def undo(self, ctx: Ctx, data: dict[str, Any]) -> None:
+    def reverse(self, data: dict[str, Any]) -> Step | None:
         return None
 
-    @property
-    def undoable(self) -> bool:
-        return type(self).undo is not Step.undo
+    def undo(self, ctx: Ctx, data: dict[str, Any]) -> bool:
+        """Apply the reverse; whether there was one."""
+        r = self.reverse(data)
+        if r is None:
+            return False
+        r.apply(ctx, Tx())
+        return True
 
     def to_journal(self) -> tuple[str, dict[str, Any]]:
         return self.kind, dataclasses.asdict(self)
@@ -113,12 +121,29 @@ class StopContainer(Step):
             ctx.engine.stop(c.id, timeout=self.timeout)
         return {"was_running": was}
 
-    def undo(self, ctx: Ctx, data: dict[str, Any]) -> None:
+    def reverse(self, data: dict[str, Any]) -> Step | None:
         if not data.get("was_running", self.running):
-            return
+            return None
+        return StartAgain(id=self.id, name=self.name, timeout=self.timeout)
+
+
+@dataclass(frozen=True)
+class StartAgain(Step):
+    """The reverse of a stop: the container runs again (unless it is gone)."""
+
+    kind = "start-again"
+    id: str
+    name: str
+    timeout: float
+
+    def describe(self) -> str:
+        return f"start {self.name} again"
+
+    def apply(self, ctx: Ctx, tx: Tx) -> dict[str, Any]:
         c = find_container(ctx, self.id)
         if c is not None:  # start sees a stop this step began (and was killed in) through first
             ctx.engine.start(c.id, stop_timeout=self.timeout)
+        return {}
 
 
 @dataclass(frozen=True)
@@ -139,12 +164,27 @@ class SnapshotVolume(Step):
         snap = ctx.volumes.snapshot(self.volume, tag=self.tag)
         return {"snapshot": snap.id}
 
-    def undo(self, ctx: Ctx, data: dict[str, Any]) -> None:
-        if not self.restore:
-            return
+    def reverse(self, data: dict[str, Any]) -> Step | None:
+        return RestoreSnapshot(volume=self.volume, tag=self.tag) if self.restore else None
+
+
+@dataclass(frozen=True)
+class RestoreSnapshot(Step):
+    """The volume back to the snapshot ``tag`` (if it was taken), dropping
+    whatever was written above it."""
+
+    kind = "restore-snapshot"
+    volume: str
+    tag: str
+
+    def describe(self) -> str:
+        return f"roll volume {self.volume} back to {self.tag}"
+
+    def apply(self, ctx: Ctx, tx: Tx) -> dict[str, Any]:
         if any(s.tag == self.tag for s in ctx.volumes.snapshots(self.volume)):
             drop_stale_users(ctx, self.volume)
             ctx.volumes.rollback(self.volume, to=self.tag)
+        return {}
 
 
 def drop_stale_users(ctx: Ctx, volume: str) -> None:
@@ -202,10 +242,27 @@ class RenameContainer(Step):
         ctx.engine.rename(self.id, self.new_name)
         return {}
 
-    def undo(self, ctx: Ctx, data: dict[str, Any]) -> None:
-        c = find_container(ctx, self.id)
-        if c is not None and c.name != self.old_name:
-            ctx.engine.rename(c.id, self.old_name)
+    def reverse(self, data: dict[str, Any]) -> Step | None:
+        return NamesBack(names=((self.id, self.old_name),))
+
+
+@dataclass(frozen=True)
+class NamesBack(Step):
+    """Each container ``id`` is called ``name`` again (if it still exists),
+    in order."""
+
+    kind = "names-back"
+    names: tuple[tuple[str, str], ...]
+
+    def describe(self) -> str:
+        return ", ".join(f"call {cid[:12]} {name} again" for cid, name in self.names)
+
+    def apply(self, ctx: Ctx, tx: Tx) -> dict[str, Any]:
+        for cid, name in self.names:
+            c = find_container(ctx, cid)
+            if c is not None and c.name != name:
+                ctx.engine.rename(c.id, name)
+        return {}
 
 
 @dataclass(frozen=True)
@@ -226,10 +283,28 @@ class CreateContainer(Step):
         tx.new_id = c.id
         return {"id": c.id}
 
-    def undo(self, ctx: Ctx, data: dict[str, Any]) -> None:
-        c = find_container(ctx, data.get("id") or self.name)
-        if c is not None and c.id != self.old_id:
+    def reverse(self, data: dict[str, Any]) -> Step | None:
+        return RemoveContainer(ref=data.get("id") or self.name, keep_id=self.old_id)
+
+
+@dataclass(frozen=True)
+class RemoveContainer(Step):
+    """The reverse of a create: the container ``ref`` (its id, or its name
+    when the create was cut short before recording one) is removed, unless
+    ``ref`` names ``keep_id``, the container it succeeds."""
+
+    kind = "remove-container"
+    ref: str
+    keep_id: str
+
+    def describe(self) -> str:
+        return f"remove {self.ref}"
+
+    def apply(self, ctx: Ctx, tx: Tx) -> dict[str, Any]:
+        c = find_container(ctx, self.ref)
+        if c is not None and c.id != self.keep_id:
             ctx.engine.remove(c.id, force=True)
+        return {}
 
 
 @dataclass(frozen=True)
@@ -249,14 +324,29 @@ class TakeOverNetwork(Step):
         ctx.network.takeover(self.old_id, tx.new_id)
         return {"new_id": tx.new_id}
 
-    def undo(self, ctx: Ctx, data: dict[str, Any]) -> None:
-        new_id = data.get("new_id")
-        if new_id is None:
-            c = find_container(ctx, self.name)
-            new_id = c.id if c is not None and c.id != self.old_id else None
-        if new_id and ctx.network.leases(container_id=new_id):
-            ctx.network.disconnect(new_id)
-            ctx.network.takeover(new_id, self.old_id)
+    def reverse(self, data: dict[str, Any]) -> Step | None:
+        return HandBackNetwork(from_ref=data.get("new_id") or self.name, to_id=self.old_id)
+
+
+@dataclass(frozen=True)
+class HandBackNetwork(Step):
+    """The address and published ports of ``from_ref`` (a successor's id,
+    or its name) go back to ``to_id``, if it has any."""
+
+    kind = "hand-back-network"
+    from_ref: str
+    to_id: str
+
+    def describe(self) -> str:
+        return f"hand the address and published ports back to {self.to_id[:12]}"
+
+    def apply(self, ctx: Ctx, tx: Tx) -> dict[str, Any]:
+        c = find_container(ctx, self.from_ref)
+        cid = c.id if c is not None else self.from_ref  # a removed container's leases keep its id
+        if cid != self.to_id and ctx.network.leases(container_id=cid):
+            ctx.network.disconnect(cid)
+            ctx.network.takeover(cid, self.to_id)
+        return {}
 
 
 @dataclass(frozen=True)
@@ -274,10 +364,27 @@ class StartContainer(Step):
         ctx.engine.start(tx.new_id)
         return {"id": tx.new_id}
 
-    def undo(self, ctx: Ctx, data: dict[str, Any]) -> None:
-        c = find_container(ctx, data.get("id") or self.name)
-        if c is not None and c.id != self.old_id and c.state in ("running", "paused"):
+    def reverse(self, data: dict[str, Any]) -> Step | None:
+        return StopAgain(ref=data.get("id") or self.name, keep_id=self.old_id, timeout=self.timeout)
+
+
+@dataclass(frozen=True)
+class StopAgain(Step):
+    """The reverse of a start: ``ref`` stops, unless it is ``keep_id``."""
+
+    kind = "stop-again"
+    ref: str
+    keep_id: str
+    timeout: float = 10.0
+
+    def describe(self) -> str:
+        return f"stop {self.ref}"
+
+    def apply(self, ctx: Ctx, tx: Tx) -> dict[str, Any]:
+        c = find_container(ctx, self.ref)
+        if c is not None and c.id != self.keep_id and c.state in ("running", "paused"):
             ctx.engine.stop(c.id, timeout=self.timeout)
+        return {}
 
 
 @dataclass(frozen=True)
@@ -328,7 +435,22 @@ class CloneVolume(Step):
         ctx.volumes.clone_live(self.volume, self.clone)
         return {}
 
-    def undo(self, ctx: Ctx, data: dict[str, Any]) -> None:
-        # The clone's name was free when the rehearsal was planned (build.py).
-        if ctx.volumes.exists(self.clone):
-            ctx.volumes.remove(self.clone, force=True)
+    def reverse(self, data: dict[str, Any]) -> Step | None:
+        return RemoveVolume(volume=self.clone)
+
+
+@dataclass(frozen=True)
+class RemoveVolume(Step):
+    """The reverse of a clone: the clone is removed (its name was free when
+    the rehearsal was planned, build.py)."""
+
+    kind = "remove-volume"
+    volume: str
+
+    def describe(self) -> str:
+        return f"remove volume {self.volume}"
+
+    def apply(self, ctx: Ctx, tx: Tx) -> dict[str, Any]:
+        if ctx.volumes.exists(self.volume):
+            ctx.volumes.remove(self.volume, force=True)
+        return {}
