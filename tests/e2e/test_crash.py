@@ -118,3 +118,18 @@ def test_kill_at_random_instants(vm, app) -> None:  # type: ignore[no-untyped-de
         seen.add(gen)
         _back_to_old(vm, gen)
     assert seen, "no kill landed"
+
+
+def test_kill_a_rollback_before_and_after_its_point_of_no_return(vm, app) -> None:  # type: ignore[no-untyped-def]
+    """Before the first volume rollback a killed rollback is undone (the
+    upgrade stands); from it on, recover rolls it forward (the old
+    generation is back)."""
+    expected = {"rollback.after-stop": "new", "rollback.after-movenet": "new",
+                "rollback.before-volrollback": "new", "rollback.after-volrollback": "old",
+                "rollback.after-starttarget": "old"}
+    for point, want in expected.items():
+        vm(*UPGRADE, check=True)
+        p = vm("rollback", "app", "--discard-new-data", env={"VOLMERGE_FAULT": point})
+        assert p.returncode == -signal.SIGKILL, f"{point} was never reached: {p.stderr}"
+        assert _check_one_generation(vm, app, point) == want, point
+        _back_to_old(vm, want)

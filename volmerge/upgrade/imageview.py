@@ -6,14 +6,18 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from volmerge.runtime import fsutil
 from volmerge.runtime import sys as rsys
 
+if TYPE_CHECKING:
+    from volmerge.runtime.images import Image
+    from volmerge.runtime.store import Store
+
 
 @contextlib.contextmanager
-def image_root(store: Any, image: Any) -> Iterator[Path]:
+def image_root(store: Store, image: Image) -> Iterator[Path]:
     """The image's merged root, mounted read-only for the duration."""
     d = store.tmpdir("image-view-")
     target = d / "root"
@@ -53,7 +57,7 @@ def read_file(root: Path, path: str, limit: int = 1 << 20) -> bytes | None:
         return None
 
 
-def empty_dir(store: Any) -> contextlib.AbstractContextManager[Path]:
+def empty_dir(store: Store) -> contextlib.AbstractContextManager[Path]:
     @contextlib.contextmanager
     def cm() -> Iterator[Path]:
         d = store.tmpdir("empty-")

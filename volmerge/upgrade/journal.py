@@ -1,10 +1,13 @@
-"""The upgrade journal and the generations of each container.
+"""The journal of upgrades, rollbacks and rehearsals, and the generations of
+each container.
 
 Tables of the state-database component ``upgrades``.  A journal row is
 written (``begun``) with the whole plan before the first change; each step
 is marked ``applying`` before it runs and ``applied`` with its undo data
-after; the final ``committed`` flips the generation.  SQLite with
+after; the final ``committed`` records the outcome (a new generation, say)
+and ``done`` follows once the post-commit work is finished.  SQLite with
 ``synchronous=FULL`` makes each of these durable before the next change.
+The runner (runner.py) is the one writer of the step states.
 """
 
 from __future__ import annotations
@@ -13,7 +16,12 @@ import json
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from volmerge.runtime.store import Store
 
 COMPONENT = "upgrades"
 MIGRATIONS = [
@@ -21,7 +29,7 @@ MIGRATIONS = [
     CREATE TABLE upgrade_journal (
         id TEXT PRIMARY KEY,
         container TEXT NOT NULL,
-        kind TEXT NOT NULL,                 -- upgrade | rollback
+        kind TEXT NOT NULL,                 -- upgrade | rollback | rehearsal
         state TEXT NOT NULL,                -- begun | committed | done | rolled-back
         from_image TEXT, to_image TEXT,
         plan TEXT NOT NULL,
@@ -55,10 +63,21 @@ MIGRATIONS = [
         PRIMARY KEY (container, gen)
     );
     """,
+    # The point of no return of a run: the index of its first step that is
+    # rolled forward, not undone, once started (NULL: every step is undone).
+    # Rows written before the column existed are rollbacks whose first
+    # volume rollback is that step.
+    """
+    ALTER TABLE upgrade_journal ADD COLUMN no_return INTEGER;
+    UPDATE upgrade_journal SET no_return = (
+        SELECT MIN(s.idx) FROM upgrade_steps s
+        WHERE s.journal_id = upgrade_journal.id AND s.kind = 'volrollback'
+    ) WHERE kind = 'rollback';
+    """,
 ]
 
 
-def ensure(store: Any) -> None:
+def ensure(store: Store) -> None:
     store.ensure_schema(COMPONENT, MIGRATIONS)
 
 
@@ -87,7 +106,7 @@ class Generation:
         }
 
 
-def _gen(row: Any) -> Generation:
+def _gen(row: sqlite3.Row) -> Generation:
     return Generation(
         container=row["container"], gen=row["gen"], container_id=row["container_id"],
         image_id=row["image_id"], image_ref=row["image_ref"], volumes=json.loads(row["volumes"]),
@@ -96,7 +115,7 @@ def _gen(row: Any) -> Generation:
     )
 
 
-def generations(store: Any, container: str) -> list[Generation]:
+def generations(store: Store, container: str) -> list[Generation]:
     ensure(store)
     rows = store.db.execute(
         "SELECT * FROM generations WHERE container = ? ORDER BY gen", (container,)
@@ -104,7 +123,7 @@ def generations(store: Any, container: str) -> list[Generation]:
     return [_gen(r) for r in rows]
 
 
-def history(store: Any, container: str) -> list[dict[str, Any]]:
+def history(store: Store, container: str) -> list[dict[str, Any]]:
     """Generations plus every attempt (committed, rolled back) on the container."""
     ensure(store)
     gens = generations(store, container)
@@ -123,24 +142,41 @@ def history(store: Any, container: str) -> list[dict[str, Any]]:
     return out
 
 
+@dataclass(frozen=True)
+class StepRow:
+    """One journaled step: its data (``kind``, ``args``), how far it got, and
+    what its ``apply`` returned for the undo."""
+
+    idx: int
+    kind: str
+    args: dict[str, Any]
+    state: str                      # pending | applying | applied | undone
+    undo: dict[str, Any]
+
+    @property
+    def started(self) -> bool:
+        return self.state in ("applying", "applied")
+
+
 class Journal:
     """One transaction's journal rows."""
 
-    def __init__(self, store: Any, jid: str) -> None:
+    def __init__(self, store: Store, jid: str) -> None:
         self.store = store
         self.id = jid
 
     @classmethod
-    def begin(cls, store: Any, *, container: str, kind: str, from_image: str, to_image: str,
+    def begin(cls, store: Store, *, container: str, kind: str, from_image: str, to_image: str,
               plan: dict[str, Any], steps: list[tuple[str, dict[str, Any]]],
-              jid: str | None = None) -> Journal:
+              jid: str | None = None, no_return: int | None = None) -> Journal:
         ensure(store)
         jid = jid or new_id()
         with store.transaction() as db:
             db.execute(
                 "INSERT INTO upgrade_journal (id, container, kind, state, from_image, to_image,"
-                " plan, started) VALUES (?, ?, ?, 'begun', ?, ?, ?, ?)",
-                (jid, container, kind, from_image, to_image, json.dumps(plan), time.time()),
+                " plan, started, no_return) VALUES (?, ?, ?, 'begun', ?, ?, ?, ?, ?)",
+                (jid, container, kind, from_image, to_image, json.dumps(plan), time.time(),
+                 no_return),
             )
             for i, (k, args) in enumerate(steps):
                 db.execute(
@@ -161,22 +197,23 @@ class Journal:
                     (state, json.dumps(undo), self.id, idx),
                 )
 
-    def steps(self) -> list[dict[str, Any]]:
+    def steps(self) -> list[StepRow]:
         rows = self.store.db.execute(
             "SELECT * FROM upgrade_steps WHERE journal_id = ? ORDER BY idx", (self.id,)
         ).fetchall()
-        return [
-            {"idx": r["idx"], "kind": r["kind"], "args": json.loads(r["args"]), "state": r["state"],
-             "undo": json.loads(r["undo"]) if r["undo"] else {}}
-            for r in rows
-        ]
+        return [StepRow(idx=r["idx"], kind=r["kind"], args=json.loads(r["args"]), state=r["state"],
+                        undo=json.loads(r["undo"]) if r["undo"] else {}) for r in rows]
 
-    def row(self) -> Any:
+    def row(self) -> sqlite3.Row:
         return self.store.db.execute("SELECT * FROM upgrade_journal WHERE id = ?", (self.id,)).fetchone()
 
+    def plan(self) -> dict[str, Any]:
+        plan: dict[str, Any] = json.loads(self.row()["plan"])
+        return plan
+
     def finish(self, state: str, *, error: str | None = None, timings: dict[str, float] | None = None,
-               report: dict[str, Any] | None = None, db: Any = None) -> None:
-        def write(conn: Any) -> None:
+               report: dict[str, Any] | None = None, db: sqlite3.Connection | None = None) -> None:
+        def write(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "UPDATE upgrade_journal SET state = ?, error = ?, timings = ?,"
                 " report = COALESCE(?, report), finished = ? WHERE id = ?",
@@ -190,8 +227,20 @@ class Journal:
             with self.store.transaction() as conn:
                 write(conn)
 
+    def done(self) -> None:
+        """The post-commit work is finished (idempotent)."""
+        with self.store.transaction() as db:
+            db.execute("UPDATE upgrade_journal SET state = 'done' WHERE id = ? AND state = 'committed'",
+                       (self.id,))
 
-def pending(store: Any) -> list[Any]:
+    def discard(self) -> None:
+        """Forget the run (a rehearsal leaves nothing behind, not even history)."""
+        with self.store.transaction() as db:
+            db.execute("DELETE FROM upgrade_steps WHERE journal_id = ?", (self.id,))
+            db.execute("DELETE FROM upgrade_journal WHERE id = ?", (self.id,))
+
+
+def pending(store: Store) -> list[sqlite3.Row]:
     """Journals a crash left open: ``begun`` (undo) or ``committed`` (finish)."""
     ensure(store)
     return store.db.execute(

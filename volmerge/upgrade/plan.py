@@ -8,9 +8,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BadInput
+
+if TYPE_CHECKING:
+    from volmerge.runtime.containers import Container
+    from volmerge.runtime.options import HealthConfig, Mount
+    from volmerge.strategies.policy import Policy
+
+    from .ctx import Ctx
 
 POLICY_LABEL = "io.volmerge.policy"
 POLICY_FILE = "/etc/volmerge/policy.toml"
@@ -58,7 +65,7 @@ class UpgradePlan:
     policy_sources: list[str]
     options: UpgradeOptions
     notes: list[str] = field(default_factory=list)
-    policy: Any = None                      # strategies.policy.Policy (not serialised)
+    policy: Policy | None = None            # not serialised
     policy_warnings: list[str] = field(default_factory=list)  # image requests ignored
 
     def to_json(self) -> dict[str, Any]:
@@ -75,7 +82,7 @@ class UpgradePlan:
         }
 
 
-def health_override(opts: UpgradeOptions) -> Any:
+def health_override(opts: UpgradeOptions) -> HealthConfig | None:
     from volmerge.runtime.options import HealthConfig
 
     if opts.health_cmd:
@@ -88,7 +95,7 @@ def health_override(opts: UpgradeOptions) -> Any:
     return None
 
 
-def volume_mounts(c: Any) -> list[Any]:
+def volume_mounts(c: Container) -> list[Mount]:
     """The container's named volumes: what it was run with plus the volumes
     the engine made for image VOLUMEs nobody mounted (recorded once started)."""
     from volmerge.runtime.options import Mount
@@ -102,7 +109,7 @@ def volume_mounts(c: Any) -> list[Any]:
     return out
 
 
-def make_plan(ctx: Any, opts: UpgradeOptions) -> UpgradePlan:
+def make_plan(ctx: Ctx, opts: UpgradeOptions) -> UpgradePlan:
     from volmerge.strategies.policy import (
         Policy,
         allow_data_loss_policy,
