@@ -34,7 +34,7 @@ from typing import Any
 from volmerge.strategies.errors import BadInput, NotDone
 
 from . import pgconf
-from .pgtemp import HostTools, PgServer, Tools, check, give, rmtree_quiet
+from .pgtemp import HostTools, PgServer, Tools, bootstrap_superuser, check, give, rmtree_quiet
 
 Timing = Callable[[str, float], None]
 #: the settings pg_upgrade starts its servers with for the bulk work
@@ -83,11 +83,13 @@ def clone_datadir(src: str, dst: str) -> None:
 
 
 @contextlib.contextmanager
-def old_server(old_data: str, old: Tools, work: str, superuser: str,
+def old_server(old_data: str, old: Tools, work: str, superuser: str | None,
                tick: Timing) -> Iterator[PgServer]:
-    """The old version's server running on a clone of ``old_data`` (removed after)."""
+    """The old version's server running on a clone of ``old_data`` (removed
+    after), connected to as ``superuser`` (None: the data directory's own
+    bootstrap superuser, whatever the image named it)."""
     clone = os.path.join(work, "old-data")
-    srv = PgServer(old, clone, os.path.join(work, "old-sock"), port=5432, superuser=superuser,
+    srv = PgServer(old, clone, os.path.join(work, "old-sock"), port=5432,
                    options=dict(BULK))
     started = False
     try:
@@ -95,6 +97,7 @@ def old_server(old_data: str, old: Tools, work: str, superuser: str,
         clone_datadir(old_data, clone)
         give(clone, old.user)
         tick("copy data", time.monotonic() - t0)
+        srv.superuser = superuser or bootstrap_superuser(old, clone)
         srv.start()
         started = True
         yield srv
@@ -107,7 +110,7 @@ def old_server(old_data: str, old: Tools, work: str, superuser: str,
 
 
 def preview_datadir(old_data: str | os.PathLike[str], old: Tools, *, workdir: str | os.PathLike[str],
-                    superuser: str = "postgres", timing: Timing | None = None) -> list[dict[str, Any]]:
+                    superuser: str | None = None, timing: Timing | None = None) -> list[dict[str, Any]]:
     """The dry run of :func:`upgrade_datadir`: what it would replay — each
     database's tables and their rows, listed as the upgrade lists them —
     read from the old server on a clone; nothing else is written."""
@@ -129,7 +132,7 @@ def _no_timing(step: str, seconds: float) -> None:
 
 
 def upgrade_datadir(old_data: str | os.PathLike[str], new_data: str | os.PathLike[str], old: Tools,
-                    new: Tools, *, workdir: str | os.PathLike[str], superuser: str = "postgres",
+                    new: Tools, *, workdir: str | os.PathLike[str], superuser: str | None = None,
                     timing: Timing | None = None) -> PgMajorResult:
     """Upgrade the PostgreSQL data directory ``old_data`` (frozen, left
     untouched) into the new data directory ``new_data`` (must not exist),
@@ -146,10 +149,11 @@ def upgrade_datadir(old_data: str | os.PathLike[str], new_data: str | os.PathLik
         raise BadInput(f"{new_data}: already exists")
     os.makedirs(work, exist_ok=True)
     tick = timing or _no_timing
-    new_srv = PgServer(new, new_data, os.path.join(work, "new-sock"), port=5433, superuser=superuser,
+    new_srv = PgServer(new, new_data, os.path.join(work, "new-sock"), port=5433,
                        options=dict(BULK))
     try:
         with old_server(old_data, old, work, superuser, tick) as old_srv:
+            new_srv.superuser = old_srv.superuser  # the same bootstrap role on both sides
             enc, collate = _cluster_settings(old_srv)
             new_srv.initdb(enc, collate)
             new_srv.start()
@@ -243,7 +247,8 @@ def _roles(old: PgServer, new: PgServer) -> None:
             line = line.strip()
             if not line or line.startswith("--") or line.startswith("\\") or line.startswith("SET "):
                 continue
-            if line.startswith(f"CREATE ROLE {old.superuser};"):
+            quoted = old.superuser.replace('"', '""')
+            if line.startswith((f"CREATE ROLE {old.superuser};", f'CREATE ROLE "{quoted}";')):
                 continue
             try:
                 c.execute(line)

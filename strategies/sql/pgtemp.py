@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -32,9 +33,11 @@ class Tools(Protocol):
         """uid and gid the programs run as (None: as this process)."""
         ...
 
-    def run(self, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
+    def run(self, tool: str, *args: str, input: str | None = None
+            ) -> subprocess.CompletedProcess[str]:
         """Run program ``tool`` (``initdb``, ``pg_ctl``, ``pg_dump`` ...)
-        with ``args``; output captured as text, never raises on a failure."""
+        with ``args`` (``input`` on its stdin); output captured as text,
+        never raises on a failure."""
         ...
 
 
@@ -51,7 +54,8 @@ class HostTools:
         if not os.path.isfile(os.path.join(self.bindir, "postgres")):
             raise BadInput(f"{self.bindir}: no PostgreSQL server binaries there")
 
-    def run(self, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
+    def run(self, tool: str, *args: str, input: str | None = None
+            ) -> subprocess.CompletedProcess[str]:
         if self.user is None and os.geteuid() == 0:
             raise BadInput("PostgreSQL refuses to run as root: name an unprivileged user")
         path = os.path.join(self.bindir, tool)
@@ -66,8 +70,35 @@ class HostTools:
                 os.setuid(ids[0])
 
         env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
+        if input is None:
+            return subprocess.run([path, *args], preexec_fn=drop, env=env, cwd=self.cwd,
+                                  capture_output=True, text=True, stdin=subprocess.DEVNULL)
         return subprocess.run([path, *args], preexec_fn=drop, env=env, cwd=self.cwd,
-                              capture_output=True, text=True, stdin=subprocess.DEVNULL)
+                              capture_output=True, text=True, input=input)
+
+
+def private_hba(sockdir: str) -> str:
+    """An ``hba_file`` for a temporary server: trust on the unix socket only
+    (in ``sockdir``, 0700: only its user and root reach it), nothing on TCP."""
+    path = os.path.join(sockdir, "hba.conf")
+    with open(path, "w") as f:
+        f.write("# volmerge: a temporary server on a private socket\nlocal all all trust\n")
+    return path
+
+
+def bootstrap_superuser(tools: Tools, datadir: str) -> str:
+    """The bootstrap superuser of a data directory (the role with OID 10,
+    the owner of template0: ``postgres``, or the image's ``POSTGRES_USER``),
+    read in single-user mode, which needs no role to log in.  Single-user
+    mode writes a shutdown checkpoint: call it on a copy."""
+    proc = check(tools.run("postgres", "--single", "-D", datadir, "-c", "hba_file=/dev/null",
+                           "template1",
+                           input="SELECT rolname FROM pg_authid WHERE oid = 10;\n"),
+                 "reading the bootstrap superuser")
+    m = re.search(r'^\s*1: rolname = "(.*)"\t\(typeid', proc.stdout, re.M)
+    if m is None:
+        raise NotDone(f"{datadir}: could not read its bootstrap superuser")
+    return m.group(1)
 
 
 def rmtree_quiet(path: str) -> None:
@@ -123,10 +154,15 @@ class PgServer:
                              "-E", encoding, f"--locale={locale}", "--no-sync"), "initdb")
 
     def start(self) -> None:
+        """Start on the private socket directory, with an ``hba_file`` of its
+        own that trusts that socket only: the data directory's pg_hba.conf
+        (the operator's: scram, peer...) is never read, and stays as it is."""
         os.makedirs(self.sockdir, mode=0o700, exist_ok=True)
+        hba = private_hba(self.sockdir)
         give(self.sockdir, self.tools.user)
         opts = {"listen_addresses": "''", "unix_socket_directories": self.sockdir,
-                "port": str(self.port), "dynamic_shared_memory_type": "mmap"}
+                "port": str(self.port), "dynamic_shared_memory_type": "mmap",
+                "hba_file": hba}
         opts.update(self.options)
         o = " ".join(f"-c {k}={v}" for k, v in opts.items())
         check(self.tools.run("pg_ctl", "-D", self.datadir, "-w", "-s", "-t", "60",

@@ -198,3 +198,61 @@ def test_database_names_reach_pg_dump_as_names(pg_server, tmp_path, name):
             assert "CREATE TABLE public.marker" in out.stdout
         finally:
             admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def _operator_cluster(tmp, superuser: str) -> str:
+    """A 15 cluster made as the official image makes one with POSTGRES_USER and
+    POSTGRES_INITDB_ARGS=--auth-local=scram-sha-256: no role ``postgres``, and
+    a pg_hba.conf that asks every local connection for a password."""
+    srv = PgServer(host_tools(PG15_BIN), str(tmp / "old"), str(tmp / "s15"), superuser=superuser,
+                   options={"fsync": "off"})
+    srv.initdb()
+    srv.start()
+    try:
+        with psycopg.connect(srv.url("postgres"), autocommit=True) as c:
+            c.execute(f"ALTER ROLE \"{superuser}\" PASSWORD 'secret'")
+            c.execute("CREATE DATABASE app")
+        with psycopg.connect(srv.url("app")) as c:
+            c.execute("CREATE TABLE t (id serial PRIMARY KEY, v text)")
+            c.execute("INSERT INTO t (v) SELECT 'row ' || g FROM generate_series(1, 20) g")
+    finally:
+        srv.stop()
+    hba = tmp / "old" / "pg_hba.conf"
+    hba.write_text("# the operator's\nlocal all all scram-sha-256\nhost all all all scram-sha-256\n")
+    return srv.datadir
+
+
+def test_bootstrap_superuser_is_read_from_the_data_directory(tmp_path):
+    from volmerge.strategies.sql.pgmajor import clone_datadir
+    from volmerge.strategies.sql.pgtemp import bootstrap_superuser, give
+
+    old = _operator_cluster(tmp_path, "appuser")
+    tools = host_tools(PG15_BIN)
+    clone_datadir(old, str(tmp_path / "copy"))
+    give(str(tmp_path / "copy"), tools.user)
+    assert bootstrap_superuser(tools, str(tmp_path / "copy")) == "appuser"
+
+
+def test_upgrade_without_a_postgres_role_and_with_password_auth(tmp_path):
+    """Issue: role "postgres" does not exist / fe_sendauth: no password
+    supplied.  The temporary servers trust only their private socket (an
+    hba_file of their own) and log in as the data directory's own superuser;
+    the operator's pg_hba.conf is carried unchanged."""
+    old = _operator_cluster(tmp_path, "appuser")
+    hba_before = (tmp_path / "old" / "pg_hba.conf").read_text()
+    result = upgrade_datadir(old, str(tmp_path / "new"), host_tools(PG15_BIN),
+                             host_tools(PG16_BIN), workdir=str(tmp_path / "work"))
+    app = next(d for d in result.databases if d["database"] == "app")
+    assert app["verified"] is True and app["tables"] == [{"table": "public.t", "rows": 20}]
+    assert (tmp_path / "new" / "pg_hba.conf").read_text() == hba_before
+    assert (tmp_path / "old" / "pg_hba.conf").read_text() == hba_before
+    srv = PgServer(host_tools(PG16_BIN), str(tmp_path / "new"), str(tmp_path / "s16"),
+                   superuser="appuser", options={"fsync": "off"})
+    srv.start()
+    try:
+        with psycopg.connect(srv.url("app")) as c:
+            assert c.execute("SELECT count(*), current_user FROM t").fetchone() == (20, "appuser")
+            assert c.execute("SELECT count(*) FROM pg_roles WHERE rolname = 'postgres'"
+                             ).fetchone() == (0,)
+    finally:
+        srv.stop()

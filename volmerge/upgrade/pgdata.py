@@ -216,7 +216,8 @@ class ContainerTools:
     def user(self) -> tuple[int, int]:
         return self.box.uid_gid
 
-    def run(self, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
+    def run(self, tool: str, *args: str, input: str | None = None
+            ) -> subprocess.CompletedProcess[str]:
         from volmerge.runtime.executors.base import Stdio
 
         box = self.box
@@ -225,14 +226,17 @@ class ContainerTools:
         base = box.workdir / f".out-{secrets.token_hex(4)}"
         t0 = time.monotonic()
         try:
-            with open(f"{base}.1", "w+b") as out, open(f"{base}.2", "w+b") as err:
-                rc = box.ctx.engine.exec(box.id, argv, workdir="/",
-                                         stdio=Stdio(subprocess.DEVNULL, out, err))
+            with open(f"{base}.0", "w+b") as inp, open(f"{base}.1", "w+b") as out, \
+                    open(f"{base}.2", "w+b") as err:
+                inp.write((input or "").encode())
+                inp.seek(0)
+                rc = box.ctx.engine.exec(box.id, argv, workdir="/", stdio=Stdio(
+                    subprocess.DEVNULL if input is None else inp, out, err))
                 out.seek(0)
                 err.seek(0)
                 o, e = out.read().decode(errors="replace"), err.read().decode(errors="replace")
         finally:
-            for suffix in (".1", ".2"):
+            for suffix in (".0", ".1", ".2"):
                 try:
                     os.unlink(f"{base}{suffix}")
                 except FileNotFoundError:
