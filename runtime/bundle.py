@@ -94,6 +94,7 @@ class Bundles:
         from .spec import ResolvedMount, resolve_in_root
 
         wanted = list(c.options.mounts)
+        given = len(wanted)
         covered = {m.target.rstrip("/") for m in wanted}
         for path in sorted((c.image_config.get("config") or {}).get("Volumes") or {}):
             # An image VOLUME nobody mounted gets a volume named after the
@@ -103,14 +104,15 @@ class Bundles:
                 wanted.append(Mount("volume", path, f"{c.name}_{slug}"))
         out: list[ResolvedMount] = []
         try:
-            for m in wanted:
+            for i, m in enumerate(wanted):
                 target = resolve_in_root(rootfs, m.target, what="mount target")
                 if target == "/":
                     raise BadInput(f"mount target {m.target} resolves to / in the image")
                 host_target = rootfs / target.lstrip("/")
                 if m.kind == "volume":
                     seed = host_target if host_target.is_dir() else None
-                    src = str(self.volumes.attach(m.source, c.id, seed, readonly=m.readonly))
+                    src = str(self.volumes.attach(m.source, c.id, seed, readonly=m.readonly,
+                                                  anonymous=i >= given))
                     out.append(ResolvedMount("volume", src, target, m.readonly, (), m.source))
                     host_target.mkdir(parents=True, exist_ok=True)
                 elif m.kind == "bind":

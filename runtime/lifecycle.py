@@ -165,11 +165,16 @@ class Lifecycle:
                 raise NotDone(f"container {c.name} did not stop")
             c = self.get(c.id)
         with self.store.lock("container-" + c.id):
+            volumes = sorted({m["name"] for m in self.records.recorded_mounts(c)
+                              if m.get("kind") == "volume"})
             self.bundles.teardown(c)
             network = self.bundles.network
             if network is not None and c.options.network not in ("none", "host"):
                 network.disconnect(c.id, release=True)  # the address is free again
             self.records.delete(c.id)
+            if c.options.rm:  # as Docker's --rm: the anonymous volumes go with it
+                for name in volumes:
+                    self.bundles.volumes.discard(name, c.id)
             try:
                 fsutil.rmtree(c.dir)
             except OSError:

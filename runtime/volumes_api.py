@@ -19,17 +19,25 @@ from .errors import NotDone
 @runtime_checkable
 class VolumeProvider(Protocol):
     def attach(self, name: str, container_id: str, seed: Path | None, *,
-               readonly: bool = False) -> Path:
+               readonly: bool = False, anonymous: bool = False) -> Path:
         """Return a host directory holding volume ``name`` for the container.
 
         If the volume does not exist yet it is created and, when ``seed`` is
         an existing directory (the image's content at the mount path, read
         through the container's root file system), seeded from it; that
-        content is recorded as the volume's seed layer."""
+        content is recorded as the volume's seed layer.  ``anonymous``: made
+        for an image ``VOLUME`` nobody mounted, so :meth:`discard` may
+        remove it with a ``--rm`` container."""
         ...
 
     def detach(self, name: str, container_id: str) -> None:
         """The container no longer uses the volume (stopped or removed)."""
+        ...
+
+    def discard(self, name: str, container_id: str) -> None:
+        """Remove the volume if it was made anonymous for this container and
+        nothing else uses it (``run --rm``, as Docker removes anonymous
+        volumes); otherwise leave it."""
         ...
 
 
@@ -40,7 +48,7 @@ class PlainDirVolumes:
         self.root = Path(root)
 
     def attach(self, name: str, container_id: str, seed: Path | None, *,
-               readonly: bool = False) -> Path:
+               readonly: bool = False, anonymous: bool = False) -> Path:
         d = self.root / "volumes" / name / "_data"
         if not d.exists():
             d.parent.mkdir(parents=True, exist_ok=True)
@@ -56,3 +64,6 @@ class PlainDirVolumes:
 
     def detach(self, name: str, container_id: str) -> None:
         return None
+
+    def discard(self, name: str, container_id: str) -> None:
+        return None  # plain directories record no creator: they stay

@@ -96,6 +96,16 @@ def test_upgrade_story_demo_app(vm) -> None:  # type: ignore[no-untyped-def]
     kinds = [(h["type"], h["state"]) for h in hist if h["type"] != "generation"]
     assert kinds == [("upgrade", "done"), ("upgrade", "rolled-back"), ("rollback", "done")]
 
+    # The next upgrade reports the generation that history records (it said
+    # 2, the old generation + 1, while history held 3).
+    p = vm("upgrade", "notes", "--to", DEMO[2], "--json")
+    assert p.returncode == 0, p.stderr
+    new_gen = json.loads(p.stdout)["generation"]
+    hist = json.loads(vm("history", "notes", "--json").stdout)
+    current = [h["generation"] for h in hist if h["type"] == "generation"
+               and h["state"] == "current"]
+    assert current == [new_gen] == [3]
+
 
 def _start_app(vm, name: str = "app") -> None:  # type: ignore[no-untyped-def]
     vm("run", "-d", "--name", name, "-v", f"{name}-data:/data", APP[1], check=True)

@@ -65,12 +65,16 @@ def upgrade(ctx: Ctx, opts: UpgradeOptions, progress: Progress = no_progress) ->
         raise NotDone(f"upgrade of {c.name} to {plan['to']['image']} rolled back: {exc.reason}",
                       report={"volumes": tx.reports, **details}, timings=tx.timings) from None
     plan, tx = dict(done.prepared.plan), done.tx
-    gen = plan.pop("gen")
-    plan.pop("id")
-    progress("commit", f"{c.name} runs {plan['to']['image']} (generation {gen + 1})", None)
+    plan.pop("gen")
+    jid = plan.pop("id")
+    # one source for the number: the row _record wrote (MAX(gen) + 1, which is
+    # not the old generation + 1 after a rollback kept the newer data)
+    (gen,) = ctx.store.db.execute("SELECT gen FROM generations WHERE journal_id = ?",
+                                  (jid,)).fetchone()
+    progress("commit", f"{c.name} runs {plan['to']['image']} (generation {gen})", None)
     return {
         "id": done.id, "container": c.name, "from": plan["from"]["image"],
-        "to": plan["to"]["image"], "generation": gen + 1, "plan": plan, "volumes": tx.reports,
+        "to": plan["to"]["image"], "generation": gen, "plan": plan, "volumes": tx.reports,
         "timings": tx.timings, "summary": summary(tx.reports),
     }
 

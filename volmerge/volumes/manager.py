@@ -68,6 +68,9 @@ def max_lowers() -> int:
     return limit
 
 
+# label of a volume made for an image VOLUME nobody mounted (removed with a --rm container)
+ANONYMOUS_FOR = "io.volmerge.anonymous-for"
+
 class VolumeManager:
     def __init__(self, store, hooks: ContainerHooks | None = None) -> None:  # type: ignore[no-untyped-def]
         self.store = store
@@ -254,7 +257,7 @@ class VolumeManager:
         return m
 
     def attach(self, name: str, container_id: str, seed: Path | None, *,
-               readonly: bool = False) -> Path:
+               readonly: bool = False, anonymous: bool = False) -> Path:
         """The engine's entry point (runtime.volumes_api.VolumeProvider):
         create and seed the volume if missing, record the user, mount the
         merged view and return it for the engine to bind-mount."""
@@ -263,7 +266,8 @@ class VolumeManager:
             m = self.pool.read(name)
             if m is None:
                 usable = seed is not None and Path(seed).is_dir() and not Path(seed).is_symlink()
-                m = self._create_locked(name, Path(seed) if usable else None, None)
+                labels = {ANONYMOUS_FOR: container_id} if anonymous else None
+                m = self._create_locked(name, Path(seed) if usable else None, labels)
             with self.pool.commit_lock():
                 m.users[container_id] = "ro" if readonly else "rw"
                 self.pool.write(m)
@@ -285,6 +289,16 @@ class VolumeManager:
                         self._unmount(name)
                     except Conflict:
                         self._unmount(name, lazy=True)
+
+    def discard(self, name: str, container_id: str) -> None:
+        """The engine's ``run --rm`` clean-up (VolumeProvider.discard)."""
+        m = self.pool.read(name)
+        if m is None or m.labels.get(ANONYMOUS_FOR) != container_id:
+            return
+        try:
+            self.remove(name)
+        except Conflict:
+            pass  # another container uses it now: it stays, as Docker's would
 
     def remove(self, name: str, force: bool = False) -> None:
         """Remove a volume; refused while a container uses it (``force``
