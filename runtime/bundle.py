@@ -14,6 +14,7 @@ import json
 import os
 from pathlib import Path
 
+from . import diag
 from . import rootfs as rootfs_mod
 from .errors import BadInput
 from .options import Mount
@@ -86,8 +87,8 @@ class Bundles:
                 if m.kind == "volume":
                     try:
                         self.volumes.detach(m.name, c.id)
-                    except Exception:  # noqa: BLE001 - undo continues
-                        pass
+                    except Exception as exc:  # noqa: BLE001 - undo continues
+                        diag.ignored(__name__, f"detaching volume {m.name} (undo)", exc)
             raise
 
     def _resolve_mounts(self, c: Container, rootfs: Path) -> list[ResolvedMount]:
@@ -164,13 +165,13 @@ class Bundles:
         for name in sorted(names):
             try:
                 self.volumes.detach(name, c.id)
-            except Exception:  # noqa: BLE001 - teardown continues
-                pass
+            except Exception as exc:  # noqa: BLE001 - teardown continues
+                diag.ignored(__name__, f"detaching volume {name} (teardown)", exc)
         if self.network is not None and c.options.network not in ("none", "host"):
             try:
                 self.network.disconnect(c.id)
-            except Exception:  # noqa: BLE001
-                pass
+            except Exception as exc:  # noqa: BLE001 - teardown continues
+                diag.ignored(__name__, "disconnecting the network (teardown)", exc)
 
 
 def netns_of(c: Container) -> str | None:

@@ -15,6 +15,7 @@ import os
 import signal
 import time
 
+from . import diag
 from .records import Container, ContainerRecords, proc_start_time
 
 TYPE_CHECKING = False
@@ -42,8 +43,8 @@ def reconcile_one(records: ContainerRecords, bundles: Bundles, c: Container) -> 
         if cur.pid and proc_start_time(cur.pid):
             try:
                 bundles.executor_for(cur).unpause(cur.id)
-            except Exception:  # noqa: BLE001 - the kill below is what matters
-                pass
+            except Exception as exc:  # noqa: BLE001 - the kill below is what matters
+                diag.ignored(__name__, f"unpausing {cur.name} before the kill", exc)
             try:
                 os.kill(cur.pid, signal.SIGKILL)
                 killed = True

@@ -257,6 +257,9 @@ def adopt(ctx: Any, ref: str, *, new_name: str | None = None, dry_run: bool = Fa
             except Exception as exc:  # noqa: BLE001 - the rest of the undo still runs
                 import sys
 
+                from volmerge.runtime import diag
+
+                diag.ignored(__name__, "undo after a failed adopt", exc)
                 sys.stderr.write(f"volmerge: warning: undo after a failed adopt: {exc}\n")
         if stopped:
             eng("start", p.container_id)
@@ -288,9 +291,11 @@ def _check_free(ctx: Any, p: Plan) -> None:
 
 
 def _network_exists(ctx: Any, name: str) -> bool:
+    from volmerge.runtime.errors import NotFound as RuntimeNotFound
+
     try:
         ctx.network.inspect(name)
-    except Exception:  # noqa: BLE001 - any lookup failure means "not there"
+    except RuntimeNotFound:
         return False
     return True
 

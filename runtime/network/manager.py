@@ -12,13 +12,13 @@ when there is some: a store sweeper here checks cheaply first).
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import re
 import time
 import uuid
 from collections.abc import Callable, Iterable
 
+from .. import diag
 from ..errors import BadInput, Conflict, NotFound
 from ..store import Store, register_sweeper
 from . import ipam
@@ -84,11 +84,15 @@ class NetworkManager:
             self.host.ensure_bridge(network)
             self.host.apply_nat()
         except BaseException:
-            with contextlib.suppress(Exception):
+            try:
                 self.host.delete_link(network.bridge)
+            except Exception as exc:  # noqa: BLE001 - the undo goes on; the error is raised
+                diag.ignored(__name__, f"removing bridge {network.bridge} (undo)", exc)
             self.rows.delete_network(name)
-            with contextlib.suppress(Exception):
+            try:
                 self.host.apply_nat()
+            except Exception as exc:  # noqa: BLE001
+                diag.ignored(__name__, "re-applying the NAT rules (undo)", exc)
             raise
         return network
 

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from volmerge.runtime import diag
 from volmerge.strategies.errors import BadInput, NotDone
 
 from . import pgconf
@@ -103,8 +104,10 @@ def old_server(old_data: str, old: Tools, work: str, superuser: str | None,
         yield srv
     finally:
         if started:
-            with contextlib.suppress(Exception):  # keep the original error
+            try:
                 srv.stop()
+            except Exception as exc:  # noqa: BLE001 - keep the original error
+                diag.ignored(__name__, "stopping the old version's temporary server", exc)
         rmtree_quiet(clone)
         rmtree_quiet(os.path.join(work, "old-sock"))
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from volmerge.runtime import diag
 from volmerge.strategies.errors import BadInput, NotDone
 
 from . import render, verify
@@ -422,8 +423,8 @@ class SourceSums:
         if self.thread.is_alive():
             try:
                 self.conn.cancel()
-            except Exception:  # noqa: BLE001 - joining is what matters
-                pass
+            except Exception as exc:  # noqa: BLE001 - joining is what matters
+                diag.ignored(__name__, "cancelling the source checksum query", exc)
         self.thread.join()
 
 

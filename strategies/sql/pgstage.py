@@ -38,6 +38,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from volmerge.runtime import diag
 from volmerge.strategies.errors import NotDone
 
 from . import pgops
@@ -375,8 +376,10 @@ def build(plan: ReplayPlan, conn: Any, dst: str, progress: Progress | None,
         except BaseException:
             # Ctrl-C, or a failure: stop what the workers run now instead of waiting for it
             for c in opened[:]:  # a copy: a worker may still open one
-                with contextlib.suppress(Exception):
+                try:
                     c.cancel()
+                except Exception as exc:  # noqa: BLE001 - the original error is raised
+                    diag.ignored(__name__, "cancelling a worker's query", exc)
             raise
         finally:
             pool.shutdown()
@@ -403,8 +406,10 @@ def build(plan: ReplayPlan, conn: Any, dst: str, progress: Progress | None,
         if sums is not None:
             sums.stop()
         for c in opened:
-            with contextlib.suppress(Exception):  # closing is what matters
+            try:
                 c.cancel()
+            except Exception as exc:  # noqa: BLE001 - closing is what matters
+                diag.ignored(__name__, "cancelling a worker's query", exc)
             c.close()
         with contextlib.suppress(psycopg.Error):
             conn.execute("SELECT pg_advisory_unlock(%s)", (lock_key(oid),))

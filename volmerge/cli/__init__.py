@@ -29,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     from volmerge.errors import exit_code_of, known_error_types
 
     try:
+        if os.environ.get("VOLMERGE_LOG"):
+            from volmerge.runtime import diag
+
+            diag.configure()
         from .fastrun import fast_run
 
         code = fast_run(args)

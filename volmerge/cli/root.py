@@ -39,8 +39,16 @@ def _main(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
+    debug: bool = typer.Option(
+        False, "--debug", help="Log to stderr what volmerge does and what it deliberately"
+        " ignores (also VOLMERGE_LOG=debug|info|warning)."
+    ),
 ) -> None:
     """Upgrade stateful containers without losing data."""
+    if debug:
+        from volmerge.runtime import diag
+
+        diag.configure("debug")
     ctx.obj = Globals(root=root)
 
 

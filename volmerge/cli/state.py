@@ -29,11 +29,15 @@ class Globals:
 def recover_pending(st) -> None:  # type: ignore[no-untyped-def]
     """Every command first finishes or undoes a transaction a crash cut short
     (a cheap query when there is none)."""
+    import sqlite3
+
     try:
         row = st.db.execute(
             "SELECT 1 FROM upgrade_journal WHERE state IN ('begun', 'committed') LIMIT 1"
         ).fetchone()
-    except Exception:  # no journal table yet: nothing was ever upgraded
+    except sqlite3.OperationalError as exc:
+        if "no such table" not in str(exc):
+            raise  # a locked or broken database is not "nothing was ever upgraded"
         return
     if row is None:
         return

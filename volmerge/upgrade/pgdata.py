@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from volmerge.runtime import overlayfmt
+from volmerge.runtime import diag, overlayfmt
 
 from ..errors import NotDone
 
@@ -364,8 +364,8 @@ def _convert(ctx: Any, old: ImagePg, new: ImagePg, old_image: Any, new_image: An
         for b in reversed(boxes):
             try:
                 b.remove()
-            except Exception:  # noqa: BLE001 - the other one and the dir still go
-                pass
+            except Exception as exc:  # noqa: BLE001 - the other one and the dir still go
+                diag.ignored(__name__, "removing a temporary PostgreSQL container", exc)
         _rmtree_quiet(work)
         timer.add("cleanup", time.monotonic() - t0)
     rows = sum(t["rows"] for d in dbs for t in d["tables"])

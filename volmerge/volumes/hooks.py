@@ -9,17 +9,19 @@ from .manager import ContainerHooks
 
 
 def engine_hooks(engine: Any) -> ContainerHooks:
+    from volmerge.runtime.errors import NotFound
+
     def pid_of(cid: str) -> int | None:
         try:
             c = engine.get(cid)
-        except Exception:  # the container is gone: it has no mount to swap
+        except NotFound:  # the container is gone: it has no mount to swap
             return None
         return c.pid if getattr(c, "state", None) in ("running", "paused") and c.pid else None
 
     def name_of(cid: str) -> str:
         try:
             return str(engine.get(cid).name)
-        except Exception:
+        except NotFound:
             return cid[:12]
 
     # Attribute lookups happen at call time, so ``engine`` may be a lazy

@@ -1,0 +1,144 @@
+"""Real Debian PostgreSQL images through a real registry: a container runs
+PostgreSQL 15 (bookworm) pulled from the registry and follows its tag; 17
+(trixie) is pushed under that tag and ``auto-update`` carries the data
+across the major version; a broken 17 is rolled back with the data; and
+``rollback`` returns to 15 (issue: real workloads in)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from volmerge.autoupdate import LABEL
+from volmerge.fixtures import debian
+from volmerge.fixtures.oci_writer import File, make_layer, write_archive
+
+from tests.registry.conftest import open_registry, pki
+
+__all__ = ["open_registry", "pki"]
+
+pytestmark = pytest.mark.slow
+SOCK = "/var/run/postgresql"
+USER = "appuser"
+
+SETUP = """
+CREATE TABLE customers (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text NOT NULL,
+                        tier text DEFAULT 'basic');
+CREATE INDEX customers_name ON customers (name);
+CREATE SEQUENCE invoice_no START 1000 INCREMENT 7;
+INSERT INTO customers (name, tier) SELECT 'c' || i, CASE WHEN i % 5 = 0 THEN 'gold' END
+  FROM generate_series(1, 300) i;
+SELECT nextval('invoice_no'), nextval('invoice_no');
+CREATE VIEW gold AS SELECT id, name FROM customers WHERE tier = 'gold';
+CREATE MATERIALIZED VIEW balances AS SELECT bid, sum(abalance) AS total FROM pgbench_accounts GROUP BY bid;
+"""
+
+TABLES = ("pgbench_accounts", "pgbench_branches", "pgbench_tellers", "customers")
+
+
+def _broken_17(out: Path) -> Path:
+    """PostgreSQL 17 whose entrypoint fails: an upgrade to it must roll back."""
+    img = debian.IMAGES["postgres17"]
+    base = debian._base_layer("postgres17", debian.cache_root())
+    top = make_layer({"usr/local/bin/docker-entrypoint.sh":
+                      File("#!/bin/sh\necho 'broken release' >&2\nexit 1\n", 0o755)},
+                     out.parent / "broken-top.tar")
+    return write_archive(out, [base, top], debian._config(img),
+                         "localhost/volmerge-debian/postgres:17-broken")
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):  # type: ignore[no-untyped-def]
+    if shutil.which("mmdebstrap") is None:
+        (pytest.fail if os.environ.get("CI") else pytest.skip)("mmdebstrap is needed")
+    d = tmp_path_factory.mktemp("debian")
+    return {"15": debian.debian_image("postgres15"), "17": debian.debian_image("postgres17"),
+            "17-broken": _broken_17(d / "broken.tar")}
+
+
+def _psql(cli, sql: str, db: str = "app") -> str:  # type: ignore[no-untyped-def]
+    p = cli("exec", "pg", "psql", "-h", SOCK, "-U", USER, "-d", db, "-At", "-v",
+            "ON_ERROR_STOP=1", "-c", sql, timeout=300)
+    assert p.returncode == 0, p.stderr
+    return p.stdout.strip()
+
+
+def _sums(cli) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    out = {}
+    for t in TABLES:
+        key = "aid" if t == "pgbench_accounts" else ("bid" if t == "pgbench_branches" else
+                                                     ("tid" if t == "pgbench_tellers" else "id"))
+        out[t] = _psql(cli, f"SELECT count(*) || ':' || md5(string_agg(x::text, '|' ORDER BY {key}))"
+                            f" FROM {t} x")
+    out["gold"] = _psql(cli, "SELECT count(*) FROM gold")
+    out["balances"] = _psql(cli, "SELECT count(*) || ':' || sum(total) FROM balances")
+    return out
+
+
+@pytest.mark.timeout(1800)
+def test_debian_postgres_15_to_17_by_auto_update(cli, open_registry, images,
+                                                  tmp_path) -> None:  # type: ignore[no-untyped-def]
+    env = {"VOLMERGE_CERTS_D": str(open_registry.certs_d),
+           "REGISTRY_AUTH_FILE": str(tmp_path / "auth.json")}
+    follow = open_registry.ref("postgres:stable")
+    for v in ("15", "17", "17-broken"):
+        r = cli("image", "load", str(images[v]), timeout=600)
+        assert r.returncode == 0, r.stderr
+
+    def publish(ref: str) -> None:
+        r = cli("push", "-q", ref, follow, env=env, timeout=600)
+        assert r.returncode == 0, r.stderr
+
+    publish(debian.IMAGES["postgres15"].ref)
+    assert cli("pull", "-q", follow, env=env, timeout=600).returncode == 0
+    r = cli("run", "-d", "--name", "pg", "--network", "none", "-l", f"{LABEL}=registry",
+            "-e", f"POSTGRES_USER={USER}", "-e", "POSTGRES_PASSWORD=s3cret", "-e", "POSTGRES_DB=app",
+            "-v", "pgdata:/var/lib/postgresql/data", follow)
+    assert r.returncode == 0, r.stderr
+    try:
+        assert cli("wait", "--healthy", "pg", "--timeout", "120", timeout=180).returncode == 0
+        p = cli("exec", "pg", "pgbench", "-i", "-s", "2", "-q", "-h", SOCK, "-U", USER, "app",
+                timeout=300)
+        assert p.returncode == 0, p.stderr
+        p = cli("exec", "pg", "sh", "-c", f"psql -h {SOCK} -U {USER} -d app -v ON_ERROR_STOP=1 -q"
+                                         f" <<'EOF'\n{SETUP}\nEOF")
+        assert p.returncode == 0, p.stderr
+        before = _sums(cli)
+        assert _psql(cli, "SHOW server_version_num").startswith("15")
+
+        # a broken 17 under the tag: rolled back, image and data
+        publish("localhost/volmerge-debian/postgres:17-broken")
+        r = cli("auto-update", "--json", env=env, timeout=1200)
+        (u,) = json.loads(r.stdout)
+        assert r.returncode == 1 and u["updated"] == "rolled back", (u, r.stderr)
+        assert cli("wait", "--healthy", "pg", "--timeout", "120", timeout=180).returncode == 0
+        assert _psql(cli, "SHOW server_version_num").startswith("15")
+        assert _sums(cli) == before
+
+        # the real 17: the data carried across the major version
+        publish(debian.IMAGES["postgres17"].ref)
+        r = cli("auto-update", "--json", env=env, timeout=1200)
+        (u,) = json.loads(r.stdout)
+        assert r.returncode == 0 and u["updated"] == "true", (u, r.stderr)
+        assert cli("wait", "--healthy", "pg", "--timeout", "120", timeout=180).returncode == 0
+        assert _psql(cli, "SHOW server_version_num").startswith("17")
+        assert _sums(cli) == before
+        assert _psql(cli, "SELECT nextval('invoice_no')") == "1014"
+        assert _psql(cli, "INSERT INTO customers (name) VALUES ('new') RETURNING id") == "301"
+        p = cli("exec", "pg", "pgbench", "-c", "2", "-t", "20", "-h", SOCK, "-U", USER, "app",
+                timeout=300)
+        assert p.returncode == 0 and "number of failed transactions: 0" in p.stdout, p.stdout
+
+        # and back to 15, the data as it was before the upgrade
+        r = cli("rollback", "pg", "--discard-new-data", timeout=600)
+        assert r.returncode == 0, r.stderr
+        assert cli("wait", "--healthy", "pg", "--timeout", "120", timeout=180).returncode == 0
+        assert _psql(cli, "SHOW server_version_num").startswith("15")
+        assert _sums(cli) == before
+    finally:
+        for cid in cli("ps", "-aq").stdout.split():
+            cli("rm", "-f", cid)
