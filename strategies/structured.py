@@ -1,4 +1,12 @@
-"""Key-level three-way merge of JSON, YAML, TOML and INI.
+"""Key-level three-way merge of JSON, YAML, TOML, INI, .env and .properties.
+
+git's line merge comes first: where it is clean its result is the result,
+byte for byte, so a structured merge never loses a comment or a spacing
+change that a line merge keeps.  Only where it stops does the key level
+decide.  Then the line merge's conflict hunks are merged again finer
+(hunks.py: adjacent edits, one side's value change against the other's
+respacing); that result is taken when it parses to the same data as the
+key-level merge, so both sides' comment and formatting changes arrive.
 
 The operator's change of one key and the new image's change of a
 neighbouring key never conflict.  The merge is planned on plain data
@@ -20,164 +28,28 @@ from __future__ import annotations
 import io
 import json
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
 from .base import ConflictInfo, FileReport, MergeOptions, MergeResult
+from .errors import BadInput
+from .formats import FORMATS, by_name, detect
 from .identity import is_text, trivial_merge
+from .kvdoc import EnvDoc, KvParseError, PropertiesDoc
+from .plan import MISSING, Op, ParseError, dotted, plan_merge, strict_eq
 from .text import merge_text
 
-
-class _Missing:
-    def __repr__(self) -> str:
-        return "<missing>"
-
-
-MISSING: Any = _Missing()
 MAX_YAML_NODES = 100_000  # at least; more for a big file (see _bound_expansion)
-FORMATS = {".json": "json", ".yaml": "yaml", ".yml": "yaml", ".toml": "toml",
-           ".ini": "ini", ".cfg": "ini", ".conf": "ini"}
+__all__ = ["MISSING", "StructuredStrategy", "format_of", "plan_merge", "strict_eq"]
 
 
 def format_of(path: str) -> str | None:
-    name = path.rsplit("/", 1)[-1].lower()
-    dot = name.rfind(".")
-    return FORMATS.get(name[dot:]) if dot >= 0 else None
-
-
-def strict_eq(a: Any, b: Any) -> bool:
-    """Equality that tells 1, 1.0 and True apart and compares order-insensitively
-    only mappings."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(strict_eq(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(strict_eq(x, y) for x, y in zip(a, b))
-    if isinstance(a, (dict, list)) or isinstance(b, (dict, list)):
-        return False
-    if a is MISSING or b is MISSING:
-        return a is b
-    return _scalar_kind(a) == _scalar_kind(b) and a == b
-
-
-def _scalar_kind(v: Any) -> str:
-    if isinstance(v, bool):
-        return "bool"
-    if isinstance(v, int):
-        return "int"
-    if isinstance(v, float):
-        return "float"
-    if isinstance(v, str):
-        return "str"
-    return type(v).__name__
-
-
-def dotted(path: list[Any]) -> str:
-    out = ""
-    for p in path:
-        if isinstance(p, int):
-            out += f"[{p}]"
-        else:
-            s = str(p)
-            out += ("." if out else "") + (s if re.fullmatch(r"[\w-]+", s) else json.dumps(s))
-    return out or "(root)"
-
-
-@dataclass
-class Op:
-    kind: str  # "set" | "add" | "del" | "append"
-    path: list[Any]
-    after: Any = None  # for "add": the key in ours it goes after (MISSING: none) ...
-    before: Any = None  # ... or else the key in ours it goes before (MISSING: append)
-    count: int = 0  # for "append": how many trailing items of theirs
-
-
-@dataclass
-class Plan:
-    ops: list[Op] = field(default_factory=list)
-    conflicts: list[tuple[ConflictInfo, list[Op]]] = field(default_factory=list)  # with theirs' ops
-
-
-def plan_merge(b: Any, o: Any, t: Any) -> Plan:
-    plan = Plan()
-    _plan(b, o, t, [], plan)
-    return plan
-
-
-def _plan(b: Any, o: Any, t: Any, path: list[Any], plan: Plan) -> None:
-    if strict_eq(o, t):
-        return
-    if isinstance(o, dict) and isinstance(t, dict) and (b is MISSING or isinstance(b, dict)):
-        bb = b if isinstance(b, dict) else {}
-        tkeys = list(t)
-        for k in list(o) + [k for k in tkeys if k not in o]:
-            ov, tv, bv = o.get(k, MISSING), t.get(k, MISSING), bb.get(k, MISSING)
-            if strict_eq(ov, tv) or strict_eq(bv, tv):
-                continue
-            p = path + [k]
-            if strict_eq(bv, ov) and not (isinstance(ov, dict) and isinstance(tv, dict)):
-                plan.ops.append(_theirs_op(p, ov, tv, tkeys, o))
-                continue
-            if ov is MISSING or tv is MISSING:
-                what = "deleted in ours, changed in theirs" if ov is MISSING else "changed in ours, deleted in theirs"
-                plan.conflicts.append((ConflictInfo(dotted(p), what, _j(ov), _j(tv), _j(bv)),
-                                       [_theirs_op(p, ov, tv, tkeys, o)]))
-                continue
-            _plan(bv, ov, tv, p, plan)
-        return
-    if isinstance(o, list) and isinstance(t, list) and isinstance(b, list):
-        n = len(b)
-        if len(o) == len(t) == n:
-            for i in range(n):
-                _plan(b[i], o[i], t[i], path + [i], plan)
-            return
-        if strict_eq(o[:n], b) and strict_eq(t[:n], b):
-            if strict_eq(o[n:], t[n:]):
-                return
-            plan.ops.append(Op("append", path, count=len(t) - n))
-            return
-        if strict_eq(b, o):
-            plan.ops.append(Op("set", path))
-            return
-        if strict_eq(b, t):
-            return
-    elif strict_eq(b, o):
-        plan.ops.append(Op("set", path))
-        return
-    elif strict_eq(b, t):
-        return
-    plan.conflicts.append((ConflictInfo(dotted(path), "changed on both sides", _j(o), _j(t), _j(b)),
-                           [Op("set", path)]))
-
-
-def _theirs_op(p: list[Any], ov: Any, tv: Any, tkeys: list[Any], o: dict) -> Op:
-    if tv is MISSING:
-        return Op("del", p)
-    if ov is MISSING:
-        k = p[-1]
-        i = tkeys.index(k)
-        after = next((x for x in tkeys[:i][::-1] if x in o), MISSING)
-        before = next((x for x in tkeys[i + 1:] if x in o), MISSING)
-        return Op("add", p, after=after, before=before)
-    return Op("set", p)
-
-
-def _j(v: Any) -> Any:
-    if v is MISSING:
-        return None
-    try:
-        json.dumps(v)
-        return v
-    except (TypeError, ValueError):
-        return str(v)
+    """The format a file's name says (content detection: formats.detect)."""
+    return by_name(path)
 
 
 # ---------------------------------------------------------------------------
 # formats: parse to (document, plain data); apply ops to ours; dump
 # ---------------------------------------------------------------------------
-class ParseError(Exception):
-    pass
-
-
 class _TreeDoc:
     """What JSON, YAML and TOML documents share: paths into a tree, and the
     ops that are the same on each (append to a list, replace the whole
@@ -486,7 +358,7 @@ class IniDoc:
             raise ParseError(f"INI does not parse: {str(exc).splitlines()[0]}") from None
 
     def apply(self, op: Op, theirs: IniDoc) -> None:
-        from configupdater import Comment, Space
+        from configupdater import Comment
 
         p = op.path
         if op.kind == "set" and len(p) == 2:
@@ -514,29 +386,50 @@ class IniDoc:
                 b = b.comment(c)
             b.option(p[1], value)
         elif op.kind == "add" and len(p) == 1:
-            tsecs = theirs.doc.sections()
-            i = tsecs.index(p[0])
-            lead: list[str] = []
-            if i > 0:
-                prev = theirs.doc[tsecs[i - 1]].structure
-                j = len(prev) - 1
-                while j >= 0 and isinstance(prev[j], (Comment, Space)):
-                    if isinstance(prev[j], Comment):
-                        lead = [ln + "\n" for ln in str(prev[j]).splitlines()] + lead
-                    j -= 1
-            sections = self.doc.sections()
-            if sections:
-                last = self.doc[sections[-1]]
-                if not str(last).endswith("\n\n"):
-                    last.add_space("\n")
-                for c in lead:
-                    last.add_comment(c)
-            self.doc.add_section(theirs.doc[p[0]].detach())
+            self._add_section(p[0], theirs)
         else:
             raise ParseError(f"cannot apply {op.kind} at {dotted(p)} in INI")
 
+    def _add_section(self, name: str, theirs: IniDoc) -> None:
+        """Append theirs' section ``name`` once, with the comment block right
+        above its header in theirs.  configupdater keeps the comment lines
+        that follow a section's last option in that section, although the
+        block right above the next header belongs to that header: the copy
+        leaves that block out (it goes with the next section, if added) and
+        takes its own from the previous section's end."""
+        from configupdater import ConfigUpdater
+
+        tsecs = theirs.doc.sections()
+        i = tsecs.index(name)
+        lead = _header_block(str(theirs.doc[tsecs[i - 1]])) if i > 0 else []
+        body = str(theirs.doc[name]).splitlines(keepends=True)
+        own = len(body) - len(_header_block("".join(body))) if i + 1 < len(tsecs) else len(body)
+        body = body[:own]
+        while len(body) > 1 and not body[-1].strip():
+            body.pop()
+        text = str(self.doc)
+        if text and not text.endswith("\n"):
+            text += "\n"
+        if text and not text.endswith("\n\n"):
+            text += "\n"
+        fresh = ConfigUpdater()
+        fresh.read_string(text + "".join(lead) + "".join(body))
+        self.doc = fresh
+
     def dump(self) -> bytes:
         return str(self.doc).encode("utf-8")
+
+
+def _header_block(section_text: str) -> list[str]:
+    """The comment lines at the end of a section's text after its last blank
+    line: the block that stands right above the next section's header."""
+    lines = section_text.splitlines(keepends=True)
+    out: list[str] = []
+    for ln in reversed(lines):
+        if not ln.strip() or ln.lstrip()[:1] not in ("#", ";"):
+            break
+        out.insert(0, ln)
+    return out
 
 
 def _ini_leading(structure: list[Any], key: str, comment_type: type) -> list[str]:
@@ -551,53 +444,80 @@ def _ini_leading(structure: list[Any], key: str, comment_type: type) -> list[str
     return out
 
 
-DOCS = {"json": JsonDoc, "yaml": YamlDoc, "toml": TomlDoc, "ini": IniDoc}
+DOCS: dict[str, Any] = {"json": JsonDoc, "yaml": YamlDoc, "toml": TomlDoc, "ini": IniDoc,
+                        "env": EnvDoc, "properties": PropertiesDoc}
 
 
 class StructuredStrategy:
-    """Key-level merge of JSON, YAML, TOML and INI, keeping ours' comments and layout."""
+    """Key-level merge of JSON, YAML, TOML, INI, .env and .properties where git's line merge stops."""
 
     name = "structured"
 
     def handles(self, path: str, sample: bytes) -> bool:
-        return format_of(path) is not None and is_text(sample)
+        return is_text(sample) and detect(path, sample) is not None
 
     def merge(self, path: str, base: bytes | None, ours: bytes, theirs: bytes,
               opts: MergeOptions) -> MergeResult:
         done = trivial_merge(self.name, path, base, ours, theirs)
         if done is not None:
             return done
-        fmt = opts.options.get("format") or format_of(path)
-        if fmt not in DOCS:
-            return self._fallback(path, base, ours, theirs, opts, f"unknown format for {path}")
+        fmt, how = self._format(path, ours, theirs, opts)
+        notes = [f"format {fmt.upper()}: by {how}"]
+        if base is None:
+            notes.append("no base version: keys in both are merged two-way")
         cls = DOCS[fmt]
         try:
             b = cls(base) if base is not None else None
             o, t = cls(ours), cls(theirs)
-        except ParseError as exc:
+        except (ParseError, KvParseError) as exc:
             return self._fallback(path, base, ours, theirs, opts, str(exc))
         except Exception as exc:  # noqa: BLE001 - a parser's surprise on hostile input
             return self._fallback(path, base, ours, theirs, opts,
                                   f"{fmt.upper()} does not parse: {type(exc).__name__}")
         if not all(isinstance(x.plain, (dict, list)) for x in (o, t)):
             return self._fallback(path, base, ours, theirs, opts, "not a mapping or list at the top")
+        from .xmerge import xmerge
+
+        clean, line_merged = xmerge(base or b"", ours, theirs)
+        if clean and _parses(cls, line_merged):
+            return MergeResult(line_merged, FileReport(
+                path, "merged", self.name, notes=notes + ["line merge clean: git merge-file's result"]))
+        return self._keys(path, base, ours, theirs, opts, cls, (b, o, t), notes)
+
+    def _format(self, path: str, ours: bytes, theirs: bytes, opts: MergeOptions) -> tuple[str, str]:
+        """The format and how it was found; BadInput when none (a policy rule
+        named this strategy for a file it cannot read)."""
+        fmt = opts.options.get("format")
+        if fmt is not None:
+            if fmt not in DOCS:
+                raise BadInput(f"{path}: policy option format = {fmt!r} is not one of "
+                               + ", ".join(FORMATS))
+            return fmt, "policy option format"
+        found = [detect(path, x) for x in (ours, theirs)]
+        if found[0] is not None and (found[1] is None or found[1][0] == found[0][0]):
+            return found[0]
+        if found[1] is not None and found[0] is None:
+            return found[1]
+        raise BadInput(f"{path}: the structured strategy cannot tell this file's format from its "
+                       "name or content; say it in the policy rule: options = { format = \"ini\" } "
+                       "(" + ", ".join(FORMATS) + ")")
+
+    def _keys(self, path: str, base: bytes | None, ours: bytes, theirs: bytes, opts: MergeOptions,
+              cls: Any, docs: tuple[Any, Any, Any], notes: list[str]) -> MergeResult:
+        b, o, t = docs
         plan = plan_merge(b.plain if b is not None else MISSING, o.plain, t.plain)
         conflicts = [c for c, _ops in plan.conflicts]
         ops = list(plan.ops)
         oc = opts.on_conflict
-        notes = [] if base is not None else ["no base version: keys in both are merged two-way"]
-        action = "merged"
         if conflicts:
             if oc == "fail":
                 return MergeResult(None, FileReport(path, "conflict", self.name, conflicts, notes))
             if oc == "keep-both":
-                return MergeResult(ours, FileReport(path, "kept-both", self.name, conflicts, notes))
+                name = path.rsplit("/", 1)[-1]
+                return MergeResult(ours, FileReport(path, "kept-both", self.name, conflicts, notes + [
+                    f"ours kept; the new release's file written beside it as {name}.volmerge-new"]))
             if oc == "markers":
-                r = merge_text(path, base, ours, theirs, opts, self.name)
-                r.report.conflicts = conflicts
-                r.report.notes = notes + ["conflict markers written by the line merge"]
-                r.report.action = "conflict"
-                return r
+                return self._markers(path, base, ours, theirs, opts, cls, conflicts, notes)
             if oc == "theirs":
                 for _c, cops in plan.conflicts:
                     ops.extend(cops)
@@ -606,15 +526,56 @@ class StructuredStrategy:
             for op in ops:
                 o.apply(op, t)
             out = o.dump()
+            want = cls(out).plain
         except Exception as exc:  # noqa: BLE001 - never lose the file over a round-trip quirk
             return self._fallback(path, base, ours, theirs, opts, f"cannot apply the merge: {exc}")
+        from .hunks import settle_all
+
+        prefer = oc if oc in ("ours", "theirs") else None
+        settled, _left = settle_all(base or b"", ours, theirs, prefer)
+        if settled is not None and _same_data(cls, settled, want):
+            out = settled
+            notes.append("line merge's conflicts settled line by line: both sides' comments kept")
         changed = [dotted(op.path) for op in ops]
         if changed:
             notes.append("from theirs: " + ", ".join(changed[:20]) + (" ..." if len(changed) > 20 else ""))
-        return MergeResult(out, FileReport(path, action, self.name, conflicts, notes))
+        return MergeResult(out, FileReport(path, "merged", self.name, conflicts, notes))
+
+    def _markers(self, path: str, base: bytes | None, ours: bytes, theirs: bytes, opts: MergeOptions,
+                 cls: Any, conflicts: list[ConflictInfo], notes: list[str]) -> MergeResult:
+        """Markers around just the lines of the conflicting keys (the other
+        hunks settled); whether the file still parses is said."""
+        from .hunks import settle_all
+
+        out, _left = settle_all(base or b"", ours, theirs, markers=True, diff3=opts.diff3)
+        if out is None:  # cannot happen with markers=True
+            return merge_text(path, base, ours, theirs, opts, self.name)
+        fmt = cls.__name__.replace("Doc", "").upper()
+        notes = notes + ["conflict markers around the conflicting keys' lines ("
+                         + ", ".join(c.location for c in conflicts[:10]) + "); "
+                         + (f"the file still parses as {fmt}" if _parses(cls, out) else
+                            f"the file does not parse as {fmt} until they are resolved")]
+        return MergeResult(out, FileReport(path, "conflict", self.name, conflicts, notes))
 
     def _fallback(self, path: str, base: bytes | None, ours: bytes, theirs: bytes,
                   opts: MergeOptions, why: str) -> MergeResult:
         r = merge_text(path, base, ours, theirs, opts, "text")
         r.report.notes.insert(0, f"fell back to text: {why}")
         return r
+
+
+def _parses(cls: Any, data: bytes) -> bool:
+    try:
+        cls(data)
+    except Exception:  # noqa: BLE001 - any failure means "does not parse"
+        return False
+    return True
+
+
+def _same_data(cls: Any, data: bytes, want: Any) -> bool:
+    try:
+        return strict_eq(cls(data).plain, want)
+    except Exception:  # noqa: BLE001 - does not parse: not the same data
+        return False
+
+

@@ -70,7 +70,15 @@ def test_json_keeps_indentation_and_order() -> None:
     ours = '{\n    "b": 2,\n    "a": {"x": 1}\n}\n'
     theirs = '{\n    "b": 1,\n    "new": "n",\n    "a": {"x": 1, "y": 2}\n}\n'
     r = merge("c.json", base, ours, theirs)
-    assert r.content.decode() == '{\n    "b": 2,\n    "new": "n",\n    "a": {\n        "x": 1,\n        "y": 2\n    }\n}\n'
+    # the line merge's conflict (neighbouring lines) settled line by line:
+    # theirs' spelling of the lines only theirs changed (issue 16, point 1)
+    assert r.content.decode() == '{\n    "b": 2,\n    "new": "n",\n    "a": {"x": 1, "y": 2}\n}\n'
+    # both sides added a key at the same place: the key-level merge writes
+    # the document again, with ours' indentation (theirs' key after its
+    # predecessor there)
+    base = '{\n    "b": 1\n}\n'
+    r = merge("c.json", base, '{\n    "b": 1,\n    "o": 2\n}\n', '{\n    "b": 1,\n    "t": 3\n}\n')
+    assert r.content.decode() == '{\n    "b": 1,\n    "t": 3,\n    "o": 2\n}\n'
 
 
 def test_toml_new_key_with_comment() -> None:
