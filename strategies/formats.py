@@ -81,9 +81,14 @@ def _json(text: str) -> bool:
 
 
 def _toml(text: str) -> bool:
+    """TOML with at least one value outside a table header (an INI file whose
+    keys are all commented out parses as TOML tables with nothing in them)."""
     import tomllib
 
-    return bool(tomllib.loads(text))
+    def has_value(d: dict) -> bool:
+        return any(not isinstance(v, dict) or has_value(v) for v in d.values())
+
+    return has_value(tomllib.loads(text))
 
 
 def _ini(text: str) -> bool:

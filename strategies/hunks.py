@@ -43,9 +43,32 @@ def key_of(line: bytes) -> tuple[bytes, bytes] | None:
     return (m.group(1).strip(b'"'), m.group(2)) if m else None
 
 
-def _edits(base: list[bytes], side: list[bytes]) -> list[tuple[int, int, list[bytes]]]:
-    sm = difflib.SequenceMatcher(None, base, side, autojunk=False)
-    return [(i1, i2, side[j1:j2]) for op, i1, i2, j1, j2 in sm.get_opcodes() if op != "equal"]
+def _sig(line: bytes) -> bytes:
+    """What aligns lines: a key line by its indentation and key (its value
+    may differ between the sides), any other line by its text."""
+    k = key_of(line)
+    if k is None:
+        return line
+    return b"\0K" + line[: len(line) - len(line.lstrip())] + k[0]
+
+
+@dataclass(frozen=True)
+class _Side:
+    lines: list[bytes]
+    edits: list[tuple[int, int, list[bytes]]]  # (base start, base end, lines instead)
+    at: dict[int, int]  # base line -> this side's line, where aligned
+
+
+def _diff(base: list[bytes], side: list[bytes]) -> _Side:
+    sm = difflib.SequenceMatcher(None, [_sig(x) for x in base], [_sig(x) for x in side],
+                                 autojunk=False)
+    edits, at = [], {}
+    for op, i1, i2, j1, j2 in sm.get_opcodes():
+        if op == "equal":
+            at.update(zip(range(i1, i2), range(j1, j2)))
+        else:
+            edits.append((i1, i2, side[j1:j2]))
+    return _Side(side, edits, at)
 
 
 def _overlap(a: tuple[int, int, list[bytes]], b: tuple[int, int, list[bytes]]) -> bool:
@@ -74,8 +97,10 @@ def _line_pick(b: bytes, o: bytes, t: bytes, prefer: str | None) -> bytes | None
 
 
 def _settle_group(b: list[bytes], o: list[bytes], t: list[bytes], prefer: str | None) -> list[bytes] | None:
-    if o == t:
+    if o == t or t == b:
         return o
+    if o == b:
+        return t
     if len(b) == len(o) == len(t):
         out = [_line_pick(x, y, z, prefer) for x, y, z in zip(b, o, t)]
         return None if any(x is None for x in out) else out  # type: ignore[misc]
@@ -92,56 +117,57 @@ def settle(base: list[bytes], ours: list[bytes], theirs: list[bytes],
     """One conflict hunk merged finer; None when it is too large to try."""
     if len(base) + len(ours) + len(theirs) > MAX_HUNK_LINES:
         return None
-    edits = sorted([(e, 0) for e in _edits(base, ours)] + [(e, 1) for e in _edits(base, theirs)],
+    so, st = _diff(base, ours), _diff(base, theirs)
+    edits = sorted([(e, 0) for e in so.edits] + [(e, 1) for e in st.edits],
                    key=lambda x: (x[0][0], x[0][1], x[1]))
     out: list[bytes | None] = []
     conflicts: list[tuple[list[bytes], list[bytes], list[bytes]]] = []
+
+    def emit(b: list[bytes], o: list[bytes], t: list[bytes]) -> None:
+        got = _settle_group(b, o, t, prefer)
+        if got is None:
+            conflicts.append((o, b, t))
+            out.extend([_MARK, *o, _MARK, *t, _MARK])
+        else:
+            out.extend(got)
+
     pos = 0
     i = 0
-    while i < len(edits):
-        group = [edits[i]]
-        end = max(edits[i][0][1], edits[i][0][0])
-        i += 1
-        while i < len(edits) and any(_overlap(edits[i][0], g[0]) for g in group):
-            group.append(edits[i])
-            end = max(end, edits[i][0][1])
+    while i <= len(edits):
+        if i < len(edits):
+            group = [edits[i]]
+            end = edits[i][0][1]
             i += 1
-        start = group[0][0][0]
-        out.extend(base[pos:start])
-        if len(group) == 1:
-            out.extend(group[0][0][2])
+            while i < len(edits) and any(_overlap(edits[i][0], g[0]) for g in group):
+                group.append(edits[i])
+                end = max(end, edits[i][0][1])
+                i += 1
+            start = group[0][0][0]
         else:
-            b = base[start:end]
-            o, t = _side(base, start, end, [g[0] for g in group if g[1] == 0]), \
-                _side(base, start, end, [g[0] for g in group if g[1] == 1])
-            got = _settle_group(b, o, t, prefer)
-            if got is None:
-                conflicts.append((o, b, t))
-                out.append(_MARK)
-                out.extend(o)
-                out.append(_MARK)
-                out.extend(t)
-                out.append(_MARK)
-            else:
-                out.extend(got)
-        pos = end
-    out.extend(base[pos:])
+            i, start, end, group = i + 1, len(base), len(base), []
+        for k in range(pos, start):  # aligned on both sides: same key or same text
+            emit([base[k]], [ours[so.at[k]]], [theirs[st.at[k]]])
+        if group:
+            emit(base[start:end], _text(base, start, end, so, [g[0] for g in group if g[1] == 0]),
+                 _text(base, start, end, st, [g[0] for g in group if g[1] == 1]))
+        pos = max(pos, end)
     return Settled(out, conflicts)
 
 
-_MARK = None  # in Settled.lines: where a conflict's markers go (<<<, ===, >>> in turn)
-
-
-def _side(base: list[bytes], start: int, end: int, edits: list[tuple[int, int, list[bytes]]]) -> list[bytes]:
+def _text(base: list[bytes], start: int, end: int, side: _Side,
+          edits: list[tuple[int, int, list[bytes]]]) -> list[bytes]:
     """What one side has in place of base[start:end]."""
     out: list[bytes] = []
     pos = start
     for i1, i2, lines in sorted(edits, key=lambda e: (e[0], e[1])):
-        out.extend(base[pos:i1])
+        out.extend(side.lines[side.at[k]] for k in range(pos, i1))
         out.extend(lines)
         pos = i2
-    out.extend(base[pos:end])
+    out.extend(side.lines[side.at[k]] for k in range(pos, end))
     return out
+
+
+_MARK = None  # in Settled.lines: where a conflict's markers go (<<<, ===, >>> in turn)
 
 
 def settle_all(base: bytes, ours: bytes, theirs: bytes, prefer: str | None = None,

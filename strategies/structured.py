@@ -493,11 +493,13 @@ class StructuredStrategy:
                 raise BadInput(f"{path}: policy option format = {fmt!r} is not one of "
                                + ", ".join(FORMATS))
             return fmt, "policy option format"
-        found = [detect(path, x) for x in (ours, theirs)]
-        if found[0] is not None and (found[1] is None or found[1][0] == found[0][0]):
+        found = [f for f in (detect(path, ours), detect(path, theirs)) if f is not None]
+        for fmt, how in found:  # ours' guess first; a guess both sides parse in
+            if len(found) == 1 or found[0][0] == found[1][0] or (
+                    _parses(DOCS[fmt], ours) and _parses(DOCS[fmt], theirs)):
+                return fmt, how
+        if found:
             return found[0]
-        if found[1] is not None and found[0] is None:
-            return found[1]
         raise BadInput(f"{path}: the structured strategy cannot tell this file's format from its "
                        "name or content; say it in the policy rule: options = { format = \"ini\" } "
                        "(" + ", ".join(FORMATS) + ")")
