@@ -164,3 +164,56 @@ def _says(what: str, o: Any, t: Any, b: Any) -> str:
         s = json.dumps(_j(v), ensure_ascii=False, default=str)
         return s if len(s) <= 80 else s[:77] + "..."
     return f"{what}: ours {show(o)}, theirs {show(t)}, base {show(b)}"
+
+
+class _TreeDoc:
+    """What JSON, YAML and TOML documents share: paths into a tree, and the
+    ops that are the same on each (append to a list, replace the whole
+    document); the rest is ``_apply_at`` on the parent of the path."""
+
+    doc: Any
+
+    def get(self, path: list[Any]) -> Any:
+        node = self.doc
+        for p in path:
+            node = node[p]
+        return node
+
+    def apply(self, op: Op, theirs: Any) -> None:
+        if op.kind == "append":
+            src = theirs.get(op.path)
+            dst = self.get(op.path)
+            for item in list(src)[len(src) - op.count:]:
+                dst.append(item)
+            return
+        if not op.path:
+            self.doc = theirs.doc
+            return
+        self._apply_at(self.get(op.path[:-1]), op.path[-1], op, theirs)
+
+    def _apply_at(self, parent: Any, k: Any, op: Op, theirs: Any) -> None:
+        raise NotImplementedError
+
+
+def _position(keys: list[Any], op: Op) -> int:
+    if op.after is not MISSING and op.after in keys:
+        return keys.index(op.after) + 1
+    if op.before is not MISSING and op.before in keys:
+        return keys.index(op.before)
+    return len(keys)
+
+
+def _plainify(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {(_plainify(k) if not isinstance(k, (str, int)) else k): _plainify(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plainify(x) for x in v]
+    if isinstance(v, bool) or v is None:
+        return v
+    if isinstance(v, str):
+        return str(v)
+    if isinstance(v, int):
+        return int(v)
+    if isinstance(v, float):
+        return float(v)
+    return v

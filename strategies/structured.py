@@ -25,7 +25,6 @@ it and the report says so.
 
 from __future__ import annotations
 
-import io
 import json
 import re
 from typing import Any
@@ -35,11 +34,12 @@ from .errors import BadInput
 from .formats import FORMATS, by_name, detect
 from .identity import is_text, trivial_merge
 from .kvdoc import EnvDoc, KvParseError, PropertiesDoc
-from .plan import MISSING, Op, ParseError, dotted, plan_merge, strict_eq
+from .plan import MISSING, Op, ParseError, _plainify, _position, _TreeDoc, dotted, plan_merge, strict_eq
 from .text import merge_text
+from .yamldoc import MAX_YAML_NODES, YamlDoc
 
-MAX_YAML_NODES = 100_000  # at least; more for a big file (see _bound_expansion)
-__all__ = ["MISSING", "StructuredStrategy", "format_of", "plan_merge", "strict_eq"]
+__all__ = ["MAX_YAML_NODES", "MISSING", "StructuredStrategy", "YamlDoc", "format_of", "plan_merge",
+           "strict_eq"]
 
 
 def format_of(path: str) -> str | None:
@@ -50,35 +50,6 @@ def format_of(path: str) -> str | None:
 # ---------------------------------------------------------------------------
 # formats: parse to (document, plain data); apply ops to ours; dump
 # ---------------------------------------------------------------------------
-class _TreeDoc:
-    """What JSON, YAML and TOML documents share: paths into a tree, and the
-    ops that are the same on each (append to a list, replace the whole
-    document); the rest is ``_apply_at`` on the parent of the path."""
-
-    doc: Any
-
-    def get(self, path: list[Any]) -> Any:
-        node = self.doc
-        for p in path:
-            node = node[p]
-        return node
-
-    def apply(self, op: Op, theirs: Any) -> None:
-        if op.kind == "append":
-            src = theirs.get(op.path)
-            dst = self.get(op.path)
-            for item in list(src)[len(src) - op.count:]:
-                dst.append(item)
-            return
-        if not op.path:
-            self.doc = theirs.doc
-            return
-        self._apply_at(self.get(op.path[:-1]), op.path[-1], op, theirs)
-
-    def _apply_at(self, parent: Any, k: Any, op: Op, theirs: Any) -> None:
-        raise NotImplementedError
-
-
 class JsonDoc(_TreeDoc):
     def __init__(self, data: bytes) -> None:
         try:
@@ -110,170 +81,6 @@ class JsonDoc(_TreeDoc):
             s = json.dumps(self.doc, separators=sep, ensure_ascii=False)
         trail = t[len(t.rstrip()):]
         return (s + trail).encode("utf-8")
-
-
-class YamlDoc(_TreeDoc):
-    def __init__(self, data: bytes) -> None:
-        from ruamel.yaml import YAML
-        from ruamel.yaml.error import YAMLError
-        from ruamel.yaml.util import load_yaml_guess_indent
-
-        try:
-            self.text = data.decode("utf-8")
-            _d, ind, bsi = load_yaml_guess_indent(self.text)
-            y = YAML()
-            y.preserve_quotes = True
-            y.width = 4096
-            y.indent(mapping=ind or 2, sequence=(ind or 2) + (bsi or 0), offset=bsi or 0)
-            y.explicit_start = self.text.lstrip().startswith("---")
-            self.yaml = y
-            self.doc = y.load(self.text)
-        except (UnicodeDecodeError, YAMLError, ValueError, TypeError) as exc:
-            raise ParseError(f"YAML does not parse: {str(exc).splitlines()[0] if str(exc) else exc}") from None
-        _bound_expansion(self.doc, max(MAX_YAML_NODES, 2 * len(data)))
-        self.plain = _plainify(self.doc)
-
-    def _apply_at(self, parent: Any, k: Any, op: Op, theirs: Any) -> None:
-        if op.kind == "set":
-            parent[k] = theirs.get(op.path)
-        elif op.kind == "del":
-            _yaml_delete(parent, k)
-        elif op.kind == "add":
-            _yaml_insert(parent, k, op.after, op.before, theirs.get(op.path[:-1]))
-
-    def dump(self) -> bytes:
-        buf = io.StringIO()
-        self.yaml.dump(self.doc, buf)
-        return buf.getvalue().encode("utf-8")
-
-
-def _bound_expansion(doc: Any, limit: int) -> None:
-    """ParseError when ``doc`` has more than ``limit`` nodes with its aliases
-    expanded.  ruamel.yaml loads an alias as a second reference to the anchored
-    node, so a 500-byte "billion laughs" document loads instantly, but every
-    walk of the data after it (plainify, the three-way plan, equality) visits
-    each reference again: 9**9 nodes.  Counting is iterative and stops at the
-    bound, so it costs at most ``limit`` steps (a self-referencing alias too).
-    Without aliases a document has fewer nodes than bytes, hence the bound
-    relative to the input size."""
-    seen = 0
-    stack = [doc]
-    while stack:
-        v = stack.pop()
-        seen += 1
-        if seen > limit:
-            raise ParseError(f"YAML expands to more than {limit} nodes through its aliases "
-                             "(an alias bomb?)")
-        if isinstance(v, dict):
-            stack.extend(v.keys())
-            stack.extend(v.values())
-        elif isinstance(v, (list, tuple)):
-            stack.extend(v)
-
-
-def _tail(container: Any, key: Any) -> tuple[Any, Any]:
-    """Where ruamel keeps the comment lines that follow ``container[key]``:
-    on the deepest last key of its value."""
-    from ruamel.yaml.comments import CommentedMap
-
-    v = container[key]
-    while isinstance(v, CommentedMap) and len(v):
-        container, key = v, list(v)[-1]
-        v = container[key]
-    return container, key
-
-
-def _split_token(tok: Any) -> tuple[str, str]:
-    if tok is None:
-        return "", ""
-    val = tok.value
-    i = val.find("\n")
-    return (val, "") if i < 0 else (val[: i + 1], val[i + 1:])
-
-
-def _token_of(container: Any, key: Any) -> Any:
-    item = container.ca.items.get(key)
-    return item[2] if item and len(item) > 2 else None
-
-
-def _set_token(container: Any, key: Any, value: str) -> None:
-    from ruamel.yaml.error import CommentMark
-    from ruamel.yaml.tokens import CommentToken
-
-    tok = _token_of(container, key)
-    if not value:
-        if tok is not None:
-            container.ca.items[key][2] = None
-        return
-    if tok is not None:
-        tok.value = value
-        return
-    item = container.ca.items.setdefault(key, [None, None, None, None])
-    while len(item) < 4:
-        item.append(None)
-    if not value.startswith("\n") and not value.startswith("#"):
-        value = "\n" + value
-    item[2] = CommentToken(value, CommentMark(0), None)
-
-
-def _position(keys: list[Any], op: Op) -> int:
-    if op.after is not MISSING and op.after in keys:
-        return keys.index(op.after) + 1
-    if op.before is not MISSING and op.before in keys:
-        return keys.index(op.before)
-    return len(keys)
-
-
-def _yaml_insert(parent: Any, key: Any, after: Any, before: Any, tparent: Any) -> None:
-    tkeys = list(tparent)
-    ti = tkeys.index(key)
-    leading = ""
-    if ti > 0:
-        tc, tk = _tail(tparent, tkeys[ti - 1])
-        leading = _split_token(_token_of(tc, tk))[1]
-    value = tparent[key]
-    vc, vk = _tail(tparent, key)
-    v_eol, _v_rest = _split_token(_token_of(vc, vk))
-    pos = _position(list(parent), Op("add", [], after=after, before=before))
-    if after is not MISSING:
-        pc, pk = _tail(parent, after)
-        p_eol, p_rest = _split_token(_token_of(pc, pk))
-        _set_token(pc, pk, (p_eol or ("\n" if leading else "")) + leading)
-    else:
-        p_rest = ""
-    parent.insert(pos, key, value)
-    if vc is tparent:
-        vc = parent
-        if key in tparent.ca.items:
-            parent.ca.items[key] = list(tparent.ca.items[key])
-    _set_token(vc, vk, (v_eol or ("\n" if p_rest else "")) + p_rest)
-
-
-def _yaml_delete(parent: Any, key: Any) -> None:
-    keys = list(parent)
-    i = keys.index(key)
-    _eol, rest = _split_token(_token_of(*_tail(parent, key)))
-    if i > 0 and rest:
-        pc, pk = _tail(parent, keys[i - 1])
-        p_eol, p_rest = _split_token(_token_of(pc, pk))
-        _set_token(pc, pk, (p_eol or "\n") + p_rest + rest)
-    del parent[key]
-
-
-def _plainify(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {(_plainify(k) if not isinstance(k, (str, int)) else k): _plainify(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_plainify(x) for x in v]
-    if isinstance(v, bool) or v is None:
-        return v
-    if isinstance(v, str):
-        return str(v)
-    if isinstance(v, int):
-        return int(v)
-    if isinstance(v, float):
-        return float(v)
-    return v
 
 
 class TomlDoc(_TreeDoc):
@@ -524,20 +331,27 @@ class StructuredStrategy:
                 for _c, cops in plan.conflicts:
                     ops.extend(cops)
             notes.append(f"conflicts resolved: {oc}")
+        failure = ""
+        out: bytes | None = None
+        want: Any = None
         try:
             for op in ops:
                 o.apply(op, t)
+            want = o.current() if callable(getattr(o, "current", None)) else None
             out = o.dump()
-            want = cls(out).plain
+            if want is None:
+                want = cls(out).plain
         except Exception as exc:  # noqa: BLE001 - never lose the file over a round-trip quirk
-            return self._fallback(path, base, ours, theirs, opts, f"cannot apply the merge: {exc}")
+            failure = f"cannot apply the merge: {exc}"
         from .hunks import settle_all
 
         prefer = oc if oc in ("ours", "theirs") else None
         settled, _left = settle_all(base or b"", ours, theirs, prefer)
-        if settled is not None and _same_data(cls, settled, want):
+        if settled is not None and want is not None and _same_data(cls, settled, want):
             out = settled
             notes.append("line merge's conflicts settled line by line: both sides' comments kept")
+        elif out is None:
+            return self._fallback(path, base, ours, theirs, opts, failure)
         changed = [dotted(op.path) for op in ops]
         if changed:
             notes.append("from theirs: " + ", ".join(changed[:20]) + (" ..." if len(changed) > 20 else ""))
