@@ -256,3 +256,33 @@ def test_conflict_names_key_values_and_resolutions(tmp_path: Path) -> None:
     assert r.content.decode() == ("[log]\n<<<<<<< ours\nlevel = warn\n=======\nlevel = debug\n"
                                   ">>>>>>> theirs\nfile = /var/log/app.log\n")
     assert any("does not parse as INI" in n for n in r.report.notes)
+
+
+def test_cli_policy_error_and_keep_both_file(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Through `volmerge merge`: a rule naming `structured` for a file of no
+    known format stops with one line on stderr, exit 2, nothing written; a
+    structured conflict with keep-both writes NAME.volmerge-new and says so;
+    the dry run says how the format was found."""
+    from .treeutil import read, three
+
+    b, o, t = three(tmp_path, {"weird": b"a b c\n1 2\n", "config": CAL_BASE.encode()},
+                    {"weird": b"a b c\n1 3\n",
+                     "config": CAL_BASE.replace("#hosts = localhost:5232", "hosts = ::1:5232").encode()},
+                    {"weird": b"a b d\n1 2\n",
+                     "config": CAL_BASE.replace("# Addresses to listen on", "# Listen on").encode()})
+    pol = tmp_path / "pol.toml"
+    pol.write_text('[[rule]]\nglob = "weird"\nstrategy = "structured"\n')
+    p = cli("merge", str(b), str(o), str(t), "-o", str(tmp_path / "out"), "--policy", str(pol))
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "format" in p.stderr
+    assert not (tmp_path / "out").exists()
+    pol.write_text('[[rule]]\nglob = "weird"\nstrategy = "structured"\noptions = { format = "env" }\n')
+    p = cli("merge", str(b), str(o), str(t), "-o", str(tmp_path / "out"), "--policy", str(pol),
+            "--dry-run")
+    assert p.returncode == 1 and "fell back to text: env file has a line that is not key=value" in p.stdout
+    p = cli("merge", str(b), str(o), str(t), "-o", str(tmp_path / "out"), "--on-conflict", "keep-both")
+    assert p.returncode == 0, p.stderr
+    assert "format INI: by content" in p.stdout
+    got = read(tmp_path / "out")
+    assert got["config"] == CAL_BASE.replace("#hosts = localhost:5232", "hosts = ::1:5232").replace(
+        "# Addresses to listen on", "# Listen on").encode()
+    assert got["weird"] == b"a b c\n1 3\n" and got["weird.volmerge-new"] == b"a b d\n1 2\n"
