@@ -57,6 +57,7 @@ def sniff(sample: bytes) -> str | None:
     if b"\0" in sample:
         return None
     if len(sample) >= 8192:
+        sample = sample[:8192]
         cut = sample.rfind(b"\n")
         sample = sample[: cut + 1] if cut >= 0 else b""
     try:

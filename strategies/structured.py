@@ -34,7 +34,17 @@ from .errors import BadInput
 from .formats import FORMATS, by_name, detect
 from .identity import is_text, trivial_merge
 from .kvdoc import EnvDoc, KvParseError, PropertiesDoc
-from .plan import MISSING, Op, ParseError, _plainify, _position, _TreeDoc, dotted, plan_merge, strict_eq
+from .plan import (
+    MISSING,
+    Op,
+    ParseError,
+    _plainify,
+    _position,
+    _TreeDoc,
+    dotted,
+    plan_merge,
+    strict_eq,
+)
 from .text import merge_text
 from .yamldoc import MAX_YAML_NODES, YamlDoc
 
@@ -160,7 +170,9 @@ class IniDoc:
         try:
             self.doc = ConfigUpdater()
             self.doc.read_string(data.decode("utf-8"))
-            self.plain = {s: {k: v.value for k, v in self.doc[s].items()} for s in self.doc.sections()}
+            # iter_*: configupdater's doc[name] scans every block (quadratic on big files)
+            self.plain = {sec.name: {opt.key: opt.value for opt in sec.iter_options()}
+                          for sec in self.doc.iter_sections()}
         except (UnicodeDecodeError, CPError, ValueError) as exc:
             raise ParseError(f"INI does not parse: {str(exc).splitlines()[0]}") from None
 
@@ -214,14 +226,31 @@ class IniDoc:
         body = body[:own]
         while len(body) > 1 and not body[-1].strip():
             body.pop()
-        text = str(self.doc)
-        if text and not text.endswith("\n"):
-            text += "\n"
-        if text and not text.endswith("\n\n"):
-            text += "\n"
-        fresh = ConfigUpdater()
-        fresh.read_string(text + "".join(lead) + "".join(body))
-        self.doc = fresh
+        copy = ConfigUpdater()
+        copy.read_string("".join(body))
+        sections = self.doc.sections()
+        if not sections:  # nothing to hang the comments on: write the text again
+            text = str(self.doc)
+            text += "\n" if text and not text.endswith("\n") else ""
+            text += "\n" if text and not text.endswith("\n\n") else ""
+            fresh = ConfigUpdater()
+            fresh.read_string(text + "".join(lead) + "".join(body))
+            self.doc = fresh
+            return
+        last = self.doc[sections[-1]]
+        tail = str(last)
+        if tail and not tail.endswith("\n"):
+            last.add_space("\n")
+        if not tail.endswith("\n\n"):
+            last.add_space("\n")
+        for c in lead:
+            last.add_comment(c)
+        self.doc.add_section(copy[name].detach())
+
+    def current(self) -> Any:
+        """The plain data now (after operations), without writing the text."""
+        return {sec.name: {opt.key: opt.value for opt in sec.iter_options()}
+                for sec in self.doc.iter_sections()}
 
     def dump(self) -> bytes:
         return str(self.doc).encode("utf-8")
@@ -272,6 +301,12 @@ class StructuredStrategy:
         notes = [f"format {fmt.upper()}: by {how}"]
         if base is None:
             notes.append("no base version: keys in both are merged two-way")
+        from .xmerge import xmerge
+
+        clean, line_merged = xmerge(base or b"", ours, theirs)
+        if clean:  # never parsed: the line merge's result is the result
+            return MergeResult(line_merged, FileReport(
+                path, "merged", self.name, notes=notes + ["line merge clean: git merge-file's result"]))
         cls = DOCS[fmt]
         try:
             b = cls(base) if base is not None else None
@@ -283,12 +318,6 @@ class StructuredStrategy:
                                   f"{fmt.upper()} does not parse: {type(exc).__name__}")
         if not all(isinstance(x.plain, (dict, list)) for x in (o, t)):
             return self._fallback(path, base, ours, theirs, opts, "not a mapping or list at the top")
-        from .xmerge import xmerge
-
-        clean, line_merged = xmerge(base or b"", ours, theirs)
-        if clean and _parses(cls, line_merged):
-            return MergeResult(line_merged, FileReport(
-                path, "merged", self.name, notes=notes + ["line merge clean: git merge-file's result"]))
         return self._keys(path, base, ours, theirs, opts, cls, (b, o, t), notes)
 
     def _format(self, path: str, ours: bytes, theirs: bytes, opts: MergeOptions) -> tuple[str, str]:

@@ -73,7 +73,9 @@ def merge_text(path: str, base: bytes | None, ours: bytes, theirs: bytes, opts: 
         res = render(merge_regions(b, ours, theirs, opts.diff3))
         return MergeResult(res, FileReport(path, "conflict", name, conflicts, notes))
     if oc == "keep-both":
-        return MergeResult(ours, FileReport(path, "kept-both", name, conflicts, notes))
+        new = path.rsplit("/", 1)[-1] + ".volmerge-new"
+        return MergeResult(ours, FileReport(path, "kept-both", name, conflicts, notes + [
+            f"ours kept; the new release's file written beside it as {new}"]))
     return MergeResult(None, FileReport(path, "conflict", name, conflicts, notes))
 
 

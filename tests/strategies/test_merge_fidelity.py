@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from volmerge.strategies.base import MergeOptions
 from volmerge.strategies.errors import BadInput
 from volmerge.strategies.formats import detect

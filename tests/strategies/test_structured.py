@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
+
 from volmerge.strategies.base import MergeOptions
 from volmerge.strategies.structured import MISSING, StructuredStrategy, plan_merge
 
@@ -123,7 +124,8 @@ def test_yaml_alias_bomb_falls_back_to_text() -> None:
     assert "fell back to text" in r.report.notes[0] and "alias" in r.report.notes[0]
     assert r.content is None and r.report.action == "conflict"   # text: both changed the file
     r = merge("c.yaml", bomb, bomb + "y: 1\n", "z: 1\n" + bomb)   # the bomb in every version
-    assert r.report.strategy == "text" and r.report.action == "merged"
+    # git's line merge is clean: its result, and the bomb is never even parsed (issue 16 point 1)
+    assert r.report.action == "merged" and "line merge clean: git merge-file's result" in r.report.notes
     assert r.content == ("z: 1\n" + bomb + "y: 1\n").encode()
 
 

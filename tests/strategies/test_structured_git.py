@@ -13,6 +13,7 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from volmerge.strategies.base import MergeOptions
 from volmerge.strategies.structured import DOCS, StructuredStrategy
 
