@@ -23,7 +23,8 @@ import difflib
 import re
 from dataclasses import dataclass
 
-MAX_HUNK_LINES = 4000  # difflib inside one hunk is quadratic: larger hunks stay unsettled
+MAX_HUNK_LINES = 2000  # difflib inside one hunk is quadratic: larger hunks stay unsettled
+MAX_WORK = 4_000_000  # sum of the hunks' squared sizes over a file: past it, nothing is settled
 
 # `key = value`, `key: value`, `key=value`, `"key": value,` (comments and section lines are not keys)
 _KEY = re.compile(rb"^\s*(?:export\s+)?(\"[^\"]*\"|[^\s=:#;!\[\]\"{}][^=:]*?)\s*[=:]\s*(.*?)\s*,?\s*$")
@@ -180,12 +181,15 @@ def settle_all(base: bytes, ours: bytes, theirs: bytes, prefer: str | None = Non
 
     out: list[bytes] = []
     left = 0
+    work = 0
     for r in merge_regions(base, ours, theirs, diff3=True):
         if not r.conflict:
             out.extend(r.clean)
             continue
         assert r.ours is not None and r.base is not None and r.theirs is not None
-        s = settle(list(r.base), list(r.ours), list(r.theirs), prefer)
+        size = len(r.base) + max(len(r.ours), len(r.theirs))
+        work += size * size
+        s = settle(list(r.base), list(r.ours), list(r.theirs), prefer) if work <= MAX_WORK else None
         if s is None:
             s = Settled([_MARK, *r.ours, _MARK, *r.theirs, _MARK], [(list(r.ours), list(r.base), list(r.theirs))])
         left += len(s.conflicts)
