@@ -77,6 +77,11 @@ def test_same_as_git(tmp_path: Path, t) -> None:  # type: ignore[no-untyped-def]
         assert res.report.action in ("merged", "unchanged", "took-theirs")
     else:
         assert res.report.action == "conflict" and len(res.report.conflicts) == rc
+        for side in ("ours", "theirs"):  # resolutions are git's --ours / --theirs
+            p = subprocess.run(["git", "merge-file", "-p", f"--{side}", str(tmp_path / "ours"),
+                                str(tmp_path / "base"), str(tmp_path / "theirs")], capture_output=True)
+            r = merge_text("f", base, ours, theirs, MergeOptions(on_conflict=side))  # type: ignore[arg-type]
+            assert r.content == p.stdout and r.report.action == "merged"
 
 
 @SETTINGS
