@@ -1,8 +1,7 @@
 """Differential: the structured strategy against `git merge-file -p` on
 generated configuration files of every structured format.  Wherever git
-merges cleanly (and its result parses), the structured result is git's,
-byte for byte; where git stops, the result parses to the key-level merge's
-data (the structured merge's own promise)."""
+merges cleanly, the structured result is git's, byte for byte; where git
+stops, a merged result parses."""
 
 from __future__ import annotations
 
@@ -123,7 +122,7 @@ def test_clean_line_merge_is_the_result(tmp_path: Path, t) -> None:  # type: ign
     fmt, base, ours, theirs = t
     rc, expected = git_merge(tmp_path, base, ours, theirs)
     r = S.merge(FILES[fmt], base, ours, theirs, MergeOptions())
-    if rc == 0 and _parses(fmt, expected):
+    if rc == 0:
         if ours not in (base, theirs) and theirs != base:
             assert r.report.action == "merged"
         assert r.content == expected
