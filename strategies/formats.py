@@ -2,11 +2,12 @@
 
 ``.json .yaml .yml .toml .ini .env .properties`` say what they are.  Names
 that say nothing — ``config``, ``*.conf``, ``*.cnf``, ``*.cfg``, files under
-``etc/default/``, a file without an extension — are parsed: JSON, TOML,
-INI, ``KEY=value`` lines (the ``.env`` / ``/etc/default`` form) and YAML,
-in that order, on the complete lines of the first 8 KiB.  A guess is safe:
-the structured strategy keeps git's line merge wherever it is clean, and
-uses a key-level merge only where that merge parses to the same data.
+``etc/default/``, a file without an extension — are parsed: JSON, INI,
+TOML, ``KEY=value`` lines (the ``.env`` / ``/etc/default`` form, tried
+first under ``etc/default/``) and YAML, in that order, on the complete
+lines of the first 8 KiB.  A guess is safe: the structured strategy keeps
+git's line merge wherever it is clean, and where it stops takes the finer
+line merge only when it parses to the key-level merge's data.
 """
 
 from __future__ import annotations
@@ -30,11 +31,15 @@ def by_name(path: str) -> str | None:
     return EXTENSIONS.get(name[dot:]) if dot > 0 else None
 
 
+def _under_etc_default(path: str) -> bool:
+    p = path.lstrip("/")
+    return p.startswith("etc/default/") or "/etc/default/" in p
+
+
 def says_nothing(path: str) -> bool:
     """Whether the content decides: no extension, or one that many formats use."""
-    p = path.lstrip("/")
-    name = p.rsplit("/", 1)[-1].lower()
-    if p.startswith("etc/default/") or "/etc/default/" in p:
+    name = path.rsplit("/", 1)[-1].lower()
+    if _under_etc_default(path):
         return True
     return "." not in name.lstrip(".") or name.endswith(SNIFF_EXTENSIONS)
 
@@ -45,15 +50,18 @@ def detect(path: str, sample: bytes) -> tuple[str, str] | None:
     if fmt is not None:
         return fmt, "extension"
     if says_nothing(path):
-        fmt = sniff(sample)
+        fmt = sniff(sample, shell=_under_etc_default(path))
         if fmt is not None:
             return fmt, "content"
     return None
 
 
-def sniff(sample: bytes) -> str | None:
+def sniff(sample: bytes, shell: bool = False) -> str | None:
     """The format the content parses as, or None.  ``sample`` may be cut
-    short (the first 8 KiB): only its complete lines are parsed."""
+    short (the first 8 KiB): only its complete lines are parsed.  INI comes
+    before TOML (``[section]`` and ``key = 1`` lines are both; a name that
+    says nothing is more often INI), ``KEY=value`` first when ``shell``
+    (files under /etc/default are sourced by shell scripts)."""
     if b"\0" in sample:
         return None
     if len(sample) >= 8192:
@@ -66,8 +74,10 @@ def sniff(sample: bytes) -> str | None:
         return None
     if not text.strip():
         return None
-    for fmt, check in (("json", _json), ("toml", _toml), ("ini", _ini), ("env", _env),
-                       ("yaml", _yaml)):
+    order = [("json", _json), ("ini", _ini), ("toml", _toml), ("env", _env), ("yaml", _yaml)]
+    if shell:
+        order.insert(0, order.pop(3))
+    for fmt, check in order:
         try:
             if check(text):
                 return fmt

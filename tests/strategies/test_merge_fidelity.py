@@ -287,3 +287,29 @@ def test_cli_policy_error_and_keep_both_file(cli, tmp_path: Path) -> None:  # ty
     assert got["config"] == CAL_BASE.replace("#hosts = localhost:5232", "hosts = ::1:5232").replace(
         "# Addresses to listen on", "# Listen on").encode()
     assert got["weird"] == b"a b c\n1 3\n" and got["weird.volmerge-new"] == b"a b d\n1 2\n"
+
+
+@pytest.mark.parametrize("path, content, want", [
+    ("etc/app/config", b'{\n  "listen": 80\n}\n', ("json", "content")),
+    ("etc/app/app.cfg", b'title = "x"\n[owner]\nname = "ops"\n', ("toml", "content")),
+    ("etc/app/my.cnf", b"[mysqld]\nport = 3306\nbind-address = 127.0.0.1\n", ("ini", "content")),
+    ("etc/default/grub", b'# boot menu\nGRUB_TIMEOUT=5\nGRUB_CMDLINE_LINUX=""\n', ("env", "content")),
+    ("srv/app.conf", b"server:\n  port: 80\nlog: info\n", ("yaml", "content")),
+    ("x/values.yml", b"a: 1\n", ("yaml", "extension")),
+    ("x/.env.production", b"A=1\n", ("env", "extension")),
+    ("x/messages.properties", b"a=1\n", ("properties", "extension")),
+    # an all-commented INI file is not TOML (empty tables), it is INI
+    ("etc/calsrv/config", CAL_BASE.encode(), ("ini", "content")),
+    # not a format: the line merge alone
+    ("etc/nginx/nginx.conf", b"events {\n    worker_connections 768;\n}\n", None),
+    ("etc/motd.conf", b"Welcome: be nice.\n", None),
+    ("src/main.c", b"int x = 1;\n", None),
+])
+def test_format_detection(path: str, content: bytes, want: tuple[str, str] | None) -> None:
+    assert detect(path, content) == want
+    assert S.handles(path, content) == (want is not None)
+
+
+def test_a_sample_cut_mid_file_is_detected_on_its_complete_lines() -> None:
+    big = ("[main]\n" + "".join(f"key{i} = {i}\n" for i in range(2000))).encode()
+    assert len(big) > 8192 and detect("etc/app.conf", big[:8192]) == ("ini", "content")
