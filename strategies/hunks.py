@@ -91,10 +91,26 @@ def _line_pick(b: bytes, o: bytes, t: bytes, prefer: str | None) -> bytes | None
     ko, kt, kb = key_of(o), key_of(t), key_of(b)
     if ko and kt and kb and ko[0] == kt[0] == kb[0]:
         if ko[1] == kb[1]:
-            return t  # only theirs changed the value: theirs' line
+            return _comma_as(t, o, b)  # only theirs changed the value: theirs' line
         if kt[1] == kb[1] or ko[1] == kt[1]:
-            return o  # only ours changed the value (theirs respaced the line, or agrees)
+            return _comma_as(o, t, b)  # only ours changed the value (theirs respaced the line)
     return o if prefer == "ours" else t if prefer == "theirs" else None
+
+
+def _comma(line: bytes) -> bool:
+    return line.rstrip().endswith(b",")
+
+
+def _comma_as(line: bytes, other: bytes, base: bytes) -> bytes:
+    """``line``, with the trailing comma the other side added or removed (a
+    JSON key that stopped or started being the last of its object)."""
+    if _comma(other) == _comma(base) or _comma(line) == _comma(other):
+        return line
+    body = line.rstrip(b"\r\n")
+    eol = line[len(body):]
+    stripped = body.rstrip()
+    pad = body[len(stripped):]
+    return (stripped + b"," if _comma(other) else stripped[:-1]) + pad + eol
 
 
 def _settle_group(b: list[bytes], o: list[bytes], t: list[bytes], prefer: str | None) -> list[bytes] | None:

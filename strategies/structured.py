@@ -202,7 +202,7 @@ class IniDoc:
             else:
                 b = sec[op.after].add_after
             for c in lead:
-                b = b.comment(c)
+                b = b.comment(c, comment_prefix=c.lstrip()[:1])
             b.option(p[1], value)
         elif op.kind == "add" and len(p) == 1:
             self._add_section(p[0], theirs)
@@ -275,7 +275,8 @@ def _ini_leading(structure: list[Any], key: str, comment_type: type) -> list[str
     out: list[str] = []
     j = idx - 1
     while j >= 0 and isinstance(structure[j], comment_type):
-        out = [ln.strip().lstrip("#;").strip() for ln in str(structure[j]).splitlines()] + out
+        out = [ln if ln.endswith("\n") else ln + "\n"
+               for ln in str(structure[j]).splitlines(keepends=True)] + out
         j -= 1
     return out
 

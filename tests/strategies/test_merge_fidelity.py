@@ -313,3 +313,27 @@ def test_format_detection(path: str, content: bytes, want: tuple[str, str] | Non
 def test_a_sample_cut_mid_file_is_detected_on_its_complete_lines() -> None:
     big = ("[main]\n" + "".join(f"key{i} = {i}\n" for i in range(2000))).encode()
     assert len(big) > 8192 and detect("etc/app.conf", big[:8192]) == ("ini", "content")
+
+
+def test_json_last_key_changed_while_the_release_appends_one() -> None:
+    """Ours changes the last key of an object, theirs appends a key after it
+    (adding a comma to that line): the value from ours, the comma and the
+    new key's spelling from theirs."""
+    base = '{\n  "listen": "127.0.0.1",\n  "workers": 2\n}\n'
+    ours = '{\n  "listen": "127.0.0.1",\n  "workers": 8\n}\n'
+    theirs = '{\n  "listen": "127.0.0.1",\n  "workers": 2,\n  "tls": {"cert": "/etc/ssl/a.pem"}\n}\n'
+    r = merge("app.json", base, ours, theirs)
+    assert r.report.action == "merged"
+    assert r.content.decode() == ('{\n  "listen": "127.0.0.1",\n  "workers": 8,\n'
+                                  '  "tls": {"cert": "/etc/ssl/a.pem"}\n}\n')
+
+
+def test_ini_key_added_at_a_section_end_keeps_its_comment_a_comment() -> None:
+    """Found by the differential test: a key from theirs appended at the end
+    of a section arrived with its comment line stripped of its `#` (which
+    no longer parsed)."""
+    r = merge("a.ini", "[sec0]\nkey00 = on\nkey01 = on\n\n", "[sec0]\nkey00 = on\no0 = on\nkey01 = on\n\n",
+              "[sec0]\n# t note 0\nt1 = on\n\n")
+    assert r.report.action == "merged"
+    assert IniDoc(r.content).plain == {"sec0": {"o0": "on", "t1": "on"}}
+    assert b"# t note 0\nt1 = on\n" in r.content
