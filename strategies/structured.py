@@ -369,10 +369,12 @@ class StructuredStrategy:
                 o.apply(op, t)
             want = o.current() if callable(getattr(o, "current", None)) else None
             out = o.dump()
+            written = cls(out)  # a round-trip writer's slip (ruamel.yaml: `{}` below a comment)
             if want is None:
-                want = cls(out).plain
+                want = written.plain
         except Exception as exc:  # noqa: BLE001 - never lose the file over a round-trip quirk
-            failure = f"cannot apply the merge: {exc}"
+            failure = f"cannot apply the merge: {str(exc).splitlines()[0] if str(exc) else exc!r}"
+            out = None
         from .hunks import settle_all
 
         prefer = oc if oc in ("ours", "theirs") else None

@@ -50,7 +50,7 @@ def mutate(draw, model: list[list], side: str) -> list[list]:  # type: ignore[no
     for n in range(draw(st.integers(1, 4))):
         sec = draw(st.sampled_from(m))[1]
         i = draw(st.integers(0, len(sec) - 1))
-        op = draw(st.sampled_from(["value", "add", "del", "comment", "reword", "space"]))
+        op = draw(st.sampled_from(["value", "add", "del", "comment", "reword", "uncomment", "space"]))
         keys = [e for e in sec if e[0] == "k"]
         if op == "value" and sec[i][0] == "k":
             sec[i][2] = draw(st.sampled_from(VALUES))
@@ -62,6 +62,8 @@ def mutate(draw, model: list[list], side: str) -> list[list]:  # type: ignore[no
             sec.insert(i, ["c", f"{side} note {n}"])
         elif op == "reword" and sec[i][0] == "c":
             sec[i][1] = sec[i][1] + f" ({side})"
+        elif op == "uncomment" and sec[i][0] == "c":
+            del sec[i]
         elif op == "space" and sec[i][0] == "k":
             sec[i][3] = not sec[i][3]
     return m

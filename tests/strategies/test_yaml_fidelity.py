@@ -69,3 +69,14 @@ def test_several_documents_merge_document_by_document() -> None:
     r = merge(MANIFESTS, o, t)
     assert r.report.action == "merged" and r.content.decode().count("---") == 2
     assert "# the application" in r.content.decode() and "theirs: 2" in r.content.decode()
+
+
+def test_a_key_level_result_that_does_not_parse_back_is_never_written() -> None:
+    """Found by the differential test: both sides deleted the two keys of a
+    mapping below a comment; ruamel.yaml wrote `{}` at column 0 under the
+    comment, which is not YAML.  The merge says so and leaves the file to
+    the line merge instead."""
+    base = "sec0:\n  key00:  on\nsec1:\n  # listen address\n  key10:  on\n  key11:  on\n"
+    r = merge(base, base.replace("  key10:  on\n", ""), base.replace("  key11:  on\n", ""))
+    assert r.content is None or b"\n{}" not in r.content
+    assert r.report.action == "conflict" and "fell back to text: cannot apply the merge" in r.report.notes[0]
