@@ -16,11 +16,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from .plan import MISSING, ParseError
+
 _ENV = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.\-]*)\s*=(.*)$", re.S)
 _PROP = re.compile(r"^\s*((?:\\.|[^\s:=\\])+)\s*(?:[:=]\s*|\s+|$)(.*)$", re.S)
 
 
-class KvParseError(Exception):
+class KvParseError(ParseError):
     pass
 
 
@@ -82,8 +84,6 @@ class KvDoc:
         return last
 
     def apply(self, op: Any, theirs: KvDoc) -> None:
-        from .structured import MISSING, ParseError
-
         if len(op.path) != 1:
             raise ParseError(f"cannot apply {op.kind} below the top of a {self.kind} file")
         key = op.path[0]
