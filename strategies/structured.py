@@ -1,4 +1,12 @@
-"""Key-level three-way merge of JSON, YAML, TOML and INI.
+"""Key-level three-way merge of JSON, YAML, TOML, INI, .env and .properties.
+
+git's line merge comes first: where it is clean its result is the result,
+byte for byte, so a structured merge never loses a comment or a spacing
+change that a line merge keeps.  Only where it stops does the key level
+decide.  Then the line merge's conflict hunks are merged again finer
+(hunks.py: adjacent edits, one side's value change against the other's
+respacing); that result is taken when it parses to the same data as the
+key-level merge, so both sides' comment and formatting changes arrive.
 
 The operator's change of one key and the new image's change of a
 neighbouring key never conflict.  The merge is planned on plain data
@@ -17,196 +25,41 @@ it and the report says so.
 
 from __future__ import annotations
 
-import io
 import json
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
 from .base import ConflictInfo, FileReport, MergeOptions, MergeResult
+from .errors import BadInput
+from .formats import FORMATS, by_name, detect
 from .identity import is_text, trivial_merge
+from .kvdoc import EnvDoc, KvParseError, PropertiesDoc
+from .plan import (
+    MISSING,
+    Op,
+    ParseError,
+    _plainify,
+    _position,
+    _TreeDoc,
+    dotted,
+    plan_merge,
+    strict_eq,
+)
 from .text import merge_text
+from .yamldoc import MAX_YAML_NODES, YamlDoc
 
-
-class _Missing:
-    def __repr__(self) -> str:
-        return "<missing>"
-
-
-MISSING: Any = _Missing()
-MAX_YAML_NODES = 100_000  # at least; more for a big file (see _bound_expansion)
-FORMATS = {".json": "json", ".yaml": "yaml", ".yml": "yaml", ".toml": "toml",
-           ".ini": "ini", ".cfg": "ini", ".conf": "ini"}
+__all__ = ["MAX_YAML_NODES", "MISSING", "StructuredStrategy", "YamlDoc", "format_of", "plan_merge",
+           "strict_eq"]
 
 
 def format_of(path: str) -> str | None:
-    name = path.rsplit("/", 1)[-1].lower()
-    dot = name.rfind(".")
-    return FORMATS.get(name[dot:]) if dot >= 0 else None
-
-
-def strict_eq(a: Any, b: Any) -> bool:
-    """Equality that tells 1, 1.0 and True apart and compares order-insensitively
-    only mappings."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(strict_eq(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(strict_eq(x, y) for x, y in zip(a, b))
-    if isinstance(a, (dict, list)) or isinstance(b, (dict, list)):
-        return False
-    if a is MISSING or b is MISSING:
-        return a is b
-    return _scalar_kind(a) == _scalar_kind(b) and a == b
-
-
-def _scalar_kind(v: Any) -> str:
-    if isinstance(v, bool):
-        return "bool"
-    if isinstance(v, int):
-        return "int"
-    if isinstance(v, float):
-        return "float"
-    if isinstance(v, str):
-        return "str"
-    return type(v).__name__
-
-
-def dotted(path: list[Any]) -> str:
-    out = ""
-    for p in path:
-        if isinstance(p, int):
-            out += f"[{p}]"
-        else:
-            s = str(p)
-            out += ("." if out else "") + (s if re.fullmatch(r"[\w-]+", s) else json.dumps(s))
-    return out or "(root)"
-
-
-@dataclass
-class Op:
-    kind: str  # "set" | "add" | "del" | "append"
-    path: list[Any]
-    after: Any = None  # for "add": the key in ours it goes after (MISSING: none) ...
-    before: Any = None  # ... or else the key in ours it goes before (MISSING: append)
-    count: int = 0  # for "append": how many trailing items of theirs
-
-
-@dataclass
-class Plan:
-    ops: list[Op] = field(default_factory=list)
-    conflicts: list[tuple[ConflictInfo, list[Op]]] = field(default_factory=list)  # with theirs' ops
-
-
-def plan_merge(b: Any, o: Any, t: Any) -> Plan:
-    plan = Plan()
-    _plan(b, o, t, [], plan)
-    return plan
-
-
-def _plan(b: Any, o: Any, t: Any, path: list[Any], plan: Plan) -> None:
-    if strict_eq(o, t):
-        return
-    if isinstance(o, dict) and isinstance(t, dict) and (b is MISSING or isinstance(b, dict)):
-        bb = b if isinstance(b, dict) else {}
-        tkeys = list(t)
-        for k in list(o) + [k for k in tkeys if k not in o]:
-            ov, tv, bv = o.get(k, MISSING), t.get(k, MISSING), bb.get(k, MISSING)
-            if strict_eq(ov, tv) or strict_eq(bv, tv):
-                continue
-            p = path + [k]
-            if strict_eq(bv, ov) and not (isinstance(ov, dict) and isinstance(tv, dict)):
-                plan.ops.append(_theirs_op(p, ov, tv, tkeys, o))
-                continue
-            if ov is MISSING or tv is MISSING:
-                what = "deleted in ours, changed in theirs" if ov is MISSING else "changed in ours, deleted in theirs"
-                plan.conflicts.append((ConflictInfo(dotted(p), what, _j(ov), _j(tv), _j(bv)),
-                                       [_theirs_op(p, ov, tv, tkeys, o)]))
-                continue
-            _plan(bv, ov, tv, p, plan)
-        return
-    if isinstance(o, list) and isinstance(t, list) and isinstance(b, list):
-        n = len(b)
-        if len(o) == len(t) == n:
-            for i in range(n):
-                _plan(b[i], o[i], t[i], path + [i], plan)
-            return
-        if strict_eq(o[:n], b) and strict_eq(t[:n], b):
-            if strict_eq(o[n:], t[n:]):
-                return
-            plan.ops.append(Op("append", path, count=len(t) - n))
-            return
-        if strict_eq(b, o):
-            plan.ops.append(Op("set", path))
-            return
-        if strict_eq(b, t):
-            return
-    elif strict_eq(b, o):
-        plan.ops.append(Op("set", path))
-        return
-    elif strict_eq(b, t):
-        return
-    plan.conflicts.append((ConflictInfo(dotted(path), "changed on both sides", _j(o), _j(t), _j(b)),
-                           [Op("set", path)]))
-
-
-def _theirs_op(p: list[Any], ov: Any, tv: Any, tkeys: list[Any], o: dict) -> Op:
-    if tv is MISSING:
-        return Op("del", p)
-    if ov is MISSING:
-        k = p[-1]
-        i = tkeys.index(k)
-        after = next((x for x in tkeys[:i][::-1] if x in o), MISSING)
-        before = next((x for x in tkeys[i + 1:] if x in o), MISSING)
-        return Op("add", p, after=after, before=before)
-    return Op("set", p)
-
-
-def _j(v: Any) -> Any:
-    if v is MISSING:
-        return None
-    try:
-        json.dumps(v)
-        return v
-    except (TypeError, ValueError):
-        return str(v)
+    """The format a file's name says (content detection: formats.detect)."""
+    return by_name(path)
 
 
 # ---------------------------------------------------------------------------
 # formats: parse to (document, plain data); apply ops to ours; dump
 # ---------------------------------------------------------------------------
-class ParseError(Exception):
-    pass
-
-
-class _TreeDoc:
-    """What JSON, YAML and TOML documents share: paths into a tree, and the
-    ops that are the same on each (append to a list, replace the whole
-    document); the rest is ``_apply_at`` on the parent of the path."""
-
-    doc: Any
-
-    def get(self, path: list[Any]) -> Any:
-        node = self.doc
-        for p in path:
-            node = node[p]
-        return node
-
-    def apply(self, op: Op, theirs: Any) -> None:
-        if op.kind == "append":
-            src = theirs.get(op.path)
-            dst = self.get(op.path)
-            for item in list(src)[len(src) - op.count:]:
-                dst.append(item)
-            return
-        if not op.path:
-            self.doc = theirs.doc
-            return
-        self._apply_at(self.get(op.path[:-1]), op.path[-1], op, theirs)
-
-    def _apply_at(self, parent: Any, k: Any, op: Op, theirs: Any) -> None:
-        raise NotImplementedError
-
-
 class JsonDoc(_TreeDoc):
     def __init__(self, data: bytes) -> None:
         try:
@@ -238,170 +91,6 @@ class JsonDoc(_TreeDoc):
             s = json.dumps(self.doc, separators=sep, ensure_ascii=False)
         trail = t[len(t.rstrip()):]
         return (s + trail).encode("utf-8")
-
-
-class YamlDoc(_TreeDoc):
-    def __init__(self, data: bytes) -> None:
-        from ruamel.yaml import YAML
-        from ruamel.yaml.error import YAMLError
-        from ruamel.yaml.util import load_yaml_guess_indent
-
-        try:
-            self.text = data.decode("utf-8")
-            _d, ind, bsi = load_yaml_guess_indent(self.text)
-            y = YAML()
-            y.preserve_quotes = True
-            y.width = 4096
-            y.indent(mapping=ind or 2, sequence=(ind or 2) + (bsi or 0), offset=bsi or 0)
-            y.explicit_start = self.text.lstrip().startswith("---")
-            self.yaml = y
-            self.doc = y.load(self.text)
-        except (UnicodeDecodeError, YAMLError, ValueError, TypeError) as exc:
-            raise ParseError(f"YAML does not parse: {str(exc).splitlines()[0] if str(exc) else exc}") from None
-        _bound_expansion(self.doc, max(MAX_YAML_NODES, 2 * len(data)))
-        self.plain = _plainify(self.doc)
-
-    def _apply_at(self, parent: Any, k: Any, op: Op, theirs: Any) -> None:
-        if op.kind == "set":
-            parent[k] = theirs.get(op.path)
-        elif op.kind == "del":
-            _yaml_delete(parent, k)
-        elif op.kind == "add":
-            _yaml_insert(parent, k, op.after, op.before, theirs.get(op.path[:-1]))
-
-    def dump(self) -> bytes:
-        buf = io.StringIO()
-        self.yaml.dump(self.doc, buf)
-        return buf.getvalue().encode("utf-8")
-
-
-def _bound_expansion(doc: Any, limit: int) -> None:
-    """ParseError when ``doc`` has more than ``limit`` nodes with its aliases
-    expanded.  ruamel.yaml loads an alias as a second reference to the anchored
-    node, so a 500-byte "billion laughs" document loads instantly, but every
-    walk of the data after it (plainify, the three-way plan, equality) visits
-    each reference again: 9**9 nodes.  Counting is iterative and stops at the
-    bound, so it costs at most ``limit`` steps (a self-referencing alias too).
-    Without aliases a document has fewer nodes than bytes, hence the bound
-    relative to the input size."""
-    seen = 0
-    stack = [doc]
-    while stack:
-        v = stack.pop()
-        seen += 1
-        if seen > limit:
-            raise ParseError(f"YAML expands to more than {limit} nodes through its aliases "
-                             "(an alias bomb?)")
-        if isinstance(v, dict):
-            stack.extend(v.keys())
-            stack.extend(v.values())
-        elif isinstance(v, (list, tuple)):
-            stack.extend(v)
-
-
-def _tail(container: Any, key: Any) -> tuple[Any, Any]:
-    """Where ruamel keeps the comment lines that follow ``container[key]``:
-    on the deepest last key of its value."""
-    from ruamel.yaml.comments import CommentedMap
-
-    v = container[key]
-    while isinstance(v, CommentedMap) and len(v):
-        container, key = v, list(v)[-1]
-        v = container[key]
-    return container, key
-
-
-def _split_token(tok: Any) -> tuple[str, str]:
-    if tok is None:
-        return "", ""
-    val = tok.value
-    i = val.find("\n")
-    return (val, "") if i < 0 else (val[: i + 1], val[i + 1:])
-
-
-def _token_of(container: Any, key: Any) -> Any:
-    item = container.ca.items.get(key)
-    return item[2] if item and len(item) > 2 else None
-
-
-def _set_token(container: Any, key: Any, value: str) -> None:
-    from ruamel.yaml.error import CommentMark
-    from ruamel.yaml.tokens import CommentToken
-
-    tok = _token_of(container, key)
-    if not value:
-        if tok is not None:
-            container.ca.items[key][2] = None
-        return
-    if tok is not None:
-        tok.value = value
-        return
-    item = container.ca.items.setdefault(key, [None, None, None, None])
-    while len(item) < 4:
-        item.append(None)
-    if not value.startswith("\n") and not value.startswith("#"):
-        value = "\n" + value
-    item[2] = CommentToken(value, CommentMark(0), None)
-
-
-def _position(keys: list[Any], op: Op) -> int:
-    if op.after is not MISSING and op.after in keys:
-        return keys.index(op.after) + 1
-    if op.before is not MISSING and op.before in keys:
-        return keys.index(op.before)
-    return len(keys)
-
-
-def _yaml_insert(parent: Any, key: Any, after: Any, before: Any, tparent: Any) -> None:
-    tkeys = list(tparent)
-    ti = tkeys.index(key)
-    leading = ""
-    if ti > 0:
-        tc, tk = _tail(tparent, tkeys[ti - 1])
-        leading = _split_token(_token_of(tc, tk))[1]
-    value = tparent[key]
-    vc, vk = _tail(tparent, key)
-    v_eol, _v_rest = _split_token(_token_of(vc, vk))
-    pos = _position(list(parent), Op("add", [], after=after, before=before))
-    if after is not MISSING:
-        pc, pk = _tail(parent, after)
-        p_eol, p_rest = _split_token(_token_of(pc, pk))
-        _set_token(pc, pk, (p_eol or ("\n" if leading else "")) + leading)
-    else:
-        p_rest = ""
-    parent.insert(pos, key, value)
-    if vc is tparent:
-        vc = parent
-        if key in tparent.ca.items:
-            parent.ca.items[key] = list(tparent.ca.items[key])
-    _set_token(vc, vk, (v_eol or ("\n" if p_rest else "")) + p_rest)
-
-
-def _yaml_delete(parent: Any, key: Any) -> None:
-    keys = list(parent)
-    i = keys.index(key)
-    _eol, rest = _split_token(_token_of(*_tail(parent, key)))
-    if i > 0 and rest:
-        pc, pk = _tail(parent, keys[i - 1])
-        p_eol, p_rest = _split_token(_token_of(pc, pk))
-        _set_token(pc, pk, (p_eol or "\n") + p_rest + rest)
-    del parent[key]
-
-
-def _plainify(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {(_plainify(k) if not isinstance(k, (str, int)) else k): _plainify(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_plainify(x) for x in v]
-    if isinstance(v, bool) or v is None:
-        return v
-    if isinstance(v, str):
-        return str(v)
-    if isinstance(v, int):
-        return int(v)
-    if isinstance(v, float):
-        return float(v)
-    return v
 
 
 class TomlDoc(_TreeDoc):
@@ -481,12 +170,14 @@ class IniDoc:
         try:
             self.doc = ConfigUpdater()
             self.doc.read_string(data.decode("utf-8"))
-            self.plain = {s: {k: v.value for k, v in self.doc[s].items()} for s in self.doc.sections()}
+            # iter_*: configupdater's doc[name] scans every block (quadratic on big files)
+            self.plain = {sec.name: {opt.key: opt.value for opt in sec.iter_options()}
+                          for sec in self.doc.iter_sections()}
         except (UnicodeDecodeError, CPError, ValueError) as exc:
             raise ParseError(f"INI does not parse: {str(exc).splitlines()[0]}") from None
 
     def apply(self, op: Op, theirs: IniDoc) -> None:
-        from configupdater import Comment, Space
+        from configupdater import Comment
 
         p = op.path
         if op.kind == "set" and len(p) == 2:
@@ -511,32 +202,70 @@ class IniDoc:
             else:
                 b = sec[op.after].add_after
             for c in lead:
-                b = b.comment(c)
+                b = b.comment(c, comment_prefix=c.lstrip()[:1])
             b.option(p[1], value)
         elif op.kind == "add" and len(p) == 1:
-            tsecs = theirs.doc.sections()
-            i = tsecs.index(p[0])
-            lead: list[str] = []
-            if i > 0:
-                prev = theirs.doc[tsecs[i - 1]].structure
-                j = len(prev) - 1
-                while j >= 0 and isinstance(prev[j], (Comment, Space)):
-                    if isinstance(prev[j], Comment):
-                        lead = [ln + "\n" for ln in str(prev[j]).splitlines()] + lead
-                    j -= 1
-            sections = self.doc.sections()
-            if sections:
-                last = self.doc[sections[-1]]
-                if not str(last).endswith("\n\n"):
-                    last.add_space("\n")
-                for c in lead:
-                    last.add_comment(c)
-            self.doc.add_section(theirs.doc[p[0]].detach())
+            self._add_section(p[0], theirs)
         else:
             raise ParseError(f"cannot apply {op.kind} at {dotted(p)} in INI")
 
+    def _add_section(self, name: str, theirs: IniDoc) -> None:
+        """Append theirs' section ``name`` once, with the comment block right
+        above its header in theirs.  configupdater keeps the comment lines
+        that follow a section's last option in that section, although the
+        block right above the next header belongs to that header: the copy
+        leaves that block out (it goes with the next section, if added) and
+        takes its own from the previous section's end."""
+        from configupdater import ConfigUpdater
+
+        tsecs = theirs.doc.sections()
+        i = tsecs.index(name)
+        lead = _header_block(str(theirs.doc[tsecs[i - 1]])) if i > 0 else []
+        body = str(theirs.doc[name]).splitlines(keepends=True)
+        own = len(body) - len(_header_block("".join(body))) if i + 1 < len(tsecs) else len(body)
+        body = body[:own]
+        while len(body) > 1 and not body[-1].strip():
+            body.pop()
+        copy = ConfigUpdater()
+        copy.read_string("".join(body))
+        sections = self.doc.sections()
+        if not sections:  # nothing to hang the comments on: write the text again
+            text = str(self.doc)
+            text += "\n" if text and not text.endswith("\n") else ""
+            text += "\n" if text and not text.endswith("\n\n") else ""
+            fresh = ConfigUpdater()
+            fresh.read_string(text + "".join(lead) + "".join(body))
+            self.doc = fresh
+            return
+        last = self.doc[sections[-1]]
+        tail = str(last)
+        if tail and not tail.endswith("\n"):
+            last.add_space("\n")
+        if not tail.endswith("\n\n"):
+            last.add_space("\n")
+        for c in lead:
+            last.add_comment(c)
+        self.doc.add_section(copy[name].detach())
+
+    def current(self) -> Any:
+        """The plain data now (after operations), without writing the text."""
+        return {sec.name: {opt.key: opt.value for opt in sec.iter_options()}
+                for sec in self.doc.iter_sections()}
+
     def dump(self) -> bytes:
         return str(self.doc).encode("utf-8")
+
+
+def _header_block(section_text: str) -> list[str]:
+    """The comment lines at the end of a section's text after its last blank
+    line: the block that stands right above the next section's header."""
+    lines = section_text.splitlines(keepends=True)
+    out: list[str] = []
+    for ln in reversed(lines):
+        if not ln.strip() or ln.lstrip()[:1] not in ("#", ";"):
+            break
+        out.insert(0, ln)
+    return out
 
 
 def _ini_leading(structure: list[Any], key: str, comment_type: type) -> list[str]:
@@ -546,75 +275,155 @@ def _ini_leading(structure: list[Any], key: str, comment_type: type) -> list[str
     out: list[str] = []
     j = idx - 1
     while j >= 0 and isinstance(structure[j], comment_type):
-        out = [ln.strip().lstrip("#;").strip() for ln in str(structure[j]).splitlines()] + out
+        out = [ln if ln.endswith("\n") else ln + "\n"
+               for ln in str(structure[j]).splitlines(keepends=True)] + out
         j -= 1
     return out
 
 
-DOCS = {"json": JsonDoc, "yaml": YamlDoc, "toml": TomlDoc, "ini": IniDoc}
+DOCS: dict[str, Any] = {"json": JsonDoc, "yaml": YamlDoc, "toml": TomlDoc, "ini": IniDoc,
+                        "env": EnvDoc, "properties": PropertiesDoc}
 
 
 class StructuredStrategy:
-    """Key-level merge of JSON, YAML, TOML and INI, keeping ours' comments and layout."""
+    """Key-level merge of JSON, YAML, TOML, INI, .env and .properties where git's line merge stops."""
 
     name = "structured"
 
     def handles(self, path: str, sample: bytes) -> bool:
-        return format_of(path) is not None and is_text(sample)
+        return is_text(sample) and detect(path, sample) is not None
 
     def merge(self, path: str, base: bytes | None, ours: bytes, theirs: bytes,
               opts: MergeOptions) -> MergeResult:
         done = trivial_merge(self.name, path, base, ours, theirs)
         if done is not None:
             return done
-        fmt = opts.options.get("format") or format_of(path)
-        if fmt not in DOCS:
-            return self._fallback(path, base, ours, theirs, opts, f"unknown format for {path}")
+        fmt, how = self._format(path, ours, theirs, opts)
+        notes = [f"format {fmt.upper()}: by {how}"]
+        if base is None:
+            notes.append("no base version: keys in both are merged two-way")
+        from .xmerge import xmerge
+
+        clean, line_merged = xmerge(base or b"", ours, theirs)
+        if clean:  # never parsed: the line merge's result is the result
+            return MergeResult(line_merged, FileReport(
+                path, "merged", self.name, notes=notes + ["line merge clean: git merge-file's result"]))
         cls = DOCS[fmt]
         try:
             b = cls(base) if base is not None else None
             o, t = cls(ours), cls(theirs)
-        except ParseError as exc:
+        except (ParseError, KvParseError) as exc:
             return self._fallback(path, base, ours, theirs, opts, str(exc))
         except Exception as exc:  # noqa: BLE001 - a parser's surprise on hostile input
             return self._fallback(path, base, ours, theirs, opts,
                                   f"{fmt.upper()} does not parse: {type(exc).__name__}")
         if not all(isinstance(x.plain, (dict, list)) for x in (o, t)):
             return self._fallback(path, base, ours, theirs, opts, "not a mapping or list at the top")
+        return self._keys(path, base, ours, theirs, opts, cls, (b, o, t), notes)
+
+    def _format(self, path: str, ours: bytes, theirs: bytes, opts: MergeOptions) -> tuple[str, str]:
+        """The format and how it was found; BadInput when none (a policy rule
+        named this strategy for a file it cannot read)."""
+        fmt = opts.options.get("format")
+        if fmt is not None:
+            if fmt not in DOCS:
+                raise BadInput(f"{path}: policy option format = {fmt!r} is not one of "
+                               + ", ".join(FORMATS))
+            return fmt, "policy option format"
+        found = [f for f in (detect(path, ours), detect(path, theirs)) if f is not None]
+        for fmt, how in found:  # ours' guess first; a guess both sides parse in
+            if len(found) == 1 or found[0][0] == found[1][0] or (
+                    _parses(DOCS[fmt], ours) and _parses(DOCS[fmt], theirs)):
+                return fmt, how
+        if found:
+            return found[0]
+        raise BadInput(f"{path}: the structured strategy cannot tell this file's format from its "
+                       "name or content; say it in the policy rule: options = { format = \"ini\" } "
+                       "(" + ", ".join(FORMATS) + ")")
+
+    def _keys(self, path: str, base: bytes | None, ours: bytes, theirs: bytes, opts: MergeOptions,
+              cls: Any, docs: tuple[Any, Any, Any], notes: list[str]) -> MergeResult:
+        b, o, t = docs
         plan = plan_merge(b.plain if b is not None else MISSING, o.plain, t.plain)
         conflicts = [c for c, _ops in plan.conflicts]
         ops = list(plan.ops)
         oc = opts.on_conflict
-        notes = [] if base is not None else ["no base version: keys in both are merged two-way"]
-        action = "merged"
         if conflicts:
             if oc == "fail":
                 return MergeResult(None, FileReport(path, "conflict", self.name, conflicts, notes))
             if oc == "keep-both":
-                return MergeResult(ours, FileReport(path, "kept-both", self.name, conflicts, notes))
+                name = path.rsplit("/", 1)[-1]
+                return MergeResult(ours, FileReport(path, "kept-both", self.name, conflicts, notes + [
+                    f"ours kept; the new release's file written beside it as {name}.volmerge-new"]))
             if oc == "markers":
-                r = merge_text(path, base, ours, theirs, opts, self.name)
-                r.report.conflicts = conflicts
-                r.report.notes = notes + ["conflict markers written by the line merge"]
-                r.report.action = "conflict"
-                return r
+                return self._markers(path, base, ours, theirs, opts, cls, conflicts, notes)
             if oc == "theirs":
                 for _c, cops in plan.conflicts:
                     ops.extend(cops)
             notes.append(f"conflicts resolved: {oc}")
+        failure = ""
+        out: bytes | None = None
+        want: Any = None
         try:
             for op in ops:
                 o.apply(op, t)
+            want = o.current() if callable(getattr(o, "current", None)) else None
             out = o.dump()
+            written = cls(out)  # a round-trip writer's slip (ruamel.yaml: `{}` below a comment)
+            if want is None:
+                want = written.plain
         except Exception as exc:  # noqa: BLE001 - never lose the file over a round-trip quirk
-            return self._fallback(path, base, ours, theirs, opts, f"cannot apply the merge: {exc}")
+            failure = f"cannot apply the merge: {str(exc).splitlines()[0] if str(exc) else exc!r}"
+            out = None
+        from .hunks import settle_all
+
+        prefer = oc if oc in ("ours", "theirs") else None
+        settled, _left = settle_all(base or b"", ours, theirs, prefer)
+        if settled is not None and want is not None and _same_data(cls, settled, want):
+            out = settled
+            notes.append("line merge's conflicts settled line by line: both sides' comments kept")
+        elif out is None:
+            return self._fallback(path, base, ours, theirs, opts, failure)
         changed = [dotted(op.path) for op in ops]
         if changed:
             notes.append("from theirs: " + ", ".join(changed[:20]) + (" ..." if len(changed) > 20 else ""))
-        return MergeResult(out, FileReport(path, action, self.name, conflicts, notes))
+        return MergeResult(out, FileReport(path, "merged", self.name, conflicts, notes))
+
+    def _markers(self, path: str, base: bytes | None, ours: bytes, theirs: bytes, opts: MergeOptions,
+                 cls: Any, conflicts: list[ConflictInfo], notes: list[str]) -> MergeResult:
+        """Markers around just the lines of the conflicting keys (the other
+        hunks settled); whether the file still parses is said."""
+        from .hunks import settle_all
+
+        out, _left = settle_all(base or b"", ours, theirs, markers=True, diff3=opts.diff3)
+        if out is None:  # cannot happen with markers=True
+            return merge_text(path, base, ours, theirs, opts, self.name)
+        fmt = cls.__name__.replace("Doc", "").upper()
+        notes = notes + ["conflict markers around the conflicting keys' lines ("
+                         + ", ".join(c.location for c in conflicts[:10]) + "); "
+                         + (f"the file still parses as {fmt}" if _parses(cls, out) else
+                            f"the file does not parse as {fmt} until they are resolved")]
+        return MergeResult(out, FileReport(path, "conflict", self.name, conflicts, notes))
 
     def _fallback(self, path: str, base: bytes | None, ours: bytes, theirs: bytes,
                   opts: MergeOptions, why: str) -> MergeResult:
         r = merge_text(path, base, ours, theirs, opts, "text")
         r.report.notes.insert(0, f"fell back to text: {why}")
         return r
+
+
+def _parses(cls: Any, data: bytes) -> bool:
+    try:
+        cls(data)
+    except Exception:  # noqa: BLE001 - any failure means "does not parse"
+        return False
+    return True
+
+
+def _same_data(cls: Any, data: bytes, want: Any) -> bool:
+    try:
+        return strict_eq(cls(data).plain, want)
+    except Exception:  # noqa: BLE001 - does not parse: not the same data
+        return False
+
+

@@ -71,7 +71,15 @@ def test_json_keeps_indentation_and_order() -> None:
     ours = '{\n    "b": 2,\n    "a": {"x": 1}\n}\n'
     theirs = '{\n    "b": 1,\n    "new": "n",\n    "a": {"x": 1, "y": 2}\n}\n'
     r = merge("c.json", base, ours, theirs)
-    assert r.content.decode() == '{\n    "b": 2,\n    "new": "n",\n    "a": {\n        "x": 1,\n        "y": 2\n    }\n}\n'
+    # the line merge's conflict (neighbouring lines) settled line by line:
+    # theirs' spelling of the lines only theirs changed (issue 16, point 1)
+    assert r.content.decode() == '{\n    "b": 2,\n    "new": "n",\n    "a": {"x": 1, "y": 2}\n}\n'
+    # both sides added a key at the same place: the key-level merge writes
+    # the document again, with ours' indentation (theirs' key after its
+    # predecessor there)
+    base = '{\n    "b": 1\n}\n'
+    r = merge("c.json", base, '{\n    "b": 1,\n    "o": 2\n}\n', '{\n    "b": 1,\n    "t": 3\n}\n')
+    assert r.content.decode() == '{\n    "b": 1,\n    "t": 3,\n    "o": 2\n}\n'
 
 
 def test_toml_new_key_with_comment() -> None:
@@ -116,7 +124,8 @@ def test_yaml_alias_bomb_falls_back_to_text() -> None:
     assert "fell back to text" in r.report.notes[0] and "alias" in r.report.notes[0]
     assert r.content is None and r.report.action == "conflict"   # text: both changed the file
     r = merge("c.yaml", bomb, bomb + "y: 1\n", "z: 1\n" + bomb)   # the bomb in every version
-    assert r.report.strategy == "text" and r.report.action == "merged"
+    # git's line merge is clean: its result, and the bomb is never even parsed (issue 16 point 1)
+    assert r.report.action == "merged" and "line merge clean: git merge-file's result" in r.report.notes
     assert r.content == ("z: 1\n" + bomb + "y: 1\n").encode()
 
 
