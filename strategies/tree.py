@@ -310,13 +310,16 @@ class _Walk:
         so, st = o.sample(), t.sample()
         for s in detection_order(all_strategies()):
             if s.handles(rel, so) and s.handles(rel, st):
-                return s, opts, ""
+                # the structured strategy says itself how it knew the format
+                why = "" if s.name in ("structured", "sql") else \
+                    f"{s.name}: detected (no structured format by name or content)"
+                return s, opts, why
         s = find_strategy("binary")
         if s is None:
             from .whole import BinaryStrategy
 
             s = BinaryStrategy()
-        return s, opts, ""
+        return s, opts, "binary: not text, no format by name or content"
 
     def _content(self, rel: str, name: str, b: Node | None, o: Node, t: Node,
                  meta: tuple[int, int, int], od: DirHandle | None, td: DirHandle | None,

@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.registry.conftest import open_registry, pki
 from volmerge.autoupdate import LABEL
 from volmerge.fixtures import debian
 from volmerge.fixtures.oci_writer import File, make_layer, write_archive
-
-from tests.registry.conftest import open_registry, pki
 
 __all__ = ["open_registry", "pki"]
 

@@ -283,6 +283,8 @@ def test_cli_policy_error_and_keep_both_file(cli, tmp_path: Path) -> None:  # ty
     p = cli("merge", str(b), str(o), str(t), "-o", str(tmp_path / "out"), "--on-conflict", "keep-both")
     assert p.returncode == 0, p.stderr
     assert "format INI: by content" in p.stdout
+    # and why a file got the line merge: no format by name or content
+    assert "text: detected (no structured format by name or content)" in p.stdout
     got = read(tmp_path / "out")
     assert got["config"] == CAL_BASE.replace("#hosts = localhost:5232", "hosts = ::1:5232").replace(
         "# Addresses to listen on", "# Listen on").encode()
