@@ -11,7 +11,7 @@ DEB_PACKAGES := runc busybox-static podman skopeo umoci zstd nftables sqlite3 \
                 docker-registry apache2-utils openssl
 export PATH := /usr/lib/postgresql/15/bin:$(PATH)
 
-.PHONY: install deps venv test demo bench lint clean
+.PHONY: install deps venv test demo bench lint clean debian-images
 
 install: deps $(STAMP)
 
@@ -45,7 +45,13 @@ $(STAMP): $(VENV)/bin/python pyproject.toml
 	$(PY) -m compileall -q volmerge runtime strategies fixtures >/dev/null
 	@touch $(STAMP)
 
-test: install
+# The Debian test images need the archive (the network), which the test
+# session's private network namespace does not have: built (or found in
+# the machine's cache) before it.
+debian-images: install
+	$(PY) -m volmerge.fixtures.debian
+
+test: install debian-images
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: install

@@ -86,8 +86,8 @@ def test_volume_provider_attach_and_detach(store, executor, busybox_rootfs):
     calls = []
 
     class Recording:
-        def attach(self, name, cid, seed, *, readonly=False):
-            calls.append(("attach", name, seed is not None and seed.name, readonly))
+        def attach(self, name, cid, seed, *, readonly=False, anonymous=False):
+            calls.append(("attach", name, seed is not None and seed.name, readonly, anonymous))
             d = store.root / "volumes" / name
             d.mkdir(parents=True, exist_ok=True)
             return d
@@ -95,11 +95,14 @@ def test_volume_provider_attach_and_detach(store, executor, busybox_rootfs):
         def detach(self, name, cid):
             calls.append(("detach", name))
 
+        def discard(self, name, cid):
+            calls.append(("discard", name))
+
     eng = Engine(store, volumes=Recording(), runtime=executor)
     c = eng.create(RunOptions(image=str(busybox_rootfs), command=["/bin/sleep", "30"],
                               mounts=[parse_volume("v1:/data:ro"), parse_volume("v2:/fresh")]))
     eng.start(c.id)
-    assert calls == [("attach", "v1", "data", True), ("attach", "v2", False, False)]
+    assert calls == [("attach", "v1", "data", True, False), ("attach", "v2", False, False, False)]
     eng.remove(c.id, force=True)
     assert calls[2:] == [("detach", "v1"), ("detach", "v2")]
 
