@@ -42,29 +42,47 @@ def marked_name(prefix: str) -> str:
 def make(parent: str | os.PathLike[str], prefix: str, mode: int = 0o700) -> tuple[Path, int]:
     """A new marked directory ``parent/PREFIX.incomplete-RANDOM`` and the
     descriptor that holds its flock: it is work in progress until that
-    descriptor is closed (or the process ends)."""
+    descriptor is closed (or the process ends).
+
+    Between ``mkdir`` and ``flock`` the new directory is marked but not yet
+    held, so a sweep by another process may take it for a dead builder's
+    and remove it: then the open finds nothing, the flock finds the
+    sweeper's lock, or the path no longer names what was locked, and a new
+    name is tried.  What the sweep removed was empty and ours."""
     for _ in range(100):
         path = Path(parent, marked_name(prefix))
         try:
             os.mkdir(path, mode)
-            break
         except FileExistsError:
             continue
-    else:
-        raise FileExistsError(f"no free name in {parent}")
-    try:
-        fd = os.open(path, _OPEN | os.O_DIRECTORY)
-    except BaseException:
-        os.rmdir(path)
-        raise
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # just made: nobody else holds it
-        os.fchmod(fd, mode)  # not the umask
-    except BaseException:
-        os.close(fd)
-        os.rmdir(path)
-        raise
-    return path, fd
+        try:
+            fd = os.open(path, _OPEN | os.O_DIRECTORY)
+        except FileNotFoundError:
+            continue  # swept before we held it
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)  # a sweep holds it and removes it
+            continue
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            st = os.lstat(path)
+            mine = os.fstat(fd)
+            if (st.st_dev, st.st_ino) != (mine.st_dev, mine.st_ino):
+                raise FileNotFoundError(path)
+        except FileNotFoundError:
+            os.close(fd)  # swept between our open and our flock
+            continue
+        try:
+            os.fchmod(fd, mode)  # not the umask
+        except BaseException:
+            os.close(fd)
+            os.rmdir(path)
+            raise
+        return path, fd
+    raise FileExistsError(f"no free name in {parent}")
 
 
 @contextlib.contextmanager

@@ -59,3 +59,41 @@ def test_sweep_ignores_another_users_entries(tmp_path):
     os.chown(d, 65534, 65534)
     assert incomplete.sweep(tmp_path) == []
     assert d.is_dir()
+
+
+def test_make_survives_sweeps_racing_it(tmp_path):
+    """A sweep by another process may meet a directory between its mkdir and
+    its flock (the test suite's parallel `image load`s did): make() tries a new
+    name and always returns a directory it holds, never a removed one."""
+    import threading
+    import time
+
+    stop = threading.Event()
+    swept: list[str] = []
+
+    def sweeper() -> None:
+        while not stop.is_set():
+            swept.extend(incomplete.sweep(tmp_path))
+
+    threads = [threading.Thread(target=sweeper) for _ in range(2)]
+    for t in threads:
+        t.start()
+    made = 0
+    try:
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            path, fd = incomplete.make(tmp_path, "load-")
+            try:
+                assert path.is_dir()
+                st, mine = os.lstat(path), os.fstat(fd)
+                assert (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
+                assert incomplete.sweep(tmp_path, prefix=path.name) == []  # held: left alone
+            finally:
+                os.rmdir(path)
+                os.close(fd)
+            made += 1
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert made > 50
