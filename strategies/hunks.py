@@ -188,11 +188,14 @@ _MARK = None  # in Settled.lines: where a conflict's markers go (<<<, ===, >>> i
 
 
 def settle_all(base: bytes, ours: bytes, theirs: bytes, prefer: str | None = None,
-               markers: bool = False, diff3: bool = False) -> tuple[bytes | None, int]:
+               markers: bool = False, diff3: bool = False,
+               comment: bytes | None = None) -> tuple[bytes | None, int]:
     """git's merge with every conflict hunk settled: (result, conflicts left).
     The result is None when a conflict is left and ``markers`` is false;
     with ``markers`` the conflicts left are written with git's markers
-    around just the lines that conflict."""
+    around just the lines that conflict.  ``comment`` (a format's line
+    comment, ``#``): the markers and the other sides' lines are written as
+    comments, ours' lines stay active, so the file still parses."""
     from .xmerge import merge_regions
 
     out: list[bytes] = []
@@ -211,32 +214,38 @@ def settle_all(base: bytes, ours: bytes, theirs: bytes, prefer: str | None = Non
         left += len(s.conflicts)
         if s.conflicts and not markers:
             return None, left
-        out.extend(_with_markers(s, diff3))
+        out.extend(_with_markers(s, diff3, comment))
     return b"".join(out), left
 
 
-def _with_markers(s: Settled, diff3: bool) -> list[bytes]:
+def _with_markers(s: Settled, diff3: bool, comment: bytes | None = None) -> list[bytes]:
     out: list[bytes] = []
     it = iter(s.conflicts)
     state = 0
+    lead = comment + b" " if comment else b""
+
+    def inert(line: bytes) -> bytes:
+        """A line of the side that is not active: a comment when the format has them."""
+        return lead + line if comment and line.strip() else line
+
     for line in s.lines:
         if line is not _MARK:
-            out.append(line)
+            out.append(line if state != 2 else inert(line))
             continue
         eol = b"\r\n" if out and out[-1].endswith(b"\r\n") else b"\n"
         if out and not out[-1].endswith(b"\n"):
             out[-1] += eol
         if state == 0:
             _o, b, _t = next(it)
-            out.append(b"<<<<<<< ours" + eol)
+            out.append(lead + b"<<<<<<< ours" + eol)
         elif state == 1:
             if diff3:
-                out.append(b"||||||| base" + eol)
-                out.extend(b)
+                out.append(lead + b"||||||| base" + eol)
+                out.extend(inert(x) for x in b)
                 if out and not out[-1].endswith(b"\n"):
                     out[-1] += eol
-            out.append(b"=======" + eol)
+            out.append(lead + b"=======" + eol)
         else:
-            out.append(b">>>>>>> theirs" + eol)
+            out.append(lead + b">>>>>>> theirs" + eol)
         state = (state + 1) % 3
     return out

@@ -395,14 +395,24 @@ class StructuredStrategy:
         hunks settled); whether the file still parses is said."""
         from .hunks import settle_all
 
+        fmt = cls.__name__.replace("Doc", "").upper()
+        where = ", ".join(c.location for c in conflicts[:10])
+        comment = LINE_COMMENT.get(cls.__name__)
+        if comment is not None:  # markers as comments, ours' lines active: it still parses
+            out, _left = settle_all(base or b"", ours, theirs, markers=True, diff3=opts.diff3,
+                                    comment=comment)
+            if out is not None and _parses(cls, out):
+                notes = notes + [f"conflict markers around the conflicting keys' lines ({where}),"
+                                 f" written as {comment.decode()} comments with ours' lines active"
+                                 f" and theirs' commented out: the file still parses as {fmt}"]
+                return MergeResult(out, FileReport(path, "conflict", self.name, conflicts, notes))
         out, _left = settle_all(base or b"", ours, theirs, markers=True, diff3=opts.diff3)
         if out is None:  # cannot happen with markers=True
             return merge_text(path, base, ours, theirs, opts, self.name)
-        fmt = cls.__name__.replace("Doc", "").upper()
-        notes = notes + ["conflict markers around the conflicting keys' lines ("
-                         + ", ".join(c.location for c in conflicts[:10]) + "); "
+        notes = notes + [f"conflict markers around the conflicting keys' lines ({where}); "
                          + (f"the file still parses as {fmt}" if _parses(cls, out) else
-                            f"the file does not parse as {fmt} until they are resolved")]
+                            f"the file does not parse as {fmt} until they are resolved"
+                            + ("" if comment else f" ({fmt} has no comments to hide them in)"))]
         return MergeResult(out, FileReport(path, "conflict", self.name, conflicts, notes))
 
     def _fallback(self, path: str, base: bytes | None, ours: bytes, theirs: bytes,
@@ -410,6 +420,11 @@ class StructuredStrategy:
         r = merge_text(path, base, ours, theirs, opts, "text")
         r.report.notes.insert(0, f"fell back to text: {why}")
         return r
+
+
+# The line comment of each format that has one: conflict markers hide in it.
+LINE_COMMENT = {"IniDoc": b"#", "YamlDoc": b"#", "TomlDoc": b"#", "EnvDoc": b"#",
+                "PropertiesDoc": b"#"}
 
 
 def _parses(cls: Any, data: bytes) -> bool:

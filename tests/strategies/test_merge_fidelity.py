@@ -254,9 +254,36 @@ def test_conflict_names_key_values_and_resolutions(tmp_path: Path) -> None:
     assert any("app.ini.volmerge-new" in n for n in r.report.notes)
     r = merge("app.ini", base, ours, theirs, "markers")
     assert r.report.action == "conflict"
-    assert r.content.decode() == ("[log]\n<<<<<<< ours\nlevel = warn\n=======\nlevel = debug\n"
-                                  ">>>>>>> theirs\nfile = /var/log/app.log\n")
-    assert any("does not parse as INI" in n for n in r.report.notes)
+    # markers as comments, ours' line active, theirs' commented out: it still parses
+    assert r.content.decode() == ("[log]\n# <<<<<<< ours\nlevel = warn\n# =======\n"
+                                  "# level = debug\n# >>>>>>> theirs\nfile = /var/log/app.log\n")
+    assert any("the file still parses as INI" in n for n in r.report.notes)
+
+
+@pytest.mark.parametrize("name,base,ours,theirs,active,inert", [
+    ("app.yaml", "log:\n  level: info\n", "log:\n  level: warn\n", "log:\n  level: debug\n",
+     "  level: warn\n", "#   level: debug\n"),
+    ("app.toml", "[log]\nlevel = 'info'\n", "[log]\nlevel = 'warn'\n",
+     "[log]\nlevel = 'debug'\n", "level = 'warn'\n", "# level = 'debug'\n"),
+    ("app.env", "LEVEL=info\n", "LEVEL=warn\n", "LEVEL=debug\n", "LEVEL=warn\n",
+     "# LEVEL=debug\n"),
+    ("app.properties", "level=info\n", "level=warn\n", "level=debug\n", "level=warn\n",
+     "# level=debug\n"),
+])
+def test_markers_stay_parseable_where_the_format_has_comments(name, base, ours, theirs, active,
+                                                               inert) -> None:
+    r = merge(name, base, ours, theirs, "markers")
+    text = r.content.decode()
+    assert r.report.action == "conflict" and "# <<<<<<< ours\n" in text, text
+    assert active in text and inert in text and "# >>>>>>> theirs\n" in text
+    assert any("the file still parses" in n for n in r.report.notes), r.report.notes
+
+
+def test_json_markers_say_the_file_cannot_parse() -> None:
+    r = merge("app.json", '{\n  "level": "info"\n}\n', '{\n  "level": "warn"\n}\n',
+              '{\n  "level": "debug"\n}\n', "markers")
+    assert r.report.action == "conflict" and "<<<<<<< ours\n" in r.content.decode()
+    assert any("does not parse as JSON" in n and "no comments" in n for n in r.report.notes)
 
 
 def test_cli_policy_error_and_keep_both_file(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
