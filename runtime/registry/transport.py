@@ -99,15 +99,34 @@ class Session:
         self.creds = creds
         self._auth: dict[str, str] = {}        # scope -> Authorization header value
         self._lock = threading.Lock()
-        self.client = httpx.Client(
-            http2=True, verify=ssl_context(host, tls), follow_redirects=True,
-            timeout=httpx.Timeout(timeout, connect=15.0), trust_env=False,
+        self._verify = ssl_context(host, tls)
+        self._timeout = timeout
+        self.client = self._new_client(http2=True)
+        self._uploads: httpx.Client | None = None
+
+    def _new_client(self, *, http2: bool) -> httpx.Client:
+        return httpx.Client(
+            http2=http2, verify=self._verify, follow_redirects=True,
+            timeout=httpx.Timeout(self._timeout, connect=15.0), trust_env=False,
             headers={"User-Agent": USER_AGENT},
             limits=httpx.Limits(max_connections=8, max_keepalive_connections=8),
         )
 
+    def uploads(self) -> httpx.Client:
+        """The client for requests with a body (blob uploads): HTTP/1.1, a
+        connection per upload.  Large bodies sent side by side over one
+        HTTP/2 connection broke httpcore's sync flow control (an
+        AssertionError in h2's send_data, pushing a 370 MB layer beside
+        others); downloads keep HTTP/2."""
+        with self._lock:
+            if self._uploads is None:
+                self._uploads = self._new_client(http2=False)
+            return self._uploads
+
     def close(self) -> None:
         self.client.close()
+        if self._uploads is not None:
+            self._uploads.close()
 
     def __enter__(self) -> Session:
         return self
@@ -136,8 +155,9 @@ class Session:
             if auth:
                 h["Authorization"] = auth
             try:
-                with self.client.stream(method, url, headers=h,
-                                        content=content() if callable(content) else content) as r:
+                client = self.client if content is None else self.uploads()
+                with client.stream(method, url, headers=h,
+                                   content=content() if callable(content) else content) as r:
                     if r.status_code == 401 and attempt == 0 and own:
                         header = r.headers.get("www-authenticate", "")
                         r.read()
