@@ -98,6 +98,18 @@ def cli(tmp_path_factory):  # type: ignore[no-untyped-def]
     rsys.umount_tree(root)
 
 
+def _auto_update(cli, env: dict[str, str]) -> tuple[int, dict]:  # type: ignore[no-untyped-def]
+    r = cli("auto-update", "--json", env=env, timeout=1200)
+    (u,) = json.loads(r.stdout)
+    return r.returncode, u
+
+
+def _serving(cli, major: str) -> None:  # type: ignore[no-untyped-def]
+    """The container is healthy again and its server is of ``major``."""
+    assert cli("wait", "--healthy", "pg", "--timeout", "120", timeout=180).returncode == 0
+    assert _psql(cli, "SHOW server_version_num").startswith(major)
+
+
 @pytest.mark.timeout(1800)
 def test_debian_postgres_15_to_17_by_auto_update(cli, open_registry, images,
                                                   tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -131,20 +143,16 @@ def test_debian_postgres_15_to_17_by_auto_update(cli, open_registry, images,
 
         # a broken 17 under the tag: rolled back, image and data
         publish("localhost/volmerge-debian/postgres:17-broken")
-        r = cli("auto-update", "--json", env=env, timeout=1200)
-        (u,) = json.loads(r.stdout)
-        assert r.returncode == 1 and u["updated"] == "rolled back", (u, r.stderr)
-        assert cli("wait", "--healthy", "pg", "--timeout", "120", timeout=180).returncode == 0
-        assert _psql(cli, "SHOW server_version_num").startswith("15")
+        code, u = _auto_update(cli, env)
+        assert code == 1 and u["updated"] == "rolled back", u
+        _serving(cli, "15")
         assert _sums(cli) == before
 
         # the real 17: the data carried across the major version
         publish(debian.IMAGES["postgres17"].ref)
-        r = cli("auto-update", "--json", env=env, timeout=1200)
-        (u,) = json.loads(r.stdout)
-        assert r.returncode == 0 and u["updated"] == "true", (u, r.stderr)
-        assert cli("wait", "--healthy", "pg", "--timeout", "120", timeout=180).returncode == 0
-        assert _psql(cli, "SHOW server_version_num").startswith("17")
+        code, u = _auto_update(cli, env)
+        assert code == 0 and u["updated"] == "true", u
+        _serving(cli, "17")
         assert _sums(cli) == before
         assert _psql(cli, "SELECT nextval('invoice_no')") == "1014"
         assert _psql(cli, "INSERT INTO customers (name) VALUES ('new') RETURNING id"
@@ -156,8 +164,7 @@ def test_debian_postgres_15_to_17_by_auto_update(cli, open_registry, images,
         # and back to 15, the data as it was before the upgrade
         r = cli("rollback", "pg", "--discard-new-data", timeout=600)
         assert r.returncode == 0, r.stderr
-        assert cli("wait", "--healthy", "pg", "--timeout", "120", timeout=180).returncode == 0
-        assert _psql(cli, "SHOW server_version_num").startswith("15")
+        _serving(cli, "15")
         assert _sums(cli) == before
     finally:
         for cid in cli("ps", "-aq").stdout.split():

@@ -64,20 +64,9 @@ class _Bars:
         if total < self.MIN:
             return
         if self.progress is None:
-            from rich.progress import (
-                BarColumn,
-                DownloadColumn,
-                Progress,
-                TextColumn,
-                TransferSpeedColumn,
-            )
+            from .common import transfer_progress
 
-            from .common import console
-
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                                     DownloadColumn(), TransferSpeedColumn(),
-                                     console=console(stderr=True), transient=True)
-            self.progress.start()
+            self.progress = transfer_progress(transient=True)
         if label not in self.tasks:
             self.tasks[label] = self.progress.add_task(f"extracting {label}", total=total)
         self.progress.update(self.tasks[label], completed=done)

@@ -73,20 +73,9 @@ class Display:
 
     def _bar(self, key: str, status: str, done: int, total: int) -> None:
         if self.progress is None:
-            from rich.progress import (
-                BarColumn,
-                DownloadColumn,
-                Progress,
-                TextColumn,
-                TransferSpeedColumn,
-            )
+            from .common import transfer_progress
 
-            from .common import console
-
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                                     DownloadColumn(), TransferSpeedColumn(),
-                                     console=console(stderr=True))
-            self.progress.start()
+            self.progress = transfer_progress()
         label = {"exists": "already present", "downloaded": "verified", "done": "done",
                  "waiting": "waiting"}.get(status, status)
         if key not in self.tasks:

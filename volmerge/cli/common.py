@@ -37,6 +37,23 @@ def console(stderr: bool = False):  # type: ignore[no-untyped-def]
     return Console(stderr=stderr, highlight=False)
 
 
+def transfer_progress(transient: bool = False):  # type: ignore[no-untyped-def]
+    """A started rich progress display on stderr for byte transfers (layer
+    extraction, registry pulls and pushes): description, bar, bytes, speed."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TransferSpeedColumn,
+    )
+
+    p = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                 TransferSpeedColumn(), console=console(stderr=True), transient=transient)
+    p.start()
+    return p
+
+
 def table(columns: list[str], rows: list[list[Any]]) -> None:
     """Docker-style plain columns (no box), readable in a pipe."""
     widths = [len(c) for c in columns]
