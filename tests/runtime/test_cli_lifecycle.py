@@ -231,18 +231,34 @@ def test_exec_on_a_terminal(cli, image, executor, root):
 def test_logs_tail_since_and_timestamps(cli, image, executor):
     import re
 
-    p = cli("run", "-d", "--name", "talk", *_rt(executor), image, "/bin/sh", "-c",
-            "for i in 1 2 3 4; do echo line$i; done; echo oops >&2; sleep 1; echo late")
+    # stdout and stderr reach the log through separate pipes, so lines written
+    # back to back on both have no defined order: the container waits for a
+    # go-ahead file between the two streams and before its last line.
+    script = ("echo oops >&2; until [ -e /tmp/go ]; do sleep 0.02; done; "
+              "for i in 1 2 3 4; do echo line$i; done; "
+              "until [ -e /tmp/late ]; do sleep 0.02; done; echo late")
+    p = cli("run", "-d", "--name", "talk", *_rt(executor), image, "/bin/sh", "-c", script)
     assert p.returncode == 0, p.stderr
-    try:
+
+    def logged(stream, text):
         deadline = time.time() + 10
-        while "oops" not in cli("logs", "talk").stderr and time.time() < deadline:
+        while text not in getattr(cli("logs", "talk"), stream) and time.time() < deadline:
             time.sleep(0.05)
+        assert text in getattr(cli("logs", "talk"), stream)
+
+    try:
+        logged("stderr", "oops")
+        assert cli("exec", "talk", "touch", "/tmp/go").returncode == 0
+        logged("stdout", "line4")
         mid = time.time()
+        assert cli("exec", "talk", "touch", "/tmp/late").returncode == 0
         assert cli("wait", "talk").stdout.strip() == "0"
         assert cli("logs", "talk").stdout.split() == ["line1", "line2", "line3", "line4", "late"]
         tail = cli("logs", "--tail", "2", "talk")
-        assert (tail.stdout.split(), tail.stderr.split()) == (["late"], ["oops"])
+        assert (tail.stdout.split(), tail.stderr.split()) == (["line4", "late"], [])
+        tail = cli("logs", "--tail", "6", "talk")
+        assert (tail.stdout.split(), tail.stderr.split()) == (
+            ["line1", "line2", "line3", "line4", "late"], ["oops"])
         assert cli("logs", "-n", "0", "talk").stdout == ""
         assert len(cli("logs", "--tail", "all", "talk").stdout.split()) == 5
         assert cli("logs", "--since", f"{mid:.6f}", "talk").stdout.split() == ["late"]
