@@ -124,6 +124,8 @@ class Entry:
 
 @dataclass
 class _Frame:
+    """One open directory of walk()'s descent."""
+
     name: str
     dev: int
     ino: int

@@ -240,9 +240,11 @@ def parse_env(items: list[str], environ: dict[str, str] | None = None) -> dict[s
 
 def parse_dns(items: list[str]) -> list[str]:
     """``--dns``: IP addresses (v4 or v6)."""
+    out: list[str] = []
+    if not items:
+        return out
     import ipaddress
 
-    out = []
     for item in items:
         try:
             out.append(str(ipaddress.ip_address(item.strip())))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
+import os
 from pathlib import Path
 
 from ..errors import BadInput
@@ -11,15 +11,25 @@ from .base import Executor
 NAMES = ("runc", "builtin")
 
 
+def _installed(program: str) -> bool:
+    """``shutil.which(program) is not None`` without importing shutil (and the
+    zlib, bz2 and lzma modules it brings) on the run path."""
+    for d in os.get_exec_path():
+        path = os.path.join(d, program)
+        if os.access(path, os.X_OK) and not os.path.isdir(path):
+            return True
+    return False
+
+
 def default_name() -> str:
-    return "runc" if shutil.which("runc") else "builtin"
+    return "runc" if _installed("runc") else "builtin"
 
 
 def get(name: str | None, root: Path) -> Executor:
     """The executor called ``name`` (None: runc when present, else builtin)."""
     name = name or default_name()
     if name == "runc":
-        if not shutil.which("runc"):
+        if not _installed("runc"):
             raise BadInput("runtime runc is not installed (use --runtime builtin)")
         from .runc import RuncExecutor
 

@@ -3,6 +3,7 @@ import only what they need (the start-up budget's deny-list, bench/bench_startup
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -123,3 +124,31 @@ def test_pyroute2_without_its_package_init_until_a_name_of_it_is_used():
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                        cwd=Path(__file__).resolve().parents[2])
     assert p.returncode == 0, p.stderr
+
+
+def test_the_run_path_leaves_without_a_checkpoint_and_loses_nothing(root, image):
+    """The typer-free run path ends with os._exit (volmerge.cli._leave): SQLite's
+    checkpoint of a closing last connection is skipped, so the write-ahead log
+    stays; what the command printed still arrives and what it committed is there
+    for the next command."""
+    env = _env(root)
+    p = subprocess.run([sys.executable, "-m", "volmerge", "run", "-d", "--name", "kept",
+                        "--network", "none", image, "sleep", "60"],
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    cid = p.stdout.strip()
+    assert len(cid) == 64  # flushed before the process left
+    try:
+        wal = Path(root, "state.db-wal")
+        assert wal.exists() and wal.stat().st_size > 0
+        p = subprocess.run([sys.executable, "-m", "volmerge", "run", "--rm", "--network", "none",
+                            image, "/bin/sh", "-c", "echo out; echo err >&2; exit 7"],
+                           env=env, capture_output=True, text=True, timeout=60)
+        assert (p.returncode, p.stdout, p.stderr) == (7, "out\n", "err\n")
+        ps = subprocess.run([sys.executable, "-m", "volmerge", "ps", "-a", "--json"], env=env,
+                            capture_output=True, text=True, timeout=60)
+        assert ps.returncode == 0, ps.stderr
+        assert [(c["id"], c["state"]) for c in json.loads(ps.stdout)] == [(cid, "running")]
+    finally:
+        subprocess.run([sys.executable, "-m", "volmerge", "rm", "-f", "kept"], env=env,
+                       capture_output=True, timeout=60)

@@ -130,8 +130,43 @@ def fast_run(args: list[str]) -> int | None:
     if parsed is None:
         return None
     root, image, command, kw = parsed
+    _defer_import("inspect")
     from .runopts import run_container, run_options
     from .state import Globals
 
     opts = run_options(image, command or None, **kw)
     return run_container(Globals(root=root).store(), opts)
+
+
+def _defer_import(name: str) -> None:
+    """Execute module ``name`` when one of its attributes is first used
+    rather than when it is imported.
+
+    For ``inspect`` (with dis, ast and tokenize, a fifth of the run path's
+    import time): dataclasses imports it but calls it only to write a
+    docstring for a class that has none, and every dataclass on the run
+    path has one (tests/runtime/test_startup.py holds that).  Python 3.11's
+    importlib.util.LazyLoader cannot do this: the import statement reads
+    the module's ``__spec__``, which makes it load at once."""
+    import sys
+
+    if name not in sys.modules:
+        sys.modules[name] = _Deferred(name)
+
+
+class _Deferred(type(os)):  # types.ModuleType, without importing types
+    """A module stand-in: its first missing attribute imports the real module
+    and copies its namespace in, so every name bound to the stand-in works."""
+
+    __spec__ = None  # what the import statement reads: no load, not initializing
+
+    def __getattr__(self, attr: str) -> Any:
+        import importlib
+        import sys
+
+        name = self.__name__
+        if sys.modules.get(name) is self:
+            del sys.modules[name]
+        real = importlib.import_module(name)
+        self.__dict__.update(real.__dict__)
+        return getattr(real, attr)
