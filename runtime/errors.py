@@ -8,8 +8,11 @@ left untouched.  Messages are one line, meant for an operator.
 from __future__ import annotations
 
 
-class RuntimeFault(Exception):
-    """Root of runtime errors.  Anything that is not a subclass is a bug."""
+class CodedError(Exception):
+    """An error the CLI reports as one line and ``exit_code``: the common root
+    of the three layers' error roots (RuntimeFault here, MergeError in
+    strategies.errors, VolmergeError in volmerge.errors), which are siblings so
+    that catching one layer's errors never catches another's."""
 
     exit_code = 3
 
@@ -20,6 +23,10 @@ class RuntimeFault(Exception):
 
     def __str__(self) -> str:  # one line, always
         return " ".join(self.message.split("\n"))
+
+
+class RuntimeFault(CodedError):
+    """Root of runtime errors.  Anything that is not a subclass is a bug."""
 
 
 class BadInput(RuntimeFault):

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
+from volmerge.runtime.errors import CodedError
 
-class MergeError(Exception):
+
+class MergeError(CodedError):
     """Root of strategy errors.  Anything that is not a subclass is a bug."""
-
-    exit_code = 3
-
-    def __init__(self, message: str, **details: object) -> None:
-        super().__init__(message)
-        self.message = message
-        self.details = details
-
-    def __str__(self) -> str:
-        return " ".join(self.message.split("\n"))
 
 
 class BadInput(MergeError):

@@ -1,23 +1,17 @@
 """One error root for the product, with exit codes (architecture.md, principle 6).
 
 ``runtime`` and ``strategies`` cannot import this package, so they have error
-roots of their own with the same ``exit_code`` contract; :func:`exit_code_of`
-maps any of them.
+roots of their own; all three share runtime.errors.CodedError (the message on
+one line and the ``exit_code`` contract), which :func:`exit_code_of` maps.
 """
 
 from __future__ import annotations
 
+from volmerge.runtime.errors import CodedError
 
-class VolmergeError(Exception):
-    exit_code = 3
 
-    def __init__(self, message: str, **details: object) -> None:
-        super().__init__(message)
-        self.message = message
-        self.details = details
-
-    def __str__(self) -> str:
-        return " ".join(self.message.split("\n"))
+class VolmergeError(CodedError):
+    """Root of the product's errors.  Anything that is not a subclass is a bug."""
 
 
 class BadInput(VolmergeError):
@@ -41,10 +35,7 @@ class NotDone(VolmergeError):
 
 
 def known_error_types() -> tuple[type[BaseException], ...]:
-    from volmerge.runtime.errors import RuntimeFault
-    from volmerge.strategies.errors import MergeError
-
-    return (VolmergeError, RuntimeFault, MergeError)
+    return (CodedError,)
 
 
 def exit_code_of(exc: BaseException) -> int:
