@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 from . import rootfs as rootfs_mod
 from .bundle import Bundles, netns_of
@@ -41,12 +41,6 @@ from .records import Container, ContainerRecords, image_users
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
 if TYPE_CHECKING:
     from typing import Any
-
-_ADJ = ["brave", "calm", "eager", "fond", "keen", "lucid", "merry", "nifty", "quiet", "sharp",
-        "tender", "vivid", "witty", "zesty", "bold", "happy"]
-_NOUN = ["otter", "heron", "lynx", "panda", "raven", "tapir", "yak", "koala", "bison", "crane",
-         "gecko", "ibex", "lemur", "marten", "newt", "quokka"]
-
 
 class Engine:
     """Containers on overlay layers, run by an executor (runc or builtin).
@@ -145,19 +139,13 @@ class Engine:
                 raise BadInput(f"duplicate mount point {m.target}")
             seen.add(t)
         image = rootfs_mod.load_image(self.store, opts.image)
-        name = check_name(opts.name) if opts.name else self._generate_name()
+        # no name: records.insert picks a free one inside its transaction, so two
+        # creates at once never pick the same
         return self.records.insert(
-            cid=os.urandom(32).hex(), name=name, image_id=str(image.id), image_ref=opts.image,
-            runtime=runtime, options=RunOptions.from_json({**opts.to_json(), "name": name}),
+            cid=os.urandom(32).hex(), name=check_name(opts.name) if opts.name else None,
+            image_id=str(image.id), image_ref=opts.image, runtime=runtime, options=opts,
             image_config=image.config or {}, lowers=[str(x) for x in image.lower_dirs()],
             created=time.time())
-
-    def _generate_name(self) -> str:
-        for _ in range(50):
-            n = f"{_pick(_ADJ)}_{_pick(_NOUN)}"
-            if not self.records.name_taken(n):
-                return n
-        return "c_" + os.urandom(5).hex()
 
     def rename(self, ref: str, new_name: str) -> Container:
         """Give a container another name (the upgrade keeps an old generation
@@ -263,7 +251,3 @@ def register_image_check() -> None:
     if reg is not None:
         reg(image_users)
 
-
-def _pick(words: Sequence[str]) -> str:
-    """A random word (os.urandom: `secrets` costs 4 ms of start-up)."""
-    return words[int.from_bytes(os.urandom(4), "little") % len(words)]

@@ -15,6 +15,8 @@ one or a recycled pid (:meth:`Container.owner_alive`).
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -258,15 +260,20 @@ class ContainerRecords:
         with self.store.transaction(durable=False) as db:
             db.execute(f"UPDATE containers SET {sets} WHERE id = ?", (*values.values(), cid))
 
-    def insert(self, *, cid: str, name: str, image_id: str, image_ref: str, runtime: str,
+    def insert(self, *, cid: str, name: str | None, image_id: str, image_ref: str, runtime: str,
                options: RunOptions, image_config: dict[str, Any], lowers: list[str],
                created: float) -> Container:
         """A new container in state ``created`` with its directory; Conflict
-        when the name is taken (checked under the ``containers`` lock)."""
+        when the name is taken (checked under the ``containers`` lock).
+        ``name`` None: a generated one that is free, chosen under the same
+        lock (the options record it too)."""
         cdir = self.store.path("containers", cid)
         with self.store.lock("containers"), self.store.transaction() as db:
-            if db.execute("SELECT 1 FROM containers WHERE name = ?", (name,)).fetchone():
+            if name is None:
+                name = _free_name(lambda n: self.name_taken(n))
+            elif db.execute("SELECT 1 FROM containers WHERE name = ?", (name,)).fetchone():
                 raise Conflict(f"container name {name!r} is already in use")
+            options = RunOptions.from_json({**options.to_json(), "name": name})
             cdir.mkdir(mode=0o700)
             db.execute(
                 "INSERT INTO containers (id, name, image_id, image_ref, state, runtime, options,"
@@ -300,3 +307,24 @@ def image_users(store: Any, image_id: str) -> list[str]:
     rows = store.db.execute("SELECT name FROM containers WHERE image_id = ?",
                             (image_id,)).fetchall()
     return [r[0] for r in rows]
+
+
+_ADJ = ("brave", "calm", "eager", "fond", "keen", "lucid", "merry", "nifty", "quiet", "sharp",
+        "tender", "vivid", "witty", "zesty", "bold", "happy")
+_NOUN = ("otter", "heron", "lynx", "panda", "raven", "tapir", "yak", "koala", "bison", "crane",
+         "gecko", "ibex", "lemur", "marten", "newt", "quokka")
+
+
+def _free_name(taken: Callable[[str], bool]) -> str:
+    """A generated container name (``adjective_noun``, as Docker's) not yet
+    ``taken``; after 50 taken ones, ``c_`` and ten random hex digits."""
+    for _ in range(50):
+        name = f"{_pick(_ADJ)}_{_pick(_NOUN)}"
+        if not taken(name):
+            return name
+    return "c_" + os.urandom(5).hex()
+
+
+def _pick(words: Sequence[str]) -> str:
+    """A random word (os.urandom: `secrets` costs 4 ms of start-up)."""
+    return words[int.from_bytes(os.urandom(4), "little") % len(words)]
