@@ -1,8 +1,9 @@
 """The kernel behind one seam (architecture.md, principle 9).
 
 Every mount, unmount, unshare, setns and pivot_root in volmerge goes through
-this module, so that ordering can be unit-tested and the real calls audited in
-one place.  Thin ctypes wrappers over libc; errors become OSError with errno.
+this module, so that ordering can be unit-tested (tests/sysrec.py records these
+calls instead of making them) and the real calls audited in one place.  Thin
+ctypes wrappers over libc; errors become OSError with errno.
 """
 
 from __future__ import annotations

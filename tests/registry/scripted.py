@@ -136,7 +136,7 @@ class Scripted:
         self.thread.start()
 
     def serve_layout(self, files: dict[str, bytes], name: str, tag: str) -> str:
-        """Serve the OCI image of ``files`` (tests/images/builders) as NAME:TAG."""
+        """Serve the OCI image of ``files`` (tests/runtime/images/builders) as NAME:TAG."""
         index = json.loads(files["index.json"])
         desc = index["manifests"][0]
         for path, data in files.items():

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.images.builders import E, image_files, layer_tar, write_tar
-from tests.volmerge.test_bad_input_matrix import fingerprint
+from tests.runtime.images.builders import E, image_files, layer_tar, write_tar
+from tests.volmerge.cli.test_bad_input_matrix import fingerprint
 
 from .scripted import Scripted
 from .server import PASSWORD, USER, Registry

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from tests.images.builders import E, image_files, layer_tar, write_dir
+from tests.runtime.images.builders import E, image_files, layer_tar, write_dir
 from volmerge.runtime.images import ImageStore
 from volmerge.runtime.store import Store
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.images.builders import E, config_digest, image_files, layer_tar, sha, write_tar
+from tests.runtime.images.builders import E, config_digest, image_files, layer_tar, sha, write_tar
 from volmerge.runtime import oci
 
 from .server import Registry

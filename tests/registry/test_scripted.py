@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.images.builders import E, config_digest, image_files, layer_tar
+from tests.runtime.images.builders import E, config_digest, image_files, layer_tar
 
 from .scripted import Scripted
 

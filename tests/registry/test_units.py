@@ -13,6 +13,8 @@ from volmerge.runtime import oci
 from volmerge.runtime.errors import BadInput
 from volmerge.runtime.registry import auth, manifests, reference
 
+pytestmark = pytest.mark.unit  # no root: runs as any user (tests/test_unit_unprivileged.py)
+
 
 @pytest.mark.parametrize("ref, want", [
     ("busybox", ("docker.io", "library/busybox", "latest", None)),

@@ -10,6 +10,8 @@ import pytest
 
 from volmerge.runtime.atomicfile import AtomicFile, FileLocked, atomic_write
 
+pytestmark = pytest.mark.unit  # no root: runs as any user (tests/test_unit_unprivileged.py)
+
 
 def test_success_replaces_and_leaves_no_lock(tmp_path):
     p = tmp_path / "state.json"

@@ -13,6 +13,8 @@ import pytest
 from volmerge.runtime import diag
 from volmerge.runtime.errors import BadInput
 
+pytestmark = pytest.mark.unit  # no root: runs as any user (tests/test_unit_unprivileged.py)
+
 
 def test_ignored_is_logged_with_its_traceback(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="volmerge.runtime.bundle")

@@ -9,6 +9,8 @@ import pytest
 
 from volmerge.runtime.errors import NotDone
 from volmerge.runtime.options import HealthConfig, RestartPolicy, RunOptions
+from volmerge.runtime.polling import wait_until
+from volmerge.runtime.records import pid_alive
 
 LOOP = ["/bin/sh", "-c", "while true; do sleep 0.05; done"]
 
@@ -83,11 +85,15 @@ def test_restart_always_until_stopped(engine, busybox_rootfs):
     while engine.get(c.id).restart_count < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert engine.get(c.id).restart_count >= 2
+    supervisor = engine.get(c.id)  # its owner applies the restart policy
     engine.stop(c.id, timeout=2)
     c = engine.get(c.id)
     assert c.state == "exited"
-    time.sleep(0.3)
-    assert engine.get(c.id).state == "exited"  # a stopped container stays stopped
+    # a stopped container stays stopped: the one process that could restart
+    # it ends, and it is still exited after that
+    assert wait_until(lambda: not pid_alive(supervisor.owner_pid, supervisor.owner_start),
+                      timeout=15)
+    assert engine.get(c.id).state == "exited"
     engine.remove(c.id)
 
 

@@ -9,6 +9,7 @@ import pytest
 from volmerge.runtime import incomplete
 
 
+@pytest.mark.unit
 def test_building_removes_on_error_and_keeps_what_was_renamed(tmp_path):
     with pytest.raises(RuntimeError), incomplete.building(tmp_path, "job") as d:
         assert incomplete.is_marked(d.name) and d.name.startswith("job")
@@ -22,12 +23,14 @@ def test_building_removes_on_error_and_keeps_what_was_renamed(tmp_path):
     assert (tmp_path / "final" / "done").read_text() == "x"
 
 
+@pytest.mark.unit
 def test_sweep_leaves_live_work_alone(tmp_path):
     with incomplete.building(tmp_path, "job") as d:
         assert incomplete.sweep(tmp_path) == []
         assert d.is_dir()
 
 
+@pytest.mark.unit
 def test_sweep_removes_what_a_dead_builder_left(tmp_path):
     pid = os.fork()
     if pid == 0:  # pragma: no cover - child
@@ -44,6 +47,7 @@ def test_sweep_removes_what_a_dead_builder_left(tmp_path):
     assert os.listdir(tmp_path) == ["unmarked"]
 
 
+@pytest.mark.unit
 def test_sweep_ignores_symlinks(tmp_path):
     target = tmp_path / "target"
     target.mkdir()
@@ -61,6 +65,7 @@ def test_sweep_ignores_another_users_entries(tmp_path):
     assert d.is_dir()
 
 
+@pytest.mark.unit
 def test_make_survives_sweeps_racing_it(tmp_path):
     """A sweep by another process may meet a directory between its mkdir and
     its flock (the test suite's parallel `image load`s did): make() tries a new

@@ -8,6 +8,8 @@ from hypothesis import strategies as st
 
 from volmerge.runtime.supervisor import Notice
 
+pytestmark = pytest.mark.unit  # no root: runs as any user (tests/test_unit_unprivileged.py)
+
 
 def test_ok_and_errors_round_trip():
     assert Notice.decode(Notice(True).encode()) == Notice(True, 0)

@@ -10,6 +10,7 @@ import pytest
 from volmerge.runtime import overlayfmt
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", ["a", "file.txt", ".hidden", "..x", "wh"])
 def test_tar_whiteout_round_trip(name):
     entry = overlayfmt.tar_whiteout_name(name)
@@ -17,6 +18,7 @@ def test_tar_whiteout_round_trip(name):
     assert overlayfmt.tar_marker(entry) == overlayfmt.TarMarker("whiteout", name)
 
 
+@pytest.mark.unit
 def test_tar_markers():
     assert overlayfmt.tar_marker("plain") is None
     assert overlayfmt.tar_marker(".wh..wh..opq") == overlayfmt.TarMarker("opaque")
@@ -29,6 +31,7 @@ def test_tar_markers():
             overlayfmt.tar_whiteout_name(bad)
 
 
+@pytest.mark.unit
 def test_is_whiteout_on_stat_values(tmp_path):
     f = tmp_path / "f"
     f.write_text("")
@@ -39,6 +42,7 @@ def test_is_whiteout_on_stat_values(tmp_path):
     assert not overlayfmt.is_whiteout(dev)
 
 
+@pytest.mark.unit
 def test_overlay_xattrs_are_recognised():
     assert overlayfmt.is_overlay_xattr("trusted.overlay.opaque")
     assert overlayfmt.is_overlay_xattr("trusted.overlay.redirect")

@@ -9,6 +9,8 @@ import pytest
 
 from volmerge.runtime.polling import retry, wait_until
 
+pytestmark = pytest.mark.unit  # no root: runs as any user (tests/test_unit_unprivileged.py)
+
 
 def test_wait_until_returns_the_first_truthy_value():
     calls = []

@@ -21,6 +21,8 @@ from volmerge.runtime.records import (
 )
 from volmerge.runtime.store import Store
 
+pytestmark = pytest.mark.unit  # no root: runs as any user (tests/test_unit_unprivileged.py)
+
 
 @pytest.fixture
 def records(tmp_path: Path):

@@ -10,6 +10,8 @@ import pytest
 from volmerge.runtime.errors import BadInput
 from volmerge.runtime.lifecycle import parse_signal
 
+pytestmark = pytest.mark.unit  # no root: runs as any user (tests/test_unit_unprivileged.py)
+
 
 @pytest.mark.parametrize("given, want", [("KILL", 9), ("sigterm", 15), ("SIGINT", 2), ("9", 9),
                                          (15, 15), ("RTMIN", int(signal.SIGRTMIN))])

@@ -19,8 +19,8 @@ import pytest
 from volmerge.runtime import sys as rsys
 
 from ..conftest import _remove_networks
-from ..images.builders import E, image_files, layer_tar, write_tar
 from .conftest import BUSYBOX_REF, EXECUTORS
+from .images.builders import E, image_files, layer_tar, write_tar
 
 
 @pytest.fixture

@@ -13,6 +13,8 @@ from volmerge.strategies.registry import all_strategies, get_strategy, load_erro
 
 from .conformance import check_strategy
 
+pytestmark = pytest.mark.unit  # no root: runs as any user (tests/test_unit_unprivileged.py)
+
 NAMES = sorted(all_strategies())
 
 

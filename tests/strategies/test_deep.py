@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.volumes.helpers import deep_tree
+from tests.volmerge.volumes.helpers import deep_tree
 from volmerge.strategies.errors import BadInput
 from volmerge.strategies.nodes import MAX_DEPTH
 from volmerge.strategies.tree import merge_trees

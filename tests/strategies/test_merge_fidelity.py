@@ -16,6 +16,8 @@ from volmerge.strategies.errors import BadInput
 from volmerge.strategies.formats import detect
 from volmerge.strategies.structured import IniDoc, StructuredStrategy
 
+pytestmark = pytest.mark.unit  # no root: runs as any user (tests/test_unit_unprivileged.py)
+
 S = StructuredStrategy()
 
 

@@ -19,6 +19,8 @@ from volmerge.strategies.policy import (
 from volmerge.strategies.registry import find_strategy
 from volmerge.strategies.tree import MergeConflict, merge_trees
 
+pytestmark = pytest.mark.unit  # no root: runs as any user (tests/test_unit_unprivileged.py)
+
 
 @pytest.mark.parametrize("glob,path,hit", [
     ("*.conf", "etc/app.conf", True), ("*.conf", "app.conf", True), ("/app.conf", "etc/app.conf", False),

@@ -117,7 +117,7 @@ def _parses(fmt: str, data: bytes) -> bool:
     return True
 
 
-@settings(max_examples=400, deadline=None, derandomize=True,
+@settings(max_examples=400, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(triples())
 def test_clean_line_merge_is_the_result(tmp_path: Path, t) -> None:  # type: ignore[no-untyped-def]

@@ -60,9 +60,10 @@ def triples(draw):  # type: ignore[no-untyped-def]
     return join(base, fb), join(side(), fo), join(side(), ft)
 
 
-# derandomize: CI runs the same examples every time (a failure is a
-# regression, never a lucky draw); developers widen the search locally.
-SETTINGS = settings(max_examples=150, deadline=None, derandomize=True,
+# Derandomized by the suite's "ci" profile (tests/conftest.py): CI runs the
+# same examples every time (a failure is a regression, never a lucky draw);
+# VOLMERGE_HYPOTHESIS=explore widens the search locally.
+SETTINGS = settings(max_examples=150, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
@@ -107,7 +108,7 @@ def free_triples(draw):  # type: ignore[no-untyped-def]
             _lines(draw, [b"a", b"b", b"c", b"e", b"}"]))
 
 
-@settings(max_examples=1000, deadline=None, derandomize=True,
+@settings(max_examples=1000, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(free_triples(), st.booleans())
 def test_thousand_free_form_triples_same_as_git(tmp_path: Path, t, diff3: bool) -> None:  # type: ignore[no-untyped-def]

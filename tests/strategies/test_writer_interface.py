@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from volmerge.runtime import incomplete
 from volmerge.strategies.base import DEFAULT_RANKS, detection_order, whole_file_pick
 from volmerge.strategies.tree import merge_trees
@@ -13,6 +15,8 @@ from volmerge.strategies.whole import BinaryStrategy, OursStrategy, TheirsStrate
 from volmerge.strategies.writers import UpperWriter
 
 from .treeutil import read, three
+
+pytestmark = pytest.mark.unit  # no root: runs as any user (tests/test_unit_unprivileged.py)
 
 
 class _MarkerFormat:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from volmerge.strategies.base import MergeOptions
 from volmerge.strategies.structured import StructuredStrategy
+
+pytestmark = pytest.mark.unit  # no root: runs as any user (tests/test_unit_unprivileged.py)
 
 S = StructuredStrategy()
 

@@ -20,6 +20,8 @@ from volmerge.runtime.network.rows import (
 from volmerge.runtime.network.schema import COMPONENT, MIGRATIONS
 from volmerge.runtime.store import Store
 
+pytestmark = pytest.mark.unit  # no root: runs as any user (tests/test_unit_unprivileged.py)
+
 NET = Network(name="n1", id="ab" * 16, bridge="vmb-abababab", subnet="10.7.0.0/24",
               gateway="10.7.0.1", default=False, created=5.0)
 P80 = PortSpec("0.0.0.0", 8080, 80)

@@ -6,9 +6,12 @@ from __future__ import annotations
 import os
 import stat
 
+import pytest
+
 from volmerge.strategies.sql.pgconf import conf_value, merge, replace_file
 
 
+@pytest.mark.unit
 def test_merge_carries_what_differs_and_the_new_version_knows():
     old = {"listen_addresses": "*", "work_mem": "4MB", "checkpoint_segments": "8", "ext.level": "2"}
     new = {"listen_addresses": "localhost", "work_mem": "4MB"}
@@ -19,6 +22,7 @@ def test_merge_carries_what_differs_and_the_new_version_knows():
     assert dropped == ["checkpoint_segments"]
 
 
+@pytest.mark.unit
 def test_a_value_is_one_quoted_literal_whatever_it_holds():
     assert conf_value("it's") == "'it''s'"
     assert conf_value("a\\b") == "'a\\\\b'"

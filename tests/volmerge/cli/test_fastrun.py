@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 from volmerge.cli import fastrun
 
+pytestmark = pytest.mark.unit  # no root: runs as any user (tests/test_unit_unprivileged.py)
+
 IMAGE = "localhost/volmerge-fixture/busybox:latest"
 
 

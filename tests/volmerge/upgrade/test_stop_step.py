@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 from volmerge.runtime.options import RunOptions
+from volmerge.runtime.polling import wait_until
+from volmerge.runtime.records import pid_alive
 
 BUSYBOX_REF = "localhost/volmerge-fixture/busybox:latest"
 # slow to stop: ~1 s between SIGTERM and the exit
-SLOW = ["sh", "-c", "trap 'sleep 1; exit 0' TERM; while :; do sleep 0.05; done"]
+SLOW = ["sh", "-c", "trap 'touch /tmp/term; sleep 1; exit 0' TERM; while :; do sleep 0.05; done"]
 STOP = ("import sys\nfrom volmerge.runtime.store import Store\nfrom volmerge.context import Context\n"
         "Context(Store(sys.argv[1])).engine.stop(sys.argv[2], timeout=5)\n")
 
@@ -30,16 +31,17 @@ def test_undo_of_a_stop_cut_short_lets_it_finish_then_restarts(root, fixture_ima
         ctx.engine.start(c.id)
         # the stop as the upgrade begins it; the process killed right after the signal
         proc = subprocess.Popen([sys.executable, "-c", STOP, str(root), c.id])
-        deadline = time.monotonic() + 10
-        while not ctx.engine.get(c.id).stop_requested and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.1)
+        term = c.dir / "upper" / "tmp" / "term"  # the container's trap got the signal
+        assert wait_until(lambda: ctx.engine.get(c.id).stop_requested and term.exists(),
+                          timeout=10)
         proc.kill()
         proc.wait()
-        assert ctx.engine.get(c.id).state == "running"  # still in its 1 s shutdown
+        old = ctx.engine.get(c.id)
+        assert old.state == "running"  # still in its 1 s shutdown
         StopContainer(id=c.id, name="slow", timeout=5).undo(ctx, {})
         assert ctx.engine.get(c.id).state == "running"
-        time.sleep(1.3)  # when the old stop would have completed on its own
+        # the old run has ended (its exit, once the cause of the bug, is behind us)
+        assert wait_until(lambda: not pid_alive(old.owner_pid, old.owner_start), timeout=10)
         c = ctx.engine.get(c.id)
         assert c.state == "running" and not c.stop_requested
     finally:

@@ -16,6 +16,8 @@ from volmerge.upgrade import journal as jr
 from volmerge.upgrade import runner
 from volmerge.upgrade.steps import Step, Tx, from_journal
 
+pytestmark = pytest.mark.unit  # no root: runs as any user (tests/test_unit_unprivileged.py)
+
 LOG: list[str] = []
 FAIL_ONCE: set[str] = set()
 

@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 from volmerge.runtime.errors import BadInput, Conflict
 from volmerge.runtime.network import PortSpec, hosts, ipam, ports
 
+pytestmark = pytest.mark.unit  # no root: runs as any user (tests/test_unit_unprivileged.py)
+
 
 @pytest.mark.parametrize("text, want", [
     ("8080:80", PortSpec("0.0.0.0", 8080, 80, "tcp")),

@@ -14,6 +14,8 @@ from volmerge.strategies.sql import plan_replay, replay, replay_sqlite
 
 from .helpers import make_db
 
+pytestmark = pytest.mark.unit  # no root: runs as any user (tests/test_unit_unprivileged.py)
+
 SCHEMA = """
 CREATE TABLE users(id INTEGER PRIMARY KEY, name TEXT COLLATE NOCASE NOT NULL, score REAL, n INTEGER, x);
 CREATE TABLE tags(user_id INTEGER NOT NULL, tag TEXT NOT NULL, PRIMARY KEY (user_id, tag)) WITHOUT ROWID;
