@@ -256,7 +256,7 @@ def register_image_check() -> None:
         return
     _IMAGE_CHECK_DONE = True
     try:
-        from . import images  # type: ignore[attr-defined]
+        from . import images
     except ImportError:
         return
     reg = getattr(images, "register_user_check", None)

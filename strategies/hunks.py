@@ -120,7 +120,7 @@ def _settle_group(b: list[bytes], o: list[bytes], t: list[bytes], prefer: str | 
         return t
     if len(b) == len(o) == len(t):
         out = [_line_pick(x, y, z, prefer) for x, y, z in zip(b, o, t)]
-        return None if any(x is None for x in out) else out  # type: ignore[misc]
+        return None if any(x is None for x in out) else out
     if not b:
         ko = {k[0] for k in map(key_of, o) if k}
         kt = {k[0] for k in map(key_of, t) if k}

@@ -23,7 +23,7 @@ from .schema import Column, ForeignKey, Index, Schema, Table, View, quote
 _FK_ACTION = {"a": None, "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
 
 
-def pg_connect(url: str, autocommit: bool = False, dbname: str | None = None):  # type: ignore[no-untyped-def]
+def pg_connect(url: str, autocommit: bool = False, dbname: str | None = None):
     import psycopg
 
     try:
@@ -175,7 +175,7 @@ def copy_pg_to_sqlite(src: Any, tm: Any, conn: Any) -> None:
         raise NotDone(f"constraint violation: table {tm.target}: {e}") from None
 
 
-def pg_checksum_py(src: Any, tm: Any):  # type: ignore[no-untyped-def]
+def pg_checksum_py(src: Any, tm: Any):
     from . import verify
 
     return verify.py_checksum(_src_rows(src, tm))

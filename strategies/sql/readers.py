@@ -227,7 +227,7 @@ def staging_type(col: Column) -> str:
 
 
 def stage_dump(path: str, dialect: str | None = None, staging: str | None = None,
-               progress=None) -> tuple[Schema, str | None]:  # type: ignore[no-untyped-def]
+               progress=None) -> tuple[Schema, str | None]:
     """Stream the dump at ``path``: build its schema model and, when
     ``staging`` names a (new) SQLite file, load its rows there.  Returns
     (schema, staging path).  Raises BadInput naming the line of a malformed
@@ -313,7 +313,7 @@ def _ensure_staged(conn: sqlite3.Connection, created: dict[str, Table], t: Table
     created[t.name] = t
 
 
-def _staged_table(conn, schema, created, name, st) -> Table:  # type: ignore[no-untyped-def]
+def _staged_table(conn, schema, created, name, st) -> Table:
     t = schema.table(name)
     if t is None:
         raise BadInput(f"malformed dump: line {st.line}: rows for table {name} which the dump never creates")
@@ -340,7 +340,7 @@ def _mysql_unescape(e: re.Match[str]) -> str:
     return "'" if ch is None else _MYSQL_ESC.get(ch, ch)
 
 
-def _stage_insert(conn, schema, created, st: Statement, dialect: str) -> None:  # type: ignore[no-untyped-def]
+def _stage_insert(conn, schema, created, st: Statement, dialect: str) -> None:
     text = st.text
     if dialect == "mysql":
         text = _MYSQL_STRING.sub(_mysql_literal, text)
@@ -378,7 +378,7 @@ def _pg_unescape(field: str) -> str:
     return _PG_ESC.sub(rep, field)
 
 
-def _copy_converters(t: Table, cols: list[str]):  # type: ignore[no-untyped-def]
+def _copy_converters(t: Table, cols: list[str]):
     conv = []
     for name in cols:
         c = t.col(name)
@@ -393,7 +393,7 @@ def _copy_converters(t: Table, cols: list[str]):  # type: ignore[no-untyped-def]
     return conv
 
 
-def _stage_copy(conn, schema, created, st: Statement) -> None:  # type: ignore[no-untyped-def]
+def _stage_copy(conn, schema, created, st: Statement) -> None:
     from .ddl import copy_target
 
     name, cols = copy_target(st)

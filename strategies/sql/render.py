@@ -174,7 +174,7 @@ def key_clauses(t: Table, skip_pk: bool = False) -> list[str]:
     return out
 
 
-def fk_clause(fk) -> str:  # type: ignore[no-untyped-def]
+def fk_clause(fk) -> str:
     s = (f"FOREIGN KEY ({', '.join(quote(c) for c in fk.columns)}) REFERENCES {quote(fk.ref_table)}"
          + (f" ({', '.join(quote(c) for c in fk.ref_columns)})" if fk.ref_columns else ""))
     if fk.on_delete:

@@ -65,7 +65,7 @@ class Source:
         assert self.path is not None
         return ro_uri(self.path, self.frozen)
 
-    def scalar(self, sql: str):  # type: ignore[no-untyped-def]
+    def scalar(self, sql: str):
         if self.engine == "sqlite":
             assert self.path is not None
             conn = connect_ro(self.path, self.frozen)

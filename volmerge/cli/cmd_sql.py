@@ -55,7 +55,7 @@ def _check_expressions(defaults: dict[str, str], dialect: str | None) -> None:
             raise BadInput(f"--default {key}={expr!r}: not a valid SQL expression")
 
 
-def _progress():  # type: ignore[no-untyped-def]
+def _progress():
     """A rich progress bar per table on a terminal (stderr); None otherwise."""
     if not sys.stderr.isatty():
         return None, None

@@ -30,7 +30,7 @@ TRASH = "~"
 
 
 class Pool:
-    def __init__(self, store) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, store) -> None:
         self.store = store
         self.reap_now = True
         self.root = store.path("volumes")
@@ -113,7 +113,7 @@ class Pool:
         faults.point(f"{fault_prefix}.journal-written")
         self._apply(jid, record, fault_prefix)
 
-    def _apply(self, jid: str, record: dict, fault_prefix: str | None = None) -> None:  # type: ignore[type-arg]
+    def _apply(self, jid: str, record: dict, fault_prefix: str | None = None) -> None:
         from . import faults
 
         for i, (name, data) in enumerate(record.items()):
