@@ -109,7 +109,7 @@ class _ProgressReader:
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b):
+    def readinto(self, b):  # type: ignore[no-untyped-def]
         data = self.read(len(b))
         b[: len(data)] = data
         return len(data)
@@ -122,7 +122,7 @@ def _decompressor(head: bytes, raw: BinaryIO) -> tuple[BinaryIO, str]:
     if head == _ZSTD_MAGIC:
         import zstandard
 
-        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True), "zstd"
+        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True), "zstd"  # type: ignore[return-value]
     return raw, "none"
 
 

@@ -27,7 +27,7 @@ def pg_connect(url: str, autocommit: bool = False, dbname: str | None = None):
     import psycopg
 
     try:
-        kw = {"dbname": dbname} if dbname else {}
+        kw: dict[str, Any] = {"dbname": dbname} if dbname else {}
         return psycopg.connect(url, autocommit=autocommit, **kw)
     except psycopg.OperationalError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "connection failed"

@@ -14,7 +14,8 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from volmerge.strategies.errors import BadInput
 
@@ -378,8 +379,8 @@ def _pg_unescape(field: str) -> str:
     return _PG_ESC.sub(rep, field)
 
 
-def _copy_converters(t: Table, cols: list[str]):
-    conv = []
+def _copy_converters(t: Table, cols: list[str]) -> list[Callable[[Any], object] | None]:
+    conv: list[Callable[[Any], object] | None] = []
     for name in cols:
         c = t.col(name)
         fam = c.family if c else "text"
@@ -409,15 +410,12 @@ def _stage_copy(conn, schema, created, st: Statement) -> None:
 
     def rows() -> Iterator[list[object]]:
         for i, line in enumerate(st.copy_lines or ()):
-            fields: list[object] = line.split("\t")
-            if len(fields) != n:
+            text = line.split("\t")
+            if len(text) != n:
                 raise BadInput(f"malformed dump: COPY data for {name} near line {first_data_line + i}: "
-                               f"{len(fields)} fields, expected {n}")
-            for j, v in enumerate(fields):
-                if v == "\\N":
-                    fields[j] = None
-                elif "\\" in v:  # type: ignore[operator]
-                    fields[j] = _pg_unescape(v)  # type: ignore[arg-type]
+                               f"{len(text)} fields, expected {n}")
+            fields: list[object] = [None if v == "\\N" else _pg_unescape(v) if "\\" in v else v
+                                    for v in text]
             if needs_conv:
                 for j, fn in enumerate(conv):
                     if fn is not None:

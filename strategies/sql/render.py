@@ -100,7 +100,7 @@ def render_default(c: Column, src: str, dst: str) -> str | None:
     return out
 
 
-def _one(text: str, src: str) -> exp.Expression | None:
+def _one(text: str, src: str) -> exp.Expr | None:
     """``text`` parsed as exactly one statement or expression, or None.
     sqlglot keeps what it cannot parse as a raw ``Command`` (and parses
     ``a; DROP TABLE t`` as two statements): text from a source database
