@@ -81,7 +81,8 @@ def _read(conn: Any, url: str) -> Schema:
             cols = [names[k] for k in (conkey or [])]
             if contype == "p":
                 for i, cname in enumerate(cols, 1):
-                    t.col(cname).pk = i  # type: ignore[union-attr]
+                    if (col := t.col(cname)) is not None:  # always: a column of t
+                        col.pk = i
             elif contype == "u":
                 t.uniques.append(cols)
             elif contype == "f":
