@@ -30,8 +30,9 @@ def test_run_without_progress_upgrades(tmp_path: Path, own_netns) -> None:
             for v in (1, 2):
                 vm("image", "load", str(_app_image(tmp_path / f"app{v}.tar", v)), check=True)
             vm("image", "tag", APP[1], FOLLOW, check=True)
+            # a health check: without one the new container must stay up 60 s
             vm("run", "-d", "--name", "app", "--network", "none", "-l", f"{LABEL}=local",
-               FOLLOW, check=True)
+               "--health-cmd", "true", "--health-interval", "0.2s", FOLLOW, check=True)
             vm("image", "tag", APP[2], FOLLOW, check=True)
             p = subprocess.run([sys.executable, "-c", SCRIPT, str(root)], capture_output=True,
                                text=True, timeout=180)
