@@ -314,7 +314,8 @@ def _ensure_staged(conn: sqlite3.Connection, created: dict[str, Table], t: Table
     created[t.name] = t
 
 
-def _staged_table(conn, schema, created, name, st) -> Table:
+def _staged_table(conn: sqlite3.Connection, schema: Schema, created: dict[str, Table], name: str,
+                  st: Statement) -> Table:
     t = schema.table(name)
     if t is None:
         raise BadInput(f"malformed dump: line {st.line}: rows for table {name} which the dump never creates")
@@ -341,7 +342,8 @@ def _mysql_unescape(e: re.Match[str]) -> str:
     return "'" if ch is None else _MYSQL_ESC.get(ch, ch)
 
 
-def _stage_insert(conn, schema, created, st: Statement, dialect: str) -> None:
+def _stage_insert(conn: sqlite3.Connection, schema: Schema, created: dict[str, Table],
+                  st: Statement, dialect: str) -> None:
     text = st.text
     if dialect == "mysql":
         text = _MYSQL_STRING.sub(_mysql_literal, text)
@@ -394,7 +396,8 @@ def _copy_converters(t: Table, cols: list[str]) -> list[Callable[[Any], object] 
     return conv
 
 
-def _stage_copy(conn, schema, created, st: Statement) -> None:
+def _stage_copy(conn: sqlite3.Connection, schema: Schema, created: dict[str, Table],
+                st: Statement) -> None:
     from .ddl import copy_target
 
     name, cols = copy_target(st)

@@ -15,7 +15,7 @@ import re
 import sqlglot
 from sqlglot import exp
 
-from .schema import Column, Index, Table, Trigger, View, quote
+from .schema import Column, ForeignKey, Index, Table, Trigger, View, quote
 
 _PG_BY_FAMILY = {"integer": "BIGINT", "boolean": "BOOLEAN", "real": "DOUBLE PRECISION",
                  "numeric": "NUMERIC", "text": "TEXT", "blob": "BYTEA", "date": "DATE",
@@ -174,7 +174,7 @@ def key_clauses(t: Table, skip_pk: bool = False) -> list[str]:
     return out
 
 
-def fk_clause(fk) -> str:
+def fk_clause(fk: ForeignKey) -> str:
     s = (f"FOREIGN KEY ({', '.join(quote(c) for c in fk.columns)}) REFERENCES {quote(fk.ref_table)}"
          + (f" ({', '.join(quote(c) for c in fk.ref_columns)})" if fk.ref_columns else ""))
     if fk.on_delete:
