@@ -63,6 +63,7 @@ bench: install
 lint: install
 	$(PY) -m ruff check --no-cache volmerge runtime strategies fixtures tests bench
 	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -10,6 +10,7 @@ host).
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import signal
 import time
@@ -65,13 +66,11 @@ class Cgroup:
             if self.v2:
                 _write(CGROUP_ROOT / self.rel / "memory.max", str(memory))
                 _write(CGROUP_ROOT / self.rel / "memory.swap.max", "0", optional=True)
-            elif (d := self._dir("memory")) is not None:
-                _write(d / "memory.limit_in_bytes", str(memory))
-                _write(d / "memory.memsw.limit_in_bytes", str(memory), optional=True)
-        if pids:
-            d = self._dir("pids")
-            if d is not None:
-                _write(d / "pids.max", str(pids))
+            elif (mem := self._dir("memory")) is not None:
+                _write(mem / "memory.limit_in_bytes", str(memory))
+                _write(mem / "memory.memsw.limit_in_bytes", str(memory), optional=True)
+        if pids and (pid_dir := self._dir("pids")) is not None:
+            _write(pid_dir / "pids.max", str(pids))
 
     def _enable_v2_controllers(self) -> None:
         parts = self.rel.split("/")
@@ -140,7 +139,7 @@ class Cgroup:
                 from .polling import retry
 
                 self._kill_all()
-                retry(lambda d=d: _rmdir_gone_ok(d), when=_busy,
+                retry(functools.partial(_rmdir_gone_ok, d), when=_busy,
                       timeout=max(0.0, deadline - time.monotonic()), interval=0.01,
                       max_interval=0.01, between=self._kill_all)
 

@@ -27,6 +27,7 @@ two are imported only when needed.
 
 from __future__ import annotations
 
+import builtins  # annotations: the class's list() method shadows the type
 import os
 import time
 from collections.abc import Iterator
@@ -87,7 +88,7 @@ class Engine:
         out = [self.lifecycle.reconciled(c) for c in self.records.all()]
         return out if all else [c for c in out if c.live]
 
-    def users_of_image(self, image_id: str) -> list[str]:
+    def users_of_image(self, image_id: str) -> builtins.list[str]:
         return self.records.users_of_image(image_id)
 
     def netns_of(self, c: Container) -> str | None:
@@ -213,7 +214,7 @@ class Engine:
     def unpause(self, ref: str) -> None:
         self.lifecycle.unpause(ref)
 
-    def exec(self, ref: str, argv: list[str], env: dict[str, str] | None = None,
+    def exec(self, ref: str, argv: builtins.list[str], env: dict[str, str] | None = None,
              user: str | None = None, workdir: str | None = None, stdio: Any = None,
              tty: bool = False) -> int:
         """Run ``argv`` in the running container; its exit code."""
@@ -226,7 +227,7 @@ class Engine:
         return self.lifecycle.wait(ref, healthy=healthy, timeout=timeout)
 
     # -- reconciliation (runtime.reconcile) ------------------------------------------
-    def reconcile(self) -> list[str]:
+    def reconcile(self) -> builtins.list[str]:
         """Fix the state of every container whose owner died; their names."""
         from .reconcile import reconcile_all
 
@@ -244,7 +245,7 @@ def register_image_check() -> None:
         return
     _IMAGE_CHECK_DONE = True
     try:
-        from . import images  # type: ignore[attr-defined]
+        from . import images
     except ImportError:
         return
     reg = getattr(images, "register_user_check", None)

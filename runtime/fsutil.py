@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import os
 import stat
 from collections.abc import Callable, Iterator
@@ -56,12 +57,12 @@ def _empty(top: str | os.PathLike[str] | int) -> None:
     root = os.getuid() == 0
     for e in walk(top, post=True):
         if e.after:
-            _retry_denied(e.dirfd, lambda e=e: os.rmdir(e.name, dir_fd=e.dirfd))
+            _retry_denied(e.dirfd, functools.partial(os.rmdir, e.name, dir_fd=e.dirfd))
         elif e.is_dir:
             if not root and stat.S_IMODE(e.st.st_mode) & 0o700 != 0o700:
                 _chmod_dir(e.dirfd, e.name)  # unprivileged: make it listable
         else:
-            _retry_denied(e.dirfd, lambda e=e: os.unlink(e.name, dir_fd=e.dirfd))
+            _retry_denied(e.dirfd, functools.partial(os.unlink, e.name, dir_fd=e.dirfd))
 
 
 def _retry_denied(dirfd: int, op: Callable[[], None]) -> None:

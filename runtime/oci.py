@@ -25,7 +25,7 @@ from .errors import BadInput, NotFound
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
 if TYPE_CHECKING:
     import tarfile
-    from typing import Any, BinaryIO
+    from typing import IO, Any, BinaryIO
 
 # hashlib and tarfile are imported inside the functions that use them: a
 # container start (`volmerge run`) reads images but never parses archives.
@@ -122,7 +122,7 @@ class _Stager:
         self.staging = staging
         self.done: dict[str, Blob] = {}
 
-    def put(self, src: BinaryIO, expected: str | None, size: int | None, what: str) -> Blob:
+    def put(self, src: IO[bytes], expected: str | None, size: int | None, what: str) -> Blob:
         import hashlib
         import tarfile
 
@@ -161,7 +161,7 @@ class _Stager:
 class _Source:
     """Random access to the files of a layout directory or archive."""
 
-    def open(self, name: str) -> BinaryIO | None:  # pragma: no cover - interface
+    def open(self, name: str) -> IO[bytes] | None:  # pragma: no cover - interface
         raise NotImplementedError
 
     def read_small(self, name: str, what: str) -> bytes | None:
@@ -187,7 +187,7 @@ class _DirSource(_Source):
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def open(self, name: str) -> BinaryIO | None:
+    def open(self, name: str) -> IO[bytes] | None:
         # names are fixed ("index.json") or built from validated digests
         p = self.root / name
         try:
@@ -238,14 +238,14 @@ class _TarSource(_Source):
             return None
         return None
 
-    def open(self, name: str) -> BinaryIO | None:
+    def open(self, name: str) -> IO[bytes] | None:
         import tarfile
 
         m = self._resolve(name)
         if m is None:
             return None
         try:
-            return self.tf.extractfile(m)  # type: ignore[return-value]
+            return self.tf.extractfile(m)
         except (tarfile.TarError, EOFError, OSError) as exc:
             raise BadInput(f"archive member {name} cannot be read: {exc}") from None
 
@@ -433,7 +433,8 @@ def write_oci_archive(out: Path | BinaryIO, manifest_digest: str, manifest_media
     import tarfile
 
     entries = []
-    for name in names or [None]:
+    tagged: list[str | None] = list(names) or [None]
+    for name in tagged:
         d: dict[str, Any] = {
             "mediaType": manifest_media_type,
             "digest": manifest_digest,

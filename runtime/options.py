@@ -17,6 +17,7 @@ from .errors import BadInput
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
 
 # Names are checked with ``fullmatch``: ``$`` also matches before a final
@@ -221,7 +222,7 @@ def parse_restart(spec: str) -> RestartPolicy:
     raise BadInput(f"bad restart policy {spec!r}: expected no, on-failure[:N] or always")
 
 
-def parse_env(items: list[str], environ: dict[str, str] | None = None) -> dict[str, str]:
+def parse_env(items: list[str], environ: Mapping[str, str] | None = None) -> dict[str, str]:
     import os
 
     environ = os.environ if environ is None else environ

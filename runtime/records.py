@@ -159,7 +159,7 @@ COLUMNS = frozenset(f.name for f in fields(Container)) - {"id", "created", "dir"
 _JSON_COLUMNS = ("options", "image_config", "lowers", "mounts", "health_detail")
 
 
-def container_from_row(row: Mapping[str, Any], cdir: Path) -> Container:
+def container_from_row(row: sqlite3.Row | Mapping[str, Any], cdir: Path) -> Container:
     """The record of one ``containers`` row (JSON columns decoded)."""
     return Container(
         id=row["id"], name=row["name"], image_id=row["image_id"], image_ref=row["image_ref"],

@@ -63,7 +63,7 @@ def load_image(store: Any, ref: str) -> Any:
                 raise BadInput(f"image config {cfg_path}: {exc}") from None
         return RootfsImage(p, cfg)
     try:
-        from . import images  # type: ignore[attr-defined]
+        from . import images
     except ImportError:
         raise NotFound(f"image {ref} not found (no image store installed)") from None
     return images.ImageStore(store, sweep=False).get(ref)

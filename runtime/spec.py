@@ -18,6 +18,7 @@ from .options import RunOptions
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import Any
 
 # Docker's default capability set (moby oci/caps/defaults.go).
@@ -272,7 +273,7 @@ def build_spec(proc: Process, *, hostname: str, mounts: list[ResolvedMount],
                netns: str | None, share_host_net: bool, cgroups_path: str,
                memory: int | None = None, pids_limit: int | None = None,
                hosts_path: str | None = None, readonly_root: bool = False,
-               files: list[tuple[str, str, bool]] = (), terminal: bool = False) -> dict[str, Any]:
+               files: Sequence[tuple[str, str, bool]] = (), terminal: bool = False) -> dict[str, Any]:
     """The OCI runtime spec for one container (rootfs is ``bundle/rootfs``).
     ``files``: (destination, host file, read-only) bind mounts of single
     files such as /etc/hostname; ``hosts_path``: /etc/hosts, read-only."""

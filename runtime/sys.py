@@ -165,8 +165,9 @@ def _fsconfig(fd: int, cmd: int, key: str | None, value: str | None) -> None:
 
 def mount_overlay(target: str | os.PathLike[str], lowers: list[str], upper: str | None = None,
                   work: str | None = None, *, readonly: bool = False,
-                  extra: dict[str, str] | None = None) -> None:
-    """Mount an overlay at ``target``.  ``lowers`` is top-most first.
+                  extra: dict[str, str | None] | None = None) -> None:
+    """Mount an overlay at ``target``.  ``lowers`` is top-most first;
+    ``extra``: more options, a value of None for a flag (``volatile``).
 
     Uses the new mount API (``lowerdir+=``, one layer per call), so the number
     of layers is limited only by the kernel's 500 and not by the 4096-byte
@@ -216,15 +217,24 @@ def mount_overlay(target: str | os.PathLike[str], lowers: list[str], upper: str 
             os.close(fd)
 
 
-def _mount_overlay_legacy(target, lowers, upper, work, readonly, extra) -> None:  # type: ignore[no-untyped-def]
-    opts = ["lowerdir=" + ":".join(lowers)]
-    if upper is not None:
-        opts += [f"upperdir={upper}", f"workdir={work}"]
-    opts += [f"{k}={v}" for k, v in (extra or {}).items()]
-    data = ",".join(opts)
+def _mount_overlay_legacy(target: str | os.PathLike[str], lowers: list[str], upper: str | None,
+                          work: str | None, readonly: bool,
+                          extra: dict[str, str | None] | None) -> None:
+    data = legacy_overlay_options(lowers, upper, work, extra)
     if len(data) >= 4096:
         raise OSError(errno.E2BIG, "overlay options exceed one page", str(target))
     mount("overlay", target, "overlay", MS_RDONLY if readonly else 0, data)
+
+
+def legacy_overlay_options(lowers: list[str], upper: str | None, work: str | None,
+                           extra: dict[str, str | None] | None) -> str:
+    """mount(2)'s option string for an overlay: a flag (value None) is its
+    bare name, as the new mount API's FSCONFIG_SET_FLAG sets it."""
+    opts = ["lowerdir=" + ":".join(lowers)]
+    if upper is not None:
+        opts += [f"upperdir={upper}", f"workdir={work}"]
+    opts += [k if v is None else f"{k}={v}" for k, v in (extra or {}).items()]
+    return ",".join(opts)
 
 
 def overlay_max_lowers() -> int:

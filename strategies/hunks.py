@@ -63,7 +63,8 @@ class _Side:
 def _diff(base: list[bytes], side: list[bytes]) -> _Side:
     sm = difflib.SequenceMatcher(None, [_sig(x) for x in base], [_sig(x) for x in side],
                                  autojunk=False)
-    edits, at = [], {}
+    edits: list[tuple[int, int, list[bytes]]] = []
+    at: dict[int, int] = {}
     for op, i1, i2, j1, j2 in sm.get_opcodes():
         if op == "equal":
             at.update(zip(range(i1, i2), range(j1, j2)))
@@ -119,8 +120,9 @@ def _settle_group(b: list[bytes], o: list[bytes], t: list[bytes], prefer: str | 
     if o == b:
         return t
     if len(b) == len(o) == len(t):
-        out = [_line_pick(x, y, z, prefer) for x, y, z in zip(b, o, t)]
-        return None if any(x is None for x in out) else out  # type: ignore[misc]
+        picked = [_line_pick(x, y, z, prefer) for x, y, z in zip(b, o, t)]
+        out = [x for x in picked if x is not None]
+        return out if len(out) == len(picked) else None
     if not b:
         ko = {k[0] for k in map(key_of, o) if k}
         kt = {k[0] for k in map(key_of, t) if k}

@@ -314,7 +314,8 @@ class _Base:
 class FullWriter(_Base):
     """The complete merged tree."""
 
-    def begin_dir(self, rel, name, meta, src, src_dir, ours) -> None:  # type: ignore[no-untyped-def]
+    def begin_dir(self, rel: str, name: str, meta: Meta, src: Node | None,
+                  src_dir: DirHandle | None, ours: Node | None) -> None:
         super().begin_dir(rel, name, meta, src, src_dir, ours)
         if self.active:
             self._ensure()
@@ -358,7 +359,8 @@ class UpperWriter(_Base):
             self.written += 1
             self.fmt.make_whiteout(name, dir_fd=self._parent())
 
-    def take(self, rel, name, node, src_dir, ours) -> None:  # type: ignore[no-untyped-def]
+    def take(self, rel: str, name: str, node: Node, src_dir: DirHandle | None,
+             ours: Node | None) -> None:
         if not self.active:
             return
         parent = self._parent()
@@ -418,27 +420,29 @@ class DryWriter:
             return
         self.diffs[rel] = unified_diff(rel, old, new)
 
-    def begin_dir(self, rel, name, meta, src, src_dir, ours) -> None:  # type: ignore[no-untyped-def]
+    def begin_dir(self, rel: str, name: str, meta: Meta, src: Node | None,
+                  src_dir: DirHandle | None, ours: Node | None) -> None:
         self.stack.append(rel)
 
     def end_dir(self, remains: bool) -> None:
         self.stack.pop()
 
-    def keep(self, rel, name, ours, src_dir) -> None:  # type: ignore[no-untyped-def]
+    def keep(self, rel: str, name: str, ours: Node | None, src_dir: DirHandle | None) -> None:
         pass
 
-    def take(self, rel, name, node, src_dir, ours) -> None:  # type: ignore[no-untyped-def]
+    def take(self, rel: str, name: str, node: Node, src_dir: DirHandle | None,
+             ours: Node | None) -> None:
         self.written += 1
         if self.diff and node.kind == "file":
             self._record(rel, _content(ours), _content(node))
 
-    def delete(self, rel, name, ours) -> None:  # type: ignore[no-untyped-def]
+    def delete(self, rel: str, name: str, ours: Node | None) -> None:
         if ours is not None:
             self.written += 1
             if self.diff and ours.kind == "file":
                 self._record(rel, _content(ours), None)
 
-    def content(self, rel, name, data, meta, ours) -> None:  # type: ignore[no-untyped-def]
+    def content(self, rel: str, name: str, data: bytes, meta: Meta, ours: Node | None) -> None:
         self.written += 1
         if self.diff:
             self._record(rel, _content(ours), data)
@@ -452,7 +456,7 @@ class DryWriter:
     def finish_file(self, rel: str, name: str, meta: tuple[int, int, int]) -> None:
         self.written += 1
 
-    def set_root_meta(self, meta, src) -> None:  # type: ignore[no-untyped-def]
+    def set_root_meta(self, meta: Meta, src: Node | None) -> None:
         pass
 
     def close(self) -> None:

@@ -52,7 +52,7 @@ def _load() -> tuple[Any, Any]:
         if _lib is None:
             import pygit2  # noqa: F401 - loads libgit2 and runs git_libgit2_init
             from cffi import FFI
-            from pygit2 import _libgit2  # type: ignore[attr-defined]
+            from pygit2 import _libgit2
 
             ffi = FFI()
             ffi.cdef(_CDEF)

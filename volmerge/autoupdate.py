@@ -91,11 +91,13 @@ def _kept_generation(ctx: Any, c: Any) -> bool:
 
 
 def run(ctx: Any, *, dry_run: bool = False, pull: Callable[[str], None] | None = None,
-        progress: Callable[..., None] | None = None) -> list[Update]:
+        progress: Callable[[str, str, float | None], None] | None = None) -> list[Update]:
     """Check every labelled container and upgrade those with a new image
-    (``dry_run``: preview each instead: what the upgrade would do)."""
+    (``dry_run``: preview each instead: what the upgrade would do);
+    ``progress(event, text, seconds)``, None for none."""
     from volmerge.errors import exit_code_of, known_error_types
     from volmerge.upgrade import UpgradeOptions, preview, upgrade
+    from volmerge.upgrade.runner import no_progress
 
     updates = check(ctx, pull)
     for u in updates:
@@ -109,7 +111,7 @@ def run(ctx: Any, *, dry_run: bool = False, pull: Callable[[str], None] | None =
                 if rep.get("would_stop"):
                     u.detail = "the upgrade would stop on conflicts"
                 continue
-            rep = upgrade(ctx, opts, progress)
+            rep = upgrade(ctx, opts, progress or no_progress)
             u.updated, u.summary = "true", _summary(rep)
         except known_error_types() as exc:
             # exit 1 is "not done, rolled back": the container and its data as before

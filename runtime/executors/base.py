@@ -16,6 +16,7 @@ from pathlib import Path
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import IO, Protocol
 else:  # the protocols below are for the type checker; at run time plain classes
     Protocol = object
@@ -82,7 +83,7 @@ def exit_code(status: int) -> int:
     return os.WEXITSTATUS(status)
 
 
-def read_pid_file(path: Path, alive: callable[[], bool], timeout: float) -> int | None:  # type: ignore[valid-type]
+def read_pid_file(path: Path, alive: Callable[[], bool], timeout: float) -> int | None:
     deadline = time.monotonic() + timeout
     delay = 0.001
     while True:

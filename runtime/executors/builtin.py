@@ -196,10 +196,10 @@ def _fork_keeper(run: Callable[[int, int | None], None], stdio: Stdio,
         os._exit(127)
     os.close(w)
     relay = None
-    if parent_sock is not None:
+    if parent_sock is not None and child_sock is not None:
         from ..terminal import Relay, receive_fd
 
-        child_sock.close()  # type: ignore[union-attr]
+        child_sock.close()
         master = receive_fd(parent_sock)  # None: the start failed before
         parent_sock.close()
         if master is not None:
@@ -463,7 +463,7 @@ def _exec_keeper(spec: dict[str, Any], init_pid: int, argv: list[str], env: list
             if proc.get("noNewPrivileges"):
                 rsys.prctl(rsys.PR_SET_NO_NEW_PRIVS, 1)
             os.chdir(cwd)
-            envd = dict(e.split("=", 1) if "=" in e else (e, "") for e in env)
+            envd = {k: v for k, _, v in (e.partition("=") for e in env)}
             os.execvpe(argv[0], argv, envd)
         except BaseException as exc:  # noqa: BLE001
             _report(w, exc)

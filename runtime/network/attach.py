@@ -125,6 +125,7 @@ class Attachments:
         bridge = net.bridge
         netns.remove(att.netns_path)  # a pin no row named (crash): ours to replace, under the lock
         sock = netns.create(Path(att.netns_path))
+        handed_over = False  # to the IPRoute inside, which closes it
         try:
             fd = os.open(att.netns_path, os.O_RDONLY | os.O_CLOEXEC)
             try:
@@ -134,13 +135,13 @@ class Attachments:
             finally:
                 os.close(fd)
             inside = links.open_in(sock)
-            sock = None
+            handed_over = True
             try:
                 links.configure_inside(inside, att.ip, net.prefixlen, att.gateway)
             finally:
                 inside.close()
         finally:
-            if sock is not None:
+            if not handed_over:
                 sock.close()
         self.host.refresh_hosts(att.network)
         if created or (att.ports and not self.host.add_nat_ports(

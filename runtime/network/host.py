@@ -105,7 +105,7 @@ class Host:
     def refresh_hosts(self, network: str) -> None:
         """Every attached container's /etc/hosts names all its peers."""
         atts = [r.attachment for r in self.rows.attachments(network) if r.attachment.ip]
-        peers = [(a.ip, a.hostname, list(a.aliases)) for a in atts]
+        peers = [(a.ip, a.hostname, list(a.aliases)) for a in atts if a.ip]
         for a in atts:
             hosts.write_in_place(a.hosts_path, hosts.render((a.ip, a.hostname, list(a.aliases)),
                                                             peers))

@@ -36,6 +36,7 @@ def _pyroute2_package() -> None:
     spec = importlib.util.find_spec("pyroute2")
     if spec is None or spec.loader is None:
         return  # the ordinary import below reports the missing package
+    loader = spec.loader
     pkg = importlib.util.module_from_spec(spec)
     where = list(spec.submodule_search_locations or [])
     state = {"initialised": False}
@@ -48,11 +49,11 @@ def _pyroute2_package() -> None:
         if name.startswith("__") or state["initialised"] or is_submodule(name):
             raise AttributeError(name)
         state["initialised"] = True
-        spec.loader.exec_module(pkg)  # type: ignore[union-attr]
+        loader.exec_module(pkg)
         del pkg.__dict__["__getattr__"]
         return getattr(pkg, name)
 
-    pkg.__getattr__ = __getattr__  # type: ignore[attr-defined]
+    pkg.__dict__["__getattr__"] = __getattr__
     sys.modules["pyroute2"] = pkg
 
 
@@ -147,12 +148,15 @@ def ensure_bridge(ipr: IPRoute, name: str, gateway: str, prefixlen: int, alias: 
     return created
 
 
-def add_veth(ipr: IPRoute, host_name: str, bridge: str, netns_fd: int, mac: str,
+def add_veth(ipr: IPRoute, host_name: str, bridge: str, netns_fd: int, mac: str | None,
              alias: str) -> None:
     """A veth pair whose far end is born inside the namespace as ``eth0``
-    (created there directly: no window with a stray ``eth0`` on the host)."""
-    spec = {"ifname": host_name, "kind": "veth",
-            "peer": {"ifname": "eth0", "net_ns_fd": netns_fd, "address": mac}}
+    (created there directly: no window with a stray ``eth0`` on the host);
+    ``mac`` None (a row without one): the kernel picks the address."""
+    peer: dict[str, Any] = {"ifname": "eth0", "net_ns_fd": netns_fd}
+    if mac is not None:
+        peer["address"] = mac
+    spec = {"ifname": host_name, "kind": "veth", "peer": peer}
     try:
         ipr.link("add", **spec)
     except NetlinkError as exc:

@@ -12,6 +12,7 @@ when there is some: a store sweeper here checks cheaply first).
 
 from __future__ import annotations
 
+import builtins  # annotations: the class's list() method shadows the type
 import ipaddress
 import re
 import time
@@ -177,7 +178,7 @@ class NetworkManager:
                 for n in nets:
                     self.host.refresh_hosts(n)
 
-    def takeover(self, old_container_id: str, new_container_id: str) -> list[Lease]:
+    def takeover(self, old_container_id: str, new_container_id: str) -> builtins.list[Lease]:
         """Hand the old container's leases (address, hostname, published ports)
         to its successor.  The old container is disconnected first if it is
         still connected; the successor must not be connected.  Afterwards
@@ -199,10 +200,11 @@ class NetworkManager:
         rec = self.rows.attachment(container_id)
         return None if rec is None else rec.attachment
 
-    def leases(self, network: str | None = None, container_id: str | None = None) -> list[Lease]:
+    def leases(self, network: str | None = None,
+               container_id: str | None = None) -> builtins.list[Lease]:
         return self.rows.leases(network, container_id)
 
-    def reconcile(self, alive: Callable[[str], bool] | None = None) -> dict[str, list[str]]:
+    def reconcile(self, alive: Callable[[str], bool] | None = None) -> dict[str, builtins.list[str]]:
         """Remove what crashed supervisors left: attachments never finished or
         whose namespace is gone (reboot), links and namespaces no row names,
         and — when ``alive(container_id)`` says a container no longer exists —

@@ -31,20 +31,21 @@ T = TypeVar("T")
 
 
 def _in_thread(fn: Callable[[], T]) -> T:
-    box: dict[str, object] = {}
+    value: list[T] = []
+    error: list[BaseException] = []
 
     def run() -> None:
         try:
-            box["value"] = fn()
+            value.append(fn())
         except BaseException as exc:  # re-raised in the caller
-            box["error"] = exc
+            error.append(exc)
 
     t = threading.Thread(target=run, name="volmerge-netns")
     t.start()
     t.join()
-    if "error" in box:
-        raise box["error"]  # type: ignore[misc]
-    return box["value"]  # type: ignore[return-value]
+    if error:
+        raise error[0]
+    return value[0]
 
 
 def create(path: Path) -> socket.socket:

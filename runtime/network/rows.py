@@ -247,7 +247,7 @@ def sweep_needed(store: Store) -> bool:
         str(hosts_dir / e) for e in _listdir(hosts_dir)}
     if not files:
         return False
-    known = set()
+    known: set[str] = set()
     for r in store.db.execute("SELECT netns_path, hosts_path FROM network_attachments"):
         known.update(p for p in r if p)
     return not files <= known

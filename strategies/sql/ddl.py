@@ -158,7 +158,7 @@ def apply_sequence(schema: Schema, st: Statement) -> None:
         schema.sequences["seq:" + seq] = value
 
 
-def _parse(st: Statement, dialect: str) -> exp.Expression:
+def _parse(st: Statement, dialect: str) -> exp.Expr:
     try:
         e = sqlglot.parse_one(st.text, read=dialect)
     except (ParseError, TokenError) as err:
@@ -197,12 +197,12 @@ def apply_ddl(schema: Schema, st: Statement, dialect: str) -> None:
         return
     m = _ADD_IDENTITY.match(st.text)
     if m:
-        t = schema.table(unqualify(m.group(1)))
-        col = t.col(unqualify(m.group(2))) if t else None
-        if col is not None:
+        altered = schema.table(unqualify(m.group(1)))
+        col = altered.col(unqualify(m.group(2))) if altered else None
+        if altered is not None and col is not None:
             col.autoincrement = True
             if m.group(3):
-                schema.seq_tables[unqualify(m.group(3))] = t.name
+                schema.seq_tables[unqualify(m.group(3))] = altered.name
         return
     if _ALTER_TABLE.match(st.text):
         _apply_alter(schema, _parse(st, dialect), dialect, st)
@@ -247,7 +247,7 @@ def _type_sql(kind: exp.Expression | None, dialect: str) -> str:
         return kind.sql()
 
 
-def table_from_ast(e: exp.Expression, dialect: str, st: Statement) -> Table:
+def table_from_ast(e: exp.Expr, dialect: str, st: Statement) -> Table:
     schema_node = e.this
     if not isinstance(schema_node, exp.Schema):
         raise BadInput(f"schema does not parse at line {st.line}: CREATE TABLE without columns")
@@ -315,7 +315,7 @@ def _table_constraint(t: Table, node: exp.Expression, pk_cols: list[str], st: St
     # mysql's inline KEY/INDEX entries and other extras are ignored here
 
 
-def index_from_ast(e: exp.Expression, st: Statement) -> Index:
+def index_from_ast(e: exp.Expr, st: Statement) -> Index:
     ix = e.this
     if not isinstance(ix, exp.Index):
         raise BadInput(f"schema does not parse at line {st.line}: CREATE INDEX not understood")
@@ -327,7 +327,7 @@ def index_from_ast(e: exp.Expression, st: Statement) -> Index:
                  where=where.this.sql() if where is not None else None, sql=st.text)
 
 
-def _apply_alter(schema: Schema, e: exp.Expression, dialect: str, st: Statement) -> None:
+def _apply_alter(schema: Schema, e: exp.Expr, dialect: str, st: Statement) -> None:
     if not isinstance(e, exp.Alter):
         raise BadInput(f"unsupported statement at line {st.line}: {st.head}")
     t = schema.table(e.this.name)

@@ -73,6 +73,18 @@ class TableMap:
     def carried(self) -> list[ColumnMap]:
         return [c for c in self.columns if c.expr is not None]
 
+    @property
+    def carried_exprs(self) -> list[str]:
+        """The source expressions of :attr:`carried`, in order."""
+        return [c.expr for c in self.columns if c.expr is not None]
+
+    @property
+    def ours_table(self) -> str:
+        """:attr:`source` of a map whose rows come from ours."""
+        if self.source is None:
+            raise ValueError(f"table {self.target}: no source table")
+        return self.source
+
 
 @dataclass
 class Loss:
@@ -212,7 +224,7 @@ def merge_schemas(base: Schema | None, ours: Schema, theirs: Schema, *,
     for (t, c) in pol_defaults:
         tt = theirs.table(t)
         if tt is None or tt.col(c) is None:
-            if not (ours.table(t) is not None and ours.table(t).col(c) is not None):  # type: ignore[union-attr]
+            if not ((ot := ours.table(t)) is not None and ot.col(c) is not None):
                 raise BadInput(f"default for {t}.{c}: no such column in the new schema")
 
     renamed_to = {v.lower(): k for k, v in table_renames.items()}
@@ -222,8 +234,8 @@ def merge_schemas(base: Schema | None, ours: Schema, theirs: Schema, *,
         tgt = copy.deepcopy(tt)
         target.tables[tgt.name] = tgt
         src_name = renamed_to.get(tt.name.lower())
-        if src_name is None and ours.table(tt.name) is not None:
-            src_name = ours.table(tt.name).name  # type: ignore[union-attr]
+        if src_name is None and (same := ours.table(tt.name)) is not None:
+            src_name = same.name
         if tt.name.lower() in keep:
             maps.append(TableMap(tgt.name, None, "theirs", status="bookkeeping"))
             if src_name:
@@ -245,10 +257,12 @@ def merge_schemas(base: Schema | None, ours: Schema, theirs: Schema, *,
         mapped_from: dict[str, str] = {}  # target col -> ours col
         for (t, c), new in col_renames.items():
             if t.lower() == ot.name.lower():
-                if tgt.col(new) is None:
+                renamed, was = tgt.col(new), ot.col(c)
+                if renamed is None:
                     raise BadInput(f"rename hint {t}.{c} -> {new}: the new schema has no column "
                                    f"{tt.name}.{new}")
-                mapped_from[tgt.col(new).name] = ot.col(c).name  # type: ignore[union-attr]
+                assert was is not None  # checked with the hints above
+                mapped_from[renamed.name] = was.name
                 diff.columns_renamed[f"{ot.name}.{c}"] = f"{tt.name}.{new}"
         used = set(mapped_from.values())
         for oc in ot.columns:
@@ -284,18 +298,18 @@ def merge_schemas(base: Schema | None, ours: Schema, theirs: Schema, *,
             src_col = mapped_from.get(tc.name)
             pdef = pol_defaults.get((tt.name, tc.name)) or pol_defaults.get((ot.name, tc.name))
             if src_col is not None:
-                oc = ot.col(src_col)
-                assert oc is not None
-                expr, check = cast_expr(_qi(oc.name), oc.family, tc.family, engine)
-                how = "renamed" if oc.name != tc.name else "same"
-                if expr != _qi(oc.name):
+                sc = ot.col(src_col)
+                assert sc is not None
+                expr, check = cast_expr(_qi(sc.name), sc.family, tc.family, engine)
+                how = "renamed" if sc.name != tc.name else "same"
+                if expr != _qi(sc.name):
                     how = "cast"
-                    diff.columns_retyped[f"{tt.name}.{tc.name}"] = f"{oc.type or '(none)'} -> {tc.type}"
+                    diff.columns_retyped[f"{tt.name}.{tc.name}"] = f"{sc.type or '(none)'} -> {tc.type}"
                 carried = None
                 if pdef is not None:
                     carried, expr = expr, f"COALESCE({expr}, {pdef})"
                     how = "coalesce"
-                tm.columns.append(ColumnMap(tc.name, oc.name, expr, how, oc.type, tc.type, check,
+                tm.columns.append(ColumnMap(tc.name, sc.name, expr, how, sc.type, tc.type, check,
                                             fill=pdef, base=carried))
                 continue
             diff.columns_added.append(f"{tt.name}.{tc.name}")

@@ -146,10 +146,10 @@ def keyed_check(conn: sqlite3.Connection, dst_table: str, src_db: str, src_table
     for key in d.binary_keys:
         if not set(key) <= d.notnull or not all(k in by_target for k in key):
             continue
-        src_cols = [by_target[k][1] for k in key]
-        if any(c is None or c not in s.types for c in src_cols):
+        src_cols = [c for k in key if (c := by_target[k][1]) is not None and c in s.types]
+        if len(src_cols) != len(key):
             continue
-        if any(affinity(d.types.get(k)) != affinity(s.types[c])  # type: ignore[index]
+        if any(affinity(d.types.get(k)) != affinity(s.types[c])
                for k, c in zip(key, src_cols)):
             continue
         if not any(set(sk) == set(src_cols) for sk in s.keys):

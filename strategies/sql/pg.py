@@ -23,11 +23,11 @@ from .schema import Column, ForeignKey, Index, Schema, Table, View, quote
 _FK_ACTION = {"a": None, "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
 
 
-def pg_connect(url: str, autocommit: bool = False, dbname: str | None = None):  # type: ignore[no-untyped-def]
+def pg_connect(url: str, autocommit: bool = False, dbname: str | None = None):
     import psycopg
 
     try:
-        kw = {"dbname": dbname} if dbname else {}
+        kw: dict[str, Any] = {"dbname": dbname} if dbname else {}
         return psycopg.connect(url, autocommit=autocommit, **kw)
     except psycopg.OperationalError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "connection failed"
@@ -81,7 +81,8 @@ def _read(conn: Any, url: str) -> Schema:
             cols = [names[k] for k in (conkey or [])]
             if contype == "p":
                 for i, cname in enumerate(cols, 1):
-                    t.col(cname).pk = i  # type: ignore[union-attr]
+                    if (col := t.col(cname)) is not None:  # always: a column of t
+                        col.pk = i
             elif contype == "u":
                 t.uniques.append(cols)
             elif contype == "f":
@@ -175,7 +176,7 @@ def copy_pg_to_sqlite(src: Any, tm: Any, conn: Any) -> None:
         raise NotDone(f"constraint violation: table {tm.target}: {e}") from None
 
 
-def pg_checksum_py(src: Any, tm: Any):  # type: ignore[no-untyped-def]
+def pg_checksum_py(src: Any, tm: Any):
     from . import verify
 
     return verify.py_checksum(_src_rows(src, tm))

@@ -17,6 +17,7 @@ From PostgreSQL, ``COPY (SELECT <mapping>) TO STDOUT`` streams straight into
 
 from __future__ import annotations
 
+import io
 import re
 import sqlite3
 import threading
@@ -117,7 +118,7 @@ def drop_db(url: str) -> None:
         admin.close()
 
 
-def pg_error(e: Exception) -> str:
+def pg_error(e: BaseException) -> str:
     diag = getattr(e, "diag", None)
     parts = [str(getattr(diag, "message_primary", None) or e).strip().splitlines()[0]]
     detail = getattr(diag, "message_detail", None)
@@ -210,7 +211,7 @@ def source_exprs(plan: ReplayPlan, tm: TableMap) -> list[str]:
         want = render.render_type(tc, tgt.dialect or plan.target.dialect, "postgres") if tc else None
         if want and c.from_type and c.from_type.lower() != want.lower() and c.how != "policy-default":
             out.append(f"CAST({c.expr} AS {want})")
-        else:
+        elif c.expr is not None:  # always: carried
             out.append(c.expr)
     return out
 
@@ -221,16 +222,17 @@ def copy_table(plan: ReplayPlan, tm: TableMap, conn: Any, *,
     """Table ``tm``'s rows into ``conn``; how many (as COPY counted them),
     or None when that is not known."""
     if tm.origin == "theirs":
-        th = plan.theirs.schema.table(tm.target)
+        th = plan.theirs.schema.existing(tm.target)
         cols = [c.name for c in plan.target.tables[tm.target].columns if th.col(c.name) is not None]
         exprs = [quote(c) for c in cols]
         from_sql = f"th.{quote(tm.target)}"
         if plan.theirs.engine != "sqlite":
-            return _copy_pg_theirs(plan, tm, conn, cols)
+            _copy_pg_theirs(plan, tm, conn, cols)
+            return None
     else:
         cols = [c.target for c in tm.carried]
-        exprs = [c.expr for c in tm.carried] if src_sqlite is not None else source_exprs(plan, tm)
-        from_sql = quote(tm.source)
+        exprs = tm.carried_exprs if src_sqlite is not None else source_exprs(plan, tm)
+        from_sql = quote(tm.ours_table)
     copy_sql = f"COPY {quote(tm.target)} ({', '.join(quote(c) for c in cols)}) FROM STDIN"
     if not cols:
         return None
@@ -283,7 +285,7 @@ def psql_copy_out(snapshot: Snapshot, select: str, cp: Any) -> None:
          "-c", f"SET TRANSACTION SNAPSHOT {quote_snapshot(snapshot.id)}", "-c", f"COPY ({select}) TO STDOUT"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     try:
-        assert proc.stdout is not None
+        assert isinstance(proc.stdout, io.BufferedReader)  # Popen's default buffering
         while True:
             # read1: whatever the pipe holds now (up to 1 MB).  read(1 MB)
             # would wait for a full MB while psql blocks on the full pipe, so
@@ -302,7 +304,7 @@ def psql_copy_out(snapshot: Snapshot, select: str, cp: Any) -> None:
 
 
 def _copy_pg_theirs(plan: ReplayPlan, tm: TableMap, conn: Any, cols: list[str]) -> None:
-    th = pg_connect(plan.theirs.url)
+    th = pg_connect(plan.theirs.pg_url())
     try:
         sel = f"SELECT {', '.join(quote(c) for c in cols)} FROM {quote(tm.target)}"
         with th.cursor().copy(f"COPY ({sel}) TO STDOUT") as out, conn.cursor().copy(

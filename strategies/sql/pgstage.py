@@ -228,10 +228,10 @@ def build(plan: ReplayPlan, conn: Any, dst: str, progress: Progress | None,
         pgops.create_tables(target, conn)
         # the source: one snapshot, exported by this connection (kept open
         # in its transaction until the end) and imported by every reader
-        src = pg_connect(plan.ours.url)
+        src = pg_connect(plan.ours.pg_url())
         opened.append(src)
         src.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        snapshot = pgops.export_snapshot(src, plan.ours.url)
+        snapshot = pgops.export_snapshot(src, plan.ours.pg_url())
 
         def source() -> Any:
             c = pgops.open_source(snapshot)

@@ -14,7 +14,8 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from volmerge.strategies.errors import BadInput
 
@@ -227,7 +228,7 @@ def staging_type(col: Column) -> str:
 
 
 def stage_dump(path: str, dialect: str | None = None, staging: str | None = None,
-               progress=None) -> tuple[Schema, str | None]:  # type: ignore[no-untyped-def]
+               progress=None) -> tuple[Schema, str | None]:
     """Stream the dump at ``path``: build its schema model and, when
     ``staging`` names a (new) SQLite file, load its rows there.  Returns
     (schema, staging path).  Raises BadInput naming the line of a malformed
@@ -313,7 +314,8 @@ def _ensure_staged(conn: sqlite3.Connection, created: dict[str, Table], t: Table
     created[t.name] = t
 
 
-def _staged_table(conn, schema, created, name, st) -> Table:  # type: ignore[no-untyped-def]
+def _staged_table(conn: sqlite3.Connection, schema: Schema, created: dict[str, Table], name: str,
+                  st: Statement) -> Table:
     t = schema.table(name)
     if t is None:
         raise BadInput(f"malformed dump: line {st.line}: rows for table {name} which the dump never creates")
@@ -340,7 +342,8 @@ def _mysql_unescape(e: re.Match[str]) -> str:
     return "'" if ch is None else _MYSQL_ESC.get(ch, ch)
 
 
-def _stage_insert(conn, schema, created, st: Statement, dialect: str) -> None:  # type: ignore[no-untyped-def]
+def _stage_insert(conn: sqlite3.Connection, schema: Schema, created: dict[str, Table],
+                  st: Statement, dialect: str) -> None:
     text = st.text
     if dialect == "mysql":
         text = _MYSQL_STRING.sub(_mysql_literal, text)
@@ -378,8 +381,8 @@ def _pg_unescape(field: str) -> str:
     return _PG_ESC.sub(rep, field)
 
 
-def _copy_converters(t: Table, cols: list[str]):  # type: ignore[no-untyped-def]
-    conv = []
+def _copy_converters(t: Table, cols: list[str]) -> list[Callable[[Any], object] | None]:
+    conv: list[Callable[[Any], object] | None] = []
     for name in cols:
         c = t.col(name)
         fam = c.family if c else "text"
@@ -393,7 +396,8 @@ def _copy_converters(t: Table, cols: list[str]):  # type: ignore[no-untyped-def]
     return conv
 
 
-def _stage_copy(conn, schema, created, st: Statement) -> None:  # type: ignore[no-untyped-def]
+def _stage_copy(conn: sqlite3.Connection, schema: Schema, created: dict[str, Table],
+                st: Statement) -> None:
     from .ddl import copy_target
 
     name, cols = copy_target(st)
@@ -409,15 +413,12 @@ def _stage_copy(conn, schema, created, st: Statement) -> None:  # type: ignore[n
 
     def rows() -> Iterator[list[object]]:
         for i, line in enumerate(st.copy_lines or ()):
-            fields: list[object] = line.split("\t")
-            if len(fields) != n:
+            text = line.split("\t")
+            if len(text) != n:
                 raise BadInput(f"malformed dump: COPY data for {name} near line {first_data_line + i}: "
-                               f"{len(fields)} fields, expected {n}")
-            for j, v in enumerate(fields):
-                if v == "\\N":
-                    fields[j] = None
-                elif "\\" in v:  # type: ignore[operator]
-                    fields[j] = _pg_unescape(v)  # type: ignore[arg-type]
+                               f"{len(text)} fields, expected {n}")
+            fields: list[object] = [None if v == "\\N" else _pg_unescape(v) if "\\" in v else v
+                                    for v in text]
             if needs_conv:
                 for j, fn in enumerate(conv):
                     if fn is not None:

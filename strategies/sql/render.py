@@ -15,7 +15,7 @@ import re
 import sqlglot
 from sqlglot import exp
 
-from .schema import Column, Index, Table, Trigger, View, quote
+from .schema import Column, ForeignKey, Index, Table, Trigger, View, quote
 
 _PG_BY_FAMILY = {"integer": "BIGINT", "boolean": "BOOLEAN", "real": "DOUBLE PRECISION",
                  "numeric": "NUMERIC", "text": "TEXT", "blob": "BYTEA", "date": "DATE",
@@ -100,7 +100,7 @@ def render_default(c: Column, src: str, dst: str) -> str | None:
     return out
 
 
-def _one(text: str, src: str) -> exp.Expression | None:
+def _one(text: str, src: str) -> exp.Expr | None:
     """``text`` parsed as exactly one statement or expression, or None.
     sqlglot keeps what it cannot parse as a raw ``Command`` (and parses
     ``a; DROP TABLE t`` as two statements): text from a source database
@@ -174,7 +174,7 @@ def key_clauses(t: Table, skip_pk: bool = False) -> list[str]:
     return out
 
 
-def fk_clause(fk) -> str:  # type: ignore[no-untyped-def]
+def fk_clause(fk: ForeignKey) -> str:
     s = (f"FOREIGN KEY ({', '.join(quote(c) for c in fk.columns)}) REFERENCES {quote(fk.ref_table)}"
          + (f" ({', '.join(quote(c) for c in fk.ref_columns)})" if fk.ref_columns else ""))
     if fk.on_delete:

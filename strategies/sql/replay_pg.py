@@ -57,9 +57,9 @@ def replay_pg(plan: ReplayPlan, dst: str, progress: Progress | None = None) -> d
             if plan.ours.engine == "sqlite":
                 src_sqlite = _sqlite_src(plan)
             else:
-                src_pg = pg_connect(plan.ours.url)
+                src_pg = pg_connect(plan.ours.pg_url())
                 src_pg.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                snapshot = pgops.export_snapshot(src_pg, plan.ours.url)
+                snapshot = pgops.export_snapshot(src_pg, plan.ours.pg_url())
             tables_out = _load(plan, conn, src_sqlite, src_pg, snapshot, progress, phases)
         t1 = time.monotonic()
         conn.commit()
@@ -168,12 +168,12 @@ def _verify(plan: ReplayPlan, conn: Any, src_sqlite: sqlite3.Connection | None, 
             if sums is not None:
                 continue
             cols = [c.target for c in tm.carried]
-            exprs = [c.expr for c in tm.carried]
-            src = verify.py_checksum(src_sqlite.execute(  # type: ignore[union-attr]
-                f"SELECT {', '.join(exprs) or 'NULL'} FROM {quote(tm.source)}"))
+            assert src_sqlite is not None  # a PostgreSQL source has its sums
+            src = verify.py_checksum(src_sqlite.execute(
+                f"SELECT {', '.join(tm.carried_exprs) or 'NULL'} FROM {quote(tm.ours_table)}"))
             dst = pgops.pg_py(conn, cols, tm.target)
         elif tm.origin == "theirs" and tm.rows:
-            th = plan.theirs.schema.table(tm.target)
+            th = plan.theirs.schema.existing(tm.target)
             cols = [c.name for c in plan.target.tables[tm.target].columns if th.col(c.name) is not None]
             if src_sqlite is None or plan.theirs.engine != "sqlite":
                 continue

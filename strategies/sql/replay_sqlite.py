@@ -121,7 +121,7 @@ class _SourceGuard:
 
 def _key_exprs(plan: ReplayPlan, tm: TableMap) -> list[str]:
     """Source expressions that identify a row in messages: its primary key, else rowid."""
-    src_t = plan.ours.schema.table(tm.source)
+    src_t = plan.ours.schema.table(tm.ours_table)
     if src_t is not None and src_t.pk:
         return [quote(c) for c in src_t.pk]
     return ["rowid"]
@@ -188,11 +188,11 @@ def _build(plan: ReplayPlan, tmp: str, progress: Progress | None, parallel: bool
                     from .pg import copy_pg_to_sqlite, open_pg_source
 
                     if pg_src is None:  # one snapshot for the rows and the checks
-                        pg_src = open_pg_source(plan.ours.url)
+                        pg_src = open_pg_source(plan.ours.pg_url())
                     copy_pg_to_sqlite(pg_src, tm, conn)
             elif tm.origin == "theirs" and tm.rows:
                 cols = [quote(c.name) for c in plan.target.tables[tm.target].columns
-                        if plan.theirs.schema.table(tm.target).col(c.name) is not None]
+                        if plan.theirs.schema.existing(tm.target).col(c.name) is not None]
                 conn.execute(f"INSERT INTO main.{quote(tm.target)} ({', '.join(cols)}) "
                              f"SELECT {', '.join(cols)} FROM th.{quote(tm.target)}")
             if progress:
@@ -216,15 +216,16 @@ def _build(plan: ReplayPlan, tmp: str, progress: Progress | None, parallel: bool
                 raise NotDone(f"constraint violation: index {ix.name} on {ix.table}: {e}") from None
             except sqlite3.Error as e:
                 raise NotDone(f"index {ix.name} on {ix.table}: {e}") from None
-        for what, objects, ddl_of in (("view", target.views, render.view_ddl),
-                                      ("trigger", target.triggers, render.trigger_ddl)):
-            for obj in objects.values():
-                ddl = ddl_of(obj, target.dialect, "sqlite")
-                if ddl:
-                    try:
-                        conn.execute(ddl)
-                    except sqlite3.Error as e:
-                        raise NotDone(f"{what} {obj.name}: {e}") from None
+        objects = [("view", v.name, render.view_ddl(v, target.dialect, "sqlite"))
+                   for v in target.views.values()]
+        objects += [("trigger", t.name, render.trigger_ddl(t, target.dialect, "sqlite"))
+                    for t in target.triggers.values()]
+        for what, name, ddl in objects:
+            if ddl:
+                try:
+                    conn.execute(ddl)
+                except sqlite3.Error as e:
+                    raise NotDone(f"{what} {name}: {e}") from None
         phase("indexes")
         if checker is not None:
             checker.check_integrity()
@@ -270,7 +271,7 @@ def _validate_casts(conn: sqlite3.Connection, plan: ReplayPlan) -> None:
             if c.check and c.source:
                 keys = _key_exprs(plan, tm)
                 row = conn.execute(
-                    f"SELECT {', '.join(keys)}, {quote(c.source)} FROM src.{quote(tm.source)} "
+                    f"SELECT {', '.join(keys)}, {quote(c.source)} FROM src.{quote(tm.ours_table)} "
                     f"WHERE vm_bad({quote(c.source)}, ?) LIMIT 1", (c.check,)).fetchone()
                 if row is not None:
                     key = ", ".join(f"{k.strip(chr(34))}={v!r}" for k, v in zip(keys, row[:-1]))
@@ -280,7 +281,7 @@ def _validate_casts(conn: sqlite3.Connection, plan: ReplayPlan) -> None:
 
 
 def _identity(plan: ReplayPlan, tm: TableMap) -> bool:
-    src_t = plan.ours.schema.table(tm.source)
+    src_t = plan.ours.schema.existing(tm.ours_table)
     tgt_t = plan.target.tables[tm.target]
     return (len(tm.columns) == len(tgt_t.columns) == len(src_t.columns)
             and all(c.how == "same" and c.source == sc.name and c.target == tc.name
@@ -290,10 +291,10 @@ def _identity(plan: ReplayPlan, tm: TableMap) -> bool:
 def _insert_select(conn: sqlite3.Connection, plan: ReplayPlan, tm: TableMap) -> None:
     carried = tm.carried
     if _identity(plan, tm):
-        sql = f"INSERT INTO main.{quote(tm.target)} SELECT * FROM src.{quote(tm.source)}"
+        sql = f"INSERT INTO main.{quote(tm.target)} SELECT * FROM src.{quote(tm.ours_table)}"
     else:
         sql = (f"INSERT INTO main.{quote(tm.target)} ({', '.join(quote(c.target) for c in carried)}) "
-               f"SELECT {', '.join(c.expr for c in carried)} FROM src.{quote(tm.source)}")  # type: ignore[misc]
+               f"SELECT {', '.join(tm.carried_exprs)} FROM src.{quote(tm.ours_table)}")
     try:
         conn.execute(sql)
     except sqlite3.IntegrityError as e:
@@ -306,8 +307,8 @@ def _find_bad_row(conn: sqlite3.Connection, plan: ReplayPlan, tm: TableMap, erro
     """The first source row the target refuses (only on the failure path)."""
     carried = tm.carried
     keys = _key_exprs(plan, tm)
-    cur = conn.execute(f"SELECT {', '.join(keys)}, {', '.join(c.expr for c in carried)} "  # type: ignore[misc]
-                       f"FROM src.{quote(tm.source)}")
+    cur = conn.execute(f"SELECT {', '.join(keys)}, {', '.join(tm.carried_exprs)} "
+                       f"FROM src.{quote(tm.ours_table)}")
     ins = (f"INSERT INTO main.{quote(tm.target)} ({', '.join(quote(c.target) for c in carried)}) "
            f"VALUES ({', '.join('?' * len(carried))})")
     conn.execute("SAVEPOINT vm_probe")

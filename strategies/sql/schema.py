@@ -152,6 +152,13 @@ class Schema:
                     return v
         return t
 
+    def existing(self, name: str) -> Table:
+        """:meth:`table` for a name the plan has matched: KeyError if absent."""
+        t = self.table(name)
+        if t is None:
+            raise KeyError(name)
+        return t
+
     def to_json(self) -> dict[str, Any]:
         return {
             "dialect": self.dialect,

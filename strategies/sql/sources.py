@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from dataclasses import dataclass, field
+from typing import Any
 
 from volmerge.strategies.errors import BadInput
 
@@ -53,19 +54,24 @@ class Source:
         from .pg import pg_connect
 
         sql = " UNION ALL ".join(f"SELECT {i}, count(*) FROM {quote(t)}" for i, t in enumerate(todo))
-        with pg_connect(self.url) as conn:  # type: ignore[arg-type]
+        with pg_connect(self.pg_url()) as conn:
             for i, n in conn.execute(sql).fetchall():
                 self._counts[todo[i]] = int(n)
 
     def count_values(self, table: str, column: str) -> int:
         return int(self.scalar(f"SELECT count({quote(column)}) FROM {quote(table)}"))
 
+    def pg_url(self) -> str:
+        """The connection URL of this PostgreSQL source."""
+        assert self.url is not None, f"{self.spec}: not a PostgreSQL source"
+        return self.url
+
     def uri(self) -> str:
         """The read-only URI to ATTACH or open this SQLite source with."""
         assert self.path is not None
         return ro_uri(self.path, self.frozen)
 
-    def scalar(self, sql: str):  # type: ignore[no-untyped-def]
+    def scalar(self, sql: str) -> Any:
         if self.engine == "sqlite":
             assert self.path is not None
             conn = connect_ro(self.path, self.frozen)
@@ -75,7 +81,7 @@ class Source:
                 conn.close()
         from .pg import pg_connect
 
-        with pg_connect(self.url) as conn:  # type: ignore[arg-type]
+        with pg_connect(self.pg_url()) as conn:
             return conn.execute(sql).fetchone()[0]
 
 

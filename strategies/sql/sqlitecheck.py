@@ -28,12 +28,12 @@ def check_settings(conn: sqlite3.Connection, plan: ReplayPlan) -> None:
 def keyed_check_of(conn: sqlite3.Connection, plan: ReplayPlan, tm: TableMap) -> keyed.KeyedCheck | None:
     """The keyed comparison for a table whose source is ATTACHed, when it has a usable key."""
     if tm.origin == "ours" and tm.source and plan.ours.engine == "sqlite":
-        pairs = [(c.target, c.expr, c.source if c.how in ("same", "renamed") else None)
-                 for c in tm.carried]
-        return keyed.keyed_check(conn, tm.target, "src", tm.source, pairs)  # type: ignore[arg-type]
+        pairs = [(c.target, expr, c.source if c.how in ("same", "renamed") else None)
+                 for c, expr in zip(tm.carried, tm.carried_exprs)]
+        return keyed.keyed_check(conn, tm.target, "src", tm.source, pairs)
     if tm.origin == "theirs" and tm.rows:
         cols = [c.name for c in plan.target.tables[tm.target].columns
-                if plan.theirs.schema.table(tm.target).col(c.name) is not None]
+                if plan.theirs.schema.existing(tm.target).col(c.name) is not None]
         return keyed.keyed_check(conn, tm.target, "th", tm.target, [(c, quote(c), c) for c in cols])
     return None
 
@@ -67,8 +67,7 @@ def verify_table(conn: sqlite3.Connection, plan: ReplayPlan, tm: TableMap, out: 
     if tm.origin == "ours" and tm.source:
         carried = tm.carried
         if plan.ours.engine == "sqlite":
-            src = verify.sqlite_checksum(conn, [c.expr for c in carried],  # type: ignore[misc]
-                                         f"src.{quote(tm.source)}")
+            src = verify.sqlite_checksum(conn, tm.carried_exprs, f"src.{quote(tm.ours_table)}")
         else:
             from .pg import pg_checksum_py
 
@@ -81,7 +80,7 @@ def verify_table(conn: sqlite3.Connection, plan: ReplayPlan, tm: TableMap, out: 
                 f"FROM main.{quote(tm.target)}"))
     elif tm.origin == "theirs" and tm.rows:
         cols = [quote(c.name) for c in plan.target.tables[tm.target].columns
-                if plan.theirs.schema.table(tm.target).col(c.name) is not None]
+                if plan.theirs.schema.existing(tm.target).col(c.name) is not None]
         src = verify.sqlite_checksum(conn, cols, f"th.{quote(tm.target)}")
         dst = verify.sqlite_checksum(conn, cols, f"main.{quote(tm.target)}")
     else:
@@ -101,8 +100,8 @@ def mismatched_columns(conn: sqlite3.Connection, plan: ReplayPlan, tm: TableMap)
     if plan.ours.engine != "sqlite" or tm.origin != "ours":
         return []
     bad = []
-    for c in tm.carried:
-        a = verify.sqlite_checksum(conn, [c.expr], f"src.{quote(tm.source)}")  # type: ignore[list-item]
+    for c, expr in zip(tm.carried, tm.carried_exprs):
+        a = verify.sqlite_checksum(conn, [expr], f"src.{quote(tm.ours_table)}")
         b = verify.sqlite_checksum(conn, [quote(c.target)], f"main.{quote(tm.target)}")
         if a.digest != b.digest:
             bad.append(c.target)

@@ -5,6 +5,7 @@ each as soon as what it reads is committed."""
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import threading
@@ -199,11 +200,14 @@ class Checker:
         self._submit(f"verify {tm.target}", lambda: verify_table(
             self._reader(), self.plan, tm, out, keyed_check_of(self._reader(), self.plan, tm)))
 
+    def _fk_check(self, child: str) -> None:
+        fk_check(self._reader(), child)
+
     def _ready_fks(self, final: bool) -> None:
         for child, parents in list(self.fk_parents.items()):
             if final or (parents is not None and parents | {child} <= self.loaded_tables):
                 del self.fk_parents[child]
-                self._submit(f"fk {child}", lambda ch=child: fk_check(self._reader(), ch))
+                self._submit(f"fk {child}", functools.partial(self._fk_check, child))
 
     def loaded(self, tm: TableMap) -> None:
         """``tm``'s rows are committed."""

@@ -19,7 +19,7 @@ import os
 import shutil
 from typing import TYPE_CHECKING, Any
 
-from volmerge.strategies.base import ConflictInfo, FileReport, MergeOptions
+from volmerge.strategies.base import Action, ConflictInfo, FileReport, MergeOptions
 from volmerge.strategies.errors import BadInput, NotDone
 
 from .readers import SQLITE_MAGIC
@@ -89,7 +89,7 @@ class SqlReplayStrategy:
         conflicts = [ConflictInfo(location=path, message=p) for p in problems]
         if opts.on_conflict in ("ours", "theirs"):
             shutil.copyfile(ours if opts.on_conflict == "ours" else theirs, out)
-            action = "kept-ours" if opts.on_conflict == "ours" else "took-theirs"
+            action: Action = "kept-ours" if opts.on_conflict == "ours" else "took-theirs"
             return FileReport(path, action, self.name, conflicts,
                               notes + [f"replay not possible; on_conflict={opts.on_conflict}"])
         return FileReport(path, "conflict", self.name, conflicts, notes)
@@ -113,7 +113,7 @@ def same_bytes(a: str, b: str) -> bool:
                 return True
 
 
-def _trivial(base: str | None, ours: str, theirs: str) -> tuple[str, str, str] | None:
+def _trivial(base: str | None, ours: str, theirs: str) -> tuple[str, Action, str] | None:
     """(side to copy, action, note) when no replay is needed, as in
     strategies.identity: same on both sides -> that; one side still the base
     -> the other side exactly."""

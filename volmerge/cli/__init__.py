@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
 
         run(args)
     except SystemExit as exc:
-        code = exc.code
-        return code if isinstance(code, int) else (0 if code is None else 1)
+        status = exc.code
+        return status if isinstance(status, int) else (0 if status is None else 1)
     except known_error_types() as exc:
         sys.stderr.write(f"volmerge: error: {exc}\n")
         return exit_code_of(exc)

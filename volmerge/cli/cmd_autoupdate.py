@@ -47,11 +47,11 @@ def auto_update(
         raise typer.Exit(1)
 
 
-def _brief(summary: dict) -> str:  # type: ignore[type-arg]
+def _brief(summary: dict) -> str:
     return ", ".join(f"{k} {v}" for k, v in summary.items() if v)
 
 
-def _puller(c):  # type: ignore[no-untyped-def]
+def _puller(c):
     """The registry policy's pull: the reference from its registry into the
     store (layers it has already are not fetched again)."""
 

@@ -18,7 +18,7 @@ from .common import emit_json, store, table
 _PASSTHRU = {"allow_interspersed_args": False}
 
 
-def _engine(ctx: typer.Context):  # type: ignore[no-untyped-def]
+def _engine(ctx: typer.Context):
     """The one place the CLI builds an Engine (the lead wires the layered
     volume manager and the network manager here)."""
     from volmerge.context import make_engine
@@ -26,7 +26,7 @@ def _engine(ctx: typer.Context):  # type: ignore[no-untyped-def]
     return make_engine(store(ctx))
 
 
-def _net(eng, c) -> dict:  # type: ignore[no-untyped-def]
+def _net(eng, c) -> dict:
     """Network, address and published ports of a container (its lease when
     stopped: the address it keeps across stop/start)."""
     net = c.options.network
@@ -56,7 +56,7 @@ def _ago(ts: float | None) -> str:
     return "Less than a second" if k == 0 else f"{k} second{'s' if k != 1 else ''}"
 
 
-def _status(c) -> str:  # type: ignore[no-untyped-def]
+def _status(c) -> str:
     if c.state == "running":
         h = f" ({c.health})" if c.health else ""
         return f"Up {_ago(c.started_at)}{h}"
@@ -69,7 +69,7 @@ def _status(c) -> str:  # type: ignore[no-untyped-def]
     return c.state.capitalize()
 
 
-def _command(c) -> str:  # type: ignore[no-untyped-def]
+def _command(c) -> str:
     cfg = c.image_config.get("config") or {}
     o = c.options
     if o.entrypoint is not None:
@@ -81,7 +81,7 @@ def _command(c) -> str:  # type: ignore[no-untyped-def]
 
 
 def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function below
-    def run_opts(f):  # type: ignore[no-untyped-def]
+    def run_opts(f):
         return f
 
     @app.command(context_settings=_PASSTHRU, no_args_is_help=True)

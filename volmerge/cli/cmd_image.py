@@ -19,7 +19,7 @@ image_app = typer.Typer(
 )
 
 
-def _images(ctx: typer.Context):  # type: ignore[no-untyped-def]
+def _images(ctx: typer.Context):
     from volmerge.runtime.images import ImageStore  # registers the sweeper before the store opens
 
     return ImageStore(store(ctx))

@@ -80,7 +80,7 @@ def _check_input(what: str, path: str) -> None:
         raise BadInput(f"{what} {path} is on a kernel file system (proc, sysfs, ...), not data")
 
 
-def _show(report, as_json: bool, dry_run: bool) -> None:  # type: ignore[no-untyped-def]
+def _show(report, as_json: bool, dry_run: bool) -> None:
     if as_json:
         emit_json(report.to_json())
         return

@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(network_app, name="network")
 
 
-def _nm(ctx: typer.Context):  # type: ignore[no-untyped-def]
+def _nm(ctx: typer.Context):
     from volmerge.runtime.network import NetworkManager
 
     return NetworkManager(store(ctx))

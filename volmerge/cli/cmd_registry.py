@@ -19,7 +19,7 @@ _CERT_HELP = "Directory with the registry's CA (*.crt) and client certificate (*
 _AUTH_HELP = "Credentials file (default: $REGISTRY_AUTH_FILE, then podman's auth.json)."
 
 
-def _tls(tls_verify: str, cert_dir: str | None):  # type: ignore[no-untyped-def]
+def _tls(tls_verify: str, cert_dir: str | None):
     from volmerge.runtime.errors import BadInput
     from volmerge.runtime.registry.transport import TlsOptions
 
@@ -29,7 +29,7 @@ def _tls(tls_verify: str, cert_dir: str | None):  # type: ignore[no-untyped-def]
     return TlsOptions(verify=v in ("true", "1", "yes"), cert_dir=cert_dir)
 
 
-def _images(ctx: typer.Context):  # type: ignore[no-untyped-def]
+def _images(ctx: typer.Context):
     from volmerge.runtime.images import ImageStore
 
     return ImageStore(store(ctx))

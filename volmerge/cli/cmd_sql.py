@@ -4,6 +4,7 @@ diff schemas.  Thin: the work is in strategies.sql (architecture.md, principle 5
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import typer
 
@@ -55,16 +56,23 @@ def _check_expressions(defaults: dict[str, str], dialect: str | None) -> None:
             raise BadInput(f"--default {key}={expr!r}: not a valid SQL expression")
 
 
-def _progress():  # type: ignore[no-untyped-def]
+def _progress():
     """A rich progress bar per table on a terminal (stderr); None otherwise."""
     if not sys.stderr.isatty():
         return None, None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskID,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), transient=False,
                    console=__import__("volmerge.cli.common", fromlist=["console"]).console(stderr=True))
-    tasks: dict[str, int] = {}
+    tasks: dict[str, TaskID] = {}
 
     def cb(table: str, done: int, total: int) -> None:
         if table not in tasks:
@@ -120,12 +128,13 @@ def replay_cmd(
             else:
                 _print_plan(data)
             raise typer.Exit(0 if plan.ok else 1)
+        assert out is not None  # no -o without --dry-run: refused above
         bar, cb = _progress() if not as_json else (None, None)
         if bar is not None:
             with bar:
-                result = replay(plan, out, progress=cb)  # type: ignore[arg-type]
+                result = replay(plan, out, progress=cb)
         else:
-            result = replay(plan, out)  # type: ignore[arg-type]
+            result = replay(plan, out)
     if as_json:
         emit_json(result.to_json())
     else:
@@ -227,7 +236,7 @@ def diff_cmd(
     from .common import emit_json
 
     m = merge_schemas(read_schema(base), read_schema(ours), read_schema(theirs))
-    data = {"diff": m.diff.to_json(), "conflicts": [c.__dict__ for c in m.conflicts],
+    data: dict[str, Any] = {"diff": m.diff.to_json(), "conflicts": [c.__dict__ for c in m.conflicts],
             "notes": m.notes}
     if as_json:
         emit_json(data)

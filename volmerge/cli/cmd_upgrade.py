@@ -11,13 +11,13 @@ from .common import emit_json, store
 ON_CONFLICT_HELP = "fail (default: stop, change nothing) | ours | theirs | markers | keep-both"
 
 
-def _ctx(ctx: typer.Context):  # type: ignore[no-untyped-def]
+def _ctx(ctx: typer.Context):
     from volmerge.context import Context
 
     return Context(store(ctx))
 
 
-def _printer(quiet: bool):  # type: ignore[no-untyped-def]
+def _printer(quiet: bool):
     out = sys.stderr
 
     def progress(event: str, text: str, seconds: float | None) -> None:

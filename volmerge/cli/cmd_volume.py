@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(volume_app, name="volume")
 
 
-def _vm(ctx: typer.Context, *, hooks: bool = False):  # type: ignore[no-untyped-def]
+def _vm(ctx: typer.Context, *, hooks: bool = False):
     """The volume manager wired as everywhere else (volmerge.context).
     Without ``hooks`` it cannot reach containers, so every user of a volume
     counts as a running writer (the safe reading); ``snapshot --pause/--force``
@@ -83,7 +83,7 @@ def ls(
               [[v.name, len(v.snapshots), len(v.layers), len(v.users), _ago(v.created)] for v in vols])
 
 
-def _summary(v) -> dict:  # type: ignore[no-untyped-def]
+def _summary(v) -> dict:
     return {"name": v.name, "created": v.created, "labels": v.labels, "users": v.users,
             "snapshots": len(v.snapshots), "layers": len(v.layers), "mountpoint": v.mountpoint}
 

@@ -23,7 +23,7 @@ def g(ctx: typer.Context) -> Globals:
     return obj
 
 
-def store(ctx: typer.Context):  # type: ignore[no-untyped-def]
+def store(ctx: typer.Context):
     return g(ctx).store()
 
 
@@ -31,13 +31,13 @@ def emit_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def console(stderr: bool = False):  # type: ignore[no-untyped-def]
+def console(stderr: bool = False):
     from rich.console import Console
 
     return Console(stderr=stderr, highlight=False)
 
 
-def transfer_progress(transient: bool = False):  # type: ignore[no-untyped-def]
+def transfer_progress(transient: bool = False):
     """A started rich progress display on stderr for byte transfers (layer
     extraction, registry pulls and pushes): description, bar, bytes, speed."""
     from rich.progress import (

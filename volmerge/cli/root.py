@@ -63,7 +63,7 @@ _register()
 _command = None
 
 
-def command():  # type: ignore[no-untyped-def]
+def command():
     """The click command typer builds from ``app`` (typer rebuilds it on
     every call, ~12 ms): built once per process."""
     global _command

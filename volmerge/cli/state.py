@@ -17,7 +17,7 @@ class Globals:
     root: str | None = None
     _store: Any = None
 
-    def store(self):  # type: ignore[no-untyped-def]
+    def store(self):
         if self._store is None:
             from volmerge.runtime.store import Store
 
@@ -26,7 +26,7 @@ class Globals:
         return self._store
 
 
-def recover_pending(st) -> None:  # type: ignore[no-untyped-def]
+def recover_pending(st) -> None:
     """Every command first finishes or undoes a transaction a crash cut short
     (a cheap query when there is none)."""
     import sqlite3

@@ -37,9 +37,10 @@ def create_from(vm: VolumeManager, name: str, data: Path, seed: Path | None,
         if pool.exists(name):
             raise Conflict(f"volume {name!r} already exists")
         with contextlib.ExitStack() as stack:
-            built_seed = stack.enter_context(pool.building("vol-seed-")) if seed else None
-            if built_seed is not None:
-                copy_tree(seed, built_seed / "diff")  # type: ignore[arg-type]
+            built_seed = None
+            if seed is not None:
+                built_seed = stack.enter_context(pool.building("vol-seed-"))
+                copy_tree(seed, built_seed / "diff")
             built_data = stack.enter_context(pool.building("vol-adopt-"))
             copy_tree(data, built_data / "diff")
             if seed is not None:

@@ -36,12 +36,13 @@ def resolve(top_first: list[Path], rel: str) -> tuple[str, os.stat_result] | Non
                 opaque = True
         if not missing:
             p = os.path.join(layer, rel)
+            found: os.stat_result | None
             try:
-                st = os.lstat(p)
+                found = os.lstat(p)
             except (FileNotFoundError, NotADirectoryError):
-                st = None
-            if st is not None:
-                return None if is_whiteout(st) else (p, st)
+                found = None
+            if found is not None:
+                return None if is_whiteout(found) else (p, found)
         if opaque:
             return None
     return None
@@ -94,7 +95,8 @@ def diff_stacks(a: list[Path], b: list[Path]) -> list[Change]:
         if ra is None and rb is None:
             continue
         if ra is None:
-            changes.append(Change(rel, "added", kind_of(rb[1])))  # type: ignore[index]
+            assert rb is not None  # both None: skipped above
+            changes.append(Change(rel, "added", kind_of(rb[1])))
         elif rb is None:
             changes.append(Change(rel, "deleted", kind_of(ra[1])))
         elif not same_content(ra[0], rb[0], ra[1], rb[1]):

@@ -21,16 +21,20 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from volmerge.runtime import atomicfile, fsutil
 
 from .model import Manifest, new_id
 
+if TYPE_CHECKING:
+    from volmerge.runtime.store import Store
+
 TRASH = "~"
 
 
 class Pool:
-    def __init__(self, store) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, store: Store) -> None:
         self.store = store
         self.reap_now = True
         self.root = store.path("volumes")
@@ -113,7 +117,7 @@ class Pool:
         faults.point(f"{fault_prefix}.journal-written")
         self._apply(jid, record, fault_prefix)
 
-    def _apply(self, jid: str, record: dict, fault_prefix: str | None = None) -> None:  # type: ignore[type-arg]
+    def _apply(self, jid: str, record: dict[str, Any], fault_prefix: str | None = None) -> None:
         from . import faults
 
         for i, (name, data) in enumerate(record.items()):

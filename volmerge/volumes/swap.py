@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +56,7 @@ def mounts_of(pid: int, dev: str) -> NsMount:
     return NsMount(pid, tuple(found))
 
 
-def _in_namespace(pid: int, action) -> int:  # type: ignore[no-untyped-def]
+def _in_namespace(pid: int, action: Callable[[], None]) -> int:
     """Run ``action()`` in a forked child inside ``pid``'s mount namespace and
     root; return 0 or the errno it failed with."""
     rootfd = os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY)
