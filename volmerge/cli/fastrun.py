@@ -17,6 +17,7 @@ generated argument lists, that both parsers give the same arguments.
 from __future__ import annotations
 
 import os
+from types import ModuleType  # imported on this path anyway (enum, re)
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
 if TYPE_CHECKING:
@@ -154,7 +155,7 @@ def _defer_import(name: str) -> None:
         sys.modules[name] = _Deferred(name)
 
 
-class _Deferred(type(os)):  # types.ModuleType, without importing types
+class _Deferred(ModuleType):
     """A module stand-in: its first missing attribute imports the real module
     and copies its namespace in, so every name bound to the stand-in works."""
 
