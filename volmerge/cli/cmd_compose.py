@@ -213,3 +213,58 @@ def pull(
 ) -> None:
     """Pull the services' images from their registries."""
     _stack(ctx, services).pull(services or ())
+
+
+@compose_app.command("upgrade")
+def upgrade(
+    ctx: typer.Context,
+    services: list[str] | None = typer.Argument(None, help="Services (default: all)."),
+    dry_run: bool = typer.Option(False, "--dry-run",
+                                 help="The plan per service; change nothing (exit 1 if a "
+                                      "conflict would stop it)."),
+    pull_: bool = typer.Option(False, "--pull", help="Pull every service's image first."),
+    health_timeout: float = typer.Option(60.0, "--health-timeout", metavar="S",
+                                         help="Seconds each new container has to be healthy."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Upgrade every service whose image changed with its data merged in (volmerge upgrade),
+    in dependency order; a failure rolls back every service upgraded before it (exit 1)."""
+    from volmerge.compose import stackupgrade
+
+    st = _stack(ctx, services)
+    todo = stackupgrade.changes(st, services, pull=pull_)
+    if not todo:
+        if as_json:
+            emit_json([])
+        else:
+            print("Every service runs its file's image: nothing to upgrade.")
+        return
+    if dry_run:
+        reps = stackupgrade.preview(st, todo, health_timeout)
+        stop = any(r["would_stop"] for r in reps)
+        if as_json:
+            emit_json(reps)
+        else:
+            for ch, r in zip(todo, reps):
+                print(f"Service {ch.service} ({ch.container}): {ch.from_ref} -> {ch.to_ref}")
+                for i, s in enumerate(r["steps"], 1):
+                    print(f"  {i}. {s}")
+                changed = [f for f in r["files"] if f["action"] != "unchanged"]
+                for f in changed:
+                    print(f"  {f['action']:<12} {f['volume']}:{f['path']}  [{f['strategy']}]")
+                    for c in f.get("conflicts") or []:
+                        print(f"      conflict at {c.get('location')}: {c.get('message')}")
+                for s in r["sql"]:
+                    print(f"  sql: {s}")
+                if r["would_stop"]:
+                    print("  The upgrade of this service would stop on these conflicts.")
+            print("Dry run: nothing changed." + (" A conflict would stop it (exit 1)."
+                                                 if stop else ""))
+        raise typer.Exit(1 if stop else 0)
+    reps = stackupgrade.upgrade(st, todo, health_timeout=health_timeout)
+    if as_json:
+        emit_json(reps)
+    else:
+        for r in reps:
+            print(f"Upgraded {r['service']} ({r['container']}): {r['from']} -> {r['to']} "
+                  f"(generation {r['generation']})")

@@ -81,7 +81,11 @@ def anonymous_volume(project: Project, service: str, target: str) -> str:
 
 
 def config_hash(svc: dict[str, Any]) -> str:
-    text = json.dumps(svc, sort_keys=True, separators=(",", ":"), default=str)
+    """The hash of everything but ``image``: ``up`` compares the image
+    itself (reference and id), so a container that ``compose upgrade`` moved
+    to the file's new image counts as current."""
+    rest = {k: v for k, v in svc.items() if k != "image"}
+    text = json.dumps(rest, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 

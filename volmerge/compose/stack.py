@@ -15,6 +15,7 @@ by their ``com.docker.compose.project`` label, as docker compose finds them.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from .loader import Project
 from .model import order
 
 HEALTH_TIMEOUT = 300.0
+_GEN = re.compile(r"\.gen\d+$")
 
 
 @dataclass(frozen=True)
@@ -51,12 +53,15 @@ class Stack:
         self.say = say or (lambda msg: sys.stderr.write(msg + "\n"))
 
     # -- queries -------------------------------------------------------------------
-    def containers(self, *, oneoff: bool = False) -> list[Any]:
-        """The project's containers (every state), in service order."""
+    def containers(self, *, oneoff: bool = False, generations: bool = False) -> list[Any]:
+        """The project's containers (every state), in service order; with
+        ``generations``, also the earlier generations an upgrade kept
+        (``NAME.genN``)."""
         rank = {n: i for i, n in enumerate(order(self.project.services))}
         out = [c for c in self.engine.list(all=True)
                if c.options.labels.get(L_PROJECT) == self.project.name
-               and (oneoff or c.options.labels.get(L_ONEOFF) != "True")]
+               and (oneoff or c.options.labels.get(L_ONEOFF) != "True")
+               and (generations or not _GEN.search(c.name))]
         return sorted(out, key=lambda c: (rank.get(c.options.labels.get(L_SERVICE, ""), 1 << 30),
                                           c.name))
 
@@ -124,7 +129,8 @@ class Stack:
         return Action(name, new.name, what)
 
     def _current(self, c: Any, opts: Any) -> bool:
-        if c.options.labels.get(L_HASH) != opts.labels[L_HASH] or c.name != opts.name:
+        if (c.options.labels.get(L_HASH) != opts.labels[L_HASH] or c.name != opts.name
+                or c.image_ref != opts.image):
             return False
         try:
             return bool(self.ctx.images.get(opts.image).id == c.image_id)
@@ -212,7 +218,7 @@ class Stack:
     def down(self, *, volumes: bool = False) -> None:
         """Every container of the project (reverse order), its networks and,
         with ``volumes``, its named and anonymous volumes (external ones stay)."""
-        for c in reversed(self.containers(oneoff=True)):
+        for c in reversed(self.containers(oneoff=True, generations=True)):
             self._remove(c, c.options.labels.get(L_SERVICE, ""))
             self.say(f"Container {c.name}  Removed")
         for _key, (real, external) in convert.network_names(self.project).items():

@@ -1,0 +1,119 @@
+"""``compose upgrade``: every service whose image changed, upgraded by
+volmerge's per-container upgrade (snapshot, merge, SQL replay, health), in
+dependency order (a database before the application that depends on it).
+
+The services form one unit: when a service's upgrade fails (its own
+transaction has then put it back), every service upgraded before it in this
+run is rolled back, newest first, to the generation it had, its data with
+it (``rollback --discard-new-data``), so the stack is as it was.  Each
+service's upgrade and rollback is a journaled transaction of the runner
+(volmerge/upgrade/runner.py) and is crash-safe on its own; a crash *between*
+services is not covered by one journal (docs/compose.md says so).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from volmerge.errors import NotDone
+from volmerge.runtime.errors import BadInput as RuntimeBadInput
+
+from . import convert
+from .stack import Stack
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Change:
+    """One service to upgrade: its container, from which image to which."""
+
+    service: str
+    container: str
+    from_ref: str
+    to_ref: str
+    stop_timeout: float
+
+
+def changes(stack: Stack, services: list[str] | None = None, *, pull: bool = False) -> list[Change]:
+    """The services (in dependency order) whose container runs another image
+    than the file's reference names now (another reference, or the same
+    reference pulled to a new digest)."""
+    out = []
+    for name in stack.with_dependencies(services or ()):
+        svc = stack.project.services[name]
+        ref = str(svc["image"])
+        c = stack.container_of(name)
+        if c is None:
+            continue  # `up` creates it; nothing to upgrade
+        if pull:
+            stack.pull_one(ref)
+        try:
+            image_id = stack.ctx.images.get(ref).id
+        except RuntimeBadInput:
+            stack.pull_one(ref)
+            image_id = stack.ctx.images.get(ref).id
+        if c.image_ref != ref or c.image_id != image_id:
+            out.append(Change(name, c.name, c.image_ref, ref, convert.stop_timeout(svc, name)))
+    return out
+
+
+def _options(ch: Change, health_timeout: float) -> Any:
+    from volmerge.upgrade import UpgradeOptions
+
+    return UpgradeOptions(container=ch.container, to_image=ch.to_ref,
+                          stop_timeout=ch.stop_timeout, health_timeout=health_timeout)
+
+
+def preview(stack: Stack, todo: list[Change], health_timeout: float = 60.0) -> list[dict[str, Any]]:
+    """The single upgrade's preview of each service, in order."""
+    from volmerge.upgrade import preview as one
+
+    return [{"service": ch.service, **one(stack.ctx, _options(ch, health_timeout))}
+            for ch in todo]
+
+
+def upgrade(stack: Stack, todo: list[Change], *, health_timeout: float = 60.0,
+            progress: Callable[[str, str, float | None], None] | None = None,
+            say: Say | None = None) -> list[dict[str, Any]]:
+    """Upgrade each service in order; on a failure roll back the ones done
+    (newest first) and raise NotDone naming the service that failed."""
+    from volmerge.upgrade import rollback
+    from volmerge.upgrade import upgrade as one
+
+    say = say or stack.say
+    done: list[tuple[Change, dict[str, Any]]] = []
+    for ch in todo:
+        say(f"Service {ch.service}  Upgrading {ch.from_ref} -> {ch.to_ref}")
+        try:
+            rep = one(stack.ctx, _options(ch, health_timeout),
+                      progress or (lambda *_a: None))
+        except BaseException as exc:
+            undone = _roll_back(stack, done, say, rollback)
+            names = ", ".join(c.service for c, _r in done) or "none"
+            msg = (f"stack upgrade stopped at service {ch.service}: {exc}; "
+                   f"rolled back the services upgraded before it ({names})")
+            if undone:
+                msg += f"; NOT rolled back: {', '.join(undone)} (run `volmerge rollback`)"
+            raise NotDone(msg) from None
+        say(f"Service {ch.service}  Upgraded (generation {rep['generation']})")
+        done.append((ch, rep))
+    return [{"service": ch.service, **rep} for ch, rep in done]
+
+
+def _roll_back(stack: Stack, done: list[tuple[Change, dict[str, Any]]], say: Say,
+               rollback: Any) -> list[str]:
+    """Every upgraded service back to its previous generation, data included;
+    the names of those that could not be."""
+    failed = []
+    for ch, _rep in reversed(done):
+        try:
+            rollback(stack.ctx, ch.container, discard_new_data=True,
+                     stop_timeout=ch.stop_timeout)
+            say(f"Service {ch.service}  Rolled back to {ch.from_ref}")
+        except Exception as exc:  # noqa: BLE001 - the others are still rolled back
+            say(f"Service {ch.service}  rollback failed: {exc}")
+            failed.append(ch.service)
+    return failed
