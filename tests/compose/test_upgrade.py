@@ -76,5 +76,26 @@ def test_stack_upgrade_and_rollback_of_every_service(cli, app_images, tmp_path):
     got = cli(*c, "exec", "db", "cat", "/data/seed.txt", "/data/mine")
     assert got.stdout == "2\nmine\n", got.stderr
 
+    # the stack's history: one generation; rolled back as a whole, data written since
+    # refused unless discarded
+    hist = json.loads(cli(*c, "history", "--json").stdout)
+    assert [(g["generation"], g["state"], [s["service"] for s in g["services"]])
+            for g in hist] == [(1, "current", ["db", "web"])]
+    assert cli(*c, "exec", "db", "sh", "-c", "echo later > /data/later").returncode == 0
+    p = cli(*c, "rollback")
+    assert p.returncode == 1 and "by db: pass --discard-new-data" in p.stderr, p.stderr
+    assert "Rolled back" not in p.stderr  # all or nothing
+    p = cli(*c, "rollback", "--discard-new-data")
+    assert p.returncode == 0, p.stderr
+    rows = {r["Service"]: r for r in json.loads(cli(*c, "ps", "--json").stdout)}
+    assert {s: (r["Image"], r["State"]) for s, r in rows.items()} == {
+        "db": ("localhost/app:1", "running"), "web": ("localhost/app:1", "running")}
+    got = cli(*c, "exec", "db", "cat", "/data/seed.txt", "/data/mine")
+    assert got.stdout == "1\nmine\n", got.stderr
+    hist = json.loads(cli(*c, "history", "--json").stdout)
+    assert [g["state"] for g in hist] == ["rolled-back"]
+    p = cli(*c, "rollback")
+    assert p.returncode == 2 and "no stack upgrade to roll back" in p.stderr, p.stderr
+
     assert cli(*c, "down", "-v").returncode == 0
     assert cli("ps", "-a", "-q").stdout == ""

@@ -268,3 +268,47 @@ def upgrade(
         for r in reps:
             print(f"Upgraded {r['service']} ({r['container']}): {r['from']} -> {r['to']} "
                   f"(generation {r['generation']})")
+
+
+@compose_app.command("rollback")
+def rollback(
+    ctx: typer.Context,
+    discard_new_data: bool = typer.Option(
+        False, "--discard-new-data",
+        help="Drop what the services wrote since the upgrade (refused otherwise when there "
+             "is some)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Return the stack to the generation before its last `compose upgrade`: every service
+    it upgraded rolled back (volmerge rollback), newest first."""
+    from volmerge.compose import stackupgrade
+
+    rep = stackupgrade.rollback_stack(_stack(ctx), discard_new_data=discard_new_data)
+    if as_json:
+        emit_json(rep)
+        return
+    for s in reversed(rep["services"]):
+        print(f"Rolled back {s['service']} ({s['container']}): {s['to_image']} -> "
+              f"{s['from_image']}")
+
+
+@compose_app.command("history")
+def history(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """The stack's generations: each `compose upgrade`, its services and whether it was
+    rolled back."""
+    import time
+
+    from volmerge.compose import history as h
+
+    st = _stack(ctx)
+    gens = h.generations(st.ctx.store, st.project.name)
+    if as_json:
+        emit_json([g.to_json() for g in gens])
+        return
+    table(["GEN", "CREATED", "STATE", "SERVICES"],
+          [[g.gen, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(g.created)), g.state,
+            ", ".join(f"{s.service} {s.from_image} -> {s.to_image}" for s in g.services)]
+           for g in gens])

@@ -83,15 +83,21 @@ def upgrade(stack: Stack, todo: list[Change], *, health_timeout: float = 60.0,
     from volmerge.upgrade import rollback
     from volmerge.upgrade import upgrade as one
 
+    from . import history
+
     say = say or stack.say
+    store = stack.ctx.store
     done: list[tuple[Change, dict[str, Any]]] = []
+    before: dict[str, int | None] = {}
     for ch in todo:
         say(f"Service {ch.service}  Upgrading {ch.from_ref} -> {ch.to_ref}")
+        before[ch.service] = history.current_gen(store, ch.container)
         try:
             rep = one(stack.ctx, _options(ch, health_timeout),
                       progress or (lambda *_a: None))
         except BaseException as exc:
-            undone = _roll_back(stack, done, say, rollback)
+            undone = _roll_back(stack, [(c, before[c.service]) for c, _r in done], say,
+                                rollback, discard_new_data=True)
             names = ", ".join(c.service for c, _r in done) or "none"
             msg = (f"stack upgrade stopped at service {ch.service}: {exc}; "
                    f"rolled back the services upgraded before it ({names})")
@@ -100,17 +106,61 @@ def upgrade(stack: Stack, todo: list[Change], *, health_timeout: float = 60.0,
             raise NotDone(msg) from None
         say(f"Service {ch.service}  Upgraded (generation {rep['generation']})")
         done.append((ch, rep))
-    return [{"service": ch.service, **rep} for ch, rep in done]
+    gen = history.record(store, stack.project.name, [
+        history.ServiceStep(ch.service, ch.container, ch.from_ref, ch.to_ref,
+                            before[ch.service], int(rep["generation"])) for ch, rep in done])
+    say(f"Stack {stack.project.name}  generation {gen}")
+    return [{"service": ch.service, "stack_generation": gen, **rep} for ch, rep in done]
 
 
-def _roll_back(stack: Stack, done: list[tuple[Change, dict[str, Any]]], say: Say,
-               rollback: Any) -> list[str]:
-    """Every upgraded service back to its previous generation, data included;
-    the names of those that could not be."""
+def rollback_stack(stack: Stack, *, discard_new_data: bool = False,
+                   say: Say | None = None) -> dict[str, Any]:
+    """The last stack upgrade not yet rolled back, undone: its services back
+    to the generations they had, newest first.  Data written since is
+    refused (each service's rollback counts it) unless ``discard_new_data``."""
+    from volmerge.errors import NotFound
+    from volmerge.upgrade import rollback
+
+    from . import history
+
+    say = say or stack.say
+    gens = [g for g in history.generations(stack.ctx.store, stack.project.name)
+            if g.state == "current"]
+    if not gens:
+        raise NotFound(f"project {stack.project.name} has no stack upgrade to roll back")
+    last = gens[-1]
+    steps = [(Change(s.service, s.container, s.from_image, s.to_image,
+                     _grace(stack, s.service)), s.from_gen) for s in last.services]
+    if not discard_new_data:  # all or nothing: every service checked before any moves
+        lose = []
+        for ch, gen in steps:
+            plan = rollback(stack.ctx, ch.container, to=gen, dry_run=True)
+            if any(d.get("paths") for d in (plan.get("new_data") or {}).values()):
+                lose.append(ch.service)
+        if lose:
+            raise NotDone(f"rolling the stack back would lose data written since its upgrade "
+                          f"by {', '.join(lose)}: pass --discard-new-data (nothing changed)")
+    failed = _roll_back(stack, steps, say, rollback, discard_new_data=discard_new_data)
+    if failed:
+        raise NotDone(f"stack rollback of generation {last.gen} incomplete: "
+                      f"{', '.join(failed)} not rolled back (see above); the others are")
+    history.mark_rolled_back(stack.ctx.store, stack.project.name, last.gen)
+    return last.to_json()
+
+
+def _grace(stack: Stack, service: str) -> float:
+    svc = stack.project.services.get(service)
+    return convert.stop_timeout(svc, service) if svc else 10.0
+
+
+def _roll_back(stack: Stack, done: list[tuple[Change, int | None]], say: Say,
+               rollback: Any, *, discard_new_data: bool) -> list[str]:
+    """Every upgraded service back to the generation it had (None: its
+    previous one), newest first; the names of those that could not be."""
     failed = []
-    for ch, _rep in reversed(done):
+    for ch, gen in reversed(done):
         try:
-            rollback(stack.ctx, ch.container, discard_new_data=True,
+            rollback(stack.ctx, ch.container, to=gen, discard_new_data=discard_new_data,
                      stop_timeout=ch.stop_timeout)
             say(f"Service {ch.service}  Rolled back to {ch.from_ref}")
         except Exception as exc:  # noqa: BLE001 - the others are still rolled back
