@@ -278,6 +278,8 @@ class Stack:
             try:
                 for _stream, text, _ts in self.engine.logs(c.id, follow=follow, tail=tail):
                     q.put((c.name, text))
+            except Exception as exc:  # noqa: BLE001 - one container's log, said, not a traceback
+                q.put((c.name, f"(no logs: {exc})"))
             finally:
                 q.put(None)
 
