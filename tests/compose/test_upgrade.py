@@ -65,8 +65,12 @@ def test_stack_upgrade_and_rollback_of_every_service(cli, app_images, tmp_path):
     assert {r["Service"]: r["ID"] for r in json.loads(cli(*c, "ps", "--json").stdout)} == \
         {s: r["ID"] for s, r in rows.items()}
 
-    # db upgrades fine, web fails its health check: both end where they were
+    # db upgrades fine, web fails its health check: the rehearsal says so, changing
+    # nothing; the upgrade itself puts both back where they were
     _write(tmp_path, "3", "bad")
+    p = cli(*c, "upgrade", "--rehearse", "--health-timeout", "20")
+    assert p.returncode == 1 and "rehearsal failed at service web" in p.stderr, p.stderr
+    assert "Rehearsal passed" in p.stderr  # db's
     p = cli(*c, "upgrade", "--health-timeout", "20")
     assert p.returncode == 1, p.stderr
     assert "stopped at service web" in p.stderr and "(db)" in p.stderr

@@ -222,6 +222,9 @@ def upgrade(
     dry_run: bool = typer.Option(False, "--dry-run",
                                  help="The plan per service; change nothing (exit 1 if a "
                                       "conflict would stop it)."),
+    rehearse: bool = typer.Option(False, "--rehearse",
+                                  help="Rehearse each service's upgrade on clones of its "
+                                       "volumes on an isolated network, then throw them away."),
     pull_: bool = typer.Option(False, "--pull", help="Pull every service's image first."),
     health_timeout: float = typer.Option(60.0, "--health-timeout", metavar="S",
                                          help="Seconds each new container has to be healthy."),
@@ -231,6 +234,10 @@ def upgrade(
     in dependency order; a failure rolls back every service upgraded before it (exit 1)."""
     from volmerge.compose import stackupgrade
 
+    if dry_run and rehearse:
+        from volmerge.errors import BadInput
+
+        raise BadInput("--dry-run and --rehearse exclude each other")
     st = _stack(ctx, services)
     todo = stackupgrade.changes(st, services, pull=pull_)
     if not todo:
@@ -261,6 +268,14 @@ def upgrade(
             print("Dry run: nothing changed." + (" A conflict would stop it (exit 1)."
                                                  if stop else ""))
         raise typer.Exit(1 if stop else 0)
+    if rehearse:
+        reps = stackupgrade.rehearse(st, todo, health_timeout)
+        if as_json:
+            emit_json(reps)
+        else:
+            print(f"Rehearsal passed for {', '.join(ch.service for ch in todo)}; "
+                  "clones thrown away, nothing changed.")
+        return
     reps = stackupgrade.upgrade(st, todo, health_timeout=health_timeout)
     if as_json:
         emit_json(reps)

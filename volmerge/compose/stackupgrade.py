@@ -75,6 +75,27 @@ def preview(stack: Stack, todo: list[Change], health_timeout: float = 60.0) -> l
             for ch in todo]
 
 
+def rehearse(stack: Stack, todo: list[Change], health_timeout: float = 60.0,
+             say: Say | None = None) -> list[dict[str, Any]]:
+    """Each service's upgrade rehearsed on clones of its volumes on an
+    isolated network (volmerge upgrade --rehearse), in order; the clones are
+    thrown away.  Each service alone: the clones of two services do not see
+    each other.  NotDone at the first service whose rehearsal fails."""
+    from volmerge.upgrade import rehearse as one
+
+    say = say or stack.say
+    out = []
+    for ch in todo:
+        say(f"Service {ch.service}  Rehearsing {ch.from_ref} -> {ch.to_ref}")
+        try:
+            rep = one(stack.ctx, _options(ch, health_timeout))
+        except NotDone as exc:
+            raise NotDone(f"stack rehearsal failed at service {ch.service}: {exc}") from None
+        say(f"Service {ch.service}  Rehearsal passed")
+        out.append({"service": ch.service, **rep})
+    return out
+
+
 def upgrade(stack: Stack, todo: list[Change], *, health_timeout: float = 60.0,
             progress: Callable[[str, str, float | None], None] | None = None,
             say: Say | None = None) -> list[dict[str, Any]]:
