@@ -84,7 +84,7 @@ def test_stack_upgrade_and_rollback_of_every_service(cli, app_images, tmp_path):
     # refused unless discarded
     hist = json.loads(cli(*c, "history", "--json").stdout)
     assert [(g["generation"], g["state"], [s["service"] for s in g["services"]])
-            for g in hist] == [(1, "current", ["db", "web"])]
+            for g in hist] == [(1, "current", ["db", "web"]), (2, "failed", ["db", "web"])]
     assert cli(*c, "exec", "db", "sh", "-c", "echo later > /data/later").returncode == 0
     p = cli(*c, "rollback")
     assert p.returncode == 1 and "by db: pass --discard-new-data" in p.stderr, p.stderr
@@ -97,7 +97,7 @@ def test_stack_upgrade_and_rollback_of_every_service(cli, app_images, tmp_path):
     got = cli(*c, "exec", "db", "cat", "/data/seed.txt", "/data/mine")
     assert got.stdout == "1\nmine\n", got.stderr
     hist = json.loads(cli(*c, "history", "--json").stdout)
-    assert [g["state"] for g in hist] == ["rolled-back"]
+    assert [g["state"] for g in hist] == ["rolled-back", "failed"]
     p = cli(*c, "rollback")
     assert p.returncode == 2 and "no stack upgrade to roll back" in p.stderr, p.stderr
 

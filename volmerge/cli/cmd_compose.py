@@ -327,3 +327,14 @@ def history(
           [[g.gen, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(g.created)), g.state,
             ", ".join(f"{s.service} {s.from_image} -> {s.to_image}" for s in g.services)]
            for g in gens])
+
+
+@compose_app.command("recover")
+def recover(ctx: typer.Context) -> None:
+    """Put right a `compose upgrade` a crash cut short: every service back on the stack
+    generation it had (compose upgrade and rollback do this first themselves)."""
+    from volmerge.compose import stackupgrade
+
+    gens = stackupgrade.recover(_stack(ctx))
+    print(f"Rolled back stack generation(s) {', '.join(map(str, gens))}." if gens
+          else "Nothing to recover.")

@@ -3,10 +3,14 @@ history`` and ``compose rollback``.
 
 One row per stack upgrade in the ``compose_generations`` table (component
 ``compose`` of the state database): the project, its generation number, the
-services it upgraded with each one's container generations before and
-after, and whether it was rolled back since.  The per-container generations
-and journals stay the upgrade's own (volmerge/upgrade/journal.py); this
-table only groups them, written after the last service committed.
+services it upgrades with each one's container generation before (and
+after), and its state.  The row is written ``in-progress``, durably, before
+the first service changes, and becomes ``current`` after the last one
+committed: a row still ``in-progress`` after a crash tells ``compose
+recover`` which services to put back (every one whose container generation
+is no longer the one it had), so the whole stack ends on one generation.
+The per-container generations and journals stay the upgrade's own
+(volmerge/upgrade/journal.py).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ MIGRATIONS = [
         project   TEXT NOT NULL,
         gen       INTEGER NOT NULL,
         services  TEXT NOT NULL,            -- JSON: [ServiceStep, ...] in upgrade order
-        state     TEXT NOT NULL,            -- current | rolled-back
+        state     TEXT NOT NULL,            -- in-progress | current | rolled-back | failed
         created   REAL NOT NULL,
         PRIMARY KEY (project, gen)
     );
@@ -40,7 +44,7 @@ class ServiceStep:
     from_image: str
     to_image: str
     from_gen: int | None     # None: the container had no recorded generation yet
-    to_gen: int
+    to_gen: int | None       # None until the service committed
 
 
 @dataclass(frozen=True)
@@ -68,22 +72,31 @@ def current_gen(store: Any, container: str) -> int | None:
     return cur[-1] if cur else None
 
 
-def record(store: Any, project: str, services: list[ServiceStep]) -> int:
+def begin(store: Any, project: str, services: list[ServiceStep]) -> int:
+    """A new stack generation, ``in-progress``, on disk before anything changes."""
     _ensure(store)
     with store.transaction() as conn:
         (last,) = conn.execute("SELECT COALESCE(MAX(gen), 0) FROM compose_generations "
                                "WHERE project = ?", (project,)).fetchone()
         conn.execute("INSERT INTO compose_generations(project, gen, services, state, created) "
-                     "VALUES (?, ?, ?, 'current', ?)",
+                     "VALUES (?, ?, ?, 'in-progress', ?)",
                      (project, last + 1, json.dumps([asdict(s) for s in services]), time.time()))
     return int(last) + 1
 
 
-def mark_rolled_back(store: Any, project: str, gen: int) -> None:
+def finish(store: Any, project: str, gen: int, services: list[ServiceStep]) -> None:
     _ensure(store)
     with store.transaction() as conn:
-        conn.execute("UPDATE compose_generations SET state = 'rolled-back' "
-                     "WHERE project = ? AND gen = ?", (project, gen))
+        conn.execute("UPDATE compose_generations SET state = 'current', services = ? "
+                     "WHERE project = ? AND gen = ?",
+                     (json.dumps([asdict(s) for s in services]), project, gen))
+
+
+def mark(store: Any, project: str, gen: int, state: str) -> None:
+    _ensure(store)
+    with store.transaction() as conn:
+        conn.execute("UPDATE compose_generations SET state = ? WHERE project = ? AND gen = ?",
+                     (state, project, gen))
 
 
 def generations(store: Any, project: str) -> list[StackGeneration]:

@@ -100,38 +100,103 @@ def upgrade(stack: Stack, todo: list[Change], *, health_timeout: float = 60.0,
             progress: Callable[[str, str, float | None], None] | None = None,
             say: Say | None = None) -> list[dict[str, Any]]:
     """Upgrade each service in order; on a failure roll back the ones done
-    (newest first) and raise NotDone naming the service that failed."""
+    (newest first) and raise NotDone naming the service that failed.  The
+    stack generation is ``in-progress`` on disk throughout (history.py), so a
+    crash is put right by :func:`recover`."""
     from volmerge.upgrade import rollback
     from volmerge.upgrade import upgrade as one
+    from volmerge.volumes import faults
 
     from . import history
 
     say = say or stack.say
     store = stack.ctx.store
-    done: list[tuple[Change, dict[str, Any]]] = []
-    before: dict[str, int | None] = {}
-    for ch in todo:
-        say(f"Service {ch.service}  Upgrading {ch.from_ref} -> {ch.to_ref}")
-        before[ch.service] = history.current_gen(store, ch.container)
-        try:
-            rep = one(stack.ctx, _options(ch, health_timeout),
-                      progress or (lambda *_a: None))
-        except BaseException as exc:
-            undone = _roll_back(stack, [(c, before[c.service]) for c, _r in done], say,
-                                rollback, discard_new_data=True)
-            names = ", ".join(c.service for c, _r in done) or "none"
-            msg = (f"stack upgrade stopped at service {ch.service}: {exc}; "
-                   f"rolled back the services upgraded before it ({names})")
-            if undone:
-                msg += f"; NOT rolled back: {', '.join(undone)} (run `volmerge rollback`)"
-            raise NotDone(msg) from None
-        say(f"Service {ch.service}  Upgraded (generation {rep['generation']})")
-        done.append((ch, rep))
-    gen = history.record(store, stack.project.name, [
-        history.ServiceStep(ch.service, ch.container, ch.from_ref, ch.to_ref,
-                            before[ch.service], int(rep["generation"])) for ch, rep in done])
+    with _locked(stack):
+        recover(stack, say=say, locked=True)
+        before = {ch.service: history.current_gen(store, ch.container) for ch in todo}
+        steps = [history.ServiceStep(ch.service, ch.container, ch.from_ref, ch.to_ref,
+                                     before[ch.service], None) for ch in todo]
+        gen = history.begin(store, stack.project.name, steps)
+        faults.point("compose.begun")
+        done: list[tuple[Change, dict[str, Any]]] = []
+        for ch in todo:
+            say(f"Service {ch.service}  Upgrading {ch.from_ref} -> {ch.to_ref}")
+            try:
+                rep = one(stack.ctx, _options(ch, health_timeout),
+                          progress or (lambda *_a: None))
+            except BaseException as exc:
+                undone = _roll_back(stack, [(c, before[c.service]) for c, _r in done], say,
+                                    rollback, discard_new_data=True)
+                if not undone:
+                    history.mark(store, stack.project.name, gen, "failed")
+                names = ", ".join(c.service for c, _r in done) or "none"
+                msg = (f"stack upgrade stopped at service {ch.service}: {exc}; "
+                       f"rolled back the services upgraded before it ({names})")
+                if undone:
+                    msg += (f"; NOT rolled back: {', '.join(undone)} "
+                            "(`volmerge compose recover` retries)")
+                raise NotDone(msg) from None
+            say(f"Service {ch.service}  Upgraded (generation {rep['generation']})")
+            done.append((ch, rep))
+            faults.point("compose.service-committed")
+        history.finish(store, stack.project.name, gen, [
+            history.ServiceStep(ch.service, ch.container, ch.from_ref, ch.to_ref,
+                                before[ch.service], int(rep["generation"])) for ch, rep in done])
     say(f"Stack {stack.project.name}  generation {gen}")
     return [{"service": ch.service, "stack_generation": gen, **rep} for ch, rep in done]
+
+
+def recover(stack: Stack, *, say: Say | None = None, locked: bool = False) -> list[int]:
+    """Put right every stack upgrade a crash left ``in-progress``: each of its
+    services' own transaction finished or undone (volmerge recover), then
+    every service whose generation moved rolled back to the one it had, data
+    included; the stack generations so undone."""
+    from volmerge.upgrade import recover as recover_one
+    from volmerge.upgrade import rollback
+
+    from . import history
+
+    if not locked:
+        with _locked(stack):
+            return recover(stack, say=say, locked=True)
+    say = say or stack.say
+    store = stack.ctx.store
+    out = []
+    for g in history.generations(store, stack.project.name):
+        if g.state != "in-progress":
+            continue
+        say(f"Stack {stack.project.name}  generation {g.gen} was cut short: rolling it back")
+        moved = []
+        for s in g.services:
+            recover_one(stack.ctx, container=s.container)
+            if history.current_gen(store, s.container) != s.from_gen:
+                moved.append((Change(s.service, s.container, s.from_image, s.to_image,
+                                     _grace(stack, s.service)), s.from_gen))
+        failed = _roll_back(stack, moved, say, rollback, discard_new_data=True)
+        if failed:
+            raise NotDone(f"stack generation {g.gen}: {', '.join(failed)} could not be rolled "
+                          "back (see above)")
+        history.mark(store, stack.project.name, g.gen, "failed")
+        out.append(g.gen)
+    return out
+
+
+def _locked(stack: Stack) -> Any:
+    """One stack upgrade, rollback or recovery of a project at a time."""
+    import contextlib
+
+    from volmerge.errors import Conflict
+
+    @contextlib.contextmanager
+    def held() -> Any:
+        try:
+            with stack.ctx.store.lock(f"compose-{stack.project.name}", blocking=False):
+                yield
+        except BlockingIOError:
+            raise Conflict(f"project {stack.project.name}: another compose upgrade, rollback "
+                           "or recover is running") from None
+
+    return held()
 
 
 def rollback_stack(stack: Stack, *, discard_new_data: bool = False,
@@ -139,12 +204,21 @@ def rollback_stack(stack: Stack, *, discard_new_data: bool = False,
     """The last stack upgrade not yet rolled back, undone: its services back
     to the generations they had, newest first.  Data written since is
     refused (each service's rollback counts it) unless ``discard_new_data``."""
-    from volmerge.errors import NotFound
     from volmerge.upgrade import rollback
+
+
+    say = say or stack.say
+    with _locked(stack):
+        recover(stack, say=say, locked=True)
+        return _rollback_locked(stack, discard_new_data, say, rollback)
+
+
+def _rollback_locked(stack: Stack, discard_new_data: bool, say: Say,
+                     rollback: Any) -> dict[str, Any]:
+    from volmerge.errors import NotFound
 
     from . import history
 
-    say = say or stack.say
     gens = [g for g in history.generations(stack.ctx.store, stack.project.name)
             if g.state == "current"]
     if not gens:
@@ -165,7 +239,7 @@ def rollback_stack(stack: Stack, *, discard_new_data: bool = False,
     if failed:
         raise NotDone(f"stack rollback of generation {last.gen} incomplete: "
                       f"{', '.join(failed)} not rolled back (see above); the others are")
-    history.mark_rolled_back(stack.ctx.store, stack.project.name, last.gen)
+    history.mark(stack.ctx.store, stack.project.name, last.gen, "rolled-back")
     return last.to_json()
 
 
