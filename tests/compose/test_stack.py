@@ -17,10 +17,19 @@ pytestmark = pytest.mark.usefixtures("own_netns")
 
 STACK = """
 services:
+  init:
+    image: {image}
+    command: ["sh", "-c", "echo ${{GREETING:-hello}} > /www/index.html"]
+    volumes: [site:/www]
   web:
     image: {image}
-    command: ["sh", "-c", "echo ${{GREETING:-hello}} > /www/index.html; exec httpd -f -p 8000 -h /www"]
+    command: ["httpd", "-f", "-p", "8000", "-h", "/www"]
     volumes: [site:/www]
+    networks:
+      back:
+        aliases: [www]
+    depends_on:
+      init: {{condition: service_completed_successfully}}
     environment: {{REV: "{web_rev}"}}
     stop_signal: SIGKILL
     healthcheck:
@@ -32,11 +41,14 @@ services:
     command: ["sh", "-c", "wget -q -O /tmp/got http://web:8000/; exec sleep 1000"]
     environment: {{REV: "{client_rev}"}}
     stop_signal: SIGKILL
+    networks: [back]
     depends_on:
       web:
         condition: service_healthy
 volumes:
   site: {{}}
+networks:
+  back: {{}}
 """
 
 
@@ -58,14 +70,16 @@ def test_stack_up_reach_by_name_idempotent_recreate_down(cli, image, tmp_path):
     p = cli(*c, "up", "-d")
     assert p.returncode == 0, p.stderr
     rows = _ps(cli, f)
-    assert {r["Name"] for r in rows.values()} == {"shop-web-1", "shop-client-1"}
-    assert all(r["State"] == "running" for r in rows.values())
-    assert rows["web"]["Health"] == "healthy" and rows["web"]["Networks"] == "shop_default"
+    assert {r["Name"] for r in rows.values()} == {"shop-init-1", "shop-web-1", "shop-client-1"}
+    assert (rows["init"]["State"], rows["init"]["ExitCode"]) == ("exited", 0)
+    assert rows["web"]["State"] == rows["client"]["State"] == "running"
+    assert rows["web"]["Health"] == "healthy" and rows["web"]["Networks"] == "shop_back"
     # the client fetched from "web" at its start: web was healthy by then, and found by name
     got = cli(*c, "exec", "client", "cat", "/tmp/got")
     assert (got.returncode, got.stdout) == (0, "hello\n"), got.stderr
-    got = cli(*c, "exec", "client", "wget", "-q", "-O-", "http://shop-web-1:8000/")
-    assert got.stdout == "hello\n", got.stderr
+    for host in ("shop-web-1", "www"):  # the container's name, the alias
+        got = cli(*c, "exec", "client", "wget", "-q", "-O-", f"http://{host}:8000/")
+        assert got.stdout == "hello\n", got.stderr
 
     # the same file again: nothing touched
     p = cli(*c, "up", "-d")
@@ -81,13 +95,14 @@ def test_stack_up_reach_by_name_idempotent_recreate_down(cli, image, tmp_path):
     assert p.returncode == 0, p.stderr
     after = _ps(cli, f)
     assert after["web"]["ID"] != rows["web"]["ID"] and after["client"]["ID"] == rows["client"]["ID"]
+    assert after["init"]["ID"] == rows["init"]["ID"]
     got = cli(*c, "exec", "web", "cat", "/www/extra")
     assert got.stdout == "kept\n", got.stderr
 
     # a one-off container, removed after; the logs of a service
     got = cli(*c, "run", "--rm", "client", "sh", "-c", "wget -q -O- http://web:8000/; echo out")
     assert (got.returncode, got.stdout) == (0, "hello\nout\n"), got.stderr
-    assert set(_ps(cli, f)) == {"web", "client"}
+    assert set(_ps(cli, f)) == {"init", "web", "client"}
     assert cli(*c, "exec", "client", "sh", "-c", "echo logged >/proc/1/fd/1").returncode == 0
     got = cli(*c, "logs", "client")
     assert got.stdout == "shop-client-1  | logged\n", got.stderr
@@ -96,7 +111,7 @@ def test_stack_up_reach_by_name_idempotent_recreate_down(cli, image, tmp_path):
     assert p.returncode == 0, p.stderr
     assert _ps(cli, f) == {}
     nets = cli("network", "ls")
-    assert "shop_default" not in nets.stdout
+    assert "shop_back" not in nets.stdout
     vols = cli("volume", "ls")
     assert "shop_site" not in vols.stdout
 
