@@ -148,7 +148,7 @@ class Bundles:
         ports = [f"{p.host_ip + ':' if p.host_ip else ''}{p.host_port}:{p.container_port}/{p.proto}"
                  for p in c.options.ports]
         att = self.network.connect(c.id, net, hostname, ip=c.options.ip,
-                                   ports=ports, aliases=[c.name])
+                                   ports=ports, aliases=[c.name, *c.options.aliases])
         return str(att.netns_path), False, (str(att.hosts_path) if att.hosts_path else None)
 
     def teardown(self, c: Container) -> None:

@@ -118,7 +118,8 @@ class Lifecycle:
         if c.state == "paused":
             self.unpause(c.id)
         try:  # the image's STOPSIGNAL (e.g. SIGINT for PostgreSQL's fast shutdown)
-            stopsig = parse_signal((c.image_config.get("config") or {}).get("StopSignal") or "TERM")
+            stopsig = parse_signal(c.options.stop_signal
+                                   or (c.image_config.get("config") or {}).get("StopSignal") or "TERM")
         except BadInput:
             stopsig = signal.SIGTERM
         self._signal(c, stopsig)

@@ -114,6 +114,8 @@ class RunOptions:
     tty: bool = False                         # a pseudo-terminal (foreground runs only)
     dns: list[str] = field(default_factory=list)          # nameservers instead of the host's
     dns_search: list[str] = field(default_factory=list)   # search domains instead of the host's
+    aliases: list[str] = field(default_factory=list)      # more names on the network (compose)
+    stop_signal: str | None = None            # None: the image's StopSignal, else SIGTERM
 
     # -- JSON ----------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
