@@ -224,8 +224,10 @@ def exists(s: Session, repository: str, scope: str, digest: str, what: str) -> b
 
 
 def upload(s: Session, repository: str, scope: str, digest: str, path: Path,
-           report: Report, cancel: threading.Event) -> None:
-    """POST an upload session, PUT the whole blob with its digest (monolithic)."""
+           report: Report, cancel: threading.Event, location: str | None = None) -> None:
+    """POST an upload session, PUT the whole blob with its digest (monolithic).
+    ``location``: a session the registry opened already (a refused mount's
+    ``202``), used by the first attempt."""
     what = f"blob {digest[:19]}"
     size = os.path.getsize(path)
 
@@ -239,13 +241,17 @@ def upload(s: Session, repository: str, scope: str, digest: str, path: Path,
                 report(digest, "uploading", done, size)
                 yield chunk
 
+    opened = [location]
+
     def once() -> None:
-        with s.stream("POST", f"/v2/{repository}/blobs/uploads/", scope, what=what) as r:
-            s.check(r, what)
-            location = r.headers.get("location")
-        if not location:
-            raise BadInput(f"{what}: the registry gave no upload location")
-        url = str(r.url.join(location))
+        url = opened.pop() if opened and opened[0] else None
+        if url is None:
+            with s.stream("POST", f"/v2/{repository}/blobs/uploads/", scope, what=what) as r:
+                s.check(r, what)
+                loc = r.headers.get("location")
+            if not loc:
+                raise BadInput(f"{what}: the registry gave no upload location")
+            url = str(r.url.join(loc))
         url += ("&" if "?" in url else "?") + f"digest={digest}"
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
         with s.stream("PUT", url, scope, headers=headers, content=body, what=what) as r:
