@@ -143,3 +143,21 @@ def test_anonymous_bearer_token(cli, pki, env) -> None:
         assert r.returncode == 0, r.stderr
     finally:
         s.stop()
+
+
+def test_refused_mount_falls_back_to_an_upload(cli, scripted: Scripted, env) -> None:
+    """A registry that answers the mount with an error (403) instead of
+    opening an upload: the blob is uploaded, the push succeeds."""
+    files = image_files([layer_tar([E("etc", "dir"), E("etc/m", data=b"m" * 999)])],
+                        compression="gzip", ref=None)
+    ref = scripted.serve_layout(files, "src/img", "1")
+    assert cli("pull", "-q", ref, env=env).returncode == 0   # the store knows src/img has them
+    scripted.blobs.clear()                                   # ... but the registry lost them
+    scripted.mount_refuse = 403
+    r = cli("push", ref, f"{scripted.host}/dst/img:1", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "2 blob(s) uploaded" in r.stdout and "mounted" not in r.stdout, r.stdout
+    posts = [p for m, p, _r in scripted.log if m == "POST"]
+    assert sum("mount=" in p and "from=src/img" in p for p in posts) == 2, posts
+    assert sum("mount=" not in p for p in posts) == 2, posts
+    assert len(scripted.blobs) == 2 and "1" in scripted.manifests
