@@ -49,13 +49,21 @@ class Download:
 
     def run(self) -> Path:
         try:
-            with open(self.part, "wb") as self.f:
+            # a .part already there: what an earlier pull kept (partial.py)
+            kept = self.part.exists()
+            with open(self.part, "r+b" if kept else "wb") as self.f:
+                resumed = kept and self._prefill()
                 with self.cond:
                     self.opened = True
                     self.cond.notify_all()
-                for attempt in retrying(self.what):
+                for attempt in retrying(self.what) if self.got < self.size else ():
                     with attempt:
                         self._once()
+                if resumed and "sha256:" + self.h.hexdigest() != self.digest:
+                    self._restart()   # the kept prefix was bad: once more, whole
+                    for attempt in retrying(self.what):
+                        with attempt:
+                            self._once()
                 self.f.flush()
                 os.fsync(self.f.fileno())
             got = "sha256:" + self.h.hexdigest()
@@ -71,6 +79,15 @@ class Download:
                 self.cond.notify_all()
         self.report(self.digest, "downloaded", self.size, self.size)
         return self.dest
+
+    def _prefill(self) -> bool:
+        """Hash the bytes a kept partial download has; True when there are some."""
+        while self.got < self.size and (chunk := self.f.read(min(_CHUNK, self.size - self.got))):
+            self.h.update(chunk)
+            self.got += len(chunk)
+        self.f.seek(self.got)
+        self.f.truncate()
+        return self.got > 0
 
     def _restart(self) -> None:
         with self.cond:

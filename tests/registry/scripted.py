@@ -33,6 +33,7 @@ class Scripted:
         self.hold: dict[str, tuple[int, threading.Event]] = {}  # digest -> (offset, go on)
         self.ignore_range = False                           # answer a Range with the whole blob
         self.fail_blobs = 0                                 # answer blob GETs with this (500)
+        self.fail_after_cut = 0                             # set fail_blobs to this after a cut
         self.bearer = bearer
         self.basic = (base64.b64encode(f"{user}:{password}".encode()).decode()
                       if user is not None else None)
@@ -96,6 +97,7 @@ class Scripted:
                     self.wfile.write(data[:cut])
                     self.wfile.flush()
                     self.close_connection = True
+                    owner.fail_blobs = owner.fail_after_cut or owner.fail_blobs
                     return
                 held = owner.hold.pop(m.group(3), None)
                 if held is not None:  # send up to the offset, wait for the test, then the rest
