@@ -17,9 +17,10 @@ import json
 from pathlib import Path
 
 from ..atomicfile import atomic_write
+from ..errors import NotDone
 from ..images import ImageStore
 from . import reference
-from .transport import Session, Transient
+from .transport import Session, Transient, retrying
 
 KNOWN = ("registry", "blob-repos.json")
 _MAX_REPOS = 4          # remembered per (registry, blob)
@@ -90,20 +91,32 @@ def try_mount(s: Session, repository: str, digest: str, source: str,
               what: str) -> tuple[bool, str | None]:
     """Ask the registry to mount ``digest`` from ``source``: (True, None) when
     it did; (False, location) when it opened an upload session instead;
-    (False, None) when it refused (the caller starts an upload of its own)."""
+    (False, None) when it refused (the caller starts an upload of its own).
+    A dropped connection, 5xx or 429 is tried again, as any request is,
+    before the mount is given up for an upload."""
     scope = f"repository:{repository}:pull,push repository:{source}:pull"
     path = f"/v2/{repository}/blobs/uploads/?mount={digest}&from={source}"
-    try:
+
+    def once() -> tuple[bool, str | None]:
         with s.stream("POST", path, scope, what=what) as r:
             r.read()
-            if r.status_code == 201:
+            code = r.status_code
+            if code == 429 or code >= 500:
+                raise Transient(f"{what}: mount answered {code}")
+            if code == 201:
                 return True, None
             location = r.headers.get("location")
-            if r.status_code == 202 and location:
+            if code == 202 and location:
                 return False, str(r.url.join(location))
             return False, None
-    except Transient:
-        return False, None
+
+    try:
+        for attempt in retrying(what):
+            with attempt:
+                return once()
+    except NotDone:
+        pass
+    return False, None
 
 
 def mount_or_start(s: Session, repository: str, digest: str, candidates: list[str],
