@@ -10,6 +10,14 @@ The file written is ``$REGISTRY_AUTH_FILE``, else
 which are never written.  Other keys of the file (``credHelpers``, other
 registries) are kept as they are.
 
+Credential helpers are run as podman and Docker run them: in each file, a
+``credHelpers`` entry for the registry (else the file's ``credsStore``)
+names ``docker-credential-NAME``, run as ``NAME get`` with the registry on
+stdin; its answer (``{"Username": ..., "Secret": ...}``) wins over the
+file's ``auths``.  "Not found" from the helper falls through to the
+``auths`` entries and the next file; a helper that is missing, fails or
+answers garbage is one line of bad input.
+
 A 401's ``WWW-Authenticate`` header is either ``Basic realm=...`` (send the
 credentials) or ``Bearer realm=...,service=...,scope=...`` (ask the realm
 for a token, with the credentials if there are any, and send the token):
@@ -22,6 +30,8 @@ import base64
 import json
 import os
 import re
+import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,12 +129,79 @@ def find_credentials(registry: str, repository: str | None = None,
     if not authfile:
         files += _read_only_files()
     for path in files:
-        auths = _load(path).get("auths") or {}
+        doc = _load(path)
+        helper = _helper_name(doc, registry, path)
+        if helper is not None:
+            creds = helper_get(helper, registry, path)
+            if creds is not None:
+                return creds
+        auths = doc.get("auths") or {}
         for key in _keys(registry, repository):
             creds = _decode(auths.get(key), path, key)
             if creds is not None:
                 return creds
     return None
+
+
+# -- credential helpers ----------------------------------------------------------------
+
+_HELPER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_HELPER_TIMEOUT = 30.0
+_NOT_FOUND = "credentials not found"
+
+
+def _helper_name(doc: dict, registry: str, path: Path) -> str | None:
+    """``credHelpers[registry]`` (any of Docker Hub's names for it), else ``credsStore``."""
+    helpers = doc.get("credHelpers") or {}
+    if not isinstance(helpers, dict):
+        raise BadInput(f"credentials file {path}: \"credHelpers\" is not an object")
+    keys = [registry] + (list(_DOCKER_HUB_KEYS) if registry == DOCKER_HUB else [])
+    name = next((helpers[k] for k in keys if k in helpers), None) or doc.get("credsStore")
+    if name is None or name == "":
+        return None
+    if not isinstance(name, str) or not _HELPER_NAME.match(name):
+        raise BadInput(f"credentials file {path}: bad credential helper name {name!r}")
+    return name
+
+
+def _server_url(registry: str) -> str:
+    """What the helper is asked for: Docker's key for Docker Hub, else HOST[:PORT]."""
+    return _DOCKER_HUB_KEYS[1] if registry == DOCKER_HUB else registry
+
+
+def helper_get(name: str, registry: str, path: Path | None = None) -> Credentials | None:
+    """``docker-credential-NAME get`` for ``registry``: its credentials, or
+    None when it has none for it."""
+    prog = f"docker-credential-{name}"
+    where = f" (named in {path})" if path else ""
+    exe = shutil.which(prog)
+    if exe is None:
+        raise BadInput(f"credential helper {prog}{where} is not installed (not on PATH)")
+    try:
+        p = subprocess.run([exe, "get"], input=_server_url(registry), capture_output=True,
+                           text=True, timeout=_HELPER_TIMEOUT, check=False)
+    except subprocess.TimeoutExpired:
+        raise BadInput(f"credential helper {prog} did not answer in "
+                       f"{_HELPER_TIMEOUT:.0f} s") from None
+    except OSError as exc:
+        raise BadInput(f"credential helper {prog} cannot run: {exc.strerror or exc}") from None
+    said = " ".join((p.stdout.strip() or p.stderr.strip()).split())[:200]
+    if p.returncode != 0:
+        if _NOT_FOUND in said.lower():
+            return None
+        raise BadInput(f"credential helper {prog} failed for {registry} "
+                       f"(exit {p.returncode}): {said or 'no message'}")
+    try:
+        doc = json.loads(p.stdout)
+        user, secret = doc.get("Username"), doc.get("Secret")
+    except (ValueError, AttributeError):
+        raise BadInput(f"credential helper {prog} did not answer JSON for {registry}") from None
+    if not isinstance(user, str) or not isinstance(secret, str) or not secret:
+        raise BadInput(f"credential helper {prog} gave no Username/Secret for {registry}")
+    if user == "<token>":
+        raise BadInput(f"credential helper {prog} gave an identity token for {registry};"
+                       " identity tokens are not supported")
+    return Credentials(user, secret)
 
 
 def store_credentials(registry: str, creds: Credentials,

@@ -49,13 +49,21 @@ class Download:
 
     def run(self) -> Path:
         try:
-            with open(self.part, "wb") as self.f:
+            # a .part already there: what an earlier pull kept (partial.py)
+            kept = self.part.exists()
+            with open(self.part, "r+b" if kept else "wb") as self.f:
+                resumed = kept and self._prefill()
                 with self.cond:
                     self.opened = True
                     self.cond.notify_all()
-                for attempt in retrying(self.what):
+                for attempt in retrying(self.what) if self.got < self.size else ():
                     with attempt:
                         self._once()
+                if resumed and "sha256:" + self.h.hexdigest() != self.digest:
+                    self._restart()   # the kept prefix was bad: once more, whole
+                    for attempt in retrying(self.what):
+                        with attempt:
+                            self._once()
                 self.f.flush()
                 os.fsync(self.f.fileno())
             got = "sha256:" + self.h.hexdigest()
@@ -71,6 +79,15 @@ class Download:
                 self.cond.notify_all()
         self.report(self.digest, "downloaded", self.size, self.size)
         return self.dest
+
+    def _prefill(self) -> bool:
+        """Hash the bytes a kept partial download has; True when there are some."""
+        while self.got < self.size and (chunk := self.f.read(min(_CHUNK, self.size - self.got))):
+            self.h.update(chunk)
+            self.got += len(chunk)
+        self.f.seek(self.got)
+        self.f.truncate()
+        return self.got > 0
 
     def _restart(self) -> None:
         with self.cond:
@@ -224,8 +241,10 @@ def exists(s: Session, repository: str, scope: str, digest: str, what: str) -> b
 
 
 def upload(s: Session, repository: str, scope: str, digest: str, path: Path,
-           report: Report, cancel: threading.Event) -> None:
-    """POST an upload session, PUT the whole blob with its digest (monolithic)."""
+           report: Report, cancel: threading.Event, location: str | None = None) -> None:
+    """POST an upload session, PUT the whole blob with its digest (monolithic).
+    ``location``: a session the registry opened already (a refused mount's
+    ``202``), used by the first attempt."""
     what = f"blob {digest[:19]}"
     size = os.path.getsize(path)
 
@@ -239,13 +258,17 @@ def upload(s: Session, repository: str, scope: str, digest: str, path: Path,
                 report(digest, "uploading", done, size)
                 yield chunk
 
+    opened = [location]
+
     def once() -> None:
-        with s.stream("POST", f"/v2/{repository}/blobs/uploads/", scope, what=what) as r:
-            s.check(r, what)
-            location = r.headers.get("location")
-        if not location:
-            raise BadInput(f"{what}: the registry gave no upload location")
-        url = str(r.url.join(location))
+        url = opened.pop() if opened and opened[0] else None
+        if url is None:
+            with s.stream("POST", f"/v2/{repository}/blobs/uploads/", scope, what=what) as r:
+                s.check(r, what)
+                loc = r.headers.get("location")
+            if not loc:
+                raise BadInput(f"{what}: the registry gave no upload location")
+            url = str(r.url.join(loc))
         url += ("&" if "?" in url else "?") + f"digest={digest}"
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
         with s.stream("PUT", url, scope, headers=headers, content=body, what=what) as r:

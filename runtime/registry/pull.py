@@ -21,10 +21,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from .. import oci
-from ..errors import BadInput
+from ..errors import BadInput, NotDone
 from ..images import Image, ImageStore
 from ..layers import work_dir
-from . import manifests, reference
+from . import manifests, partial, reference
 from .auth import find_credentials
 from .blobs import Download, Follower, Report, fetch_small
 from .transport import Session, TlsOptions
@@ -106,6 +106,8 @@ def _transfer(images: ImageStore, s: Session, r: reference.Reference, scope: str
     futures: dict[str, Future[object]] = {}
     downloads: dict[str, Download] = {}
     reused = 0
+    kept: set[str] = set()    # resumed from an earlier pull's bytes: extracted once verified
+    partial.sweep(images.store)
     with ThreadPoolExecutor(max_workers=max(1, opts.jobs), thread_name_prefix="pull") as pool:
         try:
             for i, blob in enumerate(staged.layers):
@@ -123,6 +125,8 @@ def _transfer(images: ImageStore, s: Session, r: reference.Reference, scope: str
                 report(blob.digest, "waiting", 0, blob.size)
                 dl = Download(s, r.repository, scope, blob.digest, blob.size, blob.path,
                               report, cancel)
+                if partial.take(images.store, blob.digest, dl.part):   # an earlier pull's
+                    kept.add(blob.digest)
                 downloads[blob.digest] = dl
                 futures[blob.digest] = pool.submit(dl.run)
 
@@ -130,7 +134,7 @@ def _transfer(images: ImageStore, s: Session, r: reference.Reference, scope: str
                 """The blob as a stream while it downloads (extraction starts
                 at once; the layer goes into place only once it is verified)."""
                 fut = futures.get(blob.digest)
-                if fut is None or fut.done():
+                if fut is None or fut.done() or blob.digest in kept:
                     if fut is not None:
                         fut.result()
                     return None
@@ -143,9 +147,12 @@ def _transfer(images: ImageStore, s: Session, r: reference.Reference, scope: str
 
             loaded = images.load_staged([staged], tag=r.local_tag, progress=extracting,
                                         ready=ready, repo_digest=(r.name, top_digest))
-        except BaseException:
+        except BaseException as exc:
             cancel.set()
             pool.shutdown(wait=True, cancel_futures=True)
+            if isinstance(exc, (NotDone, KeyboardInterrupt)) and not isinstance(exc, BadInput):
+                partial.keep(images.store, [(d, dl.dest if dl.dest.exists() else dl.part)
+                                            for d, dl in downloads.items()])
             raise
     for blob in staged.layers:
         report(blob.digest, "done", blob.size, blob.size)

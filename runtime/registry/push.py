@@ -3,8 +3,13 @@
 The blobs go as the store keeps them (the manifest bytes unchanged), so the
 pushed manifest has the image's own manifest digest and ``podman pull`` of
 it gives the same image id.  Blobs the repository already has (HEAD) are
-not uploaded; the others go in parallel, each as one monolithic PUT; the
-manifest goes last, so a failed push never leaves a tag naming missing blobs.
+not uploaded; a blob another repository of the registry is known to have is
+mounted from it (``mount.py``); the others go in parallel, each as one
+monolithic PUT; the manifest goes last, so a failed push never leaves a tag
+naming missing blobs.
+
+The store keeps one platform's image per pull (``pull`` picks it out of an
+index), never an image index: there is no index of the store to push.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from pathlib import Path
 
 from ..errors import BadInput, NotFound
 from ..images import ImageStore
-from . import reference
+from . import mount, reference
 from .auth import find_credentials
 from .blobs import Report, exists, upload
 from .manifests import MAX_MANIFEST
@@ -39,6 +44,7 @@ class Pushed:
     digest: str          # the manifest's, as the registry now serves it
     uploaded: int
     skipped: int
+    mounted: int = 0
 
 
 def _quiet(_digest: str, _status: str, _done: int, _total: int) -> None:
@@ -64,35 +70,42 @@ def push(images: ImageStore, src: str, dest: str | None = None,
     creds = find_credentials(r.registry, r.repository, opts.authfile)
     scope = f"repository:{r.repository}:pull,push"
     cancel = threading.Event()
-    uploaded = skipped = 0
+    uploaded = skipped = mounted = 0
     unique = list(dict.fromkeys(blobs))
+    candidates = mount.sources(images, r, [d for d, _p in unique])
     with Session(r.registry, r.api_host, creds=creds, tls=opts.tls) as s:
         # one authenticated request first, so the parallel ones share its token
         present = exists(s, r.repository, scope, unique[0][0], f"blob {unique[0][0][:19]}")
 
-        def one(item: tuple[str, Path]) -> bool:
+        def one(item: tuple[str, Path]) -> str:
             digest, path = item
             what = f"blob {digest[:19]}"
             if (digest == unique[0][0] and present) or exists(s, r.repository, scope, digest, what):
                 report(digest, "exists", 0, 0)
-                return False
-            upload(s, r.repository, scope, digest, path, report, cancel)
-            return True
+                return "exists"
+            source, location = mount.mount_or_start(s, r.repository, digest,
+                                                    candidates.get(digest, []), what)
+            if source is not None:
+                report(digest, "mounted", 0, 0)
+                return "mounted"
+            upload(s, r.repository, scope, digest, path, report, cancel, location)
+            return "uploaded"
 
         with ThreadPoolExecutor(max_workers=max(1, opts.jobs), thread_name_prefix="push") as pool:
             futures = [pool.submit(one, item) for item in unique]
             try:
                 for f in futures:
-                    if f.result():
-                        uploaded += 1
-                    else:
-                        skipped += 1
+                    how = f.result()
+                    uploaded += how == "uploaded"
+                    mounted += how == "mounted"
+                    skipped += how == "exists"
             except BaseException:
                 cancel.set()
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
         digest = _put_manifest(s, r, scope, manifest, img.manifest_media_type)
-    return Pushed(r, digest, uploaded, skipped)
+    mount.remember(images, r, [d for d, _p in unique])
+    return Pushed(r, digest, uploaded, skipped, mounted)
 
 
 def _read_verified(path: Path, digest: str, limit: int) -> bytes:

@@ -1,6 +1,7 @@
 """A small registry written for the tests, for what a real one will not do:
 drop a blob's connection half-way (resume), serve a manifest that is too
-large, demand a Bearer token from a token server.  HTTPS on loopback with the
+large, demand a Bearer token from a token server, refuse a cross-repository
+mount with an error (pushes: monolithic uploads and manifests are taken).  HTTPS on loopback with the
 test CA, HTTP/1.1, in a thread of the test process (nothing to leak)."""
 
 from __future__ import annotations
@@ -32,9 +33,12 @@ class Scripted:
         self.hold: dict[str, tuple[int, threading.Event]] = {}  # digest -> (offset, go on)
         self.ignore_range = False                           # answer a Range with the whole blob
         self.fail_blobs = 0                                 # answer blob GETs with this (500)
+        self.fail_after_cut = 0                             # set fail_blobs to this after a cut
         self.bearer = bearer
         self.basic = (base64.b64encode(f"{user}:{password}".encode()).decode()
                       if user is not None else None)
+        self.mount_refuse = 0                               # answer POST ?mount= with this
+        self.uploads = 0
         self.log: list[tuple[str, str, str]] = []           # (method, path, Range)
         self.tokens_given = 0
         owner = self
@@ -93,6 +97,7 @@ class Scripted:
                     self.wfile.write(data[:cut])
                     self.wfile.flush()
                     self.close_connection = True
+                    owner.fail_blobs = owner.fail_after_cut or owner.fail_blobs
                     return
                 held = owner.hold.pop(m.group(3), None)
                 if held is not None:  # send up to the offset, wait for the test, then the rest
@@ -105,6 +110,34 @@ class Scripted:
                     self.wfile.write(data[held[0]:])
                     return
                 return self._send(200, data, {}, head)
+
+            def do_POST(self) -> None:
+                owner.log.append((self.command, self.path, ""))
+                m = re.fullmatch(r"/v2/(.+)/blobs/uploads/(\?.*)?", self.path)
+                if not m:
+                    return self._send(404, b"{}")
+                if "mount=" in self.path and owner.mount_refuse:
+                    return self._send(owner.mount_refuse, b'{"errors":[{"code":"DENIED",'
+                                                          b'"message":"mount refused"}]}')
+                owner.uploads += 1
+                self._send(202, b"", {"Location": f"/v2/{m.group(1)}/blobs/uploads/u{owner.uploads}"})
+
+            def do_PUT(self) -> None:
+                owner.log.append((self.command, self.path, ""))
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                m = re.fullmatch(r"/v2/(.+)/blobs/uploads/[^?]+\?digest=(sha256:[0-9a-f]{64})",
+                                 self.path)
+                if m:
+                    if sha(body) != m.group(2):
+                        return self._send(400, b'{"errors":[{"code":"DIGEST_INVALID"}]}')
+                    owner.blobs[m.group(2)] = body
+                    return self._send(201, b"", {"Docker-Content-Digest": m.group(2)})
+                m = re.fullmatch(r"/v2/(.+)/manifests/([^/]+)", self.path)
+                if not m:
+                    return self._send(404, b"{}")
+                got = (body, self.headers.get("Content-Type", ""))
+                owner.manifests[m.group(2)] = owner.manifests[sha(body)] = got
+                self._send(201, b"", {"Docker-Content-Digest": sha(body)})
 
             def _token(self) -> None:
                 if owner.basic is not None and \

@@ -143,3 +143,68 @@ def test_anonymous_bearer_token(cli, pki, env) -> None:
         assert r.returncode == 0, r.stderr
     finally:
         s.stop()
+
+
+def test_refused_mount_falls_back_to_an_upload(cli, scripted: Scripted, env) -> None:
+    """A registry that answers the mount with an error (403) instead of
+    opening an upload: the blob is uploaded, the push succeeds."""
+    files = image_files([layer_tar([E("etc", "dir"), E("etc/m", data=b"m" * 999)])],
+                        compression="gzip", ref=None)
+    ref = scripted.serve_layout(files, "src/img", "1")
+    assert cli("pull", "-q", ref, env=env).returncode == 0   # the store knows src/img has them
+    scripted.blobs.clear()                                   # ... but the registry lost them
+    scripted.mount_refuse = 403
+    r = cli("push", ref, f"{scripted.host}/dst/img:1", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "2 blob(s) uploaded" in r.stdout and "mounted" not in r.stdout, r.stdout
+    posts = [p for m, p, _r in scripted.log if m == "POST"]
+    assert sum("mount=" in p and "from=src/img" in p for p in posts) == 2, posts
+    assert sum("mount=" not in p for p in posts) == 2, posts
+    assert len(scripted.blobs) == 2 and "1" in scripted.manifests
+
+
+def test_pull_resumes_a_download_kept_by_an_earlier_command(cli, scripted: Scripted, env,
+                                                            root: Path) -> None:
+    """The connection drops after 1 MiB and the registry then fails: the
+    pull gives up (exit 1) keeping the bytes it had; the next pull asks only
+    for the rest, and the kept file is gone once the image is in."""
+    files = image_files([BIG], compression="none", ref=None)
+    ref = scripted.serve_layout(files, "big/resume", "1")
+    layer = json.loads(files["blobs/sha256/" + json.loads(files["index.json"])["manifests"][0][
+        "digest"][7:]])["layers"][0]["digest"]
+    scripted.cut_once[layer] = 1 << 20
+    scripted.fail_after_cut = 503
+    r = cli("pull", ref, env=env)
+    assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, r.stderr
+    kept = root / "registry" / "partial" / f"{layer[7:]}.part"
+    assert kept.stat().st_size == 1 << 20
+    assert cli("image", "ls", "-q").stdout.strip() == ""
+    scripted.fail_blobs = 0
+    scripted.log.clear()
+    r = cli("pull", ref, env=env)
+    assert r.returncode == 0, r.stderr
+    gets = [rng for m, p, rng in scripted.log if m == "GET" and p.endswith(layer)]
+    assert gets == [f"bytes={1 << 20}-"], gets          # only the rest, in this command
+    assert not kept.exists()
+    data = json.loads(cli("image", "inspect", ref, "--json").stdout)
+    assert data["Id"] == config_digest(files)
+    assert os.path.getsize(Path(data["Layers"][0]["Path"]) / "data" / "blob") == 3 << 20
+
+
+def test_a_bad_kept_download_is_fetched_again_whole(cli, scripted: Scripted, env,
+                                                    root: Path) -> None:
+    """A kept partial file whose bytes are wrong: the digest check catches it
+    and the blob is downloaded once more from its start."""
+    files = image_files([BIG], compression="none", ref=None)
+    ref = scripted.serve_layout(files, "big/bad", "1")
+    layer = json.loads(files["blobs/sha256/" + json.loads(files["index.json"])["manifests"][0][
+        "digest"][7:]])["layers"][0]["digest"]
+    kept = root / "registry" / "partial" / f"{layer[7:]}.part"
+    assert cli("image", "ls").returncode == 0           # the store exists
+    kept.parent.mkdir(parents=True, mode=0o700)
+    kept.write_bytes(b"\0" * 4096)
+    r = cli("pull", ref, env=env)
+    assert r.returncode == 0, r.stderr
+    gets = [rng for m, p, rng in scripted.log if m == "GET" and p.endswith(layer)]
+    assert gets == ["bytes=4096-", ""], gets
+    assert not kept.exists()

@@ -42,7 +42,7 @@ class Display:
 
     _PLAIN = {"exists": "already present", "downloaded": "downloaded", "extracting": None,
               "pushed": "pushed", "done": None, "waiting": None, "downloading": None,
-              "uploading": None}
+              "uploading": None, "mounted": "mounted from another repository"}
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
@@ -157,7 +157,9 @@ def push(
         print(got.digest)
         return
     print(f"Digest: {got.digest}")
-    print(f"Pushed: {got.ref} ({got.uploaded} blob(s) uploaded, {got.skipped} already there)")
+    mounted = f", {got.mounted} mounted" if got.mounted else ""
+    print(f"Pushed: {got.ref} ({got.uploaded} blob(s) uploaded{mounted}, "
+          f"{got.skipped} already there)")
 
 
 def login(
