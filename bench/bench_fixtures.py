@@ -21,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from volmerge.demoimages.ociwriter import HostFile  # noqa: E402
 from volmerge.fixtures import images  # noqa: E402
-from volmerge.fixtures.oci_writer import HostFile  # noqa: E402
 
 KINDS = ("busybox", "python", "postgres15")
 

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from volmerge.fixtures.demoapp import server as demo
+from volmerge.demoimages.app import server as demo
 from volmerge.fixtures.images import demo_config, demo_policy, demo_seed
 
 SERVER = Path(demo.__file__)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from volmerge.demoimages import cache as image_cache
+from volmerge.demoimages import recipes
 from volmerge.fixtures import REFS, Dir, File, Hardlink, Symlink, build_image, image_archive, images
 from volmerge.fixtures.images import FixtureError
 
@@ -86,7 +88,7 @@ def test_postgres16_without_pgserver_is_a_clear_error(monkeypatch) -> None:
 def test_source_change_rebuilds_and_drops_the_stale_archive(tmp_path: Path, monkeypatch) -> None:
     cache = tmp_path / "cache"
     first = image_archive("busybox", cache)
-    monkeypatch.setattr(images, "_SOURCE_HASH", "pretend the builder changed")
+    monkeypatch.setattr(image_cache, "_SOURCE_HASH", "pretend the builder changed")
     images._MEMO.clear()
     second = image_archive("busybox", cache)
     assert second != first and second.exists() and not first.exists()
@@ -141,7 +143,7 @@ def test_build_image_from_dicts_and_directories(tmp_path: Path, compress: str, p
 
 def test_build_image_on_busybox_runs_in_podman(tmp_path: Path, podman) -> None:
     """A ready layer tar as input: the busybox layer from the cache plus a dict."""
-    bb = images._cached_layer(images._busybox_layer(), images.cache_root().resolve(), "none")
+    bb = image_cache.cached_layer(recipes.busybox_layer(), image_cache.cache_root().resolve(), "none")
     out = build_image(tmp_path / "app.tar",
                       [bb.path, {"usr/local/bin/hello": File("#!/bin/sh\necho hi $1\n", mode=0o755)}],
                       {"Env": ["PATH=/usr/local/bin:/bin"], "Cmd": ["hello", "there"]},
