@@ -11,14 +11,15 @@ builder changed.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import tempfile
 from collections.abc import Iterable
-from contextlib import contextmanager
 from pathlib import Path
+
+from volmerge.runtime.atomicfile import atomic_write
+from volmerge.runtime.fsutil import flock
 
 from .demoapp import DEMOAPP
 from .kinds import KINDS, REFS, FixtureError
@@ -82,16 +83,6 @@ def _layer_key(layer: Layer, compress: str) -> str:
     return h.hexdigest()[:24]
 
 
-@contextmanager
-def locked(path: Path):  # type: ignore[no-untyped-def]
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
 def _drop_stale(directory: Path, prefix: str, keep: str) -> None:
     for p in directory.glob(f"{prefix}-*"):
         if not p.name.startswith(keep) and not p.name.startswith("."):
@@ -117,18 +108,9 @@ def cached_layer(layer: Layer, cache: Path, compress: str) -> LayerBlob:
         Path(tmp).unlink(missing_ok=True)
         raise
     blob = LayerBlob(tar, blob.digest, blob.size, blob.diff_id, blob.media_type)
-    _atomic_text(meta, json.dumps(blob.to_json()))
+    atomic_write(meta, json.dumps(blob.to_json()))
     _drop_stale(d, layer.name, f"{layer.name}-{key}")
     return blob
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(tmp, path)
 
 
 def image_archive(kind: str, cache_dir: Path | None = None, *, compress: str = "none") -> Path:
@@ -152,11 +134,11 @@ def image_archive(kind: str, cache_dir: Path | None = None, *, compress: str = "
         h.update(_layer_key(layer, compress).encode())
     out = cache / f"{kind}-{h.hexdigest()[:16]}.tar"
     if not out.exists():
-        with locked(cache / f".lock-{kind}"):
+        with flock(cache / f".lock-{kind}"):
             if not out.exists():
                 blobs = []
                 for layer in r.layers:
-                    with locked(cache / f".lock-layer-{layer.name}"):
+                    with flock(cache / f".lock-layer-{layer.name}"):
                         blobs.append(cached_layer(layer, cache, compress))
                 write_archive(out, blobs, r.config, r.ref, r.history)
                 _drop_stale(cache, kind, out.name)
