@@ -44,9 +44,9 @@ def test_busybox_cache_hit_returns_same_file(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     first = image_archive("busybox", cache)
     mtime = first.stat().st_mtime_ns
-    from volmerge.fixtures import images
+    from volmerge.demoimages import cache as image_cache
 
-    images._MEMO.clear()  # force the on-disk lookup, not the in-process memo
+    image_cache.MEMO.clear()  # force the on-disk lookup, not the in-process memo
     second = image_archive("busybox", cache)
     assert second == first and second.stat().st_mtime_ns == mtime
     assert sorted(p.name for p in cache.glob("*.tar")) == [first.name]

@@ -61,7 +61,7 @@ def test_kind_builds_and_skopeo_reads_it(kind: str, fixture_image) -> None:
     ann = index_of(archive)["manifests"][0]["annotations"]
     assert ann["org.opencontainers.image.ref.name"] == REFS[kind]
     mtime = archive.stat().st_mtime_ns
-    images._MEMO.clear()  # the on-disk cache, not the in-process memo
+    image_cache.MEMO.clear()  # the on-disk cache, not the in-process memo
     assert fixture_image(kind) == archive and archive.stat().st_mtime_ns == mtime  # no rebuild
 
 
@@ -89,7 +89,7 @@ def test_source_change_rebuilds_and_drops_the_stale_archive(tmp_path: Path, monk
     cache = tmp_path / "cache"
     first = image_archive("busybox", cache)
     monkeypatch.setattr(image_cache, "_SOURCE_HASH", "pretend the builder changed")
-    images._MEMO.clear()
+    image_cache.MEMO.clear()
     second = image_archive("busybox", cache)
     assert second != first and second.exists() and not first.exists()
     assert len(list((cache / "layers").glob("busybox-*.tar"))) == 1
