@@ -21,8 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from volmerge.demoimages import cache as image_cache  # noqa: E402
+from volmerge.demoimages.ociwriter import HostFile  # noqa: E402
 from volmerge.fixtures import images  # noqa: E402
-from volmerge.fixtures.oci_writer import HostFile  # noqa: E402
 
 KINDS = ("busybox", "python", "postgres15")
 
@@ -60,7 +61,7 @@ def main() -> None:
             archive = None
             for i in range(n):
                 cache = work / f"cache-{kind}-{i}"
-                images._MEMO.clear()
+                image_cache.MEMO.clear()
                 ours.append(timed(lambda: images.image_archive(kind, cache)))
                 archive = images.image_archive(kind, cache)
                 floor.append(timed(lambda: subprocess.run(
@@ -81,7 +82,7 @@ def main() -> None:
                 (work / "peer.tar").unlink(missing_ok=True)
                 if i < n - 1:
                     shutil.rmtree(cache)
-            images._MEMO.clear()
+            image_cache.MEMO.clear()
             warm = timed(lambda: images.image_archive(kind, work / f"cache-{kind}-{n - 1}"))
             assert archive is not None
             mo, mf, mp = (statistics.median(x) for x in (ours, floor, peer))

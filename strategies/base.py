@@ -2,7 +2,7 @@
 
 A strategy is a pure function from (base, ours, theirs) to a merged result
 plus a report.  Content strategies merge one file's bytes; the tree merge
-(strategies.tree) walks three directory trees and dispatches each path that
+(strategies.tree, strategies.walk) walks three directory trees and dispatches each path that
 changed on both sides to the content strategy the policy picks.
 
 Built-in strategies register through the entry-point group

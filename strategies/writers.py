@@ -1,4 +1,4 @@
-"""Where a tree merge's decisions land.  The walk (strategies.tree) decides;
+"""Where a tree merge's decisions land.  The walk (strategies.walk) decides;
 a writer applies, through the interface :class:`TreeWriter`.  Three are
 here: ``FullWriter`` builds the complete result tree, ``UpperWriter`` writes
 only what differs from ours as a diff layer, in the diff format its caller

@@ -28,7 +28,9 @@ def test_wheel_installs_only_the_volmerge_package(tmp_path: Path) -> None:
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert tops == {"volmerge"}
     for sub in ("runtime/store.py", "strategies/tree.py", "strategies/sql/replay.py",
-                "fixtures/images.py", "runtime/network/manager.py"):
+                "fixtures/images.py", "runtime/network/manager.py",
+                # what `volmerge demo` builds its images with
+                "demoimages/cache.py", "demoimages/app/server.py", "demoimages/app/policy.toml"):
         assert f"volmerge/{sub}" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()

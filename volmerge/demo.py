@@ -75,7 +75,7 @@ class DemoContext:
 
 def _load_step(ctx: DemoContext, kind: str) -> Step:
     def run() -> tuple[str, dict[str, Any]]:
-        from volmerge.fixtures.images import REFS, FixtureError, image_archive
+        from volmerge.demoimages import REFS, FixtureError, image_archive
 
         t0 = time.monotonic()
         try:
@@ -305,7 +305,7 @@ def enter_sandbox() -> None:
 
 def check_kinds(kinds: tuple[str, ...]) -> None:
     """BadInput (exit 2) for a kind that is not a fixture image."""
-    from volmerge.fixtures.images import KINDS
+    from volmerge.demoimages import KINDS
 
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:

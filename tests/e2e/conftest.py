@@ -19,8 +19,8 @@ APP = {1: "localhost/volmerge-test/app:1", 2: "localhost/volmerge-test/app:2",
 
 
 def _app_image(out: Path, version: int) -> Path:
+    from volmerge.demoimages.recipes import busybox_entries as _busybox_entries
     from volmerge.fixtures import Dir, build_image
-    from volmerge.fixtures.images import _busybox_entries
 
     script = "trap 'exit 0' TERM; while :; do sleep 0.05; done"
     config: dict = {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh", "-c", script]}

@@ -15,8 +15,8 @@ import pytest
 
 from tests.registry.conftest import open_registry, pki
 from volmerge.autoupdate import LABEL
+from volmerge.demoimages.ociwriter import File, make_layer, write_archive
 from volmerge.fixtures import debian
-from volmerge.fixtures.oci_writer import File, make_layer, write_archive
 
 __all__ = ["open_registry", "pki"]
 

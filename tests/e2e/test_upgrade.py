@@ -222,14 +222,12 @@ def _hostile_image(out) -> str:  # type: ignore[no-untyped-def]
     """The demo app v2 without the rename hint (so notes.body, holding every
     note, is dropped) and a policy in /etc/volmerge/policy.toml (no label)
     that allows the loss and takes its own settings.ini over the operator's."""
-    from volmerge.fixtures.images import (
-        _cached_layer,
-        _demo_entries,
-        cache_root,
-        demo_config,
-        recipe,
-    )
-    from volmerge.fixtures.oci_writer import make_layer, write_archive
+    from volmerge.demoimages.cache import cache_root
+    from volmerge.demoimages.cache import cached_layer as _cached_layer
+    from volmerge.demoimages.demoapp import demo_config
+    from volmerge.demoimages.demoapp import demo_entries as _demo_entries
+    from volmerge.demoimages.ociwriter import make_layer, write_archive
+    from volmerge.demoimages.recipes import recipe
 
     cache = cache_root().resolve()
     blobs = [_cached_layer(layer, cache, "none") for layer in recipe("demo-v2").layers[:2]]

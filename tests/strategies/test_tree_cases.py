@@ -149,9 +149,9 @@ def test_large_file_streamed(tmp_path: Path) -> None:
 
 
 def test_large_files_changed_on_both_sides_are_whole_file(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import volmerge.strategies.tree as tree
+    import volmerge.strategies.contentmerge as contentmerge
 
-    monkeypatch.setattr(tree, "MAX_CONTENT", 10)
+    monkeypatch.setattr(contentmerge, "MAX_CONTENT", 10)
     out, rep = run(tmp_path, {"f": b"a\nb\nc\nd\ne\nf\n"}, {"f": b"A\nb\nc\nd\ne\nf\n"},
                    {"f": b"a\nb\nc\nd\ne\nF\n"}, on_conflict="ours")
     assert out["f"] == b"A\nb\nc\nd\ne\nf\n" and rep.files[0].strategy == "binary"

@@ -15,7 +15,7 @@ from ..errors import NotDone
 if TYPE_CHECKING:
     from volmerge.runtime.images import Image
     from volmerge.strategies.policy import Policy
-    from volmerge.strategies.tree import TreeReport
+    from volmerge.strategies.treereport import TreeReport
 
     from .ctx import Ctx
 

@@ -1,11 +1,23 @@
-"""ContainerHooks from the runtime engine (runtime.containers.Engine):
-what a snapshot needs to reach a running container (its pid, pause, resume)."""
+"""What a snapshot needs to reach a running container (its pid, pause,
+resume): ``ContainerHooks``, and ``engine_hooks`` that takes them from the
+runtime engine (runtime.containers.Engine)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from .manager import ContainerHooks
+
+@dataclass
+class ContainerHooks:
+    """What the volume manager needs from the container engine to snapshot a
+    volume that a running container uses."""
+
+    pid_of: Callable[[str], int | None]
+    pause: Callable[[str], None]
+    resume: Callable[[str], None]
+    name_of: Callable[[str], str] = lambda cid: cid[:12]
 
 
 def engine_hooks(engine: Any) -> ContainerHooks:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from volmerge.volumes import VolumeManager
-from volmerge.volumes.manager import max_lowers
+from volmerge.volumes.history import max_lowers
 
 from .helpers import digest, seed_dir, write
 
