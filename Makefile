@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEB_PACKAGES := runc busybox-static podman skopeo umoci zstd nftables sqlite3 \
                 postgresql-15 postgresql-client-15 iproute2 git uidmap mmdebstrap \
-                docker-registry apache2-utils openssl
+                docker-registry apache2-utils openssl strace
 export PATH := /usr/lib/postgresql/15/bin:$(PATH)
 
 .PHONY: install deps venv test demo bench lint clean debian-images

@@ -98,9 +98,8 @@ class LayerStore:
                 )
             if verified is not None:
                 verified()
-            from . import sys as rsys
 
-            rsys.syncfs(work)
+            atomicfile.syncfs(work)
             os.rename(work, final)
             atomicfile.fsync_dir(final.parent)
         with self.store.transaction() as db:

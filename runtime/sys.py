@@ -355,17 +355,6 @@ def move_mount_fd(fd: int, target: str | os.PathLike[str]) -> None:
     )
 
 
-def syncfs(path: str | os.PathLike[str]) -> None:
-    """syncfs(2) on the file system holding ``path``: makes a freshly
-    extracted tree durable before it is renamed into place (one call instead
-    of an fsync per file)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        _check(_libc.syncfs(fd), "syncfs", path)
-    finally:
-        os.close(fd)
-
-
 def loopback_up() -> None:
     """Bring ``lo`` up in the calling thread's network namespace (a new
     network namespace starts with it down; runc does the same)."""

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from volmerge.runtime import incomplete, overlayfmt
-from volmerge.runtime.atomicfile import fsync_dir
+from volmerge.runtime.atomicfile import fsync_dir, syncfs
 
 from .errors import BadInput
 from .nodes import MAX_DEPTH, DirHandle, root_node
@@ -110,6 +110,7 @@ def merge_trees(base: Path | str | None, ours: Path | str, theirs: Path | str, o
     with incomplete.building(outp.parent, prefix) as tmp:
         w = writer(str(tmp))
         _merge_into(w, report, paths, is_dir, outp, policy, on_conflict, diff3)
+        syncfs(tmp)  # on disk before it is in place (write, sync, rename, sync dir)
         if is_dir:
             os.rename(tmp, outp)  # replaces an empty directory atomically
         else:

@@ -107,7 +107,7 @@ class _NoKernel:
 # Functions of runtime/sys.py replaced while recording; the rest (umount_tree,
 # is_mountpoint, make_private, path_in_root, ...) run unchanged on top of them.
 _RECORDED = ("unshare", "setns", "pivot_root", "sethostname", "prctl", "drop_bounding_set",
-             "open_tree_clone", "move_mount_fd", "syncfs", "loopback_up")
+             "open_tree_clone", "move_mount_fd", "loopback_up")
 
 
 @contextlib.contextmanager

@@ -80,7 +80,7 @@ def test_snapshot_of_a_volume_whose_container_is_upgrading(vm) -> None:  # type:
     up = _start(vm.root, "upgrade", "app", "--to", APP[2], *UPGRADE)
     snaps = []
     while up.poll() is None and len(snaps) < 40:
-        p = vm("volume", "snapshot", "appdata")
+        p = vm("volume", "snapshot", "--pause", "appdata")
         _no_crash(p.returncode, p.stderr)
         snaps.append(p.returncode)
     so, se = up.communicate(timeout=240)

@@ -13,7 +13,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from volmerge.runtime import fsutil
+from volmerge.runtime import atomicfile, fsutil
 from volmerge.runtime import sys as rsys
 
 from ..errors import BadInput, Conflict, NotDone
@@ -242,7 +242,7 @@ class VolumeHistory(VolumeReader):
                                 self.hooks.pause(cid)
                                 paused.append(cid)
                     if rsys.is_mountpoint(self.pool.merged(name)):
-                        rsys.syncfs(self.pool.merged(name))
+                        atomicfile.syncfs(self.pool.merged(name))
                     copy_tree(self.pool.diff(m.live), built / "diff")
                 finally:
                     for cid in paused:

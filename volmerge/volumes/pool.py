@@ -172,9 +172,8 @@ class Pool:
     def adopt(self, built: Path) -> str:
         """Move a scratch layer into the pool (commit lock held)."""
         lid = new_id()
-        from volmerge.runtime import sys as rsys
 
-        rsys.syncfs(built)
+        atomicfile.syncfs(built)
         os.rename(built, self.layer(lid))
         atomicfile.fsync_dir(self.layers)
         return lid
