@@ -36,6 +36,8 @@ class Store:
         self._local = threading.local()
         self._held: list[int] = []  # descriptors holding this process's tmpdir()s
         self._schemas_done: set[str] = set()
+        # components that finished their crash recovery on this object (volumes.reader)
+        self.recovered: set[str] = set()
         if sweep:
             self.sweep()
 

@@ -13,6 +13,10 @@ import errno
 import os
 from pathlib import Path
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 
 def _load_libc() -> ctypes.CDLL:
     # find_library runs `ldconfig -p` (~8 ms at every start): try the usual
@@ -165,7 +169,7 @@ def _fsconfig(fd: int, cmd: int, key: str | None, value: str | None) -> None:
 
 def mount_overlay(target: str | os.PathLike[str], lowers: list[str], upper: str | None = None,
                   work: str | None = None, *, readonly: bool = False,
-                  extra: dict[str, str | None] | None = None) -> None:
+                  extra: Mapping[str, str | None] | None = None) -> None:
     """Mount an overlay at ``target``.  ``lowers`` is top-most first;
     ``extra``: more options, a value of None for a flag (``volatile``).
 
@@ -219,7 +223,7 @@ def mount_overlay(target: str | os.PathLike[str], lowers: list[str], upper: str 
 
 def _mount_overlay_legacy(target: str | os.PathLike[str], lowers: list[str], upper: str | None,
                           work: str | None, readonly: bool,
-                          extra: dict[str, str | None] | None) -> None:
+                          extra: Mapping[str, str | None] | None) -> None:
     data = legacy_overlay_options(lowers, upper, work, extra)
     if len(data) >= 4096:
         raise OSError(errno.E2BIG, "overlay options exceed one page", str(target))
@@ -227,7 +231,7 @@ def _mount_overlay_legacy(target: str | os.PathLike[str], lowers: list[str], upp
 
 
 def legacy_overlay_options(lowers: list[str], upper: str | None, work: str | None,
-                           extra: dict[str, str | None] | None) -> str:
+                           extra: Mapping[str, str | None] | None) -> str:
     """mount(2)'s option string for an overlay: a flag (value None) is its
     bare name, as the new mount API's FSCONFIG_SET_FLAG sets it."""
     opts = ["lowerdir=" + ":".join(lowers)]

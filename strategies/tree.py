@@ -21,7 +21,7 @@ from volmerge.runtime import incomplete, overlayfmt
 from volmerge.runtime.atomicfile import fsync_dir, syncfs
 
 from .errors import BadInput
-from .nodes import MAX_DEPTH, DirHandle, root_node
+from .nodes import MAX_DEPTH, DirHandle, Node, root_node
 from .policy import ON_CONFLICT, Policy
 from .treereport import MergeConflict, TreeReport
 from .walk import Walk, drive, merge_value
@@ -187,12 +187,14 @@ def _merge_dirs(walk: Walk, paths: dict[str, Path], writer: TreeWriter) -> None:
 
 
 def _merge_single(walk: Walk, paths: dict[str, Path], name: str) -> None:
-    nodes, fds = {}, []
+    nodes: dict[str, Node] = {}
+    fds: list[int] = []
     try:
         for s, p in paths.items():
             n, fd = root_node(s, str(p))
+            fds.append(fd)
             n.side, n.rel = s, p.name
-            nodes[s], _ = n, fds.append(fd)
+            nodes[s] = n
         b, o, t = nodes.get("base"), nodes["ours"], nodes["theirs"]
         for n in nodes.values():
             n.name = os.path.basename(str(paths[n.side]))

@@ -169,7 +169,7 @@ class Walk(ContentMerge):
         if not content_equal(o, t):
             what = (f"symlink target: ours -> {o.target()!r}, theirs -> {t.target()!r}" if ko == "link"
                     else "device numbers or file type differ")
-            return self._conflict(rel, name, o, t, od, td, taken, ConflictInfo(ko, what))
+            return self._conflict(rel, name, o, t, od, td, taken, ConflictInfo(o.kind, what))
         # same link target / device, ownership changed on both sides
         meta, conf = self._meta(rel, b, o, t)
         if conf:
@@ -282,7 +282,7 @@ class Walk(ContentMerge):
             return (yield self._recurse(rel, name, None, o, t, None, od, td))
         if ko == "dir":
             ours_same = kb == "dir" and self._deep(b, o, bd, od)
-            if kt is not None and ours_same:
+            if t is not None and ours_same:
                 self.w.take(rel, name, t, td, o)
                 self._rep(FileReport(rel, "took-theirs", "tree", notes=[f"directory replaced by a {kt}"]))
                 return 1
@@ -379,7 +379,7 @@ def drive(step: Step) -> int:
         except StopIteration as stop:
             stack.pop()
             if not stack:
-                return stop.value  # type: ignore[no-any-return]
+                return stop.value
             value = stop.value
             continue
         except BaseException as exc:  # noqa: BLE001 - handed to the waiting step

@@ -45,6 +45,7 @@ def test_bad_duration(text):
     ("ports: ['80']", "a container port alone"),
     ("ports: ['8000-8001:80-81']", "port ranges"),
     ("ports: [{target: 80}]", "without 'published'"),
+    ("ports: [{published: 8080}]", "without 'target'"),
     ("volumes: ['./x:/x:z']", "mode 'z' is not supported"),
     ("healthcheck: {interval: 1s}", "healthcheck without 'test'"),
     ("env_file: [missing.env]", "missing.env does not exist"),

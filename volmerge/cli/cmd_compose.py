@@ -14,6 +14,11 @@ import typer
 
 from .common import emit_json, store, table
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing for every command
+if TYPE_CHECKING:
+    from volmerge.compose.loader import Project
+    from volmerge.compose.stack import Stack
+
 _PASSTHRU = {"allow_interspersed_args": False}
 
 compose_app = typer.Typer(
@@ -49,7 +54,7 @@ def _options(
                            tuple(profile or ()))
 
 
-def _project(ctx: typer.Context, targets: list[str] | None = None):  # type: ignore[no-untyped-def]
+def _project(ctx: typer.Context, targets: list[str] | None = None) -> Project:
     from volmerge.compose.loader import Options, load
 
     files, name, env_files, profiles = ctx.meta["compose"]
@@ -60,7 +65,7 @@ def _project(ctx: typer.Context, targets: list[str] | None = None):  # type: ign
     return project
 
 
-def _stack(ctx: typer.Context, targets: list[str] | None = None):  # type: ignore[no-untyped-def]
+def _stack(ctx: typer.Context, targets: list[str] | None = None) -> Stack:
     from volmerge.compose.stack import Stack
 
     return Stack(store(ctx), _project(ctx, targets))
@@ -87,7 +92,8 @@ def config(
 
     y = YAML(typ="safe", pure=True)
     y.default_flow_style = False
-    y.sort_base_mapping_type_on_output = False  # type: ignore[attr-defined]
+    # ruamel.yaml sets it to None in YAML.__init__ (no annotation): mypy infers the type None
+    y.sort_base_mapping_type_on_output = False  # type: ignore[assignment]
     y.dump(project.to_dict(), sys.stdout)
 
 

@@ -264,10 +264,13 @@ def _port(p: Any, what: str) -> Any:
         if p.get("published") in (None, ""):
             raise BadInput(f"{what}: a port without 'published' (a random host port) "
                            "is not supported")
+        if p.get("target") in (None, ""):
+            raise BadInput(f"{what}: a port without 'target' (the container port)")
         pub = str(p["published"])
         if not pub.isdigit():
             raise BadInput(f"{what}: published port {pub!r}: ranges are not supported")
-        spec = f"{p.get('host_ip') + ':' if p.get('host_ip') else ''}{pub}:{p['target']}"
+        host_ip = p.get("host_ip")
+        spec = f"{host_ip}:{pub}:{p['target']}" if host_ip else f"{pub}:{p['target']}"
         return o.parse_port(f"{spec}/{p.get('protocol') or 'tcp'}")
     s = str(p)
     body = s.partition("/")[0]

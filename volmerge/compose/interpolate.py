@@ -103,17 +103,17 @@ def _braced(s: str, i: int, env: Mapping[str, str],
                                  f"unexpected {s[i:i + 1]!r} after ${{{name}")
     arg, j = _parse(s, i + len(op), env, warn, stop="}")
     value = env.get(name)
-    empty_counts = op.startswith(":")
-    present = value is not None and (value != "" or not empty_counts)
+    if value == "" and op.startswith(":"):
+        value = None  # the ":" forms count an empty value as unset
     kind = op[-1]
     if kind == "-":
-        return (value if present else arg), j + 1
+        return (value if value is not None else arg), j + 1
     if kind == "+":
-        return (arg if present else ""), j + 1
-    if not present:  # "?"
+        return (arg if value is not None else ""), j + 1
+    if value is None:  # "?"
         raise InterpolationError(f"required variable {name} is missing a value: {arg}"
                                  if arg else f"required variable {name} is missing a value")
-    return value or "", j + 1
+    return value, j + 1
 
 
 def _lookup(name: str, env: Mapping[str, str], warn: Callable[[str], None] | None) -> str:

@@ -33,6 +33,11 @@ HEALTH_TIMEOUT = 300.0
 _GEN = re.compile(r"\.gen\d+$")
 
 
+def _to_stderr(msg: str) -> None:
+    """The default ``say``: one line of progress on stderr."""
+    sys.stderr.write(msg + "\n")
+
+
 @dataclass(frozen=True)
 class Action:
     """What ``up`` did to one service: created, recreated, started, running."""
@@ -50,7 +55,7 @@ class Stack:
         self.project = project
         self.ctx = Context(store)
         self.engine = self.ctx.engine
-        self.say = say or (lambda msg: sys.stderr.write(msg + "\n"))
+        self.say: Callable[[str], None] = say or _to_stderr
 
     # -- queries -------------------------------------------------------------------
     def containers(self, *, oneoff: bool = False, generations: bool = False) -> list[Any]:

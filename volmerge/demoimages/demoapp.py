@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 import tempfile
 from pathlib import Path
+from types import ModuleType
 
 from .kinds import PATH_ENV
 from .ociwriter import Dir, Entry, File
@@ -15,7 +16,7 @@ DEMOAPP = Path(__file__).resolve().parent / "app"
 DEMO_FILES = ("server.py",)
 
 
-def _demo_module():  # type: ignore[no-untyped-def]
+def _demo_module() -> ModuleType:
     """The demo app (app/server.py) as a module: the single source of the app's
     schemas and default settings."""
     from .app import server

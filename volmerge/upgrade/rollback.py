@@ -153,11 +153,9 @@ def new_data(ctx: Ctx, volume: str, since: str) -> dict[str, Any]:
     """What was written to ``volume`` after snapshot ``since``: paths, and
     row-count changes of SQLite databases among them."""
     changes = ctx.volumes.diff(volume, from_=since, to=None)
-    # TODO(lead): the two ignores go once manager.py's list() no longer
-    # shadows list in its annotations (list?[...] is not iterable)
-    paths = [{"path": ch.path, "kind": ch.kind} for ch in changes]  # type: ignore[attr-defined]
+    paths = [{"path": ch.path, "kind": ch.kind} for ch in changes]
     rows: dict[str, Any] = {}
-    dbs = [ch.path for ch in changes if ch.kind != "deleted"]  # type: ignore[attr-defined]
+    dbs = [ch.path for ch in changes if ch.kind != "deleted"]
     if dbs:
         with ctx.volumes.view(volume) as now, ctx.volumes.view(volume, at=since) as then:
             for p in dbs:

@@ -181,9 +181,7 @@ class RestoreSnapshot(Step):
         return f"roll volume {self.volume} back to {self.tag}"
 
     def apply(self, ctx: Ctx, tx: Tx) -> dict[str, Any]:
-        # TODO(lead): the ignore below goes once manager.py's list() no longer
-        # shadows list in its annotations (list?[...] is not iterable)
-        if any(s.tag == self.tag for s in ctx.volumes.snapshots(self.volume)):  # type: ignore[attr-defined]
+        if any(s.tag == self.tag for s in ctx.volumes.snapshots(self.volume)):
             drop_stale_users(ctx, self.volume)
             ctx.volumes.rollback(self.volume, to=self.tag)
         return {}
@@ -192,9 +190,7 @@ class RestoreSnapshot(Step):
 def drop_stale_users(ctx: Ctx, volume: str) -> None:
     """Forget users of a volume that no longer exist or do not run (a crash
     can cut a container's start short after it attached the volume)."""
-    # TODO(lead): the ignore below goes once manager.py's list() no longer
-    # shadows list in its annotations (list?[...] is not iterable)
-    for cid in ctx.volumes.users(volume):  # type: ignore[attr-defined]
+    for cid in ctx.volumes.users(volume):
         c = find_container(ctx, cid)
         if c is None or c.state not in ("running", "paused", "restarting"):
             ctx.volumes.detach(volume, cid)

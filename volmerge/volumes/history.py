@@ -89,7 +89,7 @@ class VolumeHistory(VolumeReader):
             return {}
         if self.hooks is None:
             return {cid: None for cid in m.users}
-        out = {}
+        out: dict[str, int | None] = {}
         for cid in m.users:
             pid = self.hooks.pid_of(cid)
             if pid is not None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from volmerge.runtime import fsutil
 from volmerge.runtime import sys as rsys
-from volmerge.runtime.store import register_sweeper
+from volmerge.runtime.store import Store, register_sweeper
 
 from ..errors import BadInput, Conflict, NotFound
 from . import faults
@@ -79,9 +79,10 @@ class VolumeManager(VolumeHistory):
         with self.pool.volume_lock(name):
             m = self.pool.read(name)
             if m is None:
-                usable = seed is not None and Path(seed).is_dir() and not Path(seed).is_symlink()
+                src = Path(seed) if seed is not None else None
+                usable = src if src is not None and src.is_dir() and not src.is_symlink() else None
                 labels = {ANONYMOUS_FOR: container_id} if anonymous else None
-                m = self._create_locked(name, Path(seed) if usable else None, labels)
+                m = self._create_locked(name, usable, labels)
             with self.pool.commit_lock():
                 m.users[container_id] = "ro" if readonly else "rw"
                 self.pool.write(m)
@@ -223,7 +224,7 @@ class VolumeManager(VolumeHistory):
 
 
 
-def _sweep(store) -> None:  # type: ignore[no-untyped-def]
+def _sweep(store: Store) -> None:
     if store.path("volumes", "_layers").exists():
         VolumeManager(store)
 

@@ -7,6 +7,7 @@ The operations that change volumes build on this class
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import os
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from volmerge.runtime import fsutil, incomplete
 from volmerge.runtime import sys as rsys
+from volmerge.runtime.store import Store
 
 from ..errors import Conflict, NotFound
 from .hooks import ContainerHooks
@@ -24,11 +26,11 @@ OVERLAY_OPTS = {"redirect_dir": "off", "metacopy": "off", "index": "off"}
 
 
 class VolumeReader:
-    def __init__(self, store, hooks: ContainerHooks | None = None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, store: Store, hooks: ContainerHooks | None = None) -> None:
         self.store = store
         self.hooks = hooks
         self.pool = Pool(store)
-        if not getattr(store, "_volumes_recovered", False):
+        if "volumes" not in store.recovered:
             self.recover()
 
     # -- crash recovery -----------------------------------------------------------
@@ -52,7 +54,7 @@ class VolumeReader:
                 m = self.pool.read(name)
                 if m is not None and m.users and not rsys.is_mountpoint(self.pool.merged(name)):
                     self._mount(m)
-        self.store._volumes_recovered = True
+        self.store.recovered.add("volumes")
 
     # -- reading ----------------------------------------------------------------
     def _read(self, name: str) -> Manifest:
@@ -75,7 +77,7 @@ class VolumeReader:
     def get(self, name: str, *, sizes: bool = True) -> Volume:
         return self._volume(self._read(name), sizes=sizes)
 
-    def list(self, *, sizes: bool = False) -> list[Volume]:
+    def list(self, *, sizes: bool = False) -> builtins.list[Volume]:
         out = []
         for name in self.pool.names():
             m = self.pool.read(name)
@@ -116,11 +118,11 @@ class VolumeReader:
     def _snap(m: Manifest, g: Generation, compacted: bool = False) -> Snapshot:
         return Snapshot(m.name, g.id, g.tag, g.created, g.layer, compacted)
 
-    def snapshots(self, name: str) -> list[Snapshot]:
+    def snapshots(self, name: str) -> builtins.list[Snapshot]:
         m = self._read(name)
         return [self._snap(m, g) for g in m.generations]
 
-    def users(self, name: str) -> list[str]:
+    def users(self, name: str) -> builtins.list[str]:
         return list(self._read(name).users)
 
     def base_path(self, name: str) -> Path | None:
@@ -134,7 +136,7 @@ class VolumeReader:
         deletions).  Write it only while no container uses the volume."""
         return self.pool.diff(self._read(name).live)
 
-    def stack(self, name: str, at: str | None = None) -> list[Path]:
+    def stack(self, name: str, at: str | None = None) -> builtins.list[Path]:
         """Layer dirs bottom first: the seed, generations up to ``at``
         (default: all, plus the live layer)."""
         m = self._read(name)
@@ -144,7 +146,7 @@ class VolumeReader:
         return [self.pool.diff(lid) for lid in m.frozen_layers()[: idx + 2]]
 
     # -- mounting ---------------------------------------------------------------
-    def _lowers(self, m: Manifest) -> list[str]:
+    def _lowers(self, m: Manifest) -> builtins.list[str]:
         return [str(self.pool.diff(lid)) for lid in reversed(m.frozen_layers())]
 
     def _mount(self, m: Manifest) -> None:
