@@ -310,6 +310,15 @@ class _Base:
         with contextlib.suppress(OSError):
             _rmtree(self.root)
 
+    def _close_dir(self, d: _Dir, remains: bool) -> None:
+        """Close a directory the walk has left: its metadata set last when it
+        stays (writing into it would change its times)."""
+        try:
+            if remains:
+                self._finish_dir(d)
+        finally:
+            os.close(d.fd)
+
 
 class FullWriter(_Base):
     """The complete merged tree."""
@@ -324,11 +333,7 @@ class FullWriter(_Base):
         d = self.stack.pop()
         if d.fd < 0:
             return
-        try:
-            if remains:
-                self._finish_dir(d)
-        finally:
-            os.close(d.fd)
+        self._close_dir(d, remains)
         if not remains:
             os.rmdir(d.name, dir_fd=self._parent())
 
@@ -384,11 +389,7 @@ class UpperWriter(_Base):
             self._ensure()
         self.stack.pop()
         if d.fd >= 0:
-            try:
-                if remains:
-                    self._finish_dir(d)
-            finally:
-                os.close(d.fd)
+            self._close_dir(d, remains)
             if not remains:
                 from volmerge.runtime.fsutil import rmtree_at
 

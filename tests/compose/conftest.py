@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.cleanup import remove_containers_in
+
 BUSYBOX_REF = "localhost/volmerge-fixture/busybox:latest"
 
 
@@ -22,22 +24,7 @@ def image(store, fixture_image) -> str:
 @pytest.fixture(autouse=True)
 def remove_containers(tmp_path: Path):
     yield
-    root = tmp_path / "root"
-    if not (root / "state.db").exists():
-        return
-    from volmerge.context import make_engine
-    from volmerge.runtime.store import Store
-
-    st = Store(root, sweep=False)
-    try:
-        eng = make_engine(st)
-        for c in eng.list(all=True):
-            try:
-                eng.remove(c.id, force=True)
-            except Exception:  # noqa: BLE001
-                pass
-    finally:
-        st.close()
+    remove_containers_in(tmp_path / "root")
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cleanup import remove_containers_in
 from volmerge.runtime import cgroups
 
 BUSYBOX_REF = "localhost/volmerge-fixture/busybox:latest"
@@ -37,22 +38,7 @@ def remove_containers(tmp_path: Path):
     """After a (failing) test, remove what it left in its store, before the
     leak guards look."""
     yield
-    root = tmp_path / "root"
-    if not (root / "state.db").exists():
-        return
-    from volmerge.runtime.containers import Engine
-    from volmerge.runtime.store import Store
-
-    st = Store(root, sweep=False)
-    try:
-        eng = Engine(st)
-        for c in eng.list(all=True):
-            try:
-                eng.remove(c.id, force=True)
-            except Exception:  # noqa: BLE001
-                pass
-    finally:
-        st.close()
+    remove_containers_in(tmp_path / "root")
 
 
 @pytest.fixture(scope="session")
