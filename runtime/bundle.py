@@ -17,7 +17,7 @@ from pathlib import Path
 from . import diag
 from . import rootfs as rootfs_mod
 from .errors import BadInput
-from .options import Mount
+from .options import Mount, split_extra_host
 from .records import Container, ContainerRecords, pid_alive
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
@@ -57,10 +57,10 @@ class Bundles:
                 proc.env.append("TERM=xterm")  # as docker run -t
             mounts = self._resolve_mounts(c, rootfs)
             netns, host_net, hosts = self._network_setup(c, hostname)
-            if hosts is None and not host_net:
+            if hosts is None and (not host_net or c.options.extra_hosts):
                 hosts = str(c.dir / "hosts")
-                write_file(Path(hosts), f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n"
-                                        f"127.0.1.1\t{hostname}\n", 0o644)
+                write_file(Path(hosts), _own_hosts(hostname, host_net, c.options.extra_hosts),
+                           0o644)
             write_file(c.dir / "hostname", hostname + "\n", 0o644)
             write_file(c.dir / "resolv.conf", spec_mod.host_resolv_conf(
                 host_net, c.options.dns, c.options.dns_search), 0o644)
@@ -148,7 +148,8 @@ class Bundles:
         ports = [f"{p.host_ip + ':' if p.host_ip else ''}{p.host_port}:{p.container_port}/{p.proto}"
                  for p in c.options.ports]
         att = self.network.connect(c.id, net, hostname, ip=c.options.ip,
-                                   ports=ports, aliases=[c.name, *c.options.aliases])
+                                   ports=ports, aliases=[c.name, *c.options.aliases],
+                                   extra_hosts=_extra_hosts(c.options.extra_hosts))
         return str(att.netns_path), False, (str(att.hosts_path) if att.hosts_path else None)
 
     def teardown(self, c: Container) -> None:
@@ -172,6 +173,25 @@ class Bundles:
                 self.network.disconnect(c.id)
             except Exception as exc:  # noqa: BLE001 - teardown continues
                 diag.ignored(__name__, "disconnecting the network (teardown)", exc)
+
+
+def _extra_hosts(entries: list[str]) -> list[tuple[str, str]]:
+    return [split_extra_host(e) for e in entries]
+
+
+def _own_hosts(hostname: str, host_net: bool, extra: list[str]) -> str:
+    """/etc/hosts of a container the network manager does not serve (none is
+    configured): the host's own file on the host network, else localhost;
+    then ``--add-host`` lines and the container's name."""
+    base = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n"
+    if host_net:
+        try:
+            base = Path("/etc/hosts").read_text()
+        except OSError:
+            pass
+        base += "" if base.endswith("\n") else "\n"
+    lines = "".join(f"{ip}\t{host}\n" for host, ip in _extra_hosts(extra))
+    return f"{base}{lines}127.0.1.1\t{hostname}\n"
 
 
 def netns_of(c: Container) -> str | None:

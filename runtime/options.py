@@ -116,6 +116,7 @@ class RunOptions:
     dns_search: list[str] = field(default_factory=list)   # search domains instead of the host's
     aliases: list[str] = field(default_factory=list)      # more names on the network (compose)
     stop_signal: str | None = None            # None: the image's StopSignal, else SIGTERM
+    extra_hosts: list[str] = field(default_factory=list)  # "HOST:IP" lines for /etc/hosts
 
     # -- JSON ----------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
@@ -254,6 +255,45 @@ def parse_dns(items: list[str]) -> list[str]:
         except ValueError:
             raise BadInput(f"bad --dns {item!r}: expected an IP address") from None
     return out
+
+
+def parse_add_host(items: list[str], what: str = "--add-host") -> list[str]:
+    """``--add-host HOST:IP`` (or ``HOST=IP``, IPv6 also in brackets), as
+    ``HOST:IP`` with the address normalised.  The host is checked as
+    ``--hostname`` is: a hosts file line must not carry a second name or
+    a newline into the container's /etc/hosts."""
+    out: list[str] = []
+    if not items:
+        return out
+    import ipaddress
+
+    for item in items:
+        if not isinstance(item, str):
+            raise BadInput(f"bad {what} {item!r}: expected HOST:IP")
+        eq, colon = item.find("="), item.find(":")
+        sep = "=" if eq != -1 and (colon == -1 or eq < colon) else ":"
+        host, found, ip = item.partition(sep)
+        if ip.startswith("[") and ip.endswith("]"):
+            ip = ip[1:-1]
+        try:
+            addr = str(ipaddress.ip_address(ip)) if found and "%" not in ip else ""
+        except ValueError:  # (a "%zone" would carry any character into the file)
+            addr = ""
+        if not addr:
+            raise BadInput(f"bad {what} {item!r}: expected HOST:IP with an IP address")
+        try:
+            check_hostname(host)
+        except BadInput:
+            raise BadInput(f"bad {what} {item!r}: invalid host name {host!r} "
+                           "(RFC 1123)") from None
+        out.append(f"{host}:{addr}")
+    return out
+
+
+def split_extra_host(entry: str) -> tuple[str, str]:
+    """(host, ip) of an ``extra_hosts`` entry as parse_add_host wrote it."""
+    host, _, ip = entry.partition(":")
+    return host, ip
 
 
 def read_env_file(path: str) -> list[str]:

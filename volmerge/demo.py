@@ -111,6 +111,7 @@ def demo_steps(ctx: DemoContext, kinds: tuple[str, ...] = DEMO_KINDS) -> list[St
 
 
 STORY_KINDS = ("demo-v1", "demo-v2", "demo-v3")
+STACK_KINDS = ("postgres15", "postgres16", "demo-v1", "demo-v2", "demo-v3")
 PORT = 18080
 V = {1: "localhost/volmerge-demo/notes:1", 2: "localhost/volmerge-demo/notes:2",
      3: "localhost/volmerge-demo/notes:3"}
@@ -316,16 +317,22 @@ def check_kinds(kinds: tuple[str, ...]) -> None:
 
 def run_demo(store: Store, kinds: tuple[str, ...] = DEMO_KINDS,
              report: Callable[[StepResult], None] | None = None, *,
-             story: bool = False) -> DemoResult:
+             story: bool = False, stack: bool = False) -> DemoResult:
     """Run the demo's steps against ``store``; stop at the first failure.
 
-    ``story``: after loading the images, tell the upgrade story.
+    ``story``: after loading the images, tell the upgrade story;
+    ``stack``: tell it for a compose stack instead (volmerge/demostack.py).
     ``report`` is called after each step (the CLI prints it).
     """
     check_kinds(kinds)
     ctx = DemoContext(store)
     results: list[StepResult] = []
-    steps = demo_steps(ctx, kinds) + (story_steps(ctx) if story else [])
+    if stack:
+        from volmerge.demostack import stack_steps
+
+        steps = demo_steps(ctx, kinds) + stack_steps(ctx)
+    else:
+        steps = demo_steps(ctx, kinds) + (story_steps(ctx) if story else [])
     for step in steps:
         t0 = time.monotonic()
         try:

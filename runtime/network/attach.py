@@ -41,13 +41,14 @@ class Attachments:
 
     # -- connect -----------------------------------------------------------------------
     def connect_special(self, cid: str, network: str, hostname: str,
-                        aliases: tuple[str, ...]) -> Attachment:
+                        aliases: tuple[str, ...],
+                        extra_hosts: tuple[tuple[str, str], ...] = ()) -> Attachment:
         """``none`` (a namespace with only lo up) or ``host`` (no namespace)."""
         hosts_path = str(self.host.hosts_dir / cid)
         nspath = None if network == "host" else str(self.host.ns_dir / cid)
         att = Attachment(netns_path=nspath, ip=None, gateway=None, prefixlen=None,
                          hosts_path=hosts_path, network=network, container_id=cid,
-                         hostname=hostname, aliases=aliases)
+                         hostname=hostname, aliases=aliases, extra_hosts=extra_hosts)
         with self.store.transaction() as conn:
             self.rows.insert_attachment(conn, att)
         try:
@@ -61,9 +62,10 @@ class Attachments:
                     links.configure_inside(ipr, None, None, None)
                 finally:
                     ipr.close()
-                hosts.write_in_place(hosts_path, hosts.render((None, hostname, aliases), ()))
+                hosts.write_in_place(hosts_path, hosts.render((None, hostname, aliases), (),
+                                                                extra_hosts))
             else:
-                hosts.write_in_place(hosts_path, hosts.render_host(hostname))
+                hosts.write_in_place(hosts_path, hosts.render_host(hostname, extra_hosts))
             self.rows.mark_up(cid)
         except BaseException:
             self.teardown_record(self.rows.attachment(cid))
@@ -72,7 +74,8 @@ class Attachments:
 
     def connect_bridge(self, cid: str, name: str, hostname: str, ip: str | None,
                        specs: tuple[PortSpec, ...] | None,
-                       aliases: tuple[str, ...]) -> Attachment:
+                       aliases: tuple[str, ...],
+                       extra_hosts: tuple[tuple[str, str], ...] = ()) -> Attachment:
         net = self.rows.network(name)
         if net is None:
             raise NotFound(f"network {name!r} does not exist")
@@ -102,7 +105,7 @@ class Attachments:
                              hosts_path=str(self.host.hosts_dir / cid), ports=publish,
                              network=name, container_id=cid, hostname=hostname,
                              mac=mac_for(addr), host_veth=self.host.veth_name(cid),
-                             aliases=aliases)
+                             aliases=aliases, extra_hosts=extra_hosts)
             # same transaction: one fsync'd commit for the lease and the marker
             self.rows.insert_attachment(conn, att)
         try:

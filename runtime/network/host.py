@@ -108,7 +108,7 @@ class Host:
         peers = [(a.ip, a.hostname, list(a.aliases)) for a in atts if a.ip]
         for a in atts:
             hosts.write_in_place(a.hosts_path, hosts.render((a.ip, a.hostname, list(a.aliases)),
-                                                            peers))
+                                                            peers, a.extra_hosts))
 
     def apply_nat(self) -> None:
         """The nft table rewritten whole from the rows."""

@@ -22,12 +22,15 @@ HEADER = (
 
 
 def render(own: tuple[str | None, str, Iterable[str]],
-           peers: Iterable[tuple[str, str, Iterable[str]]]) -> str:
+           peers: Iterable[tuple[str, str, Iterable[str]]],
+           extra: Iterable[tuple[str, str]] = ()) -> str:
     """``own`` and each peer are ``(ip, hostname, aliases)``; the container's
     own line comes first, peers sorted by address.  A container without an
-    address (network ``none``) names itself on 127.0.1.1 like Debian does."""
+    address (network ``none``) names itself on 127.0.1.1 like Debian does.
+    ``extra`` are the operator's ``(host, ip)`` (``--add-host``), written
+    before the others as docker does, so that they win a lookup."""
     ip, hostname, aliases = own
-    lines = [HEADER]
+    lines = [HEADER, render_extra(extra)]
     names = " ".join(dict.fromkeys([hostname, *aliases]))
     lines.append(f"{ip or '127.0.1.1'}\t{names}\n")
     def key(p: tuple[str, str, Iterable[str]]) -> tuple[int, ...]:
@@ -40,15 +43,21 @@ def render(own: tuple[str | None, str, Iterable[str]],
     return "".join(lines)
 
 
-def render_host(hostname: str) -> str:
-    """Network ``host``: the host's own /etc/hosts plus the container's name."""
+def render_extra(extra: Iterable[tuple[str, str]]) -> str:
+    """``--add-host`` lines (host names and addresses checked by the caller)."""
+    return "".join(f"{ip}\t{host}\n" for host, ip in extra)
+
+
+def render_host(hostname: str, extra: Iterable[tuple[str, str]] = ()) -> str:
+    """Network ``host``: the host's own /etc/hosts plus the container's name
+    and the operator's ``--add-host`` lines."""
     try:
         base = Path("/etc/hosts").read_text()
     except OSError:
         base = HEADER
     if not base.endswith("\n"):
         base += "\n"
-    return base + f"127.0.1.1\t{hostname}\n"
+    return base + render_extra(extra) + f"127.0.1.1\t{hostname}\n"
 
 
 def write_in_place(path: str | os.PathLike[str], content: str) -> bool:

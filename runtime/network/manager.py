@@ -136,7 +136,8 @@ class NetworkManager:
     # -- containers --------------------------------------------------------------
     def connect(self, container_id: str, network: str | None, hostname: str,
                 ip: str | None = None, ports: PortsArg = None,
-                aliases: Iterable[str] = ()) -> Attachment:
+                aliases: Iterable[str] = (),
+                extra_hosts: Iterable[tuple[str, str]] = ()) -> Attachment:
         """Give a container its network namespace and return what to start it with.
 
         ``network``: a network name (``None``: the default network), ``"none"``
@@ -145,11 +146,13 @@ class NetworkManager:
         the lowest free address is leased.  ``ports=None`` publishes the
         ports remembered on the lease (what takeover() moved), a list
         replaces them.  Connecting an already connected container first
-        tears its old attachment down (its lease stays).
+        tears its old attachment down (its lease stays).  ``extra_hosts``:
+        ``(host, ip)`` lines the container's /etc/hosts keeps (``--add-host``).
         """
         cid = _check_cid(container_id)
         hostname = check_hostname(hostname)
         aliases = tuple(check_hostname(a) for a in aliases)
+        extra = tuple(_check_extra_host(h, ip) for h, ip in extra_hosts)
         specs = None if ports is None else _parse_ports(ports)
         network = DEFAULT_NETWORK if network is None else network
         if network in SPECIAL:
@@ -159,11 +162,13 @@ class NetworkManager:
                 raise BadInput(f"--ip needs a bridge network, not {network!r}")
             with self.host.locked():
                 self.attachments.teardown(cid)
-                return self.attachments.connect_special(cid, network, hostname, aliases)
+                return self.attachments.connect_special(cid, network, hostname, aliases,
+                                                          extra)
         if network == DEFAULT_NETWORK:
             self.ensure_default()
         with self.host.locked():
-            return self.attachments.connect_bridge(cid, network, hostname, ip, specs, aliases)
+            return self.attachments.connect_bridge(cid, network, hostname, ip, specs, aliases,
+                                                     extra)
 
     def disconnect(self, container_id: str, release: bool = False) -> None:
         """Stop: remove the container's veth, namespace, hosts file and port
@@ -252,3 +257,13 @@ def _sweep(store: Store) -> None:
 
 
 register_sweeper("networks", _sweep)
+
+
+def _check_extra_host(host: str, ip: str) -> tuple[str, str]:
+    """A checked ``(host, ip)``: nothing but a name and an address reaches a hosts file."""
+    try:
+        if "%" in ip:  # a zone id may hold any character
+            raise ValueError(ip)
+        return check_hostname(host), str(ipaddress.ip_address(ip))
+    except ValueError:
+        raise BadInput(f"bad extra host {host}:{ip}: expected an IP address") from None

@@ -136,11 +136,13 @@ class Attachment:
     mac: str | None = None
     host_veth: str | None = None
     aliases: tuple[str, ...] = ()
+    extra_hosts: tuple[tuple[str, str], ...] = ()   # --add-host (host, ip), checked
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["ports"] = [p.to_dict() for p in self.ports]
         d["aliases"] = list(self.aliases)
+        d["extra_hosts"] = [list(e) for e in self.extra_hosts]
         return d
 
 

@@ -64,6 +64,8 @@ def attachment_from_row(r: sqlite3.Row | dict[str, Any]) -> AttachmentRecord:
         hosts_path=r["hosts_path"], ports=ports_from_json(r["ports"]), network=r["network"],
         container_id=r["container_id"], hostname=r["hostname"], mac=r["mac"],
         host_veth=r["host_veth"], aliases=tuple(json.loads(r["aliases"])),
+        extra_hosts=tuple((str(h), str(ip)) for h, ip in json.loads(
+            (r["extra_hosts"] if "extra_hosts" in r.keys() else None) or "[]")),
     ), r["state"])
 
 
@@ -208,10 +210,10 @@ class NetworkRows:
         conn.execute(
             "INSERT INTO network_attachments(container_id, network, state, netns_path,"
             " host_veth, ip, gateway, prefixlen, mac, hostname, aliases, hosts_path, ports,"
-            " created) VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " extra_hosts, created) VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (a.container_id, a.network, a.netns_path, a.host_veth, a.ip, a.gateway, a.prefixlen,
              a.mac, a.hostname, json.dumps(list(a.aliases)), a.hosts_path,
-             ports_to_json(a.ports), time.time()),
+             ports_to_json(a.ports), json.dumps([list(e) for e in a.extra_hosts]), time.time()),
         )
 
     def mark_up(self, cid: str) -> None:

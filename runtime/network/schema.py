@@ -49,4 +49,9 @@ MIGRATIONS = [
     );
     CREATE INDEX network_attachments_by_network ON network_attachments(network);
     """,
+    # The operator's --add-host lines ([[host, ip], ...]): the hosts file is
+    # rendered again whenever a peer comes or goes, so they live in the row.
+    """
+    ALTER TABLE network_attachments ADD COLUMN extra_hosts TEXT NOT NULL DEFAULT '[]';
+    """,
 ]

@@ -68,3 +68,25 @@ def test_unsupported_network_and_volume_keys(tmp_path: Path):
     for part in ("more than one network", "networks.a.driver", "networks.b.ipam",
                  "volumes.v.driver_opts"):
         assert part in msg
+
+
+@pytest.mark.parametrize("hosts", [
+    "['db.example:192.0.2.7', 'v6=2001:db8::7', 'two:192.0.2.1', 'two:192.0.2.2']",
+    "{db.example: 192.0.2.7, v6: '2001:db8::7', two: [192.0.2.1, 192.0.2.2]}",
+])
+def test_extra_hosts_list_and_mapping(tmp_path: Path, hosts: str):
+    (tmp_path / "compose.yaml").write_text(
+        f"services:\n  s:\n    image: a\n    extra_hosts: {hosts}\n")
+    opts = run_options(load(Options(cwd=str(tmp_path)), environ={}), "s")
+    assert opts.extra_hosts == ["db.example:192.0.2.7", "v6:2001:db8::7", "two:192.0.2.1",
+                                "two:192.0.2.2"]
+
+
+@pytest.mark.parametrize("hosts", ["['db.example']", "['db:not-an-ip']", "{'a b': 192.0.2.1}"])
+def test_bad_extra_hosts(tmp_path: Path, hosts: str):
+    (tmp_path / "compose.yaml").write_text(
+        f"services:\n  s:\n    image: a\n    extra_hosts: {hosts}\n")
+    from volmerge.runtime.errors import BadInput as RuntimeBadInput
+
+    with pytest.raises((BadInput, RuntimeBadInput), match="services.s.extra_hosts"):
+        run_options(load(Options(cwd=str(tmp_path)), environ={}), "s")

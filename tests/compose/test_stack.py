@@ -124,3 +124,18 @@ def test_bad_file_changes_nothing(cli, image, tmp_path):
     assert "services.a.build" in p.stderr and "services.a.secrets" in p.stderr
     assert "Traceback" not in p.stderr
     assert cli("ps", "-a", "-q").stdout == ""
+
+
+def test_extra_hosts_in_the_container(cli, image, tmp_path):
+    f = tmp_path / "compose.yaml"
+    f.write_text(f"services:\n  a:\n    image: {image}\n    command: [cat, /etc/hosts]\n"
+                 "    extra_hosts: ['db.example:192.0.2.7', 'v6=2001:db8::7']\n")
+    p = cli("compose", "-f", str(f), "-p", "eh", "run", "--rm", "a")
+    assert p.returncode == 0, p.stderr
+    assert {"192.0.2.7\tdb.example", "2001:db8::7\tv6"} <= set(p.stdout.splitlines())
+    assert cli("compose", "-f", str(f), "-p", "eh", "down").returncode == 0
+    f.write_text(f"services:\n  a:\n    image: {image}\n    extra_hosts: ['db:1.2.3']\n")
+    p = cli("compose", "-f", str(f), "-p", "eh", "up", "-d")
+    assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+    assert "services.a.extra_hosts" in p.stderr
+    assert cli("ps", "-a", "-q").stdout == ""

@@ -51,3 +51,26 @@ def test_demo_exits_1_when_a_step_fails(cli, tmp_path: Path) -> None:
     proc = cli("demo", "--only", "busybox", env={"VOLMERGE_FIXTURE_CACHE": str(blocker / "cache")})
     assert proc.returncode == 1
     assert "✗ busybox" in proc.stdout and "demo failed" in proc.stdout
+
+
+def test_demo_stack_upgrades_app_and_postgres_together(cli, tmp_path_factory) -> None:
+    """The notes app beside PostgreSQL: 15 -> 16 with the app's new schema in one
+    transaction, then a broken app release that takes the database back with it."""
+    # a short store path: PostgreSQL's unix sockets live under it (107 bytes at most)
+    root = str(tmp_path_factory.mktemp("st") / "root")
+    try:
+        proc = cli("--root", root, "demo", "--stack", timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        out = " ".join(proc.stdout.split())
+        for claim in ("db (PostgreSQL 15) healthy", "[pg-major] PostgreSQL 15 -> 16",
+                      "renamed: notes.body -> notes.content", "db 15 -> 16", "both rolled back",
+                      "demo passed"):
+            assert claim in out, claim
+        assert cli("--root", root, "ps", "-aq").stdout.strip() == ""  # all removed
+        assert "notesstack" not in cli("--root", root, "volume", "ls").stdout
+    finally:  # a failed claim stops the story before its clean-up
+        cli("--root", root, "compose", "-f", f"{root}/demo-stack/compose.yaml", "-p",
+            "notesstack", "down", "-v")
+        from volmerge.runtime import sys as rsys
+
+        rsys.umount_tree(root)

@@ -107,6 +107,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
         hostname: str | None = typer.Option(None, "--hostname", help="Host name (default: short id)."),
         dns: list[str] | None = typer.Option(None, "--dns", help="Nameserver for /etc/resolv.conf instead of the host's (repeatable)."),
         dns_search: list[str] | None = typer.Option(None, "--dns-search", help="Search domain instead of the host's (repeatable)."),
+        add_host: list[str] | None = typer.Option(None, "--add-host", help="HOST:IP line for /etc/hosts (repeatable)."),
         health_cmd: str | None = typer.Option(None, "--health-cmd", help="Health check command (run by /bin/sh -c)."),
         health_interval: str | None = typer.Option(None, "--health-interval", help="Time between checks (30s)."),
         health_timeout: str | None = typer.Option(None, "--health-timeout", help="Time a check may take (30s)."),

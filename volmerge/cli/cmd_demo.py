@@ -19,6 +19,12 @@ def demo(
              "postgres15, postgres16, demo-v1, demo-v2, demo-v3.",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the steps and images as JSON."),
+    stack: bool = typer.Option(
+        False, "--stack",
+        help="Tell the story for a compose stack: the notes app beside PostgreSQL, upgraded "
+             "together (PostgreSQL 15 -> 16 with the app's new schema), then a broken app "
+             "release that rolls the database back with it.",
+    ),
 ) -> None:
     """Run the demo story on the embedded defaults, every claim checked.
 
@@ -31,14 +37,25 @@ def demo(
     namespace of its own; removes its containers at the end.  Exit 1 if a
     claim fails.
 
-    Example: volmerge --root /var/lib/volmerge-demo demo
+    Example: volmerge --root /var/lib/volmerge-demo demo [--stack]
     """
-    from volmerge.demo import STORY_KINDS, StepResult, check_kinds, enter_sandbox, run_demo
+    from volmerge.demo import (
+        STACK_KINDS,
+        STORY_KINDS,
+        StepResult,
+        check_kinds,
+        enter_sandbox,
+        run_demo,
+    )
 
     from .common import console
 
+    if only and stack:
+        from volmerge.errors import BadInput
+
+        raise BadInput("--only loads images without a story; it does not go with --stack")
     story = not only
-    kinds = tuple(only) if only else STORY_KINDS
+    kinds = tuple(only) if only else (STACK_KINDS if stack else STORY_KINDS)
     check_kinds(kinds)  # before the store is opened: bad input changes nothing
     out = console()
 
@@ -61,8 +78,9 @@ def demo(
     if not as_json:
         out.print(f"[bold]volmerge demo[/] — store {st.root}")
         out.print("Fixture images, built from this host's own files (cached), loaded and checked"
-                  + (", then the upgrade story:" if story else ":"))
-    result = run_demo(st, kinds, report=report, story=story)
+                  + (", then the stack's upgrade story:" if stack else
+                     ", then the upgrade story:" if story else ":"))
+    result = run_demo(st, kinds, report=report, story=story and not stack, stack=stack)
     if as_json:
         emit_json(result.to_json())
     else:

@@ -64,6 +64,7 @@ _opt("list", "publish", "-p", "--publish")
 _opt("list", "label", "-l", "--label")
 _opt("list", "dns", "--dns")
 _opt("list", "dns_search", "--dns-search")
+_opt("list", "add_host", "--add-host")
 
 KEYS: dict[str, str] = {key: kind for key, kind in OPTIONS.values()}
 

@@ -46,6 +46,7 @@ def run_options(image: str, command: list[str] | None, **kw: Any) -> Any:
         pids_limit=None if kw["pids_limit"] == -1 else kw["pids_limit"],
         read_only=kw["read_only"], tty=kw["tty"],
         dns=o.parse_dns(kw["dns"] or []), dns_search=list(kw["dns_search"] or []),
+        extra_hosts=o.parse_add_host(kw["add_host"] or []),
     )
 
 

@@ -142,8 +142,23 @@ def run_options(project: Project, name: str, *, number: int = 1, oneoff: bool = 
         read_only=_bool(svc.get("read_only", False), f"{where}.read_only"),
         dns=o.parse_dns(_list(svc.get("dns"))), dns_search=_list(svc.get("dns_search")),
         aliases=[a for a in aliases if a],
+        extra_hosts=extra_hosts(svc.get("extra_hosts"), f"{where}.extra_hosts"),
         stop_signal=str(svc["stop_signal"]) if svc.get("stop_signal") else None,
     )
+
+
+def extra_hosts(v: Any, what: str) -> list[str]:
+    """``extra_hosts`` (a mapping after merge.normalize_service: host to an
+    address or a list of them) as ``--add-host`` entries, checked as run checks them."""
+    from volmerge.runtime import options as o
+
+    if not v:
+        return []
+    if not isinstance(v, dict):
+        raise BadInput(f"{what}: expected a list of HOST:IP or a mapping")
+    items = [f"{host}={ip}" for host, ips in v.items()
+             for ip in (ips if isinstance(ips, list) else [ips])]
+    return o.parse_add_host(items, what)
 
 
 def stop_timeout(svc: dict[str, Any], name: str) -> float:

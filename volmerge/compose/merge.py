@@ -49,7 +49,8 @@ def _kv_list(items: list[Any], sep: str) -> dict[str, Any]:
 
 
 def _hosts_list(items: list[Any]) -> dict[str, Any]:
-    """``host:ip`` or ``host=ip`` (an IPv6 address keeps its colons)."""
+    """``host:ip`` or ``host=ip`` (an IPv6 address keeps its colons); a host
+    named twice keeps both addresses, as the mapping syntax's list does."""
     out: dict[str, Any] = {}
     for item in items:
         s = str(item)
@@ -57,7 +58,11 @@ def _hosts_list(items: list[Any]) -> dict[str, Any]:
             k, _, v = s.partition("=")
         else:
             k, _, v = s.partition(":")
-        out[k] = v
+        if k in out:
+            prev = out[k]
+            out[k] = [*(prev if isinstance(prev, list) else [prev]), v]
+        else:
+            out[k] = v
     return out
 
 

@@ -18,6 +18,7 @@ SERVICE_KEYS = frozenset({
     "image", "command", "entrypoint", "environment", "env_file", "volumes", "ports",
     "networks", "depends_on", "healthcheck", "restart", "user", "working_dir", "labels",
     "read_only", "tmpfs", "stop_signal", "stop_grace_period", "hostname", "container_name",
+    "extra_hosts",
     "profiles", "pull_policy", "expose", "dns", "dns_search", "mem_limit", "pids_limit",
 })
 TOP_KEYS = frozenset({"version", "name", "services", "volumes", "networks", "include"})

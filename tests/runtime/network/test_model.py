@@ -101,6 +101,14 @@ def test_hosts_render() -> None:
     assert "127.0.1.1\tlonely" in hosts.render((None, "lonely", []), [])
 
 
+def test_hosts_render_extra_hosts_before_own_and_peers() -> None:
+    text = hosts.render(("10.0.0.3", "b", []), [("10.0.0.2", "a", [])],
+                        [("db.example", "192.0.2.7"), ("v6", "2001:db8::7")])
+    assert text.splitlines()[2:] == ["192.0.2.7\tdb.example", "2001:db8::7\tv6", "10.0.0.3\tb",
+                                     "10.0.0.2\ta"]
+    assert hosts.render_host("me", [("x", "192.0.2.1")]).endswith("192.0.2.1\tx\n127.0.1.1\tme\n")
+
+
 def test_hosts_write_in_place_keeps_inode(tmp_path) -> None:  # type: ignore[no-untyped-def]
     p = tmp_path / "hosts"
     assert hosts.write_in_place(p, "a much longer first content\n")

@@ -94,6 +94,9 @@ CASES: dict[str, tuple[list[str], str]] = {
                                   "invalid hostname"),
     "run hostname label too long": (["run", "--rm", "--hostname", "a" * 64, IMG, "true"],
                                     "invalid hostname"),
+    "run add-host without ip": (["run", "--rm", "--add-host", "db", IMG, "true"], "--add-host"),
+    "run add-host newline in ip": (["run", "--rm", "--add-host", "db:192.0.2.1\nevil", IMG,
+                                    "true"], "--add-host"),
     "run uid out of range": (["run", "--rm", "-u", "99999999999", IMG, "true"], "out of range"),
     "run gid out of range": (["run", "--rm", "-u", "0:2147483648", IMG, "true"], "out of range"),
     "run user with newline": (["run", "--rm", "-u", "root\n", IMG, "true"], "invalid -u"),
@@ -237,6 +240,27 @@ def test_hostname_refused(bad: str) -> None:
 
     with pytest.raises(BadInput):
         check_hostname(bad)
+
+
+@pytest.mark.parametrize(("given", "kept"), [
+    ("db:192.0.2.1", "db:192.0.2.1"), ("db=192.0.2.1", "db:192.0.2.1"),
+    ("v6:2001:db8::1", "v6:2001:db8::1"), ("v6=[2001:DB8::1]", "v6:2001:db8::1"),
+    ("a.example.com:::1", "a.example.com:::1")])
+def test_add_host_accepted(given: str, kept: str) -> None:
+    from volmerge.runtime.options import parse_add_host
+
+    assert parse_add_host([given]) == [kept]
+
+
+@pytest.mark.parametrize("bad", ["db", "db:", ":192.0.2.1", "a b:192.0.2.1", "db:1.2.3",
+                                 "db:192.0.2.1\n", "db:192.0.2.1 other", "db\n:192.0.2.1",
+                                 "db:fe80::1%eth0 x", "db:host-gateway", "a_b:192.0.2.1"])
+def test_add_host_refused(bad: str) -> None:
+    from volmerge.runtime.errors import BadInput
+    from volmerge.runtime.options import parse_add_host
+
+    with pytest.raises(BadInput, match="--add-host"):
+        parse_add_host([bad])
 
 
 @pytest.mark.parametrize("good", ["0", "root", "1000:1000", "app:extra", "2147483647",
