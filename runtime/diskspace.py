@@ -22,6 +22,7 @@ from .errors import NotDone
 _TEXTS = ("No space left on device", "Disk quota exceeded", "database or disk is full",
           ": Wrote only ")
 _ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_NEARLY_FULL = 64 * 1024  # less free than a page of SQLite's WAL index and a few pages
 
 
 class NoSpace(NotDone):
@@ -39,17 +40,24 @@ class FsSpace:
     total: int
 
 
-def is_no_space(exc: BaseException | None) -> bool:
+def is_no_space(exc: BaseException | None, path: str | os.PathLike[str] | None = None) -> bool:
     """Whether ``exc``, or an error it was raised from or while handling, is a
-    full disk (an OSError's errno, or the text a subprocess or SQLite gave)."""
+    full disk (an OSError's errno, or the text a subprocess or SQLite gave).
+    SQLite says only "disk I/O error" when it cannot even create its
+    write-ahead log: that counts when ``path``'s file system is full."""
     seen: set[int] = set()
+    io_error = False
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         if isinstance(exc, OSError) and exc.errno in _ERRNOS:
             return True
         if any(t in str(exc) for t in _TEXTS):
             return True
+        io_error = io_error or "disk I/O error" in str(exc)
         exc = exc.__cause__ or exc.__context__
+    if io_error and path is not None:
+        fs = space_of(path)
+        return fs is not None and fs.free < _NEARLY_FULL
     return False
 
 

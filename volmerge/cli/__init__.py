@@ -68,7 +68,7 @@ def _no_space(exc: BaseException, args: list[str]) -> bool:
     for exit 1 - every step already rolls back on any error.  Whether it was."""
     from volmerge.runtime import diskspace
 
-    if not diskspace.is_no_space(exc):
+    if not diskspace.is_no_space(exc, _root_of(args)):
         return False
     if not isinstance(exc, diskspace.NoSpace):
         exc = diskspace.no_space(_path_of(exc) or _root_of(args))
