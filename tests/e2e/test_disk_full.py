@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,24 +67,24 @@ def small_disk(tmp_path: Path) -> Iterator[Disk]:
 
 
 @pytest.fixture(scope="module")
-def app_images(tmp_path_factory) -> list[Path]:  # type: ignore[no-untyped-def]
+def app_images(tmp_path_factory) -> list[Path]:
     out = tmp_path_factory.mktemp("imgs")
     return [_app_image(out / f"app{v}.tar", v) for v in (1, 2)]
 
 
 @pytest.fixture
-def disk(tmp_path: Path, own_netns) -> Iterator[Disk]:  # type: ignore[no-untyped-def]
+def disk(tmp_path: Path, own_netns) -> Iterator[Disk]:
     with small_disk(tmp_path) as d:
         yield d
 
 
 @pytest.fixture
-def vm(disk: Disk):  # type: ignore[no-untyped-def]
+def vm(disk: Disk):
     with cli_session(disk.root) as run:
         yield run
 
 
-def no_space(p, disk: Disk) -> None:  # type: ignore[no-untyped-def]
+def no_space(p, disk: Disk) -> None:
     """Exit 1 and one line naming the store's file system."""
     assert p.returncode == 1, (p.returncode, p.stderr)
     lines = p.stderr.strip().splitlines()
@@ -101,7 +99,7 @@ def leftovers(disk: Disk) -> list[str]:
 
 
 @pytest.fixture
-def app(disk: Disk, vm, app_images):  # type: ignore[no-untyped-def]
+def app(disk: Disk, vm, app_images):
     """Both app images loaded; container ``a`` (v1) running with volume ``v``
     holding some data; the journal's table made (by ``recover``)."""
     for img in app_images:
@@ -113,7 +111,7 @@ def app(disk: Disk, vm, app_images):  # type: ignore[no-untyped-def]
     return vm
 
 
-def test_image_load(disk: Disk, vm, app_images) -> None:  # type: ignore[no-untyped-def]
+def test_image_load(disk: Disk, vm, app_images) -> None:
     vm("image", "load", str(app_images[0]), check=True)  # the store exists
     disk.fill(100_000)
     no_space(vm("image", "load", str(app_images[1])), disk)
@@ -125,7 +123,7 @@ def test_image_load(disk: Disk, vm, app_images) -> None:  # type: ignore[no-unty
     vm("run", "--rm", APP[2], "cat", "/data/added.txt", check=True)
 
 
-def test_first_command_on_a_full_disk(disk: Disk, vm, app_images) -> None:  # type: ignore[no-untyped-def]
+def test_first_command_on_a_full_disk(disk: Disk, vm, app_images) -> None:
     """Even the state database's creation: one line, not an SQLite traceback."""
     disk.root.mkdir()
     disk.fill(0)
@@ -134,7 +132,7 @@ def test_first_command_on_a_full_disk(disk: Disk, vm, app_images) -> None:  # ty
     vm("image", "load", str(app_images[0]), check=True)
 
 
-def test_volume_snapshot(disk: Disk, app) -> None:  # type: ignore[no-untyped-def]
+def test_volume_snapshot(disk: Disk, app) -> None:
     vm = app
     vm("stop", "a", check=True)
     before = volume_digest(disk.root, "v")
@@ -148,11 +146,13 @@ def test_volume_snapshot(disk: Disk, app) -> None:  # type: ignore[no-untyped-de
     assert volume_digest(disk.root, "v") == before
 
 
-def test_upgrade_merge_into_the_upper(disk: Disk, app) -> None:  # type: ignore[no-untyped-def]
+def test_upgrade_merge_into_the_upper(disk: Disk, app) -> None:
     vm = app
     before = volume_digest(disk.root, "v")
     disk.fill(50_000)
-    no_space(vm("upgrade", "a", "--to", APP[2], *UPGRADE), disk)
+    p = vm("upgrade", "a", "--to", APP[2], *UPGRADE, env={"VOLMERGE_LOG": "info"})
+    no_space(p, disk)
+    assert "snapshot volume v" in p.stderr  # it got as far as the merge (the service stopped)
     assert leftovers(disk) == []
     disk.free()
     assert volume_digest(disk.root, "v") == before
@@ -164,7 +164,7 @@ def test_upgrade_merge_into_the_upper(disk: Disk, app) -> None:  # type: ignore[
     assert '"a": 7' in out and '"c": 4' in out and "new in v2" in out
 
 
-def test_volume_export_and_import(disk: Disk, app) -> None:  # type: ignore[no-untyped-def]
+def test_volume_export_and_import(disk: Disk, app) -> None:
     vm = app
     vm("stop", "a", check=True)
     before = volume_digest(disk.root, "v")
