@@ -7,6 +7,7 @@ the filler is deleted."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,7 +82,10 @@ def disk(tmp_path: Path, own_netns) -> Iterator[Disk]:
 @pytest.fixture
 def vm(disk: Disk):
     with cli_session(disk.root) as run:
-        yield run
+        try:
+            yield run
+        finally:
+            disk.free()  # the clean-up removes containers: it must not meet a full disk
 
 
 def no_space(p, disk: Disk) -> None:
@@ -146,22 +150,93 @@ def test_volume_snapshot(disk: Disk, app) -> None:
     assert volume_digest(disk.root, "v") == before
 
 
-def test_upgrade_merge_into_the_upper(disk: Disk, app) -> None:
+def test_upgrade_refused_before_stopping(disk: Disk, app) -> None:
+    """The estimate: exit 2 before the service stops; the preview shows it."""
     vm = app
     before = volume_digest(disk.root, "v")
+    pid = vm("inspect", "a", check=True).stdout
     disk.fill(50_000)
-    p = vm("upgrade", "a", "--to", APP[2], *UPGRADE, env={"VOLMERGE_LOG": "info"})
-    no_space(p, disk)
-    assert "snapshot volume v" in p.stderr  # it got as far as the merge (the service stopped)
-    assert leftovers(disk) == []
+    p = vm("upgrade", "a", "--to", APP[2], *UPGRADE)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.startswith("volmerge: error: not enough space to upgrade a: ~1.") and \
+        f"needed on {disk.mnt} (tmpfs), " in p.stderr and len(p.stderr.splitlines()) == 1, p.stderr
+    assert vm("inspect", "a", check=True).stdout == pid  # never stopped
+    space = json.loads(vm("upgrade", "a", "--to", APP[2], "--dry-run", "--json",
+                          check=True).stdout)["plan"]["space"]
+    assert space["enough"] is False and space["needed"] > 1 << 20 > space["free"]
+    assert space["filesystem"] == str(disk.mnt) and space["type"] == "tmpfs"
+    text = vm("upgrade", "a", "--to", APP[2], "--dry-run", check=True).stdout
+    assert "Space: ~1." in text and "not enough" in text
     disk.free()
     assert volume_digest(disk.root, "v") == before
-    ps = vm("ps", "--json").stdout
-    assert APP[1] in ps and APP[2] not in ps
-    vm("exec", "a", "true", check=True)  # still running
+    text = vm("upgrade", "a", "--to", APP[2], "--dry-run", check=True).stdout
+    assert "Space: ~1." in text and "not enough" not in text
     vm("upgrade", "a", "--to", APP[2], *UPGRADE, check=True)
-    out = vm("exec", "a", "cat", "/data/settings.json", "/data/added.txt", check=True).stdout
-    assert '"a": 7' in out and '"c": 4' in out and "new in v2" in out
+
+
+GREEDY = {1: "localhost/volmerge-test/greedy:1", 2: "localhost/volmerge-test/greedy:2"}
+
+
+def _greedy_image(out: Path, version: int, junk: int) -> Path:
+    """A service that writes ``junk`` bytes into /data as it stops; version 2
+    brings a 2 MB file the merge must write into the new upper layer."""
+    from volmerge.demoimages.recipes import busybox_entries
+    from volmerge.fixtures import Dir, build_image
+
+    script = (f"trap 'head -c {junk} /dev/zero > /data/junk; exit 0' TERM; "
+              "while :; do sleep 0.05; done")
+    data: dict = {"data": Dir(0o755), "data/settings.json": '{\n  "a": 1,\n  "b": 2\n}\n'}
+    if version == 2:
+        data["data/big.bin"] = "x" * 2_000_000
+    return build_image(out, [busybox_entries(), data],
+                       {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh", "-c", script],
+                        "Volumes": {"/data": {}}}, GREEDY[version])
+
+
+def _greedy_service(vm, tmp_path: Path, junk: int) -> None:
+    for v in (1, 2):
+        vm("image", "load", str(_greedy_image(tmp_path / f"g{v}.tar", v, junk)), check=True)
+    vm("run", "-d", "--name", "a", "-v", "v:/data", GREEDY[1], check=True)
+    vm("exec", "a", "sh", "-c", "sed -i 's/\"a\": 1/\"a\": 7/' /data/settings.json", check=True)
+    vm("recover", check=True)  # the journal's table exists
+
+
+def _rolled_back(disk: Disk, vm, before: dict[str, str]) -> None:
+    """After freeing space and one command (which finishes a roll back the
+    full disk cut short): the data as it was, the old service running, the
+    attempt recorded as rolled back, and the same upgrade works."""
+    disk.free()
+    vm("recover", check=True)
+    after = volume_digest(disk.root, "v")
+    after.pop("junk", None)  # what the service itself wrote as it stopped
+    assert after == before
+    ps = vm("ps", "--json").stdout
+    assert GREEDY[1] in ps and GREEDY[2] not in ps
+    vm("exec", "a", "true", check=True)  # running again
+    hist = vm("history", "a").stdout
+    assert "rolled-back" in hist, hist
+    vm("upgrade", "a", "--to", GREEDY[2], *UPGRADE, check=True)
+    out = vm("exec", "a", "sh", "-c", "cat /data/settings.json; wc -c < /data/big.bin",
+             check=True).stdout
+    assert '"a": 7' in out and "2000000" in out
+
+
+def test_upgrade_space_gone_after_the_stop(disk: Disk, vm, tmp_path: Path) -> None:
+    """Space the estimate saw is gone once the service stopped (it writes
+    1.5 MB as it stops): the merge or the journal after it meets the full
+    disk; one line, exit 1, and once space is freed the next command has
+    everything back (the journal finishes a roll back the disk cut short)."""
+    _greedy_service(vm, tmp_path, junk=1_500_000)
+    before = volume_digest(disk.root, "v")
+    disk.fill(3_300_000)
+    p = vm("upgrade", "a", "--to", GREEDY[2], *UPGRADE, env={"VOLMERGE_LOG": "info"})
+    no_space(p, disk)
+    assert "snapshot volume v" in p.stderr  # it got past the stop
+    last = p.stderr.splitlines()[-1]
+    assert "rolled back: free space" in last or \
+        "the roll back is not finished: free space, and the next command" in last, last
+    assert leftovers(disk) == []
+    _rolled_back(disk, vm, before)
 
 
 def test_volume_export_and_import(disk: Disk, app) -> None:

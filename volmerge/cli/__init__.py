@@ -70,10 +70,34 @@ def _no_space(exc: BaseException, args: list[str]) -> bool:
 
     if not diskspace.is_no_space(exc, _root_of(args)):
         return False
+    root = _root_of(args)
     if not isinstance(exc, diskspace.NoSpace):
-        exc = diskspace.no_space(_path_of(exc) or _root_of(args))
-    sys.stderr.write(f"volmerge: error: {exc}\n")
+        exc = diskspace.no_space(_path_of(exc) or root)
+    msg = str(exc)
+    if _journal_pending(root):  # the roll back itself could not write
+        msg = msg.replace("; rolled back: free space and run the command again",
+                          "; the roll back is not finished: free space, and the next command "
+                          "(or `volmerge recover`) finishes it")
+    sys.stderr.write(f"volmerge: error: {msg}\n")
     return True
+
+
+def _journal_pending(root: str) -> bool:
+    """Whether an upgrade or rollback is left ``begun`` or ``committed`` (read
+    only: the disk is full; every command opening the store recovers it)."""
+    import sqlite3
+
+    try:
+        from pathlib import Path
+
+        conn = sqlite3.connect(Path(root, "state.db").absolute().as_uri() + "?mode=ro", uri=True)
+        try:
+            return conn.execute("SELECT 1 FROM upgrade_journal WHERE state IN ('begun', "
+                                "'committed') LIMIT 1").fetchone() is not None
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return False
 
 
 def _path_of(exc: BaseException | None) -> str | None:
