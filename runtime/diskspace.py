@@ -88,7 +88,9 @@ def no_space(path: str | os.PathLike[str], *, needed: int | None = None,
         where += f" during {what}"
     if needed is not None:
         more = needed - (fs.free if fs else 0)
-        where += f": needed ~{size_text(max(more, needed // 100, 1))} more"
+        # what the roll back freed may already cover it: then the step's whole size
+        where += (f": needed ~{size_text(more)} more" if more > 0
+                  else f": needed ~{size_text(needed)} in all")
     return NoSpace(f"{where}; rolled back: free space and run the command again",
                    path=str(path), needed=needed)
 
