@@ -177,7 +177,7 @@ def test_upgrade_refused_before_stopping(disk: Disk, app) -> None:
 GREEDY = {1: "localhost/volmerge-test/greedy:1", 2: "localhost/volmerge-test/greedy:2"}
 
 
-def _greedy_image(out: Path, version: int, junk: int) -> Path:
+def _greedy_image(out: Path, version: int, junk: int, extra: dict | None = None) -> Path:
     """A service that writes ``junk`` bytes into /data as it stops; version 2
     brings a 2 MB file the merge must write into the new upper layer."""
     from volmerge.demoimages.recipes import busybox_entries
@@ -186,8 +186,9 @@ def _greedy_image(out: Path, version: int, junk: int) -> Path:
     script = (f"trap 'head -c {junk} /dev/zero > /data/junk; exit 0' TERM; "
               "while :; do sleep 0.05; done")
     data: dict = {"data": Dir(0o755), "data/settings.json": '{\n  "a": 1,\n  "b": 2\n}\n'}
-    if version == 2:
+    if version == 2 and extra is None:
         data["data/big.bin"] = "x" * 2_000_000
+    data.update(extra or {})
     return build_image(out, [busybox_entries(), data],
                        {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh", "-c", script],
                         "Volumes": {"/data": {}}}, GREEDY[version])
@@ -291,3 +292,57 @@ def test_volume_compact(disk: Disk, app) -> None:
     assert volume_digest(disk.root, "v") == before
     vm("volume", "compact", "v", check=True)
     assert volume_digest(disk.root, "v") == before
+
+
+def _sqlite_db(path: Path, schema: str, rows: int) -> bytes:
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    conn.executescript(schema)
+    conn.executemany("INSERT INTO notes (text) VALUES (?)", [("n" * 500,)] * rows)
+    conn.commit()
+    conn.close()
+    return path.read_bytes()
+
+
+def test_upgrade_sqlite_replay(disk: Disk, vm, tmp_path: Path) -> None:
+    """The SQLite replay of a 1.5 MB database meets the full disk (the
+    estimate saw room; the service ate 1.3 MB of it as it stopped): one line,
+    exit 1, the database as it was, and once space is freed the replay works."""
+    schema = "CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT"
+    v1 = _sqlite_db(tmp_path / "v1.db", schema + ");", 0)
+    v2 = _sqlite_db(tmp_path / "v2.db", schema + ", tag TEXT DEFAULT '');", 0)
+    live = _sqlite_db(tmp_path / "live.db", schema + ");", 3000)
+    for v, extra in ((1, {"data/app.db": v1, "seed/app.db": live}), (2, {"data/app.db": v2})):
+        vm("image", "load", str(_greedy_image(tmp_path / f"g{v}.tar", v, 1_300_000, extra)),
+           check=True)
+    vm("run", "-d", "--name", "a", "-v", "v:/data", GREEDY[1], check=True)
+    vm("exec", "a", "cp", "/seed/app.db", "/data/app.db", check=True)
+    vm("recover", check=True)
+    before = volume_digest(disk.root, "v")
+    space = json.loads(vm("upgrade", "a", "--to", GREEDY[2], "--dry-run", "--json",
+                          check=True).stdout)["plan"]["space"]
+    assert space["needed"] >= len(live)  # the database to replay is in the estimate
+    disk.fill(space["needed"] + 100_000)
+    p = vm("upgrade", "a", "--to", GREEDY[2], *UPGRADE, env={"VOLMERGE_LOG": "info"})
+    no_space(p, disk)
+    assert "snapshot volume v" in p.stderr and "✓ merge" not in p.stderr  # the replay failed
+    disk.free()
+    vm("recover", check=True)
+    after = volume_digest(disk.root, "v")
+    after.pop("junk", None)
+    assert after == before
+    vm("exec", "a", "true", check=True)  # the old service runs again
+    vm("upgrade", "a", "--to", GREEDY[2], *UPGRADE, check=True)
+    import sqlite3
+
+    from volmerge.runtime.store import Store
+    from volmerge.volumes import VolumeManager
+    st = Store(disk.root)
+    try:
+        with VolumeManager(st).view("v") as d:
+            conn = sqlite3.connect(f"file:{d / 'app.db'}?mode=ro", uri=True)
+            assert conn.execute("SELECT count(*), min(tag) FROM notes").fetchone() == (3000, "")
+            conn.close()
+    finally:
+        st.close()
