@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         status = exc.code
         return status if isinstance(status, int) else (0 if status is None else 1)
     except known_error_types() as exc:
+        if _no_space(exc, args):
+            return 1
         sys.stderr.write(f"volmerge: error: {exc}\n")
         return exit_code_of(exc)
     except KeyboardInterrupt:
@@ -53,7 +55,74 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as exc:  # noqa: BLE001 - only a full disk; anything else is a bug
+        if not _no_space(exc, args):
+            raise
+        return 1
     return 0
+
+
+def _no_space(exc: BaseException, args: list[str]) -> bool:
+    """A full disk, however it surfaced (an OSError, SQLite, a tool's
+    message): reported as one line naming the file system (runtime.diskspace)
+    for exit 1 - every step already rolls back on any error.  Whether it was."""
+    from volmerge.runtime import diskspace
+
+    if not diskspace.is_no_space(exc, _root_of(args)):
+        return False
+    root = _root_of(args)
+    if not isinstance(exc, diskspace.NoSpace):
+        exc = diskspace.no_space(_path_of(exc) or root)
+    msg = str(exc)
+    if _journal_pending(root):  # the roll back itself could not write
+        msg = msg.replace("; rolled back: free space and run the command again",
+                          "; the roll back is not finished: free space, and the next command "
+                          "(or `volmerge recover`) finishes it")
+    sys.stderr.write(f"volmerge: error: {msg}\n")
+    return True
+
+
+def _journal_pending(root: str) -> bool:
+    """Whether an upgrade or rollback is left ``begun`` or ``committed`` (read
+    only: the disk is full; every command opening the store recovers it)."""
+    import sqlite3
+
+    try:
+        from pathlib import Path
+
+        conn = sqlite3.connect(Path(root, "state.db").absolute().as_uri() + "?mode=ro", uri=True)
+        try:
+            return conn.execute("SELECT 1 FROM upgrade_journal WHERE state IN ('begun', "
+                                "'committed') LIMIT 1").fetchone() is not None
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return False
+
+
+def _path_of(exc: BaseException | None) -> str | None:
+    """The file an OSError in the chain names (the write that found no room)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and isinstance(exc.filename, (str, bytes)):
+            return os.fsdecode(exc.filename)
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _root_of(args: list[str]) -> str:
+    """The store root of this command (``--root``, VOLMERGE_ROOT, the default)."""
+    for i, a in enumerate(args):  # global options come before the command
+        if a == "--root" and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith("--root="):
+            return a[len("--root="):]
+        if not a.startswith("-"):
+            break
+    from volmerge.runtime.storeroot import DEFAULT_ROOT
+
+    return os.environ.get("VOLMERGE_ROOT") or DEFAULT_ROOT
 
 
 def entry() -> None:

@@ -106,6 +106,8 @@ def register(app: typer.Typer) -> None:
                     for n in v["notes"]:
                         print(f"  note: {n}")
                 print(f"Health check: {p['health']['source']}")
+                if p.get("space"):
+                    _print_space(p["space"])
                 if p["policy"]:
                     print(f"Policy: {', '.join(p['policy'])}")
                 for w in p.get("policy_warnings", []):
@@ -228,3 +230,12 @@ def register(app: typer.Typer) -> None:
             print("Nothing to recover.")
         for d in done:
             print(f"{d['container']}: {d['action']} ({d['id']})" + (f": {d.get('error')}" if d.get("error") else ""))
+
+
+def _print_space(space: dict) -> None:
+    """The space estimate of the preview (volmerge.upgrade.space)."""
+    from volmerge.runtime.diskspace import size_text
+
+    verdict = "" if space["enough"] else " - not enough: the upgrade would be refused (exit 2)"
+    print(f"Space: ~{size_text(space['needed'])} needed on {space['filesystem']} "
+          f"({space['type']}), {size_text(space['free'])} free{verdict}")

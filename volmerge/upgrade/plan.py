@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from volmerge.strategies.policy import Policy
 
     from .ctx import Ctx
+    from .space import SpaceEstimate
 
 POLICY_LABEL = "io.volmerge.policy"
 POLICY_FILE = "/etc/volmerge/policy.toml"
@@ -67,6 +68,7 @@ class UpgradePlan:
     notes: list[str] = field(default_factory=list)
     policy: Policy | None = None            # not serialised
     policy_warnings: list[str] = field(default_factory=list)  # image requests ignored
+    space: SpaceEstimate | None = None      # what the merge writes vs free (space.py)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -79,6 +81,7 @@ class UpgradePlan:
             "allow_data_loss": self.options.allow_data_loss,
             "on_conflict": self.options.on_conflict,
             "health_timeout": self.options.health_timeout, "notes": self.notes,
+            "space": self.space.to_json() if self.space is not None else None,
         }
 
 
@@ -119,6 +122,7 @@ def make_plan(ctx: Ctx, opts: UpgradeOptions) -> UpgradePlan:
     )
 
     from .imageview import image_root, inside, read_file
+    from .space import estimate, volume_bytes
 
     if opts.on_conflict not in ON_CONFLICT:
         raise BadInput(f"--on-conflict must be one of {', '.join(ON_CONFLICT)}")
@@ -136,6 +140,7 @@ def make_plan(ctx: Ctx, opts: UpgradeOptions) -> UpgradePlan:
     sources = []
     image_policy: Policy | None = None
     vols: list[VolumePlan] = []
+    written = 0
     with image_root(ctx.store, new) as root:
         text = (cfg.get("Labels") or {}).get(POLICY_LABEL)
         src, origin = f"label {POLICY_LABEL} of {opts.to_image}", f"image:label {POLICY_LABEL}"
@@ -151,7 +156,10 @@ def make_plan(ctx: Ctx, opts: UpgradeOptions) -> UpgradePlan:
         for m in volume_mounts(c):
             vp = VolumePlan(name=m.source, target=m.target, readonly=m.readonly)
             vp.declared = m.target.rstrip("/") in {d.rstrip("/") for d in declared}
-            vp.theirs = inside(root, m.target) is not None
+            theirs = inside(root, m.target)
+            vp.theirs = theirs is not None
+            if theirs is not None:
+                written += volume_bytes(theirs, ctx.volumes.stack(m.source))
             if not vp.declared:
                 vp.notes.append(
                     f"{opts.to_image} no longer declares {m.target} as a volume: "
@@ -183,4 +191,5 @@ def make_plan(ctx: Ctx, opts: UpgradeOptions) -> UpgradePlan:
         new_image=opts.to_image, new_image_id=str(new.id), volumes=vols, health=health,
         health_source=hsrc, policy_sources=sources, options=opts, notes=notes, policy=policy,
         policy_warnings=list(image_policy.warnings) if image_policy is not None else [],
+        space=estimate(ctx.store.root, written),
     )

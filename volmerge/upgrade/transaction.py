@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import NotDone
 from . import journal as jr
-from . import runner
+from . import runner, space
 from .build import build_steps, current_gen
 from .merge import merge_volume, summary
 from .plan import UpgradeOptions, make_plan
@@ -43,6 +43,7 @@ def upgrade(ctx: Ctx, opts: UpgradeOptions, progress: Progress = no_progress) ->
 
     def prepare() -> Prepared:
         plan = make_plan(ctx, opts)
+        space.check(plan.space, plan.container)  # before anything is stopped
         for w in plan.policy_warnings:
             progress("note", f"warning: {w}", None)
         gen = current_gen(ctx, plan.container, plan.container_id, write=True)

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from volmerge.runtime import fsutil
+from volmerge.runtime import diskspace, fsutil
 
 from ..errors import BadInput, NotDone
 
@@ -35,7 +35,7 @@ def write_tar(src: Path, out: str | os.PathLike[str] | int) -> None:
     from volmerge.runtime.outfile import atomic_output
 
     with atomic_output(out) as fd:  # a new file beside it, never a planted one
-        _run(cmd, stdout=fd, what="export")
+        _run(cmd, stdout=fd, what=f"export to {out}", dest=Path(out))
 
 
 def read_tar(path: str | os.PathLike[str] | int, dest: Path) -> list[str]:
@@ -51,13 +51,14 @@ def read_tar(path: str | os.PathLike[str] | int, dest: Path) -> list[str]:
     cmd = ["tar", "-C", str(dest), "--same-owner", "--same-permissions", *_COMMON, "-xf", "-"]
     if isinstance(path, int) or path == "-":
         _run(cmd, stdin=path if isinstance(path, int) else sys.stdin.fileno(), what="import",
-             bad=True, nodev=True)
+             bad=True, nodev=True, dest=dest)
     else:
         p = Path(path)
         if not p.is_file():
             raise BadInput(f"no such file: {p}")
         with open(p, "rb") as f:
-            _run(cmd, stdin=f.fileno(), what=f"import of {p}", bad=True, nodev=True)
+            _run(cmd, stdin=f.fileno(), what=f"import of {p}", bad=True, nodev=True, dest=dest,
+                 size=os.fstat(f.fileno()).st_size)
     return clear_setid(dest)
 
 
@@ -85,7 +86,11 @@ def _drop_mknod() -> None:  # pragma: no cover - runs in the child, before exec
 
 
 def _run(cmd: list[str], *, what: str, stdin: int | None = None, stdout: int | None = None,
-         bad: bool = False, nodev: bool = False) -> None:
+         bad: bool = False, nodev: bool = False, dest: Path | None = None,
+         size: int | None = None) -> None:
+    """Run tar; its first real error as one line.  A write that found no room
+    on ``dest``'s file system is that, not bad input (runtime.diskspace);
+    ``size``: what the whole step writes, when known."""
     proc = subprocess.run(cmd, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,
                           preexec_fn=_drop_mknod if nodev else None)
     if proc.returncode != 0:
@@ -96,6 +101,8 @@ def _run(cmd: list[str], *, what: str, stdin: int | None = None, stdout: int | N
                 entry = ln[len("tar: "):-len(": Cannot mknod: Operation not permitted")]
                 raise BadInput(f"{what} refused: {fsutil.short(entry)} is a device node "
                                "(a volume holds data, not devices); nothing imported")
+        if dest is not None and any(diskspace.is_no_space(Exception(ln)) for ln in lines):
+            raise diskspace.no_space(dest, needed=size, what=what)
         lines.sort(key=lambda ln: "Removing leading" in ln)  # the real error first
         msg = lines[0] if lines else f"tar exited with {proc.returncode}"
         msg = " ".join(fsutil.short(w) for w in msg.split(" "))  # a deep tree's names are long

@@ -1,0 +1,348 @@
+"""A full disk at each step that writes (issue 20, point 1): the store on a
+size-limited tmpfs made by the test, filled with a filler file until only a
+few bytes are free.  Each step ends with one line naming the file system,
+exit 1, the store and the live data intact, and the same command works once
+the filler is deleted."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import requires_root
+
+from . import conftest as _c
+from .conftest import APP, _app_image, volume_digest
+
+cli_session = _c.cli_session
+
+pytestmark = requires_root
+
+SIZE_MB = 48
+UPGRADE = ("--health-timeout", "0.3", "--stop-timeout", "2")
+
+
+class Disk:
+    """A tmpfs of SIZE_MB for one store: ``fill(left)`` leaves ``left`` bytes
+    free (a filler file outside the store root), ``free()`` deletes it."""
+
+    def __init__(self, mnt: Path) -> None:
+        self.mnt = mnt
+        self.root = mnt / "r"
+        self.filler = mnt / "filler"
+
+    def available(self) -> int:
+        st = os.statvfs(self.mnt)
+        return st.f_bavail * st.f_frsize
+
+    def fill(self, left: int = 0) -> None:
+        self.free()
+        n = self.available() - left
+        if n > 0:
+            fd = os.open(self.filler, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, n)
+            finally:
+                os.close(fd)
+
+    def free(self) -> None:
+        self.filler.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def small_disk(tmp_path: Path) -> Iterator[Disk]:
+    from volmerge.runtime import sys as rsys
+
+    mnt = tmp_path / "d"
+    mnt.mkdir()
+    rsys.mount("tmpfs", mnt, "tmpfs", 0, f"size={SIZE_MB}m,mode=0700")
+    try:
+        yield Disk(mnt)
+    finally:
+        rsys.umount_tree(mnt)
+
+
+@pytest.fixture(scope="module")
+def app_images(tmp_path_factory) -> list[Path]:
+    out = tmp_path_factory.mktemp("imgs")
+    return [_app_image(out / f"app{v}.tar", v) for v in (1, 2)]
+
+
+@pytest.fixture
+def disk(tmp_path: Path, own_netns) -> Iterator[Disk]:
+    with small_disk(tmp_path) as d:
+        yield d
+
+
+@pytest.fixture
+def vm(disk: Disk):
+    with cli_session(disk.root) as run:
+        try:
+            yield run
+        finally:
+            disk.free()  # the clean-up removes containers: it must not meet a full disk
+
+
+def no_space(p, disk: Disk) -> None:
+    """Exit 1 and one line naming the store's file system."""
+    assert p.returncode == 1, (p.returncode, p.stderr)
+    lines = p.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("volmerge: error: no space left on "), p.stderr
+    assert f"{disk.mnt} (tmpfs, " in lines[-1] and "Traceback" not in p.stderr, p.stderr
+    assert sum(ln.startswith("volmerge: error: ") for ln in lines) == 1, p.stderr
+
+
+def leftovers(disk: Disk) -> list[str]:
+    """Work in progress left in the store (its tmp/ is swept on every open)."""
+    return sorted(os.listdir(disk.root / "tmp"))
+
+
+@pytest.fixture
+def app(disk: Disk, vm, app_images):
+    """Both app images loaded; container ``a`` (v1) running with volume ``v``
+    holding some data; the journal's table made (by ``recover``)."""
+    for img in app_images:
+        vm("image", "load", str(img), check=True)
+    vm("run", "-d", "--name", "a", "-v", "v:/data", APP[1], check=True)
+    vm("exec", "a", "sh", "-c", "head -c 300000 /dev/urandom > /data/blob && "
+       "sed -i 's/\"a\": 1/\"a\": 7/' /data/settings.json", check=True)
+    vm("recover", check=True)
+    return vm
+
+
+def test_image_load(disk: Disk, vm, app_images) -> None:
+    vm("image", "load", str(app_images[0]), check=True)  # the store exists
+    disk.fill(100_000)
+    no_space(vm("image", "load", str(app_images[1])), disk)
+    assert vm("image", "inspect", APP[2]).returncode != 0
+    vm("image", "inspect", APP[1], check=True)
+    assert leftovers(disk) == []
+    disk.free()
+    vm("image", "load", str(app_images[1]), check=True)
+    vm("run", "--rm", APP[2], "cat", "/data/added.txt", check=True)
+
+
+def test_first_command_on_a_full_disk(disk: Disk, vm, app_images) -> None:
+    """Even the state database's creation: one line, not an SQLite traceback."""
+    disk.root.mkdir()
+    disk.fill(0)
+    no_space(vm("image", "load", str(app_images[0])), disk)
+    disk.free()
+    vm("image", "load", str(app_images[0]), check=True)
+
+
+def test_volume_snapshot(disk: Disk, app) -> None:
+    vm = app
+    vm("stop", "a", check=True)
+    before = volume_digest(disk.root, "v")
+    disk.fill(0)
+    p = vm("volume", "snapshot", "v")
+    disk.free()
+    if p.returncode != 0:
+        no_space(p, disk)
+    assert volume_digest(disk.root, "v") == before
+    vm("volume", "snapshot", "v", check=True)
+    assert volume_digest(disk.root, "v") == before
+
+
+def test_upgrade_refused_before_stopping(disk: Disk, app) -> None:
+    """The estimate: exit 2 before the service stops; the preview shows it."""
+    vm = app
+    before = volume_digest(disk.root, "v")
+    pid = vm("inspect", "a", check=True).stdout
+    disk.fill(50_000)
+    p = vm("upgrade", "a", "--to", APP[2], *UPGRADE)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.startswith("volmerge: error: not enough space to upgrade a: ~1.") and \
+        f"needed on {disk.mnt} (tmpfs), " in p.stderr and len(p.stderr.splitlines()) == 1, p.stderr
+    assert vm("inspect", "a", check=True).stdout == pid  # never stopped
+    space = json.loads(vm("upgrade", "a", "--to", APP[2], "--dry-run", "--json",
+                          check=True).stdout)["plan"]["space"]
+    assert space["enough"] is False and space["needed"] > 1 << 20 > space["free"]
+    assert space["filesystem"] == str(disk.mnt) and space["type"] == "tmpfs"
+    text = vm("upgrade", "a", "--to", APP[2], "--dry-run", check=True).stdout
+    assert "Space: ~1." in text and "not enough" in text
+    disk.free()
+    assert volume_digest(disk.root, "v") == before
+    text = vm("upgrade", "a", "--to", APP[2], "--dry-run", check=True).stdout
+    assert "Space: ~1." in text and "not enough" not in text
+    vm("upgrade", "a", "--to", APP[2], *UPGRADE, check=True)
+
+
+GREEDY = {1: "localhost/volmerge-test/greedy:1", 2: "localhost/volmerge-test/greedy:2"}
+
+
+def _greedy_image(out: Path, version: int, junk: int, extra: dict | None = None) -> Path:
+    """A service that writes ``junk`` bytes into /data as it stops; version 2
+    brings a 2 MB file the merge must write into the new upper layer."""
+    from volmerge.demoimages.recipes import busybox_entries
+    from volmerge.fixtures import Dir, build_image
+
+    script = (f"trap 'head -c {junk} /dev/zero > /data/junk; exit 0' TERM; "
+              "while :; do sleep 0.05; done")
+    data: dict = {"data": Dir(0o755), "data/settings.json": '{\n  "a": 1,\n  "b": 2\n}\n'}
+    if version == 2 and extra is None:
+        data["data/big.bin"] = "x" * 2_000_000
+    data.update(extra or {})
+    return build_image(out, [busybox_entries(), data],
+                       {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh", "-c", script],
+                        "Volumes": {"/data": {}}}, GREEDY[version])
+
+
+def _greedy_service(vm, tmp_path: Path, junk: int) -> None:
+    for v in (1, 2):
+        vm("image", "load", str(_greedy_image(tmp_path / f"g{v}.tar", v, junk)), check=True)
+    vm("run", "-d", "--name", "a", "-v", "v:/data", GREEDY[1], check=True)
+    vm("exec", "a", "sh", "-c", "sed -i 's/\"a\": 1/\"a\": 7/' /data/settings.json", check=True)
+    vm("recover", check=True)  # the journal's table exists
+
+
+def _rolled_back(disk: Disk, vm, before: dict[str, str]) -> None:
+    """After freeing space and one command (which finishes a roll back the
+    full disk cut short): the data as it was, the old service running, the
+    attempt recorded as rolled back, and the same upgrade works."""
+    disk.free()
+    vm("recover", check=True)
+    after = volume_digest(disk.root, "v")
+    after.pop("junk", None)  # what the service itself wrote as it stopped
+    assert after == before
+    ps = vm("ps", "--json").stdout
+    assert GREEDY[1] in ps and GREEDY[2] not in ps
+    vm("exec", "a", "true", check=True)  # running again
+    hist = vm("history", "a").stdout
+    assert "rolled-back" in hist, hist
+    vm("upgrade", "a", "--to", GREEDY[2], *UPGRADE, check=True)
+    out = vm("exec", "a", "sh", "-c", "cat /data/settings.json; wc -c < /data/big.bin",
+             check=True).stdout
+    assert '"a": 7' in out and "2000000" in out
+
+
+def test_upgrade_space_gone_after_the_stop(disk: Disk, vm, tmp_path: Path) -> None:
+    """Space the estimate saw is gone once the service stopped (it writes
+    1.5 MB as it stops): the merge or the journal after it meets the full
+    disk; one line, exit 1, and once space is freed the next command has
+    everything back (the journal finishes a roll back the disk cut short)."""
+    _greedy_service(vm, tmp_path, junk=1_500_000)
+    before = volume_digest(disk.root, "v")
+    disk.fill(3_300_000)
+    p = vm("upgrade", "a", "--to", GREEDY[2], *UPGRADE, env={"VOLMERGE_LOG": "info"})
+    no_space(p, disk)
+    assert "snapshot volume v" in p.stderr  # it got past the stop
+    last = p.stderr.splitlines()[-1]
+    assert "rolled back: free space" in last or \
+        "the roll back is not finished: free space, and the next command" in last, last
+    assert leftovers(disk) == []
+    _rolled_back(disk, vm, before)
+
+
+def test_volume_export_and_import(disk: Disk, app) -> None:
+    vm = app
+    vm("stop", "a", check=True)
+    before = volume_digest(disk.root, "v")
+    tar = disk.mnt / "v.tar"
+    disk.fill(50_000)
+    no_space(vm("volume", "export", "v", "-o", str(tar)), disk)
+    assert not tar.exists() and [e for e in os.listdir(disk.mnt) if e != "filler" and e != "r"] == []
+    disk.free()
+    vm("volume", "export", "v", "-o", str(tar), check=True)
+    disk.fill(50_000)
+    p = vm("volume", "import", "w", str(tar))
+    no_space(p, disk)
+    assert "needed ~" in p.stderr
+    assert vm("volume", "ls", "-q").stdout.split() == ["v"]
+    disk.free()
+    vm("volume", "import", "w", str(tar), check=True)
+    assert volume_digest(disk.root, "w") == before
+
+
+def test_volume_compact(disk: Disk, app) -> None:
+    """Compaction moves files between layers rather than copying them: it
+    works on a nearly full disk; on a completely full one it either works
+    or stops with the one line, the volume as it was."""
+    vm = app
+    vm("stop", "a", check=True)
+
+    def snapshots(n: int, tag: str) -> None:
+        for i in range(n):  # untagged snapshots, each layer with its own data
+            vm("volume", "snapshot", "v", check=True)
+            vm("start", "a", check=True)
+            vm("exec", "a", "sh", "-c", f"head -c 400000 /dev/urandom > /data/{tag}{i}",
+               check=True)
+            vm("stop", "a", check=True)
+        vm("volume", "snapshot", "v", check=True)
+
+    snapshots(2, "f")
+    before = volume_digest(disk.root, "v")
+    disk.fill(100_000)
+    assert " frozen layers" in vm("volume", "compact", "v", check=True).stdout
+    disk.free()
+    assert volume_digest(disk.root, "v") == before
+    snapshots(1, "g")
+    before = volume_digest(disk.root, "v")
+    disk.fill(0)
+    p = vm("volume", "compact", "v")
+    disk.free()
+    if p.returncode != 0:
+        no_space(p, disk)
+    assert volume_digest(disk.root, "v") == before
+    vm("volume", "compact", "v", check=True)
+    assert volume_digest(disk.root, "v") == before
+
+
+def _sqlite_db(path: Path, schema: str, rows: int) -> bytes:
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    conn.executescript(schema)
+    conn.executemany("INSERT INTO notes (text) VALUES (?)", [("n" * 500,)] * rows)
+    conn.commit()
+    conn.close()
+    return path.read_bytes()
+
+
+def test_upgrade_sqlite_replay(disk: Disk, vm, tmp_path: Path) -> None:
+    """The SQLite replay of a 1.5 MB database meets the full disk (the
+    estimate saw room; the service ate 1.3 MB of it as it stopped): one line,
+    exit 1, the database as it was, and once space is freed the replay works."""
+    schema = "CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT"
+    v1 = _sqlite_db(tmp_path / "v1.db", schema + ");", 0)
+    v2 = _sqlite_db(tmp_path / "v2.db", schema + ", tag TEXT DEFAULT '');", 0)
+    live = _sqlite_db(tmp_path / "live.db", schema + ");", 3000)
+    for v, extra in ((1, {"data/app.db": v1, "seed/app.db": live}), (2, {"data/app.db": v2})):
+        vm("image", "load", str(_greedy_image(tmp_path / f"g{v}.tar", v, 1_300_000, extra)),
+           check=True)
+    vm("run", "-d", "--name", "a", "-v", "v:/data", GREEDY[1], check=True)
+    vm("exec", "a", "cp", "/seed/app.db", "/data/app.db", check=True)
+    vm("recover", check=True)
+    before = volume_digest(disk.root, "v")
+    space = json.loads(vm("upgrade", "a", "--to", GREEDY[2], "--dry-run", "--json",
+                          check=True).stdout)["plan"]["space"]
+    assert space["needed"] >= len(live)  # the database to replay is in the estimate
+    disk.fill(space["needed"] + 100_000)
+    p = vm("upgrade", "a", "--to", GREEDY[2], *UPGRADE, env={"VOLMERGE_LOG": "info"})
+    no_space(p, disk)
+    assert "snapshot volume v" in p.stderr and "✓ merge" not in p.stderr  # the replay failed
+    disk.free()
+    vm("recover", check=True)
+    after = volume_digest(disk.root, "v")
+    after.pop("junk", None)
+    assert after == before
+    vm("exec", "a", "true", check=True)  # the old service runs again
+    vm("upgrade", "a", "--to", GREEDY[2], *UPGRADE, check=True)
+    import sqlite3
+
+    from volmerge.runtime.store import Store
+    from volmerge.volumes import VolumeManager
+    st = Store(disk.root)
+    try:
+        with VolumeManager(st).view("v") as d:
+            conn = sqlite3.connect(f"file:{d / 'app.db'}?mode=ro", uri=True)
+            assert conn.execute("SELECT count(*), min(tag) FROM notes").fetchone() == (3000, "")
+            conn.close()
+    finally:
+        st.close()
