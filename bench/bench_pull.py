@@ -135,6 +135,16 @@ class Bench:
         return {k: statistics.median(v) for k, v in runs.items()}
 
 
+def _print_pulls(times: dict[str, list[float]]) -> None:
+    res = {k: statistics.median(v) for k, v in times.items()}
+    for k, v in res.items():
+        print(f"  {k:28}{v:8.2f} s")
+    print(f"cold pull: volmerge / podman = {res['volmerge cold'] / res['podman cold']:.2f}x"
+          "  (goal <= 1.0x)")
+    if "volmerge warm" in res:
+        print(f"warm pull: volmerge {res['volmerge warm']:.2f} s  (goal <= 0.2 s)", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kind", default=None,
@@ -143,6 +153,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--dir", default=None, help="where the stores go (default: a temp dir)")
     ap.add_argument("--no-extract", action="store_true", help="skip the extraction comparison")
+    ap.add_argument("--no-pull", action="store_true", help="only the extraction comparison")
     args = ap.parse_args()
 
     from bench.pull_image import build
@@ -166,13 +177,8 @@ def main() -> None:
             ref2 = b.push(f"oci:{img.layout}:2", "bench/big:2")
             layers = [(x.blob, x.tar, x.size) for x in img.layers]
         print(f"image: {what}; {args.runs} runs, medians", flush=True)
-        res = {k: statistics.median(v) for k, v in b.pulls(ref1, ref2).items()}
-        for k, v in res.items():
-            print(f"  {k:28}{v:8.2f} s")
-        print(f"cold pull: volmerge / podman = {res['volmerge cold'] / res['podman cold']:.2f}x"
-              "  (goal <= 1.0x)")
-        if "volmerge warm" in res:
-            print(f"warm pull: volmerge {res['volmerge warm']:.2f} s  (goal <= 0.2 s)")
+        if not args.no_pull:
+            _print_pulls(b.pulls(ref1, ref2))
         if layers and not args.no_extract:
             ex = b.extraction(layers)
             mb = sum(s for _b, _t, s in layers) / 1e6
