@@ -78,9 +78,12 @@ class _Ahead:
         self.t.start()
 
     def _run(self) -> None:
+        # read1: what is there (a download still arriving gives what it has
+        # so far: the extraction keeps up with it), never waiting for a full chunk
+        read = getattr(self.f, "read1", self.f.read)
         try:
             while not self.stop.is_set():
-                data = self.f.read(_CHUNK)
+                data = read(_CHUNK)
                 if not data:
                     self._put(None)
                     return
@@ -167,10 +170,18 @@ class _ProgressReader:
 
     def read(self, n: int = -1) -> bytes:
         data = self.f.read(n)
+        self._count(data)
+        return data
+
+    def _count(self, data: bytes) -> None:
         self.done += len(data)
         if self.done - self._last >= _CHUNK * 4 or not data:
             self._last = self.done
             self.cb(self.done, self.total)
+
+    def read1(self, n: int = -1) -> bytes:
+        data = self.f.read1(n)
+        self._count(data)
         return data
 
     def readable(self) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,52 @@ def test_a_hostile_entry_stops_the_reading(tmp_path: Path) -> None:
         extract_layer(blob, tmp_path / "out")
     assert _reader_threads() == []
     assert os.listdir(tmp_path / "out") == []
+
+
+class _HeldBack(io.RawIOBase):
+    """A download still arriving: ``keep`` bytes, the rest once ``go`` is set."""
+
+    def __init__(self, data: bytes, keep: int, go: threading.Event) -> None:
+        super().__init__()
+        self.data, self.keep, self.go, self.pos = data, keep, go, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # type: ignore[no-untyped-def]
+        if self.pos >= self.keep and not self.go.wait(30):
+            raise NotDone("the rest never came")
+        chunk = self.data[self.pos:self.pos + min(len(b), 64 << 10)]
+        b[: len(chunk)] = chunk
+        self.pos += len(chunk)
+        return len(chunk)
+
+
+def test_the_reader_gives_what_has_arrived(tmp_path: Path) -> None:
+    """The first file is extracted while the rest of the layer is held
+    back: the reader thread never waits for a whole chunk."""
+    first = os.urandom(1 << 20)
+    tar = layer_tar([E("a", data=first), E("b", data=os.urandom(2 << 20))])
+    go = threading.Event()
+    seen: list[bool] = []
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def watch() -> None:
+        deadline = time.monotonic() + 20
+        while not go.is_set() and time.monotonic() < deadline:
+            if (out / "a").exists() and (out / "a").stat().st_size == len(first):
+                seen.append(True)
+                go.set()
+            go.wait(0.01)
+
+    t = threading.Thread(target=watch)
+    t.start()
+    try:
+        got = extract_layer(io.BufferedReader(_HeldBack(tar, (3 << 20) // 2, go)), out,
+                            size=len(tar), progress=lambda _d, _t: None)
+    finally:
+        go.set()
+        t.join()
+    assert seen, "the first file was not extracted while the rest was held back"
+    assert got.diff_id == sha(tar)
