@@ -80,32 +80,39 @@ class Bench:
         self.reg.skopeo_copy(self.seed, src, name)
         return self.reg.ref(name)
 
-    def volmerge_pull(self, root: Path, ref: str) -> None:
+    def volmerge_pull(self, root: Path, ref: str, src: str | None = None) -> None:
+        """``volmerge pull``; of the source tree ``src`` (its volmerge/ first
+        on the path) instead of this checkout's, for a before/after."""
+        env = self.env if src is None else dict(self.env, PYTHONPATH=src)
         subprocess.run([sys.executable, "-m", "volmerge", "--root", str(root), "pull", "-q", ref],
-                       env=self.env, check=True, capture_output=True)
+                       env=env, check=True, capture_output=True)
 
-    def pulls(self, ref1: str, ref2: str | None) -> dict[str, list[float]]:
+    def pulls(self, ref1: str, ref2: str | None,
+              baseline: str | None = None) -> dict[str, list[float]]:
         from tests.podman import Podman
 
-        t: dict[str, list[float]] = {"volmerge cold": [], "podman cold": [],
-                                     "volmerge warm": [], "podman warm": []}
+        t: dict[str, list[float]] = {}
         for i in range(self.runs):
-            root = self.base / f"store{i}"
+            root, old = self.base / f"store{i}", self.base / f"base{i}"
             pm = Podman(self.base / f"podman{i}", driver="overlay")
             pull = ("pull", "-q", "--cert-dir", str(self.reg.cert_dir))
             try:
                 steps = [("volmerge", lambda r: self.volmerge_pull(root, r)),
                          ("podman", lambda r: pm(*pull, r))]
-                for who, fn in steps if i % 2 == 0 else steps[::-1]:
+                if baseline is not None:
+                    steps.append(("baseline", lambda r: self.volmerge_pull(old, r, baseline)))
+                k = i % len(steps)   # rotate: no tool always runs after the same one
+                for who, fn in steps[k:] + steps[:k]:
                     _settle()
-                    t[f"{who} cold"].append(_timed(lambda: fn(ref1)))
+                    t.setdefault(f"{who} cold", []).append(_timed(lambda: fn(ref1)))
                     if ref2 is not None:
                         _settle()
-                        t[f"{who} warm"].append(_timed(lambda: fn(ref2)))
+                        t.setdefault(f"{who} warm", []).append(_timed(lambda: fn(ref2)))
             finally:
                 pm.close()
                 _rm(root)
-        return {k: v for k, v in t.items() if v}
+                _rm(old)
+        return t
 
     def extraction(self, layers: list[tuple[Path, Path, int]]) -> dict[str, float]:
         """Seconds (median over runs) to extract every layer, per tool.
@@ -141,6 +148,8 @@ def _print_pulls(times: dict[str, list[float]]) -> None:
         print(f"  {k:28}{v:8.2f} s")
     print(f"cold pull: volmerge / podman = {res['volmerge cold'] / res['podman cold']:.2f}x"
           "  (goal <= 1.0x)")
+    if "baseline cold" in res:
+        print(f"cold pull: baseline / podman = {res['baseline cold'] / res['podman cold']:.2f}x")
     if "volmerge warm" in res:
         print(f"warm pull: volmerge {res['volmerge warm']:.2f} s  (goal <= 0.2 s)", flush=True)
 
@@ -154,6 +163,8 @@ def main() -> None:
     ap.add_argument("--dir", default=None, help="where the stores go (default: a temp dir)")
     ap.add_argument("--no-extract", action="store_true", help="skip the extraction comparison")
     ap.add_argument("--no-pull", action="store_true", help="only the extraction comparison")
+    ap.add_argument("--baseline", default=None, metavar="SRC",
+                    help="also time the volmerge of this source tree (e.g. `git archive main`)")
     args = ap.parse_args()
 
     from bench.pull_image import build
@@ -178,7 +189,7 @@ def main() -> None:
             layers = [(x.blob, x.tar, x.size) for x in img.layers]
         print(f"image: {what}; {args.runs} runs, medians", flush=True)
         if not args.no_pull:
-            _print_pulls(b.pulls(ref1, ref2))
+            _print_pulls(b.pulls(ref1, ref2, args.baseline))
         if layers and not args.no_extract:
             ex = b.extraction(layers)
             mb = sum(s for _b, _t, s in layers) / 1e6
