@@ -17,7 +17,6 @@ lock) and then deletes what nothing references any more.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import re
@@ -26,14 +25,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import atomicfile, oci
+from . import oci
 from .errors import BadInput, Conflict, NotDone, NotFound
 from .layers import LayerStore, work_dir
 from .store import Store, register_sweeper
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
 if TYPE_CHECKING:
+    import threading
     from typing import Any
+
+    from .imageload import BlobReady, Progress
 
 COMPONENT = "images"
 MIGRATIONS = [
@@ -96,21 +98,6 @@ def register_user_check(fn: UserCheck) -> None:
     override this."""
     if fn not in _USER_CHECKS:
         _USER_CHECKS.append(fn)
-
-
-Progress = Callable[[str, int, int], None]   # (label, bytes done, bytes total)
-# Called before a staged layer blob is extracted: returns None once the blob is
-# in place and verified, or a stream of it still downloading (a pull extracts
-# while it downloads).
-BlobReady = Callable[["oci.Blob"], "Streaming | None"]
-
-
-class Streaming:
-    """A layer blob being downloaded: ``reader`` gives its bytes as they
-    arrive; ``finish()`` blocks until the whole blob is verified (or raises)."""
-
-    reader: Any
-    def finish(self) -> None: ...  # pragma: no cover - interface
 
 
 @dataclass
@@ -332,7 +319,7 @@ class ImageStore:
                 out.append(img)
         return out
 
-    # -- load --------------------------------------------------------------------
+    # -- load (runtime/imageload.py: not on the run path) ---------------------------
     def load(self, path: str | os.PathLike[str], tag: str | None = None,
              progress: Progress | None = None) -> Image:
         """Load the image(s) in an OCI layout dir, oci-archive or docker-archive
@@ -350,182 +337,35 @@ class ImageStore:
 
     def load_staged(self, staged: list[oci.Staged], tag: str | None = None,
                     progress: Progress | None = None, *, ready: BlobReady | None = None,
-                    repo_digest: tuple[str, str] | None = None) -> list[Image]:
+                    repo_digest: tuple[str, str] | None = None,
+                    cancel: threading.Event | None = None) -> list[Image]:
         """Commit images whose blobs are staged under the store's ``tmp/``:
         the one way into the store (``load`` and ``pull`` alike), so every
         image gets the same checks.  ``ready(blob)`` is called before each
-        layer is extracted and may block until that blob is in place and
-        verified; ``repo_digest`` = (repository, digest) records where a
-        pulled image came from."""
-        new_tag = new_name(tag) if tag is not None else None
-        plans = [self._plan(s) for s in staged]
-        all_layers = {d for p in plans for d, _b in p.layers}
-        extracted: list[str] = []
-        try:
-            with self.layers.locked(all_layers):
-                n = sum(len(p.layers) for p in plans)
-                k = 0
-                for p in plans:
-                    for diff_id, blob in p.layers:
-                        k += 1
-                        label = f"layer {k}/{n} ({blob.digest[7:19]})"
-                        cb = None if progress is None else functools.partial(progress, label)
-                        src = None
-                        if ready is not None and not self.layers.present(diff_id):
-                            src = ready(blob)
-                        if self.layers.ensure(diff_id, blob.path if src is None else src.reader,
-                                              label=label, progress=cb, size=blob.size,
-                                              verified=None if src is None else src.finish):
-                            extracted.append(diff_id)
-                if ready is not None:  # every blob, even of a layer that was present
-                    for p in plans:
-                        for _d, blob in p.layers:
-                            src = ready(blob)
-                            if src is not None:
-                                src.finish()
-                with self.store.lock("images"):
-                    self._commit(plans, new_tag, repo_digest)
-        except BaseException:
-            # nothing partial: layers this load extracted for an image that
-            # never got committed go again (unless someone else uses them now)
-            self.layers.remove_unused(extracted)
-            raise
-        out = [self._load_row(p.staged.config.digest[7:]) for p in plans]
-        return [img for img in out if img is not None]
+        layer is extracted and may give a stream of a blob still
+        downloading (its ``finish()`` blocks until it is verified);
+        ``repo_digest`` = (repository, digest) records where a pulled image
+        came from; ``cancel`` is set when a layer fails."""
+        from . import imageload
+
+        return imageload.load_staged(self, staged, tag, progress, ready=ready,
+                                     repo_digest=repo_digest, cancel=cancel)
 
     def blob_for_layer(self, digest: str, diff_id: str) -> Path | None:
         """The stored blob ``digest`` if an image already has it as the layer
         ``diff_id`` (so a pull need not download it again), else None."""
-        row = self.store.db.execute(
-            "SELECT 1 FROM image_layers WHERE digest = ? AND diff_id = ? LIMIT 1",
-            (digest, diff_id),
-        ).fetchone()
-        if row is None:
-            return None
-        p = self.store.path("blobs", "sha256", oci.digest_hex(digest))
-        return p if p.is_file() and self.layers.present(diff_id) else None
+        from . import imageload
 
-    def _plan(self, s: oci.Staged) -> _Plan:
-        cfg = oci.parse_json(s.config_bytes, f"image config {s.config.digest}")
-        if not isinstance(cfg, dict):
-            raise BadInput(f"image config {s.config.digest} is not an object")
-        rootfs = cfg.get("rootfs")
-        if not isinstance(rootfs, dict) or rootfs.get("type") != "layers" or not isinstance(
-            rootfs.get("diff_ids"), list
-        ):
-            raise BadInput(f"image config {s.config.digest} has no rootfs.diff_ids")
-        diff_ids = rootfs["diff_ids"]
-        for d in diff_ids:
-            oci.digest_hex(d, "diff_id")
-        if len(diff_ids) != len(s.layers):
-            raise BadInput(
-                f"image config {s.config.digest} lists {len(diff_ids)} diff_ids "
-                f"but the manifest has {len(s.layers)} layers"
-            )
-        if len(diff_ids) > 500:
-            raise BadInput(f"image has {len(diff_ids)} layers; overlayfs takes at most 500")
-        names = []
-        for n in s.names:
-            if "/" not in n and ":" not in n:
-                continue  # an OCI ref.name that is only a tag ("latest"): no repository
-            try:
-                names.append(new_name(n))
-            except BadInput:
-                continue  # e.g. a bare "latest" from an OCI layout: not a full name
-        created = cfg.get("created") if isinstance(cfg.get("created"), str) else None
-        return _Plan(s, cfg, list(zip(diff_ids, s.layers)), names, created)
-
-    def _commit(self, plans: list[_Plan], new_tag: str | None,
-                repo_digest: tuple[str, str] | None = None) -> None:
-        """Under the ``images`` lock: blobs into place, then one transaction."""
-        blobs_dir = self.store.path("blobs", "sha256")
-        for p in plans:
-            for b in [p.staged.manifest, p.staged.config] + [b for _d, b in p.layers]:
-                final = blobs_dir / b.digest[7:]
-                if not final.exists() and b.path.exists():
-                    os.rename(b.path, final)
-        atomicfile.fsync_dir(blobs_dir)
-        now = time.time()
-        with self.store.transaction() as db:
-            for i, p in enumerate(plans):
-                image_id = p.staged.config.digest[7:]
-                exists = db.execute("SELECT 1 FROM images WHERE id = ?", (image_id,)).fetchone()
-                if not exists:
-                    size = sum(self.layers.size(d) for d, _b in p.layers)
-                    db.execute(
-                        "INSERT INTO images(id, manifest_digest, manifest_media_type, manifest_size,"
-                        " config, size, created, loaded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (image_id, p.staged.manifest.digest, p.staged.manifest_media_type,
-                         p.staged.manifest.size, p.staged.config_bytes.decode("utf-8", "replace"),
-                         size, p.created, now + i * 1e-6),
-                    )
-                    db.executemany(
-                        "INSERT INTO image_layers(image_id, position, diff_id, digest, media_type,"
-                        " blob_size) VALUES (?, ?, ?, ?, ?, ?)",
-                        [(image_id, pos, d, b.digest, b.media_type or oci.OCI_LAYER, b.size)
-                         for pos, (d, b) in enumerate(p.layers)],
-                    )
-                for name in p.names + ([new_tag] if new_tag else []):
-                    db.execute(
-                        "INSERT INTO tags(name, image_id, tagged_at) VALUES (?, ?, ?)"
-                        " ON CONFLICT(name) DO UPDATE SET image_id = excluded.image_id,"
-                        " tagged_at = excluded.tagged_at",
-                        (name, image_id, now),
-                    )
-                if repo_digest is not None:
-                    db.execute(
-                        "INSERT INTO repo_digests(image_id, repository, digest, pulled_at)"
-                        " VALUES (?, ?, ?, ?) ON CONFLICT(image_id, repository) DO UPDATE"
-                        " SET digest = excluded.digest, pulled_at = excluded.pulled_at",
-                        (image_id, repo_digest[0], repo_digest[1], now),
-                    )
+        return imageload.blob_for_layer(self, digest, diff_id)
 
     def import_dir(self, src: str | os.PathLike[str], tag: str | None = None,
                    config: dict[str, Any] | None = None) -> Image:
         """Build a one-layer image from a directory (owners, modes and
         symlinks as they are on disk) and load it.  ``config`` is the
         ``config`` section (Cmd, Env, ...).  Handy for tests and fixtures."""
-        src = Path(src)
-        if not src.is_dir():
-            raise BadInput(f"{src} is not a directory")
-        with work_dir(self.store, "import-") as work:
-            layer = work / "layer.tar"
-            import tarfile
+        from . import imageload
 
-            with tarfile.open(layer, "w", format=tarfile.PAX_FORMAT) as tf:
-                for entry in sorted(os.listdir(src)):
-                    tf.add(src / entry, arcname=entry, recursive=True)
-            diff_id = _file_digest(layer)
-            created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            cfg = {
-                "created": created,
-                "architecture": oci.host_arch(),
-                "os": "linux",
-                "config": config or {},
-                "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-                "history": [{"created": created, "created_by": f"volmerge import_dir {src.name}"}],
-            }
-            cbytes = oci.canonical_json(cfg)
-            layout = work / "oci"
-            (layout / "blobs" / "sha256").mkdir(parents=True)
-            os.rename(layer, layout / "blobs" / "sha256" / diff_id[7:])
-            (layout / "blobs" / "sha256" / oci.sha256_bytes(cbytes)[7:]).write_bytes(cbytes)
-            manifest = oci.canonical_json({
-                "schemaVersion": 2,
-                "mediaType": oci.OCI_MANIFEST,
-                "config": {"mediaType": oci.OCI_CONFIG, "digest": oci.sha256_bytes(cbytes),
-                           "size": len(cbytes)},
-                "layers": [{"mediaType": oci.OCI_LAYER, "digest": diff_id,
-                            "size": os.path.getsize(layout / "blobs" / "sha256" / diff_id[7:])}],
-            })
-            (layout / "blobs" / "sha256" / oci.sha256_bytes(manifest)[7:]).write_bytes(manifest)
-            (layout / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
-            (layout / "index.json").write_bytes(oci.canonical_json({
-                "schemaVersion": 2,
-                "manifests": [{"mediaType": oci.OCI_MANIFEST, "digest": oci.sha256_bytes(manifest),
-                               "size": len(manifest)}],
-            }))
-            return self.load(layout, tag=tag)
+        return imageload.import_dir(self, src, tag, config)
 
     # -- tag / remove / save --------------------------------------------------------
     def tag(self, ref: str, new_ref: str) -> str:
@@ -645,28 +485,7 @@ class ImageStore:
             pass
 
 
-@dataclass
-class _Plan:
-    """What an image load will commit: the staged archive and its layers."""
-
-    staged: oci.Staged
-    config: dict[str, Any]
-    layers: list[tuple[str, oci.Blob]]   # (diff_id, blob), bottom-most first
-    names: list[str] = field(default_factory=list)
-    created: str | None = None
-
-
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-
-
-def _file_digest(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
 
 
 def _sweep(store: Store) -> None:

@@ -30,6 +30,8 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the ru
 if TYPE_CHECKING:
     from io import BufferedReader
 
+    from .tarsafe import Extracted
+
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -63,50 +65,71 @@ class LayerStore:
         row = self.store.db.execute("SELECT 1 FROM layers WHERE diff_id = ?", (diff_id,)).fetchone()
         return row is not None and self.path(diff_id).is_dir()
 
+    def extract(self, diff_id: str, blob: Path | BufferedReader, work: Path, *, label: str,
+                progress: Callable[[int, int], None] | None = None, size: int | None = None,
+                verified: Callable[[], None] | None = None) -> Extracted:
+        """Extract ``blob`` into ``work/diff`` (``work``: an empty directory
+        of :func:`work_dir`) and check it against ``diff_id``.  Touches
+        neither the database nor the layer store, so several layers may be
+        extracted at once in threads; :meth:`install` moves them into place.
+        ``blob`` may be a stream of ``size`` bytes still being downloaded:
+        ``verified()`` then blocks until the blob's own digest is checked (or
+        raises), before this returns."""
+        tree = work / "diff"
+        tree.mkdir()
+        os.chmod(tree, 0o755)  # as a layer's "./" entry would, not the caller's umask
+        from .tarsafe import extract_layer
+
+        try:
+            got = extract_layer(blob, tree, label=label, progress=progress, size=size)
+        except BadInput:
+            if verified is not None:
+                verified()  # a blob failing its own digest is the cause to report
+            raise
+        except OSError as exc:
+            raise NotDone(f"extracting {label} failed: {exc.strerror or exc}") from None
+        if got.diff_id != diff_id:
+            raise BadInput(
+                f"digest mismatch for {label}: the image config says diff_id {diff_id}, "
+                f"the uncompressed layer is {got.diff_id}"
+            )
+        if verified is not None:
+            verified()
+        return got
+
+    def install(self, done: list[tuple[str, Path, Extracted]]) -> None:
+        """Move layers :meth:`extract` made (``(diff_id, work, got)``) into
+        place and record them in one transaction.  The caller holds
+        :meth:`locked` for them and has made their trees durable (one
+        ``syncfs`` for all, before this)."""
+        if not done:
+            return
+        for diff_id, work, _got in done:
+            final = self.dir(diff_id)
+            if os.path.lexists(final):  # a directory without a row: a crash leftover
+                self._discard_dir(final)
+            os.rename(work, final)
+        atomicfile.fsync_dir(self.store.path("layers"))
+        now = time.time()
+        with self.store.transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO layers(diff_id, size, entries, created_at) VALUES (?, ?, ?, ?)",
+                [(d, got.size, got.entries, now) for d, _w, got in done],
+            )
+
     def ensure(self, diff_id: str, blob: Path | BufferedReader, *, label: str,
                progress: Callable[[int, int], None] | None = None, size: int | None = None,
                verified: Callable[[], None] | None = None) -> bool:
-        """Make the layer present, extracting ``blob`` if needed.  The caller
-        holds :meth:`locked` for ``diff_id``.  Returns True if it extracted.
-        ``blob`` may be a stream of ``size`` bytes still being downloaded:
-        ``verified()`` then blocks until the blob's own digest is checked (or
-        raises), before the layer is moved into place."""
+        """Make one layer present, extracting ``blob`` if needed (as
+        :meth:`extract` then :meth:`install`).  The caller holds
+        :meth:`locked` for ``diff_id``.  Returns True if it extracted."""
         if self.present(diff_id):
             return False
-        final = self.dir(diff_id)
-        if os.path.lexists(final):  # a directory without a row: a crash leftover
-            self._discard_dir(final)
         with work_dir(self.store, "layer-") as work:
-            tree = work / "diff"
-            tree.mkdir()
-            os.chmod(tree, 0o755)  # as a layer's "./" entry would, not the caller's umask
-            from .tarsafe import Extracted, extract_layer
-
-            try:
-                got: Extracted = extract_layer(blob, tree, label=label, progress=progress,
-                                               size=size)
-            except BadInput:
-                if verified is not None:
-                    verified()  # a blob failing its own digest is the cause to report
-                raise
-            except OSError as exc:
-                raise NotDone(f"extracting {label} failed: {exc.strerror or exc}") from None
-            if got.diff_id != diff_id:
-                raise BadInput(
-                    f"digest mismatch for {label}: the image config says diff_id {diff_id}, "
-                    f"the uncompressed layer is {got.diff_id}"
-                )
-            if verified is not None:
-                verified()
-
+            got = self.extract(diff_id, blob, work, label=label, progress=progress, size=size,
+                               verified=verified)
             atomicfile.syncfs(work)
-            os.rename(work, final)
-            atomicfile.fsync_dir(final.parent)
-        with self.store.transaction() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO layers(diff_id, size, entries, created_at) VALUES (?, ?, ?, ?)",
-                (diff_id, got.size, got.entries, time.time()),
-            )
+            self.install([(diff_id, work, got)])
         return True
 
     def size(self, diff_id: str) -> int:

@@ -39,6 +39,7 @@ from .errors import BadInput
 from .fsutil import short
 
 _CHUNK = 1 << 20
+_AHEAD = 8          # decompressed chunks read ahead of the tar parser
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _GZIP_MAGIC = b"\x1f\x8b"
 _PATH_MAX = os.pathconf("/", "PC_PATH_MAX")
@@ -55,15 +56,85 @@ class Extracted:
     devices_skipped: int = 0  # device files left out (never created on the host)
 
 
+class _Ahead:
+    """The decompressed stream, read (and hashed) by a thread of its own
+    ahead of the tar parser, as ``tar -xz`` runs gzip in a process of its
+    own: decompression and sha256 run without the GIL, so they overlap the
+    extraction's system calls.  At most ``_AHEAD`` chunks wait; an error of
+    the stream (corrupt or truncated data, a failed download) is raised by
+    the ``read`` that reaches it."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        import queue
+        import threading
+
+        self.f = f
+        self.h = hashlib.sha256()
+        self.q: queue.Queue[bytes | BaseException | None] = queue.Queue(_AHEAD)
+        self._full = queue.Full
+        self.stop = threading.Event()
+        self.buf, self.off, self.ended = b"", 0, False
+        self.t = threading.Thread(target=self._run, name="tarsafe-read", daemon=True)
+        self.t.start()
+
+    def _run(self) -> None:
+        # read1: what is there (a download still arriving gives what it has
+        # so far: the extraction keeps up with it), never waiting for a full chunk
+        read = getattr(self.f, "read1", self.f.read)
+        try:
+            while not self.stop.is_set():
+                data = read(_CHUNK)
+                if not data:
+                    self._put(None)
+                    return
+                self.h.update(data)
+                self._put(data)
+        except BaseException as exc:  # handed to the reader, raised there
+            self._put(exc)
+
+    def _put(self, item: bytes | BaseException | None) -> None:
+        while not self.stop.is_set():
+            try:
+                self.q.put(item, timeout=0.1)
+                return
+            except self._full:
+                continue
+
+    def read(self, n: int = -1) -> bytes:
+        if self.off >= len(self.buf):
+            if self.ended:
+                return b""
+            item = self.q.get()
+            if item is None or isinstance(item, BaseException):
+                self.ended = True
+                if item is not None:
+                    raise item
+                return b""
+            self.buf, self.off = item, 0
+        end = len(self.buf) if n is None or n < 0 else self.off + n
+        data = self.buf[self.off:end]
+        self.off += len(data)
+        return data
+
+    def close(self) -> None:
+        """Stop the thread (it ends at its next chunk) and wait for it."""
+        self.stop.set()
+        self.t.join()
+
+    def digest(self) -> str:
+        """sha256 of the whole stream: valid once ``read`` returned b""."""
+        return "sha256:" + self.h.hexdigest()
+
+
 class _HashingReader:
-    """Reads the decompressed stream, hashing every byte; keeps the last 64 kB
-    so the end-of-archive block can be checked after tarfile stops."""
+    """Reads the decompressed stream (hashed by :class:`_Ahead`); keeps the
+    last 64 kB so the end-of-archive block can be checked after tarfile
+    stops."""
 
     _KEEP = 1 << 16
 
-    def __init__(self, f: BinaryIO) -> None:
+    def __init__(self, f: _Ahead) -> None:
         self.f = f
-        self.h = hashlib.sha256()
         self.pos = 0
         self._recent: list[bytes] = []
         self._kept = 0
@@ -71,7 +142,6 @@ class _HashingReader:
     def read(self, n: int = -1) -> bytes:
         data = self.f.read(n if n and n > 0 else _CHUNK)
         if data:
-            self.h.update(data)
             self.pos += len(data)
             self._recent.append(data)
             self._kept += len(data)
@@ -100,10 +170,18 @@ class _ProgressReader:
 
     def read(self, n: int = -1) -> bytes:
         data = self.f.read(n)
+        self._count(data)
+        return data
+
+    def _count(self, data: bytes) -> None:
         self.done += len(data)
         if self.done - self._last >= _CHUNK * 4 or not data:
             self._last = self.done
             self.cb(self.done, self.total)
+
+    def read1(self, n: int = -1) -> bytes:
+        data = self.f.read1(n)
+        self._count(data)
         return data
 
     def readable(self) -> bool:
@@ -157,9 +235,11 @@ def extract_layer(blob: str | os.PathLike[str] | io.BufferedReader, dest: str | 
         src: BinaryIO = raw
         if progress is not None:
             src = _ProgressReader(raw, total, progress)  # type: ignore[assignment]
+        ahead = None
         try:
             stream, comp = _decompressor(head, src)
-            reader = _HashingReader(stream)
+            ahead = _Ahead(stream)
+            reader = _HashingReader(ahead)
             x = _Extractor(dest, label)
             tf = tarfile.open(fileobj=reader, mode="r|", errorlevel=1)  # type: ignore[call-overload]
             while True:
@@ -175,7 +255,10 @@ def extract_layer(blob: str | os.PathLike[str] | io.BufferedReader, dest: str | 
             raise
         except _decompress_errors() as exc:
             raise BadInput(f"{label} is not a valid (compressed) tar: {_why(exc)}") from None
-    return Extracted(diff_id="sha256:" + reader.h.hexdigest(), size=x.size,
+        finally:
+            if ahead is not None:
+                ahead.close()
+    return Extracted(diff_id=ahead.digest(), size=x.size,
                      entries=x.entries, compression=comp,
                      devices_skipped=len(x.devices_skipped))
 

@@ -146,7 +146,8 @@ def _transfer(images: ImageStore, s: Session, r: reference.Reference, scope: str
                     report(m.group(1), "extracting", done, total)
 
             loaded = images.load_staged([staged], tag=r.local_tag, progress=extracting,
-                                        ready=ready, repo_digest=(r.name, top_digest))
+                                        ready=ready, repo_digest=(r.name, top_digest),
+                                        cancel=cancel)
         except BaseException as exc:
             cancel.set()
             pool.shutdown(wait=True, cancel_futures=True)
