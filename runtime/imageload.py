@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import atomicfile, oci
 from .errors import BadInput
@@ -45,11 +45,13 @@ EXTRACT_JOBS = 3   # layers extracted at once (as many as a pull downloads)
 Progress = Callable[[str, int, int], None]   # (label, bytes done, bytes total)
 
 
-class Streaming:
+class Streaming(Protocol):
     """A layer blob being downloaded: ``reader`` gives its bytes as they
     arrive; ``finish()`` blocks until the whole blob is verified (or raises)."""
 
-    reader: Any
+    @property
+    def reader(self) -> Any: ...  # pragma: no cover - interface
+
     def finish(self) -> None: ...  # pragma: no cover - interface
 
 

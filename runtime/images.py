@@ -32,6 +32,7 @@ from .store import Store, register_sweeper
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
 if TYPE_CHECKING:
+    import builtins
     import threading
     from typing import Any
 
@@ -136,7 +137,7 @@ class Image:
     def digest(self) -> str:
         return "sha256:" + self.id
 
-    def lower_dirs(self) -> list[str]:
+    def lower_dirs(self) -> builtins.list[str]:
         """Extracted layer dirs, TOP-MOST FIRST, for runtime.sys.mount_overlay."""
         return [str(layer.path) for layer in reversed(self.layers)]
 
@@ -310,7 +311,7 @@ class ImageStore:
             manifest_size=int(row["manifest_size"]), loaded_at=float(row["loaded_at"]),
         )
 
-    def list(self) -> list[Image]:
+    def list(self) -> builtins.list[Image]:
         ids = [r[0] for r in self.store.db.execute("SELECT id FROM images ORDER BY loaded_at DESC, id")]
         out = []
         for i in ids:
@@ -327,7 +328,7 @@ class ImageStore:
         return self.load_all(path, tag=tag, progress=progress)[0]
 
     def load_all(self, path: str | os.PathLike[str], tag: str | None = None,
-                 progress: Progress | None = None) -> list[Image]:
+                 progress: Progress | None = None) -> builtins.list[Image]:
         new_tag = new_name(tag) if tag is not None else None
         with work_dir(self.store, "load-") as staging:
             staged = oci.read_source(path, staging)
@@ -335,10 +336,10 @@ class ImageStore:
                 raise BadInput(f"{path} holds {len(staged)} images; --tag needs exactly one")
             return self.load_staged(staged, tag=new_tag, progress=progress)
 
-    def load_staged(self, staged: list[oci.Staged], tag: str | None = None,
+    def load_staged(self, staged: builtins.list[oci.Staged], tag: str | None = None,
                     progress: Progress | None = None, *, ready: BlobReady | None = None,
                     repo_digest: tuple[str, str] | None = None,
-                    cancel: threading.Event | None = None) -> list[Image]:
+                    cancel: threading.Event | None = None) -> builtins.list[Image]:
         """Commit images whose blobs are staged under the store's ``tmp/``:
         the one way into the store (``load`` and ``pull`` alike), so every
         image gets the same checks.  ``ready(blob)`` is called before each
@@ -381,7 +382,7 @@ class ImageStore:
             )
         return name
 
-    def remove(self, ref: str | list[str], force: bool = False) -> list[str]:
+    def remove(self, ref: str | builtins.list[str], force: bool = False) -> builtins.list[str]:
         """Remove images or tags, Docker style: a tag of an image with other
         tags is only untagged; otherwise the image goes, with its blobs and the
         layers no other image uses.  All refs are checked before anything is

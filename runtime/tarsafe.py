@@ -32,7 +32,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from . import overlayfmt
 from .errors import BadInput
@@ -165,7 +165,7 @@ class _HashingReader:
 
 
 class _ProgressReader:
-    def __init__(self, f: BinaryIO, total: int, cb: Progress) -> None:
+    def __init__(self, f: Any, total: int, cb: Progress) -> None:  # a buffered reader
         self.f, self.total, self.cb, self.done, self._last = f, total, cb, 0, 0
 
     def read(self, n: int = -1) -> bytes:
@@ -187,7 +187,7 @@ class _ProgressReader:
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b):  # type: ignore[no-untyped-def]
+    def readinto(self, b: Any) -> int:
         data = self.read(len(b))
         b[: len(data)] = data
         return len(data)
@@ -200,7 +200,7 @@ def _decompressor(head: bytes, raw: BinaryIO) -> tuple[BinaryIO, str]:
     if head == _ZSTD_MAGIC:
         import zstandard
 
-        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True), "zstd"  # type: ignore[return-value]
+        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True), "zstd"
     return raw, "none"
 
 
@@ -226,6 +226,7 @@ def extract_layer(blob: str | os.PathLike[str] | io.BufferedReader, dest: str | 
     half-filled and the caller throws it away (it lives in the store's tmp/).
     """
     dest = Path(dest)
+    opened: contextlib.AbstractContextManager[io.BufferedReader]
     if isinstance(blob, io.BufferedReader):
         total, opened = size or 0, contextlib.nullcontext(blob)
     else:

@@ -118,7 +118,8 @@ def choose(index: Fetched, platform: Platform, what: str) -> dict[str, Any]:
     for i, d in enumerate(entries):
         if not isinstance(d, dict):
             raise BadInput(f"{what}: manifests[{i}] is not an object")
-        p = d.get("platform") if isinstance(d.get("platform"), dict) else {}
+        given = d.get("platform")
+        p = given if isinstance(given, dict) else {}
         os_, arch, variant = p.get("os"), p.get("architecture"), p.get("variant")
         if os_ == "unknown" or arch == "unknown":
             continue  # attestations and other non-images

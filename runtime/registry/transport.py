@@ -245,8 +245,9 @@ def _error_detail(r: httpx.Response) -> str:
     try:
         if not r.is_stream_consumed:
             r.read()
-        body = r.json() if len(r.content) < 65536 else None
-        err = body["errors"][0]
+        if len(r.content) >= 65536:
+            return ""
+        err = r.json()["errors"][0]
         return f" ({err.get('code', '')}: {' '.join(str(err.get('message', '')).split())[:200]})"
     except Exception:  # noqa: BLE001 - any odd body simply has no detail
         return ""
