@@ -48,6 +48,9 @@ finally:
 
 
 def test_podman_uses_no_default_state(tmp_path: Path, fixture_image) -> None:
+    # Made by any podman's first use (ALLOWED): made here first, so a podman
+    # of a parallel session (pytest-xdist) making it meanwhile is no change.
+    os.makedirs("/var/lib/containers/cache", exist_ok=True)
     existed = {d for d in DEFAULT_STATE if os.path.isdir(d)}
     py = SCRIPT.format(base=str(tmp_path / "podman"), archive=str(fixture_image("busybox")),
                        ref=REFS["busybox"])
