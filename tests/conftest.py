@@ -97,7 +97,9 @@ tempfile.tempdir = None
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    if not config.option.basetemp:
+    if not config.option.basetemp or _WORKER:
+        # (a worker's own, not the main process's plus "/popen-gwN": paths
+        # below tmp_path stay as short as without xdist, unix sockets fit)
         config.option.basetemp = str(SESSION_TMP / "pytest")
     if os.geteuid() == 0 and not _WORKER and getattr(config.option, "numprocesses", None):
         # The system user PostgreSQL runs as is made on first use
