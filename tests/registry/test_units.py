@@ -159,8 +159,9 @@ def test_a_follower_that_finds_the_blob_gone_waits_for_the_download_to_end(tmp_p
 
     from volmerge.runtime.registry.blobs import Download, Follower
 
-    dl = Download(None, "r", "s", "sha256:" + "0" * 64, 4, tmp_path / "blob",  # type: ignore[arg-type]
-                  lambda *a: None, threading.Event())
+    no_session = None  # never asked: every byte has arrived
+    dl = Download(no_session, "r", "s", "sha256:" + "0" * 64, 4,  # type: ignore[arg-type]
+                  tmp_path / "blob", lambda *a: None, threading.Event())
     dl.opened, dl.got = True, 4  # every byte arrived; the .part file is gone
     fut: Future[object] = Future()
     waiting = threading.Event()
