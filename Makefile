@@ -51,8 +51,12 @@ $(STAMP): $(VENV)/bin/python pyproject.toml
 debian-images: install
 	$(PY) -m volmerge.fixtures.debian
 
+# Parallel test sessions (pytest-xdist; tests/conftest.py gives each its own
+# namespaces, tmpfs, tag and cgroup parent); TEST_WORKERS=0: one session.
+TEST_WORKERS ?= 3
 test: install debian-images
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist worksteal) \
+	  $(PYTEST_ARGS)
 
 demo: install
 	$(VENV)/bin/volmerge --root $${VOLMERGE_ROOT:-/var/lib/volmerge-demo} demo

@@ -274,15 +274,24 @@ def _keeper(spec: dict[str, Any], bundle: Path, cg: Cgroup, stdio: Stdio, w: int
         rsys.setns(fd, rsys.CLONE_NEWNET)
         os.close(fd)
     rsys.make_private("/")
+    # The child's pivot_root moves this process's root too (one mount
+    # namespace): the pid file is written through its directory, held open
+    # from before the fork, or its path may no longer resolve.
+    dirfd = os.open(pid_file.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     child = os.fork()
     if child == 0:
+        os.close(dirfd)
         try:
             _init(spec, bundle, cg, w, has_netns=bool(flags & rsys.CLONE_NEWNET) or bool(netns_path),
                   console=console)
         except BaseException as exc:  # noqa: BLE001
             _report(w, exc)
         os._exit(127)
-    pid_file.write_text(str(child))
+    fd = os.open(pid_file.name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644,
+                 dir_fd=dirfd)
+    os.write(fd, str(child).encode())
+    os.close(fd)
+    os.close(dirfd)
     _reap(child, w, console)
 
 

@@ -178,6 +178,8 @@ class Follower(io.RawIOBase):
                 return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:
                 continue
+        while not self.dl.ended:  # the download ends under this lock: released meanwhile
+            self.dl.cond.wait(0.5)
         self.done()   # gone: the download failed (its error), or
         raise NotDone(f"{self.dl.what}: the downloaded file went away")
 

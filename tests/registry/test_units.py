@@ -149,3 +149,47 @@ def test_check_manifest() -> None:
     ):
         with pytest.raises(BadInput, match=says):
             manifests.check_manifest(_manifest(**over), "m")
+
+
+def test_a_follower_that_finds_the_blob_gone_waits_for_the_download_to_end(tmp_path: Path) -> None:
+    """The download verified the last bytes, found a digest mismatch and
+    removed its file; a follower opening it only now must let the download
+    end (under the shared lock) before it raises the download's error: it
+    used to wait for the download holding that lock (a pull that hung)."""
+    import threading
+    from concurrent.futures import Future
+
+    from volmerge.runtime.registry.blobs import Download, Follower
+
+    no_session = None  # never asked: every byte has arrived
+    dl = Download(no_session, "r", "s", "sha256:" + "0" * 64, 4,  # type: ignore[arg-type]
+                  tmp_path / "blob", lambda *a: None, threading.Event())
+    dl.opened, dl.got = True, 4  # every byte arrived; the .part file is gone
+    fut: Future[object] = Future()
+    waiting = threading.Event()
+
+    def done() -> object:
+        waiting.set()
+        return fut.result()
+
+    def download_ends() -> None:  # what Download.run's mismatch path does after the unlink
+        waiting.wait(0.5)  # the follower waits for it (it holds the lock, before the fix)
+        with dl.cond:
+            dl.ended = True
+            dl.cond.notify_all()
+        fut.set_exception(BadInput("digest mismatch for the blob"))
+
+    errors: list[BaseException] = []
+
+    def follow() -> None:
+        try:
+            Follower(dl, done).readinto(memoryview(bytearray(4)))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    reader = threading.Thread(target=follow, daemon=True)
+    reader.start()
+    threading.Thread(target=download_ends, daemon=True).start()
+    reader.join(10)
+    assert not reader.is_alive(), "the follower and the download wait for each other"
+    assert len(errors) == 1 and "digest mismatch" in str(errors[0])
