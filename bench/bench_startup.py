@@ -38,7 +38,8 @@ DENY: dict[str, tuple[str, ...]] = {
     # posix_spawn (no subprocess); no shutil (with zlib, bz2, lzma); inspect is
     # imported by dataclasses but executed only when used (fastrun._defer_import)
     "run --network none": (*ALWAYS_DENIED, "typer", "click", "pyroute2", "typing", "subprocess",
-                           "selectors", "shutil", "bz2", "lzma", "dis", "tokenize"),
+                           "selectors", "shutil", "bz2", "lzma", "dis", "tokenize",
+                           "volmerge.runtime.oci", "tarfile", "hashlib"),
     # a bridged run needs netlink, but only pyroute2's core (links.py)
     "run": (*ALWAYS_DENIED, "typer", "click", "pyroute2.ndb", "pyroute2.ipdb",
             "pyroute2.nftables", "pyroute2.ethtool", "pyroute2.netlink.nl80211"),

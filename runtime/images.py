@@ -25,9 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import oci
 from .errors import BadInput, Conflict, NotDone, NotFound
 from .layers import LayerStore, work_dir
+from .mediatypes import OCI_LAYER, OCI_MANIFEST
 from .store import Store, register_sweeper
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     import threading
     from typing import Any
 
+    from . import oci
     from .imageload import BlobReady, Progress
 
 COMPONENT = "images"
@@ -109,7 +110,7 @@ class Layer:
     digest: str           # sha256:<hex> of the blob as stored (maybe compressed)
     path: Path            # the extracted, overlay-ready tree
     size: int             # bytes of file content in the layer
-    media_type: str = oci.OCI_LAYER
+    media_type: str = OCI_LAYER
     blob_size: int = 0
 
 
@@ -124,7 +125,7 @@ class Image:
     layers: list[Layer]   # bottom-most first
     size: int
     created: str | None
-    manifest_media_type: str = oci.OCI_MANIFEST
+    manifest_media_type: str = OCI_MANIFEST
     manifest_size: int = 0
     loaded_at: float = 0.0
     repo_digests: list[str] = field(default_factory=list)   # ["registry/name@sha256:..."]
@@ -330,6 +331,8 @@ class ImageStore:
     def load_all(self, path: str | os.PathLike[str], tag: str | None = None,
                  progress: Progress | None = None) -> builtins.list[Image]:
         new_tag = new_name(tag) if tag is not None else None
+        from . import oci
+
         with work_dir(self.store, "load-") as staging:
             staged = oci.read_source(path, staging)
             if new_tag is not None and len(staged) > 1:
@@ -455,6 +458,7 @@ class ImageStore:
         img = self._load_row(image_id)
         if img is None:
             raise NotFound(f"no such image: {ref}")
+        from . import oci
         from .outfile import atomic_output, check_target
 
         out = check_target(out_path)

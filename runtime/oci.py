@@ -21,6 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import BadInput, NotFound
+from .mediatypes import DOCKER_LIST as DOCKER_LIST
+from .mediatypes import DOCKER_MANIFEST as DOCKER_MANIFEST
+from .mediatypes import INDEX_TYPES as INDEX_TYPES
+from .mediatypes import MANIFEST_TYPES as MANIFEST_TYPES
+from .mediatypes import OCI_CONFIG as OCI_CONFIG
+from .mediatypes import OCI_INDEX as OCI_INDEX
+from .mediatypes import OCI_LAYER as OCI_LAYER
+from .mediatypes import OCI_MANIFEST as OCI_MANIFEST
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
 if TYPE_CHECKING:
@@ -30,14 +38,6 @@ if TYPE_CHECKING:
 # hashlib and tarfile are imported inside the functions that use them: a
 # container start (`volmerge run`) reads images but never parses archives.
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
-INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
 REF_NAME = "org.opencontainers.image.ref.name"
 _DIGEST = re.compile(r"^sha256:([0-9a-f]{64})$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
