@@ -110,3 +110,18 @@ def test_prune_refused_while_an_upgrade_runs(vm) -> None:  # type: ignore[no-unt
         st.close()
     assert p.returncode == 2 and "cannot prune app" in p.stderr, p.stderr
     assert p.stderr.count("\n") == 1
+
+
+def test_rollback_after_a_rollback_keeps_data_written_in_between(vm) -> None:  # type: ignore[no-untyped-def]
+    """Generation 1 is left twice (upgrades 2 and 3): rolling back to it from 3
+    returns to the state of the second leave, not the first, so that what
+    generation 1 wrote between the two (after the first rollback) stays."""
+    vm("run", "-d", "--name", "app", "-v", "app-data:/data", APP[1], check=True)
+    vm("upgrade", "app", "--to", APP[2], "--health-timeout", "0.3", check=True)
+    vm("rollback", "app", check=True)
+    vm("exec", "app", "sh", "-c", "echo kept > /data/between", check=True)
+    vm("upgrade", "app", "--to", APP[2], "--health-timeout", "0.3", check=True)
+    p = vm("rollback", "app", "--json")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["to_image"] == APP[1]
+    assert vm("exec", "app", "cat", "/data/between").stdout == "kept\n"

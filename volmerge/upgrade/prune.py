@@ -52,12 +52,6 @@ class PrunePlan:
                 "journals": list(self.journals)}
 
 
-def _leaving(gens: list[Generation], g: Generation) -> Generation | None:
-    """The row of the upgrade that left ``g``: the one rollback._plan reads."""
-    return min((x for x in gens if x.gen > g.gen and x.volumes.get("_from_gen") == g.gen),
-               key=lambda x: x.gen, default=None)
-
-
 def _tags(g: Generation, which: str) -> dict[str, str]:
     return {v: info[which] for v, info in g.volumes.items()
             if not v.startswith("_") and isinstance(info, dict) and info.get(which)}
@@ -79,7 +73,7 @@ def plan(ctx: Ctx, name: str, keep: int) -> PrunePlan:
     for g in kept:
         if g is cur:
             continue
-        leaving = _leaving(gens, g)
+        leaving = jr.leaving(gens, g)  # what rollback._plan reads
         if leaving is not None:
             needed.add(leaving.gen)
             for which in ("pre", "post"):  # post: rollback._plan's fallback for "since"
