@@ -61,6 +61,7 @@ def test_prune_keeps_two_generations_and_rollback_still_works(vm) -> None:  # ty
     assert json.loads(p.stdout)[0]["generations"] == [1, 2]
     hist = json.loads(vm("history", "app", "--json").stdout)
     assert [h["generation"] for h in hist if h["type"] == "generation"] == [3, 4]
+    assert len([h for h in hist if h["type"] == "upgrade"]) == 2  # those that made 3 and 4
     names = _names(vm)
     assert "app.gen1" not in names and "app.gen2" not in names and "app.gen3" in names
     tags = [s["tag"] for s in json.loads(

@@ -103,21 +103,23 @@ def plan(ctx: Ctx, name: str, keep: int) -> PrunePlan:
         container=name, keep=tuple(sorted(g.gen for g in kept)),
         rows=tuple(g.gen for g in drop), containers=tuple(containers),
         tags={v: tuple(sorted(t)) for v, t in sorted(tags.items())},
-        journals=tuple(_journals(ctx, name, drop, [g for g in gens if g.gen in needed])),
+        journals=tuple(_journals(ctx, name, [g for g in gens if g.gen in needed])),
     )
 
 
-def _journals(ctx: Ctx, name: str, drop: list[Generation], kept: list[Generation]) -> list[str]:
-    """Finished journals of ``name`` older than every kept generation, and
-    those of the dropped generations; never an open one (begun, committed)."""
+def _journals(ctx: Ctx, name: str, kept: list[Generation]) -> list[str]:
+    """Finished journals (never an open one: begun, committed) that neither a
+    kept generation names nor tell how the current state came about: those
+    before the last transaction that committed (the upgrade or rollback that
+    made the current generation current)."""
     keep_ids = {g.journal_id for g in kept if g.journal_id}
-    oldest = min((g.created for g in kept), default=None)
     rows = ctx.store.db.execute(
-        "SELECT id, started FROM upgrade_journal WHERE container = ?"
+        "SELECT id, state, started FROM upgrade_journal WHERE container = ?"
         " AND state IN ('done', 'rolled-back') ORDER BY started", (name,)).fetchall()
-    drop_ids = {g.journal_id for g in drop if g.journal_id}
-    return [r["id"] for r in rows if r["id"] not in keep_ids
-            and (r["id"] in drop_ids or (oldest is not None and r["started"] < oldest))]
+    last = max((r["started"] for r in rows if r["state"] == "done"), default=None)
+    if last is None:
+        return []
+    return [r["id"] for r in rows if r["id"] not in keep_ids and r["started"] < last]
 
 
 def _apply(ctx: Ctx, p: PrunePlan) -> None:
