@@ -20,8 +20,9 @@ note every 20 ms throughout:
 
 After the first cycle and after the last: the app is stopped, ``volume
 compact`` and ``volmerge prune --keep 2`` run, the app is started again; then
-the store's size (``du``, less the notes database's own size: the client's
-notes are data meant to stay), the mounts, the
+the store's size (``du``, less the volumes and the containers' logs: the
+client's notes and the app's log of them are data meant to stay; the volume
+layers are counted instead), the mounts, the
 processes, this process's open file descriptors, the network interfaces,
 the nft rules and the layers (image layers, volume layers, containers) are
 counted; the two counts must match (size within ``--margin``).  Every
@@ -85,6 +86,7 @@ class VM:
 
     root: Path
     rss: dict[str, list[int]] = field(default_factory=dict)
+    sizes: list[dict[str, int]] = field(default_factory=list)
 
     def __call__(self, *args: str, check: bool = True, label: str | None = None
                  ) -> subprocess.CompletedProcess:
@@ -181,11 +183,33 @@ def counts(root: Path) -> dict[str, int]:
         "volume layers": entries(root / "volumes" / "_layers"),
         "containers": entries(root / "containers"),
         "volumes": entries(root / "volumes"),
+        "lock files": entries(root / "locks"),
     }
 
 
-def db_size(vm: VM) -> int:
-    return int(vm("exec", NAME, "stat", "-c", "%s", "/data/notes.db", label="exec").stdout)
+def breakdown(root: Path) -> dict[str, int]:
+    """Bytes per entry of the store root, and per file of a container's
+    directory (its logs), to say where a difference lies."""
+    out = {}
+    for e in sorted(os.listdir(root)):
+        out[e] = du(root / e)
+    for c in (root / "containers").iterdir() if (root / "containers").is_dir() else ():
+        for f in c.iterdir():
+            if f.is_file():
+                out[f"containers/*/{f.name}"] = out.get(f"containers/*/{f.name}", 0) + \
+                    f.stat().st_blocks * 512
+    for f in os.listdir(root / "locks"):
+        out[f"locks/{f}"] = 1
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{root / 'state.db'}?mode=ro", uri=True)
+    try:
+        for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
+            out[f"state.db rows: {t}"] = db.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0]
+        out["state.db free pages"] = db.execute("PRAGMA freelist_count").fetchone()[0]
+    finally:
+        db.close()
+    return out
 
 
 def settle(vm: VM) -> tuple[int, dict[str, int]]:
@@ -202,7 +226,10 @@ def settle(vm: VM) -> tuple[int, dict[str, int]]:
         if not any(e.startswith("~") for e in os.listdir(vm.root / "volumes" / "_layers")):
             break
         time.sleep(0.1)
-    return du(vm.root) - db_size(vm), counts(vm.root)
+    b = breakdown(vm.root)
+    vm.sizes.append(b)
+    data = b.get("volumes", 0) + b.get("containers/*/log", 0)
+    return du(vm.root) - data, counts(vm.root)
 
 
 # -- one cycle -----------------------------------------------------------------
@@ -224,8 +251,16 @@ def report(args: argparse.Namespace, first: tuple[int, dict[str, int]],
     grew = size_b - size_a
     size_ok = abs(grew) <= args.margin * 1024 * 1024
     ok &= size_ok
-    print(f"{'store - db':<14}{size_a / 1e6:>10.1f}MB{size_b / 1e6:>10.1f}MB"
+    print(f"{'store - data':<14}{size_a / 1e6:>10.1f}MB{size_b / 1e6:>10.1f}MB"
           f"  {'ok' if size_ok else 'GREW'} ({grew / 1e6:+.2f} MB, margin {args.margin} MiB)")
+    for k in ("volumes", "containers/*/log"):
+        print(f"{'  ' + k:<14}{vm.sizes[0].get(k, 0) / 1e6:>10.2f}MB"
+              f"{vm.sizes[-1].get(k, 0) / 1e6:>10.2f}MB  (the notes and the app's log: data)")
+    if not size_ok or args.verbose:
+        a_, b_ = vm.sizes[0], vm.sizes[-1]
+        for k in sorted(set(a_) | set(b_)):
+            if a_.get(k, 0) != b_.get(k, 0):
+                print(f"  {k:<30}{a_.get(k, 0):>12}{b_.get(k, 0):>12}")
     for k in first[1]:
         a, b = first[1][k], last[1][k]
         ok &= a == b
@@ -255,6 +290,8 @@ def main() -> None:
     ap.add_argument("--margin", type=float, default=1.0,
                     help="MiB the store may differ by between the first and last count")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    ap.add_argument("-v", "--verbose", action="store_true",
+                    help="print where the store's size changed")
     args = ap.parse_args()
     if args.cycles < 2:
         raise SystemExit("soak: --cycles >= 2")

@@ -126,3 +126,16 @@ def test_rollback_after_a_rollback_keeps_data_written_in_between(vm) -> None:  #
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["to_image"] == APP[1]
     assert vm("exec", "app", "cat", "/data/between").stdout == "kept\n"
+
+
+def test_rehearsals_and_removed_containers_leave_no_lock_files(vm) -> None:  # type: ignore[no-untyped-def]
+    """Found by bench/soak.py: each rehearsal left the lock files of its clone
+    volume and of its copy of the container."""
+    vm("run", "-d", "--name", "app", "-v", "app-data:/data", APP[1], check=True)
+    locks = vm.root / "locks"
+    vm("upgrade", "app", "--to", APP[2], "--rehearse", "--health-timeout", "0.3", check=True)
+    before = set(p.name for p in locks.iterdir())  # upgrade-app.lock stays: app stays
+    for _ in range(2):
+        vm("upgrade", "app", "--to", APP[2], "--rehearse", "--health-timeout", "0.3", check=True)
+    vm("run", "--rm", APP[1], "true", check=True)
+    assert set(p.name for p in locks.iterdir()) - before == set()
