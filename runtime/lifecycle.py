@@ -12,7 +12,6 @@ this process.  The engine (runtime.containers) is the facade over it.
 from __future__ import annotations
 
 import contextlib
-
 import json
 import signal
 
