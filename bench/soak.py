@@ -22,7 +22,8 @@ After the first cycle and after the last: the app is stopped, ``volume
 compact`` and ``volmerge prune --keep 2`` run, the app is started again; then
 the store's size (``du``, less the volumes and the containers' logs: the
 client's notes and the app's log of them are data meant to stay; the volume
-layers are counted instead), the mounts, the
+layers are counted instead; and less the state database's free pages, where
+the journals prune deleted were: SQLite reuses them), the mounts, the
 processes, this process's open file descriptors, the network interfaces,
 the nft rules and the layers (image layers, volume layers, containers) are
 counted; the two counts must match (size within ``--margin``).  Every
@@ -207,6 +208,8 @@ def breakdown(root: Path) -> dict[str, int]:
         for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
             out[f"state.db rows: {t}"] = db.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0]
         out["state.db free pages"] = db.execute("PRAGMA freelist_count").fetchone()[0]
+        out["state.db free bytes"] = out["state.db free pages"] * \
+            db.execute("PRAGMA page_size").fetchone()[0]
     finally:
         db.close()
     return out
@@ -228,7 +231,7 @@ def settle(vm: VM) -> tuple[int, dict[str, int]]:
         time.sleep(0.1)
     b = breakdown(vm.root)
     vm.sizes.append(b)
-    data = b.get("volumes", 0) + b.get("containers/*/log", 0)
+    data = b.get("volumes", 0) + b.get("containers/*/log", 0) + b.get("state.db free bytes", 0)
     return du(vm.root) - data, counts(vm.root)
 
 
@@ -253,9 +256,11 @@ def report(args: argparse.Namespace, first: tuple[int, dict[str, int]],
     ok &= size_ok
     print(f"{'store - data':<14}{size_a / 1e6:>10.1f}MB{size_b / 1e6:>10.1f}MB"
           f"  {'ok' if size_ok else 'GREW'} ({grew / 1e6:+.2f} MB, margin {args.margin} MiB)")
-    for k in ("volumes", "containers/*/log"):
+    why = {"volumes": "the notes: data", "containers/*/log": "the app's log: data",
+           "state.db free bytes": "pruned journals' pages, reused"}
+    for k, what in why.items():
         print(f"{'  ' + k:<14}{vm.sizes[0].get(k, 0) / 1e6:>10.2f}MB"
-              f"{vm.sizes[-1].get(k, 0) / 1e6:>10.2f}MB  (the notes and the app's log: data)")
+              f"{vm.sizes[-1].get(k, 0) / 1e6:>10.2f}MB  ({what})")
     if not size_ok or args.verbose:
         a_, b_ = vm.sizes[0], vm.sizes[-1]
         for k in sorted(set(a_) | set(b_)):
