@@ -34,6 +34,7 @@ volmerge command runs as a child whose peak resident memory (``wait4``'s
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import shutil
@@ -124,7 +125,7 @@ class Client:
                                             data=f"soak note {i}".encode(), timeout=2) as r:
                     r.read()
                 self.ok += 1
-            except OSError:
+            except (OSError, http.client.HTTPException):
                 self.failed += 1  # the service is down during a stop/start: expected
             self._stop.wait(self.interval)
 
