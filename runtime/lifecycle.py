@@ -11,6 +11,7 @@ this process.  The engine (runtime.containers) is the facade over it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 
@@ -181,6 +182,10 @@ class Lifecycle:
             except OSError:
                 rootfs_mod.umount_rootfs(c.dir)
                 fsutil.rmtree(c.dir)
+            # its lock file too (unlinked while held; the id is never reused),
+            # or every removed container leaves one (found by bench/soak.py)
+            with contextlib.suppress(FileNotFoundError):
+                (self.store.root / "locks" / f"container-{c.id}.lock").unlink()
 
     def pause(self, ref: str) -> None:
         c = self.get(ref)

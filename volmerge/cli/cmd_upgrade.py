@@ -1,4 +1,4 @@
-"""``volmerge upgrade``, ``rollback``, ``history`` and ``recover``."""
+"""``volmerge upgrade``, ``rollback``, ``history``, ``prune`` and ``recover``."""
 
 from __future__ import annotations
 
@@ -213,6 +213,44 @@ def register(app: typer.Typer) -> None:
             table(["ATTEMPT", "KIND", "FROM", "TO", "RESULT", "ERROR"],
                   [[a["id"], a["type"], a["from"], a["to"], a["state"], a["error"] or ""]
                    for a in attempts])
+
+    @app.command("prune")
+    def prune_cmd(
+        ctx: typer.Context,
+        containers: list[str] = typer.Argument(None, metavar="[CONTAINER]...", help="Containers to prune (default: every container with generations)."),
+        keep: int = typer.Option(2, "--keep", metavar="N", help="Generations to keep per container: the current one and the N-1 newest it can roll back to."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="List what would be removed; change nothing."),
+        as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+    ) -> None:
+        """Remove upgrade generations older than the newest N (default 2).
+
+        Their parked containers (NAME.genN), generation rows and journals go,
+        and the volume snapshots only they needed are untagged and compacted.
+        Never what the current generation or a rollback to a kept one needs.
+        """
+        from volmerge.upgrade.prune import prune
+
+        reps = prune(_ctx(ctx), list(containers or []), keep=keep, dry_run=dry_run)
+        if as_json:
+            emit_json(reps)
+            return
+        from .common import table
+
+        rows = []
+        for r in reps:
+            rows += [[r["container"], f"generation {g}", "row"] for g in r["generations"]]
+            rows += [[r["container"], c["name"], "container"] for c in r["containers"]]
+            rows += [[r["container"], f"{v}@{t}", "snapshot tag"]
+                     for v, ts in r["snapshots"].items() for t in ts]
+            rows += [[r["container"], j, "journal"] for j in r["journals"]]
+        if not rows:
+            print("Nothing to prune.")
+            return
+        table(["CONTAINER", "WHAT", "KIND"], rows)
+        n = sum(len(r["generations"]) for r in reps)
+        print(f"{'Would remove' if dry_run else 'Removed'} {n} generation(s); kept "
+              + "; ".join(f"{r['container']}: {', '.join(map(str, r['keep'])) or 'none'}"
+                          for r in reps))
 
     @app.command("recover")
     def recover_cmd(

@@ -123,6 +123,15 @@ def generations(store: Store, container: str) -> list[Generation]:
     return [_gen(r) for r in rows]
 
 
+def leaving(gens: list[Generation], target: Generation) -> Generation | None:
+    """The generation of the upgrade that last left ``target``: its ``pre``
+    snapshots are the state a rollback to ``target`` returns to.  The latest,
+    not the first: after a rollback to ``target`` and a new upgrade, the
+    first one's snapshots predate what ``target`` wrote in between."""
+    return max((g for g in gens if g.gen > target.gen and g.volumes.get("_from_gen") == target.gen),
+               key=lambda g: g.gen, default=None)
+
+
 def history(store: Store, container: str) -> list[dict[str, Any]]:
     """Generations plus every attempt (committed, rolled back) on the container."""
     ensure(store)

@@ -227,9 +227,8 @@ def _plan(ctx: Ctx, cur_c: Container, to: int | None
             raise BadInput(f"{name} has no generation {to} to roll back to (available: {known})")
     if target is None:
         raise NotFound(f"{name} has no earlier generation")
-    # The upgrade that left the target generation holds its snapshots.
-    leaving = min((g for g in gens if g.gen > target.gen and g.volumes.get("_from_gen") == target.gen),
-                  key=lambda g: g.gen, default=None)
+    # The upgrade that last left the target generation holds its snapshots.
+    leaving = jr.leaving(gens, target)
     if leaving is None:
         raise NotDone(f"generation {target.gen} of {name} has no recorded snapshots")
     vols = {k: v for k, v in leaving.volumes.items() if not k.startswith("_")}

@@ -451,6 +451,13 @@ class RemoveVolume(Step):
         return f"remove volume {self.volume}"
 
     def apply(self, ctx: Ctx, tx: Tx) -> dict[str, Any]:
+        import contextlib
+
         if ctx.volumes.exists(self.volume):
             ctx.volumes.remove(self.volume, force=True)
+        # The clone's lock file, or every rehearsal leaves one behind (found by
+        # bench/soak.py).  Unlinked while held: the name was the rehearsal's
+        # own (random) and the volume is gone, so a waiter finds nothing to do.
+        with ctx.store.lock(f"volume-{self.volume}"), contextlib.suppress(FileNotFoundError):
+            (ctx.store.root / "locks" / f"volume-{self.volume}.lock").unlink()
         return {}

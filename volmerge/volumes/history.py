@@ -268,6 +268,24 @@ class VolumeHistory(VolumeReader):
             self._compact_locked(m, defer_collect=bool(m.users))
             return before, len(self._read(name).frozen_layers())
 
+    def untag(self, name: str, tags: set[str], *, compact: bool = True) -> tuple[int, int]:
+        """Forget the tags ``tags`` (their snapshots become untagged, so that
+        compaction may squash them) and, with ``compact``, compact at once;
+        returns (layers before, layers after).  Used by ``volmerge prune``
+        for the snapshots of upgrade generations nobody can return to."""
+        check_name(name)
+        with self._lock_existing(name):
+            m = self._read(name)
+            before = len(m.frozen_layers())
+            if any(g.tag in tags for g in m.generations):
+                with self.pool.commit_lock():
+                    gens = [replace(g, tag=None) if g.tag in tags else g for g in m.generations]
+                    m = replace(m, generations=gens)
+                    self.pool.write(m)
+            if compact:
+                self._compact_locked(m, defer_collect=bool(m.users))
+            return before, len(self._read(name).frozen_layers())
+
     def _compact_locked(self, m: Manifest, *, defer_collect: bool) -> None:
         from .tree import squash
 

@@ -1,0 +1,187 @@
+"""``volmerge prune``: forget upgrade generations nobody can return to.
+
+Every committed upgrade keeps the generation it left: the old container,
+stopped and renamed ``NAME.genN``, its generation row, and two tagged
+snapshots per volume (``upgrade-<journal>-pre`` and ``-post``), which
+compaction never squashes.  Over months of upgrades that is a container and
+two layers per upgrade.  Pruning keeps the newest ``keep`` generations of a
+container (the current one and the ``keep - 1`` newest it can roll back to)
+and drops the rest: the parked containers, the rows, the journals that only
+they name, and the snapshot tags only they need (the volume is then
+compacted, so the untagged layers are squashed).
+
+What a kept generation needs is exactly what :func:`rollback._plan` reads:
+the current row and its ``post`` tags (what was written since), and for each
+kept earlier generation the row of the upgrade that left it and that row's
+``pre`` tags.  Runs under the container's transaction lock, so never during
+an upgrade, rollback or rehearsal of it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..errors import BadInput, Conflict, NotFound
+from . import journal as jr
+from . import runner
+from .steps import find_container
+
+if TYPE_CHECKING:
+    from .ctx import Ctx
+    from .journal import Generation
+
+
+@dataclass(frozen=True)
+class PrunePlan:
+    """What pruning one container removes (and keeps)."""
+
+    container: str
+    keep: tuple[int, ...]                    # generation numbers kept
+    rows: tuple[int, ...]                    # generation rows deleted
+    containers: tuple[tuple[str, str], ...]  # (id, name) of parked containers removed
+    tags: dict[str, tuple[str, ...]]         # volume -> snapshot tags forgotten
+    journals: tuple[str, ...]                # journal ids deleted
+
+    def to_json(self) -> dict[str, Any]:
+        return {"container": self.container, "keep": list(self.keep),
+                "generations": list(self.rows),
+                "containers": [{"id": i, "name": n} for i, n in self.containers],
+                "snapshots": {v: list(t) for v, t in self.tags.items()},
+                "journals": list(self.journals)}
+
+
+def _tags(g: Generation, which: str) -> dict[str, str]:
+    return {v: info[which] for v, info in g.volumes.items()
+            if not v.startswith("_") and isinstance(info, dict) and info.get(which)}
+
+
+def plan(ctx: Ctx, name: str, keep: int) -> PrunePlan:
+    """What pruning ``name`` to its newest ``keep`` generations removes."""
+    gens = jr.generations(ctx.store, name)
+    current = [g for g in gens if g.state == "current"]
+    cur = current[-1] if current else None
+    live = sorted((g for g in gens if g.state == "previous" and (cur is None or g.gen < cur.gen)),
+                  key=lambda g: g.gen, reverse=True)
+    kept = ([cur] if cur else []) + live[: keep - 1 if cur else keep]
+    needed = {g.gen for g in kept}
+    need_tags: dict[str, set[str]] = {}
+    if cur is not None:
+        for v, t in _tags(cur, "post").items():
+            need_tags.setdefault(v, set()).add(t)
+    for g in kept:
+        if g is cur:
+            continue
+        leaving = jr.leaving(gens, g)  # what rollback._plan reads
+        if leaving is not None:
+            needed.add(leaving.gen)
+            for which in ("pre", "post"):  # post: rollback._plan's fallback for "since"
+                for v, t in _tags(leaving, which).items():
+                    need_tags.setdefault(v, set()).add(t)
+    drop = [g for g in gens if g.gen not in needed]
+    tags: dict[str, set[str]] = {}
+    for g in gens:  # a kept row's own tags may be needed by nobody
+        for which in ("pre", "post"):
+            for v, t in _tags(g, which).items():
+                if t not in need_tags.get(v, set()):
+                    tags.setdefault(v, set()).add(t)
+    for v in list(tags):  # only tags the volume still has (a second prune finds none)
+        have = {s.tag for s in ctx.volumes.snapshots(v)} if ctx.volumes.exists(v) else set()
+        tags[v] &= have
+        if not tags[v]:
+            del tags[v]
+    parked = re.compile(re.escape(name) + r"\.gen\d+")
+    containers = []
+    for g in drop:
+        c = find_container(ctx, g.container_id)
+        # only a parked, stopped container: never the one serving under the name
+        if (c is not None and parked.fullmatch(c.name)
+                and c.state not in ("running", "paused", "restarting")):
+            containers.append((c.id, c.name))
+    return PrunePlan(
+        container=name, keep=tuple(sorted(g.gen for g in kept)),
+        rows=tuple(g.gen for g in drop), containers=tuple(containers),
+        tags={v: tuple(sorted(t)) for v, t in sorted(tags.items())},
+        journals=tuple(_journals(ctx, name, [g for g in gens if g.gen in needed])),
+    )
+
+
+def _journals(ctx: Ctx, name: str, kept: list[Generation]) -> list[str]:
+    """Finished journals (never an open one: begun, committed) that neither a
+    kept generation names nor tell how the current state came about: those
+    before the last transaction that committed (the upgrade or rollback that
+    made the current generation current)."""
+    keep_ids = {g.journal_id for g in kept if g.journal_id}
+    rows = ctx.store.db.execute(
+        "SELECT id, state, started FROM upgrade_journal WHERE container = ?"
+        " AND state IN ('done', 'rolled-back') ORDER BY started", (name,)).fetchall()
+    last = max((r["started"] for r in rows if r["state"] == "done"), default=None)
+    if last is None:
+        return []
+    return [r["id"] for r in rows if r["id"] not in keep_ids and r["started"] < last]
+
+
+def _apply(ctx: Ctx, p: PrunePlan) -> None:
+    """Rows first (one database transaction: from then on nothing refers to
+    what follows), then the containers and the snapshot tags; a crash in
+    between leaves only unreferenced things, which the next prune skips and
+    ``rm`` or ``volume compact`` can take."""
+    with ctx.store.transaction() as db:
+        for gen in p.rows:
+            db.execute("DELETE FROM generations WHERE container = ? AND gen = ?",
+                       (p.container, gen))
+        for jid in p.journals:
+            db.execute("DELETE FROM upgrade_steps WHERE journal_id = ?", (jid,))
+            db.execute("DELETE FROM upgrade_journal WHERE id = ?", (jid,))
+    for cid, _name in p.containers:
+        if find_container(ctx, cid) is not None:
+            ctx.engine.remove(cid, force=True)
+    for vol, tags in p.tags.items():
+        if ctx.volumes.exists(vol):
+            ctx.volumes.untag(vol, set(tags))
+
+
+def _names(ctx: Ctx, containers: list[str]) -> list[str]:
+    """The containers to prune: the named ones (a removed container's history
+    counts), or every container with generations."""
+    jr.ensure(ctx.store)
+    known = [r[0] for r in ctx.store.db.execute(
+        "SELECT DISTINCT container FROM generations ORDER BY container")]
+    if not containers:
+        return known
+    from volmerge.runtime.errors import NotFound as RtNotFound
+
+    out = []
+    for ref in containers:
+        try:
+            out.append(ctx.engine.get(ref).name)
+        except RtNotFound:
+            if ref not in known:
+                raise NotFound(f"no such container: {ref}") from None
+            out.append(ref)
+    return list(dict.fromkeys(out))
+
+
+def prune(ctx: Ctx, containers: list[str], *, keep: int = 2,
+          dry_run: bool = False) -> list[dict[str, Any]]:
+    """Prune each container's generations to its newest ``keep``; returns
+    one report per container (what went, or would go with ``dry_run``)."""
+    if keep < 1:
+        raise BadInput(f"--keep must be at least 1 (the current generation), not {keep}")
+    out = []
+    for name in _names(ctx, containers):
+        try:
+            with runner.locked(ctx, name):
+                runner.recover(ctx, container=name, locked=True)
+                open_ = [r["id"] for r in jr.pending(ctx.store) if r["container"] == name]
+                if open_:
+                    raise Conflict(f"{name} has an unfinished upgrade ({open_[0]}): "
+                                   "run `volmerge recover` first")
+                p = plan(ctx, name, keep)
+                if not dry_run:
+                    _apply(ctx, p)
+        except Conflict as exc:
+            raise Conflict(f"cannot prune {name}: {exc}") from None
+        out.append({**p.to_json(), "dry_run": dry_run})
+    return out
