@@ -98,6 +98,13 @@ class StackStory:
 
     def up(self) -> tuple[str, dict[str, Any]]:
         self.compose("up", "-d")
+        # up -d waits for what others depend on (db healthy), not for the app
+        # itself: wait until its own health check passes before talking to it
+        env = dict(os.environ, VOLMERGE_ROOT=str(self.ctx.store.root))
+        p = subprocess.run([sys.executable, "-m", "volmerge", "wait", "--healthy",
+                            f"{PROJECT}-app-1", "--timeout", "60"], env=env,
+                           capture_output=True, text=True, timeout=120, check=False)
+        _check(p.returncode == 0, "app v1 becomes healthy")
         _check(_http("/version")["version"] == 1, "app v1 answers on the published port")
         _check(self.psql("SHOW server_version_num", 1).startswith("15"), "db is PostgreSQL 15")
         return (f"RELEASE=1 volmerge compose -p {PROJECT} up -d: db (PostgreSQL 15) healthy, "
