@@ -25,7 +25,7 @@ def rmtree(path: str | os.PathLike[str]) -> None:
     if not os.path.lexists(path):
         return
     if path.is_symlink() or not path.is_dir():
-        path.unlink()
+        path.unlink(missing_ok=True)  # removed meanwhile by another process: fine
         return
     try:
         _empty(path)

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from . import atomicfile, fsutil
+from . import atomicfile, fsutil, incomplete
 from .errors import BadInput, NotDone
 from .store import Store
 
@@ -155,12 +155,23 @@ class LayerStore:
 
     def _discard_dir(self, path: Path) -> None:
         """Rename into tmp/ first (atomic), then delete: a crash mid-delete
-        leaves a tmp/ leftover, never a half-deleted layer."""
-        if not os.path.lexists(path):
+        leaves a tmp/ leftover, never a half-deleted layer.  The directory is
+        flock'ed first and renamed to a marked name (runtime.incomplete), so
+        that another process's sweep of tmp/ leaves it to us while we delete
+        it (it used to remove it under our feet: FileNotFoundError)."""
+        import fcntl
+
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
             return
-        trash = self.store.path("tmp", f"trash-layer-{os.urandom(6).hex()}")
-        os.rename(path, trash)
-        fsutil.rmtree(trash)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            trash = self.store.path("tmp", incomplete.marked_name("trash-layer-"))
+            os.rename(path, trash)
+            fsutil.rmtree(trash)
+        finally:
+            os.close(fd)
 
     def sweep(self) -> None:
         """Crash leftovers: dirs without a row, rows without a user (unlocked)."""
