@@ -37,6 +37,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(HERE))
@@ -222,13 +223,18 @@ def setup(vm: VM, notes: int) -> None:
         raise Fail(f"setup wrote {have} notes, wanted {notes}")
 
 
-def teardown(vm: VM) -> None:
+def teardown(vm: Any) -> None:
+    """Every container, volume and network of the store at vm.root removed
+    (also bench/soak.py's, whose VM keeps memory figures)."""
     ids = vm("ps", "-aq", check=False).stdout.split()
     if ids:
         vm("rm", "-f", *ids, check=False)
     vols = vm("volume", "ls", "-q", check=False).stdout.split()
     if vols:
         vm("volume", "rm", "-f", *vols, check=False)
+    nets = vm("network", "ls", "-q", check=False).stdout.split()
+    if nets:
+        vm("network", "rm", *nets, check=False)
 
 
 def expect(version: int, notes: int, ops_edit: bool = True) -> None:

@@ -334,15 +334,9 @@ def main() -> None:
             Path(args.json).write_text(json.dumps(figures, indent=1))
     finally:
         client.stop()
-        ids = vm("ps", "-aq", check=False).stdout.split()
-        if ids:
-            vm("rm", "-f", *ids, check=False)
-        vols = vm("volume", "ls", "-q", check=False).stdout.split()
-        if vols:
-            vm("volume", "rm", "-f", *vols, check=False)
-        nets = vm("network", "ls", "-q", check=False).stdout.split()
-        if nets:
-            vm("network", "rm", *nets, check=False)
+        from bench_upgrade import teardown  # bench/ is the script's directory
+
+        teardown(vm)
         rsys.umount_tree(work)
         shutil.rmtree(work, ignore_errors=True)
     raise SystemExit(0 if ok else 1)
