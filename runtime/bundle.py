@@ -55,6 +55,10 @@ class Bundles:
             proc = spec_mod.resolve_process(rootfs, c.image_config, c.options, hostname)
             if c.options.tty and not any(e.startswith("TERM=") for e in proc.env):
                 proc.env.append("TERM=xterm")  # as docker run -t
+            if c.options.socket_activate:
+                proc.env[:] = [*self._listen_sockets(c), *(
+                    e for e in proc.env if not e.startswith(("LISTEN_FDS=", "LISTEN_PID=",
+                                                              "LISTEN_FDNAMES=")))]
             mounts = self._resolve_mounts(c, rootfs)
             netns, host_net, hosts = self._network_setup(c, hostname)
             if hosts is None and (not host_net or c.options.extra_hosts):
@@ -90,6 +94,26 @@ class Bundles:
                     except Exception as exc:  # noqa: BLE001 - undo continues
                         diag.ignored(__name__, f"detaching volume {m.name} (undo)", exc)
             raise
+
+    def _listen_sockets(self, c: Container) -> list[str]:
+        """The container's ``--socket-activate`` sockets bound and held
+        (runtime.sockholder; BadInput when a port is taken), and the
+        environment that tells its first process about them."""
+        from . import sockholder
+
+        if self.network is not None:
+            for lease in self.network.leases():
+                if lease.container_id == c.id:
+                    continue
+                for theirs in lease.ports:
+                    for mine in c.options.socket_activate:
+                        if theirs.proto == "tcp" and theirs.host_port == mine.host_port and (
+                                {theirs.host_ip, mine.host_ip} & {"", "0.0.0.0"}
+                                or theirs.host_ip == mine.host_ip):
+                            raise BadInput(f"--socket-activate {mine.host_port}: the port is "
+                                           f"published by container {lease.container_id[:12]}")
+        sockholder.ensure(self.store.root, c.id, c.options.socket_activate)
+        return sockholder.env(c.options.socket_activate)
 
     def _resolve_mounts(self, c: Container, rootfs: Path) -> list[ResolvedMount]:
         from .spec import ResolvedMount, resolve_in_root

@@ -36,7 +36,7 @@ from . import rootfs as rootfs_mod
 from .bundle import Bundles, netns_of
 from .errors import BadInput, NotFound
 from .lifecycle import Lifecycle
-from .options import RunOptions, check_name
+from .options import RunOptions, check_name, check_socket_activate
 from .records import Container, ContainerRecords, image_users
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
@@ -131,6 +131,8 @@ class Engine:
             raise BadInput("--rm and --restart cannot be combined")
         if opts.ports and (self.network is None or opts.network in ("none", "host")):
             raise BadInput("publishing ports needs a container network (--network NAME)")
+        if opts.socket_activate:
+            check_socket_activate(opts)
         if opts.network not in (None, "none", "host") and self.network is None:
             raise BadInput(f"network {opts.network!r}: no network manager is configured")
         seen: set[str] = set()

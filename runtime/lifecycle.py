@@ -173,6 +173,10 @@ class Lifecycle:
             network = self.bundles.network
             if network is not None and c.options.network not in ("none", "host"):
                 network.disconnect(c.id, release=True)  # the address is free again
+            if c.options.socket_activate:  # its listening sockets close (runtime.sockholder)
+                from . import sockholder
+
+                sockholder.close(self.store.root, c.id)
             self.records.delete(c.id)
             if c.options.rm:  # as Docker's --rm: the anonymous volumes go with it
                 for name in volumes:

@@ -117,6 +117,9 @@ class RunOptions:
     aliases: list[str] = field(default_factory=list)      # more names on the network (compose)
     stop_signal: str | None = None            # None: the image's StopSignal, else SIGTERM
     extra_hosts: list[str] = field(default_factory=list)  # "HOST:IP" lines for /etc/hosts
+    # ``--socket-activate``: listening sockets volmerge binds on the host and
+    # passes in as fd 3.. (LISTEN_FDS), held across upgrades (runtime.sockholder)
+    socket_activate: list[PortSpec] = field(default_factory=list)
 
     # -- JSON ----------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
@@ -127,6 +130,7 @@ class RunOptions:
         d = dict(d)
         d["mounts"] = [Mount(**m) for m in d.get("mounts") or []]
         d["ports"] = [PortSpec(**p) for p in d.get("ports") or []]
+        d["socket_activate"] = [PortSpec(**p) for p in d.get("socket_activate") or []]
         if d.get("health") is not None:
             d["health"] = HealthConfig(**d["health"])
         d["restart"] = RestartPolicy(**(d.get("restart") or {}))
@@ -208,6 +212,47 @@ def parse_port(spec: str) -> PortSpec:
         if not 0 < p < 65536:
             raise BadInput(f"bad port spec {spec!r}: port {p} out of range")
     return PortSpec(hp, cp, proto, ip)
+
+
+def parse_socket_activate(spec: str) -> PortSpec:
+    """``--socket-activate [HOST_IP:]HOST_PORT[:CONTAINER_PORT]``: a TCP port
+    volmerge listens on in the host's network namespace (on every address, or
+    on HOST_IP) and passes into the container; CONTAINER_PORT (default
+    HOST_PORT) only names the socket (LISTEN_FDNAMES)."""
+    import ipaddress
+
+    body, slash, proto = spec.partition("/")
+    if slash and proto != "tcp":
+        raise BadInput(f"bad --socket-activate {spec!r}: socket activation is TCP only")
+    parts = body.split(":")
+    ports = parts[-2:] if len(parts) > 1 else parts * 2
+    ip = parts[0] if len(parts) == 3 else ""
+    try:
+        if len(parts) > 3 or not all(x.isascii() and x.isdigit() for x in ports):
+            raise ValueError
+        ip = str(ipaddress.IPv4Address(ip)) if ip else ""
+        hp, cp = int(ports[0]), int(ports[1])
+    except ValueError:
+        raise BadInput(f"bad --socket-activate {spec!r}: expected "
+                       "[IPV4:]HOST_PORT[:CONTAINER_PORT]") from None
+    for p in (hp, cp):
+        if not 0 < p < 65536:
+            raise BadInput(f"bad --socket-activate {spec!r}: port {p} out of range 1..65535")
+    return PortSpec(hp, cp, "tcp", ip)
+
+
+def check_socket_activate(opts: RunOptions) -> None:
+    """Sockets the container is given are not also published (-p): the
+    NAT rule would take their packets away from the socket."""
+    seen: list[PortSpec] = []
+    for s in opts.socket_activate:
+        for o in [*seen, *opts.ports]:
+            anywhere = {"", "0.0.0.0"}
+            same_ip = bool(anywhere & {s.host_ip, o.host_ip}) or s.host_ip == o.host_ip
+            if o.proto == "tcp" and o.host_port == s.host_port and same_ip:
+                raise BadInput(f"host port {s.host_port} is given twice (-p and "
+                               "--socket-activate, or --socket-activate twice)")
+        seen.append(s)
 
 
 def parse_restart(spec: str) -> RestartPolicy:

@@ -172,6 +172,7 @@ def supervise(records: ContainerRecords, bundles: Bundles, cid: str, *, foregrou
         log = logfile.LogWriter(c.log_path)
     restarts = c.restart_count
     code = 0
+    listen: tuple[int, ...] | None = None  # --socket-activate: fetched once, kept for every restart
     try:
         while True:
             child_ends: tuple[int, ...] = ()  # the child's copies, closed once it has them
@@ -184,6 +185,9 @@ def supervise(records: ContainerRecords, bundles: Bundles, cid: str, *, foregrou
                 stdio = Stdio(*child_ends)
                 pipes = (out_r, err_r)
             try:
+                if listen is None:
+                    listen = _listen_fds(bundles, c)
+                stdio.extra = listen
                 running = ex.start(cid, c.bundle, stdio)
             except RuntimeFault as exc:
                 _close_stdio(stdio, foreground, pipes)
@@ -226,16 +230,34 @@ def supervise(records: ContainerRecords, bundles: Bundles, cid: str, *, foregrou
                            restart_count=restarts)
             if _backoff(records, cid, restarts, state):
                 break
+        listen = _closed(listen)  # before "exited": a start right after may bind them again
         bundles.teardown(records.lookup(cid))
         records.update(cid, state="exited", exit_code=code, finished_at=time.time(), pid=None,
                        health=None)
         return code
     finally:
         notifier.send(Notice(False, 1, "container exited before it was reported running"))
+        _closed(listen)
         if log is not None:
             log.close()
         for s, h in old_handlers.items():
             signal.signal(s, h)
+
+
+def _listen_fds(bundles: Bundles, c: Container) -> tuple[int, ...]:
+    """The container's ``--socket-activate`` sockets, from its holder
+    (runtime.sockholder); none for the others (nothing imported)."""
+    if not c.options.socket_activate:
+        return ()
+    from . import sockholder
+
+    return tuple(sockholder.fetch(bundles.store.root, c.id, c.options.socket_activate))
+
+
+def _closed(fds: tuple[int, ...] | None) -> tuple[int, ...]:
+    for fd in fds or ():
+        os.close(fd)
+    return ()
 
 
 def _health_config(c: Container) -> Any:

@@ -29,6 +29,7 @@ class Stdio:
     stdin: int | IO[bytes] | None = None
     stdout: int | IO[bytes] | None = None
     stderr: int | IO[bytes] | None = None
+    extra: tuple[int, ...] = ()  # put at fd 3.. of the container's first process (LISTEN_FDS)
 
 
 class Running(Protocol):

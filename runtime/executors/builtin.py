@@ -190,7 +190,10 @@ def _fork_keeper(run: Callable[[int, int | None], None], stdio: Stdio,
         try:
             if parent_sock is not None:
                 parent_sock.close()
-            run(w, child_sock.fileno() if child_sock is not None else None)
+            # above fd 3.., where _setup_stdio puts the --socket-activate sockets
+            top = 3 + len(stdio.extra)
+            w = _above(w, top)
+            run(w, _above(child_sock.fileno(), top) if child_sock is not None else None)
         except BaseException as exc:  # noqa: BLE001 - report anything, then die
             _report(w, exc)
         os._exit(127)
@@ -209,6 +212,17 @@ def _fork_keeper(run: Callable[[int, int | None], None], stdio: Stdio,
         err += chunk
     os.close(r)
     return pid, err, relay
+
+
+def _above(fd: int, top: int) -> int:
+    """``fd``, moved to a number >= ``top`` if it is below (close-on-exec)."""
+    if fd >= top:
+        return fd
+    import fcntl
+
+    new = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, top)
+    os.close(fd)
+    return new
 
 
 def _reap(child: int, w: int, console: int | None) -> NoReturn:
@@ -240,13 +254,17 @@ def _setup_stdio(stdio: Stdio, keep: int, keep2: int | None = None) -> None:
     ``keep``: a forked keeper never execs, so close-on-exec does not help,
     and an inherited pipe (the supervisor's start notification, log pipes)
     would never see EOF."""
+    top = 3 + len(stdio.extra)  # the --socket-activate sockets on 3.. (LISTEN_FDS)
+    extra = [_above(os.dup(fd), top) for fd in stdio.extra]
     for target, src in ((0, stdio.stdin), (1, stdio.stdout), (2, stdio.stderr)):
         fd = _fd(src)
         if fd is not None and fd != target:
             os.dup2(fd, target)
+    for target, fd in enumerate(extra, 3):
+        os.dup2(fd, target)  # inheritable: the container's first process gets them
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
-        if fd > 2 and fd not in (keep, keep2):
+        if fd >= top and fd not in (keep, keep2):
             try:
                 os.close(fd)
             except OSError:

@@ -45,19 +45,23 @@ class RuncRunning:
 
 def spawn(argv: list[str], stdio: Stdio) -> int:
     """Start ``argv`` (looked up in PATH) as ``subprocess.Popen`` would: ``stdio``
-    on 0-2 (None: this process's), every other descriptor closed, SIGPIPE and
-    SIGXFSZ back to their defaults (Python ignores them).  By posix_spawn:
+    on 0-2 (None: this process's) and its ``extra`` on 3.., every other
+    descriptor closed, SIGPIPE and SIGXFSZ back to their defaults (Python
+    ignores them).  By posix_spawn:
     importing subprocess (selectors, threading...) cost the cold ``run`` ~4 ms.
     Its pid; OSError (FileNotFoundError for a missing runc) when it cannot start."""
-    keep: list[int] = []  # a source among 0-2 that another target would overwrite
+    keep: list[int] = []  # a source among the targets that another target would overwrite
     actions: list[tuple[int, ...]] = []
+    top = 3 + len(stdio.extra)  # targets: stdio on 0-2, ``extra`` on 3.. (runc --preserve-fds)
     try:
-        for target, f in enumerate((stdio.stdin, stdio.stdout, stdio.stderr)):
+        for target, f in enumerate((stdio.stdin, stdio.stdout, stdio.stderr, *stdio.extra)):
             if f is None:
                 continue
             fd = f if isinstance(f, int) else f.fileno()
-            if fd < 3 and fd != target:
-                fd = os.dup(fd)
+            if fd < top and fd != target or target > 2:  # (dup2 onto itself keeps close-on-exec)
+                import fcntl
+
+                fd = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, top)
                 keep.append(fd)
             actions.append((os.POSIX_SPAWN_DUP2, fd, target))
         # Popen's close_fds: ours are close-on-exec (PEP 446), but not what
@@ -68,7 +72,7 @@ def spawn(argv: list[str], stdio: Stdio) -> int:
             names = []
         for name in names:
             fd = int(name)
-            if fd > 2:
+            if fd >= top:
                 with contextlib.suppress(OSError):
                     if os.get_inheritable(fd):
                         actions.append((os.POSIX_SPAWN_CLOSE, fd))
@@ -92,8 +96,9 @@ class RuncExecutor:
         self.state_root.mkdir(mode=0o700, exist_ok=True)
         pid_file = bundle.parent / "init.pid"
         pid_file.unlink(missing_ok=True)
-        pid = spawn(self._cmd("run", "--bundle", str(bundle), "--pid-file", str(pid_file), cid),
-                    stdio)
+        extra = ["--preserve-fds", str(len(stdio.extra))] if stdio.extra else []
+        pid = spawn(self._cmd("run", "--bundle", str(bundle), "--pid-file", str(pid_file),
+                              *extra, cid), stdio)
         return RuncRunning(pid, pid_file)
 
     def kill(self, cid: str, init_pid: int, sig: int) -> None:

@@ -102,6 +102,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
         volume: list[str] | None = typer.Option(None, "-v", "--volume", help="/host:/path[:ro] or NAME:/path[:ro]."),
         tmpfs: list[str] | None = typer.Option(None, "--tmpfs", help="/path[:size=64m,mode=1777]."),
         publish: list[str] | None = typer.Option(None, "-p", "--publish", help="[IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]."),
+        socket_activate: list[str] | None = typer.Option(None, "--socket-activate", help="[IP:]HOST_PORT[:CONTAINER_PORT]: a TCP socket volmerge listens on and passes in as fd 3 (LISTEN_FDS), held open across upgrades (repeatable)."),
         network: str | None = typer.Option(None, "--network", help="Network to join: a network name (default: the default network, created on first use), none, or host."),
         ip: str | None = typer.Option(None, "--ip", help="Address on the network."),
         hostname: str | None = typer.Option(None, "--hostname", help="Host name (default: short id)."),

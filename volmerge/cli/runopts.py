@@ -34,7 +34,7 @@ def run_options(image: str, command: list[str] | None, **kw: Any) -> Any:
     for item in kw["label"] or []:
         k, _, v = item.partition("=")
         labels[k] = v
-    return o.RunOptions(
+    opts = o.RunOptions(
         image=image, name=kw["name"], command=list(command) if command else None,
         entrypoint=None if kw["entrypoint"] is None else ([kw["entrypoint"]] if kw["entrypoint"] else []),
         env=o.parse_env(env), workdir=kw["workdir"], user=kw["user"], mounts=mounts,
@@ -47,7 +47,11 @@ def run_options(image: str, command: list[str] | None, **kw: Any) -> Any:
         read_only=kw["read_only"], tty=kw["tty"],
         dns=o.parse_dns(kw["dns"] or []), dns_search=list(kw["dns_search"] or []),
         extra_hosts=o.parse_add_host(kw["add_host"] or []),
+        socket_activate=[o.parse_socket_activate(s) for s in kw["socket_activate"] or []],
     )
+    if opts.socket_activate:
+        o.check_socket_activate(opts)
+    return opts
 
 
 def _check(o: Any, kw: dict[str, Any]) -> None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from . import journal as jr
 from . import steps as st
 from .plan import UpgradePlan, volume_mounts
+from .sockets import hand_over
 
 if TYPE_CHECKING:
     from volmerge.runtime.containers import Container
@@ -104,6 +105,7 @@ def build_steps(ctx: Ctx, plan: UpgradePlan, jid: str, gen: int,
                                     options=new_opts.to_json()))
     if new_opts.network not in ("none", "host") and ctx.network.leases(container_id=c.id):
         steps.append(st.TakeOverNetwork(old_id=c.id, old_name=c.name, name=c.name))
+    steps += hand_over(new_opts, c.id, c.name)  # --socket-activate (sockets.py)
     steps.append(st.StartContainer(name=c.name, old_id=c.id, timeout=opts.stop_timeout))
     steps.append(_health(plan))
     return steps
@@ -124,7 +126,7 @@ def _rehearsal_steps(ctx: Ctx, c: Container, plan: UpgradePlan, r: Rehearsal) ->
                          else m for m in live.mounts]
     name = r.container(c.name)
     new_opts = dataclasses.replace(
-        live, name=name, mounts=mounts, ports=[], network="none", ip=None,
+        live, name=name, mounts=mounts, ports=[], socket_activate=[], network="none", ip=None,
         restart=dataclasses.replace(c.options.restart, name="no"), rm=False,
     )
     steps.append(st.CreateContainer(name=name, image=plan.new_image, old_id=c.id,

@@ -23,6 +23,7 @@ from . import journal as jr
 from . import runner
 from . import steps as st
 from .runner import Failed, Prepared, Progress, no_progress
+from .sockets import hand_over
 from .steps import Step, Tx, find_container
 
 if TYPE_CHECKING:
@@ -262,6 +263,7 @@ def _prepare(ctx: Ctx, cur_c: Container, *, to: int | None, discard_new_data: bo
         SwapNames(name=name, current_id=cur_c.id, parked=f"{name}.gen{plan['from_gen']}",
                   target_id=tgt_c.id, target_name=tgt_c.name),
         MoveNetwork(from_id=cur_c.id, to_id=tgt_c.id),
+        *hand_over(cur_c.options, cur_c.id, name, tgt_c.id),  # --socket-activate (sockets.py)
     ]
     for v in vols:
         keep = None
