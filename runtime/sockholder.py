@@ -111,6 +111,8 @@ def _ask(path: Path, what: bytes) -> tuple[bytes, list[int]] | None:
             return None
         s.sendall(what)
         msg, fds, _flags, _addr = socket.recv_fds(s, 65536, _MAX_FDS, socket.MSG_CMSG_CLOEXEC)
+        for fd in fds:  # (recv_fds does not keep MSG_CMSG_CLOEXEC's promise on every Python)
+            os.set_inheritable(fd, False)
         if not msg:
             return None
         return msg, fds

@@ -134,12 +134,17 @@ def _upgrade_under_load(vm, **run_args: str) -> tuple[Prober, dict]:  # type: ig
     with Prober(PORT) as probe:
         time.sleep(0.3)
         p = vm("upgrade", "notes", "--to", DEMO[2], "--json")
-        deadline = time.monotonic() + 30  # until the new version answers (or the deadline)
-        while time.monotonic() < deadline and not any(o == "v2" for _, o in probe.outcomes[-50:]):
-            time.sleep(0.05)
-        time.sleep(0.3)
+        _until_answered_by(probe, "v2")
     assert p.returncode == 0, p.stderr
     return probe, json.loads(p.stdout)
+
+
+def _until_answered_by(probe: Prober, version: str) -> None:
+    """Until the last answer came from ``version`` (at most 30 s), and a little more."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not probe.outcomes[-1:][0][1:] == (version,):
+        time.sleep(0.05)
+    time.sleep(0.3)
 
 
 def _holders() -> set[int]:
@@ -229,3 +234,38 @@ def test_holder_survives_stop_and_a_dead_holder_is_replaced(vm) -> None:  # type
         s.sendall(REQUEST)
         assert b'"version": 1' in b"".join(iter(lambda: s.recv(65536), b""))
     assert len(_holders() - before) == 1
+
+
+def _answers(port: int = PORT) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.settimeout(60)
+        s.sendall(REQUEST)
+        return b"".join(iter(lambda: s.recv(65536), b""))
+
+
+def test_rollback_hands_the_socket_back_under_load(vm) -> None:  # type: ignore[no-untyped-def]
+    _upgrade_under_load(vm, args=["--socket-activate", f"{PORT}:8080"])
+    with Prober(PORT) as probe:
+        time.sleep(0.2)
+        p = vm("rollback", "notes")
+        _until_answered_by(probe, "v1")
+    assert p.returncode == 0, p.stderr
+    counts = probe.counts()
+    assert set(counts) == {"v1", "v2"} and counts["v1"] > 0, counts
+
+
+@pytest.mark.parametrize("point", ["upgrade.after-hand-over-sockets", "upgrade.after-start"])
+def test_a_crashed_upgrade_leaves_the_socket_with_the_container_that_runs(vm, point) -> None:  # type: ignore[no-untyped-def]
+    import signal
+
+    vm("run", "-d", "--name", "notes", "--socket-activate", f"{PORT}:8080", "-v",
+       "notes-data:/data", DEMO[1], check=True)
+    old = vm("inspect", "notes", "--json")
+    old_id = json.loads(old.stdout)[0]["id"]
+    p = vm("upgrade", "notes", "--to", DEMO[2], env={"VOLMERGE_FAULT": point})
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    vm("recover", check=True)
+    vm("wait", "--healthy", "notes", "--timeout", "60", check=True)
+    assert json.loads(vm("inspect", "notes", "--json").stdout)[0]["id"] == old_id
+    assert b'"version": 1' in _answers()
+    assert [p.name for p in (vm.root / "sockets").iterdir()] == [f"{old_id[:32]}.sock"]
