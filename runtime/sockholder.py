@@ -321,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     key, unix_fd, *fds = args[0].encode(), *map(int, args[1:])
     for s in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
         signal.signal(s, signal.SIG_IGN)
+    os.chdir("/")  # holds no directory of its starter's busy (an unmount of it)
     for fd in (unix_fd, *fds):
         os.set_inheritable(fd, False)
     serve(socket.socket(fileno=unix_fd), key, fds)

@@ -143,6 +143,7 @@ def run_options(project: Project, name: str, *, number: int = 1, oneoff: bool = 
         dns=o.parse_dns(_list(svc.get("dns"))), dns_search=_list(svc.get("dns_search")),
         aliases=[a for a in aliases if a],
         extra_hosts=extra_hosts(svc.get("extra_hosts"), f"{where}.extra_hosts"),
+        socket_activate=[] if oneoff else _socket_activate(labels, f"{where}.labels"),
         stop_signal=str(svc["stop_signal"]) if svc.get("stop_signal") else None,
     )
 
@@ -270,6 +271,22 @@ def _mounts(project: Project, name: str, svc: dict[str, Any], where: str) -> lis
     for t in _list(svc.get("tmpfs")):
         out.append(o.parse_tmpfs(t))
     return out
+
+
+L_SOCKET_ACTIVATE = "io.volmerge.socket-activate"
+
+
+def _socket_activate(labels: dict[str, str], what: str) -> list[Any]:
+    """``io.volmerge.socket-activate: "[IP:]HOST_PORT[:CONTAINER_PORT],..."``:
+    ``run --socket-activate`` for the service (docs/network.md)."""
+    from volmerge.runtime import options as o
+    from volmerge.runtime.errors import BadInput as RuntimeBadInput
+
+    try:
+        return [o.parse_socket_activate(x.strip())
+                for x in labels.get(L_SOCKET_ACTIVATE, "").split(",") if x.strip()]
+    except RuntimeBadInput as exc:
+        raise BadInput(f"{what}.{L_SOCKET_ACTIVATE}: {exc}") from None
 
 
 def _port(p: Any, what: str) -> Any:
