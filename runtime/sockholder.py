@@ -31,7 +31,6 @@ the plain ``run`` path.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import signal
 import socket
@@ -93,6 +92,9 @@ def env(specs: Sequence[PortSpec]) -> list[str]:
 
 
 def _key(specs: Sequence[PortSpec]) -> str:
+    """What a holder holds, as it says it (json: not imported by the holder itself)."""
+    import json
+
     return json.dumps([[s.host_ip, s.host_port, s.container_port] for s in specs])
 
 

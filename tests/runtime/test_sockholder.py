@@ -220,3 +220,28 @@ def test_the_container_gets_its_socket_at_fd_3_and_nothing_else(engine, busybox_
     _until(lambda: not (_holders() - before))
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", PORT), timeout=5).close()
+
+
+SERVE_ONCE = ("import os, socket\n"
+              "s = socket.socket(fileno=3)\n"
+              "c, _ = s.accept()\n"
+              "links = sorted(n.split(':')[0].strip() for n in open('/proc/net/dev') if ':' in n)\n"
+              "c.sendall(f\"{os.environ['LISTEN_FDNAMES']} {os.getpid()} {links}\".encode())\n"
+              "c.close()\n")
+
+
+@requires_root
+def test_a_container_with_no_network_serves_on_its_socket(engine, store, fixture_image) -> None:
+    """The socket lives on the host: a container whose own namespace has
+    only ``lo`` accepts on it all the same."""
+    from volmerge.runtime.images import ImageStore
+
+    ImageStore(store).load(fixture_image("python"))
+    c = engine.create(RunOptions(image="localhost/volmerge-fixture/python:3.11", name="once",
+                                 detach=True, command=["python3", "-c", SERVE_ONCE],
+                                 socket_activate=[parse_socket_activate(f"127.0.0.1:{PORT}:80")]))
+    engine.start(c.id)
+    with socket.create_connection(("127.0.0.1", PORT), timeout=5) as client:  # may wait for it
+        client.settimeout(30)
+        assert client.recv(4096).decode() == "80 1 ['lo']"
+    engine.remove(c.id, force=True)
