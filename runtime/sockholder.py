@@ -116,6 +116,8 @@ def _ask(path: Path, what: bytes) -> tuple[bytes, list[int]] | None:
         for fd in fds:  # (recv_fds does not keep MSG_CMSG_CLOEXEC's promise on every Python)
             os.set_inheritable(fd, False)
         if not msg:
+            for fd in fds:
+                os.close(fd)
             return None
         return msg, fds
     except OSError as exc:
