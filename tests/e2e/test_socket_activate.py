@@ -261,8 +261,9 @@ def test_a_crashed_upgrade_leaves_the_socket_with_the_container_that_runs(vm, po
 
     vm("run", "-d", "--name", "notes", "--socket-activate", f"{PORT}:8080", "-v",
        "notes-data:/data", DEMO[1], check=True)
-    old = vm("inspect", "notes", "--json")
-    old_id = json.loads(old.stdout)[0]["id"]
+    old = json.loads(vm("inspect", "notes", "--json").stdout)[0]
+    old_id = old["id"]
+    assert old["sockets"] == [f"0.0.0.0:{PORT}->8080/tcp"]
     p = vm("upgrade", "notes", "--to", DEMO[2], env={"VOLMERGE_FAULT": point})
     assert p.returncode == -signal.SIGKILL, p.stderr
     vm("recover", check=True)
@@ -270,3 +271,19 @@ def test_a_crashed_upgrade_leaves_the_socket_with_the_container_that_runs(vm, po
     assert json.loads(vm("inspect", "notes", "--json").stdout)[0]["id"] == old_id
     assert b'"version": 1' in _answers()
     assert [p.name for p in (vm.root / "sockets").iterdir()] == [f"{old_id[:32]}.sock"]
+
+
+def test_a_crashed_rollback_leaves_the_socket_with_the_upgraded_container(vm) -> None:  # type: ignore[no-untyped-def]
+    import signal
+
+    vm("run", "-d", "--name", "notes", "--socket-activate", f"{PORT}:8080", "-v",
+       "notes-data:/data", DEMO[1], check=True)
+    vm("upgrade", "notes", "--to", DEMO[2], check=True)
+    new_id = json.loads(vm("inspect", "notes", "--json").stdout)[0]["id"]
+    p = vm("rollback", "notes", env={"VOLMERGE_FAULT": "rollback.after-hand-over-sockets"})
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    vm("recover", check=True)  # before the point of no return: undone
+    vm("wait", "--healthy", "notes", "--timeout", "60", check=True)
+    assert json.loads(vm("inspect", "notes", "--json").stdout)[0]["id"] == new_id
+    assert b'"version": 2' in _answers()
+    assert [p.name for p in (vm.root / "sockets").iterdir()] == [f"{new_id[:32]}.sock"]

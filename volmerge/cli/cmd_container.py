@@ -312,13 +312,15 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
         data = []
         for ref in containers:
             c = eng.get(ref)
-            data.append({**c.to_json(), **_net(eng, c)})
+            data.append({**c.to_json(), **_net(eng, c), "sockets": [  # --socket-activate
+                f"{p.host_ip or '0.0.0.0'}:{p.host_port}->{p.container_port}/tcp"
+                for p in c.options.socket_activate]})
         if json_:
             emit_json(data)
             return
         for d in data:
             for k in ("id", "name", "image", "state", "runtime", "pid", "exit_code", "health",
-                      "restart_count", "error", "network", "ip", "ports", "rootfs", "upper", "log"):
+                      "restart_count", "error", "network", "ip", "ports", "sockets", "rootfs", "upper", "log"):
                 print(f"{k}: {'' if d[k] is None else d[k]}")
             for m in d["mounts"]:
                 print(f"mount: {m['kind']} {m['source']} -> {m['target']}"
