@@ -152,9 +152,10 @@ def _holders() -> set[int]:
     return processes_whose("cmdline", b"volmerge.runtime.sockholder")
 
 
-def test_a_socket_activated_app_never_refuses_a_client_during_an_upgrade(vm) -> None:  # type: ignore[no-untyped-def]
+def test_a_socket_activated_app_never_refuses_a_client_during_an_upgrade_or_rollback(vm) -> None:  # type: ignore[no-untyped-def]
     before = _holders()
-    probe, report = _upgrade_under_load(vm, args=["--socket-activate", f"{PORT}:8080"])
+    probe, report = _upgrade_under_load(vm, args=["--socket-activate", f"{PORT}:8080"],
+                                        rehearse=True)
     counts = probe.counts()
     print(f"socket-activated upgrade: {dict(counts)}, timings {report['timings']}")
     assert counts["v1"] > 20 and counts["v2"] > 20, counts
@@ -163,7 +164,15 @@ def test_a_socket_activated_app_never_refuses_a_client_during_an_upgrade(vm) -> 
     # before the new one started, and the socket stayed open in between
     versions = [o for _, o in probe.outcomes]
     assert versions == sorted(versions), "v1 answered after v2"
-    # one holder, handed over; ``rm`` ends it and the port refuses again
+    # the rollback hands it back the same way
+    with Prober(PORT) as probe:
+        time.sleep(0.2)
+        p = vm("rollback", "notes")
+        _until_answered_by(probe, "v1")
+    assert p.returncode == 0, p.stderr
+    counts = probe.counts()
+    assert set(counts) == {"v1", "v2"} and counts["v1"] > 0, counts
+    # one holder, handed over twice; ``rm`` ends it and the port refuses again
     assert len(_holders() - before) == 1
     vm("rm", "-f", "notes", check=True)
     with pytest.raises(ConnectionRefusedError):
@@ -244,46 +253,28 @@ def _answers(port: int = PORT) -> bytes:
         return b"".join(iter(lambda: s.recv(65536), b""))
 
 
-def test_rollback_hands_the_socket_back_under_load(vm) -> None:  # type: ignore[no-untyped-def]
-    _upgrade_under_load(vm, args=["--socket-activate", f"{PORT}:8080"], rehearse=True)
-    with Prober(PORT) as probe:
-        time.sleep(0.2)
-        p = vm("rollback", "notes")
-        _until_answered_by(probe, "v1")
-    assert p.returncode == 0, p.stderr
-    counts = probe.counts()
-    assert set(counts) == {"v1", "v2"} and counts["v1"] > 0, counts
-
-
-@pytest.mark.parametrize("point", ["upgrade.after-hand-over-sockets", "upgrade.after-start"])
-def test_a_crashed_upgrade_leaves_the_socket_with_the_container_that_runs(vm, point) -> None:  # type: ignore[no-untyped-def]
+def test_a_crash_leaves_the_socket_with_the_container_that_runs(vm) -> None:  # type: ignore[no-untyped-def]
+    """SIGKILL in an upgrade (after the hand-over, after the successor
+    started) and in a rollback (after its hand-over), then ``recover``: the
+    socket is with the container that runs, which answers on it."""
     import signal
+
+    def crash(*argv: str, point: str, want_id: str, version: int) -> None:
+        p = vm(*argv, env={"VOLMERGE_FAULT": point})
+        assert p.returncode == -signal.SIGKILL, p.stderr
+        vm("recover", check=True)  # before the commit / the point of no return: undone
+        vm("wait", "--healthy", "notes", "--timeout", "60", check=True)
+        assert json.loads(vm("inspect", "notes", "--json").stdout)[0]["id"] == want_id, point
+        assert f'"version": {version}'.encode() in _answers(), point
+        assert [p.name for p in (vm.root / "sockets").iterdir()] == [f"{want_id[:32]}.sock"]
 
     vm("run", "-d", "--name", "notes", "--socket-activate", f"{PORT}:8080", "-v",
        "notes-data:/data", DEMO[1], check=True)
     old = json.loads(vm("inspect", "notes", "--json").stdout)[0]
-    old_id = old["id"]
     assert old["sockets"] == [f"0.0.0.0:{PORT}->8080/tcp"]
-    p = vm("upgrade", "notes", "--to", DEMO[2], env={"VOLMERGE_FAULT": point})
-    assert p.returncode == -signal.SIGKILL, p.stderr
-    vm("recover", check=True)
-    vm("wait", "--healthy", "notes", "--timeout", "60", check=True)
-    assert json.loads(vm("inspect", "notes", "--json").stdout)[0]["id"] == old_id
-    assert b'"version": 1' in _answers()
-    assert [p.name for p in (vm.root / "sockets").iterdir()] == [f"{old_id[:32]}.sock"]
-
-
-def test_a_crashed_rollback_leaves_the_socket_with_the_upgraded_container(vm) -> None:  # type: ignore[no-untyped-def]
-    import signal
-
-    vm("run", "-d", "--name", "notes", "--socket-activate", f"{PORT}:8080", "-v",
-       "notes-data:/data", DEMO[1], check=True)
+    for point in ("upgrade.after-hand-over-sockets", "upgrade.after-start"):
+        crash("upgrade", "notes", "--to", DEMO[2], point=point, want_id=old["id"], version=1)
     vm("upgrade", "notes", "--to", DEMO[2], check=True)
     new_id = json.loads(vm("inspect", "notes", "--json").stdout)[0]["id"]
-    p = vm("rollback", "notes", env={"VOLMERGE_FAULT": "rollback.after-hand-over-sockets"})
-    assert p.returncode == -signal.SIGKILL, p.stderr
-    vm("recover", check=True)  # before the point of no return: undone
-    vm("wait", "--healthy", "notes", "--timeout", "60", check=True)
-    assert json.loads(vm("inspect", "notes", "--json").stdout)[0]["id"] == new_id
-    assert b'"version": 2' in _answers()
-    assert [p.name for p in (vm.root / "sockets").iterdir()] == [f"{new_id[:32]}.sock"]
+    crash("rollback", "notes", point="rollback.after-hand-over-sockets", want_id=new_id,
+          version=2)
