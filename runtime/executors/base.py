@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
@@ -22,13 +21,19 @@ else:  # the protocols below are for the type checker; at run time plain classes
     Protocol = object
 
 
-@dataclass
 class Stdio:
-    """The container process's stdin/stdout/stderr (None: the caller's)."""
+    """The container process's stdin/stdout/stderr (None: the caller's).
+    A plain slotted class: one is built per start, on the run path, where a
+    dataclass would be generated at import for nothing."""
 
-    stdin: int | IO[bytes] | None = None
-    stdout: int | IO[bytes] | None = None
-    stderr: int | IO[bytes] | None = None
+    __slots__ = ("stdin", "stdout", "stderr")
+
+    def __init__(self, stdin: int | IO[bytes] | None = None,
+                 stdout: int | IO[bytes] | None = None,
+                 stderr: int | IO[bytes] | None = None) -> None:
+        self.stdin = stdin
+        self.stdout = stdout
+        self.stderr = stderr
 
 
 class Running(Protocol):
