@@ -249,6 +249,14 @@ class Journal:
             db.execute("DELETE FROM upgrade_journal WHERE id = ?", (self.id,))
 
 
+def members(row: sqlite3.Row) -> list[str]:
+    """The containers a journal changes: its own, and for a run that spans
+    several containers (a compose stack's, upgrade/group.py) those its plan
+    lists as ``members``.  Recovery takes every one's lock."""
+    listed = json.loads(row["plan"]).get("members") or []
+    return list(dict.fromkeys([row["container"], *map(str, listed)]))
+
+
 def pending(store: Store) -> list[sqlite3.Row]:
     """Journals a crash left open: ``begun`` (undo) or ``committed`` (finish)."""
     ensure(store)
