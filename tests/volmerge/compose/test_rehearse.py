@@ -114,6 +114,13 @@ def test_the_stack_rehearses_together_on_its_own_network(cli, root, images, tmp_
     assert _published() == "1\n"
     assert cli("recover").stdout == "Nothing to recover.\n"
 
+    # killed with both copies running: plain `volmerge recover` throws it all away
+    p = cli(*c, "upgrade", "--rehearse", "--health-timeout", "20",
+            env={"VOLMERGE_FAULT": "stack-rehearsal.before-health#2"})
+    assert p.returncode == -9, p.stderr
+    assert cli("recover").returncode == 0
+    assert _live(root) == before
+
     # only the app changes, to a release whose seed still says 1: the live
     # database would answer it, but the copy cannot reach the live stack
     _write(tmp_path, "1", "1b")
