@@ -133,11 +133,14 @@ def leaving(gens: list[Generation], target: Generation) -> Generation | None:
 
 
 def history(store: Store, container: str) -> list[dict[str, Any]]:
-    """Generations plus every attempt (committed, rolled back) on the container."""
+    """Generations plus every attempt (committed, rolled back) on the container,
+    a compose stack's that it was a member of included."""
     ensure(store)
     gens = generations(store, container)
     attempts = store.db.execute(
-        "SELECT * FROM upgrade_journal WHERE container = ? ORDER BY started", (container,)
+        "SELECT * FROM upgrade_journal WHERE container = ? OR EXISTS (SELECT 1 FROM"
+        " json_each(upgrade_journal.plan, '$.members') WHERE value = ?) ORDER BY started",
+        (container, container),
     ).fetchall()
     out: list[dict[str, Any]] = []
     for g in gens:

@@ -51,6 +51,8 @@ def test_a_stack_is_one_journal_each_part_recorded_by_its_own_kind(sctx: Ctx) ->
     assert [(r["id"], r["kind"], r["container"], r["state"]) for r in rows] == [
         (done.id, "stack", "stack:p", "done")]
     assert jr.members(rows[0]) == ["stack:p", "p-db-1", "p-web-1"]
+    assert [(h["type"], h["id"]) for h in jr.history(sctx.store, "p-web-1")] == [
+        ("stack", done.id)]
     kinds = [s.kind for s in jr.Journal(sctx.store, done.id).steps()]
     assert kinds == ["part", "test-rec", "test-rec", "part", "test-rec"]
     assert set(done.tx.timings) >= {"db.downtime", "web.downtime"}
