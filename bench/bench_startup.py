@@ -36,10 +36,12 @@ DENY: dict[str, tuple[str, ...]] = {
     # the typer-free path (fastrun.py); no network, so no netlink either; typing is
     # for annotations only (behind TYPE_CHECKING on this path); runc is started by
     # posix_spawn (no subprocess); no shutil (with zlib, bz2, lzma); inspect is
-    # imported by dataclasses but executed only when used (fastrun._defer_import)
+    # imported by dataclasses but executed only when used (fastrun._defer_import), and so
+    # is ipaddress (urllib.parse's); the store's per-thread connections need no threading
     "run --network none": (*ALWAYS_DENIED, "typer", "click", "pyroute2", "typing", "subprocess",
                            "selectors", "shutil", "bz2", "lzma", "dis", "tokenize",
-                           "volmerge.runtime.oci", "tarfile", "hashlib"),
+                           "volmerge.runtime.oci", "tarfile", "hashlib", "ipaddress",
+                           "threading"),
     # a bridged run needs netlink, but only pyroute2's core (links.py)
     "run": (*ALWAYS_DENIED, "typer", "click", "pyroute2.ndb", "pyroute2.ipdb",
             "pyroute2.nftables", "pyroute2.ethtool", "pyroute2.netlink.nl80211"),

@@ -9,7 +9,6 @@ import functools
 import os
 import stat
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import BadInput
@@ -99,18 +98,29 @@ class TreeChanged(OSError):
     """A directory was moved or replaced while it was being walked."""
 
 
-@dataclass
 class Entry:
     """One entry met by :func:`walk`.  ``dirfd`` (its parent) and :attr:`rel`
-    are valid only until the walk moves on."""
+    are valid only until the walk moves on.
 
-    dirfd: int
-    name: str
-    st: os.stat_result
-    depth: int  # 1 for the children of the top
-    after: bool = False  # a directory seen again once its children are done
-    skip: bool = False  # set by the consumer: do not descend into this directory
-    _walk: _Walker | None = field(default=None, repr=False)
+    Entry and _Frame are the walk's own mutable records, one per file met:
+    plain slotted classes (no dataclass to generate at import, on the run
+    path's clean-up; faster attribute access in every walk)."""
+
+    __slots__ = ("dirfd", "name", "st", "depth", "after", "skip", "_walk")
+
+    def __init__(self, dirfd: int, name: str, st: os.stat_result, depth: int,
+                 after: bool = False, skip: bool = False, _walk: _Walker | None = None) -> None:
+        self.dirfd = dirfd
+        self.name = name
+        self.st = st
+        self.depth = depth  # 1 for the children of the top
+        self.after = after  # a directory seen again once its children are done
+        self.skip = skip  # set by the consumer: do not descend into this directory
+        self._walk = _walk
+
+    def __repr__(self) -> str:
+        return (f"Entry(dirfd={self.dirfd}, name={self.name!r}, depth={self.depth}, "
+                f"after={self.after}, skip={self.skip})")
 
     @property
     def is_dir(self) -> bool:
@@ -123,16 +133,19 @@ class Entry:
         return self._walk.rel(self)
 
 
-@dataclass
 class _Frame:
     """One open directory of walk()'s descent."""
 
-    name: str
-    dev: int
-    ino: int
-    fd: int
-    todo: list[str]  # children still to visit, last first
-    entry: Entry | None  # how the parent saw this directory (None: the top)
+    __slots__ = ("name", "dev", "ino", "fd", "todo", "entry")
+
+    def __init__(self, name: str, dev: int, ino: int, fd: int, todo: list[str],
+                 entry: Entry | None) -> None:
+        self.name = name
+        self.dev = dev
+        self.ino = ino
+        self.fd = fd
+        self.todo = todo  # children still to visit, last first
+        self.entry = entry  # how the parent saw this directory (None: the top)
 
 
 class _Walker:

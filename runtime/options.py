@@ -22,12 +22,14 @@ if TYPE_CHECKING:
 
 # Names are checked with ``fullmatch``: ``$`` also matches before a final
 # newline, so ``re.match`` with ``^...$`` let ``web\n`` pass beside ``web``.
-NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}")   # containers (Docker's rule)
+# The patterns stay strings: ``re.fullmatch`` compiles one the first time it is
+# used (and caches it), so a run that sets no name, host name or user compiles none.
+NAME_RE = r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}"   # containers (Docker's rule)
 VOLUME_NAME_RE = NAME_RE
 # RFC 1123 host names: dot-separated labels of letters, digits and inner '-'.
-_LABEL_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_LABEL_RE = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 # A user or group name as useradd accepts it (a trailing '$' for machine accounts).
-_ACCOUNT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?")
+_ACCOUNT_RE = r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?"
 MAX_ID = 2**31 - 1          # runc refuses larger ids ((uid_t)-1 is "no change" to the kernel)
 MOUNT_MODES = ("ro", "rw")
 
@@ -141,7 +143,7 @@ class RunOptions:
 # -- parsers for the CLI syntax (each raises BadInput with one line) -----------
 
 def check_name(name: str) -> str:
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+    if not isinstance(name, str) or not re.fullmatch(NAME_RE, name):
         raise BadInput(f"invalid container name {name!r}: use letters, digits, '_', '.', '-'")
     return name
 
@@ -164,7 +166,7 @@ def parse_volume(spec: str) -> Mount:
         return Mount("bind", target, os.path.realpath(src), mode == "ro")
     if src.startswith("."):
         raise BadInput(f"bad mount spec {spec!r}: host paths must be absolute")
-    if not VOLUME_NAME_RE.fullmatch(src):
+    if not re.fullmatch(VOLUME_NAME_RE, src):
         raise BadInput(f"bad mount spec {spec!r}: invalid volume name {src!r}")
     return Mount("volume", target, src, mode == "ro")
 
@@ -388,7 +390,7 @@ def check_hostname(name: str) -> str:
     joined by '.', 253 characters at most (what the kernel's UTS name and
     every resolver accept)."""
     if (not isinstance(name, str) or not 0 < len(name) <= 253
-            or not all(_LABEL_RE.fullmatch(label) for label in name.split("."))):
+            or not all(re.fullmatch(_LABEL_RE, label) for label in name.split("."))):
         raise BadInput(f"invalid hostname {name!r}: use dot-separated labels of letters, "
                        "digits and '-' (RFC 1123)")
     return name
@@ -404,7 +406,7 @@ def check_user(spec: str) -> str:
         if part.isascii() and part.isdigit():
             if int(part) > MAX_ID:
                 raise BadInput(f"invalid -u {spec!r}: {what} id {part} out of range 0..{MAX_ID}")
-        elif not _ACCOUNT_RE.fullmatch(part):
+        elif not re.fullmatch(_ACCOUNT_RE, part):
             raise BadInput(f"invalid -u {spec!r}: expected USER[:GROUP], names or ids 0..{MAX_ID}")
     return spec
 

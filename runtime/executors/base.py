@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
@@ -22,14 +21,21 @@ else:  # the protocols below are for the type checker; at run time plain classes
     Protocol = object
 
 
-@dataclass
 class Stdio:
-    """The container process's stdin/stdout/stderr (None: the caller's)."""
+    """The container process's stdin/stdout/stderr (None: the caller's).
+    A plain slotted class: one is built per start, on the run path, where a
+    dataclass would be generated at import for nothing."""
 
-    stdin: int | IO[bytes] | None = None
-    stdout: int | IO[bytes] | None = None
-    stderr: int | IO[bytes] | None = None
-    extra: tuple[int, ...] = ()  # put at fd 3.. of the container's first process (LISTEN_FDS)
+    __slots__ = ("stdin", "stdout", "stderr", "extra")
+
+    def __init__(self, stdin: int | IO[bytes] | None = None,
+                 stdout: int | IO[bytes] | None = None,
+                 stderr: int | IO[bytes] | None = None,
+                 extra: tuple[int, ...] = ()) -> None:
+        self.stdin = stdin
+        self.stdout = stdout
+        self.stderr = stderr
+        self.extra = extra  # put at fd 3.. of the container's first process (LISTEN_FDS)
 
 
 class Running(Protocol):

@@ -229,15 +229,16 @@ def upgrade(
                                  help="The plan per service; change nothing (exit 1 if a "
                                       "conflict would stop it)."),
     rehearse: bool = typer.Option(False, "--rehearse",
-                                  help="Rehearse each service's upgrade on clones of its "
-                                       "volumes on an isolated network, then throw them away."),
+                                  help="Rehearse the whole stack's upgrade on clones of its "
+                                       "volumes, the copies together on a private network, "
+                                       "then throw them away."),
     pull_: bool = typer.Option(False, "--pull", help="Pull every service's image first."),
     health_timeout: float = typer.Option(60.0, "--health-timeout", metavar="S",
                                          help="Seconds each new container has to be healthy."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Upgrade every service whose image changed with its data merged in (volmerge upgrade),
-    in dependency order; a failure rolls back every service upgraded before it (exit 1)."""
+    in dependency order, as one transaction; a failure puts every service back (exit 1)."""
     from volmerge.compose import stackupgrade
 
     if dry_run and rehearse:
@@ -325,6 +326,7 @@ def history(
     from volmerge.compose import history as h
 
     st = _stack(ctx)
+    h.settle(st.ctx.store, st.project.name)  # what `volmerge recover` finished or undid
     gens = h.generations(st.ctx.store, st.project.name)
     if as_json:
         emit_json([g.to_json() for g in gens])
@@ -337,10 +339,17 @@ def history(
 
 @compose_app.command("recover")
 def recover(ctx: typer.Context) -> None:
-    """Put right a `compose upgrade` a crash cut short: every service back on the stack
-    generation it had (compose upgrade and rollback do this first themselves)."""
+    """Put right a `compose upgrade` or `rollback` a crash cut short (as `volmerge recover`
+    does) and settle the stack generation it left open (compose upgrade and rollback do this
+    first themselves)."""
     from volmerge.compose import stackupgrade
 
     gens = stackupgrade.recover(_stack(ctx))
-    print(f"Rolled back stack generation(s) {', '.join(map(str, gens))}." if gens
-          else "Nothing to recover.")
+    undone = [str(g) for g, state in gens if state == "failed"]
+    finished = [str(g) for g, state in gens if state != "failed"]
+    if undone:
+        print(f"Rolled back stack generation(s) {', '.join(undone)}.")
+    if finished:
+        print(f"Finished stack generation(s) {', '.join(finished)}.")
+    if not gens:
+        print("Nothing to recover.")

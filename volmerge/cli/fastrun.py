@@ -134,6 +134,7 @@ def fast_run(args: list[str]) -> int | None:
         return None
     root, image, command, kw = parsed
     _defer_import("inspect")
+    _defer_import("ipaddress")
     from .runopts import run_container, run_options
     from .state import Globals
 
@@ -148,7 +149,10 @@ def _defer_import(name: str) -> None:
     For ``inspect`` (with dis, ast and tokenize, a fifth of the run path's
     import time): dataclasses imports it but calls it only to write a
     docstring for a class that has none, and every dataclass on the run
-    path has one (tests/runtime/test_startup.py holds that).  Python 3.11's
+    path has one (tests/runtime/test_startup.py holds that).  For
+    ``ipaddress`` (~0.9 ms): ``urllib.parse``, which pathlib imports, needs it
+    only to check a bracketed host in a URL; a run with an address or a DNS
+    server (or on a network) imports it for real.  Python 3.11's
     importlib.util.LazyLoader cannot do this: the import statement reads
     the module's ``__spec__``, which makes it load at once."""
     import sys

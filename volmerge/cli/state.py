@@ -3,19 +3,19 @@ shared by the typer commands and the fast ``run`` path (fastrun.py)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
 if TYPE_CHECKING:
     from typing import Any
 
 
-@dataclass
 class Globals:
     """The global options (``--root``) and the store they open, once."""
 
-    root: str | None = None
-    _store: Any = None
+    __slots__ = ("root", "_store")
+
+    def __init__(self, root: str | None = None) -> None:
+        self.root = root
+        self._store: Any = None
 
     def store(self):
         if self._store is None:

@@ -4,12 +4,13 @@ history`` and ``compose rollback``.
 One row per stack upgrade in the ``compose_generations`` table (component
 ``compose`` of the state database): the project, its generation number, the
 services it upgrades with each one's container generation before (and
-after), and its state.  The row is written ``in-progress``, durably, before
-the first service changes, and becomes ``current`` after the last one
-committed: a row still ``in-progress`` after a crash tells ``compose
-recover`` which services to put back (every one whose container generation
-is no longer the one it had), so the whole stack ends on one generation.
-The per-container generations and journals stay the upgrade's own
+after), its state, and the id of the one journal that upgrades the whole
+stack (volmerge/upgrade/group.py; ``rollback_journal``: the one of its
+``compose rollback``).  The row is written ``in-progress``, durably, just
+before that journal begins; the journal decides: once ``volmerge recover``
+(or the live run) has finished or undone it, :func:`settle` reads the
+outcome into the row (``current``, ``failed``, ``rolled-back``).  The
+per-container generations stay the upgrade's own
 (volmerge/upgrade/journal.py).
 """
 
@@ -31,6 +32,11 @@ MIGRATIONS = [
         created   REAL NOT NULL,
         PRIMARY KEY (project, gen)
     );
+    """,
+    # the stack's one journal (upgrade/group.py), and that of its rollback
+    """
+    ALTER TABLE compose_generations ADD COLUMN journal_id TEXT;
+    ALTER TABLE compose_generations ADD COLUMN rollback_journal TEXT;
     """,
 ]
 
@@ -54,10 +60,13 @@ class StackGeneration:
     services: tuple[ServiceStep, ...]
     state: str
     created: float
+    journal_id: str | None = None
+    rollback_journal: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"project": self.project, "generation": self.gen, "state": self.state,
-                "created": self.created, "services": [asdict(s) for s in self.services]}
+                "created": self.created, "services": [asdict(s) for s in self.services],
+                "journal": self.journal_id}
 
 
 def _ensure(store: Any) -> None:
@@ -72,16 +81,80 @@ def current_gen(store: Any, container: str) -> int | None:
     return cur[-1] if cur else None
 
 
-def begin(store: Any, project: str, services: list[ServiceStep]) -> int:
+def begin(store: Any, project: str, services: list[ServiceStep],
+          journal_id: str | None = None) -> int:
     """A new stack generation, ``in-progress``, on disk before anything changes."""
     _ensure(store)
     with store.transaction() as conn:
         (last,) = conn.execute("SELECT COALESCE(MAX(gen), 0) FROM compose_generations "
                                "WHERE project = ?", (project,)).fetchone()
-        conn.execute("INSERT INTO compose_generations(project, gen, services, state, created) "
-                     "VALUES (?, ?, ?, 'in-progress', ?)",
-                     (project, last + 1, json.dumps([asdict(s) for s in services]), time.time()))
+        conn.execute("INSERT INTO compose_generations(project, gen, services, state, created,"
+                     " journal_id) VALUES (?, ?, ?, 'in-progress', ?, ?)",
+                     (project, last + 1, json.dumps([asdict(s) for s in services]), time.time(),
+                      journal_id))
     return int(last) + 1
+
+
+def rolling_back(store: Any, project: str, gen: int, journal_id: str) -> None:
+    """The journal of the stack rollback about to begin (written before it)."""
+    _ensure(store)
+    with store.transaction() as conn:
+        conn.execute("UPDATE compose_generations SET rollback_journal = ? "
+                     "WHERE project = ? AND gen = ?", (journal_id, project, gen))
+
+
+def _journal_state(store: Any, jid: str | None) -> str | None:
+    if jid is None:
+        return None
+    try:
+        row = store.db.execute("SELECT state FROM upgrade_journal WHERE id = ?",
+                               (jid,)).fetchone()
+    except Exception:  # noqa: BLE001 - no journal table yet: no journal
+        return None
+    return row[0] if row else None
+
+
+def _to_gen(store: Any, part_jid: str) -> int | None:
+    row = store.db.execute("SELECT gen FROM generations WHERE journal_id = ?",
+                           (part_jid,)).fetchone()
+    return int(row[0]) if row else None
+
+
+def settle(store: Any, project: str) -> list[tuple[int, str]]:
+    """Read the outcome of each journal the rows still wait for (a crash cut
+    the run short; ``volmerge recover`` has finished or undone the journal
+    since) into the rows: an upgrade committed is ``current`` with its
+    services' new generations, one undone (or never begun) ``failed``; a
+    rollback committed makes its generation ``rolled-back``.  Rows whose
+    journal is still open are left alone.  The (generation, state) settled."""
+    out = []
+    for g in generations(store, project):
+        if g.state == "in-progress" and g.journal_id is not None:
+            js = _journal_state(store, g.journal_id)
+            if js in ("begun", "committed"):
+                continue
+            if js == "done":
+                parts = _parts(store, g.journal_id)
+                finish(store, project, g.gen, [
+                    ServiceStep(s.service, s.container, s.from_image, s.to_image, s.from_gen,
+                                _to_gen(store, parts.get(s.container, ""))) for s in g.services])
+                out.append((g.gen, "current"))
+            else:
+                mark(store, project, g.gen, "failed")
+                out.append((g.gen, "failed"))
+        elif g.state == "current" and g.rollback_journal is not None:
+            if _journal_state(store, g.rollback_journal) == "done":
+                mark(store, project, g.gen, "rolled-back")
+                out.append((g.gen, "rolled-back"))
+    return out
+
+
+def _parts(store: Any, jid: str) -> dict[str, str]:
+    """The per-container journal ids of a stack journal's upgrade parts."""
+    row = store.db.execute("SELECT plan FROM upgrade_journal WHERE id = ?", (jid,)).fetchone()
+    if row is None:
+        return {}
+    return {p["container"]: p["plan"]["id"] for p in json.loads(row[0]).get("parts", [])}
 
 
 def finish(store: Any, project: str, gen: int, services: list[ServiceStep]) -> None:
@@ -105,4 +178,5 @@ def generations(store: Any, project: str) -> list[StackGeneration]:
                             (project,)).fetchall()
     return [StackGeneration(r["project"], r["gen"],
                             tuple(ServiceStep(**s) for s in json.loads(r["services"])),
-                            r["state"], r["created"]) for r in rows]
+                            r["state"], r["created"], r["journal_id"], r["rollback_journal"])
+            for r in rows]

@@ -2,13 +2,13 @@
 volmerge's per-container upgrade (snapshot, merge, SQL replay, health), in
 dependency order (a database before the application that depends on it).
 
-The services form one unit: when a service's upgrade fails (its own
-transaction has then put it back), every service upgraded before it in this
-run is rolled back, newest first, to the generation it had, its data with
-it (``rollback --discard-new-data``), so the stack is as it was.  Each
-service's upgrade and rollback is a journaled transaction of the runner
-(volmerge/upgrade/runner.py) and is crash-safe on its own; a crash *between*
-services is not covered by one journal (docs/compose.md says so).
+The services form one unit, one journaled transaction of the runner
+(stacktx.py over volmerge/upgrade/group.py): every service's steps in one
+journal, so a failure anywhere undoes every service's steps in reverse (the
+stack is exactly as before, data included), and a crash is finished or
+undone by plain ``volmerge recover``.  ``compose rollback`` and ``--rehearse``
+are one run of the same kind.  The stack generations (history.py) read the
+journal's outcome.
 """
 
 from __future__ import annotations
@@ -60,110 +60,153 @@ def changes(stack: Stack, services: list[str] | None = None, *, pull: bool = Fal
     return out
 
 
-def _options(ch: Change, health_timeout: float) -> Any:
-    from volmerge.upgrade import UpgradeOptions
-
-    return UpgradeOptions(container=ch.container, to_image=ch.to_ref,
-                          stop_timeout=ch.stop_timeout, health_timeout=health_timeout)
-
-
 def preview(stack: Stack, todo: list[Change], health_timeout: float = 60.0) -> list[dict[str, Any]]:
     """The single upgrade's preview of each service, in order."""
     from volmerge.upgrade import preview as one
 
-    return [{"service": ch.service, **one(stack.ctx, _options(ch, health_timeout))}
+    from .stacktx import options
+
+    return [{"service": ch.service, **one(stack.ctx, options(ch, health_timeout))}
             for ch in todo]
 
 
 def rehearse(stack: Stack, todo: list[Change], health_timeout: float = 60.0,
              say: Say | None = None) -> list[dict[str, Any]]:
-    """Each service's upgrade rehearsed on clones of its volumes on an
-    isolated network (volmerge upgrade --rehearse), in order; the clones are
-    thrown away.  Each service alone: the clones of two services do not see
-    each other.  NotDone at the first service whose rehearsal fails."""
-    from volmerge.upgrade import rehearse as one
+    """The whole stack's upgrade rehearsed as one run: clones of every
+    service's volumes, the copies started in order on a private network of
+    their own (each reaches the others' copies by service name, nothing
+    reaches the live services, no port is published), then everything thrown
+    away.  NotDone naming the first service whose rehearsal failed."""
+    from volmerge.upgrade import group
+    from volmerge.upgrade.journal import new_id
+    from volmerge.upgrade.merge import summary
+    from volmerge.upgrade.runner import Failed
+
+    from . import stacktx
 
     say = say or stack.say
+    net = stacktx.network_name(stack.project.name)
+    try:
+        done = stacktx.run(
+            stack, lambda: stacktx.rehearsal_members(stack, todo, health_timeout, net),
+            [ch.container for ch in todo], kind=group.REHEARSAL, verb="Rehearsing",
+            passed="Rehearsal passed", say=say, jid=new_id(),
+            head=lambda: (group.PrivateNetwork(name=net),))
+    except Failed as exc:
+        if getattr(exc.cause, "exit_code", 3) == 2:
+            raise exc.cause from None
+        i = stacktx.failed_member(exc)
+        where = f"at service {todo[i].service}" if i is not None else "before any service"
+        raise NotDone(f"stack rehearsal failed {where}: {exc.reason}; "
+                      "copies, clones and network thrown away") from None
+    say(f"Service {todo[-1].service}  Rehearsal passed")
     out = []
-    for ch in todo:
-        say(f"Service {ch.service}  Rehearsing {ch.from_ref} -> {ch.to_ref}")
-        try:
-            rep = one(stack.ctx, _options(ch, health_timeout))
-        except NotDone as exc:
-            raise NotDone(f"stack rehearsal failed at service {ch.service}: {exc}") from None
-        say(f"Service {ch.service}  Rehearsal passed")
-        out.append({"service": ch.service, **rep})
+    for r in stacktx.part_reports(done):
+        part, tx = r["part"], r["tx"]
+        out.append({"service": part["label"], "ok": True, "reason": "",
+                    "plan": {k: v for k, v in part["plan"].items() if k != "id"},
+                    "volumes": tx.reports, "timings": tx.timings, "summary": summary(tx.reports),
+                    "network": net})
     return out
 
 
 def upgrade(stack: Stack, todo: list[Change], *, health_timeout: float = 60.0,
-            progress: Callable[[str, str, float | None], None] | None = None,
             say: Say | None = None) -> list[dict[str, Any]]:
-    """Upgrade each service in order; on a failure roll back the ones done
-    (newest first) and raise NotDone naming the service that failed.  The
-    stack generation is ``in-progress`` on disk throughout (history.py), so a
-    crash is put right by :func:`recover`."""
-    from volmerge.upgrade import rollback
-    from volmerge.upgrade import upgrade as one
+    """Upgrade every service as one transaction; on a failure every service
+    is back as it was and NotDone names the service that failed.  The stack
+    generation is written ``in-progress`` just before the journal begins and
+    settled from the journal after it (history.py)."""
+    from volmerge.upgrade import group
+    from volmerge.upgrade.journal import new_id
+    from volmerge.upgrade.merge import summary
+    from volmerge.upgrade.runner import Failed
     from volmerge.volumes import faults
 
-    from . import history
+    from . import history, stacktx
 
     say = say or stack.say
     store = stack.ctx.store
+    project = stack.project.name
+    box: dict[str, int] = {}
+
+    def before(p: Any) -> None:
+        steps = [history.ServiceStep(ch.service, ch.container, ch.from_ref, ch.to_ref,
+                                     history.current_gen(store, ch.container), None)
+                 for ch in todo]
+        box["gen"] = history.begin(store, project, steps, journal_id=p.jid)
+        faults.point("compose.begun")
+
     with _locked(stack):
         recover(stack, say=say, locked=True)
-        before = {ch.service: history.current_gen(store, ch.container) for ch in todo}
-        steps = [history.ServiceStep(ch.service, ch.container, ch.from_ref, ch.to_ref,
-                                     before[ch.service], None) for ch in todo]
-        gen = history.begin(store, stack.project.name, steps)
-        faults.point("compose.begun")
-        done: list[tuple[Change, dict[str, Any]]] = []
-        for ch in todo:
-            say(f"Service {ch.service}  Upgrading {ch.from_ref} -> {ch.to_ref}")
-            try:
-                rep = one(stack.ctx, _options(ch, health_timeout),
-                          progress or (lambda *_a: None))
-            except BaseException as exc:
-                undone = _roll_back(stack, [(c, before[c.service]) for c, _r in done], say,
-                                    rollback, discard_new_data=True)
-                if not undone:
-                    history.mark(store, stack.project.name, gen, "failed")
-                names = ", ".join(c.service for c, _r in done) or "none"
-                msg = (f"stack upgrade stopped at service {ch.service}: {exc}; "
-                       f"rolled back the services upgraded before it ({names})")
-                if undone:
-                    msg += (f"; NOT rolled back: {', '.join(undone)} "
-                            "(`volmerge compose recover` retries)")
-                raise NotDone(msg) from None
-            say(f"Service {ch.service}  Upgraded (generation {rep['generation']})")
-            done.append((ch, rep))
-            faults.point("compose.service-committed")
-        history.finish(store, stack.project.name, gen, [
-            history.ServiceStep(ch.service, ch.container, ch.from_ref, ch.to_ref,
-                                before[ch.service], int(rep["generation"])) for ch, rep in done])
-    say(f"Stack {stack.project.name}  generation {gen}")
-    return [{"service": ch.service, "stack_generation": gen, **rep} for ch, rep in done]
+        try:
+            done = stacktx.run(stack, lambda: stacktx.upgrade_members(stack, todo, health_timeout),
+                               [ch.container for ch in todo], kind=group.STACK, verb="Upgrading",
+                               say=say, jid=new_id(), before=before)
+        except Failed as exc:
+            history.settle(store, project)
+            i = stacktx.failed_member(exc)
+            failed = todo[i].service if i is not None else "none"
+            names = ", ".join(ch.service for ch in todo[:i or 0]) or "none"
+            raise NotDone(f"stack upgrade stopped at service {failed}: {exc.reason}; rolled back "
+                          f"the services upgraded before it ({names}) in the same transaction",
+                          timings=exc.prepared.tx.timings) from None
+        except BaseException:
+            history.settle(store, project)  # a row whose journal never began: failed
+            raise
+        history.settle(store, project)
+    gen = box["gen"]
+    out = []
+    for r in stacktx.part_reports(done):
+        part, tx = r["part"], r["tx"]
+        plan = part["plan"]
+        (g,) = store.db.execute("SELECT gen FROM generations WHERE journal_id = ?",
+                                (plan["id"],)).fetchone()
+        say(f"Service {part['label']}  Upgraded (generation {g})")
+        out.append({"service": part["label"], "stack_generation": gen, "id": done.id,
+                    "container": part["container"], "from": plan["from"]["image"],
+                    "to": plan["to"]["image"], "generation": g, "volumes": tx.reports,
+                    "timings": tx.timings, "summary": summary(tx.reports)})
+    say(f"Stack {project}  generation {gen}")
+    return out
 
 
-def recover(stack: Stack, *, say: Say | None = None, locked: bool = False) -> list[int]:
-    """Put right every stack upgrade a crash left ``in-progress``: each of its
-    services' own transaction finished or undone (volmerge recover), then
-    every service whose generation moved rolled back to the one it had, data
-    included; the stack generations so undone."""
-    from volmerge.upgrade import recover as recover_one
-    from volmerge.upgrade import rollback
+def recover(stack: Stack, *, say: Say | None = None, locked: bool = False
+            ) -> list[tuple[int, str]]:
+    """The stack's journal finished or undone (as plain ``volmerge recover``
+    does, which every command runs first), then each stack generation it
+    left open settled from it: ``failed`` (undone) or ``current``
+    (committed).  Rows written before stacks had one journal (no
+    ``journal_id``) are put back service by service."""
+    from volmerge.upgrade import recover as recover_journals
 
-    from . import history
+    from . import history, stacktx
 
     if not locked:
         with _locked(stack):
             return recover(stack, say=say, locked=True)
     say = say or stack.say
+    recover_journals(stack.ctx, container=stacktx.journal_name(stack.project.name))
+    out = _recover_legacy(stack, say)
+    for gen, state in history.settle(stack.ctx.store, stack.project.name):
+        if state != "rolled-back":
+            say(f"Stack {stack.project.name}  generation {gen} was cut short: "
+                + ("undone" if state == "failed" else "finished"))
+        out.append((gen, state))
+    return out
+
+
+def _recover_legacy(stack: Stack, say: Say) -> list[tuple[int, str]]:
+    """An ``in-progress`` row of the per-service scheme: every service whose
+    generation moved rolled back to the one it had, data included."""
+    from volmerge.upgrade import recover as recover_one
+    from volmerge.upgrade import rollback
+
+    from . import history
+
     store = stack.ctx.store
     out = []
     for g in history.generations(store, stack.project.name):
-        if g.state != "in-progress":
+        if g.state != "in-progress" or g.journal_id is not None:
             continue
         say(f"Stack {stack.project.name}  generation {g.gen} was cut short: rolling it back")
         moved = []
@@ -172,12 +215,19 @@ def recover(stack: Stack, *, say: Say | None = None, locked: bool = False) -> li
             if history.current_gen(store, s.container) != s.from_gen:
                 moved.append((Change(s.service, s.container, s.from_image, s.to_image,
                                      _grace(stack, s.service)), s.from_gen))
-        failed = _roll_back(stack, moved, say, rollback, discard_new_data=True)
+        failed = []
+        for ch, gen in reversed(moved):
+            try:
+                rollback(stack.ctx, ch.container, to=gen, discard_new_data=True,
+                         stop_timeout=ch.stop_timeout)
+            except Exception as exc:  # noqa: BLE001 - the others are still rolled back
+                say(f"Service {ch.service}  rollback failed: {exc}")
+                failed.append(ch.service)
         if failed:
             raise NotDone(f"stack generation {g.gen}: {', '.join(failed)} could not be rolled "
                           "back (see above)")
         history.mark(store, stack.project.name, g.gen, "failed")
-        out.append(g.gen)
+        out.append((g.gen, "failed"))
     return out
 
 
@@ -201,64 +251,54 @@ def _locked(stack: Stack) -> Any:
 
 def rollback_stack(stack: Stack, *, discard_new_data: bool = False,
                    say: Say | None = None) -> dict[str, Any]:
-    """The last stack upgrade not yet rolled back, undone: its services back
-    to the generations they had, newest first.  Data written since is
-    refused (each service's rollback counts it) unless ``discard_new_data``."""
-    from volmerge.upgrade import rollback
+    """The last stack upgrade not yet rolled back, undone as one transaction:
+    its services back to the generations they had, newest first.  Data
+    written since is refused (each service's rollback counts it) unless
+    ``discard_new_data``; all or nothing."""
+    from volmerge.errors import NotFound
+    from volmerge.upgrade import group, rollback
+    from volmerge.upgrade.journal import new_id
+    from volmerge.upgrade.runner import Failed
 
+    from . import history, stacktx
 
     say = say or stack.say
+    store = stack.ctx.store
+    project = stack.project.name
     with _locked(stack):
         recover(stack, say=say, locked=True)
-        return _rollback_locked(stack, discard_new_data, say, rollback)
-
-
-def _rollback_locked(stack: Stack, discard_new_data: bool, say: Say,
-                     rollback: Any) -> dict[str, Any]:
-    from volmerge.errors import NotFound
-
-    from . import history
-
-    gens = [g for g in history.generations(stack.ctx.store, stack.project.name)
-            if g.state == "current"]
-    if not gens:
-        raise NotFound(f"project {stack.project.name} has no stack upgrade to roll back")
-    last = gens[-1]
-    steps = [(Change(s.service, s.container, s.from_image, s.to_image,
-                     _grace(stack, s.service)), s.from_gen) for s in last.services]
-    if not discard_new_data:  # all or nothing: every service checked before any moves
-        lose = []
-        for ch, gen in steps:
-            plan = rollback(stack.ctx, ch.container, to=gen, dry_run=True)
-            if any(d.get("paths") for d in (plan.get("new_data") or {}).values()):
-                lose.append(ch.service)
-        if lose:
-            raise NotDone(f"rolling the stack back would lose data written since its upgrade "
-                          f"by {', '.join(lose)}: pass --discard-new-data (nothing changed)")
-    failed = _roll_back(stack, steps, say, rollback, discard_new_data=discard_new_data)
-    if failed:
-        raise NotDone(f"stack rollback of generation {last.gen} incomplete: "
-                      f"{', '.join(failed)} not rolled back (see above); the others are")
-    history.mark(stack.ctx.store, stack.project.name, last.gen, "rolled-back")
+        gens = [g for g in history.generations(store, project) if g.state == "current"]
+        if not gens:
+            raise NotFound(f"project {project} has no stack upgrade to roll back")
+        last = gens[-1]
+        steps = [(Change(s.service, s.container, s.from_image, s.to_image,
+                         _grace(stack, s.service)), s.from_gen) for s in last.services]
+        if not discard_new_data:  # all or nothing: every service checked before any moves
+            lose = []
+            for ch, gen in steps:
+                plan = rollback(stack.ctx, ch.container, to=gen, dry_run=True)
+                if any(d.get("paths") for d in (plan.get("new_data") or {}).values()):
+                    lose.append(ch.service)
+            if lose:
+                raise NotDone(f"rolling the stack back would lose data written since its "
+                              f"upgrade by {', '.join(lose)}: pass --discard-new-data "
+                              "(nothing changed)")
+        try:
+            stacktx.run(stack, lambda: stacktx.rollback_members(stack, steps, discard_new_data),
+                        [ch.container for ch, _g in steps], kind=group.STACK,
+                        verb="Rolling back", say=say, jid=new_id(),
+                        before=lambda p: history.rolling_back(store, project, last.gen, p.jid))
+        except Failed as exc:
+            if not exc.undone:
+                raise NotDone(f"stack rollback of generation {last.gen} stopped after volumes "
+                              f"were rolled back: {exc.reason}; `volmerge recover` finishes "
+                              "it") from None
+            raise NotDone(f"stack rollback of generation {last.gen} not done, nothing "
+                          f"changed: {exc.reason}") from None
+        history.settle(store, project)
     return last.to_json()
 
 
 def _grace(stack: Stack, service: str) -> float:
     svc = stack.project.services.get(service)
     return convert.stop_timeout(svc, service) if svc else 10.0
-
-
-def _roll_back(stack: Stack, done: list[tuple[Change, int | None]], say: Say,
-               rollback: Any, *, discard_new_data: bool) -> list[str]:
-    """Every upgraded service back to the generation it had (None: its
-    previous one), newest first; the names of those that could not be."""
-    failed = []
-    for ch, gen in reversed(done):
-        try:
-            rollback(stack.ctx, ch.container, to=gen, discard_new_data=discard_new_data,
-                     stop_timeout=ch.stop_timeout)
-            say(f"Service {ch.service}  Rolled back to {ch.from_ref}")
-        except Exception as exc:  # noqa: BLE001 - the others are still rolled back
-            say(f"Service {ch.service}  rollback failed: {exc}")
-            failed.append(ch.service)
-    return failed

@@ -133,11 +133,14 @@ def leaving(gens: list[Generation], target: Generation) -> Generation | None:
 
 
 def history(store: Store, container: str) -> list[dict[str, Any]]:
-    """Generations plus every attempt (committed, rolled back) on the container."""
+    """Generations plus every attempt (committed, rolled back) on the container,
+    a compose stack's that it was a member of included."""
     ensure(store)
     gens = generations(store, container)
     attempts = store.db.execute(
-        "SELECT * FROM upgrade_journal WHERE container = ? ORDER BY started", (container,)
+        "SELECT * FROM upgrade_journal WHERE container = ? OR EXISTS (SELECT 1 FROM"
+        " json_each(upgrade_journal.plan, '$.members') WHERE value = ?) ORDER BY started",
+        (container, container),
     ).fetchall()
     out: list[dict[str, Any]] = []
     for g in gens:
@@ -247,6 +250,14 @@ class Journal:
         with self.store.transaction() as db:
             db.execute("DELETE FROM upgrade_steps WHERE journal_id = ?", (self.id,))
             db.execute("DELETE FROM upgrade_journal WHERE id = ?", (self.id,))
+
+
+def members(row: sqlite3.Row) -> list[str]:
+    """The containers a journal changes: its own, and for a run that spans
+    several containers (a compose stack's, upgrade/group.py) those its plan
+    lists as ``members``.  Recovery takes every one's lock."""
+    listed = json.loads(row["plan"]).get("members") or []
+    return list(dict.fromkeys([row["container"], *map(str, listed)]))
 
 
 def pending(store: Store) -> list[sqlite3.Row]:

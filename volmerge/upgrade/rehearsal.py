@@ -34,18 +34,13 @@ def rehearse(ctx: Ctx, opts: UpgradeOptions, progress: Progress = no_progress) -
     c = ctx.engine.get(opts.container)
     found: dict[str, Any] = {}
 
-    def prepare() -> Prepared:
-        plan = make_plan(ctx, opts)
-        found["plan"] = plan.to_json()
-        jid = jr.new_id()
-        tx = Tx(new_image=ctx.images.get(plan.new_image),
-                old_image=ctx.images.get(plan.old_image_id), policy=plan.policy)
-        steps = build_steps(ctx, plan, jid, 0, rehearsal=Rehearsal.new(ctx, plan))
-        return Prepared(steps=tuple(steps), from_image=plan.old_image, to_image=opts.to_image,
-                        plan={**found["plan"], "id": jid}, tx=tx, jid=jid)
+    def prep() -> Prepared:
+        p = prepare(ctx, opts)
+        found["plan"] = {k: v for k, v in p.plan.items() if k != "id"}
+        return p
 
     try:
-        done = runner.run_journaled(ctx, "rehearsal", c.name, prepare, progress=progress)
+        done = runner.run_journaled(ctx, "rehearsal", c.name, prep, progress=progress)
     except Failed as exc:
         if getattr(exc.cause, "exit_code", 3) == 2:
             raise exc.cause from None
@@ -59,6 +54,18 @@ def rehearse(ctx: Ctx, opts: UpgradeOptions, progress: Progress = no_progress) -
         raise NotDone(f"rehearsal of the upgrade of {c.name} to {opts.to_image} failed: "
                       f"{exc.reason}", result=result) from None
     return _result(True, "", found["plan"], done.tx.reports, done.tx)
+
+
+def prepare(ctx: Ctx, opts: UpgradeOptions) -> Prepared:
+    """Under the container's lock: the upgrade's steps aimed at clones and a
+    copy (build.py); a compose stack's rehearsal chains several."""
+    plan = make_plan(ctx, opts)
+    jid = jr.new_id()
+    tx = Tx(new_image=ctx.images.get(plan.new_image),
+            old_image=ctx.images.get(plan.old_image_id), policy=plan.policy)
+    steps = build_steps(ctx, plan, jid, 0, rehearsal=Rehearsal.new(ctx, plan))
+    return Prepared(steps=tuple(steps), from_image=plan.old_image, to_image=opts.to_image,
+                    plan={**plan.to_json(), "id": jid}, tx=tx, jid=jid)
 
 
 def _result(ok: bool, reason: str, plan: dict[str, Any], reports: dict[str, Any],

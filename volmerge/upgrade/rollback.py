@@ -241,6 +241,14 @@ def _plan(ctx: Ctx, cur_c: Container, to: int | None
     return plan, target, vols
 
 
+def prepare(ctx: Ctx, container: str, *, to: int | None = None, discard_new_data: bool = False,
+            stop_timeout: float = 10.0) -> Prepared:
+    """A rollback's run for a caller that holds the container's lock (a
+    compose stack's rollback chains several, upgrade/group.py)."""
+    return _prepare(ctx, ctx.engine.get(container), to=to, discard_new_data=discard_new_data,
+                    keep_new_data_as=None, stop_timeout=stop_timeout)
+
+
 def _prepare(ctx: Ctx, cur_c: Container, *, to: int | None, discard_new_data: bool,
              keep_new_data_as: str | None, stop_timeout: float) -> Prepared:
     """Under the lock: the plan, then the steps (refused when they would

@@ -129,13 +129,20 @@ def locked(ctx: Ctx, container: str) -> Iterator[None]:
 
 
 def run_journaled(ctx: Ctx, kind: str, container: str, prepare: Callable[[], Prepared], *,
-                  progress: Progress = no_progress) -> Finished:
+                  progress: Progress = no_progress, members: tuple[str, ...] = ()) -> Finished:
     """Run a transaction of ``kind`` on ``container`` (see the module's doc).
-    Raises :class:`Failed` after undoing it (or leaving it to ``recover``);
-    KeyboardInterrupt and SystemExit are re-raised once it is undone."""
+    ``members``: the other containers a run spanning several changes (their
+    locks are taken too, their pending journals finished first; the plan
+    lists them as ``members`` for recovery).  Raises :class:`Failed` after
+    undoing it (or leaving it to ``recover``); KeyboardInterrupt and
+    SystemExit are re-raised once it is undone."""
     fin = finisher_for(kind)
-    with locked(ctx, container):
-        recover(ctx, container=container, locked=True)
+    names = tuple(dict.fromkeys((container, *members)))
+    with contextlib.ExitStack() as held:
+        for name in names:
+            held.enter_context(locked(ctx, name))
+        for name in names:
+            recover(ctx, container=name, locked=True, held=names)
         p = prepare()
         steps = list(p.steps)
         no_return = next((i for i, s in enumerate(steps) if s.kind == p.point_of_no_return), None)
@@ -253,23 +260,30 @@ def close(ctx: Ctx, journal: jr.Journal, fin: Finisher, tx: Tx | None = None) ->
 
 # -- recovery ------------------------------------------------------------------
 
-def recover(ctx: Ctx, container: str | None = None, *, locked: bool = False) -> list[dict[str, Any]]:
+def recover(ctx: Ctx, container: str | None = None, *, locked: bool = False,
+            held: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """Finish or undo every transaction a crash interrupted (``volmerge
     recover``, and the start of every command that opens the store: cheap
     when nothing is pending).  A journal still ``begun`` is undone step by
     step in reverse, or rolled forward once past its point of no return; a
     ``committed`` one gets its post-commit work redone.  A transaction whose
-    lock is still held belongs to a live process and is left alone."""
+    lock is still held belongs to a live process and is left alone.  With
+    ``container``, the journals that change it (their own, or a stack's it
+    is a member of); ``locked``: the caller holds that container's lock,
+    ``held``: the other locks it holds."""
     done = []
+    mine = {container, *held} if locked else set(held)
     for row in jr.pending(ctx.store):
-        if container is not None and row["container"] != container:
+        names = jr.members(row)
+        if container is not None and container not in names:
             continue
         with contextlib.ExitStack() as stack:
-            if not locked:
-                try:
-                    stack.enter_context(ctx.store.lock(f"upgrade-{row['container']}", blocking=False))
-                except BlockingIOError:
-                    continue  # a live transaction
+            try:
+                for name in names:
+                    if name not in mine:
+                        stack.enter_context(ctx.store.lock(f"upgrade-{name}", blocking=False))
+            except BlockingIOError:
+                continue  # a live transaction
             done.append(_recover_one(ctx, row))
     return done
 

@@ -40,22 +40,9 @@ def upgrade(ctx: Ctx, opts: UpgradeOptions, progress: Progress = no_progress) ->
     """Carry the container to the new image with its data, or put everything
     back.  Returns the report; raises NotDone (exit 1) after a rollback."""
     c = ctx.engine.get(opts.container)
-
-    def prepare() -> Prepared:
-        plan = make_plan(ctx, opts)
-        space.check(plan.space, plan.container)  # before anything is stopped
-        for w in plan.policy_warnings:
-            progress("note", f"warning: {w}", None)
-        gen = current_gen(ctx, plan.container, plan.container_id, write=True)
-        jid = jr.new_id()
-        tx = Tx(new_image=ctx.images.get(plan.new_image),
-                old_image=ctx.images.get(plan.old_image_id), policy=plan.policy)
-        return Prepared(steps=tuple(build_steps(ctx, plan, jid, gen)), from_image=plan.old_image,
-                        to_image=plan.new_image, plan={**plan.to_json(), "id": jid, "gen": gen},
-                        tx=tx, jid=jid)
-
     try:
-        done = runner.run_journaled(ctx, "upgrade", c.name, prepare, progress=progress)
+        done = runner.run_journaled(ctx, "upgrade", c.name, lambda: prepare(ctx, opts, progress),
+                                    progress=progress)
     except Failed as exc:
         if not exc.undone:
             raise
@@ -78,6 +65,22 @@ def upgrade(ctx: Ctx, opts: UpgradeOptions, progress: Progress = no_progress) ->
         "to": plan["to"]["image"], "generation": gen, "plan": plan, "volumes": tx.reports,
         "timings": tx.timings, "summary": summary(tx.reports),
     }
+
+
+def prepare(ctx: Ctx, opts: UpgradeOptions, progress: Progress = no_progress) -> Prepared:
+    """Under the container's lock: the plan, the space check, the steps (a
+    compose stack's upgrade chains several, upgrade/group.py)."""
+    plan = make_plan(ctx, opts)
+    space.check(plan.space, plan.container)  # before anything is stopped
+    for w in plan.policy_warnings:
+        progress("note", f"warning: {w}", None)
+    gen = current_gen(ctx, plan.container, plan.container_id, write=True)
+    jid = jr.new_id()
+    tx = Tx(new_image=ctx.images.get(plan.new_image),
+            old_image=ctx.images.get(plan.old_image_id), policy=plan.policy)
+    return Prepared(steps=tuple(build_steps(ctx, plan, jid, gen)), from_image=plan.old_image,
+                    to_image=plan.new_image, plan={**plan.to_json(), "id": jid, "gen": gen},
+                    tx=tx, jid=jid)
 
 
 def _record(ctx: Ctx, journal: jr.Journal, tx: Tx, db: sqlite3.Connection) -> None:

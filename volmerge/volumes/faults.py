@@ -4,6 +4,8 @@ step leaves a volume in the state before or the state after.
 
 ``STEPS`` lists every step per operation; the crash tests iterate over it, and
 a test fails if a listed step is never reached (the list cannot rot).
+``VOLMERGE_FAULT=<step>#N`` dies the N-th time the process reaches the step:
+a stack upgrade runs the same step kinds once per service.
 """
 
 from __future__ import annotations
@@ -37,8 +39,17 @@ STEPS: dict[str, tuple[str, ...]] = {
 }
 
 
+_REACHED: dict[str, int] = {}
+
+
 def point(step: str) -> None:
     """Die here, right now, if the environment asks for it."""
     want = os.environ.get("VOLMERGE_FAULT")
-    if want and want == step:
+    if not want:
+        return
+    name, _, nth = want.partition("#")
+    if name != step:
+        return
+    _REACHED[step] = _REACHED.get(step, 0) + 1
+    if _REACHED[step] == (int(nth) if nth.isdigit() else 1):
         os.kill(os.getpid(), signal.SIGKILL)
