@@ -233,15 +233,38 @@ SERVE_ONCE = ("import os, socket\n"
 @requires_root
 def test_a_container_with_no_network_serves_on_its_socket(engine, store, fixture_image) -> None:
     """The socket lives on the host: a container whose own namespace has
-    only ``lo`` accepts on it all the same."""
+    only ``lo`` accepts on it all the same.  A foreground ``run --rm``:
+    supervised by this process, its socket closed when it is removed."""
+    import threading
+
     from volmerge.runtime.images import ImageStore
 
     ImageStore(store).load(fixture_image("python"))
-    c = engine.create(RunOptions(image="localhost/volmerge-fixture/python:3.11", name="once",
-                                 detach=True, command=["python3", "-c", SERVE_ONCE],
+    before = _holders()
+    got: list[str] = []
+
+    def client() -> None:
+        deadline = time.monotonic() + 30
+        while True:  # until the run has bound the socket
+            try:
+                s = socket.create_connection(("127.0.0.1", PORT), timeout=5)
+                break
+            except ConnectionRefusedError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+        with s:
+            s.settimeout(30)
+            got.append(s.recv(4096).decode())
+
+    t = threading.Thread(target=client)
+    t.start()
+    code = engine.run(RunOptions(image="localhost/volmerge-fixture/python:3.11", rm=True,
+                                 command=["python3", "-c", SERVE_ONCE],
                                  socket_activate=[parse_socket_activate(f"127.0.0.1:{PORT}:80")]))
-    engine.start(c.id)
-    with socket.create_connection(("127.0.0.1", PORT), timeout=5) as client:  # may wait for it
-        client.settimeout(30)
-        assert client.recv(4096).decode() == "80 1 ['lo']"
-    engine.remove(c.id, force=True)
+    t.join(30)
+    assert code == 0 and got == ["80 1 ['lo']"]
+    assert engine.list(all=True) == []
+    _until(lambda: not (_holders() - before))
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", PORT), timeout=5).close()
