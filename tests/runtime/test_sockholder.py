@@ -268,3 +268,23 @@ def test_a_container_with_no_network_serves_on_its_socket(engine, store, fixture
     _until(lambda: not (_holders() - before))
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", PORT), timeout=5).close()
+
+
+@requires_root
+def test_a_restarted_container_serves_on_the_same_socket(engine, store, fixture_image) -> None:
+    """``--restart always``: the supervisor keeps the sockets for every run."""
+    from volmerge.runtime.images import ImageStore
+    from volmerge.runtime.options import RestartPolicy
+
+    ImageStore(store).load(fixture_image("python"))
+    c = engine.create(RunOptions(image="localhost/volmerge-fixture/python:3.11", detach=True,
+                                 command=["python3", "-c", SERVE_ONCE], name="again",
+                                 restart=RestartPolicy("always"),
+                                 socket_activate=[parse_socket_activate(f"127.0.0.1:{PORT}:80")]))
+    engine.start(c.id)
+    for _ in range(3):  # each answer is one run: the container exits and comes back
+        with socket.create_connection(("127.0.0.1", PORT), timeout=5) as s:
+            s.settimeout(30)
+            assert s.recv(4096).decode() == "80 1 ['lo']"
+    assert engine.get(c.id).restart_count >= 2
+    engine.remove(c.id, force=True)
