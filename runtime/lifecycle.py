@@ -100,27 +100,41 @@ class Lifecycle:
         c = self.records.lookup(ref)
         if c.live and c.stop_requested:
             self.stop(c.id, timeout=stop_timeout)
-        with self.store.lock("container-" + c.id):
-            c = self.get(ref)
-            if c.live:
-                if attach:
-                    raise Conflict(f"container {c.name} is already running")
-                return None
-            reset = {"stop_requested": False, "error": None, "health": None,
-                     "health_detail": None,
-                     "restart_count": 0 if c.state == "created" else c.restart_count}
-            # a container just created has these already: no commit (an fsync) for nothing
-            self.records.update(c.id, **{k: v for k, v in reset.items() if getattr(c, k) != v})
-            self.bundles.prepare(c)
-            if not attach:
-                from .supervisor import start_detached
+        pending = None
+        if not attach and not c.live:
+            from .supervisor import Pending
 
-                try:
-                    start_detached(c, str(self.store.root), self.factory)
-                except BaseException:
-                    self.bundles.teardown(self.records.lookup(c.id))
-                    raise
-                return None
+            # spawned first: its interpreter starts while this process prepares
+            pending = Pending(c, str(self.store.root), self.factory)
+        try:
+            with self.store.lock("container-" + c.id):
+                c = self.get(ref)
+                if c.live:
+                    if attach:
+                        raise Conflict(f"container {c.name} is already running")
+                    return None
+                reset = {"stop_requested": False, "error": None, "health": None,
+                         "health_detail": None,
+                         "restart_count": 0 if c.state == "created" else c.restart_count}
+                # a container just created has these already: no commit (an fsync) for nothing
+                self.records.update(c.id, **{k: v for k, v in reset.items()
+                                             if getattr(c, k) != v})
+                self.bundles.prepare(c)
+                if not attach:
+                    if pending is None:  # it was live at the first look
+                        from .supervisor import Pending
+
+                        pending = Pending(c, str(self.store.root), self.factory)
+                    go, pending = pending, None
+                    try:
+                        go.go()
+                    except BaseException:
+                        self.bundles.teardown(self.records.lookup(c.id))
+                        raise
+                    return None
+        finally:
+            if pending is not None:
+                pending.cancel()
         from .supervisor import supervise
 
         return supervise(self.records, self.bundles, c.id, foreground=True)

@@ -105,38 +105,73 @@ class _Notifier:
         self.fd = None
 
 
+class Pending:
+    """A supervisor spawned for container ``c`` before the container is
+    prepared, so that its interpreter starts while the engine prepares the
+    run (a detached start waits for both); it goes on with :meth:`go`, or
+    ends without touching anything on :meth:`cancel` (or when this process
+    dies: its go pipe reads end of file).
+
+    The supervisor is a fresh interpreter, so it starts lean: isolated and
+    without ``site`` (``-I -S``: no .pth files, no environment lookups,
+    ~15 ms less on this VM), on this process's module path, by posix_spawn
+    (no subprocess import here)."""
+
+    def __init__(self, c: Container, root: str, factory: str | None) -> None:
+        self.c = c
+        r, w = os.pipe()
+        go_r, self._go = os.pipe()
+        errlog = -1
+        try:
+            errlog = os.open(c.dir / "supervisor.err", os.O_WRONLY | os.O_CREAT | os.O_APPEND
+                             | os.O_CLOEXEC, 0o600)
+            self.pid = _spawn_session(supervisor_argv(c.id, root, w, factory, go_r), errlog,
+                                      (w, go_r))
+        except BaseException:
+            for fd in (r, self._go):
+                os.close(fd)
+            raise
+        finally:
+            for fd in (w, go_r, errlog):
+                if fd >= 0:
+                    os.close(fd)
+        self._notice = r
+
+    def cancel(self) -> None:
+        """The supervisor ends without starting anything."""
+        os.close(self._go)
+        os.close(self._notice)
+        os.waitpid(self.pid, 0)
+
+    def go(self) -> None:
+        """Start the container (prepared by now) and return once the
+        supervisor reports it running; BadInput or NotDone (with the
+        supervisor's last error line when it died) otherwise."""
+        try:
+            os.write(self._go, b"go\n")
+        except BrokenPipeError:
+            pass  # it died: its error line is reported below
+        os.close(self._go)
+        with os.fdopen(self._notice, "rb") as f:
+            notice = Notice.decode(f.read())
+        os.waitpid(self.pid, 0)  # the first fork, gone once the supervisor runs on its own
+        if notice is not None and notice.ok:
+            return
+        if notice is not None:
+            raise (BadInput if notice.code == 2 else NotDone)(notice.message)
+        detail = ""
+        try:
+            detail = (self.c.dir / "supervisor.err").read_text().strip().splitlines()[-1]
+        except (OSError, IndexError):
+            pass
+        raise NotDone(f"supervisor of {self.c.name} failed to start the container"
+                      + (f": {detail}" if detail else ""))
+
+
 def start_detached(c: Container, root: str, factory: str | None) -> None:
     """The engine's end: start a supervisor for ``c`` (prepared) and return
-    once it reports the container running; BadInput or NotDone (with the
-    supervisor's last error line when it died) otherwise.
-
-    The supervisor is a fresh interpreter, the only one a detached start
-    waits for, so it starts lean: isolated and without ``site`` (``-I -S``:
-    no .pth files, no environment lookups, ~15 ms less on this VM), on this
-    process's module path, by posix_spawn (no subprocess import here)."""
-    r, w = os.pipe()
-    argv = supervisor_argv(c.id, root, w, factory)
-    errlog = os.open(c.dir / "supervisor.err", os.O_WRONLY | os.O_CREAT | os.O_APPEND
-                     | os.O_CLOEXEC, 0o600)
-    try:
-        pid = _spawn_session(argv, errlog, w)
-    finally:
-        os.close(w)
-        os.close(errlog)
-    with os.fdopen(r, "rb") as f:
-        notice = Notice.decode(f.read())
-    os.waitpid(pid, 0)  # the first fork, gone once the supervisor runs on its own
-    if notice is not None and notice.ok:
-        return
-    if notice is not None:
-        raise (BadInput if notice.code == 2 else NotDone)(notice.message)
-    detail = ""
-    try:
-        detail = (c.dir / "supervisor.err").read_text().strip().splitlines()[-1]
-    except (OSError, IndexError):
-        pass
-    raise NotDone(f"supervisor of {c.name} failed to start the container"
-                  + (f": {detail}" if detail else ""))
+    once it reports the container running (see :class:`Pending`)."""
+    Pending(c, root, factory).go()
 
 
 #: what the supervisor's interpreter runs: this process's module path, then main()
@@ -144,31 +179,34 @@ _BOOT = "import sys; sys.path[:0] = {path!r}; from {mod} import main; main()"
 
 
 def supervisor_argv(cid: str, root: str, notify_fd: int | None, factory: str | None,
-                    python_flags: tuple[str, ...] = ()) -> list[str]:
+                    go_fd: int | None = None) -> list[str]:
     """The command line of a supervisor for container ``cid``."""
     path = [p for p in sys.path if p]
-    flags = ("-I", "-S", *(("-B",) if sys.flags.dont_write_bytecode else ()), *python_flags)
+    flags = ("-I", "-S", *(("-B",) if sys.flags.dont_write_bytecode else ()))
     argv = [sys.executable, *flags, "-c", _BOOT.format(path=path, mod=__name__), cid,
             "--root", root]
     if notify_fd is not None:
         argv += ["--notify-fd", str(notify_fd)]
+    if go_fd is not None:
+        argv += ["--go-fd", str(go_fd)]
     if factory:
         argv += ["--factory", factory]
     return argv
 
 
-def _spawn_session(argv: list[str], errlog: int, keep: int) -> int:
-    """Start ``argv`` in a new session, in /, stdin and stdout on /dev/null,
-    stderr on ``errlog``, with descriptor ``keep`` and no other of ours."""
+def _spawn_session(argv: list[str], errlog: int, keep: tuple[int, ...]) -> int:
+    """Start ``argv`` in a new session, stdin and stdout on /dev/null,
+    stderr on ``errlog``, with descriptors ``keep`` and no other of ours."""
     null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     try:
-        os.set_inheritable(keep, True)
+        for fd in keep:
+            os.set_inheritable(fd, True)
         actions: list[tuple[int, ...]] = [(os.POSIX_SPAWN_DUP2, null, 0),
                                           (os.POSIX_SPAWN_DUP2, null, 1),
                                           (os.POSIX_SPAWN_DUP2, errlog, 2)]
         for name in os.listdir("/proc/self/fd"):  # what our own caller may have passed down
             fd = int(name)
-            if fd > 2 and fd != keep:
+            if fd > 2 and fd not in keep:
                 try:
                     if os.get_inheritable(fd):
                         actions.append((os.POSIX_SPAWN_CLOSE, fd))
@@ -342,7 +380,8 @@ def _start_monitor(records: ContainerRecords, c: Container, ex: Any, hc: Any, in
 
 
 class _Args:
-    """The supervisor's command line: ``CID --root R [--notify-fd N] [--factory M:F]``,
+    """The supervisor's command line: ``CID --root R [--notify-fd N] [--go-fd N]
+    [--factory M:F]``,
     written by :func:`supervisor_argv` only (no argparse: ~7 ms to import)."""
 
     def __init__(self, argv: list[str]) -> None:
@@ -350,11 +389,12 @@ class _Args:
             raise SystemExit("usage: supervisor CID --root R [--notify-fd N] [--factory M:F]")
         self.container_id = argv[0]
         opts = dict(zip(argv[1::2], argv[2::2]))
-        unknown = set(opts) - {"--root", "--notify-fd", "--factory"}
+        unknown = set(opts) - {"--root", "--notify-fd", "--go-fd", "--factory"}
         if unknown or len(argv) % 2 == 0 or "--root" not in opts:
             raise SystemExit(f"supervisor: bad arguments {argv[1:]!r}")
         self.root = opts["--root"]
         self.notify_fd = int(opts["--notify-fd"]) if "--notify-fd" in opts else None
+        self.go_fd = int(opts["--go-fd"]) if "--go-fd" in opts else None
         self.factory = opts.get("--factory")
 
 
@@ -386,16 +426,20 @@ def main(argv: list[str] | None = None) -> int:
     fsyncs) would only delay it; every commit is durable already."""
     args = _Args(sys.argv[1:] if argv is None else argv)
     os.chdir("/")
-    if args.notify_fd is not None:
-        os.set_inheritable(args.notify_fd, False)
+    for fd in (args.notify_fd, args.go_fd):
+        if fd is not None:
+            os.set_inheritable(fd, False)
     if os.fork():  # double fork: the CLI waits for this parent only
         os._exit(0)
+    from . import bundle, executors, logfile  # noqa: F401 - while the engine prepares
     from .store import Store
 
     code = 0
     try:
         store = Store(args.root, sweep=False)
         p = parts(store, args.factory)
+        if args.go_fd is not None and not _told_to_go(args.go_fd):
+            os._exit(0)  # cancelled, or the engine died: nothing was started
         supervise(p.records, p.bundles, args.container_id, foreground=False,
                   notify_fd=args.notify_fd)
     except RuntimeFault:
@@ -413,6 +457,16 @@ def main(argv: list[str] | None = None) -> int:
             except (OSError, ValueError):
                 pass
     os._exit(code)
+
+
+def _told_to_go(fd: int) -> bool:
+    """Wait for the engine's go (the container is prepared); False on end of file."""
+    try:
+        data = os.read(fd, 16)
+    except OSError:
+        data = b""
+    os.close(fd)
+    return data.startswith(b"go")
 
 
 def _list_modules(path: str | None) -> None:

@@ -78,3 +78,21 @@ def test_the_owner_s_pidfd_is_of_that_process_only():
     assert _owner_pidfd(SimpleNamespace(owner_pid=None, owner_start=None)) is None
     assert not pid_alive(2**22 + 1, None)
     assert _owner_pidfd(SimpleNamespace(owner_pid=2**22 + 1, owner_start=None)) is None
+
+
+def test_a_supervisor_spawned_ahead_and_cancelled_starts_nothing(engine, image):
+    """A detached start spawns the supervisor before it prepares the run
+    (runtime.supervisor.Pending); cancelled (the container was running
+    already, the prepare failed), it ends without touching the container."""
+    from tests.procs import processes_whose
+    from volmerge.runtime.options import RunOptions
+    from volmerge.runtime.supervisor import Pending
+
+    c = engine.create(RunOptions(image=image, command=["/bin/true"], network="none"))
+    Pending(c, str(engine.store.root), None).cancel()
+    deadline = time.monotonic() + 20
+    while processes_whose("cmdline", c.id.encode()):
+        assert time.monotonic() < deadline, "the cancelled supervisor lives on"
+        time.sleep(0.02)
+    cur = engine.get(c.id)
+    assert cur.state == "created" and cur.owner_pid is None and not cur.started_at
