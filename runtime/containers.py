@@ -202,9 +202,8 @@ class Engine:
         return self.lifecycle.kill(ref, sig)
 
     def restart(self, ref: str, timeout: float = 10) -> Container:
-        self.stop(ref, timeout)
-        self.start(ref)
-        return self.get(ref)
+        """Stop and start detached (see Lifecycle.restart)."""
+        return self.lifecycle.restart(ref, timeout)
 
     def remove(self, ref: str, force: bool = False) -> None:
         """Remove a stopped container (``force``: kill it first) and its layer."""

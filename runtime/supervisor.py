@@ -181,7 +181,7 @@ _BOOT = "import sys; sys.path[:0] = {path!r}; from {mod} import main; main()"
 def supervisor_argv(cid: str, root: str, notify_fd: int | None, factory: str | None,
                     go_fd: int | None = None) -> list[str]:
     """The command line of a supervisor for container ``cid``."""
-    path = [p for p in sys.path if p]
+    path = [os.path.abspath(p) for p in sys.path if p]  # it runs in /, not in our directory
     flags = ("-I", "-S", *(("-B",) if sys.flags.dont_write_bytecode else ()))
     argv = [sys.executable, *flags, "-c", _BOOT.format(path=path, mod=__name__), cid,
             "--root", root]
