@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from volmerge.cli import fastlife
 
-pytestmark = pytest.mark.unit  # no root: runs as any user (tests/test_unit_unprivileged.py)
+unit = pytest.mark.unit  # no root: runs as any user (tests/test_unit_unprivileged.py)
 
 
 def _typer_parse(verb: str, args: list[str]) -> tuple[list[str], float]:
@@ -24,6 +24,7 @@ def _typer_parse(verb: str, args: list[str]) -> tuple[list[str], float]:
     return list(params["containers"]), params.get("time_", 10.0)
 
 
+@unit
 def test_the_options_are_the_typer_commands():
     import typer.main
 
@@ -61,6 +62,7 @@ def _argv(draw):  # type: ignore[no-untyped-def]
     return verb, args
 
 
+@unit
 @given(_argv())
 def test_same_arguments_as_typer(verb_args):
     verb, args = verb_args
@@ -74,6 +76,7 @@ def test_same_arguments_as_typer(verb_args):
     assert timeout == want_time or (math.isnan(timeout) and math.isnan(want_time))
 
 
+@unit
 @pytest.mark.parametrize("args", [
     ["stop"], ["start"], ["restart"],              # no name: typer prints the usage
     ["stop", "--help"], ["start", "-h", "web"],   # help
@@ -91,6 +94,7 @@ def test_left_to_typer(args):
     assert fastlife.parse(args) is None
 
 
+@unit
 def test_global_root_and_environment(monkeypatch):
     monkeypatch.setenv("VOLMERGE_ROOT", "/from/env")
     assert fastlife.parse(["stop", "web"]) == ("/from/env", "stop", ["web"], 10.0)
@@ -101,6 +105,7 @@ def test_global_root_and_environment(monkeypatch):
     assert fastlife.parse(["stop", "--time=0.5", "web"]) == (None, "stop", ["web"], 0.5)
 
 
+@unit
 def test_the_fast_path_does_not_import_typer():
     import subprocess
     import sys
@@ -114,6 +119,7 @@ def test_the_fast_path_does_not_import_typer():
 
 
 def test_errors_are_typers_or_the_engines(cli):
+    """As root: ``stop nosuch`` opens the store."""
     p = cli("stop", "-t", "soon", "web")
     assert p.returncode == 2 and re.search(r"-t|--time", p.stderr)
     p = cli("stop", "nosuch")
