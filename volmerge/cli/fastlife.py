@@ -73,6 +73,9 @@ def fast_lifecycle(args: list[str]) -> int | None:
     if parsed is None:
         return None
     root, verb, names, timeout = parsed
+    from .fastrun import _defer_import
+
+    _defer_import("inspect")  # as run does: dataclasses imports it, rarely uses it
     from volmerge.context import make_engine
 
     from .state import Globals
