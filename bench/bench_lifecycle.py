@@ -265,6 +265,12 @@ def main() -> int:
     finally:
         for eng, _ in engines:
             subprocess.run(eng.cmd("rm", "-f", "web"), env=eng.env, capture_output=True)
+        # conmon outlives `podman rm` a little and writes below the store as it exits
+        from tests.procs import processes_whose
+
+        deadline = time.monotonic() + 10
+        while processes_whose("cmdline", str(work).encode()) and time.monotonic() < deadline:
+            time.sleep(0.05)
         rsys.umount_tree(work)
         shutil.rmtree(work, ignore_errors=True)
 
