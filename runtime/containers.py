@@ -49,8 +49,10 @@ class Engine:
     ``volumes``: a runtime.volumes_api.VolumeProvider (default: plain dirs);
     ``network``: a NetworkManager or None; ``runtime``: the default executor
     for new containers ("runc" | "builtin" | None = runc when installed);
-    ``factory``: "module:function" building this same engine from a store,
-    so that supervisors use the same volume and network providers.
+    ``factory``: "module:function" building from a store what a supervisor
+    uses of this engine, an object with its ``records`` and ``bundles``
+    (runtime.supervisor.parts), so that supervisors use the same volume and
+    network providers.
 
     ``records`` and ``bundles`` are what a supervisor is handed.
     """
@@ -202,9 +204,8 @@ class Engine:
         return self.lifecycle.kill(ref, sig)
 
     def restart(self, ref: str, timeout: float = 10) -> Container:
-        self.stop(ref, timeout)
-        self.start(ref)
-        return self.get(ref)
+        """Stop and start detached (see Lifecycle.restart)."""
+        return self.lifecycle.restart(ref, timeout)
 
     def remove(self, ref: str, force: bool = False) -> None:
         """Remove a stopped container (``force``: kill it first) and its layer."""

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
+import time
 
 from . import fsutil
 from . import rootfs as rootfs_mod
 from .errors import BadInput, Conflict, NotDone
-from .records import Container, ContainerRecords
+from .records import Container, ContainerRecords, pid_alive
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
 if TYPE_CHECKING:
@@ -51,6 +53,21 @@ def parse_signal(sig: str | int) -> int:
     return signals()[s]
 
 
+def _owner_pidfd(c: Container) -> int | None:
+    """A pidfd of the container's owner, checked to be that process (not a
+    recycled pid) once open; None when it is gone or pidfds are missing."""
+    if not c.owner_pid:
+        return None
+    try:
+        fd = os.pidfd_open(c.owner_pid)
+    except OSError:
+        return None
+    if not pid_alive(c.owner_pid, c.owner_start):
+        os.close(fd)
+        return None
+    return fd
+
+
 class Lifecycle:
     """Operations on the containers of one store (``factory``: how a detached
     supervisor builds the same engine, see runtime.containers.Engine)."""
@@ -73,37 +90,74 @@ class Lifecycle:
 
         return reconcile_one(self.records, self.bundles, c)
 
-    def start(self, ref: str, *, attach: bool = False, stop_timeout: float = 10) -> int | None:
+    def restart(self, ref: str, timeout: float = 10) -> Container:
+        """Stop (as :meth:`stop`) and start detached.  The new supervisor is
+        spawned first: its interpreter starts while the old run stops, which
+        shortens the time nothing answers."""
+        from .supervisor import Pending
+
+        c = self.records.lookup(ref)
+        pending = Pending(c, str(self.store.root), self.factory)
+        try:
+            self.stop(c.id, timeout)
+        except BaseException:
+            pending.cancel()
+            raise
+        self.start(c.id, pending=pending)
+        return self.get(c.id)
+
+    def start(self, ref: str, *, attach: bool = False, stop_timeout: float = 10,
+              pending: Any = None) -> int | None:
         """Start a created or exited container.  ``attach``: run it in this
         process with its stdio and return its exit code; else hand it to a
         supervisor and return once it runs.  A container whose stop is under
         way (its caller may have been killed after the signal) is first seen
         through that stop (SIGKILL after ``stop_timeout``): left alone it
-        would exit after this start returned, and not be restarted."""
+        would exit after this start returned, and not be restarted.
+        ``pending``: a supervisor spawned already (:meth:`restart`), used or
+        cancelled."""
         c = self.records.lookup(ref)
-        if c.live and c.stop_requested:
-            self.stop(c.id, timeout=stop_timeout)
-        with self.store.lock("container-" + c.id):
-            c = self.get(ref)
-            if c.live:
-                if attach:
-                    raise Conflict(f"container {c.name} is already running")
-                return None
-            reset = {"stop_requested": False, "error": None, "health": None,
-                     "health_detail": None,
-                     "restart_count": 0 if c.state == "created" else c.restart_count}
-            # a container just created has these already: no commit (an fsync) for nothing
-            self.records.update(c.id, **{k: v for k, v in reset.items() if getattr(c, k) != v})
-            self.bundles.prepare(c)
-            if not attach:
-                from .supervisor import start_detached
+        try:
+            if c.live and c.stop_requested:
+                self.stop(c.id, timeout=stop_timeout)
+        except BaseException:
+            if pending is not None:
+                pending.cancel()
+            raise
+        if pending is None and not attach and not c.live:
+            from .supervisor import Pending
 
-                try:
-                    start_detached(c, str(self.store.root), self.factory)
-                except BaseException:
-                    self.bundles.teardown(self.records.lookup(c.id))
-                    raise
-                return None
+            # spawned first: its interpreter starts while this process prepares
+            pending = Pending(c, str(self.store.root), self.factory)
+        try:
+            with self.store.lock("container-" + c.id):
+                c = self.get(ref)
+                if c.live:
+                    if attach:
+                        raise Conflict(f"container {c.name} is already running")
+                    return None
+                reset = {"stop_requested": False, "error": None, "health": None,
+                         "health_detail": None,
+                         "restart_count": 0 if c.state == "created" else c.restart_count}
+                # a container just created has these already: no commit (an fsync) for nothing
+                self.records.update(c.id, **{k: v for k, v in reset.items()
+                                             if getattr(c, k) != v})
+                self.bundles.prepare(c)
+                if not attach:
+                    if pending is None:  # it was live at the first look
+                        from .supervisor import Pending
+
+                        pending = Pending(c, str(self.store.root), self.factory)
+                    go, pending = pending, None
+                    try:
+                        go.go()
+                    except BaseException:
+                        self.bundles.teardown(self.records.lookup(c.id))
+                        raise
+                    return None
+        finally:
+            if pending is not None:
+                pending.cancel()
         from .supervisor import supervise
 
         return supervise(self.records, self.bundles, c.id, foreground=True)
@@ -132,10 +186,34 @@ class Lifecycle:
         return self.get(c.id)
 
     def _wait_stopped(self, c: Container, timeout: float) -> bool:
-        from .polling import wait_until
+        """Whether the container is recorded stopped within ``timeout`` seconds.
 
-        return bool(wait_until(lambda: not self.get(c.id).live, timeout=timeout,
-                               interval=0.005, max_interval=0.1))
+        Woken by its owner's exit (a pidfd): a detached container's
+        supervisor records the exit and ends at once, so ``stop`` returns
+        within milliseconds of it instead of at its next poll (it polled with
+        a backoff to 100 ms, after importing tenacity).  Between wake-ups it
+        looks at the record, 5 ms doubling to 100 ms: a foreground owner
+        lives on after its container."""
+        import select  # not on a run's path
+
+        deadline = time.monotonic() + timeout
+        fd = _owner_pidfd(c)
+        delay = 0.005
+        try:
+            while self.get(c.id).live:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                if fd is None:
+                    time.sleep(min(left, delay))
+                elif select.select([fd], [], [], min(left, delay))[0]:
+                    os.close(fd)  # gone: the next look reconciles what it left
+                    fd = None
+                delay = min(delay * 2, 0.1)
+            return True
+        finally:
+            if fd is not None:
+                os.close(fd)
 
     def _signal(self, c: Container, sig: int) -> None:
         if c.pid:

@@ -7,9 +7,11 @@ imports, the first time the engine actually uses it — a container with a
 volume, a bridge network, a ``ps`` that shows addresses.  A
 ``run --rm --network none`` without volumes builds neither (~10 ms).
 
-``make_engine`` is also the engine *factory* handed to container supervisors
-(``Engine(factory="volmerge.context:make_engine")``), so that a supervisor
-restarting a container uses the same volume and network providers as the CLI.
+``supervised`` is the *factory* handed to container supervisors
+(``Engine(factory="volmerge.context:supervised")``): the engine's records and
+bundles with the same volume and network providers as the CLI, so that a
+supervisor restarting a container uses them, without the engine itself
+(runtime.containers, runtime.lifecycle), which a supervisor does not need.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the ru
 if TYPE_CHECKING:
     from typing import Any
 
-FACTORY = "volmerge.context:make_engine"
+FACTORY = "volmerge.context:supervised"
 
 
 class _Lazy:
@@ -74,3 +76,18 @@ class Context:
 
 def make_engine(store: Any) -> Any:
     return Context(store).engine
+
+
+def supervised(store: Any) -> Any:
+    """What a container's supervisor uses of the engine (runtime.supervisor.parts):
+    its ``records`` and ``bundles``, with the volume and network managers
+    built on first use as the engine's are."""
+    from types import SimpleNamespace
+
+    from volmerge.runtime.bundle import Bundles
+    from volmerge.runtime.records import ContainerRecords
+
+    ctx = Context(store)
+    records = ContainerRecords(store)
+    bundles = Bundles(store, records, _Lazy(lambda: ctx.volumes), _Lazy(lambda: ctx.network))
+    return SimpleNamespace(records=records, bundles=bundles)

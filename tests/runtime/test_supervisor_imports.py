@@ -1,0 +1,98 @@
+"""A detached container's supervisor stays small: a fresh interpreter that
+imports what owning a run needs (the store, the records, the bundles, an
+executor) and no CLI or engine framework (runtime/supervisor.py).  Not
+timed: the list of modules it imported in its life, which it writes where
+``VOLMERGE_SUPERVISOR_MODULES`` says."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from volmerge.runtime.records import pid_alive
+
+#: never in a supervisor: the CLI and its framework, the engine's facade and
+#: lifecycle (the CLI's side), argument parsing and ``-m``'s machinery
+FORBIDDEN = ("typer", "click", "rich", "pydantic", "volmerge.cli", "volmerge.upgrade",
+             "volmerge.runtime.containers", "volmerge.runtime.lifecycle",
+             "volmerge.runtime.images", "argparse", "runpy", "site")
+
+
+def _modules(path: Path, timeout: float = 20) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while not path.exists() or not path.read_text().endswith("\n"):
+        assert time.monotonic() < deadline, "the supervisor wrote no module list"
+        time.sleep(0.02)
+    return path.read_text().split()
+
+
+def _forbidden(mods: list[str]) -> list[str]:
+    return [m for m in mods if any(m == f or m.startswith(f + ".") for f in FORBIDDEN)]
+
+
+def test_the_cli_s_supervisor_imports_no_framework(cli, image, tmp_path):
+    """Through the product: ``run -d`` (the context's factory), then ``stop``."""
+    out = tmp_path / "modules"
+    env = {"VOLMERGE_SUPERVISOR_MODULES": str(out)}
+    p = cli("run", "-d", "--runtime", "runc", "--network", "none", image, "/bin/sh", "-c",
+            "trap 'exit 0' TERM; while true; do sleep 0.05; done", env=env)
+    assert p.returncode == 0, p.stderr
+    assert cli("stop", p.stdout.strip()).returncode == 0
+    mods = _modules(out)
+    assert "volmerge.runtime.supervisor" in mods and "volmerge.runtime.bundle" in mods
+    assert _forbidden(mods) == []
+    assert cli("rm", p.stdout.strip()).returncode == 0
+
+
+def test_a_bare_engine_s_supervisor_imports_no_framework(engine, image, tmp_path, monkeypatch):
+    """Without a factory: the engine's defaults, still not the engine."""
+    from volmerge.runtime.options import RunOptions
+
+    out = tmp_path / "modules"
+    monkeypatch.setenv("VOLMERGE_SUPERVISOR_MODULES", str(out))
+    c = engine.create(RunOptions(image=image, command=["/bin/true"], network="none"))
+    engine.start(c.id)
+    mods = _modules(out)
+    assert "volmerge.runtime.records" in mods
+    assert _forbidden(mods) == []
+    assert engine.wait(c.id, timeout=10) == 0
+
+
+@pytest.mark.unit
+def test_the_owner_s_pidfd_is_of_that_process_only():
+    """stop waits on the owner's pidfd: opened for a live owner whose start
+    time matches, never for a recycled pid or a gone one."""
+    from types import SimpleNamespace
+
+    from volmerge.runtime.lifecycle import _owner_pidfd
+    from volmerge.runtime.records import proc_start_time
+
+    me = os.getpid()
+    fd = _owner_pidfd(SimpleNamespace(owner_pid=me, owner_start=proc_start_time(me)))
+    assert fd is not None
+    os.close(fd)
+    assert _owner_pidfd(SimpleNamespace(owner_pid=me, owner_start="1")) is None  # recycled
+    assert _owner_pidfd(SimpleNamespace(owner_pid=None, owner_start=None)) is None
+    assert not pid_alive(2**22 + 1, None)
+    assert _owner_pidfd(SimpleNamespace(owner_pid=2**22 + 1, owner_start=None)) is None
+
+
+def test_a_supervisor_spawned_ahead_and_cancelled_starts_nothing(engine, image):
+    """A detached start spawns the supervisor before it prepares the run
+    (runtime.supervisor.Pending); cancelled (the container was running
+    already, the prepare failed), it ends without touching the container."""
+    from tests.procs import processes_whose
+    from volmerge.runtime.options import RunOptions
+    from volmerge.runtime.supervisor import Pending
+
+    c = engine.create(RunOptions(image=image, command=["/bin/true"], network="none"))
+    Pending(c, str(engine.store.root), None).cancel()
+    deadline = time.monotonic() + 20
+    while processes_whose("cmdline", c.id.encode()):
+        assert time.monotonic() < deadline, "the cancelled supervisor lives on"
+        time.sleep(0.02)
+    cur = engine.get(c.id)
+    assert cur.state == "created" and cur.owner_pid is None and not cur.started_at
