@@ -188,7 +188,9 @@ def _start_holder(path: Path, specs: Sequence[PortSpec], socks: list[socket.sock
     at once: the kernel queues them until the holder accepts."""
     with _unix_listener(path) as unix:
         keep = [unix.fileno(), *(s.fileno() for s in socks)]
-        argv = [sys.executable, "-m", "volmerge.runtime.sockholder", _key(specs),
+        # the unix socket's path first: not used by the holder, but `ps` (and a
+        # test) can tell whose holder it is, as conmon's command line does
+        argv = [sys.executable, "-m", "volmerge.runtime.sockholder", str(path), _key(specs),
                 *map(str, keep)]
         _spawn(argv, keep)
 
@@ -322,7 +324,7 @@ def serve(unix: socket.socket, key: bytes, fds: list[int]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    key, unix_fd, *fds = args[0].encode(), *map(int, args[1:])
+    key, unix_fd, *fds = args[1].encode(), *map(int, args[2:])  # args[0]: the path
     for s in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
         signal.signal(s, signal.SIG_IGN)
     os.chdir("/")  # holds no directory of its starter's busy (an unmount of it)

@@ -80,8 +80,11 @@ def test_the_environment_a_container_reads_its_sockets_by() -> None:
 
 # -- the holder (root) -----------------------------------------------------------------
 
-def _holders() -> set[int]:
-    return processes_whose("cmdline", b"volmerge.runtime.sockholder")
+def _holders(root: Path) -> set[int]:
+    """The holders of the store ``root`` (a holder's command line names its
+    socket, in the store): other test sessions' holders run meanwhile."""
+    return (processes_whose("cmdline", b"volmerge.runtime.sockholder")
+            & processes_whose("cmdline", f"{root}/sockets/".encode()))
 
 
 A, B = "a" * 64, "b" * 64
@@ -92,7 +95,7 @@ def test_holder_holds_hands_over_and_closes(tmp_path: Path) -> None:
     from volmerge.runtime import sockholder as sh
 
     specs = [PortSpec(PORT, 80, "tcp", "127.0.0.1")]
-    before = _holders()
+    before = _holders(tmp_path)
     sh.ensure(tmp_path, A, specs)
     try:
         d = tmp_path / "sockets"
@@ -103,7 +106,7 @@ def test_holder_holds_hands_over_and_closes(tmp_path: Path) -> None:
             assert got.getsockname() == ("127.0.0.1", PORT)
             assert not os.get_inheritable(got.fileno())
         sh.ensure(tmp_path, A, specs)  # held: the same holder
-        assert len(_holders() - before) == 1
+        assert len(_holders(tmp_path) - before) == 1
         # a connection made while nobody accepts waits in the backlog
         with socket.create_connection(("127.0.0.1", PORT), timeout=5) as client:
             assert sh.hand_over(tmp_path, A, B)
@@ -131,7 +134,7 @@ def test_holder_holds_hands_over_and_closes(tmp_path: Path) -> None:
         sh.close(tmp_path, B)
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", PORT + 1), timeout=5).close()
-    _until(lambda: not (_holders() - before))
+    _until(lambda: not (_holders(tmp_path) - before))
     assert not list((tmp_path / "sockets").iterdir())
 
 
@@ -190,7 +193,7 @@ def test_the_container_gets_its_socket_at_fd_3_and_nothing_else(engine, busybox_
     out = tmp_path / "out"
     out.mkdir()
     script = "env | grep ^LISTEN_ | sort > /out/env.$$; touch /out/done.$$; sleep 30"
-    before = _holders()
+    before = _holders(engine.store.root)
     c = engine.create(RunOptions(image=str(busybox_rootfs), name="sa", detach=True,
                                  command=["/bin/sh", "-c", script],
                                  mounts=[Mount("bind", "/out", str(out))],
@@ -217,7 +220,7 @@ def test_the_container_gets_its_socket_at_fd_3_and_nothing_else(engine, busybox_
     assert (out / "penv.1").read_text() == ""
     engine.remove(plain.id, force=True)
     engine.remove(c.id, force=True)
-    _until(lambda: not (_holders() - before))
+    _until(lambda: not (_holders(engine.store.root) - before))
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", PORT), timeout=5).close()
 
@@ -240,7 +243,7 @@ def test_a_container_with_no_network_serves_on_its_socket(engine, store, fixture
     from volmerge.runtime.images import ImageStore
 
     ImageStore(store).load(fixture_image("python"))
-    before = _holders()
+    before = _holders(engine.store.root)
     got: list[str] = []
 
     def client() -> None:
@@ -265,7 +268,7 @@ def test_a_container_with_no_network_serves_on_its_socket(engine, store, fixture
     t.join(30)
     assert code == 0 and got == ["80 1 ['lo']"]
     assert engine.list(all=True) == []
-    _until(lambda: not (_holders() - before))
+    _until(lambda: not (_holders(engine.store.root) - before))
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", PORT), timeout=5).close()
 
