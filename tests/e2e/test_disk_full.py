@@ -346,3 +346,20 @@ def test_upgrade_sqlite_replay(disk: Disk, vm, tmp_path: Path) -> None:
             conn.close()
     finally:
         st.close()
+
+
+@pytest.mark.parametrize("step", ["upgrade.after-snapshot", "upgrade.after-merge",
+                                  "upgrade.after-create"])
+def test_upgrade_disk_full_at_a_step(disk: Disk, vm, tmp_path: Path, step: str) -> None:
+    """The file system fills up right after ``step`` (volumes/faults.py
+    fills it there): the journal's next write, or the step after, meets
+    ENOSPC.  One line naming the file system and what the upgrade needed,
+    exit 1; once space is freed the next command finishes any roll back the
+    full disk cut short, and the same upgrade works."""
+    _greedy_service(vm, tmp_path, junk=0)
+    before = volume_digest(disk.root, "v")
+    p = vm("upgrade", "a", "--to", GREEDY[2], *UPGRADE,
+           env={"VOLMERGE_FAULT": step, "VOLMERGE_FAULT_FILL": str(disk.filler)})
+    no_space(p, disk)
+    assert "needed ~" in p.stderr.splitlines()[-1], p.stderr
+    _rolled_back(disk, vm, before)
