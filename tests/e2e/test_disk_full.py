@@ -15,11 +15,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import requires_root
+from tests.registry.conftest import open_registry, pki
 
 from . import conftest as _c
 from .conftest import APP, _app_image, volume_digest
 
 cli_session = _c.cli_session
+__all__ = ["open_registry", "pki"]  # the registry's fixtures, for the pull
 
 pytestmark = requires_root
 
@@ -363,3 +365,59 @@ def test_upgrade_disk_full_at_a_step(disk: Disk, vm, tmp_path: Path, step: str) 
     no_space(p, disk)
     assert "needed ~" in p.stderr.splitlines()[-1], p.stderr
     _rolled_back(disk, vm, before)
+
+
+BIG = "localhost/volmerge-test/big:1"
+
+
+@pytest.fixture(scope="module")
+def pushed(open_registry, tmp_path_factory) -> str:
+    """An image with a 6 MB layer that does not compress, pushed to a real
+    registry (distribution on loopback) from a store of its own."""
+    from volmerge.demoimages.recipes import busybox_entries
+    from volmerge.fixtures import build_image
+    from volmerge.runtime import sys as rsys
+
+    out = tmp_path_factory.mktemp("big")
+    tar = build_image(out / "big.tar", [busybox_entries(), {"blob": os.urandom(6_000_000)}],
+                      {"Env": ["PATH=/bin"], "Cmd": ["/bin/true"]}, BIG, compress="gzip")
+    ref = open_registry.ref("faults/big:1")
+    try:
+        with cli_session(out / "root") as seed:
+            seed("image", "load", str(tar), check=True)
+            seed("push", "-q", BIG, ref, env={"VOLMERGE_CERTS_D": str(open_registry.certs_d)},
+                 check=True)
+    finally:
+        rsys.umount_tree(out / "root")
+    return ref
+
+
+def test_pull(open_registry, pushed: str, app_images, tmp_path: Path) -> None:
+    """(In the session's network namespace: the registry's.)  A pull that finds no room for its 6 MB layer: one line, exit 1, no
+    image and no layer of it in the store, nothing left in the store's tmp/;
+    once space is freed the same pull works (what was downloaded before the
+    disk filled is taken up again or fetched anew) and the image runs."""
+    env = {"VOLMERGE_CERTS_D": str(open_registry.certs_d),
+           "REGISTRY_AUTH_FILE": str(tmp_path / "auth.json")}
+    with small_disk(tmp_path) as disk, cli_session(disk.root) as vm:
+        try:
+            _pull(disk, vm, env, pushed, app_images)
+        finally:
+            disk.free()
+
+
+def _pull(disk: Disk, vm, env: dict[str, str], pushed: str, app_images: list[Path]) -> None:
+    vm("image", "load", str(app_images[0]), check=True)  # the store exists
+    layers = sorted(os.listdir(disk.root / "layers"))
+    disk.fill(2_000_000)
+    p = vm("pull", pushed, env=env)
+    no_space(p, disk)
+    assert f"during pull of {pushed}: needed ~1" in p.stderr, p.stderr  # ~12MB: blob and layer
+    assert vm("image", "inspect", pushed).returncode != 0
+    assert sorted(os.listdir(disk.root / "layers")) == layers
+    assert leftovers(disk) == []
+    disk.free()
+    vm("pull", "-q", pushed, env=env, check=True)
+    assert not os.listdir(disk.root / "registry" / "partial")  # taken up again, or swept
+    assert vm("run", "--rm", "--network", "none", pushed, "sh", "-c", "wc -c < /blob", check=True).stdout.strip() \
+        == "6000000"
