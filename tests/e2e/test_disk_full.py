@@ -421,3 +421,69 @@ def _pull(disk: Disk, vm, env: dict[str, str], pushed: str, app_images: list[Pat
     assert not os.listdir(disk.root / "registry" / "partial")  # taken up again, or swept
     assert vm("run", "--rm", "--network", "none", pushed, "sh", "-c", "wc -c < /blob", check=True).stdout.strip() \
         == "6000000"
+
+
+@pytest.fixture
+def pg_on_small_disk(tmp_path: Path):
+    """A PostgreSQL 15 server (this host's binaries, a unix socket only)
+    whose data directory is on a 96 MB tmpfs of its own."""
+    from tests.strategies.sql.conftest import PG15_BIN
+    from volmerge.runtime import sys as rsys
+    from volmerge.strategies.sql.pgtemp import PgServer
+    from volmerge.upgrade.pgdata import host_tools
+
+    if not os.path.exists(os.path.join(PG15_BIN, "postgres")):
+        pytest.skip("PostgreSQL 15 server binaries are not installed")
+    mnt = tmp_path / "pgdisk"
+    mnt.mkdir()
+    rsys.mount("tmpfs", mnt, "tmpfs", 0, "size=96m,mode=0755")
+    disk = Disk(mnt)
+    server = PgServer(host_tools(PG15_BIN), str(mnt / "data"), str(tmp_path / "sock"),
+                      options={"fsync": "off", "full_page_writes": "off",
+                               "synchronous_commit": "off"})
+    try:
+        server.initdb()
+        server.start()
+        try:
+            yield server, disk
+        finally:
+            disk.free()
+            server.stop()
+    finally:
+        rsys.umount_tree(mnt)
+
+
+@pytest.mark.parametrize("left", [1_000_000, 9_500_000], ids=["create-database", "copy"])
+def test_sql_replay_into_a_full_postgresql(pg_on_small_disk, tmp_path: Path, left: int) -> None:
+    """``sql replay`` of a 4 MB SQLite database into a PostgreSQL whose disk
+    fills (at CREATE DATABASE, or in the rows' COPY): one line naming the
+    server, its data directory and about what the replay needed, exit 1, no
+    database left behind; once space is freed the replay works."""
+    import psycopg
+
+    server, disk = pg_on_small_disk
+    schema = "CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT"
+    _sqlite_db(tmp_path / "new.db", schema + ", tag TEXT DEFAULT '');", 0)
+    _sqlite_db(tmp_path / "live.db", schema + ");", 8000)
+    dst = server.url("notes")
+    disk.fill(left)
+    with cli_session(tmp_path / "root") as vm:
+        p = vm("sql", "replay", str(tmp_path / "live.db"), "--schema", str(tmp_path / "new.db"),
+               "-o", dst)
+        assert p.returncode == 1 and len(p.stderr.splitlines()) == 1, p.stderr
+        assert p.stderr.startswith(f"volmerge: error: no space left on the PostgreSQL server "
+                                   f"postgresql:///notes?host={server.sockdir}"), p.stderr
+        assert f"data directory {server.datadir}: " in p.stderr and "needed ~4." in p.stderr
+        with psycopg.connect(server.url("postgres")) as c:
+            have = c.execute("SELECT count(*) FROM pg_database WHERE datname = 'notes'"
+                             ).fetchone() == (1,)
+        if have:  # DROP DATABASE needs WAL space too: left invalid (PostgreSQL >= 15.4)
+            assert "could not drop the database notes it created" in p.stderr, p.stderr
+        else:
+            assert p.stderr.rstrip().endswith("rolled back: free space there and run the "
+                                              "command again"), p.stderr
+        disk.free()
+        vm("sql", "replay", str(tmp_path / "live.db"), "--schema", str(tmp_path / "new.db"),
+           "-o", dst, check=True)
+    with psycopg.connect(dst) as c:
+        assert c.execute("SELECT count(*), min(tag) FROM notes").fetchone() == (8000, "")

@@ -72,6 +72,8 @@ def _no_space(exc: BaseException, args: list[str], started: float) -> bool:
     began tells (its plan's estimate, upgrade/space.py)."""
     from volmerge.runtime import diskspace
 
+    if (getattr(exc, "details", None) or {}).get("where"):
+        return False  # its own line names the place (a database server's disk)
     if not diskspace.is_no_space(exc, _root_of(args)):
         return False
     root = _root_of(args)
