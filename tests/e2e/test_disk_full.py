@@ -120,7 +120,9 @@ def app(disk: Disk, vm, app_images):
 def test_image_load(disk: Disk, vm, app_images) -> None:
     vm("image", "load", str(app_images[0]), check=True)  # the store exists
     disk.fill(100_000)
-    no_space(vm("image", "load", str(app_images[1])), disk)
+    p = vm("image", "load", str(app_images[1]))
+    no_space(p, disk)
+    assert f"during load of {app_images[1].name}: needed ~" in p.stderr, p.stderr
     assert vm("image", "inspect", APP[2]).returncode != 0
     vm("image", "inspect", APP[1], check=True)
     assert leftovers(disk) == []
