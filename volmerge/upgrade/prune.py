@@ -47,12 +47,12 @@ class PrunePlan:
     images: tuple[tuple[str, str], ...] = ()  # (id, ref it ran as) of images removed
 
     def to_json(self) -> dict[str, Any]:
-        return {"images": [{"id": i, "ref": r} for i, r in self.images],
-                "container": self.container, "keep": list(self.keep),
+        return {"container": self.container, "keep": list(self.keep),
                 "generations": list(self.rows),
                 "containers": [{"id": i, "name": n} for i, n in self.containers],
                 "snapshots": {v: list(t) for v, t in self.tags.items()},
-                "journals": list(self.journals)}
+                "journals": list(self.journals),
+                "images": [{"id": i, "ref": r} for i, r in self.images]}
 
 
 def _tags(g: Generation, which: str) -> dict[str, str]:
