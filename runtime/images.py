@@ -385,14 +385,17 @@ class ImageStore:
             )
         return name
 
-    def remove(self, ref: str | builtins.list[str], force: bool = False) -> builtins.list[str]:
+    def remove(self, ref: str | builtins.list[str], force: bool = False, *,
+               only_untagged: bool = False) -> builtins.list[str]:
         """Remove images or tags, Docker style: a tag of an image with other
         tags is only untagged; otherwise the image goes, with its blobs and the
         layers no other image uses.  All refs are checked before anything is
         changed.  Refuses (Conflict, exit 2) an image a container uses — even
         with ``force``, which only allows removing an image by id while it
-        still has several tags.  Returns Docker-like "Untagged:"/"Deleted:"
-        lines."""
+        still has several tags.  ``only_untagged`` refuses (Conflict) an image
+        with any tag, checked in the same transaction as the removal (prune's
+        clean-up never takes a name someone just gave).  Returns Docker-like
+        "Untagged:"/"Deleted:" lines."""
         refs = [ref] if isinstance(ref, str) else list(ref)
         if not refs:
             raise BadInput("no image given")
@@ -405,6 +408,8 @@ class ImageStore:
                 for r in refs:
                     image_id, by_tag = self._resolve(r)
                     tags = [t[0] for t in db.execute("SELECT name FROM tags WHERE image_id = ?", (image_id,))]
+                    if only_untagged and tags:
+                        raise Conflict(f"image {image_id[:12]} is tagged {', '.join(sorted(tags))}")
                     if by_tag is not None and len([t for t in tags if t not in untag]) > 1:
                         if by_tag not in untag:
                             untag.append(by_tag)

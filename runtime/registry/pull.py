@@ -154,7 +154,20 @@ def _transfer(images: ImageStore, s: Session, r: reference.Reference, scope: str
             if isinstance(exc, (NotDone, KeyboardInterrupt)) and not isinstance(exc, BadInput):
                 partial.keep(images.store, [(d, dl.dest if dl.dest.exists() else dl.part)
                                             for d, dl in downloads.items()])
+            _no_space(images, exc, r, downloads)
             raise
     for blob in staged.layers:
         report(blob.digest, "done", blob.size, blob.size)
     return Pulled(loaded[0], r, top_digest, len(futures), reused)
+
+
+def _no_space(images: ImageStore, exc: BaseException, r: reference.Reference,
+              downloads: dict[str, Download]) -> None:
+    """A full disk: raise the one line naming the file system and about what
+    the pull needs (each blob downloaded, and once more extracted as a layer)."""
+    from .. import diskspace
+
+    if isinstance(exc, diskspace.NoSpace) or not diskspace.is_no_space(exc):
+        return
+    need = 2 * sum(dl.size for dl in downloads.values())
+    raise diskspace.no_space(images.store.root, needed=need, what=f"pull of {r}") from None

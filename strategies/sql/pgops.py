@@ -96,7 +96,11 @@ def open_dst(url: str) -> tuple[Any, bool]:
     try:
         return pg_connect(url), False
     except BadInput as e:
-        if "does not exist" not in str(e):
+        if "cannot connect to invalid database" in str(e):
+            # a DROP DATABASE cut short (a failed replay's, on a full disk):
+            # PostgreSQL allows nothing on it but finishing the drop
+            drop_db(url)
+        elif "does not exist" not in str(e):
             raise
     name = dbname(url)
     admin = pg_connect(url, autocommit=True, dbname="postgres")

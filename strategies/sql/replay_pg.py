@@ -33,6 +33,68 @@ if TYPE_CHECKING:
 
 
 def replay_pg(plan: ReplayPlan, dst: str, progress: Progress | None = None) -> dict[str, Any]:
+    try:
+        return _replay(plan, dst, progress)
+    except Exception as exc:
+        full = _disk_full(exc)
+        if full is None or (isinstance(exc, NotDone) and exc.details.get("where")):
+            raise
+        raise _no_space(plan, dst, full) from None
+
+
+def _disk_full(exc: BaseException | None) -> BaseException | None:
+    """The server's "disk full" (SQLSTATE 53100) in ``exc``'s chain, however
+    a step wrapped it."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if getattr(exc, "sqlstate", None) == "53100":
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _drop(plan: ReplayPlan, dst: str, exc: BaseException) -> None:
+    """Drop the database the failed replay created.  On a full disk the
+    server may refuse that too (DROP DATABASE asks for a checkpoint, which
+    writes WAL): the database stays, marked invalid, and the line says so;
+    the next replay to it finishes the drop (pgops.open_dst)."""
+    try:
+        pgops.drop_db(dst)
+    except Exception:
+        full = _disk_full(exc)
+        if full is None:
+            raise
+        raise _no_space(plan, dst, full, kept=True) from None
+
+
+def _no_space(plan: ReplayPlan, dst: str, exc: BaseException, *, kept: bool = False) -> NotDone:
+    """One line: the server's disk (its data directory when it tells), what
+    PostgreSQL said, and about what the replay writes (the source's size)."""
+    where = ""
+    try:
+        with pg_connect(dst, autocommit=True, dbname="postgres") as admin:
+            where = f", data directory {admin.execute('SHOW data_directory').fetchone()[0]}"
+    except Exception:  # noqa: BLE001 - not allowed to read it, or gone: the URL says enough
+        pass
+    need = ""
+    path = getattr(plan.ours, "path", None)
+    if path:
+        import os
+
+        try:
+            need = f"; needed ~{os.path.getsize(path) / 1e6:.3g}MB (the source's size)"
+        except OSError:
+            pass
+    done = ("rolled back: free space there and run the command again" if not kept else
+            f"rolled back, but the server could not drop the database {pgops.dbname(dst)} it "
+            "created (it holds nothing): free space there and run the command again (it "
+            "finishes the drop)")
+    return NotDone(f"no space left on the PostgreSQL server {redact(dst)}{where}: "
+                   f"{pgops.pg_error(exc)}{need}; {done}", where=redact(dst))
+
+
+def _replay(plan: ReplayPlan, dst: str, progress: Progress | None) -> dict[str, Any]:
     plan.check()
     t0 = time.monotonic()
     phases: dict[str, float] = {}
@@ -64,13 +126,13 @@ def replay_pg(plan: ReplayPlan, dst: str, progress: Progress | None = None) -> d
         t1 = time.monotonic()
         conn.commit()
         phases["commit"] = time.monotonic() - t1
-    except BaseException:
+    except BaseException as exc:
         try:
             conn.rollback()
         finally:
             conn.close()
             if created:
-                pgops.drop_db(dst)
+                _drop(plan, dst, exc)
         raise
     finally:
         for c in (src_sqlite, src_pg):

@@ -77,7 +77,7 @@ def replay_sqlite(plan: ReplayPlan, dst: str, progress: Progress | None = None) 
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.rename(tmp, dst)
+        _place(tmp, dst)
         dfd = os.open(d, os.O_RDONLY)
         try:
             os.fsync(dfd)
@@ -91,6 +91,25 @@ def replay_sqlite(plan: ReplayPlan, dst: str, progress: Progress | None = None) 
     result["seconds"] = round(time.monotonic() - t0, 3)
     result["dst"] = dst
     return result
+
+
+def _place(tmp: str, dst: str) -> None:
+    """Put the finished database at ``dst`` unless something is there by now:
+    a link, not a rename, so that of two replays into the same new file the
+    second is refused instead of silently replacing the first's (the check
+    at the start cannot see a build still running)."""
+    import errno
+
+    try:
+        os.link(tmp, dst)
+    except FileExistsError:
+        raise BadInput(f"{dst}: already exists (the replay writes a new database)") from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV):
+            raise
+        os.rename(tmp, dst)  # a file system without hard links
+        return
+    os.unlink(tmp)
 
 
 def parallel_checks(plan: ReplayPlan) -> bool:

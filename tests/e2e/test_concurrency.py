@@ -144,3 +144,32 @@ def test_two_recover_at_once(vm) -> None:  # type: ignore[no-untyped-def]
     assert c["image"] in (APP[1], APP[2]) and c["state"] == "running"
     again = vm("recover")
     assert again.returncode == 0 and "app" not in again.stdout  # nothing left to recover
+
+
+REFUSED = ("another upgrade, rollback or rehearsal of solo is running", "cannot prune solo")
+
+
+def test_one_container_upgraded_twice_rehearsed_and_pruned_at_once(vm) -> None:  # type: ignore[no-untyped-def]
+    """The container's transaction lock (``upgrade-NAME``) between processes:
+    each command runs whole or is refused in one line (exit 2), and the
+    generations are exactly the upgrades that ran."""
+    vm("run", "-d", "--name", "solo", "--network", "none", "-v", "solodata:/data", APP[1], check=True)
+    vm("exec", "solo", "sh", "-c", "echo mine > /data/mine.txt", check=True)
+    results = _together(vm.root, [("upgrade", "solo", "--to", APP[2], *UPGRADE),
+                                  ("upgrade", "solo", "--to", APP[2], *UPGRADE),
+                                  ("upgrade", "solo", "--to", APP[2], "--rehearse", *UPGRADE),
+                                  ("prune", "solo")])
+    for code, _, err in results:
+        assert code == 0 or (code == 2 and any(r in err for r in REFUSED)), (code, err)
+    ran = sum(code == 0 for code, _, _ in results[:2])
+    assert any(code == 0 for code, _, _ in results), results  # the first to take the lock ran
+    assert any(code == 2 for code, _, _ in results), "no command met another: no contention"
+    hist = json.loads(vm("history", "solo", "--json").stdout)
+    gens = [h for h in hist if h["type"] == "generation"]
+    assert len(gens) == 1 + ran if ran else len(gens) <= 1, hist  # a rehearsal adds none
+    [c] = [c for c in json.loads(vm("ps", "--json").stdout) if c["name"] == "solo"]
+    assert c["image"] == APP[2 if ran else 1] and c["state"] == "running"
+    want = "mine\nnew in v2\n" if ran else "mine\n"
+    assert vm("exec", "solo", "sh", "-c", "cat /data/mine.txt /data/added.txt 2>/dev/null",
+              ).stdout == want
+    assert vm("recover").returncode == 0 and vm("volume", "ls", "-q").stdout.split() == ["solodata"]

@@ -15,11 +15,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import requires_root
+from tests.registry.conftest import open_registry, pki
 
 from . import conftest as _c
 from .conftest import APP, _app_image, volume_digest
 
 cli_session = _c.cli_session
+__all__ = ["open_registry", "pki"]  # the registry's fixtures, for the pull
 
 pytestmark = requires_root
 
@@ -118,7 +120,9 @@ def app(disk: Disk, vm, app_images):
 def test_image_load(disk: Disk, vm, app_images) -> None:
     vm("image", "load", str(app_images[0]), check=True)  # the store exists
     disk.fill(100_000)
-    no_space(vm("image", "load", str(app_images[1])), disk)
+    p = vm("image", "load", str(app_images[1]))
+    no_space(p, disk)
+    assert f"during load of {app_images[1].name}: needed ~" in p.stderr, p.stderr
     assert vm("image", "inspect", APP[2]).returncode != 0
     vm("image", "inspect", APP[1], check=True)
     assert leftovers(disk) == []
@@ -346,3 +350,209 @@ def test_upgrade_sqlite_replay(disk: Disk, vm, tmp_path: Path) -> None:
             conn.close()
     finally:
         st.close()
+
+
+@pytest.mark.parametrize("step", ["upgrade.after-snapshot", "upgrade.after-merge",
+                                  "upgrade.after-create"])
+def test_upgrade_disk_full_at_a_step(disk: Disk, vm, tmp_path: Path, step: str) -> None:
+    """The file system fills up right after ``step`` (volumes/faults.py
+    fills it there): the journal's next write, or the step after, meets
+    ENOSPC.  One line naming the file system and what the upgrade needed,
+    exit 1; once space is freed the next command finishes any roll back the
+    full disk cut short, and the same upgrade works."""
+    _greedy_service(vm, tmp_path, junk=0)
+    before = volume_digest(disk.root, "v")
+    p = vm("upgrade", "a", "--to", GREEDY[2], *UPGRADE,
+           env={"VOLMERGE_FAULT": step, "VOLMERGE_FAULT_FILL": str(disk.filler)})
+    no_space(p, disk)
+    assert "needed ~" in p.stderr.splitlines()[-1], p.stderr
+    _rolled_back(disk, vm, before)
+
+
+BIG = "localhost/volmerge-test/big:1"
+
+
+@pytest.fixture(scope="module")
+def pushed(open_registry, tmp_path_factory) -> str:
+    """An image with a 6 MB layer that does not compress, pushed to a real
+    registry (distribution on loopback) from a store of its own."""
+    from volmerge.demoimages.recipes import busybox_entries
+    from volmerge.fixtures import build_image
+    from volmerge.runtime import sys as rsys
+
+    out = tmp_path_factory.mktemp("big")
+    tar = build_image(out / "big.tar", [busybox_entries(), {"blob": os.urandom(6_000_000)}],
+                      {"Env": ["PATH=/bin"], "Cmd": ["/bin/true"]}, BIG, compress="gzip")
+    ref = open_registry.ref("faults/big:1")
+    try:
+        with cli_session(out / "root") as seed:
+            seed("image", "load", str(tar), check=True)
+            seed("push", "-q", BIG, ref, env={"VOLMERGE_CERTS_D": str(open_registry.certs_d)},
+                 check=True)
+    finally:
+        rsys.umount_tree(out / "root")
+    return ref
+
+
+def test_pull(open_registry, pushed: str, app_images, tmp_path: Path) -> None:
+    """(In the session's network namespace: the registry's.)  A pull that finds no room for its 6 MB layer: one line, exit 1, no
+    image and no layer of it in the store, nothing left in the store's tmp/;
+    once space is freed the same pull works (what was downloaded before the
+    disk filled is taken up again or fetched anew) and the image runs."""
+    env = {"VOLMERGE_CERTS_D": str(open_registry.certs_d),
+           "REGISTRY_AUTH_FILE": str(tmp_path / "auth.json")}
+    with small_disk(tmp_path) as disk, cli_session(disk.root) as vm:
+        try:
+            _pull(disk, vm, env, pushed, app_images)
+        finally:
+            disk.free()
+
+
+def _pull(disk: Disk, vm, env: dict[str, str], pushed: str, app_images: list[Path]) -> None:
+    vm("image", "load", str(app_images[0]), check=True)  # the store exists
+    layers = sorted(os.listdir(disk.root / "layers"))
+    disk.fill(2_000_000)
+    p = vm("pull", pushed, env=env)
+    no_space(p, disk)
+    assert f"during pull of {pushed}: needed ~1" in p.stderr, p.stderr  # ~12MB: blob and layer
+    assert vm("image", "inspect", pushed).returncode != 0
+    assert sorted(os.listdir(disk.root / "layers")) == layers
+    assert leftovers(disk) == []
+    disk.free()
+    vm("pull", "-q", pushed, env=env, check=True)
+    assert not os.listdir(disk.root / "registry" / "partial")  # taken up again, or swept
+    assert vm("run", "--rm", "--network", "none", pushed, "sh", "-c", "wc -c < /blob", check=True).stdout.strip() \
+        == "6000000"
+
+
+@pytest.fixture
+def pg_on_small_disk(tmp_path: Path):
+    """A PostgreSQL 15 server (this host's binaries, a unix socket only)
+    whose data directory is on a 96 MB tmpfs of its own."""
+    from tests.strategies.sql.conftest import PG15_BIN
+    from volmerge.runtime import sys as rsys
+    from volmerge.strategies.sql.pgtemp import PgServer
+    from volmerge.upgrade.pgdata import host_tools
+
+    if not os.path.exists(os.path.join(PG15_BIN, "postgres")):
+        pytest.skip("PostgreSQL 15 server binaries are not installed")
+    mnt = tmp_path / "pgdisk"
+    mnt.mkdir()
+    rsys.mount("tmpfs", mnt, "tmpfs", 0, "size=96m,mode=0755")
+    disk = Disk(mnt)
+    server = PgServer(host_tools(PG15_BIN), str(mnt / "data"), str(tmp_path / "sock"),
+                      options={"fsync": "off", "full_page_writes": "off",
+                               "synchronous_commit": "off"})
+    try:
+        server.initdb()
+        server.start()
+        try:
+            yield server, disk
+        finally:
+            disk.free()
+            server.stop()
+    finally:
+        rsys.umount_tree(mnt)
+
+
+@pytest.mark.parametrize("left", [1_000_000, 9_500_000], ids=["create-database", "copy"])
+def test_sql_replay_into_a_full_postgresql(pg_on_small_disk, tmp_path: Path, left: int) -> None:
+    """``sql replay`` of a 4 MB SQLite database into a PostgreSQL whose disk
+    fills (at CREATE DATABASE, or in the rows' COPY): one line naming the
+    server, its data directory and about what the replay needed, exit 1, no
+    database left behind; once space is freed the replay works."""
+    import psycopg
+
+    server, disk = pg_on_small_disk
+    schema = "CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT"
+    _sqlite_db(tmp_path / "new.db", schema + ", tag TEXT DEFAULT '');", 0)
+    _sqlite_db(tmp_path / "live.db", schema + ");", 8000)
+    dst = server.url("notes")
+    disk.fill(left)
+    with cli_session(tmp_path / "root") as vm:
+        p = vm("sql", "replay", str(tmp_path / "live.db"), "--schema", str(tmp_path / "new.db"),
+               "-o", dst)
+        assert p.returncode == 1 and len(p.stderr.splitlines()) == 1, p.stderr
+        assert p.stderr.startswith(f"volmerge: error: no space left on the PostgreSQL server "
+                                   f"postgresql:///notes?host={server.sockdir}"), p.stderr
+        assert f"data directory {server.datadir}: " in p.stderr and "needed ~4." in p.stderr
+        with psycopg.connect(server.url("postgres")) as c:
+            have = c.execute("SELECT count(*) FROM pg_database WHERE datname = 'notes'"
+                             ).fetchone() == (1,)
+        if have:  # DROP DATABASE needs WAL space too: left invalid (PostgreSQL >= 15.4)
+            assert "could not drop the database notes it created" in p.stderr, p.stderr
+        else:
+            assert p.stderr.rstrip().endswith("rolled back: free space there and run the "
+                                              "command again"), p.stderr
+        disk.free()
+        vm("sql", "replay", str(tmp_path / "live.db"), "--schema", str(tmp_path / "new.db"),
+           "-o", dst, check=True)
+    with psycopg.connect(dst) as c:
+        assert c.execute("SELECT count(*), min(tag) FROM notes").fetchone() == (8000, "")
+
+
+@pytest.fixture
+def pg_store(own_netns, fixture_image):
+    """A store on a 512 MB tmpfs with the PostgreSQL 15 and 16 fixture images
+    and container ``pg`` (15) serving a database ``shop``."""
+    import shutil
+    import tempfile
+
+    from volmerge.runtime import sys as rsys
+
+    from .test_pg_upgrade import CHECK, PG15, PG16, start_pg15
+
+    # short: PostgreSQL's unix sockets live below the store's tmp/ (108 bytes at most)
+    mnt = Path(tempfile.mkdtemp(prefix="vmdf-", dir="/run"))
+    rsys.mount("tmpfs", mnt, "tmpfs", 0, "size=512m,mode=0700")
+    disk = Disk(mnt)
+    try:
+        with cli_session(disk.root) as vm:
+            try:
+                for kind in ("postgres15", "postgres16"):
+                    vm("image", "load", str(fixture_image(kind)), check=True, timeout=300)
+                yield disk, vm, start_pg15(vm), (CHECK, PG15, PG16)
+            finally:
+                disk.free()
+    finally:
+        rsys.umount_tree(mnt)
+        shutil.rmtree(mnt, ignore_errors=True)
+
+
+def test_pg_major_upgrade(pg_store) -> None:
+    """PostgreSQL 15 -> 16: the estimate counts the major upgrade's own work
+    (a copy of the data directory and a second one); the file system fills
+    up after the stop and the snapshot (8 MB left: the journal fits, the
+    major upgrade does not): one line naming the file system and the amount,
+    exit 1, 15 serving the same rows again; once space is freed the upgrade
+    works."""
+    from .test_pg_upgrade import psql
+
+    disk, vm, before, (check, pg15, pg16) = pg_store
+    space = json.loads(vm("upgrade", "pg", "--to", pg16, "--dry-run", "--json", check=True,
+                          timeout=300).stdout)["plan"]["space"]
+    data = int(vm("exec", "pg", "du", "-sb", "/var/lib/postgresql/data", check=True)
+               .stdout.split()[0])
+    assert space["needed"] > 1.8 * data > 0, (space, data)  # was ~1 MB before it counted them
+    p = vm("upgrade", "pg", "--to", pg16, "--health-timeout", "60", timeout=300,
+           env={"VOLMERGE_FAULT": "upgrade.after-snapshot", "VOLMERGE_FAULT_FILL": str(disk.filler),
+                "VOLMERGE_FAULT_FILL_LEAVE": "8000000", "VOLMERGE_LOG": "info"})
+    disk.free()
+    no_space(p, disk)
+    assert "✓ merge" not in p.stderr and "needed ~" in p.stderr.splitlines()[-1], p.stderr
+    vm("recover", check=True)
+    vm("wait", "--healthy", "pg", "--timeout", "30", check=True)
+    assert psql(vm, "SHOW server_version_num").startswith("15")
+    assert _rows(psql(vm, check, "shop")) == _rows(before)
+    vm("upgrade", "pg", "--to", pg16, "--health-timeout", "60", check=True, timeout=300)
+    assert psql(vm, "SHOW server_version_num").startswith("16")
+    assert _rows(psql(vm, check, "shop")) == _rows(before)
+
+
+def _rows(check: str) -> list[str]:
+    """The CHECK of test_pg_upgrade less its sequences' values: a server that
+    met the full disk as it stopped recovers at its next start, and a
+    sequence then continues past the values it had logged ahead (PostgreSQL's
+    rule; no row is lost)."""
+    f = check.split("|")
+    return f[:4] + f[6:]

@@ -139,3 +139,58 @@ def test_rehearsals_and_removed_containers_leave_no_lock_files(vm) -> None:  # t
         vm("upgrade", "app", "--to", APP[2], "--rehearse", "--health-timeout", "0.3", check=True)
     vm("run", "--rm", APP[1], "true", check=True)
     assert set(p.name for p in locks.iterdir()) - before == set()
+
+
+PR = "localhost/volmerge-test/pruned:1"
+
+
+def _build(out: Path, n: int) -> Path:
+    """Build ``n`` of the image tagged PR (each load moves the tag to it)."""
+    from volmerge.demoimages.recipes import busybox_entries
+    from volmerge.fixtures import Dir, build_image
+
+    script = "trap 'exit 0' TERM; while :; do sleep 0.05; done"
+    return build_image(out / f"pr{n}.tar",
+                       [busybox_entries(), {"data": Dir(0o755), "data/build": f"{n}\n"}],
+                       {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh", "-c", script],
+                        "Volumes": {"/data": {}}}, PR)
+
+
+def _image_id(vm, ref: str) -> str:  # type: ignore[no-untyped-def]
+    return json.loads(vm("image", "inspect", ref, "--json", check=True).stdout)["Id"] \
+        .removeprefix("sha256:")
+
+
+def test_prune_removes_the_images_only_pruned_generations_ran(vm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Each rebuild of PR takes the tag from the image the service runs; once
+    the generations that ran an untagged image are pruned, the image goes -
+    unless the user tagged it or another container uses it (podman's rule:
+    a name is the user's; an image in use stays)."""
+    ids = []
+    for n in range(4):
+        vm("image", "load", str(_build(tmp_path, n)), check=True)
+        ids.append(_image_id(vm, PR))
+        if n == 0:
+            vm("run", "-d", "--name", "papp", "-v", "papp-data:/data", PR, check=True)
+        else:
+            vm("upgrade", "papp", "--to", PR, "--health-timeout", "0.3", check=True)
+    vm("image", "tag", ids[1], "localhost/mine:kept", check=True)   # the user's name
+    vm("create", "--name", "other", f"sha256:{ids[2]}", check=True)  # used elsewhere
+    p = vm("prune", "papp", "--dry-run", "--json", check=True)
+    (rep,) = json.loads(p.stdout)
+    assert rep["generations"] == [1, 2] and rep["keep"] == [3, 4]
+    assert rep["images"] == [{"id": ids[0], "ref": PR}], rep["images"]
+    text = vm("prune", "papp", "--dry-run", check=True).stdout
+    assert f"{PR} ({ids[0][:12]})" in text and "image" in text
+    vm("image", "inspect", f"sha256:{ids[0]}", check=True)  # a dry run removes nothing
+
+    (rep,) = json.loads(vm("prune", "papp", "--json", check=True).stdout)
+    assert [i["id"] for i in rep["images"]] == [ids[0]]
+    assert vm("image", "inspect", f"sha256:{ids[0]}").returncode != 0
+    for kept in ids[1:]:  # tagged by the user, used by `other`, run by generations 3 and 4
+        vm("image", "inspect", f"sha256:{kept}", check=True)
+    # generation 3 ran ids[2]; pruning it later keeps the image `other` uses
+    (rep,) = json.loads(vm("prune", "papp", "--keep", "1", "--json", check=True).stdout)
+    assert rep["generations"] == [3] and rep["images"] == []
+    vm("image", "inspect", f"sha256:{ids[2]}", check=True)
+    assert vm("exec", "papp", "cat", "/data/build", check=True).stdout == "3\n"  # still runs

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 
 def __getattr__(name: str) -> object:
@@ -27,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command in this process; its exit code.  Nothing is left
     running after it returns (no helper process, no socket)."""
     args = sys.argv[1:] if argv is None else list(argv)
+    started = time.time()
     from volmerge.errors import exit_code_of, known_error_types
 
     try:
@@ -50,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         status = exc.code
         return status if isinstance(status, int) else (0 if status is None else 1)
     except known_error_types() as exc:
-        if _no_space(exc, args):
+        if _no_space(exc, args, started):
             return 1
         sys.stderr.write(f"volmerge: error: {exc}\n")
         return exit_code_of(exc)
@@ -61,25 +63,32 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except Exception as exc:  # noqa: BLE001 - only a full disk; anything else is a bug
-        if not _no_space(exc, args):
+        if not _no_space(exc, args, started):
             raise
         return 1
     return 0
 
 
-def _no_space(exc: BaseException, args: list[str]) -> bool:
+def _no_space(exc: BaseException, args: list[str], started: float) -> bool:
     """A full disk, however it surfaced (an OSError, SQLite, a tool's
     message): reported as one line naming the file system (runtime.diskspace)
-    for exit 1 - every step already rolls back on any error.  Whether it was."""
+    for exit 1 - every step already rolls back on any error.  Whether it was.
+    When the step did not know how much it needed, the upgrade this command
+    began tells (its plan's estimate, upgrade/space.py)."""
     from volmerge.runtime import diskspace
 
+    if (getattr(exc, "details", None) or {}).get("where"):
+        return False  # its own line names the place (a database server's disk)
     if not diskspace.is_no_space(exc, _root_of(args)):
         return False
     root = _root_of(args)
+    pending, needed = _journal_of(root, started)
     if not isinstance(exc, diskspace.NoSpace):
-        exc = diskspace.no_space(_path_of(exc) or root)
+        details = getattr(exc, "details", None) or {}
+        need = details.get("needed") if isinstance(details.get("needed"), int) else needed
+        exc = diskspace.no_space(_path_of(exc) or root, needed=need)
     msg = str(exc)
-    if _journal_pending(root):  # the roll back itself could not write
+    if pending:  # the roll back itself could not write
         msg = msg.replace("; rolled back: free space and run the command again",
                           "; the roll back is not finished: free space, and the next command "
                           "(or `volmerge recover`) finishes it")
@@ -87,9 +96,12 @@ def _no_space(exc: BaseException, args: list[str]) -> bool:
     return True
 
 
-def _journal_pending(root: str) -> bool:
-    """Whether an upgrade or rollback is left ``begun`` or ``committed`` (read
-    only: the disk is full; every command opening the store recovers it)."""
+def _journal_of(root: str, started: float) -> tuple[bool, int | None]:
+    """Whether an upgrade or rollback is left ``begun`` or ``committed``, and
+    the space the plan of the journal this command began (since ``started``)
+    estimated.  Read only: the disk is full; every command opening the store
+    recovers a pending journal."""
+    import json
     import sqlite3
 
     try:
@@ -97,12 +109,19 @@ def _journal_pending(root: str) -> bool:
 
         conn = sqlite3.connect(Path(root, "state.db").absolute().as_uri() + "?mode=ro", uri=True)
         try:
-            return conn.execute("SELECT 1 FROM upgrade_journal WHERE state IN ('begun', "
-                                "'committed') LIMIT 1").fetchone() is not None
+            pending = conn.execute("SELECT 1 FROM upgrade_journal WHERE state IN ('begun', "
+                                   "'committed') LIMIT 1").fetchone() is not None
+            row = conn.execute("SELECT plan FROM upgrade_journal WHERE started >= ? "
+                               "ORDER BY started DESC LIMIT 1", (started,)).fetchone()
         finally:
             conn.close()
     except sqlite3.Error:
-        return False
+        return False, None
+    try:
+        needed = json.loads(row[0])["space"]["needed"] if row else None
+    except (ValueError, TypeError, KeyError):
+        needed = None
+    return pending, needed if isinstance(needed, int) else None
 
 
 def _path_of(exc: BaseException | None) -> str | None:

@@ -5,6 +5,7 @@ Thin commands over :mod:`runtime.images` (architecture.md, principle 5).
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -94,6 +95,9 @@ def load(
     bars = _Bars() if sys.stderr.isatty() else None
     try:
         loaded = imgs.load_all(path, tag=tag, progress=bars)
+    except Exception as exc:
+        _no_space_of_load(imgs, path, exc)
+        raise
     finally:
         if bars is not None:
             bars.close()
@@ -102,6 +106,26 @@ def load(
     for img in loaded:
         names = [normalize_ref(tag)] if tag else img.tags
         print(f"Loaded image: {', '.join(names) if names else img.digest}")
+
+
+def _no_space_of_load(imgs: Any, path: str, exc: BaseException) -> None:
+    """A full disk during a load: the one line with about what it needed (the
+    archive twice: its blobs are kept and its layers extracted)."""
+    from volmerge.runtime import diskspace
+
+    root = imgs.store.root
+    if isinstance(exc, diskspace.NoSpace) or not diskspace.is_no_space(exc, root):
+        return
+    try:
+        if os.path.isdir(path):
+            size = sum(os.path.getsize(os.path.join(d, f))
+                       for d, _, files in os.walk(path) for f in files)
+        else:
+            size = os.path.getsize(path)
+    except OSError:
+        return
+    raise diskspace.no_space(root, needed=2 * size,
+                             what=f"load of {os.path.basename(path.rstrip('/'))}") from None
 
 
 @image_app.command("ls")

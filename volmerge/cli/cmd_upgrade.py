@@ -225,7 +225,8 @@ def register(app: typer.Typer) -> None:
         """Remove upgrade generations older than the newest N (default 2).
 
         Their parked containers (NAME.genN), generation rows and journals go,
-        and the volume snapshots only they needed are untagged and compacted.
+        and the volume snapshots only they needed are untagged and compacted;
+        the images they ran go when untagged and used by nothing else.
         Never what the current generation or a rollback to a kept one needs.
         """
         from volmerge.upgrade.prune import prune
@@ -243,6 +244,8 @@ def register(app: typer.Typer) -> None:
             rows += [[r["container"], f"{v}@{t}", "snapshot tag"]
                      for v, ts in r["snapshots"].items() for t in ts]
             rows += [[r["container"], j, "journal"] for j in r["journals"]]
+            rows += [[r["container"], f"{i['ref']} ({i['id'][:12]})", "image"]
+                     for i in r["images"]]
         if not rows:
             print("Nothing to prune.")
             return

@@ -159,7 +159,7 @@ def make_plan(ctx: Ctx, opts: UpgradeOptions) -> UpgradePlan:
             theirs = inside(root, m.target)
             vp.theirs = theirs is not None
             if theirs is not None:
-                written += volume_bytes(theirs, ctx.volumes.stack(m.source))
+                written += volume_bytes(theirs, ctx.volumes.stack(m.source), m.target)
             if not vp.declared:
                 vp.notes.append(
                     f"{opts.to_image} no longer declares {m.target} as a volume: "

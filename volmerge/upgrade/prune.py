@@ -8,7 +8,8 @@ two layers per upgrade.  Pruning keeps the newest ``keep`` generations of a
 container (the current one and the ``keep - 1`` newest it can roll back to)
 and drops the rest: the parked containers, the rows, the journals that only
 they name, and the snapshot tags only they need (the volume is then
-compacted, so the untagged layers are squashed).
+compacted, so the untagged layers are squashed).  The images those
+generations ran go too when nothing else refers to them (:func:`_images`).
 
 What a kept generation needs is exactly what :func:`rollback._plan` reads:
 the current row and its ``post`` tags (what was written since), and for each
@@ -43,13 +44,15 @@ class PrunePlan:
     containers: tuple[tuple[str, str], ...]  # (id, name) of parked containers removed
     tags: dict[str, tuple[str, ...]]         # volume -> snapshot tags forgotten
     journals: tuple[str, ...]                # journal ids deleted
+    images: tuple[tuple[str, str], ...] = ()  # (id, ref it ran as) of images removed
 
     def to_json(self) -> dict[str, Any]:
         return {"container": self.container, "keep": list(self.keep),
                 "generations": list(self.rows),
                 "containers": [{"id": i, "name": n} for i, n in self.containers],
                 "snapshots": {v: list(t) for v, t in self.tags.items()},
-                "journals": list(self.journals)}
+                "journals": list(self.journals),
+                "images": [{"id": i, "ref": r} for i, r in self.images]}
 
 
 def _tags(g: Generation, which: str) -> dict[str, str]:
@@ -104,7 +107,43 @@ def plan(ctx: Ctx, name: str, keep: int) -> PrunePlan:
         rows=tuple(g.gen for g in drop), containers=tuple(containers),
         tags={v: tuple(sorted(t)) for v, t in sorted(tags.items())},
         journals=tuple(_journals(ctx, name, [g for g in gens if g.gen in needed])),
+        images=tuple(_images(ctx, name, drop, {n for _, n in containers})),
     )
+
+
+def _images(ctx: Ctx, name: str, drop: list[Generation], removed: set[str]) -> list[tuple[str, str]]:
+    """The images only the dropped generations referred to, as podman users
+    expect of a clean-up: never a tagged image (a name is the user's, as
+    ``podman image prune`` without --all keeps it), never one a container
+    uses (other than the parked ones going now), a generation row kept (of
+    any container) names, or an open upgrade or rollback is moving to or from.
+    What is left are images that lost their tag to a newer load or pull while
+    an old generation still ran them."""
+    refs = {g.image_id: g.image_ref for g in drop if g.image_id}
+    if not refs:
+        return []
+    db = ctx.store.db
+    going = {g.gen for g in drop}
+    kept_rows = {r["image_id"] for r in db.execute("SELECT container, gen, image_id FROM generations")
+                 if not (r["container"] == name and r["gen"] in going)}
+    moving = set()
+    for row in jr.pending(ctx.store):
+        for ref in (row["from_image"], row["to_image"]):
+            try:
+                moving.add(ctx.images.get(ref).id if ref else "")
+            except Exception:  # noqa: BLE001 - a ref no longer known names nothing to keep
+                continue
+    out = []
+    for image_id, ref in sorted(refs.items()):
+        if image_id in kept_rows or image_id in moving:
+            continue
+        if db.execute("SELECT 1 FROM images WHERE id = ?", (image_id,)).fetchone() is None:
+            continue  # removed already
+        if db.execute("SELECT 1 FROM tags WHERE image_id = ? LIMIT 1", (image_id,)).fetchone():
+            continue
+        if not set(ctx.engine.users_of_image(image_id)) - removed:
+            out.append((image_id, ref))
+    return out
 
 
 def _journals(ctx: Ctx, name: str, kept: list[Generation]) -> list[str]:
@@ -140,6 +179,13 @@ def _apply(ctx: Ctx, p: PrunePlan) -> None:
     for vol, tags in p.tags.items():
         if ctx.volumes.exists(vol):
             ctx.volumes.untag(vol, set(tags))
+    from volmerge.runtime.errors import BadInput as RtBadInput
+
+    for image_id, _ref in p.images:
+        try:  # image rm checks again, under its lock, that no container uses it
+            ctx.images.remove(f"sha256:{image_id}", only_untagged=True)
+        except RtBadInput:
+            continue  # tagged, used or removed since the plan: it stays (or is gone)
 
 
 def _names(ctx: Ctx, containers: list[str]) -> list[str]:

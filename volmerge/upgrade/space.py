@@ -7,9 +7,13 @@ file of the new image at a volume's target, the larger of its size and the
 size of the same path in the volume's layers (a merged file or a replayed
 database lands in the new upper layer whole; files only the volume has stay
 where they are), plus a margin for the journal, the state database and the
-new container's layer.  ``upgrade`` refuses (exit 2) when the store's file
-system has less free; ``--dry-run`` shows the figure.  It is an estimate: a
-replay may write a database smaller or larger than the one it replaces.
+new container's layer.  A volume holding a PostgreSQL data directory the
+new image cannot run as is (its major version's programs are not in the
+image at /usr/lib/postgresql/N) counts twice the data directory more: the
+major upgrade works on a copy of it and writes a second one beside it.
+``upgrade`` refuses (exit 2) when the store's file system has less free;
+``--dry-run`` shows the figure.  It is an estimate: a replay may write a
+database smaller or larger than the one it replaces.
 """
 
 from __future__ import annotations
@@ -47,14 +51,42 @@ class SpaceEstimate:
                 "type": self.fstype, "enough": self.enough}
 
 
-def volume_bytes(theirs: Path, layers: list[Path]) -> int:
-    """What the merge may write for one volume (see the module's docstring)."""
+def volume_bytes(theirs: Path, layers: list[Path], target: str | None = None) -> int:
+    """What the merge may write for one volume mounted at ``target`` (see the
+    module's docstring)."""
     sizes = _regular_sizes(theirs)
+    ours: dict[str, int] = {}
     for layer in layers:
         for rel, n in _regular_sizes(layer).items():
+            ours[rel] = max(n, ours.get(rel, 0))
             if n > sizes.get(rel, n):
                 sizes[rel] = n
-    return sum(sizes.values())
+    written = sum(sizes.values())
+    if target is not None and _pg_major(theirs, target, layers):
+        written += 2 * sum(ours.values())
+    return written
+
+
+def _pg_major(theirs: Path, target: str, layers: list[Path]) -> bool:
+    """Whether the volume is a PostgreSQL data directory of a major version
+    the new image (whose content at ``target`` is ``theirs``) has no
+    /usr/lib/postgresql/N of."""
+    version = None
+    for layer in reversed(layers):  # the top layer's wins
+        f = layer / "PG_VERSION"
+        if not f.is_symlink() and f.is_file():
+            try:
+                version = f.read_text(encoding="ascii", errors="replace").strip()
+            except OSError:
+                return False
+            break
+    if not version or not version.split(".")[0].isdigit():
+        return False
+    depth = len(Path(target).relative_to("/").parts)
+    if depth < 1 or depth > len(theirs.parents):
+        return False
+    pg = theirs.parents[depth - 1] / "usr" / "lib" / "postgresql" / version
+    return pg.is_symlink() or not pg.is_dir()
 
 
 def estimate(store_root: Path, written: int) -> SpaceEstimate:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from pathlib import Path
 
 import pytest
 
@@ -427,3 +428,41 @@ def test_a_builder_tells_its_lock_file_from_one_put_in_its_place(tmp_path):
         assert not sqlitefiles._names(path, fd)
     finally:
         os.close(fd)
+
+
+def test_parallel_builds_into_one_destination(tmp_path):
+    """Four replays into the same new file at once, four times (sqlitefiles'
+    lock files between them: each build's sweep of the destination's
+    directory meets the others' held locks and leaves their files alone).
+    One lands whole, the others are refused as the file exists; nothing
+    temporary is left."""
+    import threading
+
+    base, live, new = trio(tmp_path)
+    for round_ in range(4):
+        out = tmp_path / f"out{round_}.db"
+        done: list[object] = []
+        go = threading.Barrier(4)
+
+        def build(out: Path = out, done: list[object] = done,
+                  go: threading.Barrier = go) -> None:
+            try:
+                with plan_replay(str(live), schema=str(new), base=str(base), maps=HINTS,
+                                 defaults=DEFAULTS) as plan:
+                    go.wait(timeout=30)
+                    done.append(replay(plan, str(out)).verified)
+            except BaseException as exc:  # noqa: BLE001 - checked below
+                done.append(exc)
+
+        threads = [threading.Thread(target=build) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert done.count(True) == 1, done
+        assert all(isinstance(e, BadInput) and "already exists" in str(e)
+                   for e in done if e is not True), done
+        assert rows(out, "SELECT id, content FROM notes ORDER BY id") == [
+            (1, "hello"), (2, "world"), (3, "third")]
+        assert rows(out, "PRAGMA integrity_check") == [("ok",)]
+        assert sorted(p.name for p in tmp_path.iterdir() if ".volmerge-" in p.name) == []

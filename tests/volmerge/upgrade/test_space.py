@@ -47,3 +47,21 @@ def test_check_refuses_with_the_estimate(tmp_path: Path) -> None:
     check(None, "app")
     assert SpaceEstimate(1, 1, "/x", "ext4").to_json() == {
         "needed": 1, "free": 1, "filesystem": "/x", "type": "ext4", "enough": True}
+
+
+@pytest.mark.parametrize(("image_has", "extra"), [(None, 2 * 1_003), ("16", 2 * 1_003),
+                                                  ("15", 0)])
+def test_volume_bytes_counts_a_postgresql_major_upgrade(tmp_path: Path, image_has: str | None,
+                                                        extra: int) -> None:
+    """A data directory of 15 and an image without /usr/lib/postgresql/15:
+    the major upgrade copies it and writes a second one (twice its size)."""
+    root = tmp_path / "image"
+    theirs = root / "var/lib/postgresql/data"
+    theirs.mkdir(parents=True)
+    if image_has:
+        (root / "usr/lib/postgresql" / image_has / "bin").mkdir(parents=True)
+    ours = _tree(tmp_path / "l0", {"PG_VERSION": 0, "base/1": 1_000})
+    (ours / "PG_VERSION").write_text("15\n")
+    target = "/var/lib/postgresql/data"
+    assert volume_bytes(theirs, [ours], target) == extra
+    assert volume_bytes(theirs, [ours]) == 0  # no target: not counted
