@@ -36,6 +36,12 @@ from volmerge.strategies.errors import BadInput, NotDone
 
 from . import pgconf
 from .pgtemp import HostTools, PgServer, Tools, bootstrap_superuser, check, give, rmtree_quiet
+from .pgverify import connect as _connect
+from .pgverify import names as _names
+from .pgverify import verify_database, verify_databases
+
+__all__ = ["PgMajorResult", "OldBeside", "upgrade_datadir", "preview_datadir", "pg_upgrade_copy",
+           "verify_database", "read_version", "data_version", "clone_datadir", "conninfo_dbname"]
 
 Timing = Callable[[str, float], None]
 #: the settings pg_upgrade starts its servers with for the bulk work
@@ -50,10 +56,15 @@ class PgMajorResult:
     databases: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     config: pgconf.Carried = field(default_factory=pgconf.Carried)
+    #: how the data was carried: "pg_upgrade --copy", "pg_upgrade --clone", "dump and restore"
+    method: str = "dump and restore"
+    #: why pg_upgrade was not used (None: it was, or it was not asked for)
+    fallback: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"old_version": self.old_version, "new_version": self.new_version,
                 "new_data": self.new_data, "databases": self.databases, "seconds": self.seconds,
+                "method": self.method, "fallback": self.fallback,
                 "config": {"carried": self.config.carried, "dropped": self.config.dropped}}
 
 
@@ -134,40 +145,73 @@ def _no_timing(step: str, seconds: float) -> None:
     pass
 
 
+@dataclass(frozen=True)
+class OldBeside:
+    """The old installation's programs where the new ones run, as the same
+    user: what ``pg_upgrade`` needs.  ``tools`` runs them; ``bindir`` is
+    their directory as the new programs see it (``pg_upgrade -b``)."""
+
+    tools: Tools
+    bindir: str
+
+
+def _beside(old: Tools, new: Tools) -> OldBeside | None:
+    """Both installations on this host: the old one runs beside the new one as is."""
+    if isinstance(old, HostTools) and isinstance(new, HostTools):
+        return OldBeside(HostTools(old.bindir, new.user), old.bindir)
+    return None
+
+
 def upgrade_datadir(old_data: str | os.PathLike[str], new_data: str | os.PathLike[str], old: Tools,
                     new: Tools, *, workdir: str | os.PathLike[str], superuser: str | None = None,
-                    timing: Timing | None = None) -> PgMajorResult:
+                    timing: Timing | None = None, method: str = "auto",
+                    beside: OldBeside | None = None) -> PgMajorResult:
     """Upgrade the PostgreSQL data directory ``old_data`` (frozen, left
     untouched) into the new data directory ``new_data`` (must not exist),
-    ``old``'s programs reading and ``new``'s writing.  ``result.databases``
-    holds one ``verify_database`` dict per database; ``timing(step,
-    seconds)``, when given, hears how long the copy, the verification and
-    the sync took.  Both servers run as pg_upgrade runs the new one: nothing
-    fsynced along the way (the clone is thrown away; a failure removes the
-    new directory), the new directory synced once at the end."""
+    ``old``'s programs reading and ``new``'s writing.
+
+    ``method``: ``"auto"`` runs ``pg_upgrade`` (checked first, then
+    ``--clone`` or ``--copy``) when the old programs can run beside the new
+    ones (``beside``; found by itself when both are this host's), and falls
+    back to dump and restore when that path is refused (the reason is in
+    ``result.fallback``); ``"dump"`` only dumps and restores;
+    ``"pg_upgrade"`` only runs pg_upgrade (Refused when it cannot).
+    Either way every database is verified old server against new and the
+    configuration is carried.  ``result.databases`` holds one
+    ``verify_database`` dict per database; ``timing(step, seconds)`` hears
+    each step's time.  The servers run as pg_upgrade runs its new one:
+    nothing fsynced along the way (the clone is thrown away; a failure
+    removes the new directory), the new directory synced once at the end."""
+    from . import pgupgrade
+
     t0 = time.monotonic()
     old_data, new_data, work = os.fspath(old_data), os.fspath(new_data), os.fspath(workdir)
     old_ver = data_version(old_data)
     if os.path.lexists(new_data):
         raise BadInput(f"{new_data}: already exists")
+    if method not in ("auto", "dump", "pg_upgrade"):
+        raise BadInput(f"unknown upgrade method {method!r} (auto, dump, pg_upgrade)")
     os.makedirs(work, exist_ok=True)
     tick = timing or _no_timing
-    new_srv = PgServer(new, new_data, os.path.join(work, "new-sock"), port=5433,
-                       options=dict(BULK))
+    beside = beside or _beside(old, new)
+    fallback, how = None, "dump and restore"
     try:
-        with old_server(old_data, old, work, superuser, tick) as old_srv:
-            new_srv.superuser = old_srv.superuser  # the same bootstrap role on both sides
-            enc, collate = _cluster_settings(old_srv)
-            new_srv.initdb(enc, collate)
-            new_srv.start()
+        if method != "dump" and beside is None:
+            fallback = "the old version's programs cannot run beside the new ones"
+            if method == "pg_upgrade":
+                raise pgupgrade.Refused(fallback)
+        confs = None
+        if method != "dump" and beside is not None:
             try:
-                _roles(old_srv, new_srv)
-                dbs = [_dump_restore_verify(old_srv, new_srv, db, work, i, tick)
-                       for i, db in enumerate(_databases(old_srv))]
-                old_conf, new_conf, known = _confs(old_srv, new_srv)
-            finally:
-                new_srv.stop()
-        carried = pgconf.carry(old_data, new_data, old_conf, new_conf, known, old_ver)
+                dbs, confs, how = _fast(old_data, new_data, new, beside, work, superuser, tick)
+            except NotDone as exc:
+                if method == "pg_upgrade" or _no_space(str(exc)):
+                    raise
+                fallback = str(exc)
+                rmtree_quiet(new_data)
+        if confs is None:
+            dbs, confs = _dump_restore(old_data, new_data, old, new, work, superuser, tick)
+        carried = pgconf.carry(old_data, new_data, *confs, old_ver)
         check(new.run("postgres", "-D", new_data, "-C", "data_directory"),
               "the new server's check of the carried configuration")
         t1 = time.monotonic()
@@ -176,11 +220,139 @@ def upgrade_datadir(old_data: str | os.PathLike[str], new_data: str | os.PathLik
     except BaseException:
         rmtree_quiet(new_data)
         raise
+    return PgMajorResult(old_ver, data_version(new_data), new_data, dbs,
+                         round(time.monotonic() - t0, 3), carried, how, fallback)
+
+
+def _no_space(text: str) -> bool:
+    """A full disk: no other path would do better (the CLI names the file system)."""
+    return "No space left on device" in text or "Disk quota exceeded" in text
+
+
+Confs = tuple[pgconf.ServerConf, pgconf.ServerConf, set[str]]
+
+
+def _dump_restore(old_data: str, new_data: str, old: Tools, new: Tools, work: str,
+                  superuser: str | None, tick: Timing) -> tuple[list[dict[str, Any]], Confs]:
+    """The path that always works: roles, then every database dumped by the
+    old pg_dump and restored by the new pg_restore, each verified."""
+    new_srv = PgServer(new, new_data, os.path.join(work, "new-sock"), port=5433,
+                       options=dict(BULK))
+    try:
+        with old_server(old_data, old, work, superuser, tick) as old_srv:
+            new_srv.superuser = old_srv.superuser  # the same bootstrap role on both sides
+            enc, collate = _cluster_settings(old_srv)
+            t0 = time.monotonic()
+            new_srv.initdb(enc, collate)
+            tick("initdb", time.monotonic() - t0)
+            new_srv.start()
+            try:
+                _roles(old_srv, new_srv)
+                dbs = [_dump_restore_verify(old_srv, new_srv, db, work, i, tick)
+                       for i, db in enumerate(_databases(old_srv))]
+                return dbs, _confs(old_srv, new_srv)
+            finally:
+                new_srv.stop()
     finally:
         for d in ("new-sock", "dumps"):
             rmtree_quiet(os.path.join(work, d))
-    return PgMajorResult(old_ver, data_version(new_data), new_data, dbs,
-                         round(time.monotonic() - t0, 3), carried)
+
+
+def _fast(old_data: str, new_data: str, new: Tools, beside: OldBeside, work: str,
+          superuser: str | None, tick: Timing) -> tuple[list[dict[str, Any]], Confs, str]:
+    """pg_upgrade on a clone of the frozen data (``--check`` first), then
+    both servers up — the old one on the clone, which ``--copy`` and
+    ``--clone`` leave as it was — for the verification, the collation
+    check and the configuration.  Refused (or NotDone) when this path
+    cannot be taken; the caller falls back."""
+    from . import pgupgrade
+
+    clone = os.path.join(work, "old-data")
+    try:
+        t0 = time.monotonic()
+        clone_datadir(old_data, clone)
+        give(clone, beside.tools.user)
+        tick("copy data", time.monotonic() - t0)
+        t0 = time.monotonic()
+        info = pgupgrade.cluster_info(beside.tools, clone)
+        if superuser is not None and superuser != info.superuser:
+            raise pgupgrade.Refused(f"pg_upgrade runs as the bootstrap superuser {info.superuser}")
+        tick("old cluster settings", time.monotonic() - t0)
+        t0 = time.monotonic()
+        pgupgrade.initdb(new, new_data, info)
+        tick("initdb", time.monotonic() - t0)
+        mode = "--clone" if pgupgrade.clone_supported(work) else "--copy"
+        jobs = max(1, min(4, os.cpu_count() or 1))
+        for check_only in (True, False):
+            t0 = time.monotonic()
+            pgupgrade.run(new, beside.bindir, clone, new_data, info, work, mode=mode,
+                          check_only=check_only, jobs=jobs)
+            tick("pg_upgrade --check" if check_only else f"pg_upgrade {mode}",
+                 time.monotonic() - t0)
+        rmtree_quiet(os.path.join(new_data, "pg_upgrade_output.d"))
+        old_srv = PgServer(beside.tools, clone, os.path.join(work, "old-sock"), port=5432,
+                           options=dict(BULK), superuser=info.superuser)
+        new_srv = PgServer(new, new_data, os.path.join(work, "new-sock"), port=5433,
+                           options=dict(BULK), superuser=info.superuser)
+        t0 = time.monotonic()
+        with _both_running(old_srv, new_srv):
+            tick("servers start", time.monotonic() - t0)
+            t0 = time.monotonic()
+            dbs = verify_databases(old_srv, new_srv, _databases(old_srv),
+                                   extra=_refuse_collation_risk)
+            tick("verify", time.monotonic() - t0)
+            t0 = time.monotonic()
+            _analyze(new_srv, [d["database"] for d in dbs])
+            tick("analyze", time.monotonic() - t0)
+            confs = _confs(old_srv, new_srv)
+    finally:
+        for d in ("old-data", "old-sock", "new-sock", "pgu-sock", "pgu-cwd"):
+            rmtree_quiet(os.path.join(work, d))
+    return dbs, confs, f"pg_upgrade {mode}"
+
+
+def _refuse_collation_risk(new_conn: Any, db: str) -> None:
+    from . import pgupgrade
+
+    risk = pgupgrade.collation_risk(new_conn, db)
+    if risk is not None:
+        raise pgupgrade.Refused(risk)
+
+
+@contextlib.contextmanager
+def _both_running(a: PgServer, b: PgServer) -> Iterator[None]:
+    """Both servers started side by side (each pg_ctl waits for its own), stopped after."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        futs = [pool.submit(s.start) for s in (a, b)]
+    errors = [f.exception() for f in futs]
+    try:
+        for e in errors:
+            if e is not None:
+                raise e
+        yield
+    finally:
+        for s, e in zip((a, b), errors, strict=True):
+            if e is None:
+                try:
+                    s.stop()
+                except Exception as exc:  # noqa: BLE001 - keep the original error
+                    diag.ignored(__name__, "stopping a temporary server", exc)
+
+
+def _analyze(srv: PgServer, dbs: list[str]) -> None:
+    """Planner statistics for the new cluster (pg_upgrade carries none, and
+    autovacuum would not gather them before enough rows change), the
+    databases side by side."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(db: str) -> None:
+        with _connect(srv.url(db), autocommit=True) as c:
+            c.execute("ANALYZE")
+
+    with ThreadPoolExecutor(max(1, min(4, len(dbs)))) as pool:
+        list(pool.map(one, dbs))
 
 
 def _dump_restore_verify(old: PgServer, new: PgServer, db: str, work: str, n: int,
@@ -204,12 +376,6 @@ def _dump_restore_verify(old: PgServer, new: PgServer, db: str, work: str, n: in
     out = verify_database(old, new, db)
     tick("verify", time.monotonic() - t0)
     return out
-
-
-def _connect(url: str, autocommit: bool = False) -> Any:
-    import psycopg
-
-    return psycopg.connect(url, autocommit=autocommit)
 
 
 def _confs(old: PgServer, new: PgServer) -> tuple[pgconf.ServerConf, pgconf.ServerConf, set[str]]:
@@ -257,69 +423,6 @@ def _roles(old: PgServer, new: PgServer) -> None:
                 c.execute(line)
             except psycopg.errors.DuplicateObject:
                 pass
-
-
-# -- verification: old server against new ------------------------------------------
-
-_USER_NS = ("n.nspname NOT IN ('pg_catalog', 'information_schema') "
-            "AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'")
-_OBJECTS = f"""
-SELECT 'relation ' || c.relkind::text, count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE {_USER_NS} GROUP BY c.relkind
-UNION ALL SELECT 'function', count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
- WHERE {_USER_NS}
-UNION ALL SELECT 'type', count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
- WHERE {_USER_NS} AND t.typtype IN ('e', 'd', 'r')
-UNION ALL SELECT 'trigger', count(*) FROM pg_trigger WHERE NOT tgisinternal
-UNION ALL SELECT 'constraint', count(*) FROM pg_constraint o JOIN pg_namespace n
- ON n.oid = o.connamespace WHERE {_USER_NS} AND o.contype IN ('p', 'u', 'f', 'c', 'x')
-"""
-
-
-def _names(c: Any, kinds: str) -> list[str]:
-    return [r[0] for r in c.execute(
-        "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n "
-        f"ON n.oid = c.relnamespace WHERE c.relkind IN ({kinds}) AND {_USER_NS} ORDER BY 1").fetchall()]
-
-
-def _table_sum(c: Any, t: str) -> tuple[int, str]:
-    """Row count and an order-independent checksum of every row's text."""
-    r = c.execute(
-        "SELECT count(*), coalesce(sum(('x' || substr(h, 1, 15))::bit(60)::bigint), 0), "
-        "coalesce(sum(('x' || substr(h, 16, 15))::bit(60)::bigint), 0) "
-        f"FROM (SELECT md5(t::text) AS h FROM ONLY {t} t) s").fetchone()
-    return int(r[0]), f"{r[1]}:{r[2]}"
-
-
-def verify_database(old: PgServer, new: PgServer, db: str) -> dict[str, Any]:
-    """Old server against new: the same tables (``schema.table`` names), each
-    table's row count and checksum, each sequence's state, and the number of
-    objects of each kind.  NotDone on any difference."""
-    with _connect(old.url(db)) as a, _connect(new.url(db)) as b:
-        tables = _names(a, "'r', 'p'")
-        if _names(b, "'r', 'p'") != tables:
-            raise NotDone(f"verification failed: database {db}: the new server has other tables")
-        checked = []
-        for t in tables:
-            x, y = _table_sum(a, t), _table_sum(b, t)
-            if x != y:
-                raise NotDone(f"verification failed: database {db} table {t}: old server "
-                              f"{x[0]} rows, new server {y[0]} rows, or their checksums differ")
-            checked.append({"table": t, "rows": x[0]})
-        seqs = []
-        for s in _names(a, "'S'"):
-            x = a.execute(f"SELECT last_value, is_called FROM {s}").fetchone()
-            y = b.execute(f"SELECT last_value, is_called FROM {s}").fetchone()
-            if tuple(x) != tuple(y):
-                raise NotDone(f"verification failed: database {db} sequence {s}: old {tuple(x)}, "
-                              f"new {tuple(y)}")
-            seqs.append({"sequence": s, "last_value": int(x[0]), "is_called": bool(x[1])})
-        ox = dict(a.execute(_OBJECTS).fetchall())
-        oy = dict(b.execute(_OBJECTS).fetchall())
-        if ox != oy:
-            diff = sorted(k for k in set(ox) | set(oy) if ox.get(k) != oy.get(k))
-            raise NotDone(f"verification failed: database {db}: object counts differ ({', '.join(diff)})")
-    return {"database": db, "tables": checked, "sequences": seqs, "objects": ox, "verified": True}
 
 
 def pg_upgrade_copy(old_data: str, new_data: str, old: HostTools, new: HostTools, *,

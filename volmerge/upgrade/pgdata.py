@@ -157,17 +157,37 @@ class TempContainer:
     bind-mounted at its host path, every image VOLUME on a tmpfs (so no
     volume is created for it)."""
 
-    def __init__(self, ctx: Any, pg: ImagePg, workdir: Path, role: str, image: Any) -> None:
+    def __init__(self, ctx: Any, pg: ImagePg, workdir: Path, role: str, image: Any,
+                 old_root: Path | None = None, timer: Timer | None = None) -> None:
         self.ctx, self.pg, self.workdir, self.role = ctx, pg, workdir, role
-        self.image = image
+        self.image, self.old_root, self.timer = image, old_root, timer
+        #: paths of the old root mounted at the same place (what the new image lacks)
+        self.borrow: list[str] = []
         self.id: str | None = None
         self.uid_gid: tuple[int, int] = (999, 999)
 
+    def ensure(self) -> None:
+        """Started on first use (the old image's container serves only the
+        dump-and-restore path, which pg_upgrade usually makes unneeded)."""
+        if self.id is None:
+            t0 = time.monotonic()
+            self.start()
+            if self.timer is not None:
+                self.timer.add(f"container start ({self.role})", time.monotonic() - t0)
+
     def start(self) -> None:
+        from volmerge.runtime import sys as rsys
         from volmerge.runtime.options import HealthConfig, Mount, RunOptions
+
+        from .pgwrap import OLD_ROOT
 
         cfg = (self.image.config or {}).get("config") or {}
         mounts = [Mount("bind", str(self.workdir), str(self.workdir))]
+        if self.old_root is not None:  # the old image's root, for its programs (pgwrap)
+            mounts.append(Mount("bind", OLD_ROOT, str(self.old_root), readonly=True))
+            for path in self.borrow:
+                mounts.append(Mount("bind", path, str(rsys.path_in_root(self.old_root, path)),
+                                    readonly=True))
         for v in sorted(cfg.get("Volumes") or {}):
             if v.startswith("/") and v.rstrip("/") and not str(self.workdir).startswith(v.rstrip("/") + "/"):
                 mounts.append(Mount("tmpfs", v, "tmpfs"))
@@ -205,15 +225,22 @@ class TempContainer:
 
 @dataclass(frozen=True)
 class ContainerTools:
-    """pgmajor's tools interface for a running :class:`TempContainer`: the
-    image's own program of that name, exec'd in the container as its user;
-    output captured through files in the workdir, time added to ``timer``."""
+    """pgmajor's tools interface for a :class:`TempContainer` (started on
+    first use): the image's own program of that name, exec'd in the
+    container as its user; output captured through files in the workdir,
+    time added to ``timer``.  ``bindir``: another directory of programs
+    in that container (the old image's, wrapped: pgwrap); ``cwd``: where
+    they run; ``major``: the version they are, for the timings."""
 
     box: TempContainer
     timer: Timer
+    bindir: str | None = None
+    cwd: str = "/"
+    major: str | None = None
 
     @property
     def user(self) -> tuple[int, int]:
+        self.box.ensure()
         return self.box.uid_gid
 
     def run(self, tool: str, *args: str, input: str | None = None
@@ -221,7 +248,8 @@ class ContainerTools:
         from volmerge.runtime.executors.base import Stdio
 
         box = self.box
-        argv = [f"{box.pg.bindir}/{tool}", *args]
+        box.ensure()
+        argv = [f"{self.bindir or box.pg.bindir}/{tool}", *args]
         label = f"{tool} {args[-1]}" if tool == "pg_ctl" and args else tool
         base = box.workdir / f".out-{secrets.token_hex(4)}"
         t0 = time.monotonic()
@@ -230,7 +258,7 @@ class ContainerTools:
                     open(f"{base}.2", "w+b") as err:
                 inp.write((input or "").encode())
                 inp.seek(0)
-                rc = box.ctx.engine.exec(box.id, argv, workdir="/", stdio=Stdio(
+                rc = box.ctx.engine.exec(box.id, argv, workdir=self.cwd, stdio=Stdio(
                     subprocess.DEVNULL if input is None else inp, out, err))
                 out.seek(0)
                 err.seek(0)
@@ -241,7 +269,7 @@ class ContainerTools:
                     os.unlink(f"{base}{suffix}")
                 except FileNotFoundError:
                     pass
-            self.timer.add(f"{label} ({box.pg.major})", time.monotonic() - t0)
+            self.timer.add(f"{label} ({self.major or box.pg.major})", time.monotonic() - t0)
         return subprocess.CompletedProcess(argv, rc, o, e)
 
 
@@ -332,46 +360,61 @@ def _preview(ctx: Any, old: ImagePg, new: ImagePg, old_image: Any, ours: Path) -
 
 def _convert(ctx: Any, old: ImagePg, new: ImagePg, old_image: Any, new_image: Any,
              ours: Path, out: Path) -> dict[str, Any]:
-    from volmerge.strategies.sql.pgmajor import upgrade_datadir
+    """pgmajor's upgrade with each image's programs: the new image's
+    container also sees the old image's root (read-only, pgwrap) so that
+    pg_upgrade can run the old programs; the old image's own container is
+    started only if the upgrade falls back to dump and restore."""
+    from volmerge.strategies.sql.pgmajor import OldBeside, upgrade_datadir
+
+    from .imageview import image_root
+    from .pgwrap import write_wrappers
 
     timer = Timer()
     t_all = time.monotonic()
     work = _workdir(ctx)
     new_data = work / "new-data"
-    boxes = [TempContainer(ctx, old, work, "old", old_image),
-             TempContainer(ctx, new, work, "new", new_image)]
     written = False
-    try:
-        t0 = time.monotonic()
-        for b in boxes:
-            b.start()
-        timer.add("containers start", time.monotonic() - t0)
-        t0 = time.monotonic()
-        result = upgrade_datadir(ours, new_data, ContainerTools(boxes[0], timer),
-                                 ContainerTools(boxes[1], timer), workdir=work, timing=timer.add)
-        timer.add("dump, replay, verify (total)", time.monotonic() - t0)
-        dbs, carried = result.databases, result.config.note()
-        t0 = time.monotonic()
-        written = True
-        write_upper(new_data, ours, out)
-        timer.add("write upper", time.monotonic() - t0)
-    except BaseException:
-        if written:
-            _empty(out)
-        raise
-    finally:
-        t0 = time.monotonic()
-        for b in reversed(boxes):
+    with image_root(ctx.store, old_image) as old_root:
+        boxes = [TempContainer(ctx, old, work, "old", old_image, timer=timer),
+                 TempContainer(ctx, new, work, "new", new_image, old_root=old_root, timer=timer)]
+        boxes[1].borrow = _borrowed(ctx, old_root, new_image)
+        try:
+            beside = None
             try:
-                b.remove()
-            except Exception as exc:  # noqa: BLE001 - the other one and the dir still go
-                diag.ignored(__name__, "removing a temporary PostgreSQL container", exc)
-        _rmtree_quiet(work)
-        timer.add("cleanup", time.monotonic() - t0)
+                wrapped = write_wrappers(old_root, old.bindir, work / "old-bin")
+                beside = OldBeside(ContainerTools(boxes[1], timer, bindir=wrapped, major=old.major),
+                                   wrapped)
+            except (OSError, ValueError) as exc:
+                diag.ignored(__name__, "the old image's programs cannot be wrapped", exc)
+            t0 = time.monotonic()
+            result = upgrade_datadir(ours, new_data, ContainerTools(boxes[0], timer),
+                                     ContainerTools(boxes[1], timer), workdir=work,
+                                     timing=timer.add, beside=beside)
+            timer.add("upgrade, verify (total)", time.monotonic() - t0)
+            dbs, carried = result.databases, result.config.note()
+            t0 = time.monotonic()
+            written = True
+            write_upper(new_data, ours, out)
+            timer.add("write upper", time.monotonic() - t0)
+        except BaseException:
+            if written:
+                _empty(out)
+            raise
+        finally:
+            t0 = time.monotonic()
+            for b in reversed(boxes):
+                try:
+                    b.remove()
+                except Exception as exc:  # noqa: BLE001 - the other one and the dir still go
+                    diag.ignored(__name__, "removing a temporary PostgreSQL container", exc)
+            _rmtree_quiet(work)
+            timer.add("cleanup", time.monotonic() - t0)
     rows = sum(t["rows"] for d in dbs for t in d["tables"])
     tables = sum(len(d["tables"]) for d in dbs)
     seqs = sum(len(d["sequences"]) for d in dbs)
-    note = (f"PostgreSQL {old.major} -> {new.major}: {len(dbs)} databases, {tables} tables, "
+    how = (f"by {result.method}" if result.fallback is None
+           else f"by {result.method} (pg_upgrade not used: {result.fallback})")
+    note = (f"PostgreSQL {old.major} -> {new.major} {how}: {len(dbs)} databases, {tables} tables, "
             f"{rows} rows, {seqs} sequences replayed, verified")
     entry = _entry(note)
     if carried:
@@ -379,7 +422,25 @@ def _convert(ctx: Any, old: ImagePg, new: ImagePg, old_image: Any, new_image: An
     timer.add("total", time.monotonic() - t_all)
     return _report(entry, {"old_version": old.major, "new_version": new.major,
                            "new_server": new.full, "tables": tables, "rows": rows,
+                           "method": result.method, "fallback": result.fallback,
                            "databases": dbs, "timings": timer.steps})
+
+
+#: absolute paths compiled into PostgreSQL programs that matter to a server:
+#: Debian builds --with-system-tzdata
+_ABSOLUTE = ("/usr/share/zoneinfo",)
+
+
+def _borrowed(ctx: Any, old_root: Path, new_image: Any) -> list[str]:
+    """What the old programs read at an absolute path that the new image
+    lacks (its time zone data): mounted from the old root at that path."""
+    from volmerge.runtime import sys as rsys
+
+    from .imageview import image_root
+
+    with image_root(ctx.store, new_image) as new_root:
+        return [p for p in _ABSOLUTE if rsys.path_in_root(old_root, p).is_dir()
+                and not rsys.path_in_root(new_root, p).is_dir()]
 
 
 # -- the overlay upper -------------------------------------------------------------
