@@ -44,6 +44,9 @@ __all__ = ["PgMajorResult", "OldBeside", "upgrade_datadir", "preview_datadir", "
            "verify_database", "read_version", "data_version", "clone_datadir", "conninfo_dbname"]
 
 Timing = Callable[[str, float], None]
+#: ``snapshot(frozen, path)``: ``path`` made a private, writable copy of the
+#: frozen data directory for the duration (the default: a copy, cp -a)
+Snapshot = Callable[[str, str], contextlib.AbstractContextManager[Any]]
 #: the settings pg_upgrade starts its servers with for the bulk work
 BULK = {"fsync": "off", "full_page_writes": "off", "synchronous_commit": "off"}
 
@@ -82,6 +85,16 @@ def data_version(datadir: str | os.PathLike[str]) -> str:
     if v is None:
         raise BadInput(f"{datadir}: not a PostgreSQL data directory (no PG_VERSION)")
     return v
+
+
+@contextlib.contextmanager
+def copied(frozen: str, path: str) -> Iterator[None]:
+    """The default :data:`Snapshot`: a copy (reflinks where the filesystem has them)."""
+    try:
+        clone_datadir(frozen, path)
+        yield
+    finally:
+        rmtree_quiet(path)
 
 
 def clone_datadir(src: str, dst: str) -> None:
@@ -165,7 +178,8 @@ def _beside(old: Tools, new: Tools) -> OldBeside | None:
 def upgrade_datadir(old_data: str | os.PathLike[str], new_data: str | os.PathLike[str], old: Tools,
                     new: Tools, *, workdir: str | os.PathLike[str], superuser: str | None = None,
                     timing: Timing | None = None, method: str = "auto",
-                    beside: OldBeside | None = None) -> PgMajorResult:
+                    beside: OldBeside | None = None,
+                    snapshot: Snapshot | None = None) -> PgMajorResult:
     """Upgrade the PostgreSQL data directory ``old_data`` (frozen, left
     untouched) into the new data directory ``new_data`` (must not exist),
     ``old``'s programs reading and ``new``'s writing.
@@ -176,6 +190,8 @@ def upgrade_datadir(old_data: str | os.PathLike[str], new_data: str | os.PathLik
     back to dump and restore when that path is refused (the reason is in
     ``result.fallback``); ``"dump"`` only dumps and restores;
     ``"pg_upgrade"`` only runs pg_upgrade (Refused when it cannot).
+    ``snapshot`` makes the old cluster pg_upgrade starts (default: a copy;
+    the upgrade transaction passes a copy-on-write overlay).
     Either way every database is verified old server against new and the
     configuration is carried.  ``result.databases`` holds one
     ``verify_database`` dict per database; ``timing(step, seconds)`` hears
@@ -203,7 +219,8 @@ def upgrade_datadir(old_data: str | os.PathLike[str], new_data: str | os.PathLik
         confs = None
         if method != "dump" and beside is not None:
             try:
-                dbs, confs, how = _fast(old_data, new_data, new, beside, work, superuser, tick)
+                dbs, confs, how = _fast(old_data, new_data, new, beside, work, superuser, tick,
+                                        snapshot or copied)
             except NotDone as exc:
                 if method == "pg_upgrade" or _no_space(str(exc)):
                     raise
@@ -259,55 +276,67 @@ def _dump_restore(old_data: str, new_data: str, old: Tools, new: Tools, work: st
 
 
 def _fast(old_data: str, new_data: str, new: Tools, beside: OldBeside, work: str,
-          superuser: str | None, tick: Timing) -> tuple[list[dict[str, Any]], Confs, str]:
-    """pg_upgrade on a clone of the frozen data (``--check`` first), then
-    both servers up — the old one on the clone, which ``--copy`` and
+          superuser: str | None, tick: Timing,
+          snapshot: Snapshot) -> tuple[list[dict[str, Any]], Confs, str]:
+    """pg_upgrade on a snapshot of the frozen data (``--check`` first), then
+    both servers up — the old one on the snapshot, which ``--copy`` and
     ``--clone`` leave as it was — for the verification, the collation
     check and the configuration.  Refused (or NotDone) when this path
     cannot be taken; the caller falls back."""
-    from . import pgupgrade
-
     clone = os.path.join(work, "old-data")
     try:
         t0 = time.monotonic()
-        clone_datadir(old_data, clone)
-        give(clone, beside.tools.user)
-        tick("copy data", time.monotonic() - t0)
-        t0 = time.monotonic()
-        info = pgupgrade.cluster_info(beside.tools, clone)
-        if superuser is not None and superuser != info.superuser:
-            raise pgupgrade.Refused(f"pg_upgrade runs as the bootstrap superuser {info.superuser}")
-        tick("old cluster settings", time.monotonic() - t0)
-        t0 = time.monotonic()
-        pgupgrade.initdb(new, new_data, info)
-        tick("initdb", time.monotonic() - t0)
-        mode = "--clone" if pgupgrade.clone_supported(work) else "--copy"
-        jobs = max(1, min(4, os.cpu_count() or 1))
-        for check_only in (True, False):
-            t0 = time.monotonic()
-            pgupgrade.run(new, beside.bindir, clone, new_data, info, work, mode=mode,
-                          check_only=check_only, jobs=jobs)
-            tick("pg_upgrade --check" if check_only else f"pg_upgrade {mode}",
-                 time.monotonic() - t0)
-        rmtree_quiet(os.path.join(new_data, "pg_upgrade_output.d"))
-        old_srv = PgServer(beside.tools, clone, os.path.join(work, "old-sock"), port=5432,
-                           options=dict(BULK), superuser=info.superuser)
-        new_srv = PgServer(new, new_data, os.path.join(work, "new-sock"), port=5433,
-                           options=dict(BULK), superuser=info.superuser)
-        t0 = time.monotonic()
-        with _both_running(old_srv, new_srv):
-            tick("servers start", time.monotonic() - t0)
-            t0 = time.monotonic()
-            dbs = verify_databases(old_srv, new_srv, _databases(old_srv),
-                                   extra=_refuse_collation_risk)
-            tick("verify", time.monotonic() - t0)
-            t0 = time.monotonic()
-            _analyze(new_srv, [d["database"] for d in dbs])
-            tick("analyze", time.monotonic() - t0)
-            confs = _confs(old_srv, new_srv)
+        with snapshot(old_data, clone):
+            for stale in ("postmaster.pid", "postmaster.opts"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(clone, stale))
+            give(clone, beside.tools.user)
+            tick("copy data", time.monotonic() - t0)
+            return _fast_on(clone, new_data, new, beside, work, superuser, tick)
     finally:
         for d in ("old-data", "old-sock", "new-sock", "pgu-sock", "pgu-cwd"):
             rmtree_quiet(os.path.join(work, d))
+
+
+def _fast_on(clone: str, new_data: str, new: Tools, beside: OldBeside, work: str,
+             superuser: str | None, tick: Timing) -> tuple[list[dict[str, Any]], Confs, str]:
+    """pg_upgrade on ``clone`` (the old cluster's private copy), then both
+    servers up for the verification, the collation check and the
+    configuration."""
+    from . import pgupgrade
+
+    t0 = time.monotonic()
+    info = pgupgrade.cluster_info(beside.tools, clone)
+    if superuser is not None and superuser != info.superuser:
+        raise pgupgrade.Refused(f"pg_upgrade runs as the bootstrap superuser {info.superuser}")
+    tick("old cluster settings", time.monotonic() - t0)
+    t0 = time.monotonic()
+    pgupgrade.initdb(new, new_data, info)
+    tick("initdb", time.monotonic() - t0)
+    mode = "--clone" if pgupgrade.clone_supported(work) else "--copy"
+    jobs = max(1, min(4, os.cpu_count() or 1))
+    for check_only in (True, False):
+        t0 = time.monotonic()
+        pgupgrade.run(new, beside.bindir, clone, new_data, info, work, mode=mode,
+                      check_only=check_only, jobs=jobs)
+        tick("pg_upgrade --check" if check_only else f"pg_upgrade {mode}",
+             time.monotonic() - t0)
+    rmtree_quiet(os.path.join(new_data, "pg_upgrade_output.d"))
+    old_srv = PgServer(beside.tools, clone, os.path.join(work, "old-sock"), port=5432,
+                       options=dict(BULK), superuser=info.superuser)
+    new_srv = PgServer(new, new_data, os.path.join(work, "new-sock"), port=5433,
+                       options=dict(BULK), superuser=info.superuser)
+    t0 = time.monotonic()
+    with _both_running(old_srv, new_srv):
+        tick("servers start", time.monotonic() - t0)
+        t0 = time.monotonic()
+        dbs = verify_databases(old_srv, new_srv, _databases(old_srv),
+                               extra=_refuse_collation_risk)
+        tick("verify", time.monotonic() - t0)
+        t0 = time.monotonic()
+        _analyze(new_srv, [d["database"] for d in dbs])
+        tick("analyze", time.monotonic() - t0)
+        confs = _confs(old_srv, new_srv)
     return dbs, confs, f"pg_upgrade {mode}"
 
 

@@ -59,12 +59,14 @@ def _sizes(c: Any) -> dict[str, int]:
 
 
 def table_sum(c: Any, t: str) -> tuple[int, str]:
-    """Row count and an order-independent checksum of every row's text."""
+    """Row count and an order-independent checksum of every row's text: the
+    sum of each row's 64-bit ``hashtextextended`` (the hash PostgreSQL keeps
+    stable across major versions: hash partitions rely on it; ~4 times
+    cheaper than md5 and a hex round trip).  Both servers run on one host."""
     r = c.execute(
-        "SELECT count(*), coalesce(sum(('x' || substr(h, 1, 15))::bit(60)::bigint), 0), "
-        "coalesce(sum(('x' || substr(h, 16, 15))::bit(60)::bigint), 0) "
-        f"FROM (SELECT md5(t::text) AS h FROM ONLY {t} t) s").fetchone()
-    return int(r[0]), f"{r[1]}:{r[2]}"
+        "SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)::numeric), 0) "
+        f"FROM ONLY {t} t").fetchone()
+    return int(r[0]), str(r[1])
 
 
 class _Conns:

@@ -26,12 +26,14 @@ whited out.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
 import stat
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,7 +50,6 @@ def _rmtree_quiet(path: str | os.PathLike[str]) -> None:
     """Best-effort removal of a work tree holding a clone of a container's
     data (iterative: shutil.rmtree recurses, and its ignore_errors does not
     cover RecursionError)."""
-    import contextlib
 
     from volmerge.runtime.fsutil import rmtree
 
@@ -389,7 +390,7 @@ def _convert(ctx: Any, old: ImagePg, new: ImagePg, old_image: Any, new_image: An
             t0 = time.monotonic()
             result = upgrade_datadir(ours, new_data, ContainerTools(boxes[0], timer),
                                      ContainerTools(boxes[1], timer), workdir=work,
-                                     timing=timer.add, beside=beside)
+                                     timing=timer.add, beside=beside, snapshot=overlay_snapshot)
             timer.add("upgrade, verify (total)", time.monotonic() - t0)
             dbs, carried = result.databases, result.config.note()
             t0 = time.monotonic()
@@ -443,6 +444,42 @@ def _borrowed(ctx: Any, old_root: Path, new_image: Any) -> list[str]:
                 and not rsys.path_in_root(new_root, p).is_dir()]
 
 
+@contextlib.contextmanager
+def overlay_snapshot(frozen: str, path: str) -> Iterator[None]:
+    """pgmajor's snapshot of the frozen data as the upgrade takes it: an
+    overlay at ``path`` with ``frozen`` as its only lower layer, so that
+    the old server pg_upgrade starts writes beside the data, never into it,
+    and nothing is copied but what it writes (metadata only for a chown:
+    ``metacopy``; no syncs: ``volatile``, the upper is thrown away).  A
+    file system without such overlays gets a copy (pgmajor's default)."""
+    from volmerge.runtime import sys as rsys
+    from volmerge.strategies.sql.pgmajor import copied
+
+    base = path + ".cow"
+    upper, work = os.path.join(base, "upper"), os.path.join(base, "work")
+    for d in (path, upper, work):
+        os.makedirs(d)
+    st = os.stat(frozen)  # the overlay's root is the upper's: the data directory's owner and mode
+    os.chown(upper, st.st_uid, st.st_gid)
+    os.chmod(upper, stat.S_IMODE(st.st_mode))
+    try:
+        rsys.mount_overlay(path, [frozen], upper, work,
+                           extra={"metacopy": "on", "volatile": None})
+    except OSError as exc:
+        diag.ignored(__name__, "a copy-on-write overlay of the frozen data", exc)
+        _rmtree_quiet(base)
+        os.rmdir(path)
+        with copied(frozen, path):
+            yield
+        return
+    try:
+        yield
+    finally:
+        rsys.umount(path, rsys.MNT_DETACH)
+        _rmtree_quiet(base)
+        _rmtree_quiet(path)
+
+
 # -- the overlay upper -------------------------------------------------------------
 
 def write_upper(new_data: Path, ours: Path, out: Path) -> None:
@@ -487,4 +524,5 @@ def _empty(out: Path) -> None:
                 pass
 
 
-__all__ = ["maybe_upgrade", "find_pg", "write_upper", "host_tools", "ImagePg", "ContainerTools"]
+__all__ = ["maybe_upgrade", "find_pg", "write_upper", "host_tools", "ImagePg", "ContainerTools",
+           "overlay_snapshot"]
