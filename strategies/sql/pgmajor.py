@@ -303,6 +303,8 @@ def _fast_on(clone: str, new_data: str, new: Tools, beside: OldBeside, work: str
     """pg_upgrade on ``clone`` (the old cluster's private copy), then both
     servers up for the verification, the collation check and the
     configuration."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from . import pgupgrade
 
     t0 = time.monotonic()
@@ -330,12 +332,12 @@ def _fast_on(clone: str, new_data: str, new: Tools, beside: OldBeside, work: str
     with _both_running(old_srv, new_srv):
         tick("servers start", time.monotonic() - t0)
         t0 = time.monotonic()
-        dbs = verify_databases(old_srv, new_srv, _databases(old_srv),
-                               extra=_refuse_collation_risk)
-        tick("verify", time.monotonic() - t0)
-        t0 = time.monotonic()
-        _analyze(new_srv, [d["database"] for d in dbs])
-        tick("analyze", time.monotonic() - t0)
+        names = _databases(old_srv)
+        with ThreadPoolExecutor(1) as pool:  # ANALYZE beside the verification's reads
+            stats = pool.submit(_analyze, new_srv, names)
+            dbs = verify_databases(old_srv, new_srv, names, extra=_refuse_collation_risk)
+            stats.result()
+        tick("verify and analyze", time.monotonic() - t0)
         confs = _confs(old_srv, new_srv)
     return dbs, confs, f"pg_upgrade {mode}"
 

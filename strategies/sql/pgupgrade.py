@@ -89,7 +89,9 @@ def initdb(new: Tools, datadir: str, info: ClusterInfo) -> None:
     give(datadir, new.user)
     seg = re.fullmatch(r"(\d+)MB", info.wal_segment)
     args = ["-D", datadir, "-U", info.superuser, "--auth=trust", "-E", info.encoding,
-            f"--lc-collate={info.collate}", f"--lc-ctype={info.ctype}", "--no-sync"]
+            f"--locale={info.collate}", "--no-sync"]
+    if info.ctype != info.collate:
+        args.append(f"--lc-ctype={info.ctype}")
     if info.checksums:
         args.append("--data-checksums")
     if seg and seg.group(1) != "16":
