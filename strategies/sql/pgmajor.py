@@ -1,24 +1,28 @@
-"""PostgreSQL major-version upgrade of a data directory, by dump and restore.
+"""PostgreSQL major-version upgrade of a data directory: pg_upgrade, or dump and restore.
 
 PostgreSQL major versions cannot read each other's data directories.  Here
-the frozen old data is never touched: it is cloned, a temporary server of
-the *old* version runs on the clone (private unix socket, no TCP), roles are
-carried, every database is dumped with the old version's own pg_dump
-(custom format: owners, grants, sequences, functions, types, views,
-triggers all carried), a new data directory is initialised with the *new*
-version's initdb and each dump is restored by the *new* pg_restore; every
-database is compared old server against new server (every table's row
-count and an order-independent checksum of its rows, every sequence's
-state, the number of objects of each kind), and the operator's
-configuration is carried (pgconf.py, read from the servers'
+the frozen old data is never touched.  The fast path (pgupgrade.py) runs
+``pg_upgrade`` — ``--check`` first, then ``--copy`` or ``--clone`` — on a
+snapshot of it, when the old version's programs can run beside the new
+ones.  The fallback, whenever that path is refused, clones the data, runs a
+temporary server of the *old* version on the clone (private unix socket,
+no TCP), carries roles, dumps every database with the old version's own
+pg_dump (custom format: owners, grants, sequences, functions, types,
+views, triggers all carried), initialises a new data directory with the
+*new* version's initdb and restores each dump with the *new* pg_restore.
+Either way every database is compared old server against new server
+(pgverify.py: every table's row count and an order-independent checksum of
+its rows, every sequence's state, the number of objects of each kind), and
+the operator's configuration is carried (pgconf.py, read from the servers'
 ``pg_file_settings``).  On any failure the new data directory is removed.
 
 This is the one implementation: the library (``upgrade_datadir`` with
 :class:`.pgtemp.HostTools`: this host's programs) and the upgrade
 transaction (volmerge.upgrade.pgdata: each version's programs inside a
-container of its own image) call the same functions with other
-:class:`.pgtemp.Tools`.  ``preview_datadir`` is the dry run: the old server
-on a clone, counted with the same listings, nothing written.
+container of its own image, the old ones also in the new image's
+container for pg_upgrade) call the same functions with other
+:class:`.pgtemp.Tools`.  ``preview_datadir`` is the dry run: the old
+server on a clone, counted with the same listings, nothing written.
 """
 
 from __future__ import annotations

@@ -9,19 +9,22 @@ major version does not change), else it writes the new data directory into
 report.
 
 The upgrade itself — and its dry run — is strategies.sql.pgmajor's, the
-one implementation (dump, pg_restore, verification, configuration).  What
-this module adds is where the programs run: each image runs *its own*
-binaries, in a temporary container (network none, no ports, the image's
-unprivileged user, an idle shell as its process) with one store tmpdir
-bind-mounted at the *same* path as on the host, so the paths pgmajor hands
-to the programs (the clone of the data, the new data directory, the unix
-sockets psycopg connects to from the host, the dumps) mean the same on
-both sides.  :class:`ContainerTools` is pgmajor's tools interface for such
-a container; :func:`host_tools` the one for this host's programs, with the
-system user it needs.  ``ours`` is only read (copied into the tmpdir); the
-new data directory is then moved into ``out`` as an overlay upper:
-top-level directories opaque, top-level entries the new version lacks
-whited out.
+one implementation (pg_upgrade or dump and restore, verification,
+configuration).  What this module adds is where the programs run: each
+image runs *its own* binaries, in a temporary container (network none, no
+ports, the image's unprivileged user, an idle shell as its process) with
+one store tmpdir bind-mounted at the *same* path as on the host, so the
+paths pgmajor hands to the programs (the snapshot of the data, the new data
+directory, the unix sockets psycopg connects to from the host, the dumps)
+mean the same on both sides.  The new image's container also sees the old
+image's root (read-only; pgwrap's wrappers run its programs there), so
+that pg_upgrade has both versions side by side.  :class:`ContainerTools`
+is pgmajor's tools interface for such a container; :func:`host_tools` the
+one for this host's programs, with the system user it needs.  ``ours`` is
+only read (under a copy-on-write overlay, :func:`overlay_snapshot`, or
+copied); the new data directory is then moved into ``out`` as an overlay
+upper: top-level directories opaque, top-level entries the new version
+lacks whited out.
 """
 
 from __future__ import annotations
@@ -345,7 +348,7 @@ def _preview(ctx: Any, old: ImagePg, new: ImagePg, old_image: Any, ours: Path) -
         timer.add("container start", time.monotonic() - t0)
         dbs = preview_datadir(ours, ContainerTools(box, timer), workdir=work, timing=timer.add)
     except NotDone as exc:
-        note = f"{head}: dump and replay with verification (counts unavailable: {exc})"
+        note = f"{head}: pg_upgrade or dump and restore, verified (counts unavailable: {exc})"
         return _report(_entry(note), {"old_version": old.major, "new_version": new.major,
                                       "dry_run": True, "databases": []})
     finally:
@@ -354,7 +357,8 @@ def _preview(ctx: Any, old: ImagePg, new: ImagePg, old_image: Any, ours: Path) -
     rows = sum(t["rows"] for d in dbs for t in d["tables"])
     tables = sum(len(d["tables"]) for d in dbs)
     note = (f"{head}: would replay {len(dbs)} databases, {tables} tables, {rows} rows "
-            f"(dump with {old.major}'s pg_dump, initdb and load with {new.major}'s, verified)")
+            f"(pg_upgrade with {old.major}'s programs beside {new.major}'s, else dump and "
+            "restore; verified)")
     return _report(_entry(note), {"old_version": old.major, "new_version": new.major,
                                   "dry_run": True, "databases": dbs, "timings": timer.steps})
 
@@ -450,8 +454,10 @@ def overlay_snapshot(frozen: str, path: str) -> Iterator[None]:
     overlay at ``path`` with ``frozen`` as its only lower layer, so that
     the old server pg_upgrade starts writes beside the data, never into it,
     and nothing is copied but what it writes (metadata only for a chown:
-    ``metacopy``; no syncs: ``volatile``, the upper is thrown away).  A
-    file system without such overlays gets a copy (pgmajor's default)."""
+    ``metacopy``; no syncs: ``volatile``, the upper is thrown away).
+    ``metacopy`` trusts the layers' redirect xattrs: the only lower layer
+    is the volume itself, so a crafted one reaches nothing else.  A file
+    system without such overlays gets a copy (pgmajor's default)."""
     from volmerge.runtime import sys as rsys
     from volmerge.strategies.sql.pgmajor import copied
 
