@@ -120,7 +120,7 @@ def in_dir(tools: Tools, cwd: str) -> Tools:
     """``tools`` running in ``cwd`` (pg_upgrade wants a writable working
     directory); tools without a working directory of their own as they are."""
     if dataclasses.is_dataclass(tools) and any(f.name == "cwd" for f in dataclasses.fields(tools)):
-        return dataclasses.replace(tools, cwd=cwd)  # type: ignore[type-var]
+        return dataclasses.replace(tools, cwd=cwd)
     return tools
 
 
