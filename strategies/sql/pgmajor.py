@@ -40,9 +40,9 @@ from volmerge.strategies.errors import BadInput, NotDone
 
 from . import pgconf
 from .pgtemp import HostTools, PgServer, Tools, bootstrap_superuser, check, give, rmtree_quiet
+from .pgverify import compare, fingerprints, verify_database
 from .pgverify import connect as _connect
 from .pgverify import names as _names
-from .pgverify import verify_database, verify_databases
 
 __all__ = ["PgMajorResult", "OldBeside", "upgrade_datadir", "preview_datadir", "pg_upgrade_copy",
            "verify_database", "read_version", "data_version", "clone_datadir", "conninfo_dbname"]
@@ -304,9 +304,10 @@ def _fast(old_data: str, new_data: str, new: Tools, beside: OldBeside, work: str
 
 def _fast_on(clone: str, new_data: str, new: Tools, beside: OldBeside, work: str,
              superuser: str | None, tick: Timing) -> tuple[list[dict[str, Any]], Confs, str]:
-    """pg_upgrade on ``clone`` (the old cluster's private copy), then both
-    servers up for the verification, the collation check and the
-    configuration."""
+    """On ``clone`` (the old cluster's private snapshot): the old side of
+    the verification and its configuration read while the new cluster is
+    initialised, then pg_upgrade (``--check`` first), then the new server
+    read, its collations checked and ANALYZEd, and both sides compared."""
     from concurrent.futures import ThreadPoolExecutor
 
     from . import pgupgrade
@@ -316,33 +317,49 @@ def _fast_on(clone: str, new_data: str, new: Tools, beside: OldBeside, work: str
     if superuser is not None and superuser != info.superuser:
         raise pgupgrade.Refused(f"pg_upgrade runs as the bootstrap superuser {info.superuser}")
     tick("old cluster settings", time.monotonic() - t0)
+    old_srv = PgServer(beside.tools, clone, os.path.join(work, "old-sock"), port=5432,
+                       options=dict(BULK), superuser=info.superuser)
+    new_srv = PgServer(new, new_data, os.path.join(work, "new-sock"), port=5433,
+                       options=dict(BULK), superuser=info.superuser)
     t0 = time.monotonic()
-    pgupgrade.initdb(new, new_data, info)
-    tick("initdb", time.monotonic() - t0)
+    with ThreadPoolExecutor(1) as pool:  # the new cluster made while the old one is read
+        made = pool.submit(pgupgrade.initdb, new, new_data, info)
+        try:
+            old_srv.start()
+            try:
+                names = _databases(old_srv)
+                olds = fingerprints(old_srv, names)
+                with _connect(old_srv.url("postgres")) as c:
+                    old_conf = pgconf.read_conf(c, old_srv.datadir)
+            finally:
+                old_srv.stop()
+        finally:
+            made.result()
+    tick("initdb and old side read", time.monotonic() - t0)
     mode = "--clone" if pgupgrade.clone_supported(work) else "--copy"
     jobs = max(1, min(4, os.cpu_count() or 1))
     for check_only in (True, False):
         t0 = time.monotonic()
         pgupgrade.run(new, beside.bindir, clone, new_data, info, work, mode=mode,
                       check_only=check_only, jobs=jobs)
-        tick("pg_upgrade --check" if check_only else f"pg_upgrade {mode}",
-             time.monotonic() - t0)
+        tick("pg_upgrade --check" if check_only else f"pg_upgrade {mode}", time.monotonic() - t0)
     rmtree_quiet(os.path.join(new_data, "pg_upgrade_output.d"))
-    old_srv = PgServer(beside.tools, clone, os.path.join(work, "old-sock"), port=5432,
-                       options=dict(BULK), superuser=info.superuser)
-    new_srv = PgServer(new, new_data, os.path.join(work, "new-sock"), port=5433,
-                       options=dict(BULK), superuser=info.superuser)
     t0 = time.monotonic()
-    with _both_running(old_srv, new_srv):
-        tick("servers start", time.monotonic() - t0)
-        t0 = time.monotonic()
-        names = _databases(old_srv)
+    new_srv.start()
+    try:
+        for db in names:
+            with _connect(new_srv.url(db)) as c:
+                _refuse_collation_risk(c, db)
         with ThreadPoolExecutor(1) as pool:  # ANALYZE beside the verification's reads
             stats = pool.submit(_analyze, new_srv, names)
-            dbs = verify_databases(old_srv, new_srv, names, extra=_refuse_collation_risk)
+            news = fingerprints(new_srv, names)
             stats.result()
-        tick("verify and analyze", time.monotonic() - t0)
-        confs = _confs(old_srv, new_srv)
+        dbs = [compare(db, olds[db], news[db]) for db in names]
+        with _connect(new_srv.url("postgres")) as c:
+            confs = (old_conf, pgconf.read_conf(c, new_srv.datadir), pgconf.known_settings(c))
+    finally:
+        new_srv.stop()
+    tick("new side: verify and analyze", time.monotonic() - t0)
     return dbs, confs, f"pg_upgrade {mode}"
 
 
@@ -352,28 +369,6 @@ def _refuse_collation_risk(new_conn: Any, db: str) -> None:
     risk = pgupgrade.collation_risk(new_conn, db)
     if risk is not None:
         raise pgupgrade.Refused(risk)
-
-
-@contextlib.contextmanager
-def _both_running(a: PgServer, b: PgServer) -> Iterator[None]:
-    """Both servers started side by side (each pg_ctl waits for its own), stopped after."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(2) as pool:
-        futs = [pool.submit(s.start) for s in (a, b)]
-    errors = [f.exception() for f in futs]
-    try:
-        for e in errors:
-            if e is not None:
-                raise e
-        yield
-    finally:
-        for s, e in zip((a, b), errors, strict=True):
-            if e is None:
-                try:
-                    s.stop()
-                except Exception as exc:  # noqa: BLE001 - keep the original error
-                    diag.ignored(__name__, "stopping a temporary server", exc)
 
 
 def _analyze(srv: PgServer, dbs: list[str]) -> None:

@@ -8,14 +8,16 @@ difference is NotDone: the upgrade does not go ahead.
 The table checksums are the cost (every row read on both sides); they run
 side by side on several connections, largest tables first, both servers
 at once — the listing, sequences and object counts are cheap and read on
-one connection per server and database.
+one connection per server and database.  Each server's side is a
+:class:`Fingerprint`, so the old side can be read before the new server
+exists (pg_upgrade's fast path reads it while the new cluster is made).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from volmerge.strategies.errors import NotDone
@@ -70,7 +72,7 @@ def table_sum(c: Any, t: str) -> tuple[int, str]:
 
 
 class _Conns:
-    """One connection per thread, server and database (opened on first use)."""
+    """One connection per thread and database (opened on first use)."""
 
     def __init__(self) -> None:
         self.local = threading.local()
@@ -92,68 +94,87 @@ class _Conns:
             c.close()
 
 
-def verify_databases(old: PgServer, new: PgServer, dbs: list[str], *, workers: int = WORKERS,
-                     extra: Callable[[Any, str], None] | None = None) -> list[dict[str, Any]]:
-    """:func:`verify_database` of every database in ``dbs``, the table
-    checksums of all of them on ``workers`` connections per server.
-    ``extra(new_connection, db)``, when given, runs once per database on the
-    new server (checks of the caller's own; it raises to refuse)."""
-    listed: list[tuple[str, list[str], dict[str, int]]] = []
+@dataclass(frozen=True)
+class Fingerprint:
+    """What the verification compares of one database on one server."""
+
+    tables: list[str]
+    sums: dict[str, tuple[int, str]]
+    sequences: list[tuple[str, int, bool]]
+    objects: dict[str, int]
+
+
+def fingerprints(srv: PgServer, dbs: list[str], *, workers: int = WORKERS
+                 ) -> dict[str, Fingerprint]:
+    """Every database of ``dbs`` on ``srv``: its tables, each table's row
+    count and checksum (on ``workers`` connections, largest tables first),
+    its sequences and object counts.  The same on both servers is what
+    :func:`compare` checks; the old side can be read before the new exists
+    (pg_upgrade leaves the old cluster's rows as they were)."""
+    listed: dict[str, tuple[list[str], dict[str, int], list[tuple[str, int, bool]],
+                            dict[str, int]]] = {}
     for db in dbs:
-        with connect(old.url(db)) as a, connect(new.url(db)) as b:
-            tables = names(a, "'r', 'p'")
-            if names(b, "'r', 'p'") != tables:
-                raise NotDone(f"verification failed: database {db}: the new server has other tables")
-            listed.append((db, tables, _sizes(a)))
-            if extra is not None:
-                extra(b, db)
-    jobs = sorted(((sizes.get(t, 0), db, t, side) for db, tables, sizes in listed
-                   for t in tables for side in (0, 1)), key=lambda j: -j[0])
+        with connect(srv.url(db)) as c:
+            seqs = []
+            for s in names(c, "'S'"):
+                last, called = c.execute(f"SELECT last_value, is_called FROM {s}").fetchone()
+                seqs.append((s, int(last), bool(called)))
+            listed[db] = (names(c, "'r', 'p'"), _sizes(c), seqs, dict(c.execute(OBJECTS).fetchall()))
+    jobs = sorted(((sizes.get(t, 0), db, t) for db, (tables, sizes, _, _) in listed.items()
+                   for t in tables), key=lambda j: -j[0])
     conns = _Conns()
-    urls = {db: (old.url(db), new.url(db)) for db in dbs}
 
-    def one(job: tuple[int, str, str, int]) -> tuple[str, str, int, tuple[int, str]]:
-        _, db, t, side = job
-        return db, t, side, table_sum(conns.get(urls[db][side]), t)
+    def one(job: tuple[int, str, str]) -> tuple[str, str, tuple[int, str]]:
+        _, db, t = job
+        return db, t, table_sum(conns.get(srv.url(db)), t)
 
+    sums: dict[str, dict[str, tuple[int, str]]] = {db: {} for db in dbs}
     try:
         if jobs:
-            with ThreadPoolExecutor(max(1, min(workers * 2, len(jobs)))) as pool:
-                sums = {(db, t, side): s for db, t, side, s in pool.map(one, jobs)}
-        else:
-            sums = {}
+            with ThreadPoolExecutor(max(1, min(workers, len(jobs)))) as pool:
+                for db, t, x in pool.map(one, jobs):
+                    sums[db][t] = x
     finally:
         conns.close()
-    out = []
-    for db, tables, _ in listed:
-        checked = []
-        for t in tables:
-            x, y = sums[(db, t, 0)], sums[(db, t, 1)]
-            if x != y:
-                raise NotDone(f"verification failed: database {db} table {t}: old server "
-                              f"{x[0]} rows, new server {y[0]} rows, or their checksums differ")
-            checked.append({"table": t, "rows": x[0]})
-        out.append(_rest(old, new, db, checked))
-    return out
+    return {db: Fingerprint(tables, sums[db], seqs, objs)
+            for db, (tables, _, seqs, objs) in listed.items()}
 
 
-def _rest(old: PgServer, new: PgServer, db: str, checked: list[dict[str, Any]]) -> dict[str, Any]:
-    """Sequences and object counts of ``db``; the verification's record."""
-    with connect(old.url(db)) as a, connect(new.url(db)) as b:
-        seqs = []
-        for s in names(a, "'S'"):
-            x = a.execute(f"SELECT last_value, is_called FROM {s}").fetchone()
-            y = b.execute(f"SELECT last_value, is_called FROM {s}").fetchone()
-            if tuple(x) != tuple(y):
-                raise NotDone(f"verification failed: database {db} sequence {s}: old {tuple(x)}, "
-                              f"new {tuple(y)}")
-            seqs.append({"sequence": s, "last_value": int(x[0]), "is_called": bool(x[1])})
-        ox = dict(a.execute(OBJECTS).fetchall())
-        oy = dict(b.execute(OBJECTS).fetchall())
-        if ox != oy:
-            diff = sorted(k for k in set(ox) | set(oy) if ox.get(k) != oy.get(k))
-            raise NotDone(f"verification failed: database {db}: object counts differ ({', '.join(diff)})")
-    return {"database": db, "tables": checked, "sequences": seqs, "objects": ox, "verified": True}
+def compare(db: str, a: Fingerprint, b: Fingerprint) -> dict[str, Any]:
+    """The verification record of ``db``, old fingerprint ``a`` against new
+    ``b``; NotDone on any difference."""
+    if a.tables != b.tables:
+        raise NotDone(f"verification failed: database {db}: the new server has other tables")
+    checked = []
+    for t in a.tables:
+        x, y = a.sums[t], b.sums[t]
+        if x != y:
+            raise NotDone(f"verification failed: database {db} table {t}: old server "
+                          f"{x[0]} rows, new server {y[0]} rows, or their checksums differ")
+        checked.append({"table": t, "rows": x[0]})
+    new_seqs = {s: (v, c) for s, v, c in b.sequences}
+    for s, v, c in a.sequences:
+        if new_seqs.get(s) != (v, c):
+            raise NotDone(f"verification failed: database {db} sequence {s}: old {(v, c)}, "
+                          f"new {new_seqs.get(s)}")
+    if a.objects != b.objects:
+        ox, oy = a.objects, b.objects
+        diff = sorted(k for k in set(ox) | set(oy) if ox.get(k) != oy.get(k))
+        raise NotDone(f"verification failed: database {db}: object counts differ ({', '.join(diff)})")
+    return {"database": db, "tables": checked,
+            "sequences": [{"sequence": s, "last_value": v, "is_called": c} for s, v, c in a.sequences],
+            "objects": a.objects, "verified": True}
+
+
+def verify_databases(old: PgServer, new: PgServer, dbs: list[str], *,
+                     workers: int = WORKERS) -> list[dict[str, Any]]:
+    """:func:`verify_database` of every database in ``dbs``: both servers'
+    fingerprints read side by side, then compared."""
+    with ThreadPoolExecutor(1) as pool:
+        theirs = pool.submit(fingerprints, new, dbs, workers=workers)
+        ours = fingerprints(old, dbs, workers=workers)
+        news = theirs.result()
+    return [compare(db, ours[db], news[db]) for db in dbs]
 
 
 def verify_database(old: PgServer, new: PgServer, db: str) -> dict[str, Any]:
@@ -163,4 +184,5 @@ def verify_database(old: PgServer, new: PgServer, db: str) -> dict[str, Any]:
     return verify_databases(old, new, [db])[0]
 
 
-__all__ = ["verify_databases", "verify_database", "table_sum", "names", "connect", "OBJECTS"]
+__all__ = ["verify_databases", "verify_database", "fingerprints", "compare", "Fingerprint",
+           "table_sum", "names", "connect", "OBJECTS"]
