@@ -147,6 +147,10 @@ def run(new: Tools, old_bin: str, old_data: str, new_data: str, info: ClusterInf
     proc = in_dir(new, cwd).run("pg_upgrade", *args)
     if proc.returncode != 0:
         what = "pg_upgrade --check" if check_only else "pg_upgrade"
+        full = [ln.strip() for ln in (proc.stdout + "\n" + proc.stderr).splitlines()
+                if "No space left on device" in ln or "Disk quota exceeded" in ln]
+        if full:  # not a refusal: no other path would fit either
+            raise NotDone(f"{what}: {full[0][:300]}")
         raise Refused(f"{what}: {failure(proc.stdout + chr(10) + proc.stderr)}")
     return proc.stdout
 
