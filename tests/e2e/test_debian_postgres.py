@@ -162,7 +162,7 @@ def test_debian_postgres_15_to_17_by_auto_update(cli, open_registry, images,
         assert _sums(cli) == before
         assert _psql(cli, OIDS) == oids  # the fast path: pg_upgrade, not dump and restore
         hist = json.loads(cli("history", "pg", "--json").stdout)
-        done = [a for a in hist if a["type"] != "generation" and a["state"] == "committed"]
+        done = [a for a in hist if a["type"] != "generation" and a["state"] == "done"]
         print("15 -> 17 upgrade step timings:", json.dumps(done[-1]["timings"] if done else hist))
         assert _psql(cli, "SELECT nextval('invoice_no')") == "1014"
         assert _psql(cli, "INSERT INTO customers (name) VALUES ('new') RETURNING id"
