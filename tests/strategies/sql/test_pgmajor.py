@@ -266,7 +266,7 @@ def test_the_fast_path_is_pg_upgrade_verified_like_the_dump(upgraded, tmp_path):
     u = upgraded
     r = upgrade_datadir(u.old_data, str(tmp_path / "new"), host_tools(PG15_BIN),
                         host_tools(PG16_BIN), workdir=str(tmp_path / "work"))
-    assert (r.method, r.fallback) == ("pg_upgrade --copy", None)
+    assert r.method in ("pg_upgrade --copy", "pg_upgrade --clone") and r.fallback is None
     fast = next(d for d in r.databases if d["database"] == "app")
     assert fast["verified"] is True and fast["tables"] == _app(u)["tables"]
     assert fast["sequences"] == _app(u)["sequences"] and fast["objects"] == _app(u)["objects"]
