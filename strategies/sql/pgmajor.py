@@ -1,24 +1,28 @@
-"""PostgreSQL major-version upgrade of a data directory, by dump and restore.
+"""PostgreSQL major-version upgrade of a data directory: pg_upgrade, or dump and restore.
 
 PostgreSQL major versions cannot read each other's data directories.  Here
-the frozen old data is never touched: it is cloned, a temporary server of
-the *old* version runs on the clone (private unix socket, no TCP), roles are
-carried, every database is dumped with the old version's own pg_dump
-(custom format: owners, grants, sequences, functions, types, views,
-triggers all carried), a new data directory is initialised with the *new*
-version's initdb and each dump is restored by the *new* pg_restore; every
-database is compared old server against new server (every table's row
-count and an order-independent checksum of its rows, every sequence's
-state, the number of objects of each kind), and the operator's
-configuration is carried (pgconf.py, read from the servers'
+the frozen old data is never touched.  The fast path (pgupgrade.py) runs
+``pg_upgrade`` — ``--check`` first, then ``--copy`` or ``--clone`` — on a
+snapshot of it, when the old version's programs can run beside the new
+ones.  The fallback, whenever that path is refused, clones the data, runs a
+temporary server of the *old* version on the clone (private unix socket,
+no TCP), carries roles, dumps every database with the old version's own
+pg_dump (custom format: owners, grants, sequences, functions, types,
+views, triggers all carried), initialises a new data directory with the
+*new* version's initdb and restores each dump with the *new* pg_restore.
+Either way every database is compared old server against new server
+(pgverify.py: every table's row count and an order-independent checksum of
+its rows, every sequence's state, the number of objects of each kind), and
+the operator's configuration is carried (pgconf.py, read from the servers'
 ``pg_file_settings``).  On any failure the new data directory is removed.
 
 This is the one implementation: the library (``upgrade_datadir`` with
 :class:`.pgtemp.HostTools`: this host's programs) and the upgrade
 transaction (volmerge.upgrade.pgdata: each version's programs inside a
-container of its own image) call the same functions with other
-:class:`.pgtemp.Tools`.  ``preview_datadir`` is the dry run: the old server
-on a clone, counted with the same listings, nothing written.
+container of its own image, the old ones also in the new image's
+container for pg_upgrade) call the same functions with other
+:class:`.pgtemp.Tools`.  ``preview_datadir`` is the dry run: the old
+server on a clone, counted with the same listings, nothing written.
 """
 
 from __future__ import annotations
@@ -36,8 +40,17 @@ from volmerge.strategies.errors import BadInput, NotDone
 
 from . import pgconf
 from .pgtemp import HostTools, PgServer, Tools, bootstrap_superuser, check, give, rmtree_quiet
+from .pgverify import compare, fingerprints, verify_database
+from .pgverify import connect as _connect
+from .pgverify import names as _names
+
+__all__ = ["PgMajorResult", "OldBeside", "upgrade_datadir", "preview_datadir", "pg_upgrade_copy",
+           "verify_database", "read_version", "data_version", "clone_datadir", "conninfo_dbname"]
 
 Timing = Callable[[str, float], None]
+#: ``snapshot(frozen, path)``: ``path`` made a private, writable copy of the
+#: frozen data directory for the duration (the default: a copy, cp -a)
+Snapshot = Callable[[str, str], contextlib.AbstractContextManager[Any]]
 #: the settings pg_upgrade starts its servers with for the bulk work
 BULK = {"fsync": "off", "full_page_writes": "off", "synchronous_commit": "off"}
 
@@ -50,10 +63,15 @@ class PgMajorResult:
     databases: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     config: pgconf.Carried = field(default_factory=pgconf.Carried)
+    #: how the data was carried: "pg_upgrade --copy", "pg_upgrade --clone", "dump and restore"
+    method: str = "dump and restore"
+    #: why pg_upgrade was not used (None: it was, or it was not asked for)
+    fallback: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"old_version": self.old_version, "new_version": self.new_version,
                 "new_data": self.new_data, "databases": self.databases, "seconds": self.seconds,
+                "method": self.method, "fallback": self.fallback,
                 "config": {"carried": self.config.carried, "dropped": self.config.dropped}}
 
 
@@ -71,6 +89,16 @@ def data_version(datadir: str | os.PathLike[str]) -> str:
     if v is None:
         raise BadInput(f"{datadir}: not a PostgreSQL data directory (no PG_VERSION)")
     return v
+
+
+@contextlib.contextmanager
+def copied(frozen: str, path: str) -> Iterator[None]:
+    """The default :data:`Snapshot`: a copy (reflinks where the filesystem has them)."""
+    try:
+        clone_datadir(frozen, path)
+        yield
+    finally:
+        rmtree_quiet(path)
 
 
 def clone_datadir(src: str, dst: str) -> None:
@@ -134,40 +162,77 @@ def _no_timing(step: str, seconds: float) -> None:
     pass
 
 
+@dataclass(frozen=True)
+class OldBeside:
+    """The old installation's programs where the new ones run, as the same
+    user: what ``pg_upgrade`` needs.  ``tools`` runs them; ``bindir`` is
+    their directory as the new programs see it (``pg_upgrade -b``)."""
+
+    tools: Tools
+    bindir: str
+
+
+def _beside(old: Tools, new: Tools) -> OldBeside | None:
+    """Both installations on this host: the old one runs beside the new one as is."""
+    if isinstance(old, HostTools) and isinstance(new, HostTools):
+        return OldBeside(HostTools(old.bindir, new.user), old.bindir)
+    return None
+
+
 def upgrade_datadir(old_data: str | os.PathLike[str], new_data: str | os.PathLike[str], old: Tools,
                     new: Tools, *, workdir: str | os.PathLike[str], superuser: str | None = None,
-                    timing: Timing | None = None) -> PgMajorResult:
+                    timing: Timing | None = None, method: str = "auto",
+                    beside: OldBeside | None = None,
+                    snapshot: Snapshot | None = None) -> PgMajorResult:
     """Upgrade the PostgreSQL data directory ``old_data`` (frozen, left
     untouched) into the new data directory ``new_data`` (must not exist),
-    ``old``'s programs reading and ``new``'s writing.  ``result.databases``
-    holds one ``verify_database`` dict per database; ``timing(step,
-    seconds)``, when given, hears how long the copy, the verification and
-    the sync took.  Both servers run as pg_upgrade runs the new one: nothing
-    fsynced along the way (the clone is thrown away; a failure removes the
-    new directory), the new directory synced once at the end."""
+    ``old``'s programs reading and ``new``'s writing.
+
+    ``method``: ``"auto"`` runs ``pg_upgrade`` (checked first, then
+    ``--clone`` or ``--copy``) when the old programs can run beside the new
+    ones (``beside``; found by itself when both are this host's), and falls
+    back to dump and restore when that path is refused (the reason is in
+    ``result.fallback``); ``"dump"`` only dumps and restores;
+    ``"pg_upgrade"`` only runs pg_upgrade (Refused when it cannot).
+    ``snapshot`` makes the old cluster pg_upgrade starts (default: a copy;
+    the upgrade transaction passes a copy-on-write overlay).
+    Either way every database is verified old server against new and the
+    configuration is carried.  ``result.databases`` holds one
+    ``verify_database`` dict per database; ``timing(step, seconds)`` hears
+    each step's time.  The servers run as pg_upgrade runs its new one:
+    nothing fsynced along the way (the clone is thrown away; a failure
+    removes the new directory), the new directory synced once at the end."""
+    from . import pgupgrade
+
     t0 = time.monotonic()
     old_data, new_data, work = os.fspath(old_data), os.fspath(new_data), os.fspath(workdir)
     old_ver = data_version(old_data)
     if os.path.lexists(new_data):
         raise BadInput(f"{new_data}: already exists")
+    if method not in ("auto", "dump", "pg_upgrade"):
+        raise BadInput(f"unknown upgrade method {method!r} (auto, dump, pg_upgrade)")
     os.makedirs(work, exist_ok=True)
     tick = timing or _no_timing
-    new_srv = PgServer(new, new_data, os.path.join(work, "new-sock"), port=5433,
-                       options=dict(BULK))
+    beside = beside or _beside(old, new)
+    fallback, how = None, "dump and restore"
     try:
-        with old_server(old_data, old, work, superuser, tick) as old_srv:
-            new_srv.superuser = old_srv.superuser  # the same bootstrap role on both sides
-            enc, collate = _cluster_settings(old_srv)
-            new_srv.initdb(enc, collate)
-            new_srv.start()
+        if method != "dump" and beside is None:
+            fallback = "the old version's programs cannot run beside the new ones"
+            if method == "pg_upgrade":
+                raise pgupgrade.Refused(fallback)
+        confs = None
+        if method != "dump" and beside is not None:
             try:
-                _roles(old_srv, new_srv)
-                dbs = [_dump_restore_verify(old_srv, new_srv, db, work, i, tick)
-                       for i, db in enumerate(_databases(old_srv))]
-                old_conf, new_conf, known = _confs(old_srv, new_srv)
-            finally:
-                new_srv.stop()
-        carried = pgconf.carry(old_data, new_data, old_conf, new_conf, known, old_ver)
+                dbs, confs, how = _fast(old_data, new_data, new, beside, work, superuser, tick,
+                                        snapshot or copied)
+            except NotDone as exc:
+                if method == "pg_upgrade" or _no_space(str(exc)):
+                    raise
+                fallback = str(exc)
+                rmtree_quiet(new_data)
+        if confs is None:
+            dbs, confs = _dump_restore(old_data, new_data, old, new, work, superuser, tick)
+        carried = pgconf.carry(old_data, new_data, *confs, old_ver)
         check(new.run("postgres", "-D", new_data, "-C", "data_directory"),
               "the new server's check of the carried configuration")
         t1 = time.monotonic()
@@ -176,11 +241,153 @@ def upgrade_datadir(old_data: str | os.PathLike[str], new_data: str | os.PathLik
     except BaseException:
         rmtree_quiet(new_data)
         raise
+    return PgMajorResult(old_ver, data_version(new_data), new_data, dbs,
+                         round(time.monotonic() - t0, 3), carried, how, fallback)
+
+
+def _no_space(text: str) -> bool:
+    """A full disk: no other path would do better (the CLI names the file system)."""
+    return "No space left on device" in text or "Disk quota exceeded" in text
+
+
+Confs = tuple[pgconf.ServerConf, pgconf.ServerConf, set[str]]
+
+
+def _dump_restore(old_data: str, new_data: str, old: Tools, new: Tools, work: str,
+                  superuser: str | None, tick: Timing) -> tuple[list[dict[str, Any]], Confs]:
+    """The path that always works: roles, then every database dumped by the
+    old pg_dump and restored by the new pg_restore, each verified."""
+    new_srv = PgServer(new, new_data, os.path.join(work, "new-sock"), port=5433,
+                       options=dict(BULK))
+    try:
+        with old_server(old_data, old, work, superuser, tick) as old_srv:
+            new_srv.superuser = old_srv.superuser  # the same bootstrap role on both sides
+            enc, collate = _cluster_settings(old_srv)
+            t0 = time.monotonic()
+            new_srv.initdb(enc, collate)
+            tick("initdb", time.monotonic() - t0)
+            new_srv.start()
+            try:
+                _roles(old_srv, new_srv)
+                dbs = [_dump_restore_verify(old_srv, new_srv, db, work, i, tick)
+                       for i, db in enumerate(_databases(old_srv))]
+                return dbs, _confs(old_srv, new_srv)
+            finally:
+                new_srv.stop()
     finally:
         for d in ("new-sock", "dumps"):
             rmtree_quiet(os.path.join(work, d))
-    return PgMajorResult(old_ver, data_version(new_data), new_data, dbs,
-                         round(time.monotonic() - t0, 3), carried)
+
+
+def _fast(old_data: str, new_data: str, new: Tools, beside: OldBeside, work: str,
+          superuser: str | None, tick: Timing,
+          snapshot: Snapshot) -> tuple[list[dict[str, Any]], Confs, str]:
+    """pg_upgrade on a snapshot of the frozen data (``--check`` first), then
+    both servers up — the old one on the snapshot, which ``--copy`` and
+    ``--clone`` leave as it was — for the verification, the collation
+    check and the configuration.  Refused (or NotDone) when this path
+    cannot be taken; the caller falls back."""
+    clone = os.path.join(work, "old-data")
+    try:
+        t0 = time.monotonic()
+        with snapshot(old_data, clone):
+            for stale in ("postmaster.pid", "postmaster.opts"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(clone, stale))
+            give(clone, beside.tools.user)
+            tick("copy data", time.monotonic() - t0)
+            return _fast_on(clone, new_data, new, beside, work, superuser, tick)
+    finally:
+        for d in ("old-data", "old-sock", "new-sock", "pgu-sock", "pgu-cwd"):
+            rmtree_quiet(os.path.join(work, d))
+
+
+def _fast_on(clone: str, new_data: str, new: Tools, beside: OldBeside, work: str,
+             superuser: str | None, tick: Timing) -> tuple[list[dict[str, Any]], Confs, str]:
+    """On ``clone`` (the old cluster's private snapshot): the old side of
+    the verification and its configuration read while the new cluster is
+    initialised, then pg_upgrade (``--check`` first), then the new server
+    read, its collations checked and ANALYZEd, and both sides compared."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from . import pgupgrade
+
+    t0 = time.monotonic()
+    info = pgupgrade.cluster_info(beside.tools, clone)
+    if superuser is not None and superuser != info.superuser:
+        raise pgupgrade.Refused(f"pg_upgrade runs as the bootstrap superuser {info.superuser}")
+    tick("old cluster settings", time.monotonic() - t0)
+    # the old server where pg_upgrade looks for it: --check runs against it live
+    old_srv = PgServer(beside.tools, clone, os.path.join(work, "pgu-sock"),
+                       port=pgupgrade.OLD_PORT, options=dict(BULK), superuser=info.superuser)
+    new_srv = PgServer(new, new_data, os.path.join(work, "new-sock"), port=5433,
+                       options=dict(BULK), superuser=info.superuser)
+    mode = "--clone" if pgupgrade.clone_supported(work) else "--copy"
+    jobs = max(1, min(4, os.cpu_count() or 1))
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(1) as pool:  # the new cluster made while the old one is read
+        made = pool.submit(pgupgrade.initdb, new, new_data, info)
+        try:
+            old_srv.start()
+            try:
+                names = _databases(old_srv)
+                olds = fingerprints(old_srv, names)
+                with _connect(old_srv.url("postgres")) as c:
+                    old_conf = pgconf.read_conf(c, old_srv.datadir)
+                made.result()
+                tick("initdb and old side read", time.monotonic() - t0)
+                t0 = time.monotonic()
+                pgupgrade.run(new, beside.bindir, clone, new_data, info, work, mode=mode,
+                              check_only=True, jobs=jobs)
+                tick("pg_upgrade --check (live)", time.monotonic() - t0)
+            finally:
+                old_srv.stop()
+        finally:
+            made.result()
+    t0 = time.monotonic()
+    pgupgrade.run(new, beside.bindir, clone, new_data, info, work, mode=mode, check_only=False,
+                  jobs=jobs)
+    tick(f"pg_upgrade {mode}", time.monotonic() - t0)
+    rmtree_quiet(os.path.join(new_data, "pg_upgrade_output.d"))
+    t0 = time.monotonic()
+    new_srv.start()
+    try:
+        for db in names:
+            with _connect(new_srv.url(db)) as c:
+                _refuse_collation_risk(c, db)
+        with ThreadPoolExecutor(1) as pool:  # ANALYZE beside the verification's reads
+            stats = pool.submit(_analyze, new_srv, names)
+            news = fingerprints(new_srv, names)
+            stats.result()
+        dbs = [compare(db, olds[db], news[db]) for db in names]
+        with _connect(new_srv.url("postgres")) as c:
+            confs = (old_conf, pgconf.read_conf(c, new_srv.datadir), pgconf.known_settings(c))
+    finally:
+        new_srv.stop()
+    tick("new side: verify and analyze", time.monotonic() - t0)
+    return dbs, confs, f"pg_upgrade {mode}"
+
+
+def _refuse_collation_risk(new_conn: Any, db: str) -> None:
+    from . import pgupgrade
+
+    risk = pgupgrade.collation_risk(new_conn, db)
+    if risk is not None:
+        raise pgupgrade.Refused(risk)
+
+
+def _analyze(srv: PgServer, dbs: list[str]) -> None:
+    """Planner statistics for the new cluster (pg_upgrade carries none, and
+    autovacuum would not gather them before enough rows change), the
+    databases side by side."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(db: str) -> None:
+        with _connect(srv.url(db), autocommit=True) as c:
+            c.execute("ANALYZE")
+
+    with ThreadPoolExecutor(max(1, min(4, len(dbs)))) as pool:
+        list(pool.map(one, dbs))
 
 
 def _dump_restore_verify(old: PgServer, new: PgServer, db: str, work: str, n: int,
@@ -204,12 +411,6 @@ def _dump_restore_verify(old: PgServer, new: PgServer, db: str, work: str, n: in
     out = verify_database(old, new, db)
     tick("verify", time.monotonic() - t0)
     return out
-
-
-def _connect(url: str, autocommit: bool = False) -> Any:
-    import psycopg
-
-    return psycopg.connect(url, autocommit=autocommit)
 
 
 def _confs(old: PgServer, new: PgServer) -> tuple[pgconf.ServerConf, pgconf.ServerConf, set[str]]:
@@ -257,69 +458,6 @@ def _roles(old: PgServer, new: PgServer) -> None:
                 c.execute(line)
             except psycopg.errors.DuplicateObject:
                 pass
-
-
-# -- verification: old server against new ------------------------------------------
-
-_USER_NS = ("n.nspname NOT IN ('pg_catalog', 'information_schema') "
-            "AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'")
-_OBJECTS = f"""
-SELECT 'relation ' || c.relkind::text, count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE {_USER_NS} GROUP BY c.relkind
-UNION ALL SELECT 'function', count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
- WHERE {_USER_NS}
-UNION ALL SELECT 'type', count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
- WHERE {_USER_NS} AND t.typtype IN ('e', 'd', 'r')
-UNION ALL SELECT 'trigger', count(*) FROM pg_trigger WHERE NOT tgisinternal
-UNION ALL SELECT 'constraint', count(*) FROM pg_constraint o JOIN pg_namespace n
- ON n.oid = o.connamespace WHERE {_USER_NS} AND o.contype IN ('p', 'u', 'f', 'c', 'x')
-"""
-
-
-def _names(c: Any, kinds: str) -> list[str]:
-    return [r[0] for r in c.execute(
-        "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n "
-        f"ON n.oid = c.relnamespace WHERE c.relkind IN ({kinds}) AND {_USER_NS} ORDER BY 1").fetchall()]
-
-
-def _table_sum(c: Any, t: str) -> tuple[int, str]:
-    """Row count and an order-independent checksum of every row's text."""
-    r = c.execute(
-        "SELECT count(*), coalesce(sum(('x' || substr(h, 1, 15))::bit(60)::bigint), 0), "
-        "coalesce(sum(('x' || substr(h, 16, 15))::bit(60)::bigint), 0) "
-        f"FROM (SELECT md5(t::text) AS h FROM ONLY {t} t) s").fetchone()
-    return int(r[0]), f"{r[1]}:{r[2]}"
-
-
-def verify_database(old: PgServer, new: PgServer, db: str) -> dict[str, Any]:
-    """Old server against new: the same tables (``schema.table`` names), each
-    table's row count and checksum, each sequence's state, and the number of
-    objects of each kind.  NotDone on any difference."""
-    with _connect(old.url(db)) as a, _connect(new.url(db)) as b:
-        tables = _names(a, "'r', 'p'")
-        if _names(b, "'r', 'p'") != tables:
-            raise NotDone(f"verification failed: database {db}: the new server has other tables")
-        checked = []
-        for t in tables:
-            x, y = _table_sum(a, t), _table_sum(b, t)
-            if x != y:
-                raise NotDone(f"verification failed: database {db} table {t}: old server "
-                              f"{x[0]} rows, new server {y[0]} rows, or their checksums differ")
-            checked.append({"table": t, "rows": x[0]})
-        seqs = []
-        for s in _names(a, "'S'"):
-            x = a.execute(f"SELECT last_value, is_called FROM {s}").fetchone()
-            y = b.execute(f"SELECT last_value, is_called FROM {s}").fetchone()
-            if tuple(x) != tuple(y):
-                raise NotDone(f"verification failed: database {db} sequence {s}: old {tuple(x)}, "
-                              f"new {tuple(y)}")
-            seqs.append({"sequence": s, "last_value": int(x[0]), "is_called": bool(x[1])})
-        ox = dict(a.execute(_OBJECTS).fetchall())
-        oy = dict(b.execute(_OBJECTS).fetchall())
-        if ox != oy:
-            diff = sorted(k for k in set(ox) | set(oy) if ox.get(k) != oy.get(k))
-            raise NotDone(f"verification failed: database {db}: object counts differ ({', '.join(diff)})")
-    return {"database": db, "tables": checked, "sequences": seqs, "objects": ox, "verified": True}
 
 
 def pg_upgrade_copy(old_data: str, new_data: str, old: HostTools, new: HostTools, *,

@@ -119,9 +119,15 @@ def give(path: str, user: UidGid | None) -> None:
         walk,  # iterative, through descriptors: the tree is a container's
     )
 
-    os.chown(path, *user, follow_symlinks=False)
+    def mine(st: os.stat_result) -> bool:
+        return (st.st_uid, st.st_gid) == tuple(user)
+
+    # already owned: left alone (on an overlay a chown would copy the file up)
+    if not mine(os.lstat(path)):
+        os.chown(path, *user, follow_symlinks=False)
     for e in walk(path):  # a symlink is chowned itself, never its target (say /etc/shadow)
-        os.chown(e.name, *user, dir_fd=e.dirfd, follow_symlinks=False)
+        if not mine(e.st):
+            os.chown(e.name, *user, dir_fd=e.dirfd, follow_symlinks=False)
     p = os.path.dirname(os.path.abspath(path))
     while p and p != "/":
         st = os.stat(p)

@@ -110,7 +110,11 @@ def test_pg15_to_16_upgrade_and_rollback(pgvm) -> None:  # type: ignore[no-untyp
     assert p.returncode == 0, p.stderr
     up = json.loads(p.stdout)
     assert up["generation"] == 2
-    print("pg-major timings:", json.dumps(_pg_entry(up).get("timings")))
+    entry = _pg_entry(up)
+    print("pg-major timings:", json.dumps(entry.get("timings")))
+    # both images' programs side by side: pg_upgrade, not dump and restore
+    assert entry["method"] in ("pg_upgrade --copy", "pg_upgrade --clone"), entry["fallback"]
+    assert entry["fallback"] is None
     assert psql(pgvm, "SHOW server_version_num").startswith("16")
     assert psql(pgvm, CHECK, "shop") == before
     # the sequence continues where it was, the serial too
@@ -156,3 +160,21 @@ def test_pg_upgrade_dry_run_counts_and_changes_nothing(pgvm) -> None:  # type: i
     assert len(pgvm("ps", "-aq").stdout.split()) == 1
     assert pgvm("volume", "ls", "-q").stdout.split() == ["pgdata"]
 
+
+
+def test_pg_upgrade_refused_falls_back_to_dump_and_restore(pgvm) -> None:  # type: ignore[no-untyped-def]
+    """A regproc column (an OID the new cluster would not keep):
+    pg_upgrade --check refuses, the upgrade dumps and restores instead, and
+    the report says which path was taken and why."""
+    before = start_pg15(pgvm)
+    psql(pgvm, "CREATE TABLE fns (id int PRIMARY KEY, f regproc); "
+               "INSERT INTO fns VALUES (1, 'now'), (2, 'version')", "shop")
+    p = pgvm("upgrade", "pg", "--to", PG16, "--health-timeout", "60", "--json")
+    assert p.returncode == 0, p.stderr
+    entry = _pg_entry(json.loads(p.stdout))
+    assert entry["method"] == "dump and restore"
+    assert "pg_upgrade --check" in entry["fallback"] and "reg*" in entry["fallback"], entry
+    assert "pg_upgrade not used" in entry["notes"][0], entry["notes"]
+    assert psql(pgvm, "SHOW server_version_num").startswith("16")
+    assert psql(pgvm, CHECK, "shop") == before
+    assert psql(pgvm, "SELECT string_agg(f::text, ',' ORDER BY id) FROM fns", "shop") == "now,version"

@@ -9,29 +9,34 @@ major version does not change), else it writes the new data directory into
 report.
 
 The upgrade itself — and its dry run — is strategies.sql.pgmajor's, the
-one implementation (dump, pg_restore, verification, configuration).  What
-this module adds is where the programs run: each image runs *its own*
-binaries, in a temporary container (network none, no ports, the image's
-unprivileged user, an idle shell as its process) with one store tmpdir
-bind-mounted at the *same* path as on the host, so the paths pgmajor hands
-to the programs (the clone of the data, the new data directory, the unix
-sockets psycopg connects to from the host, the dumps) mean the same on
-both sides.  :class:`ContainerTools` is pgmajor's tools interface for such
-a container; :func:`host_tools` the one for this host's programs, with the
-system user it needs.  ``ours`` is only read (copied into the tmpdir); the
-new data directory is then moved into ``out`` as an overlay upper:
-top-level directories opaque, top-level entries the new version lacks
-whited out.
+one implementation (pg_upgrade or dump and restore, verification,
+configuration).  What this module adds is where the programs run: each
+image runs *its own* binaries, in a temporary container (network none, no
+ports, the image's unprivileged user, an idle shell as its process) with
+one store tmpdir bind-mounted at the *same* path as on the host, so the
+paths pgmajor hands to the programs (the snapshot of the data, the new data
+directory, the unix sockets psycopg connects to from the host, the dumps)
+mean the same on both sides.  The new image's container also sees the old
+image's root (read-only; pgwrap's wrappers run its programs there), so
+that pg_upgrade has both versions side by side.  :class:`ContainerTools`
+is pgmajor's tools interface for such a container; :func:`host_tools` the
+one for this host's programs, with the system user it needs.  ``ours`` is
+only read (under a copy-on-write overlay, :func:`overlay_snapshot`, or
+copied); the new data directory is then moved into ``out`` as an overlay
+upper: top-level directories opaque, top-level entries the new version
+lacks whited out.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
 import stat
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,7 +53,6 @@ def _rmtree_quiet(path: str | os.PathLike[str]) -> None:
     """Best-effort removal of a work tree holding a clone of a container's
     data (iterative: shutil.rmtree recurses, and its ignore_errors does not
     cover RecursionError)."""
-    import contextlib
 
     from volmerge.runtime.fsutil import rmtree
 
@@ -157,17 +161,37 @@ class TempContainer:
     bind-mounted at its host path, every image VOLUME on a tmpfs (so no
     volume is created for it)."""
 
-    def __init__(self, ctx: Any, pg: ImagePg, workdir: Path, role: str, image: Any) -> None:
+    def __init__(self, ctx: Any, pg: ImagePg, workdir: Path, role: str, image: Any,
+                 old_root: Path | None = None, timer: Timer | None = None) -> None:
         self.ctx, self.pg, self.workdir, self.role = ctx, pg, workdir, role
-        self.image = image
+        self.image, self.old_root, self.timer = image, old_root, timer
+        #: paths of the old root mounted at the same place (what the new image lacks)
+        self.borrow: list[str] = []
         self.id: str | None = None
         self.uid_gid: tuple[int, int] = (999, 999)
 
+    def ensure(self) -> None:
+        """Started on first use (the old image's container serves only the
+        dump-and-restore path, which pg_upgrade usually makes unneeded)."""
+        if self.id is None:
+            t0 = time.monotonic()
+            self.start()
+            if self.timer is not None:
+                self.timer.add(f"container start ({self.role})", time.monotonic() - t0)
+
     def start(self) -> None:
+        from volmerge.runtime import sys as rsys
         from volmerge.runtime.options import HealthConfig, Mount, RunOptions
+
+        from .pgwrap import OLD_ROOT
 
         cfg = (self.image.config or {}).get("config") or {}
         mounts = [Mount("bind", str(self.workdir), str(self.workdir))]
+        if self.old_root is not None:  # the old image's root, for its programs (pgwrap)
+            mounts.append(Mount("bind", OLD_ROOT, str(self.old_root), readonly=True))
+            for path in self.borrow:
+                mounts.append(Mount("bind", path, str(rsys.path_in_root(self.old_root, path)),
+                                    readonly=True))
         for v in sorted(cfg.get("Volumes") or {}):
             if v.startswith("/") and v.rstrip("/") and not str(self.workdir).startswith(v.rstrip("/") + "/"):
                 mounts.append(Mount("tmpfs", v, "tmpfs"))
@@ -205,15 +229,22 @@ class TempContainer:
 
 @dataclass(frozen=True)
 class ContainerTools:
-    """pgmajor's tools interface for a running :class:`TempContainer`: the
-    image's own program of that name, exec'd in the container as its user;
-    output captured through files in the workdir, time added to ``timer``."""
+    """pgmajor's tools interface for a :class:`TempContainer` (started on
+    first use): the image's own program of that name, exec'd in the
+    container as its user; output captured through files in the workdir,
+    time added to ``timer``.  ``bindir``: another directory of programs
+    in that container (the old image's, wrapped: pgwrap); ``cwd``: where
+    they run; ``major``: the version they are, for the timings."""
 
     box: TempContainer
     timer: Timer
+    bindir: str | None = None
+    cwd: str = "/"
+    major: str | None = None
 
     @property
     def user(self) -> tuple[int, int]:
+        self.box.ensure()
         return self.box.uid_gid
 
     def run(self, tool: str, *args: str, input: str | None = None
@@ -221,7 +252,8 @@ class ContainerTools:
         from volmerge.runtime.executors.base import Stdio
 
         box = self.box
-        argv = [f"{box.pg.bindir}/{tool}", *args]
+        box.ensure()
+        argv = [f"{self.bindir or box.pg.bindir}/{tool}", *args]
         label = f"{tool} {args[-1]}" if tool == "pg_ctl" and args else tool
         base = box.workdir / f".out-{secrets.token_hex(4)}"
         t0 = time.monotonic()
@@ -230,7 +262,7 @@ class ContainerTools:
                     open(f"{base}.2", "w+b") as err:
                 inp.write((input or "").encode())
                 inp.seek(0)
-                rc = box.ctx.engine.exec(box.id, argv, workdir="/", stdio=Stdio(
+                rc = box.ctx.engine.exec(box.id, argv, workdir=self.cwd, stdio=Stdio(
                     subprocess.DEVNULL if input is None else inp, out, err))
                 out.seek(0)
                 err.seek(0)
@@ -241,7 +273,7 @@ class ContainerTools:
                     os.unlink(f"{base}{suffix}")
                 except FileNotFoundError:
                     pass
-            self.timer.add(f"{label} ({box.pg.major})", time.monotonic() - t0)
+            self.timer.add(f"{label} ({self.major or box.pg.major})", time.monotonic() - t0)
         return subprocess.CompletedProcess(argv, rc, o, e)
 
 
@@ -316,7 +348,7 @@ def _preview(ctx: Any, old: ImagePg, new: ImagePg, old_image: Any, ours: Path) -
         timer.add("container start", time.monotonic() - t0)
         dbs = preview_datadir(ours, ContainerTools(box, timer), workdir=work, timing=timer.add)
     except NotDone as exc:
-        note = f"{head}: dump and replay with verification (counts unavailable: {exc})"
+        note = f"{head}: pg_upgrade or dump and restore, verified (counts unavailable: {exc})"
         return _report(_entry(note), {"old_version": old.major, "new_version": new.major,
                                       "dry_run": True, "databases": []})
     finally:
@@ -325,53 +357,69 @@ def _preview(ctx: Any, old: ImagePg, new: ImagePg, old_image: Any, ours: Path) -
     rows = sum(t["rows"] for d in dbs for t in d["tables"])
     tables = sum(len(d["tables"]) for d in dbs)
     note = (f"{head}: would replay {len(dbs)} databases, {tables} tables, {rows} rows "
-            f"(dump with {old.major}'s pg_dump, initdb and load with {new.major}'s, verified)")
+            f"(pg_upgrade with {old.major}'s programs beside {new.major}'s, else dump and "
+            "restore; verified)")
     return _report(_entry(note), {"old_version": old.major, "new_version": new.major,
                                   "dry_run": True, "databases": dbs, "timings": timer.steps})
 
 
 def _convert(ctx: Any, old: ImagePg, new: ImagePg, old_image: Any, new_image: Any,
              ours: Path, out: Path) -> dict[str, Any]:
-    from volmerge.strategies.sql.pgmajor import upgrade_datadir
+    """pgmajor's upgrade with each image's programs: the new image's
+    container also sees the old image's root (read-only, pgwrap) so that
+    pg_upgrade can run the old programs; the old image's own container is
+    started only if the upgrade falls back to dump and restore."""
+    from volmerge.strategies.sql.pgmajor import OldBeside, upgrade_datadir
+
+    from .imageview import image_root
+    from .pgwrap import write_wrappers
 
     timer = Timer()
     t_all = time.monotonic()
     work = _workdir(ctx)
     new_data = work / "new-data"
-    boxes = [TempContainer(ctx, old, work, "old", old_image),
-             TempContainer(ctx, new, work, "new", new_image)]
     written = False
-    try:
-        t0 = time.monotonic()
-        for b in boxes:
-            b.start()
-        timer.add("containers start", time.monotonic() - t0)
-        t0 = time.monotonic()
-        result = upgrade_datadir(ours, new_data, ContainerTools(boxes[0], timer),
-                                 ContainerTools(boxes[1], timer), workdir=work, timing=timer.add)
-        timer.add("dump, replay, verify (total)", time.monotonic() - t0)
-        dbs, carried = result.databases, result.config.note()
-        t0 = time.monotonic()
-        written = True
-        write_upper(new_data, ours, out)
-        timer.add("write upper", time.monotonic() - t0)
-    except BaseException:
-        if written:
-            _empty(out)
-        raise
-    finally:
-        t0 = time.monotonic()
-        for b in reversed(boxes):
+    with image_root(ctx.store, old_image) as old_root:
+        boxes = [TempContainer(ctx, old, work, "old", old_image, timer=timer),
+                 TempContainer(ctx, new, work, "new", new_image, old_root=old_root, timer=timer)]
+        boxes[1].borrow = _borrowed(ctx, old_root, new_image)
+        try:
+            beside = None
             try:
-                b.remove()
-            except Exception as exc:  # noqa: BLE001 - the other one and the dir still go
-                diag.ignored(__name__, "removing a temporary PostgreSQL container", exc)
-        _rmtree_quiet(work)
-        timer.add("cleanup", time.monotonic() - t0)
+                wrapped = write_wrappers(old_root, old.bindir, work / "old-bin")
+                beside = OldBeside(ContainerTools(boxes[1], timer, bindir=wrapped, major=old.major),
+                                   wrapped)
+            except (OSError, ValueError) as exc:
+                diag.ignored(__name__, "the old image's programs cannot be wrapped", exc)
+            t0 = time.monotonic()
+            result = upgrade_datadir(ours, new_data, ContainerTools(boxes[0], timer),
+                                     ContainerTools(boxes[1], timer), workdir=work,
+                                     timing=timer.add, beside=beside, snapshot=overlay_snapshot)
+            timer.add("upgrade, verify (total)", time.monotonic() - t0)
+            dbs, carried = result.databases, result.config.note()
+            t0 = time.monotonic()
+            written = True
+            write_upper(new_data, ours, out)
+            timer.add("write upper", time.monotonic() - t0)
+        except BaseException:
+            if written:
+                _empty(out)
+            raise
+        finally:
+            t0 = time.monotonic()
+            for b in reversed(boxes):
+                try:
+                    b.remove()
+                except Exception as exc:  # noqa: BLE001 - the other one and the dir still go
+                    diag.ignored(__name__, "removing a temporary PostgreSQL container", exc)
+            _rmtree_quiet(work)
+            timer.add("cleanup", time.monotonic() - t0)
     rows = sum(t["rows"] for d in dbs for t in d["tables"])
     tables = sum(len(d["tables"]) for d in dbs)
     seqs = sum(len(d["sequences"]) for d in dbs)
-    note = (f"PostgreSQL {old.major} -> {new.major}: {len(dbs)} databases, {tables} tables, "
+    how = (f"by {result.method}" if result.fallback is None
+           else f"by {result.method} (pg_upgrade not used: {result.fallback})")
+    note = (f"PostgreSQL {old.major} -> {new.major} {how}: {len(dbs)} databases, {tables} tables, "
             f"{rows} rows, {seqs} sequences replayed, verified")
     entry = _entry(note)
     if carried:
@@ -379,7 +427,63 @@ def _convert(ctx: Any, old: ImagePg, new: ImagePg, old_image: Any, new_image: An
     timer.add("total", time.monotonic() - t_all)
     return _report(entry, {"old_version": old.major, "new_version": new.major,
                            "new_server": new.full, "tables": tables, "rows": rows,
+                           "method": result.method, "fallback": result.fallback,
                            "databases": dbs, "timings": timer.steps})
+
+
+#: absolute paths compiled into PostgreSQL programs that matter to a server:
+#: Debian builds --with-system-tzdata
+_ABSOLUTE = ("/usr/share/zoneinfo",)
+
+
+def _borrowed(ctx: Any, old_root: Path, new_image: Any) -> list[str]:
+    """What the old programs read at an absolute path that the new image
+    lacks (its time zone data): mounted from the old root at that path."""
+    from volmerge.runtime import sys as rsys
+
+    from .imageview import image_root
+
+    with image_root(ctx.store, new_image) as new_root:
+        return [p for p in _ABSOLUTE if rsys.path_in_root(old_root, p).is_dir()
+                and not rsys.path_in_root(new_root, p).is_dir()]
+
+
+@contextlib.contextmanager
+def overlay_snapshot(frozen: str, path: str) -> Iterator[None]:
+    """pgmajor's snapshot of the frozen data as the upgrade takes it: an
+    overlay at ``path`` with ``frozen`` as its only lower layer, so that
+    the old server pg_upgrade starts writes beside the data, never into it,
+    and nothing is copied but what it writes (metadata only for a chown:
+    ``metacopy``; no syncs: ``volatile``, the upper is thrown away).
+    ``metacopy`` trusts the layers' redirect xattrs: the only lower layer
+    is the volume itself, so a crafted one reaches nothing else.  A file
+    system without such overlays gets a copy (pgmajor's default)."""
+    from volmerge.runtime import sys as rsys
+    from volmerge.strategies.sql.pgmajor import copied
+
+    base = path + ".cow"
+    upper, work = os.path.join(base, "upper"), os.path.join(base, "work")
+    for d in (path, upper, work):
+        os.makedirs(d)
+    st = os.stat(frozen)  # the overlay's root is the upper's: the data directory's owner and mode
+    os.chown(upper, st.st_uid, st.st_gid)
+    os.chmod(upper, stat.S_IMODE(st.st_mode))
+    try:
+        rsys.mount_overlay(path, [frozen], upper, work,
+                           extra={"metacopy": "on", "volatile": None})
+    except OSError as exc:
+        diag.ignored(__name__, "a copy-on-write overlay of the frozen data", exc)
+        _rmtree_quiet(base)
+        os.rmdir(path)
+        with copied(frozen, path):
+            yield
+        return
+    try:
+        yield
+    finally:
+        rsys.umount(path, rsys.MNT_DETACH)
+        _rmtree_quiet(base)
+        _rmtree_quiet(path)
 
 
 # -- the overlay upper -------------------------------------------------------------
@@ -426,4 +530,5 @@ def _empty(out: Path) -> None:
                 pass
 
 
-__all__ = ["maybe_upgrade", "find_pg", "write_upper", "host_tools", "ImagePg", "ContainerTools"]
+__all__ = ["maybe_upgrade", "find_pg", "write_upper", "host_tools", "ImagePg", "ContainerTools",
+           "overlay_snapshot"]

@@ -98,7 +98,8 @@ def upgraded(tmp_path_factory) -> Iterator[Upgraded]:
     old_data = srv.datadir
     frozen = sorted(os.listdir(old_data))
     pg15, pg16 = host_tools(PG15_BIN), host_tools(PG16_BIN)
-    result = upgrade_datadir(old_data, str(tmp / "new"), pg15, pg16, workdir=str(tmp / "work"))
+    result = upgrade_datadir(old_data, str(tmp / "new"), pg15, pg16, workdir=str(tmp / "work"),
+                             method="dump")
     pg_upgrade_copy(old_data, str(tmp / "pgu"), pg15, pg16, workdir=str(tmp / "work2"))
     got, got_after = _read(str(tmp / "new"), str(tmp / "s16a"))
     theirs, theirs_after = _read(str(tmp / "pgu"), str(tmp / "s16b"))
@@ -256,3 +257,56 @@ def test_upgrade_without_a_postgres_role_and_with_password_auth(tmp_path):
                              ).fetchone() == (0,)
     finally:
         srv.stop()
+
+
+def test_the_fast_path_is_pg_upgrade_verified_like_the_dump(upgraded, tmp_path):
+    """Both installations on this host: pg_upgrade itself (checked first),
+    the same verification records, the same data as before, the frozen data
+    untouched."""
+    u = upgraded
+    r = upgrade_datadir(u.old_data, str(tmp_path / "new"), host_tools(PG15_BIN),
+                        host_tools(PG16_BIN), workdir=str(tmp_path / "work"))
+    assert r.method in ("pg_upgrade --copy", "pg_upgrade --clone") and r.fallback is None
+    fast = next(d for d in r.databases if d["database"] == "app")
+    assert fast["verified"] is True and fast["tables"] == _app(u)["tables"]
+    assert fast["sequences"] == _app(u)["sequences"] and fast["objects"] == _app(u)["objects"]
+    assert r.config.carried == u.result.config.carried
+    got, after = _read(str(tmp_path / "new"), str(tmp_path / "s16"))
+    assert got == u.before and after[:4] == u.got_after[:4]
+    assert sorted(os.listdir(u.old_data)) == u.frozen
+    assert sorted(os.listdir(tmp_path / "work")) == []
+
+
+def test_pg_upgrade_refused_falls_back_to_dump_and_restore(tmp_path):
+    """pg_upgrade --check refuses a regproc column (it stores OIDs that the
+    new cluster does not keep): the upgrade falls back to dump and restore,
+    which carries it by name, and says why; method="pg_upgrade" refuses."""
+    from volmerge.strategies.sql.pgupgrade import Refused
+
+    srv = PgServer(host_tools(PG15_BIN), str(tmp_path / "old"), str(tmp_path / "s15"),
+                   options={"fsync": "off"})
+    srv.initdb()
+    srv.start()
+    try:
+        with psycopg.connect(srv.url("postgres"), autocommit=True) as c:
+            c.execute("CREATE TABLE t (id int PRIMARY KEY, r regproc)")
+            c.execute("INSERT INTO t VALUES (1, 'now'), (2, 'version')")
+    finally:
+        srv.stop()
+    pg15, pg16 = host_tools(PG15_BIN), host_tools(PG16_BIN)
+    with pytest.raises(Refused, match=r"reg\* data types"):
+        upgrade_datadir(srv.datadir, str(tmp_path / "no"), pg15, pg16,
+                        workdir=str(tmp_path / "w0"), method="pg_upgrade")
+    assert not os.path.exists(tmp_path / "no")
+    r = upgrade_datadir(srv.datadir, str(tmp_path / "new"), pg15, pg16, workdir=str(tmp_path / "w"))
+    assert r.method == "dump and restore"
+    assert r.fallback is not None and "pg_upgrade --check" in r.fallback and "reg*" in r.fallback
+    pg = next(d for d in r.databases if d["database"] == "postgres")
+    assert pg["tables"] == [{"table": "public.t", "rows": 2}] and pg["verified"] is True
+    new = PgServer(pg16, str(tmp_path / "new"), str(tmp_path / "s16"), options={"fsync": "off"})
+    new.start()
+    try:
+        with psycopg.connect(new.url("postgres")) as c:
+            assert c.execute("SELECT r::text FROM t ORDER BY id").fetchall() == [("now",), ("version",)]
+    finally:
+        new.stop()

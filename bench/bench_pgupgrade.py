@@ -1,0 +1,161 @@
+"""PostgreSQL major upgrade benchmark (issue 19 point 5): volmerge's pgmajor
+path against ``pg_upgrade --copy`` run by hand, on the same data.
+
+    .venv/bin/python bench/bench_pgupgrade.py [--rows 1000000] [--runs 3] [--dump]
+
+A PostgreSQL 15 cluster (this host's Debian 15) with ``--rows`` rows in two
+databases (pgbench's tables in ``app``: its accounts hold the rows; a small
+``shop``) is upgraded to 16 (pgserver's) by
+
+- volmerge: ``pgmajor.upgrade_datadir`` as the upgrade transaction runs it —
+  the frozen data under a copy-on-write overlay, its settings read, initdb, ``pg_upgrade --check``,
+  ``pg_upgrade --copy``, then every table of both databases verified old
+  server against new (row counts and checksums of every row), ANALYZE, the
+  configuration carried, one sync — all of it timed;
+- by hand: ``initdb`` and ``pg_upgrade --copy`` on a copy of the old
+  cluster made beforehand (untimed): no check run, no verification.
+
+Runs are interleaved (ours, peer, ours, peer ...); the medians and their
+ratio are printed.  ``--dump`` adds the dump-and-restore path (the
+fallback) for comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+PG15_BIN = "/usr/lib/postgresql/15/bin"
+SHOP = """
+CREATE TABLE customers (id serial PRIMARY KEY, name text NOT NULL);
+CREATE TABLE orders (id bigserial PRIMARY KEY, customer int REFERENCES customers(id), total numeric);
+INSERT INTO customers (name) SELECT 'c' || i FROM generate_series(1, 1000) i;
+INSERT INTO orders (customer, total) SELECT 1 + i % 1000, i * 1.25 FROM generate_series(1, 20000) i;
+"""
+
+
+def pg16_bindir() -> str:
+    import importlib.util
+
+    spec = importlib.util.find_spec("pgserver")  # located, not imported (its import writes files)
+    d = os.path.join(os.path.dirname(spec.origin or ""), "pginstall", "bin") if spec else ""
+    if not os.path.isfile(os.path.join(d, "pg_upgrade")):
+        sys.exit("bench_pgupgrade: needs pgserver's PostgreSQL 16 (pip install 'volmerge[pg16]')")
+    return d
+
+
+def make_old(work: str, rows: int):  # type: ignore[no-untyped-def]
+    """The old cluster, shut down cleanly; returns its data directory."""
+    from volmerge.strategies.sql.pgtemp import PgServer
+    from volmerge.upgrade.pgdata import host_tools
+
+    srv = PgServer(host_tools(PG15_BIN), os.path.join(work, "old"), os.path.join(work, "s15"),
+                   options={"fsync": "off", "full_page_writes": "off"})
+    srv.initdb("UTF8", "C.UTF-8")
+    srv.start()
+    try:
+        env = dict(os.environ, PGHOST=srv.sockdir, PGUSER="postgres")
+        for sql in ("CREATE DATABASE app", "CREATE DATABASE shop"):
+            subprocess.run([f"{PG15_BIN}/psql", "-q", "-d", "postgres", "-c", sql], env=env, check=True)
+        scale = max(1, rows // 100_000)
+        subprocess.run([f"{PG15_BIN}/pgbench", "-i", "-q", "-s", str(scale), "app"], env=env,
+                       check=True, capture_output=True)
+        subprocess.run([f"{PG15_BIN}/psql", "-q", "-v", "ON_ERROR_STOP=1", "-d", "shop", "-c", SHOP],
+                       env=env, check=True)
+    finally:
+        srv.stop()
+    return srv.datadir
+
+
+def rm(*paths: str) -> None:
+    for p in paths:
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--dump", action="store_true", help="also time the dump-and-restore path")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("bench_pgupgrade: run as root (the servers run as the system user volmerge-pg)")
+    from volmerge.strategies.sql.pgmajor import clone_datadir, upgrade_datadir
+    from volmerge.strategies.sql.pgtemp import HostTools, give
+    from volmerge.upgrade.pgdata import host_tools, overlay_snapshot
+
+    pg16 = pg16_bindir()
+    work = tempfile.mkdtemp(prefix="volmerge-bench-pgupgrade-", dir="/var/tmp")
+    os.chmod(work, 0o711)
+    try:
+        old = make_old(work, args.rows)
+        t15, t16 = host_tools(PG15_BIN), host_tools(pg16)
+        new, scratch, by_hand = (os.path.join(work, d) for d in ("new", "scratch", "by-hand"))
+        jobs = str(max(1, min(4, os.cpu_count() or 1)))
+        last: dict = {}
+
+        def ours(method: str = "auto") -> None:
+            r = upgrade_datadir(old, new, t15, t16, workdir=scratch, method=method,
+                                snapshot=overlay_snapshot)
+            if method == "auto" and not r.method.startswith("pg_upgrade"):
+                raise SystemExit(f"bench_pgupgrade: volmerge did not take pg_upgrade: {r.fallback}")
+            last["rows"] = sum(t["rows"] for d in r.databases for t in d["tables"])
+
+        def setup_by_hand() -> None:
+            rm(by_hand, new)
+            clone_datadir(old, by_hand)
+            give(by_hand, t16.user)
+            for d in (new, scratch):
+                os.makedirs(d, exist_ok=True)
+                give(d, t16.user)
+            os.rmdir(new)
+
+        def peer() -> None:
+            from volmerge.strategies.sql.pgtemp import PgServer
+
+            PgServer(t16, new, os.path.join(scratch, "s"), superuser="postgres").initdb(
+                "UTF8", "C.UTF-8")
+            os.makedirs(os.path.join(scratch, "s"), exist_ok=True)
+            give(os.path.join(scratch, "s"), t16.user)
+            p = HostTools(pg16, t16.user, scratch).run(
+                "pg_upgrade", "-b", PG15_BIN, "-B", pg16, "-d", by_hand, "-D", new, "-U", "postgres",
+                "-s", os.path.join(scratch, "s"), "-j", jobs, "--copy")
+            if p.returncode != 0:
+                raise SystemExit(f"bench_pgupgrade: pg_upgrade by hand failed: {p.stdout[-600:]}")
+
+        peers = {"volmerge (pg_upgrade path, with verification)": ours,
+                 "pg_upgrade --copy by hand": peer}
+        if args.dump:
+            peers["volmerge (dump and restore path, with verification)"] = lambda: ours("dump")
+        times: dict[str, list[float]] = {k: [] for k in peers}
+        for _ in range(args.runs):
+            for name, fn in peers.items():
+                setup_by_hand() if fn is peer else rm(new, scratch)
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        print(f"PostgreSQL 15 -> 16, {last['rows']:,} rows in 2 databases, median of {args.runs}"
+              f" (runs interleaved):")
+        for k, v in med.items():
+            print(f"  {k:<56} {v:7.2f} s   (runs: {', '.join(f'{x:.2f}' for x in times[k])})")
+        ratio = med["volmerge (pg_upgrade path, with verification)"] / med["pg_upgrade --copy by hand"]
+        print(f"  ratio volmerge / pg_upgrade --copy by hand: {ratio:.2f}x (goal <= 1.5x)")
+        if args.dump:
+            d = med["volmerge (dump and restore path, with verification)"]
+            print(f"  dump and restore / pg_upgrade path: {d / med[next(iter(peers))]:.2f}x")
+    finally:
+        rm(work)
+
+
+if __name__ == "__main__":
+    main()
