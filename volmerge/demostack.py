@@ -6,7 +6,8 @@ network), and the app stores and reads its notes there
 (volmerge/demoimages/app/pgnotes.py; the app image holds Python's standard
 library only, so it speaks PostgreSQL's wire protocol itself, pgwire.py,
 with its values passed apart from the SQL).  Its own volume keeps its
-settings files, which volmerge merges as in the single-container demo.
+settings files, which volmerge merges as in the single-container demo (and
+the image's seed notes.db, which the stack's app leaves unused).
 
 A release ships both images: ``notes:N`` and ``notes-db:N``.  Release 1 is
 app v1 (schema 1) on PostgreSQL 15; release 2 is app v2, which migrates
@@ -15,9 +16,10 @@ a tags table), on PostgreSQL 16 (a major version: volmerge's pg-major
 upgrade dumps and restores the data directory); release 3 re-tags release
 2's PostgreSQL 16 with app v3, which migrates the schema again (schema 3)
 and then fails its health check.  The database was changed by the broken
-release, so only the one-journal stack rollback (the db service restored
-from its snapshot with the app) brings v2 back: v2 refuses to start on a
-schema newer than its own.
+release (the demo sees v3 answer on schema 3 while it is tried), so only
+the one-journal stack rollback (the db service restored from its snapshot
+with the app) brings v2 back: v2 refuses to start on a schema newer than
+its own.
 
 The steps drive ``volmerge compose`` as an operator types it (a subprocess
 against the same store and the demo's network namespace) and check each
@@ -74,6 +76,35 @@ def _post_json(path: str, obj: dict[str, Any]) -> Any:
                                  headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=5) as r:
         return json.loads(r.read())
+
+
+class _Watch:
+    """Polls the app's /version in a thread while a step runs: the answers
+    seen (the broken release is gone again when the step returns)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.seen: list[Any] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        while not self.stop.wait(0.1):
+            try:
+                v = _http("/version")
+            except (OSError, ValueError):
+                continue  # the app between containers
+            if v not in self.seen:
+                self.seen.append(v)
+
+    def __enter__(self) -> list[Any]:
+        self.thread.start()
+        return self.seen
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
 
 
 class StackStory:
@@ -213,7 +244,10 @@ class StackStory:
         _post_json("/notes", {"text": NOTE_ON_V2, "tags": ["home"], "pinned": True})
         before = self.in_pg(2)
         _check(before["notes"] == [*NOTES, NOTE_ON_V2], "the 4th note is in PostgreSQL")
-        p = self.compose("upgrade", "--health-timeout", "5", release=3, ok=False)
+        with _Watch() as seen:  # what answers on the app's port while v3 is tried
+            p = self.compose("upgrade", "--health-timeout", "5", release=3, ok=False)
+        _check({"version": 3, "schema": 3, "storage": "postgresql"} in seen,
+               f"app v3 ran on the database migrated to schema 3 (answers seen: {seen})")
         _check(p.returncode == 1, f"the broken release was refused (exit {p.returncode})")
         _check("stopped at service app" in p.stderr and "(db)" in p.stderr,
                "the app failed and the db upgraded before it was rolled back")
@@ -230,7 +264,7 @@ class StackStory:
         return ("RELEASE=3: db upgraded to notes-db:3, app v3 migrated the database to schema 3 "
                 "and failed its health check: both rolled back in the same transaction (db on "
                 "notes-db:2 with schema 2 and its 4 notes, app v2 serving them)"), \
-            {"reason": p.stderr.strip(), "pg": pg}
+            {"reason": p.stderr.strip(), "pg": pg, "seen": seen}
 
     def history(self) -> tuple[str, dict[str, Any]]:
         p = self.compose("history", "--json", release=2)

@@ -80,6 +80,8 @@ def test_demo_stack_upgrades_app_and_postgres_together(cli, tmp_path_factory) ->
         back = steps["try v3"]["pg"]
         assert back["server_version"].startswith("16.") and back["schema"] == 2
         assert back["columns"] == up["columns"] and back["notes"] == [*notes, "written on v2"]
+        # v3 did migrate the database (it answered on schema 3) before it failed
+        assert {"version": 3, "schema": 3, "storage": "postgresql"} in steps["try v3"]["seen"]
         assert set(steps["upgrade"]["downtime"]) == {"db", "app"}
         assert cli("--root", root, "ps", "-aq").stdout.strip() == ""  # all removed
         assert "notesstack" not in cli("--root", root, "volume", "ls").stdout
