@@ -116,15 +116,16 @@ class Connection:
                 if err is not None:
                     raise err
                 return rows
-            if kind == b"D":
-                rows.append(_row(body))
-            elif kind == b"E":
-                err = err or _error(body)
-            elif kind == b"R":
-                code = struct.unpack("!i", body[:4])[0]
-                if code != 0:
+            try:
+                if kind == b"D":
+                    rows.append(_row(body))
+                elif kind == b"E":
+                    err = err or _error(body)
+                elif kind == b"R" and (code := struct.unpack("!i", body[:4])[0]) != 0:
                     raise PgError(f"the server asks for authentication (method {code}); "
                                   "the notes app speaks trust authentication only")
+            except (struct.error, UnicodeDecodeError) as exc:
+                raise PgError(f"a malformed {kind!r} message from the server: {exc}") from None
             # ParameterStatus, BackendKeyData, notices, completions: nothing to do
 
     # -- queries ----------------------------------------------------------------
