@@ -136,6 +136,13 @@ class StackStory:
         rows = json.loads(self.compose("ps", "--json", release=release).stdout)
         return {r["Service"]: r["Image"] for r in rows}
 
+    def app_healthy(self) -> bool:
+        env = dict(os.environ, VOLMERGE_ROOT=str(self.ctx.store.root))
+        p = subprocess.run([sys.executable, "-m", "volmerge", "wait", "--healthy",
+                            f"{PROJECT}-app-1", "--timeout", "60"], env=env,
+                           capture_output=True, text=True, timeout=120, check=False)
+        return p.returncode == 0
+
     def in_pg(self, release: int) -> dict[str, Any]:
         """What the database holds, read with psql in the db service: its
         server version, the app's schema version and columns, the notes."""
@@ -174,11 +181,7 @@ class StackStory:
         self.compose("up", "-d")
         # up -d waits for what others depend on (db healthy), not for the app
         # itself: wait until its own health check passes before talking to it
-        env = dict(os.environ, VOLMERGE_ROOT=str(self.ctx.store.root))
-        p = subprocess.run([sys.executable, "-m", "volmerge", "wait", "--healthy",
-                            f"{PROJECT}-app-1", "--timeout", "60"], env=env,
-                           capture_output=True, text=True, timeout=120, check=False)
-        _check(p.returncode == 0, "app v1 becomes healthy")
+        _check(self.app_healthy(), "app v1 becomes healthy")
         v = _http("/version")
         _check(v == {"version": 1, "schema": 1, "storage": "postgresql"},
                f"app v1 answers on the published port, its notes in PostgreSQL: {v}")
@@ -252,6 +255,9 @@ class StackStory:
         _check("stopped at service app" in p.stderr and "(db)" in p.stderr,
                "the app failed and the db upgraded before it was rolled back")
         _check(self.images(2) == {"db": f"{DB}:2", "app": f"{APP}:2"}, "both back on release 2")
+        # the rollback restarts app v2 before it restores the database: v2
+        # waits for the schema it knows (it would refuse schema 3), then serves
+        _check(self.app_healthy(), "app v2 is healthy again")
         # v2 refuses a schema newer than its own: it serves again only because
         # v3's migration (schema 3) went with the database's rollback
         _check(_http("/version") == {"version": 2, "schema": 2, "storage": "postgresql"},

@@ -14,11 +14,13 @@ not the app's file, so volmerge cannot replay it; it snapshots it):
   rollback that takes the database back with the app gives v2 its schema.
 
 Each migration and its version bump run in one transaction.  An app never
-starts on a schema newer than its own (no silent downgrade).
+starts on a schema newer than its own (no silent downgrade); it waits a
+little for one to go away first (``PgNotes.migrate``).
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -72,8 +74,25 @@ class PgNotes:
                     raise
                 time.sleep(0.5)
 
-    def migrate(self) -> int:
-        """Bring the schema to this release's; the schema version it is at."""
+    def migrate(self, newer_wait: float = 20.0) -> int:
+        """Bring the schema to this release's; the schema version it is at.
+
+        A schema newer than this release's is refused, after ``newer_wait``
+        seconds: a stack's rollback restarts the old app before it restores
+        the database (the undo runs in reverse, the app's steps first), so
+        for a moment the old app sees what the broken release migrated."""
+        deadline = time.monotonic() + newer_wait
+        while True:
+            try:
+                return self._migrate()
+            except NewerSchema as exc:
+                if time.monotonic() > deadline:
+                    raise
+                print(f"{exc}: waiting for a rollback to restore the database",
+                      file=sys.stderr, flush=True)
+                time.sleep(1.0)
+
+    def _migrate(self) -> int:
         self.wait()
         with self.connect() as c:
             c.script("CREATE TABLE IF NOT EXISTS notes_schema (version integer NOT NULL);"
