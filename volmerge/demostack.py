@@ -35,6 +35,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -136,12 +137,22 @@ class StackStory:
         rows = json.loads(self.compose("ps", "--json", release=release).stdout)
         return {r["Service"]: r["Image"] for r in rows}
 
-    def app_healthy(self) -> bool:
+    def app_healthy(self, timeout: float = 60) -> bool:
+        """``volmerge wait --healthy`` on the app, asked again while the
+        deadline allows: an app waiting for its database may be reported
+        unhealthy before it passes."""
         env = dict(os.environ, VOLMERGE_ROOT=str(self.ctx.store.root))
-        p = subprocess.run([sys.executable, "-m", "volmerge", "wait", "--healthy",
-                            f"{PROJECT}-app-1", "--timeout", "60"], env=env,
-                           capture_output=True, text=True, timeout=120, check=False)
-        return p.returncode == 0
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            p = subprocess.run([sys.executable, "-m", "volmerge", "wait", "--healthy",
+                                f"{PROJECT}-app-1", "--timeout", f"{max(left, 1):.0f}"], env=env,
+                               capture_output=True, text=True, timeout=timeout + 60, check=False)
+            if p.returncode == 0:
+                return True
+            if time.monotonic() + 1 > deadline:
+                return False
+            time.sleep(1)
 
     def in_pg(self, release: int) -> dict[str, Any]:
         """What the database holds, read with psql in the db service: its
@@ -258,6 +269,9 @@ class StackStory:
         # the rollback restarts app v2 before it restores the database: v2
         # waits for the schema it knows (it would refuse schema 3), then serves
         _check(self.app_healthy(), "app v2 is healthy again")
+        logs = self.compose("logs", "app", release=2)
+        waited = sum("waiting for a rollback" in line
+                     for line in (logs.stdout + logs.stderr).splitlines())
         # v2 refuses a schema newer than its own: it serves again only because
         # v3's migration (schema 3) went with the database's rollback
         _check(_http("/version") == {"version": 2, "schema": 2, "storage": "postgresql"},
@@ -270,7 +284,7 @@ class StackStory:
         return ("RELEASE=3: db upgraded to notes-db:3, app v3 migrated the database to schema 3 "
                 "and failed its health check: both rolled back in the same transaction (db on "
                 "notes-db:2 with schema 2 and its 4 notes, app v2 serving them)"), \
-            {"reason": p.stderr.strip(), "pg": pg, "seen": seen}
+            {"reason": p.stderr.strip(), "pg": pg, "seen": seen, "v2_waited_s": waited}
 
     def history(self) -> tuple[str, dict[str, Any]]:
         p = self.compose("history", "--json", release=2)
