@@ -30,7 +30,8 @@ def test_wheel_installs_only_the_volmerge_package(tmp_path: Path) -> None:
     for sub in ("runtime/store.py", "strategies/tree.py", "strategies/sql/replay.py",
                 "fixtures/images.py", "runtime/network/manager.py",
                 # what `volmerge demo` builds its images with
-                "demoimages/cache.py", "demoimages/app/server.py", "demoimages/app/policy.toml"):
+                "demoimages/cache.py", "demoimages/app/server.py", "demoimages/app/policy.toml",
+                "demoimages/app/pgwire.py", "demoimages/app/pgnotes.py"):
         assert f"volmerge/{sub}" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()

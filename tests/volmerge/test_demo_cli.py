@@ -54,18 +54,35 @@ def test_demo_exits_1_when_a_step_fails(cli, tmp_path: Path) -> None:
 
 
 def test_demo_stack_upgrades_app_and_postgres_together(cli, tmp_path_factory) -> None:
-    """The notes app beside PostgreSQL: 15 -> 16 with the app's new schema in one
-    transaction, then a broken app release that takes the database back with it."""
+    """The notes app with its notes in PostgreSQL: 15 -> 16 with the app's new
+    schema in one transaction, then a broken app release (which migrated the
+    database further) that takes the database back with it."""
     # a short store path: PostgreSQL's unix sockets live under it (107 bytes at most)
     root = str(tmp_path_factory.mktemp("st") / "root")
     try:
-        proc = cli("--root", root, "demo", "--stack", timeout=300)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        out = " ".join(proc.stdout.split())
+        proc = cli("--root", root, "demo", "--stack", "--json", timeout=300)
+        out = json.loads(proc.stdout)
+        steps = {s["title"]: s for s in out["steps"]}
+        assert proc.returncode == 0 and out["ok"] is True, \
+            [(s["title"], s["detail"]) for s in out["steps"] if not s["ok"]]
+        text = " ".join(" ".join(s["detail"] for s in out["steps"]).split())
         for claim in ("db (PostgreSQL 15) healthy", "[pg-major] PostgreSQL 15 -> 16",
-                      "renamed: notes.body -> notes.content", "db 15 -> 16", "both rolled back",
-                      "demo passed"):
-            assert claim in out, claim
+                      "db 15 -> 16", "migrated the database to schema 3", "both rolled back"):
+            assert claim in text, claim
+        # what `volmerge compose exec db psql` read in the db service: the notes
+        # are rows of PostgreSQL, in v2's schema after the upgrade and after the
+        # broken release's rollback (v3's schema 3 gone with it)
+        notes = ["buy milk", "call the plumber", "it's fine'); DROP TABLE notes; --"]
+        assert steps["use it"]["pg"]["notes"] == notes
+        up = steps["upgrade"]["pg"]
+        assert up["server_version"].startswith("16.") and up["schema"] == 2
+        assert up["columns"] == ["id", "content", "created", "pinned"] and up["notes"] == notes
+        back = steps["try v3"]["pg"]
+        assert back["server_version"].startswith("16.") and back["schema"] == 2
+        assert back["columns"] == up["columns"] and back["notes"] == [*notes, "written on v2"]
+        # v3 did migrate the database (it answered on schema 3) before it failed
+        assert {"version": 3, "schema": 3, "storage": "postgresql"} in steps["try v3"]["seen"]
+        assert set(steps["upgrade"]["downtime"]) == {"db", "app"}
         assert cli("--root", root, "ps", "-aq").stdout.strip() == ""  # all removed
         assert "notesstack" not in cli("--root", root, "volume", "ls").stdout
     finally:  # a failed claim stops the story before its clean-up

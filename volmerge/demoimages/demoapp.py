@@ -13,7 +13,7 @@ from .ociwriter import Dir, Entry, File
 
 DEMOAPP = Path(__file__).resolve().parent / "app"
 
-DEMO_FILES = ("server.py",)
+DEMO_FILES = ("server.py", "pgwire.py", "pgnotes.py")
 
 
 def _demo_module() -> ModuleType:
