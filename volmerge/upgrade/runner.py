@@ -206,11 +206,20 @@ def _apply_all(ctx: Ctx, kind: str, journal: jr.Journal, steps: list[Step], p: P
 def undo_steps(ctx: Ctx, journal: jr.Journal, kind: str,
                applied: list[tuple[int, Step, dict[str, Any]]],
                progress: Progress = no_progress) -> None:
-    """Undo ``applied`` strictly in reverse, stopping at the first failure:
-    undoing a later step (restarting the old container) on top of a failed
-    earlier undo (its volume not rolled back) would mix generations.  The
-    journal stays ``begun`` and the next recover continues from there."""
-    for i, step, undo in reversed(applied):
+    """Undo ``applied`` in reverse, stopping at the first failure: undoing a
+    later step (restarting the old container) on top of a failed earlier
+    undo (its volume not rolled back) would mix generations.  The journal
+    stays ``begun`` and the next recover continues from there.
+
+    The old containers start again last, once every volume is back, in the
+    order they were stopped: in a stack's journal the application stopped
+    after its database would otherwise start again on the database the new
+    release had migrated, before the database's own undo (found by
+    ``volmerge demo --stack``).  A recover computes the same order from the
+    steps not yet undone."""
+    restarts = [a for a in applied if a[1].restarts_on_undo]
+    others = [a for a in reversed(applied) if not a[1].restarts_on_undo]
+    for i, step, undo in (*others, *restarts):
         try:
             fault(f"{kind}.undo-{step.kind}")
             did = step.undo(ctx, undo)

@@ -57,6 +57,9 @@ class Step:
     snapshot kept, a health check) or is past a point of no return."""
 
     kind: ClassVar[str] = ""
+    #: its undo starts a stopped container again: undone after every other
+    #: step, in the order the stops were applied (runner.undo_steps)
+    restarts_on_undo: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
@@ -106,6 +109,7 @@ def fault(point: str) -> None:
 @dataclass(frozen=True)
 class StopContainer(Step):
     kind = "stop"
+    restarts_on_undo = True
     id: str
     name: str
     timeout: float

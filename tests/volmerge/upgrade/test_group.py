@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,25 @@ def test_a_failure_in_the_second_part_undoes_the_first_too(sctx: Ctx) -> None:
     assert err.value.prepared.tx.current == 1  # the part that failed: web
     (state,) = sctx.store.db.execute("SELECT state FROM upgrade_journal").fetchone()
     assert state == "rolled-back"
+
+
+@dataclass(frozen=True)
+class Stop(Rec):
+    """A stop of the old container: its undo starts it again."""
+
+    kind = "test-stop"
+    restarts_on_undo = True
+
+
+def test_the_old_containers_start_again_last_in_the_order_they_stopped(sctx: Ctx) -> None:
+    """The application's restart waits for the database's volume to be back,
+    and the database starts before the application."""
+    with pytest.raises(runner.Failed):
+        _run(sctx, _stack(_member("db", Stop("stop-db"), Rec("db-volume")),
+                          _member("web", Stop("stop-web"), Rec("web-volume"),
+                                  Rec("health", fail=True))))
+    assert LOG[-5:] == ["undo health -", "undo web-volume web-volume", "undo db-volume db-volume",
+                        "undo stop-db stop-db", "undo stop-web stop-web"]
 
 
 def _crashed(sctx: Ctx) -> jr.Journal:
