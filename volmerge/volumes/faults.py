@@ -37,8 +37,19 @@ STEPS: dict[str, tuple[str, ...]] = {
 }
 
 
+_SEEN: dict[str, int] = {}
+
+
 def point(step: str) -> None:
-    """Die here, right now, if the environment asks for it."""
+    """Die here, right now, if the environment asks for it
+    (``VOLMERGE_FAULT=STEP``, or ``STEP#N``: at its N-th time in this process,
+    for an operation an upgrade does twice, such as a snapshot)."""
     want = os.environ.get("VOLMERGE_FAULT")
-    if want and want == step:
+    if not want:
+        return
+    name, _, nth = want.partition("#")
+    if name != step:
+        return
+    _SEEN[step] = seen = _SEEN.get(step, 0) + 1
+    if seen == (int(nth) if nth.isdigit() else 1):
         os.kill(os.getpid(), signal.SIGKILL)
