@@ -31,7 +31,7 @@ from .build import build_steps, current_gen
 from .merge import merge_volume, summary
 from .plan import UpgradeOptions, make_plan
 from .runner import Failed, Prepared, Progress, no_progress
-from .staging import drop_staged, prep_tag
+from .staging import drop_staged, prep_tag, warm
 from .steps import Tx
 
 if TYPE_CHECKING:
@@ -51,6 +51,7 @@ def upgrade(ctx: Ctx, opts: UpgradeOptions, progress: Progress = no_progress) ->
         for w in plan.policy_warnings:
             progress("note", f"warning: {w}", None)
         gen = current_gen(ctx, plan.container, plan.container_id, write=True)
+        warm()  # what the switch imports, imported while the old version serves
         jid = jr.new_id()
         tx = Tx(new_image=ctx.images.get(plan.new_image),
                 old_image=ctx.images.get(plan.old_image_id), policy=plan.policy)
