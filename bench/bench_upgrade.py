@@ -160,7 +160,7 @@ def probe(path: str = "/health") -> int:
 def get_json(path: str) -> dict:
     import urllib.request
 
-    with urllib.request.urlopen(f"http://127.0.0.1:{PORT}{path}", timeout=5) as r:
+    with urllib.request.urlopen(f"http://127.0.0.1:{PORT}{path}", timeout=60) as r:
         return json.loads(r.read())
 
 

@@ -127,3 +127,21 @@ def test_a_database_written_after_staging_is_replayed_again(vm) -> None:  # type
              "\"SELECT content, pinned FROM notes WHERE content = 'late'\").fetchall())",
              check=True).stdout
     assert out.strip() == "[('late', 0)]"
+
+
+def test_a_volume_held_open_is_merged_at_the_switch(vm) -> None:  # type: ignore[no-untyped-def]
+    """A process holding a file in the volume (as a database server does)
+    makes the serving snapshot refuse the swap: after a few tries the
+    volume is merged at the switch instead, and the upgrade goes through."""
+    hold = "exec 3</data/settings.json; trap 'exit 0' TERM; while :; do sleep 0.05; done"
+    vm("run", "-d", "--name", "app", "-v", "app-data:/data", APP[1], "sh", "-c", hold, check=True)
+    p = vm("upgrade", "app", "--to", APP[2], "--health-timeout", "0.3", "--stop-timeout", "2",
+           "--json")
+    assert p.returncode == 0, p.stderr
+    rep = json.loads(p.stdout)
+    assert "merged whole at the switch (not staged)" in rep["volumes"]["app-data"]["switch"]["merge"]
+    assert json.loads(vm("exec", "app", "cat", "/data/settings.json", check=True).stdout) == {
+        "a": 1, "b": 3, "c": 4}
+    vol = json.loads(vm("volume", "inspect", "app-data", "--json").stdout)
+    vol = vol[0] if isinstance(vol, list) else vol
+    assert not [s for s in vol["snapshots"] if (s.get("tag") or "").endswith("-prep")]

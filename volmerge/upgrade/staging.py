@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from volmerge.runtime import fsutil
 from volmerge.runtime.atomicfile import fsync_dir
 
-from ..errors import NotDone
+from ..errors import Conflict, NotDone
 from .steps import Step, Tx, find_container
 
 if TYPE_CHECKING:
@@ -83,10 +83,20 @@ def drop_staged(ctx: Ctx, jid: str, volume: str | None = None) -> None:
         top.rmdir()
 
 
+#: a serving snapshot that finds the volume busy (a file held open in the
+#: container) tries again this many times, a little later each time
+BUSY_TRIES = 6
+BUSY_WAIT = 0.02
+
+
 @dataclass(frozen=True)
 class ServingSnapshot(Step):
     """Freeze the volume's live layer while its container serves (the
-    container is paused for the swap only)."""
+    container is paused for the swap only).  The swap needs the volume's
+    mount free in the container: a process holding a file there (a request
+    in flight, a database server's open files) makes it refuse, and after
+    a few tries the volume is not staged: its merge happens at the switch,
+    as without staging."""
 
     kind = "serving-snapshot"
     volume: str
@@ -98,11 +108,19 @@ class ServingSnapshot(Step):
         return f"snapshot volume {self.volume} as {self.tag} while the old version serves"
 
     def apply(self, ctx: Ctx, tx: Tx) -> dict[str, Any]:
-        snap = ctx.volumes.snapshot(self.volume, tag=self.tag, pause=True)
-        return {"snapshot": snap.id}
+        for attempt in range(BUSY_TRIES):
+            try:
+                snap = ctx.volumes.snapshot(self.volume, tag=self.tag, pause=True)
+            except Conflict as exc:  # nothing changed: refused before the commit
+                if attempt == BUSY_TRIES - 1:
+                    return {"snapshot": None, "skipped": str(exc)}
+                time.sleep(BUSY_WAIT * (attempt + 1))
+            else:
+                return {"snapshot": snap.id}
+        raise AssertionError("unreachable")
 
     def reverse(self, data: dict[str, Any]) -> Step | None:
-        cut_short = not data.get("snapshot")
+        cut_short = "snapshot" not in data
         return ForgetSnapshot(volume=self.volume, tag=self.tag,
                               restart=self.container if cut_short else "", timeout=self.timeout)
 
@@ -156,6 +174,8 @@ class StageMerge(Step):
         from .merge import merge_volume
 
         drop_staged(ctx, self.jid, self.volume)  # an interrupted attempt's leftovers
+        if not any(s.tag == self.at for s in ctx.volumes.snapshots(self.volume)):
+            return {"staged": False}  # the serving snapshot found the volume busy
         out = staged_dir(ctx, self.jid, self.volume)
         out.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         with ctx.volumes.view(self.volume, at=self.at) as ours:
