@@ -32,8 +32,9 @@ from typing import TYPE_CHECKING, Any
 
 from volmerge.runtime import fsutil
 from volmerge.runtime.atomicfile import fsync_dir
+from volmerge.runtime.errors import CodedError
 
-from ..errors import Conflict, NotDone
+from ..errors import NotDone
 from .steps import Step, Tx, find_container
 
 if TYPE_CHECKING:
@@ -96,7 +97,8 @@ class ServingSnapshot(Step):
     mount free in the container: a process holding a file there (a request
     in flight, a database server's open files) makes it refuse, and after
     a few tries the volume is not staged: its merge happens at the switch,
-    as without staging."""
+    as without staging.  So does any other failure before the snapshot's
+    commit (a freeze that fails under load), which changed nothing."""
 
     kind = "serving-snapshot"
     volume: str
@@ -111,13 +113,27 @@ class ServingSnapshot(Step):
         for attempt in range(BUSY_TRIES):
             try:
                 snap = ctx.volumes.snapshot(self.volume, tag=self.tag, pause=True)
-            except Conflict as exc:  # nothing changed: refused before the commit
+            except (CodedError, OSError) as exc:
+                if self._taken(ctx):
+                    raise  # committed, then failed (a remount): undone with a restart
+                # refused before the commit (a busy mount; under load even the
+                # cgroup freeze can fail): nothing changed, the container runs on
+                self._running_again(ctx)
                 if attempt == BUSY_TRIES - 1:
                     return {"snapshot": None, "skipped": str(exc)}
                 time.sleep(BUSY_WAIT * (attempt + 1))
             else:
                 return {"snapshot": snap.id}
         raise AssertionError("unreachable")
+
+    def _taken(self, ctx: Ctx) -> bool:
+        return any(s.tag == self.tag for s in ctx.volumes.snapshots(self.volume))
+
+    def _running_again(self, ctx: Ctx) -> None:
+        """A pause the failed attempt left behind is lifted."""
+        c = find_container(ctx, self.container)
+        if c is not None and c.state == "paused":
+            ctx.engine.unpause(c.id)
 
     def reverse(self, data: dict[str, Any]) -> Step | None:
         cut_short = "snapshot" not in data
