@@ -414,6 +414,12 @@ class LibOps:
         import volmerge.runtime.health  # noqa: F401
         import volmerge.volumes.export  # noqa: F401
 
+        # what a start imports (the netlink library alone ~100-230 ms): as warm
+        # as volmerge upgrade, which imports it before its switch
+        from volmerge.upgrade.staging import warm
+
+        warm()
+
     def _opts(self, image: str, **kw):  # type: ignore[no-untyped-def]
         return self.o.RunOptions(image=image, mounts=[self.o.parse_volume(f"{VOL}:/data")], **kw)
 
