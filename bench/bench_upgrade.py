@@ -3,7 +3,8 @@ automatic rollback of a broken release, and ``volmerge rollback``) against the
 manual path an operator takes with a docker-like CLI: stop, tar the volume,
 start the new image, and restore from the tar when the new version fails.
 
-Run as root: ``.venv/bin/python bench/bench_upgrade.py [-n ROUNDS] [--notes N]``.
+Run as root: ``.venv/bin/python bench/bench_upgrade.py [-n ROUNDS] [--notes N[,N...]]
+[--sides floor,volmerge,manual,manual-cli] [--scenarios upgrade,failed,back,naive]``.
 
 The script re-executes itself under ``unshare --net --mount --propagation
 private`` so that the bridge, the published port, the nft table and every
@@ -18,8 +19,16 @@ and an operator's settings edit) and runs three scenarios per side:
   failed    v2 -> v3 (v3 fails its health check): back on v2 with the data
   back      v2 -> v1 (return to the previous version, dropping newer data)
 
+The floor is the demo app's own restart: the same container (v1, same data)
+stopped and started again through the library in one warm process; an
+upgrade replaces the process, so it cannot have less downtime than that
+without keeping the socket open.
+
 A client thread polls GET /health every 5 ms; downtime is the longest gap
-between two successful (HTTP 200) answers.  Sides alternate which goes first.
+between two successful (HTTP 200) answers; refused counts the connections
+refused meanwhile, failed every try without a 200.  Sides alternate which
+goes first.  The goals of issue 19 are printed: the upgrade's downtime at
+most the floor + 50 ms and at most 0.5 x the manual path's.
 """
 
 from __future__ import annotations
@@ -47,6 +56,8 @@ DEMO = {1: "localhost/volmerge-demo/notes:1", 2: "localhost/volmerge-demo/notes:
         3: "localhost/volmerge-demo/notes:3"}
 NAME, VOL, PORT = "notes", "notes-data", 18080
 HEALTH_TIMEOUT = 5.0  # both sides give the broken release the same 5 s
+# the share of upgrades whose volume was merged before the stop (not busy)
+STAGED = "staged (share of runs)"
 
 # v1 -> v2 schema change, written by hand as an operator would (the manual
 # side's migration; volmerge derives it from the two schemas instead).
@@ -115,13 +126,20 @@ class VM:
         return p
 
 
+REFUSED, TIMEOUT, BROKEN = -1, 0, -2  # probe() results that are no HTTP answer
+
+
 def probe(path: str = "/health") -> int:
-    """HTTP status of one GET on a new connection (0: no answer).  A short
-    connect timeout: while no container is behind the DNAT the SYN vanishes."""
+    """HTTP status of one GET on a new connection; else REFUSED (the
+    connection was refused or reset: nothing listened), TIMEOUT (no answer
+    in time: while no container is behind the DNAT the SYN vanishes; a short
+    25 ms connect timeout) or BROKEN (connected, then no HTTP answer)."""
     try:
         s = socket.create_connection(("127.0.0.1", PORT), timeout=0.025)
+    except (ConnectionRefusedError, ConnectionResetError):
+        return REFUSED
     except OSError:
-        return 0
+        return TIMEOUT
     try:
         s.settimeout(2.0)
         s.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n".encode())
@@ -132,9 +150,11 @@ def probe(path: str = "/health") -> int:
                 break
             data += chunk
         parts = data.split(b" ", 2)
-        return int(parts[1]) if data.startswith(b"HTTP/") and len(parts) > 1 else 0
+        return int(parts[1]) if data.startswith(b"HTTP/") and len(parts) > 1 else BROKEN
+    except (ConnectionRefusedError, ConnectionResetError):
+        return REFUSED
     except (OSError, ValueError):
-        return 0
+        return BROKEN
     finally:
         s.close()
 
@@ -142,7 +162,7 @@ def probe(path: str = "/health") -> int:
 def get_json(path: str) -> dict:
     import urllib.request
 
-    with urllib.request.urlopen(f"http://127.0.0.1:{PORT}{path}", timeout=5) as r:
+    with urllib.request.urlopen(f"http://127.0.0.1:{PORT}{path}", timeout=60) as r:
         return json.loads(r.read())
 
 
@@ -154,6 +174,9 @@ class Poller:
         self.interval = interval
         self.oks: list[float] = []
         self.tries = 0
+        self.refused = 0        # connections refused (or reset) while measuring
+        self.failed = 0         # every try without an HTTP 200 while measuring
+        self._measuring = False
         self._finish_at: float | None = None
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -162,8 +185,12 @@ class Poller:
         nxt = time.perf_counter()
         while True:
             self.tries += 1
-            ok = probe() == 200
+            code = probe()
+            ok = code == 200
             now = time.perf_counter()
+            if self._measuring and not ok:
+                self.failed += 1
+                self.refused += code == REFUSED
             if ok:
                 self.oks.append(now)
                 if self._finish_at is not None and now >= self._finish_at:
@@ -184,6 +211,7 @@ class Poller:
             if time.perf_counter() > deadline:
                 raise Fail("service not answering before the measurement")
             time.sleep(0.005)
+        self._measuring = True
         return self
 
     def finish(self, timeout: float = 30) -> float:
@@ -214,7 +242,7 @@ def setup(vm: VM, notes: int) -> None:
         import urllib.request
 
         urllib.request.urlopen(f"http://127.0.0.1:{PORT}/notes", data=f"http note {i}".encode(),
-                               timeout=5).read()
+                               timeout=60).read()
     vm("exec", NAME, "python3", "-c", FILL, str(notes - 10))
     vm("exec", NAME, "sh", "-c",
        "sed -i 's/^greeting = .*/greeting = Hello from Ops/' /data/settings.ini")
@@ -251,6 +279,8 @@ class Sample:
     downtime: float
     total: float
     steps: dict[str, float] = field(default_factory=dict)
+    refused: int = 0
+    failed: int = 0
 
 
 def measure(action) -> Sample:  # type: ignore[no-untyped-def]
@@ -262,7 +292,7 @@ def measure(action) -> Sample:  # type: ignore[no-untyped-def]
     finally:
         total = time.perf_counter() - t0
         down = poller.finish()
-    return Sample(down, total, steps)
+    return Sample(down, total, steps, poller.refused, poller.failed)
 
 
 class Steps:
@@ -290,15 +320,21 @@ def last_attempt_timings(vm: VM) -> dict[str, float]:
     return dict(attempts[-1]["timings"]) if attempts else {}
 
 
-def volmerge_side(vm: VM, notes: int) -> dict[str, Sample]:
+def volmerge_side(vm: VM, notes: int, scenarios: set[str]) -> dict[str, Sample]:
     out: dict[str, Sample] = {}
 
     def upgrade() -> dict[str, float]:
         p = vm("upgrade", NAME, "--to", DEMO[2], "--json")
-        return dict(json.loads(p.stdout)["timings"])
+        rep = json.loads(p.stdout)
+        t = dict(rep["timings"])
+        how = rep["volumes"].get(VOL, {}).get("switch", {}).get("merge", "")
+        t[STAGED] = float("whole" not in how) if how else 0.0
+        return t
 
     out["upgrade"] = measure(upgrade)
     expect(2, notes)
+    if "failed" not in scenarios:
+        return out
 
     def failed() -> dict[str, float]:
         p = vm("upgrade", NAME, "--to", DEMO[3], "--health-timeout", str(HEALTH_TIMEOUT),
@@ -310,6 +346,8 @@ def volmerge_side(vm: VM, notes: int) -> dict[str, Sample]:
 
     out["failed"] = measure(failed)
     expect(2, notes)
+    if "back" not in scenarios:
+        return out
 
     def back() -> dict[str, float]:
         p = vm("rollback", NAME, "--discard-new-data", "--json")
@@ -376,11 +414,20 @@ class LibOps:
         import volmerge.runtime.health  # noqa: F401
         import volmerge.volumes.export  # noqa: F401
 
+        # what a start imports (the netlink library alone ~100-230 ms): as warm
+        # as volmerge upgrade, which imports it before its switch
+        from volmerge.upgrade.staging import warm
+
+        warm()
+
     def _opts(self, image: str, **kw):  # type: ignore[no-untyped-def]
         return self.o.RunOptions(image=image, mounts=[self.o.parse_volume(f"{VOL}:/data")], **kw)
 
     def stop(self) -> None:
         self.eng.stop(NAME, 10)
+
+    def start_again(self) -> None:
+        self.eng.start(NAME)
 
     def rm(self, force: bool = False) -> None:
         self.eng.remove(NAME, force=force)
@@ -424,6 +471,18 @@ def restore(ops, s: Steps, tar: Path, version: int) -> None:  # type: ignore[no-
         raise Fail(f"v{version} unhealthy after the restore")
 
 
+def floor(ops) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """The demo app's own restart, the floor of any upgrade that replaces
+    its process: the same container (same image, same data) stopped and
+    started again, then its health check."""
+    s = Steps()
+    s("stop", ops.stop)
+    s("start", ops.start_again)
+    if not s("health", ops.healthy, 30):
+        raise Fail("unhealthy after its own restart")
+    return s.t
+
+
 def manual(ops, scenario: str, work: Path) -> dict[str, float]:  # type: ignore[no-untyped-def]
     """One scenario of the manual path; returns its step timings."""
     bk = {"naive": work / "before-naive.tar", "upgrade": work / "before-v2.tar",
@@ -454,21 +513,36 @@ def manual(ops, scenario: str, work: Path) -> dict[str, float]:  # type: ignore[
 MANUAL_ORDER = (("naive", 1), ("upgrade", 2), ("failed", 2), ("back", 1))
 
 
-def manual_side(vm: VM, notes: int, work: Path, lib: bool) -> dict[str, Sample]:
+def in_worker(vm: VM, scenario: str, work: Path) -> dict[str, float]:
+    """``scenario`` in a fresh process of this script (--worker), started
+    before the poller measures, as `volmerge upgrade` is."""
+    env = dict(os.environ, VOLMERGE_ROOT=str(vm.root))
+    p = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", scenario,
+                        "--work", str(work)], capture_output=True, text=True, env=env)
+    if p.returncode != 0:
+        raise Fail(f"worker {scenario}: {p.stderr[-800:]}")
+    return dict(json.loads(p.stdout))
+
+
+def floor_side(vm: VM, notes: int, work: Path) -> dict[str, Sample]:
+    out = {"restart": measure(lambda: in_worker(vm, "restart", work))}
+    expect(1, notes)
+    return out
+
+
+def manual_side(vm: VM, notes: int, work: Path, lib: bool,
+                scenarios: set[str]) -> dict[str, Sample]:
     """The manual scenarios in order; ``lib``: each scenario in one fresh
     process of this script (--worker), started before the poller measures,
     as `volmerge upgrade` is."""
     out: dict[str, Sample] = {}
     ops = CliOps(vm)
     for scenario, after in MANUAL_ORDER:
+        if scenario not in scenarios:
+            continue
         if lib:
             def act(sc: str = scenario) -> dict[str, float]:
-                env = dict(os.environ, VOLMERGE_ROOT=str(vm.root))
-                p = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", sc,
-                                    "--work", str(work)], capture_output=True, text=True, env=env)
-                if p.returncode != 0:
-                    raise Fail(f"worker {sc}: {p.stderr[-800:]}")
-                return dict(json.loads(p.stdout))
+                return in_worker(vm, sc, work)
         else:
             def act(sc: str = scenario) -> dict[str, float]:
                 return manual(ops, sc, work)
@@ -481,7 +555,7 @@ def manual_side(vm: VM, notes: int, work: Path, lib: bool) -> dict[str, Sample]:
 
 def worker(scenario: str, work: Path) -> None:
     ops = LibOps(Path(os.environ["VOLMERGE_ROOT"]))
-    print(json.dumps(manual(ops, scenario, work)))
+    print(json.dumps(floor(ops) if scenario == "restart" else manual(ops, scenario, work)))
 
 
 # --------------------------------------------------------------------------
@@ -489,6 +563,7 @@ def worker(scenario: str, work: Path) -> None:
 # --------------------------------------------------------------------------
 
 SCENARIOS = {
+    "restart": "floor only: the demo app's own stop + start (v1, same data, same container)",
     "upgrade": "v1 -> v2, data carried into the new schema",
     "failed": f"v2 -> v3 (fails health, {HEALTH_TIMEOUT:g} s timeout), back on v2",
     "back": "v2 -> v1, newer data dropped",
@@ -501,41 +576,59 @@ def med(xs: list[float]) -> float:
 
 
 SIDES = {
+    "floor": "the app's own restart: stop + start of the same container through the library "
+             "in one warm process",
     "volmerge": "volmerge upgrade / its automatic rollback / volmerge rollback (one CLI call each)",
     "manual": "manual path through the library in one warm process (no per-command start-up)",
     "manual-cli": "manual path as typed: one volmerge CLI command per step",
 }
+GOAL_OVER_FLOOR_MS = 50.0   # issue 19: downtime <= the floor + 50 ms
+GOAL_OF_MANUAL = 0.5        # ... and <= 0.5 x the manual path
 
 
 def report(results: dict[str, list[dict[str, Sample]]], notes: int, rounds: int) -> dict:
     print(f"\nDemo app, {notes} notes, {rounds} rounds per side, medians (ms); downtime = "
-          "longest gap between two 200 answers of GET /health polled every 5 ms\n")
+          "longest gap between two 200 answers of GET /health polled every 5 ms; refused = "
+          "connections refused, failed = tries without a 200 (medians per run)\n")
     hdr = (f"{'scenario':<9} {'side':<11} {'downtime':>9} {'command':>9} {'min-max downtime':>17}"
-           f" {'x downtime':>11} {'x command':>10}")
+           f" {'refused':>8} {'failed':>7} {'x downtime':>11} {'x command':>10}")
     print(hdr)
     print("-" * len(hdr))
     summary: dict = {}
-    for key in ("upgrade", "failed", "back", "naive"):
+    for key in SCENARIOS:
         row: dict = {}
         for side in SIDES:
-            xs = [r[key] for r in results[side] if key in r]
+            xs = [r[key] for r in results.get(side, []) if key in r]
             if not xs:
                 continue
             d = [x.downtime for x in xs]
             r = row[side] = {
                 "downtime_ms": med(d), "total_ms": med([x.total for x in xs]),
                 "min_ms": min(d) * 1000, "max_ms": max(d) * 1000,
-                "steps_ms": {k: med([x.steps.get(k, 0.0) for x in xs]) for k in xs[0].steps}}
+                "refused": statistics.median([x.refused for x in xs]),
+                "failed": statistics.median([x.failed for x in xs]),
+                "steps_ms": {k: (statistics.mean if k == STAGED else med)(
+                    [x.steps.get(k, 0.0) for x in xs]) for k in xs[0].steps}}
             ratio = ""
-            if side != "volmerge" and "volmerge" in row:
+            if side not in ("volmerge", "floor") and "volmerge" in row:
                 v = row["volmerge"]
                 r["ratio_downtime"] = r["downtime_ms"] / v["downtime_ms"]
                 r["ratio_total"] = r["total_ms"] / v["total_ms"]
                 ratio = f"{r['ratio_downtime']:>10.2f}x {r['ratio_total']:>9.2f}x"
             mm = f"{r['min_ms']:.0f}-{r['max_ms']:.0f}"
-            print(f"{key:<9} {side:<11} {r['downtime_ms']:>9.0f} {r['total_ms']:>9.0f} {mm:>17} {ratio}")
-        summary[key] = row
+            print(f"{key:<9} {side:<11} {r['downtime_ms']:>9.0f} {r['total_ms']:>9.0f} {mm:>17}"
+                  f" {r['refused']:>8g} {r['failed']:>7g} {ratio}")
+        if row:
+            summary[key] = row
     print("\n(x: manual / volmerge, > 1 means volmerge is faster)")
+    goals = _goals(summary)
+    if goals:
+        summary["goals"] = goals
+        print(f"\nGoals (issue 19), upgrade: volmerge {goals['volmerge_ms']:.0f} ms; floor "
+              f"{goals['floor_ms']:.0f} ms -> over the floor {goals['over_floor_ms']:+.0f} ms "
+              f"(goal <= +{GOAL_OVER_FLOOR_MS:.0f}: {'met' if goals['floor_met'] else 'NOT met'});"
+              f" manual {goals['manual_ms']:.0f} ms -> {goals['of_manual']:.2f} x manual "
+              f"(goal <= {GOAL_OF_MANUAL}: {'met' if goals['manual_met'] else 'NOT met'})")
     print("\nScenarios:")
     for k, v in SCENARIOS.items():
         print(f"  {k:<8} {v}")
@@ -546,9 +639,22 @@ def report(results: dict[str, list[dict[str, Sample]]], notes: int, rounds: int)
     for key, row in summary.items():
         for side in SIDES:
             if side in row:
-                steps = ", ".join(f"{k} {v:.0f}" for k, v in row[side]["steps_ms"].items())
+                steps = ", ".join(f"{k} {v:.2f}" if k == STAGED else f"{k} {v:.0f}"
+                                  for k, v in row[side]["steps_ms"].items())
                 print(f"  {key:<8} {side:<11} {steps}")
     return summary
+
+
+def _goals(summary: dict) -> dict:
+    """The upgrade's downtime against the floor and the manual path."""
+    up, fl = summary.get("upgrade", {}), summary.get("restart", {})
+    if "volmerge" not in up or "manual" not in up or "floor" not in fl:
+        return {}
+    v, f, m = (up["volmerge"]["downtime_ms"], fl["floor"]["downtime_ms"],
+               up["manual"]["downtime_ms"])
+    return {"volmerge_ms": v, "floor_ms": f, "manual_ms": m, "over_floor_ms": v - f,
+            "of_manual": v / m, "floor_met": v - f <= GOAL_OVER_FLOOR_MS,
+            "manual_met": v / m <= GOAL_OF_MANUAL}
 
 
 # --------------------------------------------------------------------------
@@ -565,10 +671,40 @@ def cli_floor(vm: VM, n: int = 5) -> float:
     return statistics.median(xs)
 
 
+def run_side(vm: VM, side: str, notes: int, work: Path, scenarios: set[str]) -> dict[str, Sample]:
+    setup(vm, notes)
+    try:
+        if side == "floor":
+            return floor_side(vm, notes, work)
+        if side == "volmerge":
+            return volmerge_side(vm, notes, scenarios)
+        return manual_side(vm, notes, work, side == "manual", scenarios)
+    finally:
+        teardown(vm)
+
+
+def bench(vm: VM, notes: int, rounds: int, sides: list[str], work: Path,
+          scenarios: set[str]) -> dict:
+    results: dict[str, list[dict[str, Sample]]] = {k: [] for k in sides}
+    for i in range(rounds):
+        for side in sides[i % len(sides):] + sides[:i % len(sides)]:  # rotate who goes first
+            r = run_side(vm, side, notes, work, scenarios)
+            results[side].append(r)
+            print(f"{notes} notes, round {i + 1} {side:<11} " + ", ".join(
+                f"{k} {s.downtime * 1000:.0f}/{s.total * 1000:.0f} ms, refused {s.refused}"
+                for k, s in r.items()), flush=True)
+    return report(results, notes, rounds)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-n", "--rounds", type=int, default=5, help="rounds per side (>= 3)")
-    ap.add_argument("--notes", type=int, default=2000, help="notes in the database")
+    ap.add_argument("--notes", default="2000",
+                    help="notes in the database; several, comma-separated, run one after another")
+    ap.add_argument("--sides", default=",".join(SIDES),
+                    help=f"comma-separated, of {', '.join(SIDES)}")
+    ap.add_argument("--scenarios", default="upgrade,failed,back,naive",
+                    help="comma-separated, of upgrade, failed, back, naive (upgrade always runs)")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
@@ -576,8 +712,16 @@ def main() -> None:
     if args.worker:
         worker(args.worker, Path(args.work))
         return
-    if args.rounds < 3 or args.notes < 10:
+    try:
+        counts = [int(x) for x in args.notes.split(",")]
+    except ValueError:
+        raise SystemExit("bench_upgrade: --notes takes numbers, comma-separated") from None
+    sides = [x for x in args.sides.split(",") if x]
+    scenarios = {x for x in args.scenarios.split(",") if x} | {"upgrade"}
+    if args.rounds < 3 or min(counts) < 10:
         raise SystemExit("bench_upgrade: --rounds >= 3 and --notes >= 10")
+    if not set(sides) <= set(SIDES) or not scenarios <= set(SCENARIOS) - {"restart"}:
+        raise SystemExit("bench_upgrade: unknown side or scenario")
     reexec_in_namespaces()
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
 
@@ -591,28 +735,20 @@ def main() -> None:
         for kind in ("demo-v1", "demo-v2", "demo-v3"):
             vm("image", "load", str(image_archive(kind)))
         print(f"images loaded in {time.perf_counter() - t0:.1f} s; store {vm.root}", flush=True)
-        floor = cli_floor(vm)
-        results: dict[str, list[dict[str, Sample]]] = {k: [] for k in SIDES}
-        sides = list(SIDES)
-        for i in range(args.rounds):
-            for side in sides[i % 3:] + sides[:i % 3]:  # rotate who goes first
-                setup(vm, args.notes)
-                if side == "volmerge":
-                    r = volmerge_side(vm, args.notes)
-                else:
-                    r = manual_side(vm, args.notes, work, lib=side == "manual")
-                results[side].append(r)
-                teardown(vm)
-                print(f"round {i + 1} {side:<11} " + ", ".join(
-                    f"{k} {s.downtime * 1000:.0f}/{s.total * 1000:.0f} ms" for k, s in r.items()),
-                    flush=True)
-        summary = report(results, args.notes, args.rounds)
-        print(f"\nOne trivial volmerge CLI call (`volmerge ps -q`): {floor * 1000:.0f} ms "
+        call = cli_floor(vm)
+        load = os.getloadavg()
+        out: dict = {"rounds": args.rounds, "cli_call_ms": call * 1000,
+                     "loadavg_start": load, "by_notes": {}}
+        for n in counts:
+            out["by_notes"][str(n)] = bench(vm, n, args.rounds, sides, work, scenarios)
+        out["loadavg_end"] = os.getloadavg()
+        print(f"\nOne trivial volmerge CLI call (`volmerge ps -q`): {call * 1000:.0f} ms "
               "(manual-cli pays it once per command)")
+        print(f"Load average (1, 5, 15 min) at the start {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}"
+              f", at the end {out['loadavg_end'][0]:.1f} {out['loadavg_end'][1]:.1f} "
+              f"{out['loadavg_end'][2]:.1f} (2 cores shared with other work)")
         if args.json:
-            Path(args.json).write_text(json.dumps({"notes": args.notes, "rounds": args.rounds,
-                                                   "cli_call_ms": floor * 1000,
-                                                   "results": summary}, indent=1))
+            Path(args.json).write_text(json.dumps(out, indent=1))
     finally:
         teardown(vm)
         nets = vm("network", "ls", "-q", check=False).stdout.split()

@@ -134,7 +134,7 @@ def test_network_rm_while_a_container_joins_it(vm) -> None:  # type: ignore[no-u
 def test_two_recover_at_once(vm) -> None:  # type: ignore[no-untyped-def]
     vm("run", "-d", "--name", "app", "--network", "none", "-v", "appdata:/data", APP[1], check=True)
     # an upgrade killed half-way leaves a pending transaction to recover
-    env = dict(os.environ, VOLMERGE_ROOT=str(vm.root), VOLMERGE_FAULT="upgrade.after-merge")
+    env = dict(os.environ, VOLMERGE_ROOT=str(vm.root), VOLMERGE_FAULT="upgrade.after-finish-merge")
     p = subprocess.run([sys.executable, "-m", "volmerge", "upgrade", "app", "--to", APP[2],
                         *UPGRADE], env=env, capture_output=True, text=True, timeout=240)
     assert p.returncode == -9, p.stderr

@@ -17,10 +17,15 @@ import pytest
 
 from .conftest import APP, volume_digest
 
-STEP_KINDS = ("stop", "snapshot", "merge", "rename", "create", "takeover", "start", "health")
+# In the order an upgrade runs them: while the old version serves, then the switch.
+STEP_KINDS = ("serving-snapshot", "stage-merge", "rename", "create", "stop", "snapshot",
+              "finish-merge", "takeover", "start", "health")
 BOUNDARIES = [f"upgrade.{w}-{k}" for k in STEP_KINDS for w in ("before", "after")]
-BOUNDARIES += ["upgrade.committed", "snapshot.layer-made", "snapshot.unmounted",
-               "snapshot.committed", "snapshot.remounted"]
+# The volume's own points: the first snapshot swaps the running container's
+# mount (#1), the second is taken after the stop (#2).
+SNAPSHOT_POINTS = ("snapshot.layer-made", "snapshot.unmounted", "snapshot.committed",
+                   "snapshot.remounted")
+BOUNDARIES += ["upgrade.committed"] + [f"{p}#{n}" for p in SNAPSHOT_POINTS for n in (1, 2)]
 RANDOM_KILLS = 30
 UPGRADE = ("upgrade", "app", "--to", APP[2], "--health-timeout", "0.3", "--stop-timeout", "2")
 

@@ -330,7 +330,9 @@ def test_upgrade_sqlite_replay(disk: Disk, vm, tmp_path: Path) -> None:
     disk.fill(space["needed"] + 100_000)
     p = vm("upgrade", "a", "--to", GREEDY[2], *UPGRADE, env={"VOLMERGE_LOG": "info"})
     no_space(p, disk)
-    assert "snapshot volume v" in p.stderr and "✓ merge" not in p.stderr  # the replay failed
+    # the replay is staged before the stop (it may pass); the disk the service
+    # filled as it stopped then fails the replay or a step after it
+    assert "snapshot volume v" in p.stderr
     disk.free()
     vm("recover", check=True)
     after = volume_digest(disk.root, "v")

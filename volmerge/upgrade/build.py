@@ -3,7 +3,10 @@ rehearsal, at clones of its volumes and a copy of it on no network.
 
 One builder for both, so the rehearsal runs what the upgrade will run (the
 same merge, the same successor options and health check), through the same
-runner (runner.py).
+runner (runner.py).  The upgrade's list has two phases: what does not need
+the old version stopped (a serving snapshot, the merge against it into a
+staged layer, the successor's record: staging.py) and the switch (stop,
+snapshot, merge again only what was written since, start).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import journal as jr
+from . import staging as stg
 from . import steps as st
 from .plan import UpgradePlan, volume_mounts
 from .sockets import hand_over
@@ -89,20 +93,30 @@ def build_steps(ctx: Ctx, plan: UpgradePlan, jid: str, gen: int,
     if rehearsal is not None:
         return _rehearsal_steps(ctx, c, plan, rehearsal)
     opts = plan.options
-    pre, post = f"upgrade-{jid}-pre", f"upgrade-{jid}-post"
-    steps: list[st.Step] = [
-        st.StopContainer(id=c.id, name=c.name, timeout=opts.stop_timeout,
-                         running=c.state in ("running", "paused")),
-    ]
-    steps += [st.SnapshotVolume(volume=v.name, tag=pre, restore=True) for v in plan.volumes]
-    steps += [st.MergeVolume(volume=v.name, target=v.target, at=pre, image=plan.new_image,
-                             on_conflict=opts.on_conflict) for v in plan.volumes if v.theirs]
-    steps += [st.SnapshotVolume(volume=v.name, tag=post, restore=False) for v in plan.volumes]
+    pre, post, prep = f"upgrade-{jid}-pre", f"upgrade-{jid}-post", stg.prep_tag(jid)
+    merged = [v for v in plan.volumes if v.theirs]
     new_opts = successor_options(c, plan)
+    # While the old version serves (nothing here depends on the final data):
+    # a snapshot with --pause semantics, the merge against it into a staged
+    # layer, the successor recorded under the name (staging.py).
+    steps: list[st.Step] = [
+        stg.ServingSnapshot(volume=v.name, tag=prep, container=c.id, timeout=opts.stop_timeout)
+        for v in merged]
+    steps += [stg.StageMerge(volume=v.name, target=v.target, at=prep, image=plan.new_image,
+                             on_conflict=opts.on_conflict, jid=jid) for v in merged]
     steps.append(st.RenameContainer(id=c.id, old_name=c.name, new_name=f"{c.name}.gen{gen}",
                                     gen=gen))
     steps.append(st.CreateContainer(name=c.name, image=plan.new_image, old_id=c.id,
                                     options=new_opts.to_json()))
+    # The switch: stop, snapshot, merge again only what was written since the
+    # serving snapshot, hand over the address, start.
+    steps.append(st.StopContainer(id=c.id, name=c.name, timeout=opts.stop_timeout,
+                                  running=c.state in ("running", "paused")))
+    steps += [st.SnapshotVolume(volume=v.name, tag=pre, restore=True) for v in plan.volumes]
+    steps += [stg.FinishMerge(volume=v.name, target=v.target, since=prep, at=pre,
+                              image=plan.new_image, on_conflict=opts.on_conflict, jid=jid)
+              for v in merged]
+    steps += [st.SnapshotVolume(volume=v.name, tag=post, restore=False) for v in plan.volumes]
     if new_opts.network not in ("none", "host") and ctx.network.leases(container_id=c.id):
         steps.append(st.TakeOverNetwork(old_id=c.id, old_name=c.name, name=c.name))
     steps += hand_over(new_opts, c.id, c.name)  # --socket-activate (sockets.py)

@@ -2,15 +2,18 @@
 
 1. lock the container; plan (plan.py) and build the steps (build.py)
 2. journal BEGIN with the plan and the steps (durable before any change)
-3. stop; 4. snapshot the volumes; 5. merge into new live layers (SQL replay
-   happens inside the merge, through the ``sql`` strategy); 6. keep the old
-   container as a generation, create and start the successor on the same
-   address and ports; 7. health check
-8. journal COMMIT and the new generation, in one database transaction;
+3. while the old version serves (staging.py): snapshot the volumes (paused
+   for the swap only), merge against that snapshot into staged layers (SQL
+   replay happens inside the merge, through the ``sql`` strategy), keep the
+   old container as a generation and record the successor
+4. the switch: stop; snapshot the volumes; the staged layers become the live
+   ones after the paths written since step 3 are merged again; the
+   successor takes the address and ports and starts; 5. health check
+6. journal COMMIT and the new generation, in one database transaction;
    then the new image's content becomes the merged volumes' base.
 
 The runner (runner.py) does 1-2, walks the steps and, on a failure anywhere
-in 3-7, undoes the applied ones in reverse: the old container runs again on
+in 3-5, undoes the applied ones in reverse: the old container runs again on
 its old layers, address and ports.  This module says what an upgrade is
 (its steps, its report) and what its commit records (:data:`FINISHER`).
 """
@@ -28,6 +31,7 @@ from .build import build_steps, current_gen
 from .merge import merge_volume, summary
 from .plan import UpgradeOptions, make_plan
 from .runner import Failed, Prepared, Progress, no_progress
+from .staging import drop_staged, prep_tag, warm
 from .steps import Tx
 
 if TYPE_CHECKING:
@@ -75,6 +79,7 @@ def prepare(ctx: Ctx, opts: UpgradeOptions, progress: Progress = no_progress) ->
     for w in plan.policy_warnings:
         progress("note", f"warning: {w}", None)
     gen = current_gen(ctx, plan.container, plan.container_id, write=True)
+    warm()  # what the switch imports, imported while the old version serves
     jid = jr.new_id()
     tx = Tx(new_image=ctx.images.get(plan.new_image),
             old_image=ctx.images.get(plan.old_image_id), policy=plan.policy)
@@ -116,7 +121,7 @@ def _record(ctx: Ctx, journal: jr.Journal, tx: Tx, db: sqlite3.Connection) -> No
 
 def finish_commit(ctx: Ctx, journal: jr.Journal) -> None:
     """After COMMIT: the new image's content becomes each merged volume's base
-    for the next upgrade.  Idempotent; recovery redoes it after a crash."""
+    for the next upgrade; the serving snapshot's tag and any staged leftover go.  Idempotent; recovery redoes it after a crash."""
     from .imageview import image_root, inside
 
     plan = journal.plan()
@@ -126,6 +131,12 @@ def finish_commit(ctx: Ctx, journal: jr.Journal) -> None:
             src = inside(root, v["target"])
             if src is not None:
                 ctx.volumes.set_base(v["name"], src)
+    # the serving snapshot was only the staged merge's "ours": untagged, its
+    # layer is squashed with the next one by the next compaction
+    for v in plan["volumes"]:
+        if ctx.volumes.exists(v["name"]):
+            ctx.volumes.untag(v["name"], {prep_tag(plan["id"])}, compact=False)
+    drop_staged(ctx, plan["id"])
 
 
 FINISHER = runner.Finisher(record=_record, finish=finish_commit)

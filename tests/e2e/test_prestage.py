@@ -1,0 +1,147 @@
+"""The merge staged while the old version serves (upgrade/staging.py): what
+the old version writes between the serving snapshot and the stop is merged
+again at the switch, path by path, or the whole volume when the paths cannot
+be split; the result is the merge an upgrade that stopped first would make."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .conftest import APP, DEMO, volume_digest
+
+
+def upgrade_writing(root: Path, name: str, image: str, volume: str,
+                    write: Callable[[Path], None]) -> dict[str, Any]:
+    """``volmerge upgrade`` through the library; ``write`` gets the live
+    volume's mount (what the running container sees) once the merge is
+    staged, before the stop."""
+    from volmerge.context import Context
+    from volmerge.runtime.store import Store
+    from volmerge.upgrade import UpgradeOptions, upgrade
+
+    st = Store(root)
+    try:
+        ctx = Context(st)
+        order: list[str] = []
+
+        def progress(event: str, text: str, seconds: float | None) -> None:
+            if event == "step":
+                order.append(text)
+                if "staged layer" in text:
+                    c = ctx.engine.get(name)
+                    assert c.state == "running", "the merge is staged while the old one serves"
+                    write(ctx.volumes.pool.merged(volume))
+
+        rep = upgrade(ctx, UpgradeOptions(container=name, to_image=image, health_timeout=0.3,
+                                          stop_timeout=2), progress)
+        assert any("staged layer" in t for t in order)
+        return rep
+    finally:
+        st.close()
+
+
+def _app(vm) -> None:  # type: ignore[no-untyped-def]
+    vm("run", "-d", "--name", "app", "-v", "app-data:/data", APP[1], check=True)
+    vm("exec", "app", "sh", "-c", "echo '{\n  \"a\": 10,\n  \"b\": 2\n}' > /data/settings.json && "
+       "echo mine > /data/user.txt && mkdir /data/sub && echo x > /data/sub/x.txt", check=True)
+
+
+def _after_stopping_first(vm, edit: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """The volume an upgrade that stops before merging makes from the same
+    writes: the reference the staged path must reproduce."""
+    _app(vm)
+    vm("exec", "app", "sh", "-c", edit, check=True)
+    vm("stop", "app", check=True)
+    p = vm("upgrade", "app", "--to", APP[2], "--health-timeout", "0.3", "--stop-timeout", "2")
+    assert p.returncode == 0, p.stderr
+    want = volume_digest(vm.root, "app-data")
+    vm("rm", "-f", "app", check=True)
+    for i in vm("ps", "-aq").stdout.split():
+        vm("rm", "-f", i, check=True)
+    vm("volume", "rm", "-f", "app-data", check=True)
+    return want
+
+
+def test_files_written_after_staging_are_merged_again(vm) -> None:  # type: ignore[no-untyped-def]
+    edit = ("echo '{\n  \"a\": 11,\n  \"b\": 2\n}' > /data/settings.json && rm /data/user.txt"
+            " && echo late > /data/late.txt && echo y > /data/sub/x.txt")
+    want = _after_stopping_first(vm, edit)
+    _app(vm)
+
+    def write(live: Path) -> None:
+        (live / "settings.json").write_text('{\n  "a": 11,\n  "b": 2\n}\n')
+        (live / "user.txt").unlink()
+        (live / "late.txt").write_text("late\n")
+        (live / "sub" / "x.txt").write_text("y\n")
+
+    rep = upgrade_writing(vm.root, "app", APP[2], "app-data", write)
+    how = rep["volumes"]["app-data"]["switch"]["merge"]
+    assert "merged again" in how and "merged whole" not in how, how
+    got = volume_digest(vm.root, "app-data")
+    assert got == want
+    data = json.loads(vm("exec", "app", "cat", "/data/settings.json", check=True).stdout)
+    assert data == {"a": 11, "b": 3, "c": 4}
+
+
+def test_a_directory_written_after_staging_means_the_whole_merge(vm) -> None:  # type: ignore[no-untyped-def]
+    want = _after_stopping_first(vm, "mkdir /data/new && echo n > /data/new/n.txt")
+    _app(vm)
+
+    def write(live: Path) -> None:
+        (live / "new").mkdir()
+        (live / "new" / "n.txt").write_text("n\n")
+
+    rep = upgrade_writing(vm.root, "app", APP[2], "app-data", write)
+    assert "merged whole" in rep["volumes"]["app-data"]["switch"]["merge"]
+    assert volume_digest(vm.root, "app-data") == want
+
+
+def test_nothing_written_after_staging_uses_the_staged_merge(vm) -> None:  # type: ignore[no-untyped-def]
+    want = _after_stopping_first(vm, "true")
+    _app(vm)
+    rep = upgrade_writing(vm.root, "app", APP[2], "app-data", lambda live: None)
+    assert "as is" in rep["volumes"]["app-data"]["switch"]["merge"]
+    assert volume_digest(vm.root, "app-data") == want
+    assert not (vm.root / "staged").exists() or not any((vm.root / "staged").iterdir())
+
+
+def test_a_database_written_after_staging_is_replayed_again(vm) -> None:  # type: ignore[no-untyped-def]
+    vm("run", "-d", "--name", "notes", "-v", "notes-data:/data", DEMO[1], check=True)
+    vm("wait", "--healthy", "notes", "--timeout", "30", check=True)
+
+    def write(live: Path) -> None:
+        db = sqlite3.connect(live / "notes.db", timeout=10)
+        with db:
+            db.execute("INSERT INTO notes (body, created) VALUES ('late', '2026-01-01T00:00:00Z')")
+        db.close()
+
+    rep = upgrade_writing(vm.root, "notes", DEMO[2], "notes-data", write)
+    how = rep["volumes"]["notes-data"]["switch"]["merge"]
+    assert "notes.db" in how and "merged again" in how, how
+    out = vm("exec", "notes", "python3", "-c",
+             "import sqlite3; print(sqlite3.connect('/data/notes.db').execute("
+             "\"SELECT content, pinned FROM notes WHERE content = 'late'\").fetchall())",
+             check=True).stdout
+    assert out.strip() == "[('late', 0)]"
+
+
+def test_a_volume_held_open_is_merged_at_the_switch(vm) -> None:  # type: ignore[no-untyped-def]
+    """A process holding a file in the volume (as a database server does)
+    makes the serving snapshot refuse the swap: after a few tries the
+    volume is merged at the switch instead, and the upgrade goes through."""
+    hold = "exec 3</data/settings.json; trap 'exit 0' TERM; while :; do sleep 0.05; done"
+    vm("run", "-d", "--name", "app", "-v", "app-data:/data", APP[1], "sh", "-c", hold, check=True)
+    p = vm("upgrade", "app", "--to", APP[2], "--health-timeout", "0.3", "--stop-timeout", "2",
+           "--json")
+    assert p.returncode == 0, p.stderr
+    rep = json.loads(p.stdout)
+    assert "merged whole at the switch (not staged)" in rep["volumes"]["app-data"]["switch"]["merge"]
+    assert json.loads(vm("exec", "app", "cat", "/data/settings.json", check=True).stdout) == {
+        "a": 1, "b": 3, "c": 4}
+    vol = json.loads(vm("volume", "inspect", "app-data", "--json").stdout)
+    vol = vol[0] if isinstance(vol, list) else vol
+    assert not [s for s in vol["snapshots"] if (s.get("tag") or "").endswith("-prep")]
