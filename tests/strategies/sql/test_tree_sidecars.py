@@ -70,3 +70,22 @@ def test_ours_journal_stays_beside_ours_database_kept_as_is(tmp_path):
         assert conn.execute("SELECT body FROM notes").fetchall() == [("kept",)]
     finally:
         conn.close()
+
+
+def test_ours_hot_journal_is_whited_out_in_an_upper_layer(tmp_path):
+    """The volume's merge writes an overlay upper layer over ours: the
+    journal, still in ours' lower layers, is hidden by a whiteout."""
+    import os
+    import stat
+
+    for side in ("base", "theirs"):
+        (tmp_path / side).mkdir()
+    make_db(tmp_path / "base" / "notes.db", V1)
+    make_db(tmp_path / "theirs" / "notes.db", V2)
+    live = make_db(tmp_path / "live.db", V1 + "INSERT INTO notes(body) VALUES ('kept');")
+    _hot_copy(live, tmp_path / "ours")
+    out = tmp_path / "out"
+    merge_trees(tmp_path / "base", tmp_path / "ours", tmp_path / "theirs", out, mode="upper")
+    st = os.lstat(out / "notes.db-journal")
+    assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+    assert (out / "notes.db").read_bytes()[:16] == b"SQLite format 3\x00"
