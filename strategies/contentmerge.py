@@ -33,6 +33,7 @@ class ContentMerge:
         def _oc(self, rel: str) -> tuple[str, Any]: ...
         def _rep(self, fr: FileReport) -> None: ...
         def _fail(self) -> None: ...
+        def _keep(self, rel: str, name: str, o: Node | None, od: DirHandle | None) -> None: ...
         def _beside(self, rel: str, name: str, t: Node, td: DirHandle | None,
                     taken: set[str]) -> None: ...
 
@@ -96,7 +97,7 @@ class ContentMerge:
             self._fail()
             return 1
         if res.content == o.read() and meta == o.meta:
-            self.w.keep(rel, name, o, od)
+            self._keep(rel, name, o, od)
         elif res.content == t.read() and meta == t.meta:
             self.w.take(rel, name, t, td, o)
         else:
@@ -144,7 +145,7 @@ class ContentMerge:
             self.w.delete(rel, name, o)
             return 0
         else:
-            self.w.keep(rel, name, o, od)
+            self._keep(rel, name, o, od)
         if fr.action == "kept-both":
             self._beside(rel, name, t, td, taken)
             return 2
@@ -168,7 +169,7 @@ class ContentMerge:
             self.w.take(rel, name, t, td, o)
             self._rep(FileReport(rel, "took-theirs", sname, conflicts, notes))
             return 1
-        self.w.keep(rel, name, o, od)
+        self._keep(rel, name, o, od)
         if pick == "both":
             self._beside(rel, name, t, td, taken)
             self._rep(FileReport(rel, "kept-both", sname, conflicts, notes))

@@ -27,6 +27,8 @@ from .treereport import TreeReport
 from .writers import TreeWriter
 
 PREFETCH_THREADS = 2
+SQLITE_SIDECARS = ("-journal", "-wal", "-shm")  # SQLite's files beside a database
+SQLITE_MAGIC = b"SQLite format 3\x00"
 NEW_SUFFIX = ".volmerge-new"
 Step = Generator["Step", int, int]  # a step of the walk: yields the steps it needs
 
@@ -55,6 +57,7 @@ class Walk(ContentMerge):
         # per path: the policy rule consulted (None: none matched) and the
         # image requests ignored there; moved onto the path's report by _rep
         self._consulted: dict[str, tuple[Rule | None, list[str]]] = {}
+        self._keeps = 0  # how many entries were kept as ours has them (see dir)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -76,6 +79,10 @@ class Walk(ContentMerge):
         self.report.counts[fr.action] += 1
         if fr.action != "unchanged" or fr.conflicts or fr.notes:
             self.report.files.append(fr)
+
+    def _keep(self, rel: str, name: str, o: Node | None, od: DirHandle | None) -> None:
+        self._keeps += 1
+        self.w.keep(rel, name, o, od)
 
     def _unchanged(self, rel: str, note: str | None = None) -> None:
         if note:
@@ -107,13 +114,24 @@ class Walk(ContentMerge):
                 names.update(h.entries)
         taken = set(names)
         self._prefetch(names, b, o, t)
+        dbs = _with_sidecars(o)
+        replaced: set[str] = set()  # databases of ``dbs`` whose result is not ours' file
         remain = 0
-        for name in sorted(names):
+        for name in sorted(names):  # a database sorts before its sidecars
             bn = b.entries.get(name) if b else None
             on = o.entries.get(name) if o else None
             tn = t.entries.get(name) if t else None
             crel = f"{rel}/{name}" if rel else name
+            db = _sidecar_of(name)
+            if on is not None and db in replaced:
+                self.w.delete(crel, name, on)
+                self._rep(FileReport(crel, "deleted", "tree", notes=[
+                    f"SQLite's {name[len(db):]} of {db}, whose pages are in the merged database"]))
+                continue
+            keeps = self._keeps
             remain += yield self.entry(crel, name, bn, on, tn, b, o, t, taken)
+            if name in dbs and self._keeps == keeps:
+                replaced.add(name)
         return remain
 
     def _prefetch(self, names: set[str], *handles: DirHandle | None) -> None:
@@ -142,11 +160,11 @@ class Walk(ContentMerge):
             return (yield self._dir_entry(rel, name, b, o, t, bd, od, td, taken))
         # neither side is a directory (base may be one)
         if same(o, t):
-            self.w.keep(rel, name, o, od)
+            self._keep(rel, name, o, od)
             self._unchanged(rel, None if same(b, o) else "same change on both sides")
             return int(o is not None)
         if same(b, t):
-            self.w.keep(rel, name, o, od)
+            self._keep(rel, name, o, od)
             self._unchanged(rel)
             return int(o is not None)
         if same(b, o):
@@ -178,7 +196,7 @@ class Walk(ContentMerge):
             self.w.take(rel, name, t, td, o)
             self._rep(FileReport(rel, "took-theirs", "tree", notes=["ownership from theirs"]))
         else:
-            self.w.keep(rel, name, o, od)
+            self._keep(rel, name, o, od)
             self._unchanged(rel)
         return 1
 
@@ -216,7 +234,7 @@ class Walk(ContentMerge):
         else:
             return self._content(rel, name, bf, o, t, meta, od, td, taken, notes, mconf)
         if src is o and meta == o.meta:
-            self.w.keep(rel, name, o, od)
+            self._keep(rel, name, o, od)
             self._rep(FileReport(rel, "unchanged", "tree", [mconf] if mconf else [], notes))
         elif src is t and meta == t.meta:
             self.w.take(rel, name, t, td, o)
@@ -244,7 +262,7 @@ class Walk(ContentMerge):
             self.w.take(rel, name, t, td, o)
             self._rep(FileReport(rel, "took-theirs", "tree", [info], ["conflict resolved: theirs"]))
             return 1
-        self.w.keep(rel, name, o, od)
+        self._keep(rel, name, o, od)
         if oc == "ours" or t is None:
             self._rep(FileReport(rel, "kept-ours", "tree", [info], ["conflict resolved: ours"]))
             return int(o is not None)
@@ -273,7 +291,7 @@ class Walk(ContentMerge):
                 # added by theirs
                 return (yield self._recurse(rel, name, None, None, t, bd, od, td))
             if kt is None and kb is None:
-                self.w.keep(rel, name, o, od)  # added by ours
+                self._keep(rel, name, o, od)  # added by ours
                 self._unchanged(rel)
                 return 1
             return (yield self._recurse(rel, name, b, o, t, bd, od, td))
@@ -287,7 +305,7 @@ class Walk(ContentMerge):
                 self._rep(FileReport(rel, "took-theirs", "tree", notes=[f"directory replaced by a {kt}"]))
                 return 1
             if kb is not None and kb != "dir" and t is not None and same(b, t):
-                self.w.keep(rel, name, o, od)
+                self._keep(rel, name, o, od)
                 self._unchanged(rel)
                 return 1
             if kt is None:  # base is a file/link: ours made it a directory, theirs deleted it
@@ -299,7 +317,7 @@ class Walk(ContentMerge):
         if same(b, o) and (kb != "dir"):
             return (yield self._recurse(rel, name, None, None, t, None, None, td, replaces=o))
         if kb == "dir" and o is not None and self._deep(b, t, bd, td):
-            self.w.keep(rel, name, o, od)
+            self._keep(rel, name, o, od)
             self._unchanged(rel)
             return 1
         if o is None:
@@ -360,6 +378,36 @@ class Walk(ContentMerge):
         finally:
             for h in handles:
                 h.close()
+
+
+def _sidecar_of(name: str) -> str | None:
+    """The database whose -journal/-wal/-shm ``name`` would be."""
+    for sfx in SQLITE_SIDECARS:
+        if name.endswith(sfx) and len(name) > len(sfx):
+            return name[: -len(sfx)]
+    return None
+
+
+def _with_sidecars(o: DirHandle | None) -> set[str]:
+    """Ours' SQLite databases in this directory with a -journal/-wal/-shm
+    beside them.  Those files hold pages of ours' database file only: a hot
+    journal rolled back, or a WAL replayed, onto a merged (replayed) or taken
+    database would turn it back into ours' pages.  When the result is not
+    ours' file kept as is, they are not carried (the replay read them)."""
+    if o is None:
+        return set()
+    found: set[str] = set()
+    for name in o.entries:
+        db = _sidecar_of(name)
+        n = o.entries.get(db) if db is not None else None
+        if db is None or n is None or n.kind != "file" or db in found:
+            continue
+        try:
+            if n.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC:
+                found.add(db)
+        except BadInput:
+            pass
+    return found
 
 
 def drive(step: Step) -> int:
