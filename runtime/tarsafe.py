@@ -39,6 +39,7 @@ from . import overlayfmt
 from .errors import BadInput
 from .fsutil import short
 from .tarstream import BLK, CHR, DIR, FIFO, LNK, REGULAR, SYM, Member, TarFormatError, TarStream
+from .tarwrite import CREATE, Writers
 
 _CHUNK = 1 << 20
 _AHEAD = 8          # decompressed chunks read ahead of the tar parser
@@ -179,7 +180,7 @@ def _decompress_errors() -> tuple[type[BaseException], ...]:
     try:
         from isal import igzip_lib
 
-        errs.append(igzip_lib.IsalError)   # isal_zlib.error is the same class
+        errs.append(igzip_lib.IsalError)  # type: ignore[arg-type]  # (its stub: an instance)
     except ImportError:  # pragma: no cover
         pass
     return tuple(errs)
@@ -212,8 +213,10 @@ def extract_layer(blob: str | os.PathLike[str] | io.BufferedReader, dest: str | 
             ahead = _Ahead(stream)
             ts = TarStream(ahead.chunk)
             x = _Extractor(dest, label, ts)
-            while (m := ts.next()) is not None:
-                x.entry(m)
+            with x.writers:
+                while (m := ts.next()) is not None:
+                    x.entry(m)
+                x.writers.barrier()
             ts.drain()
             x.finish()
         except TarFormatError as exc:
@@ -253,13 +256,14 @@ def clean_name(name: str, label: str, what: str = "entry") -> str:
 
 
 _DIR, _FILE, _LINK, _OTHER = "d", "f", "l", "o"
-_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_SMALL = 256 << 10    # files up to this size go to the writer threads
 
 
 class _Extractor:
     def __init__(self, dest: Path, label: str, ts: TarStream) -> None:
         self.dest = dest
         self.ts = ts
+        self.writers = Writers(self._file_xattrs)
         self.root = os.fspath(dest)
         self.label = label
         self.kinds: dict[str, str] = {"": _DIR}
@@ -296,6 +300,7 @@ class _Extractor:
         kind = self.kinds.pop(rel, None)
         if kind is None:
             return
+        self.writers.barrier()   # nothing queued may be under what goes
         path = self._p(rel)
         if kind == _DIR:
             from .fsutil import rmtree
@@ -410,8 +415,18 @@ class _Extractor:
         else:
             raise BadInput(f"{self.label}: entry {m.name!r} has unsupported tar type {typ!r}")
 
+    def _file_xattrs(self, path: str, m: Member) -> None:
+        self._xattrs(path, m, False)
+
     def _file(self, m: Member, path: str) -> None:
-        fd = os.open(path, _CREATE, 0o600)
+        if m.size <= _SMALL:   # written by a thread of self.writers
+            data = self.ts.view(m.size) if m.size else b""
+            if data is not None:
+                self.size += m.size
+                self.writers.add((path, data, m.uid, m.gid, m.mode & 0o7777, m.mtime,
+                                  m if m.pax_headers else None))
+                return
+        fd = os.open(path, CREATE, 0o600)
         try:
             if m.size:
                 self.ts.copy_to(fd, m.size)
@@ -436,6 +451,7 @@ class _Extractor:
             )
         if kind == _DIR:
             raise BadInput(f"{self.label}: hardlink {m.name!r} points to the directory {m.linkname!r}")
+        self.writers.barrier()   # the target may be queued
         os.link(self._p(target), path, follow_symlinks=False)
         self.kinds[rel] = kind
 
@@ -454,6 +470,7 @@ class _Extractor:
 
     def finish(self) -> None:
         """Directory modes and mtimes last: adding children changes them."""
+        self.writers.barrier()
         for path, m in reversed(self.dirs):
             os.chmod(path, m.mode & 0o7777)
             os.utime(path, (m.mtime, m.mtime))

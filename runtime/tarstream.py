@@ -324,6 +324,22 @@ class TarStream:
             self.pos += k
             size -= k
 
+    def view(self, size: int) -> memoryview | None:
+        """The current entry's next ``size`` bytes of data as a view of the
+        chunk they are in, or None (nothing read) when they span chunks."""
+        if size > self._data:
+            raise ValueError("read past the entry's data")
+        if self._off >= len(self._buf) and not self._refill():
+            return None
+        off = self._off
+        if off + size > len(self._buf):
+            return None
+        self._off = off + size
+        self.pos += size
+        self._data -= size
+        self._skip -= size
+        return self._view[off:off + size]
+
     def read(self, size: int) -> bytes:
         """The current entry's next ``size`` bytes of data (for tests)."""
         if size > self._data:
