@@ -103,7 +103,7 @@ def _write(fmt: str, entries: list[tarfile.TarInfo], glob: dict[str, str]) -> by
 _sizes = st.lists(st.integers(1, 1500), max_size=6)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), fmt=st.sampled_from(sorted(_FORMATS)), sizes=_sizes)
 def test_agrees_with_tarfile(data: st.DataObject, fmt: str, sizes: list[int]) -> None:
     glob = {}
@@ -116,7 +116,7 @@ def test_agrees_with_tarfile(data: st.DataObject, fmt: str, sizes: list[int]) ->
     assert _ours(raw, sizes) == _theirs(raw)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), fmt=st.sampled_from(sorted(_FORMATS)), sizes=_sizes)
 def test_damaged_archives_are_refused_or_read_as_tarfile_reads_them(
         data: st.DataObject, fmt: str, sizes: list[int]) -> None:
