@@ -256,6 +256,8 @@ def clean_name(name: str, label: str, what: str = "entry") -> str:
 
 
 _DIR, _FILE, _LINK, _OTHER = "d", "f", "l", "o"
+_MAX_ID = 0xFFFFFFFE   # uid_t; 2**32-1 means "unchanged" to chown
+_MAX_TIME = 1 << 62    # seconds; utimensat refuses more
 _SMALL = 256 << 10    # files up to this size go to the writer threads
 
 
@@ -353,6 +355,8 @@ class _Extractor:
     def entry(self, m: Member) -> None:
         self.entries += 1
         rel = clean_name(m.name, self.label)
+        if not (0 <= m.uid <= _MAX_ID and 0 <= m.gid <= _MAX_ID and -_MAX_TIME < m.mtime < _MAX_TIME):
+            raise BadInput(f"{self.label}: entry {short(m.name)} has an owner or mtime out of range")
         path = self.root + "/" + rel if rel else self.root
         if len(path) >= _PATH_MAX // 4 and len(os.fsencode(path)) >= _PATH_MAX:
             # the extraction works on paths
