@@ -65,7 +65,7 @@ class _Ahead:
     own: decompression and sha256 run without the GIL, so they overlap the
     extraction's system calls.  At most ``_AHEAD`` chunks wait; an error of
     the stream (corrupt or truncated data, a failed download) is raised by
-    the ``read`` that reaches it."""
+    the ``chunk()`` call that reaches it."""
 
     def __init__(self, f: BinaryIO) -> None:
         import queue
