@@ -139,8 +139,8 @@ def _extract_all(images: ImageStore, jobs: list[_Job], works: contextlib.ExitSta
 
     futures: list[Future[Extracted]] = []
     dirs: list[Path] = []
-    with ThreadPoolExecutor(max_workers=min(EXTRACT_JOBS, len(jobs)),
-                            thread_name_prefix="extract") as pool:
+    with _Flusher(images.store.path("tmp")) as flusher, ThreadPoolExecutor(
+            max_workers=min(EXTRACT_JOBS, len(jobs)), thread_name_prefix="extract") as pool:
         try:
             for job in jobs:
                 work = works.enter_context(work_dir(images.store, "layer-"))
@@ -152,6 +152,7 @@ def _extract_all(images: ImageStore, jobs: list[_Job], works: contextlib.ExitSta
                     job.blob.path if src is None else src.reader, work, label=job.label,
                     progress=cb, size=job.blob.size,
                     verified=None if src is None else src.finish))
+                futures[-1].add_done_callback(flusher.kick)
             first, _pending = wait(futures, return_when=FIRST_EXCEPTION)
         except BaseException:
             cancel.set()
@@ -162,6 +163,43 @@ def _extract_all(images: ImageStore, jobs: list[_Job], works: contextlib.ExitSta
     if failed:
         raise failed[0].exception()  # type: ignore[misc]
     return [(j.diff_id, d, f.result()) for j, d, f in zip(jobs, dirs, futures)]
+
+
+class _Flusher:
+    """``syncfs`` of the store's file system in a thread of its own, asked for
+    each time a layer is extracted: what is written goes to disk while later
+    layers are still being extracted and downloaded, so the ``syncfs`` before
+    the commit (:func:`_make_durable`, which alone vouches for durability)
+    finds little left to write.  Without it all of a pull's data would wait
+    for that last call (the kernel starts writing back only past its dirty
+    threshold, gigabytes on a large machine)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.wanted = threading.Event()
+        self.stop = False
+        self.t = threading.Thread(target=self._run, name="extract-flush", daemon=True)
+
+    def __enter__(self) -> _Flusher:
+        self.t.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop = True
+        self.wanted.set()
+        self.t.join()
+
+    def kick(self, _done: object = None) -> None:
+        self.wanted.set()
+
+    def _run(self) -> None:
+        while True:
+            self.wanted.wait()
+            self.wanted.clear()
+            if self.stop:
+                return
+            with contextlib.suppress(OSError):
+                atomicfile.syncfs(self.path)
 
 
 def _make_durable(images: ImageStore, plans: list[Plan], extracted: bool) -> None:

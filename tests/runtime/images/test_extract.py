@@ -130,3 +130,12 @@ def test_entry_nested_beyond_path_max_is_bad_input(tmp_path: Path) -> None:
     from volmerge.runtime import fsutil
 
     fsutil.rmtree(tmp_path / "out")  # the half-filled tree: 2,000 levels
+
+
+@pytest.mark.parametrize("entry", [E("f", data=b"x", uid=2**33), E("f", data=b"x", gid=2**32 - 1),
+                                   E("f", data=b"x", mtime=2**63)])
+def test_owner_or_mtime_out_of_range_is_bad_input(tmp_path: Path, entry: E) -> None:
+    """Numbers the archive format holds but the kernel does not (pax or
+    base-256 fields): one clean error, not an OverflowError traceback."""
+    with pytest.raises(BadInput, match="out of range"):
+        _extract(tmp_path, [entry])

@@ -110,3 +110,25 @@ def test_a_failing_layer_stops_one_still_arriving(store: Store, root: Path,
     assert cancel.is_set()
     assert time.monotonic() - t0 < WAIT   # stopped, not timed out
     store_is_empty(root)
+
+
+def _flushers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "extract-flush"]
+
+
+def test_the_flushing_thread_ends_with_the_load(store: Store, root: Path, tmp_path: Path) -> None:
+    """Each extracted layer asks a thread of the load for a ``syncfs`` (its
+    data reaches the disk while the others extract); the thread never
+    outlives the load, whether it commits or fails."""
+    images = ImageStore(store)
+    with work_dir(store, "load-") as staging:
+        s = _staged(store, tmp_path, [_big_layer(), layer_tar([E("top/f", data=b"top")])],
+                    staging)
+        img = images.load_staged([s])[0]
+    assert (img.layers[1].path / "top" / "f").read_bytes() == b"top"
+    assert _flushers() == []
+    with pytest.raises(BadInput, match="absolute"), work_dir(store, "load-") as staging:
+        s = _staged(store, tmp_path / "bad", [layer_tar([E("ok", data=b"1")]),
+                                              layer_tar([E("/abs", data=b"2")])], staging)
+        images.load_staged([s])
+    assert _flushers() == []
