@@ -84,7 +84,7 @@ class Bundles:
             )
             # written again at every start, so no fsync (it cost each start ~1-2 ms)
             write_file(c.bundle / "config.json", json.dumps(spec, indent=1), 0o600)  # -e values
-            self.records.update(c.id, mounts=[m.__dict__ for m in mounts])
+            self.records.update(c.id, mounts=[m.to_record() for m in mounts])
         except BaseException:
             self.teardown(c)
             for m in mounts:  # attached but not yet recorded

@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import os
 import resource
-from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import BadInput
@@ -37,29 +36,46 @@ READONLY_PATHS = [
 ]
 
 
-@dataclass
 class ResolvedMount:
     """A mount with its source on the host and its target resolved inside the
-    rootfs (no symlink left in it), ready for either executor."""
+    rootfs (no symlink left in it), ready for either executor.
 
-    kind: str          # bind | volume | tmpfs
-    source: str        # host path ("tmpfs" for tmpfs)
-    target: str        # absolute path inside the container, symlink-free
-    readonly: bool = False
-    options: tuple[str, ...] = ()
-    name: str = ""     # volume name
+    This and Process are the spec builder's own records, made per start:
+    plain slotted classes, not dataclasses generated at every import on the
+    run path."""
+
+    __slots__ = ("kind", "source", "target", "readonly", "options", "name")
+
+    def __init__(self, kind: str, source: str, target: str, readonly: bool = False,
+                 options: tuple[str, ...] = (), name: str = "") -> None:
+        self.kind = kind          # bind | volume | tmpfs
+        self.source = source      # host path ("tmpfs" for tmpfs)
+        self.target = target      # absolute path inside the container, symlink-free
+        self.readonly = readonly
+        self.options = options
+        self.name = name          # volume name
+
+    def __repr__(self) -> str:
+        return f"ResolvedMount({self.kind!r}, {self.source!r}, {self.target!r}, {self.readonly})"
+
+    def to_record(self) -> dict[str, Any]:
+        """As the container's row keeps it (``mounts``, read back as dicts)."""
+        return {k: getattr(self, k) for k in self.__slots__}
 
 
-@dataclass
 class Process:
     """The container's process as the OCI spec gets it (image config + options)."""
 
-    args: list[str]
-    env: list[str]
-    cwd: str
-    uid: int
-    gid: int
-    additional_gids: list[int]
+    __slots__ = ("args", "env", "cwd", "uid", "gid", "additional_gids")
+
+    def __init__(self, args: list[str], env: list[str], cwd: str, uid: int, gid: int,
+                 additional_gids: list[int]) -> None:
+        self.args = args
+        self.env = env
+        self.cwd = cwd
+        self.uid = uid
+        self.gid = gid
+        self.additional_gids = additional_gids
 
 
 # -- paths inside the image ------------------------------------------------------
