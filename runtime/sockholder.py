@@ -202,14 +202,9 @@ def _spawn(argv: list[str], keep: list[int]) -> None:
     CLI command, short-lived), then init's."""
     actions: list[tuple[int | str, ...]] = [
         (os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
-        if fd > 2 and fd not in keep:
-            try:
-                if os.get_inheritable(fd):
-                    actions.append((os.POSIX_SPAWN_CLOSE, fd))
-            except OSError:
-                pass
+    from .executors.base import close_inherited  # the spawner's, not the holder's import
+
+    actions += close_inherited(keep)
     for fd in keep:
         os.set_inheritable(fd, True)  # our own copies, closed by the caller right after
     try:

@@ -197,6 +197,8 @@ def supervisor_argv(cid: str, root: str, notify_fd: int | None, factory: str | N
 def _spawn_session(argv: list[str], errlog: int, keep: tuple[int, ...]) -> int:
     """Start ``argv`` in a new session, stdin and stdout on /dev/null,
     stderr on ``errlog``, with descriptors ``keep`` and no other of ours."""
+    from .executors.base import close_inherited
+
     null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     try:
         for fd in keep:
@@ -204,14 +206,7 @@ def _spawn_session(argv: list[str], errlog: int, keep: tuple[int, ...]) -> int:
         actions: list[tuple[int, ...]] = [(os.POSIX_SPAWN_DUP2, null, 0),
                                           (os.POSIX_SPAWN_DUP2, null, 1),
                                           (os.POSIX_SPAWN_DUP2, errlog, 2)]
-        for name in os.listdir("/proc/self/fd"):  # what our own caller may have passed down
-            fd = int(name)
-            if fd > 2 and fd not in keep:
-                try:
-                    if os.get_inheritable(fd):
-                        actions.append((os.POSIX_SPAWN_CLOSE, fd))
-                except OSError:
-                    pass
+        actions += close_inherited(keep)
         # posix_spawn has no chdir before 3.13: the supervisor goes to / itself (main)
         return os.posix_spawn(argv[0], argv, os.environ, file_actions=actions, setsid=True,
                               setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))

@@ -90,6 +90,28 @@ def exit_code(status: int) -> int:
     return os.WEXITSTATUS(status)
 
 
+def close_inherited(keep: tuple[int, ...] | list[int] = (), first: int = 3
+                    ) -> list[tuple[int, int]]:
+    """posix_spawn file actions that close every inheritable descriptor from
+    ``first`` on that is not in ``keep``: Popen's close_fds.  Ours are close-on-exec (PEP 446),
+    but not what the caller of this process may have passed down.  Shared by
+    every spawn of the runtime (runc, the supervisor, the socket holder)."""
+    actions = []
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:  # no /proc: our own descriptors are close-on-exec all the same
+        names = []
+    for name in names:
+        fd = int(name)
+        if fd >= first and fd not in keep:
+            try:
+                if os.get_inheritable(fd):
+                    actions.append((os.POSIX_SPAWN_CLOSE, fd))
+            except OSError:  # the listing's own descriptor, closed meanwhile
+                pass
+    return actions
+
+
 def read_pid_file(path: Path, alive: Callable[[], bool], timeout: float) -> int | None:
     deadline = time.monotonic() + timeout
     delay = 0.001

@@ -13,7 +13,7 @@ import signal
 from pathlib import Path
 
 from ..errors import NotDone
-from .base import Stdio, read_pid_file
+from .base import Stdio, close_inherited, read_pid_file
 
 
 class RuncRunning:
@@ -64,18 +64,7 @@ def spawn(argv: list[str], stdio: Stdio) -> int:
                 fd = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, top)
                 keep.append(fd)
             actions.append((os.POSIX_SPAWN_DUP2, fd, target))
-        # Popen's close_fds: ours are close-on-exec (PEP 446), but not what
-        # the caller of this process may have passed down
-        try:
-            names = os.listdir("/proc/self/fd")
-        except OSError:  # no /proc: our own descriptors are close-on-exec all the same
-            names = []
-        for name in names:
-            fd = int(name)
-            if fd >= top:
-                with contextlib.suppress(OSError):
-                    if os.get_inheritable(fd):
-                        actions.append((os.POSIX_SPAWN_CLOSE, fd))
+        actions += close_inherited(first=top)
         return os.posix_spawnp(argv[0], argv, os.environ, file_actions=actions,
                                setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
     finally:
