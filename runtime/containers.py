@@ -214,8 +214,8 @@ class Engine:
     def pause(self, ref: str) -> None:
         self.lifecycle.pause(ref)
 
-    def unpause(self, ref: str) -> None:
-        self.lifecycle.unpause(ref)
+    def unpause(self, ref: str, *, missing_ok: bool = False) -> None:
+        self.lifecycle.unpause(ref, missing_ok=missing_ok)
 
     def exec(self, ref: str, argv: builtins.list[str], env: dict[str, str] | None = None,
              user: str | None = None, workdir: str | None = None, stdio: Any = None,

@@ -171,7 +171,7 @@ class Lifecycle:
             return c
         self.records.update(c.id, stop_requested=True)
         if c.state == "paused":
-            self.unpause(c.id)
+            self.unpause(c.id, missing_ok=True)  # a snapshot's --pause may end meanwhile
         try:  # the image's STOPSIGNAL (e.g. SIGINT for PostgreSQL's fast shutdown)
             stopsig = parse_signal(c.options.stop_signal
                                    or (c.image_config.get("config") or {}).get("StopSignal") or "TERM")
@@ -276,11 +276,20 @@ class Lifecycle:
         self.bundles.executor_for(c).pause(c.id)
         self.records.update(c.id, state="paused")
 
-    def unpause(self, ref: str) -> None:
+    def unpause(self, ref: str, *, missing_ok: bool = False) -> None:
+        """Thaw a paused container.  ``missing_ok``: one that another command
+        thawed meanwhile (a stop racing the end of a ``volume snapshot
+        --pause``, or the other way round) is fine, not an error."""
         c = self.get(ref)
         if c.state != "paused":
+            if missing_ok:
+                return
             raise Conflict(f"container {c.name} is not paused")
-        self.bundles.executor_for(c).unpause(c.id)
+        try:
+            self.bundles.executor_for(c).unpause(c.id)
+        except NotDone as exc:  # runc: "container not paused" (thawed by the other)
+            if not (missing_ok and "not paused" in str(exc)):
+                raise
         self.records.update(c.id, state="running")
 
     def exec(self, ref: str, argv: list[str], env: dict[str, str] | None = None,

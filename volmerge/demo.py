@@ -238,8 +238,9 @@ class Story:
         t = rep["timings"]
         return (f"upgraded to v2: 3 notes replayed (body -> content, +pinned, +tags), operator's "
                 f"greeting kept, new settings added; downtime {t['downtime'] * 1000:.0f} ms "
-                f"(stop {t['stop'] * 1000:.0f}, merge {t['merge'] * 1000:.0f}, start "
-                f"{t['start'] * 1000:.0f}, health {t['health'] * 1000:.0f})"), {"timings": t}
+                f"(stop {t['stop'] * 1000:.0f}, merge again {t['finish-merge'] * 1000:.0f}, "
+                f"start {t['start'] * 1000:.0f}, health {t['health'] * 1000:.0f}; merged "
+                f"before the stop in {t['stage-merge'] * 1000:.0f})"), {"timings": t}
 
     def broken(self) -> tuple[str, dict[str, Any]]:
         from volmerge.errors import NotDone

@@ -39,4 +39,4 @@ def engine_hooks(engine: Any) -> ContainerHooks:
     # Attribute lookups happen at call time, so ``engine`` may be a lazy
     # stand-in that is only built when a hook is actually used.
     return ContainerHooks(pid_of=pid_of, pause=lambda cid: engine.pause(cid),
-                          resume=lambda cid: engine.unpause(cid), name_of=name_of)
+                          resume=lambda cid: engine.unpause(cid, missing_ok=True), name_of=name_of)

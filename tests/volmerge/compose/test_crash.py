@@ -25,8 +25,10 @@ from .test_upgrade import _write
 
 pytestmark = pytest.mark.usefixtures("own_netns")
 
-SERVICE_STEPS = ("part", "stop", "snapshot", "merge", "snapshot", "rename", "create",
-                 "takeover", "start", "health")
+# each service's steps in journal order (upgrade/build.py): staged while the
+# old version serves, then the switch
+SERVICE_STEPS = ("part", "serving-snapshot", "stage-merge", "rename", "create", "stop",
+                 "snapshot", "finish-merge", "snapshot", "takeover", "start", "health")
 
 
 def _boundaries() -> list[tuple[str, str]]:
