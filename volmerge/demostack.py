@@ -108,6 +108,23 @@ class _Watch:
         self.thread.join()
 
 
+
+def _pg_method(rep: list[dict[str, Any]]) -> str:
+    """How the database's major upgrade went, as its report says (pg_upgrade,
+    or dump and restore and why)."""
+    todo: list[Any] = [rep]
+    while todo:  # the major upgrade's report sits in the db volume's merge report
+        x = todo.pop()
+        if isinstance(x, dict):
+            if x.get("method") and "new_version" in x:
+                why = x.get("fallback")
+                return ("pg_upgrade" if x["method"] == "pg_upgrade" else
+                        "dump and restore" + (f" ({why})" if why else ""))
+            todo.extend(x.values())
+        elif isinstance(x, list):
+            todo.extend(x)
+    return "pg-major"
+
 class StackStory:
     """The stack's story; each method is a step, returning (detail, data)."""
 
@@ -249,7 +266,8 @@ class StackStory:
                f"app v2 migrated the database to schema 2 with the 3 notes: {pg}")
         down = {r["service"]: r.get("timings", {}).get("downtime") for r in rep}
         shown = ", ".join(f"{s} {t * 1000:.0f} ms" for s, t in down.items() if t is not None)
-        return ("RELEASE=2 compose upgrade: one transaction, db 15 -> 16 (dump, restore, "
+        how = _pg_method(rep)
+        return (f"RELEASE=2 compose upgrade: one transaction, db 15 -> 16 ({how}, "
                 "verified), then app v2, which migrated the notes table to schema 2 "
                 f"(column pinned added, default false); downtime {shown}"), \
             {"downtime": down, "pg": pg}
