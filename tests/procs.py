@@ -1,10 +1,14 @@
 """Processes as /proc shows them: for the leak guard (tests/conftest.py) and
-the podman helper (tests/podman.py).  No side effects on import, unlike
+the podman helper (tests/podman.py); and CLI commands started at once, for
+the tests that contend a lock.  No side effects on import, unlike
 conftest.py (which enters namespaces), so a subprocess may import it."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 
 def proc_stat(pid: int | str) -> list[bytes] | None:
@@ -39,3 +43,18 @@ def processes_whose(field: str, *needles: bytes) -> set[int]:
         if any(n in data for n in needles) and alive(pid):
             found.add(int(pid))
     return found
+
+
+def run_together(root: Path, commands: list[tuple[str, ...]]) -> list[tuple[int, str, str]]:
+    """Start every ``volmerge COMMAND`` against the store ``root`` at once,
+    then wait for each: (exit code, stdout, stderr) in order.  None of them
+    may end in a traceback."""
+    env = dict(os.environ, VOLMERGE_ROOT=str(root))
+    procs = [subprocess.Popen([sys.executable, "-m", "volmerge", *c], env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for c in commands]
+    out = []
+    for p in procs:
+        so, se = p.communicate(timeout=120)
+        assert "Traceback" not in se, se
+        out.append((p.returncode, so, se))
+    return out

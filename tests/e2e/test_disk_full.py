@@ -431,28 +431,20 @@ def _pull(disk: Disk, vm, env: dict[str, str], pushed: str, app_images: list[Pat
 def pg_on_small_disk(tmp_path: Path):
     """A PostgreSQL 15 server (this host's binaries, a unix socket only)
     whose data directory is on a 96 MB tmpfs of its own."""
-    from tests.strategies.sql.conftest import PG15_BIN
+    from tests.pg import pg15, require_pg15
     from volmerge.runtime import sys as rsys
-    from volmerge.strategies.sql.pgtemp import PgServer
-    from volmerge.upgrade.pgdata import host_tools
 
-    if not os.path.exists(os.path.join(PG15_BIN, "postgres")):
-        pytest.skip("PostgreSQL 15 server binaries are not installed")
+    require_pg15()
     mnt = tmp_path / "pgdisk"
     mnt.mkdir()
     rsys.mount("tmpfs", mnt, "tmpfs", 0, "size=96m,mode=0755")
     disk = Disk(mnt)
-    server = PgServer(host_tools(PG15_BIN), str(mnt / "data"), str(tmp_path / "sock"),
-                      options={"fsync": "off", "full_page_writes": "off",
-                               "synchronous_commit": "off"})
     try:
-        server.initdb()
-        server.start()
-        try:
-            yield server, disk
-        finally:
-            disk.free()
-            server.stop()
+        with pg15(mnt / "data", tmp_path / "sock") as server:
+            try:
+                yield server, disk
+            finally:
+                disk.free()  # before the stop: a server on a full disk may not stop cleanly
     finally:
         rsys.umount_tree(mnt)
 

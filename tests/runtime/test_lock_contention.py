@@ -8,21 +8,15 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
+
+from tests.procs import run_together
 
 LOOP = "trap 'exit 0' TERM; while true; do sleep 0.05; done"
 
 
 def _together(root: Path, commands: list[tuple[str, ...]]) -> list[tuple[int, str, str]]:
-    env = dict(os.environ, VOLMERGE_ROOT=str(root))
-    procs = [subprocess.Popen([sys.executable, "-m", "volmerge", *c], env=env, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for c in commands]
-    out = []
-    for p in procs:
-        so, se = p.communicate(timeout=120)
-        out.append((p.returncode, so, se))
+    out = run_together(root, commands)
     for code, _, err in out:
         assert "Traceback" not in err and "database is locked" not in err, err
         assert code in (0, 1, 2), (code, err)

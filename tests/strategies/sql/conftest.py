@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
-PG15_BIN = "/usr/lib/postgresql/15/bin"
+from tests.pg import pg15
+
 _counter = itertools.count()
 
 
@@ -31,21 +31,9 @@ def pg16_bindir() -> str | None:
 
 @pytest.fixture(scope="session")
 def pg_server(tmp_path_factory):
-    if not os.path.exists(os.path.join(PG15_BIN, "postgres")):
-        pytest.skip("PostgreSQL 15 server binaries are not installed")
-    from volmerge.strategies.sql.pgtemp import PgServer
-    from volmerge.upgrade.pgdata import host_tools
-
     d = tmp_path_factory.mktemp("pg15")
-    server = PgServer(host_tools(PG15_BIN), str(d / "data"), str(d / "sock"),
-                      options={"fsync": "off", "full_page_writes": "off", "synchronous_commit": "off"})
-    server.initdb()
-    server.start()
-    try:
+    with pg15(d / "data", d / "sock", remove=d) as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture

@@ -11,12 +11,13 @@ from dataclasses import dataclass
 import psycopg
 import pytest
 
+from tests.pg import PG15_BIN
 from volmerge.strategies.errors import BadInput
 from volmerge.strategies.sql.pgmajor import PgMajorResult, pg_upgrade_copy, upgrade_datadir
 from volmerge.strategies.sql.pgtemp import PgServer
 from volmerge.upgrade.pgdata import host_tools
 
-from .conftest import PG15_BIN, pg16_bindir
+from .conftest import pg16_bindir
 
 PG16_BIN = pg16_bindir()
 pytestmark = pytest.mark.skipif(PG16_BIN is None, reason="pgserver (PostgreSQL 16) is not installed")

@@ -10,11 +10,8 @@ import os
 import shutil
 from pathlib import Path
 
-import pytest
-
+from tests.pg import PG15_BIN, require_pg15
 from volmerge.upgrade.pgwrap import elf_interp, ld_conf_dirs, write_wrappers
-
-PG15_BIN = "/usr/lib/postgresql/15/bin"
 
 
 def test_elf_interp_of_a_dynamic_binary_static_and_not_elf(tmp_path: Path) -> None:
@@ -65,11 +62,11 @@ def test_wrappers_mirror_the_bin_path_and_name_the_old_loader(tmp_path: Path) ->
     assert os.readlink(tmp_path / "mirror/usr/share") == "/.old/usr/share"
 
 
-@pytest.mark.skipif(not os.path.isfile(f"{PG15_BIN}/postgres"), reason="PostgreSQL 15 not installed")
 def test_postgres_15_runs_through_its_wrappers(tmp_path: Path) -> None:
     """This host's root as "the old image" (mounted at /): initdb through
     its wrapper finds the wrapped postgres beside it and its share directory
     through the mirror, and makes a cluster."""
+    require_pg15()
     from volmerge.strategies.sql.pgtemp import give
     from volmerge.upgrade.pgdata import host_tools
 

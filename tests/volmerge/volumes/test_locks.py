@@ -6,22 +6,10 @@ tears a manifest."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
-
-def _together(root: Path, commands: list[tuple[str, ...]]) -> list[tuple[int, str, str]]:
-    env = dict(os.environ, VOLMERGE_ROOT=str(root))
-    procs = [subprocess.Popen([sys.executable, "-m", "volmerge", *c], env=env, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for c in commands]
-    out = []
-    for p in procs:
-        so, se = p.communicate(timeout=120)
-        assert "Traceback" not in se, se
-        out.append((p.returncode, so, se))
-    return out
+from tests.procs import run_together
 
 
 def test_snapshots_clones_and_creates_at_once(cli, root: Path, tmp_path: Path) -> None:
@@ -35,7 +23,7 @@ def test_snapshots_clones_and_creates_at_once(cli, root: Path, tmp_path: Path) -
     cmds = [("volume", "snapshot", "v", "--tag", f"t{i}") for i in range(3)]
     cmds += [("volume", "create", f"w{i}") for i in range(2)]
     cmds += [("volume", "clone", "v", f"c{i}") for i in range(2)]
-    results = _together(root, cmds)
+    results = run_together(root, cmds)
     assert [code for code, _, _ in results] == [0] * len(cmds), [e for _, _, e in results]
     snaps = json.loads(cli("volume", "inspect", "v", "--json", check=True).stdout)["snapshots"]
     assert len(snaps) == before + 3
