@@ -35,13 +35,15 @@ ALWAYS_DENIED = ("rich", "sqlglot", "psycopg", "ruamel", "deepdiff", "tomlkit", 
 DENY: dict[str, tuple[str, ...]] = {
     # the typer-free path (fastrun.py); no network, so no netlink either; typing is
     # for annotations only (behind TYPE_CHECKING on this path); runc is started by
-    # posix_spawn (no subprocess); no shutil (with zlib, bz2, lzma); inspect is
-    # imported by dataclasses but executed only when used (fastrun._defer_import), and so
-    # is ipaddress (urllib.parse's); the store's per-thread connections need no threading
+    # posix_spawn (no subprocess); no shutil (with zlib, bz2, lzma); no dataclasses (its
+    # classes are compiled at every import: runtime.value) and so no inspect; ipaddress is
+    # imported by urllib.parse but executed only when used (fastrun._defer_import); the
+    # store's per-thread connections need no threading; the store uses _sqlite3 without
+    # the sqlite3 package's date adapters (and their datetime)
     "run --network none": (*ALWAYS_DENIED, "typer", "click", "pyroute2", "typing", "subprocess",
-                           "selectors", "shutil", "bz2", "lzma", "dis", "tokenize",
-                           "volmerge.runtime.oci", "tarfile", "hashlib", "ipaddress",
-                           "threading"),
+                           "selectors", "shutil", "bz2", "lzma", "dis", "tokenize", "inspect",
+                           "dataclasses", "volmerge.runtime.oci", "tarfile", "hashlib",
+                           "ipaddress", "threading", "sqlite3", "datetime"),
     # a bridged run needs netlink, but only pyroute2's core (links.py)
     "run": (*ALWAYS_DENIED, "typer", "click", "pyroute2.ndb", "pyroute2.ipdb",
             "pyroute2.nftables", "pyroute2.ethtool", "pyroute2.netlink.nl80211"),

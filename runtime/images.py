@@ -22,13 +22,13 @@ import os
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import BadInput, Conflict, NotDone, NotFound
 from .layers import LayerStore, work_dir
 from .mediatypes import OCI_LAYER, OCI_MANIFEST
 from .store import Store, register_sweeper
+from .value import Value
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
 if TYPE_CHECKING:
@@ -102,33 +102,47 @@ def register_user_check(fn: UserCheck) -> None:
         _USER_CHECKS.append(fn)
 
 
-@dataclass
-class Layer:
-    """One layer of an image: its uncompressed digest and where it is extracted."""
+class Layer(Value):
+    """One layer of an image: its uncompressed digest (``diff_id``, sha256:<hex>
+    of the uncompressed tar), its blob's digest as stored (maybe compressed),
+    where it is extracted (``path``, the overlay-ready tree) and its bytes of
+    file content (``size``)."""
 
-    diff_id: str          # sha256:<hex> of the uncompressed tar
-    digest: str           # sha256:<hex> of the blob as stored (maybe compressed)
-    path: Path            # the extracted, overlay-ready tree
-    size: int             # bytes of file content in the layer
-    media_type: str = OCI_LAYER
-    blob_size: int = 0
+    __slots__ = ("diff_id", "digest", "path", "size", "media_type", "blob_size")
+
+    def __init__(self, diff_id: str, digest: str, path: Path, size: int,
+                 media_type: str = OCI_LAYER, blob_size: int = 0) -> None:
+        self.diff_id = diff_id
+        self.digest = digest
+        self.path = path
+        self.size = size
+        self.media_type = media_type
+        self.blob_size = blob_size
 
 
-@dataclass
-class Image:
-    """An image of the store: its config and layers, bottom first."""
+class Image(Value):
+    """An image of the store: ``id`` (the hex sha256 of its config blob), its
+    config and layers (bottom first), and ``repo_digests``
+    (["registry/name@sha256:..."])."""
 
-    id: str               # hex sha256 of the config blob
-    manifest_digest: str
-    tags: list[str]
-    config: dict[str, Any]
-    layers: list[Layer]   # bottom-most first
-    size: int
-    created: str | None
-    manifest_media_type: str = OCI_MANIFEST
-    manifest_size: int = 0
-    loaded_at: float = 0.0
-    repo_digests: list[str] = field(default_factory=list)   # ["registry/name@sha256:..."]
+    __slots__ = ("id", "manifest_digest", "tags", "config", "layers", "size", "created",
+                 "manifest_media_type", "manifest_size", "loaded_at", "repo_digests")
+
+    def __init__(self, id: str, manifest_digest: str, tags: list[str], config: dict[str, Any],
+                 layers: list[Layer], size: int, created: str | None,
+                 manifest_media_type: str = OCI_MANIFEST, manifest_size: int = 0,
+                 loaded_at: float = 0.0, repo_digests: list[str] | None = None) -> None:
+        self.id = id
+        self.manifest_digest = manifest_digest
+        self.tags = tags
+        self.config = config
+        self.layers = layers
+        self.size = size
+        self.created = created
+        self.manifest_media_type = manifest_media_type
+        self.manifest_size = manifest_size
+        self.loaded_at = loaded_at
+        self.repo_digests: list[str] = [] if repo_digests is None else repo_digests
 
     @property
     def short_id(self) -> str:

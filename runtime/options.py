@@ -1,19 +1,19 @@
-"""Everything ``run`` accepts, as plain JSON-serialisable dataclasses.
+"""Everything ``run`` accepts, as plain JSON-serialisable value classes
+(runtime.value: no dataclass is generated on the run path).
 
 RunOptions holds only what the operator said.  Image defaults (Cmd,
 Entrypoint, Env, WorkingDir, User, Healthcheck) are applied when the spec is
 built, so an upgrade can start a successor with
-``dataclasses.replace(old.options, image=new_ref)`` and get the *new* image's
+``old.options.replace(image=new_ref)`` and get the *new* image's
 defaults wherever the operator did not override them.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
-from dataclasses import dataclass, field
 
 from .errors import BadInput
+from .value import Value, fields, plain
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
 if TYPE_CHECKING:
@@ -34,15 +34,18 @@ MAX_ID = 2**31 - 1          # runc refuses larger ids ((uid_t)-1 is "no change" 
 MOUNT_MODES = ("ro", "rw")
 
 
-@dataclass
-class Mount:
+class Mount(Value):
     """One ``-v`` or ``--tmpfs`` mount.  kind: "bind" | "volume" | "tmpfs"."""
 
-    kind: str
-    target: str
-    source: str = ""
-    readonly: bool = False
-    options: list[str] = field(default_factory=list)
+    __slots__ = ("kind", "target", "source", "readonly", "options")
+
+    def __init__(self, kind: str, target: str, source: str = "", readonly: bool = False,
+                 options: list[str] | None = None) -> None:
+        self.kind = kind
+        self.target = target
+        self.source = source
+        self.readonly = readonly
+        self.options: list[str] = [] if options is None else options
 
     def spec_string(self) -> str:
         if self.kind == "tmpfs":
@@ -50,29 +53,37 @@ class Mount:
         return f"{self.source}:{self.target}" + (":ro" if self.readonly else "")
 
 
-@dataclass
-class PortSpec:
+class PortSpec(Value):
     """``-p [HOST_IP:]HOST_PORT:CONTAINER_PORT[/PROTO]``."""
 
-    host_port: int
-    container_port: int
-    proto: str = "tcp"
-    host_ip: str = ""
+    __slots__ = ("host_port", "container_port", "proto", "host_ip")
+
+    def __init__(self, host_port: int, container_port: int, proto: str = "tcp",
+                 host_ip: str = "") -> None:
+        self.host_port = host_port
+        self.container_port = container_port
+        self.proto = proto
+        self.host_ip = host_ip
 
 
-@dataclass
-class HealthConfig:
+class HealthConfig(Value):
     """A health check.  ``test`` follows Docker: ["CMD", argv...],
     ["CMD-SHELL", "cmd"], or ["NONE"]; ``tcp_port``/``http_url`` are probes
     run from the host side inside the container's network namespace."""
 
-    test: list[str] = field(default_factory=list)
-    interval: float = 30.0
-    timeout: float = 30.0
-    retries: int = 3
-    start_period: float = 0.0
-    tcp_port: int | None = None
-    http_url: str | None = None
+    __slots__ = ("test", "interval", "timeout", "retries", "start_period", "tcp_port",
+                 "http_url")
+
+    def __init__(self, test: list[str] | None = None, interval: float = 30.0,
+                 timeout: float = 30.0, retries: int = 3, start_period: float = 0.0,
+                 tcp_port: int | None = None, http_url: str | None = None) -> None:
+        self.test: list[str] = [] if test is None else test
+        self.interval = interval
+        self.timeout = timeout
+        self.retries = retries
+        self.start_period = start_period
+        self.tcp_port = tcp_port
+        self.http_url = http_url
 
     @property
     def disabled(self) -> bool:
@@ -80,52 +91,83 @@ class HealthConfig:
             and not self.http_url
 
 
-@dataclass
-class RestartPolicy:
+class RestartPolicy(Value):
     """``--restart no|on-failure[:N]|always`` (N = 0 means no limit)."""
 
-    name: str = "no"
-    max_retries: int = 0
+    __slots__ = ("name", "max_retries")
+
+    def __init__(self, name: str = "no", max_retries: int = 0) -> None:
+        self.name = name
+        self.max_retries = max_retries
 
 
-@dataclass
-class RunOptions:
-    """Everything ``volmerge run``/``create`` was asked for, checked."""
+class RunOptions(Value):
+    """Everything ``volmerge run``/``create`` was asked for, checked.
 
-    image: str
-    name: str | None = None
-    command: list[str] | None = None          # None: the image's Cmd
-    entrypoint: list[str] | None = None       # None: the image's Entrypoint
-    env: dict[str, str] = field(default_factory=dict)
-    workdir: str | None = None
-    user: str | None = None
-    mounts: list[Mount] = field(default_factory=list)
-    ports: list[PortSpec] = field(default_factory=list)
-    network: str | None = None                # None / "none" / "host" / a network name
-    ip: str | None = None
-    hostname: str | None = None
-    health: HealthConfig | None = None        # None: the image's Healthcheck
-    restart: RestartPolicy = field(default_factory=RestartPolicy)
-    runtime: str | None = None                # "runc" | "builtin" | None (auto)
-    rm: bool = False
-    detach: bool = False
-    labels: dict[str, str] = field(default_factory=dict)
-    memory: int | None = None                 # bytes
-    pids_limit: int | None = None
-    read_only: bool = False                   # the root file system mounted read-only
-    tty: bool = False                         # a pseudo-terminal (foreground runs only)
-    dns: list[str] = field(default_factory=list)          # nameservers instead of the host's
-    dns_search: list[str] = field(default_factory=list)   # search domains instead of the host's
-    aliases: list[str] = field(default_factory=list)      # more names on the network (compose)
-    stop_signal: str | None = None            # None: the image's StopSignal, else SIGTERM
-    extra_hosts: list[str] = field(default_factory=list)  # "HOST:IP" lines for /etc/hosts
-    # ``--socket-activate``: listening sockets volmerge binds on the host and
-    # passes in as fd 3.. (LISTEN_FDS), held across upgrades (runtime.sockholder)
-    socket_activate: list[PortSpec] = field(default_factory=list)
+    ``command``/``entrypoint``/``workdir``/``user``/``health`` None: the
+    image's (Cmd, Entrypoint, WorkingDir, User, Healthcheck); ``network``
+    None, "none", "host" or a network name; ``runtime`` "runc", "builtin" or
+    None (chosen); ``memory`` in bytes; ``read_only``: the root file system
+    mounted read-only; ``tty``: a pseudo-terminal (foreground runs only);
+    ``dns``/``dns_search``: nameservers and search domains instead of the
+    host's; ``aliases``: more names on the network (compose);
+    ``stop_signal`` None: the image's StopSignal, else SIGTERM;
+    ``extra_hosts``: "HOST:IP" lines for /etc/hosts; ``socket_activate``:
+    listening sockets volmerge binds on the host and passes in as fd 3..
+    (LISTEN_FDS), held across upgrades (runtime.sockholder)."""
+
+    __slots__ = ("image", "name", "command", "entrypoint", "env", "workdir", "user", "mounts",
+                 "ports", "network", "ip", "hostname", "health", "restart", "runtime", "rm",
+                 "detach", "labels", "memory", "pids_limit", "read_only", "tty", "dns",
+                 "dns_search", "aliases", "stop_signal", "extra_hosts", "socket_activate")
+
+    def __init__(self, image: str, name: str | None = None, command: list[str] | None = None,
+                 entrypoint: list[str] | None = None, env: dict[str, str] | None = None,
+                 workdir: str | None = None, user: str | None = None,
+                 mounts: list[Mount] | None = None, ports: list[PortSpec] | None = None,
+                 network: str | None = None, ip: str | None = None,
+                 hostname: str | None = None, health: HealthConfig | None = None,
+                 restart: RestartPolicy | None = None, runtime: str | None = None,
+                 rm: bool = False, detach: bool = False, labels: dict[str, str] | None = None,
+                 memory: int | None = None, pids_limit: int | None = None,
+                 read_only: bool = False, tty: bool = False, dns: list[str] | None = None,
+                 dns_search: list[str] | None = None, aliases: list[str] | None = None,
+                 stop_signal: str | None = None, extra_hosts: list[str] | None = None,
+                 socket_activate: list[PortSpec] | None = None) -> None:
+        self.image = image
+        self.name = name
+        self.command = command
+        self.entrypoint = entrypoint
+        self.env: dict[str, str] = {} if env is None else env
+        self.workdir = workdir
+        self.user = user
+        self.mounts: list[Mount] = [] if mounts is None else mounts
+        self.ports: list[PortSpec] = [] if ports is None else ports
+        self.network = network
+        self.ip = ip
+        self.hostname = hostname
+        self.health = health
+        self.restart = RestartPolicy() if restart is None else restart
+        self.runtime = runtime
+        self.rm = rm
+        self.detach = detach
+        self.labels: dict[str, str] = {} if labels is None else labels
+        self.memory = memory
+        self.pids_limit = pids_limit
+        self.read_only = read_only
+        self.tty = tty
+        self.dns: list[str] = [] if dns is None else dns
+        self.dns_search: list[str] = [] if dns_search is None else dns_search
+        self.aliases: list[str] = [] if aliases is None else aliases
+        self.stop_signal = stop_signal
+        self.extra_hosts: list[str] = [] if extra_hosts is None else extra_hosts
+        self.socket_activate: list[PortSpec] = [] if socket_activate is None \
+            else socket_activate
 
     # -- JSON ----------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out: dict[str, Any] = plain(self)
+        return out
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> RunOptions:
@@ -136,7 +178,7 @@ class RunOptions:
         if d.get("health") is not None:
             d["health"] = HealthConfig(**d["health"])
         d["restart"] = RestartPolicy(**(d.get("restart") or {}))
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = fields(cls)
         return cls(**{k: v for k, v in d.items() if k in known})
 
 

@@ -17,11 +17,11 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
 from pathlib import Path
 
 from .errors import BadInput, Conflict, NotFound
 from .options import RunOptions
+from .value import FrozenValue, fields
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
 if TYPE_CHECKING:
@@ -86,33 +86,52 @@ def pid_alive(pid: int | None, start: str | None) -> bool:
     return st is not None and (start is None or st == start)
 
 
-@dataclass(frozen=True)
-class Container:
-    """One row of the ``containers`` table, decoded, and its directory."""
+class Container(FrozenValue):
+    """One row of the ``containers`` table, decoded, and its directory.
+    Frozen: a record changes through :meth:`ContainerRecords.update`, which
+    returns a new one."""
 
-    id: str
-    name: str
-    image_id: str
-    image_ref: str
-    state: str
-    runtime: str
-    options: RunOptions
-    image_config: dict[str, Any]
-    lowers: tuple[str, ...]
-    mounts: tuple[dict[str, Any], ...]
-    pid: int | None
-    owner_pid: int | None
-    owner_start: str | None
-    exit_code: int | None
-    health: str | None
-    health_detail: dict[str, Any] | None
-    restart_count: int
-    stop_requested: bool
-    error: str | None
-    created: float
-    started_at: float | None
-    finished_at: float | None
-    dir: Path = Path("/")
+    __slots__ = ("id", "name", "image_id", "image_ref", "state", "runtime", "options",
+                 "image_config", "lowers", "mounts", "pid", "owner_pid", "owner_start",
+                 "exit_code", "health", "health_detail", "restart_count", "stop_requested",
+                 "error", "created", "started_at", "finished_at", "dir")
+
+    if TYPE_CHECKING:  # the fields' types (set in __init__ by object.__setattr__)
+        id: str
+        name: str
+        image_id: str
+        image_ref: str
+        state: str
+        runtime: str
+        options: RunOptions
+        image_config: dict[str, Any]
+        lowers: tuple[str, ...]
+        mounts: tuple[dict[str, Any], ...]
+        pid: int | None
+        owner_pid: int | None
+        owner_start: str | None
+        exit_code: int | None
+        health: str | None
+        health_detail: dict[str, Any] | None
+        restart_count: int
+        stop_requested: bool
+        error: str | None
+        created: float
+        started_at: float | None
+        finished_at: float | None
+        dir: Path
+
+    def __init__(self, *, id: str, name: str, image_id: str, image_ref: str, state: str,
+                 runtime: str, options: RunOptions, image_config: dict[str, Any],
+                 lowers: tuple[str, ...], mounts: tuple[dict[str, Any], ...], pid: int | None,
+                 owner_pid: int | None, owner_start: str | None, exit_code: int | None,
+                 health: str | None, health_detail: dict[str, Any] | None, restart_count: int,
+                 stop_requested: bool, error: str | None, created: float,
+                 started_at: float | None, finished_at: float | None,
+                 dir: Path = Path("/")) -> None:
+        values = locals()
+        for f in self.__slots__:
+            object.__setattr__(self, f, values[f])
 
     @property
     def short_id(self) -> str:
@@ -155,7 +174,7 @@ class Container:
 
 
 #: the columns a record may change (``id`` and ``created`` never change; ``dir`` is no column)
-COLUMNS = frozenset(f.name for f in fields(Container)) - {"id", "created", "dir"}
+COLUMNS = frozenset(fields(Container)) - {"id", "created", "dir"}
 _JSON_COLUMNS = ("options", "image_config", "lowers", "mounts", "health_detail")
 
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import fsutil, incomplete
 from . import sys as rsys
 from .errors import BadInput, NotFound
+from .value import Value
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
 if TYPE_CHECKING:
@@ -30,14 +30,16 @@ def max_lowers() -> int:
     return rsys.overlay_max_lowers()
 
 
-@dataclass
-class RootfsImage:
+class RootfsImage(Value):
     """A plain root file system directory used as a one-layer image (like
     ``podman run --rootfs``); its config is read from ``<dir>.json`` when
     that file exists (an OCI image config)."""
 
-    path: Path
-    config: dict[str, Any] = field(default_factory=dict)
+    __slots__ = ("path", "config")
+
+    def __init__(self, path: Path, config: dict[str, Any] | None = None) -> None:
+        self.path = path
+        self.config: dict[str, Any] = {} if config is None else config
 
     @property
     def id(self) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sqlite3
 
 # threading.local itself (threading.py binds this name), without importing
 # threading (~0.5 ms) on the run path, which starts no thread
@@ -22,6 +21,19 @@ from pathlib import Path
 from . import fsutil, incomplete
 from .errors import BadInput
 from .storeroot import default_root, prepare_root
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
+if TYPE_CHECKING:
+    import sqlite3
+else:
+    # The sqlite3 package is _sqlite3 plus the default date and time adapters
+    # (deprecated since Python 3.12, never used here), whose datetime import is
+    # ~1 ms of a cold ``run``; its classes are _sqlite3's, so code that imports
+    # sqlite3 sees the same connections, rows and errors.
+    import _sqlite3 as sqlite3
+
+#: what a locked, busy or missing table raises (sqlite3.OperationalError)
+OperationalError = sqlite3.OperationalError
 
 Sweeper = Callable[["Store"], None]
 _SWEEPERS: dict[str, Sweeper] = {}

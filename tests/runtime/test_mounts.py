@@ -3,7 +3,6 @@ and the record of mounts that lets a successor take a container's place."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 from volmerge.runtime.executors.base import Stdio
@@ -54,8 +53,8 @@ def test_bind_tmpfs_and_volume(engine, busybox_rootfs, tmp_path, store):
     # the named volume was seeded from the image and keeps its data
     vol = store.root / "volumes" / "appdata" / "_data"
     assert (vol / "seed.txt").read_text() == "from the image\nmore\n"
-    code, out = _run(engine, tmp_path, dataclasses.replace(
-        opts, command=["/bin/cat", "/data/seed.txt"]))
+    code, out = _run(engine, tmp_path, opts.replace(
+        command=["/bin/cat", "/data/seed.txt"]))
     assert out == "from the image\nmore\n"
 
 
@@ -74,7 +73,7 @@ def test_mounts_recorded_for_successor(engine, busybox_rootfs, make_image, tmp_p
     # the successor: same options, new image; the image's defaults apply anew
     v2 = make_image({"config": {"Cmd": ["/bin/sh", "-c", "cat /data/seed.txt; echo $MODE"],
                                 "Env": ["MODE=image-default", "NEW=1"]}}, "v2")
-    succ = dataclasses.replace(c.options, image=v2, command=None)
+    succ = c.options.replace(image=v2, command=None)
     code, out = _run(engine, tmp_path, succ)
     assert code == 0
     assert out.splitlines() == ["from the image", "prod"]

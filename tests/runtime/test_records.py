@@ -4,7 +4,6 @@ handed.  No root, no container: a store in a temporary directory."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -49,7 +48,7 @@ def test_insert_then_lookup_gives_a_frozen_typed_record(records):
     assert c.options.name == "one" and c.options.command == ["/bin/true"]
     assert c.image_config == {"config": {"Env": ["A=1"]}}
     assert c.dir == records.store.path("containers", c.id) and c.dir.is_dir()
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError, match="frozen"):
         c.state = "running"  # type: ignore[misc]
     assert records.lookup("one") == c == records.lookup(c.id[:5])
 

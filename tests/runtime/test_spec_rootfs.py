@@ -3,7 +3,6 @@ root with more layers than the kernel takes in one mount."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 
@@ -44,9 +43,9 @@ def test_image_defaults_apply_at_spec_time(busybox_rootfs):
     p = spec.resolve_process(busybox_rootfs, IMG, RunOptions(image="x", entrypoint=["/bin/true"]), "h")
     assert p.args == ["/bin/true"]
     # an upgrade replaces the image and keeps only what the operator said
-    new = dataclasses.replace(o, image="y")
+    new = o.replace(image="y")
     p = spec.resolve_process(busybox_rootfs, {"config": {"Cmd": ["/bin/true"]}},
-                             dataclasses.replace(new, command=None), "h")
+                             new.replace(command=None), "h")
     assert p.args == ["/bin/true"] and "MODE=op" in p.env
 
 

@@ -133,7 +133,6 @@ def fast_run(args: list[str]) -> int | None:
     if parsed is None:
         return None
     root, image, command, kw = parsed
-    _defer_import("inspect")
     _defer_import("ipaddress")
     from .runopts import run_container, run_options
     from .state import Globals
@@ -146,11 +145,7 @@ def _defer_import(name: str) -> None:
     """Execute module ``name`` when one of its attributes is first used
     rather than when it is imported.
 
-    For ``inspect`` (with dis, ast and tokenize, a fifth of the run path's
-    import time): dataclasses imports it but calls it only to write a
-    docstring for a class that has none, and every dataclass on the run
-    path has one (tests/runtime/test_startup.py holds that).  For
-    ``ipaddress`` (~0.9 ms): ``urllib.parse``, which pathlib imports, needs it
+    For ``ipaddress`` (~0.9 ms): ``urllib.parse``, which pathlib imports, needs it
     only to check a bracketed host in a URL; a run with an address or a DNS
     server (or on a network) imports it for real.  Python 3.11's
     importlib.util.LazyLoader cannot do this: the import statement reads

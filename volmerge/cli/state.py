@@ -29,13 +29,13 @@ class Globals:
 def recover_pending(st) -> None:
     """Every command first finishes or undoes a transaction a crash cut short
     (a cheap query when there is none)."""
-    import sqlite3
+    from volmerge.runtime.store import OperationalError
 
     try:
         row = st.db.execute(
             "SELECT 1 FROM upgrade_journal WHERE state IN ('begun', 'committed') LIMIT 1"
         ).fetchone()
-    except sqlite3.OperationalError as exc:
+    except OperationalError as exc:
         if "no such table" not in str(exc):
             raise  # a locked or broken database is not "nothing was ever upgraded"
         return

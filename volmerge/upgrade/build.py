@@ -11,7 +11,6 @@ snapshot, merge again only what was written since, start).
 
 from __future__ import annotations
 
-import dataclasses
 import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -72,12 +71,11 @@ def successor_options(c: Container, plan: UpgradePlan) -> RunOptions:
     volumes were made implicitly for image VOLUMEs), the health check the
     plan chose."""
     others = [m for m in c.options.mounts if m.kind != "volume"]
-    opts = dataclasses.replace(c.options, image=plan.new_image, name=c.name,
-                               mounts=others + volume_mounts(c))
+    opts = c.options.replace(image=plan.new_image, name=c.name, mounts=others + volume_mounts(c))
     if plan.health is not None:
         from volmerge.runtime.options import HealthConfig
 
-        opts = dataclasses.replace(opts, health=HealthConfig(**plan.health))
+        opts = opts.replace(health=HealthConfig(**plan.health))
     return opts
 
 
@@ -136,12 +134,12 @@ def _rehearsal_steps(ctx: Ctx, c: Container, plan: UpgradePlan, r: Rehearsal) ->
                              image=plan.new_image, on_conflict=opts.on_conflict,
                              report_as=v.name) for v in plan.volumes if v.theirs]
     live = successor_options(c, plan)
-    mounts: list[Any] = [dataclasses.replace(m, source=r.volume(m.source)) if m.kind == "volume"
+    mounts: list[Any] = [m.replace(source=r.volume(m.source)) if m.kind == "volume"
                          else m for m in live.mounts]
     name = r.container(c.name)
-    new_opts = dataclasses.replace(
-        live, name=name, mounts=mounts, ports=[], socket_activate=[], network="none", ip=None,
-        restart=dataclasses.replace(c.options.restart, name="no"), rm=False,
+    new_opts = live.replace(
+        name=name, mounts=mounts, ports=[], socket_activate=[], network="none", ip=None,
+        restart=c.options.restart.replace(name="no"), rm=False,
     )
     steps.append(st.CreateContainer(name=name, image=plan.new_image, old_id=c.id,
                                     options=new_opts.to_json()))

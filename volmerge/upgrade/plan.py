@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from volmerge.runtime.value import plain
+
 from ..errors import BadInput
 
 if TYPE_CHECKING:
@@ -179,9 +181,9 @@ def make_plan(ctx: Ctx, opts: UpgradeOptions) -> UpgradePlan:
               if (loss or operator or image_policy) else None)
     override = health_override(opts)
     if override is not None:
-        health, hsrc = dataclasses.asdict(override), "upgrade options"
+        health, hsrc = plain(override), "upgrade options"
     elif c.options.health is not None and not c.options.health.disabled:
-        health, hsrc = dataclasses.asdict(c.options.health), "the container's run options"
+        health, hsrc = plain(c.options.health), "the container's run options"
     elif (cfg.get("Healthcheck") or {}).get("Test") and cfg["Healthcheck"]["Test"][0] != "NONE":
         health, hsrc = None, f"HEALTHCHECK of {opts.to_image}"
     else:
