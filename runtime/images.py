@@ -190,9 +190,12 @@ class Image(Value):
 
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?/)"
-_NAME_RE = re.compile(rf"^(?:{_DOMAIN})?{_COMPONENT}(?:/{_COMPONENT})*$")
-_TAG_RE = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
-_HEXPFX = re.compile(r"^[0-9a-f]{4,64}$")
+# Patterns as strings: re compiles (and caches) one when it is first used, and a
+# run by a reference as stored (ImageStore._resolve) uses none (~0.6 ms to compile).
+_NAME_RE = rf"(?:{_DOMAIN})?{_COMPONENT}(?:/{_COMPONENT})*"
+_TAG_RE = r"(?a:[\w][\w.-]{0,127})"
+_HEXPFX = r"[0-9a-f]{4,64}"
+_HEX64 = r"[0-9a-f]{64}"
 
 
 def parse_ref(ref: str) -> tuple[str, str]:
@@ -205,9 +208,9 @@ def parse_ref(ref: str) -> tuple[str, str]:
     last = ref.rsplit("/", 1)[-1]
     if ":" in last:
         name, tag = ref.rsplit(":", 1)
-    if len(name) > 255 or not _NAME_RE.fullmatch(name):
+    if len(name) > 255 or not re.fullmatch(_NAME_RE, name):
         raise BadInput(f"invalid image reference {ref!r}: bad repository name {name!r}")
-    if not _TAG_RE.fullmatch(tag):
+    if not re.fullmatch(_TAG_RE, tag):
         raise BadInput(f"invalid image reference {ref!r}: bad tag {tag!r}")
     return name, tag
 
@@ -228,7 +231,7 @@ def new_name(ref: str) -> str:
     if name in _DIGEST_ALGORITHMS:
         raise BadInput(f"refusing to create an ambiguous tag {ref!r} using a digest algorithm "
                        "as the name")
-    if _HEX64.fullmatch(name):
+    if re.fullmatch(_HEX64, name):
         raise BadInput(f"invalid image name {ref!r}: 64 hex digits read as an image id")
     return f"{name}:{tag}"
 
@@ -261,6 +264,10 @@ class ImageStore:
         ref = ref.strip()
         raw = ref[7:] if ref.startswith("sha256:") else ref
         if not ref.startswith("sha256:"):
+            # a reference as stored (as `image ls` shows it) is valid and needs no parsing
+            row = db.execute("SELECT image_id FROM tags WHERE name = ?", (ref,)).fetchone()
+            if row:
+                return row[0], ref
             try:
                 name = normalize_ref(ref)
             except BadInput:
@@ -281,7 +288,7 @@ class ImageStore:
                         f"image reference {ref!r} is ambiguous: "
                         + ", ".join(sorted(r[0] for r in rows))
                     )
-        if _HEXPFX.fullmatch(raw):
+        if re.fullmatch(_HEXPFX, raw):
             rows = db.execute(
                 "SELECT id FROM images WHERE id >= ? AND id < ? LIMIT 2",
                 (raw, raw + "g"),
@@ -467,7 +474,7 @@ class ImageStore:
         used = self._referenced_blobs()
         d = self.store.path("blobs", "sha256")
         for name in os.listdir(d):
-            if _HEX64.fullmatch(name) and name not in used:
+            if re.fullmatch(_HEX64, name) and name not in used:
                 (d / name).unlink(missing_ok=True)
 
     def save(self, ref: str, out_path: str | os.PathLike[str]) -> Path:
@@ -509,7 +516,6 @@ class ImageStore:
             pass
 
 
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def _sweep(store: Store) -> None:

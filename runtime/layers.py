@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from .tarsafe import Extracted
 
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_HEX64 = r"[0-9a-f]{64}"  # compiled (and cached) by re when first used
 
 
 def work_dir(store: Store, prefix: str) -> contextlib.AbstractContextManager[Path]:
@@ -179,7 +179,7 @@ class LayerStore:
         rows = {r[0] for r in db.execute("SELECT diff_id FROM layers")}
         for name in os.listdir(self.store.path("layers")):
             d = "sha256:" + name
-            if not _HEX64.fullmatch(name) or d in rows:
+            if not re.fullmatch(_HEX64, name) or d in rows:
                 continue
             try:
                 with self.store.lock(f"layer-{name}", blocking=False):
@@ -201,6 +201,6 @@ class LayerStore:
 
 def _hex(diff_id: str) -> str:
     hx = diff_id.split(":", 1)[1] if diff_id.startswith("sha256:") else diff_id
-    if not _HEX64.fullmatch(hx):
+    if not re.fullmatch(_HEX64, hx):
         raise BadInput(f"invalid layer digest {diff_id!r}")
     return hx
