@@ -34,6 +34,8 @@ else:
 
 #: what a locked, busy or missing table raises (sqlite3.OperationalError)
 OperationalError = sqlite3.OperationalError
+#: the base of every error of the database (sqlite3.Error)
+DatabaseError = sqlite3.Error
 
 Sweeper = Callable[["Store"], None]
 _SWEEPERS: dict[str, Sweeper] = {}

@@ -28,15 +28,24 @@ def _fields(cls: type) -> tuple[str, ...]:
     return tuple(names)
 
 
+def _key(v: Value) -> tuple[Any, ...]:
+    """The fields that equality, hashing and ordering compare, in order."""
+    skip = v._not_compared
+    return tuple(getattr(v, f) for f in _fields(v.__class__) if f not in skip)
+
+
 class Value:
-    """Base of a value class: equal when of the same class with equal fields."""
+    """Base of a value class: equal when of the same class with equal fields
+    (but those named in ``_not_compared``, as ``field(compare=False)``)."""
 
     __slots__ = ()
+    _not_compared: tuple[str, ...] = ()
 
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
             return NotImplemented
-        return all(getattr(self, f) == getattr(other, f) for f in _fields(self.__class__))
+        assert isinstance(other, Value)
+        return _key(self) == _key(other)
 
     __hash__ = None  # type: ignore[assignment]  # mutable, as a dataclass with eq
 
@@ -67,9 +76,13 @@ class Value:
 
 class FrozenValue(Value):
     """A value whose fields cannot be assigned after ``__init__`` (which sets
-    them with ``object.__setattr__``), as a frozen dataclass."""
+    them with ``object.__setattr__``), as a frozen dataclass: hashable when
+    its compared fields are."""
 
     __slots__ = ()
+
+    def __hash__(self) -> int:  # type: ignore[override]  # Value's is None (mutable)
+        return hash(_key(self))
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"cannot assign to field {name!r} of a frozen "
@@ -78,6 +91,35 @@ class FrozenValue(Value):
     def __delattr__(self, name: str) -> None:
         raise AttributeError(f"cannot delete field {name!r} of a frozen "
                              f"{self.__class__.__qualname__}")
+
+
+class Ordered:
+    """Ordering by the compared fields in order, as ``dataclass(order=True)``;
+    mixed into a value class."""
+
+    __slots__ = ()
+
+    def _cmp(self, other: object) -> tuple[tuple[Any, ...], tuple[Any, ...]] | None:
+        if other.__class__ is not self.__class__:
+            return None
+        assert isinstance(self, Value) and isinstance(other, Value)
+        return _key(self), _key(other)
+
+    def __lt__(self, other: object) -> bool:
+        k = self._cmp(other)
+        return NotImplemented if k is None else k[0] < k[1]
+
+    def __le__(self, other: object) -> bool:
+        k = self._cmp(other)
+        return NotImplemented if k is None else k[0] <= k[1]
+
+    def __gt__(self, other: object) -> bool:
+        k = self._cmp(other)
+        return NotImplemented if k is None else k[0] > k[1]
+
+    def __ge__(self, other: object) -> bool:
+        k = self._cmp(other)
+        return NotImplemented if k is None else k[0] >= k[1]
 
 
 def plain(v: Any) -> Any:

@@ -10,10 +10,10 @@ other's links for strays.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Iterator
 from typing import Any
 
+from ..digest import sha256_hex
 from ..store import Store
 from . import hosts, ports
 from .model import Network
@@ -27,7 +27,7 @@ class Host:
         self.store = store
         self.rows = rows
         root = str(store.root)
-        self.tag = hashlib.sha256(root.encode()).hexdigest()[:8]
+        self.tag = sha256_hex(root.encode())[:8]
         self.table = ports.table_name(root)
         self.ns_dir = store.path("network", "ns")
         self.hosts_dir = store.path("network", "hosts")
@@ -83,7 +83,7 @@ class Host:
         return f"volmerge:{self.tag}:"
 
     def veth_name(self, cid: str) -> str:
-        return "vmh-" + hashlib.sha256(f"{self.tag}:{cid}".encode()).hexdigest()[:10]
+        return "vmh-" + sha256_hex(f"{self.tag}:{cid}".encode())[:10]
 
     # -- derived state -----------------------------------------------------------------
     def ensure_bridge(self, net: Network) -> bool:

@@ -16,7 +16,6 @@ import builtins  # annotations: the class's list() method shadows the type
 import ipaddress
 import re
 import time
-import uuid
 from collections.abc import Callable, Iterable
 
 from .. import diag
@@ -30,7 +29,7 @@ from .rows import NetworkRows, sweep_needed
 from .schema import COMPONENT, MIGRATIONS
 
 DEFAULT_NETWORK = "bridge"
-CID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+CID_RE = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"  # compiled (and cached) by re when used
 
 PortsArg = Iterable[PortSpec | str] | None
 
@@ -77,6 +76,8 @@ class NetworkManager:
                 raise BadInput("--gateway needs --subnet")
             net = ipam.choose_subnet(default, existing.values())
         gw = ipam.parse_gateway(net, gateway)
+        import uuid
+
         nid = uuid.uuid4().hex
         network = Network(name=name, id=nid, bridge="vmb-" + nid[:8], subnet=str(net),
                           gateway=str(gw), default=default, created=time.time())
@@ -226,7 +227,7 @@ class NetworkManager:
 
 
 def _check_cid(cid: str) -> str:
-    if not isinstance(cid, str) or not CID_RE.fullmatch(cid):
+    if not isinstance(cid, str) or not re.fullmatch(CID_RE, cid):
         raise BadInput(f"container id {cid!r} is invalid")
     return cid
 

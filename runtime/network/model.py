@@ -1,36 +1,45 @@
 """Values the network manager hands out: networks, leases, attachments, ports.
 
-Plain frozen dataclasses, so the engine can keep them, compare them and put
-them in JSON (``to_dict``) without knowing anything about netlink.
+Frozen value classes (runtime.value: no dataclass compiled on a bridged
+``run``'s path), so the engine can keep them, compare them and put them in
+JSON (``to_dict``) without knowing anything about netlink.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from ..errors import BadInput
+from ..value import FrozenValue, Ordered, plain
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
+if TYPE_CHECKING:
+    from typing import Any
 
 PROTOS = ("tcp", "udp")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+NAME_RE = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"  # compiled (and cached) by re when used
 RESERVED = ("none", "host")
 
 
-@dataclass(frozen=True, order=True)
-class PortSpec:
+class PortSpec(Ordered, FrozenValue):
     """One published port: ``HOST_IP:HOST_PORT -> container:CONTAINER_PORT/PROTO``.
 
     ``host_ip`` ``0.0.0.0`` means every address of the host, loopback included.
     """
 
-    host_ip: str
-    host_port: int
-    container_port: int
-    proto: str = "tcp"
+    __slots__ = ("host_ip", "host_port", "container_port", "proto")
+    if TYPE_CHECKING:
+        host_ip: str
+        host_port: int
+        container_port: int
+        proto: str
 
-    def __post_init__(self) -> None:
+    def __init__(self, host_ip: str, host_port: int, container_port: int,
+                 proto: str = "tcp") -> None:
+        for name, value in (("host_ip", host_ip), ("host_port", host_port),
+                            ("container_port", container_port), ("proto", proto)):
+            object.__setattr__(self, name, value)
         try:
             ip = ipaddress.IPv4Address(self.host_ip or "0.0.0.0")
         except ValueError:
@@ -69,77 +78,110 @@ class PortSpec:
         return f"{host}{self.host_port}:{self.container_port}/{self.proto}"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out: dict[str, Any] = plain(self)
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PortSpec:
         return cls(d["host_ip"], int(d["host_port"]), int(d["container_port"]), d["proto"])
 
 
-@dataclass(frozen=True)
-class Network:
-    name: str
-    id: str
-    bridge: str
-    subnet: str
-    gateway: str
-    default: bool = False
-    created: float = 0.0
-    containers: tuple[dict[str, Any], ...] = field(default=(), compare=False)
+class Network(FrozenValue):
+    """A bridge network; ``containers`` (filled in for display) is not compared."""
+
+    __slots__ = ("name", "id", "bridge", "subnet", "gateway", "default", "created",
+                 "containers")
+    _not_compared = ("containers",)
+    if TYPE_CHECKING:
+        name: str
+        id: str
+        bridge: str
+        subnet: str
+        gateway: str
+        default: bool
+        created: float
+        containers: tuple[dict[str, Any], ...]
+
+    def __init__(self, name: str, id: str, bridge: str, subnet: str, gateway: str,
+                 default: bool = False, created: float = 0.0,
+                 containers: tuple[dict[str, Any], ...] = ()) -> None:
+        values = locals()
+        for f in self.__slots__:
+            object.__setattr__(self, f, values[f])
 
     @property
     def prefixlen(self) -> int:
         return ipaddress.IPv4Network(self.subnet).prefixlen
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d: dict[str, Any] = plain(self)
         d["containers"] = list(self.containers)
         return d
 
 
-@dataclass(frozen=True)
-class Lease:
+class Lease(FrozenValue):
     """An address that belongs to a container until it is released (``rm``)."""
 
-    network: str
-    ip: str
-    container_id: str
-    hostname: str
-    aliases: tuple[str, ...] = ()
-    ports: tuple[PortSpec, ...] = ()
+    __slots__ = ("network", "ip", "container_id", "hostname", "aliases", "ports")
+    if TYPE_CHECKING:
+        network: str
+        ip: str
+        container_id: str
+        hostname: str
+        aliases: tuple[str, ...]
+        ports: tuple[PortSpec, ...]
+
+    def __init__(self, network: str, ip: str, container_id: str, hostname: str,
+                 aliases: tuple[str, ...] = (), ports: tuple[PortSpec, ...] = ()) -> None:
+        values = locals()
+        for f in self.__slots__:
+            object.__setattr__(self, f, values[f])
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d: dict[str, Any] = plain(self)
         d["aliases"] = list(self.aliases)
         d["ports"] = [p.to_dict() for p in self.ports]
         return d
 
 
-@dataclass(frozen=True)
-class Attachment:
+class Attachment(FrozenValue):
     """What the engine needs to start a container on a network.
 
     ``netns_path`` is a bind-mounted network namespace to join (``None`` for
     the host network); ``hosts_path`` is the file to bind-mount at
-    ``/etc/hosts`` (its content is kept current in place).
+    ``/etc/hosts`` (its content is kept current in place); ``extra_hosts``:
+    ``--add-host`` (host, ip) pairs, checked.
     """
 
-    netns_path: str | None
-    ip: str | None
-    gateway: str | None
-    prefixlen: int | None
-    hosts_path: str
-    ports: tuple[PortSpec, ...] = ()
-    network: str = ""
-    container_id: str = ""
-    hostname: str = ""
-    mac: str | None = None
-    host_veth: str | None = None
-    aliases: tuple[str, ...] = ()
-    extra_hosts: tuple[tuple[str, str], ...] = ()   # --add-host (host, ip), checked
+    __slots__ = ("netns_path", "ip", "gateway", "prefixlen", "hosts_path", "ports", "network",
+                 "container_id", "hostname", "mac", "host_veth", "aliases", "extra_hosts")
+    if TYPE_CHECKING:
+        netns_path: str | None
+        ip: str | None
+        gateway: str | None
+        prefixlen: int | None
+        hosts_path: str
+        ports: tuple[PortSpec, ...]
+        network: str
+        container_id: str
+        hostname: str
+        mac: str | None
+        host_veth: str | None
+        aliases: tuple[str, ...]
+        extra_hosts: tuple[tuple[str, str], ...]
+
+    def __init__(self, netns_path: str | None, ip: str | None, gateway: str | None,
+                 prefixlen: int | None, hosts_path: str, ports: tuple[PortSpec, ...] = (),
+                 network: str = "", container_id: str = "", hostname: str = "",
+                 mac: str | None = None, host_veth: str | None = None,
+                 aliases: tuple[str, ...] = (),
+                 extra_hosts: tuple[tuple[str, str], ...] = ()) -> None:
+        values = locals()
+        for f in self.__slots__:
+            object.__setattr__(self, f, values[f])
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d: dict[str, Any] = plain(self)
         d["ports"] = [p.to_dict() for p in self.ports]
         d["aliases"] = list(self.aliases)
         d["extra_hosts"] = [list(e) for e in self.extra_hosts]
@@ -147,7 +189,7 @@ class Attachment:
 
 
 def check_name(name: str) -> str:
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+    if not isinstance(name, str) or not re.fullmatch(NAME_RE, name):
         raise BadInput(
             f"network name {name!r} is invalid: use 1-64 letters, digits, '_', '.', '-'"
         )

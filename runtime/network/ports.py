@@ -19,32 +19,45 @@ removal rebuilds the table (a removal costs the same either way).
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
-import subprocess
 from collections.abc import Iterable
-from dataclasses import dataclass
 
+from ..digest import sha256_hex
 from ..errors import BadInput
+from ..value import FrozenValue
 from .model import PortSpec
 
-
-@dataclass(frozen=True)
-class NatNetwork:
-    bridge: str
-    subnet: str
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
+if TYPE_CHECKING:
+    import subprocess
 
 
-@dataclass(frozen=True)
-class NatPort:
-    spec: PortSpec
-    container_ip: str
-    bridge: str
+class NatNetwork(FrozenValue):
+    __slots__ = ("bridge", "subnet")
+    if TYPE_CHECKING:
+        bridge: str
+        subnet: str
+
+    def __init__(self, bridge: str, subnet: str) -> None:
+        object.__setattr__(self, "bridge", bridge)
+        object.__setattr__(self, "subnet", subnet)
+
+
+class NatPort(FrozenValue):
+    __slots__ = ("spec", "container_ip", "bridge")
+    if TYPE_CHECKING:
+        spec: PortSpec
+        container_ip: str
+        bridge: str
+
+    def __init__(self, spec: PortSpec, container_ip: str, bridge: str) -> None:
+        object.__setattr__(self, "spec", spec)
+        object.__setattr__(self, "container_ip", container_ip)
+        object.__setattr__(self, "bridge", bridge)
 
 
 def table_name(root: str) -> str:
-    return "volmerge_" + hashlib.sha256(root.encode()).hexdigest()[:8]
+    return "volmerge_" + sha256_hex(root.encode())[:8]
 
 
 def render(table: str, networks: Iterable[NatNetwork], ports: Iterable[NatPort]) -> str:
@@ -126,16 +139,24 @@ def add_elements(table: str, items: list[NatPort]) -> bool:
     for p in items:
         name = "published_any" if p.spec.host_ip == "0.0.0.0" else "published_ip"
         cmds.append(f"add element ip {table} {name} {{ {element(p)} }}")
-    proc = subprocess.run([nft_binary(), "-f", "-"], input="\n".join(cmds) + "\n", text=True,
-                          capture_output=True)
-    return proc.returncode == 0
+    return _nft(["-f", "-"], "\n".join(cmds) + "\n").returncode == 0
 
 
 def _q(name: str) -> str:
     return '"' + name.replace('"', "") + '"'
 
 
+def _nft(args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """nft(8) with ``args``; subprocess is imported here, by the runs that
+    publish a port or make a network's table, not by every bridged run."""
+    import subprocess
+
+    return subprocess.run([nft_binary(), *args], input=stdin, text=True, capture_output=True)
+
+
 def nft_binary() -> str:
+    import shutil
+
     path = shutil.which("nft") or next(
         (p for p in ("/usr/sbin/nft", "/sbin/nft") if os.path.exists(p)), None)
     if path is None:
@@ -145,16 +166,14 @@ def nft_binary() -> str:
 
 def apply(ruleset: str) -> None:
     """Replace the table atomically; nft either applies all of it or none."""
-    proc = subprocess.run([nft_binary(), "-f", "-"], input=ruleset, text=True,
-                          capture_output=True)
+    proc = _nft(["-f", "-"], ruleset)
     if proc.returncode != 0:
         raise OSError(f"nft failed: {proc.stderr.strip()}\n{ruleset}")
 
 
 def listing(table: str) -> str:
     """The live table as nft prints it ('' when absent), for tests and debugging."""
-    proc = subprocess.run([nft_binary(), "list", "table", "ip", table], text=True,
-                          capture_output=True)
+    proc = _nft(["list", "table", "ip", table])
     return proc.stdout if proc.returncode == 0 else ""
 
 

@@ -12,25 +12,33 @@ transaction (``conn``), so one commit holds e.g. a new lease and the
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any
 
-from ..store import Store
+from ..store import DatabaseError, Store
+from ..value import FrozenValue
 from .model import Attachment, Lease, Network, PortSpec
 from .schema import COMPONENT
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
+if TYPE_CHECKING:
+    import sqlite3
+    from typing import Any
 
-@dataclass(frozen=True)
-class AttachmentRecord:
+
+class AttachmentRecord(FrozenValue):
     """One ``network_attachments`` row: what is (to be) live for a container,
     and whether all of it exists yet (``up``) or a crash may have cut it
     short (``pending``)."""
 
-    attachment: Attachment
-    state: str
+    __slots__ = ("attachment", "state")
+    if TYPE_CHECKING:
+        attachment: Attachment
+        state: str
+
+    def __init__(self, attachment: Attachment, state: str) -> None:
+        object.__setattr__(self, "attachment", attachment)
+        object.__setattr__(self, "state", state)
 
     @property
     def up(self) -> bool:
@@ -237,7 +245,7 @@ def sweep_needed(store: Store) -> bool:
         have = store.db.execute(
             "SELECT version FROM schema_version WHERE component = ?", (COMPONENT,)
         ).fetchone()
-    except sqlite3.Error:
+    except DatabaseError:
         return False
     if not have:
         return False

@@ -127,16 +127,18 @@ def test_a_run_rm_commits_five_times_and_syncs_two(engine, image, store):
 
 
 def test_pyroute2_without_its_package_init_until_a_name_of_it_is_used():
-    """links.py loads pyroute2's core only; the package's own names (NDB,
-    IPRoute...) still work for anyone else in the process: the first use
-    runs its __init__."""
+    """links.py loads pyroute2's message classes only; the package's own names
+    (NDB, IPRoute...) still work for anyone else in the process: the first
+    use runs its __init__."""
     code = (
         "import sys\n"
         "import volmerge.runtime.network.links as links\n"
         "assert 'pyroute2.ndb' not in sys.modules and 'pyroute2.ipdb' not in sys.modules\n"
         "from pyroute2 import NDB, IPRoute\n"
         "import pyroute2\n"
-        "assert IPRoute is links.IPRoute and pyroute2.NDB is NDB and 'pyroute2.ndb' in sys.modules\n"
+        "from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg\n"
+        "assert pyroute2.NDB is NDB and 'pyroute2.ndb' in sys.modules\n"
+        "assert ifinfmsg is links.ifinfmsg and IPRoute.__module__.startswith('pyroute2.')\n"
     )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                        cwd=Path(__file__).resolve().parents[2])

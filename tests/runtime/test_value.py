@@ -124,3 +124,21 @@ def test_options_survive_their_json(**kw: object) -> None:
 def test_from_json_ignores_fields_it_does_not_know() -> None:
     d = RunOptions("x").to_json() | {"gone_in_a_later_version": 1}
     assert RunOptions.from_json(d) == RunOptions("x")
+
+
+def test_frozen_values_hash_and_order_by_their_compared_fields() -> None:
+    from volmerge.runtime.network.model import Network, PortSpec
+
+    a, b = PortSpec("0.0.0.0", 80, 8080), PortSpec("", 80, 8080, "tcp")
+    assert a == b and hash(a) == hash(b) and len({a, b}) == 1
+    assert sorted([PortSpec("0.0.0.0", 90, 1), a, PortSpec("127.0.0.1", 1, 1)]) == [
+        a, PortSpec("0.0.0.0", 90, 1), PortSpec("127.0.0.1", 1, 1)]
+    assert a < PortSpec("0.0.0.0", 81, 1) <= PortSpec("0.0.0.0", 81, 1)
+    with pytest.raises(TypeError):
+        _ = a < 1  # type: ignore[operator]
+    n = Network("n", "id", "vmb-1", "10.0.0.0/24", "10.0.0.1")
+    shown = n.replace(containers=({"name": "c"},))
+    assert shown == n and hash(shown) == hash(n)  # containers: not compared
+    assert shown.to_dict()["containers"] == [{"name": "c"}]
+    with pytest.raises(TypeError):
+        hash(_container())  # a dict among its fields, as the frozen dataclass was

@@ -134,9 +134,11 @@ def test_reconcile_removes_dead_containers_and_strays(nm, root: Path) -> None:  
     nm.disconnect("gone")  # stopped, lease kept
     # a stray namespace file and a stray link carrying our alias (a crashed older run)
     (nm.ns_dir / "stray").touch()
+    from pyroute2 import IPRoute
+
     from volmerge.runtime.network import links
 
-    with links.open_host() as ipr:
+    with IPRoute(groups=0) as ipr:  # pyroute2's own client, not volmerge's
         ipr.link("add", ifname="vmh-stray", kind="bridge")
         idx = ipr.link_lookup(ifname="vmh-stray")[0]
         ipr.link("set", index=idx, ifalias=nm.host.alias("veth", "stray"))
@@ -247,11 +249,13 @@ def test_parallel_connects_from_two_processes(nm, root: Path) -> None:  # type: 
 
 
 def test_connect_replaces_unnamed_leftovers_of_its_own(nm) -> None:  # type: ignore[no-untyped-def]
-    from volmerge.runtime.network import links, netns
+    from pyroute2 import IPRoute
+
+    from volmerge.runtime.network import netns
 
     nm.ensure_default()
     netns.create(nm.ns_dir / "c1").close()  # a pin and a veth a crash left, no row
-    with links.open_host() as ipr:
+    with IPRoute(groups=0) as ipr:
         ipr.link("add", ifname=nm.host.veth_name("c1"), kind="veth", peer="vmh-peer")
     att = nm.connect("c1", None, "one")
     assert run_in(att, ["ip", "-o", "-4", "addr", "show", "eth0"]).stdout.count(att.ip) == 1
