@@ -13,7 +13,8 @@ largest import time.  volmerge is timed cold, as users run it: the
 ``runc run`` of a ``runc spec`` bundle has; ``bridge`` (volmerge's and
 podman's default) runs volmerge on its default bridge network (a veth, an
 address, a hosts file) and podman on its default network.  runc has no
-network of its own, so it is the same in both.
+network of its own, so it is the same in both, and the goal against it is
+checked like for like, on ``--network none``.
 """
 
 from __future__ import annotations
@@ -148,10 +149,13 @@ def main() -> None:
         for net in nets:
             vm_s = results[f"volmerge (runc), {net}"]
             vm_ms = median_ms(vm_s)
-            ok = vm_ms / runc_ms <= GOAL_RUNC
+            # bare runc has no network of its own: its goal is checked like for like, on
+            # --network none; on a bridge the ratio is printed for information
+            ok = vm_ms / runc_ms <= GOAL_RUNC or net != "none"
+            verdict = ("met" if ok else "not met") if net == "none" else "runc has no network"
             line = f"--network {net}: volmerge / runc = {vm_ms / runc_ms:.2f}x" \
                    f" [{per_round(vm_s, results['runc run']):.2f}x] (goal <= {GOAL_RUNC:g}x: " \
-                   f"{'met' if ok else 'not met'})"
+                   f"{verdict})"
             if podman_base is not None:
                 pm_s = results[f"podman run, {net}"]
                 pm_ms = median_ms(pm_s)
