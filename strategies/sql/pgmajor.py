@@ -232,9 +232,11 @@ def upgrade_datadir(old_data: str | os.PathLike[str], new_data: str | os.PathLik
                 rmtree_quiet(new_data)
         if confs is None:
             dbs, confs = _dump_restore(old_data, new_data, old, new, work, superuser, tick)
+        t1 = time.monotonic()
         carried = pgconf.carry(old_data, new_data, *confs, old_ver)
         check(new.run("postgres", "-D", new_data, "-C", "data_directory"),
               "the new server's check of the carried configuration")
+        tick("configuration carried", time.monotonic() - t1)
         t1 = time.monotonic()
         check(new.run("initdb", "--sync-only", "-D", new_data), "sync of the new data directory")
         tick("sync", time.monotonic() - t1)
@@ -282,90 +284,152 @@ def _dump_restore(old_data: str, new_data: str, old: Tools, new: Tools, work: st
 def _fast(old_data: str, new_data: str, new: Tools, beside: OldBeside, work: str,
           superuser: str | None, tick: Timing,
           snapshot: Snapshot) -> tuple[list[dict[str, Any]], Confs, str]:
-    """pg_upgrade on a snapshot of the frozen data (``--check`` first), then
-    both servers up — the old one on the snapshot, which ``--copy`` and
-    ``--clone`` leave as it was — for the verification, the collation
-    check and the configuration.  Refused (or NotDone) when this path
-    cannot be taken; the caller falls back."""
-    clone = os.path.join(work, "old-data")
+    """pg_upgrade on a snapshot of the frozen data (``--check`` first); the
+    old side of the verification on a second snapshot, read while the new
+    cluster is made and pg_upgrade runs; then the new server read.  Refused
+    (or NotDone) when this path cannot be taken; the caller falls back."""
+    clones = [os.path.join(work, "old-data"), os.path.join(work, "old-read")]
     try:
         t0 = time.monotonic()
-        with snapshot(old_data, clone):
-            for stale in ("postmaster.pid", "postmaster.opts"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(clone, stale))
-            give(clone, beside.tools.user)
+        with snapshot(old_data, clones[0]), snapshot(old_data, clones[1]):
+            for clone in clones:
+                for stale in ("postmaster.pid", "postmaster.opts"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(os.path.join(clone, stale))
+                give(clone, beside.tools.user)
             tick("copy data", time.monotonic() - t0)
-            return _fast_on(clone, new_data, new, beside, work, superuser, tick)
+            return _fast_on(clones, new_data, new, beside, work, superuser, tick)
     finally:
-        for d in ("old-data", "old-sock", "new-sock", "pgu-sock", "pgu-cwd"):
+        for d in ("old-data", "old-read", "old-sock", "new-sock", "pgu-sock", "pgu-run-sock",
+                  "pgu-cwd"):
             rmtree_quiet(os.path.join(work, d))
 
 
-def _fast_on(clone: str, new_data: str, new: Tools, beside: OldBeside, work: str,
+@dataclass(frozen=True)
+class _OldSide:
+    """The old cluster as the verification and the configuration carry see it."""
+
+    names: list[str]
+    prints: dict[str, Any]
+    conf: pgconf.ServerConf
+
+
+def _read_old(srv: PgServer, tick: Timing) -> _OldSide:
+    t0 = time.monotonic()
+    names = _databases(srv)
+    prints = fingerprints(srv, names)
+    with _connect(srv.url("postgres")) as c:
+        conf = pgconf.read_conf(c, srv.datadir)
+    tick("old side read (beside)", time.monotonic() - t0)
+    return _OldSide(names, prints, conf)
+
+
+def _fast_on(clones: list[str], new_data: str, new: Tools, beside: OldBeside, work: str,
              superuser: str | None, tick: Timing) -> tuple[list[dict[str, Any]], Confs, str]:
-    """On ``clone`` (the old cluster's private snapshot): the old side of
-    the verification and its configuration read while the new cluster is
-    initialised, then pg_upgrade (``--check`` first), then the new server
-    read, its collations checked and ANALYZEd, and both sides compared."""
+    """``clones``: two private snapshots of the old cluster.  On the second
+    one the old server starts at once: ``pg_upgrade --check`` runs live
+    against it (the same data as the first: both snapshots of one frozen
+    directory) and, beside the new cluster's initdb, the check and
+    pg_upgrade, the old side of the verification and its configuration are
+    read there.  pg_upgrade itself runs on the first snapshot, on a socket
+    of its own.  Then the new server: collations checked, ANALYZEd, read,
+    and both sides compared."""
     from concurrent.futures import ThreadPoolExecutor
 
     from . import pgupgrade
 
     t0 = time.monotonic()
-    info = pgupgrade.cluster_info(beside.tools, clone)
+    info = pgupgrade.cluster_info(beside.tools, clones[0])
     if superuser is not None and superuser != info.superuser:
         raise pgupgrade.Refused(f"pg_upgrade runs as the bootstrap superuser {info.superuser}")
     tick("old cluster settings", time.monotonic() - t0)
-    # the old server where pg_upgrade looks for it: --check runs against it live
-    old_srv = PgServer(beside.tools, clone, os.path.join(work, "pgu-sock"),
+    # the old server where pg_upgrade --check looks for it
+    old_srv = PgServer(beside.tools, clones[1], os.path.join(work, "pgu-sock"),
                        port=pgupgrade.OLD_PORT, options=dict(BULK), superuser=info.superuser)
     new_srv = PgServer(new, new_data, os.path.join(work, "new-sock"), port=5433,
                        options=dict(BULK), superuser=info.superuser)
     mode = "--clone" if pgupgrade.clone_supported(work) else "--copy"
     jobs = max(1, min(4, os.cpu_count() or 1))
-    t0 = time.monotonic()
-    with ThreadPoolExecutor(1) as pool:  # the new cluster made while the old one is read
-        made = pool.submit(pgupgrade.initdb, new, new_data, info)
+    with ThreadPoolExecutor(2) as pool:
+        made = pool.submit(_timed, tick, "initdb (beside)", pgupgrade.initdb, new, new_data, info)
+        up = pool.submit(_timed, tick, "old server start (beside)", old_srv.start)
+        read = None
         try:
-            old_srv.start()
-            try:
-                names = _databases(old_srv)
-                olds = fingerprints(old_srv, names)
-                with _connect(old_srv.url("postgres")) as c:
-                    old_conf = pgconf.read_conf(c, old_srv.datadir)
-                made.result()
-                tick("initdb and old side read", time.monotonic() - t0)
-                t0 = time.monotonic()
-                pgupgrade.run(new, beside.bindir, clone, new_data, info, work, mode=mode,
-                              check_only=True, jobs=jobs)
-                tick("pg_upgrade --check (live)", time.monotonic() - t0)
-            finally:
-                old_srv.stop()
-        finally:
+            t0 = time.monotonic()
             made.result()
-    t0 = time.monotonic()
-    pgupgrade.run(new, beside.bindir, clone, new_data, info, work, mode=mode, check_only=False,
-                  jobs=jobs)
-    tick(f"pg_upgrade {mode}", time.monotonic() - t0)
+            tick("initdb (critical)", time.monotonic() - t0)
+            up.result()
+            # read beside the check and pg_upgrade, which wait on I/O and
+            # servers more than initdb's bootstrap does
+            read = pool.submit(_read_old, old_srv, tick)
+            t0 = time.monotonic()
+            pgupgrade.run(new, beside.bindir, clones[1], new_data, info, work, mode=mode,
+                          check_only=True, jobs=jobs)
+            tick("pg_upgrade --check (live)", time.monotonic() - t0)
+            # the old server goes once its side is read, beside pg_upgrade
+            done = pool.submit(_after, read, _timed, tick, "old server stop (beside)", old_srv.stop)
+            t0 = time.monotonic()
+            pgupgrade.run(new, beside.bindir, clones[0], new_data, info, work, mode=mode,
+                          check_only=False, jobs=jobs, sockdir=os.path.join(work, "pgu-run-sock"))
+            tick(f"pg_upgrade {mode}", time.monotonic() - t0)
+            t0 = time.monotonic()
+            olds = read.result()
+            done.result()
+            tick("old side read and stopped (waited for)", time.monotonic() - t0)
+        finally:
+            _settle(made, up, read, old_srv, tick)
     rmtree_quiet(os.path.join(new_data, "pg_upgrade_output.d"))
     t0 = time.monotonic()
-    new_srv.start()
+    _timed(tick, "new server start", new_srv.start)
     try:
-        for db in names:
+        t1 = time.monotonic()
+        for db in olds.names:
             with _connect(new_srv.url(db)) as c:
                 _refuse_collation_risk(c, db)
+        tick("collation check", time.monotonic() - t1)
         with ThreadPoolExecutor(1) as pool:  # ANALYZE beside the verification's reads
-            stats = pool.submit(_analyze, new_srv, names)
-            news = fingerprints(new_srv, names)
+            stats = pool.submit(_timed, tick, "analyze (beside)", _analyze, new_srv, olds.names)
+            news = _timed(tick, "new side hashed", fingerprints, new_srv, olds.names)
             stats.result()
-        dbs = [compare(db, olds[db], news[db]) for db in names]
+        dbs = [compare(db, olds.prints[db], news[db]) for db in olds.names]
         with _connect(new_srv.url("postgres")) as c:
-            confs = (old_conf, pgconf.read_conf(c, new_srv.datadir), pgconf.known_settings(c))
+            confs = (olds.conf, pgconf.read_conf(c, new_srv.datadir), pgconf.known_settings(c))
     finally:
-        new_srv.stop()
+        _timed(tick, "new server stop", new_srv.stop)
     tick("new side: verify and analyze", time.monotonic() - t0)
     return dbs, confs, f"pg_upgrade {mode}"
+
+
+def _after(first: Any, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` once the future ``first`` is done, whatever its outcome."""
+    with contextlib.suppress(BaseException):
+        first.result()
+    return fn(*args)
+
+
+def _settle(made: Any, up: Any, read: Any, old_srv: PgServer, tick: Timing) -> None:
+    """Every side task finished (their errors already raised or superseded),
+    then the old server stopped if it is still up."""
+    for fut in (made, read):
+        if fut is not None:
+            with contextlib.suppress(BaseException):
+                fut.result()
+    try:
+        up.result()
+    except BaseException:  # noqa: BLE001 - it never started: nothing to stop
+        return
+    try:
+        old_srv.stop()  # nothing to do when it stopped already
+    except Exception as exc:  # noqa: BLE001 - keep the original error
+        diag.ignored(__name__, "stopping the old version's temporary server", exc)
+
+
+def _timed(tick: Timing, step: str, fn: Callable[..., Any], *args: Any) -> Any:
+    t0 = time.monotonic()
+    try:
+        return fn(*args)
+    finally:
+        tick(step, time.monotonic() - t0)
 
 
 def _refuse_collation_risk(new_conn: Any, db: str) -> None:
