@@ -183,7 +183,7 @@ def upgrade_datadir(old_data: str | os.PathLike[str], new_data: str | os.PathLik
                     new: Tools, *, workdir: str | os.PathLike[str], superuser: str | None = None,
                     timing: Timing | None = None, method: str = "auto",
                     beside: OldBeside | None = None,
-                    snapshot: Snapshot | None = None) -> PgMajorResult:
+                    snapshot: Snapshot | None = None, sync: bool = True) -> PgMajorResult:
     """Upgrade the PostgreSQL data directory ``old_data`` (frozen, left
     untouched) into the new data directory ``new_data`` (must not exist),
     ``old``'s programs reading and ``new``'s writing.
@@ -201,7 +201,10 @@ def upgrade_datadir(old_data: str | os.PathLike[str], new_data: str | os.PathLik
     ``verify_database`` dict per database; ``timing(step, seconds)`` hears
     each step's time.  The servers run as pg_upgrade runs its new one:
     nothing fsynced along the way (the clone is thrown away; a failure
-    removes the new directory), the new directory synced once at the end."""
+    removes the new directory), the new directory synced once at the end —
+    or not at all when ``sync`` is False: the caller makes it durable itself
+    (the upgrade transaction: one ``os.sync()`` after moving it into the
+    volume's layer, before the journal moves on)."""
     from . import pgupgrade
 
     t0 = time.monotonic()
@@ -237,9 +240,10 @@ def upgrade_datadir(old_data: str | os.PathLike[str], new_data: str | os.PathLik
         check(new.run("postgres", "-D", new_data, "-C", "data_directory"),
               "the new server's check of the carried configuration")
         tick("configuration carried", time.monotonic() - t1)
-        t1 = time.monotonic()
-        check(new.run("initdb", "--sync-only", "-D", new_data), "sync of the new data directory")
-        tick("sync", time.monotonic() - t1)
+        if sync:
+            t1 = time.monotonic()
+            check(new.run("initdb", "--sync-only", "-D", new_data), "sync of the new data directory")
+            tick("sync", time.monotonic() - t1)
     except BaseException:
         rmtree_quiet(new_data)
         raise

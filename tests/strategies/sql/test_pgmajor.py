@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import psycopg
 import pytest
@@ -14,7 +14,7 @@ import pytest
 from tests.pg import PG15_BIN
 from volmerge.strategies.errors import BadInput
 from volmerge.strategies.sql.pgmajor import PgMajorResult, pg_upgrade_copy, upgrade_datadir
-from volmerge.strategies.sql.pgtemp import PgServer
+from volmerge.strategies.sql.pgtemp import HostTools, PgServer
 from volmerge.upgrade.pgdata import host_tools
 
 from .conftest import pg16_bindir
@@ -311,3 +311,57 @@ def test_pg_upgrade_refused_falls_back_to_dump_and_restore(tmp_path):
             assert c.execute("SELECT r::text FROM t ORDER BY id").fetchall() == [("now",), ("version",)]
     finally:
         new.stop()
+
+
+@dataclass(frozen=True)
+class _Recorded:
+    """This host's programs, each run noted (tool and arguments)."""
+
+    tools: HostTools
+    runs: list
+    cwd: str = "/"  # pg_upgrade runs in a directory of its own (pgupgrade.in_dir)
+
+    @property
+    def user(self):  # noqa: ANN201 - the Tools protocol
+        return self.tools.user
+
+    def run(self, tool: str, *args: str, input: str | None = None):  # noqa: ANN201
+        self.runs.append((tool, args))
+        return replace(self.tools, cwd=self.cwd).run(tool, *args, input=input)
+
+
+def _arg(args: tuple, flag: str) -> str:
+    return args[args.index(flag) + 1]
+
+
+def test_the_check_runs_live_on_the_verifications_snapshot_and_sync_is_optional(upgraded, tmp_path):
+    """Two snapshots of the frozen data: the verification's old server runs
+    on one from the start and pg_upgrade --check runs live against it;
+    pg_upgrade itself runs on the other, on a socket of its own.  With
+    sync=False the new directory is left for the caller to sync (no
+    ``initdb --sync-only``); by default it is synced."""
+    from volmerge.strategies.sql.pgmajor import OldBeside, copied
+
+    u, runs, snaps = upgraded, [], []
+
+    def snapshot(frozen, path):  # noqa: ANN001, ANN202
+        snaps.append((frozen, path))
+        return copied(frozen, path)
+
+    pg16 = _Recorded(host_tools(PG16_BIN), runs)
+    beside = OldBeside(_Recorded(HostTools(PG15_BIN, pg16.user), runs), PG15_BIN)
+    r = upgrade_datadir(u.old_data, str(tmp_path / "new"), host_tools(PG15_BIN), pg16,
+                        workdir=str(tmp_path / "work"), beside=beside, snapshot=snapshot,
+                        sync=False)
+    assert r.method.startswith("pg_upgrade") and r.fallback is None
+    assert [f for f, _ in snaps] == [u.old_data, u.old_data] and snaps[0][1] != snaps[1][1]
+    checked, upgraded_ = [a for t, a in runs if t == "pg_upgrade"]
+    started = [a for t, a in runs if t == "pg_ctl" and "start" in a]
+    assert "--check" in checked and "--check" not in upgraded_
+    assert _arg(checked, "-d") == snaps[1][1] == _arg(started[0], "-D")  # live: the read's server
+    assert _arg(upgraded_, "-d") == snaps[0][1] and _arg(checked, "-s") != _arg(upgraded_, "-s")
+    assert not any(t == "initdb" and "--sync-only" in a for t, a in runs)
+    runs.clear()
+    upgrade_datadir(u.old_data, str(tmp_path / "new2"), host_tools(PG15_BIN), pg16,
+                    workdir=str(tmp_path / "work2"), beside=beside)
+    assert any(t == "initdb" and "--sync-only" in a for t, a in runs)
