@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,20 +40,36 @@ from volmerge.runtime import diag
 from volmerge.strategies.errors import BadInput, NotDone
 
 from . import pgconf
-from .pgtemp import HostTools, PgServer, Tools, bootstrap_superuser, check, give, rmtree_quiet
-from .pgverify import compare, fingerprints, verify_database
+from .pgfast import Confs, Snapshot, fast
+from .pgtemp import (
+    BULK,
+    HostTools,
+    PgServer,
+    Timing,
+    Tools,
+    bootstrap_superuser,
+    check,
+    give,
+    rmtree_quiet,
+)
+from .pgupgrade import OldBeside
 from .pgverify import connect as _connect
+from .pgverify import databases as _databases
 from .pgverify import names as _names
+from .pgverify import verify_database
 
 __all__ = ["PgMajorResult", "OldBeside", "upgrade_datadir", "preview_datadir", "pg_upgrade_copy",
-           "verify_database", "read_version", "data_version", "clone_datadir", "conninfo_dbname"]
+           "verify_database", "read_version", "data_version", "clone_datadir", "conninfo_dbname",
+           "user_bytes", "small_limit", "SMALL_MB"]
 
-Timing = Callable[[str, float], None]
-#: ``snapshot(frozen, path)``: ``path`` made a private, writable copy of the
-#: frozen data directory for the duration (the default: a copy, cp -a)
-Snapshot = Callable[[str, str], contextlib.AbstractContextManager[Any]]
-#: the settings pg_upgrade starts its servers with for the bulk work
-BULK = {"fsync": "off", "full_page_writes": "off", "synchronous_commit": "off"}
+#: user data (MiB) below which dump and restore is quicker than pg_upgrade's
+#: fixed cost (its --check and several server starts): measured on a 2-core
+#: VM, the two paths cross between 120k and 400k pgbench rows (16-60 MiB)
+SMALL_MB = 32
+#: a relation file: base/<database>/<relfilenode>[_<fork>][.<segment>]
+_REL_FILE = re.compile(r"(\d+)(?:_[a-z]+)?(?:\.\d+)?")
+#: the first relfilenode of user objects (FirstNormalObjectId): the catalogs are below
+_FIRST_USER = 16384
 
 
 @dataclass
@@ -162,16 +179,6 @@ def _no_timing(step: str, seconds: float) -> None:
     pass
 
 
-@dataclass(frozen=True)
-class OldBeside:
-    """The old installation's programs where the new ones run, as the same
-    user: what ``pg_upgrade`` needs.  ``tools`` runs them; ``bindir`` is
-    their directory as the new programs see it (``pg_upgrade -b``)."""
-
-    tools: Tools
-    bindir: str
-
-
 def _beside(old: Tools, new: Tools) -> OldBeside | None:
     """Both installations on this host: the old one runs beside the new one as is."""
     if isinstance(old, HostTools) and isinstance(new, HostTools):
@@ -223,11 +230,18 @@ def upgrade_datadir(old_data: str | os.PathLike[str], new_data: str | os.PathLik
             fallback = "the old version's programs cannot run beside the new ones"
             if method == "pg_upgrade":
                 raise pgupgrade.Refused(fallback)
+        if method == "auto" and beside is not None:
+            limit = small_limit()
+            size = user_bytes(old_data, stop_at=limit) if limit else 0
+            if size < limit:  # pg_upgrade's fixed cost would outweigh the copy it saves
+                fallback = (f"a small cluster ({size / 2**20:.1f} MiB of user data, under "
+                            f"{limit >> 20} MiB): dump and restore is quicker")
+                beside = None
         confs = None
         if method != "dump" and beside is not None:
             try:
-                dbs, confs, how = _fast(old_data, new_data, new, beside, work, superuser, tick,
-                                        snapshot or copied)
+                dbs, confs, how = fast(old_data, new_data, new, beside, work, superuser, tick,
+                                       snapshot or copied)
             except NotDone as exc:
                 if method == "pg_upgrade" or _no_space(str(exc)):
                     raise
@@ -251,12 +265,47 @@ def upgrade_datadir(old_data: str | os.PathLike[str], new_data: str | os.PathLik
                          round(time.monotonic() - t0, 3), carried, how, fallback)
 
 
+def small_limit() -> int:
+    """Bytes of user data below which ``method="auto"`` dumps and restores:
+    ``VOLMERGE_PG_UPGRADE_MIN_MB`` (0: pg_upgrade whatever the size), else
+    :data:`SMALL_MB`."""
+    raw = os.environ.get("VOLMERGE_PG_UPGRADE_MIN_MB", "").strip()
+    if not raw:
+        return SMALL_MB << 20
+    if not raw.isdigit() or len(raw) > 9:
+        raise BadInput(f"VOLMERGE_PG_UPGRADE_MIN_MB={raw!r}: not a whole number of MiB")
+    return int(raw) << 20
+
+
+def user_bytes(datadir: str, stop_at: int | None = None) -> int:
+    """Bytes of the user relations' files in ``datadir`` (``base/<db>/<n>``
+    with ``n`` >= 16384, every fork and segment; the catalogs, WAL and the
+    rest are the same fixed cost on either path), counted up to ``stop_at``.
+    Symbolic links are not followed: the data directory is the container's."""
+    total = 0
+    base = os.path.join(datadir, "base")
+    try:
+        if not os.path.isdir(base) or os.path.islink(base):
+            return 0
+        with os.scandir(base) as dbs:
+            for db in dbs:
+                if not db.is_dir(follow_symlinks=False):
+                    continue
+                with os.scandir(db.path) as files:
+                    for f in files:
+                        m = _REL_FILE.fullmatch(f.name)
+                        if m and int(m.group(1)) >= _FIRST_USER and f.is_file(follow_symlinks=False):
+                            total += f.stat(follow_symlinks=False).st_size
+                if stop_at is not None and total >= stop_at:
+                    return total
+    except OSError:
+        pass  # unreadable: counted as far as it went (the choice of path only)
+    return total
+
+
 def _no_space(text: str) -> bool:
     """A full disk: no other path would do better (the CLI names the file system)."""
     return "No space left on device" in text or "Disk quota exceeded" in text
-
-
-Confs = tuple[pgconf.ServerConf, pgconf.ServerConf, set[str]]
 
 
 def _dump_restore(old_data: str, new_data: str, old: Tools, new: Tools, work: str,
@@ -283,201 +332,6 @@ def _dump_restore(old_data: str, new_data: str, old: Tools, new: Tools, work: st
     finally:
         for d in ("new-sock", "dumps"):
             rmtree_quiet(os.path.join(work, d))
-
-
-def _fast(old_data: str, new_data: str, new: Tools, beside: OldBeside, work: str,
-          superuser: str | None, tick: Timing,
-          snapshot: Snapshot) -> tuple[list[dict[str, Any]], Confs, str]:
-    """pg_upgrade on a snapshot of the frozen data (``--check`` first); the
-    old side of the verification on a second snapshot, read while the new
-    cluster is made and pg_upgrade runs; then the new server read.  Refused
-    (or NotDone) when this path cannot be taken; the caller falls back."""
-    clones = [os.path.join(work, "old-data"), os.path.join(work, "old-read")]
-    try:
-        t0 = time.monotonic()
-        with snapshot(old_data, clones[0]), snapshot(old_data, clones[1]):
-            for clone in clones:
-                for stale in ("postmaster.pid", "postmaster.opts"):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(os.path.join(clone, stale))
-                give(clone, beside.tools.user)
-            tick("copy data", time.monotonic() - t0)
-            return _fast_on(clones, new_data, new, beside, work, superuser, tick)
-    finally:
-        for d in ("old-data", "old-read", "old-sock", "new-sock", "pgu-sock", "pgu-run-sock",
-                  "pgu-cwd"):
-            rmtree_quiet(os.path.join(work, d))
-
-
-@dataclass(frozen=True)
-class _OldSide:
-    """The old cluster as the verification and the configuration carry see it."""
-
-    names: list[str]
-    prints: dict[str, Any]
-    conf: pgconf.ServerConf
-
-
-def _read_old(srv: PgServer, tick: Timing) -> _OldSide:
-    t0 = time.monotonic()
-    names = _databases(srv)
-    prints = fingerprints(srv, names)
-    with _connect(srv.url("postgres")) as c:
-        conf = pgconf.read_conf(c, srv.datadir)
-    tick("old side read (beside)", time.monotonic() - t0)
-    return _OldSide(names, prints, conf)
-
-
-def _fast_on(clones: list[str], new_data: str, new: Tools, beside: OldBeside, work: str,
-             superuser: str | None, tick: Timing) -> tuple[list[dict[str, Any]], Confs, str]:
-    """``clones``: two private snapshots of the old cluster.  On the second
-    one the old server starts at once: ``pg_upgrade --check`` runs live
-    against it (the same data as the first: both snapshots of one frozen
-    directory) and, beside the new cluster's initdb, the check and
-    pg_upgrade, the old side of the verification and its configuration are
-    read there.  pg_upgrade itself runs on the first snapshot, on a socket
-    of its own.  Then the new server: collations checked, ANALYZEd, read,
-    and both sides compared."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from . import pgupgrade
-
-    t0 = time.monotonic()
-    info = pgupgrade.cluster_info(beside.tools, clones[0])
-    if superuser is not None and superuser != info.superuser:
-        raise pgupgrade.Refused(f"pg_upgrade runs as the bootstrap superuser {info.superuser}")
-    tick("old cluster settings", time.monotonic() - t0)
-    # the old server where pg_upgrade --check looks for it
-    old_srv = PgServer(beside.tools, clones[1], os.path.join(work, "pgu-sock"),
-                       port=pgupgrade.OLD_PORT, options=dict(BULK), superuser=info.superuser)
-    new_srv = PgServer(new, new_data, os.path.join(work, "new-sock"), port=5433,
-                       options=dict(BULK), superuser=info.superuser)
-    mode = "--clone" if pgupgrade.clone_supported(work) else "--copy"
-    jobs = max(1, min(4, os.cpu_count() or 1))
-    with ThreadPoolExecutor(2) as pool:
-        made = pool.submit(_timed, tick, "initdb (beside)", pgupgrade.initdb, new, new_data, info)
-        up = pool.submit(_timed, tick, "old server start (beside)", old_srv.start)
-        read = None
-        try:
-            t0 = time.monotonic()
-            made.result()
-            tick("initdb (critical)", time.monotonic() - t0)
-            up.result()
-            # read beside the check and pg_upgrade, which wait on I/O and
-            # servers more than initdb's bootstrap does
-            read = pool.submit(_read_old, old_srv, tick)
-            t0 = time.monotonic()
-            pgupgrade.run(new, beside.bindir, clones[1], new_data, info, work, mode=mode,
-                          check_only=True, jobs=jobs)
-            tick("pg_upgrade --check (live)", time.monotonic() - t0)
-            # the old server goes once its side is read, beside pg_upgrade
-            done = pool.submit(_after, read, _timed, tick, "old server stop (beside)", old_srv.stop)
-            t0 = time.monotonic()
-            pgupgrade.run(new, beside.bindir, clones[0], new_data, info, work, mode=mode,
-                          check_only=False, jobs=jobs, sockdir=os.path.join(work, "pgu-run-sock"))
-            tick(f"pg_upgrade {mode}", time.monotonic() - t0)
-            t0 = time.monotonic()
-            olds = read.result()
-            done.result()
-            tick("old side read and stopped (waited for)", time.monotonic() - t0)
-        finally:
-            _settle(made, up, read, old_srv, tick)
-    rmtree_quiet(os.path.join(new_data, "pg_upgrade_output.d"))
-    with ThreadPoolExecutor(1) as pool:  # the copied files written back beside the reads
-        pool.submit(_timed, tick, "new files written back (beside)", _presync, new, new_data)
-        dbs, confs = _new_side(new_srv, olds, tick)
-    return dbs, confs, f"pg_upgrade {mode}"
-
-
-def _presync(new: Tools, new_data: str) -> None:
-    """Write the new cluster's files back to disk while its server is read:
-    the final sync, after the server stops, then finds little left to do.
-    Advisory: the final sync (or the caller's) is what makes them durable."""
-    proc = new.run("initdb", "--sync-only", "-D", new_data)
-    if proc.returncode != 0:
-        diag.ignored(__name__, "the early write-back of the new cluster",
-                     NotDone((proc.stderr or proc.stdout).strip()[-300:]))
-
-
-def _new_side(new_srv: PgServer, olds: _OldSide,
-              tick: Timing) -> tuple[list[dict[str, Any]], Confs]:
-    """The new server up: collations checked, ANALYZE beside the reads of
-    every row, both sides compared, the configuration read."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    t0 = time.monotonic()
-    _timed(tick, "new server start", new_srv.start)
-    try:
-        t1 = time.monotonic()
-        for db in olds.names:
-            with _connect(new_srv.url(db)) as c:
-                _refuse_collation_risk(c, db)
-        tick("collation check", time.monotonic() - t1)
-        with ThreadPoolExecutor(1) as pool:  # ANALYZE beside the verification's reads
-            stats = pool.submit(_timed, tick, "analyze (beside)", _analyze, new_srv, olds.names)
-            news = _timed(tick, "new side hashed", fingerprints, new_srv, olds.names)
-            stats.result()
-        dbs = [compare(db, olds.prints[db], news[db]) for db in olds.names]
-        with _connect(new_srv.url("postgres")) as c:
-            confs = (olds.conf, pgconf.read_conf(c, new_srv.datadir), pgconf.known_settings(c))
-    finally:
-        _timed(tick, "new server stop", new_srv.stop)
-    tick("new side: verify and analyze", time.monotonic() - t0)
-    return dbs, confs
-
-
-def _after(first: Any, fn: Callable[..., Any], *args: Any) -> Any:
-    """``fn(*args)`` once the future ``first`` is done, whatever its outcome."""
-    with contextlib.suppress(BaseException):
-        first.result()
-    return fn(*args)
-
-
-def _settle(made: Any, up: Any, read: Any, old_srv: PgServer, tick: Timing) -> None:
-    """Every side task finished (their errors already raised or superseded),
-    then the old server stopped if it is still up."""
-    for fut in (made, read):
-        if fut is not None:
-            with contextlib.suppress(BaseException):
-                fut.result()
-    try:
-        up.result()
-    except BaseException:  # noqa: BLE001 - it never started: nothing to stop
-        return
-    try:
-        old_srv.stop()  # nothing to do when it stopped already
-    except Exception as exc:  # noqa: BLE001 - keep the original error
-        diag.ignored(__name__, "stopping the old version's temporary server", exc)
-
-
-def _timed(tick: Timing, step: str, fn: Callable[..., Any], *args: Any) -> Any:
-    t0 = time.monotonic()
-    try:
-        return fn(*args)
-    finally:
-        tick(step, time.monotonic() - t0)
-
-
-def _refuse_collation_risk(new_conn: Any, db: str) -> None:
-    from . import pgupgrade
-
-    risk = pgupgrade.collation_risk(new_conn, db)
-    if risk is not None:
-        raise pgupgrade.Refused(risk)
-
-
-def _analyze(srv: PgServer, dbs: list[str]) -> None:
-    """Planner statistics for the new cluster (pg_upgrade carries none, and
-    autovacuum would not gather them before enough rows change), the
-    databases side by side."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    def one(db: str) -> None:
-        with _connect(srv.url(db), autocommit=True) as c:
-            c.execute("ANALYZE")
-
-    with ThreadPoolExecutor(max(1, min(4, len(dbs)))) as pool:
-        list(pool.map(one, dbs))
 
 
 def _dump_restore_verify(old: PgServer, new: PgServer, db: str, work: str, n: int,
@@ -522,12 +376,6 @@ def conninfo_dbname(name: str) -> str:
     (possibly hostile) data directory that starts with ``-`` or holds ``=``
     is never taken as an option or as connection parameters."""
     return "dbname='" + name.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def _databases(srv: PgServer) -> list[str]:
-    with _connect(srv.url("postgres")) as c:
-        return [r[0] for r in c.execute("SELECT datname FROM pg_database WHERE datallowconn AND "
-                                        "datname <> 'template1' ORDER BY datname").fetchall()]
 
 
 def _roles(old: PgServer, new: PgServer) -> None:

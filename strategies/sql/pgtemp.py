@@ -17,12 +17,17 @@ import contextlib
 import os
 import re
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from volmerge.strategies.errors import BadInput, NotDone
 
 UidGid = tuple[int, int]
+#: ``timing(step, seconds)``: hears how long each step of an upgrade took
+Timing = Callable[[str, float], None]
+#: the settings pg_upgrade starts its servers with for the bulk work
+BULK = {"fsync": "off", "full_page_writes": "off", "synchronous_commit": "off"}
 
 
 class Tools(Protocol):

@@ -39,6 +39,16 @@ OLD_PORT, NEW_PORT = 50432, 50433
 _SERVER_OPTS = "-c dynamic_shared_memory_type=mmap -c hba_file={hba}"
 
 
+@dataclass(frozen=True)
+class OldBeside:
+    """The old installation's programs where the new ones run, as the same
+    user: what ``pg_upgrade`` needs.  ``tools`` runs them; ``bindir`` is
+    their directory as the new programs see it (``pg_upgrade -b``)."""
+
+    tools: Tools
+    bindir: str
+
+
 class Refused(NotDone):
     """The fast path cannot be taken here; the message says why."""
 
@@ -208,5 +218,5 @@ def collation_risk(new_conn: Any, db: str) -> str | None:
     return None
 
 
-__all__ = ["Refused", "ClusterInfo", "cluster_info", "initdb", "clone_supported", "run",
+__all__ = ["OldBeside", "Refused", "ClusterInfo", "cluster_info", "initdb", "clone_supported", "run",
            "failure", "collation_risk", "in_dir"]

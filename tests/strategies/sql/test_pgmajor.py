@@ -260,10 +260,11 @@ def test_upgrade_without_a_postgres_role_and_with_password_auth(tmp_path):
         srv.stop()
 
 
-def test_the_fast_path_is_pg_upgrade_verified_like_the_dump(upgraded, tmp_path):
+def test_the_fast_path_is_pg_upgrade_verified_like_the_dump(upgraded, tmp_path, monkeypatch):
     """Both installations on this host: pg_upgrade itself (checked first),
     the same verification records, the same data as before, the frozen data
     untouched."""
+    monkeypatch.setenv("VOLMERGE_PG_UPGRADE_MIN_MB", "0")  # pg_upgrade even for a small cluster
     u = upgraded
     r = upgrade_datadir(u.old_data, str(tmp_path / "new"), host_tools(PG15_BIN),
                         host_tools(PG16_BIN), workdir=str(tmp_path / "work"))
@@ -278,11 +279,13 @@ def test_the_fast_path_is_pg_upgrade_verified_like_the_dump(upgraded, tmp_path):
     assert sorted(os.listdir(tmp_path / "work")) == []
 
 
-def test_pg_upgrade_refused_falls_back_to_dump_and_restore(tmp_path):
+def test_pg_upgrade_refused_falls_back_to_dump_and_restore(tmp_path, monkeypatch):
     """pg_upgrade --check refuses a regproc column (it stores OIDs that the
     new cluster does not keep): the upgrade falls back to dump and restore,
     which carries it by name, and says why; method="pg_upgrade" refuses."""
     from volmerge.strategies.sql.pgupgrade import Refused
+
+    monkeypatch.setenv("VOLMERGE_PG_UPGRADE_MIN_MB", "0")  # pg_upgrade even for a small cluster
 
     srv = PgServer(host_tools(PG15_BIN), str(tmp_path / "old"), str(tmp_path / "s15"),
                    options={"fsync": "off"})
@@ -334,14 +337,17 @@ def _arg(args: tuple, flag: str) -> str:
     return args[args.index(flag) + 1]
 
 
-def test_the_check_runs_live_on_the_verifications_snapshot_and_sync_is_optional(upgraded, tmp_path):
+def test_the_check_runs_live_on_the_verifications_snapshot_and_sync_is_optional(upgraded, tmp_path,
+                                                                                monkeypatch):
     """Two snapshots of the frozen data: the verification's old server runs
     on one from the start and pg_upgrade --check runs live against it;
     pg_upgrade itself runs on the other, on a socket of its own.  With
-    sync=False the new directory is left for the caller to sync (no
-    ``initdb --sync-only``); by default it is synced."""
+    sync=False the new directory is left for the caller to sync (no final
+    ``initdb --sync-only``, only the early, advisory write-back); by
+    default it is synced."""
     from volmerge.strategies.sql.pgmajor import OldBeside, copied
 
+    monkeypatch.setenv("VOLMERGE_PG_UPGRADE_MIN_MB", "0")  # pg_upgrade even for a small cluster
     u, runs, snaps = upgraded, [], []
 
     def snapshot(frozen, path):  # noqa: ANN001, ANN202
@@ -360,8 +366,33 @@ def test_the_check_runs_live_on_the_verifications_snapshot_and_sync_is_optional(
     assert "--check" in checked and "--check" not in upgraded_
     assert _arg(checked, "-d") == snaps[1][1] == _arg(started[0], "-D")  # live: the read's server
     assert _arg(upgraded_, "-d") == snaps[0][1] and _arg(checked, "-s") != _arg(upgraded_, "-s")
-    assert not any(t == "initdb" and "--sync-only" in a for t, a in runs)
+    syncs = sum(t == "initdb" and "--sync-only" in a for t, a in runs)  # the early write-back
     runs.clear()
     upgrade_datadir(u.old_data, str(tmp_path / "new2"), host_tools(PG15_BIN), pg16,
                     workdir=str(tmp_path / "work2"), beside=beside)
-    assert any(t == "initdb" and "--sync-only" in a for t, a in runs)
+    assert sum(t == "initdb" and "--sync-only" in a for t, a in runs) == syncs + 1  # the final one
+
+
+def test_a_small_cluster_is_dumped_and_restored_a_larger_one_pg_upgraded(upgraded, tmp_path,
+                                                                         monkeypatch):
+    """Under VOLMERGE_PG_UPGRADE_MIN_MB of user data (default 32 MiB) dump
+    and restore is quicker than pg_upgrade's fixed cost and ``auto`` takes
+    it, saying why; at or over it, pg_upgrade.  The fixture's cluster holds
+    a few pages: both sides of the limit by moving the limit."""
+    from volmerge.strategies.sql.pgmajor import user_bytes
+
+    u, pg15, pg16 = upgraded, host_tools(PG15_BIN), host_tools(PG16_BIN)
+    size = user_bytes(u.old_data)
+    assert 0 < size < 1 << 20
+    monkeypatch.delenv("VOLMERGE_PG_UPGRADE_MIN_MB", raising=False)
+    r = upgrade_datadir(u.old_data, str(tmp_path / "a"), pg15, pg16, workdir=str(tmp_path / "w"))
+    assert r.method == "dump and restore" and "small cluster" in r.fallback
+    assert "under 32 MiB" in r.fallback
+    assert next(d for d in r.databases if d["database"] == "app")["tables"] == _app(u)["tables"]
+    monkeypatch.setenv("VOLMERGE_PG_UPGRADE_MIN_MB", "0")
+    r = upgrade_datadir(u.old_data, str(tmp_path / "b"), pg15, pg16, workdir=str(tmp_path / "w"))
+    assert r.method.startswith("pg_upgrade") and r.fallback is None
+    monkeypatch.setenv("VOLMERGE_PG_UPGRADE_MIN_MB", "-1")
+    with pytest.raises(BadInput, match="VOLMERGE_PG_UPGRADE_MIN_MB"):
+        upgrade_datadir(u.old_data, str(tmp_path / "c"), pg15, pg16, workdir=str(tmp_path / "w"))
+    assert not os.path.exists(tmp_path / "c")
