@@ -396,3 +396,18 @@ def test_a_small_cluster_is_dumped_and_restored_a_larger_one_pg_upgraded(upgrade
     with pytest.raises(BadInput, match="VOLMERGE_PG_UPGRADE_MIN_MB"):
         upgrade_datadir(u.old_data, str(tmp_path / "c"), pg15, pg16, workdir=str(tmp_path / "w"))
     assert not os.path.exists(tmp_path / "c")
+
+
+def test_a_temporary_server_stop_waits_until_it_is_gone(tmp_path):
+    """stop() sends a fast shutdown and polls for the postmaster's pid file
+    itself (pg_ctl -w would poll every 100 ms): when it returns the server
+    is gone; a second stop() has nothing to do."""
+    srv = PgServer(host_tools(PG15_BIN), str(tmp_path / "d"), str(tmp_path / "s"),
+                   options={"fsync": "off"})
+    srv.initdb()
+    srv.start()
+    srv.stop()
+    assert not os.path.exists(tmp_path / "d" / "postmaster.pid")
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(srv.url(), connect_timeout=2)
+    srv.stop()
