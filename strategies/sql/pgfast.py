@@ -4,14 +4,14 @@ the frozen data, the verification's old side read on another.
 The critical path is the new cluster's initdb, ``pg_upgrade --check``,
 ``pg_upgrade`` and the new server's side of the verification; everything
 else runs beside it.  The old server of the verification starts at once on
-its own copy-on-write snapshot: ``--check`` runs live against it (the same
-data as pg_upgrade's snapshot: both are of one frozen directory), and its
-rows are hashed and its configuration read while the check and pg_upgrade
-run (which wait on files and servers more than initdb's bootstrap does,
-so the reads start once initdb is done).  pg_upgrade runs on the other
-snapshot, on a socket of its own.  After it, the new cluster's files are
-written back while its server is verified and ANALYZEd, so the final sync
-finds little left.  Any refusal (:class:`.pgupgrade.Refused`) or NotDone
+its own copy-on-write snapshot, beside initdb: ``--check`` runs live
+against it (the same data as pg_upgrade's snapshot: both are of one frozen
+directory), and its rows are hashed and its configuration read while
+pg_upgrade runs on the other snapshot, on a socket of its own (pg_upgrade
+waits on files and servers more than initdb's bootstrap and the check do,
+and lasts longer).  After it, the new cluster's files are written back
+while its server is verified and ANALYZEd, so the final sync finds little
+left.  Any refusal (:class:`.pgupgrade.Refused`) or NotDone
 reaches pgmajor, which falls back to dump and restore.
 """
 
@@ -44,8 +44,8 @@ def fast(old_data: str, new_data: str, new: Tools, beside: OldBeside, work: str,
          superuser: str | None, tick: Timing,
          snapshot: Snapshot) -> tuple[list[dict[str, Any]], Confs, str]:
     """pg_upgrade on a snapshot of the frozen data (``--check`` first); the
-    old side of the verification on a second snapshot, read while the check
-    and pg_upgrade run; then the new server read.  Refused
+    old side of the verification on a second snapshot, read while
+    pg_upgrade runs; then the new server read.  Refused
     (or NotDone) when this path cannot be taken; the caller falls back."""
     clones = [os.path.join(work, "old-data"), os.path.join(work, "old-read")]
     try:
@@ -88,8 +88,8 @@ def _fast_on(clones: list[str], new_data: str, new: Tools, beside: OldBeside, wo
     """``clones``: two private snapshots of the old cluster.  On the second
     one the old server starts at once: ``pg_upgrade --check`` runs live
     against it (the same data as the first: both snapshots of one frozen
-    directory) and, beside the check and pg_upgrade, the old side of the
-    verification and its configuration are read there.  pg_upgrade itself runs on the first snapshot, on a socket
+    directory) and, beside pg_upgrade, the old side of the verification
+    and its configuration are read there.  pg_upgrade itself runs on the first snapshot, on a socket
     of its own.  Then the new server: collations checked, ANALYZEd, read,
     and both sides compared."""
     from concurrent.futures import ThreadPoolExecutor
@@ -115,13 +115,13 @@ def _fast_on(clones: list[str], new_data: str, new: Tools, beside: OldBeside, wo
             made.result()
             tick("initdb (critical)", time.monotonic() - t0)
             up.result()
-            # read beside the check and pg_upgrade, which wait on I/O and
-            # servers more than initdb's bootstrap does
-            read = pool.submit(_read_old, old_srv, tick)
             t0 = time.monotonic()
             pgupgrade.run(new, beside.bindir, clones[1], new_data, info, work, mode=mode,
                           check_only=True, jobs=jobs)
             tick("pg_upgrade --check (live)", time.monotonic() - t0)
+            # read beside pg_upgrade, which waits on files and servers more
+            # than initdb's bootstrap and the check do, and lasts longer
+            read = pool.submit(_read_old, old_srv, tick)
             # the old server goes once its side is read, beside pg_upgrade
             done = pool.submit(_after, read, _timed, tick, "old server stop (beside)", old_srv.stop)
             t0 = time.monotonic()
