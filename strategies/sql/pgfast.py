@@ -48,20 +48,33 @@ def fast(old_data: str, new_data: str, new: Tools, beside: OldBeside, work: str,
     pg_upgrade runs; then the new server read.  Refused
     (or NotDone) when this path cannot be taken; the caller falls back."""
     clones = [os.path.join(work, "old-data"), os.path.join(work, "old-read")]
+    stacks = [contextlib.ExitStack(), contextlib.ExitStack()]
     try:
         t0 = time.monotonic()
-        with snapshot(old_data, clones[0]), snapshot(old_data, clones[1]):
-            for clone in clones:
-                for stale in ("postmaster.pid", "postmaster.opts"):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(os.path.join(clone, stale))
-                give(clone, beside.tools.user)
-            tick("copy data", time.monotonic() - t0)
-            return _fast_on(clones, new_data, new, beside, work, superuser, tick)
+        for clone, stack in zip(clones, stacks, strict=True):
+            stack.enter_context(snapshot(old_data, clone))
+        for clone in clones:  # both mounted before the tools' first use (a container's start)
+            for stale in ("postmaster.pid", "postmaster.opts"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(clone, stale))
+            give(clone, beside.tools.user)
+        tick("copy data", time.monotonic() - t0)
+        drops = tuple(_timed_drop(tick, what, stack) for what, stack in
+                      zip(("pg_upgrade's snapshot", "the read's snapshot"), stacks, strict=True))
+        return _fast_on(clones, new_data, new, beside, work, superuser, tick, drops)
     finally:
+        t0 = time.monotonic()
+        for stack in reversed(stacks):  # what is still there (a failure, or not yet dropped)
+            stack.close()
         for d in ("old-data", "old-read", "old-sock", "new-sock", "pgu-sock", "pgu-run-sock",
                   "pgu-cwd"):
             rmtree_quiet(os.path.join(work, d))
+        tick("snapshots removed", time.monotonic() - t0)
+
+
+def _timed_drop(tick: Timing, what: str, stack: contextlib.ExitStack) -> Callable[[], None]:
+    """Removes a snapshot early, beside other work (its server stopped)."""
+    return lambda: _timed(tick, f"{what} removed (beside)", stack.close)
 
 
 @dataclass(frozen=True)
@@ -84,14 +97,17 @@ def _read_old(srv: PgServer, tick: Timing) -> _OldSide:
 
 
 def _fast_on(clones: list[str], new_data: str, new: Tools, beside: OldBeside, work: str,
-             superuser: str | None, tick: Timing) -> tuple[list[dict[str, Any]], Confs, str]:
+             superuser: str | None, tick: Timing, drops: tuple[Callable[[], None], ...]
+             ) -> tuple[list[dict[str, Any]], Confs, str]:
     """``clones``: two private snapshots of the old cluster.  On the second
     one the old server starts at once: ``pg_upgrade --check`` runs live
     against it (the same data as the first: both snapshots of one frozen
     directory) and, beside pg_upgrade, the old side of the verification
-    and its configuration are read there.  pg_upgrade itself runs on the first snapshot, on a socket
-    of its own.  Then the new server: collations checked, ANALYZEd, read,
-    and both sides compared."""
+    and its configuration are read there.  pg_upgrade itself runs on the
+    first snapshot, on a socket of its own.  Then the new server:
+    collations checked, ANALYZEd, read, and both sides compared.
+    ``drops`` remove each snapshot, beside other work, once its last
+    server has stopped."""
     from concurrent.futures import ThreadPoolExecutor
 
     t0 = time.monotonic()
@@ -123,7 +139,7 @@ def _fast_on(clones: list[str], new_data: str, new: Tools, beside: OldBeside, wo
             # than initdb's bootstrap and the check do, and lasts longer
             read = pool.submit(_read_old, old_srv, tick)
             # the old server goes once its side is read, beside pg_upgrade
-            done = pool.submit(_after, read, _timed, tick, "old server stop (beside)", old_srv.stop)
+            done = pool.submit(_after, read, _stop_and_drop, old_srv, tick, drops[1])
             t0 = time.monotonic()
             pgupgrade.run(new, beside.bindir, clones[0], new_data, info, work, mode=mode,
                           check_only=False, jobs=jobs, sockdir=os.path.join(work, "pgu-run-sock"))
@@ -137,8 +153,14 @@ def _fast_on(clones: list[str], new_data: str, new: Tools, beside: OldBeside, wo
     rmtree_quiet(os.path.join(new_data, "pg_upgrade_output.d"))
     with ThreadPoolExecutor(1) as pool:  # the copied files written back beside the reads
         pool.submit(_timed, tick, "new files written back (beside)", _presync, new, new_data)
+        pool.submit(drops[0])
         dbs, confs = _new_side(new_srv, olds, tick)
     return dbs, confs, f"pg_upgrade {mode}"
+
+
+def _stop_and_drop(srv: PgServer, tick: Timing, drop: Callable[[], None]) -> None:
+    _timed(tick, "old server stop (beside)", srv.stop)
+    drop()
 
 
 def _presync(new: Tools, new_data: str) -> None:
