@@ -4,14 +4,16 @@ the frozen data, the verification's old side read on another.
 The critical path is the new cluster's initdb, ``pg_upgrade --check``,
 ``pg_upgrade`` and the new server's side of the verification; everything
 else runs beside it.  The old server of the verification starts at once on
-its own copy-on-write snapshot, beside initdb: ``--check`` runs live
-against it (the same data as pg_upgrade's snapshot: both are of one frozen
-directory), and its rows are hashed and its configuration read while
-pg_upgrade runs on the other snapshot, on a socket of its own (pg_upgrade
-waits on files and servers more than initdb's bootstrap and the check do,
-and lasts longer).  After it, the new cluster's files are written back
-while its server is verified and ANALYZEd, so the final sync finds little
-left.  Any refusal (:class:`.pgupgrade.Refused`) or NotDone
+its own copy-on-write snapshot, beside initdb, and its rows are hashed and
+its configuration read there while initdb runs (its bootstrap is one
+process: on two cores one is spare) and, if need be, the check:
+``--check`` runs live against that server (the same data as pg_upgrade's
+snapshot: both are of one frozen directory).  pg_upgrade runs on the other
+snapshot, on a socket of its own, while the old server stops and its
+snapshot goes.  After it, the new cluster's files are written back while
+its server is verified and ANALYZEd, so the final sync finds little left.
+On two busy cores overlapping saves less than it does on a quiet machine:
+what runs beside takes CPU from what it overlaps.  Any refusal (:class:`.pgupgrade.Refused`) or NotDone
 reaches pgmajor, which falls back to dump and restore.
 """
 
@@ -44,8 +46,8 @@ def fast(old_data: str, new_data: str, new: Tools, beside: OldBeside, work: str,
          superuser: str | None, tick: Timing,
          snapshot: Snapshot) -> tuple[list[dict[str, Any]], Confs, str]:
     """pg_upgrade on a snapshot of the frozen data (``--check`` first); the
-    old side of the verification on a second snapshot, read while
-    pg_upgrade runs; then the new server read.  Refused
+    old side of the verification on a second snapshot, read while the new
+    cluster is made; then the new server read.  Refused
     (or NotDone) when this path cannot be taken; the caller falls back."""
     clones = [os.path.join(work, "old-data"), os.path.join(work, "old-read")]
     stacks = [contextlib.ExitStack(), contextlib.ExitStack()]
@@ -102,8 +104,8 @@ def _fast_on(clones: list[str], new_data: str, new: Tools, beside: OldBeside, wo
     """``clones``: two private snapshots of the old cluster.  On the second
     one the old server starts at once: ``pg_upgrade --check`` runs live
     against it (the same data as the first: both snapshots of one frozen
-    directory) and, beside pg_upgrade, the old side of the verification
-    and its configuration are read there.  pg_upgrade itself runs on the
+    directory) and, beside initdb, the old side of the verification and
+    its configuration are read there.  pg_upgrade itself runs on the
     first snapshot, on a socket of its own.  Then the new server:
     collations checked, ANALYZEd, read, and both sides compared.
     ``drops`` remove each snapshot, beside other work, once its last
@@ -122,22 +124,21 @@ def _fast_on(clones: list[str], new_data: str, new: Tools, beside: OldBeside, wo
                        options=dict(BULK), superuser=info.superuser)
     mode = "--clone" if pgupgrade.clone_supported(work) else "--copy"
     jobs = max(1, min(4, os.cpu_count() or 1))
-    with ThreadPoolExecutor(2) as pool:
+    with ThreadPoolExecutor(3) as pool:
         made = pool.submit(_timed, tick, "initdb (beside)", pgupgrade.initdb, new, new_data, info)
         up = pool.submit(_timed, tick, "old server start (beside)", old_srv.start)
         read = None
         try:
+            up.result()
+            # read beside initdb, whose bootstrap is one process: a core to spare
+            read = pool.submit(_read_old, old_srv, tick)
             t0 = time.monotonic()
             made.result()
             tick("initdb (critical)", time.monotonic() - t0)
-            up.result()
             t0 = time.monotonic()
             pgupgrade.run(new, beside.bindir, clones[1], new_data, info, work, mode=mode,
                           check_only=True, jobs=jobs)
             tick("pg_upgrade --check (live)", time.monotonic() - t0)
-            # read beside pg_upgrade, which waits on files and servers more
-            # than initdb's bootstrap and the check do, and lasts longer
-            read = pool.submit(_read_old, old_srv, tick)
             # the old server goes once its side is read, beside pg_upgrade
             done = pool.submit(_after, read, _stop_and_drop, old_srv, tick, drops[1])
             t0 = time.monotonic()
