@@ -81,11 +81,22 @@ def rm(*paths: str) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
+def print_phases(phases: dict[str, dict[str, list[float]]]) -> None:
+    """Each path's steps in the order first heard, medians over the runs;
+    steps marked "(beside)" overlap others and are not on the critical path."""
+    for path, steps in phases.items():
+        print(f"  phases of {path} (median s):")
+        for step, xs in steps.items():
+            print(f"    {step:<44} {statistics.median(xs):6.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--dump", action="store_true", help="also time the dump-and-restore path")
+    ap.add_argument("--phases", action="store_true",
+                    help="print each path's per-phase timeline (medians over the runs)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench_pgupgrade: run as root (the servers run as the system user volmerge-pg)")
@@ -102,10 +113,16 @@ def main() -> None:
         new, scratch, by_hand = (os.path.join(work, d) for d in ("new", "scratch", "by-hand"))
         jobs = str(max(1, min(4, os.cpu_count() or 1)))
         last: dict = {}
+        phases: dict[str, dict[str, list[float]]] = {}
+
+        def tick(path: str, step: str, seconds: float) -> None:
+            phases.setdefault(path, {}).setdefault(step, []).append(seconds)
 
         def ours(method: str = "auto") -> None:
+            path = "volmerge, " + ("dump and restore" if method == "dump" else "pg_upgrade path")
             r = upgrade_datadir(old, new, t15, t16, workdir=scratch, method=method,
-                                snapshot=overlay_snapshot)
+                                snapshot=overlay_snapshot,
+                                timing=lambda step, s: tick(path, step, s))
             if method == "auto" and not r.method.startswith("pg_upgrade"):
                 raise SystemExit(f"bench_pgupgrade: volmerge did not take pg_upgrade: {r.fallback}")
             last["rows"] = sum(t["rows"] for d in r.databases for t in d["tables"])
@@ -122,8 +139,11 @@ def main() -> None:
         def peer() -> None:
             from volmerge.strategies.sql.pgtemp import PgServer
 
+            t0 = time.perf_counter()
             PgServer(t16, new, os.path.join(scratch, "s"), superuser="postgres").initdb(
                 "UTF8", "C.UTF-8")
+            tick("by hand", "initdb --no-sync", time.perf_counter() - t0)
+            t0 = time.perf_counter()
             os.makedirs(os.path.join(scratch, "s"), exist_ok=True)
             give(os.path.join(scratch, "s"), t16.user)
             p = HostTools(pg16, t16.user, scratch).run(
@@ -131,6 +151,7 @@ def main() -> None:
                 "-s", os.path.join(scratch, "s"), "-j", jobs, "--copy")
             if p.returncode != 0:
                 raise SystemExit(f"bench_pgupgrade: pg_upgrade by hand failed: {p.stdout[-600:]}")
+            tick("by hand", "pg_upgrade --copy (with its sync)", time.perf_counter() - t0)
 
         peers = {"volmerge (pg_upgrade path, with verification)": ours,
                  "pg_upgrade --copy by hand": peer}
@@ -150,6 +171,8 @@ def main() -> None:
             print(f"  {k:<56} {v:7.2f} s   (runs: {', '.join(f'{x:.2f}' for x in times[k])})")
         ratio = med["volmerge (pg_upgrade path, with verification)"] / med["pg_upgrade --copy by hand"]
         print(f"  ratio volmerge / pg_upgrade --copy by hand: {ratio:.2f}x (goal <= 1.5x)")
+        if args.phases:
+            print_phases(phases)
         if args.dump:
             d = med["volmerge (dump and restore path, with verification)"]
             print(f"  dump and restore / pg_upgrade path: {d / med[next(iter(peers))]:.2f}x")

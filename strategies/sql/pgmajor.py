@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,20 +40,36 @@ from volmerge.runtime import diag
 from volmerge.strategies.errors import BadInput, NotDone
 
 from . import pgconf
-from .pgtemp import HostTools, PgServer, Tools, bootstrap_superuser, check, give, rmtree_quiet
-from .pgverify import compare, fingerprints, verify_database
+from .pgfast import Confs, Snapshot, fast
+from .pgtemp import (
+    BULK,
+    HostTools,
+    PgServer,
+    Timing,
+    Tools,
+    bootstrap_superuser,
+    check,
+    give,
+    rmtree_quiet,
+)
+from .pgupgrade import OldBeside
 from .pgverify import connect as _connect
+from .pgverify import databases as _databases
 from .pgverify import names as _names
+from .pgverify import verify_database
 
 __all__ = ["PgMajorResult", "OldBeside", "upgrade_datadir", "preview_datadir", "pg_upgrade_copy",
-           "verify_database", "read_version", "data_version", "clone_datadir", "conninfo_dbname"]
+           "verify_database", "read_version", "data_version", "clone_datadir", "conninfo_dbname",
+           "user_bytes", "small_limit", "SMALL_MB"]
 
-Timing = Callable[[str, float], None]
-#: ``snapshot(frozen, path)``: ``path`` made a private, writable copy of the
-#: frozen data directory for the duration (the default: a copy, cp -a)
-Snapshot = Callable[[str, str], contextlib.AbstractContextManager[Any]]
-#: the settings pg_upgrade starts its servers with for the bulk work
-BULK = {"fsync": "off", "full_page_writes": "off", "synchronous_commit": "off"}
+#: user data (MiB) below which dump and restore is quicker than pg_upgrade's
+#: fixed cost (its --check and several server starts): measured on a 2-core
+#: VM, the two paths cross between 120k and 400k pgbench rows (16-60 MiB)
+SMALL_MB = 32
+#: a relation file: base/<database>/<relfilenode>[_<fork>][.<segment>]
+_REL_FILE = re.compile(r"(\d+)(?:_[a-z]+)?(?:\.\d+)?")
+#: the first relfilenode of user objects (FirstNormalObjectId): the catalogs are below
+_FIRST_USER = 16384
 
 
 @dataclass
@@ -162,16 +179,6 @@ def _no_timing(step: str, seconds: float) -> None:
     pass
 
 
-@dataclass(frozen=True)
-class OldBeside:
-    """The old installation's programs where the new ones run, as the same
-    user: what ``pg_upgrade`` needs.  ``tools`` runs them; ``bindir`` is
-    their directory as the new programs see it (``pg_upgrade -b``)."""
-
-    tools: Tools
-    bindir: str
-
-
 def _beside(old: Tools, new: Tools) -> OldBeside | None:
     """Both installations on this host: the old one runs beside the new one as is."""
     if isinstance(old, HostTools) and isinstance(new, HostTools):
@@ -183,7 +190,7 @@ def upgrade_datadir(old_data: str | os.PathLike[str], new_data: str | os.PathLik
                     new: Tools, *, workdir: str | os.PathLike[str], superuser: str | None = None,
                     timing: Timing | None = None, method: str = "auto",
                     beside: OldBeside | None = None,
-                    snapshot: Snapshot | None = None) -> PgMajorResult:
+                    snapshot: Snapshot | None = None, sync: bool = True) -> PgMajorResult:
     """Upgrade the PostgreSQL data directory ``old_data`` (frozen, left
     untouched) into the new data directory ``new_data`` (must not exist),
     ``old``'s programs reading and ``new``'s writing.
@@ -201,7 +208,10 @@ def upgrade_datadir(old_data: str | os.PathLike[str], new_data: str | os.PathLik
     ``verify_database`` dict per database; ``timing(step, seconds)`` hears
     each step's time.  The servers run as pg_upgrade runs its new one:
     nothing fsynced along the way (the clone is thrown away; a failure
-    removes the new directory), the new directory synced once at the end."""
+    removes the new directory), the new directory synced once at the end —
+    or not at all when ``sync`` is False: the caller makes it durable itself
+    (the upgrade transaction: one ``os.sync()`` after moving it into the
+    volume's layer, before the journal moves on)."""
     from . import pgupgrade
 
     t0 = time.monotonic()
@@ -220,11 +230,18 @@ def upgrade_datadir(old_data: str | os.PathLike[str], new_data: str | os.PathLik
             fallback = "the old version's programs cannot run beside the new ones"
             if method == "pg_upgrade":
                 raise pgupgrade.Refused(fallback)
+        if method == "auto" and beside is not None:
+            limit = small_limit()
+            size = user_bytes(old_data, stop_at=limit) if limit else 0
+            if size < limit:  # pg_upgrade's fixed cost would outweigh the copy it saves
+                fallback = (f"a small cluster ({size / 2**20:.1f} MiB of user data, under "
+                            f"{limit >> 20} MiB): dump and restore is quicker")
+                beside = None
         confs = None
         if method != "dump" and beside is not None:
             try:
-                dbs, confs, how = _fast(old_data, new_data, new, beside, work, superuser, tick,
-                                        snapshot or copied)
+                dbs, confs, how = fast(old_data, new_data, new, beside, work, superuser, tick,
+                                       snapshot or copied)
             except NotDone as exc:
                 if method == "pg_upgrade" or _no_space(str(exc)):
                     raise
@@ -232,12 +249,15 @@ def upgrade_datadir(old_data: str | os.PathLike[str], new_data: str | os.PathLik
                 rmtree_quiet(new_data)
         if confs is None:
             dbs, confs = _dump_restore(old_data, new_data, old, new, work, superuser, tick)
+        t1 = time.monotonic()
         carried = pgconf.carry(old_data, new_data, *confs, old_ver)
         check(new.run("postgres", "-D", new_data, "-C", "data_directory"),
               "the new server's check of the carried configuration")
-        t1 = time.monotonic()
-        check(new.run("initdb", "--sync-only", "-D", new_data), "sync of the new data directory")
-        tick("sync", time.monotonic() - t1)
+        tick("configuration carried", time.monotonic() - t1)
+        if sync:
+            t1 = time.monotonic()
+            check(new.run("initdb", "--sync-only", "-D", new_data), "sync of the new data directory")
+            tick("sync", time.monotonic() - t1)
     except BaseException:
         rmtree_quiet(new_data)
         raise
@@ -245,12 +265,47 @@ def upgrade_datadir(old_data: str | os.PathLike[str], new_data: str | os.PathLik
                          round(time.monotonic() - t0, 3), carried, how, fallback)
 
 
+def small_limit() -> int:
+    """Bytes of user data below which ``method="auto"`` dumps and restores:
+    ``VOLMERGE_PG_UPGRADE_MIN_MB`` (0: pg_upgrade whatever the size), else
+    :data:`SMALL_MB`."""
+    raw = os.environ.get("VOLMERGE_PG_UPGRADE_MIN_MB", "").strip()
+    if not raw:
+        return SMALL_MB << 20
+    if not raw.isdigit() or len(raw) > 9:
+        raise BadInput(f"VOLMERGE_PG_UPGRADE_MIN_MB={raw!r}: not a whole number of MiB")
+    return int(raw) << 20
+
+
+def user_bytes(datadir: str, stop_at: int | None = None) -> int:
+    """Bytes of the user relations' files in ``datadir`` (``base/<db>/<n>``
+    with ``n`` >= 16384, every fork and segment; the catalogs, WAL and the
+    rest are the same fixed cost on either path), counted up to ``stop_at``.
+    Symbolic links are not followed: the data directory is the container's."""
+    total = 0
+    base = os.path.join(datadir, "base")
+    try:
+        if not os.path.isdir(base) or os.path.islink(base):
+            return 0
+        with os.scandir(base) as dbs:
+            for db in dbs:
+                if not db.is_dir(follow_symlinks=False):
+                    continue
+                with os.scandir(db.path) as files:
+                    for f in files:
+                        m = _REL_FILE.fullmatch(f.name)
+                        if m and int(m.group(1)) >= _FIRST_USER and f.is_file(follow_symlinks=False):
+                            total += f.stat(follow_symlinks=False).st_size
+                if stop_at is not None and total >= stop_at:
+                    return total
+    except OSError:
+        pass  # unreadable: counted as far as it went (the choice of path only)
+    return total
+
+
 def _no_space(text: str) -> bool:
     """A full disk: no other path would do better (the CLI names the file system)."""
     return "No space left on device" in text or "Disk quota exceeded" in text
-
-
-Confs = tuple[pgconf.ServerConf, pgconf.ServerConf, set[str]]
 
 
 def _dump_restore(old_data: str, new_data: str, old: Tools, new: Tools, work: str,
@@ -277,117 +332,6 @@ def _dump_restore(old_data: str, new_data: str, old: Tools, new: Tools, work: st
     finally:
         for d in ("new-sock", "dumps"):
             rmtree_quiet(os.path.join(work, d))
-
-
-def _fast(old_data: str, new_data: str, new: Tools, beside: OldBeside, work: str,
-          superuser: str | None, tick: Timing,
-          snapshot: Snapshot) -> tuple[list[dict[str, Any]], Confs, str]:
-    """pg_upgrade on a snapshot of the frozen data (``--check`` first), then
-    both servers up — the old one on the snapshot, which ``--copy`` and
-    ``--clone`` leave as it was — for the verification, the collation
-    check and the configuration.  Refused (or NotDone) when this path
-    cannot be taken; the caller falls back."""
-    clone = os.path.join(work, "old-data")
-    try:
-        t0 = time.monotonic()
-        with snapshot(old_data, clone):
-            for stale in ("postmaster.pid", "postmaster.opts"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(clone, stale))
-            give(clone, beside.tools.user)
-            tick("copy data", time.monotonic() - t0)
-            return _fast_on(clone, new_data, new, beside, work, superuser, tick)
-    finally:
-        for d in ("old-data", "old-sock", "new-sock", "pgu-sock", "pgu-cwd"):
-            rmtree_quiet(os.path.join(work, d))
-
-
-def _fast_on(clone: str, new_data: str, new: Tools, beside: OldBeside, work: str,
-             superuser: str | None, tick: Timing) -> tuple[list[dict[str, Any]], Confs, str]:
-    """On ``clone`` (the old cluster's private snapshot): the old side of
-    the verification and its configuration read while the new cluster is
-    initialised, then pg_upgrade (``--check`` first), then the new server
-    read, its collations checked and ANALYZEd, and both sides compared."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from . import pgupgrade
-
-    t0 = time.monotonic()
-    info = pgupgrade.cluster_info(beside.tools, clone)
-    if superuser is not None and superuser != info.superuser:
-        raise pgupgrade.Refused(f"pg_upgrade runs as the bootstrap superuser {info.superuser}")
-    tick("old cluster settings", time.monotonic() - t0)
-    # the old server where pg_upgrade looks for it: --check runs against it live
-    old_srv = PgServer(beside.tools, clone, os.path.join(work, "pgu-sock"),
-                       port=pgupgrade.OLD_PORT, options=dict(BULK), superuser=info.superuser)
-    new_srv = PgServer(new, new_data, os.path.join(work, "new-sock"), port=5433,
-                       options=dict(BULK), superuser=info.superuser)
-    mode = "--clone" if pgupgrade.clone_supported(work) else "--copy"
-    jobs = max(1, min(4, os.cpu_count() or 1))
-    t0 = time.monotonic()
-    with ThreadPoolExecutor(1) as pool:  # the new cluster made while the old one is read
-        made = pool.submit(pgupgrade.initdb, new, new_data, info)
-        try:
-            old_srv.start()
-            try:
-                names = _databases(old_srv)
-                olds = fingerprints(old_srv, names)
-                with _connect(old_srv.url("postgres")) as c:
-                    old_conf = pgconf.read_conf(c, old_srv.datadir)
-                made.result()
-                tick("initdb and old side read", time.monotonic() - t0)
-                t0 = time.monotonic()
-                pgupgrade.run(new, beside.bindir, clone, new_data, info, work, mode=mode,
-                              check_only=True, jobs=jobs)
-                tick("pg_upgrade --check (live)", time.monotonic() - t0)
-            finally:
-                old_srv.stop()
-        finally:
-            made.result()
-    t0 = time.monotonic()
-    pgupgrade.run(new, beside.bindir, clone, new_data, info, work, mode=mode, check_only=False,
-                  jobs=jobs)
-    tick(f"pg_upgrade {mode}", time.monotonic() - t0)
-    rmtree_quiet(os.path.join(new_data, "pg_upgrade_output.d"))
-    t0 = time.monotonic()
-    new_srv.start()
-    try:
-        for db in names:
-            with _connect(new_srv.url(db)) as c:
-                _refuse_collation_risk(c, db)
-        with ThreadPoolExecutor(1) as pool:  # ANALYZE beside the verification's reads
-            stats = pool.submit(_analyze, new_srv, names)
-            news = fingerprints(new_srv, names)
-            stats.result()
-        dbs = [compare(db, olds[db], news[db]) for db in names]
-        with _connect(new_srv.url("postgres")) as c:
-            confs = (old_conf, pgconf.read_conf(c, new_srv.datadir), pgconf.known_settings(c))
-    finally:
-        new_srv.stop()
-    tick("new side: verify and analyze", time.monotonic() - t0)
-    return dbs, confs, f"pg_upgrade {mode}"
-
-
-def _refuse_collation_risk(new_conn: Any, db: str) -> None:
-    from . import pgupgrade
-
-    risk = pgupgrade.collation_risk(new_conn, db)
-    if risk is not None:
-        raise pgupgrade.Refused(risk)
-
-
-def _analyze(srv: PgServer, dbs: list[str]) -> None:
-    """Planner statistics for the new cluster (pg_upgrade carries none, and
-    autovacuum would not gather them before enough rows change), the
-    databases side by side."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    def one(db: str) -> None:
-        with _connect(srv.url(db), autocommit=True) as c:
-            c.execute("ANALYZE")
-
-    with ThreadPoolExecutor(max(1, min(4, len(dbs)))) as pool:
-        list(pool.map(one, dbs))
 
 
 def _dump_restore_verify(old: PgServer, new: PgServer, db: str, work: str, n: int,
@@ -432,12 +376,6 @@ def conninfo_dbname(name: str) -> str:
     (possibly hostile) data directory that starts with ``-`` or holds ``=``
     is never taken as an option or as connection parameters."""
     return "dbname='" + name.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def _databases(srv: PgServer) -> list[str]:
-    with _connect(srv.url("postgres")) as c:
-        return [r[0] for r in c.execute("SELECT datname FROM pg_database WHERE datallowconn AND "
-                                        "datname <> 'template1' ORDER BY datname").fetchall()]
 
 
 def _roles(old: PgServer, new: PgServer) -> None:

@@ -17,12 +17,17 @@ import contextlib
 import os
 import re
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from volmerge.strategies.errors import BadInput, NotDone
 
 UidGid = tuple[int, int]
+#: ``timing(step, seconds)``: hears how long each step of an upgrade took
+Timing = Callable[[str, float], None]
+#: the settings pg_upgrade starts its servers with for the bulk work
+BULK = {"fsync": "off", "full_page_writes": "off", "synchronous_commit": "off"}
 
 
 class Tools(Protocol):
@@ -176,13 +181,17 @@ class PgServer:
               "pg_ctl start")
 
     def stop(self) -> None:
-        if os.path.exists(os.path.join(self.datadir, "postmaster.pid")):
-            check(self.tools.run("pg_ctl", "-D", self.datadir, "-w", "-s", "-t", "60",
-                                 "-m", "fast", "stop"), "pg_ctl stop")
+        """A fast shutdown, waited for here: ``pg_ctl -w`` polls every
+        100 ms, the server of an upgrade stops in a few."""
         from volmerge.runtime.polling import wait_until
 
         pid = os.path.join(self.datadir, "postmaster.pid")
-        wait_until(lambda: not os.path.exists(pid), timeout=10, interval=0.05)
+        if os.path.exists(pid):
+            check(self.tools.run("pg_ctl", "-D", self.datadir, "-W", "-s", "-m", "fast", "stop"),
+                  "pg_ctl stop")
+        if wait_until(lambda: not os.path.exists(pid), timeout=60, interval=0.005,
+                      max_interval=0.02) is None:
+            raise NotDone(f"{self.datadir}: the temporary server did not stop within 60 s")
 
     def url(self, db: str = "postgres") -> str:
         return f"postgresql:///{db}?host={self.sockdir}&port={self.port}&user={self.superuser}"

@@ -39,6 +39,16 @@ OLD_PORT, NEW_PORT = 50432, 50433
 _SERVER_OPTS = "-c dynamic_shared_memory_type=mmap -c hba_file={hba}"
 
 
+@dataclass(frozen=True)
+class OldBeside:
+    """The old installation's programs where the new ones run, as the same
+    user: what ``pg_upgrade`` needs.  ``tools`` runs them; ``bindir`` is
+    their directory as the new programs see it (``pg_upgrade -b``)."""
+
+    tools: Tools
+    bindir: str
+
+
 class Refused(NotDone):
     """The fast path cannot be taken here; the message says why."""
 
@@ -125,14 +135,16 @@ def in_dir(tools: Tools, cwd: str) -> Tools:
 
 
 def run(new: Tools, old_bin: str, old_data: str, new_data: str, info: ClusterInfo, work: str,
-        *, mode: str, check_only: bool, jobs: int = 1) -> str:
+        *, mode: str, check_only: bool, jobs: int = 1, sockdir: str | None = None) -> str:
     """``pg_upgrade`` (``--check`` when ``check_only``) from ``old_data``
     into the initialised ``new_data``, in ``mode`` (``--copy`` or
     ``--clone``), the servers on a private socket that trusts only it.
+    ``sockdir`` (default ``work/pgu-sock``): where its servers' sockets
+    are, or where ``--check`` finds the old server already running.
     Returns pg_upgrade's output; Refused with its reason on a failure."""
     if mode not in ("--copy", "--clone"):
         raise ValueError(mode)
-    sock, cwd = os.path.join(work, "pgu-sock"), os.path.join(work, "pgu-cwd")
+    sock, cwd = sockdir or os.path.join(work, "pgu-sock"), os.path.join(work, "pgu-cwd")
     for d in (sock, cwd):
         os.makedirs(d, mode=0o700, exist_ok=True)
     hba = private_hba(sock)
@@ -206,5 +218,5 @@ def collation_risk(new_conn: Any, db: str) -> str | None:
     return None
 
 
-__all__ = ["Refused", "ClusterInfo", "cluster_info", "initdb", "clone_supported", "run",
+__all__ = ["OldBeside", "Refused", "ClusterInfo", "cluster_info", "initdb", "clone_supported", "run",
            "failure", "collation_risk", "in_dir"]

@@ -53,6 +53,12 @@ def names(c: Any, kinds: str) -> list[str]:
         f"ON n.oid = c.relnamespace WHERE c.relkind IN ({kinds}) AND {_USER_NS} ORDER BY 1").fetchall()]
 
 
+def databases(srv: PgServer) -> list[str]:
+    with connect(srv.url("postgres")) as c:
+        return [r[0] for r in c.execute("SELECT datname FROM pg_database WHERE datallowconn AND "
+                                        "datname <> 'template1' ORDER BY datname").fetchall()]
+
+
 def _sizes(c: Any) -> dict[str, int]:
     return dict(c.execute(
         "SELECT format('%I.%I', n.nspname, c.relname), c.relpages FROM pg_class c "
@@ -184,5 +190,5 @@ def verify_database(old: PgServer, new: PgServer, db: str) -> dict[str, Any]:
     return verify_databases(old, new, [db])[0]
 
 
-__all__ = ["verify_databases", "verify_database", "fingerprints", "compare", "Fingerprint",
+__all__ = ["databases", "verify_databases", "verify_database", "fingerprints", "compare", "Fingerprint",
            "table_sum", "names", "connect", "OBJECTS"]

@@ -39,6 +39,10 @@ CHECK = ("SELECT (SELECT count(*) FROM customers), (SELECT count(*) FROM orders)
          "(SELECT string_agg(name, ',' ORDER BY id) FROM customers)")
 
 
+#: pg_upgrade even for these small clusters (by default they are dumped and restored: quicker)
+FAST = {"VOLMERGE_PG_UPGRADE_MIN_MB": "0"}
+
+
 @pytest.fixture(scope="module")
 def pg_root(tmp_path_factory, fixture_image) -> Path:
     root = tmp_path_factory.mktemp("pg") / "root"
@@ -106,7 +110,7 @@ def test_pg15_to_16_upgrade_and_rollback(pgvm) -> None:  # type: ignore[no-untyp
     assert len(pgvm("ps", "-aq").stdout.split()) == 1
     assert pgvm("volume", "ls", "-q").stdout.split() == ["pgdata"]
 
-    p = pgvm("upgrade", "pg", "--to", PG16, "--health-timeout", "60", "--json")
+    p = pgvm("upgrade", "pg", "--to", PG16, "--health-timeout", "60", "--json", env=FAST)
     assert p.returncode == 0, p.stderr
     up = json.loads(p.stdout)
     assert up["generation"] == 2
@@ -169,7 +173,7 @@ def test_pg_upgrade_refused_falls_back_to_dump_and_restore(pgvm) -> None:  # typ
     before = start_pg15(pgvm)
     psql(pgvm, "CREATE TABLE fns (id int PRIMARY KEY, f regproc); "
                "INSERT INTO fns VALUES (1, 'now'), (2, 'version')", "shop")
-    p = pgvm("upgrade", "pg", "--to", PG16, "--health-timeout", "60", "--json")
+    p = pgvm("upgrade", "pg", "--to", PG16, "--health-timeout", "60", "--json", env=FAST)
     assert p.returncode == 0, p.stderr
     entry = _pg_entry(json.loads(p.stdout))
     assert entry["method"] == "dump and restore"

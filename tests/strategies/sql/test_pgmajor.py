@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import psycopg
 import pytest
@@ -14,7 +14,7 @@ import pytest
 from tests.pg import PG15_BIN
 from volmerge.strategies.errors import BadInput
 from volmerge.strategies.sql.pgmajor import PgMajorResult, pg_upgrade_copy, upgrade_datadir
-from volmerge.strategies.sql.pgtemp import PgServer
+from volmerge.strategies.sql.pgtemp import HostTools, PgServer
 from volmerge.upgrade.pgdata import host_tools
 
 from .conftest import pg16_bindir
@@ -260,10 +260,11 @@ def test_upgrade_without_a_postgres_role_and_with_password_auth(tmp_path):
         srv.stop()
 
 
-def test_the_fast_path_is_pg_upgrade_verified_like_the_dump(upgraded, tmp_path):
+def test_the_fast_path_is_pg_upgrade_verified_like_the_dump(upgraded, tmp_path, monkeypatch):
     """Both installations on this host: pg_upgrade itself (checked first),
     the same verification records, the same data as before, the frozen data
     untouched."""
+    monkeypatch.setenv("VOLMERGE_PG_UPGRADE_MIN_MB", "0")  # pg_upgrade even for a small cluster
     u = upgraded
     r = upgrade_datadir(u.old_data, str(tmp_path / "new"), host_tools(PG15_BIN),
                         host_tools(PG16_BIN), workdir=str(tmp_path / "work"))
@@ -278,11 +279,13 @@ def test_the_fast_path_is_pg_upgrade_verified_like_the_dump(upgraded, tmp_path):
     assert sorted(os.listdir(tmp_path / "work")) == []
 
 
-def test_pg_upgrade_refused_falls_back_to_dump_and_restore(tmp_path):
+def test_pg_upgrade_refused_falls_back_to_dump_and_restore(tmp_path, monkeypatch):
     """pg_upgrade --check refuses a regproc column (it stores OIDs that the
     new cluster does not keep): the upgrade falls back to dump and restore,
     which carries it by name, and says why; method="pg_upgrade" refuses."""
     from volmerge.strategies.sql.pgupgrade import Refused
+
+    monkeypatch.setenv("VOLMERGE_PG_UPGRADE_MIN_MB", "0")  # pg_upgrade even for a small cluster
 
     srv = PgServer(host_tools(PG15_BIN), str(tmp_path / "old"), str(tmp_path / "s15"),
                    options={"fsync": "off"})
@@ -311,3 +314,100 @@ def test_pg_upgrade_refused_falls_back_to_dump_and_restore(tmp_path):
             assert c.execute("SELECT r::text FROM t ORDER BY id").fetchall() == [("now",), ("version",)]
     finally:
         new.stop()
+
+
+@dataclass(frozen=True)
+class _Recorded:
+    """This host's programs, each run noted (tool and arguments)."""
+
+    tools: HostTools
+    runs: list
+    cwd: str = "/"  # pg_upgrade runs in a directory of its own (pgupgrade.in_dir)
+
+    @property
+    def user(self):  # noqa: ANN201 - the Tools protocol
+        return self.tools.user
+
+    def run(self, tool: str, *args: str, input: str | None = None):  # noqa: ANN201
+        self.runs.append((tool, args))
+        return replace(self.tools, cwd=self.cwd).run(tool, *args, input=input)
+
+
+def _arg(args: tuple, flag: str) -> str:
+    return args[args.index(flag) + 1]
+
+
+def test_the_check_runs_live_on_the_verifications_snapshot_and_sync_is_optional(upgraded, tmp_path,
+                                                                                monkeypatch):
+    """Two snapshots of the frozen data: the verification's old server runs
+    on one from the start and pg_upgrade --check runs live against it;
+    pg_upgrade itself runs on the other, on a socket of its own.  With
+    sync=False the new directory is left for the caller to sync (no final
+    ``initdb --sync-only``, only the early, advisory write-back); by
+    default it is synced."""
+    from volmerge.strategies.sql.pgmajor import OldBeside, copied
+
+    monkeypatch.setenv("VOLMERGE_PG_UPGRADE_MIN_MB", "0")  # pg_upgrade even for a small cluster
+    u, runs, snaps = upgraded, [], []
+
+    def snapshot(frozen, path):  # noqa: ANN001, ANN202
+        snaps.append((frozen, path))
+        return copied(frozen, path)
+
+    pg16 = _Recorded(host_tools(PG16_BIN), runs)
+    beside = OldBeside(_Recorded(HostTools(PG15_BIN, pg16.user), runs), PG15_BIN)
+    r = upgrade_datadir(u.old_data, str(tmp_path / "new"), host_tools(PG15_BIN), pg16,
+                        workdir=str(tmp_path / "work"), beside=beside, snapshot=snapshot,
+                        sync=False)
+    assert r.method.startswith("pg_upgrade") and r.fallback is None
+    assert [f for f, _ in snaps] == [u.old_data, u.old_data] and snaps[0][1] != snaps[1][1]
+    checked, upgraded_ = [a for t, a in runs if t == "pg_upgrade"]
+    started = [a for t, a in runs if t == "pg_ctl" and "start" in a]
+    assert "--check" in checked and "--check" not in upgraded_
+    assert _arg(checked, "-d") == snaps[1][1] == _arg(started[0], "-D")  # live: the read's server
+    assert _arg(upgraded_, "-d") == snaps[0][1] and _arg(checked, "-s") != _arg(upgraded_, "-s")
+    syncs = sum(t == "initdb" and "--sync-only" in a for t, a in runs)  # the early write-back
+    runs.clear()
+    upgrade_datadir(u.old_data, str(tmp_path / "new2"), host_tools(PG15_BIN), pg16,
+                    workdir=str(tmp_path / "work2"), beside=beside)
+    assert sum(t == "initdb" and "--sync-only" in a for t, a in runs) == syncs + 1  # the final one
+
+
+def test_a_small_cluster_is_dumped_and_restored_a_larger_one_pg_upgraded(upgraded, tmp_path,
+                                                                         monkeypatch):
+    """Under VOLMERGE_PG_UPGRADE_MIN_MB of user data (default 32 MiB) dump
+    and restore is quicker than pg_upgrade's fixed cost and ``auto`` takes
+    it, saying why; at or over it, pg_upgrade.  The fixture's cluster holds
+    a few pages: both sides of the limit by moving the limit."""
+    from volmerge.strategies.sql.pgmajor import user_bytes
+
+    u, pg15, pg16 = upgraded, host_tools(PG15_BIN), host_tools(PG16_BIN)
+    size = user_bytes(u.old_data)
+    assert 0 < size < 1 << 20
+    monkeypatch.delenv("VOLMERGE_PG_UPGRADE_MIN_MB", raising=False)
+    r = upgrade_datadir(u.old_data, str(tmp_path / "a"), pg15, pg16, workdir=str(tmp_path / "w"))
+    assert r.method == "dump and restore" and "small cluster" in r.fallback
+    assert "under 32 MiB" in r.fallback
+    assert next(d for d in r.databases if d["database"] == "app")["tables"] == _app(u)["tables"]
+    monkeypatch.setenv("VOLMERGE_PG_UPGRADE_MIN_MB", "0")
+    r = upgrade_datadir(u.old_data, str(tmp_path / "b"), pg15, pg16, workdir=str(tmp_path / "w"))
+    assert r.method.startswith("pg_upgrade") and r.fallback is None
+    monkeypatch.setenv("VOLMERGE_PG_UPGRADE_MIN_MB", "-1")
+    with pytest.raises(BadInput, match="VOLMERGE_PG_UPGRADE_MIN_MB"):
+        upgrade_datadir(u.old_data, str(tmp_path / "c"), pg15, pg16, workdir=str(tmp_path / "w"))
+    assert not os.path.exists(tmp_path / "c")
+
+
+def test_a_temporary_server_stop_waits_until_it_is_gone(tmp_path):
+    """stop() sends a fast shutdown and polls for the postmaster's pid file
+    itself (pg_ctl -w would poll every 100 ms): when it returns the server
+    is gone; a second stop() has nothing to do."""
+    srv = PgServer(host_tools(PG15_BIN), str(tmp_path / "d"), str(tmp_path / "s"),
+                   options={"fsync": "off"})
+    srv.initdb()
+    srv.start()
+    srv.stop()
+    assert not os.path.exists(tmp_path / "d" / "postmaster.pid")
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(srv.url(), connect_timeout=2)
+    srv.stop()

@@ -31,3 +31,34 @@ def test_reason_prefers_the_servers_error_and_what_made_the_file_wrong() -> None
     assert _reason(log).startswith('invalid value for parameter "TimeZone"')
     assert _reason("x: error while loading shared libraries: libzstd.so.1\n") == (
         "x: error while loading shared libraries: libzstd.so.1")
+
+
+def test_user_bytes_counts_user_relation_files_only(tmp_path, monkeypatch) -> None:
+    """The size that chooses the path: base/<db>/<relfilenode>[_fork][.seg]
+    from 16384 on; catalogs, other files and symbolic links do not count."""
+    import os
+
+    import pytest
+
+    from volmerge.strategies.errors import BadInput
+    from volmerge.strategies.sql.pgmajor import small_limit, user_bytes
+
+    db = tmp_path / "base" / "16384"
+    db.mkdir(parents=True)
+    for name, size in (("16385", 100), ("16385.1", 10), ("16385_fsm", 1), ("16390_vm", 2),
+                       ("1259", 5000), ("pg_filenode.map", 5000), ("PG_VERSION", 3)):
+        (db / name).write_bytes(b"x" * size)
+    (tmp_path / "big").write_bytes(b"x" * 7000)
+    os.symlink(tmp_path / "big", db / "16400")
+    (tmp_path / "global").mkdir()
+    (tmp_path / "global" / "16500").write_bytes(b"x" * 9000)
+    assert user_bytes(str(tmp_path)) == 113
+    assert user_bytes(str(tmp_path / "nothing")) == 0
+    monkeypatch.delenv("VOLMERGE_PG_UPGRADE_MIN_MB", raising=False)
+    assert small_limit() == 32 << 20
+    monkeypatch.setenv("VOLMERGE_PG_UPGRADE_MIN_MB", "0")
+    assert small_limit() == 0
+    for bad in ("-1", "1.5", "x"):
+        monkeypatch.setenv("VOLMERGE_PG_UPGRADE_MIN_MB", bad)
+        with pytest.raises(BadInput):
+            small_limit()

@@ -1,0 +1,257 @@
+"""The fast path of a major upgrade, run: pg_upgrade on one snapshot of
+the frozen data, the verification's old side read on another.
+
+The critical path is the new cluster's initdb, ``pg_upgrade --check``,
+``pg_upgrade`` and the new server's side of the verification; everything
+else runs beside it.  The old server of the verification starts at once on
+its own copy-on-write snapshot, beside initdb, and its rows are hashed and
+its configuration read there while initdb runs (its bootstrap is one
+process: on two cores one is spare) and, if need be, the check:
+``--check`` runs live against that server (the same data as pg_upgrade's
+snapshot: both are of one frozen directory).  pg_upgrade runs on the other
+snapshot, on a socket of its own, while the old server stops and its
+snapshot goes.  After it, the new cluster's files are written back while
+its server is verified and ANALYZEd, so the final sync finds little left.
+On two busy cores overlapping saves less than it does on a quiet machine:
+what runs beside takes CPU from what it overlaps.  Any refusal (:class:`.pgupgrade.Refused`) or NotDone
+reaches pgmajor, which falls back to dump and restore.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from volmerge.runtime import diag
+from volmerge.strategies.errors import NotDone
+
+from . import pgconf, pgupgrade
+from .pgtemp import BULK, PgServer, Timing, Tools, give, rmtree_quiet
+from .pgupgrade import OldBeside
+from .pgverify import compare, databases, fingerprints
+from .pgverify import connect as _connect
+
+#: ``snapshot(frozen, path)``: ``path`` made a private, writable copy of the
+#: frozen data directory for the duration (the default: a copy, cp -a)
+Snapshot = Callable[[str, str], contextlib.AbstractContextManager[Any]]
+#: the old server's configuration, the new one's, and the settings the new one knows
+Confs = tuple[pgconf.ServerConf, pgconf.ServerConf, set[str]]
+
+
+def fast(old_data: str, new_data: str, new: Tools, beside: OldBeside, work: str,
+         superuser: str | None, tick: Timing,
+         snapshot: Snapshot) -> tuple[list[dict[str, Any]], Confs, str]:
+    """pg_upgrade on a snapshot of the frozen data (``--check`` first); the
+    old side of the verification on a second snapshot, read while the new
+    cluster is made; then the new server read.  Refused
+    (or NotDone) when this path cannot be taken; the caller falls back."""
+    clones = [os.path.join(work, "old-data"), os.path.join(work, "old-read")]
+    stacks = [contextlib.ExitStack(), contextlib.ExitStack()]
+    try:
+        t0 = time.monotonic()
+        for clone, stack in zip(clones, stacks, strict=True):
+            stack.enter_context(snapshot(old_data, clone))
+        for clone in clones:  # both mounted before the tools' first use (a container's start)
+            for stale in ("postmaster.pid", "postmaster.opts"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(clone, stale))
+            give(clone, beside.tools.user)
+        tick("copy data", time.monotonic() - t0)
+        drops = tuple(_timed_drop(tick, what, stack) for what, stack in
+                      zip(("pg_upgrade's snapshot", "the read's snapshot"), stacks, strict=True))
+        return _fast_on(clones, new_data, new, beside, work, superuser, tick, drops)
+    finally:
+        t0 = time.monotonic()
+        for stack in reversed(stacks):  # what is still there (a failure, or not yet dropped)
+            stack.close()
+        for d in ("old-data", "old-read", "old-sock", "new-sock", "pgu-sock", "pgu-run-sock",
+                  "pgu-cwd"):
+            rmtree_quiet(os.path.join(work, d))
+        tick("snapshots removed", time.monotonic() - t0)
+
+
+def _timed_drop(tick: Timing, what: str, stack: contextlib.ExitStack) -> Callable[[], None]:
+    """Removes a snapshot early, beside other work (its server stopped)."""
+    return lambda: _timed(tick, f"{what} removed (beside)", stack.close)
+
+
+@dataclass(frozen=True)
+class _OldSide:
+    """The old cluster as the verification and the configuration carry see it."""
+
+    names: list[str]
+    prints: dict[str, Any]
+    conf: pgconf.ServerConf
+
+
+def _read_old(srv: PgServer, tick: Timing) -> _OldSide:
+    t0 = time.monotonic()
+    names = databases(srv)
+    prints = fingerprints(srv, names)
+    with _connect(srv.url("postgres")) as c:
+        conf = pgconf.read_conf(c, srv.datadir)
+    tick("old side read (beside)", time.monotonic() - t0)
+    return _OldSide(names, prints, conf)
+
+
+def _fast_on(clones: list[str], new_data: str, new: Tools, beside: OldBeside, work: str,
+             superuser: str | None, tick: Timing, drops: tuple[Callable[[], None], ...]
+             ) -> tuple[list[dict[str, Any]], Confs, str]:
+    """``clones``: two private snapshots of the old cluster.  On the second
+    one the old server starts at once: ``pg_upgrade --check`` runs live
+    against it (the same data as the first: both snapshots of one frozen
+    directory) and, beside initdb, the old side of the verification and
+    its configuration are read there.  pg_upgrade itself runs on the
+    first snapshot, on a socket of its own.  Then the new server:
+    collations checked, ANALYZEd, read, and both sides compared.
+    ``drops`` remove each snapshot, beside other work, once its last
+    server has stopped."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    t0 = time.monotonic()
+    info = pgupgrade.cluster_info(beside.tools, clones[0])
+    if superuser is not None and superuser != info.superuser:
+        raise pgupgrade.Refused(f"pg_upgrade runs as the bootstrap superuser {info.superuser}")
+    tick("old cluster settings", time.monotonic() - t0)
+    # the old server where pg_upgrade --check looks for it
+    old_srv = PgServer(beside.tools, clones[1], os.path.join(work, "pgu-sock"),
+                       port=pgupgrade.OLD_PORT, options=dict(BULK), superuser=info.superuser)
+    new_srv = PgServer(new, new_data, os.path.join(work, "new-sock"), port=5433,
+                       options=dict(BULK), superuser=info.superuser)
+    mode = "--clone" if pgupgrade.clone_supported(work) else "--copy"
+    jobs = max(1, min(4, os.cpu_count() or 1))
+    with ThreadPoolExecutor(3) as pool:
+        made = pool.submit(_timed, tick, "initdb (beside)", pgupgrade.initdb, new, new_data, info)
+        up = pool.submit(_timed, tick, "old server start (beside)", old_srv.start)
+        read = None
+        try:
+            up.result()
+            # read beside initdb, whose bootstrap is one process: a core to spare
+            read = pool.submit(_read_old, old_srv, tick)
+            t0 = time.monotonic()
+            made.result()
+            tick("initdb (critical)", time.monotonic() - t0)
+            t0 = time.monotonic()
+            pgupgrade.run(new, beside.bindir, clones[1], new_data, info, work, mode=mode,
+                          check_only=True, jobs=jobs)
+            tick("pg_upgrade --check (live)", time.monotonic() - t0)
+            # the old server goes once its side is read, beside pg_upgrade
+            done = pool.submit(_after, read, _stop_and_drop, old_srv, tick, drops[1])
+            t0 = time.monotonic()
+            pgupgrade.run(new, beside.bindir, clones[0], new_data, info, work, mode=mode,
+                          check_only=False, jobs=jobs, sockdir=os.path.join(work, "pgu-run-sock"))
+            tick(f"pg_upgrade {mode}", time.monotonic() - t0)
+            t0 = time.monotonic()
+            olds = read.result()
+            done.result()
+            tick("old side read and stopped (waited for)", time.monotonic() - t0)
+        finally:
+            _settle(made, up, read, old_srv, tick)
+    rmtree_quiet(os.path.join(new_data, "pg_upgrade_output.d"))
+    with ThreadPoolExecutor(1) as pool:  # the copied files written back beside the reads
+        pool.submit(_timed, tick, "new files written back (beside)", _presync, new, new_data)
+        pool.submit(drops[0])
+        dbs, confs = _new_side(new_srv, olds, tick)
+    return dbs, confs, f"pg_upgrade {mode}"
+
+
+def _stop_and_drop(srv: PgServer, tick: Timing, drop: Callable[[], None]) -> None:
+    _timed(tick, "old server stop (beside)", srv.stop)
+    drop()
+
+
+def _presync(new: Tools, new_data: str) -> None:
+    """Write the new cluster's files back to disk while its server is read:
+    the final sync, after the server stops, then finds little left to do.
+    Advisory: the final sync (or the caller's) is what makes them durable."""
+    proc = new.run("initdb", "--sync-only", "-D", new_data)
+    if proc.returncode != 0:
+        diag.ignored(__name__, "the early write-back of the new cluster",
+                     NotDone((proc.stderr or proc.stdout).strip()[-300:]))
+
+
+def _new_side(new_srv: PgServer, olds: _OldSide,
+              tick: Timing) -> tuple[list[dict[str, Any]], Confs]:
+    """The new server up: collations checked, ANALYZE beside the reads of
+    every row, both sides compared, the configuration read."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    t0 = time.monotonic()
+    _timed(tick, "new server start", new_srv.start)
+    try:
+        t1 = time.monotonic()
+        for db in olds.names:
+            with _connect(new_srv.url(db)) as c:
+                _refuse_collation_risk(c, db)
+        tick("collation check", time.monotonic() - t1)
+        with ThreadPoolExecutor(1) as pool:  # ANALYZE beside the verification's reads
+            stats = pool.submit(_timed, tick, "analyze (beside)", _analyze, new_srv, olds.names)
+            news = _timed(tick, "new side hashed", fingerprints, new_srv, olds.names)
+            stats.result()
+        dbs = [compare(db, olds.prints[db], news[db]) for db in olds.names]
+        with _connect(new_srv.url("postgres")) as c:
+            confs = (olds.conf, pgconf.read_conf(c, new_srv.datadir), pgconf.known_settings(c))
+    finally:
+        _timed(tick, "new server stop", new_srv.stop)
+    tick("new side: verify and analyze", time.monotonic() - t0)
+    return dbs, confs
+
+
+def _after(first: Any, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` once the future ``first`` is done, whatever its outcome."""
+    with contextlib.suppress(BaseException):
+        first.result()
+    return fn(*args)
+
+
+def _settle(made: Any, up: Any, read: Any, old_srv: PgServer, tick: Timing) -> None:
+    """Every side task finished (their errors already raised or superseded),
+    then the old server stopped if it is still up."""
+    for fut in (made, read):
+        if fut is not None:
+            with contextlib.suppress(BaseException):
+                fut.result()
+    try:
+        up.result()
+    except BaseException:  # noqa: BLE001 - it never started: nothing to stop
+        return
+    try:
+        old_srv.stop()  # nothing to do when it stopped already
+    except Exception as exc:  # noqa: BLE001 - keep the original error
+        diag.ignored(__name__, "stopping the old version's temporary server", exc)
+
+
+def _timed(tick: Timing, step: str, fn: Callable[..., Any], *args: Any) -> Any:
+    t0 = time.monotonic()
+    try:
+        return fn(*args)
+    finally:
+        tick(step, time.monotonic() - t0)
+
+
+def _refuse_collation_risk(new_conn: Any, db: str) -> None:
+
+    risk = pgupgrade.collation_risk(new_conn, db)
+    if risk is not None:
+        raise pgupgrade.Refused(risk)
+
+
+def _analyze(srv: PgServer, dbs: list[str]) -> None:
+    """Planner statistics for the new cluster (pg_upgrade carries none, and
+    autovacuum would not gather them before enough rows change), the
+    databases side by side."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(db: str) -> None:
+        with _connect(srv.url(db), autocommit=True) as c:
+            c.execute("ANALYZE")
+
+    with ThreadPoolExecutor(max(1, min(4, len(dbs)))) as pool:
+        list(pool.map(one, dbs))
+
+
+__all__ = ["fast", "Snapshot", "Confs"]
