@@ -118,7 +118,8 @@ def _pg_method(rep: list[dict[str, Any]]) -> str:
         if isinstance(x, dict):
             if x.get("method") and "new_version" in x:
                 why = x.get("fallback")
-                return ("pg_upgrade" if x["method"] == "pg_upgrade" else
+                # "pg_upgrade --copy" / "--clone", or "dump and restore"
+                return (x["method"] if str(x["method"]).startswith("pg_upgrade") else
                         "dump and restore" + (f" ({why})" if why else ""))
             todo.extend(x.values())
         elif isinstance(x, list):
