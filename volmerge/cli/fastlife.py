@@ -8,6 +8,11 @@ name as they do.  Anything else — ``--help``, ``start --attach``, an
 unknown option, a missing or odd value, no name — returns None and the
 caller goes through typer, which prints the help or the error.
 tests/volmerge/cli/test_fastlife.py holds the two parsers equal.
+
+A ``start`` or ``restart`` forks its container's supervisor first thing
+(runtime.superspawn.Forked): it gets ready on the other core while this
+process imports the engine and prepares the run, and no second interpreter
+starts.
 """
 
 from __future__ import annotations
@@ -76,17 +81,37 @@ def fast_lifecycle(args: list[str]) -> int | None:
     from .fastrun import _defer_import
 
     _defer_import("inspect")  # as run does: dataclasses imports it, rarely uses it
-    from volmerge.context import make_engine
+    spare = None if verb == "stop" else _fork_supervisor(root)
+    try:
+        from volmerge.context import make_engine
 
-    from .state import Globals
+        from .state import Globals
 
-    eng = make_engine(Globals(root=root).store())
-    for ref in names:
-        if verb == "start":
-            eng.start(ref)
-        elif verb == "stop":
-            eng.stop(ref, timeout)
-        else:
-            eng.restart(ref, timeout)
-        print(ref)
+        eng = make_engine(Globals(root=root).store())
+        eng.lifecycle.spare = spare  # the first detached start takes it
+        for ref in names:
+            if verb == "start":
+                eng.start(ref)
+            elif verb == "stop":
+                eng.stop(ref, timeout)
+            else:
+                eng.restart(ref, timeout)
+            print(ref)
+    finally:
+        if spare is not None:
+            spare.cancel()  # unused (the container ran already, an error): it ends
     return 0
+
+
+def _fork_supervisor(root: str | None) -> object | None:
+    """A supervisor for the first container to start, forked now: before
+    this process imports the engine, opens the store or takes a lock, with
+    no thread but this one (runtime.superspawn.Forked).  None when the
+    system refuses a fork (a spawned one is used instead)."""
+    from volmerge.context import FACTORY
+    from volmerge.runtime.superspawn import Forked
+
+    try:
+        return Forked(root, FACTORY)
+    except OSError:
+        return None
