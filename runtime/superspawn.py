@@ -3,18 +3,18 @@ made ready while the engine prepares the run, told to go, and waited for
 until it reports the container running.
 
 Two ways to make one.  :class:`Pending` spawns a fresh, lean interpreter
-(any caller).  :class:`Forked` forks the command itself, before it imports
-the engine or opens the store: no second interpreter start and imports
-(~50-100 ms of a detached ``start`` under load, the biggest share before
-the runtime's own), and the child gets ready (imports, its own store and
-SQLite connection) on the other core while the command prepares.  Only a
+(any caller).  :class:`Forked` forks the command itself once it has
+imported what a supervisor needs (which the command needs too), before it
+imports the lifecycle, opens the store or takes a lock: no second
+interpreter start and no imports twice (~50-100 ms of a detached ``start``
+under load, the biggest share after runc's), and the child opens its own
+store and SQLite connection while the command prepares the run.  Only a
 short-lived single-threaded command that knows what it holds at that
 moment forks (the fast ``start``/``restart``, cli/fastlife.py); the child
-owns nothing of it but its argument parsing modules: it never returns into
-the command's code and ends with os._exit.
+has of it only its argument parsing modules besides the supervisor's: it
+never returns into the command's code and ends with os._exit.
 
-This module imports nothing at load time beyond os, sys and signal: the
-command forks as early as it can.
+This module imports nothing at load time beyond os, sys and signal.
 """
 
 from __future__ import annotations
@@ -165,6 +165,7 @@ class Forked:
         self.c: Any = None
         self.settled = False
         self._where = (root or "", factory)
+        _preload(factory)
         go_r, self._go = os.pipe()
         self._notice, notice_w = os.pipe()
         for stream in (sys.stdout, sys.stderr):  # nothing of ours written twice
@@ -202,6 +203,18 @@ class Forked:
         os.close(self._go)
         os.close(self._notice)
         os.waitpid(self.pid, 0)
+
+
+def _preload(factory: str | None) -> None:
+    """Import what a supervisor runs on (runtime.supervisor.own): once,
+    for the command and the child it forks."""
+    import importlib
+
+    from . import bundle, executors, logfile, store, supervisor  # noqa: F401
+    from .executors import runc  # noqa: F401 - the default executor
+
+    if factory:
+        importlib.import_module(factory.partition(":")[0])
 
 
 def _child(root: str | None, factory: str | None, go_r: int, notice_w: int,
