@@ -118,7 +118,7 @@ def _lifecycle(root: str | None) -> Any:
     return Lifecycle(parts.records, parts.bundles, FACTORY)
 
 
-def _fork_supervisor(root: str | None) -> object | None:
+def _fork_supervisor(root: str | None) -> Any:
     """A supervisor for the first container to start, forked now: before
     this process imports the engine, opens the store or takes a lock, with
     no thread but this one (runtime.superspawn.Forked).  None when the
