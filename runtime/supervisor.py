@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def own(root: str | None, factory: str | None, cid: str, notify_fd: int | None,
         go_fd: int | None, *, inherited: frozenset[str] | None = None) -> NoReturn:
-    """A supervisor's life, spawned (:func:`main`) or forked (runtime.superfork):
+    """A supervisor's life, spawned (:func:`main`) or forked (runtime.superspawn):
     get ready while the engine prepares, wait for its go on ``go_fd`` (end of
     file: cancelled, or the engine died: nothing was started), own the run.
     The go may name the container, the store root and the factory (a
@@ -363,7 +363,8 @@ def own(root: str | None, factory: str | None, cid: str, notify_fd: int | None,
         try:
             store = Store(root, sweep=False)
             p = parts(store, factory)
-            store.db  # noqa: B018 - the connection opened while the engine prepares
+            # its SQLite connection only after the go: one cancelled (the start
+            # found the container running) opens none while the command's is open
         except Exception:  # noqa: BLE001 - a forked one's guess of the root: told below
             if inherited is None:
                 raise
