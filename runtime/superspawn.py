@@ -8,8 +8,8 @@ imported what a supervisor needs (which the command needs too), before it
 imports the lifecycle, opens the store or takes a lock: no second
 interpreter start and no imports twice (~50-100 ms of a detached ``start``
 under load, the biggest share after runc's), and the child opens its own
-store while the command prepares the run (its own SQLite connection after
-the go: none is open in the command at the fork).  Only a
+store while the command prepares the run (its records, a SQLite connection
+of its own, after the go: none is open in the command at the fork).  Only a
 short-lived single-threaded command that knows what it holds at that
 moment forks (the fast ``start``/``restart``, cli/fastlife.py); the child
 has of it only its argument parsing modules besides the supervisor's: it

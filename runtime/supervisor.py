@@ -359,12 +359,9 @@ def own(root: str | None, factory: str | None, cid: str, notify_fd: int | None,
 
     code = 0
     try:
-        p = store = None
+        store = None
         try:
             store = Store(root, sweep=False)
-            p = parts(store, factory)
-            # its SQLite connection only after the go: one cancelled (the start
-            # found the container running) opens none while the command's is open
         except Exception:  # noqa: BLE001 - a forked one's guess of the root: told below
             if inherited is None:
                 raise
@@ -374,11 +371,14 @@ def own(root: str | None, factory: str | None, cid: str, notify_fd: int | None,
                 os._exit(0)  # cancelled, or the engine died: nothing was started
             if told:
                 cid, root, factory = told[0], told[1], told[2] or None
-                if store is None or str(store.root) != root or p is None:
+                if store is None or str(store.root) != root:
                     store = Store(root, sweep=False)
-                    p = parts(store, factory)
-                _stderr_to(p.records.lookup(cid).dir / "supervisor.err")
-        assert p is not None
+        assert store is not None
+        # the records (a SQLite connection) only now: one cancelled (the start found
+        # the container running, or failed) opens none, racing the command's
+        p = parts(store, factory)
+        if go_fd is not None and inherited is not None:
+            _stderr_to(p.records.lookup(cid).dir / "supervisor.err")
         supervise(p.records, p.bundles, cid, foreground=False, notify_fd=notify_fd)
     except RuntimeFault:
         code = 1
