@@ -18,7 +18,8 @@ process, no helper process kept warm.  Per round, interleaved:
   unreachable across ``restart`` (first refused connection to the first
   answered one after it).
 
-Prints the medians, the ratios and whether the goals are met.
+Prints the medians, the ratios, whether the goals are met and the load
+average (the figures move with it).
 """
 
 from __future__ import annotations
@@ -212,6 +213,7 @@ def main() -> int:
     ref = REFS["busybox"]
     work = Path(tempfile.mkdtemp(prefix="bench-lifecycle-"))
     engines: list[tuple[Engine, int]] = []
+    load0 = os.getloadavg()[0]  # printed with the figures: the machine is shared
     try:
         engines.append((setup_volmerge(work, archive, ref, 18080), 18080))
         if not args.no_podman and shutil.which("podman"):
@@ -232,7 +234,8 @@ def main() -> int:
                     r["start"].append(start)
                     r["restart"].append(gap)
         print(f"detached lifecycle of a busybox httpd (PID 1 exits on SIGTERM), cold commands,"
-              f" median of {args.runs} interleaved rounds (min-max):")
+              f" median of {args.runs} interleaved rounds (min-max); load average"
+              f" {load0:.1f} before, {os.getloadavg()[0]:.1f} after on {os.cpu_count()} cores:")
         for name, r in res.items():
             for what, label in (("stop", "stop, PID 1 exit -> return"),
                                 ("stop total", "stop, whole command"),

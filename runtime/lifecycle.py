@@ -5,7 +5,7 @@ Every operation reads the container through :meth:`Lifecycle.get` (its
 record, reconciled when its owner died), changes the record through the
 :class:`~.records.ContainerRecords` and the run through the
 :class:`~.bundle.Bundles` it is handed; a detached start goes to a
-supervisor process (runtime.supervisor), a foreground one is supervised in
+supervisor process (runtime.supervisor, made by runtime.superspawn), a foreground one is supervised in
 this process.  The engine (runtime.containers) is the facade over it.
 """
 
@@ -78,6 +78,18 @@ class Lifecycle:
         self.bundles = bundles
         self.store = records.store
         self.factory = factory
+        #: a supervisor forked in advance by the command (runtime.superspawn.Forked),
+        #: taken by the next detached start instead of spawning one
+        self.spare: Any = None
+
+    def _pending(self, c: Container) -> Any:
+        """A supervisor for ``c``, ready to go: the spare, or a spawned one."""
+        spare, self.spare = self.spare, None
+        if spare is not None:
+            return spare.bind(c, str(self.store.root), self.factory)
+        from .superspawn import Pending
+
+        return Pending(c, str(self.store.root), self.factory)
 
     def get(self, ref: str) -> Container:
         """The container by name, id or unique id prefix, reconciled."""
@@ -94,10 +106,8 @@ class Lifecycle:
         """Stop (as :meth:`stop`) and start detached.  The new supervisor is
         spawned first: its interpreter starts while the old run stops, which
         shortens the time nothing answers."""
-        from .supervisor import Pending
-
         c = self.records.lookup(ref)
-        pending = Pending(c, str(self.store.root), self.factory)
+        pending = self._pending(c)
         try:
             self.stop(c.id, timeout)
         except BaseException:
@@ -125,10 +135,8 @@ class Lifecycle:
                 pending.cancel()
             raise
         if pending is None and not attach and not c.live:
-            from .supervisor import Pending
-
             # spawned first: its interpreter starts while this process prepares
-            pending = Pending(c, str(self.store.root), self.factory)
+            pending = self._pending(c)
         try:
             with self.store.lock("container-" + c.id):
                 c = self.get(ref)
@@ -145,9 +153,7 @@ class Lifecycle:
                 self.bundles.prepare(c)
                 if not attach:
                     if pending is None:  # it was live at the first look
-                        from .supervisor import Pending
-
-                        pending = Pending(c, str(self.store.root), self.factory)
+                        pending = self._pending(c)
                     go, pending = pending, None
                     try:
                         go.go()

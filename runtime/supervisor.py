@@ -1,9 +1,10 @@
 """The owner of a running container: starts it, logs it, records its exit.
 
-Detached containers get a supervisor process (``python -m
-volmerge.runtime.supervisor <id> --root R``, double-forked, in a session of
-its own) that outlives the CLI; a foreground ``run`` calls :func:`supervise`
-in the CLI process itself.  Either way the owner records its pid and start
+Detached containers get a supervisor process (double-forked, in a session
+of its own) that outlives the CLI: a fresh interpreter running :func:`main`,
+or the fast ``start`` forked (runtime.superspawn); either lives in
+:func:`own`.  A foreground ``run`` calls :func:`supervise` in the CLI
+process itself.  Either way the owner records its pid and start
 time with the container, so a dead owner is noticed (runtime.reconcile),
 writes the container's output to ``containers/<id>/log`` (detached;
 runtime.logfile owns that format), applies the restart policy, runs the
@@ -12,8 +13,8 @@ the exit, so ``exited`` always means "nothing left running or mounted".
 
 The supervisor is handed the container records and the bundles (what the
 engine exposes as ``Engine.records`` and ``Engine.bundles``), nothing else
-of the engine.  Both ends of the start notification are here: the engine's
-(:func:`start_detached`) and the supervisor's (:class:`Notice`).
+of the engine.  The start notification (:class:`Notice`) is here; the
+engine's end of it is runtime.superspawn.
 
 This module must stay light: no typer, no rich (start-up time matters).
 """
@@ -26,12 +27,13 @@ import signal
 import sys
 import time
 
-from .errors import BadInput, NotDone, RuntimeFault
+from .errors import RuntimeFault
 from .records import proc_start_time
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
 if TYPE_CHECKING:
-    from typing import Any
+    from pathlib import Path
+    from typing import Any, NoReturn
 
     from .bundle import Bundles
     from .records import Container, ContainerRecords
@@ -103,115 +105,6 @@ class _Notifier:
             pass
         os.close(self.fd)
         self.fd = None
-
-
-class Pending:
-    """A supervisor spawned for container ``c`` before the container is
-    prepared, so that its interpreter starts while the engine prepares the
-    run (a detached start waits for both); it goes on with :meth:`go`, or
-    ends without touching anything on :meth:`cancel` (or when this process
-    dies: its go pipe reads end of file).
-
-    The supervisor is a fresh interpreter, so it starts lean: isolated and
-    without ``site`` (``-I -S``: no .pth files, no environment lookups,
-    ~15 ms less on this VM), on this process's module path, by posix_spawn
-    (no subprocess import here)."""
-
-    def __init__(self, c: Container, root: str, factory: str | None) -> None:
-        self.c = c
-        r, w = os.pipe()
-        go_r, self._go = os.pipe()
-        errlog = -1
-        try:
-            errlog = os.open(c.dir / "supervisor.err", os.O_WRONLY | os.O_CREAT | os.O_APPEND
-                             | os.O_CLOEXEC, 0o600)
-            self.pid = _spawn_session(supervisor_argv(c.id, root, w, factory, go_r), errlog,
-                                      (w, go_r))
-        except BaseException:
-            for fd in (r, self._go):
-                os.close(fd)
-            raise
-        finally:
-            for fd in (w, go_r, errlog):
-                if fd >= 0:
-                    os.close(fd)
-        self._notice = r
-
-    def cancel(self) -> None:
-        """The supervisor ends without starting anything."""
-        os.close(self._go)
-        os.close(self._notice)
-        os.waitpid(self.pid, 0)
-
-    def go(self) -> None:
-        """Start the container (prepared by now) and return once the
-        supervisor reports it running; BadInput or NotDone (with the
-        supervisor's last error line when it died) otherwise."""
-        try:
-            os.write(self._go, b"go\n")
-        except BrokenPipeError:
-            pass  # it died: its error line is reported below
-        os.close(self._go)
-        with os.fdopen(self._notice, "rb") as f:
-            notice = Notice.decode(f.read())
-        os.waitpid(self.pid, 0)  # the first fork, gone once the supervisor runs on its own
-        if notice is not None and notice.ok:
-            return
-        if notice is not None:
-            raise (BadInput if notice.code == 2 else NotDone)(notice.message)
-        detail = ""
-        try:
-            detail = (self.c.dir / "supervisor.err").read_text().strip().splitlines()[-1]
-        except (OSError, IndexError):
-            pass
-        raise NotDone(f"supervisor of {self.c.name} failed to start the container"
-                      + (f": {detail}" if detail else ""))
-
-
-def start_detached(c: Container, root: str, factory: str | None) -> None:
-    """The engine's end: start a supervisor for ``c`` (prepared) and return
-    once it reports the container running (see :class:`Pending`)."""
-    Pending(c, root, factory).go()
-
-
-#: what the supervisor's interpreter runs: this process's module path, then main()
-_BOOT = "import sys; sys.path[:0] = {path!r}; from {mod} import main; main()"
-
-
-def supervisor_argv(cid: str, root: str, notify_fd: int | None, factory: str | None,
-                    go_fd: int | None = None) -> list[str]:
-    """The command line of a supervisor for container ``cid``."""
-    path = [os.path.abspath(p) for p in sys.path if p]  # it runs in /, not in our directory
-    flags = ("-I", "-S", *(("-B",) if sys.flags.dont_write_bytecode else ()))
-    argv = [sys.executable, *flags, "-c", _BOOT.format(path=path, mod=__name__), cid,
-            "--root", root]
-    if notify_fd is not None:
-        argv += ["--notify-fd", str(notify_fd)]
-    if go_fd is not None:
-        argv += ["--go-fd", str(go_fd)]
-    if factory:
-        argv += ["--factory", factory]
-    return argv
-
-
-def _spawn_session(argv: list[str], errlog: int, keep: tuple[int, ...]) -> int:
-    """Start ``argv`` in a new session, stdin and stdout on /dev/null,
-    stderr on ``errlog``, with descriptors ``keep`` and no other of ours."""
-    from .executors.base import close_inherited
-
-    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-    try:
-        for fd in keep:
-            os.set_inheritable(fd, True)
-        actions: list[tuple[int, ...]] = [(os.POSIX_SPAWN_DUP2, null, 0),
-                                          (os.POSIX_SPAWN_DUP2, null, 1),
-                                          (os.POSIX_SPAWN_DUP2, errlog, 2)]
-        actions += close_inherited(keep)
-        # posix_spawn has no chdir before 3.13: the supervisor goes to / itself (main)
-        return os.posix_spawn(argv[0], argv, os.environ, file_actions=actions, setsid=True,
-                              setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
-    finally:
-        os.close(null)
 
 
 def supervise(records: ContainerRecords, bundles: Bundles, cid: str, *, foreground: bool,
@@ -437,10 +330,7 @@ def parts(store: Any, factory: str | None) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The supervisor process.  Ends with os._exit once the exit is recorded:
-    ``stop`` waits for this process to be gone, and the interpreter's
-    teardown (SQLite's checkpoint of the last connection, a write and two
-    fsyncs) would only delay it; every commit is durable already."""
+    """The spawned supervisor process (see :func:`own`)."""
     args = _Args(sys.argv[1:] if argv is None else argv)
     os.chdir("/")
     for fd in (args.notify_fd, args.go_fd):
@@ -448,17 +338,48 @@ def main(argv: list[str] | None = None) -> int:
             os.set_inheritable(fd, False)
     if os.fork():  # double fork: the CLI waits for this parent only
         os._exit(0)
+    own(args.root, args.factory, args.container_id, args.notify_fd, args.go_fd)
+
+
+def own(root: str | None, factory: str | None, cid: str, notify_fd: int | None,
+        go_fd: int | None, *, inherited: frozenset[str] | None = None) -> NoReturn:
+    """A supervisor's life, spawned (:func:`main`) or forked (runtime.superspawn):
+    get ready while the engine prepares, wait for its go on ``go_fd`` (end of
+    file: cancelled, or the engine died: nothing was started), own the run.
+    The go may name the container, the store root and the factory (a
+    forked supervisor learns them then: ``go\0CID\0ROOT\0FACTORY``).
+
+    Ends with os._exit once the exit is recorded: ``stop`` waits for this
+    process to be gone, and the interpreter's teardown (SQLite's checkpoint
+    of the last connection, a write and two fsyncs) would only delay it;
+    every commit is durable already.  ``inherited``: the modules a forked
+    supervisor had from the command it was forked from (for the module list)."""
     from . import bundle, executors, logfile  # noqa: F401 - while the engine prepares
     from .store import Store
 
     code = 0
     try:
-        store = Store(args.root, sweep=False)
-        p = parts(store, args.factory)
-        if args.go_fd is not None and not _told_to_go(args.go_fd):
-            os._exit(0)  # cancelled, or the engine died: nothing was started
-        supervise(p.records, p.bundles, args.container_id, foreground=False,
-                  notify_fd=args.notify_fd)
+        store = None
+        try:
+            store = Store(root, sweep=False)
+        except Exception:  # noqa: BLE001 - a forked one's guess of the root: told below
+            if inherited is None:
+                raise
+        if go_fd is not None:
+            told = _told_to_go(go_fd)
+            if told is None:
+                os._exit(0)  # cancelled, or the engine died: nothing was started
+            if told:
+                cid, root, factory = told[0], told[1], told[2] or None
+                if store is None or str(store.root) != root:
+                    store = Store(root, sweep=False)
+        assert store is not None
+        # the records (a SQLite connection) only now: one cancelled (the start found
+        # the container running, or failed) opens none, racing the command's
+        p = parts(store, factory)
+        if go_fd is not None and inherited is not None:
+            _stderr_to(p.records.lookup(cid).dir / "supervisor.err")
+        supervise(p.records, p.bundles, cid, foreground=False, notify_fd=notify_fd)
     except RuntimeFault:
         code = 1
     except BaseException:
@@ -467,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         code = 1
     finally:
-        _list_modules(os.environ.get("VOLMERGE_SUPERVISOR_MODULES"))
+        _list_modules(os.environ.get("VOLMERGE_SUPERVISOR_MODULES"), inherited)
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
@@ -476,22 +397,44 @@ def main(argv: list[str] | None = None) -> int:
     os._exit(code)
 
 
-def _told_to_go(fd: int) -> bool:
-    """Wait for the engine's go (the container is prepared); False on end of file."""
+def _told_to_go(fd: int) -> list[str] | None:
+    """Wait for the engine's go (the container is prepared): the fields it
+    carries after ``go`` (none for a plain ``go``); None on end of file."""
+    chunks = []
     try:
-        data = os.read(fd, 16)
+        while chunk := os.read(fd, 65536):  # the engine closes it after its one write
+            chunks.append(chunk)
     except OSError:
-        data = b""
+        chunks = []
     os.close(fd)
-    return data.startswith(b"go")
+    data = b"".join(chunks)
+    if not data.startswith(b"go"):
+        return None
+    fields = [f.decode(errors="surrogateescape") for f in data.rstrip(b"\n").split(b"\0")[1:]]
+    return fields if len(fields) == 3 else []
 
 
-def _list_modules(path: str | None) -> None:
+def _stderr_to(path: Path) -> None:
+    """This process's stderr from now on (a forked supervisor's, the CLI's until then)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    try:
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def _list_modules(path: str | None, inherited: frozenset[str] | None = None) -> None:
     """For tests/runtime/test_supervisor_imports.py: the modules this
-    supervisor imported in its life, one a line, to ``path`` (unset: nothing)."""
+    supervisor imported in its life, one a line, to ``path`` (unset:
+    nothing); a forked one's ``inherited`` modules follow, each as
+    ``inherited:NAME``."""
     if path:
+        own = sorted(set(sys.modules) - (inherited or set()))
         with open(path, "w") as f:
-            f.write("\n".join(sorted(sys.modules)) + "\n")
+            f.write("\n".join([*own, *(f"inherited:{m}" for m in sorted(inherited or ()))])
+                    + "\n")
 
 
 if __name__ == "__main__":

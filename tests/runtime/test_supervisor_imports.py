@@ -22,6 +22,17 @@ FORBIDDEN = ("typer", "click", "rich", "pydantic", "volmerge.cli", "volmerge.upg
 
 
 def _modules(path: Path, timeout: float = 20) -> list[str]:
+    """The modules the supervisor imported in its life (a forked one's
+    inherited ones are not among them: see :func:`_inherited`)."""
+    return [m for m in _listing(path, timeout) if not m.startswith("inherited:")]
+
+
+def _inherited(path: Path) -> list[str]:
+    """The modules a forked supervisor had from the command it was forked from."""
+    return [m.removeprefix("inherited:") for m in _listing(path) if m.startswith("inherited:")]
+
+
+def _listing(path: Path, timeout: float = 20) -> list[str]:
     deadline = time.monotonic() + timeout
     while not path.exists() or not path.read_text().endswith("\n"):
         assert time.monotonic() < deadline, "the supervisor wrote no module list"
@@ -45,6 +56,36 @@ def test_the_cli_s_supervisor_imports_no_framework(cli, image, tmp_path):
     assert "volmerge.runtime.supervisor" in mods and "volmerge.runtime.bundle" in mods
     assert _forbidden(mods) == []
     assert cli("rm", p.stdout.strip()).returncode == 0
+
+
+def test_the_fast_start_s_forked_supervisor_holds_no_framework(cli, image, tmp_path, root):
+    """``start`` forks the supervisor (runtime.superspawn.Forked) once it
+    has imported what a supervisor runs on, before the lifecycle, the store
+    or a lock: the child's modules, its own and those it has from the
+    command, are the spawned one's plus the command's launcher and argument
+    parsing; no framework, no engine (the honest equivalent of the spawned
+    supervisor's list).  No lock of the command's stays held by it."""
+    import fcntl
+
+    p = cli("run", "-d", "--name", "web", "--runtime", "runc", "--network", "none", image,
+            "/bin/sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.05; done")
+    assert p.returncode == 0, p.stderr
+    cid = p.stdout.strip()
+    assert cli("stop", "web").returncode == 0
+    out = tmp_path / "modules"
+    p = cli("start", "web", env={"VOLMERGE_SUPERVISOR_MODULES": str(out)})
+    assert p.returncode == 0, p.stderr
+    with open(root / "locks" / f"container-{cid}.lock", "rb") as f:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError if still held
+    assert cli("stop", "web").returncode == 0
+    mods, inherited = _modules(out), _inherited(out)
+    assert "volmerge.cli.fastlife" in inherited, "not forked from the command"
+    assert {"volmerge.runtime.supervisor", "volmerge.runtime.bundle"} <= {*mods, *inherited}
+    assert _forbidden(mods) == []
+    # of the command: its launcher (``-m``, site) and its parser besides; no engine, no framework
+    assert [m for m in _forbidden(inherited)
+            if m not in ("runpy", "site") and not m.startswith("volmerge.cli")] == []
+    assert cli("rm", "web").returncode == 0
 
 
 def test_a_bare_engine_s_supervisor_imports_no_framework(engine, image, tmp_path, monkeypatch):
@@ -82,11 +123,11 @@ def test_the_owner_s_pidfd_is_of_that_process_only():
 
 def test_a_supervisor_spawned_ahead_and_cancelled_starts_nothing(engine, image):
     """A detached start spawns the supervisor before it prepares the run
-    (runtime.supervisor.Pending); cancelled (the container was running
+    (runtime.superspawn.Pending); cancelled (the container was running
     already, the prepare failed), it ends without touching the container."""
     from tests.procs import processes_whose
     from volmerge.runtime.options import RunOptions
-    from volmerge.runtime.supervisor import Pending
+    from volmerge.runtime.superspawn import Pending
 
     c = engine.create(RunOptions(image=image, command=["/bin/true"], network="none"))
     Pending(c, str(engine.store.root), None).cancel()
