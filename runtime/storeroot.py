@@ -277,13 +277,38 @@ def _private_dir(root: Path, rootfd: int, sub: str) -> None:
 
 def _private_file(root: Path, dirfd: int, name: str, *, create: bool) -> None:
     """``name`` in the root as a 0600 regular file of ours, never reached through a
-    symlink, created empty when ``create``; absent is fine otherwise."""
+    symlink, created empty when ``create``; absent is fine otherwise.
+
+    An existing file is looked at through an ``O_PATH`` descriptor: closing any
+    other descriptor of a database file drops every POSIX lock this process
+    holds on it, so a second Store opened where a connection is live (tests,
+    the demo, a forked supervisor) would release that connection's locks under
+    it (SQLite's "posix advisory locks cancelled by close()"), and another
+    process could then reset the shared memory it maps (SIGBUS) or write
+    under its transaction.  Closing an ``O_PATH`` descriptor releases no lock."""
+    what = f"store file in {root}:"
+    if create:
+        try:
+            fd = fsutil.open_private(name, os.O_RDONLY | os.O_CREAT | os.O_EXCL, dir_fd=dirfd,
+                                     what=what)
+        except FileExistsError:
+            pass
+        else:  # new: nobody can hold a lock on it yet
+            os.close(fd)
+            return
     try:
-        fd = fsutil.open_private(name, os.O_RDONLY | (os.O_CREAT if create else 0),
-                                 dir_fd=dirfd, what=f"store file in {root}:")
+        fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
     except FileNotFoundError:
         return
-    os.close(fd)
+    try:
+        st = os.fstat(fd)  # of the link itself when ``name`` is one (O_NOFOLLOW)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+            raise BadInput(f"{what} {name} is a symlink or not a regular file owned by uid "
+                           f"{os.geteuid()} (owner uid {st.st_uid}); remove it")
+        if stat.S_IMODE(st.st_mode) != 0o600:
+            os.chmod(f"/proc/self/fd/{fd}", 0o600)  # fchmod refuses an O_PATH descriptor
+    finally:
+        os.close(fd)
 
 
 def secure_db_files(root: Path) -> None:

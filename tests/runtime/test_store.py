@@ -180,3 +180,33 @@ def test_a_directory_with_other_content_is_not_made_a_store(tmp_path: Path) -> N
     with pytest.raises(BadInput, match="not a volmerge store"):
         Store(d)
     assert os.listdir(d) == ["notes.txt"] and stat.S_IMODE(d.stat().st_mode) == 0o755
+
+
+def test_opening_the_store_again_keeps_a_live_connections_locks(root: Path) -> None:
+    """A second Store in a process whose first one holds a write transaction:
+    the root's checks must not close a descriptor of state.db or its -shm
+    (POSIX locks die with any close of the file in the process), or another
+    process could write under that transaction."""
+    first = Store(root)
+    first.db.execute("CREATE TABLE IF NOT EXISTS t (x)")
+    for f in ("state.db", "state.db-wal", "state.db-shm"):
+        os.chmod(root / f, 0o644)  # so the second open has something to tighten
+    first.db.execute("BEGIN IMMEDIATE")
+    first.db.execute("INSERT INTO t VALUES (1)")
+    second = Store(root)  # prepare_root: secure_db_files over the live files
+    try:
+        assert stat.S_IMODE(os.stat(root / "state.db-shm").st_mode) == 0o600
+        other = subprocess.run(
+            [sys.executable, "-c",
+             "import sqlite3, sys\n"
+             "c = sqlite3.connect(sys.argv[1], timeout=0, isolation_level=None)\n"
+             "try:\n"
+             "    c.execute('BEGIN IMMEDIATE')\n"
+             "except sqlite3.OperationalError as e:\n"
+             "    print(e)\n",
+             str(root / "state.db")], capture_output=True, text=True, timeout=30)
+        assert "locked" in other.stdout, (other.stdout, other.stderr)
+    finally:
+        first.db.execute("ROLLBACK")
+        second.close()
+        first.close()
