@@ -251,9 +251,11 @@ def _remove_networks(r: Path) -> None:
     networks with it."""
     if not (r / "state.db").exists():
         return
+    import contextlib
     import sqlite3
 
-    with sqlite3.connect(r / "state.db") as db:
+    # (sqlite3's context manager ends a transaction, it does not close)
+    with contextlib.closing(sqlite3.connect(r / "state.db")) as db:
         has = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'networks'").fetchone()
     if not has:
         return
