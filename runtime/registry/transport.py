@@ -28,6 +28,7 @@ import httpx
 import tenacity
 
 from ..errors import BadInput, NotDone, NotFound
+from . import castore
 from .auth import Challenge, Credentials, parse_challenge
 
 DEFAULT_CERTS_D = ("/etc/containers/certs.d", "/etc/docker/certs.d")
@@ -57,7 +58,7 @@ def ssl_context(host: str, opts: TlsOptions) -> ssl.SSLContext | bool:
     """The TLS settings for ``host`` (``HOST[:PORT]``)."""
     if not opts.verify:
         return False
-    ctx = ssl.create_default_context()
+    ctx = castore.default_context()
     for d in _cert_dirs(host, opts):
         if not d.is_dir():
             if opts.cert_dir:
