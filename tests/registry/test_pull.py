@@ -219,3 +219,23 @@ def test_tls_verify_false_only_when_asked(cli, registry, seeded, env, tmp_path: 
     # --cert-dir names the host's own directory
     r = cli("pull", "--cert-dir", str(registry.cert_dir), seeded["v2s2"], env=env)
     assert r.returncode == 0, r.stderr
+
+
+def test_plain_pull_takes_the_fast_path(cli, registry, seeded, env, root: Path) -> None:
+    """A plain ``pull`` runs without typer (cli/fastpull.py), and the modules
+    it defers load when used: the summary line is the typer command's."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom volmerge.cli import main\n"
+            f"code = main(['pull', {seeded['oci']!r}])\n"
+            "print(code, 'typer' in sys.modules, type(sys.modules['zstandard']).__name__)")
+    _login(cli, registry, env)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=dict(os.environ, VOLMERGE_ROOT=str(root), **env), timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[-1] == "0 False _Deferred", out.stdout   # not loaded: no zstd in this pull
+    assert lines[-2].startswith(f"Pulled: {seeded['oci']} (image "), out.stdout
+    assert "1 layer(s) downloaded, 0 already present" in lines[-2]
