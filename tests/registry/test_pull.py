@@ -239,3 +239,51 @@ def test_plain_pull_takes_the_fast_path(cli, registry, seeded, env, root: Path) 
     assert lines[-1] == "0 False _Deferred", out.stdout   # not loaded: no zstd in this pull
     assert lines[-2].startswith(f"Pulled: {seeded['oci']} (image "), out.stdout
     assert "1 layer(s) downloaded, 0 already present" in lines[-2]
+
+
+def test_blob_bodies_go_over_http11(registry, seeded) -> None:
+    """Small requests over HTTP/2, a layer's body over HTTP/1.1 (registry/transport.py:
+    h2's per-frame work made a download cost twice the CPU)."""
+    from volmerge.runtime.registry import manifests, reference
+    from volmerge.runtime.registry.auth import Credentials
+    from volmerge.runtime.registry.transport import Session, TlsOptions
+
+    from .server import PASSWORD, USER
+
+    r = reference.parse(seeded["oci"])
+    scope = f"repository:{r.repository}:pull"
+    tls = TlsOptions(cert_dir=str(registry.cert_dir))
+    with Session(r.registry, r.api_host, creds=Credentials(USER, PASSWORD), tls=tls) as s:
+        m = manifests.fetch(s, r.repository, r.reference, scope, "manifest")
+        (cdigest, _csize), layers = manifests.check_manifest(m, "manifest")
+        path = f"/v2/{r.repository}/blobs/{layers[0].digest}"
+        with s.stream("GET", f"/v2/{r.repository}/blobs/{cdigest}", scope) as small:
+            assert small.status_code == 200 and small.http_version == "HTTP/2"
+        with s.stream("GET", path, scope, bulk=True) as big:
+            assert big.status_code == 200 and big.http_version == "HTTP/1.1"
+            assert len(big.read()) == layers[0].size
+
+
+def test_a_download_takes_the_http11_client(registry, seeded, tmp_path: Path) -> None:
+    import threading
+
+    from volmerge.runtime.registry import manifests, reference
+    from volmerge.runtime.registry.auth import Credentials
+    from volmerge.runtime.registry.blobs import Download
+    from volmerge.runtime.registry.transport import Session, TlsOptions
+
+    from .server import PASSWORD, USER
+
+    r = reference.parse(seeded["oci"])
+    scope = f"repository:{r.repository}:pull"
+    tls = TlsOptions(cert_dir=str(registry.cert_dir))
+    with Session(r.registry, r.api_host, creds=Credentials(USER, PASSWORD), tls=tls) as s:
+        m = manifests.fetch(s, r.repository, r.reference, scope, "manifest")
+        _config, [layer, *_] = manifests.check_manifest(m, "manifest")
+        seen: list[str] = []
+        bulk = s.bulk()
+        bulk.event_hooks["response"].append(lambda resp: seen.append(resp.http_version))
+        Download(s, r.repository, scope, layer.digest, layer.size, tmp_path / "blob",
+                 lambda *_a: None, threading.Event()).run()
+        assert seen == ["HTTP/1.1"]
+        assert (tmp_path / "blob").stat().st_size == layer.size
