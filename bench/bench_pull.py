@@ -84,8 +84,10 @@ class Bench:
         """``volmerge pull``; of the source tree ``src`` (its volmerge/ first
         on the path) instead of this checkout's, for a before/after."""
         env = self.env if src is None else dict(self.env, PYTHONPATH=src)
+        # run from src: ``-m`` puts the working directory first on the path,
+        # before PYTHONPATH (from this checkout, its volmerge/ would be taken)
         subprocess.run([sys.executable, "-m", "volmerge", "--root", str(root), "pull", "-q", ref],
-                       env=env, check=True, capture_output=True)
+                       env=env, check=True, capture_output=True, cwd=src)
 
     def pulls(self, ref1: str, ref2: str | None,
               baseline: str | None = None) -> dict[str, list[float]]:

@@ -287,3 +287,48 @@ def test_a_download_takes_the_http11_client(registry, seeded, tmp_path: Path) ->
                  lambda *_a: None, threading.Event()).run()
         assert seen == ["HTTP/1.1"]
         assert (tmp_path / "blob").stat().st_size == layer.size
+
+
+def test_a_config_the_store_has_is_not_fetched(cli, registry, env, module_podman,
+                                               tmp_path: Path) -> None:
+    """Another tag of an image the store has: its config is read from the
+    store (hashed again), not downloaded — here the registry's copy is
+    spoilt after the first pull, and the second pull does not notice."""
+    layer = layer_tar([E("etc", "dir"), E("etc/cfg-test", data=b"only here\n")])
+    archive = write_tar(image_files([layer], compression="gzip", ref=None),
+                        tmp_path / "cfg.tar")
+    one = _seed(registry, module_podman, archive, "cfg/app:1")
+    two = _seed(registry, module_podman, archive, "cfg/app:2")
+    _login(cli, registry, env)
+    r = cli("pull", "-q", one, env=env)
+    assert r.returncode == 0, r.stderr
+    image_id = r.stdout.strip()
+    blob = registry.blob_data(image_id)       # the config's digest is the image id
+    blob.write_bytes(b"x" * blob.stat().st_size)
+    r = cli("pull", "-q", two, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == image_id
+    assert sorted(t for i in _ls(cli) for t in i["RepoTags"]) == [one, two]
+
+
+def test_a_spoilt_stored_config_is_fetched_again(cli, registry, env, module_podman, root: Path,
+                                                 tmp_path: Path) -> None:
+    """The store's copy is hashed before it is used: a spoilt one is ignored
+    and the registry's (verified) taken."""
+    layer = layer_tar([E("etc", "dir"), E("etc/cfg-test-2", data=b"only here too\n")])
+    archive = write_tar(image_files([layer], compression="gzip", ref=None),
+                        tmp_path / "cfg2.tar")
+    one = _seed(registry, module_podman, archive, "cfg2/app:1")
+    two = _seed(registry, module_podman, archive, "cfg2/app:2")
+    _login(cli, registry, env)
+    r = cli("pull", "-q", one, env=env)
+    assert r.returncode == 0, r.stderr
+    image_id = r.stdout.strip()
+    stored = root / "blobs" / "sha256" / image_id[7:]
+    size = stored.stat().st_size
+    stored.write_bytes(b"{" + b" " * (size - 2) + b"}")
+    r = cli("pull", "-q", two, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == image_id
+    r = cli("image", "inspect", "--json", two)
+    assert r.returncode == 0 and image_id[7:19] in r.stdout, r.stderr
