@@ -21,7 +21,7 @@ VALUE_OPTIONS = {"--platform": "platform", "--tls-verify": "tls_verify",
                  "--cert-dir": "cert_dir", "--authfile": "authfile"}
 QUIET_OPTIONS = ("-q", "--quiet")
 #: modules a pull imports but rarely uses: loaded on first use (fastrun._defer_import)
-DEFERRED = ("inspect", "zstandard", "anyio")
+DEFERRED = ("zstandard", "anyio")
 DEFAULTS: dict[str, object] = {"platform": None, "quiet": False, "tls_verify": "true",
                                "cert_dir": None, "authfile": None}
 
@@ -81,10 +81,11 @@ def fast_pull(args: list[str]) -> int | None:
     root, ref, kw = parsed
     from .fastrun import _defer_import
 
-    # Imported by what a pull imports, used by none of its usual work (~10 ms):
-    # inspect (dataclasses: as run does), zstandard (httpx, for a
-    # zstd-encoded HTTP body; a zstd layer loads it for real), anyio
-    # (httpcore, for async clients only).
+    # Imported by httpx and httpcore, used by none of a pull's usual work
+    # (~8 ms): zstandard (with platform; for a zstd-encoded HTTP body — a
+    # zstd layer loads it for real), anyio (for async clients only).  Not
+    # inspect, as run defers it: tenacity's and h2's dataclasses without a
+    # docstring make dataclasses call inspect.signature at import.
     for name in DEFERRED:
         _defer_import(name)
     from .state import Globals
