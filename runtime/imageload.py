@@ -272,12 +272,15 @@ def commit(images: ImageStore, plans: list[Plan], new_tag: str | None,
            repo_digest: tuple[str, str] | None = None) -> None:
     """Under the ``images`` lock: blobs into place, then one transaction."""
     blobs_dir = images.store.path("blobs", "sha256")
+    moved = False
     for p in plans:
         for b in [p.staged.manifest, p.staged.config] + [b for _d, b in p.layers]:
             final = blobs_dir / b.digest[7:]
             if not final.exists() and b.path.exists():
                 os.rename(b.path, final)
-    atomicfile.fsync_dir(blobs_dir)
+                moved = True
+    if moved:  # else the directory is as it was (another tag of an image it has)
+        atomicfile.fsync_dir(blobs_dir)
     now = time.time()
     with images.store.transaction() as db:
         for i, p in enumerate(plans):

@@ -102,7 +102,7 @@ class Download:
         if self.got:
             headers["Range"] = f"bytes={self.got}-"
         with self.s.stream("GET", f"/v2/{self.repository}/blobs/{self.digest}", self.scope,
-                           headers=headers, what=self.what) as r:
+                           headers=headers, what=self.what, bulk=True) as r:
             if r.status_code == 416 and self.got:
                 raise BadInput(f"{self.what} is truncated: the registry has {self.got} of "
                                f"{self.size} bytes")

@@ -1,7 +1,8 @@
 """``volmerge pull``: an image from a registry into the image store.
 
 The manifest (the platform's, out of an index) and the config are fetched
-and verified first; then the layers are downloaded in parallel into a
+and verified first (the config is read from the store when an image there
+has it); then the layers are downloaded in parallel into a
 staging directory under the store's ``tmp/`` while the image store extracts
 them in order, each as soon as it is complete and verified
 (``ImageStore.load_staged``: the very path ``image load`` takes, with the
@@ -73,11 +74,30 @@ def pull(images: ImageStore, ref: str, opts: PullOptions = PullOptions(),
                 raise BadInput(f"manifest {d['digest']}: size mismatch with its index entry")
         what = f"manifest {m.digest[:19]}"
         (cdigest, csize), layers = manifests.check_manifest(m, what)
-        config = fetch_small(s, r.repository, scope, cdigest, csize, manifests.MAX_CONFIG,
-                             f"config {cdigest[:19]}")
+        config = _stored(images, cdigest, csize) or fetch_small(
+            s, r.repository, scope, cdigest, csize, manifests.MAX_CONFIG,
+            f"config {cdigest[:19]}")
         with work_dir(images.store, "pull-") as staging:
             staged = _stage(staging, m, cdigest, config, layers)
             return _transfer(images, s, r, scope, top.digest, staged, config, opts, report)
+
+
+def _stored(images: ImageStore, digest: str, size: int) -> bytes | None:
+    """The config blob ``digest`` if the store has it (another tag of the
+    same image, pulled or loaded): hashed again, not downloaded.  None when
+    absent, of another size or content (then it is fetched and verified)."""
+    import hashlib
+
+    if size > manifests.MAX_CONFIG:
+        return None   # fetch_small says it is too large
+    try:
+        with open(images.store.path("blobs", "sha256", oci.digest_hex(digest)), "rb") as f:
+            data = f.read(size + 1)
+    except OSError:
+        return None
+    if len(data) != size or "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+        return None
+    return data
 
 
 def _stage(staging: os.PathLike[str], m: manifests.Fetched, cdigest: str, config: bytes,

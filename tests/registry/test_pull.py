@@ -219,3 +219,116 @@ def test_tls_verify_false_only_when_asked(cli, registry, seeded, env, tmp_path: 
     # --cert-dir names the host's own directory
     r = cli("pull", "--cert-dir", str(registry.cert_dir), seeded["v2s2"], env=env)
     assert r.returncode == 0, r.stderr
+
+
+def test_plain_pull_takes_the_fast_path(cli, registry, seeded, env, root: Path) -> None:
+    """A plain ``pull`` runs without typer (cli/fastpull.py), and the modules
+    it defers load when used: the summary line is the typer command's."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom volmerge.cli import main\n"
+            f"code = main(['pull', {seeded['oci']!r}])\n"
+            "print(code, 'typer' in sys.modules, type(sys.modules['zstandard']).__name__)")
+    _login(cli, registry, env)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=dict(os.environ, VOLMERGE_ROOT=str(root), **env), timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[-1] == "0 False _Deferred", out.stdout   # not loaded: no zstd in this pull
+    assert lines[-2].startswith(f"Pulled: {seeded['oci']} (image "), out.stdout
+    assert "1 layer(s) downloaded, 0 already present" in lines[-2]
+
+
+def test_blob_bodies_go_over_http11(registry, seeded) -> None:
+    """Small requests over HTTP/2, a layer's body over HTTP/1.1 (registry/transport.py:
+    h2's per-frame work made a download cost twice the CPU)."""
+    from volmerge.runtime.registry import manifests, reference
+    from volmerge.runtime.registry.auth import Credentials
+    from volmerge.runtime.registry.transport import Session, TlsOptions
+
+    from .server import PASSWORD, USER
+
+    r = reference.parse(seeded["oci"])
+    scope = f"repository:{r.repository}:pull"
+    tls = TlsOptions(cert_dir=str(registry.cert_dir))
+    with Session(r.registry, r.api_host, creds=Credentials(USER, PASSWORD), tls=tls) as s:
+        m = manifests.fetch(s, r.repository, r.reference, scope, "manifest")
+        (cdigest, _csize), layers = manifests.check_manifest(m, "manifest")
+        path = f"/v2/{r.repository}/blobs/{layers[0].digest}"
+        with s.stream("GET", f"/v2/{r.repository}/blobs/{cdigest}", scope) as small:
+            assert small.status_code == 200 and small.http_version == "HTTP/2"
+        with s.stream("GET", path, scope, bulk=True) as big:
+            assert big.status_code == 200 and big.http_version == "HTTP/1.1"
+            assert len(big.read()) == layers[0].size
+
+
+def test_a_download_takes_the_http11_client(registry, seeded, tmp_path: Path) -> None:
+    import threading
+
+    from volmerge.runtime.registry import manifests, reference
+    from volmerge.runtime.registry.auth import Credentials
+    from volmerge.runtime.registry.blobs import Download
+    from volmerge.runtime.registry.transport import Session, TlsOptions
+
+    from .server import PASSWORD, USER
+
+    r = reference.parse(seeded["oci"])
+    scope = f"repository:{r.repository}:pull"
+    tls = TlsOptions(cert_dir=str(registry.cert_dir))
+    with Session(r.registry, r.api_host, creds=Credentials(USER, PASSWORD), tls=tls) as s:
+        m = manifests.fetch(s, r.repository, r.reference, scope, "manifest")
+        _config, [layer, *_] = manifests.check_manifest(m, "manifest")
+        seen: list[str] = []
+        bulk = s.bulk()
+        bulk.event_hooks["response"].append(lambda resp: seen.append(resp.http_version))
+        Download(s, r.repository, scope, layer.digest, layer.size, tmp_path / "blob",
+                 lambda *_a: None, threading.Event()).run()
+        assert seen == ["HTTP/1.1"]
+        assert (tmp_path / "blob").stat().st_size == layer.size
+
+
+def test_a_config_the_store_has_is_not_fetched(cli, registry, env, module_podman,
+                                               tmp_path: Path) -> None:
+    """Another tag of an image the store has: its config is read from the
+    store (hashed again), not downloaded — here the registry's copy is
+    spoilt after the first pull, and the second pull does not notice."""
+    layer = layer_tar([E("etc", "dir"), E("etc/cfg-test", data=b"only here\n")])
+    archive = write_tar(image_files([layer], compression="gzip", ref=None),
+                        tmp_path / "cfg.tar")
+    one = _seed(registry, module_podman, archive, "cfg/app:1")
+    two = _seed(registry, module_podman, archive, "cfg/app:2")
+    _login(cli, registry, env)
+    r = cli("pull", "-q", one, env=env)
+    assert r.returncode == 0, r.stderr
+    image_id = r.stdout.strip()
+    blob = registry.blob_data(image_id)       # the config's digest is the image id
+    blob.write_bytes(b"x" * blob.stat().st_size)
+    r = cli("pull", "-q", two, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == image_id
+    assert sorted(t for i in _ls(cli) for t in i["RepoTags"]) == [one, two]
+
+
+def test_a_spoilt_stored_config_is_fetched_again(cli, registry, env, module_podman, root: Path,
+                                                 tmp_path: Path) -> None:
+    """The store's copy is hashed before it is used: a spoilt one is ignored
+    and the registry's (verified) taken."""
+    layer = layer_tar([E("etc", "dir"), E("etc/cfg-test-2", data=b"only here too\n")])
+    archive = write_tar(image_files([layer], compression="gzip", ref=None),
+                        tmp_path / "cfg2.tar")
+    one = _seed(registry, module_podman, archive, "cfg2/app:1")
+    two = _seed(registry, module_podman, archive, "cfg2/app:2")
+    _login(cli, registry, env)
+    r = cli("pull", "-q", one, env=env)
+    assert r.returncode == 0, r.stderr
+    image_id = r.stdout.strip()
+    stored = root / "blobs" / "sha256" / image_id[7:]
+    size = stored.stat().st_size
+    stored.write_bytes(b"{" + b" " * (size - 2) + b"}")
+    r = cli("pull", "-q", two, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == image_id
+    r = cli("image", "inspect", "--json", two)
+    assert r.returncode == 0 and image_id[7:19] in r.stdout, r.stderr

@@ -3,7 +3,7 @@
 The typer application lives in root.py.  ``volmerge run`` with ordinary
 arguments takes a fast path (fastrun.py) that parses them without importing
 typer: container start-up is what users time; so do ``start``, ``stop`` and
-``restart`` (fastlife.py).  Help, errors and every other
+``restart`` (fastlife.py), and ``pull`` (fastpull.py).  Help, errors and every other
 command go through typer.  Library errors become a one-line message on
 stderr and their exit code: 2 bad input, 1 not done (rolled back), anything
 else is a bug.
@@ -43,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
             from .fastlife import fast_lifecycle  # start, stop, restart: the same idea
 
             code = fast_lifecycle(args)
+        if code is None:
+            from .fastpull import fast_pull  # a warm pull is mostly start-up
+
+            code = fast_pull(args)
         if code is not None:
             return code
         from .root import run

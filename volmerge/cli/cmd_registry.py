@@ -7,85 +7,22 @@ httpx is imported only when one of them runs.
 from __future__ import annotations
 
 import sys
-import time
-from typing import Any
 
 import typer
 
-from .common import human_size, store
+from .common import store
+from .transfers import Display, pull_command
+from .transfers import tls_options as _tls
 
 _TLS_HELP = "Verify the registry's TLS certificate (true|false); false only when you must."
 _CERT_HELP = "Directory with the registry's CA (*.crt) and client certificate (*.cert, *.key)."
 _AUTH_HELP = "Credentials file (default: $REGISTRY_AUTH_FILE, then podman's auth.json)."
 
 
-def _tls(tls_verify: str, cert_dir: str | None):
-    from volmerge.runtime.errors import BadInput
-    from volmerge.runtime.registry.transport import TlsOptions
-
-    v = tls_verify.strip().lower()
-    if v not in ("true", "false", "1", "0", "yes", "no"):
-        raise BadInput(f"--tls-verify takes true or false, not {tls_verify!r}")
-    return TlsOptions(verify=v in ("true", "1", "yes"), cert_dir=cert_dir)
-
-
 def _images(ctx: typer.Context):
     from volmerge.runtime.images import ImageStore
 
     return ImageStore(store(ctx))
-
-
-class Display:
-    """Per-layer progress: rich bars on stderr when it is a terminal, else
-    plain lines on stdout (one per layer and state change, as ``docker pull``
-    prints them), so stderr holds nothing but an error; nothing with --quiet."""
-
-    _PLAIN = {"exists": "already present", "downloaded": "downloaded", "extracting": None,
-              "pushed": "pushed", "done": None, "waiting": None, "downloading": None,
-              "uploading": None, "mounted": "mounted from another repository"}
-
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-        self.tty = not quiet and sys.stderr.isatty()
-        self.progress: Any = None
-        self.tasks: dict[str, Any] = {}
-        self.said: dict[str, str] = {}
-        self.lock = __import__("threading").Lock()
-
-    def __call__(self, digest: str, status: str, done: int, total: int) -> None:
-        if self.quiet:
-            return
-        key = digest[7:19] if digest.startswith("sha256:") else digest[:12]
-        with self.lock:
-            if self.tty:
-                self._bar(key, status, done, total)
-            else:
-                self._line(key, status, done, total)
-
-    def _line(self, key: str, status: str, done: int, total: int) -> None:
-        text = self._PLAIN.get(status)
-        if text is None or self.said.get(key) == status:
-            return
-        self.said[key] = status
-        size = f" ({human_size(total)})" if total and status in ("downloaded", "pushed") else ""
-        sys.stdout.write(f"{key}: {text}{size}\n")
-        sys.stdout.flush()
-
-    def _bar(self, key: str, status: str, done: int, total: int) -> None:
-        if self.progress is None:
-            from .common import transfer_progress
-
-            self.progress = transfer_progress()
-        label = {"exists": "already present", "downloaded": "verified", "done": "done",
-                 "waiting": "waiting"}.get(status, status)
-        if key not in self.tasks:
-            self.tasks[key] = self.progress.add_task(f"{key} {label:<16}", total=total or None)
-        self.progress.update(self.tasks[key], completed=done, total=total or None,
-                             description=f"{key} {label:<16}")
-
-    def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
 
 
 def pull(
@@ -108,24 +45,8 @@ def pull(
     the image is checked and stored exactly as `image load` does.
     Example: volmerge pull registry.example.com:5000/team/app:1.2
     """
-    from volmerge.runtime.registry.pull import PullOptions
-    from volmerge.runtime.registry.pull import pull as do_pull
-
-    opts = PullOptions(platform=platform, tls=_tls(tls_verify, cert_dir), authfile=authfile)
-    images = _images(ctx)
-    show = Display(quiet)
-    t0 = time.monotonic()
-    try:
-        got = do_pull(images, ref, opts, show)
-    finally:
-        show.close()
-    if quiet:
-        print(got.image.digest)
-        return
-    print(f"Digest: {got.digest}")
-    print(f"Pulled: {got.ref.local_tag or got.ref} (image {got.image.short_id}; "
-          f"{got.downloaded} layer(s) downloaded, {got.reused} already present, "
-          f"{time.monotonic() - t0:.1f}s)")
+    pull_command(lambda: store(ctx), ref, platform=platform, quiet=quiet,
+                 tls_verify=tls_verify, cert_dir=cert_dir, authfile=authfile)
 
 
 def push(

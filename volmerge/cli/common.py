@@ -14,6 +14,7 @@ from typing import Any
 import typer
 
 from .state import Globals
+from .transfers import human_size  # noqa: F401 - shared with the typer-free pull
 
 
 def g(ctx: typer.Context) -> Globals:
@@ -65,11 +66,3 @@ def table(columns: list[str], rows: list[list[Any]]) -> None:
     print(fmt.format(*columns).rstrip())
     for r in srows:
         print(fmt.format(*r).rstrip())
-
-
-def human_size(n: int | float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.3g}{unit}"
-        n /= 1000
-    return f"{n}"

@@ -18,7 +18,7 @@ from volmerge.runtime.images import ImageStore
 from volmerge.runtime.layers import work_dir
 from volmerge.runtime.store import Store
 
-from .builders import E, image_files, layer_tar, write_dir
+from .builders import E, image_files, layer_tar, write_dir, write_tar
 from .conftest import store_is_empty
 
 WAIT = 10.0   # seconds a held-back stream waits before it gives up
@@ -132,3 +132,29 @@ def test_the_flushing_thread_ends_with_the_load(store: Store, root: Path, tmp_pa
                                               layer_tar([E("/abs", data=b"2")])], staging)
         images.load_staged([s])
     assert _flushers() == []
+
+
+def test_a_load_that_adds_no_blob_syncs_no_directory(store: Store, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The blobs directory is fsynced when a blob went into it, not when an
+    image the store has is loaded (tagged) again: a warm pull's commit."""
+    from volmerge.runtime import atomicfile
+
+    synced: list[str] = []
+    real = atomicfile.fsync_dir
+
+    def spy(path: str | os.PathLike[str]) -> None:
+        synced.append(os.fspath(path))
+        real(path)
+
+    monkeypatch.setattr(atomicfile, "fsync_dir", spy)
+    images = ImageStore(store)
+    archive = write_tar(image_files([layer_tar([E("f", data=b"1")])], ref="localhost/t:1"),
+                        tmp_path / "img.tar")
+    blobs = os.fspath(store.path("blobs", "sha256"))
+    images.load(archive)
+    assert blobs in synced
+    synced.clear()
+    images.load(archive, tag="localhost/t:2")
+    assert blobs not in synced
+    assert images.get("localhost/t:2").id == images.get("localhost/t:1").id

@@ -1,0 +1,95 @@
+"""``volmerge pull`` without typer, as ``run`` (fastrun.py) and ``start`` /
+``stop`` (fastlife.py).
+
+Importing typer and building its commands cost a warm pull (every layer
+present: one manifest and one config fetched) about 90 ms of its ~0.3 s.
+This module reads ``[--root PATH] pull [--platform P] [-q|--quiet]
+[--tls-verify B] [--cert-dir D] [--authfile F] REF`` and runs the very body
+of the typer command (transfers.pull_command).  Anything else — ``--help``,
+an unknown option, a value that starts with ``-``, a missing value, no or
+two references — returns None and the caller goes through typer, which
+prints the help or the error.  tests/volmerge/cli/test_fastpull.py holds the
+two parsers equal.
+"""
+
+from __future__ import annotations
+
+import os
+
+#: options that take a value, and the keyword each one sets
+VALUE_OPTIONS = {"--platform": "platform", "--tls-verify": "tls_verify",
+                 "--cert-dir": "cert_dir", "--authfile": "authfile"}
+QUIET_OPTIONS = ("-q", "--quiet")
+#: modules a pull imports but rarely uses: loaded on first use (fastrun._defer_import)
+DEFERRED = ("zstandard", "anyio")
+DEFAULTS: dict[str, object] = {"platform": None, "quiet": False, "tls_verify": "true",
+                               "cert_dir": None, "authfile": None}
+
+
+def parse(args: list[str]) -> tuple[str | None, str, dict[str, object]] | None:
+    """(root, reference, keywords of pull_command) of a plain pull argument
+    list, or None when typer should read it."""
+    root = os.environ.get("VOLMERGE_ROOT") or None
+    i = 0
+    while i < len(args) and args[i] != "pull":
+        a = args[i]
+        if a == "--root" and i + 1 < len(args) and not args[i + 1].startswith("-"):
+            root, i = args[i + 1], i + 2
+        elif a.startswith("--root=") and len(a) > len("--root="):
+            root, i = a[len("--root="):], i + 1
+        else:
+            return None
+    if i >= len(args):
+        return None
+    kw = dict(DEFAULTS)
+    refs: list[str] = []
+    rest = args[i + 1:]
+    j = 0
+    while j < len(rest):
+        a = rest[j]
+        if a == "--":
+            refs += rest[j + 1:]
+            break
+        if not a.startswith("-") or a == "-":
+            refs.append(a)
+            j += 1
+            continue
+        if a in QUIET_OPTIONS:
+            kw["quiet"], j = True, j + 1
+            continue
+        name, eq, inline = a.partition("=") if a.startswith("--") else (a, "", "")
+        key = VALUE_OPTIONS.get(name)
+        if key is None:
+            return None  # --help, unknown, or short options run together
+        if eq:
+            value, j = inline, j + 1
+        elif j + 1 < len(rest) and not rest[j + 1].startswith("-"):
+            value, j = rest[j + 1], j + 2
+        else:
+            return None
+        kw[key] = value
+    if len(refs) != 1:
+        return None
+    return root, refs[0], kw
+
+
+def fast_pull(args: list[str]) -> int | None:
+    """Pull the image when ``args`` is a plain pull command; else None."""
+    parsed = parse(args)
+    if parsed is None:
+        return None
+    root, ref, kw = parsed
+    from .fastrun import _defer_import
+
+    # Imported by httpx and httpcore, used by none of a pull's usual work
+    # (~8 ms): zstandard (with platform; for a zstd-encoded HTTP body — a
+    # zstd layer loads it for real), anyio (for async clients only).  Not
+    # inspect, as run defers it: tenacity's and h2's dataclasses without a
+    # docstring make dataclasses call inspect.signature at import.
+    for name in DEFERRED:
+        _defer_import(name)
+    from .state import Globals
+    from .transfers import pull_command
+
+    pull_command(Globals(root=root).store, ref, **kw)  # type: ignore[arg-type]
+    return 0
