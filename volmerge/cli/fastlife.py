@@ -18,7 +18,7 @@ starts.
 
 from __future__ import annotations
 
-import os
+from . import fastargs
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on this path
 if TYPE_CHECKING:
@@ -32,48 +32,18 @@ TIME_OPTIONS = ("-t", "--time", "--timeout")
 def parse(args: list[str]) -> tuple[str | None, str, list[str], float] | None:
     """(root, verb, names, timeout) of a plain start/stop/restart argument
     list, or None when typer should read it."""
-    root = os.environ.get("VOLMERGE_ROOT") or None
-    i = 0
-    while i < len(args) and args[i] not in VERBS:
-        a = args[i]
-        if a == "--root" and i + 1 < len(args) and not args[i + 1].startswith("-"):
-            root, i = args[i + 1], i + 2
-        elif a.startswith("--root=") and len(a) > len("--root="):
-            root, i = a[len("--root="):], i + 1
-        else:
-            return None
-    if i >= len(args):
+    head = fastargs.command(args, VERBS)
+    if head is None:
         return None
-    verb = args[i]
-    timeout = 10.0
-    names: list[str] = []
-    rest = args[i + 1:]
-    j = 0
-    while j < len(rest):
-        a = rest[j]
-        if a == "--":
-            names += rest[j + 1:]
-            break
-        if not a.startswith("-") or a == "-":
-            names.append(a)
-            j += 1
-            continue
-        name, eq, inline = a.partition("=") if a.startswith("--") else (a, "", "")
-        if verb == "start" or name not in TIME_OPTIONS:
-            return None  # --help, --attach, unknown, or short options run together
-        if eq:
-            value, j = inline, j + 1
-        elif j + 1 < len(rest) and not rest[j + 1].startswith("-"):
-            value, j = rest[j + 1], j + 2
-        else:
-            return None
-        try:
-            timeout = float(value)
-        except ValueError:
-            return None
+    root, verb, rest = head
+    table = {} if verb == "start" else {n: ("timeout", "float") for n in TIME_OPTIONS}
+    got = fastargs.options(rest, table, interspersed=True)  # --attach and --help: typer's
+    if got is None:
+        return None
+    names, kw = got
     if not names or any(not n for n in names):
         return None
-    return root, verb, names, timeout
+    return root, verb, names, kw.get("timeout", 10.0)
 
 
 def fast_lifecycle(args: list[str]) -> int | None:

@@ -14,7 +14,7 @@ two parsers equal.
 
 from __future__ import annotations
 
-import os
+from . import fastargs
 
 #: options that take a value, and the keyword each one sets
 VALUE_OPTIONS = {"--platform": "platform", "--tls-verify": "tls_verify",
@@ -29,48 +29,17 @@ DEFAULTS: dict[str, object] = {"platform": None, "quiet": False, "tls_verify": "
 def parse(args: list[str]) -> tuple[str | None, str, dict[str, object]] | None:
     """(root, reference, keywords of pull_command) of a plain pull argument
     list, or None when typer should read it."""
-    root = os.environ.get("VOLMERGE_ROOT") or None
-    i = 0
-    while i < len(args) and args[i] != "pull":
-        a = args[i]
-        if a == "--root" and i + 1 < len(args) and not args[i + 1].startswith("-"):
-            root, i = args[i + 1], i + 2
-        elif a.startswith("--root=") and len(a) > len("--root="):
-            root, i = a[len("--root="):], i + 1
-        else:
-            return None
-    if i >= len(args):
+    head = fastargs.command(args, ("pull",))
+    if head is None:
         return None
-    kw = dict(DEFAULTS)
-    refs: list[str] = []
-    rest = args[i + 1:]
-    j = 0
-    while j < len(rest):
-        a = rest[j]
-        if a == "--":
-            refs += rest[j + 1:]
-            break
-        if not a.startswith("-") or a == "-":
-            refs.append(a)
-            j += 1
-            continue
-        if a in QUIET_OPTIONS:
-            kw["quiet"], j = True, j + 1
-            continue
-        name, eq, inline = a.partition("=") if a.startswith("--") else (a, "", "")
-        key = VALUE_OPTIONS.get(name)
-        if key is None:
-            return None  # --help, unknown, or short options run together
-        if eq:
-            value, j = inline, j + 1
-        elif j + 1 < len(rest) and not rest[j + 1].startswith("-"):
-            value, j = rest[j + 1], j + 2
-        else:
-            return None
-        kw[key] = value
-    if len(refs) != 1:
+    root, _, rest = head
+    table = {**{n: ("quiet", "flag") for n in QUIET_OPTIONS},
+             **{n: (key, "str") for n, key in VALUE_OPTIONS.items()}}
+    got = fastargs.options(rest, table, interspersed=True)
+    if got is None or len(got[0]) != 1:
         return None
-    return root, refs[0], kw
+    refs, given = got
+    return root, refs[0], {**DEFAULTS, **given}
 
 
 def fast_pull(args: list[str]) -> int | None:

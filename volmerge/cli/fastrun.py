@@ -16,14 +16,15 @@ generated argument lists, that both parsers give the same arguments.
 
 from __future__ import annotations
 
-import os
 from types import ModuleType  # imported on this path anyway (enum, re)
+
+from . import fastargs
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
 if TYPE_CHECKING:
     from typing import Any
 
-# option spelling -> (keyword, kind); kinds: flag, str, int, list
+# option spelling -> (keyword, kind); kinds: fastargs.KINDS
 OPTIONS: dict[str, tuple[str, str]] = {}
 
 
@@ -73,57 +74,16 @@ KEYS: dict[str, str] = {key: kind for key, kind in OPTIONS.values()}
 def parse(args: list[str]) -> tuple[str | None, str, list[str], dict[str, Any]] | None:
     """(root, image, command, keyword arguments) of a ``run`` argument list,
     or None when typer should read it."""
-    root = os.environ.get("VOLMERGE_ROOT") or None
-    i = 0
-    while i < len(args) and args[i] != "run":
-        a = args[i]
-        if a == "--root" and i + 1 < len(args) and not args[i + 1].startswith("-"):
-            root, i = args[i + 1], i + 2
-        elif a.startswith("--root="):
-            root, i = a[len("--root="):], i + 1
-        else:
-            return None
-    if i >= len(args):
+    head = fastargs.command(args, ("run",))
+    if head is None:
         return None
-    i += 1
+    root, _, rest = head
+    got = fastargs.options(rest, OPTIONS, interspersed=False)  # the image ends the options
+    if got is None or not got[0]:
+        return None
+    positional, given = got
     kw: dict[str, Any] = {key: (False if kind == "flag" else None) for key, kind in KEYS.items()}
-    positional: list[str] = []
-    while i < len(args):
-        a = args[i]
-        if a == "--":
-            positional = args[i + 1:]
-            break
-        if not a.startswith("-") or a == "-":
-            positional = args[i:]
-            break
-        name, eq, inline = a.partition("=") if a.startswith("--") else (a, "", "")
-        spec = OPTIONS.get(name)
-        if spec is None:
-            return None  # --help, -h, unknown, or short options run together
-        key, kind = spec
-        if kind == "flag":
-            if eq:
-                return None
-            kw[key] = True
-            i += 1
-            continue
-        if eq:
-            value, i = inline, i + 1
-        elif i + 1 < len(args) and not args[i + 1].startswith("-"):
-            value, i = args[i + 1], i + 2
-        else:
-            return None  # a missing value, or one typer may read otherwise
-        if kind == "int":
-            try:
-                kw[key] = int(value)
-            except ValueError:
-                return None
-        elif kind == "list":
-            kw[key] = (kw[key] or []) + [value]
-        else:
-            kw[key] = value
-    if not positional:
-        return None
+    kw.update(given)
     return root, positional[0], positional[1:], kw
 
 
