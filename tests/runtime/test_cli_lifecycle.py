@@ -278,3 +278,44 @@ def test_dns_options(cli, image, executor):
     assert lines[0] == "search corp.example"
     assert [x for x in lines if x.startswith("nameserver")] == ["nameserver 192.0.2.53",
                                                                 "nameserver 2001:db8::53"]
+
+
+def test_create_takes_runs_options_and_start_runs_them(cli, image, executor, root):
+    """As docker and podman create: every option of run but -d, -i and -t,
+    checked as run checks them; the container runs with them when started."""
+    p = cli("create", "--name", "made", *_rt(executor), "--network", "none", "-e", "A=1",
+            "-l", "tier=web", "--hostname", "h1", "--health-cmd", "true", "--health-interval",
+            "1s", "-w", "/tmp", "--tmpfs", "/scratch", "--read-only", image, "/bin/sh", "-c",
+            "echo $A $(hostname) $(pwd) > /scratch/out; cat /scratch/out; sleep 30")
+    assert p.returncode == 0, p.stderr
+    c = json.loads(cli("inspect", "made", "--json").stdout)[0]
+    o = c["options"]
+    assert c["state"] == "created" and o["labels"] == {"tier": "web"}
+    assert (o["env"], o["hostname"], o["workdir"], o["read_only"]) == ({"A": "1"}, "h1", "/tmp", True)
+    assert o["health"]["test"] == ["CMD-SHELL", "true"] and o["health"]["interval"] == 1.0
+    assert cli("start", "made").returncode == 0
+    deadline = time.monotonic() + 10
+    while "1 h1 /tmp" not in cli("logs", "made").stdout and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "1 h1 /tmp" in cli("logs", "made").stdout
+    assert cli("rm", "-f", "made").returncode == 0
+
+
+def test_create_refuses_what_run_refuses_and_what_only_a_foreground_run_takes(cli, image, root):
+    for bad, says in ((["-p", "bogus"], "bad port spec"), (["--name", "a b"], "invalid container"),
+                      (["--health-retries", "-1"], "health-retries"),
+                      (["-d"], "No such option"), (["-t"], "No such option")):
+        p = cli("create", *bad, image, "/bin/true")
+        assert p.returncode == 2 and says in p.stderr, (bad, p.stderr)
+    assert os.listdir(root / "containers") == []
+
+
+def test_create_has_every_option_of_run_but_detach_and_terminal():
+    import typer
+
+    from volmerge.cli.cmd_container import NOT_CREATE
+    from volmerge.cli.root import app
+
+    cmd = typer.main.get_command(app)
+    names = {n: {p.name for p in cmd.commands[n].params} for n in ("run", "create")}  # type: ignore[attr-defined]
+    assert names["create"] == names["run"] - set(NOT_CREATE)

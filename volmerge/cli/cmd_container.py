@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import sys
 import time
+from inspect import signature
+from typing import Any
 
 import typer
 
@@ -80,10 +82,12 @@ def _command(c) -> str:
     return '"' + (s if len(s) <= 20 else s[:19] + "…") + '"'
 
 
-def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function below
-    def run_opts(f):
-        return f
+#: run's options that create does not take: a created container is started
+#: detached, and a terminal is for a foreground run only
+NOT_CREATE = ("detach", "interactive", "tty")
 
+
+def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function below
     @app.command(context_settings=_PASSTHRU, no_args_is_help=True)
     def run(
         ctx: typer.Context,
@@ -131,25 +135,20 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
         kw.pop("ctx"), kw.pop("image"), kw.pop("command")
         raise typer.Exit(run_container(store(ctx), run_options(image, command, **kw)))
 
-    @app.command(context_settings=_PASSTHRU, no_args_is_help=True)
-    def create(
-        ctx: typer.Context,
-        image: str = typer.Argument(..., help="Image reference."),
-        command: list[str] | None = typer.Argument(None, help="Command and arguments."),
-        name: str | None = typer.Option(None, "--name", help="Container name."),
-        env: list[str] | None = typer.Option(None, "-e", "--env", help="KEY=VALUE (repeatable)."),
-        volume: list[str] | None = typer.Option(None, "-v", "--volume", help="/host:/path[:ro] or NAME:/path[:ro]."),
-        runtime: str | None = typer.Option(None, "--runtime", help="runc | builtin."),
-        restart: str | None = typer.Option(None, "--restart", help="no | on-failure[:N] | always."),
-    ) -> None:
-        """Create a container without starting it; print its id."""
-        from volmerge.runtime import options as o
+    def create(ctx: typer.Context, image: str, command: list[str] | None, **kw: Any) -> None:
+        """Create a container without starting it; print its id.  It takes
+        run's options (as docker and podman create do), but -d, -i and -t:
+        `volmerge start` runs it detached."""
+        from .runopts import run_options
 
-        opts = o.RunOptions(image=image, name=name, command=list(command) if command else None,
-                            env=o.parse_env(env or []),
-                            mounts=[o.parse_volume(v) for v in volume or []],
-                            runtime=runtime, restart=o.parse_restart(restart or "no"))
+        opts = run_options(image, command, **dict.fromkeys(NOT_CREATE, False), **kw)
         print(_engine(ctx).create(opts).id)
+
+    # run's parameters, their help and checks, without a second copy of them
+    sig = signature(run, eval_str=True)
+    create.__signature__ = sig.replace(  # type: ignore[attr-defined]
+        parameters=[p for p in sig.parameters.values() if p.name not in NOT_CREATE])
+    app.command(context_settings=_PASSTHRU, no_args_is_help=True)(create)
 
     @app.command()
     def ps(
