@@ -91,7 +91,9 @@ class Bench:
         if src is None and script.exists():
             cmd, env = [str(script)], self.env
         else:
-            cmd, env = [sys.executable, "-m", "volmerge"], dict(self.env, PYTHONPATH=src or "")
+            cmd, env = [sys.executable, "-m", "volmerge"], self.env
+            if src is not None:
+                env = dict(env, PYTHONPATH=src)
         # run from src: ``-m`` puts the working directory first on the path,
         # before PYTHONPATH (from this checkout, its volmerge/ would be taken)
         subprocess.run([*cmd, "--root", str(root), "pull", "-q", ref],

@@ -37,7 +37,7 @@ DENY: dict[str, tuple[str, ...]] = {
     # for annotations only (behind TYPE_CHECKING on this path); runc is started by
     # posix_spawn (no subprocess); no shutil (with zlib, bz2, lzma); no dataclasses (its
     # classes are compiled at every import: runtime.value) and so no inspect; ipaddress is
-    # imported by urllib.parse but executed only when used (fastrun._defer_import); the
+    # imported by urllib.parse but executed only when used (fastargs.defer_import); the
     # store's per-thread connections need no threading; the store uses _sqlite3 without
     # the sqlite3 package's date adapters (and their datetime)
     "run --network none": (*ALWAYS_DENIED, "typer", "click", "pyroute2", "typing", "subprocess",

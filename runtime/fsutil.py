@@ -445,16 +445,30 @@ def open_private(path: str | os.PathLike[str], flags: int, *, dir_fd: int | None
         raise BadInput(f"{what} {path} is a symlink or not a file ({exc.strerror}); "
                        f"remove it") from None
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
-            raise BadInput(f"{what} {path} is not a regular file owned by uid {os.geteuid()} "
-                           f"(owner uid {st.st_uid}); remove it")
-        if stat.S_IMODE(st.st_mode) != 0o600:
-            os.fchmod(fd, 0o600)
+        make_private(fd, path, what)
     except BaseException:
         os.close(fd)
         raise
     return fd
+
+
+def make_private(fd: int, path: str | os.PathLike[str], what: str = "file") -> None:
+    """The file open at ``fd`` as :func:`open_private` wants it: a regular
+    file of the effective user (BadInput naming ``path`` otherwise), made
+    0600.  ``fd`` may be an ``O_PATH | O_NOFOLLOW`` descriptor (a symlink
+    then fails as not a regular file; the mode is changed through
+    ``/proc/self/fd``, as fchmod refuses such a descriptor)."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+        raise BadInput(f"{what} {path} is not a regular file owned by uid {os.geteuid()} "
+                       f"(owner uid {st.st_uid}); remove it")
+    if stat.S_IMODE(st.st_mode) != 0o600:
+        try:
+            os.fchmod(fd, 0o600)
+        except OSError as exc:
+            if exc.errno != errno.EBADF:  # an O_PATH descriptor
+                raise
+            os.chmod(f"/proc/self/fd/{fd}", 0o600)
 
 
 @contextlib.contextmanager

@@ -274,6 +274,8 @@ class ImageStore:
                 name = None
             if name is not None:
                 for cand in (name, f"localhost/{name}", f"docker.io/library/{name}", f"docker.io/{name}"):
+                    if cand == ref:
+                        continue  # looked up as given above
                     row = db.execute("SELECT image_id FROM tags WHERE name = ?", (cand,)).fetchone()
                     if row:
                         return row[0], cand

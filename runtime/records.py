@@ -96,7 +96,7 @@ class Container(FrozenValue):
                  "exit_code", "health", "health_detail", "restart_count", "stop_requested",
                  "error", "created", "started_at", "finished_at", "dir")
 
-    if TYPE_CHECKING:  # the fields' types (set in __init__ by object.__setattr__)
+    if TYPE_CHECKING:  # the fields' types (set in __init__ by _assign)
         id: str
         name: str
         image_id: str
@@ -129,9 +129,7 @@ class Container(FrozenValue):
                  stop_requested: bool, error: str | None, created: float,
                  started_at: float | None, finished_at: float | None,
                  dir: Path = Path("/")) -> None:
-        values = locals()
-        for f in self.__slots__:
-            object.__setattr__(self, f, values[f])
+        self._assign(locals())
 
     @property
     def short_id(self) -> str:

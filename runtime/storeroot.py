@@ -301,12 +301,7 @@ def _private_file(root: Path, dirfd: int, name: str, *, create: bool) -> None:
     except FileNotFoundError:
         return
     try:
-        st = os.fstat(fd)  # of the link itself when ``name`` is one (O_NOFOLLOW)
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
-            raise BadInput(f"{what} {name} is a symlink or not a regular file owned by uid "
-                           f"{os.geteuid()} (owner uid {st.st_uid}); remove it")
-        if stat.S_IMODE(st.st_mode) != 0o600:
-            os.chmod(f"/proc/self/fd/{fd}", 0o600)  # fchmod refuses an O_PATH descriptor
+        fsutil.make_private(fd, name, what)  # fstat of the link itself when it is one
     finally:
         os.close(fd)
 

@@ -105,12 +105,6 @@ def await_notice(c: Container, go: bytes, go_fd: int, notice_fd: int, pid: int) 
                   + (f": {detail}" if detail else ""))
 
 
-def start_detached(c: Container, root: str, factory: str | None) -> None:
-    """The engine's end: start a supervisor for ``c`` (prepared) and return
-    once it reports the container running (see :class:`Pending`)."""
-    Pending(c, root, factory).go()
-
-
 #: what the supervisor's interpreter runs: this process's module path, then main()
 _BOOT = "import sys; sys.path[:0] = {path!r}; from {mod} import main; main()"
 _SUPERVISOR = __name__.rpartition(".")[0] + ".supervisor"

@@ -20,18 +20,9 @@ if TYPE_CHECKING:
     from typing import Any, Self
 
 
-def _fields(cls: type) -> tuple[str, ...]:
-    """The fields of a value class: the ``__slots__`` of its classes, base first."""
-    names: list[str] = []
-    for klass in reversed(cls.__mro__):
-        names.extend(klass.__dict__.get("__slots__", ()))
-    return tuple(names)
-
-
 def _key(v: Value) -> tuple[Any, ...]:
     """The fields that equality, hashing and ordering compare, in order."""
-    skip = v._not_compared
-    return tuple(getattr(v, f) for f in _fields(v.__class__) if f not in skip)
+    return tuple(getattr(v, f) for f in v._compared)
 
 
 class Value:
@@ -40,6 +31,16 @@ class Value:
 
     __slots__ = ()
     _not_compared: tuple[str, ...] = ()
+    #: derived when a subclass is made: its fields (the ``__slots__`` of its
+    #: classes, base first) and those of them compared
+    _fields: tuple[str, ...] = ()
+    _compared: tuple[str, ...] = ()
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        cls._fields = tuple(f for k in reversed(cls.__mro__)
+                            for f in k.__dict__.get("__slots__", ()))
+        cls._compared = tuple(f for f in cls._fields if f not in cls._not_compared)
 
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
@@ -50,13 +51,13 @@ class Value:
     __hash__ = None  # type: ignore[assignment]  # mutable, as a dataclass with eq
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{f}={getattr(self, f)!r}" for f in _fields(self.__class__))
+        args = ", ".join(f"{f}={getattr(self, f)!r}" for f in self._fields)
         return f"{self.__class__.__qualname__}({args})"
 
     def replace(self, **changes: Any) -> Self:
         """A copy with ``changes`` (as ``dataclasses.replace``; the other
         fields are shared, not copied).  An unknown field is a TypeError."""
-        names = _fields(self.__class__)
+        names = self._fields
         unknown = set(changes) - set(names)
         if unknown:
             raise TypeError(f"{self.__class__.__qualname__} has no field "
@@ -67,7 +68,7 @@ class Value:
         return new
 
     def __getstate__(self) -> dict[str, Any]:
-        return {f: getattr(self, f) for f in _fields(self.__class__)}
+        return {f: getattr(self, f) for f in self._fields}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         for f, v in state.items():
@@ -76,13 +77,18 @@ class Value:
 
 class FrozenValue(Value):
     """A value whose fields cannot be assigned after ``__init__`` (which sets
-    them with ``object.__setattr__``), as a frozen dataclass: hashable when
-    its compared fields are."""
+    them with :meth:`_assign`), as a frozen dataclass: hashable when its
+    compared fields are."""
 
     __slots__ = ()
 
     def __hash__(self) -> int:  # type: ignore[override]  # Value's is None (mutable)
         return hash(_key(self))
+
+    def _assign(self, values: dict[str, Any]) -> None:
+        """Set every field from ``values`` (an ``__init__``'s ``locals()``)."""
+        for f in self._fields:
+            object.__setattr__(self, f, values[f])
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"cannot assign to field {name!r} of a frozen "
@@ -127,7 +133,7 @@ def plain(v: Any) -> Any:
     becomes a dict of its fields, lists, tuples and dicts are copied with
     their items converted; anything else is returned as it is."""
     if isinstance(v, Value):
-        return {f: plain(getattr(v, f)) for f in _fields(v.__class__)}
+        return {f: plain(getattr(v, f)) for f in v._fields}
     if isinstance(v, list):
         return [plain(x) for x in v]
     if isinstance(v, tuple):
@@ -139,4 +145,4 @@ def plain(v: Any) -> Any:
 
 def fields(cls: type[Value]) -> tuple[str, ...]:
     """The names of a value class's fields, in order."""
-    return _fields(cls)
+    return cls._fields

@@ -37,9 +37,7 @@ class PortSpec(Ordered, FrozenValue):
 
     def __init__(self, host_ip: str, host_port: int, container_port: int,
                  proto: str = "tcp") -> None:
-        for name, value in (("host_ip", host_ip), ("host_port", host_port),
-                            ("container_port", container_port), ("proto", proto)):
-            object.__setattr__(self, name, value)
+        self._assign(locals())
         try:
             ip = ipaddress.IPv4Address(self.host_ip or "0.0.0.0")
         except ValueError:
@@ -105,9 +103,7 @@ class Network(FrozenValue):
     def __init__(self, name: str, id: str, bridge: str, subnet: str, gateway: str,
                  default: bool = False, created: float = 0.0,
                  containers: tuple[dict[str, Any], ...] = ()) -> None:
-        values = locals()
-        for f in self.__slots__:
-            object.__setattr__(self, f, values[f])
+        self._assign(locals())
 
     @property
     def prefixlen(self) -> int:
@@ -133,9 +129,7 @@ class Lease(FrozenValue):
 
     def __init__(self, network: str, ip: str, container_id: str, hostname: str,
                  aliases: tuple[str, ...] = (), ports: tuple[PortSpec, ...] = ()) -> None:
-        values = locals()
-        for f in self.__slots__:
-            object.__setattr__(self, f, values[f])
+        self._assign(locals())
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = plain(self)
@@ -176,9 +170,7 @@ class Attachment(FrozenValue):
                  mac: str | None = None, host_veth: str | None = None,
                  aliases: tuple[str, ...] = (),
                  extra_hosts: tuple[tuple[str, str], ...] = ()) -> None:
-        values = locals()
-        for f in self.__slots__:
-            object.__setattr__(self, f, values[f])
+        self._assign(locals())
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = plain(self)

@@ -39,8 +39,7 @@ class NatNetwork(FrozenValue):
         subnet: str
 
     def __init__(self, bridge: str, subnet: str) -> None:
-        object.__setattr__(self, "bridge", bridge)
-        object.__setattr__(self, "subnet", subnet)
+        self._assign(locals())
 
 
 class NatPort(FrozenValue):
@@ -51,9 +50,7 @@ class NatPort(FrozenValue):
         bridge: str
 
     def __init__(self, spec: PortSpec, container_ip: str, bridge: str) -> None:
-        object.__setattr__(self, "spec", spec)
-        object.__setattr__(self, "container_ip", container_ip)
-        object.__setattr__(self, "bridge", bridge)
+        self._assign(locals())
 
 
 def table_name(root: str) -> str:

@@ -37,8 +37,7 @@ class AttachmentRecord(FrozenValue):
         state: str
 
     def __init__(self, attachment: Attachment, state: str) -> None:
-        object.__setattr__(self, "attachment", attachment)
-        object.__setattr__(self, "state", state)
+        self._assign(locals())
 
     @property
     def up(self) -> bool:

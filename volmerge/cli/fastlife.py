@@ -53,9 +53,9 @@ def fast_lifecycle(args: list[str]) -> int | None:
     if parsed is None:
         return None
     root, verb, names, timeout = parsed
-    from .fastrun import _defer_import
-
-    _defer_import("inspect")  # as run does: dataclasses imports it, rarely uses it
+    # dataclasses (of the records a start reads) imports inspect but calls it only
+    # for a class without a docstring
+    fastargs.defer_import("inspect")
     spare = None if verb == "stop" else _fork_supervisor(root)
     try:
         life = _lifecycle(root)

@@ -20,7 +20,7 @@ from . import fastargs
 VALUE_OPTIONS = {"--platform": "platform", "--tls-verify": "tls_verify",
                  "--cert-dir": "cert_dir", "--authfile": "authfile"}
 QUIET_OPTIONS = ("-q", "--quiet")
-#: modules a pull imports but rarely uses: loaded on first use (fastrun._defer_import)
+#: modules a pull imports but rarely uses: loaded on first use (fastargs.defer_import)
 DEFERRED = ("zstandard", "anyio")
 DEFAULTS: dict[str, object] = {"platform": None, "quiet": False, "tls_verify": "true",
                                "cert_dir": None, "authfile": None}
@@ -48,15 +48,13 @@ def fast_pull(args: list[str]) -> int | None:
     if parsed is None:
         return None
     root, ref, kw = parsed
-    from .fastrun import _defer_import
-
     # Imported by httpx and httpcore, used by none of a pull's usual work
     # (~8 ms): zstandard (with platform; for a zstd-encoded HTTP body — a
     # zstd layer loads it for real), anyio (for async clients only).  Not
-    # inspect, as run defers it: tenacity's and h2's dataclasses without a
+    # inspect, as start defers it: tenacity's and h2's dataclasses without a
     # docstring make dataclasses call inspect.signature at import.
     for name in DEFERRED:
-        _defer_import(name)
+        fastargs.defer_import(name)
     from .state import Globals
     from .transfers import pull_command
 

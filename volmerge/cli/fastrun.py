@@ -16,8 +16,6 @@ generated argument lists, that both parsers give the same arguments.
 
 from __future__ import annotations
 
-from types import ModuleType  # imported on this path anyway (enum, re)
-
 from . import fastargs
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
@@ -93,42 +91,9 @@ def fast_run(args: list[str]) -> int | None:
     if parsed is None:
         return None
     root, image, command, kw = parsed
-    _defer_import("ipaddress")
+    fastargs.defer_import("ipaddress")
     from .runopts import run_container, run_options
     from .state import Globals
 
     opts = run_options(image, command or None, **kw)
     return run_container(Globals(root=root).store(), opts)
-
-
-def _defer_import(name: str) -> None:
-    """Execute module ``name`` when one of its attributes is first used
-    rather than when it is imported.
-
-    For ``ipaddress`` (~0.9 ms): ``urllib.parse``, which pathlib imports, needs it
-    only to check a bracketed host in a URL; a run with an address or a DNS
-    server (or on a network) imports it for real.  Python 3.11's
-    importlib.util.LazyLoader cannot do this: the import statement reads
-    the module's ``__spec__``, which makes it load at once."""
-    import sys
-
-    if name not in sys.modules:
-        sys.modules[name] = _Deferred(name)
-
-
-class _Deferred(ModuleType):
-    """A module stand-in: its first missing attribute imports the real module
-    and copies its namespace in, so every name bound to the stand-in works."""
-
-    __spec__ = None  # what the import statement reads: no load, not initializing
-
-    def __getattr__(self, attr: str) -> Any:
-        import importlib
-        import sys
-
-        name = self.__name__
-        if sys.modules.get(name) is self:
-            del sys.modules[name]
-        real = importlib.import_module(name)
-        self.__dict__.update(real.__dict__)
-        return getattr(real, attr)

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from tests.pg import PG15_BIN
+from tests.pg import pg15 as started_pg15
 from volmerge.strategies.errors import BadInput
 from volmerge.strategies.sql.pgmajor import PgMajorResult, pg_upgrade_copy, upgrade_datadir
 from volmerge.strategies.sql.pgtemp import HostTools, PgServer
@@ -67,11 +68,7 @@ def upgraded(tmp_path_factory) -> Iterator[Upgraded]:
     """One 15 cluster (tables, serial and identity sequences, a standalone
     sequence, a SQL function), upgraded once by each path; the tests read."""
     tmp = tmp_path_factory.mktemp("pgmajor")
-    srv = PgServer(host_tools(PG15_BIN), str(tmp / "old"), str(tmp / "s15"),
-                   options={"fsync": "off"})
-    srv.initdb()
-    srv.start()
-    try:
+    with started_pg15(tmp / "old", tmp / "s15") as srv:
         with psycopg.connect(srv.url("postgres"), autocommit=True) as c:
             c.execute("CREATE DATABASE app")
         with psycopg.connect(srv.url("app")) as c:
@@ -94,8 +91,6 @@ def upgraded(tmp_path_factory) -> Iterator[Upgraded]:
             # a server-start setting: the temporary servers override it on their command line
             c.execute("ALTER SYSTEM SET listen_addresses = 'localhost'")
         before = _snapshot(srv.url("app"))
-    finally:
-        srv.stop()
     old_data = srv.datadir
     frozen = sorted(os.listdir(old_data))
     pg15, pg16 = host_tools(PG15_BIN), host_tools(PG16_BIN)
@@ -287,16 +282,10 @@ def test_pg_upgrade_refused_falls_back_to_dump_and_restore(tmp_path, monkeypatch
 
     monkeypatch.setenv("VOLMERGE_PG_UPGRADE_MIN_MB", "0")  # pg_upgrade even for a small cluster
 
-    srv = PgServer(host_tools(PG15_BIN), str(tmp_path / "old"), str(tmp_path / "s15"),
-                   options={"fsync": "off"})
-    srv.initdb()
-    srv.start()
-    try:
+    with started_pg15(tmp_path / "old", tmp_path / "s15") as srv:
         with psycopg.connect(srv.url("postgres"), autocommit=True) as c:
             c.execute("CREATE TABLE t (id int PRIMARY KEY, r regproc)")
             c.execute("INSERT INTO t VALUES (1, 'now'), (2, 'version')")
-    finally:
-        srv.stop()
     pg15, pg16 = host_tools(PG15_BIN), host_tools(PG16_BIN)
     with pytest.raises(Refused, match=r"reg\* data types"):
         upgrade_datadir(srv.datadir, str(tmp_path / "no"), pg15, pg16,

@@ -29,16 +29,21 @@ def _hot_copy(src, dest_dir):
         conn.close()
 
 
-def test_ours_hot_journal_is_not_carried_beside_the_replayed_database(tmp_path):
-    """The replay reads ours with its journal rolled back; the journal itself
-    must not stay beside the replayed (v2) file: the application's first
-    open would roll it back onto it, restoring ours' v1 pages."""
+def _v1_to_v2_with_a_hot_journal(tmp_path):
+    """base v1, theirs v2, ours v1 with one more row caught mid-write."""
     for side in ("base", "theirs"):
         (tmp_path / side).mkdir()
     make_db(tmp_path / "base" / "notes.db", V1)
     make_db(tmp_path / "theirs" / "notes.db", V2)
     live = make_db(tmp_path / "live.db", V1 + "INSERT INTO notes(body) VALUES ('kept');")
     _hot_copy(live, tmp_path / "ours")
+
+
+def test_ours_hot_journal_is_not_carried_beside_the_replayed_database(tmp_path):
+    """The replay reads ours with its journal rolled back; the journal itself
+    must not stay beside the replayed (v2) file: the application's first
+    open would roll it back onto it, restoring ours' v1 pages."""
+    _v1_to_v2_with_a_hot_journal(tmp_path)
     assert (tmp_path / "ours" / "notes.db-journal").stat().st_size > 0
     out = tmp_path / "out"
     rep = merge_trees(tmp_path / "base", tmp_path / "ours", tmp_path / "theirs", out)
@@ -78,12 +83,7 @@ def test_ours_hot_journal_is_whited_out_in_an_upper_layer(tmp_path):
     import os
     import stat
 
-    for side in ("base", "theirs"):
-        (tmp_path / side).mkdir()
-    make_db(tmp_path / "base" / "notes.db", V1)
-    make_db(tmp_path / "theirs" / "notes.db", V2)
-    live = make_db(tmp_path / "live.db", V1 + "INSERT INTO notes(body) VALUES ('kept');")
-    _hot_copy(live, tmp_path / "ours")
+    _v1_to_v2_with_a_hot_journal(tmp_path)
     out = tmp_path / "out"
     merge_trees(tmp_path / "base", tmp_path / "ours", tmp_path / "theirs", out, mode="upper")
     st = os.lstat(out / "notes.db-journal")
