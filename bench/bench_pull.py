@@ -1,6 +1,6 @@
 """`volmerge pull` vs `podman pull` of the same image from the same registry.
 
-    .venv/bin/python -m bench.bench_pull [--runs 3] [--dir /work] [--kind python]
+    .venv/bin/python -m bench.bench_pull [--runs 5] [--dir /work] [--kind python]
 
 Starts Debian's docker-registry on 127.0.0.1 (TLS with a CA made here, no
 auth; the harness of tests/registry) and pushes into it, with skopeo, the
@@ -101,33 +101,43 @@ class Bench:
 
     def pulls(self, ref1: str, ref2: str | None, baseline: str | None = None,
               ref3: str | None = None) -> dict[str, list[float]]:
+        t: dict[str, list[float]] = {}
+        # Every round's stores are removed at the end, not between rounds: ext4
+        # without a journal (this disk) will not reuse an inode freed in the
+        # last 60 s (300 s while its inode table block is dirty) and reads
+        # the inode table to find that out, so the ~40,000 files a round
+        # deletes slowed the next cold pull, whichever tool ran it.
+        later: list[Callable[[], None]] = []
+        try:
+            self._rounds(t, later, ref1, ref2, baseline, ref3)
+        finally:
+            for undo in later:
+                undo()
+        return t
+
+    def _rounds(self, t: dict[str, list[float]], later: list[Callable[[], None]], ref1: str,
+                ref2: str | None, baseline: str | None, ref3: str | None) -> None:
         from tests.podman import Podman
 
-        t: dict[str, list[float]] = {}
         for i in range(self.runs):
             root, old = self.base / f"store{i}", self.base / f"base{i}"
             pm = Podman(self.base / f"podman{i}", driver="overlay")
+            later += [pm.close, lambda root=root: _rm(root), lambda old=old: _rm(old)]
             pull = ("pull", "-q", "--cert-dir", str(self.reg.cert_dir))
-            try:
-                steps = [("volmerge", lambda r: self.volmerge_pull(root, r)),
-                         ("podman", lambda r: pm(*pull, r))]
-                if baseline is not None:
-                    steps.append(("baseline", lambda r: self.volmerge_pull(old, r, baseline)))
-                k = i % len(steps)   # rotate: no tool always runs after the same one
-                for who, fn in steps[k:] + steps[:k]:
+            steps = [("volmerge", lambda r: self.volmerge_pull(root, r)),
+                     ("podman", lambda r: pm(*pull, r))]
+            if baseline is not None:
+                steps.append(("baseline", lambda r: self.volmerge_pull(old, r, baseline)))
+            k = i % len(steps)   # rotate: no tool always runs after the same one
+            for who, fn in steps[k:] + steps[:k]:
+                _settle()
+                t.setdefault(f"{who} cold", []).append(_timed(lambda: fn(ref1)))
+                if ref2 is not None:
                     _settle()
-                    t.setdefault(f"{who} cold", []).append(_timed(lambda: fn(ref1)))
-                    if ref2 is not None:
-                        _settle()
-                        t.setdefault(f"{who} warm", []).append(_timed(lambda: fn(ref2)))
-                    if ref3 is not None:
-                        _settle()
-                        t.setdefault(f"{who} retag", []).append(_timed(lambda: fn(ref3)))
-            finally:
-                pm.close()
-                _rm(root)
-                _rm(old)
-        return t
+                    t.setdefault(f"{who} warm", []).append(_timed(lambda: fn(ref2)))
+                if ref3 is not None:
+                    _settle()
+                    t.setdefault(f"{who} retag", []).append(_timed(lambda: fn(ref3)))
 
     def extraction(self, layers: list[tuple[Path, Path, int]]) -> dict[str, float]:
         """Seconds (median over runs) to extract every layer, per tool.
@@ -179,7 +189,7 @@ def main() -> None:
     ap.add_argument("--kind", default=None,
                     help="a fixture image kind (fixtures/images.py) instead of the 400 MB image")
     ap.add_argument("--scale", type=float, default=1.0, help="size factor of the built image")
-    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--dir", default=None, help="where the stores go (default: a temp dir)")
     ap.add_argument("--no-extract", action="store_true", help="skip the extraction comparison")
     ap.add_argument("--no-pull", action="store_true", help="only the extraction comparison")

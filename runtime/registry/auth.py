@@ -31,7 +31,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -172,6 +171,8 @@ def _server_url(registry: str) -> str:
 def helper_get(name: str, registry: str, path: Path | None = None) -> Credentials | None:
     """``docker-credential-NAME get`` for ``registry``: its credentials, or
     None when it has none for it."""
+    import subprocess  # only for a helper: not on every pull's path
+
     prog = f"docker-credential-{name}"
     where = f" (named in {path})" if path else ""
     exe = shutil.which(prog)

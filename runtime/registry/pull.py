@@ -60,7 +60,8 @@ def pull(images: ImageStore, ref: str, opts: PullOptions = PullOptions(),
     platform = manifests.parse_platform(opts.platform)
     creds = find_credentials(r.registry, r.repository, opts.authfile)
     scope = f"repository:{r.repository}:pull"
-    with Session(r.registry, r.api_host, creds=creds, tls=opts.tls) as s:
+    # one request after another until the blobs: HTTP/2 would multiplex nothing
+    with Session(r.registry, r.api_host, creds=creds, tls=opts.tls, http2=False) as s:
         top = manifests.fetch(s, r.repository, r.reference, scope, f"manifest {r}")
         m = top
         for depth in range(3):

@@ -230,20 +230,24 @@ def test_plain_pull_takes_the_fast_path(cli, registry, seeded, env, root: Path) 
 
     code = ("import sys\nfrom volmerge.cli import main\n"
             f"code = main(['pull', {seeded['oci']!r}])\n"
-            "print(code, 'typer' in sys.modules, type(sys.modules['zstandard']).__name__)")
+            "print(code, 'typer' in sys.modules, type(sys.modules['zstandard']).__name__,"
+            " sys.modules.get('h2', 'absent'))")
     _login(cli, registry, env)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=dict(os.environ, VOLMERGE_ROOT=str(root), **env), timeout=120)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert lines[-1] == "0 False _Deferred", out.stdout   # not loaded: no zstd in this pull
+    # zstandard not loaded (no zstd in this pull); h2 marked absent: a pull speaks HTTP/1.1
+    assert lines[-1] == "0 False _Deferred None", out.stdout
     assert lines[-2].startswith(f"Pulled: {seeded['oci']} (image "), out.stdout
     assert "1 layer(s) downloaded, 0 already present" in lines[-2]
 
 
 def test_blob_bodies_go_over_http11(registry, seeded) -> None:
-    """Small requests over HTTP/2, a layer's body over HTTP/1.1 (registry/transport.py:
-    h2's per-frame work made a download cost twice the CPU)."""
+    """Small requests over HTTP/2 (a push's: several at a time on one
+    connection), a layer's body over HTTP/1.1 (registry/transport.py: h2's
+    per-frame work made a download cost twice the CPU); a pull's session
+    speaks HTTP/1.1 alone, on one pool."""
     from volmerge.runtime.registry import manifests, reference
     from volmerge.runtime.registry.auth import Credentials
     from volmerge.runtime.registry.transport import Session, TlsOptions
@@ -262,6 +266,14 @@ def test_blob_bodies_go_over_http11(registry, seeded) -> None:
         with s.stream("GET", path, scope, bulk=True) as big:
             assert big.status_code == 200 and big.http_version == "HTTP/1.1"
             assert len(big.read()) == layers[0].size
+    with Session(r.registry, r.api_host, creds=Credentials(USER, PASSWORD), tls=tls,
+                 http2=False) as s:
+        assert s.bulk() is s.client
+        m = manifests.fetch(s, r.repository, r.reference, scope, "manifest")
+        with s.stream("GET", f"/v2/{r.repository}/blobs/{cdigest}", scope) as small:
+            assert small.status_code == 200 and small.http_version == "HTTP/1.1"
+        with s.stream("GET", path, scope, bulk=True) as big:
+            assert big.http_version == "HTTP/1.1" and len(big.read()) == layers[0].size
 
 
 def test_a_download_takes_the_http11_client(registry, seeded, tmp_path: Path) -> None:

@@ -14,6 +14,8 @@ two parsers equal.
 
 from __future__ import annotations
 
+import sys
+
 from . import fastargs
 
 #: options that take a value, and the keyword each one sets
@@ -55,6 +57,10 @@ def fast_pull(args: list[str]) -> int | None:
     # docstring make dataclasses call inspect.signature at import.
     for name in DEFERRED:
         fastargs.defer_import(name)
+    # This process only pulls, and a pull speaks HTTP/1.1 alone (registry.pull);
+    # httpcore imports h2 whenever it can (~15 ms).  Marked absent, httpcore
+    # keeps its stand-in for HTTP/2 connections, as without its [http2] extra.
+    sys.modules.setdefault("h2", None)  # type: ignore[arg-type]
     from .state import Globals
     from .transfers import pull_command
 
