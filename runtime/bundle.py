@@ -42,8 +42,15 @@ class Bundles:
 
         return executors.get(c.runtime, self.store.root)
 
+    def prestart(self, c: Container) -> None:
+        """The part of :meth:`prepare` that needs neither the volumes' final
+        data nor the network address: the root (the image's layers and the
+        container's own upper) mounted.  :meth:`prepare` finds it mounted
+        and goes on from there; :meth:`teardown` undoes it."""
+        rootfs_mod.mount_rootfs(c.dir, list(c.lowers), volatile=c.options.rm)
+
     def prepare(self, c: Container) -> None:
-        """Mount the root, attach volumes and network, write config.json.
+        """Mount the root (unless :meth:`prestart` did), attach volumes and network, write config.json.
         On any failure everything done here is undone."""
         from . import spec as spec_mod
         from .cgroups import cgroups_path

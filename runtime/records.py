@@ -65,6 +65,13 @@ MIGRATIONS = [
 LIVE_STATES = ("running", "paused", "restarting")
 
 
+def prestarted(c: Container) -> bool:
+    """A created container whose start a live (or dead) process prepared
+    (runtime.lifecycle.Lifecycle.prestart): that process is its owner until
+    the start."""
+    return c.state == "created" and c.owner_pid is not None
+
+
 def proc_start_time(pid: int) -> str | None:
     """The kernel's start time of ``pid`` (clock ticks since boot), to tell a
     live process from a recycled pid; None for no process or a zombie."""
