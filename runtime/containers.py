@@ -167,10 +167,11 @@ class Engine:
         On any failure everything done here is undone."""
         self.bundles.prepare(c)
 
-    def prestart(self, ref: str) -> Container:
+    def prestart(self, ref: str, ip: str | None = None) -> Container:
         """Prepare a created container's start ahead of it, what does not
-        depend on its volumes' data or its address (see Lifecycle.prestart)."""
-        return self.lifecycle.prestart(ref)
+        depend on its volumes' data or on its address being free (see
+        Lifecycle.prestart)."""
+        return self.lifecycle.prestart(ref, ip)
 
     def unprestart(self, ref: str) -> None:
         """Undo prestart of a container not started since (idempotent)."""

@@ -170,11 +170,13 @@ class Lifecycle:
 
         return supervise(self.records, self.bundles, c.id, foreground=True)
 
-    def prestart(self, ref: str) -> Container:
+    def prestart(self, ref: str, ip: str | None = None) -> Container:
         """Prepare, ahead of its start, what a created container's run needs
-        that depends neither on its volumes' data nor on a network address
-        another container may still hold (Bundles.prestart): an upgrade does
-        it while the old version serves, so the switch's start does less.
+        that depends neither on its volumes' data nor on its address being
+        free (Bundles.prestart: the root, and the network namespace
+        configured for ``ip``, which another container may still hold): an
+        upgrade does it while the old version serves, so the switch's start
+        does less.
 
         The calling process is recorded as the container's owner first
         (state still ``created``): if it dies before the start, the next look
@@ -191,7 +193,7 @@ class Lifecycle:
             me = os.getpid()
             self.records.update(c.id, owner_pid=me, owner_start=proc_start_time(me))
             try:
-                self.bundles.prestart(c)
+                self.bundles.prestart(c, ip)
             except BaseException:
                 self.bundles.teardown(c)
                 self.records.update(c.id, owner_pid=None, owner_start=None)
