@@ -109,35 +109,40 @@ class Attachments:
             # same transaction: one fsync'd commit for the lease and the marker
             self.rows.insert_attachment(conn, att)
         try:
-            self._plumb(att, net)
-            self.rows.mark_up(cid)
+            if self._plumb(att, net):
+                self.rows.mark_up_adopted(cid)
+            else:
+                self.rows.mark_up(cid)
         except BaseException:
             self.teardown_record(self.rows.attachment(cid))
+            self.unstage(cid)
             if new_lease:
                 self.rows.delete_lease(name, cid)
             raise
         return self._attached(cid)
 
-    def _plumb(self, att: Attachment, net: Network) -> None:
+    def _plumb(self, att: Attachment, net: Network) -> bool:
         """The namespace, the veth pair, the address and routes inside, the
         peers' hosts files and the NAT rules of a bridge attachment.  A
         namespace staged for it (:meth:`stage`) is used as it is: only its
-        veth's host end joins the bridge."""
+        veth's host end joins the bridge (True: it was)."""
         assert att.netns_path is not None and att.host_veth is not None and att.ip is not None
         created = self.host.ensure_bridge(net)
         bridge = net.bridge
-        if not self._adopt_staged(att, net):
+        adopted = self._adopt_staged(att, net)
+        if not adopted:
             self._plumb_afresh(att, net)
         self.host.refresh_hosts(att.network)
         if created or (att.ports and not self.host.add_nat_ports(
                 [ports.NatPort(p, att.ip, bridge) for p in att.ports])):
             self.host.apply_nat()
+        return adopted
 
     def _adopt_staged(self, att: Attachment, net: Network) -> bool:
         """Whether the container's staged namespace fits ``att`` and now
-        serves it.  Its row goes first: the ``pending`` attachment row names
-        the same namespace and veth from then on.  One that does not fit
-        (another address) is removed."""
+        serves it (the ``pending`` attachment row names the same namespace
+        and veth; the staged row goes when it is marked up).  One that does
+        not fit (another address) is removed."""
         from . import links
 
         s = self.rows.staged(att.container_id)
@@ -147,13 +152,13 @@ class Attachments:
                 and s.prefixlen == net.prefixlen and s.gateway == att.gateway
                 and s.netns_path == att.netns_path and s.host_veth == att.host_veth
                 and netns.is_pinned(s.netns_path))
-        if not fits:
-            self.unstage_record(s)
-            return False
-        self.rows.delete_staged(s.container_id)
-        with self.host.netlink() as ipr:
-            return links.enslave(ipr, s.host_veth, net.bridge,
-                                 self.host.alias("veth", att.container_id))
+        if fits:
+            with self.host.netlink() as ipr:
+                if links.enslave(ipr, s.host_veth, net.bridge,
+                                 self.host.alias("veth", att.container_id)):
+                    return True
+        self.unstage_record(s)
+        return False
 
     def _plumb_afresh(self, att: Attachment, net: Network) -> None:
         assert att.netns_path is not None and att.host_veth is not None and att.ip is not None

@@ -302,19 +302,24 @@ def add_veth(ipr: Netlink, host_name: str, bridge: str | None, netns_fd: int, ma
 
 
 def enslave(ipr: Netlink, host_name: str, bridge: str, alias: str) -> bool:
-    """The host end of a veth on ``bridge`` and up; False when it is gone."""
-    idx = lookup(ipr, host_name)
-    if idx is None:
-        return False
+    """The host end of a veth on ``bridge`` and up; False when it is gone.
+    The link is named in the requests rather than looked up first (index 0
+    and ``IFLA_IFNAME``: the kernel finds it by name), one request less at
+    an upgrade's switch."""
     br = lookup(ipr, bridge)
     if br is None:
         raise OSError(errno.ENODEV, f"bridge {bridge} vanished")
-    ipr.request(_link(idx, ("IFLA_MASTER", br), ("IFLA_IFALIAS", alias), flags=IFF_UP,
-                      change=IFF_UP), RTM_SETLINK)
+    try:
+        ipr.request(_link(0, ("IFLA_IFNAME", host_name), ("IFLA_MASTER", br),
+                          ("IFLA_IFALIAS", alias), flags=IFF_UP, change=IFF_UP), RTM_SETLINK)
+    except NetlinkError as exc:
+        if exc.code in (errno.ENODEV, errno.ENOENT):
+            return False
+        raise
     # hairpin: a container reaching its own published port through a host
     # address is DNATed back out of the port it came in on (the bridge port's
     # IFLA_BRPORT_MODE, set as `ip link set ... type bridge_slave hairpin on` does)
-    ipr.request(_link(idx, ("IFLA_LINKINFO", {"attrs": [
+    ipr.request(_link(0, ("IFLA_IFNAME", host_name), ("IFLA_LINKINFO", {"attrs": [
         ["IFLA_INFO_SLAVE_KIND", "bridge"],
         ["IFLA_INFO_SLAVE_DATA", {"attrs": [["IFLA_BRPORT_MODE", 1]]}]]})), RTM_NEWLINK)
     return True

@@ -267,6 +267,14 @@ class NetworkRows:
             conn.execute("UPDATE network_attachments SET state = 'up' WHERE container_id = ?",
                          (cid,))
 
+    def mark_up_adopted(self, cid: str) -> None:
+        """:meth:`mark_up` of an attachment that adopted the container's
+        staged namespace, whose row goes in the same commit."""
+        with self.store.transaction() as conn:
+            conn.execute("UPDATE network_attachments SET state = 'up' WHERE container_id = ?",
+                         (cid,))
+            conn.execute("DELETE FROM network_staged WHERE container_id = ?", (cid,))
+
     def delete_attachment(self, cid: str) -> None:
         """Only once all of it is gone."""
         with self.store.transaction() as conn:

@@ -115,3 +115,32 @@ def test_a_stager_that_died_is_reconciled_when_the_store_opens(nm, root: Path) -
     nm.unstage("alive1")
     assert _store_state(nm) == before
     assert os.listdir(nm.ns_dir) == []
+
+
+ADOPT_AND_DIE = r"""
+import os, sys
+from volmerge.runtime.store import Store
+from volmerge.runtime.network import NetworkManager, rows
+rows.NetworkRows.mark_up_adopted = lambda self, cid: os._exit(9)  # die mid-adoption
+nm = NetworkManager(Store(sys.argv[1]))
+nm.stage("crashy", None, sys.argv[2])
+nm.connect("crashy", None, "crashy", ip=sys.argv[2], ports=["8080:80"])
+"""
+
+
+def test_a_crash_while_the_staged_namespace_is_adopted_is_swept(nm, root: Path) -> None:  # type: ignore[no-untyped-def]
+    """Killed between the pending attachment and its commit: both rows name
+    the namespace and the veth; the next store open removes them once."""
+    nm.ensure_default()
+    before = _store_state(nm)
+    p = subprocess.run([sys.executable, "-c", ADOPT_AND_DIE, str(root), _ip(nm, 77)],
+                       capture_output=True, text=True)
+    assert p.returncode == 9, p.stderr
+    assert nm.rows.staged("crashy") is not None and nm.rows.attachment("crashy") is not None
+    Store(root).close()  # the sweeper reconciles
+    after = _store_state(nm)
+    assert [lease.container_id for lease in after.pop("leases")] == ["crashy"]
+    assert after == {k: v for k, v in before.items() if k != "leases"}
+    assert nm.rows.staged("crashy") is None
+    nm.reconcile(alive=lambda cid: False)
+    assert _store_state(nm) == before
