@@ -75,10 +75,7 @@ def test_only_a_created_container_is_prestarted(engine, created) -> None:  # typ
     engine.remove(created.id)
 
 
-def test_a_preparer_killed_before_the_start_is_reconciled(engine, created, store) -> None:  # type: ignore[no-untyped-def]
-    """The process that prepared the start dies (SIGKILL): the next look at
-    the container (ps, get) unmounts the root; the container stays created
-    and starts as any other."""
+def _prestart_and_die(created, store) -> None:  # type: ignore[no-untyped-def]
     code = textwrap.dedent(f"""
         import os, signal
         from volmerge.runtime.containers import Engine
@@ -88,9 +85,31 @@ def test_a_preparer_killed_before_the_start_is_reconciled(engine, created, store
     """)
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert p.returncode == -signal.SIGKILL, p.stderr
+
+
+def test_a_preparer_killed_before_the_start_is_reconciled(engine, created, store) -> None:  # type: ignore[no-untyped-def]
+    """The process that prepared the start dies (SIGKILL): the next look at
+    the container (ps, get) unmounts the root; the container stays created
+    and starts as any other."""
+    _prestart_and_die(created, store)
     assert _mounted(created) and engine.records.lookup(created.id).owner_pid
     (c,) = [x for x in engine.list(all=True) if x.id == created.id]
     assert not _mounted(c) and c.state == "created" and c.owner_pid is None and not c.error
     engine.start(c.id)
     assert engine.get(c.id).state == "running"
     engine.remove(c.id, force=True)
+
+
+def test_a_preparer_killed_before_the_start_is_swept_when_the_store_opens(  # type: ignore[no-untyped-def]
+        engine, created, store) -> None:
+    from volmerge.runtime.store import Store
+
+    _prestart_and_die(created, store)
+    assert _mounted(created)
+    Store(store.root).close()  # any next command opens the store
+    c = engine.records.lookup(created.id)
+    assert not _mounted(c) and c.state == "created" and c.owner_pid is None
+    engine.prestart(c.id)  # a live preparer's is left alone
+    Store(store.root).close()
+    assert _mounted(c)
+    engine.remove(c.id)
