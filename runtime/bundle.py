@@ -42,8 +42,22 @@ class Bundles:
 
         return executors.get(c.runtime, self.store.root)
 
+    def prestart(self, c: Container, ip: str | None = None) -> None:
+        """The part of :meth:`prepare` that needs neither the volumes' final
+        data nor the network address to be free: the root (the image's
+        layers and the container's own upper) mounted and, on a bridge
+        network when its address is known (``--ip``, or ``ip``: an upgrade's
+        successor's, still its predecessor's), the network namespace with
+        its veth, configured inside (NetworkManager.stage).  :meth:`prepare`
+        finds them made and goes on from there; :meth:`teardown` undoes
+        them."""
+        rootfs_mod.mount_rootfs(c.dir, list(c.lowers), volatile=c.options.rm)
+        ip = c.options.ip or ip
+        if ip and self.network is not None and c.options.network not in ("none", "host"):
+            self.network.stage(c.id, c.options.network, ip)
+
     def prepare(self, c: Container) -> None:
-        """Mount the root, attach volumes and network, write config.json.
+        """Mount the root (unless :meth:`prestart` did), attach volumes and network, write config.json.
         On any failure everything done here is undone."""
         from . import spec as spec_mod
         from .cgroups import cgroups_path

@@ -167,6 +167,16 @@ class Engine:
         On any failure everything done here is undone."""
         self.bundles.prepare(c)
 
+    def prestart(self, ref: str, ip: str | None = None) -> Container:
+        """Prepare a created container's start ahead of it, what does not
+        depend on its volumes' data or on its address being free (see
+        Lifecycle.prestart)."""
+        return self.lifecycle.prestart(ref, ip)
+
+    def unprestart(self, ref: str) -> None:
+        """Undo prestart of a container not started since (idempotent)."""
+        self.lifecycle.unprestart(ref)
+
     def teardown(self, c: Container) -> None:
         """Undo prepare: runtime state, cgroups, mounts, volumes, network."""
         self.bundles.teardown(c)

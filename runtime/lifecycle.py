@@ -20,7 +20,7 @@ import time
 from . import fsutil
 from . import rootfs as rootfs_mod
 from .errors import BadInput, Conflict, NotDone
-from .records import Container, ContainerRecords, pid_alive
+from .records import Container, ContainerRecords, pid_alive, prestarted, proc_start_time
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
 if TYPE_CHECKING:
@@ -96,7 +96,7 @@ class Lifecycle:
         return self.reconciled(self.records.lookup(ref))
 
     def reconciled(self, c: Container) -> Container:
-        if not c.live or c.owner_alive():
+        if (not c.live and not prestarted(c)) or c.owner_alive():
             return c
         from .reconcile import reconcile_one  # only when an owner died
 
@@ -147,6 +147,8 @@ class Lifecycle:
                 reset = {"stop_requested": False, "error": None, "health": None,
                          "health_detail": None,
                          "restart_count": 0 if c.state == "created" else c.restart_count}
+                if prestarted(c):  # from here on the run is this start's (the supervisor's)
+                    reset.update(owner_pid=None, owner_start=None)
                 # a container just created has these already: no commit (an fsync) for nothing
                 self.records.update(c.id, **{k: v for k, v in reset.items()
                                              if getattr(c, k) != v})
@@ -167,6 +169,48 @@ class Lifecycle:
         from .supervisor import supervise
 
         return supervise(self.records, self.bundles, c.id, foreground=True)
+
+    def prestart(self, ref: str, ip: str | None = None) -> Container:
+        """Prepare, ahead of its start, what a created container's run needs
+        that depends neither on its volumes' data nor on its address being
+        free (Bundles.prestart: the root, and the network namespace
+        configured for ``ip``, which another container may still hold): an
+        upgrade does it while the old version serves, so the switch's start
+        does less.
+
+        The calling process is recorded as the container's owner first
+        (state still ``created``): if it dies before the start, the next look
+        at the container (``get``, ``ps``) tears the prepared parts down
+        (runtime.reconcile), as :meth:`unprestart`, ``teardown`` and ``rm``
+        do.  The start takes the run over from it.  Conflict unless the
+        container is ``created``."""
+        c = self.records.lookup(ref)
+        with self.store.lock("container-" + c.id):
+            c = self.get(c.id)
+            if c.state != "created":
+                raise Conflict(f"container {c.name} is {c.state}: only a created container "
+                               "is prepared ahead of its start")
+            me = os.getpid()
+            self.records.update(c.id, owner_pid=me, owner_start=proc_start_time(me))
+            try:
+                self.bundles.prestart(c, ip)
+            except BaseException:
+                self.bundles.teardown(c)
+                self.records.update(c.id, owner_pid=None, owner_start=None)
+                raise
+            return self.records.lookup(c.id)
+
+    def unprestart(self, ref: str) -> None:
+        """Undo :meth:`prestart` of a container that has not started since
+        (idempotent; a started one is its run's, and left alone)."""
+        c = self.records.lookup(ref)
+        with self.store.lock("container-" + c.id):
+            c = self.records.lookup(c.id)
+            if c.state != "created":
+                return
+            self.bundles.teardown(c)
+            if c.owner_pid is not None:
+                self.records.update(c.id, owner_pid=None, owner_start=None)
 
     def stop(self, ref: str, timeout: float = 10) -> Container:
         """The image's StopSignal (default SIGTERM), then SIGKILL after

@@ -16,7 +16,7 @@ import signal
 import time
 
 from . import diag
-from .records import Container, ContainerRecords, proc_start_time
+from .records import Container, ContainerRecords, prestarted, proc_start_time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -26,8 +26,9 @@ ERROR = "owner process died; container reconciled"
 
 
 def needs_reconcile(c: Container) -> bool:
-    """A live state whose owner is gone."""
-    return c.live and not c.owner_alive()
+    """A live state, or a start prepared ahead (Lifecycle.prestart), whose
+    owner is gone."""
+    return (c.live or prestarted(c)) and not c.owner_alive()
 
 
 def reconcile_one(records: ContainerRecords, bundles: Bundles, c: Container) -> Container:
@@ -39,6 +40,10 @@ def reconcile_one(records: ContainerRecords, bundles: Bundles, c: Container) -> 
         cur = records.lookup(c.id)
         if not needs_reconcile(cur):
             return cur
+        if prestarted(cur):  # never started: nothing ran, nothing to record but the undo
+            bundles.teardown(cur)
+            records.update(cur.id, owner_pid=None, owner_start=None)
+            return records.lookup(cur.id)
         killed = False
         if cur.pid and proc_start_time(cur.pid):
             try:

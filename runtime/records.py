@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .errors import BadInput, Conflict, NotFound
 from .options import RunOptions
+from .store import DatabaseError, register_sweeper
 from .value import FrozenValue, fields
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
@@ -63,6 +64,13 @@ MIGRATIONS = [
 
 #: states in which a container has (or is about to have) a process and an owner
 LIVE_STATES = ("running", "paused", "restarting")
+
+
+def prestarted(c: Container) -> bool:
+    """A created container whose start a live (or dead) process prepared
+    (runtime.lifecycle.Lifecycle.prestart): that process is its owner until
+    the start."""
+    return c.state == "created" and c.owner_pid is not None
 
 
 def proc_start_time(pid: int) -> str | None:
@@ -316,6 +324,40 @@ class ContainerRecords:
     def delete(self, cid: str) -> None:
         with self.store.transaction() as db:
             db.execute("DELETE FROM containers WHERE id = ?", (cid,))
+
+
+def _sweep_prestarted(store: Any) -> None:
+    """Store sweeper: the root of a created container whose start a process
+    prepared (Lifecycle.prestart) and that died before the start, unmounted,
+    and the owner forgotten.  One query when there is none.  Its network
+    namespace is the network's sweeper's (runtime.network.rows.sweep_needed);
+    nothing else was prepared.  A container whose lock is held (a start, a
+    remove) is left to that command."""
+    try:
+        rows = store.db.execute("SELECT id, owner_pid, owner_start FROM containers"
+                                " WHERE state = 'created' AND owner_pid IS NOT NULL").fetchall()
+    except DatabaseError:
+        return  # no containers table yet
+    for cid, pid, start in rows:
+        if pid_alive(pid, start):
+            continue
+        try:
+            with store.lock("container-" + cid, blocking=False):
+                now = store.db.execute("SELECT owner_pid, owner_start FROM containers WHERE"
+                                       " id = ? AND state = 'created'", (cid,)).fetchone()
+                if now is None or now[0] is None or pid_alive(now[0], now[1]):
+                    continue
+                from .rootfs import umount_rootfs
+
+                umount_rootfs(store.path("containers", cid))
+                with store.transaction(durable=False) as db:
+                    db.execute("UPDATE containers SET owner_pid = NULL, owner_start = NULL"
+                               " WHERE id = ?", (cid,))
+        except BlockingIOError:
+            continue
+
+
+register_sweeper(COMPONENT, _sweep_prestarted)
 
 
 def image_users(store: Any, image_id: str) -> list[str]:

@@ -19,7 +19,7 @@ from ..errors import Conflict, NotFound
 from . import hosts, ipam, netns, ports
 from .host import Host
 from .model import Attachment, Lease, Network, PortSpec
-from .rows import AttachmentRecord, NetworkRows
+from .rows import AttachmentRecord, NetworkRows, Staged
 
 SPECIAL = ("none", "host")
 
@@ -109,47 +109,133 @@ class Attachments:
             # same transaction: one fsync'd commit for the lease and the marker
             self.rows.insert_attachment(conn, att)
         try:
-            self._plumb(att, net)
-            self.rows.mark_up(cid)
+            if self._plumb(att, net):
+                self.rows.mark_up_adopted(cid)
+            else:
+                self.rows.mark_up(cid)
         except BaseException:
             self.teardown_record(self.rows.attachment(cid))
+            self.unstage(cid)
             if new_lease:
                 self.rows.delete_lease(name, cid)
             raise
         return self._attached(cid)
 
-    def _plumb(self, att: Attachment, net: Network) -> None:
+    def _plumb(self, att: Attachment, net: Network) -> bool:
         """The namespace, the veth pair, the address and routes inside, the
-        peers' hosts files and the NAT rules of a bridge attachment."""
-        from . import links
-
+        peers' hosts files and the NAT rules of a bridge attachment.  A
+        namespace staged for it (:meth:`stage`) is used as it is: only its
+        veth's host end joins the bridge (True: it was)."""
         assert att.netns_path is not None and att.host_veth is not None and att.ip is not None
         created = self.host.ensure_bridge(net)
         bridge = net.bridge
-        netns.remove(att.netns_path)  # a pin no row named (crash): ours to replace, under the lock
-        sock = netns.create(Path(att.netns_path))
+        adopted = self._adopt_staged(att, net)
+        if not adopted:
+            self._plumb_afresh(att, net)
+        self.host.refresh_hosts(att.network)
+        if created or (att.ports and not self.host.add_nat_ports(
+                [ports.NatPort(p, att.ip, bridge) for p in att.ports])):
+            self.host.apply_nat()
+        return adopted
+
+    def _adopt_staged(self, att: Attachment, net: Network) -> bool:
+        """Whether the container's staged namespace fits ``att`` and now
+        serves it (the ``pending`` attachment row names the same namespace
+        and veth; the staged row goes when it is marked up).  One that does
+        not fit (another address) is removed."""
+        from . import links
+
+        s = self.rows.staged(att.container_id)
+        if s is None:
+            return False
+        fits = (s.up and s.network == att.network and s.ip == att.ip and s.mac == att.mac
+                and s.prefixlen == net.prefixlen and s.gateway == att.gateway
+                and s.netns_path == att.netns_path and s.host_veth == att.host_veth
+                and netns.is_pinned(s.netns_path))
+        if fits:
+            with self.host.netlink() as ipr:
+                if links.enslave(ipr, s.host_veth, net.bridge,
+                                 self.host.alias("veth", att.container_id)):
+                    return True
+        self.unstage_record(s)
+        return False
+
+    def _plumb_afresh(self, att: Attachment, net: Network) -> None:
+        assert att.netns_path is not None and att.host_veth is not None and att.ip is not None
+        self._make_netns(att.netns_path, att.host_veth, net.bridge, att.mac, att.container_id,
+                         att.ip, net.prefixlen, att.gateway)
+
+    def _make_netns(self, path: str, host_veth: str, bridge: str | None, mac: str | None,
+                    cid: str, ip: str, prefixlen: int, gateway: str | None) -> None:
+        """A namespace pinned at ``path`` with a veth whose host end joins
+        ``bridge`` (None: stays down, off every bridge), eth0 addressed and
+        routed inside."""
+        from . import links
+
+        netns.remove(path)  # a pin no row named (crash): ours to replace, under the lock
+        sock = netns.create(Path(path))
         handed_over = False  # to the IPRoute inside, which closes it
         try:
-            fd = os.open(att.netns_path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             try:
                 with self.host.netlink() as ipr:
-                    links.add_veth(ipr, att.host_veth, bridge, fd, att.mac,
-                                   self.host.alias("veth", att.container_id))
+                    links.add_veth(ipr, host_veth, bridge, fd, mac, self.host.alias("veth", cid))
             finally:
                 os.close(fd)
             inside = links.open_in(sock)
             handed_over = True
             try:
-                links.configure_inside(inside, att.ip, net.prefixlen, att.gateway)
+                links.configure_inside(inside, ip, prefixlen, gateway)
             finally:
                 inside.close()
         finally:
             if not handed_over:
                 sock.close()
-        self.host.refresh_hosts(att.network)
-        if created or (att.ports and not self.host.add_nat_ports(
-                [ports.NatPort(p, att.ip, bridge) for p in att.ports])):
-            self.host.apply_nat()
+
+    # -- staged ahead of a start --------------------------------------------------------
+    def stage(self, cid: str, name: str, ip: str, owner: tuple[int, str | None]) -> bool:
+        """Make, ahead of the container's start, its namespace and veth with
+        ``ip`` configured inside (the address may still be another
+        container's: nothing reaches the bridge until the attachment adopts
+        it).  False when there is nothing to stage: an attachment already
+        exists, the network is gone, the address does not fit it."""
+        net = self.rows.network(name)
+        if net is None or self.rows.attachment(cid) is not None:
+            return False
+        try:
+            addr = ipaddress.IPv4Address(ip)
+        except ValueError:
+            return False
+        if addr not in ipaddress.IPv4Network(net.subnet):
+            return False
+        self.unstage(cid)
+        s = Staged(container_id=cid, network=name, state="pending",
+                   netns_path=str(self.host.ns_dir / cid), host_veth=self.host.veth_name(cid),
+                   ip=str(addr), gateway=net.gateway, prefixlen=net.prefixlen,
+                   mac=mac_for(str(addr)), owner_pid=owner[0], owner_start=owner[1])
+        self.rows.insert_staged(s)
+        try:
+            self._make_netns(s.netns_path, s.host_veth, None, s.mac, cid, s.ip, s.prefixlen,
+                             s.gateway)
+            self.rows.mark_staged_up(cid)
+        except BaseException:
+            self.unstage_record(s)
+            raise
+        return True
+
+    def unstage(self, cid: str) -> None:
+        s = self.rows.staged(cid)
+        if s is not None:
+            self.unstage_record(s)
+
+    def unstage_record(self, s: Staged) -> None:
+        """Remove a staged namespace and its veth; idempotent, the row last.
+        What an attachment row names too is left to that row's teardown."""
+        att = self.rows.attachment(s.container_id)
+        if att is None or att.attachment.netns_path != s.netns_path:
+            self.host.delete_link(s.host_veth)
+            netns.remove(s.netns_path)
+        self.rows.delete_staged(s.container_id)
 
     def _attached(self, cid: str) -> Attachment:
         rec = self.rows.attachment(cid)

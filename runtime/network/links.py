@@ -268,11 +268,13 @@ def ensure_bridge(ipr: Netlink, name: str, gateway: str, prefixlen: int, alias: 
     return created
 
 
-def add_veth(ipr: Netlink, host_name: str, bridge: str, netns_fd: int, mac: str | None,
+def add_veth(ipr: Netlink, host_name: str, bridge: str | None, netns_fd: int, mac: str | None,
              alias: str) -> None:
     """A veth pair whose far end is born inside the namespace as ``eth0``
     (created there directly: no window with a stray ``eth0`` on the host);
-    ``mac`` None (a row without one): the kernel picks the address."""
+    ``mac`` None (a row without one): the kernel picks the address.
+    ``bridge`` None (a namespace staged ahead of its start): the host end
+    stays down and off every bridge until :func:`enslave`."""
     peer: list[list[Any]] = [["IFLA_IFNAME", "eth0"], ["IFLA_NET_NS_FD", netns_fd]]
     if mac is not None:
         peer.append(["IFLA_ADDRESS", mac])
@@ -290,18 +292,37 @@ def add_veth(ipr: Netlink, host_name: str, bridge: str, netns_fd: int, mac: str 
             raise
         delete(ipr, host_name)  # a leftover of a crash: the name is ours
         add()
-    idx = lookup(ipr, host_name)
+    if bridge is None:
+        idx = lookup(ipr, host_name)
+        if idx is None:
+            raise OSError(errno.ENODEV, f"link {host_name} vanished")
+        ipr.request(_link(idx, ("IFLA_IFALIAS", alias)), RTM_SETLINK)
+    elif not enslave(ipr, host_name, bridge, alias):
+        raise OSError(errno.ENODEV, f"link {host_name} vanished")
+
+
+def enslave(ipr: Netlink, host_name: str, bridge: str, alias: str) -> bool:
+    """The host end of a veth on ``bridge`` and up; False when it is gone.
+    The link is named in the requests rather than looked up first (index 0
+    and ``IFLA_IFNAME``: the kernel finds it by name), one request less at
+    an upgrade's switch."""
     br = lookup(ipr, bridge)
-    if idx is None or br is None:
-        raise OSError(errno.ENODEV, f"link {host_name} or bridge {bridge} vanished")
-    ipr.request(_link(idx, ("IFLA_MASTER", br), ("IFLA_IFALIAS", alias), flags=IFF_UP,
-                      change=IFF_UP), RTM_SETLINK)
+    if br is None:
+        raise OSError(errno.ENODEV, f"bridge {bridge} vanished")
+    try:
+        ipr.request(_link(0, ("IFLA_IFNAME", host_name), ("IFLA_MASTER", br),
+                          ("IFLA_IFALIAS", alias), flags=IFF_UP, change=IFF_UP), RTM_SETLINK)
+    except NetlinkError as exc:
+        if exc.code in (errno.ENODEV, errno.ENOENT):
+            return False
+        raise
     # hairpin: a container reaching its own published port through a host
     # address is DNATed back out of the port it came in on (the bridge port's
     # IFLA_BRPORT_MODE, set as `ip link set ... type bridge_slave hairpin on` does)
-    ipr.request(_link(idx, ("IFLA_LINKINFO", {"attrs": [
+    ipr.request(_link(0, ("IFLA_IFNAME", host_name), ("IFLA_LINKINFO", {"attrs": [
         ["IFLA_INFO_SLAVE_KIND", "bridge"],
         ["IFLA_INFO_SLAVE_DATA", {"attrs": [["IFLA_BRPORT_MODE", 1]]}]]})), RTM_NEWLINK)
+    return True
 
 
 def configure_inside(ipr: Netlink, ip: str | None, prefixlen: int | None,

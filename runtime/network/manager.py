@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import builtins  # annotations: the class's list() method shadows the type
 import ipaddress
+import os
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -171,13 +172,42 @@ class NetworkManager:
             return self.attachments.connect_bridge(cid, network, hostname, ip, specs, aliases,
                                                      extra)
 
+    def stage(self, container_id: str, network: str | None, ip: str) -> bool:
+        """Make a container's namespace and veth ahead of its start, ``ip``
+        configured inside although another container may hold it still (an
+        upgrade's successor, while the old version serves; its lease moves
+        with :meth:`takeover` at the switch): the :meth:`connect` that
+        follows with that address only puts the veth on the bridge.  The
+        calling process owns what is staged until then: :meth:`unstage`,
+        :meth:`disconnect` and, once that process died, :meth:`reconcile`
+        remove it.  False (nothing made) when there is nothing to stage: a
+        special network, a network that does not exist, an address outside
+        it, a container already connected."""
+        from ..records import proc_start_time
+
+        cid = _check_cid(container_id)
+        network = DEFAULT_NETWORK if network is None else network
+        if network in SPECIAL:
+            return False
+        me = os.getpid()
+        with self.host.locked():
+            return self.attachments.stage(cid, network, ip, (me, proc_start_time(me)))
+
+    def unstage(self, container_id: str) -> None:
+        """Remove what :meth:`stage` made for a container (idempotent)."""
+        cid = _check_cid(container_id)
+        with self.host.locked():
+            self.attachments.unstage(cid)
+
     def disconnect(self, container_id: str, release: bool = False) -> None:
         """Stop: remove the container's veth, namespace, hosts file and port
-        rules.  ``release=True`` (container removed) also frees its leases.
-        Idempotent: an unknown container is not an error."""
+        rules (and what :meth:`stage` made).  ``release=True`` (container
+        removed) also frees its leases.  Idempotent: an unknown container is
+        not an error."""
         cid = _check_cid(container_id)
         with self.host.locked():
             self.attachments.teardown(cid)
+            self.attachments.unstage(cid)
             if release:
                 nets = [lease.network for lease in self.rows.leases(container_id=cid)]
                 self.rows.release([cid])

@@ -1,7 +1,8 @@
 """Network reconciliation: the host made to match the rows again.
 
 Removes what crashed supervisors left: attachments never finished or whose
-namespace is gone (reboot), links and namespaces no row names, and — when
+namespace is gone (reboot), namespaces staged ahead of a start by a process
+that died (or cut short), links and namespaces no row names, and — when
 ``alive(container_id)`` says a container no longer exists — its attachment
 and leases.  Then re-creates missing bridges and rewrites hosts files and
 the nft table from the database.  Also the store sweeper's work, when
@@ -27,7 +28,7 @@ def reconcile_locked(rows: NetworkRows, host: Host, attachments: Attachments,
     from . import links
 
     report: dict[str, list[str]] = {"attachments": [], "leases": [], "links": [],
-                                    "netns": [], "hosts": []}
+                                    "netns": [], "hosts": [], "staged": []}
     with host.netlink() as ipr:
         present = {li.name: li for li in links.links(ipr)}
     for rec in rows.attachments():
@@ -46,8 +47,13 @@ def reconcile_locked(rows: NetworkRows, host: Host, attachments: Attachments,
         if dead:
             rows.release(dead)
             report["leases"] = dead
+    for s in rows.all_staged():  # under the lock: a pending one was cut short
+        if not s.up or not s.owner_alive() or (alive is not None and not alive(s.container_id)):
+            attachments.unstage_record(s)
+            report["staged"].append(s.container_id)
+    staged = rows.all_staged()
     left = [r.attachment for r in rows.attachments()]
-    veths = {a.host_veth for a in left if a.host_veth}
+    veths = {a.host_veth for a in left if a.host_veth} | {s.host_veth for s in staged}
     bridges = {n.bridge for n in rows.networks()}
     with host.netlink() as ipr:
         for li in links.links(ipr):
@@ -58,7 +64,7 @@ def reconcile_locked(rows: NetworkRows, host: Host, attachments: Attachments,
             ):
                 links.delete(ipr, li.name)
                 report["links"].append(li.name)
-    nspaths = {a.netns_path for a in left if a.netns_path}
+    nspaths = {a.netns_path for a in left if a.netns_path} | {s.netns_path for s in staged}
     for entry in sorted(os.listdir(host.ns_dir)):
         p = str(host.ns_dir / entry)
         if p not in nspaths:

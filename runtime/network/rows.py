@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from ..store import DatabaseError, Store
 from ..value import FrozenValue
 from .model import Attachment, Lease, Network, PortSpec
-from .schema import COMPONENT
+from .schema import COMPONENT, STAGED_VERSION
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
 if TYPE_CHECKING:
@@ -42,6 +42,44 @@ class AttachmentRecord(FrozenValue):
     @property
     def up(self) -> bool:
         return self.state == "up"
+
+
+class Staged(FrozenValue):
+    """One ``network_staged`` row: a container's namespace and veth made
+    ahead of its start, owned by the process that made them (``owner``:
+    its pid and start time) until an attachment takes them over."""
+
+    __slots__ = ("container_id", "network", "state", "netns_path", "host_veth", "ip",
+                 "gateway", "prefixlen", "mac", "owner_pid", "owner_start")
+    if TYPE_CHECKING:
+        container_id: str
+        network: str
+        state: str
+        netns_path: str
+        host_veth: str
+        ip: str
+        gateway: str
+        prefixlen: int
+        mac: str
+        owner_pid: int
+        owner_start: str | None
+
+    def __init__(self, container_id: str, network: str, state: str, netns_path: str,
+                 host_veth: str, ip: str, gateway: str, prefixlen: int, mac: str,
+                 owner_pid: int, owner_start: str | None) -> None:
+        self._assign(locals())
+
+    @property
+    def up(self) -> bool:
+        return self.state == "up"
+
+    def owner_alive(self) -> bool:
+        from ..records import pid_alive
+
+        return pid_alive(self.owner_pid, self.owner_start)
+
+
+_STAGED_COLUMNS = Staged.__slots__
 
 
 def ports_from_json(text: str | None) -> tuple[PortSpec, ...]:
@@ -229,10 +267,45 @@ class NetworkRows:
             conn.execute("UPDATE network_attachments SET state = 'up' WHERE container_id = ?",
                          (cid,))
 
+    def mark_up_adopted(self, cid: str) -> None:
+        """:meth:`mark_up` of an attachment that adopted the container's
+        staged namespace, whose row goes in the same commit."""
+        with self.store.transaction() as conn:
+            conn.execute("UPDATE network_attachments SET state = 'up' WHERE container_id = ?",
+                         (cid,))
+            conn.execute("DELETE FROM network_staged WHERE container_id = ?", (cid,))
+
     def delete_attachment(self, cid: str) -> None:
         """Only once all of it is gone."""
         with self.store.transaction() as conn:
             conn.execute("DELETE FROM network_attachments WHERE container_id = ?", (cid,))
+
+    # -- staged namespaces ---------------------------------------------------------------
+    def staged(self, cid: str) -> Staged | None:
+        r = self.db.execute("SELECT * FROM network_staged WHERE container_id = ?",
+                            (cid,)).fetchone()
+        return None if r is None else Staged(*(r[k] for k in _STAGED_COLUMNS))
+
+    def all_staged(self) -> list[Staged]:
+        return [Staged(*(r[k] for k in _STAGED_COLUMNS))
+                for r in self.db.execute("SELECT * FROM network_staged").fetchall()]
+
+    def insert_staged(self, s: Staged) -> None:
+        """Written ``pending`` before the namespace or the veth exists."""
+        cols = ", ".join(_STAGED_COLUMNS)
+        with self.store.transaction() as conn:
+            conn.execute(f"INSERT INTO network_staged({cols}, created) VALUES "
+                         f"({', '.join('?' * len(_STAGED_COLUMNS))}, ?)",
+                         (*(getattr(s, k) for k in _STAGED_COLUMNS), time.time()))
+
+    def mark_staged_up(self, cid: str) -> None:
+        with self.store.transaction() as conn:
+            conn.execute("UPDATE network_staged SET state = 'up' WHERE container_id = ?", (cid,))
+
+    def delete_staged(self, cid: str) -> None:
+        """Once what it names is gone, or an attachment row names it."""
+        with self.store.transaction() as conn:
+            conn.execute("DELETE FROM network_staged WHERE container_id = ?", (cid,))
 
 
 def sweep_needed(store: Store) -> bool:
@@ -251,12 +324,17 @@ def sweep_needed(store: Store) -> bool:
     if store.db.execute(
             "SELECT 1 FROM network_attachments WHERE state != 'up' LIMIT 1").fetchone():
         return True
+    known: set[str] = set()
+    if have[0] >= STAGED_VERSION:
+        rows = NetworkRows(store).all_staged()
+        if any(not s.up or not s.owner_alive() for s in rows):
+            return True
+        known.update(s.netns_path for s in rows)
     ns_dir, hosts_dir = store.path("network", "ns"), store.path("network", "hosts")
     files = {str(ns_dir / e) for e in _listdir(ns_dir)} | {
         str(hosts_dir / e) for e in _listdir(hosts_dir)}
     if not files:
         return False
-    known: set[str] = set()
     for r in store.db.execute("SELECT netns_path, hosts_path FROM network_attachments"):
         known.update(p for p in r if p)
     return not files <= known

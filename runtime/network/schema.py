@@ -54,4 +54,27 @@ MIGRATIONS = [
     """
     ALTER TABLE network_attachments ADD COLUMN extra_hosts TEXT NOT NULL DEFAULT '[]';
     """,
+    # A container's namespace and veth made ahead of its start (an upgrade's
+    # successor while the old version serves, NetworkManager.stage): the
+    # address configured inside, the host end not on the bridge yet.  The
+    # process that staged it owns it: reconcile removes a dead owner's.
+    """
+    CREATE TABLE network_staged (
+        container_id TEXT PRIMARY KEY,
+        network      TEXT NOT NULL,
+        state        TEXT NOT NULL CHECK (state IN ('pending', 'up')),
+        netns_path   TEXT NOT NULL,
+        host_veth    TEXT NOT NULL,
+        ip           TEXT NOT NULL,
+        gateway      TEXT NOT NULL,
+        prefixlen    INTEGER NOT NULL,
+        mac          TEXT NOT NULL,
+        owner_pid    INTEGER NOT NULL,
+        owner_start  TEXT,
+        created      REAL NOT NULL
+    );
+    """,
 ]
+
+#: the schema version from which ``network_staged`` exists
+STAGED_VERSION = 3

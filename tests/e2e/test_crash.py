@@ -18,8 +18,8 @@ import pytest
 from .conftest import APP, volume_digest
 
 # In the order an upgrade runs them: while the old version serves, then the switch.
-STEP_KINDS = ("serving-snapshot", "stage-merge", "rename", "create", "stop", "snapshot",
-              "finish-merge", "takeover", "start", "health")
+STEP_KINDS = ("serving-snapshot", "stage-merge", "rename", "create", "prepare-start", "stop",
+              "snapshot", "finish-merge", "takeover", "start", "health")
 BOUNDARIES = [f"upgrade.{w}-{k}" for k in STEP_KINDS for w in ("before", "after")]
 # The volume's own points: the first snapshot swaps the running container's
 # mount (#1), the second is taken after the stop (#2).
@@ -60,6 +60,24 @@ def _ip(vm) -> str:  # type: ignore[no-untyped-def]
         st.close()
 
 
+def _not_running_leftovers(vm, cs: list[dict]) -> list[str]:  # type: ignore[no-untyped-def]
+    """Container roots mounted, network namespaces pinned and veths present
+    that no running container owns (a successor's start prepared ahead and
+    never undone would leave them)."""
+    running = {c["id"] for c in cs if c["state"] == "running"}
+    top = f"{vm.root}/containers/"
+    with open("/proc/self/mountinfo") as f:
+        mounts = {line.split()[4] for line in f}
+    left = [m for m in mounts if m.startswith(top) and m[len(top):].split("/")[0] not in running]
+    ns = vm.root / "network" / "ns"
+    left += [f"netns {n}" for n in (os.listdir(ns) if ns.is_dir() else []) if n not in running]
+    veths = subprocess.run(["ip", "-o", "link", "show", "type", "veth"], capture_output=True,
+                           text=True, check=True).stdout.splitlines()
+    if len(veths) > len(running):
+        left += veths
+    return left
+
+
 def _check_one_generation(vm, app, what: str) -> str:  # type: ignore[no-untyped-def]
     p = vm("recover")
     assert p.returncode == 0, f"{what}: recover failed: {p.stderr}"
@@ -72,6 +90,8 @@ def _check_one_generation(vm, app, what: str) -> str:  # type: ignore[no-untyped
         time.sleep(0.1)
         c = json.loads(vm("inspect", "app", "--json").stdout)[0]
     assert c["state"] == "running", f"{what}: app is {c['state']}"
+    cs = [json.loads(vm("inspect", i, "--json").stdout)[0] for i in vm("ps", "-aq").stdout.split()]
+    assert not _not_running_leftovers(vm, cs), f"{what}: {_not_running_leftovers(vm, cs)}"
     data = volume_digest(vm.root, "app-data")
     if c["image"] == APP[1]:
         assert data == app["old"], f"{what}: on the old image but the data changed"

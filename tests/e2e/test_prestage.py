@@ -145,3 +145,39 @@ def test_a_volume_held_open_is_merged_at_the_switch(vm) -> None:  # type: ignore
     vol = json.loads(vm("volume", "inspect", "app-data", "--json").stdout)
     vol = vol[0] if isinstance(vol, list) else vol
     assert not [s for s in vol["snapshots"] if (s.get("tag") or "").endswith("-prep")]
+
+
+def test_the_successors_root_and_netns_are_made_while_the_old_version_serves(vm) -> None:  # type: ignore[no-untyped-def]
+    """The successor's start is prepared before the stop (PrepareStart): its
+    root is mounted and its network namespace staged with the old address
+    while the old container still runs, and the start at the switch uses
+    both."""
+    from volmerge.context import Context
+    from volmerge.runtime import sys as rsys
+    from volmerge.runtime.store import Store
+    from volmerge.upgrade import UpgradeOptions, upgrade
+
+    _app(vm)
+    old_id = json.loads(vm("inspect", "app", "--json").stdout)[0]["id"]
+    st = Store(vm.root)
+    seen: list[tuple[str, str, bool, str | None]] = []
+    try:
+        ctx = Context(st)
+        (lease,) = ctx.network.leases(container_id=old_id)
+        old_ip = lease.ip
+
+        def progress(event: str, text: str, seconds: float | None) -> None:
+            if event == "step" and text.startswith("prepare the new app's start"):
+                new = ctx.engine.get("app")
+                staged = ctx.network.rows.staged(new.id)
+                seen.append((ctx.engine.get(old_id).state, new.state,
+                             rsys.is_mountpoint(new.rootfs), staged and staged.ip))
+
+        upgrade(ctx, UpgradeOptions(container="app", to_image=APP[2], health_timeout=0.3,
+                                    stop_timeout=2), progress)
+        assert seen == [("running", "created", True, old_ip)]
+        new = ctx.engine.get("app")
+        assert new.state == "running" and ctx.network.rows.staged(new.id) is None
+        assert ctx.network.attachment(new.id).host_veth == ctx.network.host.veth_name(new.id)
+    finally:
+        st.close()

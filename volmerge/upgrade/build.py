@@ -5,8 +5,9 @@ One builder for both, so the rehearsal runs what the upgrade will run (the
 same merge, the same successor options and health check), through the same
 runner (runner.py).  The upgrade's list has two phases: what does not need
 the old version stopped (a serving snapshot, the merge against it into a
-staged layer, the successor's record: staging.py) and the switch (stop,
-snapshot, merge again only what was written since, start).
+staged layer, the successor's record and its start prepared: staging.py)
+and the switch (stop, snapshot, merge again only what was written since,
+start).
 """
 
 from __future__ import annotations
@@ -96,7 +97,8 @@ def build_steps(ctx: Ctx, plan: UpgradePlan, jid: str, gen: int,
     new_opts = successor_options(c, plan)
     # While the old version serves (nothing here depends on the final data):
     # a snapshot with --pause semantics, the merge against it into a staged
-    # layer, the successor recorded under the name (staging.py).
+    # layer, the successor recorded under the name, its start prepared (its
+    # root mounted; staging.py).
     steps: list[st.Step] = [
         stg.ServingSnapshot(volume=v.name, tag=prep, container=c.id, timeout=opts.stop_timeout)
         for v in merged]
@@ -106,6 +108,10 @@ def build_steps(ctx: Ctx, plan: UpgradePlan, jid: str, gen: int,
                                     gen=gen))
     steps.append(st.CreateContainer(name=c.name, image=plan.new_image, old_id=c.id,
                                     options=new_opts.to_json()))
+    leases = ([] if new_opts.network in ("none", "host")
+              else ctx.network.leases(container_id=c.id))
+    steps.append(stg.PrepareStart(name=c.name, old_id=c.id,
+                                  ip=leases[0].ip if len(leases) == 1 else None))
     # The switch: stop, snapshot, merge again only what was written since the
     # serving snapshot, hand over the address, start.
     steps.append(st.StopContainer(id=c.id, name=c.name, timeout=opts.stop_timeout,
@@ -115,7 +121,7 @@ def build_steps(ctx: Ctx, plan: UpgradePlan, jid: str, gen: int,
                               image=plan.new_image, on_conflict=opts.on_conflict, jid=jid)
               for v in merged]
     steps += [st.SnapshotVolume(volume=v.name, tag=post, restore=False) for v in plan.volumes]
-    if new_opts.network not in ("none", "host") and ctx.network.leases(container_id=c.id):
+    if leases:
         steps.append(st.TakeOverNetwork(old_id=c.id, old_name=c.name, name=c.name))
     steps += hand_over(new_opts, c.id, c.name)  # --socket-activate (sockets.py)
     steps.append(st.StartContainer(name=c.name, old_id=c.id, timeout=opts.stop_timeout))
@@ -143,6 +149,7 @@ def _rehearsal_steps(ctx: Ctx, c: Container, plan: UpgradePlan, r: Rehearsal) ->
     )
     steps.append(st.CreateContainer(name=name, image=plan.new_image, old_id=c.id,
                                     options=new_opts.to_json()))
+    steps.append(stg.PrepareStart(name=name, old_id=c.id))
     steps.append(st.StartContainer(name=name, old_id=c.id, timeout=opts.stop_timeout))
     steps.append(_health(plan))
     return steps

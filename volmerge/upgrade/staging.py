@@ -168,6 +168,58 @@ class ForgetSnapshot(Step):
 
 
 @dataclass(frozen=True)
+class PrepareStart(Step):
+    """The successor's start prepared while the old version serves: what
+    depends neither on the volumes' final data nor on the old container's
+    address being free (``Engine.prestart``): its root file system mounted
+    and, on a bridge network, its network namespace and veth made with
+    ``ip`` (the old container's, handed over at the switch) configured
+    inside, the veth off the bridge.  The start at the switch finds them
+    made and puts the veth on the bridge.  The undo tears them down
+    (``Engine.unprestart``); a crash before the undo leaves a preparer
+    that died, which the next look at the container (and the network's
+    reconciliation) tears down as well."""
+
+    kind = "prepare-start"
+    name: str
+    old_id: str
+    ip: str | None = None
+
+    def describe(self) -> str:
+        net = " and network namespace" if self.ip else ""
+        return (f"prepare the new {self.name}'s start (its root file system{net}) "
+                "while the old one serves")
+
+    def apply(self, ctx: Ctx, tx: Tx) -> dict[str, Any]:
+        assert tx.new_id is not None, "the start is prepared after create"
+        ctx.engine.prestart(tx.new_id, ip=self.ip)
+        return {"id": tx.new_id}
+
+    def reverse(self, data: dict[str, Any]) -> Step | None:
+        return UnprepareStart(ref=data.get("id") or self.name, keep_id=self.old_id)
+
+
+@dataclass(frozen=True)
+class UnprepareStart(Step):
+    """The reverse of a prepared start: what it prepared of ``ref`` (the
+    successor's id, or its name when the step was cut short) is torn down,
+    unless ``ref`` names ``keep_id`` or the container has started since."""
+
+    kind = "unprepare-start"
+    ref: str
+    keep_id: str
+
+    def describe(self) -> str:
+        return f"undo the prepared start of {self.ref}"
+
+    def apply(self, ctx: Ctx, tx: Tx) -> dict[str, Any]:
+        c = find_container(ctx, self.ref)
+        if c is not None and c.id != self.keep_id:
+            ctx.engine.unprestart(c.id)
+        return {}
+
+
+@dataclass(frozen=True)
 class StageMerge(Step):
     """The three-way merge against the serving snapshot ``at``, into the
     staged upper; a PostgreSQL data directory is left to the switch."""
