@@ -102,7 +102,7 @@ def main() -> None:
         sys.exit("bench_pgupgrade: run as root (the servers run as the system user volmerge-pg)")
     from volmerge.strategies.sql.pgmajor import clone_datadir, upgrade_datadir
     from volmerge.strategies.sql.pgtemp import HostTools, give
-    from volmerge.upgrade.pgdata import host_tools, overlay_snapshot
+    from volmerge.upgrade.pgdata import host_tools, overlay_snapshot, tmpfs_scratch
 
     pg16 = pg16_bindir()
     work = tempfile.mkdtemp(prefix="volmerge-bench-pgupgrade-", dir="/var/tmp")
@@ -121,7 +121,7 @@ def main() -> None:
         def ours(method: str = "auto") -> None:
             path = "volmerge, " + ("dump and restore" if method == "dump" else "pg_upgrade path")
             r = upgrade_datadir(old, new, t15, t16, workdir=scratch, method=method,
-                                snapshot=overlay_snapshot,
+                                snapshot=overlay_snapshot, scratch=tmpfs_scratch,
                                 timing=lambda step, s: tick(path, step, s))
             if method == "auto" and not r.method.startswith("pg_upgrade"):
                 raise SystemExit(f"bench_pgupgrade: volmerge did not take pg_upgrade: {r.fallback}")

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,23 +39,39 @@ from .pgverify import connect as _connect
 #: ``snapshot(frozen, path)``: ``path`` made a private, writable copy of the
 #: frozen data directory for the duration (the default: a copy, cp -a)
 Snapshot = Callable[[str, str], contextlib.AbstractContextManager[Any]]
+#: ``scratch(path)``: ``path`` made an empty directory, where creating files
+#: is cheap (a tmpfs), for the duration (the default: a plain directory);
+#: entered with the snapshots, before the tools' first use (a container's start)
+Scratch = Callable[[str], contextlib.AbstractContextManager[Any]]
 #: the old server's configuration, the new one's, and the settings the new one knows
 Confs = tuple[pgconf.ServerConf, pgconf.ServerConf, set[str]]
 
 
+@contextlib.contextmanager
+def plain_dir(path: str) -> Iterator[None]:
+    """The default :data:`Scratch`: a directory of the work directory's file system."""
+    os.makedirs(path)
+    try:
+        yield
+    finally:
+        rmtree_quiet(path)
+
+
 def fast(old_data: str, new_data: str, new: Tools, beside: OldBeside, work: str,
-         superuser: str | None, tick: Timing,
-         snapshot: Snapshot) -> tuple[list[dict[str, Any]], Confs, str]:
-    """pg_upgrade on a snapshot of the frozen data (``--check`` first); the
-    old side of the verification on a second snapshot, read while the new
-    cluster is made; then the new server read.  Refused
-    (or NotDone) when this path cannot be taken; the caller falls back."""
+         superuser: str | None, tick: Timing, snapshot: Snapshot,
+         scratch: Scratch = plain_dir) -> tuple[list[dict[str, Any]], Confs, str]:
+    """pg_upgrade on a snapshot of the frozen data, its ``--check`` beside
+    it and deciding; the old side of the verification on a second
+    snapshot, read while the new cluster is made; then the new server
+    read.  Refused (or NotDone) when this path cannot be taken; the caller
+    falls back."""
     clones = [os.path.join(work, "old-data"), os.path.join(work, "old-read")]
-    stacks = [contextlib.ExitStack(), contextlib.ExitStack()]
+    stacks = [contextlib.ExitStack(), contextlib.ExitStack(), contextlib.ExitStack()]
     try:
         t0 = time.monotonic()
-        for clone, stack in zip(clones, stacks, strict=True):
+        for clone, stack in zip(clones, stacks, strict=False):
             stack.enter_context(snapshot(old_data, clone))
+        stacks[2].enter_context(scratch(os.path.join(work, "check-scratch")))
         for clone in clones:  # both mounted before the tools' first use (a container's start)
             for stale in ("postmaster.pid", "postmaster.opts"):
                 with contextlib.suppress(FileNotFoundError):
@@ -62,14 +79,15 @@ def fast(old_data: str, new_data: str, new: Tools, beside: OldBeside, work: str,
             give(clone, beside.tools.user)
         tick("copy data", time.monotonic() - t0)
         drops = tuple(_timed_drop(tick, what, stack) for what, stack in
-                      zip(("pg_upgrade's snapshot", "the read's snapshot"), stacks, strict=True))
+                      zip(("pg_upgrade's snapshot", "the read's snapshot", "the check's scratch"),
+                          stacks, strict=True))
         return _fast_on(clones, new_data, new, beside, work, superuser, tick, drops)
     finally:
         t0 = time.monotonic()
         for stack in reversed(stacks):  # what is still there (a failure, or not yet dropped)
             stack.close()
         for d in ("old-data", "old-read", "old-sock", "new-sock", "pgu-sock", "pgu-run-sock",
-                  "pgu-cwd"):
+                  "pgu-cwd", "pgu-check-cwd", "new-check"):
             rmtree_quiet(os.path.join(work, d))
         tick("snapshots removed", time.monotonic() - t0)
 
@@ -124,10 +142,11 @@ def _fast_on(clones: list[str], new_data: str, new: Tools, beside: OldBeside, wo
                        options=dict(BULK), superuser=info.superuser)
     mode = "--clone" if pgupgrade.clone_supported(work) else "--copy"
     jobs = max(1, min(4, os.cpu_count() or 1))
-    with ThreadPoolExecutor(3) as pool:
+    check_data = os.path.join(work, "new-check")  # or in the scratch, once its size is known
+    with ThreadPoolExecutor(4) as pool:
         made = pool.submit(_timed, tick, "initdb (beside)", pgupgrade.initdb, new, new_data, info)
         up = pool.submit(_timed, tick, "old server start (beside)", old_srv.start)
-        read = None
+        read = verdict = done = None
         try:
             up.result()
             # read beside initdb, whose bootstrap is one process: a core to spare
@@ -136,21 +155,31 @@ def _fast_on(clones: list[str], new_data: str, new: Tools, beside: OldBeside, wo
             made.result()
             tick("initdb (critical)", time.monotonic() - t0)
             t0 = time.monotonic()
-            pgupgrade.run(new, beside.bindir, clones[1], new_data, info, work, mode=mode,
-                          check_only=True, jobs=jobs)
-            tick("pg_upgrade --check (live)", time.monotonic() - t0)
-            # the old server goes once its side is read, beside pg_upgrade
-            done = pool.submit(_after, read, _stop_and_drop, old_srv, tick, drops[1])
+            check_data = _check_home(new_data, work)
+            _copy_cluster(new_data, check_data)
+            tick("new cluster copied for the check", time.monotonic() - t0)
+            # the check, live against the old server, on its own copy of the new cluster,
+            # beside pg_upgrade; its verdict is waited for before pg_upgrade's result is used
+            verdict = pool.submit(_timed, tick, "pg_upgrade --check (live, beside pg_upgrade)",
+                                  _check, new, beside.bindir, clones[1], check_data, info, work,
+                                  mode, jobs)
+            # the old server goes once its side is read and the check is done
+            done = pool.submit(_after, (read, verdict), _stop_and_drop, old_srv, tick,
+                               (drops[1], drops[2]), check_data)
             t0 = time.monotonic()
-            pgupgrade.run(new, beside.bindir, clones[0], new_data, info, work, mode=mode,
-                          check_only=False, jobs=jobs, sockdir=os.path.join(work, "pgu-run-sock"))
+            ran = _attempt(pgupgrade.run, new, beside.bindir, clones[0], new_data, info, work,
+                           mode=mode, check_only=False, jobs=jobs,
+                           sockdir=os.path.join(work, "pgu-run-sock"))
             tick(f"pg_upgrade {mode}", time.monotonic() - t0)
             t0 = time.monotonic()
+            verdict.result()  # the check's refusal decides, whatever pg_upgrade did
+            if ran is not None:
+                raise ran
             olds = read.result()
             done.result()
-            tick("old side read and stopped (waited for)", time.monotonic() - t0)
+            tick("check's verdict, old side read and stopped (waited for)", time.monotonic() - t0)
         finally:
-            _settle(made, up, read, old_srv, tick)
+            _settle(made, up, (read, verdict, done), old_srv, tick)
     rmtree_quiet(os.path.join(new_data, "pg_upgrade_output.d"))
     with ThreadPoolExecutor(1) as pool:  # the copied files written back beside the reads
         pool.submit(_timed, tick, "new files written back (beside)", _presync, new, new_data)
@@ -159,9 +188,61 @@ def _fast_on(clones: list[str], new_data: str, new: Tools, beside: OldBeside, wo
     return dbs, confs, f"pg_upgrade {mode}"
 
 
-def _stop_and_drop(srv: PgServer, tick: Timing, drop: Callable[[], None]) -> None:
+def _check(new: Tools, old_bin: str, old_data: str, check_data: str, info: pgupgrade.ClusterInfo,
+           work: str, mode: str, jobs: int) -> None:
+    """``pg_upgrade --check`` live against the old server on ``old_data``'s
+    socket, on ``check_data`` (a copy of the fresh new cluster: the check
+    starts a server on it, which pg_upgrade's own run on the real one
+    would collide with), run in a directory of its own."""
+    pgupgrade.run(new, old_bin, old_data, check_data, info, work, mode=mode, check_only=True,
+                  jobs=jobs, cwd=os.path.join(work, "pgu-check-cwd"))
+
+
+def _check_home(new_data: str, work: str) -> str:
+    """Where the check's copy of the new cluster goes: the scratch when it
+    fits there twice over with 64 MiB to spare (the check's server may add
+    a WAL segment; a full scratch must never read as a full disk), else
+    the work directory."""
+    from volmerge.runtime.fsutil import walk
+
+    size = sum(e.st.st_size for e in walk(new_data) if stat.S_ISREG(e.st.st_mode))
+    scratch = os.path.join(work, "check-scratch")
+    st = os.statvfs(scratch)
+    if st.f_bavail * st.f_frsize >= 2 * size + (64 << 20):
+        return os.path.join(scratch, "new-check")
+    return os.path.join(work, "new-check")
+
+
+def _copy_cluster(src: str, dst: str) -> None:
+    """A plain copy of the freshly initialised new cluster (a few dozen MiB;
+    reflinks where the file system has them).  Not an overlay: its lower
+    layer would be the directory pg_upgrade rewrites meanwhile."""
+    import subprocess
+
+    proc = subprocess.run(["cp", "-a", "--reflink=auto", "--sparse=always", src, dst],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise NotDone(f"copying the new cluster for pg_upgrade --check failed: "
+                      f"{proc.stderr.strip()[-300:]}")
+
+
+def _attempt(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Exception | None:
+    """``fn`` run; its error returned, not raised (None: it succeeded)."""
+    try:
+        fn(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - raised by the caller once the check has spoken
+        return exc
+    return None
+
+
+def _stop_and_drop(srv: PgServer, tick: Timing, drops: tuple[Callable[[], None], ...],
+                   check_data: str) -> None:
+    """The old server stopped once read and checked against; its snapshot
+    and the check's copy of the new cluster removed."""
     _timed(tick, "old server stop (beside)", srv.stop)
-    drop()
+    _timed(tick, "the check's copy removed (beside)", rmtree_quiet, check_data)
+    for drop in drops:
+        drop()
 
 
 def _presync(new: Tools, new_data: str) -> None:
@@ -201,17 +282,18 @@ def _new_side(new_srv: PgServer, olds: _OldSide,
     return dbs, confs
 
 
-def _after(first: Any, fn: Callable[..., Any], *args: Any) -> Any:
-    """``fn(*args)`` once the future ``first`` is done, whatever its outcome."""
-    with contextlib.suppress(BaseException):
-        first.result()
+def _after(first: tuple[Any, ...], fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` once the futures ``first`` are done, whatever their outcome."""
+    for fut in first:
+        with contextlib.suppress(BaseException):
+            fut.result()
     return fn(*args)
 
 
-def _settle(made: Any, up: Any, read: Any, old_srv: PgServer, tick: Timing) -> None:
+def _settle(made: Any, up: Any, sides: tuple[Any, ...], old_srv: PgServer, tick: Timing) -> None:
     """Every side task finished (their errors already raised or superseded),
     then the old server stopped if it is still up."""
-    for fut in (made, read):
+    for fut in (made, *sides):
         if fut is not None:
             with contextlib.suppress(BaseException):
                 fut.result()
@@ -254,4 +336,4 @@ def _analyze(srv: PgServer, dbs: list[str]) -> None:
         list(pool.map(one, dbs))
 
 
-__all__ = ["fast", "Snapshot", "Confs"]
+__all__ = ["fast", "Snapshot", "Scratch", "Confs", "plain_dir"]

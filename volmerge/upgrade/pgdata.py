@@ -395,7 +395,7 @@ def _convert(ctx: Any, old: ImagePg, new: ImagePg, old_image: Any, new_image: An
             result = upgrade_datadir(ours, new_data, ContainerTools(boxes[0], timer),
                                      ContainerTools(boxes[1], timer), workdir=work,
                                      timing=timer.add, beside=beside, snapshot=overlay_snapshot,
-                                     sync=False)  # write_upper's os.sync() makes it durable
+                                     scratch=tmpfs_scratch, sync=False)  # write_upper's os.sync() makes it durable
             timer.add("upgrade, verify (total)", time.monotonic() - t0)
             dbs, carried = result.databases, result.config.note()
             t0 = time.monotonic()
@@ -487,6 +487,41 @@ def overlay_snapshot(frozen: str, path: str) -> Iterator[None]:
         _rmtree_quiet(path)
 
 
+#: the cap of the check's scratch tmpfs (MiB): pgmajor copies the new cluster
+#: there only when it fits twice over, else beside it on disk
+SCRATCH_MB = 512
+
+
+@contextlib.contextmanager
+def tmpfs_scratch(path: str) -> Iterator[None]:
+    """pgmajor's scratch directory as the upgrade takes it: a tmpfs at
+    ``path`` (at most :data:`SCRATCH_MB` MiB; nosuid, nodev, noexec), where
+    ``pg_upgrade --check`` gets its copy of the freshly made new cluster —
+    a thousand files, each of which a busy ext4 may take a millisecond to
+    create.  Called before the temporary containers start: their bind of
+    the work directory is recursive, so they see it.  Where tmpfs cannot be
+    mounted: a plain directory."""
+    from volmerge.runtime import sys as rsys
+
+    os.makedirs(path)
+    try:
+        rsys.mount("tmpfs", path, "tmpfs", rsys.MS_NOSUID | rsys.MS_NODEV | rsys.MS_NOEXEC,
+                   f"size={SCRATCH_MB}m,mode=0711")
+    except OSError as exc:
+        diag.ignored(__name__, "a tmpfs for pg_upgrade --check's copy", exc)
+        try:
+            yield
+        finally:
+            _rmtree_quiet(path)
+        return
+    try:
+        yield
+    finally:
+        _rmtree_quiet(path)  # its contents (a container may still see the tmpfs), then the mount
+        rsys.umount(path, rsys.MNT_DETACH)
+        _rmtree_quiet(path)
+
+
 # -- the overlay upper -------------------------------------------------------------
 
 def write_upper(new_data: Path, ours: Path, out: Path) -> None:
@@ -534,4 +569,4 @@ def _empty(out: Path) -> None:
 
 
 __all__ = ["maybe_upgrade", "find_pg", "write_upper", "host_tools", "ImagePg", "ContainerTools",
-           "overlay_snapshot"]
+           "overlay_snapshot", "tmpfs_scratch"]
