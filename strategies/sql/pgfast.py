@@ -1,20 +1,40 @@
 """The fast path of a major upgrade, run: pg_upgrade on one snapshot of
 the frozen data, the verification's old side read on another.
 
-The critical path is the new cluster's initdb, ``pg_upgrade --check``,
-``pg_upgrade`` and the new server's side of the verification; everything
-else runs beside it.  The old server of the verification starts at once on
-its own copy-on-write snapshot, beside initdb, and its rows are hashed and
-its configuration read there while initdb runs (its bootstrap is one
-process: on two cores one is spare) and, if need be, the check:
-``--check`` runs live against that server (the same data as pg_upgrade's
-snapshot: both are of one frozen directory).  pg_upgrade runs on the other
-snapshot, on a socket of its own, while the old server stops and its
-snapshot goes.  After it, the new cluster's files are written back while
-its server is verified and ANALYZEd, so the final sync finds little left.
-On two busy cores overlapping saves less than it does on a quiet machine:
-what runs beside takes CPU from what it overlaps.  Any refusal (:class:`.pgupgrade.Refused`) or NotDone
-reaches pgmajor, which falls back to dump and restore.
+The critical path is the new cluster's initdb, ``pg_upgrade`` and the new
+server's side of the verification; everything else runs beside it.  The
+old server of the verification starts at once on its own copy-on-write
+snapshot, beside initdb, and its rows are hashed and its configuration
+read there while initdb runs (its bootstrap is one process: on two cores
+one is spare).
+
+**The check runs beside pg_upgrade, and still decides.**  ``pg_upgrade
+--check`` runs live against that old server (the same data as
+pg_upgrade's snapshot: both are of one frozen directory) on its own copy
+of the freshly made new cluster (the check starts a server on it, which
+would collide with pg_upgrade's own; a copy, not an overlay, whose lower
+layer pg_upgrade would rewrite meanwhile; in the caller's scratch — a
+tmpfs in the upgrade transaction — because creating its thousand files on
+a busy ext4 can take a second), while pg_upgrade itself starts at once on
+the real new cluster, from the other snapshot, on a socket of its own.
+Both are waited for, and the check's refusal is raised first, whatever
+pg_upgrade did: pg_upgrade's result is then discarded and the caller
+falls back to dump and restore with the check's reason, exactly as when
+the check ran first.  Starting pg_upgrade before the verdict changes
+nothing that can be observed: in ``--copy`` and ``--clone`` mode it never
+writes to the old cluster (a snapshot anyway), the new cluster is scratch
+that a refusal removes, and pg_upgrade repeats every check of ``--check``
+itself before it writes anything.  What it costs is CPU beside
+pg_upgrade, which leaves a core idle much of its time (server starts and
+stops, one file copy).
+
+The old server stops, and its snapshot and the check's copy go, once the
+check is done, beside pg_upgrade.  After it, the new cluster's files are
+written back while its server is verified and ANALYZEd, so the final sync
+finds little left.  On two busy cores overlapping saves less than it does
+on a quiet machine: what runs beside takes CPU from what it overlaps.  Any
+refusal (:class:`.pgupgrade.Refused`) or NotDone reaches pgmajor, which
+falls back to dump and restore.
 """
 
 from __future__ import annotations
@@ -120,14 +140,15 @@ def _fast_on(clones: list[str], new_data: str, new: Tools, beside: OldBeside, wo
              superuser: str | None, tick: Timing, drops: tuple[Callable[[], None], ...]
              ) -> tuple[list[dict[str, Any]], Confs, str]:
     """``clones``: two private snapshots of the old cluster.  On the second
-    one the old server starts at once: ``pg_upgrade --check`` runs live
-    against it (the same data as the first: both snapshots of one frozen
-    directory) and, beside initdb, the old side of the verification and
-    its configuration are read there.  pg_upgrade itself runs on the
-    first snapshot, on a socket of its own.  Then the new server:
-    collations checked, ANALYZEd, read, and both sides compared.
-    ``drops`` remove each snapshot, beside other work, once its last
-    server has stopped."""
+    one the old server starts at once: beside initdb, the old side of the
+    verification and its configuration are read there, and then
+    ``pg_upgrade --check`` runs live against it (the same data as the
+    first: both snapshots of one frozen directory), on a copy of the new
+    cluster, beside pg_upgrade itself, which runs on the first snapshot,
+    on a socket of its own; the check's refusal decides.  Then the new
+    server: collations checked, ANALYZEd, read, and both sides compared.
+    ``drops`` remove each snapshot and the check's scratch, beside other
+    work, once its last server has stopped."""
     from concurrent.futures import ThreadPoolExecutor
 
     t0 = time.monotonic()
