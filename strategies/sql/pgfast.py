@@ -278,21 +278,26 @@ def _presync(new: Tools, new_data: str) -> None:
 
 def _new_side(new_srv: PgServer, olds: _OldSide,
               tick: Timing) -> tuple[list[dict[str, Any]], Confs]:
-    """The new server up: collations checked, ANALYZE beside the reads of
-    every row, both sides compared, the configuration read."""
+    """The new server up: collations checked and ANALYZE beside the reads
+    of every row, both sides compared, the configuration read."""
     from concurrent.futures import ThreadPoolExecutor
 
+    news: dict[str, Any] = {}
     t0 = time.monotonic()
     _timed(tick, "new server start", new_srv.start)
     try:
-        t1 = time.monotonic()
-        for db in olds.names:
-            with _connect(new_srv.url(db)) as c:
-                _refuse_collation_risk(c, db)
-        tick("collation check", time.monotonic() - t1)
-        with ThreadPoolExecutor(1) as pool:  # ANALYZE beside the verification's reads
+        # the collation check and ANALYZE beside the verification's reads; a collation
+        # risk refuses first, whatever the reads found
+        with ThreadPoolExecutor(2) as pool:
+            risk = pool.submit(_timed, tick, "collation check (beside)", _collations, new_srv,
+                               olds.names)
             stats = pool.submit(_timed, tick, "analyze (beside)", _analyze, new_srv, olds.names)
-            news = _timed(tick, "new side hashed", fingerprints, new_srv, olds.names)
+            t1 = time.monotonic()
+            read = _attempt(lambda: news.update(fingerprints(new_srv, olds.names)))
+            tick("new side hashed", time.monotonic() - t1)
+            risk.result()
+            if read is not None:
+                raise read
             stats.result()
         dbs = [compare(db, olds.prints[db], news[db]) for db in olds.names]
         with _connect(new_srv.url("postgres")) as c:
@@ -334,6 +339,14 @@ def _timed(tick: Timing, step: str, fn: Callable[..., Any], *args: Any) -> Any:
         return fn(*args)
     finally:
         tick(step, time.monotonic() - t0)
+
+
+def _collations(srv: PgServer, dbs: list[str]) -> None:
+    """Refused when an index pg_upgrade copied could be out of order under
+    the new libraries (:func:`.pgupgrade.collation_risk`)."""
+    for db in dbs:
+        with _connect(srv.url(db)) as c:
+            _refuse_collation_risk(c, db)
 
 
 def _refuse_collation_risk(new_conn: Any, db: str) -> None:

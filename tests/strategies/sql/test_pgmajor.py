@@ -305,6 +305,27 @@ def test_pg_upgrade_refused_falls_back_to_dump_and_restore(tmp_path, monkeypatch
         new.stop()
 
 
+def test_a_collation_version_change_refuses_pg_upgrade(tmp_path, monkeypatch):
+    """A database whose recorded collation version is not what the new
+    server's libraries report: the index files pg_upgrade copied could be
+    out of order, so the fast path refuses (its collation check runs beside
+    the verification's reads) and dump and restore rebuilds them."""
+    monkeypatch.setenv("VOLMERGE_PG_UPGRADE_MIN_MB", "0")  # pg_upgrade even for a small cluster
+    with started_pg15(tmp_path / "old", tmp_path / "s15") as srv:
+        with psycopg.connect(srv.url("postgres"), autocommit=True) as c:
+            c.execute("CREATE TABLE t (id int PRIMARY KEY, name text UNIQUE)")
+            c.execute("INSERT INTO t SELECT g, 'n' || g FROM generate_series(1, 100) g")
+            c.execute("UPDATE pg_database SET datcollversion = '0.0-volmerge-test' "
+                      "WHERE datname = 'postgres'")
+    r = upgrade_datadir(srv.datadir, str(tmp_path / "new"), host_tools(PG15_BIN),
+                        host_tools(PG16_BIN), workdir=str(tmp_path / "w"))
+    assert r.method == "dump and restore"
+    assert r.fallback is not None and "collation" in r.fallback, r.fallback
+    pg = next(d for d in r.databases if d["database"] == "postgres")
+    assert pg["tables"] == [{"table": "public.t", "rows": 100}] and pg["verified"] is True
+    assert sorted(os.listdir(tmp_path / "w")) == []
+
+
 @dataclass(frozen=True)
 class _Recorded:
     """This host's programs, each run noted (tool and arguments)."""
