@@ -164,14 +164,16 @@ def _fast_on(clones: list[str], new_data: str, new: Tools, beside: OldBeside, wo
     mode = "--clone" if pgupgrade.clone_supported(work) else "--copy"
     jobs = max(1, min(4, os.cpu_count() or 1))
     check_data = os.path.join(work, "new-check")  # or in the scratch, once its size is known
-    with ThreadPoolExecutor(4) as pool:
+    # what runs beside the critical path runs at a lower priority (``low``): on busy cores it
+    # yields to initdb and pg_upgrade, and it has until pg_upgrade ends to finish
+    with ThreadPoolExecutor(1) as pool, ThreadPoolExecutor(3, initializer=lower_priority) as low:
         made = pool.submit(_timed, tick, "initdb (beside)", pgupgrade.initdb, new, new_data, info)
-        up = pool.submit(_timed, tick, "old server start (beside)", old_srv.start)
+        up = low.submit(_timed, tick, "old server start (beside)", old_srv.start)
         read = verdict = done = None
         try:
             up.result()
             # read beside initdb, whose bootstrap is one process: a core to spare
-            read = pool.submit(_read_old, old_srv, tick)
+            read = low.submit(_read_old, old_srv, tick)
             t0 = time.monotonic()
             made.result()
             tick("initdb (critical)", time.monotonic() - t0)
@@ -181,11 +183,11 @@ def _fast_on(clones: list[str], new_data: str, new: Tools, beside: OldBeside, wo
             tick("new cluster copied for the check", time.monotonic() - t0)
             # the check, live against the old server, on its own copy of the new cluster,
             # beside pg_upgrade; its verdict is waited for before pg_upgrade's result is used
-            verdict = pool.submit(_timed, tick, "pg_upgrade --check (live, beside pg_upgrade)",
+            verdict = low.submit(_timed, tick, "pg_upgrade --check (live, beside pg_upgrade)",
                                   _check, new, beside.bindir, clones[1], check_data, info, work,
                                   mode, jobs)
             # the old server goes once its side is read and the check is done
-            done = pool.submit(_after, (read, verdict), _stop_and_drop, old_srv, tick,
+            done = low.submit(_after, (read, verdict), _stop_and_drop, old_srv, tick,
                                (drops[1], drops[2]), check_data)
             t0 = time.monotonic()
             ran = _attempt(pgupgrade.run, new, beside.bindir, clones[0], new_data, info, work,
@@ -202,11 +204,25 @@ def _fast_on(clones: list[str], new_data: str, new: Tools, beside: OldBeside, wo
         finally:
             _settle(made, up, (read, verdict, done), old_srv, tick)
     rmtree_quiet(os.path.join(new_data, "pg_upgrade_output.d"))
-    with ThreadPoolExecutor(1) as pool:  # the copied files written back beside the reads
+    # the copied files written back beside the reads, at a lower priority
+    with ThreadPoolExecutor(1, initializer=lower_priority) as pool:
         pool.submit(_timed, tick, "new files written back (beside)", _presync, new, new_data)
         pool.submit(drops[0])
         dbs, confs = _new_side(new_srv, olds, tick)
     return dbs, confs, f"pg_upgrade {mode}"
+
+
+#: the nice value of the work beside the critical path
+BESIDE_NICE = 10
+
+
+def lower_priority(nice: int = BESIDE_NICE) -> None:
+    """This thread, and the programs it starts, at ``nice`` at least
+    (Linux's nice is a thread's; a child inherits its parent thread's).
+    Where it cannot be changed, left as it is."""
+    with contextlib.suppress(OSError):
+        if os.getpriority(os.PRIO_PROCESS, 0) < nice:
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
 
 
 def _check(new: Tools, old_bin: str, old_data: str, check_data: str, info: pgupgrade.ClusterInfo,

@@ -3,6 +3,8 @@ from a server that would not start."""
 
 from __future__ import annotations
 
+import os
+
 from volmerge.strategies.sql.pgupgrade import _reason, failure
 
 REG_STAR = """Performing Consistency Checks
@@ -62,3 +64,27 @@ def test_user_bytes_counts_user_relation_files_only(tmp_path, monkeypatch) -> No
         monkeypatch.setenv("VOLMERGE_PG_UPGRADE_MIN_MB", bad)
         with pytest.raises(BadInput):
             small_limit()
+
+
+def test_work_beside_the_critical_path_runs_niced_the_caller_does_not() -> None:
+    """lower_priority() lowers its own thread and what that thread starts
+    (the servers and pg_upgrade --check beside pg_upgrade), never the
+    thread that runs pg_upgrade itself."""
+    import functools
+    import subprocess
+    from concurrent.futures import ThreadPoolExecutor
+
+    from volmerge.strategies.sql.pgfast import BESIDE_NICE, lower_priority
+
+    mine = os.getpriority(os.PRIO_PROCESS, 0)  # the tests may run under nice already
+    want = min(19, mine + 5)
+    assert BESIDE_NICE > 0
+
+    def child_nice() -> tuple[int, int]:
+        out = subprocess.run(["sh", "-c", "cut -d' ' -f19 /proc/self/stat"], capture_output=True,
+                             text=True, check=True).stdout
+        return os.getpriority(os.PRIO_PROCESS, 0), int(out)
+
+    with ThreadPoolExecutor(1, initializer=functools.partial(lower_priority, want)) as low:
+        assert low.submit(child_nice).result() == (want, want)
+    assert os.getpriority(os.PRIO_PROCESS, 0) == mine
