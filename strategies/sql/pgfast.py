@@ -56,9 +56,11 @@ from .pgupgrade import OldBeside
 from .pgverify import compare, databases, fingerprints
 from .pgverify import connect as _connect
 
-#: ``snapshot(frozen, path)``: ``path`` made a private, writable copy of the
-#: frozen data directory for the duration (the default: a copy, cp -a)
-Snapshot = Callable[[str, str], contextlib.AbstractContextManager[Any]]
+#: ``snapshot(frozen, path[, upper_in=dir])``: ``path`` made a private,
+#: writable copy of the frozen data directory for the duration (the default:
+#: a copy, cp -a); ``upper_in``, when given, a directory of the scratch where
+#: a copy-on-write layer may live (pg_upgrade's snapshot: catalogs only)
+Snapshot = Callable[..., contextlib.AbstractContextManager[Any]]
 #: ``scratch(path)``: ``path`` made an empty directory, where creating files
 #: is cheap (a tmpfs), for the duration (the default: a plain directory);
 #: entered with the snapshots, before the tools' first use (a container's start)
@@ -87,11 +89,13 @@ def fast(old_data: str, new_data: str, new: Tools, beside: OldBeside, work: str,
     falls back."""
     clones = [os.path.join(work, "old-data"), os.path.join(work, "old-read")]
     stacks = [contextlib.ExitStack(), contextlib.ExitStack(), contextlib.ExitStack()]
+    room = os.path.join(work, "check-scratch")
     try:
         t0 = time.monotonic()
-        for clone, stack in zip(clones, stacks, strict=False):
-            stack.enter_context(snapshot(old_data, clone))
-        stacks[2].enter_context(scratch(os.path.join(work, "check-scratch")))
+        # the scratch first: pg_upgrade's snapshot may keep its copy-on-write layer there
+        stacks[2].enter_context(scratch(room))
+        stacks[0].enter_context(snapshot(old_data, clones[0], **_upper_hint(old_data, room)))
+        stacks[1].enter_context(snapshot(old_data, clones[1]))
         for clone in clones:  # both mounted before the tools' first use (a container's start)
             for stale in ("postmaster.pid", "postmaster.opts"):
                 with contextlib.suppress(FileNotFoundError):
@@ -101,15 +105,51 @@ def fast(old_data: str, new_data: str, new: Tools, beside: OldBeside, work: str,
         drops = tuple(_timed_drop(tick, what, stack) for what, stack in
                       zip(("pg_upgrade's snapshot", "the read's snapshot", "the check's scratch"),
                           stacks, strict=True))
-        return _fast_on(clones, new_data, new, beside, work, superuser, tick, drops)
+        try:
+            return _fast_on(clones, new_data, new, beside, work, superuser, tick, drops)
+        except NotDone as exc:
+            if not isinstance(exc, pgupgrade.Refused) and _full(room):
+                raise pgupgrade.Refused(f"the scratch filled up ({exc})") from exc
+            raise
     finally:
         t0 = time.monotonic()
-        for stack in reversed(stacks):  # what is still there (a failure, or not yet dropped)
+        for stack in (stacks[1], stacks[0], stacks[2]):  # what is still there; the scratch last
             stack.close()
         for d in ("old-data", "old-read", "old-sock", "new-sock", "pgu-sock", "pgu-run-sock",
                   "pgu-cwd", "pgu-check-cwd", "new-check"):
             rmtree_quiet(os.path.join(work, d))
         tick("snapshots removed", time.monotonic() - t0)
+
+
+def _upper_hint(old_data: str, room: str) -> dict[str, str]:
+    """``{"upper_in": room}`` when pg_upgrade's snapshot may keep its
+    copy-on-write layer in the scratch: what its old server writes there
+    is the catalogs, the WAL and the like (it reads no table), so the
+    data directory's bytes other than the user relations' must fit twice
+    over with 64 MiB to spare (else ``{}``: beside the data, on disk).
+    Each copy-up creates a file, which a busy ext4 may take a millisecond
+    to do; on pg_upgrade's critical path there are hundreds."""
+    from volmerge.runtime.fsutil import walk
+
+    from .pgmajor import user_bytes
+
+    try:
+        total = sum(e.st.st_size for e in walk(old_data) if stat.S_ISREG(e.st.st_mode))
+        st = os.statvfs(room)
+    except OSError:
+        return {}
+    other = max(0, total - user_bytes(old_data))
+    return {"upper_in": room} if st.f_bavail * st.f_frsize >= 2 * other + (64 << 20) else {}
+
+
+def _full(room: str) -> bool:
+    """Whether the scratch is (nearly) full: a "no space" then is its own,
+    not the disk's, and the fallback is taken instead."""
+    try:
+        st = os.statvfs(room)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < (16 << 20)
 
 
 def _timed_drop(tick: Timing, what: str, stack: contextlib.ExitStack) -> Callable[[], None]:
@@ -188,7 +228,7 @@ def _fast_on(clones: list[str], new_data: str, new: Tools, beside: OldBeside, wo
                                   mode, jobs)
             # the old server goes once its side is read and the check is done
             done = low.submit(_after, (read, verdict), _stop_and_drop, old_srv, tick,
-                               (drops[1], drops[2]), check_data)
+                               (drops[1],), check_data)
             t0 = time.monotonic()
             ran = _attempt(pgupgrade.run, new, beside.bindir, clones[0], new_data, info, work,
                            mode=mode, check_only=False, jobs=jobs,
@@ -208,6 +248,7 @@ def _fast_on(clones: list[str], new_data: str, new: Tools, beside: OldBeside, wo
     with ThreadPoolExecutor(1, initializer=lower_priority) as pool:
         pool.submit(_timed, tick, "new files written back (beside)", _presync, new, new_data)
         pool.submit(drops[0])
+        pool.submit(drops[2])  # after pg_upgrade's snapshot, whose upper it may hold
         dbs, confs = _new_side(new_srv, olds, tick)
     return dbs, confs, f"pg_upgrade {mode}"
 

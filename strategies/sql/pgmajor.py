@@ -109,8 +109,9 @@ def data_version(datadir: str | os.PathLike[str]) -> str:
 
 
 @contextlib.contextmanager
-def copied(frozen: str, path: str) -> Iterator[None]:
-    """The default :data:`Snapshot`: a copy (reflinks where the filesystem has them)."""
+def copied(frozen: str, path: str, upper_in: str | None = None) -> Iterator[None]:
+    """The default :data:`Snapshot`: a copy (reflinks where the filesystem
+    has them); ``upper_in`` (where a copy-on-write layer could go) unused."""
     try:
         clone_datadir(frozen, path)
         yield

@@ -450,7 +450,7 @@ def _borrowed(ctx: Any, old_root: Path, new_image: Any) -> list[str]:
 
 
 @contextlib.contextmanager
-def overlay_snapshot(frozen: str, path: str) -> Iterator[None]:
+def overlay_snapshot(frozen: str, path: str, upper_in: str | None = None) -> Iterator[None]:
     """pgmajor's snapshot of the frozen data as the upgrade takes it: an
     overlay at ``path`` with ``frozen`` as its only lower layer, so that
     the old server pg_upgrade starts writes beside the data, never into it,
@@ -458,11 +458,14 @@ def overlay_snapshot(frozen: str, path: str) -> Iterator[None]:
     ``metacopy``; no syncs: ``volatile``, the upper is thrown away).
     ``metacopy`` trusts the layers' redirect xattrs: the only lower layer
     is the volume itself, so a crafted one reaches nothing else.  A file
-    system without such overlays gets a copy (pgmajor's default)."""
+    system without such overlays gets a copy (pgmajor's default).
+    ``upper_in``: a directory (pgmajor's scratch, a tmpfs) to keep the
+    upper and work directories in, for a snapshot whose copy-ups are few
+    and small (pg_upgrade's: catalogs and WAL) but many files."""
     from volmerge.runtime import sys as rsys
     from volmerge.strategies.sql.pgmajor import copied
 
-    base = path + ".cow"
+    base = os.path.join(upper_in, os.path.basename(path) + ".cow") if upper_in else path + ".cow"
     upper, work = os.path.join(base, "upper"), os.path.join(base, "work")
     for d in (path, upper, work):
         os.makedirs(d)
@@ -487,8 +490,9 @@ def overlay_snapshot(frozen: str, path: str) -> Iterator[None]:
         _rmtree_quiet(path)
 
 
-#: the cap of the check's scratch tmpfs (MiB): pgmajor copies the new cluster
-#: there only when it fits twice over, else beside it on disk
+#: the cap of pgmajor's scratch tmpfs (MiB): pg_upgrade's snapshot keeps its
+#: copy-on-write layer there, and the check its copy of the new cluster, each
+#: only when it fits twice over, else on disk
 SCRATCH_MB = 512
 
 
@@ -498,7 +502,8 @@ def tmpfs_scratch(path: str) -> Iterator[None]:
     ``path`` (at most :data:`SCRATCH_MB` MiB; nosuid, nodev, noexec), where
     ``pg_upgrade --check`` gets its copy of the freshly made new cluster —
     a thousand files, each of which a busy ext4 may take a millisecond to
-    create.  Called before the temporary containers start: their bind of
+    create — and pg_upgrade's snapshot its upper layer (hundreds of catalog
+    files copied up).  Called before the temporary containers start: their bind of
     the work directory is recursive, so they see it.  Where tmpfs cannot be
     mounted: a plain directory."""
     from volmerge.runtime import sys as rsys

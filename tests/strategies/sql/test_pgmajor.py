@@ -360,9 +360,9 @@ def test_the_check_runs_live_on_the_verifications_snapshot_and_sync_is_optional(
     monkeypatch.setenv("VOLMERGE_PG_UPGRADE_MIN_MB", "0")  # pg_upgrade even for a small cluster
     u, runs, snaps = upgraded, [], []
 
-    def snapshot(frozen, path):  # noqa: ANN001, ANN202
+    def snapshot(frozen, path, **kw):  # noqa: ANN001, ANN003, ANN202
         snaps.append((frozen, path))
-        return copied(frozen, path)
+        return copied(frozen, path, **kw)
 
     pg16 = _Recorded(host_tools(PG16_BIN), runs)
     beside = OldBeside(_Recorded(HostTools(PG15_BIN, pg16.user), runs), PG15_BIN)
