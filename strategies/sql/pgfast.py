@@ -31,8 +31,13 @@ stops, one file copy).
 The old server stops, and its snapshot and the check's copy go, once the
 check is done, beside pg_upgrade.  After it, the new cluster's files are
 written back while its server is verified and ANALYZEd, so the final sync
-finds little left.  On two busy cores overlapping saves less than it does
-on a quiet machine: what runs beside takes CPU from what it overlaps.  Any
+finds little left.  What runs beside the critical path runs at nice 10
+(:func:`lower_priority`): it has until pg_upgrade (or the new side) ends,
+and on busy cores it yields to what the upgrade waits for.  pg_upgrade's
+snapshot keeps its copy-on-write layer in the scratch when it fits there
+(its old server copies up hundreds of catalog files, each a file
+creation).  On two busy cores overlapping saves less than it does on a
+quiet machine: what runs beside takes CPU from what it overlaps.  Any
 refusal (:class:`.pgupgrade.Refused`) or NotDone reaches pgmajor, which
 falls back to dump and restore.
 """
