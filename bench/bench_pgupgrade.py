@@ -8,16 +8,20 @@ databases (pgbench's tables in ``app``: its accounts hold the rows; a small
 ``shop``) is upgraded to 16 (pgserver's) by
 
 - volmerge: ``pgmajor.upgrade_datadir`` as the upgrade transaction runs it —
-  the frozen data under a copy-on-write overlay, its settings read, initdb, ``pg_upgrade --check``,
-  ``pg_upgrade --copy``, then every table of both databases verified old
-  server against new (row counts and checksums of every row), ANALYZE, the
-  configuration carried, one sync — all of it timed;
+  the frozen data under a copy-on-write overlay, its settings read, initdb,
+  ``pg_upgrade --copy`` with ``pg_upgrade --check`` beside it (on a copy of
+  the new cluster in a tmpfs scratch), then every table of both databases
+  verified old server against new (row counts and checksums of every row),
+  ANALYZE, the configuration carried, one sync — all of it timed;
 - by hand: ``initdb`` and ``pg_upgrade --copy`` on a copy of the old
   cluster made beforehand (untimed): no check run, no verification.
 
-Runs are interleaved (ours, peer, ours, peer ...); the medians and their
-ratio are printed.  ``--dump`` adds the dump-and-restore path (the
-fallback) for comparison.
+Runs are interleaved, each round starting with another path (ours, peer;
+peer, ours; ...), each after a ``sync`` so that none writes back what an
+earlier run left dirty; the medians and their ratio are printed.
+``--dump`` adds the dump-and-restore path (the fallback) for comparison;
+``--phases`` prints each path's steps, those marked "(beside)" overlapping
+the critical path.
 """
 
 from __future__ import annotations
@@ -102,7 +106,7 @@ def main() -> None:
         sys.exit("bench_pgupgrade: run as root (the servers run as the system user volmerge-pg)")
     from volmerge.strategies.sql.pgmajor import clone_datadir, upgrade_datadir
     from volmerge.strategies.sql.pgtemp import HostTools, give
-    from volmerge.upgrade.pgdata import host_tools, overlay_snapshot
+    from volmerge.upgrade.pgdata import host_tools, overlay_snapshot, tmpfs_scratch
 
     pg16 = pg16_bindir()
     work = tempfile.mkdtemp(prefix="volmerge-bench-pgupgrade-", dir="/var/tmp")
@@ -121,7 +125,7 @@ def main() -> None:
         def ours(method: str = "auto") -> None:
             path = "volmerge, " + ("dump and restore" if method == "dump" else "pg_upgrade path")
             r = upgrade_datadir(old, new, t15, t16, workdir=scratch, method=method,
-                                snapshot=overlay_snapshot,
+                                snapshot=overlay_snapshot, scratch=tmpfs_scratch,
                                 timing=lambda step, s: tick(path, step, s))
             if method == "auto" and not r.method.startswith("pg_upgrade"):
                 raise SystemExit(f"bench_pgupgrade: volmerge did not take pg_upgrade: {r.fallback}")
@@ -158,15 +162,20 @@ def main() -> None:
         if args.dump:
             peers["volmerge (dump and restore path, with verification)"] = lambda: ours("dump")
         times: dict[str, list[float]] = {k: [] for k in peers}
-        for _ in range(args.runs):
-            for name, fn in peers.items():
+        names = list(peers)
+        for r in range(args.runs):
+            # each round starts with another path: none always follows the same one (whose
+            # removed files slow the next one's file creation on a journal-less ext4)
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                fn = peers[name]
                 setup_by_hand() if fn is peer else rm(new, scratch)
+                os.sync()  # no run writes back what an earlier one (or its set-up) left dirty
                 t0 = time.perf_counter()
                 fn()
                 times[name].append(time.perf_counter() - t0)
         med = {k: statistics.median(v) for k, v in times.items()}
         print(f"PostgreSQL 15 -> 16, {last['rows']:,} rows in 2 databases, median of {args.runs}"
-              f" (runs interleaved):")
+              f" (runs interleaved, each round starting with another path):")
         for k, v in med.items():
             print(f"  {k:<56} {v:7.2f} s   (runs: {', '.join(f'{x:.2f}' for x in times[k])})")
         ratio = med["volmerge (pg_upgrade path, with verification)"] / med["pg_upgrade --copy by hand"]

@@ -1,28 +1,54 @@
 """The fast path of a major upgrade, run: pg_upgrade on one snapshot of
 the frozen data, the verification's old side read on another.
 
-The critical path is the new cluster's initdb, ``pg_upgrade --check``,
-``pg_upgrade`` and the new server's side of the verification; everything
-else runs beside it.  The old server of the verification starts at once on
-its own copy-on-write snapshot, beside initdb, and its rows are hashed and
-its configuration read there while initdb runs (its bootstrap is one
-process: on two cores one is spare) and, if need be, the check:
-``--check`` runs live against that server (the same data as pg_upgrade's
-snapshot: both are of one frozen directory).  pg_upgrade runs on the other
-snapshot, on a socket of its own, while the old server stops and its
-snapshot goes.  After it, the new cluster's files are written back while
-its server is verified and ANALYZEd, so the final sync finds little left.
-On two busy cores overlapping saves less than it does on a quiet machine:
-what runs beside takes CPU from what it overlaps.  Any refusal (:class:`.pgupgrade.Refused`) or NotDone
-reaches pgmajor, which falls back to dump and restore.
+The critical path is the new cluster's initdb, ``pg_upgrade`` and the new
+server's side of the verification; everything else runs beside it.  The
+old server of the verification starts at once on its own copy-on-write
+snapshot, beside initdb, and its rows are hashed and its configuration
+read there while initdb runs (its bootstrap is one process: on two cores
+one is spare).
+
+**The check runs beside pg_upgrade, and still decides.**  ``pg_upgrade
+--check`` runs live against that old server (the same data as
+pg_upgrade's snapshot: both are of one frozen directory) on its own copy
+of the freshly made new cluster (the check starts a server on it, which
+would collide with pg_upgrade's own; a copy, not an overlay, whose lower
+layer pg_upgrade would rewrite meanwhile; in the caller's scratch — a
+tmpfs in the upgrade transaction — because creating its thousand files on
+a busy ext4 can take a second), while pg_upgrade itself starts at once on
+the real new cluster, from the other snapshot, on a socket of its own.
+Both are waited for, and the check's refusal is raised first, whatever
+pg_upgrade did: pg_upgrade's result is then discarded and the caller
+falls back to dump and restore with the check's reason, exactly as when
+the check ran first.  Starting pg_upgrade before the verdict changes
+nothing that can be observed: in ``--copy`` and ``--clone`` mode it never
+writes to the old cluster (a snapshot anyway), the new cluster is scratch
+that a refusal removes, and pg_upgrade repeats every check of ``--check``
+itself before it writes anything.  What it costs is CPU beside
+pg_upgrade, which leaves a core idle much of its time (server starts and
+stops, one file copy).
+
+The old server stops, and its snapshot and the check's copy go, once the
+check is done, beside pg_upgrade.  After it, the new cluster's files are
+written back while its server is verified and ANALYZEd, so the final sync
+finds little left.  What runs beside the critical path runs at nice 10
+(:func:`lower_priority`): it has until pg_upgrade (or the new side) ends,
+and on busy cores it yields to what the upgrade waits for.  pg_upgrade's
+snapshot keeps its copy-on-write layer in the scratch when it fits there
+(its old server copies up hundreds of catalog files, each a file
+creation).  On two busy cores overlapping saves less than it does on a
+quiet machine: what runs beside takes CPU from what it overlaps.  Any
+refusal (:class:`.pgupgrade.Refused`) or NotDone reaches pgmajor, which
+falls back to dump and restore.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,26 +61,46 @@ from .pgupgrade import OldBeside
 from .pgverify import compare, databases, fingerprints
 from .pgverify import connect as _connect
 
-#: ``snapshot(frozen, path)``: ``path`` made a private, writable copy of the
-#: frozen data directory for the duration (the default: a copy, cp -a)
-Snapshot = Callable[[str, str], contextlib.AbstractContextManager[Any]]
+#: ``snapshot(frozen, path[, upper_in=dir])``: ``path`` made a private,
+#: writable copy of the frozen data directory for the duration (the default:
+#: a copy, cp -a); ``upper_in``, when given, a directory of the scratch where
+#: a copy-on-write layer may live (pg_upgrade's snapshot: catalogs only)
+Snapshot = Callable[..., contextlib.AbstractContextManager[Any]]
+#: ``scratch(path)``: ``path`` made an empty directory, where creating files
+#: is cheap (a tmpfs), for the duration (the default: a plain directory);
+#: entered with the snapshots, before the tools' first use (a container's start)
+Scratch = Callable[[str], contextlib.AbstractContextManager[Any]]
 #: the old server's configuration, the new one's, and the settings the new one knows
 Confs = tuple[pgconf.ServerConf, pgconf.ServerConf, set[str]]
 
 
+@contextlib.contextmanager
+def plain_dir(path: str) -> Iterator[None]:
+    """The default :data:`Scratch`: a directory of the work directory's file system."""
+    os.makedirs(path)
+    try:
+        yield
+    finally:
+        rmtree_quiet(path)
+
+
 def fast(old_data: str, new_data: str, new: Tools, beside: OldBeside, work: str,
-         superuser: str | None, tick: Timing,
-         snapshot: Snapshot) -> tuple[list[dict[str, Any]], Confs, str]:
-    """pg_upgrade on a snapshot of the frozen data (``--check`` first); the
-    old side of the verification on a second snapshot, read while the new
-    cluster is made; then the new server read.  Refused
-    (or NotDone) when this path cannot be taken; the caller falls back."""
+         superuser: str | None, tick: Timing, snapshot: Snapshot,
+         scratch: Scratch = plain_dir) -> tuple[list[dict[str, Any]], Confs, str]:
+    """pg_upgrade on a snapshot of the frozen data, its ``--check`` beside
+    it and deciding; the old side of the verification on a second
+    snapshot, read while the new cluster is made; then the new server
+    read.  Refused (or NotDone) when this path cannot be taken; the caller
+    falls back."""
     clones = [os.path.join(work, "old-data"), os.path.join(work, "old-read")]
-    stacks = [contextlib.ExitStack(), contextlib.ExitStack()]
+    stacks = [contextlib.ExitStack(), contextlib.ExitStack(), contextlib.ExitStack()]
+    room = os.path.join(work, "check-scratch")
     try:
         t0 = time.monotonic()
-        for clone, stack in zip(clones, stacks, strict=True):
-            stack.enter_context(snapshot(old_data, clone))
+        # the scratch first: pg_upgrade's snapshot may keep its copy-on-write layer there
+        stacks[2].enter_context(scratch(room))
+        stacks[0].enter_context(snapshot(old_data, clones[0], **_upper_hint(old_data, room)))
+        stacks[1].enter_context(snapshot(old_data, clones[1]))
         for clone in clones:  # both mounted before the tools' first use (a container's start)
             for stale in ("postmaster.pid", "postmaster.opts"):
                 with contextlib.suppress(FileNotFoundError):
@@ -62,16 +108,53 @@ def fast(old_data: str, new_data: str, new: Tools, beside: OldBeside, work: str,
             give(clone, beside.tools.user)
         tick("copy data", time.monotonic() - t0)
         drops = tuple(_timed_drop(tick, what, stack) for what, stack in
-                      zip(("pg_upgrade's snapshot", "the read's snapshot"), stacks, strict=True))
-        return _fast_on(clones, new_data, new, beside, work, superuser, tick, drops)
+                      zip(("pg_upgrade's snapshot", "the read's snapshot", "the check's scratch"),
+                          stacks, strict=True))
+        try:
+            return _fast_on(clones, new_data, new, beside, work, superuser, tick, drops)
+        except NotDone as exc:
+            if not isinstance(exc, pgupgrade.Refused) and _full(room):
+                raise pgupgrade.Refused(f"the scratch filled up ({exc})") from exc
+            raise
     finally:
         t0 = time.monotonic()
-        for stack in reversed(stacks):  # what is still there (a failure, or not yet dropped)
+        for stack in (stacks[1], stacks[0], stacks[2]):  # what is still there; the scratch last
             stack.close()
         for d in ("old-data", "old-read", "old-sock", "new-sock", "pgu-sock", "pgu-run-sock",
-                  "pgu-cwd"):
+                  "pgu-cwd", "pgu-check-cwd", "new-check"):
             rmtree_quiet(os.path.join(work, d))
         tick("snapshots removed", time.monotonic() - t0)
+
+
+def _upper_hint(old_data: str, room: str) -> dict[str, str]:
+    """``{"upper_in": room}`` when pg_upgrade's snapshot may keep its
+    copy-on-write layer in the scratch: what its old server writes there
+    is the catalogs, the WAL and the like (it reads no table), so the
+    data directory's bytes other than the user relations' must fit twice
+    over with 64 MiB to spare (else ``{}``: beside the data, on disk).
+    Each copy-up creates a file, which a busy ext4 may take a millisecond
+    to do; on pg_upgrade's critical path there are hundreds."""
+    from volmerge.runtime.fsutil import walk
+
+    from .pgmajor import user_bytes
+
+    try:
+        total = sum(e.st.st_size for e in walk(old_data) if stat.S_ISREG(e.st.st_mode))
+        st = os.statvfs(room)
+    except OSError:
+        return {}
+    other = max(0, total - user_bytes(old_data))
+    return {"upper_in": room} if st.f_bavail * st.f_frsize >= 2 * other + (64 << 20) else {}
+
+
+def _full(room: str) -> bool:
+    """Whether the scratch is (nearly) full: a "no space" then is its own,
+    not the disk's, and the fallback is taken instead."""
+    try:
+        st = os.statvfs(room)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < (16 << 20)
 
 
 def _timed_drop(tick: Timing, what: str, stack: contextlib.ExitStack) -> Callable[[], None]:
@@ -102,14 +185,15 @@ def _fast_on(clones: list[str], new_data: str, new: Tools, beside: OldBeside, wo
              superuser: str | None, tick: Timing, drops: tuple[Callable[[], None], ...]
              ) -> tuple[list[dict[str, Any]], Confs, str]:
     """``clones``: two private snapshots of the old cluster.  On the second
-    one the old server starts at once: ``pg_upgrade --check`` runs live
-    against it (the same data as the first: both snapshots of one frozen
-    directory) and, beside initdb, the old side of the verification and
-    its configuration are read there.  pg_upgrade itself runs on the
-    first snapshot, on a socket of its own.  Then the new server:
-    collations checked, ANALYZEd, read, and both sides compared.
-    ``drops`` remove each snapshot, beside other work, once its last
-    server has stopped."""
+    one the old server starts at once: beside initdb, the old side of the
+    verification and its configuration are read there, and then
+    ``pg_upgrade --check`` runs live against it (the same data as the
+    first: both snapshots of one frozen directory), on a copy of the new
+    cluster, beside pg_upgrade itself, which runs on the first snapshot,
+    on a socket of its own; the check's refusal decides.  Then the new
+    server: collations checked, ANALYZEd, read, and both sides compared.
+    ``drops`` remove each snapshot and the check's scratch, beside other
+    work, once its last server has stopped."""
     from concurrent.futures import ThreadPoolExecutor
 
     t0 = time.monotonic()
@@ -124,44 +208,124 @@ def _fast_on(clones: list[str], new_data: str, new: Tools, beside: OldBeside, wo
                        options=dict(BULK), superuser=info.superuser)
     mode = "--clone" if pgupgrade.clone_supported(work) else "--copy"
     jobs = max(1, min(4, os.cpu_count() or 1))
-    with ThreadPoolExecutor(3) as pool:
+    check_data = os.path.join(work, "new-check")  # or in the scratch, once its size is known
+    # what runs beside the critical path runs at a lower priority (``low``): on busy cores it
+    # yields to initdb and pg_upgrade, and it has until pg_upgrade ends to finish
+    with ThreadPoolExecutor(1) as pool, ThreadPoolExecutor(3, initializer=lower_priority) as low:
         made = pool.submit(_timed, tick, "initdb (beside)", pgupgrade.initdb, new, new_data, info)
-        up = pool.submit(_timed, tick, "old server start (beside)", old_srv.start)
-        read = None
+        up = low.submit(_timed, tick, "old server start (beside)", old_srv.start)
+        read = verdict = done = None
         try:
             up.result()
             # read beside initdb, whose bootstrap is one process: a core to spare
-            read = pool.submit(_read_old, old_srv, tick)
+            read = low.submit(_read_old, old_srv, tick)
             t0 = time.monotonic()
             made.result()
             tick("initdb (critical)", time.monotonic() - t0)
             t0 = time.monotonic()
-            pgupgrade.run(new, beside.bindir, clones[1], new_data, info, work, mode=mode,
-                          check_only=True, jobs=jobs)
-            tick("pg_upgrade --check (live)", time.monotonic() - t0)
-            # the old server goes once its side is read, beside pg_upgrade
-            done = pool.submit(_after, read, _stop_and_drop, old_srv, tick, drops[1])
+            check_data = _check_home(new_data, work)
+            _copy_cluster(new_data, check_data)
+            tick("new cluster copied for the check", time.monotonic() - t0)
+            # the check, live against the old server, on its own copy of the new cluster,
+            # beside pg_upgrade; its verdict is waited for before pg_upgrade's result is used
+            verdict = low.submit(_timed, tick, "pg_upgrade --check (live, beside pg_upgrade)",
+                                  _check, new, beside.bindir, clones[1], check_data, info, work,
+                                  mode, jobs)
+            # the old server goes once its side is read and the check is done
+            done = low.submit(_after, (read, verdict), _stop_and_drop, old_srv, tick,
+                               (drops[1],), check_data)
             t0 = time.monotonic()
-            pgupgrade.run(new, beside.bindir, clones[0], new_data, info, work, mode=mode,
-                          check_only=False, jobs=jobs, sockdir=os.path.join(work, "pgu-run-sock"))
+            ran = _attempt(pgupgrade.run, new, beside.bindir, clones[0], new_data, info, work,
+                           mode=mode, check_only=False, jobs=jobs,
+                           sockdir=os.path.join(work, "pgu-run-sock"))
             tick(f"pg_upgrade {mode}", time.monotonic() - t0)
             t0 = time.monotonic()
+            verdict.result()  # the check's refusal decides, whatever pg_upgrade did
+            if ran is not None:
+                raise ran
             olds = read.result()
             done.result()
-            tick("old side read and stopped (waited for)", time.monotonic() - t0)
+            tick("check's verdict, old side read and stopped (waited for)", time.monotonic() - t0)
         finally:
-            _settle(made, up, read, old_srv, tick)
+            _settle(made, up, (read, verdict, done), old_srv, tick)
     rmtree_quiet(os.path.join(new_data, "pg_upgrade_output.d"))
-    with ThreadPoolExecutor(1) as pool:  # the copied files written back beside the reads
+    # the copied files written back beside the reads, at a lower priority
+    with ThreadPoolExecutor(1, initializer=lower_priority) as pool:
         pool.submit(_timed, tick, "new files written back (beside)", _presync, new, new_data)
         pool.submit(drops[0])
+        pool.submit(drops[2])  # after pg_upgrade's snapshot, whose upper it may hold
         dbs, confs = _new_side(new_srv, olds, tick)
     return dbs, confs, f"pg_upgrade {mode}"
 
 
-def _stop_and_drop(srv: PgServer, tick: Timing, drop: Callable[[], None]) -> None:
+#: the nice value of the work beside the critical path
+BESIDE_NICE = 10
+
+
+def lower_priority(nice: int = BESIDE_NICE) -> None:
+    """This thread, and the programs it starts, at ``nice`` at least
+    (Linux's nice is a thread's; a child inherits its parent thread's).
+    Where it cannot be changed, left as it is."""
+    with contextlib.suppress(OSError):
+        if os.getpriority(os.PRIO_PROCESS, 0) < nice:
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+
+
+def _check(new: Tools, old_bin: str, old_data: str, check_data: str, info: pgupgrade.ClusterInfo,
+           work: str, mode: str, jobs: int) -> None:
+    """``pg_upgrade --check`` live against the old server on ``old_data``'s
+    socket, on ``check_data`` (a copy of the fresh new cluster: the check
+    starts a server on it, which pg_upgrade's own run on the real one
+    would collide with), run in a directory of its own."""
+    pgupgrade.run(new, old_bin, old_data, check_data, info, work, mode=mode, check_only=True,
+                  jobs=jobs, cwd=os.path.join(work, "pgu-check-cwd"))
+
+
+def _check_home(new_data: str, work: str) -> str:
+    """Where the check's copy of the new cluster goes: the scratch when it
+    fits there twice over with 64 MiB to spare (the check's server may add
+    a WAL segment; a full scratch must never read as a full disk), else
+    the work directory."""
+    from volmerge.runtime.fsutil import walk
+
+    size = sum(e.st.st_size for e in walk(new_data) if stat.S_ISREG(e.st.st_mode))
+    scratch = os.path.join(work, "check-scratch")
+    st = os.statvfs(scratch)
+    if st.f_bavail * st.f_frsize >= 2 * size + (64 << 20):
+        return os.path.join(scratch, "new-check")
+    return os.path.join(work, "new-check")
+
+
+def _copy_cluster(src: str, dst: str) -> None:
+    """A plain copy of the freshly initialised new cluster (a few dozen MiB;
+    reflinks where the file system has them).  Not an overlay: its lower
+    layer would be the directory pg_upgrade rewrites meanwhile."""
+    import subprocess
+
+    proc = subprocess.run(["cp", "-a", "--reflink=auto", "--sparse=always", src, dst],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise NotDone(f"copying the new cluster for pg_upgrade --check failed: "
+                      f"{proc.stderr.strip()[-300:]}")
+
+
+def _attempt(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Exception | None:
+    """``fn`` run; its error returned, not raised (None: it succeeded)."""
+    try:
+        fn(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - raised by the caller once the check has spoken
+        return exc
+    return None
+
+
+def _stop_and_drop(srv: PgServer, tick: Timing, drops: tuple[Callable[[], None], ...],
+                   check_data: str) -> None:
+    """The old server stopped once read and checked against; its snapshot
+    and the check's copy of the new cluster removed."""
     _timed(tick, "old server stop (beside)", srv.stop)
-    drop()
+    _timed(tick, "the check's copy removed (beside)", rmtree_quiet, check_data)
+    for drop in drops:
+        drop()
 
 
 def _presync(new: Tools, new_data: str) -> None:
@@ -176,21 +340,26 @@ def _presync(new: Tools, new_data: str) -> None:
 
 def _new_side(new_srv: PgServer, olds: _OldSide,
               tick: Timing) -> tuple[list[dict[str, Any]], Confs]:
-    """The new server up: collations checked, ANALYZE beside the reads of
-    every row, both sides compared, the configuration read."""
+    """The new server up: collations checked and ANALYZE beside the reads
+    of every row, both sides compared, the configuration read."""
     from concurrent.futures import ThreadPoolExecutor
 
+    news: dict[str, Any] = {}
     t0 = time.monotonic()
     _timed(tick, "new server start", new_srv.start)
     try:
-        t1 = time.monotonic()
-        for db in olds.names:
-            with _connect(new_srv.url(db)) as c:
-                _refuse_collation_risk(c, db)
-        tick("collation check", time.monotonic() - t1)
-        with ThreadPoolExecutor(1) as pool:  # ANALYZE beside the verification's reads
+        # the collation check and ANALYZE beside the verification's reads; a collation
+        # risk refuses first, whatever the reads found
+        with ThreadPoolExecutor(2) as pool:
+            risk = pool.submit(_timed, tick, "collation check (beside)", _collations, new_srv,
+                               olds.names)
             stats = pool.submit(_timed, tick, "analyze (beside)", _analyze, new_srv, olds.names)
-            news = _timed(tick, "new side hashed", fingerprints, new_srv, olds.names)
+            t1 = time.monotonic()
+            read = _attempt(lambda: news.update(fingerprints(new_srv, olds.names)))
+            tick("new side hashed", time.monotonic() - t1)
+            risk.result()
+            if read is not None:
+                raise read
             stats.result()
         dbs = [compare(db, olds.prints[db], news[db]) for db in olds.names]
         with _connect(new_srv.url("postgres")) as c:
@@ -201,17 +370,18 @@ def _new_side(new_srv: PgServer, olds: _OldSide,
     return dbs, confs
 
 
-def _after(first: Any, fn: Callable[..., Any], *args: Any) -> Any:
-    """``fn(*args)`` once the future ``first`` is done, whatever its outcome."""
-    with contextlib.suppress(BaseException):
-        first.result()
+def _after(first: tuple[Any, ...], fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` once the futures ``first`` are done, whatever their outcome."""
+    for fut in first:
+        with contextlib.suppress(BaseException):
+            fut.result()
     return fn(*args)
 
 
-def _settle(made: Any, up: Any, read: Any, old_srv: PgServer, tick: Timing) -> None:
+def _settle(made: Any, up: Any, sides: tuple[Any, ...], old_srv: PgServer, tick: Timing) -> None:
     """Every side task finished (their errors already raised or superseded),
     then the old server stopped if it is still up."""
-    for fut in (made, read):
+    for fut in (made, *sides):
         if fut is not None:
             with contextlib.suppress(BaseException):
                 fut.result()
@@ -231,6 +401,14 @@ def _timed(tick: Timing, step: str, fn: Callable[..., Any], *args: Any) -> Any:
         return fn(*args)
     finally:
         tick(step, time.monotonic() - t0)
+
+
+def _collations(srv: PgServer, dbs: list[str]) -> None:
+    """Refused when an index pg_upgrade copied could be out of order under
+    the new libraries (:func:`.pgupgrade.collation_risk`)."""
+    for db in dbs:
+        with _connect(srv.url(db)) as c:
+            _refuse_collation_risk(c, db)
 
 
 def _refuse_collation_risk(new_conn: Any, db: str) -> None:
@@ -254,4 +432,4 @@ def _analyze(srv: PgServer, dbs: list[str]) -> None:
         list(pool.map(one, dbs))
 
 
-__all__ = ["fast", "Snapshot", "Confs"]
+__all__ = ["fast", "Snapshot", "Scratch", "Confs", "plain_dir"]

@@ -40,7 +40,7 @@ from volmerge.runtime import diag
 from volmerge.strategies.errors import BadInput, NotDone
 
 from . import pgconf
-from .pgfast import Confs, Snapshot, fast
+from .pgfast import Confs, Scratch, Snapshot, fast, plain_dir
 from .pgtemp import (
     BULK,
     HostTools,
@@ -109,8 +109,9 @@ def data_version(datadir: str | os.PathLike[str]) -> str:
 
 
 @contextlib.contextmanager
-def copied(frozen: str, path: str) -> Iterator[None]:
-    """The default :data:`Snapshot`: a copy (reflinks where the filesystem has them)."""
+def copied(frozen: str, path: str, upper_in: str | None = None) -> Iterator[None]:
+    """The default :data:`Snapshot`: a copy (reflinks where the filesystem
+    has them); ``upper_in`` (where a copy-on-write layer could go) unused."""
     try:
         clone_datadir(frozen, path)
         yield
@@ -190,7 +191,8 @@ def upgrade_datadir(old_data: str | os.PathLike[str], new_data: str | os.PathLik
                     new: Tools, *, workdir: str | os.PathLike[str], superuser: str | None = None,
                     timing: Timing | None = None, method: str = "auto",
                     beside: OldBeside | None = None,
-                    snapshot: Snapshot | None = None, sync: bool = True) -> PgMajorResult:
+                    snapshot: Snapshot | None = None, scratch: Scratch | None = None,
+                    sync: bool = True) -> PgMajorResult:
     """Upgrade the PostgreSQL data directory ``old_data`` (frozen, left
     untouched) into the new data directory ``new_data`` (must not exist),
     ``old``'s programs reading and ``new``'s writing.
@@ -202,7 +204,9 @@ def upgrade_datadir(old_data: str | os.PathLike[str], new_data: str | os.PathLik
     ``result.fallback``); ``"dump"`` only dumps and restores;
     ``"pg_upgrade"`` only runs pg_upgrade (Refused when it cannot).
     ``snapshot`` makes the old cluster pg_upgrade starts (default: a copy;
-    the upgrade transaction passes a copy-on-write overlay).
+    the upgrade transaction passes a copy-on-write overlay); ``scratch``
+    the directory where ``pg_upgrade --check`` gets its copy of the new
+    cluster (default: a plain one; the upgrade transaction passes a tmpfs).
     Either way every database is verified old server against new and the
     configuration is carried.  ``result.databases`` holds one
     ``verify_database`` dict per database; ``timing(step, seconds)`` hears
@@ -241,7 +245,7 @@ def upgrade_datadir(old_data: str | os.PathLike[str], new_data: str | os.PathLik
         if method != "dump" and beside is not None:
             try:
                 dbs, confs, how = fast(old_data, new_data, new, beside, work, superuser, tick,
-                                       snapshot or copied)
+                                       snapshot or copied, scratch or plain_dir)
             except NotDone as exc:
                 if method == "pg_upgrade" or _no_space(str(exc)):
                     raise

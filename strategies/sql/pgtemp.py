@@ -17,9 +17,10 @@ import contextlib
 import os
 import re
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from volmerge.strategies.errors import BadInput, NotDone
 
@@ -157,6 +158,8 @@ class PgServer:
     port: int = 5432
     options: dict[str, str] = field(default_factory=dict)
     superuser: str = "postgres"
+    #: the last ``pg_ctl start``, while it may still be waiting (reaped by stop)
+    _ctl: Any = field(default=None, init=False, repr=False, compare=False)
 
     def initdb(self, encoding: str = "UTF8", locale: str = "C") -> None:
         os.makedirs(self.datadir, mode=0o700, exist_ok=True)
@@ -167,7 +170,16 @@ class PgServer:
     def start(self) -> None:
         """Start on the private socket directory, with an ``hba_file`` of its
         own that trusts that socket only: the data directory's pg_hba.conf
-        (the operator's: scram, peer...) is never read, and stays as it is."""
+        (the operator's: scram, peer...) is never read, and stays as it is.
+        ``pg_ctl -w`` polls every 100 ms, where a temporary server is
+        usually ready in a few: the pid file is watched here as well, as
+        pg_ctl reads it (its status line ``ready``, written by a postmaster
+        started after this call), and whichever says so first ends the
+        wait; pg_ctl, still waiting, is reaped by :meth:`stop`."""
+        import threading
+
+        from volmerge.runtime.polling import wait_until
+
         os.makedirs(self.sockdir, mode=0o700, exist_ok=True)
         hba = private_hba(self.sockdir)
         give(self.sockdir, self.tools.user)
@@ -176,15 +188,51 @@ class PgServer:
                 "hba_file": hba}
         opts.update(self.options)
         o = " ".join(f"-c {k}={v}" for k, v in opts.items())
-        check(self.tools.run("pg_ctl", "-D", self.datadir, "-w", "-s", "-t", "60",
-                             "-l", os.path.join(self.datadir, "server.log"), "-o", o, "start"),
-              "pg_ctl start")
+        self._reap()
+        since, out = time.time(), []
+        ctl = threading.Thread(target=lambda: out.append(self._pg_ctl_start(o)),
+                               name="pg_ctl start", daemon=True)
+        ctl.start()
+        self._ctl = ctl
+        ready = wait_until(lambda: not ctl.is_alive() or self._ready(since), timeout=90,
+                           interval=0.005, max_interval=0.02)
+        if not ctl.is_alive():
+            self._reap()
+            if not out:
+                raise NotDone(f"{self.datadir}: pg_ctl start did not run")
+            check(out[0], "pg_ctl start")
+        elif ready is None:
+            raise NotDone(f"{self.datadir}: the temporary server did not start within 90 s")
+
+    def _pg_ctl_start(self, o: str) -> subprocess.CompletedProcess[str]:
+        return self.tools.run("pg_ctl", "-D", self.datadir, "-w", "-s", "-t", "60",
+                              "-l", os.path.join(self.datadir, "server.log"), "-o", o, "start")
+
+    def _ready(self, since: float) -> bool:
+        """Whether the pid file says a postmaster started since ``since``
+        (pg_ctl's two seconds of slack) accepts connections."""
+        try:
+            with open(os.path.join(self.datadir, "postmaster.pid")) as f:
+                lines = f.read().split("\n")
+        except OSError:
+            return False
+        try:
+            return len(lines) >= 8 and lines[7].strip() == "ready" and int(lines[2]) >= since - 2
+        except ValueError:
+            return False
+
+    def _reap(self) -> None:
+        """The last ``pg_ctl start`` finished (it ends once it sees the server ready)."""
+        ctl, self._ctl = self._ctl, None
+        if ctl is not None:
+            ctl.join()
 
     def stop(self) -> None:
         """A fast shutdown, waited for here: ``pg_ctl -w`` polls every
         100 ms, the server of an upgrade stops in a few."""
         from volmerge.runtime.polling import wait_until
 
+        self._reap()
         pid = os.path.join(self.datadir, "postmaster.pid")
         if os.path.exists(pid):
             check(self.tools.run("pg_ctl", "-D", self.datadir, "-W", "-s", "-m", "fast", "stop"),

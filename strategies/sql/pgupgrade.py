@@ -135,16 +135,18 @@ def in_dir(tools: Tools, cwd: str) -> Tools:
 
 
 def run(new: Tools, old_bin: str, old_data: str, new_data: str, info: ClusterInfo, work: str,
-        *, mode: str, check_only: bool, jobs: int = 1, sockdir: str | None = None) -> str:
+        *, mode: str, check_only: bool, jobs: int = 1, sockdir: str | None = None,
+        cwd: str | None = None) -> str:
     """``pg_upgrade`` (``--check`` when ``check_only``) from ``old_data``
     into the initialised ``new_data``, in ``mode`` (``--copy`` or
     ``--clone``), the servers on a private socket that trusts only it.
     ``sockdir`` (default ``work/pgu-sock``): where its servers' sockets
-    are, or where ``--check`` finds the old server already running.
-    Returns pg_upgrade's output; Refused with its reason on a failure."""
+    are, or where ``--check`` finds the old server already running;
+    ``cwd`` (default ``work/pgu-cwd``): where it runs (two runs side by
+    side each get their own).  Returns pg_upgrade's output; Refused with its reason on a failure."""
     if mode not in ("--copy", "--clone"):
         raise ValueError(mode)
-    sock, cwd = sockdir or os.path.join(work, "pgu-sock"), os.path.join(work, "pgu-cwd")
+    sock, cwd = sockdir or os.path.join(work, "pgu-sock"), cwd or os.path.join(work, "pgu-cwd")
     for d in (sock, cwd):
         os.makedirs(d, mode=0o700, exist_ok=True)
     hba = private_hba(sock)

@@ -70,9 +70,12 @@ def table_sum(c: Any, t: str) -> tuple[int, str]:
     """Row count and an order-independent checksum of every row's text: the
     sum of each row's 64-bit ``hashtextextended`` (the hash PostgreSQL keeps
     stable across major versions: hash partitions rely on it; ~4 times
-    cheaper than md5 and a hex round trip).  Both servers run on one host."""
+    cheaper than md5 and a hex round trip).  ``sum(bigint)`` is exact (a
+    numeric result, accumulated in 128 bits where the server has them):
+    the same value as summing each hash cast to numeric, a fifth cheaper.
+    Both servers run on one host."""
     r = c.execute(
-        "SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)::numeric), 0) "
+        "SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)), 0) "
         f"FROM ONLY {t} t").fetchone()
     return int(r[0]), str(r[1])
 

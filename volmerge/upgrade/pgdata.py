@@ -395,7 +395,7 @@ def _convert(ctx: Any, old: ImagePg, new: ImagePg, old_image: Any, new_image: An
             result = upgrade_datadir(ours, new_data, ContainerTools(boxes[0], timer),
                                      ContainerTools(boxes[1], timer), workdir=work,
                                      timing=timer.add, beside=beside, snapshot=overlay_snapshot,
-                                     sync=False)  # write_upper's os.sync() makes it durable
+                                     scratch=tmpfs_scratch, sync=False)  # write_upper's os.sync() makes it durable
             timer.add("upgrade, verify (total)", time.monotonic() - t0)
             dbs, carried = result.databases, result.config.note()
             t0 = time.monotonic()
@@ -450,7 +450,7 @@ def _borrowed(ctx: Any, old_root: Path, new_image: Any) -> list[str]:
 
 
 @contextlib.contextmanager
-def overlay_snapshot(frozen: str, path: str) -> Iterator[None]:
+def overlay_snapshot(frozen: str, path: str, upper_in: str | None = None) -> Iterator[None]:
     """pgmajor's snapshot of the frozen data as the upgrade takes it: an
     overlay at ``path`` with ``frozen`` as its only lower layer, so that
     the old server pg_upgrade starts writes beside the data, never into it,
@@ -458,11 +458,14 @@ def overlay_snapshot(frozen: str, path: str) -> Iterator[None]:
     ``metacopy``; no syncs: ``volatile``, the upper is thrown away).
     ``metacopy`` trusts the layers' redirect xattrs: the only lower layer
     is the volume itself, so a crafted one reaches nothing else.  A file
-    system without such overlays gets a copy (pgmajor's default)."""
+    system without such overlays gets a copy (pgmajor's default).
+    ``upper_in``: a directory (pgmajor's scratch, a tmpfs) to keep the
+    upper and work directories in, for a snapshot whose copy-ups are few
+    and small (pg_upgrade's: catalogs and WAL) but many files."""
     from volmerge.runtime import sys as rsys
     from volmerge.strategies.sql.pgmajor import copied
 
-    base = path + ".cow"
+    base = os.path.join(upper_in, os.path.basename(path) + ".cow") if upper_in else path + ".cow"
     upper, work = os.path.join(base, "upper"), os.path.join(base, "work")
     for d in (path, upper, work):
         os.makedirs(d)
@@ -484,6 +487,43 @@ def overlay_snapshot(frozen: str, path: str) -> Iterator[None]:
     finally:
         rsys.umount(path, rsys.MNT_DETACH)
         _rmtree_quiet(base)
+        _rmtree_quiet(path)
+
+
+#: the cap of pgmajor's scratch tmpfs (MiB): pg_upgrade's snapshot keeps its
+#: copy-on-write layer there, and the check its copy of the new cluster, each
+#: only when it fits twice over, else on disk
+SCRATCH_MB = 512
+
+
+@contextlib.contextmanager
+def tmpfs_scratch(path: str) -> Iterator[None]:
+    """pgmajor's scratch directory as the upgrade takes it: a tmpfs at
+    ``path`` (at most :data:`SCRATCH_MB` MiB; nosuid, nodev, noexec), where
+    ``pg_upgrade --check`` gets its copy of the freshly made new cluster —
+    a thousand files, each of which a busy ext4 may take a millisecond to
+    create — and pg_upgrade's snapshot its upper layer (hundreds of catalog
+    files copied up).  Called before the temporary containers start: their bind of
+    the work directory is recursive, so they see it.  Where tmpfs cannot be
+    mounted: a plain directory."""
+    from volmerge.runtime import sys as rsys
+
+    os.makedirs(path)
+    try:
+        rsys.mount("tmpfs", path, "tmpfs", rsys.MS_NOSUID | rsys.MS_NODEV | rsys.MS_NOEXEC,
+                   f"size={SCRATCH_MB}m,mode=0711")
+    except OSError as exc:
+        diag.ignored(__name__, "a tmpfs for pg_upgrade --check's copy", exc)
+        try:
+            yield
+        finally:
+            _rmtree_quiet(path)
+        return
+    try:
+        yield
+    finally:
+        _rmtree_quiet(path)  # its contents (a container may still see the tmpfs), then the mount
+        rsys.umount(path, rsys.MNT_DETACH)
         _rmtree_quiet(path)
 
 
@@ -534,4 +574,4 @@ def _empty(out: Path) -> None:
 
 
 __all__ = ["maybe_upgrade", "find_pg", "write_upper", "host_tools", "ImagePg", "ContainerTools",
-           "overlay_snapshot"]
+           "overlay_snapshot", "tmpfs_scratch"]

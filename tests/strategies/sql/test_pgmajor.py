@@ -305,6 +305,27 @@ def test_pg_upgrade_refused_falls_back_to_dump_and_restore(tmp_path, monkeypatch
         new.stop()
 
 
+def test_a_collation_version_change_refuses_pg_upgrade(tmp_path, monkeypatch):
+    """A database whose recorded collation version is not what the new
+    server's libraries report: the index files pg_upgrade copied could be
+    out of order, so the fast path refuses (its collation check runs beside
+    the verification's reads) and dump and restore rebuilds them."""
+    monkeypatch.setenv("VOLMERGE_PG_UPGRADE_MIN_MB", "0")  # pg_upgrade even for a small cluster
+    with started_pg15(tmp_path / "old", tmp_path / "s15") as srv:
+        with psycopg.connect(srv.url("postgres"), autocommit=True) as c:
+            c.execute("CREATE TABLE t (id int PRIMARY KEY, name text UNIQUE)")
+            c.execute("INSERT INTO t SELECT g, 'n' || g FROM generate_series(1, 100) g")
+            c.execute("UPDATE pg_database SET datcollversion = '0.0-volmerge-test' "
+                      "WHERE datname = 'postgres'")
+    r = upgrade_datadir(srv.datadir, str(tmp_path / "new"), host_tools(PG15_BIN),
+                        host_tools(PG16_BIN), workdir=str(tmp_path / "w"))
+    assert r.method == "dump and restore"
+    assert r.fallback is not None and "collation" in r.fallback, r.fallback
+    pg = next(d for d in r.databases if d["database"] == "postgres")
+    assert pg["tables"] == [{"table": "public.t", "rows": 100}] and pg["verified"] is True
+    assert sorted(os.listdir(tmp_path / "w")) == []
+
+
 @dataclass(frozen=True)
 class _Recorded:
     """This host's programs, each run noted (tool and arguments)."""
@@ -339,9 +360,9 @@ def test_the_check_runs_live_on_the_verifications_snapshot_and_sync_is_optional(
     monkeypatch.setenv("VOLMERGE_PG_UPGRADE_MIN_MB", "0")  # pg_upgrade even for a small cluster
     u, runs, snaps = upgraded, [], []
 
-    def snapshot(frozen, path):  # noqa: ANN001, ANN202
+    def snapshot(frozen, path, **kw):  # noqa: ANN001, ANN003, ANN202
         snaps.append((frozen, path))
-        return copied(frozen, path)
+        return copied(frozen, path, **kw)
 
     pg16 = _Recorded(host_tools(PG16_BIN), runs)
     beside = OldBeside(_Recorded(HostTools(PG15_BIN, pg16.user), runs), PG15_BIN)
@@ -350,7 +371,9 @@ def test_the_check_runs_live_on_the_verifications_snapshot_and_sync_is_optional(
                         sync=False)
     assert r.method.startswith("pg_upgrade") and r.fallback is None
     assert [f for f, _ in snaps] == [u.old_data, u.old_data] and snaps[0][1] != snaps[1][1]
-    checked, upgraded_ = [a for t, a in runs if t == "pg_upgrade"]
+    ran = [a for t, a in runs if t == "pg_upgrade"]  # side by side: in either order
+    assert len(ran) == 2
+    checked, upgraded_ = sorted(ran, key=lambda a: "--check" not in a)
     started = [a for t, a in runs if t == "pg_ctl" and "start" in a]
     assert "--check" in checked and "--check" not in upgraded_
     assert _arg(checked, "-d") == snaps[1][1] == _arg(started[0], "-D")  # live: the read's server
@@ -360,6 +383,64 @@ def test_the_check_runs_live_on_the_verifications_snapshot_and_sync_is_optional(
     upgrade_datadir(u.old_data, str(tmp_path / "new2"), host_tools(PG15_BIN), pg16,
                     workdir=str(tmp_path / "work2"), beside=beside)
     assert sum(t == "initdb" and "--sync-only" in a for t, a in runs) == syncs + 1  # the final one
+
+
+@dataclass(frozen=True)
+class _CheckRefused(_Recorded):
+    """This host's programs, noted, but ``pg_upgrade --check`` given an old
+    bin directory that does not exist: the check refuses (in pg_upgrade's
+    own words) while pg_upgrade itself, beside it, succeeds."""
+
+    def run(self, tool: str, *args: str, input: str | None = None):  # noqa: ANN201
+        if tool == "pg_upgrade" and "--check" in args:
+            args = tuple("/nonexistent/bin" if i and args[i - 1] == "-b" else a
+                         for i, a in enumerate(args))
+        return _Recorded.run(self, tool, *args, input=input)
+
+
+def _left_behind(path) -> list[str]:  # noqa: ANN001
+    """Mounts, and processes (pg_upgrade, its servers), still using ``path``."""
+    with open("/proc/self/mountinfo") as f:
+        mounts = [ln.split()[4] for ln in f if ln.split()[4].startswith(str(path))]
+    procs = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(path) in cmd:
+            procs.append(cmd)
+    return mounts + procs
+
+
+def test_a_check_refusing_beside_pg_upgrade_still_decides(upgraded, tmp_path, monkeypatch):
+    """pg_upgrade --check runs beside pg_upgrade itself (on a copy of the
+    new cluster in a tmpfs scratch, as the upgrade transaction runs it):
+    when the check refuses, its verdict decides even though pg_upgrade
+    succeeded — the fallback is taken with the check's reason, the result
+    of pg_upgrade discarded — and nothing is left behind: no snapshot,
+    scratch, server, socket or work file."""
+    from volmerge.strategies.sql.pgmajor import OldBeside
+    from volmerge.upgrade.pgdata import overlay_snapshot, tmpfs_scratch
+
+    monkeypatch.setenv("VOLMERGE_PG_UPGRADE_MIN_MB", "0")  # pg_upgrade even for a small cluster
+    u, runs = upgraded, []
+    pg16 = _CheckRefused(host_tools(PG16_BIN), runs)
+    beside = OldBeside(_Recorded(HostTools(PG15_BIN, pg16.user), runs), PG15_BIN)
+    r = upgrade_datadir(u.old_data, str(tmp_path / "new"), host_tools(PG15_BIN), pg16,
+                        workdir=str(tmp_path / "work"), beside=beside, snapshot=overlay_snapshot,
+                        scratch=tmpfs_scratch)
+    assert r.method == "dump and restore"
+    assert r.fallback is not None and r.fallback.startswith("pg_upgrade --check: "), r.fallback
+    ran = [a for t, a in runs if t == "pg_upgrade"]
+    assert sorted("--check" in a for a in ran) == [False, True]  # pg_upgrade ran too, discarded
+    assert _app(u)["tables"] == next(d for d in r.databases if d["database"] == "app")["tables"]
+    got, _after = _read(str(tmp_path / "new"), str(tmp_path / "s16"))
+    assert got == u.before
+    assert sorted(os.listdir(tmp_path / "work")) == []
+    assert _left_behind(tmp_path) == []
+    assert sorted(os.listdir(u.old_data)) == u.frozen
 
 
 def test_a_small_cluster_is_dumped_and_restored_a_larger_one_pg_upgraded(upgraded, tmp_path,

@@ -3,6 +3,9 @@ from a server that would not start."""
 
 from __future__ import annotations
 
+import os
+
+from tests.conftest import requires_root
 from volmerge.strategies.sql.pgupgrade import _reason, failure
 
 REG_STAR = """Performing Consistency Checks
@@ -62,3 +65,56 @@ def test_user_bytes_counts_user_relation_files_only(tmp_path, monkeypatch) -> No
         monkeypatch.setenv("VOLMERGE_PG_UPGRADE_MIN_MB", bad)
         with pytest.raises(BadInput):
             small_limit()
+
+
+def test_work_beside_the_critical_path_runs_niced_the_caller_does_not() -> None:
+    """lower_priority() lowers its own thread and what that thread starts
+    (the servers and pg_upgrade --check beside pg_upgrade), never the
+    thread that runs pg_upgrade itself."""
+    import functools
+    import subprocess
+    from concurrent.futures import ThreadPoolExecutor
+
+    from volmerge.strategies.sql.pgfast import BESIDE_NICE, lower_priority
+
+    mine = os.getpriority(os.PRIO_PROCESS, 0)  # the tests may run under nice already
+    want = min(19, mine + 5)
+    assert BESIDE_NICE > 0
+
+    def child_nice() -> tuple[int, int]:
+        out = subprocess.run(["sh", "-c", "cut -d' ' -f19 /proc/self/stat"], capture_output=True,
+                             text=True, check=True).stdout
+        return os.getpriority(os.PRIO_PROCESS, 0), int(out)
+
+    with ThreadPoolExecutor(1, initializer=functools.partial(lower_priority, want)) as low:
+        assert low.submit(child_nice).result() == (want, want)
+    assert os.getpriority(os.PRIO_PROCESS, 0) == mine
+
+
+@requires_root
+def test_the_scratch_takes_pg_upgrades_upper_only_when_it_fits_and_a_full_one_is_named(tmp_path):
+    """pg_upgrade's snapshot keeps its copy-on-write layer in the scratch
+    only when the data directory's bytes other than the user relations'
+    fit twice over with 64 MiB to spare; a nearly full scratch is told
+    apart from a full disk (its "no space" is a refusal, the fallback)."""
+    from volmerge.runtime import sys as rsys
+    from volmerge.strategies.sql.pgfast import _full, _upper_hint
+
+    data = tmp_path / "data"
+    (data / "base" / "5").mkdir(parents=True)
+    (data / "base" / "5" / "1259").write_bytes(b"\0" * (8 << 20))  # a catalog: 8 MiB
+    (data / "base" / "5" / "16384").write_bytes(b"\0" * (64 << 20))  # a user table: not counted
+    small, large = tmp_path / "small", tmp_path / "large"
+    for room, size in ((small, "79m"), (large, "81m")):
+        room.mkdir()
+        rsys.mount("tmpfs", room, "tmpfs", 0, f"size={size}")
+    try:
+        assert _upper_hint(str(data), str(small)) == {}
+        assert _upper_hint(str(data), str(large)) == {"upper_in": str(large)}
+        assert not _full(str(large))
+        (large / "fill").write_bytes(b"\0" * (70 << 20))
+        assert _full(str(large))
+        assert _upper_hint(str(data), str(tmp_path / "gone")) == {}
+    finally:
+        for room in (small, large):
+            rsys.umount(room, rsys.MNT_DETACH)
