@@ -254,7 +254,8 @@ class StageMerge(Step):
         from .merge import merge_volume
 
         drop_staged(ctx, self.jid, self.volume)  # an interrupted attempt's leftovers
-        src, at = self.volume, self.at
+        src: str = self.volume
+        at: str | None = self.at
         if not any(s.tag == self.at for s in ctx.volumes.snapshots(self.volume)):
             if not is_copy(ctx, self.volume, self.copy):
                 return {"staged": False}  # busy, and no copy either
@@ -314,10 +315,17 @@ class FinishMerge(Step):
         out = ctx.volumes.live_upper(self.volume)
         staged = staged_dir(ctx, self.jid, self.volume)
         source: str | None = None
-        if not staged.is_dir():
-            how = self._whole(ctx, tx, out, "not staged")
+        if is_copy(ctx, self.volume, self.copy):
+            source = "copy"
+        elif any(s.tag == self.since for s in ctx.volumes.snapshots(self.volume)):
+            source = "snapshot"
+        if not staged.is_dir() or source is None:
+            # (staged from a copy removed meanwhile, by a `volume prune`: the
+            # changes since cannot be listed)
+            why = "not staged" if not staged.is_dir() else "the serving copy is gone"
+            how = self._whole(ctx, tx, out, why)
+            source = None
         else:
-            source = "copy" if is_copy(ctx, self.volume, self.copy) else "snapshot"
             how = self._finish(ctx, tx, staged, out, source)
             if staged.is_dir():
                 _install(staged, out)
