@@ -184,6 +184,32 @@ def test_files_written_after_the_copy_are_merged_again(vm) -> None:  # type: ign
     assert vm("volume", "ls", "-q").stdout.split() == ["app-data"]
 
 
+def test_a_database_held_open_and_written_after_the_copy_is_replayed_again(vm) -> None:  # type: ignore[no-untyped-def]
+    """The demo app with notes.db held open by a process of its container
+    (as a long-lived connection does): staged from a copy, and the note
+    written after the copy arrives through the replay again at the switch."""
+    vm("run", "-d", "--name", "notes", "-v", "notes-data:/data", DEMO[1], check=True)
+    vm("wait", "--healthy", "notes", "--timeout", "30", check=True)
+    vm("exec", "notes", "sh", "-c",
+       "(exec 3</data/notes.db; exec sleep 600) </dev/null >/dev/null 2>&1 &", check=True)
+
+    def write(live: Path) -> None:
+        db = sqlite3.connect(live / "notes.db", timeout=10)
+        with db:
+            db.execute("INSERT INTO notes (body, created) VALUES ('late', '2026-01-01T00:00:00Z')")
+        db.close()
+
+    rep = upgrade_writing(vm.root, "notes", DEMO[2], "notes-data", write)
+    switch = rep["volumes"]["notes-data"]["switch"]
+    assert switch["staged_from"] == "copy", switch
+    assert switch["merge"] == "1 changed path(s) merged again: notes.db", switch
+    out = vm("exec", "notes", "python3", "-c",
+             "import sqlite3; print(sqlite3.connect('/data/notes.db').execute("
+             "\"SELECT content, pinned FROM notes WHERE content = 'late'\").fetchall())",
+             check=True).stdout
+    assert out.strip() == "[('late', 0)]"
+
+
 def test_the_successors_root_and_netns_are_made_while_the_old_version_serves(vm) -> None:  # type: ignore[no-untyped-def]
     """The successor's start is prepared before the stop (PrepareStart): its
     root is mounted and its network namespace staged with the old address
