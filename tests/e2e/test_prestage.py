@@ -184,6 +184,24 @@ def test_files_written_after_the_copy_are_merged_again(vm) -> None:  # type: ign
     assert vm("volume", "ls", "-q").stdout.split() == ["app-data"]
 
 
+def test_a_copy_removed_before_the_switch_means_the_whole_merge(vm) -> None:  # type: ignore[no-untyped-def]
+    """The serving copy removed by hand (``volume rm``) between the staged
+    merge and the switch: what was written since cannot be listed, so the
+    whole merge is done at the switch, and the upgrade goes through."""
+    want = _after_stopping_first(vm, "echo mine2 > /data/user.txt", _held_app)
+    _held_app(vm)
+
+    def write(live: Path) -> None:
+        (live / "user.txt").write_text("mine2\n")
+        (copy,) = [v for v in vm("volume", "ls", "-q").stdout.split() if v.startswith("upgrade-")]
+        vm("volume", "rm", "-f", copy, check=True)
+
+    rep = upgrade_writing(vm.root, "app", APP[2], "app-data", write)
+    switch = rep["volumes"]["app-data"]["switch"]
+    assert switch["merge"] == "merged whole at the switch (the serving copy is gone)", switch
+    assert volume_digest(vm.root, "app-data") == want
+
+
 def test_a_database_held_open_and_written_after_the_copy_is_replayed_again(vm) -> None:  # type: ignore[no-untyped-def]
     """The demo app with notes.db held open by a process of its container
     (as a long-lived connection does): staged from a copy, and the note
