@@ -81,9 +81,10 @@ class ServingCopy(Step):
                 "while the old version serves")
 
     def apply(self, ctx: Ctx, tx: Tx) -> dict[str, Any]:
+        from volmerge.runtime.errors import CodedError
         from volmerge.volumes.model import check_name
 
-        from ..errors import BadInput, Conflict
+        from ..errors import BadInput
 
         if any(s.tag == self.tag for s in ctx.volumes.snapshots(self.volume)):
             return {"copy": None}
@@ -96,8 +97,11 @@ class ServingCopy(Step):
         try:
             ctx.volumes.clone_live(self.volume, self.copy, pause=True, stamp=STAMP,
                                    labels={COPY_OF: self.volume})
-        except Conflict as exc:
-            return {"copy": None, "skipped": str(exc)}
+        except (CodedError, OSError) as exc:
+            # (a full disk, say): the container runs on (clone_live resumes
+            # it); without a copy the volume is merged at the switch
+            if not is_copy(ctx, self.volume, self.copy):
+                return {"copy": None, "skipped": str(exc)}
         fault("serving-copy.made")
         return {"copy": self.copy}
 
