@@ -1,6 +1,7 @@
 """The changes since a serving copy (upgrade/servingcopy.py), on plain
 directories: the live layer's ctimes against the copy's stamp, then the
-candidates compared as the volume's diff compares them.  No root."""
+candidates compared as the volume's diff compares them.  No root, but for
+the whiteout (a 0/0 device: mknod)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import pytest
 
 from volmerge.upgrade.servingcopy import copy_name, diff_tops
 
-pytestmark = pytest.mark.unit  # no root: runs as any user (tests/test_unit_unprivileged.py)
+# no root, but for the whiteout's test (mknod): the others run as any user
+# (tests/test_unit_unprivileged.py)
+unit = pytest.mark.unit
 
 
 def _write(root: Path, files: dict[str, str]) -> None:
@@ -41,6 +44,7 @@ def _changes(a: list[Path], b: list[Path], since: int) -> list[tuple[str, str]]:
     return [(c.path, c.kind) for c in diff_tops(a, b, since)]
 
 
+@unit
 def test_only_what_changed_since_the_stamp_is_a_change(tmp_path: Path) -> None:
     a, b = _stacks(tmp_path)
     since = _stamp(tmp_path)
@@ -53,6 +57,7 @@ def test_only_what_changed_since_the_stamp_is_a_change(tmp_path: Path) -> None:
                                      ("gone.txt", "deleted")]
 
 
+@unit
 def test_an_entry_before_the_stamp_that_the_copy_holds_is_not_read(tmp_path: Path) -> None:
     """The stamp prunes: a file older than it is taken as the copy's (here
     the copy was altered behind its back to show it is not read); a clock
@@ -64,6 +69,7 @@ def test_an_entry_before_the_stamp_that_the_copy_holds_is_not_read(tmp_path: Pat
     assert _changes(a, b, -1) == [("g.txt", "modified")]
 
 
+@unit
 def test_a_file_renamed_since_the_stamp_is_two_changes(tmp_path: Path) -> None:
     a, b = _stacks(tmp_path)
     since = _stamp(tmp_path)
@@ -71,7 +77,6 @@ def test_a_file_renamed_since_the_stamp_is_two_changes(tmp_path: Path) -> None:
     assert _changes(a, b, since) == [("g.txt", "deleted"), ("h.txt", "added")]
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="a whiteout is a 0/0 device: mknod needs root")
 def test_a_whiteout_over_a_lower_directory_deletes_its_subtree(tmp_path: Path) -> None:
     from volmerge.runtime.overlayfmt import make_whiteout, set_opaque
 
@@ -88,5 +93,6 @@ def test_a_whiteout_over_a_lower_directory_deletes_its_subtree(tmp_path: Path) -
                                      ("w/b", "deleted")]
 
 
+@unit
 def test_the_copys_name_is_the_upgrades_own() -> None:
     assert copy_name("20261205-abc123", "data") == "upgrade-20261205-abc123-copy-data"
