@@ -58,6 +58,8 @@ NAME, VOL, PORT = "notes", "notes-data", 18080
 HEALTH_TIMEOUT = 5.0  # both sides give the broken release the same 5 s
 # the share of upgrades whose volume was merged before the stop (not busy)
 STAGED = "staged (share of runs)"
+COPIED = "staged from a copy (share of runs)"  # the volume too busy to snapshot
+SHARES = (STAGED, COPIED)
 
 # v1 -> v2 schema change, written by hand as an operator would (the manual
 # side's migration; volmerge derives it from the two schemas instead).
@@ -327,8 +329,10 @@ def volmerge_side(vm: VM, notes: int, scenarios: set[str]) -> dict[str, Sample]:
         p = vm("upgrade", NAME, "--to", DEMO[2], "--json")
         rep = json.loads(p.stdout)
         t = dict(rep["timings"])
-        how = rep["volumes"].get(VOL, {}).get("switch", {}).get("merge", "")
+        switch = rep["volumes"].get(VOL, {}).get("switch", {})
+        how = switch.get("merge", "")
         t[STAGED] = float("whole" not in how) if how else 0.0
+        t[COPIED] = float(switch.get("staged_from") == "copy")
         return t
 
     out["upgrade"] = measure(upgrade)
@@ -607,7 +611,7 @@ def report(results: dict[str, list[dict[str, Sample]]], notes: int, rounds: int)
                 "min_ms": min(d) * 1000, "max_ms": max(d) * 1000,
                 "refused": statistics.median([x.refused for x in xs]),
                 "failed": statistics.median([x.failed for x in xs]),
-                "steps_ms": {k: (statistics.mean if k == STAGED else med)(
+                "steps_ms": {k: (statistics.mean if k in SHARES else med)(
                     [x.steps.get(k, 0.0) for x in xs]) for k in xs[0].steps}}
             ratio = ""
             if side not in ("volmerge", "floor") and "volmerge" in row:
@@ -639,7 +643,7 @@ def report(results: dict[str, list[dict[str, Sample]]], notes: int, rounds: int)
     for key, row in summary.items():
         for side in SIDES:
             if side in row:
-                steps = ", ".join(f"{k} {v:.2f}" if k == STAGED else f"{k} {v:.0f}"
+                steps = ", ".join(f"{k} {v:.2f}" if k in SHARES else f"{k} {v:.0f}"
                                   for k, v in row[side]["steps_ms"].items())
                 print(f"  {key:<8} {side:<11} {steps}")
     return summary

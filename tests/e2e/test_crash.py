@@ -18,8 +18,8 @@ import pytest
 from .conftest import APP, volume_digest
 
 # In the order an upgrade runs them: while the old version serves, then the switch.
-STEP_KINDS = ("serving-snapshot", "stage-merge", "rename", "create", "prepare-start", "stop",
-              "snapshot", "finish-merge", "takeover", "start", "health")
+STEP_KINDS = ("serving-snapshot", "serving-copy", "stage-merge", "rename", "create",
+              "prepare-start", "stop", "snapshot", "finish-merge", "takeover", "start", "health")
 BOUNDARIES = [f"upgrade.{w}-{k}" for k in STEP_KINDS for w in ("before", "after")]
 # The volume's own points: the first snapshot swaps the running container's
 # mount (#1), the second is taken after the stop (#2).
@@ -30,11 +30,27 @@ RANDOM_KILLS = 30
 UPGRADE = ("upgrade", "app", "--to", APP[2], "--health-timeout", "0.3", "--stop-timeout", "2")
 
 
+# A file held open in the volume refuses the serving snapshot's swap: the
+# volume is copied instead while the container is paused (servingcopy.py).
+HOLD = ("sh", "-c", "exec 3</data/settings.json; trap 'exit 0' TERM; while :; do sleep 0.05; done")
+COPY_POINTS = ("clone-live.paused", "serving-copy.made", "upgrade.after-serving-copy",
+               "upgrade.after-stage-merge", "upgrade.after-finish-merge", "upgrade.committed")
+
+
 @pytest.fixture
 def app(vm):  # type: ignore[no-untyped-def]
+    return _app(vm)
+
+
+@pytest.fixture
+def held_app(vm):  # type: ignore[no-untyped-def]
+    return _app(vm, *HOLD)
+
+
+def _app(vm, *cmd: str):  # type: ignore[no-untyped-def]
     vm("network", "create", "crashnet", "--subnet", "10.77.0.0/24", check=True)
     vm("run", "-d", "--name", "app", "--network", "crashnet", "-v", "app-data:/data", APP[1],
-       check=True)
+       *cmd, check=True)
     vm("exec", "app", "sh", "-c", "echo '{\n  \"a\": 10,\n  \"b\": 2\n}' > /data/settings.json && "
        "echo mine > /data/user.txt", check=True)
     old = volume_digest(vm.root, "app-data")
@@ -121,6 +137,22 @@ def test_kill_at_every_step_boundary(vm, app) -> None:  # type: ignore[no-untype
         _back_to_old(vm, gen)
     # Before the commit everything is undone; after it, the new generation stands.
     assert outcomes["upgrade.before-stop"] == "old" and outcomes["upgrade.after-health"] == "old"
+    assert outcomes["upgrade.committed"] == "new"
+
+
+def test_kill_around_the_serving_copy(vm, held_app) -> None:  # type: ignore[no-untyped-def]
+    """Killed while the copy is made (the container paused), after it, after
+    the merge staged from it, at the switch and after the commit: recover
+    leaves one generation, the container running, and no copy volume."""
+    outcomes = {}
+    for point in COPY_POINTS:
+        p = vm(*UPGRADE, env={"VOLMERGE_FAULT": point})
+        assert p.returncode == -signal.SIGKILL, f"{point} was never reached: {p.stderr}"
+        gen = _check_one_generation(vm, held_app, point)
+        assert vm("volume", "ls", "-q").stdout.split() == ["app-data"], point
+        outcomes[point] = gen
+        _back_to_old(vm, gen)
+    assert outcomes["upgrade.after-finish-merge"] == "old"
     assert outcomes["upgrade.committed"] == "new"
 
 

@@ -50,10 +50,21 @@ def _app(vm) -> None:  # type: ignore[no-untyped-def]
        "echo mine > /data/user.txt && mkdir /data/sub && echo x > /data/sub/x.txt", check=True)
 
 
-def _after_stopping_first(vm, edit: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
+#: the old container holds a file on the volume: the serving snapshot cannot
+#: swap its mount
+HOLD = "exec 3</data/settings.json; trap 'exit 0' TERM; while :; do sleep 0.05; done"
+
+
+def _held_app(vm) -> None:  # type: ignore[no-untyped-def]
+    vm("run", "-d", "--name", "app", "-v", "app-data:/data", APP[1], "sh", "-c", HOLD, check=True)
+    vm("exec", "app", "sh", "-c", "echo '{\n  \"a\": 10,\n  \"b\": 2\n}' > /data/settings.json"
+       " && echo mine > /data/user.txt && mkdir /data/sub && echo x > /data/sub/x.txt", check=True)
+
+
+def _after_stopping_first(vm, edit: str, start: Callable[[Any], None] = _app) -> dict[str, str]:  # type: ignore[no-untyped-def]
     """The volume an upgrade that stops before merging makes from the same
     writes: the reference the staged path must reproduce."""
-    _app(vm)
+    start(vm)
     vm("exec", "app", "sh", "-c", edit, check=True)
     vm("stop", "app", check=True)
     p = vm("upgrade", "app", "--to", APP[2], "--health-timeout", "0.3", "--stop-timeout", "2")
@@ -129,22 +140,92 @@ def test_a_database_written_after_staging_is_replayed_again(vm) -> None:  # type
     assert out.strip() == "[('late', 0)]"
 
 
-def test_a_volume_held_open_is_merged_at_the_switch(vm) -> None:  # type: ignore[no-untyped-def]
+def test_a_volume_held_open_is_staged_from_a_copy(vm) -> None:  # type: ignore[no-untyped-def]
     """A process holding a file in the volume (as a database server does)
-    makes the serving snapshot refuse the swap: after a few tries the
-    volume is merged at the switch instead, and the upgrade goes through."""
-    hold = "exec 3</data/settings.json; trap 'exit 0' TERM; while :; do sleep 0.05; done"
-    vm("run", "-d", "--name", "app", "-v", "app-data:/data", APP[1], "sh", "-c", hold, check=True)
+    makes the serving snapshot refuse the swap: the volume is copied
+    instead while the container is paused, the merge staged from the copy,
+    and with nothing written since, used as is at the switch; the copy is
+    gone after the commit."""
+    want = _after_stopping_first(vm, "true", _held_app)
+    _held_app(vm)
     p = vm("upgrade", "app", "--to", APP[2], "--health-timeout", "0.3", "--stop-timeout", "2",
            "--json")
     assert p.returncode == 0, p.stderr
-    rep = json.loads(p.stdout)
-    assert "merged whole at the switch (not staged)" in rep["volumes"]["app-data"]["switch"]["merge"]
+    switch = json.loads(p.stdout)["volumes"]["app-data"]["switch"]
+    assert switch["staged_from"] == "copy", switch
+    assert switch["merge"] == "staged merge used as is: nothing written since the copy", switch
+    assert volume_digest(vm.root, "app-data") == want
     assert json.loads(vm("exec", "app", "cat", "/data/settings.json", check=True).stdout) == {
-        "a": 1, "b": 3, "c": 4}
+        "a": 10, "b": 3, "c": 4}
     vol = json.loads(vm("volume", "inspect", "app-data", "--json").stdout)
     vol = vol[0] if isinstance(vol, list) else vol
     assert not [s for s in vol["snapshots"] if (s.get("tag") or "").endswith("-prep")]
+    assert vm("volume", "ls", "-q").stdout.split() == ["app-data"]
+
+
+def test_files_written_after_the_copy_are_merged_again(vm) -> None:  # type: ignore[no-untyped-def]
+    """Staged from a copy, the paths written between the copy and the stop
+    (and only those) are merged again at the switch: the result is the
+    merge an upgrade that stopped first makes."""
+    want = _after_stopping_first(vm, "echo mine2 > /data/user.txt && echo late > /data/late.txt",
+                                 _held_app)
+    _held_app(vm)
+
+    def write(live: Path) -> None:
+        (live / "user.txt").write_text("mine2\n")
+        (live / "late.txt").write_text("late\n")
+
+    rep = upgrade_writing(vm.root, "app", APP[2], "app-data", write)
+    switch = rep["volumes"]["app-data"]["switch"]
+    assert switch["staged_from"] == "copy", switch
+    assert switch["merge"] == "2 changed path(s) merged again: late.txt, user.txt", switch
+    assert volume_digest(vm.root, "app-data") == want
+    assert vm("exec", "app", "cat", "/data/user.txt", check=True).stdout == "mine2\n"
+    assert vm("volume", "ls", "-q").stdout.split() == ["app-data"]
+
+
+def test_a_copy_removed_before_the_switch_means_the_whole_merge(vm) -> None:  # type: ignore[no-untyped-def]
+    """The serving copy removed by hand (``volume rm``) between the staged
+    merge and the switch: what was written since cannot be listed, so the
+    whole merge is done at the switch, and the upgrade goes through."""
+    want = _after_stopping_first(vm, "echo mine2 > /data/user.txt", _held_app)
+    _held_app(vm)
+
+    def write(live: Path) -> None:
+        (live / "user.txt").write_text("mine2\n")
+        (copy,) = [v for v in vm("volume", "ls", "-q").stdout.split() if v.startswith("upgrade-")]
+        vm("volume", "rm", "-f", copy, check=True)
+
+    rep = upgrade_writing(vm.root, "app", APP[2], "app-data", write)
+    switch = rep["volumes"]["app-data"]["switch"]
+    assert switch["merge"] == "merged whole at the switch (the serving copy is gone)", switch
+    assert volume_digest(vm.root, "app-data") == want
+
+
+def test_a_database_held_open_and_written_after_the_copy_is_replayed_again(vm) -> None:  # type: ignore[no-untyped-def]
+    """The demo app with notes.db held open by a process of its container
+    (as a long-lived connection does): staged from a copy, and the note
+    written after the copy arrives through the replay again at the switch."""
+    vm("run", "-d", "--name", "notes", "-v", "notes-data:/data", DEMO[1], check=True)
+    vm("wait", "--healthy", "notes", "--timeout", "30", check=True)
+    vm("exec", "notes", "sh", "-c",
+       "(exec 3</data/notes.db; exec sleep 600) </dev/null >/dev/null 2>&1 &", check=True)
+
+    def write(live: Path) -> None:
+        db = sqlite3.connect(live / "notes.db", timeout=10)
+        with db:
+            db.execute("INSERT INTO notes (body, created) VALUES ('late', '2026-01-01T00:00:00Z')")
+        db.close()
+
+    rep = upgrade_writing(vm.root, "notes", DEMO[2], "notes-data", write)
+    switch = rep["volumes"]["notes-data"]["switch"]
+    assert switch["staged_from"] == "copy", switch
+    assert switch["merge"] == "1 changed path(s) merged again: notes.db", switch
+    out = vm("exec", "notes", "python3", "-c",
+             "import sqlite3; print(sqlite3.connect('/data/notes.db').execute("
+             "\"SELECT content, pinned FROM notes WHERE content = 'late'\").fetchall())",
+             check=True).stdout
+    assert out.strip() == "[('late', 0)]"
 
 
 def test_the_successors_root_and_netns_are_made_while_the_old_version_serves(vm) -> None:  # type: ignore[no-untyped-def]

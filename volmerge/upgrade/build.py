@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import journal as jr
+from . import servingcopy as cp
 from . import staging as stg
 from . import steps as st
 from .plan import UpgradePlan, volume_mounts
@@ -102,8 +103,13 @@ def build_steps(ctx: Ctx, plan: UpgradePlan, jid: str, gen: int,
     steps: list[st.Step] = [
         stg.ServingSnapshot(volume=v.name, tag=prep, container=c.id, timeout=opts.stop_timeout)
         for v in merged]
+    # a volume too busy to snapshot (a file held open) is copied instead
+    # while the container is paused (servingcopy.py)
+    steps += [cp.ServingCopy(volume=v.name, tag=prep, copy=cp.copy_name(jid, v.name),
+                             container=c.id) for v in merged]
     steps += [stg.StageMerge(volume=v.name, target=v.target, at=prep, image=plan.new_image,
-                             on_conflict=opts.on_conflict, jid=jid) for v in merged]
+                             on_conflict=opts.on_conflict, jid=jid,
+                             copy=cp.copy_name(jid, v.name)) for v in merged]
     steps.append(st.RenameContainer(id=c.id, old_name=c.name, new_name=f"{c.name}.gen{gen}",
                                     gen=gen))
     steps.append(st.CreateContainer(name=c.name, image=plan.new_image, old_id=c.id,
@@ -118,7 +124,8 @@ def build_steps(ctx: Ctx, plan: UpgradePlan, jid: str, gen: int,
                                   running=c.state in ("running", "paused")))
     steps += [st.SnapshotVolume(volume=v.name, tag=pre, restore=True) for v in plan.volumes]
     steps += [stg.FinishMerge(volume=v.name, target=v.target, since=prep, at=pre,
-                              image=plan.new_image, on_conflict=opts.on_conflict, jid=jid)
+                              image=plan.new_image, on_conflict=opts.on_conflict, jid=jid,
+                              copy=cp.copy_name(jid, v.name))
               for v in merged]
     steps += [st.SnapshotVolume(volume=v.name, tag=post, restore=False) for v in plan.volumes]
     if leases:

@@ -14,6 +14,13 @@ path by path, or a volume that was not staged (a PostgreSQL data directory:
 a running server writes all the time and ``pg_upgrade`` wants it stopped):
 the whole merge at the switch, as before.
 
+A volume the snapshot finds busy (a process of the old container holds a
+file on it, so its mount cannot be swapped) is copied instead while the
+container is paused (servingcopy.py: the frozen layers shared, the live
+layer's content copied); the staged merge reads the copy, and at the switch
+the paths written since the copy are found by comparing the live layer,
+frozen by ``upgrade-J-pre``, with the copy's (ctime, then content).
+
 Each step is journaled like the others (steps.py): undoing the serving
 snapshot forgets its tag (the layers stay, squashed by the next compaction),
 undoing a staged merge removes it.  A snapshot cut short while it swapped a
@@ -35,6 +42,7 @@ from volmerge.runtime.atomicfile import fsync_dir
 from volmerge.runtime.errors import CodedError
 
 from ..errors import NotDone
+from .servingcopy import is_copy
 from .steps import Step, Tx, find_container
 
 if TYPE_CHECKING:
@@ -96,8 +104,9 @@ class ServingSnapshot(Step):
     container is paused for the swap only).  The swap needs the volume's
     mount free in the container: a process holding a file there (a request
     in flight, a database server's open files) makes it refuse, and after
-    a few tries the volume is not staged: its merge happens at the switch,
-    as without staging.  So does any other failure before the snapshot's
+    a few tries the volume is not snapshotted: it is copied instead
+    (servingcopy.ServingCopy), or, failing that, merged at the switch, as
+    without staging.  So does any other failure before the snapshot's
     commit (a freeze that fails under load), which changed nothing."""
 
     kind = "serving-snapshot"
@@ -221,8 +230,10 @@ class UnprepareStart(Step):
 
 @dataclass(frozen=True)
 class StageMerge(Step):
-    """The three-way merge against the serving snapshot ``at``, into the
-    staged upper; a PostgreSQL data directory is left to the switch."""
+    """The three-way merge against the serving snapshot ``at`` (or, when the
+    volume was too busy to snapshot, against its serving copy ``copy``:
+    servingcopy.py), into the staged upper; a PostgreSQL data directory is
+    left to the switch."""
 
     kind = "stage-merge"
     volume: str
@@ -231,6 +242,7 @@ class StageMerge(Step):
     image: str
     on_conflict: str
     jid: str
+    copy: str = ""
 
     def describe(self) -> str:
         return (f"merge {self.image}:{self.target} into a staged layer for volume "
@@ -242,17 +254,21 @@ class StageMerge(Step):
         from .merge import merge_volume
 
         drop_staged(ctx, self.jid, self.volume)  # an interrupted attempt's leftovers
+        src: str = self.volume
+        at: str | None = self.at
         if not any(s.tag == self.at for s in ctx.volumes.snapshots(self.volume)):
-            return {"staged": False}  # the serving snapshot found the volume busy
+            if not is_copy(ctx, self.volume, self.copy):
+                return {"staged": False}  # busy, and no copy either
+            src, at = self.copy, None
         out = staged_dir(ctx, self.jid, self.volume)
         out.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with ctx.volumes.view(self.volume, at=self.at) as ours:
+        with ctx.volumes.view(src, at=at) as ours:
             if read_version(ours) is not None:
                 return {"staged": False}
         tx.reports[self.volume] = merge_volume(
-            ctx, tx.new_image, self.volume, self.target, at=self.at, out=out, policy=tx.policy,
+            ctx, tx.new_image, src, self.target, at=at, out=out, policy=tx.policy,
             on_conflict=self.on_conflict, old_image=tx.old_image)
-        return {"staged": True}
+        return {"staged": True, "from": "snapshot" if at else "copy"}
 
     def reverse(self, data: dict[str, Any]) -> Step | None:
         return DropStaged(jid=self.jid, volume=self.volume)
@@ -288,6 +304,7 @@ class FinishMerge(Step):
     image: str
     on_conflict: str
     jid: str
+    copy: str = ""
 
     def describe(self) -> str:
         return (f"finish the merge of volume {self.volume}: merge again what the old version "
@@ -297,19 +314,45 @@ class FinishMerge(Step):
         t0 = time.monotonic()
         out = ctx.volumes.live_upper(self.volume)
         staged = staged_dir(ctx, self.jid, self.volume)
-        if not staged.is_dir():
-            how = self._whole(ctx, tx, out, "not staged")
+        source: str | None = None
+        if is_copy(ctx, self.volume, self.copy):
+            source = "copy"
+        elif any(s.tag == self.since for s in ctx.volumes.snapshots(self.volume)):
+            source = "snapshot"
+        if not staged.is_dir() or source is None:
+            # (staged from a copy removed meanwhile, by a `volume prune`: the
+            # changes since cannot be listed)
+            why = "not staged" if not staged.is_dir() else "the serving copy is gone"
+            how = self._whole(ctx, tx, out, why)
+            source = None
         else:
-            changes = ctx.volumes.diff(self.volume, from_=self.since, to=self.at)
-            how = "staged merge used as is: nothing written since"
-            if changes:
-                how = self._again(ctx, tx, staged, out, changes)
+            how = self._finish(ctx, tx, staged, out, source)
             if staged.is_dir():
                 _install(staged, out)
         drop_staged(ctx, self.jid, self.volume)
         rep = tx.reports.setdefault(self.volume, {})
-        rep["switch"] = {"merge": how, "seconds": round(time.monotonic() - t0, 4)}
-        return {"how": how}
+        rep["switch"] = {"merge": how, "seconds": round(time.monotonic() - t0, 4),
+                         "staged_from": source}
+        return {"how": how, "staged_from": source}
+
+    def _finish(self, ctx: Ctx, tx: Tx, staged: Path, out: Path, source: str) -> str:
+        """The staged upper completed with what was written since it was
+        staged: listed by the volume's diff since the serving snapshot, or
+        against the serving copy (servingcopy.py)."""
+        from .servingcopy import Unknown, changes_since_copy
+
+        since = "since"
+        if source == "copy":
+            since = "since the copy"
+            try:
+                changes = changes_since_copy(ctx, self.volume, self.copy, self.at)
+            except Unknown as exc:
+                return self._whole(ctx, tx, out, str(exc))
+        else:
+            changes = ctx.volumes.diff(self.volume, from_=self.since, to=self.at)
+        if not changes:
+            return f"staged merge used as is: nothing written {since}"
+        return self._again(ctx, tx, staged, out, changes)
 
     def _whole(self, ctx: Ctx, tx: Tx, out: Path, why: str) -> str:
         from .merge import merge_volume

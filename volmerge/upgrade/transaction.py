@@ -31,6 +31,7 @@ from .build import build_steps, current_gen
 from .merge import merge_volume, summary
 from .plan import UpgradeOptions, make_plan
 from .runner import Failed, Prepared, Progress, no_progress
+from .servingcopy import copy_name, drop_copy
 from .staging import drop_staged, prep_tag, warm
 from .steps import Tx
 
@@ -121,7 +122,7 @@ def _record(ctx: Ctx, journal: jr.Journal, tx: Tx, db: sqlite3.Connection) -> No
 
 def finish_commit(ctx: Ctx, journal: jr.Journal) -> None:
     """After COMMIT: the new image's content becomes each merged volume's base
-    for the next upgrade; the serving snapshot's tag and any staged leftover go.  Idempotent; recovery redoes it after a crash."""
+    for the next upgrade; the serving snapshot's tag, the serving copy and any staged leftover go.  Idempotent; recovery redoes it after a crash."""
     from .imageview import image_root, inside
 
     plan = journal.plan()
@@ -136,6 +137,7 @@ def finish_commit(ctx: Ctx, journal: jr.Journal) -> None:
     for v in plan["volumes"]:
         if ctx.volumes.exists(v["name"]):
             ctx.volumes.untag(v["name"], {prep_tag(plan["id"])}, compact=False)
+        drop_copy(ctx, v["name"], copy_name(plan["id"], v["name"]))
     drop_staged(ctx, plan["id"])
 
 

@@ -216,13 +216,21 @@ class VolumeHistory(VolumeReader):
                 faults.point("clone.committed")
         return self.get(new, sizes=False)
 
-    def clone_live(self, name: str, new: str, *, pause: bool = True) -> Volume:
+    def clone_live(self, name: str, new: str, *, pause: bool = True,
+                   stamp: str | None = None, labels: dict[str, str] | None = None) -> Volume:
         """A clone of the volume's state *now*, without touching the volume:
         the frozen layers are shared (O(1)) and the live layer's content (only
         what changed since the last snapshot) is copied into the clone's top
         generation while the volume's running users are paused.  Used by the
         upgrade rehearsal, which must leave the live volume and its container
-        exactly as they were (a snapshot would swap the container's mount)."""
+        exactly as they were (a snapshot would swap the container's mount),
+        and by the upgrade when a held file refuses the snapshot's swap.
+
+        ``stamp``: the clone gets that label set to the ctime (ns) of a file
+        made on the store's file system while the users are paused: every
+        change the users make after the copy gets a ctime at or after it
+        (the kernel sets ctime from the same clock; nobody can set it).
+        ``labels`` are added to the clone's (the volume's own)."""
         from .tree import copy_tree
 
         check_name(name)
@@ -241,6 +249,12 @@ class VolumeHistory(VolumeReader):
                             if cid in running:
                                 self.hooks.pause(cid)
                                 paused.append(cid)
+                    faults.point("clone-live.paused")
+                    labels = {**m.labels, **(labels or {})}
+                    if stamp is not None:
+                        (built / "stamp").touch()
+                        labels[stamp] = str(os.lstat(built / "stamp").st_ctime_ns)
+                        (built / "stamp").unlink()
                     if rsys.is_mountpoint(self.pool.merged(name)):
                         atomicfile.syncfs(self.pool.merged(name))
                     copy_tree(self.pool.diff(m.live), built / "diff")
@@ -252,7 +266,7 @@ class VolumeHistory(VolumeReader):
                     gens = copy.deepcopy(m.generations) + [Generation(id=new_id(6), layer=top)]
                     c = Manifest(name=new, seed=m.seed, base=m.base,
                                  live=self.pool.new_layer(live=True, like=top),
-                                 generations=gens, labels=dict(m.labels))
+                                 generations=gens, labels=labels)
                     self.pool.write(c)
         return self.get(new, sizes=False)
 

@@ -27,8 +27,9 @@ pytestmark = pytest.mark.usefixtures("own_netns")
 
 # each service's steps in journal order (upgrade/build.py): staged while the
 # old version serves, then the switch
-SERVICE_STEPS = ("part", "serving-snapshot", "stage-merge", "rename", "create", "prepare-start",
-                 "stop", "snapshot", "finish-merge", "snapshot", "takeover", "start", "health")
+SERVICE_STEPS = ("part", "serving-snapshot", "serving-copy", "stage-merge", "rename", "create",
+                 "prepare-start", "stop", "snapshot", "finish-merge", "snapshot", "takeover",
+                 "start", "health")
 
 
 def _boundaries() -> list[tuple[str, str]]:
