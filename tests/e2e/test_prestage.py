@@ -163,6 +163,22 @@ def test_a_volume_held_open_is_staged_from_a_copy(vm) -> None:  # type: ignore[n
     assert vm("volume", "ls", "-q").stdout.split() == ["app-data"]
 
 
+def test_a_live_layer_over_the_copy_limit_is_merged_at_the_switch(vm) -> None:  # type: ignore[no-untyped-def]
+    """A busy volume whose live layer is larger than
+    VOLMERGE_SERVING_COPY_MAX_MB is not copied (the old version would be
+    paused for the whole copy): it is merged at the switch, to the same
+    result, and no copy is left."""
+    want = _after_stopping_first(vm, "true", _held_app)
+    _held_app(vm)
+    p = vm("upgrade", "app", "--to", APP[2], "--health-timeout", "0.3", "--stop-timeout", "2",
+           "--json", env={"VOLMERGE_SERVING_COPY_MAX_MB": "0"})
+    assert p.returncode == 0, p.stderr
+    switch = json.loads(p.stdout)["volumes"]["app-data"]["switch"]
+    assert switch["staged_from"] is None, switch
+    assert volume_digest(vm.root, "app-data") == want
+    assert vm("volume", "ls", "-q").stdout.split() == ["app-data"]
+
+
 def test_files_written_after_the_copy_are_merged_again(vm) -> None:  # type: ignore[no-untyped-def]
     """Staged from a copy, the paths written between the copy and the stop
     (and only those) are merged again at the switch: the result is the

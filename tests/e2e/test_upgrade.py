@@ -166,6 +166,23 @@ def test_bad_input_exit_2_nothing_changed(vm, args: list[str], needle: str) -> N
     assert json.loads(vm("inspect", "app", "--json").stdout)[0]["image"] == APP[1]
 
 
+@pytest.mark.parametrize("var", ["VOLMERGE_SERVING_COPY_MAX_MB", "VOLMERGE_PG_UPGRADE_MIN_MB"])
+@pytest.mark.parametrize("value", ["lots", "-1", "1.5"])
+def test_a_bad_setting_in_the_environment_exit_2_nothing_changed(  # type: ignore[no-untyped-def]
+        vm, var: str, value: str) -> None:
+    """Settings that later steps read are checked when the upgrade is
+    planned: a bad one stops it before anything changes."""
+    _start_app(vm)
+    before = volume_digest(vm.root, "app-data")
+    p = vm("upgrade", "app", "--to", APP[2], env={var: value})
+    assert p.returncode == 2, p.stderr
+    one_line_error(p)
+    assert var in p.stderr and "whole number" in p.stderr
+    assert volume_digest(vm.root, "app-data") == before
+    c = json.loads(vm("inspect", "app", "--json").stdout)[0]
+    assert c["image"] == APP[1] and c["state"] == "running"
+
+
 def test_policy_that_does_not_parse(vm, tmp_path) -> None:  # type: ignore[no-untyped-def]
     _start_app(vm)
     bad = tmp_path / "policy.toml"
