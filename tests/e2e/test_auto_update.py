@@ -71,7 +71,12 @@ def test_a_failing_update_is_rolled_back_with_its_data(vm) -> None:  # type: ign
        "-v", "app-data:/data", FOLLOW, check=True)
     vm("exec", "app", "sh", "-c", "echo mine > /data/mine.txt", check=True)
     vm("image", "tag", APP[2], FOLLOW, check=True)
-    code, rep = _report(vm, "-q")
+    p = vm("auto-update", "--no-rollback")  # podman's flag: refused, nothing tried
+    assert p.returncode == 2 and "--no-rollback is refused" in p.stderr, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and not p.stdout
+    assert json.loads(vm("inspect", "app", "--json").stdout)[0]["image_id"] == \
+        _image_id(vm, APP[1])
+    code, rep = _report(vm, "-q", "--rollback")  # podman's default, said out loud
     assert code == 1 and rep["app"]["updated"] == "rolled back", rep
     info = json.loads(vm("inspect", "app", "--json").stdout)[0]
     assert info["image_id"] == _image_id(vm, APP[1]) and info["state"] == "running"

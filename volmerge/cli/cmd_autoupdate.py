@@ -17,6 +17,10 @@ def auto_update(
     ctx: typer.Context,
     dry_run: bool = typer.Option(False, "--dry-run",
                                  help="Check and preview each update; change nothing."),
+    rollback: bool = typer.Option(
+        True, "--rollback/--no-rollback",
+        help="Put image and data back when an update fails (the default, and the only way: "
+             "--no-rollback is refused)."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
 ) -> None:
@@ -30,6 +34,15 @@ def auto_update(
 
     from volmerge.autoupdate import run
     from volmerge.context import Context
+
+    if not rollback:
+        # podman's --no-rollback leaves a failed update running; here that
+        # would be a container on data a failed migration changed
+        from volmerge.errors import BadInput
+
+        raise BadInput("--no-rollback is refused: a failed update always puts image and data "
+                       "back; to watch an update fail without changing anything, run "
+                       "`volmerge upgrade NAME --to IMAGE --rehearse`")
 
     def progress(event: str, text: str, seconds: float | None) -> None:
         if not (quiet or json_out):
