@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from volmerge.runtime.overlayfmt import is_opaque
 
-from .steps import RemoveVolume, Step, Tx, fault, find_container
+from .steps import RemoveVolume, Step, Tx, fault, has_snapshot, resume
 
 if TYPE_CHECKING:
     from ..volumes.model import Change
@@ -76,21 +76,20 @@ def copy_limit() -> int:
 
 def live_bytes(path: str, stop_above: int) -> int:
     """Bytes of the regular files below ``path``, counted until the sum
-    passes ``stop_above`` (a large layer is not walked to its end)."""
+    passes ``stop_above`` (a large layer is not walked to its end); walked
+    as every volume tree is (``fsutil.walk``: through directory descriptors,
+    so a symlink the container swaps in is never followed)."""
+    from volmerge.runtime import fsutil
+
     total = 0
-    stack = [path]
-    while stack:
-        try:
-            with os.scandir(stack.pop()) as it:
-                for e in it:
-                    if e.is_dir(follow_symlinks=False):
-                        stack.append(e.path)
-                    elif e.is_file(follow_symlinks=False):
-                        total += e.stat(follow_symlinks=False).st_size
-                        if total > stop_above:
-                            return total
-        except OSError:
-            continue
+    try:
+        for e in fsutil.walk(path, on_error=lambda exc, e: None):
+            if stat.S_ISREG(e.st.st_mode):
+                total += e.st.st_size
+                if total > stop_above:
+                    break
+    except OSError:
+        pass  # gone, or changed by the running container: counted as far as it went
     return total
 
 
@@ -127,7 +126,7 @@ class ServingCopy(Step):
 
         from ..errors import BadInput
 
-        if any(s.tag == self.tag for s in ctx.volumes.snapshots(self.volume)):
+        if has_snapshot(ctx, self.volume, self.tag):
             return {"copy": None}
         try:
             check_name(self.copy)
@@ -174,9 +173,8 @@ class DropCopy(Step):
         return f"remove the copy {self.copy} of volume {self.volume}"
 
     def apply(self, ctx: Ctx, tx: Tx) -> dict[str, Any]:
-        c = find_container(ctx, self.unpause) if self.unpause else None
-        if c is not None and c.state == "paused":
-            ctx.engine.unpause(c.id)
+        if self.unpause:
+            resume(ctx, self.unpause)
         drop_copy(ctx, self.volume, self.copy)
         return {}
 
@@ -221,9 +219,8 @@ def diff_tops(a: list[Path], b: list[Path], since: int) -> list[Change]:
     """Changes from stack ``a`` to stack ``b`` (bottom first), which share
     every layer but their top ones; an entry of ``b``'s top with a ctime
     before ``since`` that ``a``'s top holds as well is unchanged."""
-    from volmerge.volumes.diff import resolve, subtree
-    from volmerge.volumes.model import Change
-    from volmerge.volumes.tree import kind_of, same_content, walk
+    from volmerge.volumes.diff import changes_among, resolve, subtree
+    from volmerge.volumes.tree import walk
 
     a_top, b_top = list(reversed(a)), list(reversed(b))
     candidates: set[str] = set()
@@ -242,19 +239,7 @@ def diff_tops(a: list[Path], b: list[Path], since: int) -> list[Change]:
                     hit = resolve(other, rel)
                     if hit is not None and stat.S_ISDIR(hit[1].st_mode):
                         candidates.update(subtree(other, rel))
-    changes = []
-    for rel in sorted(candidates):
-        ra, rb = resolve(a_top, rel), resolve(b_top, rel)
-        if ra is None and rb is None:
-            continue
-        if ra is None:
-            assert rb is not None
-            changes.append(Change(rel, "added", kind_of(rb[1])))
-        elif rb is None:
-            changes.append(Change(rel, "deleted", kind_of(ra[1])))
-        elif not same_content(ra[0], rb[0], ra[1], rb[1]):
-            changes.append(Change(rel, "modified", kind_of(rb[1])))
-    return changes
+    return changes_among(a_top, b_top, candidates)
 
 
 def _hides(path: str) -> bool:

@@ -43,7 +43,7 @@ from volmerge.runtime.errors import CodedError
 
 from ..errors import NotDone
 from .servingcopy import is_copy
-from .steps import Step, Tx, find_container
+from .steps import Step, Tx, find_container, has_snapshot, resume
 
 if TYPE_CHECKING:
     from .ctx import Ctx
@@ -127,7 +127,7 @@ class ServingSnapshot(Step):
                     raise  # committed, then failed (a remount): undone with a restart
                 # refused before the commit (a busy mount; under load even the
                 # cgroup freeze can fail): nothing changed, the container runs on
-                self._running_again(ctx)
+                resume(ctx, self.container)  # a pause the failed attempt left behind
                 if attempt == BUSY_TRIES - 1:
                     return {"snapshot": None, "skipped": str(exc)}
                 time.sleep(BUSY_WAIT * (attempt + 1))
@@ -136,13 +136,7 @@ class ServingSnapshot(Step):
         raise AssertionError("unreachable")
 
     def _taken(self, ctx: Ctx) -> bool:
-        return any(s.tag == self.tag for s in ctx.volumes.snapshots(self.volume))
-
-    def _running_again(self, ctx: Ctx) -> None:
-        """A pause the failed attempt left behind is lifted."""
-        c = find_container(ctx, self.container)
-        if c is not None and c.state == "paused":
-            ctx.engine.unpause(c.id)
+        return has_snapshot(ctx, self.volume, self.tag)
 
     def reverse(self, data: dict[str, Any]) -> Step | None:
         cut_short = "snapshot" not in data
@@ -256,7 +250,7 @@ class StageMerge(Step):
         drop_staged(ctx, self.jid, self.volume)  # an interrupted attempt's leftovers
         src: str = self.volume
         at: str | None = self.at
-        if not any(s.tag == self.at for s in ctx.volumes.snapshots(self.volume)):
+        if not has_snapshot(ctx, self.volume, self.at):
             if not is_copy(ctx, self.volume, self.copy):
                 return {"staged": False}  # busy, and no copy either
             src, at = self.copy, None
@@ -317,7 +311,7 @@ class FinishMerge(Step):
         source: str | None = None
         if is_copy(ctx, self.volume, self.copy):
             source = "copy"
-        elif any(s.tag == self.since for s in ctx.volumes.snapshots(self.volume)):
+        elif has_snapshot(ctx, self.volume, self.since):
             source = "snapshot"
         if not staged.is_dir() or source is None:
             # (staged from a copy removed meanwhile, by a `volume prune`: the

@@ -102,6 +102,18 @@ def find_container(ctx: Ctx, ref: str) -> Container | None:
         return None
 
 
+def has_snapshot(ctx: Ctx, volume: str, tag: str) -> bool:
+    """Whether ``volume`` has a snapshot tagged ``tag``."""
+    return any(s.tag == tag for s in ctx.volumes.snapshots(volume))
+
+
+def resume(ctx: Ctx, ref: str) -> None:
+    """Container ``ref`` unpaused if a step cut short left it paused."""
+    c = find_container(ctx, ref)
+    if c is not None and c.state == "paused":
+        ctx.engine.unpause(c.id)
+
+
 def fault(point: str) -> None:
     faults.point(point)
 
@@ -185,7 +197,7 @@ class RestoreSnapshot(Step):
         return f"roll volume {self.volume} back to {self.tag}"
 
     def apply(self, ctx: Ctx, tx: Tx) -> dict[str, Any]:
-        if any(s.tag == self.tag for s in ctx.volumes.snapshots(self.volume)):
+        if has_snapshot(ctx, self.volume, self.tag):
             drop_stale_users(ctx, self.volume)
             ctx.volumes.rollback(self.volume, to=self.tag)
         return {}

@@ -89,6 +89,13 @@ def diff_stacks(a: list[Path], b: list[Path]) -> list[Change]:
                 hit = resolve(a_top, rel)
                 if hit is not None and stat.S_ISDIR(hit[1].st_mode):
                     candidates.update(subtree(a_top, rel))
+    return changes_among(a_top, b_top, candidates)
+
+
+def changes_among(a_top: list[Path], b_top: list[Path], candidates: set[str]) -> list[Change]:
+    """Which of ``candidates`` differ from stack ``a`` to stack ``b`` (both
+    top first), in path order: added, deleted, or modified (kind, mode,
+    owner, content)."""
     changes = []
     for rel in sorted(candidates):
         ra, rb = resolve(a_top, rel), resolve(b_top, rel)
