@@ -16,7 +16,9 @@ process, no helper process kept warm.  Per round, interleaved:
   container runs); goal volmerge <= 0.5 x podman;
 - ``restart``: how long a client connecting every 5 ms finds the server
   unreachable across ``restart`` (first refused connection to the first
-  answered one after it).
+  answered one after it);
+- ``runc run -d`` alone on the same container's bundle, what every detached
+  start on runc pays before its own work (volmerge's and podman's alike).
 
 Prints the medians, the ratios, whether the goals are met and the load
 average (the figures move with it).
@@ -193,6 +195,32 @@ def setup_podman(work: Path, archive: Path, ref: str, port: int) -> Engine:
     return Engine("podman", base, None, pid)
 
 
+def runc_alone(work: Path, env: dict[str, str], base: list[str], runs: int) -> list[float]:
+    """Seconds ``runc run -d`` takes on its own for the same container (its
+    config.json and root, a state root and cgroup of its own, ``sleep`` for
+    a command): what any detached start on runc pays, volmerge's or
+    podman's, before its own work."""
+    info = json.loads(check([*base, "inspect", "--json", "web"], env))[0]
+    bundle = Path(env["VOLMERGE_ROOT"]) / "containers" / info["id"] / "bundle"
+    cfg = json.loads((bundle / "config.json").read_text())
+    cfg["root"]["path"] = str(bundle / "rootfs")
+    # beside the container's own, under the same parent (runc removes the leaf)
+    cfg["linux"]["cgroupsPath"] = cfg["linux"]["cgroupsPath"].rsplit("/", 1)[0] + "/bench-alone"
+    cfg["process"]["args"] = ["sleep", "600"]
+    mine = work / "runc-alone"
+    mine.mkdir()
+    (mine / "config.json").write_text(json.dumps(cfg))
+    state = ["runc", "--root", str(work / "runc-alone-state")]
+    out = []
+    for _ in range(runs + 1):  # the first warms caches up and is not counted
+        t0 = time.perf_counter()
+        subprocess.run([*state, "run", "-d", "--bundle", str(mine), "alone"], check=True,
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        out.append(time.perf_counter() - t0)
+        subprocess.run([*state, "delete", "-f", "alone"], check=True)
+    return out[1:]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", "--runs", type=int, default=7)
@@ -244,6 +272,10 @@ def main() -> int:
                 s = r[what]
                 print(f"  {name:9s} {label:30s} {median_ms(s):7.1f} ms"
                       f"   ({min(s) * 1000:.1f}-{max(s) * 1000:.1f})")
+        vm_eng = engines[0][0]
+        alone = runc_alone(work, vm_eng.env or {}, vm_eng.base, args.runs)
+        print(f"  {'runc':9s} {'run -d alone, same bundle':30s} {median_ms(alone):7.1f} ms"
+              f"   ({min(alone) * 1000:.1f}-{max(alone) * 1000:.1f})")
         vm = res["volmerge"]
         met = True
         stop_ms = median_ms(vm["stop"])

@@ -81,6 +81,9 @@ class Lifecycle:
         #: a supervisor forked in advance by the command (runtime.superspawn.Forked),
         #: taken by the next detached start instead of spawning one
         self.spare: Any = None
+        #: supervisors spawned by :meth:`prestart`, by container id, each taken by
+        #: that container's start (or cancelled by :meth:`unprestart`)
+        self.ahead: dict[str, Any] = {}
 
     def _pending(self, c: Container) -> Any:
         """A supervisor for ``c``, ready to go: the spare, or a spawned one."""
@@ -90,6 +93,13 @@ class Lifecycle:
         from .superspawn import Pending
 
         return Pending(c, str(self.store.root), self.factory)
+
+    def _cancel_ahead(self, cid: str) -> None:
+        """The supervisor :meth:`prestart` spawned for ``cid``, if any, ends
+        without touching anything."""
+        ahead = self.ahead.pop(cid, None)
+        if ahead is not None:
+            ahead.cancel()
 
     def get(self, ref: str) -> Container:
         """The container by name, id or unique id prefix, reconciled."""
@@ -125,8 +135,13 @@ class Lifecycle:
         through that stop (SIGKILL after ``stop_timeout``): left alone it
         would exit after this start returned, and not be restarted.
         ``pending``: a supervisor spawned already (:meth:`restart`), used or
-        cancelled."""
+        cancelled; else the one :meth:`prestart` spawned, if any."""
         c = self.records.lookup(ref)
+        ahead = self.ahead.pop(c.id, None)
+        if pending is None:
+            pending = ahead
+        elif ahead is not None:
+            ahead.cancel()
         try:
             if c.live and c.stop_requested:
                 self.stop(c.id, timeout=stop_timeout)
@@ -174,9 +189,10 @@ class Lifecycle:
         """Prepare, ahead of its start, what a created container's run needs
         that depends neither on its volumes' data nor on its address being
         free (Bundles.prestart: the root, and the network namespace
-        configured for ``ip``, which another container may still hold): an
-        upgrade does it while the old version serves, so the switch's start
-        does less.
+        configured for ``ip``, which another container may still hold), and
+        its supervisor spawned (it waits for the start's go; its interpreter
+        starts now, not in the start): an upgrade does it while the old
+        version serves, so the switch's start does less.
 
         The calling process is recorded as the container's owner first
         (state still ``created``): if it dies before the start, the next look
@@ -194,6 +210,8 @@ class Lifecycle:
             self.records.update(c.id, owner_pid=me, owner_start=proc_start_time(me))
             try:
                 self.bundles.prestart(c, ip)
+                if c.id not in self.ahead:  # its interpreter starts now, not at the start
+                    self.ahead[c.id] = self._pending(c)
             except BaseException:
                 self.bundles.teardown(c)
                 self.records.update(c.id, owner_pid=None, owner_start=None)
@@ -204,6 +222,7 @@ class Lifecycle:
         """Undo :meth:`prestart` of a container that has not started since
         (idempotent; a started one is its run's, and left alone)."""
         c = self.records.lookup(ref)
+        self._cancel_ahead(c.id)
         with self.store.lock("container-" + c.id):
             c = self.records.lookup(c.id)
             if c.state != "created":
@@ -284,6 +303,7 @@ class Lifecycle:
     def remove(self, ref: str, force: bool = False) -> None:
         """Remove a stopped container (``force``: kill it first) and its layer."""
         c = self.get(ref)
+        self._cancel_ahead(c.id)
         if c.live:
             if not force:
                 raise Conflict(f"container {c.name} is {c.state}: stop it first or use --force")

@@ -177,6 +177,8 @@ def supervise(records: ContainerRecords, bundles: Bundles, cid: str, *, foregrou
             monitor = None
             if hc is not None and init:
                 monitor = _start_monitor(records, c, ex, hc, init)
+            if not foreground:
+                bundles.ready_for_teardown(c)
             if pipes is not None and log is not None:
                 from . import logfile
 

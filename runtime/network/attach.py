@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import Conflict, NotFound
@@ -275,17 +276,40 @@ class Attachments:
     def teardown_record(self, rec: AttachmentRecord | None) -> None:
         """Undo one attachment; idempotent, so a crash half-way is finished
         by the next call.  The row goes last."""
+        self.begin_teardown(rec)()
+
+    def begin_teardown(self, rec: AttachmentRecord | None) -> Callable[[], None]:
+        """:meth:`teardown_record` in two halves: this one starts taking the
+        published ports out of the nft table (its commit waits for an RCU
+        grace period, ~15 ms) and meanwhile takes the veth off the bridge,
+        the namespace down and the row out; the function it returns waits
+        for nft (rewriting the table from the rows if nft refused) and
+        rewrites the network's hosts files.  Between the two, the caller
+        may do other work (a container's teardown unmounts its root and
+        volumes), under the network lock still."""
         if rec is None:
-            return
+            return lambda: None
         a = rec.attachment
-        if a.host_veth:
-            self.host.delete_link(a.host_veth)
-        if a.netns_path:
-            netns.remove(a.netns_path)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(a.hosts_path)
-        self.rows.delete_attachment(a.container_id)
-        if a.ports:
-            self.host.apply_nat()
-        if a.network not in SPECIAL:
-            self.host.refresh_hosts(a.network)
+        removal = self.host.start_removing_nat_ports(a.ports) if a.ports else None
+        try:
+            if a.host_veth and a.netns_path:
+                self.host.retire_link(a.host_veth)  # the pair goes with the namespace
+            elif a.host_veth:
+                self.host.delete_link(a.host_veth)
+            if a.netns_path:
+                netns.remove(a.netns_path)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(a.hosts_path)
+            self.rows.delete_attachment(a.container_id)
+        except BaseException:
+            if removal is not None:
+                removal.done()
+            raise
+
+        def finish() -> None:
+            if removal is not None and not removal.done():
+                self.host.apply_nat()  # the table rewritten whole from the rows
+            if a.network not in SPECIAL:
+                self.host.refresh_hosts(a.network)
+
+        return finish

@@ -10,13 +10,13 @@ other's links for strays.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..digest import sha256_hex
 from ..store import Store
 from . import hosts, ports
-from .model import Network
+from .model import Network, PortSpec
 from .rows import NetworkRows
 
 
@@ -102,6 +102,12 @@ class Host:
         with self.netlink() as ipr:
             links.delete(ipr, name)
 
+    def retire_link(self, name: str) -> None:
+        from . import links
+
+        with self.netlink() as ipr:
+            links.retire(ipr, name)
+
     def refresh_hosts(self, network: str) -> None:
         """Every attached container's /etc/hosts names all its peers."""
         atts = [r.attachment for r in self.rows.attachments(network) if r.attachment.ip]
@@ -120,6 +126,10 @@ class Host:
                for spec in r.attachment.ports]
         ports.apply(ports.render(self.table, [ports.NatNetwork(n.bridge, n.subnet) for n in nets],
                                  pts))
+
+    def start_removing_nat_ports(self, specs: Iterable[PortSpec]) -> ports.Removal:
+        """Published ports leaving the live table, beside the caller's other work."""
+        return ports.start_removing(self.table, specs)
 
     def add_nat_ports(self, publish: list[ports.NatPort]) -> bool:
         """Add published ports to the live table; False when it must be rewritten."""

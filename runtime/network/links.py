@@ -231,6 +231,36 @@ def delete(ipr: Netlink, name: str) -> bool:
     return True
 
 
+#: what a retired host end is renamed to (``vmr-`` and 11 random hex digits):
+#: its name is free at once for the container's next start
+RETIRED_PREFIX = "vmr-"
+
+
+def retire(ipr: Netlink, name: str) -> bool:
+    """Take the host end of a veth off its bridge and down, and rename it
+    out of the way (three requests, ~2 ms), leaving the pair's deletion to
+    the kernel: it goes with the network namespace that holds the other
+    end, once that is unpinned and empty, in the kernel's own work queue.
+    Deleting it here waited for RCU grace periods, ~20-40 ms of every stop
+    of a bridged container and of an upgrade's downtime.  Down and off the
+    bridge it forwards nothing meanwhile (the bridge forgets the addresses
+    it learned on it), so a successor with the same address and MAC is not
+    shadowed; renamed, its name is free for the container's next start.
+    False when it is gone."""
+    idx = lookup(ipr, name)
+    if idx is None:
+        return False
+    try:
+        ipr.request(_link(idx, ("IFLA_MASTER", 0), flags=0, change=IFF_UP), RTM_SETLINK)
+        ipr.request(_link(idx, ("IFLA_IFNAME", RETIRED_PREFIX + os.urandom(6).hex()[:11])),
+                    RTM_SETLINK)
+    except NetlinkError as exc:
+        if exc.code in (errno.ENODEV, errno.ENOENT):
+            return False
+        raise
+    return True
+
+
 def ensure_bridge(ipr: Netlink, name: str, gateway: str, prefixlen: int, alias: str) -> bool:
     """Make the bridge exist, carry the gateway address and be up.  Returns
     True when it had to be created (first use, or after a reboot)."""

@@ -13,6 +13,7 @@ when there is some: a store sweeper here checks cheaply first).
 from __future__ import annotations
 
 import builtins  # annotations: the class's list() method shadows the type
+import contextlib
 import ipaddress
 import os
 import re
@@ -198,6 +199,35 @@ class NetworkManager:
         cid = _check_cid(container_id)
         with self.host.locked():
             self.attachments.unstage(cid)
+
+    def ready_for_teardown(self) -> None:
+        """Import what :meth:`disconnect` needs (the netlink messages;
+        subprocess, for nft) ahead of it."""
+        import subprocess  # noqa: F401
+
+        from . import links  # noqa: F401
+
+    def begin_disconnect(self, container_id: str) -> Callable[[], None]:
+        """:meth:`disconnect` in two halves, under the network lock from this
+        call until the returned function has run: the published ports start
+        leaving the nft table (a commit that removes them waits ~15 ms for
+        an RCU grace period) while the caller does other work (a container's
+        teardown unmounts meanwhile); the function finishes the disconnect."""
+        cid = _check_cid(container_id)
+        held = contextlib.ExitStack()
+        held.enter_context(self.host.locked())
+        try:
+            finish = self.attachments.begin_teardown(self.rows.attachment(cid))
+            self.attachments.unstage(cid)
+        except BaseException:
+            held.close()
+            raise
+
+        def done() -> None:
+            with held:
+                finish()
+
+        return done
 
     def disconnect(self, container_id: str, release: bool = False) -> None:
         """Stop: remove the container's veth, namespace, hosts file and port

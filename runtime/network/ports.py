@@ -119,10 +119,17 @@ def _map(name: str, key: str, items: list[NatPort]) -> list[str]:
 
 def element(p: NatPort) -> str:
     """``[HOSTIP . ]PROTO . HOSTPORT : CTRIP . CTRPORT`` in its map."""
-    key = f"{p.spec.proto} . {p.spec.host_port}"
-    if p.spec.host_ip != "0.0.0.0":
-        key = f"{p.spec.host_ip} . {key}"
-    return f"{key} : {p.container_ip} . {p.spec.container_port}"
+    return f"{element_key(p.spec)} : {p.container_ip} . {p.spec.container_port}"
+
+
+def element_key(spec: PortSpec) -> str:
+    """``[HOSTIP . ]PROTO . HOSTPORT``: what a published port's map element is found by."""
+    key = f"{spec.proto} . {spec.host_port}"
+    return key if spec.host_ip == "0.0.0.0" else f"{spec.host_ip} . {key}"
+
+
+def _map_of(spec: PortSpec) -> str:
+    return "published_any" if spec.host_ip == "0.0.0.0" else "published_ip"
 
 
 def add_elements(table: str, items: list[NatPort]) -> bool:
@@ -132,11 +139,46 @@ def add_elements(table: str, items: list[NatPort]) -> bool:
     or nft refuses: the caller then rebuilds the whole table."""
     if not items:
         return True
-    cmds = []
-    for p in items:
-        name = "published_any" if p.spec.host_ip == "0.0.0.0" else "published_ip"
-        cmds.append(f"add element ip {table} {name} {{ {element(p)} }}")
+    cmds = [f"add element ip {table} {_map_of(p.spec)} {{ {element(p)} }}" for p in items]
     return _nft(["-f", "-"], "\n".join(cmds) + "\n").returncode == 0
+
+
+class Removal:
+    """Published ports being taken out of the live table by an nft(8) run
+    of their own (:func:`start_removing`), while the caller tears the rest
+    of the attachment down: a commit that removes map elements waits for
+    an RCU grace period (~15 ms here), which this overlaps."""
+
+    def __init__(self, proc: subprocess.Popen[str] | None) -> None:
+        self.proc = proc
+
+    def done(self) -> bool:
+        """Whether nft removed them all; False (the table missing, an element
+        gone already, nft absent): the caller rewrites the table instead."""
+        if self.proc is None:
+            return False
+        self.proc.communicate()
+        return self.proc.returncode == 0
+
+
+def start_removing(table: str, specs: Iterable[PortSpec]) -> Removal:
+    """Start removing the map elements of ``specs`` (one atomic nft
+    transaction: all of them or none); :meth:`Removal.done` waits."""
+    import subprocess
+
+    cmds = [f"delete element ip {table} {_map_of(s)} {{ {element_key(s)} }}" for s in specs]
+    try:
+        proc = subprocess.Popen([nft_binary(), "-f", "-"], stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+    except (OSError, BadInput):
+        return Removal(None)
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write("\n".join(cmds) + "\n")
+        proc.stdin.close()
+    except OSError:  # nft died before reading: done() reports it
+        pass
+    return Removal(proc)
 
 
 def _q(name: str) -> str:

@@ -25,10 +25,19 @@ requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 
 def host_state() -> dict[str, object]:
-    """Links, addresses, routes and nft tables of the current namespace."""
+    """Links, addresses, routes and nft tables of the current namespace,
+    once the kernel has taken the host ends of veths a teardown retired
+    (``vmr-...``: they go with their container's namespace, in the kernel's
+    own time, usually within milliseconds)."""
     from pyroute2 import IPRoute
 
+    from volmerge.runtime.network.links import RETIRED_PREFIX
+
     with IPRoute(groups=0) as ipr:
+        deadline = time.monotonic() + 10
+        while (any(str(m.get("IFLA_IFNAME")).startswith(RETIRED_PREFIX) for m in ipr.get_links())
+               and time.monotonic() < deadline):
+            time.sleep(0.01)
         links = sorted(m.get("IFLA_IFNAME") for m in ipr.get_links())
         # IPv6 link-local addresses come and go by autoconfiguration, at
         # their own pace: not state that volmerge makes

@@ -233,3 +233,70 @@ def test_incremental_port_publication_matches_full_rebuild(nm) -> None:  # type:
     assert len(incremental) == 3
     nm.reconcile()  # rebuilds the table from the database
     assert elements() == incremental
+
+
+def _link(name: str) -> dict[str, object] | None:
+    from pyroute2 import IPRoute
+
+    with IPRoute(groups=0) as ipr:
+        for m in ipr.get_links():
+            if m.get("IFLA_IFNAME") == name:
+                return {"up": bool(m["flags"] & 1), "master": m.get("IFLA_MASTER")}
+    return None
+
+
+def _retired() -> list[dict[str, object]]:
+    from pyroute2 import IPRoute
+
+    from volmerge.runtime.network.links import RETIRED_PREFIX
+
+    with IPRoute(groups=0) as ipr:
+        return [{"up": bool(m["flags"] & 1), "master": m.get("IFLA_MASTER")}
+                for m in ipr.get_links() if m.get("IFLA_IFNAME", "").startswith(RETIRED_PREFIX)]
+
+
+def test_disconnect_retires_the_veth_off_the_bridge_and_the_kernel_removes_it(
+        nm, container, www: Path) -> None:  # type: ignore[no-untyped-def]
+    """A stop does not wait for the veth's deletion (RCU grace periods): its
+    host end leaves the bridge, goes down and is renamed at once, and goes
+    with the container's namespace; its name is free for the next start."""
+    att = nm.connect("web1", None, "web", ports=["8080:80"])
+    veth = att.host_veth
+    assert _link(veth) == {"up": True, "master": _bridge_index(nm)}
+    nm.disconnect("web1")
+    assert _link(veth) is None  # the name is free at once
+    assert all(r == {"up": False, "master": None} for r in _retired())  # forwards nothing
+    assert "8080" not in nm.nat_rules()
+    host_state()  # waits for the kernel to take the retired end
+    assert _retired() == []
+    again = nm.connect("web1", None, "web", ports=["8080:80"])  # a start right after the stop
+    assert (again.host_veth, again.ip) == (veth, att.ip)
+    server = httpd(container, again, www)
+    assert wget(None, "http://127.0.0.1:8080/") == "hello from web\n"
+    nm.disconnect("web1")
+    # a process left inside keeps the namespace, and so the retired end, until it exits
+    assert _retired() == [{"up": False, "master": None}]
+    with pytest.raises(OSError):  # refused: nothing forwards to it any more
+        socket.create_connection(("127.0.0.1", 8080), timeout=2)
+    server.stop()
+    host_state()
+    assert _retired() == []
+
+
+def _bridge_index(nm) -> int:  # type: ignore[no-untyped-def]
+    from pyroute2 import IPRoute
+
+    (net,) = [n for n in nm.list() if n.default]
+    with IPRoute(groups=0) as ipr:
+        return int(ipr.link_lookup(ifname=net.bridge)[0])
+
+
+def test_disconnect_rewrites_the_table_when_its_ports_are_gone_already(nm) -> None:  # type: ignore[no-untyped-def]
+    """The ports' elements are removed by key; when nft refuses (the table was
+    rewritten or flushed by hand meanwhile), the table is rebuilt from the rows."""
+    nm.connect("a", None, "a", ports=["8080:80"])
+    nm.connect("b", None, "b", ports=["8081:80"])
+    subprocess.run(["nft", "flush", "map", "ip", nm.table, "published_any"], check=True)
+    nm.disconnect("a")
+    rules = nm.nat_rules()
+    assert "8080" not in rules and "tcp . 8081 : " in rules

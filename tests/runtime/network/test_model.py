@@ -126,3 +126,16 @@ def test_nft_render_is_empty_without_networks() -> None:
                         [ports.NatPort(PortSpec.parse("127.0.0.1:80:8080"), "10.1.0.2", "vmb-a")])
     assert "elements = { 127.0.0.1 . tcp . 80 : 10.1.0.2 . 8080 }" in full
     assert 'iifname "vmb-a" oifname { "vmb-b" } drop' in full
+
+
+@pytest.mark.parametrize("text, key", [
+    ("8080:80", "tcp . 8080"),
+    ("127.0.0.1:8081:80", "127.0.0.1 . tcp . 8081"),
+    ("5353:53/udp", "udp . 5353"),
+])
+def test_nft_element_key_is_the_element_without_its_value(text: str, key: str) -> None:
+    """A disconnect deletes its ports' elements by this key: it must be the
+    part of the rendered element before its value."""
+    spec = PortSpec.parse(text)
+    assert ports.element_key(spec) == key
+    assert ports.element(ports.NatPort(spec, "10.1.0.2", "vmb-a")).startswith(key + " : ")
