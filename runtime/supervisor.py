@@ -232,7 +232,8 @@ def _closed(fds: tuple[int, ...] | None) -> tuple[int, ...]:
 
 def _health_config(c: Container) -> Any:
     """The container's health check, or None; runtime.health (a module and
-    a dataclass to build) is imported only for a container that has one."""
+    a dataclass to build) is imported for a container that has one (by a
+    spawned supervisor before its go, see :func:`own`)."""
     if c.options.health is None and not (c.image_config.get("config") or {}).get("Healthcheck"):
         return None
     from . import health
@@ -357,6 +358,9 @@ def own(root: str | None, factory: str | None, cid: str, notify_fd: int | None,
     every commit is durable already.  ``inherited``: the modules a forked
     supervisor had from the command it was forked from (for the module list)."""
     from . import bundle, executors, logfile  # noqa: F401 - while the engine prepares
+
+    if inherited is None:  # spawned ahead, so with time to spare (a forked one has little)
+        from . import health  # noqa: F401 - ~8 ms with dataclasses, else paid after the go
     from .store import Store
 
     code = 0
