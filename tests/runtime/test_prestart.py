@@ -40,6 +40,37 @@ def test_prestart_mounts_the_root_and_the_start_uses_it(engine, created) -> None
     engine.remove(c.id)
 
 
+def test_prestart_spawns_the_supervisor_the_start_takes(engine, created) -> None:  # type: ignore[no-untyped-def]
+    """The supervisor is spawned by prestart (its interpreter starts before
+    the switch); the start gives it the go instead of spawning one."""
+    engine.prestart(created.id)
+    ahead = engine.lifecycle.ahead[created.id]
+    assert _alive(ahead.pid)
+    engine.start(created.id)
+    c = engine.get(created.id)
+    assert created.id not in engine.lifecycle.ahead
+    # it double-forks in the session it started: the run's owner is its child
+    assert c.state == "running" and os.getsid(c.owner_pid) == ahead.pid
+    engine.remove(c.id, force=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_unprestart_cancels_the_supervisor_spawned_ahead(engine, created) -> None:  # type: ignore[no-untyped-def]
+    engine.prestart(created.id)
+    ahead = engine.lifecycle.ahead[created.id]
+    engine.unprestart(created.id)
+    assert created.id not in engine.lifecycle.ahead
+    assert not _alive(ahead.pid)  # cancelled: it ended (and was waited for)
+    engine.remove(created.id)
+
+
 def test_unprestart_tears_it_down_and_the_start_still_works(engine, created) -> None:  # type: ignore[no-untyped-def]
     engine.prestart(created.id)
     engine.unprestart(created.id)
