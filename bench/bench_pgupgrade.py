@@ -118,7 +118,8 @@ def main() -> None:
         sys.exit("bench_pgupgrade: run as root (the servers run as the system user volmerge-pg)")
     from volmerge.strategies.sql.pgmajor import clone_datadir, upgrade_datadir
     from volmerge.strategies.sql.pgtemp import HostTools, give
-    from volmerge.upgrade.pgdata import host_tools, overlay_snapshot, tmpfs_scratch
+    from volmerge.upgrade.pgdata import host_tools
+    from volmerge.upgrade.pgsnap import overlay_snapshot, tmpfs_scratch
 
     pg16 = pg16_bindir()
     work = tempfile.mkdtemp(prefix="volmerge-bench-pgupgrade-", dir="/var/tmp")

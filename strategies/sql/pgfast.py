@@ -36,7 +36,12 @@ finds little left.  What runs beside the critical path runs at nice 10
 and on busy cores it yields to what the upgrade waits for.  pg_upgrade's
 snapshot keeps its copy-on-write layer in the scratch when it fits there
 (its old server copies up hundreds of catalog files, each a file
-creation).  On two busy cores overlapping saves less than it does on a
+creation), and so does the verification's in a scratch of its own, sized
+from the data, when the data fits in memory (:func:`read_tmpfs_size`:
+PostgreSQL opens relation files read-write, so reading a table copies it
+up whole; on disk that is beside initdb, which it slows).  A tmpfs that
+fills up fails the server's write (no space): refused, the fallback
+taken — never a verification of what could not be read.  On two busy cores overlapping saves less than it does on a
 quiet machine: what runs beside takes CPU from what it overlaps.  Any
 refusal (:class:`.pgupgrade.Refused`) or NotDone reaches pgmajor, which
 falls back to dump and restore.
@@ -46,9 +51,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +60,16 @@ from volmerge.runtime import diag
 from volmerge.strategies.errors import NotDone
 
 from . import pgconf, pgupgrade
+from .pgroom import (
+    ScratchFull,
+    check_home,
+    data_bytes,
+    full,
+    in_memory,
+    plain_dir,
+    read_tmpfs_size,
+    upper_hint,
+)
 from .pgtemp import BULK, PgServer, Timing, Tools, give, rmtree_quiet
 from .pgupgrade import OldBeside
 from .pgverify import compare, databases, fingerprints
@@ -66,22 +80,13 @@ from .pgverify import connect as _connect
 #: a copy, cp -a); ``upper_in``, when given, a directory of the scratch where
 #: a copy-on-write layer may live (pg_upgrade's snapshot: catalogs only)
 Snapshot = Callable[..., contextlib.AbstractContextManager[Any]]
-#: ``scratch(path)``: ``path`` made an empty directory, where creating files
-#: is cheap (a tmpfs), for the duration (the default: a plain directory);
-#: entered with the snapshots, before the tools' first use (a container's start)
-Scratch = Callable[[str], contextlib.AbstractContextManager[Any]]
+#: ``scratch(path[, size])``: ``path`` made an empty directory, where creating
+#: files is cheap (a tmpfs, of at most ``size`` bytes when given), for the
+#: duration (the default: a plain directory); entered with the snapshots,
+#: before the tools' first use (a container's start)
+Scratch = Callable[..., contextlib.AbstractContextManager[Any]]
 #: the old server's configuration, the new one's, and the settings the new one knows
 Confs = tuple[pgconf.ServerConf, pgconf.ServerConf, set[str]]
-
-
-@contextlib.contextmanager
-def plain_dir(path: str) -> Iterator[None]:
-    """The default :data:`Scratch`: a directory of the work directory's file system."""
-    os.makedirs(path)
-    try:
-        yield
-    finally:
-        rmtree_quiet(path)
 
 
 def fast(old_data: str, new_data: str, new: Tools, beside: OldBeside, work: str,
@@ -94,13 +99,20 @@ def fast(old_data: str, new_data: str, new: Tools, beside: OldBeside, work: str,
     falls back."""
     clones = [os.path.join(work, "old-data"), os.path.join(work, "old-read")]
     stacks = [contextlib.ExitStack(), contextlib.ExitStack(), contextlib.ExitStack()]
-    room = os.path.join(work, "check-scratch")
+    room, read_room = os.path.join(work, "check-scratch"), os.path.join(work, "read-scratch")
     try:
         t0 = time.monotonic()
+        total = data_bytes(old_data)
         # the scratch first: pg_upgrade's snapshot may keep its copy-on-write layer there
         stacks[2].enter_context(scratch(room))
-        stacks[0].enter_context(snapshot(old_data, clones[0], **_upper_hint(old_data, room)))
-        stacks[1].enter_context(snapshot(old_data, clones[1]))
+        stacks[0].enter_context(snapshot(old_data, clones[0], **upper_hint(old_data, room, total)))
+        # the read's in a tmpfs of its own when the data fits in memory (the default
+        # scratch is a plain directory: then beside the data, as before)
+        size = None if scratch is plain_dir or total is None else read_tmpfs_size(total)
+        if size is not None:
+            stacks[1].enter_context(scratch(read_room, size))
+        stacks[1].enter_context(snapshot(old_data, clones[1],
+                                         **({} if size is None else {"upper_in": read_room})))
         for clone in clones:  # both mounted before the tools' first use (a container's start)
             for stale in ("postmaster.pid", "postmaster.opts"):
                 with contextlib.suppress(FileNotFoundError):
@@ -111,50 +123,20 @@ def fast(old_data: str, new_data: str, new: Tools, beside: OldBeside, work: str,
                       zip(("pg_upgrade's snapshot", "the read's snapshot", "the check's scratch"),
                           stacks, strict=True))
         try:
-            return _fast_on(clones, new_data, new, beside, work, superuser, tick, drops)
+            return _fast_on(clones, new_data, new, beside, work, superuser, tick, drops,
+                            size is not None)
         except NotDone as exc:
-            if not isinstance(exc, pgupgrade.Refused) and _full(room):
-                raise pgupgrade.Refused(f"the scratch filled up ({exc})") from exc
+            if not isinstance(exc, pgupgrade.Refused) and full(room):
+                raise ScratchFull(f"the scratch filled up ({exc})") from exc
             raise
     finally:
         t0 = time.monotonic()
         for stack in (stacks[1], stacks[0], stacks[2]):  # what is still there; the scratch last
             stack.close()
-        for d in ("old-data", "old-read", "old-sock", "new-sock", "pgu-sock", "pgu-run-sock",
-                  "pgu-cwd", "pgu-check-cwd", "new-check"):
+        for d in ("old-data", "old-read", "read-scratch", "old-sock", "new-sock", "pgu-sock",
+                  "pgu-run-sock", "pgu-cwd", "pgu-check-cwd", "new-check"):
             rmtree_quiet(os.path.join(work, d))
         tick("snapshots removed", time.monotonic() - t0)
-
-
-def _upper_hint(old_data: str, room: str) -> dict[str, str]:
-    """``{"upper_in": room}`` when pg_upgrade's snapshot may keep its
-    copy-on-write layer in the scratch: what its old server writes there
-    is the catalogs, the WAL and the like (it reads no table), so the
-    data directory's bytes other than the user relations' must fit twice
-    over with 64 MiB to spare (else ``{}``: beside the data, on disk).
-    Each copy-up creates a file, which a busy ext4 may take a millisecond
-    to do; on pg_upgrade's critical path there are hundreds."""
-    from volmerge.runtime.fsutil import walk
-
-    from .pgmajor import user_bytes
-
-    try:
-        total = sum(e.st.st_size for e in walk(old_data) if stat.S_ISREG(e.st.st_mode))
-        st = os.statvfs(room)
-    except OSError:
-        return {}
-    other = max(0, total - user_bytes(old_data))
-    return {"upper_in": room} if st.f_bavail * st.f_frsize >= 2 * other + (64 << 20) else {}
-
-
-def _full(room: str) -> bool:
-    """Whether the scratch is (nearly) full: a "no space" then is its own,
-    not the disk's, and the fallback is taken instead."""
-    try:
-        st = os.statvfs(room)
-    except OSError:
-        return False
-    return st.f_bavail * st.f_frsize < (16 << 20)
 
 
 def _timed_drop(tick: Timing, what: str, stack: contextlib.ExitStack) -> Callable[[], None]:
@@ -182,8 +164,8 @@ def _read_old(srv: PgServer, tick: Timing) -> _OldSide:
 
 
 def _fast_on(clones: list[str], new_data: str, new: Tools, beside: OldBeside, work: str,
-             superuser: str | None, tick: Timing, drops: tuple[Callable[[], None], ...]
-             ) -> tuple[list[dict[str, Any]], Confs, str]:
+             superuser: str | None, tick: Timing, drops: tuple[Callable[[], None], ...],
+             read_in_memory: bool = False) -> tuple[list[dict[str, Any]], Confs, str]:
     """``clones``: two private snapshots of the old cluster.  On the second
     one the old server starts at once: beside initdb, the old side of the
     verification and its configuration are read there, and then
@@ -193,7 +175,9 @@ def _fast_on(clones: list[str], new_data: str, new: Tools, beside: OldBeside, wo
     on a socket of its own; the check's refusal decides.  Then the new
     server: collations checked, ANALYZEd, read, and both sides compared.
     ``drops`` remove each snapshot and the check's scratch, beside other
-    work, once its last server has stopped."""
+    work, once its last server has stopped.  ``read_in_memory``: the
+    second snapshot's copy-on-write layer is in a tmpfs (a "no space" there
+    is a refusal)."""
     from concurrent.futures import ThreadPoolExecutor
 
     t0 = time.monotonic()
@@ -208,28 +192,31 @@ def _fast_on(clones: list[str], new_data: str, new: Tools, beside: OldBeside, wo
                        options=dict(BULK), superuser=info.superuser)
     mode = "--clone" if pgupgrade.clone_supported(work) else "--copy"
     jobs = max(1, min(4, os.cpu_count() or 1))
+    start, read_old, check = old_srv.start, _read_old, _check
+    if read_in_memory:  # a "no space" of its server's is its tmpfs's
+        start, read_old, check = (in_memory(fn, clones[1]) for fn in (start, read_old, check))
     check_data = os.path.join(work, "new-check")  # or in the scratch, once its size is known
     # what runs beside the critical path runs at a lower priority (``low``): on busy cores it
     # yields to initdb and pg_upgrade, and it has until pg_upgrade ends to finish
     with ThreadPoolExecutor(1) as pool, ThreadPoolExecutor(3, initializer=lower_priority) as low:
         made = pool.submit(_timed, tick, "initdb (beside)", pgupgrade.initdb, new, new_data, info)
-        up = low.submit(_timed, tick, "old server start (beside)", old_srv.start)
+        up = low.submit(_timed, tick, "old server start (beside)", start)
         read = verdict = done = None
         try:
             up.result()
             # read beside initdb, whose bootstrap is one process: a core to spare
-            read = low.submit(_read_old, old_srv, tick)
+            read = low.submit(read_old, old_srv, tick)
             t0 = time.monotonic()
             made.result()
             tick("initdb (critical)", time.monotonic() - t0)
             t0 = time.monotonic()
-            check_data = _check_home(new_data, work)
+            check_data = check_home(new_data, work)
             _copy_cluster(new_data, check_data)
             tick("new cluster copied for the check", time.monotonic() - t0)
             # the check, live against the old server, on its own copy of the new cluster,
             # beside pg_upgrade; its verdict is waited for before pg_upgrade's result is used
             verdict = low.submit(_timed, tick, "pg_upgrade --check (live, beside pg_upgrade)",
-                                  _check, new, beside.bindir, clones[1], check_data, info, work,
+                                  check, new, beside.bindir, clones[1], check_data, info, work,
                                   mode, jobs)
             # the old server goes once its side is read and the check is done
             done = low.submit(_after, (read, verdict), _stop_and_drop, old_srv, tick,
@@ -279,21 +266,6 @@ def _check(new: Tools, old_bin: str, old_data: str, check_data: str, info: pgupg
     would collide with), run in a directory of its own."""
     pgupgrade.run(new, old_bin, old_data, check_data, info, work, mode=mode, check_only=True,
                   jobs=jobs, cwd=os.path.join(work, "pgu-check-cwd"))
-
-
-def _check_home(new_data: str, work: str) -> str:
-    """Where the check's copy of the new cluster goes: the scratch when it
-    fits there twice over with 64 MiB to spare (the check's server may add
-    a WAL segment; a full scratch must never read as a full disk), else
-    the work directory."""
-    from volmerge.runtime.fsutil import walk
-
-    size = sum(e.st.st_size for e in walk(new_data) if stat.S_ISREG(e.st.st_mode))
-    scratch = os.path.join(work, "check-scratch")
-    st = os.statvfs(scratch)
-    if st.f_bavail * st.f_frsize >= 2 * size + (64 << 20):
-        return os.path.join(scratch, "new-check")
-    return os.path.join(work, "new-check")
 
 
 def _copy_cluster(src: str, dst: str) -> None:
@@ -432,4 +404,4 @@ def _analyze(srv: PgServer, dbs: list[str]) -> None:
         list(pool.map(one, dbs))
 
 
-__all__ = ["fast", "Snapshot", "Scratch", "Confs", "plain_dir"]
+__all__ = ["fast", "Snapshot", "Scratch", "Confs", "plain_dir", "ScratchFull"]

@@ -98,7 +98,8 @@ def test_the_scratch_takes_pg_upgrades_upper_only_when_it_fits_and_a_full_one_is
     fit twice over with 64 MiB to spare; a nearly full scratch is told
     apart from a full disk (its "no space" is a refusal, the fallback)."""
     from volmerge.runtime import sys as rsys
-    from volmerge.strategies.sql.pgfast import _full, _upper_hint
+    from volmerge.strategies.sql.pgroom import full as _full
+    from volmerge.strategies.sql.pgroom import upper_hint as _upper_hint
 
     data = tmp_path / "data"
     (data / "base" / "5").mkdir(parents=True)
