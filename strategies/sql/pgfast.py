@@ -29,22 +29,23 @@ pg_upgrade, which leaves a core idle much of its time (server starts and
 stops, one file copy).
 
 The old server stops, and its snapshot and the check's copy go, once the
-check is done, beside pg_upgrade.  After it, the new cluster's files'
+check is done, beside pg_upgrade. After it, the new cluster's files'
 write-back is started (not waited for) while its server is verified and
-ANALYZEd, so the final sync finds little left.  What runs beside the critical path runs at nice 10
-(:func:`lower_priority`): it has until pg_upgrade (or the new side) ends,
-and on busy cores it yields to what the upgrade waits for.  pg_upgrade's
-snapshot keeps its copy-on-write layer in the scratch when it fits there
-(its old server copies up hundreds of catalog files, each a file
-creation), and so does the verification's in a scratch of its own, sized
-from the data, when the data fits in memory (:func:`read_tmpfs_size`:
-PostgreSQL opens relation files read-write, so reading a table copies it
-up whole; on disk that is beside initdb, which it slows).  A tmpfs that
-fills up fails the server's write (no space): refused, the fallback
-taken — never a verification of what could not be read.  On two busy cores overlapping saves less than it does on a
-quiet machine: what runs beside takes CPU from what it overlaps.  Any
-refusal (:class:`.pgupgrade.Refused`) or NotDone reaches pgmajor, which
-falls back to dump and restore.
+ANALYZEd, so the final sync finds little left. What runs beside the
+critical path runs at nice 10 (:func:`lower_priority`): it has until
+pg_upgrade (or the new side) ends, and on busy cores it yields to what
+the upgrade waits for. pg_upgrade's snapshot keeps its copy-on-write
+layer in the scratch when it fits there (its old server copies up
+hundreds of catalog files, each a file creation), and so does the
+verification's in a scratch of its own, sized from the data, when the
+data fits in memory (:func:`.pgroom.read_tmpfs_size`: PostgreSQL opens
+relation files read-write, so reading a table copies it up whole; on
+disk, file creations beside initdb). A tmpfs that fills up fails the server's
+write (no space): refused, the fallback taken — never a verification of
+what could not be read. On two busy cores overlapping saves less than it
+does on a quiet machine: what runs beside takes CPU from what it
+overlaps. Any refusal (:class:`.pgupgrade.Refused`) or NotDone reaches
+pgmajor, which falls back to dump and restore.
 """
 
 from __future__ import annotations
