@@ -20,7 +20,12 @@ Runs are interleaved, each round starting with another path (ours, peer;
 peer, ours; ...), each after a ``sync`` so that none writes back what an
 earlier run left dirty; the medians and their ratio are printed.
 ``--dump`` adds the dump-and-restore path (the fallback) for comparison;
-``--phases`` prints each path's steps, those marked "(beside)" overlapping
+``--read-on-disk`` the pg_upgrade path with the verification's snapshot's
+copy-on-write layer on disk (``VOLMERGE_PG_READ_TMPFS_MB=0``, as before it
+got a tmpfs of its own), interleaved with the others;
+``--cpu`` also prints each path's CPU time (this process and everything it
+starts, daemonized servers included: a cpuacct cgroup of its own, removed
+at the end); ``--phases`` prints each path's steps, those marked "(beside)" overlapping
 the critical path.
 """
 
@@ -97,6 +102,51 @@ def aside(trash: str, *paths: str) -> None:
             os.rename(p, os.path.join(trash, str(len(os.listdir(trash)))))
 
 
+class CpuMeter:
+    """CPU seconds of this process and all it starts (the servers too, which
+    pg_ctl daemonizes): a cgroup of its own, v1 cpuacct or v2, joined for
+    the duration."""
+
+    def __init__(self) -> None:
+        v1, v2 = "/sys/fs/cgroup/cpuacct", "/sys/fs/cgroup/unified"
+        root = v1 if os.path.isfile(os.path.join(v1, "cpuacct.usage")) else v2
+        if not os.path.isdir(root):
+            root = "/sys/fs/cgroup"
+        self.home = self._mine(root)
+        self.dir = os.path.join(root, f"volmerge-bench-pgupgrade-{os.getpid()}")
+        os.mkdir(self.dir)
+        self._join(self.dir)
+
+    @staticmethod
+    def _mine(root: str) -> str:
+        """The cgroup this process is in now, under ``root``."""
+        with open("/proc/self/cgroup") as f:
+            for line in f:
+                _, ctrl, path = line.rstrip("\n").split(":", 2)
+                if ("cpuacct" in ctrl.split(",") and root.endswith("cpuacct")) or \
+                        (ctrl == "" and not root.endswith("cpuacct")):
+                    return os.path.join(root, path.lstrip("/"))
+        return root
+
+    @staticmethod
+    def _join(d: str) -> None:
+        with open(os.path.join(d, "cgroup.procs"), "w") as f:
+            f.write(str(os.getpid()))
+
+    def seconds(self) -> float:
+        usage = os.path.join(self.dir, "cpuacct.usage")
+        if os.path.isfile(usage):
+            with open(usage) as f:
+                return int(f.read()) / 1e9
+        with open(os.path.join(self.dir, "cpu.stat")) as f:
+            return next(int(ln.split()[1]) for ln in f if ln.startswith("usage_usec")) / 1e6
+
+    def close(self) -> None:
+        self._join(self.home)
+        time.sleep(0.1)  # the servers' last processes gone
+        os.rmdir(self.dir)
+
+
 def print_phases(phases: dict[str, dict[str, list[float]]]) -> None:
     """Each path's steps in the order first heard, medians over the runs;
     steps marked "(beside)" overlap others and are not on the critical path."""
@@ -111,6 +161,10 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--dump", action="store_true", help="also time the dump-and-restore path")
+    ap.add_argument("--read-on-disk", action="store_true",
+                    help="also time the pg_upgrade path with VOLMERGE_PG_READ_TMPFS_MB=0")
+    ap.add_argument("--cpu", action="store_true",
+                    help="also measure each path's CPU seconds (a cpuacct cgroup of its own)")
     ap.add_argument("--phases", action="store_true",
                     help="print each path's per-phase timeline (medians over the runs)")
     args = ap.parse_args()
@@ -118,9 +172,11 @@ def main() -> None:
         sys.exit("bench_pgupgrade: run as root (the servers run as the system user volmerge-pg)")
     from volmerge.strategies.sql.pgmajor import clone_datadir, upgrade_datadir
     from volmerge.strategies.sql.pgtemp import HostTools, give
-    from volmerge.upgrade.pgdata import host_tools, overlay_snapshot, tmpfs_scratch
+    from volmerge.upgrade.pgdata import host_tools
+    from volmerge.upgrade.pgsnap import overlay_snapshot, tmpfs_scratch
 
     pg16 = pg16_bindir()
+    meter: CpuMeter | None = None
     work = tempfile.mkdtemp(prefix="volmerge-bench-pgupgrade-", dir="/var/tmp")
     os.chmod(work, 0o711)
     try:
@@ -134,11 +190,22 @@ def main() -> None:
         def tick(path: str, step: str, seconds: float) -> None:
             phases.setdefault(path, {}).setdefault(step, []).append(seconds)
 
-        def ours(method: str = "auto") -> None:
+        def ours(method: str = "auto", read_mb: str | None = None) -> None:
             path = "volmerge, " + ("dump and restore" if method == "dump" else "pg_upgrade path")
-            r = upgrade_datadir(old, new, t15, t16, workdir=scratch, method=method,
-                                snapshot=overlay_snapshot, scratch=tmpfs_scratch,
-                                timing=lambda step, s: tick(path, step, s))
+            if read_mb is not None:
+                path += f" (VOLMERGE_PG_READ_TMPFS_MB={read_mb})"
+            before = os.environ.get("VOLMERGE_PG_READ_TMPFS_MB")
+            if read_mb is not None:
+                os.environ["VOLMERGE_PG_READ_TMPFS_MB"] = read_mb
+            try:
+                r = upgrade_datadir(old, new, t15, t16, workdir=scratch, method=method,
+                                    snapshot=overlay_snapshot, scratch=tmpfs_scratch,
+                                    timing=lambda step, s: tick(path, step, s))
+            finally:
+                if before is None:
+                    os.environ.pop("VOLMERGE_PG_READ_TMPFS_MB", None)
+                else:
+                    os.environ["VOLMERGE_PG_READ_TMPFS_MB"] = before
             if method == "auto" and not r.method.startswith("pg_upgrade"):
                 raise SystemExit(f"bench_pgupgrade: volmerge did not take pg_upgrade: {r.fallback}")
             last["rows"] = sum(t["rows"] for d in r.databases for t in d["tables"])
@@ -173,9 +240,14 @@ def main() -> None:
 
         peers = {"volmerge (pg_upgrade path, with verification)": ours,
                  "pg_upgrade --copy by hand": peer}
+        if args.read_on_disk:
+            peers["volmerge (pg_upgrade path, the read's snapshot on disk)"] = \
+                lambda: ours(read_mb="0")
         if args.dump:
             peers["volmerge (dump and restore path, with verification)"] = lambda: ours("dump")
         times: dict[str, list[float]] = {k: [] for k in peers}
+        cpus: dict[str, list[float]] = {k: [] for k in peers}
+        meter = CpuMeter() if args.cpu else None
         names = list(peers)
         for r in range(args.runs):
             # each round starts with another path: none always follows the same one; what a
@@ -184,22 +256,34 @@ def main() -> None:
                 fn = peers[name]
                 setup_by_hand() if fn is peer else aside(trash, new, scratch)
                 os.sync()  # no run writes back what an earlier one (or its set-up) left dirty
-                t0 = time.perf_counter()
+                c0, t0 = meter.seconds() if meter else 0.0, time.perf_counter()
                 fn()
                 times[name].append(time.perf_counter() - t0)
+                if meter:
+                    cpus[name].append(meter.seconds() - c0)
         med = {k: statistics.median(v) for k, v in times.items()}
         print(f"PostgreSQL 15 -> 16, {last['rows']:,} rows in 2 databases, median of {args.runs}"
               f" (runs interleaved, each round starting with another path):")
         for k, v in med.items():
             print(f"  {k:<56} {v:7.2f} s   (runs: {', '.join(f'{x:.2f}' for x in times[k])})")
+        if meter:
+            for k, xs in cpus.items():
+                print(f"  CPU of {k:<49} {statistics.median(xs):7.2f} s   "
+                      f"(runs: {', '.join(f'{x:.2f}' for x in xs)})")
         ratio = med["volmerge (pg_upgrade path, with verification)"] / med["pg_upgrade --copy by hand"]
         print(f"  ratio volmerge / pg_upgrade --copy by hand: {ratio:.2f}x (goal <= 1.5x)")
         if args.phases:
             print_phases(phases)
+        if args.read_on_disk:
+            d = med["volmerge (pg_upgrade path, the read's snapshot on disk)"]
+            print(f"  ratio with the read's snapshot on disk / pg_upgrade --copy by hand: "
+                  f"{d / med['pg_upgrade --copy by hand']:.2f}x")
         if args.dump:
             d = med["volmerge (dump and restore path, with verification)"]
             print(f"  dump and restore / pg_upgrade path: {d / med[next(iter(peers))]:.2f}x")
     finally:
+        if meter:
+            meter.close()
         rm(work)
 
 

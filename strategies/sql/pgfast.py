@@ -29,17 +29,23 @@ pg_upgrade, which leaves a core idle much of its time (server starts and
 stops, one file copy).
 
 The old server stops, and its snapshot and the check's copy go, once the
-check is done, beside pg_upgrade.  After it, the new cluster's files are
-written back while its server is verified and ANALYZEd, so the final sync
-finds little left.  What runs beside the critical path runs at nice 10
-(:func:`lower_priority`): it has until pg_upgrade (or the new side) ends,
-and on busy cores it yields to what the upgrade waits for.  pg_upgrade's
-snapshot keeps its copy-on-write layer in the scratch when it fits there
-(its old server copies up hundreds of catalog files, each a file
-creation).  On two busy cores overlapping saves less than it does on a
-quiet machine: what runs beside takes CPU from what it overlaps.  Any
-refusal (:class:`.pgupgrade.Refused`) or NotDone reaches pgmajor, which
-falls back to dump and restore.
+check is done, beside pg_upgrade. After it, the new cluster's files'
+write-back is started (not waited for) while its server is verified and
+ANALYZEd, so the final sync finds little left. What runs beside the
+critical path runs at nice 10 (:func:`lower_priority`): it has until
+pg_upgrade (or the new side) ends, and on busy cores it yields to what
+the upgrade waits for. pg_upgrade's snapshot keeps its copy-on-write
+layer in the scratch when it fits there (its old server copies up
+hundreds of catalog files, each a file creation), and so does the
+verification's in a scratch of its own, sized from the data, when the
+data fits in memory (:func:`.pgroom.read_tmpfs_size`: PostgreSQL opens
+relation files read-write, so reading a table copies it up whole; on
+disk, file creations beside initdb). A tmpfs that fills up fails the server's
+write (no space): refused, the fallback taken — never a verification of
+what could not be read. On two busy cores overlapping saves less than it
+does on a quiet machine: what runs beside takes CPU from what it
+overlaps. Any refusal (:class:`.pgupgrade.Refused`) or NotDone reaches
+pgmajor, which falls back to dump and restore.
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ import contextlib
 import os
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +62,16 @@ from volmerge.runtime import diag
 from volmerge.strategies.errors import NotDone
 
 from . import pgconf, pgupgrade
+from .pgroom import (
+    ScratchFull,
+    check_home,
+    data_bytes,
+    full,
+    in_memory,
+    plain_dir,
+    read_tmpfs_size,
+    upper_hint,
+)
 from .pgtemp import BULK, PgServer, Timing, Tools, give, rmtree_quiet
 from .pgupgrade import OldBeside
 from .pgverify import compare, databases, fingerprints
@@ -66,22 +82,13 @@ from .pgverify import connect as _connect
 #: a copy, cp -a); ``upper_in``, when given, a directory of the scratch where
 #: a copy-on-write layer may live (pg_upgrade's snapshot: catalogs only)
 Snapshot = Callable[..., contextlib.AbstractContextManager[Any]]
-#: ``scratch(path)``: ``path`` made an empty directory, where creating files
-#: is cheap (a tmpfs), for the duration (the default: a plain directory);
-#: entered with the snapshots, before the tools' first use (a container's start)
-Scratch = Callable[[str], contextlib.AbstractContextManager[Any]]
+#: ``scratch(path[, size])``: ``path`` made an empty directory, where creating
+#: files is cheap (a tmpfs, of at most ``size`` bytes when given), for the
+#: duration (the default: a plain directory); entered with the snapshots,
+#: before the tools' first use (a container's start)
+Scratch = Callable[..., contextlib.AbstractContextManager[Any]]
 #: the old server's configuration, the new one's, and the settings the new one knows
 Confs = tuple[pgconf.ServerConf, pgconf.ServerConf, set[str]]
-
-
-@contextlib.contextmanager
-def plain_dir(path: str) -> Iterator[None]:
-    """The default :data:`Scratch`: a directory of the work directory's file system."""
-    os.makedirs(path)
-    try:
-        yield
-    finally:
-        rmtree_quiet(path)
 
 
 def fast(old_data: str, new_data: str, new: Tools, beside: OldBeside, work: str,
@@ -94,13 +101,20 @@ def fast(old_data: str, new_data: str, new: Tools, beside: OldBeside, work: str,
     falls back."""
     clones = [os.path.join(work, "old-data"), os.path.join(work, "old-read")]
     stacks = [contextlib.ExitStack(), contextlib.ExitStack(), contextlib.ExitStack()]
-    room = os.path.join(work, "check-scratch")
+    room, read_room = os.path.join(work, "check-scratch"), os.path.join(work, "read-scratch")
     try:
         t0 = time.monotonic()
+        total = data_bytes(old_data)
         # the scratch first: pg_upgrade's snapshot may keep its copy-on-write layer there
         stacks[2].enter_context(scratch(room))
-        stacks[0].enter_context(snapshot(old_data, clones[0], **_upper_hint(old_data, room)))
-        stacks[1].enter_context(snapshot(old_data, clones[1]))
+        stacks[0].enter_context(snapshot(old_data, clones[0], **upper_hint(old_data, room, total)))
+        # the read's in a tmpfs of its own when the data fits in memory (the default
+        # scratch is a plain directory: then beside the data, as before)
+        size = None if scratch is plain_dir or total is None else read_tmpfs_size(total)
+        if size is not None:
+            stacks[1].enter_context(scratch(read_room, size))
+        stacks[1].enter_context(snapshot(old_data, clones[1],
+                                         **({} if size is None else {"upper_in": read_room})))
         for clone in clones:  # both mounted before the tools' first use (a container's start)
             for stale in ("postmaster.pid", "postmaster.opts"):
                 with contextlib.suppress(FileNotFoundError):
@@ -111,50 +125,20 @@ def fast(old_data: str, new_data: str, new: Tools, beside: OldBeside, work: str,
                       zip(("pg_upgrade's snapshot", "the read's snapshot", "the check's scratch"),
                           stacks, strict=True))
         try:
-            return _fast_on(clones, new_data, new, beside, work, superuser, tick, drops)
+            return _fast_on(clones, new_data, new, beside, work, superuser, tick, drops,
+                            size is not None)
         except NotDone as exc:
-            if not isinstance(exc, pgupgrade.Refused) and _full(room):
-                raise pgupgrade.Refused(f"the scratch filled up ({exc})") from exc
+            if not isinstance(exc, pgupgrade.Refused) and full(room):
+                raise ScratchFull(f"the scratch filled up ({exc})") from exc
             raise
     finally:
         t0 = time.monotonic()
         for stack in (stacks[1], stacks[0], stacks[2]):  # what is still there; the scratch last
             stack.close()
-        for d in ("old-data", "old-read", "old-sock", "new-sock", "pgu-sock", "pgu-run-sock",
-                  "pgu-cwd", "pgu-check-cwd", "new-check"):
+        for d in ("old-data", "old-read", "read-scratch", "old-sock", "new-sock", "pgu-sock",
+                  "pgu-run-sock", "pgu-cwd", "pgu-check-cwd", "new-check"):
             rmtree_quiet(os.path.join(work, d))
         tick("snapshots removed", time.monotonic() - t0)
-
-
-def _upper_hint(old_data: str, room: str) -> dict[str, str]:
-    """``{"upper_in": room}`` when pg_upgrade's snapshot may keep its
-    copy-on-write layer in the scratch: what its old server writes there
-    is the catalogs, the WAL and the like (it reads no table), so the
-    data directory's bytes other than the user relations' must fit twice
-    over with 64 MiB to spare (else ``{}``: beside the data, on disk).
-    Each copy-up creates a file, which a busy ext4 may take a millisecond
-    to do; on pg_upgrade's critical path there are hundreds."""
-    from volmerge.runtime.fsutil import walk
-
-    from .pgmajor import user_bytes
-
-    try:
-        total = sum(e.st.st_size for e in walk(old_data) if stat.S_ISREG(e.st.st_mode))
-        st = os.statvfs(room)
-    except OSError:
-        return {}
-    other = max(0, total - user_bytes(old_data))
-    return {"upper_in": room} if st.f_bavail * st.f_frsize >= 2 * other + (64 << 20) else {}
-
-
-def _full(room: str) -> bool:
-    """Whether the scratch is (nearly) full: a "no space" then is its own,
-    not the disk's, and the fallback is taken instead."""
-    try:
-        st = os.statvfs(room)
-    except OSError:
-        return False
-    return st.f_bavail * st.f_frsize < (16 << 20)
 
 
 def _timed_drop(tick: Timing, what: str, stack: contextlib.ExitStack) -> Callable[[], None]:
@@ -182,8 +166,8 @@ def _read_old(srv: PgServer, tick: Timing) -> _OldSide:
 
 
 def _fast_on(clones: list[str], new_data: str, new: Tools, beside: OldBeside, work: str,
-             superuser: str | None, tick: Timing, drops: tuple[Callable[[], None], ...]
-             ) -> tuple[list[dict[str, Any]], Confs, str]:
+             superuser: str | None, tick: Timing, drops: tuple[Callable[[], None], ...],
+             read_in_memory: bool = False) -> tuple[list[dict[str, Any]], Confs, str]:
     """``clones``: two private snapshots of the old cluster.  On the second
     one the old server starts at once: beside initdb, the old side of the
     verification and its configuration are read there, and then
@@ -193,7 +177,9 @@ def _fast_on(clones: list[str], new_data: str, new: Tools, beside: OldBeside, wo
     on a socket of its own; the check's refusal decides.  Then the new
     server: collations checked, ANALYZEd, read, and both sides compared.
     ``drops`` remove each snapshot and the check's scratch, beside other
-    work, once its last server has stopped."""
+    work, once its last server has stopped.  ``read_in_memory``: the
+    second snapshot's copy-on-write layer is in a tmpfs (a "no space" there
+    is a refusal)."""
     from concurrent.futures import ThreadPoolExecutor
 
     t0 = time.monotonic()
@@ -208,28 +194,31 @@ def _fast_on(clones: list[str], new_data: str, new: Tools, beside: OldBeside, wo
                        options=dict(BULK), superuser=info.superuser)
     mode = "--clone" if pgupgrade.clone_supported(work) else "--copy"
     jobs = max(1, min(4, os.cpu_count() or 1))
+    start, read_old, check = old_srv.start, _read_old, _check
+    if read_in_memory:  # a "no space" of its server's is its tmpfs's
+        start, read_old, check = (in_memory(fn, clones[1]) for fn in (start, read_old, check))
     check_data = os.path.join(work, "new-check")  # or in the scratch, once its size is known
     # what runs beside the critical path runs at a lower priority (``low``): on busy cores it
     # yields to initdb and pg_upgrade, and it has until pg_upgrade ends to finish
     with ThreadPoolExecutor(1) as pool, ThreadPoolExecutor(3, initializer=lower_priority) as low:
         made = pool.submit(_timed, tick, "initdb (beside)", pgupgrade.initdb, new, new_data, info)
-        up = low.submit(_timed, tick, "old server start (beside)", old_srv.start)
+        up = low.submit(_timed, tick, "old server start (beside)", start)
         read = verdict = done = None
         try:
             up.result()
             # read beside initdb, whose bootstrap is one process: a core to spare
-            read = low.submit(_read_old, old_srv, tick)
+            read = low.submit(read_old, old_srv, tick)
             t0 = time.monotonic()
             made.result()
             tick("initdb (critical)", time.monotonic() - t0)
             t0 = time.monotonic()
-            check_data = _check_home(new_data, work)
+            check_data = check_home(new_data, work)
             _copy_cluster(new_data, check_data)
             tick("new cluster copied for the check", time.monotonic() - t0)
             # the check, live against the old server, on its own copy of the new cluster,
             # beside pg_upgrade; its verdict is waited for before pg_upgrade's result is used
             verdict = low.submit(_timed, tick, "pg_upgrade --check (live, beside pg_upgrade)",
-                                  _check, new, beside.bindir, clones[1], check_data, info, work,
+                                  check, new, beside.bindir, clones[1], check_data, info, work,
                                   mode, jobs)
             # the old server goes once its side is read and the check is done
             done = low.submit(_after, (read, verdict), _stop_and_drop, old_srv, tick,
@@ -249,12 +238,14 @@ def _fast_on(clones: list[str], new_data: str, new: Tools, beside: OldBeside, wo
         finally:
             _settle(made, up, (read, verdict, done), old_srv, tick)
     rmtree_quiet(os.path.join(new_data, "pg_upgrade_output.d"))
-    # the copied files written back beside the reads, at a lower priority
+    # the copied files' write-back started beside the reads, at a lower priority
     with ThreadPoolExecutor(1, initializer=lower_priority) as pool:
-        pool.submit(_timed, tick, "new files written back (beside)", _presync, new, new_data)
+        pool.submit(_timed, tick, "new files' write-back started (beside)", _presync, new_data)
         pool.submit(drops[0])
         pool.submit(drops[2])  # after pg_upgrade's snapshot, whose upper it may hold
         dbs, confs = _new_side(new_srv, olds, tick)
+        t0 = time.monotonic()
+    tick("the work beside the new side (waited for)", time.monotonic() - t0)
     return dbs, confs, f"pg_upgrade {mode}"
 
 
@@ -279,21 +270,6 @@ def _check(new: Tools, old_bin: str, old_data: str, check_data: str, info: pgupg
     would collide with), run in a directory of its own."""
     pgupgrade.run(new, old_bin, old_data, check_data, info, work, mode=mode, check_only=True,
                   jobs=jobs, cwd=os.path.join(work, "pgu-check-cwd"))
-
-
-def _check_home(new_data: str, work: str) -> str:
-    """Where the check's copy of the new cluster goes: the scratch when it
-    fits there twice over with 64 MiB to spare (the check's server may add
-    a WAL segment; a full scratch must never read as a full disk), else
-    the work directory."""
-    from volmerge.runtime.fsutil import walk
-
-    size = sum(e.st.st_size for e in walk(new_data) if stat.S_ISREG(e.st.st_mode))
-    scratch = os.path.join(work, "check-scratch")
-    st = os.statvfs(scratch)
-    if st.f_bavail * st.f_frsize >= 2 * size + (64 << 20):
-        return os.path.join(scratch, "new-check")
-    return os.path.join(work, "new-check")
 
 
 def _copy_cluster(src: str, dst: str) -> None:
@@ -328,14 +304,47 @@ def _stop_and_drop(srv: PgServer, tick: Timing, drops: tuple[Callable[[], None],
         drop()
 
 
-def _presync(new: Tools, new_data: str) -> None:
-    """Write the new cluster's files back to disk while its server is read:
-    the final sync, after the server stops, then finds little left to do.
-    Advisory: the final sync (or the caller's) is what makes them durable."""
-    proc = new.run("initdb", "--sync-only", "-D", new_data)
-    if proc.returncode != 0:
-        diag.ignored(__name__, "the early write-back of the new cluster",
-                     NotDone((proc.stderr or proc.stdout).strip()[-300:]))
+def _presync(new_data: str) -> None:
+    """Start writing the new cluster's files back to disk while its server
+    is read, so that the final sync, after the server stops, finds little
+    left to do: each regular file's dirty pages handed to the disk
+    (``sync_file_range(SYNC_FILE_RANGE_WRITE)``, the first pass of
+    ``initdb --sync-only``) — initiated, not waited for: a walk of
+    milliseconds, where ``initdb --sync-only`` itself, waiting for every
+    write at a lower priority, could outlast the reads and hold the
+    critical path.  Advisory: the final sync (or the caller's) is what
+    makes them durable; a file that cannot be opened is passed over.  The
+    tree is the new cluster's (no symbolic link followed, nothing but
+    regular files opened, read-only, never blocking)."""
+    import ctypes
+
+    from volmerge.runtime.fsutil import walk
+
+    try:
+        start = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError) as exc:
+        diag.ignored(__name__, "the early write-back of the new cluster", exc)
+        return
+    start.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+    try:
+        for e in walk(new_data):
+            if not stat.S_ISREG(e.st.st_mode):
+                continue
+            try:
+                fd = os.open(e.name, flags, dir_fd=e.dirfd)
+            except OSError:
+                continue
+            try:
+                start(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
+            finally:
+                os.close(fd)
+    except OSError as exc:
+        diag.ignored(__name__, "the early write-back of the new cluster", exc)
+
+
+#: sync_file_range(2): start writing the range's dirty pages, wait for nothing
+_SYNC_FILE_RANGE_WRITE = 2
 
 
 def _new_side(new_srv: PgServer, olds: _OldSide,
@@ -432,4 +441,4 @@ def _analyze(srv: PgServer, dbs: list[str]) -> None:
         list(pool.map(one, dbs))
 
 
-__all__ = ["fast", "Snapshot", "Scratch", "Confs", "plain_dir"]
+__all__ = ["fast", "Snapshot", "Scratch", "Confs", "plain_dir", "ScratchFull"]

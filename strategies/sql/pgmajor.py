@@ -40,7 +40,8 @@ from volmerge.runtime import diag
 from volmerge.strategies.errors import BadInput, NotDone
 
 from . import pgconf
-from .pgfast import Confs, Scratch, Snapshot, fast, plain_dir
+from .pgfast import Confs, Scratch, Snapshot, fast
+from .pgroom import ScratchFull, plain_dir
 from .pgtemp import (
     BULK,
     HostTools,
@@ -247,7 +248,8 @@ def upgrade_datadir(old_data: str | os.PathLike[str], new_data: str | os.PathLik
                 dbs, confs, how = fast(old_data, new_data, new, beside, work, superuser, tick,
                                        snapshot or copied, scratch or plain_dir)
             except NotDone as exc:
-                if method == "pg_upgrade" or _no_space(str(exc)):
+                if method == "pg_upgrade" or (_no_space(str(exc))
+                                              and not isinstance(exc, ScratchFull)):
                     raise
                 fallback = str(exc)
                 rmtree_quiet(new_data)

@@ -21,8 +21,8 @@ image's root (read-only; pgwrap's wrappers run its programs there), so
 that pg_upgrade has both versions side by side.  :class:`ContainerTools`
 is pgmajor's tools interface for such a container; :func:`host_tools` the
 one for this host's programs, with the system user it needs.  ``ours`` is
-only read (under a copy-on-write overlay, :func:`overlay_snapshot`, or
-copied); the new data directory is then moved into ``out`` as an overlay
+only read (under a copy-on-write overlay, :func:`.pgsnap.overlay_snapshot`,
+or copied); the new data directory is then moved into ``out`` as an overlay
 upper: top-level directories opaque, top-level entries the new version
 lacks whited out.
 """
@@ -36,7 +36,6 @@ import secrets
 import stat
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from volmerge.runtime import diag, overlayfmt
 
 from ..errors import NotDone
+from .pgsnap import overlay_snapshot, tmpfs_scratch
 
 if TYPE_CHECKING:
     from volmerge.strategies.sql.pgtemp import HostTools
@@ -447,84 +447,6 @@ def _borrowed(ctx: Any, old_root: Path, new_image: Any) -> list[str]:
     with image_root(ctx.store, new_image) as new_root:
         return [p for p in _ABSOLUTE if rsys.path_in_root(old_root, p).is_dir()
                 and not rsys.path_in_root(new_root, p).is_dir()]
-
-
-@contextlib.contextmanager
-def overlay_snapshot(frozen: str, path: str, upper_in: str | None = None) -> Iterator[None]:
-    """pgmajor's snapshot of the frozen data as the upgrade takes it: an
-    overlay at ``path`` with ``frozen`` as its only lower layer, so that
-    the old server pg_upgrade starts writes beside the data, never into it,
-    and nothing is copied but what it writes (metadata only for a chown:
-    ``metacopy``; no syncs: ``volatile``, the upper is thrown away).
-    ``metacopy`` trusts the layers' redirect xattrs: the only lower layer
-    is the volume itself, so a crafted one reaches nothing else.  A file
-    system without such overlays gets a copy (pgmajor's default).
-    ``upper_in``: a directory (pgmajor's scratch, a tmpfs) to keep the
-    upper and work directories in, for a snapshot whose copy-ups are few
-    and small (pg_upgrade's: catalogs and WAL) but many files."""
-    from volmerge.runtime import sys as rsys
-    from volmerge.strategies.sql.pgmajor import copied
-
-    base = os.path.join(upper_in, os.path.basename(path) + ".cow") if upper_in else path + ".cow"
-    upper, work = os.path.join(base, "upper"), os.path.join(base, "work")
-    for d in (path, upper, work):
-        os.makedirs(d)
-    st = os.stat(frozen)  # the overlay's root is the upper's: the data directory's owner and mode
-    os.chown(upper, st.st_uid, st.st_gid)
-    os.chmod(upper, stat.S_IMODE(st.st_mode))
-    try:
-        rsys.mount_overlay(path, [frozen], upper, work,
-                           extra={"metacopy": "on", "volatile": None})
-    except OSError as exc:
-        diag.ignored(__name__, "a copy-on-write overlay of the frozen data", exc)
-        _rmtree_quiet(base)
-        os.rmdir(path)
-        with copied(frozen, path):
-            yield
-        return
-    try:
-        yield
-    finally:
-        rsys.umount(path, rsys.MNT_DETACH)
-        _rmtree_quiet(base)
-        _rmtree_quiet(path)
-
-
-#: the cap of pgmajor's scratch tmpfs (MiB): pg_upgrade's snapshot keeps its
-#: copy-on-write layer there, and the check its copy of the new cluster, each
-#: only when it fits twice over, else on disk
-SCRATCH_MB = 512
-
-
-@contextlib.contextmanager
-def tmpfs_scratch(path: str) -> Iterator[None]:
-    """pgmajor's scratch directory as the upgrade takes it: a tmpfs at
-    ``path`` (at most :data:`SCRATCH_MB` MiB; nosuid, nodev, noexec), where
-    ``pg_upgrade --check`` gets its copy of the freshly made new cluster —
-    a thousand files, each of which a busy ext4 may take a millisecond to
-    create — and pg_upgrade's snapshot its upper layer (hundreds of catalog
-    files copied up).  Called before the temporary containers start: their bind of
-    the work directory is recursive, so they see it.  Where tmpfs cannot be
-    mounted: a plain directory."""
-    from volmerge.runtime import sys as rsys
-
-    os.makedirs(path)
-    try:
-        rsys.mount("tmpfs", path, "tmpfs", rsys.MS_NOSUID | rsys.MS_NODEV | rsys.MS_NOEXEC,
-                   f"size={SCRATCH_MB}m,mode=0711")
-    except OSError as exc:
-        diag.ignored(__name__, "a tmpfs for pg_upgrade --check's copy", exc)
-        try:
-            yield
-        finally:
-            _rmtree_quiet(path)
-        return
-    try:
-        yield
-    finally:
-        _rmtree_quiet(path)  # its contents (a container may still see the tmpfs), then the mount
-        rsys.umount(path, rsys.MNT_DETACH)
-        _rmtree_quiet(path)
 
 
 # -- the overlay upper -------------------------------------------------------------

@@ -91,6 +91,30 @@ def test_work_beside_the_critical_path_runs_niced_the_caller_does_not() -> None:
     assert os.getpriority(os.PRIO_PROCESS, 0) == mine
 
 
+def test_the_early_write_back_starts_in_a_walk_and_opens_only_regular_files(tmp_path) -> None:
+    """The new cluster's write-back is started, not waited for: one walk
+    that hands each regular file's dirty pages to the disk.  A FIFO (which
+    an open would block on), a symbolic link to one outside, a directory
+    that vanished: passed over, nothing raised, nothing written."""
+    import time
+
+    from volmerge.strategies.sql.pgfast import _presync
+
+    data = tmp_path / "new"
+    (data / "base" / "1").mkdir(parents=True)
+    (data / "base" / "1" / "1259").write_bytes(b"\1" * (1 << 20))
+    os.mkfifo(tmp_path / "fifo")
+    os.mkfifo(data / "base" / "1" / "pipe")
+    os.symlink(tmp_path / "fifo", data / "pg_tblspc")
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    t0 = time.monotonic()
+    _presync(str(data))
+    _presync(str(tmp_path / "gone"))
+    assert time.monotonic() - t0 < 10
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before
+    assert (data / "base" / "1" / "1259").read_bytes() == b"\1" * (1 << 20)
+
+
 @requires_root
 def test_the_scratch_takes_pg_upgrades_upper_only_when_it_fits_and_a_full_one_is_named(tmp_path):
     """pg_upgrade's snapshot keeps its copy-on-write layer in the scratch
@@ -98,7 +122,8 @@ def test_the_scratch_takes_pg_upgrades_upper_only_when_it_fits_and_a_full_one_is
     fit twice over with 64 MiB to spare; a nearly full scratch is told
     apart from a full disk (its "no space" is a refusal, the fallback)."""
     from volmerge.runtime import sys as rsys
-    from volmerge.strategies.sql.pgfast import _full, _upper_hint
+    from volmerge.strategies.sql.pgroom import full as _full
+    from volmerge.strategies.sql.pgroom import upper_hint as _upper_hint
 
     data = tmp_path / "data"
     (data / "base" / "5").mkdir(parents=True)
