@@ -20,9 +20,6 @@ Runs are interleaved, each round starting with another path (ours, peer;
 peer, ours; ...), each after a ``sync`` so that none writes back what an
 earlier run left dirty; the medians and their ratio are printed.
 ``--dump`` adds the dump-and-restore path (the fallback) for comparison;
-``--read-on-disk`` the pg_upgrade path with the verification's snapshot's
-copy-on-write layer on disk (``VOLMERGE_PG_READ_TMPFS_MB=0``, as before it
-got a tmpfs of its own), interleaved with the others;
 ``--cpu`` also prints each path's CPU time (this process and everything it
 starts, daemonized servers included: a cpuacct cgroup of its own, removed
 at the end); ``--phases`` prints each path's steps, those marked "(beside)" overlapping
@@ -161,8 +158,6 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--dump", action="store_true", help="also time the dump-and-restore path")
-    ap.add_argument("--read-on-disk", action="store_true",
-                    help="also time the pg_upgrade path with VOLMERGE_PG_READ_TMPFS_MB=0")
     ap.add_argument("--cpu", action="store_true",
                     help="also measure each path's CPU seconds (a cpuacct cgroup of its own)")
     ap.add_argument("--phases", action="store_true",
@@ -190,22 +185,11 @@ def main() -> None:
         def tick(path: str, step: str, seconds: float) -> None:
             phases.setdefault(path, {}).setdefault(step, []).append(seconds)
 
-        def ours(method: str = "auto", read_mb: str | None = None) -> None:
+        def ours(method: str = "auto") -> None:
             path = "volmerge, " + ("dump and restore" if method == "dump" else "pg_upgrade path")
-            if read_mb is not None:
-                path += f" (VOLMERGE_PG_READ_TMPFS_MB={read_mb})"
-            before = os.environ.get("VOLMERGE_PG_READ_TMPFS_MB")
-            if read_mb is not None:
-                os.environ["VOLMERGE_PG_READ_TMPFS_MB"] = read_mb
-            try:
-                r = upgrade_datadir(old, new, t15, t16, workdir=scratch, method=method,
-                                    snapshot=overlay_snapshot, scratch=tmpfs_scratch,
-                                    timing=lambda step, s: tick(path, step, s))
-            finally:
-                if before is None:
-                    os.environ.pop("VOLMERGE_PG_READ_TMPFS_MB", None)
-                else:
-                    os.environ["VOLMERGE_PG_READ_TMPFS_MB"] = before
+            r = upgrade_datadir(old, new, t15, t16, workdir=scratch, method=method,
+                                snapshot=overlay_snapshot, scratch=tmpfs_scratch,
+                                timing=lambda step, s: tick(path, step, s))
             if method == "auto" and not r.method.startswith("pg_upgrade"):
                 raise SystemExit(f"bench_pgupgrade: volmerge did not take pg_upgrade: {r.fallback}")
             last["rows"] = sum(t["rows"] for d in r.databases for t in d["tables"])
@@ -240,9 +224,6 @@ def main() -> None:
 
         peers = {"volmerge (pg_upgrade path, with verification)": ours,
                  "pg_upgrade --copy by hand": peer}
-        if args.read_on_disk:
-            peers["volmerge (pg_upgrade path, the read's snapshot on disk)"] = \
-                lambda: ours(read_mb="0")
         if args.dump:
             peers["volmerge (dump and restore path, with verification)"] = lambda: ours("dump")
         times: dict[str, list[float]] = {k: [] for k in peers}
@@ -274,10 +255,6 @@ def main() -> None:
         print(f"  ratio volmerge / pg_upgrade --copy by hand: {ratio:.2f}x (goal <= 1.5x)")
         if args.phases:
             print_phases(phases)
-        if args.read_on_disk:
-            d = med["volmerge (pg_upgrade path, the read's snapshot on disk)"]
-            print(f"  ratio with the read's snapshot on disk / pg_upgrade --copy by hand: "
-                  f"{d / med['pg_upgrade --copy by hand']:.2f}x")
         if args.dump:
             d = med["volmerge (dump and restore path, with verification)"]
             print(f"  dump and restore / pg_upgrade path: {d / med[next(iter(peers))]:.2f}x")

@@ -36,13 +36,12 @@ critical path runs at nice 10 (:func:`lower_priority`): it has until
 pg_upgrade (or the new side) ends, and on busy cores it yields to what
 the upgrade waits for. pg_upgrade's snapshot keeps its copy-on-write
 layer in the scratch when it fits there (its old server copies up
-hundreds of catalog files, each a file creation), and so does the
-verification's in a scratch of its own, sized from the data, when the
-data fits in memory (:func:`.pgroom.read_tmpfs_size`: PostgreSQL opens
-relation files read-write, so reading a table copies it up whole; on
-disk, file creations beside initdb). A tmpfs that fills up fails the server's
-write (no space): refused, the fallback taken — never a verification of
-what could not be read. On two busy cores overlapping saves less than it
+hundreds of catalog files, each a file creation). The verification's
+keeps its own beside the data: PostgreSQL opens relation files
+read-write, so reading a table copies it up whole, and a tmpfs for it was
+measured no faster (docs/pg-upgrade.md). A scratch that fills up fails
+its server's write (no space): refused, the fallback taken — never a
+verification of what could not be read. On two busy cores overlapping saves less than it
 does on a quiet machine: what runs beside takes CPU from what it
 overlaps. Any refusal (:class:`.pgupgrade.Refused`) or NotDone reaches
 pgmajor, which falls back to dump and restore.
@@ -62,16 +61,7 @@ from volmerge.runtime import diag
 from volmerge.strategies.errors import NotDone
 
 from . import pgconf, pgupgrade
-from .pgroom import (
-    ScratchFull,
-    check_home,
-    data_bytes,
-    full,
-    in_memory,
-    plain_dir,
-    read_tmpfs_size,
-    upper_hint,
-)
+from .pgroom import ScratchFull, check_home, full, plain_dir, upper_hint
 from .pgtemp import BULK, PgServer, Timing, Tools, give, rmtree_quiet
 from .pgupgrade import OldBeside
 from .pgverify import compare, databases, fingerprints
@@ -82,11 +72,10 @@ from .pgverify import connect as _connect
 #: a copy, cp -a); ``upper_in``, when given, a directory of the scratch where
 #: a copy-on-write layer may live (pg_upgrade's snapshot: catalogs only)
 Snapshot = Callable[..., contextlib.AbstractContextManager[Any]]
-#: ``scratch(path[, size])``: ``path`` made an empty directory, where creating
-#: files is cheap (a tmpfs, of at most ``size`` bytes when given), for the
-#: duration (the default: a plain directory); entered with the snapshots,
-#: before the tools' first use (a container's start)
-Scratch = Callable[..., contextlib.AbstractContextManager[Any]]
+#: ``scratch(path)``: ``path`` made an empty directory, where creating files
+#: is cheap (a tmpfs), for the duration (the default: a plain directory);
+#: entered with the snapshots, before the tools' first use (a container's start)
+Scratch = Callable[[str], contextlib.AbstractContextManager[Any]]
 #: the old server's configuration, the new one's, and the settings the new one knows
 Confs = tuple[pgconf.ServerConf, pgconf.ServerConf, set[str]]
 
@@ -101,20 +90,13 @@ def fast(old_data: str, new_data: str, new: Tools, beside: OldBeside, work: str,
     falls back."""
     clones = [os.path.join(work, "old-data"), os.path.join(work, "old-read")]
     stacks = [contextlib.ExitStack(), contextlib.ExitStack(), contextlib.ExitStack()]
-    room, read_room = os.path.join(work, "check-scratch"), os.path.join(work, "read-scratch")
+    room = os.path.join(work, "check-scratch")
     try:
         t0 = time.monotonic()
-        total = data_bytes(old_data)
         # the scratch first: pg_upgrade's snapshot may keep its copy-on-write layer there
         stacks[2].enter_context(scratch(room))
-        stacks[0].enter_context(snapshot(old_data, clones[0], **upper_hint(old_data, room, total)))
-        # the read's in a tmpfs of its own when the data fits in memory (the default
-        # scratch is a plain directory: then beside the data, as before)
-        size = None if scratch is plain_dir or total is None else read_tmpfs_size(total)
-        if size is not None:
-            stacks[1].enter_context(scratch(read_room, size))
-        stacks[1].enter_context(snapshot(old_data, clones[1],
-                                         **({} if size is None else {"upper_in": read_room})))
+        stacks[0].enter_context(snapshot(old_data, clones[0], **upper_hint(old_data, room)))
+        stacks[1].enter_context(snapshot(old_data, clones[1]))
         for clone in clones:  # both mounted before the tools' first use (a container's start)
             for stale in ("postmaster.pid", "postmaster.opts"):
                 with contextlib.suppress(FileNotFoundError):
@@ -125,8 +107,7 @@ def fast(old_data: str, new_data: str, new: Tools, beside: OldBeside, work: str,
                       zip(("pg_upgrade's snapshot", "the read's snapshot", "the check's scratch"),
                           stacks, strict=True))
         try:
-            return _fast_on(clones, new_data, new, beside, work, superuser, tick, drops,
-                            size is not None)
+            return _fast_on(clones, new_data, new, beside, work, superuser, tick, drops)
         except NotDone as exc:
             if not isinstance(exc, pgupgrade.Refused) and full(room):
                 raise ScratchFull(f"the scratch filled up ({exc})") from exc
@@ -135,7 +116,7 @@ def fast(old_data: str, new_data: str, new: Tools, beside: OldBeside, work: str,
         t0 = time.monotonic()
         for stack in (stacks[1], stacks[0], stacks[2]):  # what is still there; the scratch last
             stack.close()
-        for d in ("old-data", "old-read", "read-scratch", "old-sock", "new-sock", "pgu-sock",
+        for d in ("old-data", "old-read", "old-sock", "new-sock", "pgu-sock",
                   "pgu-run-sock", "pgu-cwd", "pgu-check-cwd", "new-check"):
             rmtree_quiet(os.path.join(work, d))
         tick("snapshots removed", time.monotonic() - t0)
@@ -166,8 +147,8 @@ def _read_old(srv: PgServer, tick: Timing) -> _OldSide:
 
 
 def _fast_on(clones: list[str], new_data: str, new: Tools, beside: OldBeside, work: str,
-             superuser: str | None, tick: Timing, drops: tuple[Callable[[], None], ...],
-             read_in_memory: bool = False) -> tuple[list[dict[str, Any]], Confs, str]:
+             superuser: str | None, tick: Timing, drops: tuple[Callable[[], None], ...]
+             ) -> tuple[list[dict[str, Any]], Confs, str]:
     """``clones``: two private snapshots of the old cluster.  On the second
     one the old server starts at once: beside initdb, the old side of the
     verification and its configuration are read there, and then
@@ -177,9 +158,7 @@ def _fast_on(clones: list[str], new_data: str, new: Tools, beside: OldBeside, wo
     on a socket of its own; the check's refusal decides.  Then the new
     server: collations checked, ANALYZEd, read, and both sides compared.
     ``drops`` remove each snapshot and the check's scratch, beside other
-    work, once its last server has stopped.  ``read_in_memory``: the
-    second snapshot's copy-on-write layer is in a tmpfs (a "no space" there
-    is a refusal)."""
+    work, once its last server has stopped."""
     from concurrent.futures import ThreadPoolExecutor
 
     t0 = time.monotonic()
@@ -194,20 +173,17 @@ def _fast_on(clones: list[str], new_data: str, new: Tools, beside: OldBeside, wo
                        options=dict(BULK), superuser=info.superuser)
     mode = "--clone" if pgupgrade.clone_supported(work) else "--copy"
     jobs = max(1, min(4, os.cpu_count() or 1))
-    start, read_old, check = old_srv.start, _read_old, _check
-    if read_in_memory:  # a "no space" of its server's is its tmpfs's
-        start, read_old, check = (in_memory(fn, clones[1]) for fn in (start, read_old, check))
     check_data = os.path.join(work, "new-check")  # or in the scratch, once its size is known
     # what runs beside the critical path runs at a lower priority (``low``): on busy cores it
     # yields to initdb and pg_upgrade, and it has until pg_upgrade ends to finish
     with ThreadPoolExecutor(1) as pool, ThreadPoolExecutor(3, initializer=lower_priority) as low:
         made = pool.submit(_timed, tick, "initdb (beside)", pgupgrade.initdb, new, new_data, info)
-        up = low.submit(_timed, tick, "old server start (beside)", start)
+        up = low.submit(_timed, tick, "old server start (beside)", old_srv.start)
         read = verdict = done = None
         try:
             up.result()
             # read beside initdb, whose bootstrap is one process: a core to spare
-            read = low.submit(read_old, old_srv, tick)
+            read = low.submit(_read_old, old_srv, tick)
             t0 = time.monotonic()
             made.result()
             tick("initdb (critical)", time.monotonic() - t0)
@@ -218,7 +194,7 @@ def _fast_on(clones: list[str], new_data: str, new: Tools, beside: OldBeside, wo
             # the check, live against the old server, on its own copy of the new cluster,
             # beside pg_upgrade; its verdict is waited for before pg_upgrade's result is used
             verdict = low.submit(_timed, tick, "pg_upgrade --check (live, beside pg_upgrade)",
-                                  check, new, beside.bindir, clones[1], check_data, info, work,
+                                  _check, new, beside.bindir, clones[1], check_data, info, work,
                                   mode, jobs)
             # the old server goes once its side is read and the check is done
             done = low.submit(_after, (read, verdict), _stop_and_drop, old_srv, tick,

@@ -166,8 +166,7 @@ def test_bad_input_exit_2_nothing_changed(vm, args: list[str], needle: str) -> N
     assert json.loads(vm("inspect", "app", "--json").stdout)[0]["image"] == APP[1]
 
 
-@pytest.mark.parametrize("var", ["VOLMERGE_SERVING_COPY_MAX_MB", "VOLMERGE_PG_UPGRADE_MIN_MB",
-                                 "VOLMERGE_PG_READ_TMPFS_MB"])
+@pytest.mark.parametrize("var", ["VOLMERGE_SERVING_COPY_MAX_MB", "VOLMERGE_PG_UPGRADE_MIN_MB"])
 @pytest.mark.parametrize("value", ["lots", "-1", "1.5"])
 def test_a_bad_setting_in_the_environment_exit_2_nothing_changed(  # type: ignore[no-untyped-def]
         vm, var: str, value: str) -> None:

@@ -83,26 +83,23 @@ SCRATCH_MB = 512
 
 
 @contextlib.contextmanager
-def tmpfs_scratch(path: str, size: int | None = None) -> Iterator[None]:
-    """pgmajor's scratch directory as the upgrade takes it: a tmpfs at
-    ``path`` of at most ``size`` bytes (None: :data:`SCRATCH_MB` MiB;
-    nosuid, nodev, noexec).  pgfast keeps there what would otherwise be
-    thousands of file creations on disk: ``pg_upgrade --check``'s copy of
-    the freshly made new cluster, pg_upgrade's snapshot's upper layer
-    (hundreds of catalog files copied up) and, in a scratch of its own
-    sized from the data, the verification's snapshot's upper layer (every
-    table it reads).  Memory is taken only as files are written; a full
-    tmpfs fails the write (ENOSPC), which pgfast turns into a refusal.
+def tmpfs_scratch(path: str) -> Iterator[None]:
+    """pgmajor's scratch directory as the upgrade takes it: a tmpfs of
+    :data:`SCRATCH_MB` MiB at ``path`` (nosuid, nodev, noexec).  pgfast
+    keeps there what would otherwise be thousands of file creations on
+    disk: ``pg_upgrade --check``'s copy of the freshly made new cluster and
+    pg_upgrade's snapshot's upper layer (hundreds of catalog files copied
+    up).  Memory is taken only as files are written; a full tmpfs fails the
+    write (ENOSPC), which pgfast turns into a refusal.
     Called before the temporary containers start: their bind of the work
     directory is recursive, so they see it.  Where tmpfs cannot be
     mounted: a plain directory."""
     from volmerge.runtime import sys as rsys
 
     os.makedirs(path)
-    limit = f"{size}" if size is not None else f"{SCRATCH_MB}m"
     try:
         rsys.mount("tmpfs", path, "tmpfs", rsys.MS_NOSUID | rsys.MS_NODEV | rsys.MS_NOEXEC,
-                   f"size={limit},mode=0711")
+                   f"size={SCRATCH_MB}m,mode=0711")
     except OSError as exc:
         diag.ignored(__name__, "a tmpfs scratch for pg_upgrade's work", exc)
         try:
