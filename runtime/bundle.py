@@ -238,6 +238,7 @@ class Bundles:
 def _nothing() -> None:
     pass
 
+
 def _extra_hosts(entries: list[str]) -> list[tuple[str, str]]:
     return [split_extra_host(e) for e in entries]
 
