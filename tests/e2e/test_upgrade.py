@@ -84,6 +84,14 @@ def test_upgrade_story_demo_app(vm) -> None:  # type: ignore[no-untyped-def]
     p = vm("rollback", "notes")
     assert p.returncode == 2 and "--discard-new-data" in p.stderr and "row" in p.stderr
     one_line_error(p)
+    # a name for the newer data that is taken, or no name at all: refused before anything
+    vm("volume", "create", "taken", check=True)
+    for keep, needle in (("taken", "already exists"), ("bad/name", "invalid name for the newer data")):
+        p = vm("rollback", "notes", "--keep-new-data-as", keep)
+        assert p.returncode == 2 and needle in p.stderr, p.stderr
+        one_line_error(p)
+        assert http("/version")["version"] == 2 and http("/notes")["count"] == 4
+    vm("volume", "rm", "taken", check=True)
     p = vm("rollback", "notes", "--keep-new-data-as", "notes-v2", "--json")
     assert p.returncode == 0, p.stderr
     vm("wait", "--healthy", "notes", "--timeout", "30", check=True)

@@ -299,13 +299,18 @@ def rollback(
         False, "--discard-new-data",
         help="Drop what the services wrote since the upgrade (refused otherwise when there "
              "is some)."),
+    keep_new_data_as: str | None = typer.Option(
+        None, "--keep-new-data-as", metavar="PREFIX",
+        help="Keep what each service wrote since the upgrade as volume PREFIX-SERVICE "
+             "(PREFIX-SERVICE-VOLUME for a service with several volumes)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Return the stack to the generation before its last `compose upgrade`: every service
     it upgraded rolled back (volmerge rollback), newest first."""
     from volmerge.compose import stackupgrade
 
-    rep = stackupgrade.rollback_stack(_stack(ctx), discard_new_data=discard_new_data)
+    rep = stackupgrade.rollback_stack(_stack(ctx), discard_new_data=discard_new_data,
+                                      keep_new_data_as=keep_new_data_as)
     if as_json:
         emit_json(rep)
         return

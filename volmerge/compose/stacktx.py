@@ -85,14 +85,19 @@ def upgrade_members(stack: Stack, todo: list[Change], health_timeout: float) -> 
 
 
 def rollback_members(stack: Stack, steps: list[tuple[Change, int | None]],
-                     discard_new_data: bool) -> list[Member]:
-    """Newest first: the last service upgraded is the first rolled back."""
+                     discard_new_data: bool, keep_new_data_as: str | None = None
+                     ) -> list[Member]:
+    """Newest first: the last service upgraded is the first rolled back.
+    Every member is prepared (its names for kept data checked) before any
+    step runs."""
     from volmerge.upgrade.group import Member
     from volmerge.upgrade.rollback import prepare as prepare_rollback
 
     return [Member(ch.service, ch.container, "rollback",
                    prepare_rollback(stack.ctx, ch.container, to=gen,
                                     discard_new_data=discard_new_data,
+                                    keep_new_data_as=(None if keep_new_data_as is None
+                                                      else f"{keep_new_data_as}-{ch.service}"),
                                     stop_timeout=ch.stop_timeout))
             for ch, gen in reversed(steps)]
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from volmerge.errors import NotDone
+from volmerge.errors import BadInput, NotDone
 from volmerge.runtime.errors import BadInput as RuntimeBadInput
 
 from . import convert
@@ -250,11 +250,13 @@ def _locked(stack: Stack) -> Any:
 
 
 def rollback_stack(stack: Stack, *, discard_new_data: bool = False,
+                   keep_new_data_as: str | None = None,
                    say: Say | None = None) -> dict[str, Any]:
     """The last stack upgrade not yet rolled back, undone as one transaction:
     its services back to the generations they had, newest first.  Data
     written since is refused (each service's rollback counts it) unless
-    ``discard_new_data``; all or nothing."""
+    ``discard_new_data``, or kept as volumes ``KEEP-SERVICE[-VOLUME]``
+    (``keep_new_data_as``); all or nothing."""
     from volmerge.errors import NotFound
     from volmerge.upgrade import group, rollback
     from volmerge.upgrade.journal import new_id
@@ -262,6 +264,8 @@ def rollback_stack(stack: Stack, *, discard_new_data: bool = False,
 
     from . import history, stacktx
 
+    if discard_new_data and keep_new_data_as:
+        raise BadInput("--discard-new-data and --keep-new-data-as exclude each other")
     say = say or stack.say
     store = stack.ctx.store
     project = stack.project.name
@@ -273,7 +277,8 @@ def rollback_stack(stack: Stack, *, discard_new_data: bool = False,
         last = gens[-1]
         steps = [(Change(s.service, s.container, s.from_image, s.to_image,
                          _grace(stack, s.service)), s.from_gen) for s in last.services]
-        if not discard_new_data:  # all or nothing: every service checked before any moves
+        if not (discard_new_data or keep_new_data_as):  # all or nothing: every service
+            # checked before any moves
             lose = []
             for ch, gen in steps:
                 plan = rollback(stack.ctx, ch.container, to=gen, dry_run=True)
@@ -284,7 +289,8 @@ def rollback_stack(stack: Stack, *, discard_new_data: bool = False,
                               f"upgrade by {', '.join(lose)}: pass --discard-new-data "
                               "(nothing changed)")
         try:
-            stacktx.run(stack, lambda: stacktx.rollback_members(stack, steps, discard_new_data),
+            stacktx.run(stack, lambda: stacktx.rollback_members(stack, steps, discard_new_data,
+                                                                keep_new_data_as),
                         [ch.container for ch, _g in steps], kind=group.STACK,
                         verb="Rolling back", say=say, jid=new_id(),
                         before=lambda p: history.rolling_back(store, project, last.gen, p.jid))

@@ -242,11 +242,11 @@ def _plan(ctx: Ctx, cur_c: Container, to: int | None
 
 
 def prepare(ctx: Ctx, container: str, *, to: int | None = None, discard_new_data: bool = False,
-            stop_timeout: float = 10.0) -> Prepared:
+            keep_new_data_as: str | None = None, stop_timeout: float = 10.0) -> Prepared:
     """A rollback's run for a caller that holds the container's lock (a
     compose stack's rollback chains several, upgrade/group.py)."""
     return _prepare(ctx, ctx.engine.get(container), to=to, discard_new_data=discard_new_data,
-                    keep_new_data_as=None, stop_timeout=stop_timeout)
+                    keep_new_data_as=keep_new_data_as, stop_timeout=stop_timeout)
 
 
 def _prepare(ctx: Ctx, cur_c: Container, *, to: int | None, discard_new_data: bool,
@@ -264,6 +264,9 @@ def _prepare(ctx: Ctx, cur_c: Container, *, to: int | None, discard_new_data: bo
             f"upgrade ({n_paths} path(s), {n_rows} row(s) changed): pass --discard-new-data, "
             f"or --keep-new-data-as NAME to keep it as a volume"
         )
+    keeps = {v: (keep_new_data_as if len(vols) == 1 else f"{keep_new_data_as}-{v}")
+             for v in vols} if keep_new_data_as else {}
+    _check_keep_names(ctx, keeps)
     tgt_c = ctx.engine.get(target.container_id)
     steps: list[Step] = [
         st.StopContainer(id=cur_c.id, name=name, timeout=stop_timeout,
@@ -274,15 +277,27 @@ def _prepare(ctx: Ctx, cur_c: Container, *, to: int | None, discard_new_data: bo
         *hand_over(cur_c.options, cur_c.id, name, tgt_c.id),  # --socket-activate (sockets.py)
     ]
     for v in vols:
-        keep = None
-        if keep_new_data_as:
-            keep = keep_new_data_as if len(vols) == 1 else f"{keep_new_data_as}-{v}"
-        steps.append(VolumeRollback(volume=v, tag=vols[v]["pre"], keep_as=keep))
+        steps.append(VolumeRollback(volume=v, tag=vols[v]["pre"], keep_as=keeps.get(v)))
     for v, info in vols.items():
         steps.append(RestoreBase(volume=v, target=info["target"], image_id=target.image_id))
     steps.append(StartTarget(target_id=tgt_c.id, name=name, gen=target.gen))
     return Prepared(steps=tuple(steps), from_image=plan["from_image"], to_image=target.image_ref,
                     plan=plan, point_of_no_return=VolumeRollback.kind)
+
+
+def _check_keep_names(ctx: Ctx, keeps: dict[str, str]) -> None:
+    """The volumes the newer data is to be kept as (``--keep-new-data-as``):
+    valid names that no volume has yet; BadInput before anything changes.
+    A taken one was read as a rollback already done (after a crash, the
+    step that keeps the data finds its copy), which skipped the volume's
+    rollback: the old version then started on the newer data."""
+    from volmerge.volumes.model import check_name
+
+    for keep in keeps.values():
+        check_name(keep, "name for the newer data")
+        if ctx.volumes.exists(keep):
+            raise BadInput(f"volume {keep!r} already exists: choose another name for the "
+                           "newer data (--keep-new-data-as)")
 
 
 def _record(ctx: Ctx, journal: jr.Journal, tx: Tx, db: sqlite3.Connection) -> None:

@@ -89,13 +89,31 @@ def test_stack_upgrade_and_rollback_of_every_service(cli, app_images, tmp_path):
     p = cli(*c, "rollback")
     assert p.returncode == 1 and "by db: pass --discard-new-data" in p.stderr, p.stderr
     assert "Rolled back" not in p.stderr  # all or nothing
-    p = cli(*c, "rollback", "--discard-new-data")
+    # or kept as volumes PREFIX-SERVICE; a name taken, or both options: refused, nothing moved
+    p = cli(*c, "rollback", "--discard-new-data", "--keep-new-data-as", "later")
+    assert p.returncode == 2 and "exclude each other" in p.stderr, p.stderr
+    assert cli("volume", "create", "later-web").returncode == 0
+    p = cli(*c, "rollback", "--keep-new-data-as", "later")
+    assert p.returncode == 2 and "'later-web' already exists" in p.stderr, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert cli(*c, "ps", "--json").stdout.count("localhost/app:2") == 2
+    assert [g["state"] for g in json.loads(cli(*c, "history", "--json").stdout)] == \
+        ["current", "failed"]
+    assert cli("volume", "rm", "later-web").returncode == 0
+    p = cli(*c, "rollback", "--keep-new-data-as", "later")
     assert p.returncode == 0, p.stderr
     rows = {r["Service"]: r for r in json.loads(cli(*c, "ps", "--json").stdout)}
     assert {s: (r["Image"], r["State"]) for s, r in rows.items()} == {
         "db": ("localhost/app:1", "running"), "web": ("localhost/app:1", "running")}
     got = cli(*c, "exec", "db", "cat", "/data/seed.txt", "/data/mine")
     assert got.stdout == "1\nmine\n", got.stderr
+    assert cli(*c, "exec", "db", "test", "-e", "/data/later").returncode != 0
+    vols = cli("volume", "ls", "-q").stdout.split()
+    assert {"later-db", "later-web"} <= set(vols), vols
+    got = cli("run", "--rm", "--network", "none", "-v", "later-db:/kept", "localhost/app:1",
+              "cat", "/kept/later")
+    assert got.stdout == "later\n", got.stderr  # what db wrote since the upgrade, kept
+    assert cli("volume", "rm", "later-db", "later-web").returncode == 0
     hist = json.loads(cli(*c, "history", "--json").stdout)
     assert [g["state"] for g in hist] == ["rolled-back", "failed"]
     p = cli(*c, "rollback")
