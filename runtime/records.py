@@ -14,6 +14,7 @@ one or a recycled pid (:meth:`Container.owner_alive`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -357,7 +358,47 @@ def _sweep_prestarted(store: Any) -> None:
             continue
 
 
+def _sweep_orphans(store: Any) -> None:
+    """Store sweeper: a container directory that no record names, which a
+    crash or a power loss leaves between making the directory and
+    committing its record (``insert``), or between deleting the record and
+    the directory (``rm``).  A directory count and a record count when
+    there is none.  A directory whose record may still come (the
+    ``containers`` lock held: an insert under way) or go (its container's
+    lock held: a remove under way) is left to that command."""
+    cdir = store.path("containers")
+    try:
+        names = [n for n in os.listdir(cdir) if _is_id(n)]
+        count = store.db.execute("SELECT count(*) FROM containers").fetchone()[0]
+    except (OSError, DatabaseError):
+        return  # no containers yet
+    if len(names) <= count:
+        return
+    from . import fsutil
+    from .rootfs import umount_rootfs
+
+    try:
+        with store.lock("containers", blocking=False):
+            known = {r[0] for r in store.db.execute("SELECT id FROM containers")}
+            for cid in sorted(set(names) - known):
+                try:
+                    with store.lock("container-" + cid, blocking=False):
+                        umount_rootfs(cdir / cid)
+                        fsutil.rmtree(cdir / cid)
+                        with contextlib.suppress(FileNotFoundError):
+                            store.path("locks", f"container-{cid}.lock").unlink()
+                except BlockingIOError:
+                    continue
+    except BlockingIOError:
+        return
+
+
+def _is_id(name: str) -> bool:
+    return len(name) == 64 and all(ch in "0123456789abcdef" for ch in name)
+
+
 register_sweeper(COMPONENT, _sweep_prestarted)
+register_sweeper(COMPONENT + "-orphans", _sweep_orphans)
 
 
 def image_users(store: Any, image_id: str) -> list[str]:

@@ -39,3 +39,29 @@ def test_a_dead_builders_work_and_unmarked_trash_are_swept(root: Path) -> None:
     assert len(os.listdir(root / "tmp")) == 2
     Store(root).close()
     assert os.listdir(root / "tmp") == []
+
+
+def test_a_container_directory_no_record_names_is_swept(engine, busybox_rootfs, root: Path) -> None:
+    """A crash between making a container's directory and committing its
+    record (or between deleting the record and the directory) left the
+    directory for good: the sweep removes it, but not a directory whose
+    record an insert under way may still commit, nor anything else."""
+    from volmerge.runtime.options import RunOptions
+
+    c = engine.create(RunOptions(image=str(busybox_rootfs), command=["true"]))
+    orphan = root / "containers" / ("ab" * 32)
+    (orphan / "upper").mkdir(parents=True)
+    (orphan / "upper" / "f").write_text("written before the crash")
+    other = root / "containers" / "not-a-container-id"
+    other.mkdir()
+    Store(root).close()
+    assert not orphan.exists() and c.dir.is_dir() and other.is_dir()
+    assert not (root / "locks" / f"container-{'ab' * 32}.lock").exists()
+    orphan.mkdir()
+    with engine.store.lock("containers"):  # an insert under way: its record may come
+        Store(root).close()
+        assert orphan.is_dir()
+    Store(root).close()
+    assert not orphan.exists()
+    other.rmdir()
+    engine.remove(c.id)
