@@ -87,9 +87,10 @@ def test_upgrade_story_demo_app(vm) -> None:  # type: ignore[no-untyped-def]
     # a name for the newer data that is taken, or no name at all: refused before anything
     vm("volume", "create", "taken", check=True)
     for keep, needle in (("taken", "already exists"), ("bad/name", "invalid name for the newer data")):
-        p = vm("rollback", "notes", "--keep-new-data-as", keep)
-        assert p.returncode == 2 and needle in p.stderr, p.stderr
-        one_line_error(p)
+        for dry in ([], ["--dry-run"]):  # the preview says so too
+            p = vm("rollback", "notes", "--keep-new-data-as", keep, *dry)
+            assert p.returncode == 2 and needle in p.stderr, p.stderr
+            one_line_error(p)
         assert http("/version")["version"] == 2 and http("/notes")["count"] == 4
     vm("volume", "rm", "taken", check=True)
     p = vm("rollback", "notes", "--keep-new-data-as", "notes-v2", "--json")

@@ -284,10 +284,11 @@ def rollback_stack(stack: Stack, *, discard_new_data: bool = False,
                 plan = rollback(stack.ctx, ch.container, to=gen, dry_run=True)
                 if any(d.get("paths") for d in (plan.get("new_data") or {}).values()):
                     lose.append(ch.service)
-            if lose:
-                raise NotDone(f"rolling the stack back would lose data written since its "
-                              f"upgrade by {', '.join(lose)}: pass --discard-new-data "
-                              "(nothing changed)")
+            if lose:  # bad input, as for one container's rollback: a choice is missing
+                raise BadInput(f"rolling the stack back would lose data written since its "
+                               f"upgrade by {', '.join(lose)}: pass --discard-new-data, or "
+                               "--keep-new-data-as PREFIX to keep it as volumes "
+                               "(nothing changed)")
         try:
             stacktx.run(stack, lambda: stacktx.rollback_members(stack, steps, discard_new_data,
                                                                 keep_new_data_as),

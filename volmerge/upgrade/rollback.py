@@ -190,7 +190,8 @@ def rollback(ctx: Ctx, container: str, *, to: int | None = None, discard_new_dat
     if dry_run:
         with runner.locked(ctx, name):
             runner.recover(ctx, container=name, locked=True)
-            plan = _plan(ctx, cur_c, to)[0]
+            plan, _target, vols = _plan(ctx, cur_c, to)
+            _check_keep_names(ctx, _keep_names(vols, keep_new_data_as))
         return {**_report(plan), "dry_run": True}
     try:
         done = runner.run_journaled(ctx, "rollback", name, prepare, progress=progress)
@@ -264,8 +265,7 @@ def _prepare(ctx: Ctx, cur_c: Container, *, to: int | None, discard_new_data: bo
             f"upgrade ({n_paths} path(s), {n_rows} row(s) changed): pass --discard-new-data, "
             f"or --keep-new-data-as NAME to keep it as a volume"
         )
-    keeps = {v: (keep_new_data_as if len(vols) == 1 else f"{keep_new_data_as}-{v}")
-             for v in vols} if keep_new_data_as else {}
+    keeps = _keep_names(vols, keep_new_data_as)
     _check_keep_names(ctx, keeps)
     tgt_c = ctx.engine.get(target.container_id)
     steps: list[Step] = [
@@ -283,6 +283,14 @@ def _prepare(ctx: Ctx, cur_c: Container, *, to: int | None, discard_new_data: bo
     steps.append(StartTarget(target_id=tgt_c.id, name=name, gen=target.gen))
     return Prepared(steps=tuple(steps), from_image=plan["from_image"], to_image=target.image_ref,
                     plan=plan, point_of_no_return=VolumeRollback.kind)
+
+
+def _keep_names(vols: dict[str, Any], keep: str | None) -> dict[str, str]:
+    """The volume each volume's newer data is kept as: ``keep`` for a
+    container with one volume, ``keep-VOLUME`` for one with several."""
+    if not keep:
+        return {}
+    return {v: keep if len(vols) == 1 else f"{keep}-{v}" for v in vols}
 
 
 def _check_keep_names(ctx: Ctx, keeps: dict[str, str]) -> None:

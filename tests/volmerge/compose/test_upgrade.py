@@ -87,7 +87,7 @@ def test_stack_upgrade_and_rollback_of_every_service(cli, app_images, tmp_path):
             for g in hist] == [(1, "current", ["db", "web"]), (2, "failed", ["db", "web"])]
     assert cli(*c, "exec", "db", "sh", "-c", "echo later > /data/later").returncode == 0
     p = cli(*c, "rollback")
-    assert p.returncode == 1 and "by db: pass --discard-new-data" in p.stderr, p.stderr
+    assert p.returncode == 2 and "by db: pass --discard-new-data" in p.stderr, p.stderr
     assert "Rolled back" not in p.stderr  # all or nothing
     # or kept as volumes PREFIX-SERVICE; a name taken, or both options: refused, nothing moved
     p = cli(*c, "rollback", "--discard-new-data", "--keep-new-data-as", "later")
