@@ -493,9 +493,13 @@ def flock(path: str | os.PathLike[str], *, blocking: bool = True) -> Iterator[in
         os.close(fd)
 
 
-def dir_size(path: str | os.PathLike[str]) -> int:
+def dir_size(path: str | os.PathLike[str], *, apparent: bool = False,
+             stop_above: int | None = None) -> int:
     """Bytes used by regular files below ``path`` (no symlink is followed;
-    an unreadable directory counts as empty)."""
+    an unreadable directory counts as empty, a hard-linked file once).
+    ``apparent``: their sizes rather than the blocks they take;
+    ``stop_above``: counted until the sum passes it (a large tree is not
+    walked to its end)."""
     total = 0
     seen: set[tuple[int, int]] = set()
     try:
@@ -508,7 +512,24 @@ def dir_size(path: str | os.PathLike[str]) -> int:
                 if key in seen:
                     continue
                 seen.add(key)
-            total += st.st_blocks * 512 if st.st_blocks else st.st_size
-    except FileNotFoundError:
-        pass
+            total += st.st_size if apparent or not st.st_blocks else st.st_blocks * 512
+            if stop_above is not None and total > stop_above:
+                break
+    except OSError:
+        pass  # gone, or changed meanwhile (a running container's): counted as far as it went
     return total
+
+
+def ctime_now(directory: str | os.PathLike[str]) -> int:
+    """The kernel's ctime clock now (ns), as the file system holding
+    ``directory`` stamps an inode changed at this instant: read from a
+    file made there (and removed).  Userspace cannot set a ctime, so every
+    change made after this call carries one at or after it."""
+    path = os.path.join(directory, f".ctime-{os.getpid()}-{os.urandom(4).hex()}")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW,
+                 0o600)
+    try:
+        return os.fstat(fd).st_ctime_ns
+    finally:
+        os.close(fd)
+        os.unlink(path)

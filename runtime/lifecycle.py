@@ -137,11 +137,10 @@ class Lifecycle:
         ``pending``: a supervisor spawned already (:meth:`restart`), used or
         cancelled; else the one :meth:`prestart` spawned, if any."""
         c = self.records.lookup(ref)
-        ahead = self.ahead.pop(c.id, None)
         if pending is None:
-            pending = ahead
-        elif ahead is not None:
-            ahead.cancel()
+            pending = self.ahead.pop(c.id, None)
+        else:
+            self._cancel_ahead(c.id)
         try:
             if c.live and c.stop_requested:
                 self.stop(c.id, timeout=stop_timeout)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -65,6 +66,7 @@ MIGRATIONS = [
 
 #: states in which a container has (or is about to have) a process and an owner
 LIVE_STATES = ("running", "paused", "restarting")
+_HEX64 = r"[0-9a-f]{64}"  # a container id (compiled and cached by re when first used)
 
 
 def prestarted(c: Container) -> bool:
@@ -368,7 +370,7 @@ def _sweep_orphans(store: Any) -> None:
     lock held: a remove under way) is left to that command."""
     cdir = store.path("containers")
     try:
-        names = [n for n in os.listdir(cdir) if _is_id(n)]
+        names = [n for n in os.listdir(cdir) if re.fullmatch(_HEX64, n)]
         count = store.db.execute("SELECT count(*) FROM containers").fetchone()[0]
     except (OSError, DatabaseError):
         return  # no containers yet
@@ -391,10 +393,6 @@ def _sweep_orphans(store: Any) -> None:
                     continue
     except BlockingIOError:
         return
-
-
-def _is_id(name: str) -> bool:
-    return len(name) == 64 and all(ch in "0123456789abcdef" for ch in name)
 
 
 register_sweeper(COMPONENT, _sweep_prestarted)

@@ -234,9 +234,19 @@ class Attachments:
         What an attachment row names too is left to that row's teardown."""
         att = self.rows.attachment(s.container_id)
         if att is None or att.attachment.netns_path != s.netns_path:
-            self.host.delete_link(s.host_veth)
-            netns.remove(s.netns_path)
+            self._remove_pair(s.host_veth, s.netns_path)
         self.rows.delete_staged(s.container_id)
+
+    def _remove_pair(self, host_veth: str | None, netns_path: str | None) -> None:
+        """A veth and the namespace holding its far end: the host end retired
+        (off the bridge, down, renamed: links.retire), the pair left to go
+        with the namespace, whose pin is removed; a veth without one deleted."""
+        if host_veth and netns_path:
+            self.host.retire_link(host_veth)
+        elif host_veth:
+            self.host.delete_link(host_veth)
+        if netns_path:
+            netns.remove(netns_path)
 
     def _attached(self, cid: str) -> Attachment:
         rec = self.rows.attachment(cid)
@@ -292,12 +302,7 @@ class Attachments:
         a = rec.attachment
         removal = self.host.start_removing_nat_ports(a.ports) if a.ports else None
         try:
-            if a.host_veth and a.netns_path:
-                self.host.retire_link(a.host_veth)  # the pair goes with the namespace
-            elif a.host_veth:
-                self.host.delete_link(a.host_veth)
-            if a.netns_path:
-                netns.remove(a.netns_path)
+            self._remove_pair(a.host_veth, a.netns_path)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(a.hosts_path)
             self.rows.delete_attachment(a.container_id)

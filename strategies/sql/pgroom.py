@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 from collections.abc import Iterator
+
+from volmerge.runtime.fsutil import dir_size
 
 from .pgtemp import rmtree_quiet
 from .pgupgrade import Refused
@@ -36,30 +37,17 @@ def plain_dir(path: str) -> Iterator[None]:
         rmtree_quiet(path)
 
 
-def data_bytes(old_data: str) -> int | None:
-    """Bytes of the regular files of the frozen data directory (None: unreadable)."""
-    from volmerge.runtime.fsutil import walk
-
-    try:
-        return sum(e.st.st_size for e in walk(old_data) if stat.S_ISREG(e.st.st_mode))
-    except OSError:
-        return None
-
-
-def upper_hint(old_data: str, room: str, total: int | None = None) -> dict[str, str]:
+def upper_hint(old_data: str, room: str) -> dict[str, str]:
     """``{"upper_in": room}`` when pg_upgrade's snapshot may keep its
     copy-on-write layer in the scratch: what its old server writes there
     is the catalogs, the WAL and the like (it reads no table), so the
     data directory's bytes other than the user relations' must fit twice
     over with 64 MiB to spare (else ``{}``: beside the data, on disk).
     Each copy-up creates a file, which a busy ext4 may take a millisecond
-    to do; on pg_upgrade's critical path there are hundreds.  ``total``:
-    the data directory's bytes (:func:`data_bytes`), when already known."""
+    to do; on pg_upgrade's critical path there are hundreds."""
     from .pgmajor import user_bytes
 
-    total = data_bytes(old_data) if total is None else total
-    if total is None:
-        return {}
+    total = dir_size(old_data, apparent=True)
     try:
         st = os.statvfs(room)
     except OSError:
@@ -83,9 +71,7 @@ def check_home(new_data: str, work: str) -> str:
     fits there twice over with 64 MiB to spare (the check's server may add
     a WAL segment; a full scratch must never read as a full disk), else
     the work directory."""
-    from volmerge.runtime.fsutil import walk
-
-    size = sum(e.st.st_size for e in walk(new_data) if stat.S_ISREG(e.st.st_mode))
+    size = dir_size(new_data, apparent=True)
     scratch = os.path.join(work, "check-scratch")
     st = os.statvfs(scratch)
     if st.f_bavail * st.f_frsize >= 2 * size + (64 << 20):
@@ -93,4 +79,4 @@ def check_home(new_data: str, work: str) -> str:
     return os.path.join(work, "new-check")
 
 
-__all__ = ["ScratchFull", "plain_dir", "data_bytes", "upper_hint", "full", "check_home"]
+__all__ = ["ScratchFull", "plain_dir", "upper_hint", "full", "check_home"]

@@ -120,24 +120,30 @@ def test_nothing_written_after_staging_uses_the_staged_merge(vm) -> None:  # typ
     assert not (vm.root / "staged").exists() or not any((vm.root / "staged").iterdir())
 
 
+def _write_late_note(live: Path) -> None:
+    """A note the old version writes after the merge was staged (v1's schema)."""
+    db = sqlite3.connect(live / "notes.db", timeout=10)
+    with db:
+        db.execute("INSERT INTO notes (body, created) VALUES ('late', '2026-01-01T00:00:00Z')")
+    db.close()
+
+
+def _late_note(vm) -> str:  # type: ignore[no-untyped-def]
+    """That note as the new version holds it (v2's schema)."""
+    return vm("exec", "notes", "python3", "-c",
+              "import sqlite3; print(sqlite3.connect('/data/notes.db').execute("
+              "\"SELECT content, pinned FROM notes WHERE content = 'late'\").fetchall())",
+              check=True).stdout.strip()
+
+
 def test_a_database_written_after_staging_is_replayed_again(vm) -> None:  # type: ignore[no-untyped-def]
     vm("run", "-d", "--name", "notes", "-v", "notes-data:/data", DEMO[1], check=True)
     vm("wait", "--healthy", "notes", "--timeout", "30", check=True)
 
-    def write(live: Path) -> None:
-        db = sqlite3.connect(live / "notes.db", timeout=10)
-        with db:
-            db.execute("INSERT INTO notes (body, created) VALUES ('late', '2026-01-01T00:00:00Z')")
-        db.close()
-
-    rep = upgrade_writing(vm.root, "notes", DEMO[2], "notes-data", write)
+    rep = upgrade_writing(vm.root, "notes", DEMO[2], "notes-data", _write_late_note)
     how = rep["volumes"]["notes-data"]["switch"]["merge"]
     assert "notes.db" in how and "merged again" in how, how
-    out = vm("exec", "notes", "python3", "-c",
-             "import sqlite3; print(sqlite3.connect('/data/notes.db').execute("
-             "\"SELECT content, pinned FROM notes WHERE content = 'late'\").fetchall())",
-             check=True).stdout
-    assert out.strip() == "[('late', 0)]"
+    assert _late_note(vm) == "[('late', 0)]"
 
 
 def test_a_volume_held_open_is_staged_from_a_copy(vm) -> None:  # type: ignore[no-untyped-def]
@@ -227,21 +233,11 @@ def test_a_database_held_open_and_written_after_the_copy_is_replayed_again(vm) -
     vm("exec", "notes", "sh", "-c",
        "(exec 3</data/notes.db; exec sleep 600) </dev/null >/dev/null 2>&1 &", check=True)
 
-    def write(live: Path) -> None:
-        db = sqlite3.connect(live / "notes.db", timeout=10)
-        with db:
-            db.execute("INSERT INTO notes (body, created) VALUES ('late', '2026-01-01T00:00:00Z')")
-        db.close()
-
-    rep = upgrade_writing(vm.root, "notes", DEMO[2], "notes-data", write)
+    rep = upgrade_writing(vm.root, "notes", DEMO[2], "notes-data", _write_late_note)
     switch = rep["volumes"]["notes-data"]["switch"]
     assert switch["staged_from"] == "copy", switch
     assert switch["merge"] == "1 changed path(s) merged again: notes.db", switch
-    out = vm("exec", "notes", "python3", "-c",
-             "import sqlite3; print(sqlite3.connect('/data/notes.db').execute("
-             "\"SELECT content, pinned FROM notes WHERE content = 'late'\").fetchall())",
-             check=True).stdout
-    assert out.strip() == "[('late', 0)]"
+    assert _late_note(vm) == "[('late', 0)]"
 
 
 def test_the_successors_root_and_netns_are_made_while_the_old_version_serves(vm) -> None:  # type: ignore[no-untyped-def]

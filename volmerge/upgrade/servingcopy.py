@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from volmerge.runtime import fsutil
 from volmerge.runtime.overlayfmt import is_opaque
 
 from .steps import RemoveVolume, Step, Tx, fault, has_snapshot, resume
@@ -72,25 +73,6 @@ def copy_limit() -> int:
 
         raise BadInput(f"VOLMERGE_SERVING_COPY_MAX_MB={raw!r}: not a whole number of MiB")
     return int(raw) << 20
-
-
-def live_bytes(path: str, stop_above: int) -> int:
-    """Bytes of the regular files below ``path``, counted until the sum
-    passes ``stop_above`` (a large layer is not walked to its end); walked
-    as every volume tree is (``fsutil.walk``: through directory descriptors,
-    so a symlink the container swaps in is never followed)."""
-    from volmerge.runtime import fsutil
-
-    total = 0
-    try:
-        for e in fsutil.walk(path, on_error=lambda exc, e: None):
-            if stat.S_ISREG(e.st.st_mode):
-                total += e.st.st_size
-                if total > stop_above:
-                    break
-    except OSError:
-        pass  # gone, or changed by the running container: counted as far as it went
-    return total
 
 
 def copy_name(jid: str, volume: str) -> str:
@@ -137,7 +119,7 @@ class ServingCopy(Step):
         limit = copy_limit()
         live = next(la.path for la in ctx.volumes.get(self.volume, sizes=False).layers
                     if la.role == "live")
-        if live_bytes(live, limit) > limit:
+        if fsutil.dir_size(live, apparent=True, stop_above=limit) > limit:
             return {"copy": None, "skipped": (
                 f"its live layer holds more than {limit >> 20} MiB: copying it would pause "
                 "the old version too long (VOLMERGE_SERVING_COPY_MAX_MB)")}
@@ -195,12 +177,6 @@ def is_copy(ctx: Ctx, volume: str, copy: str) -> bool:
 
 # -- the changes since the copy --------------------------------------------------
 
-def _stamp_now(ctx: Ctx) -> int:
-    with ctx.store.building("stamp-") as d:
-        (d / "stamp").touch()
-        return os.lstat(d / "stamp").st_ctime_ns
-
-
 def changes_since_copy(ctx: Ctx, volume: str, copy: str, at: str) -> list[Change]:
     """What the volume as of snapshot ``at`` holds that differs from the copy
     (the module doc says how); :class:`Unknown` when the two stacks differ
@@ -210,7 +186,7 @@ def changes_since_copy(ctx: Ctx, volume: str, copy: str, at: str) -> list[Change
     if len(ours) != len(theirs) or ours[:-1] != theirs[:-1]:
         raise Unknown("the volume's layers changed below the copied one")
     since = int(ctx.volumes.get(copy, sizes=False).labels[STAMP])
-    if _stamp_now(ctx) < since:
+    if fsutil.ctime_now(ctx.store.path("tmp")) < since:
         since = -1  # the clock went back: every entry is compared
     return diff_tops(theirs, ours, since)
 

@@ -252,9 +252,7 @@ class VolumeHistory(VolumeReader):
                     faults.point("clone-live.paused")
                     labels = {**m.labels, **(labels or {})}
                     if stamp is not None:
-                        (built / "stamp").touch()
-                        labels[stamp] = str(os.lstat(built / "stamp").st_ctime_ns)
-                        (built / "stamp").unlink()
+                        labels[stamp] = str(fsutil.ctime_now(built))
                     if rsys.is_mountpoint(self.pool.merged(name)):
                         atomicfile.syncfs(self.pool.merged(name))
                     copy_tree(self.pool.diff(m.live), built / "diff")

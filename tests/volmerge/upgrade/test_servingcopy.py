@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from volmerge.errors import BadInput
-from volmerge.upgrade.servingcopy import COPY_MAX_MB, copy_limit, copy_name, diff_tops, live_bytes
+from volmerge.runtime.fsutil import dir_size
+from volmerge.upgrade.servingcopy import COPY_MAX_MB, copy_limit, copy_name, diff_tops
 
 # no root, but for the whiteout's test (mknod): the others run as any user
 # (tests/test_unit_unprivileged.py)
@@ -116,6 +117,6 @@ def test_the_copy_limit_reads_the_environment(monkeypatch) -> None:  # type: ign
 def test_the_live_layer_is_counted_until_it_passes_the_limit(tmp_path: Path) -> None:
     _write(tmp_path, {"a": "x" * 100, "d/b": "y" * 50, "d/e/c": "z" * 25})
     os.symlink("a", tmp_path / "link")
-    assert live_bytes(str(tmp_path), 1000) == 175
-    assert 100 < live_bytes(str(tmp_path), 100) <= 175   # stops once past the limit
-    assert live_bytes(str(tmp_path / "missing"), 10) == 0
+    assert dir_size(str(tmp_path), apparent=True, stop_above=1000) == 175
+    assert 100 < dir_size(str(tmp_path), apparent=True, stop_above=100) <= 175   # stops once past the limit
+    assert dir_size(str(tmp_path / "missing"), apparent=True, stop_above=10) == 0
