@@ -61,12 +61,8 @@ from .pgverify import verify_database
 
 __all__ = ["PgMajorResult", "OldBeside", "upgrade_datadir", "preview_datadir", "pg_upgrade_copy",
            "verify_database", "read_version", "data_version", "clone_datadir", "conninfo_dbname",
-           "user_bytes", "small_limit", "SMALL_MB"]
+           "user_bytes"]
 
-#: user data (MiB) below which dump and restore is quicker than pg_upgrade's
-#: fixed cost (its --check and several server starts): measured on a 2-core
-#: VM, the two paths cross between 120k and 400k pgbench rows (16-60 MiB)
-SMALL_MB = 32
 #: a relation file: base/<database>/<relfilenode>[_<fork>][.<segment>]
 _REL_FILE = re.compile(r"(\d+)(?:_[a-z]+)?(?:\.\d+)?")
 #: the first relfilenode of user objects (FirstNormalObjectId): the catalogs are below
@@ -193,7 +189,7 @@ def upgrade_datadir(old_data: str | os.PathLike[str], new_data: str | os.PathLik
                     timing: Timing | None = None, method: str = "auto",
                     beside: OldBeside | None = None,
                     snapshot: Snapshot | None = None, scratch: Scratch | None = None,
-                    sync: bool = True) -> PgMajorResult:
+                    sync: bool = True, small_bytes: int = 0) -> PgMajorResult:
     """Upgrade the PostgreSQL data directory ``old_data`` (frozen, left
     untouched) into the new data directory ``new_data`` (must not exist),
     ``old``'s programs reading and ``new``'s writing.
@@ -204,6 +200,10 @@ def upgrade_datadir(old_data: str | os.PathLike[str], new_data: str | os.PathLik
     back to dump and restore when that path is refused (the reason is in
     ``result.fallback``); ``"dump"`` only dumps and restores;
     ``"pg_upgrade"`` only runs pg_upgrade (Refused when it cannot).
+    ``small_bytes``: under this many bytes of user data (:func:`user_bytes`)
+    ``"auto"`` dumps and restores, quicker than pg_upgrade's fixed cost for a
+    small cluster (0, the default: pg_upgrade whatever the size; the upgrade
+    transaction passes its setting, volmerge/upgrade/settings.py).
     ``snapshot`` makes the old cluster pg_upgrade starts (default: a copy;
     the upgrade transaction passes a copy-on-write overlay); ``scratch``
     the directory where ``pg_upgrade --check`` gets its copy of the new
@@ -236,11 +236,10 @@ def upgrade_datadir(old_data: str | os.PathLike[str], new_data: str | os.PathLik
             if method == "pg_upgrade":
                 raise pgupgrade.Refused(fallback)
         if method == "auto" and beside is not None:
-            limit = small_limit()
-            size = user_bytes(old_data, stop_at=limit) if limit else 0
-            if size < limit:  # pg_upgrade's fixed cost would outweigh the copy it saves
+            size = user_bytes(old_data, stop_at=small_bytes) if small_bytes else 0
+            if size < small_bytes:  # pg_upgrade's fixed cost would outweigh the copy it saves
                 fallback = (f"a small cluster ({size / 2**20:.1f} MiB of user data, under "
-                            f"{limit >> 20} MiB): dump and restore is quicker")
+                            f"{small_bytes >> 20} MiB): dump and restore is quicker")
                 beside = None
         confs = None
         if method != "dump" and beside is not None:
@@ -269,18 +268,6 @@ def upgrade_datadir(old_data: str | os.PathLike[str], new_data: str | os.PathLik
         raise
     return PgMajorResult(old_ver, data_version(new_data), new_data, dbs,
                          round(time.monotonic() - t0, 3), carried, how, fallback)
-
-
-def small_limit() -> int:
-    """Bytes of user data below which ``method="auto"`` dumps and restores:
-    ``VOLMERGE_PG_UPGRADE_MIN_MB`` (0: pg_upgrade whatever the size), else
-    :data:`SMALL_MB`."""
-    raw = os.environ.get("VOLMERGE_PG_UPGRADE_MIN_MB", "").strip()
-    if not raw:
-        return SMALL_MB << 20
-    if not raw.isdigit() or len(raw) > 9:
-        raise BadInput(f"VOLMERGE_PG_UPGRADE_MIN_MB={raw!r}: not a whole number of MiB")
-    return int(raw) << 20
 
 
 def user_bytes(datadir: str, stop_at: int | None = None) -> int:

@@ -371,6 +371,7 @@ def _convert(ctx: Any, old: ImagePg, new: ImagePg, old_image: Any, new_image: An
     started only if the upgrade falls back to dump and restore."""
     from volmerge.strategies.sql.pgmajor import OldBeside, upgrade_datadir
 
+    from . import settings
     from .imageview import image_root
     from .pgwrap import write_wrappers
 
@@ -395,7 +396,8 @@ def _convert(ctx: Any, old: ImagePg, new: ImagePg, old_image: Any, new_image: An
             result = upgrade_datadir(ours, new_data, ContainerTools(boxes[0], timer),
                                      ContainerTools(boxes[1], timer), workdir=work,
                                      timing=timer.add, beside=beside, snapshot=overlay_snapshot,
-                                     scratch=tmpfs_scratch, sync=False)  # write_upper's os.sync() makes it durable
+                                     scratch=tmpfs_scratch, small_bytes=settings.pg_upgrade_min(),
+                                     sync=False)  # write_upper's os.sync() makes it durable
             timer.add("upgrade, verify (total)", time.monotonic() - t0)
             dbs, carried = result.databases, result.config.note()
             t0 = time.monotonic()

@@ -131,12 +131,9 @@ def make_plan(ctx: Ctx, opts: UpgradeOptions) -> UpgradePlan:
     if opts.health_timeout <= 0:
         raise BadInput("--health-timeout must be positive")
     # the settings read by later steps, checked now: a bad one changes nothing
-    from volmerge.strategies.sql.pgmajor import small_limit
+    from . import settings
 
-    from .servingcopy import copy_limit
-
-    copy_limit()
-    small_limit()
+    settings.check()
     operator = load_policy(opts.policy_file) if opts.policy_file else None
     c = ctx.engine.get(opts.container)
     old = ctx.images.get(c.image_id)

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from volmerge.runtime import fsutil
 from volmerge.runtime.overlayfmt import is_opaque
 
+from . import settings
 from .steps import RemoveVolume, Step, Tx, fault, has_snapshot, resume
 
 if TYPE_CHECKING:
@@ -52,27 +53,6 @@ STAMP = "volmerge.upgrade.copy-stamp"
 #: the label naming the volume the copy was made of (a copy is only removed
 #: when it carries it: a user's volume of the same name is never touched)
 COPY_OF = "volmerge.upgrade.copy-of"
-
-
-#: a live layer larger than this many MiB is not copied: the old container
-#: is paused while the copy is made (~0.1 s per 30 MiB here), so its service
-#: would freeze for seconds; such a volume is merged at the switch instead
-COPY_MAX_MB = 256
-
-
-def copy_limit() -> int:
-    """Bytes of a volume's live layer up to which a busy volume is copied:
-    ``VOLMERGE_SERVING_COPY_MAX_MB`` (0: never copy), else
-    :data:`COPY_MAX_MB`.  BadInput for a value that is not a whole number
-    (checked when the upgrade is planned, before anything changes)."""
-    raw = os.environ.get("VOLMERGE_SERVING_COPY_MAX_MB", "").strip()
-    if not raw:
-        return COPY_MAX_MB << 20
-    if not raw.isdigit() or len(raw) > 9:
-        from ..errors import BadInput
-
-        raise BadInput(f"VOLMERGE_SERVING_COPY_MAX_MB={raw!r}: not a whole number of MiB")
-    return int(raw) << 20
 
 
 def copy_name(jid: str, volume: str) -> str:
@@ -116,7 +96,7 @@ class ServingCopy(Step):
             return {"copy": None, "skipped": "the volume's name is too long for a copy's"}
         if ctx.volumes.exists(self.copy):
             return {"copy": None, "skipped": f"volume {self.copy} exists"}
-        limit = copy_limit()
+        limit = settings.serving_copy_max()
         live = next(la.path for la in ctx.volumes.get(self.volume, sizes=False).layers
                     if la.role == "live")
         if fsutil.dir_size(live, apparent=True, stop_above=limit) > limit:

@@ -255,11 +255,10 @@ def test_upgrade_without_a_postgres_role_and_with_password_auth(tmp_path):
         srv.stop()
 
 
-def test_the_fast_path_is_pg_upgrade_verified_like_the_dump(upgraded, tmp_path, monkeypatch):
+def test_the_fast_path_is_pg_upgrade_verified_like_the_dump(upgraded, tmp_path):
     """Both installations on this host: pg_upgrade itself (checked first),
     the same verification records, the same data as before, the frozen data
     untouched."""
-    monkeypatch.setenv("VOLMERGE_PG_UPGRADE_MIN_MB", "0")  # pg_upgrade even for a small cluster
     u = upgraded
     r = upgrade_datadir(u.old_data, str(tmp_path / "new"), host_tools(PG15_BIN),
                         host_tools(PG16_BIN), workdir=str(tmp_path / "work"))
@@ -274,13 +273,12 @@ def test_the_fast_path_is_pg_upgrade_verified_like_the_dump(upgraded, tmp_path, 
     assert sorted(os.listdir(tmp_path / "work")) == []
 
 
-def test_pg_upgrade_refused_falls_back_to_dump_and_restore(tmp_path, monkeypatch):
+def test_pg_upgrade_refused_falls_back_to_dump_and_restore(tmp_path):
     """pg_upgrade --check refuses a regproc column (it stores OIDs that the
     new cluster does not keep): the upgrade falls back to dump and restore,
     which carries it by name, and says why; method="pg_upgrade" refuses."""
     from volmerge.strategies.sql.pgupgrade import Refused
 
-    monkeypatch.setenv("VOLMERGE_PG_UPGRADE_MIN_MB", "0")  # pg_upgrade even for a small cluster
 
     with started_pg15(tmp_path / "old", tmp_path / "s15") as srv:
         with psycopg.connect(srv.url("postgres"), autocommit=True) as c:
@@ -305,12 +303,11 @@ def test_pg_upgrade_refused_falls_back_to_dump_and_restore(tmp_path, monkeypatch
         new.stop()
 
 
-def test_a_collation_version_change_refuses_pg_upgrade(tmp_path, monkeypatch):
+def test_a_collation_version_change_refuses_pg_upgrade(tmp_path):
     """A database whose recorded collation version is not what the new
     server's libraries report: the index files pg_upgrade copied could be
     out of order, so the fast path refuses (its collation check runs beside
     the verification's reads) and dump and restore rebuilds them."""
-    monkeypatch.setenv("VOLMERGE_PG_UPGRADE_MIN_MB", "0")  # pg_upgrade even for a small cluster
     with started_pg15(tmp_path / "old", tmp_path / "s15") as srv:
         with psycopg.connect(srv.url("postgres"), autocommit=True) as c:
             c.execute("CREATE TABLE t (id int PRIMARY KEY, name text UNIQUE)")
@@ -347,8 +344,7 @@ def _arg(args: tuple, flag: str) -> str:
     return args[args.index(flag) + 1]
 
 
-def test_the_check_runs_live_on_the_verifications_snapshot_and_sync_is_optional(upgraded, tmp_path,
-                                                                                monkeypatch):
+def test_the_check_runs_live_on_the_verifications_snapshot_and_sync_is_optional(upgraded, tmp_path):
     """Two snapshots of the frozen data: the verification's old server runs
     on one from the start and pg_upgrade --check runs live against it;
     pg_upgrade itself runs on the other, on a socket of its own.  With
@@ -357,7 +353,6 @@ def test_the_check_runs_live_on_the_verifications_snapshot_and_sync_is_optional(
     default it is synced."""
     from volmerge.strategies.sql.pgmajor import OldBeside, copied
 
-    monkeypatch.setenv("VOLMERGE_PG_UPGRADE_MIN_MB", "0")  # pg_upgrade even for a small cluster
     u, runs, snaps = upgraded, [], []
 
     def snapshot(frozen, path, **kw):  # noqa: ANN001, ANN003, ANN202
@@ -414,7 +409,7 @@ def _left_behind(path) -> list[str]:  # noqa: ANN001
     return mounts + procs
 
 
-def test_a_check_refusing_beside_pg_upgrade_still_decides(upgraded, tmp_path, monkeypatch):
+def test_a_check_refusing_beside_pg_upgrade_still_decides(upgraded, tmp_path):
     """pg_upgrade --check runs beside pg_upgrade itself (on a copy of the
     new cluster in a tmpfs scratch, as the upgrade transaction runs it):
     when the check refuses, its verdict decides even though pg_upgrade
@@ -424,7 +419,6 @@ def test_a_check_refusing_beside_pg_upgrade_still_decides(upgraded, tmp_path, mo
     from volmerge.strategies.sql.pgmajor import OldBeside
     from volmerge.upgrade.pgsnap import overlay_snapshot, tmpfs_scratch
 
-    monkeypatch.setenv("VOLMERGE_PG_UPGRADE_MIN_MB", "0")  # pg_upgrade even for a small cluster
     u, runs = upgraded, []
     pg16 = _CheckRefused(host_tools(PG16_BIN), runs)
     beside = OldBeside(_Recorded(HostTools(PG15_BIN, pg16.user), runs), PG15_BIN)
@@ -443,29 +437,25 @@ def test_a_check_refusing_beside_pg_upgrade_still_decides(upgraded, tmp_path, mo
     assert sorted(os.listdir(u.old_data)) == u.frozen
 
 
-def test_a_small_cluster_is_dumped_and_restored_a_larger_one_pg_upgraded(upgraded, tmp_path,
-                                                                         monkeypatch):
-    """Under VOLMERGE_PG_UPGRADE_MIN_MB of user data (default 32 MiB) dump
-    and restore is quicker than pg_upgrade's fixed cost and ``auto`` takes
-    it, saying why; at or over it, pg_upgrade.  The fixture's cluster holds
-    a few pages: both sides of the limit by moving the limit."""
+def test_a_small_cluster_is_dumped_and_restored_a_larger_one_pg_upgraded(upgraded, tmp_path):
+    """Under ``small_bytes`` of user data (the upgrade passes its setting,
+    32 MiB by default) dump and restore is quicker than pg_upgrade's fixed
+    cost and ``auto`` takes it, saying why; at or over it, pg_upgrade.  The
+    fixture's cluster holds a few pages: both sides of the limit by moving
+    the limit."""
     from volmerge.strategies.sql.pgmajor import user_bytes
 
     u, pg15, pg16 = upgraded, host_tools(PG15_BIN), host_tools(PG16_BIN)
     size = user_bytes(u.old_data)
     assert 0 < size < 1 << 20
-    monkeypatch.delenv("VOLMERGE_PG_UPGRADE_MIN_MB", raising=False)
-    r = upgrade_datadir(u.old_data, str(tmp_path / "a"), pg15, pg16, workdir=str(tmp_path / "w"))
+    r = upgrade_datadir(u.old_data, str(tmp_path / "a"), pg15, pg16, workdir=str(tmp_path / "w"),
+                        small_bytes=32 << 20)
     assert r.method == "dump and restore" and "small cluster" in r.fallback
     assert "under 32 MiB" in r.fallback
     assert next(d for d in r.databases if d["database"] == "app")["tables"] == _app(u)["tables"]
-    monkeypatch.setenv("VOLMERGE_PG_UPGRADE_MIN_MB", "0")
-    r = upgrade_datadir(u.old_data, str(tmp_path / "b"), pg15, pg16, workdir=str(tmp_path / "w"))
+    r = upgrade_datadir(u.old_data, str(tmp_path / "b"), pg15, pg16, workdir=str(tmp_path / "w"),
+                        small_bytes=size)
     assert r.method.startswith("pg_upgrade") and r.fallback is None
-    monkeypatch.setenv("VOLMERGE_PG_UPGRADE_MIN_MB", "-1")
-    with pytest.raises(BadInput, match="VOLMERGE_PG_UPGRADE_MIN_MB"):
-        upgrade_datadir(u.old_data, str(tmp_path / "c"), pg15, pg16, workdir=str(tmp_path / "w"))
-    assert not os.path.exists(tmp_path / "c")
 
 
 def test_a_temporary_server_stop_waits_until_it_is_gone(tmp_path):
@@ -515,14 +505,13 @@ def _watched(seen: dict):  # noqa: ANN202
     return snapshot
 
 
-def test_where_each_snapshot_keeps_its_copy_on_write_layer(upgraded, tmp_path, monkeypatch):
+def test_where_each_snapshot_keeps_its_copy_on_write_layer(upgraded, tmp_path):
     """pg_upgrade's snapshot keeps its upper layer in the scratch (a tmpfs:
     its old server copies up hundreds of catalog files); the
     verification's keeps its own beside the data (reading a table copies it
     up whole: a tmpfs for it was measured no faster).  No mount is left."""
     from volmerge.upgrade.pgsnap import tmpfs_scratch
 
-    monkeypatch.setenv("VOLMERGE_PG_UPGRADE_MIN_MB", "0")  # pg_upgrade even for a small cluster
     u, seen, work = upgraded, {}, str(tmp_path / "work")
     r = upgrade_datadir(u.old_data, str(tmp_path / "new"), host_tools(PG15_BIN),
                         host_tools(PG16_BIN), workdir=work, snapshot=_watched(seen),

@@ -36,15 +36,12 @@ def test_reason_prefers_the_servers_error_and_what_made_the_file_wrong() -> None
         "x: error while loading shared libraries: libzstd.so.1")
 
 
-def test_user_bytes_counts_user_relation_files_only(tmp_path, monkeypatch) -> None:
+def test_user_bytes_counts_user_relation_files_only(tmp_path) -> None:
     """The size that chooses the path: base/<db>/<relfilenode>[_fork][.seg]
     from 16384 on; catalogs, other files and symbolic links do not count."""
     import os
 
-    import pytest
-
-    from volmerge.strategies.errors import BadInput
-    from volmerge.strategies.sql.pgmajor import small_limit, user_bytes
+    from volmerge.strategies.sql.pgmajor import user_bytes
 
     db = tmp_path / "base" / "16384"
     db.mkdir(parents=True)
@@ -57,14 +54,6 @@ def test_user_bytes_counts_user_relation_files_only(tmp_path, monkeypatch) -> No
     (tmp_path / "global" / "16500").write_bytes(b"x" * 9000)
     assert user_bytes(str(tmp_path)) == 113
     assert user_bytes(str(tmp_path / "nothing")) == 0
-    monkeypatch.delenv("VOLMERGE_PG_UPGRADE_MIN_MB", raising=False)
-    assert small_limit() == 32 << 20
-    monkeypatch.setenv("VOLMERGE_PG_UPGRADE_MIN_MB", "0")
-    assert small_limit() == 0
-    for bad in ("-1", "1.5", "x"):
-        monkeypatch.setenv("VOLMERGE_PG_UPGRADE_MIN_MB", bad)
-        with pytest.raises(BadInput):
-            small_limit()
 
 
 def test_work_beside_the_critical_path_runs_niced_the_caller_does_not() -> None:

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from volmerge.errors import BadInput
 from volmerge.runtime.fsutil import dir_size
-from volmerge.upgrade.servingcopy import COPY_MAX_MB, copy_limit, copy_name, diff_tops
+from volmerge.upgrade.servingcopy import copy_name, diff_tops
 
 # no root, but for the whiteout's test (mknod): the others run as any user
 # (tests/test_unit_unprivileged.py)
@@ -98,19 +97,6 @@ def test_a_whiteout_over_a_lower_directory_deletes_its_subtree(tmp_path: Path) -
 @unit
 def test_the_copys_name_is_the_upgrades_own() -> None:
     assert copy_name("20261205-abc123", "data") == "upgrade-20261205-abc123-copy-data"
-
-
-@unit
-def test_the_copy_limit_reads_the_environment(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.delenv("VOLMERGE_SERVING_COPY_MAX_MB", raising=False)
-    assert copy_limit() == COPY_MAX_MB << 20
-    for raw, mib in (("0", 0), (" 64 ", 64)):
-        monkeypatch.setenv("VOLMERGE_SERVING_COPY_MAX_MB", raw)
-        assert copy_limit() == mib << 20
-    for raw in ("-1", "1.5", "lots", "9" * 10):
-        monkeypatch.setenv("VOLMERGE_SERVING_COPY_MAX_MB", raw)
-        with pytest.raises(BadInput, match="whole number"):
-            copy_limit()
 
 
 @unit
