@@ -51,8 +51,10 @@ class Pending:
         try:
             errlog = os.open(c.dir / "supervisor.err", os.O_WRONLY | os.O_CREAT | os.O_APPEND
                              | os.O_CLOEXEC, 0o600)
-            self.pid = _spawn_session(supervisor_argv(c.id, root, w, factory, go_r), errlog,
-                                      (w, go_r))
+            # what only this container's run needs, imported before the go, not after it
+            preload = ("sockholder",) if c.options.socket_activate else ()
+            self.pid = _spawn_session(supervisor_argv(c.id, root, w, factory, go_r, preload),
+                                      errlog, (w, go_r))
         except BaseException:
             for fd in (r, self._go):
                 os.close(fd)
@@ -111,8 +113,9 @@ _SUPERVISOR = __name__.rpartition(".")[0] + ".supervisor"
 
 
 def supervisor_argv(cid: str, root: str, notify_fd: int | None, factory: str | None,
-                    go_fd: int | None = None) -> list[str]:
-    """The command line of a supervisor for container ``cid``."""
+                    go_fd: int | None = None, preload: tuple[str, ...] = ()) -> list[str]:
+    """The command line of a supervisor for container ``cid``; ``preload``:
+    modules of runtime/ it imports before its go (supervisor.PRELOAD)."""
     path = [os.path.abspath(p) for p in sys.path if p]  # it runs in /, not in our directory
     flags = ("-I", "-S", *(("-B",) if sys.flags.dont_write_bytecode else ()))
     argv = [sys.executable, *flags, "-c", _BOOT.format(path=path, mod=_SUPERVISOR), cid,
@@ -123,6 +126,8 @@ def supervisor_argv(cid: str, root: str, notify_fd: int | None, factory: str | N
         argv += ["--go-fd", str(go_fd)]
     if factory:
         argv += ["--factory", factory]
+    if preload:
+        argv += ["--preload", ",".join(preload)]
     return argv
 
 

@@ -292,18 +292,26 @@ def _start_monitor(records: ContainerRecords, c: Container, ex: Any, hc: Any, in
     return mon
 
 
+#: the modules of runtime/ a spawned supervisor may be told to import before its
+#: go (``--preload``): sockholder (socket, selectors: ~4 ms) for --socket-activate
+PRELOAD = frozenset({"sockholder"})
+
+
 class _Args:
     """The supervisor's command line: ``CID --root R [--notify-fd N] [--go-fd N]
-    [--factory M:F]``,
+    [--factory M:F] [--preload MOD,...]``,
     written by :func:`supervisor_argv` only (no argparse: ~7 ms to import)."""
 
     def __init__(self, argv: list[str]) -> None:
         if not argv or argv[0].startswith("-"):
-            raise SystemExit("usage: supervisor CID --root R [--notify-fd N] [--factory M:F]")
+            raise SystemExit("usage: supervisor CID --root R [--notify-fd N] [--go-fd N] "
+                             "[--factory M:F] [--preload MOD,...]")
         self.container_id = argv[0]
         opts = dict(zip(argv[1::2], argv[2::2]))
-        unknown = set(opts) - {"--root", "--notify-fd", "--go-fd", "--factory"}
-        if unknown or len(argv) % 2 == 0 or "--root" not in opts:
+        unknown = set(opts) - {"--root", "--notify-fd", "--go-fd", "--factory", "--preload"}
+        self.preload = tuple(m for m in opts.get("--preload", "").split(",") if m)
+        if (unknown or len(argv) % 2 == 0 or "--root" not in opts
+                or not PRELOAD.issuperset(self.preload)):
             raise SystemExit(f"supervisor: bad arguments {argv[1:]!r}")
         self.root = opts["--root"]
         self.notify_fd = int(opts["--notify-fd"]) if "--notify-fd" in opts else None
@@ -341,11 +349,13 @@ def main(argv: list[str] | None = None) -> int:
             os.set_inheritable(fd, False)
     if os.fork():  # double fork: the CLI waits for this parent only
         os._exit(0)
-    own(args.root, args.factory, args.container_id, args.notify_fd, args.go_fd)
+    own(args.root, args.factory, args.container_id, args.notify_fd, args.go_fd,
+        preload=args.preload)
 
 
 def own(root: str | None, factory: str | None, cid: str, notify_fd: int | None,
-        go_fd: int | None, *, inherited: frozenset[str] | None = None) -> NoReturn:
+        go_fd: int | None, *, inherited: frozenset[str] | None = None,
+        preload: tuple[str, ...] = ()) -> NoReturn:
     """A supervisor's life, spawned (:func:`main`) or forked (runtime.superspawn):
     get ready while the engine prepares, wait for its go on ``go_fd`` (end of
     file: cancelled, or the engine died: nothing was started), own the run.
@@ -356,11 +366,18 @@ def own(root: str | None, factory: str | None, cid: str, notify_fd: int | None,
     process to be gone, and the interpreter's teardown (SQLite's checkpoint
     of the last connection, a write and two fsyncs) would only delay it;
     every commit is durable already.  ``inherited``: the modules a forked
-    supervisor had from the command it was forked from (for the module list)."""
+    supervisor had from the command it was forked from (for the module list);
+    ``preload``: what only this container's run needs, imported before the
+    go (:data:`PRELOAD`; a spawned one's ``--preload``)."""
     from . import bundle, executors, logfile  # noqa: F401 - while the engine prepares
 
     if inherited is None:  # spawned ahead, so with time to spare (a forked one has little)
         from . import health  # noqa: F401 - ~8 ms with dataclasses, else paid after the go
+    if preload:
+        import importlib
+
+        for name in preload:  # (checked against PRELOAD by _Args)
+            importlib.import_module(f"{__package__}.{name}")
     from .store import Store
 
     code = 0

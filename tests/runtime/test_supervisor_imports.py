@@ -137,3 +137,57 @@ def test_a_supervisor_spawned_ahead_and_cancelled_starts_nothing(engine, image):
         time.sleep(0.02)
     cur = engine.get(c.id)
     assert cur.state == "created" and cur.owner_pid is None and not cur.started_at
+
+
+def _maps(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return ""
+
+
+def test_a_socket_activated_container_s_supervisor_imports_sockholder_before_its_go(engine, image):
+    """socket (~4 ms with selectors) is the supervisor's only for
+    ``--socket-activate``: one spawned ahead for such a container imports
+    runtime.sockholder while it waits for its go, not after it (on the
+    switch's path); one for another container does not import it at all.
+    Seen from outside: the _socket extension mapped into the waiting process."""
+    from tests.procs import processes_whose
+    from volmerge.runtime.options import RunOptions, parse_socket_activate
+    from volmerge.runtime.superspawn import Pending
+
+    sa = engine.create(RunOptions(image=image, command=["/bin/true"], network="none",
+                                  socket_activate=[parse_socket_activate("127.0.0.1:18097:80")]))
+    plain = engine.create(RunOptions(image=image, command=["/bin/true"], network="none"))
+    waiting = {c.id: Pending(c, str(engine.store.root), None) for c in (sa, plain)}
+
+    def mapped(cid: str) -> bool:  # in the supervisor (double-forked: not Pending.pid)
+        return any("_socket" in _maps(pid) for pid in processes_whose("cmdline", cid.encode()))
+
+    try:
+        deadline = time.monotonic() + 20
+        while not mapped(sa.id):
+            assert time.monotonic() < deadline, "sockholder was not imported before the go"
+            time.sleep(0.02)
+        time.sleep(0.2)  # the plain one had as long, and more, to get ready for its go
+        assert not mapped(plain.id)
+    finally:
+        for p in waiting.values():
+            p.cancel()
+    deadline = time.monotonic() + 20
+    while processes_whose("cmdline", sa.id.encode()) or processes_whose("cmdline",
+                                                                       plain.id.encode()):
+        assert time.monotonic() < deadline, "a cancelled supervisor lives on"
+        time.sleep(0.02)
+
+
+@pytest.mark.unit
+def test_the_supervisor_command_line_takes_only_known_preloads() -> None:
+    from volmerge.runtime.supervisor import _Args
+
+    a = _Args(["abc", "--root", "/r", "--preload", "sockholder"])
+    assert a.preload == ("sockholder",)
+    assert _Args(["abc", "--root", "/r"]).preload == ()
+    for bad in ("os", "sockholder,subprocess", "../x"):
+        with pytest.raises(SystemExit, match="bad arguments"):
+            _Args(["abc", "--root", "/r", "--preload", bad])
