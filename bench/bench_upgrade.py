@@ -4,7 +4,7 @@ manual path an operator takes with a docker-like CLI: stop, tar the volume,
 start the new image, and restore from the tar when the new version fails.
 
 Run as root: ``.venv/bin/python bench/bench_upgrade.py [-n ROUNDS] [--notes N[,N...]]
-[--sides floor,volmerge,manual,manual-cli] [--scenarios upgrade,failed,back,naive]``.
+[--sides floor,volmerge,volmerge-sa,manual,manual-cli] [--scenarios upgrade,failed,back,naive]``.
 
 The script re-executes itself under ``unshare --net --mount --propagation
 private`` so that the bridge, the published port, the nft table and every
@@ -24,11 +24,17 @@ stopped and started again through the library in one warm process; an
 upgrade replaces the process, so it cannot have less downtime than that
 without keeping the socket open.
 
+The ``volmerge-sa`` side is volmerge's with the app started by ``run
+--socket-activate`` instead of ``-p``: the listening socket stays open
+across the switch, so a client's connection waits instead of being
+refused; its **wait** column is the longest time one answered request took.
+
 A client thread polls GET /health every 5 ms; downtime is the longest gap
 between two successful (HTTP 200) answers; refused counts the connections
-refused meanwhile, failed every try without a 200.  Sides alternate which
-goes first.  The goals of issue 19 are printed: the upgrade's downtime at
-most the floor + 50 ms and at most 0.5 x the manual path's.
+refused meanwhile, failed every try without a 200, wait the slowest
+answered try.  Sides alternate which goes first.  The goals of issue 19
+are printed: the upgrade's downtime at most the floor + 50 ms and at most
+0.5 x the manual path's; with socket activation, no refused connection.
 """
 
 from __future__ import annotations
@@ -177,6 +183,7 @@ class Poller:
         self.oks: list[float] = []
         self.tries = 0
         self.refused = 0        # connections refused (or reset) while measuring
+        self.slowest = 0.0      # the longest an answered try took while measuring
         self.failed = 0         # every try without an HTTP 200 while measuring
         self._measuring = False
         self._finish_at: float | None = None
@@ -187,12 +194,15 @@ class Poller:
         nxt = time.perf_counter()
         while True:
             self.tries += 1
+            t0 = time.perf_counter()
             code = probe()
             ok = code == 200
             now = time.perf_counter()
             if self._measuring and not ok:
                 self.failed += 1
                 self.refused += code == REFUSED
+            if self._measuring and ok:
+                self.slowest = max(self.slowest, now - t0)
             if ok:
                 self.oks.append(now)
                 if self._finish_at is not None and now >= self._finish_at:
@@ -232,13 +242,15 @@ class Poller:
 # --------------------------------------------------------------------------
 
 
-def run_notes(vm: VM, version: int) -> None:
-    vm("run", "-d", "--name", NAME, "-p", f"{PORT}:8080", "-v", f"{VOL}:/data", DEMO[version])
+def run_notes(vm: VM, version: int, publish: str = "-p") -> None:
+    """The demo app detached, its port published (``-p``) or held open by
+    volmerge and passed in (``--socket-activate``)."""
+    vm("run", "-d", "--name", NAME, publish, f"{PORT}:8080", "-v", f"{VOL}:/data", DEMO[version])
 
 
-def setup(vm: VM, notes: int) -> None:
+def setup(vm: VM, notes: int, publish: str = "-p") -> None:
     """Fresh state: notes v1 on a fresh volume, N notes, an operator's edit."""
-    run_notes(vm, 1)
+    run_notes(vm, 1, publish)
     vm("wait", "--healthy", NAME, "--timeout", "30")
     for i in range(10):  # a few through the app itself
         import urllib.request
@@ -283,6 +295,7 @@ class Sample:
     steps: dict[str, float] = field(default_factory=dict)
     refused: int = 0
     failed: int = 0
+    wait: float = 0.0
 
 
 def measure(action) -> Sample:  # type: ignore[no-untyped-def]
@@ -294,7 +307,7 @@ def measure(action) -> Sample:  # type: ignore[no-untyped-def]
     finally:
         total = time.perf_counter() - t0
         down = poller.finish()
-    return Sample(down, total, steps, poller.refused, poller.failed)
+    return Sample(down, total, steps, poller.refused, poller.failed, poller.slowest)
 
 
 class Steps:
@@ -583,11 +596,13 @@ SIDES = {
     "floor": "the app's own restart: stop + start of the same container through the library "
              "in one warm process",
     "volmerge": "volmerge upgrade / its automatic rollback / volmerge rollback (one CLI call each)",
+    "volmerge-sa": "the same, the app started with --socket-activate (its socket stays open)",
     "manual": "manual path through the library in one warm process (no per-command start-up)",
     "manual-cli": "manual path as typed: one volmerge CLI command per step",
 }
 GOAL_OVER_FLOOR_MS = 50.0   # issue 19: downtime <= the floor + 50 ms
 GOAL_OF_MANUAL = 0.5        # ... and <= 0.5 x the manual path
+MANUAL = ("manual", "manual-cli")  # the sides the ratios compare with volmerge's
 
 
 def report(results: dict[str, list[dict[str, Sample]]], notes: int, rounds: int) -> dict:
@@ -595,7 +610,7 @@ def report(results: dict[str, list[dict[str, Sample]]], notes: int, rounds: int)
           "longest gap between two 200 answers of GET /health polled every 5 ms; refused = "
           "connections refused, failed = tries without a 200 (medians per run)\n")
     hdr = (f"{'scenario':<9} {'side':<11} {'downtime':>9} {'command':>9} {'min-max downtime':>17}"
-           f" {'refused':>8} {'failed':>7} {'x downtime':>11} {'x command':>10}")
+           f" {'refused':>8} {'failed':>7} {'wait':>6} {'x downtime':>11} {'x command':>10}")
     print(hdr)
     print("-" * len(hdr))
     summary: dict = {}
@@ -611,17 +626,18 @@ def report(results: dict[str, list[dict[str, Sample]]], notes: int, rounds: int)
                 "min_ms": min(d) * 1000, "max_ms": max(d) * 1000,
                 "refused": statistics.median([x.refused for x in xs]),
                 "failed": statistics.median([x.failed for x in xs]),
+                "wait_ms": med([x.wait for x in xs]),
                 "steps_ms": {k: (statistics.mean if k in SHARES else med)(
                     [x.steps.get(k, 0.0) for x in xs]) for k in xs[0].steps}}
             ratio = ""
-            if side not in ("volmerge", "floor") and "volmerge" in row:
+            if side in MANUAL and "volmerge" in row:
                 v = row["volmerge"]
                 r["ratio_downtime"] = r["downtime_ms"] / v["downtime_ms"]
                 r["ratio_total"] = r["total_ms"] / v["total_ms"]
                 ratio = f"{r['ratio_downtime']:>10.2f}x {r['ratio_total']:>9.2f}x"
             mm = f"{r['min_ms']:.0f}-{r['max_ms']:.0f}"
             print(f"{key:<9} {side:<11} {r['downtime_ms']:>9.0f} {r['total_ms']:>9.0f} {mm:>17}"
-                  f" {r['refused']:>8g} {r['failed']:>7g} {ratio}")
+                  f" {r['refused']:>8g} {r['failed']:>7g} {r['wait_ms']:>6.0f} {ratio}")
         if row:
             summary[key] = row
     print("\n(x: manual / volmerge, > 1 means volmerge is faster)")
@@ -633,6 +649,13 @@ def report(results: dict[str, list[dict[str, Sample]]], notes: int, rounds: int)
               f"(goal <= +{GOAL_OVER_FLOOR_MS:.0f}: {'met' if goals['floor_met'] else 'NOT met'});"
               f" manual {goals['manual_ms']:.0f} ms -> {goals['of_manual']:.2f} x manual "
               f"(goal <= {GOAL_OF_MANUAL}: {'met' if goals['manual_met'] else 'NOT met'})")
+    sa = summary.get("upgrade", {}).get("volmerge-sa")
+    if sa:
+        summary.setdefault("goals", {})["socket_activated_refused"] = sa["refused"]
+        print(f"With socket activation: refused {sa['refused']:g} (goal 0: "
+              f"{'met' if sa['refused'] == 0 else 'NOT met'}), failed {sa['failed']:g}; the"
+              f" longest answered request took {sa['wait_ms']:.0f} ms, downtime"
+              f" {sa['downtime_ms']:.0f} ms")
     print("\nScenarios:")
     for k, v in SCENARIOS.items():
         print(f"  {k:<8} {v}")
@@ -676,11 +699,11 @@ def cli_floor(vm: VM, n: int = 5) -> float:
 
 
 def run_side(vm: VM, side: str, notes: int, work: Path, scenarios: set[str]) -> dict[str, Sample]:
-    setup(vm, notes)
+    setup(vm, notes, "--socket-activate" if side == "volmerge-sa" else "-p")
     try:
         if side == "floor":
             return floor_side(vm, notes, work)
-        if side == "volmerge":
+        if side in ("volmerge", "volmerge-sa"):
             return volmerge_side(vm, notes, scenarios)
         return manual_side(vm, notes, work, side == "manual", scenarios)
     finally:
@@ -695,7 +718,8 @@ def bench(vm: VM, notes: int, rounds: int, sides: list[str], work: Path,
             r = run_side(vm, side, notes, work, scenarios)
             results[side].append(r)
             print(f"{notes} notes, round {i + 1} {side:<11} " + ", ".join(
-                f"{k} {s.downtime * 1000:.0f}/{s.total * 1000:.0f} ms, refused {s.refused}"
+                f"{k} {s.downtime * 1000:.0f}/{s.total * 1000:.0f} ms, refused {s.refused},"
+                f" wait {s.wait * 1000:.0f} ms"
                 for k, s in r.items()), flush=True)
     return report(results, notes, rounds)
 
