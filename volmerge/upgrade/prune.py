@@ -15,7 +15,9 @@ What a kept generation needs is exactly what :func:`rollback._plan` reads:
 the current row and its ``post`` tags (what was written since), and for each
 kept earlier generation the row of the upgrade that left it and that row's
 ``pre`` tags.  Runs under the container's transaction lock, so never during
-an upgrade, rollback or rehearsal of it.
+an upgrade, rollback or rehearsal of it.  A compose stack's history (its
+generations and journals) is pruned with its services' generations by
+volmerge/compose/stackprune.py, which calls :func:`prune_one` per container.
 """
 
 from __future__ import annotations
