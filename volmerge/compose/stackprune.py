@@ -174,11 +174,24 @@ def _open(ctx: Ctx, project: str) -> list[str]:
     return [r["id"] for r in jr.pending(ctx.store) if r["container"] == journal_name(project)]
 
 
-def _refuse_open(ctx: Ctx, project: str) -> None:
+def _refuse_open(ctx: Ctx, project: str, *, locked: bool) -> None:
+    """Conflict while the stack's journal is open: a live ``compose upgrade``
+    or ``rollback`` holds the stack's locks (``locked``: we do); otherwise
+    recovery could not close it."""
     ids = _open(ctx, project)
-    if ids:
-        raise Conflict(f"cannot prune {journal_name(project)}: stack {project} has an "
-                       f"unfinished upgrade or rollback ({ids[0]}): run `volmerge recover` first")
+    if not ids:
+        return
+    if not locked:
+        with _locked(ctx, project):
+            pass
+    raise Conflict(f"stack {project} has an unfinished upgrade or rollback ({ids[0]}): "
+                   "run `volmerge recover` first")
+
+
+def _named(project: str, exc: Conflict) -> Conflict:
+    msg = str(exc)
+    return Conflict(msg if msg.startswith("cannot prune") else
+                    f"cannot prune {journal_name(project)}: {msg}")
 
 
 def stacks(ctx: Ctx) -> dict[str, list[str]]:
@@ -237,7 +250,10 @@ def prune(ctx: Ctx, targets: list[str], *, keep: int = 2,
     check_keep(keep)
     containers, chosen = _targets(ctx, targets)
     for project in chosen:  # before anything changes
-        _refuse_open(ctx, project)
+        try:
+            _refuse_open(ctx, project, locked=False)
+        except Conflict as exc:
+            raise _named(project, exc) from None
     pruned: dict[str, PrunePlan] = {}
     reports: list[dict[str, Any]] = []
     for project, members in chosen.items():
@@ -245,7 +261,7 @@ def prune(ctx: Ctx, targets: list[str], *, keep: int = 2,
         try:
             with _locked(ctx, project):
                 runner.recover(ctx, container=jname, locked=True)
-                _refuse_open(ctx, project)
+                _refuse_open(ctx, project, locked=True)
                 history.settle(ctx.store, project)
                 for name in members:
                     if name not in pruned:
@@ -255,9 +271,7 @@ def prune(ctx: Ctx, targets: list[str], *, keep: int = 2,
                 if not dry_run:
                     _apply(ctx, project, sel)
         except Conflict as exc:
-            msg = str(exc)
-            raise Conflict(msg if msg.startswith("cannot prune") else
-                           f"cannot prune {jname}: {msg}") from None
+            raise _named(project, exc) from None
         reports.append({"stack": project, "keep": list(sel.keep), "generations": list(sel.rows),
                         "journals": list(sel.journals), "dry_run": dry_run})
     for name in containers:

@@ -129,10 +129,19 @@ def test_an_open_stack_journal_refuses_prune(cli, root, app_images, tmp_path):
                 assert p.returncode == 2, (args, p.stderr)
                 assert p.stderr.count("\n") == 1 and "run `volmerge recover` first" in p.stderr \
                     and "cannot prune stack:st: stack st has an unfinished" in p.stderr, p.stderr
+            with st.lock("upgrade-stack:st", blocking=False):  # as a live compose upgrade
+                p = cli("prune", "stack:st")
+            assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+            assert "cannot prune stack:st: another upgrade, rollback or rehearsal of stack:st " \
+                "is running" in p.stderr, p.stderr
             assert _rows(root) == before
+        assert cli("recover").returncode == 0
+        with st.lock("compose-st", blocking=False):  # a compose command of the project
+            p = cli("prune")
+        assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+        assert "cannot prune stack:st: project st: another compose upgrade" in p.stderr, p.stderr
     finally:
         st.close()
-    assert cli("recover").returncode == 0
     p = cli(*c, "prune", "--json")
     assert p.returncode == 0, p.stderr
     hist = json.loads(cli(*c, "history", "--json").stdout)
