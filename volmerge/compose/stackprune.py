@@ -241,9 +241,10 @@ def _targets(ctx: Ctx, targets: list[str]) -> tuple[list[str], dict[str, list[st
 
 def prune(ctx: Ctx, targets: list[str], *, keep: int = 2,
           dry_run: bool = False) -> list[dict[str, Any]]:
-    """Prune containers (names) and stacks (``stack:PROJECT``), every one
-    of both with no targets.  One report per container, then one per stack
-    (``{"stack": PROJECT, "keep", "generations", "journals"}``)."""
+    """Prune containers (names) and stacks (``stack:PROJECT``); with no
+    targets every container with generations and every stack with history.
+    One report per container, then one per stack (``{"stack": PROJECT,
+    "keep", "generations", "journals", "dry_run"}``)."""
     from volmerge.upgrade import runner
     from volmerge.upgrade.prune import check_keep, prune_one
 

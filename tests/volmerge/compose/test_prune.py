@@ -103,6 +103,10 @@ def test_a_stack_pruned_keeps_what_compose_rollback_needs(cli, root, app_images,
     hist = json.loads(cli(*c, "history", "--json").stdout)
     assert [(g["generation"], g["state"]) for g in hist] == [(2, "rolled-back")]
     assert "Nothing to prune" in cli(*c, "prune").stdout
+    # a container pruned by name takes the history of the stack it served in along
+    p = cli("prune", "st-db-1", "--dry-run", "--json")
+    assert p.returncode == 0, p.stderr
+    assert [r.get("container") or r["stack"] for r in json.loads(p.stdout)] == ["st-db-1", "st"]
     p = cli(*c, "rollback")
     assert p.returncode == 2 and "no stack upgrade to roll back" in p.stderr, p.stderr
 
