@@ -23,7 +23,7 @@ _PASSTHRU = {"allow_interspersed_args": False}
 
 compose_app = typer.Typer(
     help="Run a compose.yaml (the Compose Specification): up, down, ps, logs, exec, run, pull, "
-         "config.",
+         "config; upgrade, rollback, history, prune, recover.",
     no_args_is_help=True,
 )
 
@@ -340,6 +340,35 @@ def history(
           [[g.gen, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(g.created)), g.state,
             ", ".join(f"{s.service} {s.from_image} -> {s.to_image}" for s in g.services)]
            for g in gens])
+
+
+@compose_app.command("prune")
+def prune(
+    ctx: typer.Context,
+    keep: int = typer.Option(2, "--keep", metavar="N",
+                             help="Generations to keep per service: the current one and the "
+                                  "N-1 newest it can roll back to."),
+    dry_run: bool = typer.Option(False, "--dry-run",
+                                 help="List what would be removed; change nothing."),
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+) -> None:
+    """Remove the project's upgrade history older than the newest N generations (default 2):
+    its services' as `volmerge prune` removes them, and the stack generations `compose
+    rollback` can no longer return to, with their journals."""
+    from volmerge.compose import stackprune
+    from volmerge.upgrade.prune import check_keep
+
+    from .cmd_upgrade import print_prune
+
+    check_keep(keep)
+    st = _stack(ctx)
+    targets = stackprune.project_targets(st.ctx, st.project.name,
+                                         [c.name for c in st.containers()])
+    reps = stackprune.prune(st.ctx, targets, keep=keep, dry_run=dry_run) if targets else []
+    if as_json:
+        emit_json(reps)
+        return
+    print_prune(reps, dry_run)
 
 
 @compose_app.command("recover")

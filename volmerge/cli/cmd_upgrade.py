@@ -217,7 +217,7 @@ def register(app: typer.Typer) -> None:
     @app.command("prune")
     def prune_cmd(
         ctx: typer.Context,
-        containers: list[str] = typer.Argument(None, metavar="[CONTAINER]...", help="Containers to prune (default: every container with generations)."),
+        containers: list[str] = typer.Argument(None, metavar="[CONTAINER | stack:PROJECT]...", help="Containers, and compose stacks as stack:PROJECT, to prune (default: every container with generations and every stack with history)."),
         keep: int = typer.Option(2, "--keep", metavar="N", help="Generations to keep per container: the current one and the N-1 newest it can roll back to."),
         dry_run: bool = typer.Option(False, "--dry-run", help="List what would be removed; change nothing."),
         as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
@@ -228,32 +228,17 @@ def register(app: typer.Typer) -> None:
         and the volume snapshots only they needed are untagged and compacted;
         the images they ran go when untagged and used by nothing else.
         Never what the current generation or a rollback to a kept one needs.
+        A compose stack's history goes with its services' generations: the
+        stack generations `compose rollback` can no longer return to and
+        their journals (one stack: stack:PROJECT, or `compose prune`).
         """
-        from volmerge.upgrade.prune import prune
+        from volmerge.compose.stackprune import prune
 
         reps = prune(_ctx(ctx), list(containers or []), keep=keep, dry_run=dry_run)
         if as_json:
             emit_json(reps)
             return
-        from .common import table
-
-        rows = []
-        for r in reps:
-            rows += [[r["container"], f"generation {g}", "row"] for g in r["generations"]]
-            rows += [[r["container"], c["name"], "container"] for c in r["containers"]]
-            rows += [[r["container"], f"{v}@{t}", "snapshot tag"]
-                     for v, ts in r["snapshots"].items() for t in ts]
-            rows += [[r["container"], j, "journal"] for j in r["journals"]]
-            rows += [[r["container"], f"{i['ref']} ({i['id'][:12]})", "image"]
-                     for i in r["images"]]
-        if not rows:
-            print("Nothing to prune.")
-            return
-        table(["CONTAINER", "WHAT", "KIND"], rows)
-        n = sum(len(r["generations"]) for r in reps)
-        print(f"{'Would remove' if dry_run else 'Removed'} {n} generation(s); kept "
-              + "; ".join(f"{r['container']}: {', '.join(map(str, r['keep'])) or 'none'}"
-                          for r in reps))
+        print_prune(reps, dry_run)
 
     @app.command("recover")
     def recover_cmd(
@@ -271,6 +256,36 @@ def register(app: typer.Typer) -> None:
             print("Nothing to recover.")
         for d in done:
             print(f"{d['container']}: {d['action']} ({d['id']})" + (f": {d.get('error')}" if d.get("error") else ""))
+
+
+def print_prune(reps: list[dict], dry_run: bool) -> None:
+    """What prune removed (or would): one line per thing, then the totals and
+    what each container and stack keeps."""
+    from .common import table
+
+    rows = []
+    for r in reps:
+        if "stack" in r:
+            name = f"stack:{r['stack']}"
+            rows += [[name, f"stack generation {g}", "stack row"] for g in r["generations"]]
+            rows += [[name, j, "journal"] for j in r["journals"]]
+            continue
+        rows += [[r["container"], f"generation {g}", "row"] for g in r["generations"]]
+        rows += [[r["container"], c["name"], "container"] for c in r["containers"]]
+        rows += [[r["container"], f"{v}@{t}", "snapshot tag"]
+                 for v, ts in r["snapshots"].items() for t in ts]
+        rows += [[r["container"], j, "journal"] for j in r["journals"]]
+        rows += [[r["container"], f"{i['ref']} ({i['id'][:12]})", "image"] for i in r["images"]]
+    if not rows:
+        print("Nothing to prune.")
+        return
+    table(["CONTAINER", "WHAT", "KIND"], rows)
+    n = sum(len(r["generations"]) for r in reps if "stack" not in r)
+    stacks = sum(len(r["generations"]) for r in reps if "stack" in r)
+    also = f" and {stacks} stack generation(s)" if stacks else ""
+    print(f"{'Would remove' if dry_run else 'Removed'} {n} generation(s){also}; kept "
+          + "; ".join(f"{r.get('container') or 'stack:' + r['stack']}: "
+                      f"{', '.join(map(str, r['keep'])) or 'none'}" for r in reps))
 
 
 def _print_space(space: dict) -> None:

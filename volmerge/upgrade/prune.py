@@ -15,7 +15,9 @@ What a kept generation needs is exactly what :func:`rollback._plan` reads:
 the current row and its ``post`` tags (what was written since), and for each
 kept earlier generation the row of the upgrade that left it and that row's
 ``pre`` tags.  Runs under the container's transaction lock, so never during
-an upgrade, rollback or rehearsal of it.
+an upgrade, rollback or rehearsal of it.  A compose stack's history (its
+generations and journals) is pruned with its services' generations by
+volmerge/compose/stackprune.py, which calls :func:`prune_one` per container.
 """
 
 from __future__ import annotations
@@ -60,20 +62,31 @@ def _tags(g: Generation, which: str) -> dict[str, str]:
             if not v.startswith("_") and isinstance(info, dict) and info.get(which)}
 
 
+def kept(gens: list[Generation], keep: int | None) -> list[Generation]:
+    """The newest ``keep`` generations (None: all) a container keeps: its
+    current one and the newest earlier ones ``rollback`` can return to
+    (``previous``, below the current one).  Pure."""
+    current = [g for g in gens if g.state == "current"]
+    cur = current[-1] if current else None
+    live = sorted((g for g in gens if g.state == "previous" and (cur is None or g.gen < cur.gen)),
+                  key=lambda g: g.gen, reverse=True)
+    if keep is None:
+        return ([cur] if cur else []) + live
+    return ([cur] if cur else []) + live[: keep - 1 if cur else keep]
+
+
 def plan(ctx: Ctx, name: str, keep: int) -> PrunePlan:
     """What pruning ``name`` to its newest ``keep`` generations removes."""
     gens = jr.generations(ctx.store, name)
     current = [g for g in gens if g.state == "current"]
     cur = current[-1] if current else None
-    live = sorted((g for g in gens if g.state == "previous" and (cur is None or g.gen < cur.gen)),
-                  key=lambda g: g.gen, reverse=True)
-    kept = ([cur] if cur else []) + live[: keep - 1 if cur else keep]
-    needed = {g.gen for g in kept}
+    kept_ = kept(gens, keep)
+    needed = {g.gen for g in kept_}
     need_tags: dict[str, set[str]] = {}
     if cur is not None:
         for v, t in _tags(cur, "post").items():
             need_tags.setdefault(v, set()).add(t)
-    for g in kept:
+    for g in kept_:
         if g is cur:
             continue
         leaving = jr.leaving(gens, g)  # what rollback._plan reads
@@ -103,7 +116,7 @@ def plan(ctx: Ctx, name: str, keep: int) -> PrunePlan:
                 and c.state not in ("running", "paused", "restarting")):
             containers.append((c.id, c.name))
     return PrunePlan(
-        container=name, keep=tuple(sorted(g.gen for g in kept)),
+        container=name, keep=tuple(sorted(g.gen for g in kept_)),
         rows=tuple(g.gen for g in drop), containers=tuple(containers),
         tags={v: tuple(sorted(t)) for v, t in sorted(tags.items())},
         journals=tuple(_journals(ctx, name, [g for g in gens if g.gen in needed])),
@@ -188,7 +201,7 @@ def _apply(ctx: Ctx, p: PrunePlan) -> None:
             continue  # tagged, used or removed since the plan: it stays (or is gone)
 
 
-def _names(ctx: Ctx, containers: list[str]) -> list[str]:
+def names(ctx: Ctx, containers: list[str]) -> list[str]:
     """The containers to prune: the named ones (a removed container's history
     counts), or every container with generations."""
     jr.ensure(ctx.store)
@@ -209,25 +222,37 @@ def _names(ctx: Ctx, containers: list[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def prune_one(ctx: Ctx, name: str, *, keep: int, dry_run: bool,
+              held: tuple[str, ...] = ()) -> PrunePlan:
+    """Prune ``name`` under its transaction lock (``held``: the other locks
+    the caller holds, a compose stack's); Conflict while a transaction of it
+    is open."""
+    try:
+        with runner.locked(ctx, name):
+            runner.recover(ctx, container=name, locked=True, held=held)
+            open_ = [r["id"] for r in jr.pending(ctx.store) if r["container"] == name]
+            if open_:
+                raise Conflict(f"{name} has an unfinished upgrade ({open_[0]}): "
+                               "run `volmerge recover` first")
+            p = plan(ctx, name, keep)
+            if not dry_run:
+                _apply(ctx, p)
+    except Conflict as exc:
+        raise Conflict(f"cannot prune {name}: {exc}") from None
+    return p
+
+
+def check_keep(keep: int) -> None:
+    if keep < 1:
+        raise BadInput(f"--keep must be at least 1 (the current generation), not {keep}")
+
+
 def prune(ctx: Ctx, containers: list[str], *, keep: int = 2,
           dry_run: bool = False) -> list[dict[str, Any]]:
     """Prune each container's generations to its newest ``keep``; returns
-    one report per container (what went, or would go with ``dry_run``)."""
-    if keep < 1:
-        raise BadInput(f"--keep must be at least 1 (the current generation), not {keep}")
-    out = []
-    for name in _names(ctx, containers):
-        try:
-            with runner.locked(ctx, name):
-                runner.recover(ctx, container=name, locked=True)
-                open_ = [r["id"] for r in jr.pending(ctx.store) if r["container"] == name]
-                if open_:
-                    raise Conflict(f"{name} has an unfinished upgrade ({open_[0]}): "
-                                   "run `volmerge recover` first")
-                p = plan(ctx, name, keep)
-                if not dry_run:
-                    _apply(ctx, p)
-        except Conflict as exc:
-            raise Conflict(f"cannot prune {name}: {exc}") from None
-        out.append({**p.to_json(), "dry_run": dry_run})
-    return out
+    one report per container (what went, or would go with ``dry_run``).
+    The stacks' history is volmerge/compose/stackprune.py's, which calls
+    :func:`prune_one` for each container."""
+    check_keep(keep)
+    return [{**prune_one(ctx, name, keep=keep, dry_run=dry_run).to_json(), "dry_run": dry_run}
+            for name in names(ctx, containers)]
