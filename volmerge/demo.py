@@ -130,6 +130,60 @@ def _check(cond: bool, claim: str) -> None:
         raise AssertionError(claim)
 
 
+class _Client:
+    """A user of the app during the upgrade: ``GET /version`` every 5 ms,
+    each on a new connection through the published port, until stopped
+    (after one answer that came once :meth:`stop` was called); counts what
+    it saw.  With ``--socket-activate`` the port stays open across the
+    switch, so nothing may be refused: a request only waits."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.answered = self.refused = self.failed = 0
+        self.longest = 0.0
+        self._deadline = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> _Client:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._deadline = time.monotonic() + 30  # (an app that never answers again)
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        import socket
+
+        while True:
+            stopping = self._stop.is_set()
+            if stopping and time.monotonic() > self._deadline:
+                return
+            t0 = time.monotonic()
+            data = b""
+            try:
+                with socket.create_connection(("127.0.0.1", PORT), timeout=30) as s:
+                    s.sendall(b"GET /version HTTP/1.0\r\nHost: notes\r\n\r\n")
+                    while chunk := s.recv(4096):
+                        data += chunk
+            except ConnectionRefusedError:
+                self.refused += 1
+            except OSError:
+                self.failed += 1
+            else:
+                if data.split(b" ", 2)[1:2] == [b"200"]:
+                    self.answered += 1
+                    self.longest = max(self.longest, time.monotonic() - t0)
+                    if stopping:
+                        return
+                else:
+                    self.failed += 1
+            time.sleep(0.005)
+
+
 class Story:
     """The upgrade story on the demo notes app, each claim checked."""
 
@@ -159,18 +213,21 @@ class Story:
         return ("removed " + ", ".join(gone)) if gone else "nothing left from earlier runs", {}
 
     def run_v1(self) -> tuple[str, dict[str, Any]]:
-        from volmerge.runtime.options import Mount, PortSpec, RunOptions
+        from volmerge.runtime.options import Mount, RunOptions, parse_socket_activate
 
         eng = self.c.engine
+        # the port held open by volmerge and passed in: no client is refused
+        # while an upgrade replaces the app (the upgrade step checks it)
         c = eng.create(RunOptions(image=V[1], name="notes", detach=True,
                                   mounts=[Mount("volume", "/data", "notes-data")],
-                                  ports=[PortSpec(PORT, 8080)]))
+                                  socket_activate=[parse_socket_activate(f"{PORT}:8080")]))
         eng.start(c.id)
         eng.wait(c.id, healthy=True, timeout=30)
         _check(_http("/version")["version"] == 1, "v1 answers on the published port")
         ip = self.c.network.attachment(c.id).ip
         self.facts["ip"] = ip
-        return f"volmerge run -d --name notes -p {PORT}:8080 -v notes-data:/data {V[1]}  ({ip}, healthy)", {}
+        return (f"volmerge run -d --name notes --socket-activate {PORT}:8080 -v notes-data:/data "
+                f"{V[1]}  ({ip}, healthy)"), {}
 
     def write(self) -> tuple[str, dict[str, Any]]:
         for text in ("buy milk", "call the plumber", "renew the TLS certificate"):
@@ -222,7 +279,10 @@ class Story:
     def upgrade(self) -> tuple[str, dict[str, Any]]:
         from volmerge.upgrade import upgrade
 
-        rep = upgrade(self.c, self._opts(V[2], health_timeout=30))
+        with _Client() as client:
+            rep = upgrade(self.c, self._opts(V[2], health_timeout=30))
+        _check(client.refused == 0, "no client refused during the upgrade (socket activation)")
+        _check(client.failed == 0, "every request during the upgrade answered")
         _check(_http("/version")["version"] == 2, "v2 answers on the same port")
         notes = _http("/notes")
         _check(notes["count"] == 3, "every note carried into the new schema")
@@ -237,10 +297,15 @@ class Story:
         _check(self.c.network.attachment(c.id).ip == self.facts["ip"], "same address")
         t = rep["timings"]
         return (f"upgraded to v2: 3 notes replayed (body -> content, +pinned, +tags), operator's "
-                f"greeting kept, new settings added; downtime {t['downtime'] * 1000:.0f} ms "
+                f"greeting kept, new settings added; from the stop to healthy "
+                f"{t['downtime'] * 1000:.0f} ms "
                 f"(stop {t['stop'] * 1000:.0f}, merge again {t['finish-merge'] * 1000:.0f}, "
                 f"start {t['start'] * 1000:.0f}, health {t['health'] * 1000:.0f}; merged "
-                f"before the stop in {t['stage-merge'] * 1000:.0f})"), {"timings": t}
+                f"before the stop in {t['stage-merge'] * 1000:.0f}); a client requesting every "
+                f"5 ms meanwhile: {client.answered} answered, 0 refused, the longest waited "
+                f"{client.longest * 1000:.0f} ms"), {"timings": t, "client": {
+                    "answered": client.answered, "refused": client.refused,
+                    "longest_ms": round(client.longest * 1000, 1)}}
 
     def broken(self) -> tuple[str, dict[str, Any]]:
         from volmerge.errors import NotDone
@@ -274,9 +339,12 @@ class Story:
         _check(_http("/version")["version"] == 1, "v1 again")
         _check(_http("/notes")["count"] == 3, "v1's 3 notes")
         _check(self.c.volumes.exists("notes-v2-data"), "v2's data kept as a volume")
-        rows = rep["new_data"]["notes-data"]["rows"]
+        rows = rep["new_data"]["notes-data"]["rows"]  # {file: {table: rows}}
+        since = ", ".join(f"{n} row{'s' if n != 1 else ''} of {table} in {file}"
+                          for file, tables in rows.items() for table, n in tables.items())
         return ("rollback --keep-new-data-as notes-v2-data: back on v1 with its 3 notes; "
-                f"data written since the upgrade ({rows}) kept in volume notes-v2-data"), {}
+                f"data written since the upgrade ({since or 'none'}) kept in volume "
+                "notes-v2-data"), {}
 
     def cleanup(self) -> tuple[str, dict[str, Any]]:
         self.clean()

@@ -11,8 +11,9 @@ def test_demo_tells_the_upgrade_story_and_checks_it(cli, root: Path) -> None:
         proc = cli("demo", timeout=300)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         out = " ".join(proc.stdout.split())
-        for claim in ("run v1", "preview", "rehearse", "upgraded to v2", "rolled back automatically",
-                      "back on v1", "demo passed"):
+        for claim in ("run v1", "--socket-activate 18080:8080", "preview", "rehearse",
+                      "upgraded to v2", "0 refused", "rolled back automatically",
+                      "back on v1", "1 row of notes in notes.db", "demo passed"):
             assert claim in out, claim
     assert cli("ps", "-aq").stdout.strip() == ""  # the demo removed what it started
 
