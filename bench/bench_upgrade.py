@@ -877,6 +877,9 @@ def open_podman(work: Path, archives: list[Path]):  # type: ignore[no-untyped-de
             pm.close()
             print(f"podman: storage driver {driver} fails here ({e}); trying the next", flush=True)
             continue
+        except BaseException:
+            pm.close()
+            raise
         pm.version = pm("version", "--format", "{{.Client.Version}}").stdout.strip()
         print(f"podman {pm.version}: images loaded in {time.perf_counter() - t0:.1f} s; storage "
               f"driver {driver}; network a CNI bridge, -p {PORT}:8080", flush=True)

@@ -86,7 +86,11 @@ class PodmanStore:
                      "--tmpdir", str(base / "tmp"), "--storage-driver", driver,
                      "--network-config-dir", str(base / "networks"),
                      "--cgroup-manager=cgroupfs", "--runtime", "runc", "--events-backend", "file"]
-        self._shadow_default_state()
+        try:
+            self._shadow_default_state()
+        except BaseException:
+            self.close(clear=False)
+            raise
 
     def _shadow_default_state(self) -> None:
         for d in DEFAULT_STATE:
@@ -115,11 +119,12 @@ class PodmanStore:
         self("rm", "-a", "-f", "-t", "0", check=False)
         self("volume", "rm", "-a", "-f", check=False)
 
-    def close(self) -> None:
+    def close(self, clear: bool = True) -> None:
         from volmerge.runtime import sys as rsys
 
         try:
-            self.clear()
+            if clear:
+                self.clear()
             # conmon outlives `podman rm` a little and writes below the store
             deadline = time.monotonic() + 10
             while self._processes() and time.monotonic() < deadline:
