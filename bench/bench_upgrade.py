@@ -4,7 +4,8 @@ manual path an operator takes with a docker-like CLI: stop, tar the volume,
 start the new image, and restore from the tar when the new version fails.
 
 Run as root: ``.venv/bin/python bench/bench_upgrade.py [-n ROUNDS] [--notes N[,N...]]
-[--sides floor,volmerge,volmerge-sa,manual,manual-cli] [--scenarios upgrade,failed,back,naive]``.
+[--sides floor,floor-podman,volmerge,volmerge-sa,manual,manual-cli,manual-podman]
+[--scenarios upgrade,failed,back,naive] [--json FILE]``.
 
 The script re-executes itself under ``unshare --net --mount --propagation
 private`` so that the bridge, the published port, the nft table and every
@@ -28,6 +29,13 @@ The ``volmerge-sa`` side is volmerge's with the app started by ``run
 --socket-activate`` instead of ``-p``: the listening socket stays open
 across the switch, so a client's connection waits instead of being
 refused; its **wait** column is the longest time one answered request took.
+
+The podman sides are the same container with podman 4 (CNI bridge, ``-p``),
+each step one ``podman`` command as an operator types it: ``floor-podman``
+its own ``podman stop`` + ``podman start``, ``manual-podman`` the manual
+path (``podman stop``, ``podman volume export``, the migration in ``podman
+run --rm``, ``podman rm``, ``podman run -d``, then /health polled).  podman
+gets a store, configuration and CNI state of its own (bench/podman_store.py).
 
 A client thread polls GET /health every 5 ms; downtime is the longest gap
 between two successful (HTTP 200) answers; refused counts the connections
@@ -252,14 +260,19 @@ def setup(vm: VM, notes: int, publish: str = "-p") -> None:
     """Fresh state: notes v1 on a fresh volume, N notes, an operator's edit."""
     run_notes(vm, 1, publish)
     vm("wait", "--healthy", NAME, "--timeout", "30")
+    fill(lambda *argv: vm("exec", NAME, *argv), notes)
+
+
+def fill(exec_, notes: int) -> None:  # type: ignore[no-untyped-def]
+    """N notes into the running v1 (10 through the app, the rest by
+    ``exec_(*argv)`` in its container) and the operator's settings edit."""
     for i in range(10):  # a few through the app itself
         import urllib.request
 
         urllib.request.urlopen(f"http://127.0.0.1:{PORT}/notes", data=f"http note {i}".encode(),
                                timeout=60).read()
-    vm("exec", NAME, "python3", "-c", FILL, str(notes - 10))
-    vm("exec", NAME, "sh", "-c",
-       "sed -i 's/^greeting = .*/greeting = Hello from Ops/' /data/settings.ini")
+    exec_("python3", "-c", FILL, str(notes - 10))
+    exec_("sh", "-c", "sed -i 's/^greeting = .*/greeting = Hello from Ops/' /data/settings.ini")
     have = get_json("/notes")["count"]
     if have != notes:
         raise Fail(f"setup wrote {have} notes, wanted {notes}")
@@ -478,6 +491,73 @@ class LibOps:
             return False
 
 
+class PodmanOps:
+    """The manual path with podman as an operator types it: one ``podman``
+    command per step, each a fresh process.  The images are OCI images, in
+    which podman 4 sees no HEALTHCHECK (``podman healthcheck run`` has
+    nothing to run), so the health is waited for as an operator's ``until
+    curl -fs .../health`` loop would: GET /health every 5 ms from this
+    process (no curl start per try).  Unhealthy as the image's HEALTHCHECK
+    has it under volmerge (``retries`` 3, tried 0.25 s apart while
+    starting): three error answers in a row 0.25 s apart; or the container
+    no longer runs (a ``podman inspect`` every 0.25 s after the first 0.5 s
+    without an answer, as an operator glances at ``podman ps``)."""
+
+    def __init__(self, pm) -> None:  # type: ignore[no-untyped-def]
+        from podman_store import RUN_OPTS
+
+        self.pm, self.run_opts = pm, RUN_OPTS
+
+    def stop(self) -> None:
+        self.pm("stop", NAME)
+
+    def start_again(self) -> None:
+        self.pm("start", NAME)
+
+    def rm(self, force: bool = False) -> None:
+        self.pm("rm", *(["-f"] if force else []), NAME)
+
+    def export(self, tar: Path) -> None:
+        self.pm("volume", "export", VOL, "-o", str(tar))
+
+    def import_(self, tar: Path) -> None:
+        self.pm("volume", "rm", "-f", VOL)
+        self.pm("volume", "create", VOL)  # podman 4 imports into an existing volume only
+        self.pm("volume", "import", VOL, str(tar))
+
+    def migrate(self) -> None:
+        self.pm("run", "--rm", "--network", "none", *self.run_opts, "-v", f"{VOL}:/data",
+                DEMO[2], "python3", "-c", MIGRATE)
+
+    def run(self, version: int) -> None:
+        self.pm("run", "-d", "--name", NAME, "-p", f"{PORT}:8080", *self.run_opts,
+                "-v", f"{VOL}:/data", DEMO[version])
+
+    def exec(self, *argv: str) -> None:
+        self.pm("exec", NAME, *argv)
+
+    def healthy(self, timeout: float) -> bool:
+        now = time.perf_counter()
+        deadline, look, streak, next_count = now + timeout, now + 0.5, 0, now
+        while now < deadline:
+            code = probe()
+            now = time.perf_counter()
+            if code == 200:
+                return True
+            if code > 0 and now >= next_count:  # an answer, not 200
+                streak, next_count = streak + 1, now + 0.25
+                if streak >= 3:
+                    return False
+            if code <= 0 and now >= look:
+                state = self.pm("inspect", "--format", "{{.State.Running}}", NAME, check=False)
+                if state.stdout.strip() != "true":
+                    return False
+                look = time.perf_counter() + 0.25
+            time.sleep(0.005)
+            now = time.perf_counter()
+        return False
+
+
 def restore(ops, s: Steps, tar: Path, version: int) -> None:  # type: ignore[no-untyped-def]
     """Failure path: throw the container and the volume away, restore the
     tar into a new volume, start the known-good version again."""
@@ -541,33 +621,42 @@ def in_worker(vm: VM, scenario: str, work: Path) -> dict[str, float]:
     return dict(json.loads(p.stdout))
 
 
-def floor_side(vm: VM, notes: int, work: Path) -> dict[str, Sample]:
-    out = {"restart": measure(lambda: in_worker(vm, "restart", work))}
+def floor_side(act, notes: int) -> dict[str, Sample]:  # type: ignore[no-untyped-def]
+    """The floor: ``act()`` (the app's own stop + start) measured."""
+    out = {"restart": measure(act)}
     expect(1, notes)
     return out
 
 
-def manual_side(vm: VM, notes: int, work: Path, lib: bool,
+def manual_side(act, notes: int, work: Path,  # type: ignore[no-untyped-def]
                 scenarios: set[str]) -> dict[str, Sample]:
-    """The manual scenarios in order; ``lib``: each scenario in one fresh
-    process of this script (--worker), started before the poller measures,
-    as `volmerge upgrade` is."""
+    """The manual scenarios in order, each ``act(scenario)`` measured."""
     out: dict[str, Sample] = {}
-    ops = CliOps(vm)
     for scenario, after in MANUAL_ORDER:
         if scenario not in scenarios:
             continue
-        if lib:
-            def act(sc: str = scenario) -> dict[str, float]:
-                return in_worker(vm, sc, work)
-        else:
-            def act(sc: str = scenario) -> dict[str, float]:
-                return manual(ops, sc, work)
-        out[scenario] = measure(act)
+        out[scenario] = measure(lambda sc=scenario: act(sc))
         expect(after, notes)
     for f in work.glob("before-*.tar"):
         f.unlink()
     return out
+
+
+def podman_side(pm, side: str, notes: int, work: Path,  # type: ignore[no-untyped-def]
+                scenarios: set[str]) -> dict[str, Sample]:
+    """``floor-podman`` or ``manual-podman`` from the same fresh state as
+    the other sides, on podman's store ``pm`` (emptied after)."""
+    ops = PodmanOps(pm)
+    try:
+        ops.run(1)
+        if not ops.healthy(30):
+            raise Fail("v1 unhealthy under podman")
+        fill(ops.exec, notes)
+        if side == "floor-podman":
+            return floor_side(lambda: floor(ops), notes)
+        return manual_side(lambda sc: manual(ops, sc, work), notes, work, scenarios)
+    finally:
+        pm.clear()
 
 
 def worker(scenario: str, work: Path) -> None:
@@ -599,17 +688,22 @@ SIDES = {
     "volmerge-sa": "the same, the app started with --socket-activate (its socket stays open)",
     "manual": "manual path through the library in one warm process (no per-command start-up)",
     "manual-cli": "manual path as typed: one volmerge CLI command per step",
+    "floor-podman": "the app's own restart with podman: `podman stop` + `podman start` of the "
+                    "same container, then /health polled",
+    "manual-podman": "manual path with podman as typed: one podman command per step "
+                     "(stop, volume export, run --rm migration, rm, run -d), /health polled",
 }
+PODMAN = ("floor-podman", "manual-podman")
 GOAL_OVER_FLOOR_MS = 50.0   # issue 19: downtime <= the floor + 50 ms
 GOAL_OF_MANUAL = 0.5        # ... and <= 0.5 x the manual path
-MANUAL = ("manual", "manual-cli")  # the sides the ratios compare with volmerge's
+MANUAL = ("manual", "manual-cli", "manual-podman")  # the sides the ratios compare with volmerge's
 
 
 def report(results: dict[str, list[dict[str, Sample]]], notes: int, rounds: int) -> dict:
     print(f"\nDemo app, {notes} notes, {rounds} rounds per side, medians (ms); downtime = "
           "longest gap between two 200 answers of GET /health polled every 5 ms; refused = "
           "connections refused, failed = tries without a 200 (medians per run)\n")
-    hdr = (f"{'scenario':<9} {'side':<11} {'downtime':>9} {'command':>9} {'min-max downtime':>17}"
+    hdr = (f"{'scenario':<9} {'side':<13} {'downtime':>9} {'command':>9} {'min-max downtime':>17}"
            f" {'refused':>8} {'failed':>7} {'wait':>6} {'x downtime':>11} {'x command':>10}")
     print(hdr)
     print("-" * len(hdr))
@@ -636,11 +730,11 @@ def report(results: dict[str, list[dict[str, Sample]]], notes: int, rounds: int)
                 r["ratio_total"] = r["total_ms"] / v["total_ms"]
                 ratio = f"{r['ratio_downtime']:>10.2f}x {r['ratio_total']:>9.2f}x"
             mm = f"{r['min_ms']:.0f}-{r['max_ms']:.0f}"
-            print(f"{key:<9} {side:<11} {r['downtime_ms']:>9.0f} {r['total_ms']:>9.0f} {mm:>17}"
+            print(f"{key:<9} {side:<13} {r['downtime_ms']:>9.0f} {r['total_ms']:>9.0f} {mm:>17}"
                   f" {r['refused']:>8g} {r['failed']:>7g} {r['wait_ms']:>6.0f} {ratio}")
         if row:
             summary[key] = row
-    print("\n(x: manual / volmerge, > 1 means volmerge is faster)")
+    print("\n(x: the manual side / volmerge, > 1 means volmerge is faster)")
     goals = _goals(summary)
     if goals:
         summary["goals"] = goals
@@ -649,6 +743,10 @@ def report(results: dict[str, list[dict[str, Sample]]], notes: int, rounds: int)
               f"(goal <= +{GOAL_OVER_FLOOR_MS:.0f}: {'met' if goals['floor_met'] else 'NOT met'});"
               f" manual {goals['manual_ms']:.0f} ms -> {goals['of_manual']:.2f} x manual "
               f"(goal <= {GOAL_OF_MANUAL}: {'met' if goals['manual_met'] else 'NOT met'})")
+    pod = _podman(summary)
+    if pod:
+        summary["podman"] = pod
+        print(_podman_line(pod))
     sa = summary.get("upgrade", {}).get("volmerge-sa")
     if sa:
         summary.setdefault("goals", {})["socket_activated_refused"] = sa["refused"]
@@ -661,14 +759,14 @@ def report(results: dict[str, list[dict[str, Sample]]], notes: int, rounds: int)
         print(f"  {k:<8} {v}")
     print("Sides:")
     for k, v in SIDES.items():
-        print(f"  {k:<11} {v}")
+        print(f"  {k:<13} {v}")
     print("\nPer-step medians (ms):")
     for key, row in summary.items():
         for side in SIDES:
             if side in row:
                 steps = ", ".join(f"{k} {v:.2f}" if k in SHARES else f"{k} {v:.0f}"
                                   for k, v in row[side]["steps_ms"].items())
-                print(f"  {key:<8} {side:<11} {steps}")
+                print(f"  {key:<8} {side:<13} {steps}")
     return summary
 
 
@@ -682,6 +780,38 @@ def _goals(summary: dict) -> dict:
     return {"volmerge_ms": v, "floor_ms": f, "manual_ms": m, "over_floor_ms": v - f,
             "of_manual": v / m, "floor_met": v - f <= GOAL_OVER_FLOOR_MS,
             "manual_met": v / m <= GOAL_OF_MANUAL}
+
+
+def _podman(summary: dict) -> dict:
+    """volmerge's upgrade downtime against podman's manual path, and the
+    two floors (the app's own restart) side by side; what the run has."""
+    up, fl = summary.get("upgrade", {}), summary.get("restart", {})
+    out: dict = {}
+    if "volmerge" in up and "manual-podman" in up:
+        v, p = up["volmerge"]["downtime_ms"], up["manual-podman"]["downtime_ms"]
+        out.update(volmerge_ms=v, manual_podman_ms=p, of_manual_podman=v / p)
+    if "floor-podman" in fl:
+        out["floor_podman_ms"] = fl["floor-podman"]["downtime_ms"]
+        if "floor" in fl:
+            out["floor_ms"] = fl["floor"]["downtime_ms"]
+            out["floor_podman_of_floor"] = out["floor_podman_ms"] / out["floor_ms"]
+    return out
+
+
+def _podman_line(pod: dict) -> str:
+    """The comparison with podman, apart from the goals (which are against `manual`)."""
+    parts = []
+    if "of_manual_podman" in pod:
+        parts.append(f"upgrade: volmerge {pod['volmerge_ms']:.0f} ms, manual-podman "
+                     f"{pod['manual_podman_ms']:.0f} ms -> volmerge = "
+                     f"{pod['of_manual_podman']:.2f} x manual-podman")
+    if "floor_podman_ms" in pod:
+        floor = f"podman's own restart (floor-podman) {pod['floor_podman_ms']:.0f} ms"
+        if "floor_ms" in pod:
+            floor += (f", volmerge's (floor) {pod['floor_ms']:.0f} ms -> "
+                      f"{pod['floor_podman_of_floor']:.2f} x")
+        parts.append(floor)
+    return "\nAgainst podman's manual path (no goal): " + "; ".join(parts)
 
 
 # --------------------------------------------------------------------------
@@ -698,30 +828,63 @@ def cli_floor(vm: VM, n: int = 5) -> float:
     return statistics.median(xs)
 
 
-def run_side(vm: VM, side: str, notes: int, work: Path, scenarios: set[str]) -> dict[str, Sample]:
+def run_side(vm: VM, side: str, notes: int, work: Path, scenarios: set[str],
+             pm: Any = None) -> dict[str, Sample]:
+    if side in PODMAN:
+        return podman_side(pm, side, notes, work, scenarios)
     setup(vm, notes, "--socket-activate" if side == "volmerge-sa" else "-p")
     try:
         if side == "floor":
-            return floor_side(vm, notes, work)
+            return floor_side(lambda: in_worker(vm, "restart", work), notes)
         if side in ("volmerge", "volmerge-sa"):
             return volmerge_side(vm, notes, scenarios)
-        return manual_side(vm, notes, work, side == "manual", scenarios)
+        if side == "manual":  # each scenario in a fresh process, started before the poller
+            return manual_side(lambda sc: in_worker(vm, sc, work), notes, work, scenarios)
+        return manual_side(lambda sc: manual(CliOps(vm), sc, work), notes, work, scenarios)
     finally:
         teardown(vm)
 
 
 def bench(vm: VM, notes: int, rounds: int, sides: list[str], work: Path,
-          scenarios: set[str]) -> dict:
+          scenarios: set[str], pm: Any = None) -> dict:
     results: dict[str, list[dict[str, Sample]]] = {k: [] for k in sides}
     for i in range(rounds):
         for side in sides[i % len(sides):] + sides[:i % len(sides)]:  # rotate who goes first
-            r = run_side(vm, side, notes, work, scenarios)
+            r = run_side(vm, side, notes, work, scenarios, pm)
             results[side].append(r)
-            print(f"{notes} notes, round {i + 1} {side:<11} " + ", ".join(
+            print(f"{notes} notes, round {i + 1} {side:<13} " + ", ".join(
                 f"{k} {s.downtime * 1000:.0f}/{s.total * 1000:.0f} ms, refused {s.refused},"
                 f" wait {s.wait * 1000:.0f} ms"
                 for k, s in r.items()), flush=True)
     return report(results, notes, rounds)
+
+
+def open_podman(work: Path, archives: list[Path]):  # type: ignore[no-untyped-def]
+    """podman's own store below ``work`` with the demo images loaded:
+    overlay, or vfs when overlay does not work here (printed)."""
+    from podman_store import RUN_OPTS, PodmanError, PodmanStore
+
+    if not shutil.which("podman"):
+        raise SystemExit("bench_upgrade: the podman sides need podman (Makefile DEB_PACKAGES)")
+    for driver in ("overlay", "vfs"):
+        pm = PodmanStore(work / f"podman-{driver}", driver)
+        try:
+            t0 = time.perf_counter()
+            for a in archives:
+                pm("load", "-i", str(a))
+            pm("run", "--rm", "--network", "none", *RUN_OPTS, DEMO[1], "true")
+        except PodmanError as e:
+            pm.close()
+            print(f"podman: storage driver {driver} fails here ({e}); trying the next", flush=True)
+            continue
+        except BaseException:
+            pm.close()
+            raise
+        pm.version = pm("version", "--format", "{{.Client.Version}}").stdout.strip()
+        print(f"podman {pm.version}: images loaded in {time.perf_counter() - t0:.1f} s; storage "
+              f"driver {driver}; network a CNI bridge, -p {PORT}:8080", flush=True)
+        return pm
+    raise Fail("podman works with neither the overlay nor the vfs storage driver")
 
 
 def main() -> None:
@@ -758,17 +921,23 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench-upgrade-"))
     vm = VM(work / "root")
+    pm = None
     try:
         t0 = time.perf_counter()
-        for kind in ("demo-v1", "demo-v2", "demo-v3"):
-            vm("image", "load", str(image_archive(kind)))
+        archives = [image_archive(kind) for kind in ("demo-v1", "demo-v2", "demo-v3")]
+        for a in archives:
+            vm("image", "load", str(a))
         print(f"images loaded in {time.perf_counter() - t0:.1f} s; store {vm.root}", flush=True)
+        out: dict = {"rounds": args.rounds, "by_notes": {}}
+        if set(sides) & set(PODMAN):
+            pm = open_podman(work, archives)
+            out["podman"] = {"version": pm.version, "storage_driver": pm.driver,
+                             "network": "CNI bridge, -p 18080:8080"}
         call = cli_floor(vm)
         load = os.getloadavg()
-        out: dict = {"rounds": args.rounds, "cli_call_ms": call * 1000,
-                     "loadavg_start": load, "by_notes": {}}
+        out.update(cli_call_ms=call * 1000, loadavg_start=load)
         for n in counts:
-            out["by_notes"][str(n)] = bench(vm, n, args.rounds, sides, work, scenarios)
+            out["by_notes"][str(n)] = bench(vm, n, args.rounds, sides, work, scenarios, pm)
         out["loadavg_end"] = os.getloadavg()
         print(f"\nOne trivial volmerge CLI call (`volmerge ps -q`): {call * 1000:.0f} ms "
               "(manual-cli pays it once per command)")
@@ -778,6 +947,8 @@ def main() -> None:
         if args.json:
             Path(args.json).write_text(json.dumps(out, indent=1))
     finally:
+        if pm is not None:
+            pm.close()
         teardown(vm)
         nets = vm("network", "ls", "-q", check=False).stdout.split()
         if nets:
