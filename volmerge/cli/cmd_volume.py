@@ -25,14 +25,22 @@ def _vm(ctx: typer.Context, *, hooks: bool = False):
     Without ``hooks`` it cannot reach containers, so every user of a volume
     counts as a running writer (the safe reading); ``snapshot --pause/--force``
     asks for them."""
-    from volmerge.context import Context
-
-    vm = Context(store(ctx)).volumes
+    vm = _context(ctx).volumes
     if not hooks:
         vm.hooks = None
     vm.pool.reap_now = False  # dropped layers are deleted after the command answers
     ctx.call_on_close(vm.pool.reap_in_background)
     return vm
+
+
+def _context(ctx: typer.Context):
+    """The command's one ``volmerge.context.Context`` (its volume manager and engine)."""
+    from volmerge.context import Context
+
+    root = ctx.find_root()
+    if not isinstance(root.meta.get("volmerge.context"), Context):
+        root.meta["volmerge.context"] = Context(store(ctx))
+    return root.meta["volmerge.context"]
 
 
 def _ago(ts: float | None) -> str:
@@ -122,12 +130,18 @@ def rm(
     ctx: typer.Context,
     names: list[str] = typer.Argument(..., help="Volume names."),
     force: bool = typer.Option(False, "--force", "-f",
-                               help="Ignore missing volumes; remove even if containers are recorded as users."),
+                               help="Ignore missing volumes; remove even volumes that containers use."),
 ) -> None:
-    """Remove volumes (refused while a container uses one, unless --force)."""
-    from volmerge.errors import NotFound
+    """Remove volumes (refused while a container, even a stopped one, uses one, unless --force)."""
+    from volmerge.errors import Conflict, NotFound
 
     vm = _vm(ctx)
+    if not force:
+        named = _named_by_containers(ctx)
+        for n in names:
+            if n in named:
+                raise Conflict(f"volume {n!r} is in use by container {named[n]}: remove the "
+                               "container first (volmerge rm), or use --force")
     for n in names:
         try:
             vm.remove(n, force=force)
@@ -140,9 +154,30 @@ def rm(
 
 @volume_app.command("prune")
 def prune(ctx: typer.Context) -> None:
-    """Remove every volume that no container uses, and unused layers."""
-    for n in _vm(ctx).prune():
+    """Remove every volume that no container (in any state) uses, and unused layers."""
+    vm = _vm(ctx)
+    for n in vm.prune(keep=set(_named_by_containers(ctx))):
         print(n)
+
+
+def _named_by_containers(ctx: typer.Context) -> dict[str, str]:
+    """Volume name -> the first container (``NAME (STATE)``) whose options
+    name it, whatever the container's state: a stopped container's volume
+    is its data, as docker's and podman's ``volume rm`` / ``prune`` see it
+    (the manager's own users are only the containers that have it mounted).
+    An upgrade's parked generations (``NAME.genN``) do not count: they are
+    the upgrade history's, which ``prune`` and ``rollback`` manage."""
+    import re
+
+    parked = re.compile(r"\.gen\d+$")
+    named: dict[str, str] = {}
+    for c in _context(ctx).engine.list(all=True):
+        if parked.search(c.name):
+            continue
+        for m in c.options.mounts:
+            if m.kind == "volume" and m.source:
+                named.setdefault(m.source, f"{c.name} ({c.state})")
+    return named
 
 
 @volume_app.command("snapshot")
