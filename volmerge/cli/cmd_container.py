@@ -82,6 +82,21 @@ def _command(c) -> str:
     return '"' + (s if len(s) <= 20 else s[:19] + "…") + '"'
 
 
+def _all_known(get: Any, refs: list[str], *, stopped: bool = False) -> None:
+    """Look every container up before acting on any (``get``: the engine's
+    or the lifecycle's): a missing one (or, with ``stopped``, a live one)
+    is bad input, and bad input changes nothing.  One container needs no
+    second look-up."""
+    if len(refs) < 2:
+        return
+    for ref in refs:
+        c = get(ref)
+        if stopped and c.live:
+            from volmerge.runtime.errors import Conflict
+
+            raise Conflict(f"container {c.name} is {c.state}: stop it first or use --force")
+
+
 #: run's options that create does not take: a created container is started
 #: detached, and a terminal is for a foreground run only
 NOT_CREATE = ("detach", "interactive", "tty")
@@ -179,6 +194,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
     ) -> None:
         """Stop running containers (SIGTERM, then SIGKILL after the timeout)."""
         eng = _engine(ctx)
+        _all_known(eng.get, containers)
         for ref in containers:
             eng.stop(ref, time_)
             print(ref)
@@ -191,6 +207,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
     ) -> None:
         """Start stopped containers."""
         eng = _engine(ctx)
+        _all_known(eng.get, containers)
         if attach:
             if len(containers) != 1:
                 from volmerge.runtime.errors import BadInput
@@ -209,6 +226,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
     ) -> None:
         """Stop and start containers again."""
         eng = _engine(ctx)
+        _all_known(eng.get, containers)
         for ref in containers:
             eng.restart(ref, time_)
             print(ref)
@@ -221,6 +239,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
     ) -> None:
         """Send a signal to running containers (default SIGKILL)."""
         eng = _engine(ctx)
+        _all_known(eng.get, containers)
         for ref in containers:
             eng.kill(ref, signal_)
             print(ref)
@@ -233,6 +252,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
     ) -> None:
         """Remove containers and their container layers."""
         eng = _engine(ctx)
+        _all_known(eng.get, containers, stopped=not force)
         for ref in containers:
             eng.remove(ref, force=force)
             print(ref)
@@ -343,6 +363,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
     def pause(ctx: typer.Context, containers: list[str] = typer.Argument(..., help="Names or ids.")) -> None:
         """Freeze every process of running containers."""
         eng = _engine(ctx)
+        _all_known(eng.get, containers)
         for ref in containers:
             eng.pause(ref)
             print(ref)
@@ -351,6 +372,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
     def unpause(ctx: typer.Context, containers: list[str] = typer.Argument(..., help="Names or ids.")) -> None:
         """Thaw paused containers."""
         eng = _engine(ctx)
+        _all_known(eng.get, containers)
         for ref in containers:
             eng.unpause(ref)
             print(ref)

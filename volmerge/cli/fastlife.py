@@ -60,6 +60,9 @@ def fast_lifecycle(args: list[str]) -> int | None:
     try:
         life = _lifecycle(root)
         life.spare = spare  # the first detached start takes it
+        if len(names) > 1:  # a missing one is bad input, which changes nothing
+            for ref in names:
+                life.get(ref)
         for ref in names:
             if verb == "start":
                 life.start(ref)
