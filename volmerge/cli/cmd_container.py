@@ -300,9 +300,9 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
         ctx: typer.Context,
         container: str = typer.Argument(..., help="Name or id."),
         command: list[str] = typer.Argument(..., help="Command and arguments."),
-        env: list[str] | None = typer.Option(None, "-e", "--env", help="KEY=VALUE (repeatable)."),
+        env: list[str] | None = typer.Option(None, "-e", "--env", help="KEY=VALUE, or KEY to pass the caller's value (repeatable)."),
         user: str | None = typer.Option(None, "-u", "--user", help="USER[:GROUP]."),
-        workdir: str | None = typer.Option(None, "-w", "--workdir", help="Working directory."),
+        workdir: str | None = typer.Option(None, "-w", "--workdir", help="Working directory (absolute; default: the container's)."),
         interactive: bool = typer.Option(False, "-i", "--interactive", help="Keep stdin attached (always is)."),
         tty: bool = typer.Option(False, "-t", "--tty", help="On a terminal (stdin must be one)."),
     ) -> None:
@@ -314,6 +314,8 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
 
         if user is not None:
             check_user(user)
+        if workdir is not None and not workdir.startswith("/"):
+            raise BadInput(f"working directory {workdir!r} must be absolute")
         if tty and not os.isatty(0):
             raise BadInput("the input device is not a TTY (-t needs a terminal on stdin)")
         code = _engine(ctx).exec(container, list(command), env=parse_env(env or []), user=user,

@@ -104,6 +104,7 @@ CASES: dict[str, tuple[list[str], str]] = {
     "run volume name with newline": (["run", "--rm", "-v", "v\n:/data", IMG, "true"],
                                      "invalid volume name"),
     "exec uid out of range": (["exec", "-u", "99999999999", "web", "true"], "out of range"),
+    "exec relative workdir": (["exec", "-w", "rel", "web", "pwd"], "must be absolute"),
     "upgrade health-tcp 0": (["upgrade", "web", "--to", IMG, "--health-tcp", "0"], "1..65535"),
     "upgrade health-http not a url": (["upgrade", "web", "--to", IMG, "--health-http", "a b"],
                                       "--health-http"),
