@@ -494,6 +494,19 @@ def check_ip(ip: str) -> str:
         raise BadInput(f"invalid --ip {ip!r}: expected an IPv4 address") from None
 
 
+def check_seconds(value: float, what: str, *, forever: bool = False) -> float:
+    """A number of seconds an option gives (``-t``, ``--timeout``...): finite
+    and >= 0 (NaN or infinity made waits raise or never end).  ``forever``:
+    -1 is also accepted and means no limit (podman's ``stop -t -1``), given
+    back as infinity."""
+    if forever and value == -1:
+        return float("inf")
+    if not 0 <= value < float("inf"):
+        extra = ", or -1 to wait without limit" if forever else ""
+        raise BadInput(f"invalid {what} {value}: expected a number of seconds >= 0{extra}")
+    return value
+
+
 def check_pids_limit(n: int) -> int:
     """``--pids-limit``: N > 0, or -1 (Docker's "unlimited")."""
     if n == 0 or n < -1:

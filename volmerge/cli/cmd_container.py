@@ -190,9 +190,12 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
     def stop(
         ctx: typer.Context,
         containers: list[str] = typer.Argument(..., help="Names or ids."),
-        time_: float = typer.Option(10, "-t", "--time", "--timeout", help="Seconds before SIGKILL."),
+        time_: float = typer.Option(10, "-t", "--time", "--timeout", help="Seconds before SIGKILL (-1: wait without limit, as podman)."),
     ) -> None:
         """Stop running containers (SIGTERM, then SIGKILL after the timeout)."""
+        from volmerge.runtime.options import check_seconds
+
+        time_ = check_seconds(time_, "-t", forever=True)
         eng = _engine(ctx)
         _all_known(eng.get, containers)
         for ref in containers:
@@ -222,9 +225,12 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
     def restart(
         ctx: typer.Context,
         containers: list[str] = typer.Argument(..., help="Names or ids."),
-        time_: float = typer.Option(10, "-t", "--time", "--timeout", help="Seconds before SIGKILL."),
+        time_: float = typer.Option(10, "-t", "--time", "--timeout", help="Seconds before SIGKILL (-1: wait without limit, as podman)."),
     ) -> None:
         """Stop and start containers again."""
+        from volmerge.runtime.options import check_seconds
+
+        time_ = check_seconds(time_, "-t", forever=True)
         eng = _engine(ctx)
         _all_known(eng.get, containers)
         for ref in containers:
@@ -283,6 +289,9 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
                 t0 = float(since)
             except ValueError:
                 t0 = time.time() - parse_duration(since)
+            else:
+                if not 0 <= t0 < float("inf"):
+                    raise BadInput(f"bad --since {since!r}: a duration ago (10m, 2h) or a unix time")
         out, err = sys.stdout, sys.stderr
         at_line_start = {"stdout": True, "stderr": True}
         for stream, text, t in _engine(ctx).logs(container, follow=follow, tail=n, since=t0):
@@ -357,6 +366,10 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
     ) -> None:
         """Wait until containers exit (print exit codes) or, with --healthy,
         until they pass their health check (exit 1 if they do not in time)."""
+        from volmerge.runtime.options import check_seconds
+
+        if timeout is not None:
+            check_seconds(timeout, "--timeout")
         eng = _engine(ctx)
         for ref in containers:
             print(eng.wait(ref, healthy=healthy, timeout=timeout))
