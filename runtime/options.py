@@ -346,6 +346,26 @@ def parse_dns(items: list[str]) -> list[str]:
     return out
 
 
+def parse_dns_search(items: list[str], what: str = "--dns-search") -> list[str]:
+    """``--dns-search``: domain names (a trailing dot allowed), or ``.`` (no
+    search domain, as Docker's).  Each becomes part of the container's
+    /etc/resolv.conf ``search`` line: a newline or a space in one would add
+    lines (another nameserver) or domains of its own."""
+    for item in items:
+        if item != "." and (not isinstance(item, str) or not item.removesuffix(".")
+                            or not _is_hostname(item.removesuffix("."))):
+            raise BadInput(f"bad {what} {item!r}: expected a domain name (or '.')")
+    return list(items)
+
+
+def _is_hostname(name: str) -> bool:
+    try:
+        check_hostname(name)
+    except BadInput:
+        return False
+    return True
+
+
 def parse_add_host(items: list[str], what: str = "--add-host") -> list[str]:
     """``--add-host HOST:IP`` (or ``HOST=IP``, IPv6 also in brackets), as
     ``HOST:IP`` with the address normalised.  The host is checked as

@@ -45,7 +45,7 @@ def run_options(image: str, command: list[str] | None, **kw: Any) -> Any:
         memory=o.parse_bytes(kw["memory"]) if kw["memory"] else None,
         pids_limit=None if kw["pids_limit"] == -1 else kw["pids_limit"],
         read_only=kw["read_only"], tty=kw["tty"],
-        dns=o.parse_dns(kw["dns"] or []), dns_search=list(kw["dns_search"] or []),
+        dns=o.parse_dns(kw["dns"] or []), dns_search=o.parse_dns_search(kw["dns_search"] or []),
         extra_hosts=o.parse_add_host(kw["add_host"] or []),
         socket_activate=[o.parse_socket_activate(s) for s in kw["socket_activate"] or []],
     )

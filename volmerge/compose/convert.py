@@ -140,7 +140,7 @@ def run_options(project: Project, name: str, *, number: int = 1, oneoff: bool = 
         memory=_bytes(svc.get("mem_limit"), f"{where}.mem_limit"),
         pids_limit=int(svc["pids_limit"]) if svc.get("pids_limit") not in (None, -1) else None,
         read_only=_bool(svc.get("read_only", False), f"{where}.read_only"),
-        dns=o.parse_dns(_list(svc.get("dns"))), dns_search=_list(svc.get("dns_search")),
+        dns=o.parse_dns(_list(svc.get("dns"))), dns_search=o.parse_dns_search(_list(svc.get("dns_search")), f"{where}.dns_search"),
         aliases=[a for a in aliases if a],
         extra_hosts=extra_hosts(svc.get("extra_hosts"), f"{where}.extra_hosts"),
         socket_activate=[] if oneoff else _socket_activate(labels, f"{where}.labels"),
