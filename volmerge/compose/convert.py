@@ -121,6 +121,10 @@ def run_options(project: Project, name: str, *, number: int = 1, oneoff: bool = 
     net_name = network_names(project)[net_key][0]
     net_cfg = (svc.get("networks") or {}).get(net_key) or {}
     aliases = list(dict.fromkeys([name, *map(str, net_cfg.get("aliases") or [])]))
+    for alias in aliases[1:]:  # each goes into the /etc/hosts of every peer on the network
+        if alias and not re.fullmatch(r"[a-zA-Z0-9._-]{1,253}", alias):
+            raise BadInput(f"{where}.networks.{net_key}.aliases: invalid alias {alias!r}: use "
+                           "letters, digits, '.', '_' and '-'")
     restart = str(svc.get("restart") or "no")
     return o.RunOptions(
         image=str(svc["image"]),
