@@ -433,7 +433,10 @@ def parse_bytes(spec: str) -> int:
     m = re.fullmatch(r"(\d+)([bkmgBKMG]?)", spec.strip())
     if not m:
         raise BadInput(f"bad size {spec!r}: expected a number with an optional b/k/m/g suffix")
-    return int(m.group(1)) * _UNITS[m.group(2).lower()]
+    n = int(m.group(1)) * _UNITS[m.group(2).lower()]
+    if n > 2**63 - 1:  # the OCI spec's int64 (runc refused the spec with its own error)
+        raise BadInput(f"bad size {spec!r}: too large")
+    return n
 
 
 def parse_duration(spec: str) -> float:

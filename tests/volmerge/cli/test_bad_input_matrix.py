@@ -77,6 +77,8 @@ CASES: dict[str, tuple[list[str], str]] = {
     "create name with newline": (["create", "--name", "web\n", IMG, "true"],
                                  "invalid container name"),
     "run pids-limit -5": (["run", "--rm", "--pids-limit", "-5", IMG, "true"], "--pids-limit"),
+    "run memory beyond int64": (["run", "--rm", "--memory", "99999999999g", IMG, "true"],
+                                "too large"),
     "run pids-limit 0": (["run", "--rm", "--pids-limit", "0", IMG, "true"], "--pids-limit"),
     "run health-retries -1": (["run", "--rm", "--health-cmd", "true", "--health-retries", "-1",
                                IMG, "true"], "--health-retries"),
