@@ -46,6 +46,14 @@ def _net(eng, c) -> dict:
             "ports": [f"{p.host_ip}:{p.host_port}->{p.container_port}/{p.proto}" for p in ports]}
 
 
+def _record(eng, c) -> dict:
+    """A container as ``ps --json`` and ``inspect --json`` print it (the same
+    keys in both): its record, network, address, ports and sockets."""
+    return {**c.to_json(), **_net(eng, c), "sockets": [  # --socket-activate
+        f"{p.host_ip or '0.0.0.0'}:{p.host_port}->{p.container_port}/tcp"
+        for p in c.options.socket_activate]}
+
+
 def _ago(ts: float | None) -> str:
     if not ts:
         return ""
@@ -176,7 +184,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
         eng = _engine(ctx)
         cs = eng.list(all=all)
         if json_:
-            emit_json([{**c.to_json(), **_net(eng, c)} for c in cs])
+            emit_json([_record(eng, c) for c in cs])
         elif quiet:
             for c in cs:
                 print(c.short_id)
@@ -341,10 +349,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
         eng = _engine(ctx)
         data = []
         for ref in containers:
-            c = eng.get(ref)
-            data.append({**c.to_json(), **_net(eng, c), "sockets": [  # --socket-activate
-                f"{p.host_ip or '0.0.0.0'}:{p.host_port}->{p.container_port}/tcp"
-                for p in c.options.socket_activate]})
+            data.append(_record(eng, eng.get(ref)))
         if json_:
             emit_json(data)
             return

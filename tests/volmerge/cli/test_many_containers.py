@@ -42,3 +42,14 @@ def test_bad_name_among_several_changes_nothing(cli, two, argv) -> None:  # type
     assert p.stdout == "" and p.stderr.count("\n") == 1, p.stderr
     assert ("no such container: nosuch" in p.stderr or "container up is running" in p.stderr)
     assert _states(cli) == before
+
+
+def test_ps_and_inspect_json_agree(cli, two) -> None:  # type: ignore[no-untyped-def]
+    """``ps --json`` and ``inspect --json`` print a container the same way
+    (``ps`` lacked inspect's ``sockets``)."""
+    rows = {c["name"]: c for c in json.loads(cli("ps", "-a", "--json").stdout)}
+    for name in ("up", "down"):
+        [one] = json.loads(cli("inspect", "--json", name).stdout)
+        assert sorted(rows[name]) == sorted(one)
+        assert {k: v for k, v in rows[name].items() if k != "pid"} == \
+            {k: v for k, v in one.items() if k != "pid"}
