@@ -36,3 +36,21 @@ def test_force_removes_a_stopped_containers_volume(cli, fixture_image) -> None: 
                "true").returncode == 0
     p = cli("volume", "rm", "-f", "data")
     assert p.returncode == 0 and p.stdout == "data\n", p.stderr
+
+
+def test_force_never_pulls_a_running_containers_volume(cli, fixture_image) -> None:  # type: ignore[no-untyped-def]
+    """``-f`` removed the volume under a running container: its mount went
+    empty and a restart made a new, empty volume of the same name."""
+    assert cli("image", "load", str(fixture_image("busybox"))).returncode == 0
+    assert cli("run", "-d", "--network", "none", "--name", "web", "-v", "data:/data", IMG,
+               "sh", "-c", "echo precious > /data/f; exec sleep 300").returncode == 0
+    try:
+        for argv in (["volume", "rm", "-f", "data"], ["volume", "rm", "data"]):
+            p = cli(*argv)
+            assert p.returncode == 2, p.stderr
+            assert p.stderr == ("volmerge: error: volume 'data' is mounted by running "
+                                "container web: stop it first (volmerge stop)\n")
+        assert cli("exec", "web", "cat", "/data/f").stdout == "precious\n"
+        assert cli("volume", "ls", "-q").stdout.split() == ["data"]
+    finally:
+        cli("rm", "-f", "web")
