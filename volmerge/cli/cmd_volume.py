@@ -130,12 +130,18 @@ def rm(
     ctx: typer.Context,
     names: list[str] = typer.Argument(..., help="Volume names."),
     force: bool = typer.Option(False, "--force", "-f",
-                               help="Ignore missing volumes; remove even volumes that containers use."),
+                               help="Ignore missing volumes; remove even volumes that stopped containers use (never one a running container has mounted)."),
 ) -> None:
-    """Remove volumes (refused while a container, even a stopped one, uses one, unless --force)."""
+    """Remove volumes (refused while a container, even a stopped one, uses one, unless
+    --force; always while a running container has one mounted)."""
     from volmerge.errors import Conflict, NotFound
 
     vm = _vm(ctx)
+    for n in names:  # even -f: a running container's data is not pulled from under it
+        mounted = _mounted_by_live_container(ctx, vm, n)
+        if mounted:
+            raise Conflict(f"volume {n!r} is mounted by running container {mounted}: stop "
+                           "it first (volmerge stop)")
     if not force:
         named = _named_by_containers(ctx)
         for n in names:
@@ -158,6 +164,28 @@ def prune(ctx: typer.Context) -> None:
     vm = _vm(ctx)
     for n in vm.prune(keep=set(_named_by_containers(ctx))):
         print(n)
+
+
+def _mounted_by_live_container(ctx: typer.Context, vm, name: str) -> str | None:
+    """The name of a running (or paused) container that has volume ``name``
+    mounted, or None (also when there is no such volume).  The volume's
+    recorded users that are no container, or a stopped one, do not count:
+    those are what ``--force`` is for."""
+    from volmerge.errors import NotFound
+    from volmerge.runtime.errors import NotFound as RuntimeNotFound
+
+    try:
+        users = vm.users(name)
+    except NotFound:
+        return None
+    for cid in users:
+        try:
+            c = _context(ctx).engine.get(cid)
+        except (NotFound, RuntimeNotFound):
+            continue
+        if c.live:
+            return str(c.name)
+    return None
 
 
 def _named_by_containers(ctx: typer.Context) -> dict[str, str]:

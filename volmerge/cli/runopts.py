@@ -8,6 +8,9 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the ru
 if TYPE_CHECKING:
     from typing import Any
 
+#: the options that configure a health check, which --no-healthcheck turns off
+_HEALTH_OPTIONS = ("health_cmd", "health_tcp", "health_http", "health_interval", "health_timeout",
+                   "health_retries", "health_start_period")
 
 
 def run_options(image: str, command: list[str] | None, **kw: Any) -> Any:
@@ -67,6 +70,8 @@ def _check(o: Any, kw: dict[str, Any]) -> None:
         o.check_user(kw["user"])
     if kw["ip"] is not None:
         o.check_ip(kw["ip"])
+    if kw["no_healthcheck"] and any(kw[k] is not None for k in _HEALTH_OPTIONS):
+        raise BadInput("--no-healthcheck conflicts with the --health-* options (as in docker)")
     if kw["pids_limit"] is not None:
         o.check_pids_limit(kw["pids_limit"])
     if kw["health_tcp"] is not None:
