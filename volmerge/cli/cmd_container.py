@@ -356,7 +356,8 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
         for d in data:
             for k in ("id", "name", "image", "state", "runtime", "pid", "exit_code", "health",
                       "restart_count", "error", "network", "ip", "ports", "sockets", "rootfs", "upper", "log"):
-                print(f"{k}: {'' if d[k] is None else d[k]}")
+                v = d[k]  # lists (ports, sockets) as words, not as Python's repr
+                print(f"{k}: {', '.join(v) if isinstance(v, list) else '' if v is None else v}")
             for m in d["mounts"]:
                 print(f"mount: {m['kind']} {m['source']} -> {m['target']}"
                       + (" (ro)" if m.get("readonly") else ""))

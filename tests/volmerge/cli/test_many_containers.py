@@ -53,3 +53,10 @@ def test_ps_and_inspect_json_agree(cli, two) -> None:  # type: ignore[no-untyped
         assert sorted(rows[name]) == sorted(one)
         assert {k: v for k, v in rows[name].items() if k != "pid"} == \
             {k: v for k, v in one.items() if k != "pid"}
+
+
+def test_inspect_text_prints_lists_as_words(cli, two) -> None:  # type: ignore[no-untyped-def]
+    """``ports: []`` and ``sockets: []`` (Python's repr) in the text output."""
+    out = cli("inspect", "up").stdout.splitlines()
+    assert "ports: " in out and "sockets: " in out, out
+    assert not any("[" in line for line in out), out
