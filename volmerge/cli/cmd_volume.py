@@ -118,7 +118,8 @@ def inspect(
     print(f"Size:       {human_size(v.size)}")
     if v.labels:
         print("Labels:     " + ", ".join(f"{k}={val}" for k, val in v.labels.items()))
-    print("Users:      " + (", ".join(f"{c} ({m})" for c, m in v.users.items()) or "none"))
+    print("Users:      " + (", ".join(f"{_container_name(ctx, c)} ({m})"
+                                       for c, m in v.users.items()) or "none"))
     print()
     table(["LAYER", "ROLE", "SNAPSHOT", "TAG", "SIZE", "SHARED"],
           [[layer.id, layer.role, layer.snapshot or "", layer.tag or "", human_size(layer.size),
@@ -164,6 +165,17 @@ def prune(ctx: typer.Context) -> None:
     vm = _vm(ctx)
     for n in vm.prune(keep=set(_named_by_containers(ctx))):
         print(n)
+
+
+def _container_name(ctx: typer.Context, cid: str) -> str:
+    """A user's container name (its short id when it is no container)."""
+    from volmerge.errors import NotFound
+    from volmerge.runtime.errors import NotFound as RuntimeNotFound
+
+    try:
+        return str(_context(ctx).engine.get(cid).name)
+    except (NotFound, RuntimeNotFound):
+        return cid[:12]
 
 
 def _mounted_by_live_container(ctx: typer.Context, vm, name: str) -> str | None:

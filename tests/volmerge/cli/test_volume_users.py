@@ -54,3 +54,15 @@ def test_force_never_pulls_a_running_containers_volume(cli, fixture_image) -> No
         assert cli("volume", "ls", "-q").stdout.split() == ["data"]
     finally:
         cli("rm", "-f", "web")
+
+
+def test_inspect_names_its_users(cli, fixture_image) -> None:  # type: ignore[no-untyped-def]
+    """The text output listed each user by its 64-character container id."""
+    assert cli("image", "load", str(fixture_image("busybox"))).returncode == 0
+    assert cli("run", "-d", "--network", "none", "--name", "web", "-v", "data:/data", IMG,
+               "sleep", "300").returncode == 0
+    try:
+        out = cli("volume", "inspect", "data").stdout.splitlines()
+        assert "Users:      web (rw)" in out, out
+    finally:
+        cli("rm", "-f", "web")
