@@ -319,3 +319,24 @@ def test_create_has_every_option_of_run_but_detach_and_terminal():
     cmd = typer.main.get_command(app)
     names = {n: {p.name for p in cmd.commands[n].params} for n in ("run", "create")}  # type: ignore[attr-defined]
     assert names["create"] == names["run"] - set(NOT_CREATE)
+
+
+def test_logs_follow_ends_quietly_when_the_container_is_removed(cli, image, root):
+    """``logs -f`` of a container that ``rm -f`` removes ends as at its exit
+    (exit 0, what it wrote printed), not with 'no such container: ID'."""
+    import subprocess
+    import sys
+
+    p = cli("run", "-d", "--network", "none", "--name", "web", image, "/bin/sh", "-c", LOOP)
+    assert p.returncode == 0, p.stderr
+    follow = subprocess.Popen([sys.executable, "-m", "volmerge", "logs", "-f", "web"],
+                              env=dict(os.environ, VOLMERGE_ROOT=str(root)),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert follow.stdout is not None
+        assert follow.stdout.readline() == "started\n"  # it follows (flushed line by line)
+        assert cli("rm", "-f", "web").returncode == 0
+        _out, err = follow.communicate(timeout=30)
+    finally:
+        follow.kill()
+    assert follow.returncode == 0 and err == "", err
