@@ -340,3 +340,22 @@ def test_logs_follow_ends_quietly_when_the_container_is_removed(cli, image, root
     finally:
         follow.kill()
     assert follow.returncode == 0 and err == "", err
+
+
+def test_exec_user_is_not_blocked_by_a_fifo_passwd(cli, image):
+    """``exec -u NAME`` reads the running container's /etc/passwd from the
+    host: a container that made it a FIFO hung the command forever (runc's
+    own exec would block on it too; what volmerge reads must not)."""
+    p = cli("run", "-d", "--network", "none", "--name", "web", image, "/bin/sh", "-c",
+            "rm /etc/passwd && mkfifo /etc/passwd && echo ready; exec sleep 300")
+    assert p.returncode == 0, p.stderr
+    try:
+        deadline = time.monotonic() + 30
+        while cli("logs", "web").stdout != "ready\n":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        p = cli("exec", "-u", "nobody", "web", "id", timeout=20)
+        assert p.returncode == 2, p.stderr
+        assert "user 'nobody' not found in the image's /etc/passwd" in p.stderr
+    finally:
+        cli("rm", "-f", "web")
