@@ -70,6 +70,9 @@ def _check(o: Any, kw: dict[str, Any]) -> None:
         o.check_user(kw["user"])
     if kw["ip"] is not None:
         o.check_ip(kw["ip"])
+    for item in kw["label"] or []:
+        if not item.partition("=")[0].strip():
+            raise BadInput(f"invalid label {item!r}: empty name (expected KEY=VALUE)")
     if kw["no_healthcheck"] and any(kw[k] is not None for k in _HEALTH_OPTIONS):
         raise BadInput("--no-healthcheck conflicts with the --health-* options (as in docker)")
     if kw["pids_limit"] is not None:

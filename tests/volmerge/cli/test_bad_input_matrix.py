@@ -100,6 +100,8 @@ CASES: dict[str, tuple[list[str], str]] = {
                                             "true", IMG, "true"], "conflicts"),
     "run -d no-healthcheck with interval": (["run", "-d", "--no-healthcheck", "--health-interval",
                                              "5s", IMG, "true"], "conflicts"),
+    "run label without a name": (["run", "--rm", "-l", "=v", IMG, "true"], "empty name"),
+    "create label without a name": (["create", "-l", " =v", IMG, "true"], "empty name"),
     "run add-host without ip": (["run", "--rm", "--add-host", "db", IMG, "true"], "--add-host"),
     "run add-host newline in ip": (["run", "--rm", "--add-host", "db:192.0.2.1\nevil", IMG,
                                     "true"], "--add-host"),
