@@ -115,7 +115,10 @@ class Engine:
         c = self.get(ref)
 
         def finished() -> bool:
-            cur = self.records.lookup(c.id)
+            try:
+                cur = self.records.lookup(c.id)
+            except NotFound:  # removed while followed: nothing more will come
+                return True
             return not cur.live and not cur.owner_alive()
 
         return logfile.read(c.log_path, follow=follow, tail=tail, since=since,

@@ -481,15 +481,16 @@ class ImageStore:
 
     def save(self, ref: str, out_path: str | os.PathLike[str]) -> Path:
         """Write the image as an oci-archive that ``podman load`` and skopeo
-        accept.  Named by ``ref`` if it is a tag, else by all its tags."""
+        accept (``-``: to standard output).  Named by ``ref`` if it is a tag,
+        else by all its tags."""
         image_id, by_tag = self._resolve(ref)
         img = self._load_row(image_id)
         if img is None:
             raise NotFound(f"no such image: {ref}")
         from . import oci
-        from .outfile import atomic_output, check_target
+        from .outfile import check_target, output
 
-        out = check_target(out_path)
+        out = Path("-") if str(out_path) == "-" else check_target(out_path)
         names = [by_tag] if by_tag else img.tags
         blob_dir = self.store.path("blobs", "sha256")
         blobs = [(img.manifest_digest, blob_dir / img.manifest_digest[7:]),
@@ -499,7 +500,7 @@ class ImageStore:
             if not p.is_file():
                 raise NotFound(f"blob {digest} of image {img.short_id} is missing from the store")
         try:
-            with atomic_output(out) as fd, os.fdopen(fd, "wb", closefd=False) as f:
+            with output(out) as f:
                 oci.write_oci_archive(f, img.manifest_digest, img.manifest_media_type,
                                       img.manifest_size, blobs, names)
         except FileNotFoundError as exc:  # the image was removed while we read it

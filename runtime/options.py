@@ -346,6 +346,26 @@ def parse_dns(items: list[str]) -> list[str]:
     return out
 
 
+def parse_dns_search(items: list[str], what: str = "--dns-search") -> list[str]:
+    """``--dns-search``: domain names (a trailing dot allowed), or ``.`` (no
+    search domain, as Docker's).  Each becomes part of the container's
+    /etc/resolv.conf ``search`` line: a newline or a space in one would add
+    lines (another nameserver) or domains of its own."""
+    for item in items:
+        if item != "." and (not isinstance(item, str) or not item.removesuffix(".")
+                            or not _is_hostname(item.removesuffix("."))):
+            raise BadInput(f"bad {what} {item!r}: expected a domain name (or '.')")
+    return list(items)
+
+
+def _is_hostname(name: str) -> bool:
+    try:
+        check_hostname(name)
+    except BadInput:
+        return False
+    return True
+
+
 def parse_add_host(items: list[str], what: str = "--add-host") -> list[str]:
     """``--add-host HOST:IP`` (or ``HOST=IP``, IPv6 also in brackets), as
     ``HOST:IP`` with the address normalised.  The host is checked as
@@ -413,7 +433,10 @@ def parse_bytes(spec: str) -> int:
     m = re.fullmatch(r"(\d+)([bkmgBKMG]?)", spec.strip())
     if not m:
         raise BadInput(f"bad size {spec!r}: expected a number with an optional b/k/m/g suffix")
-    return int(m.group(1)) * _UNITS[m.group(2).lower()]
+    n = int(m.group(1)) * _UNITS[m.group(2).lower()]
+    if n > 2**63 - 1:  # the OCI spec's int64 (runc refused the spec with its own error)
+        raise BadInput(f"bad size {spec!r}: too large")
+    return n
 
 
 def parse_duration(spec: str) -> float:
@@ -492,6 +515,19 @@ def check_ip(ip: str) -> str:
         return str(ipaddress.IPv4Address(ip))
     except ValueError:
         raise BadInput(f"invalid --ip {ip!r}: expected an IPv4 address") from None
+
+
+def check_seconds(value: float, what: str, *, forever: bool = False) -> float:
+    """A number of seconds an option gives (``-t``, ``--timeout``...): finite
+    and >= 0 (NaN or infinity made waits raise or never end).  ``forever``:
+    -1 is also accepted and means no limit (podman's ``stop -t -1``), given
+    back as infinity."""
+    if forever and value == -1:
+        return float("inf")
+    if not 0 <= value < float("inf"):
+        extra = ", or -1 to wait without limit" if forever else ""
+        raise BadInput(f"invalid {what} {value}: expected a number of seconds >= 0{extra}")
+    return value
 
 
 def check_pids_limit(n: int) -> int:

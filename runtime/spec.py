@@ -128,13 +128,56 @@ def find_executable(rootfs: Path, argv0: str, path_env: str) -> str | None:
     return None
 
 
+#: the most of /etc/passwd or /etc/group read (a real one is a few kB)
+_DB_LIMIT = 4 << 20
+
+
 def _read_db(rootfs: Path, rel: str) -> list[list[str]]:
+    """The rows of ``rel`` (/etc/passwd, /etc/group) in ``rootfs``; none when
+    it is missing or no regular file.  ``exec -u`` reads them from a running
+    container's root, which the container may change meanwhile: no symlink is
+    followed after the resolution (a swap cannot lead out of the root), a
+    FIFO cannot block the read nor a device node (``mknod``) make it endless."""
     try:
-        p = rootfs / resolve_in_root(rootfs, rel).lstrip("/")
-        with open(p, encoding="utf-8", errors="replace") as f:
-            return [line.rstrip("\n").split(":") for line in f if line.strip() and not line.startswith("#")]
+        fd = _open_in_root(rootfs, resolve_in_root(rootfs, rel))
     except (OSError, BadInput):
         return []
+    try:
+        import stat
+
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return []
+        data = b""
+        while len(data) < _DB_LIMIT:
+            chunk = os.read(fd, _DB_LIMIT - len(data))
+            if not chunk:
+                break
+            data += chunk
+    except OSError:
+        return []
+    finally:
+        os.close(fd)
+    text = data.decode("utf-8", errors="replace")
+    return [line.split(":") for line in text.split("\n") if line.strip() and not line.startswith("#")]
+
+
+def _open_in_root(rootfs: Path, path: str) -> int:
+    """A read-only, non-blocking descriptor of the symlink-free ``path``
+    below ``rootfs``, opened one component at a time without following any."""
+    parts = [x for x in path.split("/") if x]
+    if not parts or ".." in parts:
+        raise BadInput(f"{path}: not a file below the root")
+    fd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts[:-1]:
+            sub = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                          dir_fd=fd)
+            os.close(fd)
+            fd = sub
+        return os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                       dir_fd=fd)
+    finally:
+        os.close(fd)
 
 
 def resolve_user(rootfs: Path, user: str) -> tuple[int, int, list[int], str]:

@@ -36,8 +36,12 @@ DEFAULT_ROOT = "/var/lib/volmerge"
 SUBDIRS = ("blobs/sha256", "layers", "l", "containers", "volumes", "network", "locks", "tmp")
 
 
-def default_root() -> Path:
-    return Path(os.environ.get("VOLMERGE_ROOT") or DEFAULT_ROOT)
+def default_root() -> str:
+    """``VOLMERGE_ROOT``, or the default when it is unset.  Set but empty it
+    is given as is, for :func:`check_root` to refuse: ``VOLMERGE_ROOT=$DIR``
+    with ``DIR`` unset must not open the machine's default store."""
+    env = os.environ.get("VOLMERGE_ROOT")
+    return DEFAULT_ROOT if env is None else env
 
 
 def prepare_root(raw: str | os.PathLike[str]) -> Path:

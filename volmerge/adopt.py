@@ -31,6 +31,8 @@ from volmerge.runtime.options import (
     RestartPolicy,
     RunOptions,
     check_name,
+    parse_dns,
+    parse_dns_search,
 )
 
 from .errors import BadInput, NotDone, NotFound
@@ -195,7 +197,8 @@ def plan(engine: str, info: dict[str, Any], image_config: dict[str, Any],
         mounts=mounts, ports=ports, network=net, health=health, restart=restart,
         labels=labels, memory=int(host.get("Memory") or 0) or None,
         read_only=bool(host.get("ReadonlyRootfs")),
-        dns=list(host.get("Dns") or []), dns_search=list(host.get("DnsSearch") or []),
+        dns=parse_dns(list(host.get("Dns") or [])),
+        dns_search=parse_dns_search(list(host.get("DnsSearch") or []), "DnsSearch"),
         detach=True,
     )
     state = info.get("State") or {}

@@ -319,3 +319,43 @@ def test_create_has_every_option_of_run_but_detach_and_terminal():
     cmd = typer.main.get_command(app)
     names = {n: {p.name for p in cmd.commands[n].params} for n in ("run", "create")}  # type: ignore[attr-defined]
     assert names["create"] == names["run"] - set(NOT_CREATE)
+
+
+def test_logs_follow_ends_quietly_when_the_container_is_removed(cli, image, root):
+    """``logs -f`` of a container that ``rm -f`` removes ends as at its exit
+    (exit 0, what it wrote printed), not with 'no such container: ID'."""
+    import subprocess
+    import sys
+
+    p = cli("run", "-d", "--network", "none", "--name", "web", image, "/bin/sh", "-c", LOOP)
+    assert p.returncode == 0, p.stderr
+    follow = subprocess.Popen([sys.executable, "-m", "volmerge", "logs", "-f", "web"],
+                              env=dict(os.environ, VOLMERGE_ROOT=str(root)),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert follow.stdout is not None
+        assert follow.stdout.readline() == "started\n"  # it follows (flushed line by line)
+        assert cli("rm", "-f", "web").returncode == 0
+        _out, err = follow.communicate(timeout=30)
+    finally:
+        follow.kill()
+    assert follow.returncode == 0 and err == "", err
+
+
+def test_exec_user_is_not_blocked_by_a_fifo_passwd(cli, image):
+    """``exec -u NAME`` reads the running container's /etc/passwd from the
+    host: a container that made it a FIFO hung the command forever (runc's
+    own exec would block on it too; what volmerge reads must not)."""
+    p = cli("run", "-d", "--network", "none", "--name", "web", image, "/bin/sh", "-c",
+            "rm /etc/passwd && mkfifo /etc/passwd && echo ready; exec sleep 300")
+    assert p.returncode == 0, p.stderr
+    try:
+        deadline = time.monotonic() + 30
+        while cli("logs", "web").stdout != "ready\n":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        p = cli("exec", "-u", "nobody", "web", "id", timeout=20)
+        assert p.returncode == 2, p.stderr
+        assert "user 'nobody' not found in the image's /etc/passwd" in p.stderr
+    finally:
+        cli("rm", "-f", "web")

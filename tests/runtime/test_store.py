@@ -173,6 +173,30 @@ def test_bad_store_roots_are_refused_by_the_cli(tmp_path: Path, bad: str, messag
     assert os.listdir(cwd) == []
 
 
+@pytest.mark.unit
+def test_an_empty_volmerge_root_is_not_the_default(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """``VOLMERGE_ROOT=`` (a script's ``VOLMERGE_ROOT=$DIR`` with DIR unset)
+    opened the machine's default store, where ``--root ""`` is refused."""
+    from volmerge.runtime.storeroot import DEFAULT_ROOT, default_root
+
+    monkeypatch.setenv("VOLMERGE_ROOT", "")
+    assert default_root() == ""
+    with pytest.raises(BadInput, match="store root is empty"):
+        Store()
+    monkeypatch.delenv("VOLMERGE_ROOT")
+    assert default_root() == DEFAULT_ROOT
+
+
+def test_an_empty_volmerge_root_is_refused_by_the_cli(tmp_path: Path) -> None:
+    for args in (["ps"], ["run", "img"], ["volume", "ls"]):
+        p = subprocess.run([sys.executable, "-m", "volmerge", *args], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=60,
+                           env=dict(os.environ, VOLMERGE_ROOT=""))
+        assert p.returncode == 2, p.stderr
+        assert p.stderr.startswith("volmerge: error: store root is empty"), p.stderr
+    assert os.listdir(tmp_path) == []
+
+
 def test_a_directory_with_other_content_is_not_made_a_store(tmp_path: Path) -> None:
     d = tmp_path / "home"
     d.mkdir(mode=0o755)

@@ -240,11 +240,12 @@ def upgrade(
     """Upgrade every service whose image changed with its data merged in (volmerge upgrade),
     in dependency order, as one transaction; a failure puts every service back (exit 1)."""
     from volmerge.compose import stackupgrade
+    from volmerge.errors import BadInput
 
     if dry_run and rehearse:
-        from volmerge.errors import BadInput
-
         raise BadInput("--dry-run and --rehearse exclude each other")
+    if not 0 < health_timeout < float("inf"):
+        raise BadInput("--health-timeout must be positive")
     st = _stack(ctx, services)
     todo = stackupgrade.changes(st, services, pull=pull_)
     if not todo:

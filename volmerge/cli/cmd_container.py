@@ -46,6 +46,14 @@ def _net(eng, c) -> dict:
             "ports": [f"{p.host_ip}:{p.host_port}->{p.container_port}/{p.proto}" for p in ports]}
 
 
+def _record(eng, c) -> dict:
+    """A container as ``ps --json`` and ``inspect --json`` print it (the same
+    keys in both): its record, network, address, ports and sockets."""
+    return {**c.to_json(), **_net(eng, c), "sockets": [  # --socket-activate
+        f"{p.host_ip or '0.0.0.0'}:{p.host_port}->{p.container_port}/tcp"
+        for p in c.options.socket_activate]}
+
+
 def _ago(ts: float | None) -> str:
     if not ts:
         return ""
@@ -80,6 +88,21 @@ def _command(c) -> str:
         argv = list(cfg.get("Entrypoint") or []) + list(o.command or cfg.get("Cmd") or [])
     s = " ".join(argv)
     return '"' + (s if len(s) <= 20 else s[:19] + "…") + '"'
+
+
+def _all_known(get: Any, refs: list[str], *, stopped: bool = False) -> None:
+    """Look every container up before acting on any (``get``: the engine's
+    or the lifecycle's): a missing one (or, with ``stopped``, a live one)
+    is bad input, and bad input changes nothing.  One container needs no
+    second look-up."""
+    if len(refs) < 2:
+        return
+    for ref in refs:
+        c = get(ref)
+        if stopped and c.live:
+            from volmerge.runtime.errors import Conflict
+
+            raise Conflict(f"container {c.name} is {c.state}: stop it first or use --force")
 
 
 #: run's options that create does not take: a created container is started
@@ -161,7 +184,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
         eng = _engine(ctx)
         cs = eng.list(all=all)
         if json_:
-            emit_json([{**c.to_json(), **_net(eng, c)} for c in cs])
+            emit_json([_record(eng, c) for c in cs])
         elif quiet:
             for c in cs:
                 print(c.short_id)
@@ -175,10 +198,14 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
     def stop(
         ctx: typer.Context,
         containers: list[str] = typer.Argument(..., help="Names or ids."),
-        time_: float = typer.Option(10, "-t", "--time", "--timeout", help="Seconds before SIGKILL."),
+        time_: float = typer.Option(10, "-t", "--time", "--timeout", help="Seconds before SIGKILL (-1: wait without limit, as podman)."),
     ) -> None:
         """Stop running containers (SIGTERM, then SIGKILL after the timeout)."""
+        from volmerge.runtime.options import check_seconds
+
+        time_ = check_seconds(time_, "-t", forever=True)
         eng = _engine(ctx)
+        _all_known(eng.get, containers)
         for ref in containers:
             eng.stop(ref, time_)
             print(ref)
@@ -191,6 +218,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
     ) -> None:
         """Start stopped containers."""
         eng = _engine(ctx)
+        _all_known(eng.get, containers)
         if attach:
             if len(containers) != 1:
                 from volmerge.runtime.errors import BadInput
@@ -205,10 +233,14 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
     def restart(
         ctx: typer.Context,
         containers: list[str] = typer.Argument(..., help="Names or ids."),
-        time_: float = typer.Option(10, "-t", "--time", "--timeout", help="Seconds before SIGKILL."),
+        time_: float = typer.Option(10, "-t", "--time", "--timeout", help="Seconds before SIGKILL (-1: wait without limit, as podman)."),
     ) -> None:
         """Stop and start containers again."""
+        from volmerge.runtime.options import check_seconds
+
+        time_ = check_seconds(time_, "-t", forever=True)
         eng = _engine(ctx)
+        _all_known(eng.get, containers)
         for ref in containers:
             eng.restart(ref, time_)
             print(ref)
@@ -221,6 +253,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
     ) -> None:
         """Send a signal to running containers (default SIGKILL)."""
         eng = _engine(ctx)
+        _all_known(eng.get, containers)
         for ref in containers:
             eng.kill(ref, signal_)
             print(ref)
@@ -233,6 +266,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
     ) -> None:
         """Remove containers and their container layers."""
         eng = _engine(ctx)
+        _all_known(eng.get, containers, stopped=not force)
         for ref in containers:
             eng.remove(ref, force=force)
             print(ref)
@@ -263,6 +297,9 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
                 t0 = float(since)
             except ValueError:
                 t0 = time.time() - parse_duration(since)
+            else:
+                if not 0 <= t0 < float("inf"):
+                    raise BadInput(f"bad --since {since!r}: a duration ago (10m, 2h) or a unix time")
         out, err = sys.stdout, sys.stderr
         at_line_start = {"stdout": True, "stderr": True}
         for stream, text, t in _engine(ctx).logs(container, follow=follow, tail=n, since=t0):
@@ -280,9 +317,9 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
         ctx: typer.Context,
         container: str = typer.Argument(..., help="Name or id."),
         command: list[str] = typer.Argument(..., help="Command and arguments."),
-        env: list[str] | None = typer.Option(None, "-e", "--env", help="KEY=VALUE (repeatable)."),
+        env: list[str] | None = typer.Option(None, "-e", "--env", help="KEY=VALUE, or KEY to pass the caller's value (repeatable)."),
         user: str | None = typer.Option(None, "-u", "--user", help="USER[:GROUP]."),
-        workdir: str | None = typer.Option(None, "-w", "--workdir", help="Working directory."),
+        workdir: str | None = typer.Option(None, "-w", "--workdir", help="Working directory (absolute; default: the container's)."),
         interactive: bool = typer.Option(False, "-i", "--interactive", help="Keep stdin attached (always is)."),
         tty: bool = typer.Option(False, "-t", "--tty", help="On a terminal (stdin must be one)."),
     ) -> None:
@@ -294,6 +331,8 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
 
         if user is not None:
             check_user(user)
+        if workdir is not None and not workdir.startswith("/"):
+            raise BadInput(f"working directory {workdir!r} must be absolute")
         if tty and not os.isatty(0):
             raise BadInput("the input device is not a TTY (-t needs a terminal on stdin)")
         code = _engine(ctx).exec(container, list(command), env=parse_env(env or []), user=user,
@@ -310,17 +349,15 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
         eng = _engine(ctx)
         data = []
         for ref in containers:
-            c = eng.get(ref)
-            data.append({**c.to_json(), **_net(eng, c), "sockets": [  # --socket-activate
-                f"{p.host_ip or '0.0.0.0'}:{p.host_port}->{p.container_port}/tcp"
-                for p in c.options.socket_activate]})
+            data.append(_record(eng, eng.get(ref)))
         if json_:
             emit_json(data)
             return
         for d in data:
             for k in ("id", "name", "image", "state", "runtime", "pid", "exit_code", "health",
                       "restart_count", "error", "network", "ip", "ports", "sockets", "rootfs", "upper", "log"):
-                print(f"{k}: {'' if d[k] is None else d[k]}")
+                v = d[k]  # lists (ports, sockets) as words, not as Python's repr
+                print(f"{k}: {', '.join(v) if isinstance(v, list) else '' if v is None else v}")
             for m in d["mounts"]:
                 print(f"mount: {m['kind']} {m['source']} -> {m['target']}"
                       + (" (ro)" if m.get("readonly") else ""))
@@ -335,6 +372,10 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
     ) -> None:
         """Wait until containers exit (print exit codes) or, with --healthy,
         until they pass their health check (exit 1 if they do not in time)."""
+        from volmerge.runtime.options import check_seconds
+
+        if timeout is not None:
+            check_seconds(timeout, "--timeout")
         eng = _engine(ctx)
         for ref in containers:
             print(eng.wait(ref, healthy=healthy, timeout=timeout))
@@ -343,6 +384,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
     def pause(ctx: typer.Context, containers: list[str] = typer.Argument(..., help="Names or ids.")) -> None:
         """Freeze every process of running containers."""
         eng = _engine(ctx)
+        _all_known(eng.get, containers)
         for ref in containers:
             eng.pause(ref)
             print(ref)
@@ -351,6 +393,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
     def unpause(ctx: typer.Context, containers: list[str] = typer.Argument(..., help="Names or ids.")) -> None:
         """Thaw paused containers."""
         eng = _engine(ctx)
+        _all_known(eng.get, containers)
         for ref in containers:
             eng.unpause(ref)
             print(ref)

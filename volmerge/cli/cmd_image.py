@@ -250,13 +250,19 @@ def save(
     ctx: typer.Context,
     ref: str = typer.Argument(..., metavar="REF", help="Image name[:tag] or id."),
     output: str = typer.Option(..., "--output", "-o", metavar="FILE",
-                               help="Where to write the oci-archive."),
+                               help="Where to write the oci-archive ('-': stdout)."),
 ) -> None:
     """Save an image as an oci-archive.
 
     The archive loads in podman load, skopeo and volmerge image load, with
     the same digests.  Example: volmerge image save busybox:1 -o busybox.tar
     """
+    import sys
+
+    from volmerge.errors import BadInput
+
+    if output == "-" and sys.stdout.isatty():
+        raise BadInput("refusing to write an archive to a terminal; use -o FILE or a pipe")
     _images(ctx).save(ref, output)
 
 

@@ -25,14 +25,22 @@ def _vm(ctx: typer.Context, *, hooks: bool = False):
     Without ``hooks`` it cannot reach containers, so every user of a volume
     counts as a running writer (the safe reading); ``snapshot --pause/--force``
     asks for them."""
-    from volmerge.context import Context
-
-    vm = Context(store(ctx)).volumes
+    vm = _context(ctx).volumes
     if not hooks:
         vm.hooks = None
     vm.pool.reap_now = False  # dropped layers are deleted after the command answers
     ctx.call_on_close(vm.pool.reap_in_background)
     return vm
+
+
+def _context(ctx: typer.Context):
+    """The command's one ``volmerge.context.Context`` (its volume manager and engine)."""
+    from volmerge.context import Context
+
+    root = ctx.find_root()
+    if not isinstance(root.meta.get("volmerge.context"), Context):
+        root.meta["volmerge.context"] = Context(store(ctx))
+    return root.meta["volmerge.context"]
 
 
 def _ago(ts: float | None) -> str:
@@ -110,7 +118,8 @@ def inspect(
     print(f"Size:       {human_size(v.size)}")
     if v.labels:
         print("Labels:     " + ", ".join(f"{k}={val}" for k, val in v.labels.items()))
-    print("Users:      " + (", ".join(f"{c} ({m})" for c, m in v.users.items()) or "none"))
+    print("Users:      " + (", ".join(f"{_container_name(ctx, c)} ({m})"
+                                       for c, m in v.users.items()) or "none"))
     print()
     table(["LAYER", "ROLE", "SNAPSHOT", "TAG", "SIZE", "SHARED"],
           [[layer.id, layer.role, layer.snapshot or "", layer.tag or "", human_size(layer.size),
@@ -122,12 +131,24 @@ def rm(
     ctx: typer.Context,
     names: list[str] = typer.Argument(..., help="Volume names."),
     force: bool = typer.Option(False, "--force", "-f",
-                               help="Ignore missing volumes; remove even if containers are recorded as users."),
+                               help="Ignore missing volumes; remove even volumes that stopped containers use (never one a running container has mounted)."),
 ) -> None:
-    """Remove volumes (refused while a container uses one, unless --force)."""
-    from volmerge.errors import NotFound
+    """Remove volumes (refused while a container, even a stopped one, uses one, unless
+    --force; always while a running container has one mounted)."""
+    from volmerge.errors import Conflict, NotFound
 
     vm = _vm(ctx)
+    for n in names:  # even -f: a running container's data is not pulled from under it
+        mounted = _mounted_by_live_container(ctx, vm, n)
+        if mounted:
+            raise Conflict(f"volume {n!r} is mounted by running container {mounted}: stop "
+                           "it first (volmerge stop)")
+    if not force:
+        named = _named_by_containers(ctx)
+        for n in names:
+            if n in named:
+                raise Conflict(f"volume {n!r} is in use by container {named[n]}: remove the "
+                               "container first (volmerge rm), or use --force")
     for n in names:
         try:
             vm.remove(n, force=force)
@@ -140,9 +161,63 @@ def rm(
 
 @volume_app.command("prune")
 def prune(ctx: typer.Context) -> None:
-    """Remove every volume that no container uses, and unused layers."""
-    for n in _vm(ctx).prune():
+    """Remove every volume that no container (in any state) uses, and unused layers."""
+    vm = _vm(ctx)
+    for n in vm.prune(keep=set(_named_by_containers(ctx))):
         print(n)
+
+
+def _container_name(ctx: typer.Context, cid: str) -> str:
+    """A user's container name (its short id when it is no container)."""
+    from volmerge.errors import NotFound
+    from volmerge.runtime.errors import NotFound as RuntimeNotFound
+
+    try:
+        return str(_context(ctx).engine.get(cid).name)
+    except (NotFound, RuntimeNotFound):
+        return cid[:12]
+
+
+def _mounted_by_live_container(ctx: typer.Context, vm, name: str) -> str | None:
+    """The name of a running (or paused) container that has volume ``name``
+    mounted, or None (also when there is no such volume).  The volume's
+    recorded users that are no container, or a stopped one, do not count:
+    those are what ``--force`` is for."""
+    from volmerge.errors import NotFound
+    from volmerge.runtime.errors import NotFound as RuntimeNotFound
+
+    try:
+        users = vm.users(name)
+    except NotFound:
+        return None
+    for cid in users:
+        try:
+            c = _context(ctx).engine.get(cid)
+        except (NotFound, RuntimeNotFound):
+            continue
+        if c.live:
+            return str(c.name)
+    return None
+
+
+def _named_by_containers(ctx: typer.Context) -> dict[str, str]:
+    """Volume name -> the first container (``NAME (STATE)``) whose options
+    name it, whatever the container's state: a stopped container's volume
+    is its data, as docker's and podman's ``volume rm`` / ``prune`` see it
+    (the manager's own users are only the containers that have it mounted).
+    An upgrade's parked generations (``NAME.genN``) do not count: they are
+    the upgrade history's, which ``prune`` and ``rollback`` manage."""
+    import re
+
+    parked = re.compile(r"\.gen\d+$")
+    named: dict[str, str] = {}
+    for c in _context(ctx).engine.list(all=True):
+        if parked.search(c.name):
+            continue
+        for m in c.options.mounts:
+            if m.kind == "volume" and m.source:
+                named.setdefault(m.source, f"{c.name} ({c.state})")
+    return named
 
 
 @volume_app.command("snapshot")

@@ -41,9 +41,10 @@ def parse(args: list[str]) -> tuple[str | None, str, list[str], float] | None:
     if got is None:
         return None
     names, kw = got
-    if not names or any(not n for n in names):
-        return None
-    return root, verb, names, kw.get("timeout", 10.0)
+    timeout = kw.get("timeout", 10.0)
+    if not names or any(not n for n in names) or not 0 <= timeout < float("inf"):
+        return None  # typer's command says what is wrong with the timeout
+    return root, verb, names, timeout
 
 
 def fast_lifecycle(args: list[str]) -> int | None:
@@ -60,6 +61,9 @@ def fast_lifecycle(args: list[str]) -> int | None:
     try:
         life = _lifecycle(root)
         life.spare = spare  # the first detached start takes it
+        if len(names) > 1:  # a missing one is bad input, which changes nothing
+            for ref in names:
+                life.get(ref)
         for ref in names:
             if verb == "start":
                 life.start(ref)

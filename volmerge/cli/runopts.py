@@ -8,6 +8,9 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the ru
 if TYPE_CHECKING:
     from typing import Any
 
+#: the options that configure a health check, which --no-healthcheck turns off
+_HEALTH_OPTIONS = ("health_cmd", "health_tcp", "health_http", "health_interval", "health_timeout",
+                   "health_retries", "health_start_period")
 
 
 def run_options(image: str, command: list[str] | None, **kw: Any) -> Any:
@@ -45,7 +48,7 @@ def run_options(image: str, command: list[str] | None, **kw: Any) -> Any:
         memory=o.parse_bytes(kw["memory"]) if kw["memory"] else None,
         pids_limit=None if kw["pids_limit"] == -1 else kw["pids_limit"],
         read_only=kw["read_only"], tty=kw["tty"],
-        dns=o.parse_dns(kw["dns"] or []), dns_search=list(kw["dns_search"] or []),
+        dns=o.parse_dns(kw["dns"] or []), dns_search=o.parse_dns_search(kw["dns_search"] or []),
         extra_hosts=o.parse_add_host(kw["add_host"] or []),
         socket_activate=[o.parse_socket_activate(s) for s in kw["socket_activate"] or []],
     )
@@ -67,6 +70,11 @@ def _check(o: Any, kw: dict[str, Any]) -> None:
         o.check_user(kw["user"])
     if kw["ip"] is not None:
         o.check_ip(kw["ip"])
+    for item in kw["label"] or []:
+        if not item.partition("=")[0].strip():
+            raise BadInput(f"invalid label {item!r}: empty name (expected KEY=VALUE)")
+    if kw["no_healthcheck"] and any(kw[k] is not None for k in _HEALTH_OPTIONS):
+        raise BadInput("--no-healthcheck conflicts with the --health-* options (as in docker)")
     if kw["pids_limit"] is not None:
         o.check_pids_limit(kw["pids_limit"])
     if kw["health_tcp"] is not None:

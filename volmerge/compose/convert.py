@@ -121,6 +121,10 @@ def run_options(project: Project, name: str, *, number: int = 1, oneoff: bool = 
     net_name = network_names(project)[net_key][0]
     net_cfg = (svc.get("networks") or {}).get(net_key) or {}
     aliases = list(dict.fromkeys([name, *map(str, net_cfg.get("aliases") or [])]))
+    for alias in aliases[1:]:  # each goes into the /etc/hosts of every peer on the network
+        if alias and not re.fullmatch(r"[a-zA-Z0-9._-]{1,253}", alias):
+            raise BadInput(f"{where}.networks.{net_key}.aliases: invalid alias {alias!r}: use "
+                           "letters, digits, '.', '_' and '-'")
     restart = str(svc.get("restart") or "no")
     return o.RunOptions(
         image=str(svc["image"]),
@@ -140,7 +144,7 @@ def run_options(project: Project, name: str, *, number: int = 1, oneoff: bool = 
         memory=_bytes(svc.get("mem_limit"), f"{where}.mem_limit"),
         pids_limit=int(svc["pids_limit"]) if svc.get("pids_limit") not in (None, -1) else None,
         read_only=_bool(svc.get("read_only", False), f"{where}.read_only"),
-        dns=o.parse_dns(_list(svc.get("dns"))), dns_search=_list(svc.get("dns_search")),
+        dns=o.parse_dns(_list(svc.get("dns"))), dns_search=o.parse_dns_search(_list(svc.get("dns_search")), f"{where}.dns_search"),
         aliases=[a for a in aliases if a],
         extra_hosts=extra_hosts(svc.get("extra_hosts"), f"{where}.extra_hosts"),
         socket_activate=[] if oneoff else _socket_activate(labels, f"{where}.labels"),

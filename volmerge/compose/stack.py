@@ -76,12 +76,16 @@ class Stack:
                 return c
         return None
 
+    def _known(self, services: Iterable[str]) -> None:
+        """BadInput naming the first of ``services`` the project does not define."""
+        for s in services:
+            if s not in self.project.services:
+                raise BadInput(f"no such service: {s}")
+
     def with_dependencies(self, services: Iterable[str]) -> list[str]:
         """The named services (all when none) and what they depend on, in order."""
         wanted = list(services) or list(self.project.services)
-        for s in wanted:
-            if s not in self.project.services:
-                raise BadInput(f"no such service: {s}")
+        self._known(wanted)
         need: set[str] = set()
 
         def add(n: str) -> None:
@@ -260,6 +264,7 @@ class Stack:
 
     def exec(self, service: str, argv: list[str], *, env: dict[str, str] | None = None,
              user: str | None = None, workdir: str | None = None) -> int:
+        self._known([service])
         c = self.container_of(service)
         if c is None or not c.live:
             raise BadInput(f"service {service!r} is not running")
@@ -274,6 +279,7 @@ class Stack:
 
         out = out or sys.stdout
         wanted = set(services)
+        self._known(wanted)
         cs = [c for c in self.containers()
               if not wanted or c.options.labels.get(L_SERVICE) in wanted]
         width = max((len(c.name) for c in cs), default=0)

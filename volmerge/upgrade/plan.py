@@ -128,8 +128,11 @@ def make_plan(ctx: Ctx, opts: UpgradeOptions) -> UpgradePlan:
 
     if opts.on_conflict not in ON_CONFLICT:
         raise BadInput(f"--on-conflict must be one of {', '.join(ON_CONFLICT)}")
-    if opts.health_timeout <= 0:
+    if not 0 < opts.health_timeout < float("inf"):  # NaN too
         raise BadInput("--health-timeout must be positive")
+    if not 0 <= opts.stop_timeout < float("inf"):
+        raise BadInput(f"invalid --stop-timeout {opts.stop_timeout}: expected a number of "
+                       "seconds >= 0")
     # the settings read by later steps, checked now: a bad one changes nothing
     from . import settings
 

@@ -101,12 +101,13 @@ def _record(ctx: Ctx, journal: jr.Journal, tx: Tx, db: sqlite3.Connection) -> No
     now = time.time()
     have = db.execute("SELECT 1 FROM generations WHERE container = ? AND gen = ?",
                       (name, gen)).fetchone()
-    if not have:
+    if not have:  # the first generation began when its container was created
         db.execute(
             "INSERT INTO generations (container, gen, container_id, image_id, image_ref,"
             " volumes, journal_id, state, summary, created) VALUES (?, ?, ?, ?, ?, '{}', NULL,"
-            " 'previous', NULL, ?)",
-            (name, gen, plan["container_id"], plan["from"]["id"], plan["from"]["image"], now),
+            " 'previous', NULL, COALESCE((SELECT created FROM containers WHERE id = ?), ?))",
+            (name, gen, plan["container_id"], plan["from"]["id"], plan["from"]["image"],
+             plan["container_id"], now),
         )
     db.execute("UPDATE generations SET state = 'previous' WHERE container = ? AND state = 'current'",
                (name,))

@@ -49,6 +49,10 @@ class VolumeHistory(VolumeReader):
             m = self._read(name)
             if tag is not None and any(g.tag == tag for g in m.generations):
                 raise Conflict(f"volume {name!r} already has a snapshot tagged {tag!r}")
+            if tag is not None and any(g.id == tag for g in m.generations):
+                # --to / --from / --at take a tag or an id: the tag would shadow the id
+                raise Conflict(f"invalid snapshot tag {tag!r}: it is the id of another "
+                               f"snapshot of volume {name!r}")
             running = self._running_users(m)
             writers = [cid for cid in running if m.users[cid] == "rw"]
             if writers and not (pause or force):

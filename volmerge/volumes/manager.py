@@ -134,12 +134,13 @@ class VolumeManager(VolumeHistory):
                 faults.point("remove.committed")
                 self.pool.collect(m.layer_ids())
 
-    def prune(self) -> list[str]:
-        """Remove every volume no container uses; returns their names."""
+    def prune(self, keep: set[str] | frozenset[str] = frozenset()) -> list[str]:
+        """Remove every volume no container uses, but those in ``keep`` (the
+        volumes a stopped container names); returns their names."""
         gone = []
         for name in self.pool.names():
             m = self.pool.read(name)
-            if m is not None and not m.users:
+            if m is not None and not m.users and name not in keep:
                 with contextlib.suppress(Conflict, NotFound):
                     self.remove(name)
                     gone.append(name)

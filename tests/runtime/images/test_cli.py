@@ -134,6 +134,25 @@ def test_save_roundtrip_keeps_digests(cli, root: Path, tmp_path: Path) -> None:
     assert r.returncode == 2 and "does not exist" in r.stderr
 
 
+def test_save_to_stdout(cli, root: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """``-o -`` is standard output, as ``volume export -o -`` (it wrote a file
+    named ``-`` in the current directory): the same bytes as ``-o FILE``."""
+    import subprocess
+    import sys
+
+    files = image_files([BASE], ref="localhost/z:1")
+    assert cli("image", "load", str(write_tar(files, tmp_path / "z.tar"))).returncode == 0
+    assert cli("image", "save", "z:1", "-o", str(tmp_path / "file.tar")).returncode == 0
+    work = tmp_path / "cwd"
+    work.mkdir()
+    p = subprocess.run([sys.executable, "-m", "volmerge", "image", "save", "z:1", "-o", "-"],
+                       capture_output=True, cwd=work, timeout=120,
+                       env=dict(os.environ, VOLMERGE_ROOT=str(root)))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == (tmp_path / "file.tar").read_bytes()
+    assert os.listdir(work) == []
+
+
 def test_state_database_pragmas_and_schema(images: ImageStore, root: Path) -> None:
     db = images.store.db
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

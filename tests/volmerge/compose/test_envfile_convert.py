@@ -90,3 +90,42 @@ def test_bad_extra_hosts(tmp_path: Path, hosts: str):
 
     with pytest.raises((BadInput, RuntimeBadInput), match="services.s.extra_hosts"):
         run_options(load(Options(cwd=str(tmp_path)), environ={}), "s")
+
+
+@pytest.mark.parametrize("search", ["['a\\nnameserver 192.0.2.66']", "['a b']", "['']",
+                                    "'-bad'"])
+def test_bad_dns_search(tmp_path: Path, search: str):
+    """Each becomes part of resolv.conf's ``search`` line: a newline would add
+    a nameserver of its own."""
+    (tmp_path / "compose.yaml").write_text(
+        f"services:\n  s:\n    image: a\n    dns_search: {search}\n")
+    from volmerge.runtime.errors import BadInput as RuntimeBadInput
+
+    with pytest.raises((BadInput, RuntimeBadInput), match="services.s.dns_search"):
+        run_options(load(Options(cwd=str(tmp_path)), environ={}), "s")
+
+
+def test_dns_search_domains(tmp_path: Path):
+    (tmp_path / "compose.yaml").write_text(
+        "services:\n  s:\n    image: a\n    dns_search: [example.com, corp.example., '.']\n")
+    opts = run_options(load(Options(cwd=str(tmp_path)), environ={}), "s")
+    assert opts.dns_search == ["example.com", "corp.example.", "."]
+
+
+@pytest.mark.parametrize("alias", ["'db\\n192.0.2.66 api'", "'a b'", "'a\\tb'"])
+def test_bad_network_alias(tmp_path: Path, alias: str):
+    """An alias goes into the /etc/hosts of every container on the network:
+    a newline in one would add a line (another name for another address)."""
+    (tmp_path / "compose.yaml").write_text(
+        f"services:\n  s:\n    image: a\n    networks:\n      default:\n"
+        f"        aliases: [ok_alias, \"{alias[1:-1]}\"]\n")
+    with pytest.raises(BadInput, match="services.s.networks.default.aliases: invalid alias"):
+        run_options(load(Options(cwd=str(tmp_path)), environ={}), "s")
+
+
+def test_network_aliases(tmp_path: Path):
+    (tmp_path / "compose.yaml").write_text(
+        "services:\n  s:\n    image: a\n    networks:\n      default:\n"
+        "        aliases: [db.internal, my_db, '']\n")
+    opts = run_options(load(Options(cwd=str(tmp_path)), environ={}), "s")
+    assert opts.aliases == ["s", "db.internal", "my_db"]

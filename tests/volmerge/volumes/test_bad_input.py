@@ -145,3 +145,15 @@ def test_cli_commands_end_to_end(cli, tmp_path: Path) -> None:  # type: ignore[n
     assert "LAYER" in cli("volume", "inspect", "data2").stdout
     assert cli("volume", "rm", "app", "data", "data2").returncode == 0
     assert cli("volume", "rm", "-f", "gone").returncode == 0
+
+
+def test_a_tag_cannot_shadow_a_snapshot_id(vm, cli) -> None:  # type: ignore[no-untyped-def]
+    """Points are named by tag or id (the newest match wins): a tag equal to
+    an older snapshot's id made ``rollback --to ID`` land on the tagged one."""
+    vm.create("t")
+    first = vm.snapshot("t")
+    p = cli("volume", "snapshot", "t", "--tag", first.id)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr == (f"volmerge: error: invalid snapshot tag {first.id!r}: it is the id of "
+                        "another snapshot of volume 't'\n")
+    assert [s.id for s in vm.get("t").snapshots] == [first.id]
