@@ -207,11 +207,12 @@ class Engine:
         """Start a created or exited container (see Lifecycle.start)."""
         return self.lifecycle.start(ref, attach=attach, stop_timeout=stop_timeout)
 
-    def stop(self, ref: str, timeout: float = 10) -> Container:
+    def stop(self, ref: str, timeout: float = 10, *, autoremove: bool = False) -> Container:
         """The image's StopSignal (default SIGTERM), then SIGKILL after
         ``timeout`` seconds; the restart policy does not restart a container
-        stopped this way."""
-        return self.lifecycle.stop(ref, timeout)
+        stopped this way.  ``autoremove``: a ``--rm`` container is removed
+        once stopped (the ``stop`` command; see Lifecycle.stop)."""
+        return self.lifecycle.stop(ref, timeout, autoremove=autoremove)
 
     def kill(self, ref: str, sig: str | int = "TERM") -> Container:
         return self.lifecycle.kill(ref, sig)

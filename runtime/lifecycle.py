@@ -11,15 +11,12 @@ this process.  The engine (runtime.containers) is the facade over it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import time
 
-from . import fsutil
-from . import rootfs as rootfs_mod
-from .errors import BadInput, Conflict, NotDone
+from .errors import BadInput, Conflict, NotDone, NotFound
 from .records import Container, ContainerRecords, pid_alive, prestarted, proc_start_time
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the run path
@@ -230,11 +227,21 @@ class Lifecycle:
             if c.owner_pid is not None:
                 self.records.update(c.id, owner_pid=None, owner_start=None)
 
-    def stop(self, ref: str, timeout: float = 10) -> Container:
+    def stop(self, ref: str, timeout: float = 10, *, autoremove: bool = False) -> Container:
         """The image's StopSignal (default SIGTERM), then SIGKILL after
         ``timeout`` seconds; the restart policy does not restart a container
-        stopped this way."""
+        stopped this way.  ``autoremove`` (the ``stop`` command): a ``--rm``
+        container is removed once stopped, as Docker's; a restart or an
+        upgrade stops it without (its supervisor removes it only when it
+        exits on its own)."""
         c = self.get(ref)
+        if autoremove and c.options.rm:
+            self.stop(c.id, timeout)
+            try:
+                self.remove(c.id)
+            except NotFound:  # removed meanwhile (its own exit, an `rm`)
+                pass
+            return c
         if not c.live:
             return c
         self.records.update(c.id, stop_requested=True)
@@ -293,7 +300,10 @@ class Lifecycle:
         if not c.live or not c.pid:
             raise Conflict(f"container {c.name} is not running")
         if signum in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT):
-            self.records.update(c.id, stop_requested=signum == signal.SIGKILL)
+            # SIGKILL keeps the restart policy from restarting it; a --rm container
+            # has none, and its supervisor removes it once it exits (runtime.removal)
+            self.records.update(c.id, stop_requested=signum == signal.SIGKILL
+                                and not c.options.rm)
         if c.state == "paused" and signum == signal.SIGKILL:
             self.unpause(c.id)
         self._signal(c, signum)
@@ -313,30 +323,10 @@ class Lifecycle:
             if not self._wait_stopped(c, 15):
                 raise NotDone(f"container {c.name} did not stop")
             c = self.get(c.id)
-        with self.store.lock("container-" + c.id):
-            volumes = sorted({m["name"] for m in self.records.recorded_mounts(c)
-                              if m.get("kind") == "volume"})
-            self.bundles.teardown(c)
-            network = self.bundles.network
-            if network is not None and c.options.network not in ("none", "host"):
-                network.disconnect(c.id, release=True)  # the address is free again
-            if c.options.socket_activate:  # its listening sockets close (runtime.sockholder)
-                from . import sockholder
+        from .removal import remove_locked
 
-                sockholder.close(self.store.root, c.id)
-            self.records.delete(c.id)
-            if c.options.rm:  # as Docker's --rm: the anonymous volumes go with it
-                for name in volumes:
-                    self.bundles.volumes.discard(name, c.id)
-            try:
-                fsutil.rmtree(c.dir)
-            except OSError:
-                rootfs_mod.umount_rootfs(c.dir)
-                fsutil.rmtree(c.dir)
-            # its lock file too (unlinked while held; the id is never reused),
-            # or every removed container leaves one (found by bench/soak.py)
-            with contextlib.suppress(FileNotFoundError):
-                (self.store.root / "locks" / f"container-{c.id}.lock").unlink()
+        with self.store.lock("container-" + c.id):
+            remove_locked(self.records, self.bundles, c)
 
     def pause(self, ref: str) -> None:
         c = self.get(ref)
@@ -407,7 +397,13 @@ class Lifecycle:
         from .polling import wait_until
 
         def exited() -> tuple[int] | None:  # a tuple: exit code 0 is an answer too
-            cur = self.get(c.id)
+            try:
+                cur = self.get(c.id)
+            except NotFound:
+                if not c.options.rm:
+                    raise
+                raise NotDone(f"container {c.name} was removed when it exited (--rm): "
+                              "its exit code went with it") from None
             if not cur.live and cur.state != "created":
                 return (cur.exit_code if cur.exit_code is not None else 0,)
             if cur.state == "created" and not cur.started_at:

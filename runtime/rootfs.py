@@ -100,8 +100,25 @@ def mount_rootfs(cdir: Path, lowers: list[str], *, volatile: bool = False) -> Pa
 
 
 def umount_rootfs(cdir: Path) -> None:
-    """Unmount the root and everything below it (bind mounts of a crashed run)."""
-    rsys.umount_tree(cdir / "bundle" / "rootfs")
+    """Unmount the root and everything below it (bind mounts of a crashed run).
+
+    A ``volatile`` overlay leaves ``work/work/incompat/volatile`` behind,
+    and overlay refuses to mount the same upper and work again while it is
+    there: a sign that a crash may have lost the upper's unsynced writes.
+    Unmounted here, cleanly, it is removed, so that a ``--rm`` container
+    can be started again (``restart``, a ``stop`` by an upgrade); one found
+    unmounted (after a reboot) keeps it."""
+    _upper, work, target = layout(cdir)
+    mounted = rsys.is_mountpoint(target)
+    rsys.umount_tree(target)
+    marker = work / "work" / "incompat" / "volatile"
+    if mounted and marker.is_dir() and not rsys.is_mountpoint(target):
+        try:
+            fsutil.rmtree(marker)
+        except OSError as exc:  # the teardown goes on; the next mount says why
+            from . import diag
+
+            diag.ignored(__name__, "removing the volatile overlay's marker", exc)
 
 
 def _fit_lowers(cdir: Path, lowers: list[str]) -> list[str]:

@@ -204,6 +204,15 @@ def supervise(records: ContainerRecords, bundles: Bundles, cid: str, *, foregrou
         bundles.teardown(records.lookup(cid))
         records.update(cid, state="exited", exit_code=code, finished_at=time.time(), pid=None,
                        health=None)
+        if not foreground and c.options.rm:  # run -d --rm: gone once it exits on its own
+            from .removal import autoremove
+
+            try:
+                autoremove(records, bundles, cid)
+            except Exception as exc:  # noqa: BLE001 - it stays exited; `rm` takes it
+                from . import diag
+
+                diag.ignored(__name__, f"removing --rm container {cid[:12]}", exc)
         return code
     finally:
         notifier.send(Notice(False, 1, "container exited before it was reported running"))

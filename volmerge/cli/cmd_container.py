@@ -207,7 +207,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
         eng = _engine(ctx)
         _all_known(eng.get, containers)
         for ref in containers:
-            eng.stop(ref, time_)
+            eng.stop(ref, time_, autoremove=True)  # a --rm one goes, as Docker's
             print(ref)
 
     @app.command(no_args_is_help=True)

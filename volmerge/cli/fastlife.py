@@ -68,7 +68,7 @@ def fast_lifecycle(args: list[str]) -> int | None:
             if verb == "start":
                 life.start(ref)
             elif verb == "stop":
-                life.stop(ref, timeout)
+                life.stop(ref, timeout, autoremove=True)  # a --rm one goes, as Docker's
             else:
                 life.restart(ref, timeout)
             print(ref)
