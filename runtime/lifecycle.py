@@ -330,6 +330,8 @@ class Lifecycle:
 
     def pause(self, ref: str) -> None:
         c = self.get(ref)
+        if c.state == "paused":  # as podman says it
+            raise Conflict(f"container {c.name} is already paused")
         if c.state != "running":
             raise Conflict(f"container {c.name} is not running")
         self.bundles.executor_for(c).pause(c.id)

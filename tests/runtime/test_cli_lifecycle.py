@@ -127,6 +127,9 @@ def test_pause_unpause(cli, image, executor):
     assert cli("pause", cid).returncode == 0
     assert json.loads(cli("inspect", "--json", cid).stdout)[0]["state"] == "paused"
     assert "Paused" in cli("ps").stdout
+    again = cli("pause", cid)  # one line, exit 2, as a conflict; it stays paused
+    assert again.returncode == 2 and "is already paused" in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1
     assert cli("unpause", cid).returncode == 0
     p = cli("exec", cid, "echo", "alive")
     assert p.stdout.strip() == "alive"
