@@ -109,10 +109,13 @@ def umount_rootfs(cdir: Path) -> None:
     can be started again (``restart``, a ``stop`` by an upgrade); one found
     unmounted (after a reboot) keeps it."""
     _upper, work, target = layout(cdir)
+    marker = work / "work" / "incompat" / "volatile"
+    if not marker.is_dir():  # not a volatile overlay: one stat, no more mountinfo reads
+        rsys.umount_tree(target)
+        return
     mounted = rsys.is_mountpoint(target)
     rsys.umount_tree(target)
-    marker = work / "work" / "incompat" / "volatile"
-    if mounted and marker.is_dir() and not rsys.is_mountpoint(target):
+    if mounted:
         try:
             fsutil.rmtree(marker)
         except OSError as exc:  # the teardown goes on; the next mount says why
