@@ -6,6 +6,8 @@ Each command group lives in its own module and registers itself on ``app``
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from .state import Globals
@@ -73,4 +75,31 @@ def command():
 
 
 def run(args: list[str]) -> None:
-    command()(args=args, prog_name="volmerge", standalone_mode=True)
+    """Run the typer command for ``args``.  A usage error (an unknown option
+    or command, a missing or malformed argument) is bad input like any
+    other: one line on stderr naming the command's help, exit 2 (click
+    would print the usage, a hint and the error on three lines)."""
+    # typer (pinned below 0.29) carries its own click; its errors are these
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+
+    try:
+        code = command()(args=args, prog_name="volmerge", standalone_mode=False)
+    except NoArgsIsHelpError as exc:  # a group alone: its help
+        exc.show()
+        raise SystemExit(exc.exit_code) from None
+    except UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "volmerge"
+        sys.stderr.write(f"volmerge: error: {_one_line(exc.format_message())} "
+                         f"(see '{where} --help')\n")
+        raise SystemExit(exc.exit_code) from None
+    except ClickException as exc:
+        sys.stderr.write(f"volmerge: error: {_one_line(exc.format_message())}\n")
+        raise SystemExit(exc.exit_code) from None
+    except typer.Abort:  # Ctrl-C or end of input at a prompt
+        raise KeyboardInterrupt from None
+    if isinstance(code, int) and code:  # typer.Exit(code), ctx.exit(code)
+        raise SystemExit(code)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())

@@ -131,6 +131,14 @@ CASES: dict[str, tuple[list[str], str]] = {
     "upgrade health-tcp 0": (["upgrade", "web", "--to", IMG, "--health-tcp", "0"], "1..65535"),
     "upgrade health-http not a url": (["upgrade", "web", "--to", IMG, "--health-http", "a b"],
                                       "--health-http"),
+    # usage errors (click's): one line naming the command's help, as every other bad input
+    "unknown option": (["run", "--nosuch", IMG, "true"], "No such option: --nosuch"),
+    "unknown command": (["nosuchcmd"], "No such command 'nosuchcmd'. (see 'volmerge --help')"),
+    "missing argument": (["volume", "create"],
+                         "Missing argument 'name'. (see 'volmerge volume create --help')"),
+    "option value of the wrong type": (["stop", "-t", "abc", "web"], "'abc' is not a valid float"),
+    "unknown option of a subcommand": (["image", "ls", "--bogus"],
+                                       "(see 'volmerge image ls --help')"),
     # names of other kinds
     "history of no container": (["history", "nosuch"], "no such container"),
     "image tag as a digest": (["image", "tag", IMG, "sha256:abcd"], "digest algorithm"),
