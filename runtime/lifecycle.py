@@ -376,9 +376,11 @@ class Lifecycle:
             uid, gid, _extra, _home = resolve_user(c.rootfs, user)
         else:
             uid, gid = proc["user"]["uid"], proc["user"]["gid"]
+        cwd = workdir or proc["cwd"]
+        _check_command(c, argv[0], envd.get("PATH", ""), cwd)
         return self.bundles.executor_for(c).exec(
             c.id, c.pid, argv, env=[f"{k}={v}" for k, v in envd.items()], uid=uid, gid=gid,
-            cwd=workdir or proc["cwd"], stdio=stdio or Stdio(0, 1, 2), tty=tty)
+            cwd=cwd, stdio=stdio or Stdio(0, 1, 2), tty=tty)
 
     def wait(self, ref: str, *, healthy: bool = False, timeout: float | None = None) -> int | str:
         """Until the container exits (its exit code) or, with ``healthy``,
@@ -416,3 +418,22 @@ class Lifecycle:
         if got is None:
             raise NotDone(f"container {c.name} still {self.get(c.id).state} after {timeout:g}s")
         return got[0]
+
+
+def _check_command(c: Container, argv0: str, path: str, cwd: str) -> None:
+    """BadInput, as ``run`` says it, when ``argv0`` is no executable in the
+    running container: looked up as execvp would, in the container's root
+    as its first process sees it (``/proc/PID/root``: its volumes and other
+    mounts included), symbolic links resolved inside it.  runc would fail
+    with its own log line and exit 255."""
+    import posixpath
+    from pathlib import Path
+
+    from .spec import DEFAULT_PATH, find_executable
+
+    path = path or DEFAULT_PATH
+    look = argv0
+    if "/" in argv0 and not argv0.startswith("/"):  # from the working directory
+        look = posixpath.normpath(posixpath.join(cwd, argv0))
+    if find_executable(Path(f"/proc/{c.pid}/root"), look, path) is None:
+        raise BadInput(f"command {argv0!r} not found in container {c.name}")

@@ -362,3 +362,31 @@ def test_exec_user_is_not_blocked_by_a_fifo_passwd(cli, image):
         assert "user 'nobody' not found in the image's /etc/passwd" in p.stderr
     finally:
         cli("rm", "-f", "web")
+
+
+def test_exec_finds_commands_on_the_container_s_own_mounts_and_refuses_missing_ones(
+        cli, image, executor):
+    """exec looks the command up as execvp would, in the root the container's
+    first process sees (a tmpfs mounted in it included), a relative path
+    from the working directory; a missing one is bad input in one line, as
+    ``run`` says it, not runc's log line and exit 255."""
+    p = cli("run", "-d", *_rt(executor), "--network", "none", "--name", "web", "--tmpfs",
+            "/scratch", image, "/bin/sh", "-c", "cp /bin/busybox /scratch/ && echo ready; "
+            "exec sleep 300")
+    assert p.returncode == 0, p.stderr
+    try:
+        deadline = time.monotonic() + 30
+        while cli("logs", "web").stdout != "ready\n":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert cli("exec", "web", "/scratch/busybox", "echo", "abs").stdout == "abs\n"
+        assert cli("exec", "-w", "/scratch", "web", "./busybox", "echo", "rel").stdout == "rel\n"
+        assert cli("exec", "-e", "PATH=/scratch", "web", "busybox", "echo",
+                   "path").stdout == "path\n"
+        for argv0 in ("nosuchcmd", "/scratch/nosuch", "./nosuch"):
+            p = cli("exec", "web", argv0)
+            assert p.returncode == 2, (argv0, p.returncode, p.stderr)
+            assert p.stderr.strip().splitlines() == [
+                f"volmerge: error: command {argv0!r} not found in container web"], p.stderr
+    finally:
+        cli("rm", "-f", "web")
