@@ -93,8 +93,12 @@ class RuncExecutor:
     def kill(self, cid: str, init_pid: int, sig: int) -> None:
         """``sig`` to the container's first process: straight to it when it
         is provably that process (:func:`_signal_member`), else by ``runc
-        kill``, whose Go start-up (~5 ms) was on every stop's path."""
-        if init_pid and _signal_member(cid, init_pid, sig):
+        kill``, whose Go start-up (~5 ms) was on every stop's path.  SIGKILL
+        always goes by ``runc kill``: it also thaws a frozen cgroup (v1),
+        where a killed process would otherwise wait, frozen, for ever (a
+        crash between ``runc pause`` and the record saying so leaves a
+        container frozen that its record calls running)."""
+        if init_pid and sig != signal.SIGKILL and _signal_member(cid, init_pid, sig):
             return
         # by spawn, as run does: a stop is timed too (subprocess cost it ~5-10 ms)
         null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)

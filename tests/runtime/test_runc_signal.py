@@ -59,3 +59,17 @@ def test_a_process_outside_the_container_is_never_signalled(runc_engine, image):
     finally:
         stranger.kill()
         stranger.wait()
+
+
+def test_a_frozen_container_its_record_calls_running_still_stops(runc_engine, image):
+    """A crash between ``runc pause`` and the record saying "paused" leaves
+    the container frozen while its record says running (what recovery then
+    finds).  ``stop`` must still end it: its SIGTERM waits, frozen, and the
+    SIGKILL after the timeout goes by ``runc kill``, which thaws the cgroup."""
+    c = runc_engine.create(RunOptions(image=image, network="none", detach=True,
+                                      command=["sleep", "600"]))
+    runc_engine.start(c.id)
+    RuncExecutor(runc_engine.store.root).pause(c.id)  # the engine's record is not told
+    assert runc_engine.get(c.id).state == "running"
+    # (a SIGKILL that never lands: NotDone "did not stop" after 15 s)
+    assert runc_engine.stop(c.id, timeout=0.5).state == "exited"
