@@ -334,8 +334,15 @@ class Lifecycle:
             raise Conflict(f"container {c.name} is already paused")
         if c.state != "running":
             raise Conflict(f"container {c.name} is not running")
-        self.bundles.executor_for(c).pause(c.id)
+        # recorded first: a crash between the two leaves a record saying paused
+        # over a container that runs, which unpause(missing_ok) puts right; the
+        # other order left a frozen container its record called running
         self.records.update(c.id, state="paused")
+        try:
+            self.bundles.executor_for(c).pause(c.id)
+        except BaseException:
+            self.records.update(c.id, state="running")
+            raise
 
     def unpause(self, ref: str, *, missing_ok: bool = False) -> None:
         """Thaw a paused container.  ``missing_ok``: one that another command
