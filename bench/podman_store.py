@@ -19,15 +19,16 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
+
+from tests.podman import ULIMITS, private_store
 
 # Where podman 4 and CNI keep state by default (tests/fixtures/test_podman_helper.py)
 DEFAULT_STATE = ("/var/lib/cni", "/run/netns", "/etc/cni/net.d", "/var/lib/containers",
                  "/run/containers", "/run/libpod", "/etc/containers/networks")
 # podman would otherwise take the limits of the (large) ones of this process
-RUN_OPTS = ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024")
+RUN_OPTS = ULIMITS
 
 
 class PodmanError(RuntimeError):
@@ -46,24 +47,6 @@ def _rmdirs(d: str, top: str) -> None:
         d = os.path.dirname(d)
 
 
-def _conf(base: Path, runroot: Path, driver: str) -> tuple[str, str]:
-    """containers.conf and storage.conf of a store below ``base``."""
-    containers = (
-        "[engine]\n"
-        'lock_type = "file"\n'
-        f'tmp_dir = "{base}/tmp"\n'
-        f'image_copy_tmp_dir = "{base}/vartmp"\n'
-        'cgroup_manager = "cgroupfs"\n'
-        'runtime = "runc"\n'
-        'events_logger = "file"\n'
-        "[network]\n"
-        f'network_config_dir = "{base}/networks"\n'
-    )
-    storage = (f'[storage]\ndriver = "{driver}"\ngraphroot = "{base}/root"\n'
-               f'runroot = "{runroot}"\n')
-    return containers, storage
-
-
 class PodmanStore:
     """podman on a store of its own below ``base`` (made here, removed by close())."""
 
@@ -72,20 +55,8 @@ class PodmanStore:
         self.version = ""  # podman's, once asked
         self._shadowed: list[str] = []
         self._made: list[tuple[str, str]] = []  # (made, its topmost new parent)
-        for sub in ("root", "tmp", "vartmp", "networks"):
-            (base / sub).mkdir(parents=True)
-        # podman refuses a runroot longer than 50 characters: a short one
-        self.runroot = Path(tempfile.mkdtemp(prefix="vm-pb-", dir="/run"))
-        containers, storage = _conf(base, self.runroot, driver)
-        (base / "containers.conf").write_text(containers)
-        (base / "storage.conf").write_text(storage)
-        self.env = dict(os.environ, CONTAINERS_CONF=str(base / "containers.conf"),
-                        CONTAINERS_STORAGE_CONF=str(base / "storage.conf"),
-                        TMPDIR=str(base / "vartmp"))
-        self.argv = ["podman", "--root", str(base / "root"), "--runroot", str(self.runroot),
-                     "--tmpdir", str(base / "tmp"), "--storage-driver", driver,
-                     "--network-config-dir", str(base / "networks"),
-                     "--cgroup-manager=cgroupfs", "--runtime", "runc", "--events-backend", "file"]
+        self.runroot, self.env, argv = private_store(base, driver, prefix="vm-pb-", network=True)
+        self.argv = ["podman", *argv]
         try:
             self._shadow_default_state()
         except BaseException:

@@ -14,7 +14,6 @@ one or a recycled pid (:meth:`Container.owner_alive`).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -376,8 +375,7 @@ def _sweep_orphans(store: Any) -> None:
         return  # no containers yet
     if len(names) <= count:
         return
-    from . import fsutil
-    from .rootfs import umount_rootfs
+    from .rootfs import discard_files, umount_rootfs
 
     try:
         with store.lock("containers", blocking=False):
@@ -385,10 +383,8 @@ def _sweep_orphans(store: Any) -> None:
             for cid in sorted(set(names) - known):
                 try:
                     with store.lock("container-" + cid, blocking=False):
-                        umount_rootfs(cdir / cid)
-                        fsutil.rmtree(cdir / cid)
-                        with contextlib.suppress(FileNotFoundError):
-                            store.path("locks", f"container-{cid}.lock").unlink()
+                        umount_rootfs(cdir / cid)  # never delete through a mount
+                        discard_files(store, cid)
                 except BlockingIOError:
                     continue
     except BlockingIOError:

@@ -11,9 +11,6 @@ runtime.lifecycle so that a supervisor never imports the engine's side.
 
 from __future__ import annotations
 
-import contextlib
-
-from . import fsutil
 from . import rootfs as rootfs_mod
 from .errors import NotFound
 
@@ -39,15 +36,7 @@ def remove_locked(records: ContainerRecords, bundles: Bundles, c: Container) -> 
     if c.options.rm:  # as Docker's --rm: the anonymous volumes go with it
         for name in volumes:
             bundles.volumes.discard(name, c.id)
-    try:
-        fsutil.rmtree(c.dir)
-    except OSError:
-        rootfs_mod.umount_rootfs(c.dir)
-        fsutil.rmtree(c.dir)
-    # its lock file too (unlinked while held; the id is never reused),
-    # or every removed container leaves one (found by bench/soak.py)
-    with contextlib.suppress(FileNotFoundError):
-        (store.root / "locks" / f"container-{c.id}.lock").unlink()
+    rootfs_mod.discard_files(store, c.id)
 
 
 def autoremove(records: ContainerRecords, bundles: Bundles, cid: str) -> bool:

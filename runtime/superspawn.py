@@ -51,9 +51,9 @@ class Pending:
         try:
             errlog = os.open(c.dir / "supervisor.err", os.O_WRONLY | os.O_CREAT | os.O_APPEND
                              | os.O_CLOEXEC, 0o600)
-            # what only this container's run needs, imported before the go, not after it
-            preload = ("sockholder",) if c.options.socket_activate else ()
-            self.pid = _spawn_session(supervisor_argv(c.id, root, w, factory, go_r, preload),
+            from .supervisor import preloads  # what it imports before its go
+
+            self.pid = _spawn_session(supervisor_argv(c.id, root, w, factory, go_r, preloads(c)),
                                       errlog, (w, go_r))
         except BaseException:
             for fd in (r, self._go):

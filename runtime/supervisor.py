@@ -239,11 +239,27 @@ def _closed(fds: tuple[int, ...] | None) -> tuple[int, ...]:
     return ()
 
 
+def _has_health(c: Container) -> bool:
+    return c.options.health is not None or bool(
+        (c.image_config.get("config") or {}).get("Healthcheck"))
+
+
+def preloads(c: Container) -> tuple[str, ...]:
+    """The modules of runtime/ only ``c``'s run needs, which a supervisor
+    spawned ahead imports before its go rather than after it (``--preload``,
+    :data:`PRELOAD`): health for a health check (~8 ms with dataclasses),
+    sockholder (socket, selectors: ~4 ms) for ``--socket-activate``.  A
+    forked supervisor, whose time before the go is short, imports them when
+    it needs them."""
+    return (*(("health",) if _has_health(c) else ()),
+            *(("sockholder",) if c.options.socket_activate else ()))
+
+
 def _health_config(c: Container) -> Any:
     """The container's health check, or None; runtime.health (a module and
     a dataclass to build) is imported for a container that has one (by a
-    spawned supervisor before its go, see :func:`own`)."""
-    if c.options.health is None and not (c.image_config.get("config") or {}).get("Healthcheck"):
+    spawned supervisor before its go, :func:`preloads`)."""
+    if not _has_health(c):
         return None
     from . import health
 
@@ -302,8 +318,8 @@ def _start_monitor(records: ContainerRecords, c: Container, ex: Any, hc: Any, in
 
 
 #: the modules of runtime/ a spawned supervisor may be told to import before its
-#: go (``--preload``): sockholder (socket, selectors: ~4 ms) for --socket-activate
-PRELOAD = frozenset({"sockholder"})
+#: go (``--preload``; what :func:`preloads` names)
+PRELOAD = frozenset({"health", "sockholder"})
 
 
 class _Args:
@@ -380,8 +396,6 @@ def own(root: str | None, factory: str | None, cid: str, notify_fd: int | None,
     go (:data:`PRELOAD`; a spawned one's ``--preload``)."""
     from . import bundle, executors, logfile  # noqa: F401 - while the engine prepares
 
-    if inherited is None:  # spawned ahead, so with time to spare (a forked one has little)
-        from . import health  # noqa: F401 - ~8 ms with dataclasses, else paid after the go
     if preload:
         import importlib
 

@@ -133,14 +133,17 @@ def is_mountpoint(path: str | os.PathLike[str]) -> bool:
     return os.path.realpath(path) in mounts_below(path)
 
 
-def umount_tree(path: str | os.PathLike[str]) -> None:
-    """Detach every mount at or below ``path`` (lazy, so busy mounts go too)."""
-    for mp in mounts_below(path):
+def umount_tree(path: str | os.PathLike[str]) -> list[str]:
+    """Detach every mount at or below ``path`` (lazy, so busy mounts go
+    too); the mount points that were there, deepest first."""
+    found = mounts_below(path)
+    for mp in found:
         try:
             umount(mp, MNT_DETACH)
         except OSError as exc:
             if exc.errno not in (errno.EINVAL, errno.ENOENT):
                 raise
+    return found
 
 
 def _unescape(s: str) -> str:

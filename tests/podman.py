@@ -25,7 +25,52 @@ import pytest
 
 # No network; limits that podman would otherwise take from the (large) ones
 # of the test process.
-RUN_OPTS = ("--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024")
+ULIMITS = ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024")
+RUN_OPTS = ("--network", "none", *ULIMITS)
+
+
+def podman_conf(base: Path, runroot: Path, driver: str, *,
+                network: bool = True) -> tuple[str, str]:
+    """containers.conf and storage.conf of a podman store below ``base``:
+    cgroupfs, runc, events in a file, its own network configuration;
+    ``network`` False: no network for any container (``netns = "none"``)."""
+    containers = (
+        "[engine]\n"
+        'lock_type = "file"\n'
+        f'tmp_dir = "{base}/tmp"\n'
+        f'image_copy_tmp_dir = "{base}/vartmp"\n'
+        'cgroup_manager = "cgroupfs"\n'
+        'runtime = "runc"\n'
+        'events_logger = "file"\n'
+        "[network]\n"
+        f'network_config_dir = "{base}/networks"\n'
+        + ("" if network else '[containers]\nnetns = "none"\n')
+    )
+    storage = (f'[storage]\ndriver = "{driver}"\ngraphroot = "{base}/root"\n'
+               f'runroot = "{runroot}"\n')
+    return containers, storage
+
+
+def private_store(base: Path, driver: str, *, prefix: str,
+                  network: bool) -> tuple[Path, dict[str, str], list[str]]:
+    """Make a podman store below ``base`` (the tests' and the benchmarks'):
+    its directories, its configuration files and a runroot of its own in
+    /run; (the runroot, the environment and the global options every
+    ``podman`` call of it takes)."""
+    for sub in ("root", "tmp", "vartmp", "networks"):
+        (base / sub).mkdir(parents=True)
+    # podman refuses a runroot longer than 50 characters and conmon's
+    # sockets live below it: a short directory of its own.
+    runroot = Path(tempfile.mkdtemp(prefix=prefix, dir="/run"))
+    containers, storage = podman_conf(base, runroot, driver, network=network)
+    (base / "containers.conf").write_text(containers)
+    (base / "storage.conf").write_text(storage)
+    env = dict(os.environ, CONTAINERS_CONF=str(base / "containers.conf"),
+               CONTAINERS_STORAGE_CONF=str(base / "storage.conf"), TMPDIR=str(base / "vartmp"))
+    argv = ["--root", str(base / "root"), "--runroot", str(runroot), "--tmpdir", str(base / "tmp"),
+            "--storage-driver", driver, "--network-config-dir", str(base / "networks"),
+            "--cgroup-manager=cgroupfs", "--runtime", "runc", "--events-backend", "file"]
+    return runroot, env, argv
 
 
 class Podman:
@@ -33,39 +78,8 @@ class Podman:
 
     def __init__(self, base: Path, driver: str = "vfs") -> None:
         self.base = base
-        for sub in ("root", "tmp", "vartmp", "networks"):
-            (base / sub).mkdir(parents=True)
-        # podman refuses a runroot longer than 50 characters and conmon's
-        # sockets live below it: a short directory of its own.
-        self.runroot = Path(tempfile.mkdtemp(prefix="vm-pm-", dir="/run"))
-        (base / "containers.conf").write_text(
-            "[engine]\n"
-            'lock_type = "file"\n'
-            f'tmp_dir = "{base}/tmp"\n'
-            f'image_copy_tmp_dir = "{base}/vartmp"\n'
-            'cgroup_manager = "cgroupfs"\n'
-            'runtime = "runc"\n'
-            'events_logger = "file"\n'
-            "[network]\n"
-            f'network_config_dir = "{base}/networks"\n'
-            "[containers]\n"
-            'netns = "none"\n'
-        )
-        (base / "storage.conf").write_text(
-            f'[storage]\ndriver = "{driver}"\ngraphroot = "{base}/root"\n'
-            f'runroot = "{self.runroot}"\n'
-        )
-        self.env = dict(
-            os.environ,
-            CONTAINERS_CONF=str(base / "containers.conf"),
-            CONTAINERS_STORAGE_CONF=str(base / "storage.conf"),
-            TMPDIR=str(base / "vartmp"),
-        )
-        self.globals = ["--root", str(base / "root"), "--runroot", str(self.runroot),
-                        "--tmpdir", str(base / "tmp"), "--storage-driver", driver,
-                        "--network-config-dir", str(base / "networks"),
-                        "--cgroup-manager=cgroupfs", "--runtime", "runc",
-                        "--events-backend", "file"]
+        self.runroot, self.env, self.globals = private_store(base, driver, prefix="vm-pm-",
+                                                             network=False)
 
     def __call__(self, *args: str, tool: str = "podman", check: bool = True,
                  timeout: float = 180, input: str | None = None) -> subprocess.CompletedProcess:

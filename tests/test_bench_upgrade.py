@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench.bench_upgrade import _podman, _podman_line
-from bench.podman_store import _conf
+from tests.podman import podman_conf as _conf
 
 pytestmark = pytest.mark.unit  # no root: runs as any user (tests/test_unit_unprivileged.py)
 

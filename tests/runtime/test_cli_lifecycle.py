@@ -345,6 +345,14 @@ def test_logs_follow_ends_quietly_when_the_container_is_removed(cli, image, root
     assert follow.returncode == 0 and err == "", err
 
 
+def _ready(cli, name: str, timeout: float = 30) -> None:  # type: ignore[no-untyped-def]
+    """Until container ``name`` has logged ``ready`` (its set-up done)."""
+    deadline = time.monotonic() + timeout
+    while cli("logs", name).stdout != "ready\n":
+        assert time.monotonic() < deadline, f"{name} never logged ready"
+        time.sleep(0.05)
+
+
 def test_exec_user_is_not_blocked_by_a_fifo_passwd(cli, image):
     """``exec -u NAME`` reads the running container's /etc/passwd from the
     host: a container that made it a FIFO hung the command forever (runc's
@@ -353,10 +361,7 @@ def test_exec_user_is_not_blocked_by_a_fifo_passwd(cli, image):
             "rm /etc/passwd && mkfifo /etc/passwd && echo ready; exec sleep 300")
     assert p.returncode == 0, p.stderr
     try:
-        deadline = time.monotonic() + 30
-        while cli("logs", "web").stdout != "ready\n":
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        _ready(cli, "web")
         p = cli("exec", "-u", "nobody", "web", "id", timeout=20)
         assert p.returncode == 2, p.stderr
         assert "user 'nobody' not found in the image's /etc/passwd" in p.stderr
@@ -375,10 +380,7 @@ def test_exec_finds_commands_on_the_container_s_own_mounts_and_refuses_missing_o
             "exec sleep 300")
     assert p.returncode == 0, p.stderr
     try:
-        deadline = time.monotonic() + 30
-        while cli("logs", "web").stdout != "ready\n":
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        _ready(cli, "web")
         assert cli("exec", "web", "/scratch/busybox", "echo", "abs").stdout == "abs\n"
         assert cli("exec", "-w", "/scratch", "web", "./busybox", "echo", "rel").stdout == "rel\n"
         assert cli("exec", "-e", "PATH=/scratch", "web", "busybox", "echo",

@@ -241,11 +241,11 @@ def upgrade(
     in dependency order, as one transaction; a failure puts every service back (exit 1)."""
     from volmerge.compose import stackupgrade
     from volmerge.errors import BadInput
+    from volmerge.upgrade.plan import check_timeouts
 
     if dry_run and rehearse:
         raise BadInput("--dry-run and --rehearse exclude each other")
-    if not 0 < health_timeout < float("inf"):
-        raise BadInput("--health-timeout must be positive")
+    check_timeouts(health=health_timeout)
     st = _stack(ctx, services)
     todo = stackupgrade.changes(st, services, pull=pull_)
     if not todo:

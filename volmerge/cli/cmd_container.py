@@ -16,6 +16,7 @@ from typing import Any
 import typer
 
 from .common import emit_json, store, table
+from .fastlife import all_known
 
 _PASSTHRU = {"allow_interspersed_args": False}
 
@@ -88,21 +89,6 @@ def _command(c) -> str:
         argv = list(cfg.get("Entrypoint") or []) + list(o.command or cfg.get("Cmd") or [])
     s = " ".join(argv)
     return '"' + (s if len(s) <= 20 else s[:19] + "…") + '"'
-
-
-def _all_known(get: Any, refs: list[str], *, stopped: bool = False) -> None:
-    """Look every container up before acting on any (``get``: the engine's
-    or the lifecycle's): a missing one (or, with ``stopped``, a live one)
-    is bad input, and bad input changes nothing.  One container needs no
-    second look-up."""
-    if len(refs) < 2:
-        return
-    for ref in refs:
-        c = get(ref)
-        if stopped and c.live:
-            from volmerge.runtime.errors import Conflict
-
-            raise Conflict(f"container {c.name} is {c.state}: stop it first or use --force")
 
 
 #: run's options that create does not take: a created container is started
@@ -205,7 +191,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
 
         time_ = check_seconds(time_, "-t", forever=True)
         eng = _engine(ctx)
-        _all_known(eng.get, containers)
+        all_known(eng.get, containers)
         for ref in containers:
             eng.stop(ref, time_, autoremove=True)  # a --rm one goes, as Docker's
             print(ref)
@@ -218,7 +204,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
     ) -> None:
         """Start stopped containers."""
         eng = _engine(ctx)
-        _all_known(eng.get, containers)
+        all_known(eng.get, containers)
         if attach:
             if len(containers) != 1:
                 from volmerge.runtime.errors import BadInput
@@ -240,7 +226,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
 
         time_ = check_seconds(time_, "-t", forever=True)
         eng = _engine(ctx)
-        _all_known(eng.get, containers)
+        all_known(eng.get, containers)
         for ref in containers:
             eng.restart(ref, time_)
             print(ref)
@@ -253,7 +239,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
     ) -> None:
         """Send a signal to running containers (default SIGKILL)."""
         eng = _engine(ctx)
-        _all_known(eng.get, containers)
+        all_known(eng.get, containers)
         for ref in containers:
             eng.kill(ref, signal_)
             print(ref)
@@ -266,7 +252,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
     ) -> None:
         """Remove containers and their container layers."""
         eng = _engine(ctx)
-        _all_known(eng.get, containers, stopped=not force)
+        all_known(eng.get, containers, stopped=not force)
         for ref in containers:
             eng.remove(ref, force=force)
             print(ref)
@@ -384,7 +370,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
     def pause(ctx: typer.Context, containers: list[str] = typer.Argument(..., help="Names or ids.")) -> None:
         """Freeze every process of running containers."""
         eng = _engine(ctx)
-        _all_known(eng.get, containers)
+        all_known(eng.get, containers)
         for ref in containers:
             eng.pause(ref)
             print(ref)
@@ -393,7 +379,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one command per function
     def unpause(ctx: typer.Context, containers: list[str] = typer.Argument(..., help="Names or ids.")) -> None:
         """Thaw paused containers."""
         eng = _engine(ctx)
-        _all_known(eng.get, containers)
+        all_known(eng.get, containers)
         for ref in containers:
             eng.unpause(ref)
             print(ref)

@@ -81,11 +81,10 @@ def register(app: typer.Typer) -> None:
 
         if dry_run and rehearse:
             raise BadInput("--dry-run and --rehearse exclude each other")
-        from volmerge.runtime.options import check_http_url, check_port, check_seconds
+        from volmerge.runtime.options import check_http_url, check_port
+        from volmerge.upgrade.plan import check_timeouts
 
-        check_seconds(stop_timeout, "--stop-timeout")
-        if not 0 < health_timeout < float("inf"):  # before the upgrade's lock is taken
-            raise BadInput("--health-timeout must be positive")
+        check_timeouts(health=health_timeout, stop=stop_timeout)  # before the lock is taken
         if health_http is not None:
             check_http_url(health_http)
         if health_tcp is not None:
@@ -162,10 +161,10 @@ def register(app: typer.Typer) -> None:
         generation was left.  Data written since is counted (paths, SQLite
         rows) and needs --discard-new-data or --keep-new-data-as NAME.
         """
-        from volmerge.runtime.options import check_seconds
         from volmerge.upgrade import rollback
+        from volmerge.upgrade.plan import check_timeouts
 
-        check_seconds(stop_timeout, "--stop-timeout")
+        check_timeouts(stop=stop_timeout)
         rep = rollback(_ctx(ctx), container, to=to, discard_new_data=discard_new_data,
                        keep_new_data_as=keep_new_data_as, stop_timeout=stop_timeout, dry_run=dry_run)
         if as_json:

@@ -207,12 +207,11 @@ def _named_by_containers(ctx: typer.Context) -> dict[str, str]:
     (the manager's own users are only the containers that have it mounted).
     An upgrade's parked generations (``NAME.genN``) do not count: they are
     the upgrade history's, which ``prune`` and ``rollback`` manage."""
-    import re
+    from volmerge.parked import is_parked
 
-    parked = re.compile(r"\.gen\d+$")
     named: dict[str, str] = {}
     for c in _context(ctx).engine.list(all=True):
-        if parked.search(c.name):
+        if is_parked(c.name):
             continue
         for m in c.options.mounts:
             if m.kind == "volume" and m.source:

@@ -61,9 +61,7 @@ def fast_lifecycle(args: list[str]) -> int | None:
     try:
         life = _lifecycle(root)
         life.spare = spare  # the first detached start takes it
-        if len(names) > 1:  # a missing one is bad input, which changes nothing
-            for ref in names:
-                life.get(ref)
+        all_known(life.get, names)
         for ref in names:
             if verb == "start":
                 life.start(ref)
@@ -104,3 +102,18 @@ def _fork_supervisor(root: str | None) -> Any:
         return Forked(root, FACTORY)
     except OSError:
         return None
+
+
+def all_known(get: Any, refs: list[str], *, stopped: bool = False) -> None:
+    """Look every container up before acting on any (``get``: the engine's
+    or the lifecycle's): a missing one (or, with ``stopped``, a live one)
+    is bad input, and bad input changes nothing.  One container needs no
+    second look-up.  (The typer commands' too, cmd_container.py.)"""
+    if len(refs) < 2:
+        return
+    for ref in refs:
+        c = get(ref)
+        if stopped and c.live:
+            from volmerge.runtime.errors import Conflict
+
+            raise Conflict(f"container {c.name} is {c.state}: stop it first or use --force")

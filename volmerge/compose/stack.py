@@ -15,13 +15,13 @@ by their ``com.docker.compose.project`` label, as docker compose finds them.
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from volmerge.errors import BadInput, NotDone
+from volmerge.parked import is_parked
 from volmerge.runtime.errors import BadInput as RuntimeBadInput
 
 from . import convert
@@ -30,7 +30,6 @@ from .loader import Project
 from .model import order
 
 HEALTH_TIMEOUT = 300.0
-_GEN = re.compile(r"\.gen\d+$")
 
 
 def _to_stderr(msg: str) -> None:
@@ -66,7 +65,7 @@ class Stack:
         out = [c for c in self.engine.list(all=True)
                if c.options.labels.get(L_PROJECT) == self.project.name
                and (oneoff or c.options.labels.get(L_ONEOFF) != "True")
-               and (generations or not _GEN.search(c.name))]
+               and (generations or not is_parked(c.name))]
         return sorted(out, key=lambda c: (rank.get(c.options.labels.get(L_SERVICE, ""), 1 << 30),
                                           c.name))
 

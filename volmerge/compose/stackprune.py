@@ -50,7 +50,7 @@ from volmerge.errors import Conflict, NotFound
 
 from . import history
 from .history import ServiceStep, StackGeneration
-from .stacktx import journal_name
+from .stacktx import journal_name, project_lock
 
 if TYPE_CHECKING:
     from volmerge.upgrade.ctx import Ctx
@@ -158,13 +158,7 @@ def _locked(ctx: Ctx, project: str) -> Iterator[None]:
     """The stack's locks, in the order ``compose upgrade`` takes them."""
     from volmerge.upgrade import runner
 
-    with contextlib.ExitStack() as held:
-        try:
-            held.enter_context(ctx.store.lock(f"compose-{project}", blocking=False))
-        except BlockingIOError:
-            raise Conflict(f"project {project}: another compose upgrade, rollback or recover "
-                           "is running") from None
-        held.enter_context(runner.locked(ctx, journal_name(project)))
+    with project_lock(ctx.store, project), runner.locked(ctx, journal_name(project)):
         yield
 
 

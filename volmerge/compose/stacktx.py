@@ -15,9 +15,10 @@ ports; everything is thrown away once the last service passed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -34,6 +35,22 @@ def journal_name(project: str) -> str:
     """The journal's ``container``: the stack's own transaction lock, a name
     no container can have."""
     return f"stack:{project}"
+
+
+@contextlib.contextmanager
+def project_lock(store: Any, project: str) -> Iterator[None]:
+    """One stack upgrade, rollback, recovery or prune of a project at a
+    time (lock ``compose-PROJECT``, not waited for): Conflict while another
+    holds it."""
+    from volmerge.errors import Conflict
+
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(store.lock(f"compose-{project}", blocking=False))
+        except BlockingIOError:
+            raise Conflict(f"project {project}: another compose upgrade, rollback or recover "
+                           "is running") from None
+        yield
 
 
 def _announce(members: list[Member], verb: str, passed: str | None, say: Say,

@@ -233,20 +233,9 @@ def _recover_legacy(stack: Stack, say: Say) -> list[tuple[int, str]]:
 
 def _locked(stack: Stack) -> Any:
     """One stack upgrade, rollback or recovery of a project at a time."""
-    import contextlib
+    from .stacktx import project_lock
 
-    from volmerge.errors import Conflict
-
-    @contextlib.contextmanager
-    def held() -> Any:
-        try:
-            with stack.ctx.store.lock(f"compose-{stack.project.name}", blocking=False):
-                yield
-        except BlockingIOError:
-            raise Conflict(f"project {stack.project.name}: another compose upgrade, rollback "
-                           "or recover is running") from None
-
-    return held()
+    return project_lock(stack.ctx.store, stack.project.name)
 
 
 def rollback_stack(stack: Stack, *, discard_new_data: bool = False,

@@ -16,6 +16,7 @@ import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..parked import parked_name
 from . import journal as jr
 from . import servingcopy as cp
 from . import staging as stg
@@ -110,7 +111,7 @@ def build_steps(ctx: Ctx, plan: UpgradePlan, jid: str, gen: int,
     steps += [stg.StageMerge(volume=v.name, target=v.target, at=prep, image=plan.new_image,
                              on_conflict=opts.on_conflict, jid=jid,
                              copy=cp.copy_name(jid, v.name)) for v in merged]
-    steps.append(st.RenameContainer(id=c.id, old_name=c.name, new_name=f"{c.name}.gen{gen}",
+    steps.append(st.RenameContainer(id=c.id, old_name=c.name, new_name=parked_name(c.name, gen),
                                     gen=gen))
     steps.append(st.CreateContainer(name=c.name, image=plan.new_image, old_id=c.id,
                                     options=new_opts.to_json()))

@@ -114,6 +114,19 @@ def volume_mounts(c: Container) -> list[Mount]:
     return out
 
 
+def check_timeouts(*, health: float | None = None, stop: float | None = None) -> None:
+    """An upgrade's (or rollback's) timeouts: the health check's budget above
+    0, the stop's grace a number of seconds (runtime.options.check_seconds);
+    NaN and infinity refused.  Checked when the upgrade is planned, and by
+    the commands before they take the container's lock."""
+    if health is not None and not 0 < health < float("inf"):
+        raise BadInput("--health-timeout must be positive")
+    if stop is not None:
+        from volmerge.runtime.options import check_seconds
+
+        check_seconds(stop, "--stop-timeout")
+
+
 def make_plan(ctx: Ctx, opts: UpgradeOptions) -> UpgradePlan:
     from volmerge.strategies.policy import (
         Policy,
@@ -128,11 +141,7 @@ def make_plan(ctx: Ctx, opts: UpgradeOptions) -> UpgradePlan:
 
     if opts.on_conflict not in ON_CONFLICT:
         raise BadInput(f"--on-conflict must be one of {', '.join(ON_CONFLICT)}")
-    if not 0 < opts.health_timeout < float("inf"):  # NaN too
-        raise BadInput("--health-timeout must be positive")
-    if not 0 <= opts.stop_timeout < float("inf"):
-        raise BadInput(f"invalid --stop-timeout {opts.stop_timeout}: expected a number of "
-                       "seconds >= 0")
+    check_timeouts(health=opts.health_timeout, stop=opts.stop_timeout)
     # the settings read by later steps, checked now: a bad one changes nothing
     from . import settings
 

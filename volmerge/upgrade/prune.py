@@ -22,11 +22,11 @@ volmerge/compose/stackprune.py, which calls :func:`prune_one` per container.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BadInput, Conflict, NotFound
+from ..parked import is_parked
 from . import journal as jr
 from . import runner
 from .steps import find_container
@@ -107,12 +107,11 @@ def plan(ctx: Ctx, name: str, keep: int) -> PrunePlan:
         tags[v] &= have
         if not tags[v]:
             del tags[v]
-    parked = re.compile(re.escape(name) + r"\.gen\d+")
     containers = []
     for g in drop:
         c = find_container(ctx, g.container_id)
         # only a parked, stopped container: never the one serving under the name
-        if (c is not None and parked.fullmatch(c.name)
+        if (c is not None and is_parked(c.name, of=name)
                 and c.state not in ("running", "paused", "restarting")):
             containers.append((c.id, c.name))
     return PrunePlan(

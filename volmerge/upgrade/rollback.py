@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BadInput, NotDone, NotFound
+from ..parked import parked_name
 from . import journal as jr
 from . import runner
 from . import steps as st
@@ -271,7 +272,7 @@ def _prepare(ctx: Ctx, cur_c: Container, *, to: int | None, discard_new_data: bo
     steps: list[Step] = [
         st.StopContainer(id=cur_c.id, name=name, timeout=stop_timeout,
                          running=cur_c.state in ("running", "paused")),
-        SwapNames(name=name, current_id=cur_c.id, parked=f"{name}.gen{plan['from_gen']}",
+        SwapNames(name=name, current_id=cur_c.id, parked=parked_name(name, plan["from_gen"]),
                   target_id=tgt_c.id, target_name=tgt_c.name),
         MoveNetwork(from_id=cur_c.id, to_id=tgt_c.id),
         *hand_over(cur_c.options, cur_c.id, name, tgt_c.id),  # --socket-activate (sockets.py)
